@@ -1,0 +1,41 @@
+"""Env creator for RLlib (and anything else that builds envs from a config dict).
+
+No Ray import here: RLlib's side calls ``ray.tune.register_env(env_id, creator_for(env_id))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import gymnasium as gym
+
+import envs  # noqa: F401  (registers the ids)
+from synth.errors import ConfigError
+
+__all__ = ["create_env", "creator_for"]
+
+
+def create_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env | Any:
+    """Build ``env_id`` from ``config``.
+
+    Returns the native VectorEnv when ``config`` has ``num_envs`` (RLlib's
+    ``gym_env_vectorize_mode="vector_entry_point"`` passes it), else the single env.
+    """
+    if env_id not in envs.ENV_IDS:
+        raise ConfigError(f"unknown env id {env_id!r}; valid: {list(envs.ENV_IDS)}")
+    kwargs = dict(config or {})
+    spec = gym.spec(env_id)
+    if "num_envs" in kwargs:
+        cls = gym.envs.registration.load_env_creator(spec.vector_entry_point)
+        return cls(num_envs=kwargs.pop("num_envs"), **kwargs)
+    return gym.envs.registration.load_env_creator(spec.entry_point)(**kwargs)
+
+
+def creator_for(env_id: str) -> Callable[[Mapping[str, Any]], Any]:
+    """A one-argument creator bound to ``env_id`` (the shape ``register_env`` wants)."""
+
+    def creator(config: Mapping[str, Any]) -> Any:
+        return create_env(env_id, config)
+
+    creator.__name__ = f"create_{env_id.split('/')[-1].replace('-', '_')}"
+    return creator

@@ -1,0 +1,266 @@
+"""The batched core of AgentRouting: ``B`` user sessions stepped together in NumPy.
+
+Everything a user does that does not depend on the routing decision — drift, the active
+mode, tasks, latencies, exploration, the fusion estimate, the quality score, the uniforms
+behind each signal — is drawn for a whole session when a user arrives. Users are drawn in
+chunks into a pool, so a batch-of-one env pays the vectorised cost once per chunk, not
+once per episode. ``step`` then only computes what the action changes: satisfaction, the
+signals, the reward, conversions in flight and churn.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
+                                ResponseModel, column_weights, expected_clipped)
+from rewards.quality import QualityModel
+from rewards.signals import SIGNAL_NAMES
+from synth.archetypes import DEVICES, TASK_TYPES
+from synth.behaviour import BehaviourModel, interaction_loglik, sample_session
+from synth.fusion import PersonaFusion
+from synth.population import PopulationSampler
+
+__all__ = ["RoutingCore", "ObsLayout"]
+
+_LATENCY_NORM = np.log1p(120.0)
+SIGNAL_CONVERSION = SIGNAL_NAMES.index("conversion")
+
+
+@dataclass(frozen=True)
+class ObsLayout:
+    """Column ranges of the flat observation (``start, stop`` pairs)."""
+
+    num_agents: int
+    num_archetypes: int
+
+    def slices(self) -> dict[str, slice]:
+        """Name -> slice, in order."""
+        return _packed([("task", len(TASK_TYPES)), ("position", 1), ("signals", len(SIGNAL_NAMES)),
+                 ("latency", 1), ("explore", 1), ("last_action", self.num_agents),
+                 ("persona_scores", self.num_archetypes), ("persona_confidence", 1),
+                 ("persona_stability", 1), ("quality", 1), ("device", len(DEVICES))])
+
+    @property
+    def size(self) -> int:
+        """Observation length."""
+        return list(self.slices().values())[-1].stop
+
+
+def _packed(sizes: list[tuple[str, int]]) -> dict[str, slice]:
+    out, start = {}, 0
+    for name, size in sizes:
+        out[name] = slice(start, start + size)
+        start += size
+    return out
+
+
+class RoutingCore:
+    """State and dynamics of ``num_lanes`` concurrent sessions.
+
+    Args:
+        num_lanes: batch size B.
+        sampler: the population.
+        world: latent agent qualities.
+        response: signal and churn model.
+        reward_weights: ``(8,)`` effective weight of each signal (weight · confidence).
+        quality: bot-quality score model.
+        fusion: persona fusion over the sampler's base archetypes.
+        behaviour: per-interaction behaviour noise.
+        max_tasks: interactions per session H.
+        with_truth: also precompute the ground truth that ``info`` reports.
+        pool_chunk: users generated at a time.
+    """
+
+    def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
+                 response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
+                 fusion: PersonaFusion, behaviour: BehaviourModel, max_tasks: int,
+                 with_truth: bool = True, pool_chunk: int = 64) -> None:
+        self.B, self.H, self.K = num_lanes, max_tasks, world.num_agents
+        self.sampler, self.world, self.response = sampler, world, response
+        self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
+        self.weights = column_weights(np.asarray(reward_weights, dtype=np.float64))
+        self.weights_now = self.weights.copy()     # conversions are paid when they arrive
+        self.weights_now[CONVERSION] = 0.0
+        self.layout = ObsLayout(self.K, sampler.base.size)
+        self.cols = self.layout.slices()
+        self.with_truth = with_truth
+        C = len(COLUMNS)
+        self.step_cols = _packed([("sat", self.K), ("base", C), ("slope", C),
+                                  ("threshold", C), ("multiplier", C), ("delay", 1),
+                                  ("churn_u", 1), ("quality", 1)])
+        self.step_width = self.step_cols["quality"].stop
+        self.truth_cols = _packed([("expected", self.K), ("oracle", 1), ("primary", 1),
+                                   ("weights", sampler.num_archetypes)])
+        self.truth_width = self.truth_cols["weights"].stop
+        self.pool_chunk = max(pool_chunk, 1)
+        self.rows = np.arange(num_lanes)
+        self.lanes: dict[str, np.ndarray] = {}
+        self.pool: dict[str, np.ndarray] = {}
+        self.pool_pos = 0
+        self.population_time = 0
+        self.t = np.zeros(num_lanes, dtype=np.int64)
+        self.pending = np.zeros(num_lanes)
+        self.queue = np.zeros((num_lanes, max_tasks + response.max_delay + 1))
+        self.obs = np.zeros((num_lanes, self.layout.size), dtype=np.float32)
+
+    # ------------------------------------------------------------------ users
+    def clear(self) -> None:
+        """Forget pooled users and restart the population clock (after a seeded reset)."""
+        self.pool, self.pool_pos, self.population_time = {}, 0, 0
+
+    def _generate(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Whole exogenous sessions for ``n`` new users, packed per step."""
+        H, C = self.H, len(COLUMNS)
+        sampler, response = self.sampler, self.response
+        pop = sampler.sample(n, rng, start_time=self.population_time)
+        self.population_time += n
+        ses = sample_session(pop, sampler, H, rng, self.behaviour)
+        traits = sampler.traits_of(ses.weights, np.exp(pop.trait_offset)[:, None, :],
+                                   pop.table_id[:, None])
+        beh = sampler.by_mode(pop.table_id, ses.mode, "behaviour")            # (n, H, 5)
+        bot = pop.is_bot[:, None]
+        f = np.empty((n, H, self.step_width))
+        c = self.step_cols
+        f[..., c["sat"]] = self.world.satisfaction(traits, ses.task)
+        f[..., c["base"]], f[..., c["slope"]] = response.signal_params(beh, bot)
+        u = rng.random((n, H, C + 4))
+        f[..., c["threshold"]], f[..., c["multiplier"]] = response.draw_columns(u, bot)
+        f[..., c["delay"].start] = 1 + np.minimum(
+            (u[..., C + 2] * response.max_delay).astype(np.int64), response.max_delay - 1)
+        f[..., c["churn_u"].start] = np.where(bot, 2.0, u[..., C + 3])   # bots never leave
+        quality = self.quality_model.score(ses.latency, pop.metadata_missing)  # (n, H)
+        f[..., c["quality"].start] = quality
+        loglik = interaction_loglik(sampler.base, ses.task, ses.latency, ses.explore,
+                                    self.behaviour)
+        fused = self.fusion.run(loglik, quality)
+        users = dict(step=f, exo=self._exogenous_obs(pop, ses, fused, quality))
+        if self.with_truth:
+            users["truth"] = self._truth(f, bot, quality, ses.weights)
+            users["static"] = np.stack([pop.is_bot, pop.consent, pop.group], axis=1)
+        return users
+
+    def _truth(self, f: np.ndarray, bot: np.ndarray, quality: np.ndarray,
+               weights: np.ndarray) -> np.ndarray:
+        """Packed ground truth per step: expected reward of each action, oracle action,
+        latent primary, latent weights."""
+        c = self.step_cols
+        sat = f[..., c["sat"]]
+        base, slope = f[..., c["base"]], f[..., c["slope"]]
+        rate_w = self.response.column_rates(bot) * self.weights             # (n, 1, C)
+        linear = np.where(CONTINUOUS, 0.0, rate_w)
+        expected = ((base * linear).sum(-1)[..., None]
+                    + (slope * linear).sum(-1)[..., None] * sat)            # (n, H, K)
+        cont = np.flatnonzero(CONTINUOUS)
+        p = base[..., None, cont] + slope[..., None, cont] * sat[..., None]  # (n, H, K, 2)
+        e_cont = np.where(bot[..., None, None], np.minimum(p, 1.0), expected_clipped(p))
+        expected += e_cont @ self.weights[cont]
+        expected *= quality[..., None]
+        truth = np.empty(expected.shape[:2] + (self.truth_width,))
+        t = self.truth_cols
+        truth[..., t["expected"]] = expected
+        truth[..., t["oracle"].start] = expected.argmax(axis=-1)
+        truth[..., t["primary"].start] = weights.argmax(axis=-1)
+        truth[..., t["weights"]] = weights
+        return truth
+
+    def _exogenous_obs(self, pop, ses, fused, quality) -> np.ndarray:
+        n, H = ses.task.shape
+        c = self.cols
+        exo = np.zeros((n, H + 1, self.layout.size), dtype=np.float32)
+        exo[np.arange(n)[:, None], np.arange(H)[None, :], c["task"].start + ses.task] = 1.0
+        exo[:, :, c["position"].start] = np.arange(H + 1) / H
+        exo[:, 1:, c["latency"].start] = np.minimum(1.0, np.log1p(ses.latency) / _LATENCY_NORM)
+        exo[:, 1:, c["explore"].start] = ses.explore
+        consent = pop.consent[:, None, None]
+        exo[:, :, c["persona_scores"]] = np.where(consent, fused.scores,
+                                                  self.fusion.prior[None, None, :])
+        exo[:, :, c["persona_confidence"].start] = np.where(consent[..., 0], fused.confidence, 0)
+        exo[:, :, c["persona_stability"].start] = np.where(consent[..., 0], fused.stability, 0)
+        exo[:, 0, c["quality"].start] = 1.0
+        exo[:, 1:, c["quality"].start] = quality
+        seen = ~pop.metadata_missing
+        exo[np.flatnonzero(seen), :, c["device"].start + pop.device[seen]] = 1.0
+        return exo
+
+    def _take(self, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        left = (len(self.pool["exo"]) - self.pool_pos) if self.pool else 0
+        if left < m:
+            fresh = self._generate(max(self.pool_chunk, m - left), rng)
+            if left:
+                fresh = {k: np.concatenate([v[self.pool_pos:], fresh[k]])
+                         for k, v in self.pool.items()}
+            self.pool, self.pool_pos = fresh, 0
+        lo = self.pool_pos
+        self.pool_pos += m
+        return {k: v[lo:lo + m] for k, v in self.pool.items()}
+
+    def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
+        """Start new sessions in ``lanes`` (indices) with the next users of the pool."""
+        users = self._take(len(lanes), rng)
+        if not self.lanes:
+            self.lanes = {k: np.zeros((self.B,) + v.shape[1:], v.dtype)
+                          for k, v in users.items()}
+        for k, v in users.items():
+            self.lanes[k][lanes] = v
+        self.t[lanes] = 0
+        self.pending[lanes] = 0.0
+        self.queue[lanes] = 0.0
+        self.obs[lanes] = users["exo"][:, 0]
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Advance every lane by one interaction.
+
+        Returns:
+            ``(reward, terminated, satisfaction)``, each ``(B,)``.
+        """
+        rows, t, c = self.rows, self.t, self.step_cols
+        row = self.lanes["step"][rows, t]                 # one gather of everything at t
+        s = row[:, c["sat"]][rows, action]
+        p = row[:, c["base"]] + row[:, c["slope"]] * s[:, None]
+        values = np.minimum(np.maximum((p - row[:, c["threshold"]]) * row[:, c["multiplier"]],
+                                       0.0), 1.0)
+        q = row[:, c["quality"].start]
+        conv = values[:, CONVERSION] * (self.weights[CONVERSION] * q)
+        self.queue[rows, t + row[:, c["delay"].start].astype(np.int64)] += conv
+        arrived = self.queue[rows, t]
+        self.pending += conv - arrived
+        reward = (values @ self.weights_now) * q + arrived
+        signals = values @ COLLAPSE
+        signals[:, SIGNAL_CONVERSION] = arrived > 0
+        churn = self.response.churn_base + self.response.churn_slope * np.maximum(
+            0.0, self.response.churn_threshold - s)
+        t1 = t + 1
+        terminated = (row[:, c["churn_u"].start] < churn) | (t1 >= self.H)
+        reward += self.pending * terminated
+        self.pending *= ~terminated
+        self.t = t1
+        obs = self.lanes["exo"][rows, t1]
+        obs[:, self.cols["signals"]] = signals
+        obs[rows, self.cols["last_action"].start + action] = 1.0
+        self.obs = obs
+        return reward, terminated, s
+
+    # ------------------------------------------------------------------ info
+    def info(self) -> dict[str, np.ndarray]:
+        """Ground truth for the current decision of every lane (arrays, lanes first)."""
+        if not self.with_truth:
+            raise RuntimeError("this core was built without ground truth (info_level='none')")
+        rows = self.rows
+        t = np.minimum(self.t, self.H - 1)
+        truth = self.lanes["truth"][rows, t]
+        static = self.lanes["static"]
+        c = self.truth_cols
+        return {
+            "latent_weights": truth[:, c["weights"]],
+            "latent_primary": truth[:, c["primary"].start].astype(np.int64),
+            "expected_reward": truth[:, c["expected"]],
+            "oracle_action": truth[:, c["oracle"].start].astype(np.int64),
+            "is_bot": static[:, 0].astype(bool),
+            "consent": static[:, 1].astype(bool),
+            "group": static[:, 2],
+            "quality": self.obs[:, self.cols["quality"].start].astype(np.float64),
+        }

@@ -1,0 +1,100 @@
+"""What a user does in each interaction, independent of how the platform responds.
+
+Mixed-membership model: at interaction ``t`` a user acts in one *mode* ``z_t ~ Cat(w_t)``
+(one of their archetypes). The mode emits
+
+* the task type: ``task_t ~ Cat(task_preferences[z_t])``,
+* the response latency: ``log latency_t ~ N(log(latency_scale_s) - latency_decay ·
+  response_timing[z_t], latency_sd²)``,
+* an exploration flag: ``explore_t ~ Bernoulli(exploration[z_t])``.
+
+Bots ignore their persona: tasks are uniform, they never explore, and their latency is
+rapid-fire (median ``bot_latency_s``) or, for slow bots, slower but very regular.
+
+The noise parameters below are fixed before any accuracy is measured (see BENCHMARKS.md);
+they are not tuned to reach a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synth.archetypes import ArchetypeTable
+from synth.population import Population, PopulationSampler, categorical, drift_trajectory
+
+__all__ = ["BehaviourModel", "Session", "sample_session", "interaction_loglik"]
+
+
+@dataclass(frozen=True)
+class BehaviourModel:
+    """Noise parameters of the per-interaction behaviour (fixed, documented defaults)."""
+
+    latency_scale_s: float = 30.0
+    latency_decay: float = 3.0
+    latency_sd: float = 0.8
+    bot_latency_s: float = 0.4
+    bot_latency_sd: float = 0.15
+    slow_bot_latency_s: float = 3.0
+    slow_bot_latency_sd: float = 0.1
+
+
+@dataclass
+class Session:
+    """Exogenous trajectory of ``n`` users over ``H`` interactions (arrays ``(n, H, ...)``)."""
+
+    weights: np.ndarray
+    mode: np.ndarray
+    task: np.ndarray
+    latency: np.ndarray
+    explore: np.ndarray
+
+
+def sample_session(pop: Population, sampler: PopulationSampler, horizon: int,
+                   rng: np.random.Generator, model: BehaviourModel = BehaviourModel()
+                   ) -> Session:
+    """Sample ``horizon`` interactions for every user of ``pop`` (drift included)."""
+    n, A = pop.weights.shape
+    noise = rng.standard_normal((n, max(horizon - 1, 0), A))
+    u = rng.random((n, horizon, 3))
+    z = rng.standard_normal((n, horizon))
+    weights = drift_trajectory(pop.weights, noise, sampler.drift_rate)
+    mode = categorical(weights, u[..., 0])
+    task_probs = sampler.by_mode(pop.table_id, mode, "tasks")     # (n, H, T)
+    beh = sampler.by_mode(pop.table_id, mode, "behaviour")         # (n, H, 5)
+    n_tasks = task_probs.shape[-1]
+    bot = pop.is_bot[:, None]
+    task = np.where(bot, np.minimum((u[..., 1] * n_tasks).astype(np.int64), n_tasks - 1),
+                    categorical(task_probs, u[..., 1]))
+    log_median = np.log(model.latency_scale_s) - model.latency_decay * beh[..., 1]
+    log_lat = log_median + model.latency_sd * z
+    slow = pop.slow_bot[:, None]
+    bot_log_lat = np.where(slow, np.log(model.slow_bot_latency_s),
+                           np.log(model.bot_latency_s)) + np.where(
+        slow, model.slow_bot_latency_sd, model.bot_latency_sd) * z
+    latency = np.exp(np.where(bot, bot_log_lat, log_lat))
+    explore = (u[..., 2] < beh[..., 4]) & ~bot
+    return Session(weights=weights, mode=mode, task=task, latency=latency, explore=explore)
+
+
+def interaction_loglik(table: ArchetypeTable, task: np.ndarray, latency: np.ndarray,
+                       explore: np.ndarray, model: BehaviourModel = BehaviourModel()
+                       ) -> np.ndarray:
+    """Log-likelihood of each interaction under each archetype of ``table``, up to a constant.
+
+    Terms that do not depend on the archetype (the log-normal's normaliser) are dropped, so
+    the result is only meaningful as a comparison across the last axis.
+
+    Args:
+        task, latency, explore: arrays of the same shape ``S``.
+
+    Returns:
+        ``S + (A,)`` log-likelihoods.
+    """
+    log_tp = np.log(np.maximum(table.task_preferences, 1e-12))           # (A, T)
+    mu = np.log(model.latency_scale_s) - model.latency_decay * table.behaviour[:, 1]
+    e = np.clip(table.behaviour[:, 4], 1e-6, 1 - 1e-6)
+    resid = (np.log(latency)[..., None] - mu) / model.latency_sd
+    return (log_tp.T[task] - 0.5 * resid * resid
+            + np.where(explore[..., None], np.log(e), np.log1p(-e)))

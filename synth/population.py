@@ -1,0 +1,441 @@
+"""Population sampling: who the simulated users are.
+
+A user is a mixture of archetypes. Sampling is two-stage and vectorised over a batch:
+
+1. the primary archetype ``k`` from the configured ``proportions``;
+2. mixture weights ``w ~ Dirichlet(concentration · m_k)`` with ``m_k`` putting ``anchor`` of
+   the mass on ``k`` and the rest evenly on the other existing archetypes. If another weight
+   comes out larger than ``w_k`` the two are swapped, so the primary is always the largest
+   weight and primary frequencies equal ``proportions`` exactly in expectation.
+
+Traits are ``sigmoid(logit(w @ trait_means) + δ)`` with a per-user offset
+``δ ~ N(0, trait_noise²)``; since they are a function of ``w``, traits move when the mixture
+drifts. Behaviour, task and device preferences are the ``w``-mixture of the archetype priors.
+Users also get a demographic group, a consent flag and, for ``bot_fraction`` of them, a bot
+flag (some bots are "slow": regular timing rather than rapid fire). Metadata (device/browser)
+is missing for most bots and a few humans.
+
+Drift within a session is a random walk on log-weights:
+``log w_{t+1} = log w_t + drift_rate · ε_t`` (renormalised), ``ε_t ~ N(0, I)``.
+
+Population events (``PopulationEvent``) are scheduled on *population time*: the index of
+the session a user is sampled for. Users sampled at time ``τ`` see every event with
+``at <= τ``. Events never renumber archetypes: ``split`` and ``new`` append a row, ``merge``
+pulls two profiles together, ``drift`` moves proportion from one archetype to another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+
+from synth.archetypes import (ArchetypeSpec, ArchetypeTable, DEFAULT_ARCHETYPES, TRAITS,
+                              default_table)
+from synth.errors import ConfigError, check_int, check_range
+
+__all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
+           "drift_trajectory", "categorical", "HYBRID_THRESHOLD"]
+
+HYBRID_THRESHOLD = 0.2
+_EPS = 1e-6
+
+
+def categorical(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF categorical draws: row-wise ``probs`` (..., K), uniforms ``u`` (...)."""
+    cdf = np.cumsum(probs, axis=-1)
+    idx = (u[..., None] * cdf[..., -1:] >= cdf).sum(axis=-1)
+    return np.minimum(idx, probs.shape[-1] - 1)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1.0 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class PopulationEvent:
+    """A scheduled change of the population.
+
+    Args:
+        kind: ``"drift"`` (move ``strength`` of ``source``'s proportion to ``target``),
+            ``"split"`` (a new archetype ``name`` branches off ``source`` with traits shifted
+            by ``trait_shift`` and takes ``strength`` of its proportion), ``"merge"`` (the
+            profiles of ``source`` and ``target`` move ``strength`` of the way to their
+            proportion-weighted average) or ``"new"`` (archetype ``spec`` appears with
+            proportion ``strength``; the others shrink).
+        at: population time (session index) from which the event applies.
+        source: archetype name (drift, split, merge).
+        target: archetype name (drift, merge).
+        strength: in (0, 1], see ``kind``.
+        name: new archetype name (split).
+        trait_shift: trait name -> shift added to the source's trait means (split).
+        spec: the new archetype (new); an ``ArchetypeSpec`` or a mapping.
+    """
+
+    kind: Literal["drift", "split", "merge", "new"]
+    at: int
+    source: str | None = None
+    target: str | None = None
+    strength: float = 1.0
+    name: str | None = None
+    trait_shift: Mapping[str, float] = field(default_factory=dict)
+    spec: ArchetypeSpec | Mapping[str, Any] | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | "PopulationEvent") -> "PopulationEvent":
+        """Build from config; unknown keys raise ``ConfigError``."""
+        if isinstance(data, PopulationEvent):
+            return data
+        valid = {"kind", "at", "source", "target", "strength", "name", "trait_shift", "spec"}
+        unknown = set(data) - valid
+        if unknown:
+            raise ConfigError(f"unknown event keys {sorted(unknown)}; valid: {sorted(valid)}")
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class PopulationConfig:
+    """Everything that shapes a population; validated by ``PopulationSampler``.
+
+    Args:
+        proportions: archetype name -> probability of being the primary archetype (must
+            sum to 1; unnamed archetypes get 0). ``None`` means uniform.
+        concentration: total Dirichlet concentration of the mixture weights (> 0); low
+            values give near-pure users, high values even mixtures.
+        anchor: share of the concentration on the primary archetype, in (0, 1).
+        trait_noise: std of the per-user trait offset in logit space (>= 0).
+        drift_rate: std of the per-interaction log-weight random walk (>= 0).
+        bot_fraction: fraction of users that are bots, in [0, 1].
+        slow_bot_fraction: fraction of bots with regular but not rapid timing, in [0, 1].
+        consent_rate: fraction of users who consent to personalisation, in [0, 1].
+        groups: demographic group name -> proportion (sums to 1).
+        human_missing_metadata: chance a human's device/browser metadata is missing.
+        bot_missing_metadata: chance a bot's metadata is missing.
+        archetypes: custom archetype specs (``None``: the six defaults).
+        events: scheduled population events.
+    """
+
+    proportions: Mapping[str, float] | None = None
+    concentration: float = 4.0
+    anchor: float = 0.5
+    trait_noise: float = 0.35
+    drift_rate: float = 0.03
+    bot_fraction: float = 0.05
+    slow_bot_fraction: float = 0.3
+    consent_rate: float = 0.9
+    groups: Mapping[str, float] = field(
+        default_factory=lambda: {"group_a": 0.5, "group_b": 0.3, "group_c": 0.2})
+    human_missing_metadata: float = 0.02
+    bot_missing_metadata: float = 0.7
+    archetypes: Sequence[ArchetypeSpec | Mapping[str, Any]] | None = None
+    events: Sequence[PopulationEvent | Mapping[str, Any]] = ()
+
+
+@dataclass
+class Population:
+    """A batch of ``n`` users (all arrays have ``n`` rows).
+
+    Attributes:
+        weights: ``(n, A)`` archetype mixture weights over the latent table's rows.
+        primary: ``(n,)`` index of the largest weight.
+        trait_offset: ``(n, 10)`` per-user logit-space trait offset.
+        traits: ``(n, 10)`` traits at sampling time.
+        group: ``(n,)`` demographic group index.
+        consent: ``(n,)`` consent flag.
+        is_bot: ``(n,)`` bot flag.
+        slow_bot: ``(n,)`` bot with regular, slower timing.
+        device: ``(n,)`` device index.
+        metadata_missing: ``(n,)`` device/browser metadata missing.
+        time: ``(n,)`` population time each user was sampled at.
+        table_id: ``(n,)`` index into ``PopulationSampler.tables`` (the archetype table in
+            force at the user's time).
+    """
+
+    weights: np.ndarray
+    primary: np.ndarray
+    trait_offset: np.ndarray
+    traits: np.ndarray
+    group: np.ndarray
+    consent: np.ndarray
+    is_bot: np.ndarray
+    slow_bot: np.ndarray
+    device: np.ndarray
+    metadata_missing: np.ndarray
+    time: np.ndarray
+    table_id: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.primary)
+
+    def hybrid(self, threshold: float = HYBRID_THRESHOLD) -> np.ndarray:
+        """``(n, A)`` mask of hybrid personas: archetypes whose weight exceeds ``threshold``."""
+        return self.weights > threshold
+
+    def margin(self) -> np.ndarray:
+        """``(n,)`` gap between the largest and second-largest weight."""
+        top2 = np.sort(self.weights, axis=1)[:, -2:]
+        return top2[:, 1] - top2[:, 0]
+
+
+class PopulationSampler:
+    """Samples batches of users from a ``PopulationConfig``.
+
+    Args:
+        config: the population's shape; every value is range-checked here.
+
+    Attributes:
+        base: the archetype table before any event (what the platform knows).
+        tables: the latent tables in force between events (``tables[0]`` at time 0), each
+            with the same number of rows; archetypes that do not exist yet have proportion 0.
+        proportions: ``(len(tables), A)`` primary-archetype probabilities per epoch.
+        boundaries: event times at which the epoch changes.
+    """
+
+    def __init__(self, config: PopulationConfig | None = None) -> None:
+        self.config = cfg = config or PopulationConfig()
+        self.concentration = check_range("concentration", cfg.concentration, 0, np.inf,
+                                         low_open=True, high_open=True)
+        self.anchor = check_range("anchor", cfg.anchor, 0, 1, low_open=True, high_open=True)
+        self.trait_noise = check_range("trait_noise", cfg.trait_noise, 0, 10)
+        self.drift_rate = check_range("drift_rate", cfg.drift_rate, 0, 10)
+        for name in ("bot_fraction", "slow_bot_fraction", "consent_rate",
+                     "human_missing_metadata", "bot_missing_metadata"):
+            check_range(name, getattr(cfg, name), 0, 1)
+        self.base = (ArchetypeTable.from_specs(cfg.archetypes) if cfg.archetypes is not None
+                     else default_table())
+        self.group_names = tuple(cfg.groups)
+        self.group_probs = _probabilities("groups", cfg.groups, self.group_names)
+        base_props = (np.full(self.base.size, 1.0 / self.base.size) if cfg.proportions is None
+                      else _probabilities("proportions", cfg.proportions, self.base.names))
+        events = sorted((PopulationEvent.from_mapping(e) for e in cfg.events),
+                        key=lambda e: e.at)
+        self.tables, self.proportions, self._exists, self.boundaries = _apply_events(
+            self.base, base_props, events)
+        self._traits = np.stack([t.traits for t in self.tables])
+        self._behaviour = np.stack([t.behaviour for t in self.tables])
+        self._tasks = np.stack([t.task_preferences for t in self.tables])
+        self._device = np.stack([t.device_preferences for t in self.tables])
+
+    @property
+    def num_archetypes(self) -> int:
+        """Rows of the latent tables (base archetypes plus any added by events)."""
+        return self.tables[0].size
+
+    def epoch(self, time: np.ndarray | int) -> np.ndarray:
+        """Index of the table in force at population ``time``."""
+        return np.searchsorted(np.asarray(self.boundaries), time, side="right")
+
+    def sample(self, n: int, rng: np.random.Generator, start_time: int = 0) -> Population:
+        """Sample ``n`` users for population times ``start_time, ..., start_time + n - 1``."""
+        n = check_int("n", n, 0)
+        cfg = self.config
+        time = start_time + np.arange(n)
+        table_id = self.epoch(time)
+        primary = categorical(self.proportions[table_id], rng.random(n))
+        w = self.sample_weights(primary, table_id, rng)
+        offset = rng.normal(0.0, self.trait_noise, size=(n, len(TRAITS)))
+        u = rng.random((n, 6))
+        device_probs = np.einsum("na,nad->nd", w, self._device[table_id])
+        is_bot = u[:, 2] < cfg.bot_fraction
+        missing_rate = np.where(is_bot, cfg.bot_missing_metadata, cfg.human_missing_metadata)
+        return Population(
+            weights=w, primary=primary, trait_offset=offset,
+            traits=self.traits_of(w, np.exp(offset), table_id),
+            group=categorical(np.broadcast_to(self.group_probs, (n, len(self.group_probs))),
+                              u[:, 0]),
+            consent=u[:, 1] < cfg.consent_rate,
+            is_bot=is_bot,
+            slow_bot=is_bot & (u[:, 3] < cfg.slow_bot_fraction),
+            device=categorical(device_probs, u[:, 4]),
+            metadata_missing=u[:, 5] < missing_rate,
+            time=time, table_id=table_id,
+        )
+
+    def sample_weights(self, primary: np.ndarray, table_id: np.ndarray,
+                       rng: np.random.Generator) -> np.ndarray:
+        """Mixture weights given the primary archetype: anchored Dirichlet, then the swap
+        that makes ``primary`` the largest weight."""
+        n = len(primary)
+        exists = self._exists[table_id]                                # (n, A)
+        others = exists.sum(axis=1, keepdims=True) - 1
+        alpha = np.where(exists, self.concentration * (1 - self.anchor) / np.maximum(others, 1),
+                         0.0)
+        rows = np.arange(n)
+        alpha[rows, primary] = self.concentration * self.anchor
+        g = rng.standard_gamma(alpha)
+        w = g / np.maximum(g.sum(axis=1, keepdims=True), 1e-300)
+        top = w.argmax(axis=1)
+        w_top, w_pri = w[rows, top].copy(), w[rows, primary].copy()
+        w[rows, top], w[rows, primary] = w_pri, w_top
+        return w
+
+    def traits_of(self, weights: np.ndarray, offset_exp: np.ndarray,
+                  table_id: np.ndarray) -> np.ndarray:
+        """Traits ``sigmoid(logit(w @ trait_means) + δ)`` for mixture ``weights`` (..., A).
+
+        Args:
+            weights: ``(..., A)`` mixture weights.
+            offset_exp: ``exp(δ)`` of the users' logit offsets, broadcastable to ``(..., 10)``.
+            table_id: epoch of each user, broadcastable to ``weights.shape[:-1]``.
+        """
+        if len(self.tables) == 1:
+            means = weights @ self._traits[0]
+        else:
+            means = np.einsum("...a,...at->...t", weights, self._traits[table_id])
+        means = np.clip(means, _EPS, 1.0 - _EPS)
+        scaled = means * offset_exp          # = sigmoid(logit(means) + δ), without logs
+        return scaled / (scaled + 1.0 - means)
+
+    def by_mode(self, table_id: np.ndarray, mode: np.ndarray, what: str) -> np.ndarray:
+        """The prior row of each user's active ``mode``: ``"behaviour"`` or ``"tasks"``.
+
+        Args:
+            table_id: ``(n,)`` epoch of each user.
+            mode: ``(n, H)`` active archetype per interaction.
+        """
+        table = {"behaviour": self._behaviour, "tasks": self._tasks}[what]
+        return table[table_id[:, None], mode]
+
+
+def _probabilities(label: str, mapping: Mapping[str, float],
+                   names: Sequence[str]) -> np.ndarray:
+    unknown = [k for k in mapping if k not in names]
+    if unknown:
+        raise ConfigError(f"{label} names unknown entries {unknown}; valid: {list(names)}")
+    p = np.array([float(mapping.get(k, 0.0)) for k in names])
+    if np.any(~np.isfinite(p)) or np.any(p < 0):
+        raise ConfigError(f"{label}={dict(mapping)} must be non-negative numbers")
+    if not np.isclose(p.sum(), 1.0, atol=1e-6):
+        raise ConfigError(f"{label}={dict(mapping)} sum to {p.sum():.6g}; they must sum to 1")
+    return p / p.sum()
+
+
+def _apply_events(base: ArchetypeTable, props: np.ndarray, events: Sequence[PopulationEvent]
+                  ) -> tuple[list[ArchetypeTable], np.ndarray, np.ndarray, list[int]]:
+    """Tables and proportions for each epoch between events, padded to a common width."""
+    added = [e for e in events if e.kind in ("split", "new")]
+    width = base.size + len(added)
+    names = list(base.names) + [None] * len(added)
+
+    def pad(a: np.ndarray) -> np.ndarray:
+        out = np.zeros((width,) + a.shape[1:])
+        out[: a.shape[0]] = a
+        return out
+
+    cur = dict(traits=pad(base.traits), behaviour=pad(base.behaviour),
+               task_preferences=pad(base.task_preferences),
+               device_preferences=pad(base.device_preferences))
+    # rows that do not exist yet still need valid distributions for einsum-based mixtures
+    cur["task_preferences"][base.size:] = 1.0 / cur["task_preferences"].shape[1]
+    cur["device_preferences"][base.size:] = 1.0 / cur["device_preferences"].shape[1]
+    cur["traits"][base.size:] = 0.5
+    p = pad(props[:, None])[:, 0]
+    exists = np.zeros(width, bool)
+    exists[: base.size] = True
+
+    def snapshot() -> tuple[ArchetypeTable, np.ndarray]:
+        label = tuple(n if n is not None else f"_unused{i}" for i, n in enumerate(names))
+        return (ArchetypeTable(names=label, **{k: v.copy() for k, v in cur.items()}),
+                exists.copy())
+
+    tables, props_out, exists_out, bounds = [], [], [], []
+    t0, e0 = snapshot()
+    tables.append(t0), props_out.append(p.copy()), exists_out.append(e0)
+    next_row = base.size
+    for ev in events:
+        check_int("event.at", ev.at, 0)
+        if ev.kind not in ("drift", "split", "merge", "new"):
+            raise ConfigError(f"event kind {ev.kind!r} is not one of drift, split, merge, new")
+        s = check_range(f"{ev.kind} event strength", ev.strength, 0, 1, low_open=True)
+        idx = {n: i for i, n in enumerate(names) if n is not None}
+
+        def row(name: str | None, role: str) -> int:
+            if name not in idx:
+                raise ConfigError(f"{ev.kind} event {role}={name!r} is not an archetype; "
+                                  f"valid: {sorted(idx)}")
+            return idx[name]
+
+        if ev.kind == "drift":
+            a, b = row(ev.source, "source"), row(ev.target, "target")
+            moved = s * p[a]
+            p[a] -= moved
+            p[b] += moved
+        elif ev.kind == "split":
+            a = row(ev.source, "source")
+            if not ev.name or ev.name in idx:
+                raise ConfigError(f"split event needs a new, unused name; got {ev.name!r}")
+            shift = np.zeros(len(TRAITS))
+            for trait, delta in ev.trait_shift.items():
+                if trait not in TRAITS:
+                    raise ConfigError(f"split trait_shift names unknown trait {trait!r}; "
+                                      f"valid: {list(TRAITS)}")
+                shift[TRAITS.index(trait)] = float(delta)
+            r = next_row
+            next_row += 1
+            names[r] = ev.name
+            for k in cur:
+                cur[k][r] = cur[k][a]
+            cur["traits"][r] = np.clip(cur["traits"][a] + shift, 0.0, 1.0)
+            moved = s * p[a]
+            p[a] -= moved
+            p[r] = moved
+            exists[r] = True
+        elif ev.kind == "merge":
+            a, b = row(ev.source, "source"), row(ev.target, "target")
+            total = p[a] + p[b]
+            wa = p[a] / total if total > 0 else 0.5
+            for k in cur:
+                avg = wa * cur[k][a] + (1 - wa) * cur[k][b]
+                cur[k][a] += s * (avg - cur[k][a])
+                cur[k][b] += s * (avg - cur[k][b])
+        else:  # new
+            if ev.spec is None:
+                raise ConfigError("a 'new' event needs a 'spec' (an archetype definition)")
+            spec = ev.spec if isinstance(ev.spec, ArchetypeSpec) else \
+                ArchetypeSpec.from_mapping(ev.spec)
+            if spec.name in idx:
+                raise ConfigError(f"new archetype name {spec.name!r} already exists")
+            ArchetypeTable.from_specs([spec, DEFAULT_ARCHETYPES[0]])  # validates ranges
+            r = next_row
+            next_row += 1
+            names[r] = spec.name
+            cur["traits"][r] = spec.traits
+            cur["behaviour"][r] = spec.behaviour
+            cur["task_preferences"][r] = spec.task_preferences
+            cur["device_preferences"][r] = spec.device_preferences
+            p *= 1 - s
+            p[r] = s
+            exists[r] = True
+        t, e = snapshot()
+        if bounds and bounds[-1] == ev.at:   # several events at the same time: keep the last
+            tables[-1], props_out[-1], exists_out[-1] = t, p.copy(), e
+        else:
+            bounds.append(ev.at)
+            tables.append(t), props_out.append(p.copy()), exists_out.append(e)
+    return tables, np.stack(props_out), np.stack(exists_out), bounds
+
+
+def drift_trajectory(weights: np.ndarray, noise: np.ndarray, rate: float) -> np.ndarray:
+    """Mixture weights along a session under the log-weight random walk.
+
+    Args:
+        weights: ``(n, A)`` weights at the first interaction.
+        noise: ``(n, H - 1, A)`` standard normal draws.
+        rate: drift rate (std per interaction).
+
+    Returns:
+        ``(n, H, A)`` weights; zero weights (archetypes a user does not have) stay zero.
+    """
+    n, A = weights.shape
+    logw = np.log(np.maximum(weights, 1e-300))
+    steps = np.concatenate([np.zeros((n, 1, A)), np.cumsum(rate * noise, axis=1)], axis=1)
+    logits = logw[:, None, :] + steps
+    logits -= logits.max(axis=2, keepdims=True)
+    w = np.exp(logits) * (weights[:, None, :] > 0)
+    return w / w.sum(axis=2, keepdims=True)
