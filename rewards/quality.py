@@ -31,8 +31,8 @@ class QualityModel:
     min_interval_s: float = 1.0
     prior_interactions: float = 2.0
     pattern_sd: float = 0.4
-    min_history: int = 3
-    missing_metadata_factor: float = 0.5
+    min_history: int = 5
+    missing_metadata_factor: float = 0.7
     flag_threshold: float = 0.5
 
     def __post_init__(self) -> None:

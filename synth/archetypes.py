@@ -200,7 +200,7 @@ class ArchetypeTable:
             if bad.size:
                 i, j = bad[0]
                 raise ConfigError(
-                    f"archetype {self.names[i]!r} {label}.{cols[j]}={arr[i, j]!r} "
+                    f"archetype {self.names[i]!r} {label}.{cols[j]}={float(arr[i, j])!r} "
                     "is outside [0, 1]"
                 )
         for label, arr in (("task_preferences", self.task_preferences),

@@ -1,0 +1,26 @@
+# The two set-up commands of the README. Both create/reuse a local virtualenv in .venv.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: run test bench install
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[all]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# The main job on its defaults: simulate a population through AgentRouting with the
+# baselines and write the report into Hydra's run directory.
+run: $(BIN)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.simulate
+
+# The whole test suite (slow tests included). pytest exits non-zero when no test ran.
+test: $(BIN)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
+
+bench: $(BIN)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.bench env

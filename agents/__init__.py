@@ -1,0 +1,23 @@
+"""Policies: baselines, evaluation, and (later) RLlib/SB3 learners, export and serving.
+
+Imports are lazy so ``import agents`` stays cheap and never pulls in Ray or torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "OracleRouter",
+           "make_baseline", "run_episodes", "train_online"]
+
+_WHERE = {name: "agents.baselines" for name in
+          ("Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "OracleRouter",
+           "make_baseline")}
+_WHERE.update(run_episodes="agents.evaluation", train_online="agents.evaluation")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(_WHERE[name]), name)
+    raise AttributeError(f"module 'agents' has no attribute {name!r}")

@@ -1,0 +1,178 @@
+"""Baseline routing policies behind one small interface.
+
+A policy sees a batch of observations (and, if it is privileged, the env's ``info``) and
+returns one action per row. Learning baselines update online from ``(obs, action,
+reward)`` while ``learning`` is on; evaluation switches it off so every policy is compared
+as a fixed policy on the same users.
+
+* ``RandomPolicy`` — uniform over agents.
+* ``GreedyRouter`` — myopic greedy on what is observed: running mean reward per
+  (task type, agent), argmax, optimistic start so every agent gets tried.
+* ``PersonaRouter`` — the status-quo product router: running mean reward per
+  (task type, estimated primary persona, agent); routing weights are a softmax of those
+  means and the top-weighted agent is chosen. Users without consent (no persona estimate)
+  form their own bucket.
+* ``OracleRouter`` — privileged: the myopic oracle action from ``info`` (the ground truth).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from envs.routing_core import ObsLayout
+from synth.errors import ConfigError, check_range
+
+__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "OracleRouter",
+           "make_baseline", "BASELINES"]
+
+
+class Policy(Protocol):
+    """What evaluation, OPE and serving need from a policy."""
+
+    name: str
+    privileged: bool
+    learning: bool
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        """``(B,)`` actions for ``(B, D)`` observations."""
+
+    def action_probs(self, obs: np.ndarray,
+                     info: Mapping[str, Any] | None = None) -> np.ndarray:
+        """``(B, K)`` probability of each action (what ``act`` samples from)."""
+
+    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        """Learn from one step of a batch (no-op for fixed policies)."""
+
+
+class _Fixed:
+    privileged = False
+    learning = False
+
+    def __init__(self, layout: ObsLayout) -> None:
+        self.layout = layout
+        self.k = layout.num_agents
+
+    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        return None
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return self.action_probs(obs, info).argmax(axis=1)
+
+
+class RandomPolicy(_Fixed):
+    """Uniformly random agent; ``seed`` fixes its draws."""
+
+    name = "random"
+
+    def __init__(self, layout: ObsLayout, seed: int = 0) -> None:
+        super().__init__(layout)
+        self.rng = np.random.default_rng(seed)
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        return np.full((len(obs), self.k), 1.0 / self.k)
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return self.rng.integers(0, self.k, size=len(obs))
+
+
+class OracleRouter(_Fixed):
+    """Privileged myopic oracle: the action with the highest expected reward in ``info``."""
+
+    name = "oracle"
+    privileged = True
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        if not info or "oracle_action" not in info:
+            raise ConfigError("the oracle reads info['oracle_action']: build the env with "
+                              "info_level='full'")
+        return np.eye(self.k)[np.asarray(info["oracle_action"])]
+
+
+class _MeanTable(_Fixed):
+    """Running mean reward per (bucket, agent) with an optimistic start."""
+
+    def __init__(self, layout: ObsLayout, num_buckets: int, optimism: float = 1.0,
+                 temperature: float = 0.05) -> None:
+        super().__init__(layout)
+        self.temperature = check_range("temperature", temperature, 0, np.inf, low_open=True,
+                                       high_open=True)
+        self.sums = np.full((num_buckets, self.k), float(optimism))
+        self.counts = np.ones((num_buckets, self.k))
+        self.learning = True
+        self._task = layout.slices()["task"]
+
+    def bucket(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def means(self, obs: np.ndarray) -> np.ndarray:
+        """``(B, K)`` running mean reward of each agent in each row's bucket."""
+        b = self.bucket(obs)
+        return self.sums[b] / self.counts[b]
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        z = self.means(obs) / self.temperature
+        z -= z.max(axis=1, keepdims=True)
+        w = np.exp(z)
+        return w / w.sum(axis=1, keepdims=True)
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return self.means(obs).argmax(axis=1)
+
+    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        if self.learning:
+            b = self.bucket(obs)
+            np.add.at(self.sums, (b, action), reward)
+            np.add.at(self.counts, (b, action), 1.0)
+
+
+class GreedyRouter(_MeanTable):
+    """Myopic greedy on observed features: best running mean per task type."""
+
+    name = "greedy"
+
+    def __init__(self, layout: ObsLayout, optimism: float = 1.0) -> None:
+        super().__init__(layout, num_buckets=self._task_count(layout), optimism=optimism)
+
+    @staticmethod
+    def _task_count(layout: ObsLayout) -> int:
+        s = layout.slices()["task"]
+        return s.stop - s.start
+
+    def bucket(self, obs: np.ndarray) -> np.ndarray:
+        return obs[:, self._task].argmax(axis=1)
+
+
+class PersonaRouter(_MeanTable):
+    """The status-quo product router: per (task type, estimated primary persona) means."""
+
+    name = "persona_router"
+
+    def __init__(self, layout: ObsLayout, optimism: float = 1.0,
+                 temperature: float = 0.05) -> None:
+        cols = layout.slices()
+        self._tasks = cols["task"].stop - cols["task"].start
+        self._personas = layout.num_archetypes + 1       # + "no consent, no estimate"
+        super().__init__(layout, self._tasks * self._personas, optimism, temperature)
+        self._scores, self._conf = cols["persona_scores"], cols["persona_confidence"].start
+
+    def bucket(self, obs: np.ndarray) -> np.ndarray:
+        task = obs[:, self._task].argmax(axis=1)
+        persona = np.where(obs[:, self._conf] > 0, obs[:, self._scores].argmax(axis=1),
+                           self._personas - 1)
+        return task * self._personas + persona
+
+
+BASELINES = {"random": RandomPolicy, "greedy": GreedyRouter,
+             "persona_router": PersonaRouter, "oracle": OracleRouter}
+
+
+def make_baseline(name: str, layout: ObsLayout, **kwargs: Any) -> Policy:
+    """Build a baseline by name; ``ConfigError`` lists the valid names otherwise."""
+    if name not in BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; valid: {sorted(BASELINES)}")
+    return BASELINES[name](layout, **kwargs)

@@ -1,0 +1,140 @@
+"""Population sampling: proportions, primary/hybrid definitions, bots, drift, events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from synth import (ARCHETYPE_NAMES, ConfigError, PopulationConfig, PopulationEvent,
+                   PopulationSampler)
+from synth.population import drift_trajectory
+
+PROPS = {"explorer": 0.05, "optimizer": 0.30, "socializer": 0.10, "achiever": 0.25,
+         "helper": 0.20, "learner": 0.10}
+
+
+def test_primary_frequencies_match_configured_proportions(rng):
+    sampler = PopulationSampler(PopulationConfig(proportions=PROPS))
+    pop = sampler.sample(100_000, rng)
+    observed = np.bincount(pop.primary, minlength=6)
+    expected = np.array([PROPS[a] for a in ARCHETYPE_NAMES]) * len(pop)
+    # chi-square goodness of fit: a correct sampler fails this 1 time in 1000
+    assert stats.chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_primary_is_the_largest_weight_and_hybrids_exceed_threshold(rng):
+    pop = PopulationSampler().sample(20_000, rng)
+    assert np.array_equal(pop.primary, pop.weights.argmax(axis=1))
+    np.testing.assert_allclose(pop.weights.sum(axis=1), 1.0)
+    hybrid = pop.hybrid()
+    assert np.array_equal(hybrid, pop.weights > 0.2)
+    # the primary is a hybrid component whenever its weight exceeds the threshold
+    assert hybrid[np.arange(len(pop)), pop.primary][pop.weights.max(axis=1) > 0.2].all()
+    assert 0.0 < pop.margin().min() and pop.margin().max() <= 1.0
+
+
+def test_anchor_and_concentration_shape_the_mixture(rng):
+    pure = PopulationSampler(PopulationConfig(concentration=0.5)).sample(5000, rng)
+    even = PopulationSampler(PopulationConfig(concentration=50.0)).sample(5000, rng)
+    assert pure.weights.max(axis=1).mean() > even.weights.max(axis=1).mean() + 0.2
+
+
+def test_bots_consent_and_groups_follow_their_rates(rng):
+    cfg = PopulationConfig(bot_fraction=0.2, consent_rate=0.7,
+                           groups={"a": 0.6, "b": 0.4})
+    pop = PopulationSampler(cfg).sample(50_000, rng)
+    for flag, p in ((pop.is_bot, 0.2), (pop.consent, 0.7), (pop.group == 0, 0.6)):
+        assert stats.binomtest(int(flag.sum()), len(pop), p).pvalue > 1e-3
+    assert not pop.slow_bot[~pop.is_bot].any()
+
+
+def test_traits_follow_the_mixture_and_stay_in_unit_interval(rng):
+    sampler = PopulationSampler(PopulationConfig(trait_noise=0.0, concentration=0.05))
+    pop = sampler.sample(2000, rng)
+    assert ((pop.traits >= 0) & (pop.traits <= 1)).all()
+    pure = pop.weights.max(axis=1) > 0.999
+    np.testing.assert_allclose(pop.traits[pure], sampler.base.traits[pop.primary[pure]],
+                               atol=1e-3)
+
+
+def test_same_seed_same_bytes():
+    a = PopulationSampler().sample(1000, np.random.default_rng(7))
+    b = PopulationSampler().sample(1000, np.random.default_rng(7))
+    for field in ("weights", "traits", "is_bot", "device", "group"):
+        assert getattr(a, field).tobytes() == getattr(b, field).tobytes()
+
+
+def test_drift_moves_weights_on_the_simplex(rng):
+    w = PopulationSampler().sample(500, rng).weights
+    still = drift_trajectory(w, rng.standard_normal((500, 9, 6)), 0.0)
+    np.testing.assert_allclose(still, np.repeat(w[:, None], 10, axis=1), atol=1e-12)
+    moved = drift_trajectory(w, rng.standard_normal((500, 9, 6)), 0.3)
+    np.testing.assert_allclose(moved.sum(axis=2), 1.0)
+    assert np.abs(moved[:, -1] - w).mean() > 0.02
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(bot_fraction=1.5), "bot_fraction=1.5"),
+    (dict(bot_fraction=-0.1), "bot_fraction=-0.1"),
+    (dict(proportions={"explorer": 0.5, "optimizer": 0.2}), "sum to 0.7"),
+    (dict(proportions={"explorer": 0.5, "wizard": 0.5}), "'wizard'"),
+    (dict(concentration=0.0), "concentration=0.0"),
+    (dict(anchor=1.0), "anchor=1.0"),
+    (dict(groups={"a": 0.5}), "groups"),
+])
+def test_invalid_config_names_the_parameter(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(")) as err:
+        PopulationSampler(PopulationConfig(**kwargs))
+    assert isinstance(err.value, ConfigError)
+
+
+def test_custom_archetypes_from_config(rng):
+    custom = [dict(name="night_owl", traits=[0.5] * 10, behaviour=[0.5, 0.1, 0.2, 0.3, 0.4],
+                   task_preferences=[0.2] * 5),
+              dict(name="speedrunner", traits={t: 0.9 for t in
+                                               ("openness", "conscientiousness",
+                                                "extraversion", "agreeableness", "neuroticism",
+                                                "humor", "empathy", "formality", "directness",
+                                                "enthusiasm")},
+                   behaviour=[0.2, 0.95, 0.6, 0.1, 0.1], task_preferences=[0, 0.5, 0, 0, 0.5])]
+    sampler = PopulationSampler(PopulationConfig(archetypes=custom,
+                                                 proportions={"night_owl": 0.25,
+                                                              "speedrunner": 0.75}))
+    assert sampler.base.names == ("night_owl", "speedrunner")
+    pop = sampler.sample(4000, rng)
+    assert abs((pop.primary == 1).mean() - 0.75) < 0.03
+    with pytest.raises(ConfigError, match="night_owl.*behaviour.response_timing=1.5"):
+        PopulationSampler(PopulationConfig(archetypes=[
+            dict(custom[0], behaviour=[0.5, 1.5, 0.2, 0.3, 0.4]), custom[1]]))
+
+
+def test_scheduled_events_change_the_population_at_their_time(rng):
+    events = [
+        PopulationEvent(kind="split", at=1000, source="explorer", name="tinkerer",
+                        strength=0.5, trait_shift={"humor": -0.4}),
+        dict(kind="drift", at=2000, source="helper", target="learner", strength=1.0),
+        dict(kind="merge", at=3000, source="optimizer", target="achiever", strength=1.0),
+    ]
+    sampler = PopulationSampler(PopulationConfig(events=events))
+    assert sampler.num_archetypes == 7 and sampler.boundaries == [1000, 2000, 3000]
+    before, split, drifted, merged = (sampler.proportions[i] for i in range(4))
+    assert before[6] == 0 and split[6] == pytest.approx(before[0] / 2)
+    assert drifted[4] == 0 and drifted[5] == pytest.approx(before[4] + before[5])
+    tables = sampler.tables
+    np.testing.assert_allclose(tables[1].traits[6, 5], tables[0].traits[0, 5] - 0.4)
+    np.testing.assert_allclose(tables[3].traits[1], tables[3].traits[3])
+    pop = sampler.sample(4000, rng, start_time=0)
+    assert not (pop.weights[:1000, 6] > 0).any()          # not born yet
+    assert (pop.primary[1000:] == 6).mean() == pytest.approx(split[6], abs=0.03)
+    assert not (pop.primary[2000:] == 4).any()            # helpers drifted away
+
+
+def test_invalid_events_name_the_problem():
+    with pytest.raises(ConfigError, match="source='wizard'"):
+        PopulationSampler(PopulationConfig(events=[dict(kind="drift", at=0, source="wizard",
+                                                        target="helper")]))
+    with pytest.raises(ConfigError, match="kind 'explode'"):
+        PopulationSampler(PopulationConfig(events=[dict(kind="explode", at=0)]))
+    with pytest.raises(ConfigError, match="unknown event keys"):
+        PopulationSampler(PopulationConfig(events=[dict(kind="drift", at=0, when=3)]))
