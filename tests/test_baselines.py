@@ -1,0 +1,64 @@
+"""Baseline policies behind the shared interface."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.baselines import GreedyRouter, OracleRouter, PersonaRouter, make_baseline
+from envs import AgentRoutingVectorEnv
+from synth import ConfigError
+
+
+@pytest.fixture(scope="module")
+def batch():
+    env = AgentRoutingVectorEnv(512)
+    obs, info = env.reset(seed=0)
+    return env, obs, info
+
+
+@pytest.mark.parametrize("name", ["random", "greedy", "persona_router", "oracle"])
+def test_every_baseline_returns_valid_actions_and_distributions(batch, name):
+    env, obs, info = batch
+    policy = make_baseline(name, env.layout)
+    action = policy.act(obs, info)
+    probs = policy.action_probs(obs, info)
+    assert action.shape == (512,) and ((action >= 0) & (action < 6)).all()
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+    assert env.step(action)[0].shape == obs.shape
+
+
+def test_oracle_follows_the_ground_truth_and_needs_it(batch):
+    env, obs, info = batch
+    oracle = OracleRouter(env.layout)
+    assert (oracle.act(obs, info) == info["oracle_action"]).all()
+    with pytest.raises(ConfigError, match="info_level='full'"):
+        oracle.act(obs, None)
+
+
+def test_greedy_learns_the_best_agent_per_task(batch):
+    env, obs, _ = batch
+    greedy = GreedyRouter(env.layout)
+    task = obs[:, :5].argmax(axis=1)
+    best = (task + 2) % 6                      # a made-up world: one good agent per task
+    for _ in range(30):
+        for a in range(6):
+            action = np.full(len(obs), a)
+            greedy.update(obs, action, (action == best).astype(float))
+    assert (greedy.act(obs) == best).all()
+    greedy.learning = False
+    before = greedy.sums.copy()
+    greedy.update(obs, best, np.zeros(len(obs)))
+    assert np.array_equal(before, greedy.sums)
+
+
+def test_persona_router_keeps_users_without_consent_in_their_own_bucket(batch):
+    env, obs, info = batch
+    router = PersonaRouter(env.layout)
+    no_estimate = (router.bucket(obs) % router._personas) == router._personas - 1
+    assert np.array_equal(no_estimate, ~info["consent"]) and no_estimate.any()
+
+
+def test_unknown_baseline_lists_valid_names(batch):
+    with pytest.raises(ConfigError, match="valid: .*persona_router"):
+        make_baseline("ppo_magic", batch[0].layout)

@@ -1,0 +1,57 @@
+"""The main job: configs compose, the env is not trivial, bad overrides fail clearly."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.simulate import env_kwargs, simulate, to_markdown
+
+CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return compose(config_name="simulate", overrides=list(overrides))
+
+
+def test_configs_compose_into_env_arguments():
+    cfg = compose_cfg("env.horizon=1", "persona.bot_fraction=0.1")
+    kwargs = env_kwargs(cfg)
+    assert kwargs["horizon"] == 1 and kwargs["population"]["bot_fraction"] == 0.1
+    assert "id" not in kwargs
+
+
+@pytest.mark.slow
+def test_oracle_beats_persona_router_beats_random_with_paired_cis():
+    cfg = compose_cfg("episodes=4096", "warmup_steps=1500")
+    summary = simulate(cfg)
+    means = {k: v["mean"] for k, v in summary["policies"].items()}
+    assert means["oracle"] > means["persona_router"] > means["random"]
+    paired = {(p["better"], p["worse"]): p for p in summary["paired"]}
+    for pair in (("oracle", "persona_router"), ("persona_router", "random")):
+        assert paired[pair]["ci_low"] > 0, paired[pair]
+    report = to_markdown(summary, cfg)
+    assert "| oracle − persona_router |" in report and "explorer" in report
+
+
+def test_main_job_writes_report_and_rejects_bad_override(tmp_path):
+    run = tmp_path / "run"
+    ok = subprocess.run([sys.executable, "-m", "experiments.simulate", "episodes=256",
+                         "warmup_steps=50", "policies=[random,oracle]",
+                         f"hydra.run.dir={run}"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["policies"]) == {"random", "oracle"}
+    assert (run / "report.md").read_text().startswith("# AgentRouting simulation report")
+    bad = subprocess.run([sys.executable, "-m", "experiments.simulate",
+                          "persona.bot_fraction=1.5", f"hydra.run.dir={tmp_path / 'bad'}"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "bot_fraction=1.5" in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stdout + bad.stderr
