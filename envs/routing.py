@@ -48,7 +48,7 @@ def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
                signal_weights: SignalWeights | Mapping | None = None,
                quality: QualityModel | Mapping | None = None,
                behaviour: BehaviourModel | Mapping | None = None,
-               fusion_prior_strength: float = 4.0, pool_chunk: int = 64,
+               fusion_prior_strength: float = 4.0, pool_chunk: int = 512,
                info_level: str = "full") -> RoutingCore:
     """Validate the constructor arguments shared by the single and vector env."""
     num_lanes = check_int("num_envs", num_lanes, 1)
@@ -179,6 +179,7 @@ class AgentRoutingEnv(gym.Env[np.ndarray, np.int64]):
         self.observation_space, self.action_space = _spaces(self._core)
         self.layout: ObsLayout = self._core.layout
         self._lane = np.zeros(1, dtype=np.int64)
+        self._action = np.zeros(1, dtype=np.int64)
         self._done = True
         self._started = False
 
@@ -196,15 +197,19 @@ class AgentRoutingEnv(gym.Env[np.ndarray, np.int64]):
             raise ResetNeededError("call reset() before step() (the episode has ended or "
                                    "never started)")
         a = _check_action(action, self._core.K)
-        reward, terminated, sat = self._core.step(np.array([a]))
+        reward, terminated, sat = self._core.step(self._action_buffer(a))
         self._done = bool(terminated[0])
         return (self._core.obs[0].copy(), float(reward[0]), self._done, False,
                 self._info(float(sat[0])))
 
+    def _action_buffer(self, a: int) -> np.ndarray:
+        self._action[0] = a
+        return self._action
+
     def _info(self, satisfaction: float | None) -> dict[str, Any]:
         if self.info_level == "none":
             return {}
-        info = {k: v[0] for k, v in self._core.info().items()}
+        info = self._core.lane_info(0)
         if satisfaction is not None:
             info["satisfaction"] = satisfaction
         return info

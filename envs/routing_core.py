@@ -11,6 +11,7 @@ signals, the reward, conversions in flight and churn.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class RoutingCore:
         C = len(COLUMNS)
         self.step_cols = _packed([("sat", self.K), ("base", C), ("slope", C),
                                   ("threshold", C), ("multiplier", C), ("delay", 1),
-                                  ("churn_u", 1), ("quality", 1)])
+                                  ("leave_below", 1), ("quality", 1)])
         self.step_width = self.step_cols["quality"].stop
         self.truth_cols = _packed([("expected", self.K), ("oracle", 1), ("primary", 1),
                                    ("weights", sampler.num_archetypes)])
@@ -130,7 +131,8 @@ class RoutingCore:
         f[..., c["threshold"]], f[..., c["multiplier"]] = response.draw_columns(u, bot)
         f[..., c["delay"].start] = 1 + np.minimum(
             (u[..., C + 2] * response.max_delay).astype(np.int64), response.max_delay - 1)
-        f[..., c["churn_u"].start] = np.where(bot, 2.0, u[..., C + 3])   # bots never leave
+        f[..., c["leave_below"].start] = response.leave_threshold(u[..., C + 3], bot)
+        f[:, H - 1, c["leave_below"].start] = 2.0          # the session ends after H tasks
         quality = self.quality_model.score(ses.latency, pop.metadata_missing)  # (n, H)
         f[..., c["quality"].start] = quality
         loglik = interaction_loglik(sampler.base, ses.task, ses.latency, ses.explore,
@@ -219,7 +221,7 @@ class RoutingCore:
         """
         rows, t, c = self.rows, self.t, self.step_cols
         row = self.lanes["step"][rows, t]                 # one gather of everything at t
-        s = row[:, c["sat"]][rows, action]
+        s = row[rows, action]                             # satisfaction columns come first
         p = row[:, c["base"]] + row[:, c["slope"]] * s[:, None]
         values = np.minimum(np.maximum((p - row[:, c["threshold"]]) * row[:, c["multiplier"]],
                                        0.0), 1.0)
@@ -231,10 +233,8 @@ class RoutingCore:
         reward = (values @ self.weights_now) * q + arrived
         signals = values @ COLLAPSE
         signals[:, SIGNAL_CONVERSION] = arrived > 0
-        churn = self.response.churn_base + self.response.churn_slope * np.maximum(
-            0.0, self.response.churn_threshold - s)
+        terminated = s < row[:, c["leave_below"].start]    # churn, or the last task
         t1 = t + 1
-        terminated = (row[:, c["churn_u"].start] < churn) | (t1 >= self.H)
         reward += self.pending * terminated
         self.pending *= ~terminated
         self.t = t1
@@ -245,6 +245,22 @@ class RoutingCore:
         return reward, terminated, s
 
     # ------------------------------------------------------------------ info
+    def lane_info(self, lane: int) -> dict[str, Any]:
+        """``info()`` for one lane with Python/NumPy scalars (the single env's view)."""
+        t = min(int(self.t[lane]), self.H - 1)
+        truth, static, c = self.lanes["truth"][lane, t], self.lanes["static"][lane], \
+            self.truth_cols
+        return {
+            "latent_weights": truth[c["weights"]],
+            "latent_primary": int(truth[c["primary"].start]),
+            "expected_reward": truth[c["expected"]],
+            "oracle_action": int(truth[c["oracle"].start]),
+            "is_bot": bool(static[0]),
+            "consent": bool(static[1]),
+            "group": int(static[2]),
+            "quality": float(self.obs[lane, self.cols["quality"].start]),
+        }
+
     def info(self) -> dict[str, np.ndarray]:
         """Ground truth for the current decision of every lane (arrays, lanes first)."""
         if not self.with_truth:

@@ -184,6 +184,19 @@ class ResponseModel:
         rate[RATING] = self.rating_rate
         return np.where(bot, np.where(rate < 1, self.bot_feedback_rate, 1.0), rate)
 
+    def leave_threshold(self, u: np.ndarray, is_bot: np.ndarray) -> np.ndarray:
+        """Satisfaction below which a user with churn uniform ``u`` leaves.
+
+        ``u < churn_probability(s)`` is equivalent to ``s < leave_threshold(u)``, because the
+        churn probability falls linearly in ``s`` to ``churn_base`` at ``churn_threshold``:
+        users with ``u < churn_base`` always leave (threshold 2), those above the maximum
+        never do (-1). Bots never leave.
+        """
+        slope = max(self.churn_slope, 1e-300)
+        s_star = self.churn_threshold - (u - self.churn_base) / slope
+        s_star = np.where(u < self.churn_base, 2.0, np.where(s_star < 0, -1.0, s_star))
+        return np.where(is_bot, -1.0, s_star)
+
     def churn_probability(self, s: np.ndarray) -> np.ndarray:
         """Chance a human leaves after an interaction with satisfaction ``s``."""
         return self.churn_base + self.churn_slope * np.maximum(0.0, self.churn_threshold - s)

@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m experiments.bench env|fusion`` (a plain CLI, not Hydra)."""

@@ -1,0 +1,62 @@
+"""Benchmarks that print their figures and save them as JSON.
+
+    python -m experiments.bench env     [--seconds 3] [--out benchmarks/env.json]
+    python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
+
+Record results in BENCHMARKS.md with the command, date and machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _machine() -> dict[str, object]:
+    import numpy as np
+    import gymnasium as gym
+    return dict(date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), cores=os.cpu_count(),
+                machine=platform.machine(), python=platform.python_version(),
+                numpy=np.__version__, gymnasium=gym.__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.bench")
+    sub = parser.add_subparsers(dest="what", required=True)
+    env = sub.add_parser("env", help="env stepping speed vs CartPole-v1")
+    env.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    env.add_argument("--repeats", type=int, default=3, help="measurements (median kept)")
+    env.add_argument("--out", default="benchmarks/env.json")
+    fus = sub.add_parser("fusion", help="persona-fusion accuracy vs the Bayes filter")
+    fus.add_argument("--users", type=int, default=3000)
+    fus.add_argument("--particles", type=int, default=2000,
+                     help="Bayes filter Monte Carlo draws per archetype")
+    fus.add_argument("--out", default="benchmarks/fusion.json")
+    args = parser.parse_args(argv)
+    for name in ("seconds", "repeats", "users", "particles"):
+        value = getattr(args, name, None)
+        if value is not None and value <= 0:
+            parser.error(f"--{name}={value} must be positive")
+    if args.what == "env":
+        from experiments.bench.env import run
+        result = run(seconds=args.seconds, repeats=args.repeats)
+    else:
+        from experiments.bench.fusion import run
+        result = run(users=args.users, particles=args.particles)
+    result["machine"] = _machine()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nsaved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

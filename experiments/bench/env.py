@@ -1,0 +1,80 @@
+"""Env stepping speed: single env (through gym.make's wrappers), batched, CartPole-v1."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import envs  # noqa: F401  (registers the ids)
+from envs import AgentRoutingVectorEnv
+
+BATCHES = (1, 64, 4096)
+
+
+def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float:
+    """Steps/s of ``gym.make(env_id)`` with uniformly random actions, resets included."""
+    env = gym.make(env_id, **kwargs)
+    n = env.action_space.n
+    actions = np.random.default_rng(0).integers(0, n, size=1_000_000).tolist()
+    env.reset(seed=0)
+    steps, start = 0, time.perf_counter()
+    deadline = start + seconds
+    while True:
+        for a in actions[steps % 900_000: steps % 900_000 + 2000]:
+            _, _, term, trunc, _ = env.step(a)
+            if term or trunc:
+                env.reset()
+        steps += 2000
+        if time.perf_counter() > deadline:
+            break
+    rate = steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+def batched_user_steps_per_second(batch: int, seconds: float) -> float:
+    """User-steps/s of the native VectorEnv (``info_level="none"``), random actions."""
+    env = AgentRoutingVectorEnv(batch, info_level="none")
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, 6, size=batch) for _ in range(64)]
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for a in actions:
+            env.step(a)
+        steps += len(actions)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def run(seconds: float, repeats: int) -> dict[str, Any]:
+    """Median of ``repeats`` measurements of every figure, printed and returned."""
+    def median(fn, *args, **kw) -> float:
+        return statistics.median(fn(*args, **kw) for _ in range(repeats))
+
+    result: dict[str, Any] = {"seconds_per_measurement": seconds, "repeats": repeats}
+    result["single_env_steps_per_s"] = {
+        "AgentRouting-v0 (info_level=full)": median(
+            single_steps_per_second, "personarl/AgentRouting-v0", seconds),
+        "AgentRouting-v0 (info_level=none)": median(
+            single_steps_per_second, "personarl/AgentRouting-v0", seconds, info_level="none"),
+        "CartPole-v1": median(single_steps_per_second, "CartPole-v1", seconds),
+    }
+    result["batched_user_steps_per_s"] = {
+        str(b): median(batched_user_steps_per_second, b, seconds) for b in BATCHES}
+    single = result["single_env_steps_per_s"]
+    result["ratio_single_to_cartpole"] = (single["AgentRouting-v0 (info_level=full)"]
+                                          / single["CartPole-v1"])
+    result["targets"] = {"single_env_steps_per_s": 30_000,
+                         "batched_user_steps_per_s_at_4096": 2_000_000}
+    print("single env (gym.make, random actions, resets included):")
+    for k, v in single.items():
+        print(f"  {k:36s} {v:12,.0f} steps/s")
+    print(f"  AgentRouting / CartPole ratio       {result['ratio_single_to_cartpole']:.3f}")
+    print("batched AgentRoutingVectorEnv (info_level=none):")
+    for k, v in result["batched_user_steps_per_s"].items():
+        print(f"  B={k:<6s} {v:14,.0f} user-steps/s")
+    return result
