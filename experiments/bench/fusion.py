@@ -17,7 +17,7 @@ from synth.behaviour import interaction_loglik, sample_session
 from synth.fusion import BayesPersonaFilter, PersonaFusion
 from synth.population import PopulationConfig, PopulationSampler
 
-INTERACTIONS = (1, 2, 3, 5, 10, 15, 20, 30, 50)
+INTERACTIONS = (1, 2, 3, 5, 10, 15, 20, 30, 50, 100)
 MARGINS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.4), (0.4, 1.01))
 
 
