@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any, Mapping
 
 import gymnasium as gym
@@ -178,18 +177,14 @@ class AgentRoutingEnv(gym.Env[np.ndarray, np.int64]):
         self._core = build_core(1, info_level=info_level, **kwargs)
         self.observation_space, self.action_space = _spaces(self._core)
         self.layout: ObsLayout = self._core.layout
-        self._lane = np.zeros(1, dtype=np.int64)
         self._action = np.zeros(1, dtype=np.int64)
         self._done = True
-        self._started = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        if seed is not None or not self._started:
-            self._core.clear()
-        self._core.reset_lanes(self._lane, self.np_random)
-        self._started, self._done = True, False
+        self._core.reset_all(self.np_random, reseeded=seed is not None)
+        self._done = False
         return self._core.obs[0].copy(), self._info(None)
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
@@ -244,23 +239,18 @@ class AgentRoutingVectorEnv(VectorEnv):
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self.layout: ObsLayout = self._core.layout
-        self._all = np.arange(self.num_envs)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
-        self._started = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        if seed is not None or not self._started:
-            self._core.clear()
-        self._core.reset_lanes(self._all, self.np_random)
-        self._started = True
+        self._core.reset_all(self.np_random, reseeded=seed is not None)
         self._needs_reset[:] = False
         return self._core.obs.copy(), self._infos(None, None)
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
-        if not self._started:
+        if not self._core.started:
             raise ResetNeededError("call reset() before step()")
         actions = np.asarray(actions)
         if (actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu"

@@ -102,15 +102,20 @@ class RoutingCore:
         self.pool: dict[str, np.ndarray] = {}
         self.pool_pos = 0
         self.population_time = 0
+        self.started = False
         self.t = np.zeros(num_lanes, dtype=np.int64)
         self.pending = np.zeros(num_lanes)
         self.queue = np.zeros((num_lanes, max_tasks + response.max_delay + 1))
         self.obs = np.zeros((num_lanes, self.layout.size), dtype=np.float32)
 
     # ------------------------------------------------------------------ users
-    def clear(self) -> None:
-        """Forget pooled users and restart the population clock (after a seeded reset)."""
-        self.pool, self.pool_pos, self.population_time = {}, 0, 0
+    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
+        """Start every lane afresh. After a seeded reset (or the first), pooled users are
+        dropped and the population clock restarts, so the same seed gives the same users."""
+        if reseeded or not self.started:
+            self.pool, self.pool_pos, self.population_time = {}, 0, 0
+        self.reset_lanes(self.rows, rng)
+        self.started = True
 
     def _generate(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Whole exogenous sessions for ``n`` new users, packed per step."""

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines import make_baseline
 from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
 from envs.routing import build_core
+from synth.archetypes import TASK_TYPES
 from synth.errors import PersonaRLError, check_int
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def env_kwargs(cfg: DictConfig) -> dict[str, Any]:
     env = OmegaConf.to_container(cfg.env, resolve=True)
     env.pop("id")
     env["population"] = OmegaConf.to_container(cfg.persona, resolve=True)
+    env["signal_weights"] = OmegaConf.to_container(cfg.reward, resolve=True)
     return env
 
 
@@ -55,7 +56,14 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
         policy.learning = False
         results[name] = run_episodes(policy, kwargs, episodes, seed=cfg.seed)
         log.info("%s: mean return %.3f", name, results[name].returns.mean())
-    return summarise(results, list(core.sampler.tables[-1].names))
+    summary = summarise(results, list(core.sampler.tables[-1].names))
+    quality = core.world.quality_table(core.sampler.base.traits)         # (A, T, K)
+    summary["agent_quality"] = {
+        arch: {task: dict(best_agent=int(quality[a, t].argmax()),
+                          satisfaction=float(quality[a, t].max()))
+               for t, task in enumerate(TASK_TYPES)}
+        for a, arch in enumerate(core.sampler.base.names)}
+    return summary
 
 
 def summarise(results: dict[str, EpisodeBatch], archetypes: list[str]) -> dict[str, Any]:
@@ -113,6 +121,15 @@ def to_markdown(summary: dict[str, Any], cfg: DictConfig) -> str:
     for arch, row in summary["per_archetype"].items():
         lines.append(f"| {arch} | {row['users']} | "
                      + " | ".join(f"{row[n]:.3f}" for n in names) + " |")
+    if "agent_quality" in summary:
+        lines += ["", "## Latent agent quality at each archetype's trait means",
+                  "", "Best agent (its satisfaction) per task type; the oracle sees each "
+                  "user's own traits, the routers only observed signals.", "",
+                  "| archetype | " + " | ".join(TASK_TYPES) + " |",
+                  "|---|" + "---|" * len(TASK_TYPES)]
+        for arch, row in summary["agent_quality"].items():
+            lines.append(f"| {arch} | " + " | ".join(
+                f"{c['best_agent']} ({c['satisfaction']:.2f})" for c in row.values()) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -27,12 +27,12 @@ pulls two profiles together, ``drift`` moves proportion from one archetype to an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from synth.archetypes import (ArchetypeSpec, ArchetypeTable, DEFAULT_ARCHETYPES, TRAITS,
-                              default_table)
+from synth.archetypes import ArchetypeSpec, ArchetypeTable, TRAITS, default_table
+from synth.events import PopulationEvent, apply_events
 from synth.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
@@ -56,47 +56,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
-
-
-@dataclass(frozen=True)
-class PopulationEvent:
-    """A scheduled change of the population.
-
-    Args:
-        kind: ``"drift"`` (move ``strength`` of ``source``'s proportion to ``target``),
-            ``"split"`` (a new archetype ``name`` branches off ``source`` with traits shifted
-            by ``trait_shift`` and takes ``strength`` of its proportion), ``"merge"`` (the
-            profiles of ``source`` and ``target`` move ``strength`` of the way to their
-            proportion-weighted average) or ``"new"`` (archetype ``spec`` appears with
-            proportion ``strength``; the others shrink).
-        at: population time (session index) from which the event applies.
-        source: archetype name (drift, split, merge).
-        target: archetype name (drift, merge).
-        strength: in (0, 1], see ``kind``.
-        name: new archetype name (split).
-        trait_shift: trait name -> shift added to the source's trait means (split).
-        spec: the new archetype (new); an ``ArchetypeSpec`` or a mapping.
-    """
-
-    kind: Literal["drift", "split", "merge", "new"]
-    at: int
-    source: str | None = None
-    target: str | None = None
-    strength: float = 1.0
-    name: str | None = None
-    trait_shift: Mapping[str, float] = field(default_factory=dict)
-    spec: ArchetypeSpec | Mapping[str, Any] | None = None
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | "PopulationEvent") -> "PopulationEvent":
-        """Build from config; unknown keys raise ``ConfigError``."""
-        if isinstance(data, PopulationEvent):
-            return data
-        valid = {"kind", "at", "source", "target", "strength", "name", "trait_shift", "spec"}
-        unknown = set(data) - valid
-        if unknown:
-            raise ConfigError(f"unknown event keys {sorted(unknown)}; valid: {sorted(valid)}")
-        return cls(**dict(data))
 
 
 @dataclass(frozen=True)
@@ -215,7 +174,7 @@ class PopulationSampler:
                       else _probabilities("proportions", cfg.proportions, self.base.names))
         events = sorted((PopulationEvent.from_mapping(e) for e in cfg.events),
                         key=lambda e: e.at)
-        self.tables, self.proportions, self._exists, self.boundaries = _apply_events(
+        self.tables, self.proportions, self._exists, self.boundaries = apply_events(
             self.base, base_props, events)
         self._traits = np.stack([t.traits for t in self.tables])
         self._behaviour = np.stack([t.behaviour for t in self.tables])
@@ -314,111 +273,6 @@ def _probabilities(label: str, mapping: Mapping[str, float],
     if not np.isclose(p.sum(), 1.0, atol=1e-6):
         raise ConfigError(f"{label}={dict(mapping)} sum to {p.sum():.6g}; they must sum to 1")
     return p / p.sum()
-
-
-def _apply_events(base: ArchetypeTable, props: np.ndarray, events: Sequence[PopulationEvent]
-                  ) -> tuple[list[ArchetypeTable], np.ndarray, np.ndarray, list[int]]:
-    """Tables and proportions for each epoch between events, padded to a common width."""
-    added = [e for e in events if e.kind in ("split", "new")]
-    width = base.size + len(added)
-    names = list(base.names) + [None] * len(added)
-
-    def pad(a: np.ndarray) -> np.ndarray:
-        out = np.zeros((width,) + a.shape[1:])
-        out[: a.shape[0]] = a
-        return out
-
-    cur = dict(traits=pad(base.traits), behaviour=pad(base.behaviour),
-               task_preferences=pad(base.task_preferences),
-               device_preferences=pad(base.device_preferences))
-    # rows that do not exist yet still need valid distributions for einsum-based mixtures
-    cur["task_preferences"][base.size:] = 1.0 / cur["task_preferences"].shape[1]
-    cur["device_preferences"][base.size:] = 1.0 / cur["device_preferences"].shape[1]
-    cur["traits"][base.size:] = 0.5
-    p = pad(props[:, None])[:, 0]
-    exists = np.zeros(width, bool)
-    exists[: base.size] = True
-
-    def snapshot() -> tuple[ArchetypeTable, np.ndarray]:
-        label = tuple(n if n is not None else f"_unused{i}" for i, n in enumerate(names))
-        return (ArchetypeTable(names=label, **{k: v.copy() for k, v in cur.items()}),
-                exists.copy())
-
-    tables, props_out, exists_out, bounds = [], [], [], []
-    t0, e0 = snapshot()
-    tables.append(t0), props_out.append(p.copy()), exists_out.append(e0)
-    next_row = base.size
-    for ev in events:
-        check_int("event.at", ev.at, 0)
-        if ev.kind not in ("drift", "split", "merge", "new"):
-            raise ConfigError(f"event kind {ev.kind!r} is not one of drift, split, merge, new")
-        s = check_range(f"{ev.kind} event strength", ev.strength, 0, 1, low_open=True)
-        idx = {n: i for i, n in enumerate(names) if n is not None}
-
-        def row(name: str | None, role: str) -> int:
-            if name not in idx:
-                raise ConfigError(f"{ev.kind} event {role}={name!r} is not an archetype; "
-                                  f"valid: {sorted(idx)}")
-            return idx[name]
-
-        if ev.kind == "drift":
-            a, b = row(ev.source, "source"), row(ev.target, "target")
-            moved = s * p[a]
-            p[a] -= moved
-            p[b] += moved
-        elif ev.kind == "split":
-            a = row(ev.source, "source")
-            if not ev.name or ev.name in idx:
-                raise ConfigError(f"split event needs a new, unused name; got {ev.name!r}")
-            shift = np.zeros(len(TRAITS))
-            for trait, delta in ev.trait_shift.items():
-                if trait not in TRAITS:
-                    raise ConfigError(f"split trait_shift names unknown trait {trait!r}; "
-                                      f"valid: {list(TRAITS)}")
-                shift[TRAITS.index(trait)] = float(delta)
-            r = next_row
-            next_row += 1
-            names[r] = ev.name
-            for k in cur:
-                cur[k][r] = cur[k][a]
-            cur["traits"][r] = np.clip(cur["traits"][a] + shift, 0.0, 1.0)
-            moved = s * p[a]
-            p[a] -= moved
-            p[r] = moved
-            exists[r] = True
-        elif ev.kind == "merge":
-            a, b = row(ev.source, "source"), row(ev.target, "target")
-            total = p[a] + p[b]
-            wa = p[a] / total if total > 0 else 0.5
-            for k in cur:
-                avg = wa * cur[k][a] + (1 - wa) * cur[k][b]
-                cur[k][a] += s * (avg - cur[k][a])
-                cur[k][b] += s * (avg - cur[k][b])
-        else:  # new
-            if ev.spec is None:
-                raise ConfigError("a 'new' event needs a 'spec' (an archetype definition)")
-            spec = ev.spec if isinstance(ev.spec, ArchetypeSpec) else \
-                ArchetypeSpec.from_mapping(ev.spec)
-            if spec.name in idx:
-                raise ConfigError(f"new archetype name {spec.name!r} already exists")
-            ArchetypeTable.from_specs([spec, DEFAULT_ARCHETYPES[0]])  # validates ranges
-            r = next_row
-            next_row += 1
-            names[r] = spec.name
-            cur["traits"][r] = spec.traits
-            cur["behaviour"][r] = spec.behaviour
-            cur["task_preferences"][r] = spec.task_preferences
-            cur["device_preferences"][r] = spec.device_preferences
-            p *= 1 - s
-            p[r] = s
-            exists[r] = True
-        t, e = snapshot()
-        if bounds and bounds[-1] == ev.at:   # several events at the same time: keep the last
-            tables[-1], props_out[-1], exists_out[-1] = t, p.copy(), e
-        else:
-            bounds.append(ev.at)
-            tables.append(t), props_out.append(p.copy()), exists_out.append(e)
-    return tables, np.stack(props_out), np.stack(exists_out), bounds
 
 
 def drift_trajectory(weights: np.ndarray, noise: np.ndarray, rate: float) -> np.ndarray:

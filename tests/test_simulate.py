@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
@@ -21,10 +22,27 @@ def compose_cfg(*overrides: str):
 
 
 def test_configs_compose_into_env_arguments():
-    cfg = compose_cfg("env.horizon=1", "persona.bot_fraction=0.1")
+    cfg = compose_cfg("env.horizon=1", "persona.bot_fraction=0.1",
+                      "+reward.weights.conversion=0.9")
     kwargs = env_kwargs(cfg)
     assert kwargs["horizon"] == 1 and kwargs["population"]["bot_fraction"] == 0.1
+    assert kwargs["signal_weights"] == {"weights": {"conversion": 0.9}, "confidence": {}}
     assert "id" not in kwargs
+
+
+def test_reward_weights_from_config_change_the_reward():
+    from envs import AgentRoutingVectorEnv
+
+    returns = []
+    for weights in ({}, {"click": 0.0, "scroll_depth": 0.0, "dwell": 0.0}):
+        kwargs = env_kwargs(compose_cfg(*[f"+reward.weights.{k}={v}"
+                                          for k, v in weights.items()]))
+        env = AgentRoutingVectorEnv(2000, horizon=1, **{k: v for k, v in kwargs.items()
+                                                        if k != "horizon"})
+        env.reset(seed=0)
+        returns.append(env.step(np.zeros(2000, np.int64))[1].mean())
+    # dropping the implicit engagement signals removes a positive part of every reward
+    assert returns[1] < returns[0] - 0.05
 
 
 @pytest.mark.slow
