@@ -88,6 +88,8 @@ class RoutingCore:
         self.layout = ObsLayout(self.K, sampler.base.size)
         self.cols = self.layout.slices()
         self.with_truth = with_truth
+        # a human's signal coefficients depend only on the active archetype: tabulate them
+        self.signal_base, self.signal_slope = response.signal_params(sampler.behaviour_by_epoch)
         C = len(COLUMNS)
         self.step_cols = _packed([("sat", self.K), ("base", C), ("slope", C),
                                   ("threshold", C), ("multiplier", C), ("delay", 1),
@@ -126,14 +128,17 @@ class RoutingCore:
         ses = sample_session(pop, sampler, H, rng, self.behaviour)
         traits = sampler.traits_of(ses.weights, np.exp(pop.trait_offset)[:, None, :],
                                    pop.table_id[:, None])
-        beh = sampler.by_mode(pop.table_id, ses.mode, "behaviour")            # (n, H, 5)
         bot = pop.is_bot[:, None]
+        bots = np.flatnonzero(pop.is_bot)
         f = np.empty((n, H, self.step_width))
         c = self.step_cols
         f[..., c["sat"]] = self.world.satisfaction(traits, ses.task)
-        f[..., c["base"]], f[..., c["slope"]] = response.signal_params(beh, bot)
+        mode = (pop.table_id[:, None], ses.mode)
+        f[..., c["base"]], f[..., c["slope"]] = self.signal_base[mode], self.signal_slope[mode]
+        f[bots, :, c["base"]] = response.BOT_BASE
+        f[bots, :, c["slope"]] = 0.0
         u = rng.random((n, H, C + 4))
-        f[..., c["threshold"]], f[..., c["multiplier"]] = response.draw_columns(u, bot)
+        f[..., c["threshold"]], f[..., c["multiplier"]] = response.draw_columns(u, pop.is_bot)
         f[..., c["delay"].start] = 1 + np.minimum(
             (u[..., C + 2] * response.max_delay).astype(np.int64), response.max_delay - 1)
         f[..., c["leave_below"].start] = response.leave_threshold(u[..., C + 3], bot)

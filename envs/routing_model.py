@@ -51,6 +51,8 @@ THUMBS_UP, THUMBS_DOWN = _COL["thumbs_up"], _COL["thumbs_down"]
 RATING = np.array([_COL[f"rating_{i}"] for i in range(4)])
 CONVERSION = _COL["conversion"]
 CONTINUOUS = np.array([c in ("scroll_depth", "dwell") for c in COLUMNS])
+CONTINUOUS_COLUMNS = slice(_COL["scroll_depth"], _COL["dwell"] + 1)
+assert CONTINUOUS[CONTINUOUS_COLUMNS].all() and CONTINUOUS.sum() == 2
 #: ``(columns, signals)``: column values -> the 8 normalised signals (rating = mean of 4)
 COLLAPSE = np.zeros((len(COLUMNS), len(SIGNAL_NAMES)))
 for _i, _c in enumerate(COLUMNS):
@@ -85,11 +87,18 @@ class AgentWorld:
         rng = np.random.default_rng([0x5EED, self.world_seed])
         self.base = rng.normal(0.0, task_spread, size=(self.num_agents, len(TASK_TYPES)))
         self.style = rng.normal(0.0, 1.0, size=(self.num_agents, len(TRAITS)))
+        self._trait_weights = self.persona_sensitivity * self.style.T             # (10, K)
+        self._task_offset = self.base.T - 0.5 * self._trait_weights.sum(axis=0)  # (T, K)
 
     def satisfaction(self, traits: np.ndarray, task: np.ndarray) -> np.ndarray:
         """``(..., K)`` satisfaction with each agent for traits ``(..., 10)``, tasks ``(...)``."""
-        logits = self.base.T[task] + self.persona_sensitivity * (traits - 0.5) @ self.style.T
-        return 1.0 / (1.0 + np.exp(-logits))
+        # β·(x − ½)·style = x·(β·style) − ½·β·Σ style, folded into the task term
+        logits = traits @ self._trait_weights
+        logits += self._task_offset[task]
+        np.negative(logits, out=logits)
+        np.exp(logits, out=logits)
+        logits += 1.0
+        return np.reciprocal(logits, out=logits)
 
     def quality_table(self, trait_means: np.ndarray) -> np.ndarray:
         """``(A, T, K)`` satisfaction at each archetype's trait means, per task type."""
@@ -133,13 +142,12 @@ class ResponseModel:
         check_range("churn_base + churn_slope * churn_threshold",
                     self.churn_base + self.churn_slope * self.churn_threshold, 0, 1)
 
-    def signal_params(self, behaviour: np.ndarray, is_bot: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray]:
+    def signal_params(self, behaviour: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(base, slope)`` of ``p = base + slope · s`` per column, each ``(..., 11)``.
 
         Args:
-            behaviour: ``(..., 5)`` behaviour of the active mode (``synth.BEHAVIOURS``).
-            is_bot: flag broadcastable to ``behaviour.shape[:-1]``.
+            behaviour: ``(..., 5)`` behaviour rows (``synth.BEHAVIOURS``), typically one per
+                archetype; index the result by the active mode.
         """
         depth, conv, share = behaviour[..., 0], behaviour[..., 2], behaviour[..., 3]
         zero, one = np.zeros_like(depth), np.ones_like(depth)
@@ -149,31 +157,38 @@ class ResponseModel:
         slope = np.stack([one * self.click_slope, depth * self.scroll_slope,
                           depth * self.dwell_slope, one, -one] + [one] * 4 + [conv, share],
                          axis=-1)
-        bot_base = np.array([1.0, 0.95, 0.05, 1.0, 0.0] + [1.0] * 4 + [0.0, 0.0])
-        bot = np.asarray(is_bot)[..., None]
-        return np.where(bot, bot_base, base), np.where(bot, 0.0, slope)
+        return base, slope
+
+    #: a bot's fixed answer pattern, whatever the agent (slope 0): always clicks, scrolls to
+    #: the end, leaves at once, gives a thumbs up and five stars when it gives feedback
+    BOT_BASE = np.array([1.0, 0.95, 0.05, 1.0, 0.0] + [1.0] * 4 + [0.0, 0.0])
 
     def draw_columns(self, u: np.ndarray, is_bot: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """``(threshold, multiplier)`` per column from uniforms ``u (..., 13)``.
+        """``(threshold, multiplier)`` per column from uniforms ``u (n, H, 13)``.
 
         A column's value is ``clip((p - threshold) · multiplier, 0, 1)``: binary columns use
         ``threshold = u, multiplier = BIG`` (the step ``u < p``), continuous ones
         ``threshold = 0, multiplier = ½ + u`` (bots: exactly 1, a fixed pattern). Absent
         explicit feedback has multiplier 0. Uniform 11 and 12 decide whether a thumb and a
         rating are given; thumbs down reuses thumbs up's uniform (one event, two outcomes).
+
+        Args:
+            u: uniforms per user and step.
+            is_bot: ``(n,)`` bot flags.
         """
         n_col = len(COLUMNS)
-        bot = np.asarray(is_bot)
-        col_u = u[..., :n_col].copy()
-        col_u[..., THUMBS_DOWN] = 1.0 - col_u[..., THUMBS_UP]
-        threshold = np.where(CONTINUOUS, 0.0, col_u)
-        multiplier = np.where(CONTINUOUS, np.where(bot[..., None], 1.0, 0.5 + col_u), BIG)
-        thumbs = u[..., n_col] < np.where(bot, self.bot_feedback_rate, self.thumbs_rate)
-        rating = u[..., n_col + 1] < np.where(bot, self.bot_feedback_rate, self.rating_rate)
-        multiplier[..., THUMBS_UP] *= thumbs
-        multiplier[..., THUMBS_DOWN] *= thumbs
-        multiplier[..., RATING] *= rating[..., None]
+        threshold = u[..., :n_col].copy()
+        threshold[..., THUMBS_DOWN] = 1.0 - threshold[..., THUMBS_UP]
+        multiplier = np.full(threshold.shape, BIG)
+        multiplier[..., CONTINUOUS_COLUMNS] = 0.5 + threshold[..., CONTINUOUS_COLUMNS]
+        threshold[..., CONTINUOUS_COLUMNS] = 0.0
+        multiplier[np.flatnonzero(is_bot), :, CONTINUOUS_COLUMNS] = 1.0
+        thumbs_rate = np.where(is_bot, self.bot_feedback_rate, self.thumbs_rate)[:, None]
+        rating_rate = np.where(is_bot, self.bot_feedback_rate, self.rating_rate)[:, None]
+        multiplier[..., THUMBS_UP] *= u[..., n_col] < thumbs_rate
+        multiplier[..., THUMBS_DOWN] *= u[..., n_col] < thumbs_rate
+        multiplier[..., RATING] *= (u[..., n_col + 1] < rating_rate)[..., None]
         return threshold, multiplier
 
     def column_rates(self, is_bot: np.ndarray) -> np.ndarray:

@@ -111,25 +111,32 @@ class PersonaFusion:
         recursion allows: the pseudo-count total is ``prior_strength + cumsum(weight)``.
         """
         n, H, A = loglik.shape
-        lik = np.exp(loglik - loglik.max(axis=2, keepdims=True))
-        alpha = np.empty((n, H + 1, A))
-        alpha[:, 0] = self.prior_strength * self.prior
+        # time-major (H, n, A) so every step of the recursions reads contiguous rows
+        ll = loglik.transpose(1, 0, 2)
+        lik = np.exp(ll - ll.max(axis=2, keepdims=True))
+        alpha = np.empty((H + 1, n, A))
+        alpha[0] = self.prior_strength * self.prior
+        q = np.ascontiguousarray(weight.T)
         for t in range(H):
-            r = alpha[:, t] * lik[:, t]
-            r *= (weight[:, t] / r.sum(axis=1))[:, None]
-            alpha[:, t + 1] = alpha[:, t] + r
+            r = alpha[t] * lik[t]
+            r *= (q[t] / r.sum(axis=1))[:, None]
+            np.add(alpha[t], r, out=alpha[t + 1])
         total = self.prior_strength + np.concatenate(
-            [np.zeros((n, 1)), np.cumsum(weight, axis=1)], axis=1)[..., None]
+            [np.zeros((1, n)), np.cumsum(q, axis=0)], axis=0)[..., None]
         scores = alpha / total
         top2 = np.partition(scores, A - 2, axis=2)
         s1, s2 = top2[..., -1], top2[..., -2]
         var = (s1 * (1 - s1) + s2 * (1 - s2) + 2 * s1 * s2) / (total[..., 0] + 1.0)
         confidence = 1.0 / (1.0 + np.exp(-1.702 * (s1 - s2) / np.sqrt(var)))
-        stability = np.empty((n, H + 1))
+        stability = np.empty((H + 1, n))
         ema = np.broadcast_to(self.prior, (n, A)).copy()
         for t in range(H + 1):
-            stability[:, t] = 1.0 - 0.5 * np.abs(scores[:, t] - ema).sum(axis=1)
-            ema += self.ema_rate * (scores[:, t] - ema)
+            diff = scores[t] - ema
+            stability[t] = 1.0 - 0.5 * np.abs(diff).sum(axis=1)
+            diff *= self.ema_rate
+            ema += diff
+        scores, confidence, stability = (scores.transpose(1, 0, 2), confidence.T,
+                                          stability.T)
         return FusionTrajectory(scores=scores, confidence=confidence, stability=stability)
 
 

@@ -177,7 +177,8 @@ class PopulationSampler:
         self.tables, self.proportions, self._exists, self.boundaries = apply_events(
             self.base, base_props, events)
         self._traits = np.stack([t.traits for t in self.tables])
-        self._behaviour = np.stack([t.behaviour for t in self.tables])
+        #: ``(epochs, A, 5)`` archetype behaviour in force in each epoch
+        self.behaviour_by_epoch = np.stack([t.behaviour for t in self.tables])
         self._tasks = np.stack([t.task_preferences for t in self.tables])
         self._device = np.stack([t.device_preferences for t in self.tables])
 
@@ -258,7 +259,7 @@ class PopulationSampler:
             table_id: ``(n,)`` epoch of each user.
             mode: ``(n, H)`` active archetype per interaction.
         """
-        table = {"behaviour": self._behaviour, "tasks": self._tasks}[what]
+        table = {"behaviour": self.behaviour_by_epoch, "tasks": self._tasks}[what]
         return table[table_id[:, None], mode]
 
 
@@ -287,9 +288,14 @@ def drift_trajectory(weights: np.ndarray, noise: np.ndarray, rate: float) -> np.
         ``(n, H, A)`` weights; zero weights (archetypes a user does not have) stay zero.
     """
     n, A = weights.shape
-    logw = np.log(np.maximum(weights, 1e-300))
-    steps = np.concatenate([np.zeros((n, 1, A)), np.cumsum(rate * noise, axis=1)], axis=1)
-    logits = logw[:, None, :] + steps
-    logits -= logits.max(axis=2, keepdims=True)
-    w = np.exp(logits) * (weights[:, None, :] > 0)
-    return w / w.sum(axis=2, keepdims=True)
+    H = noise.shape[1] + 1
+    # time-major so the cumulative sum runs over contiguous rows
+    logits = np.empty((H, n, A))
+    logits[0] = np.log(np.maximum(weights, 1e-300))
+    np.cumsum(rate * noise.transpose(1, 0, 2), axis=0, out=logits[1:])
+    logits[1:] += logits[0]
+    # log-weights are <= 0 and the walk's steps are small: exp cannot overflow
+    w = np.exp(logits)
+    w *= weights > 0
+    w /= w.sum(axis=2, keepdims=True)
+    return w.transpose(1, 0, 2)
