@@ -91,8 +91,9 @@ class RoutingCore:
         # a human's signal coefficients depend only on the active archetype: tabulate them
         self.signal_base, self.signal_slope = response.signal_params(sampler.behaviour_by_epoch)
         C = len(COLUMNS)
-        self.step_cols = _packed([("sat", self.K), ("base", C), ("slope", C),
-                                  ("threshold", C), ("multiplier", C), ("delay", 1),
+        # per lane and step: satisfaction with each agent, then each column's value as an
+        # affine function of satisfaction before clipping, value = clip(a + b·s, 0, 1)
+        self.step_cols = _packed([("sat", self.K), ("a", C), ("b", C),
                                   ("leave_below", 1), ("quality", 1)])
         self.step_width = self.step_cols["quality"].stop
         self.truth_cols = _packed([("expected", self.K), ("oracle", 1), ("primary", 1),
@@ -106,7 +107,6 @@ class RoutingCore:
         self.population_time = 0
         self.started = False
         self.t = np.zeros(num_lanes, dtype=np.int64)
-        self.pending = np.zeros(num_lanes)
         self.queue = np.zeros((num_lanes, max_tasks + response.max_delay + 1))
         self.obs = np.zeros((num_lanes, self.layout.size), dtype=np.float32)
 
@@ -134,12 +134,14 @@ class RoutingCore:
         c = self.step_cols
         f[..., c["sat"]] = self.world.satisfaction(traits, ses.task)
         mode = (pop.table_id[:, None], ses.mode)
-        f[..., c["base"]], f[..., c["slope"]] = self.signal_base[mode], self.signal_slope[mode]
-        f[bots, :, c["base"]] = response.BOT_BASE
-        f[bots, :, c["slope"]] = 0.0
+        base, slope = self.signal_base[mode], self.signal_slope[mode]          # (n, H, C)
+        base[bots], slope[bots] = response.BOT_BASE, 0.0
         u = rng.random((n, H, C + 4))
-        f[..., c["threshold"]], f[..., c["multiplier"]] = response.draw_columns(u, pop.is_bot)
-        f[..., c["delay"].start] = 1 + np.minimum(
+        threshold, multiplier = response.draw_columns(u, pop.is_bot)
+        f[..., c["a"]] = (base - threshold) * multiplier
+        f[..., c["b"]] = slope * multiplier
+        # the step at which a conversion caused at step t arrives (1..max_delay later)
+        arrival = np.arange(H) + 1 + np.minimum(
             (u[..., C + 2] * response.max_delay).astype(np.int64), response.max_delay - 1)
         f[..., c["leave_below"].start] = response.leave_threshold(u[..., C + 3], bot)
         f[:, H - 1, c["leave_below"].start] = 2.0          # the session ends after H tasks
@@ -148,19 +150,18 @@ class RoutingCore:
         loglik = interaction_loglik(sampler.base, ses.task, ses.latency, ses.explore,
                                     self.behaviour)
         fused = self.fusion.run(loglik, quality)
-        users = dict(step=f, exo=self._exogenous_obs(pop, ses, fused, quality))
+        users = dict(step=f, arrival=arrival,
+                     exo=self._exogenous_obs(pop, ses, fused, quality))
         if self.with_truth:
-            users["truth"] = self._truth(f, bot, quality, ses.weights)
+            users["truth"] = self._truth(f[..., c["sat"]], base, slope, bot, quality,
+                                         ses.weights)
             users["static"] = np.stack([pop.is_bot, pop.consent, pop.group], axis=1)
         return users
 
-    def _truth(self, f: np.ndarray, bot: np.ndarray, quality: np.ndarray,
-               weights: np.ndarray) -> np.ndarray:
+    def _truth(self, sat: np.ndarray, base: np.ndarray, slope: np.ndarray, bot: np.ndarray,
+               quality: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """Packed ground truth per step: expected reward of each action, oracle action,
         latent primary, latent weights."""
-        c = self.step_cols
-        sat = f[..., c["sat"]]
-        base, slope = f[..., c["base"]], f[..., c["slope"]]
         rate_w = self.response.column_rates(bot) * self.weights             # (n, 1, C)
         linear = np.where(CONTINUOUS, 0.0, rate_w)
         expected = ((base * linear).sum(-1)[..., None]
@@ -218,7 +219,6 @@ class RoutingCore:
         for k, v in users.items():
             self.lanes[k][lanes] = v
         self.t[lanes] = 0
-        self.pending[lanes] = 0.0
         self.queue[lanes] = 0.0
         self.obs[lanes] = users["exo"][:, 0]
 
@@ -232,21 +232,22 @@ class RoutingCore:
         rows, t, c = self.rows, self.t, self.step_cols
         row = self.lanes["step"][rows, t]                 # one gather of everything at t
         s = row[rows, action]                             # satisfaction columns come first
-        p = row[:, c["base"]] + row[:, c["slope"]] * s[:, None]
-        values = np.minimum(np.maximum((p - row[:, c["threshold"]]) * row[:, c["multiplier"]],
-                                       0.0), 1.0)
+        values = row[:, c["b"]] * s[:, None]
+        values += row[:, c["a"]]
+        np.minimum(np.maximum(values, 0.0, out=values), 1.0, out=values)
         q = row[:, c["quality"].start]
         conv = values[:, CONVERSION] * (self.weights[CONVERSION] * q)
-        self.queue[rows, t + row[:, c["delay"].start].astype(np.int64)] += conv
+        self.queue[rows, self.lanes["arrival"][rows, t]] += conv
         arrived = self.queue[rows, t]
-        self.pending += conv - arrived
+        self.queue[rows, t] = 0.0
         reward = (values @ self.weights_now) * q + arrived
         signals = values @ COLLAPSE
         signals[:, SIGNAL_CONVERSION] = arrived > 0
         terminated = s < row[:, c["leave_below"].start]    # churn, or the last task
+        ended = np.flatnonzero(terminated)
+        if ended.size:                                      # pay conversions still in flight
+            reward[ended] += self.queue[ended].sum(axis=1)
         t1 = t + 1
-        reward += self.pending * terminated
-        self.pending *= ~terminated
         self.t = t1
         obs = self.lanes["exo"][rows, t1]
         obs[:, self.cols["signals"]] = signals

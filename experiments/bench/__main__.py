@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="what", required=True)
     env = sub.add_parser("env", help="env stepping speed vs CartPole-v1")
     env.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    env.add_argument("--repeats", type=int, default=3, help="measurements (median kept)")
+    env.add_argument("--repeats", type=int, default=5,
+                     help="interleaved measurements (median kept)")
     env.add_argument("--out", default="benchmarks/env.json")
     fus = sub.add_parser("fusion", help="persona-fusion accuracy vs the Bayes filter")
     fus.add_argument("--users", type=int, default=3000)

@@ -51,29 +51,39 @@ def batched_user_steps_per_second(batch: int, seconds: float) -> float:
 
 
 def run(seconds: float, repeats: int) -> dict[str, Any]:
-    """Median of ``repeats`` measurements of every figure, printed and returned."""
-    def median(fn, *args, **kw) -> float:
-        return statistics.median(fn(*args, **kw) for _ in range(repeats))
-
-    result: dict[str, Any] = {"seconds_per_measurement": seconds, "repeats": repeats}
-    result["single_env_steps_per_s"] = {
-        "AgentRouting-v0 (info_level=full)": median(
-            single_steps_per_second, "personarl/AgentRouting-v0", seconds),
-        "AgentRouting-v0 (info_level=none)": median(
-            single_steps_per_second, "personarl/AgentRouting-v0", seconds, info_level="none"),
-        "CartPole-v1": median(single_steps_per_second, "CartPole-v1", seconds),
+    """Interleaved measurements: each repeat measures every configuration once, so the
+    machine's drift hits all of them alike; medians and per-repeat ratios are reported."""
+    singles = {
+        "AgentRouting-v0 (info_level=full)": ("personarl/AgentRouting-v0", {}),
+        "AgentRouting-v0 (info_level=none)": ("personarl/AgentRouting-v0",
+                                              {"info_level": "none"}),
+        "CartPole-v1": ("CartPole-v1", {}),
     }
-    result["batched_user_steps_per_s"] = {
-        str(b): median(batched_user_steps_per_second, b, seconds) for b in BATCHES}
-    single = result["single_env_steps_per_s"]
-    result["ratio_single_to_cartpole"] = (single["AgentRouting-v0 (info_level=full)"]
-                                          / single["CartPole-v1"])
-    result["targets"] = {"single_env_steps_per_s": 30_000,
-                         "batched_user_steps_per_s_at_4096": 2_000_000}
-    print("single env (gym.make, random actions, resets included):")
-    for k, v in single.items():
-        print(f"  {k:36s} {v:12,.0f} steps/s")
-    print(f"  AgentRouting / CartPole ratio       {result['ratio_single_to_cartpole']:.3f}")
+    runs: dict[str, list[float]] = {k: [] for k in singles}
+    runs.update({f"B={b}": [] for b in BATCHES})
+    for _ in range(repeats):
+        for name, (env_id, kwargs) in singles.items():
+            runs[name].append(single_steps_per_second(env_id, seconds, **kwargs))
+        for b in BATCHES:
+            runs[f"B={b}"].append(batched_user_steps_per_second(b, seconds))
+    ratios = [ours / cart for ours, cart in zip(runs["AgentRouting-v0 (info_level=full)"],
+                                                 runs["CartPole-v1"])]
+    result: dict[str, Any] = {
+        "seconds_per_measurement": seconds, "repeats": repeats, "raw": runs,
+        "single_env_steps_per_s": {k: statistics.median(runs[k]) for k in singles},
+        "batched_user_steps_per_s": {str(b): statistics.median(runs[f"B={b}"])
+                                     for b in BATCHES},
+        "ratio_single_to_cartpole": statistics.median(ratios),
+        "targets": {"single_env_steps_per_s": 30_000,
+                    "batched_user_steps_per_s_at_4096": 2_000_000},
+    }
+    print("single env (gym.make, random actions, resets included), median of "
+          f"{repeats} interleaved runs:")
+    for k, v in result["single_env_steps_per_s"].items():
+        print(f"  {k:36s} {v:12,.0f} steps/s   (runs: "
+              + ", ".join(f"{x:,.0f}" for x in runs[k]) + ")")
+    print(f"  AgentRouting / CartPole, median per-run ratio: "
+          f"{result['ratio_single_to_cartpole']:.3f}")
     print("batched AgentRoutingVectorEnv (info_level=none):")
     for k, v in result["batched_user_steps_per_s"].items():
         print(f"  B={k:<6s} {v:14,.0f} user-steps/s")
