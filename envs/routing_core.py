@@ -39,10 +39,11 @@ class ObsLayout:
 
     def slices(self) -> dict[str, slice]:
         """Name -> slice, in order."""
-        return _packed([("task", len(TASK_TYPES)), ("position", 1), ("signals", len(SIGNAL_NAMES)),
-                 ("latency", 1), ("explore", 1), ("last_action", self.num_agents),
-                 ("persona_scores", self.num_archetypes), ("persona_confidence", 1),
-                 ("persona_stability", 1), ("quality", 1), ("device", len(DEVICES))])
+        return _packed([
+            ("task", len(TASK_TYPES)), ("position", 1), ("signals", len(SIGNAL_NAMES)),
+            ("latency", 1), ("explore", 1), ("last_action", self.num_agents),
+            ("persona_scores", self.num_archetypes), ("persona_confidence", 1),
+            ("persona_stability", 1), ("quality", 1), ("device", len(DEVICES))])
 
     @property
     def size(self) -> int:
@@ -78,7 +79,7 @@ class RoutingCore:
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
                  response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
                  fusion: PersonaFusion, behaviour: BehaviourModel, max_tasks: int,
-                 with_truth: bool = True, pool_chunk: int = 64) -> None:
+                 with_truth: bool = True, pool_chunk: int = 512) -> None:
         self.B, self.H, self.K = num_lanes, max_tasks, world.num_agents
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
