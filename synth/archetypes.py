@@ -226,14 +226,6 @@ class ArchetypeTable:
                 f"unknown archetype {name!r}; valid archetypes are {list(self.names)}"
             ) from None
 
-    def replace_rows(self, **arrays: np.ndarray) -> "ArchetypeTable":
-        """A copy with some arrays replaced (used by population events)."""
-        fields = dict(names=self.names, traits=self.traits, behaviour=self.behaviour,
-                      task_preferences=self.task_preferences,
-                      device_preferences=self.device_preferences)
-        fields.update(arrays)
-        return ArchetypeTable(**fields)
-
 
 def default_table() -> ArchetypeTable:
     """The six documented archetypes."""

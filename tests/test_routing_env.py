@@ -211,3 +211,15 @@ def test_importing_envs_pulls_in_neither_ray_nor_torch():
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert envs.ENV_IDS == (ID,)
+
+
+def test_precomputed_leave_threshold_is_the_churn_model():
+    from envs.routing_model import ResponseModel
+
+    model = ResponseModel()
+    rng = np.random.default_rng(0)
+    u, s = rng.random(200_000), rng.random(200_000)
+    leaves = u < model.churn_probability(s)
+    assert np.array_equal(leaves, s < model.leave_threshold(u, np.zeros_like(u, bool)))
+    assert 0.05 < leaves.mean() < 0.5
+    assert not (s < model.leave_threshold(u, np.ones_like(u, bool))).any()   # bots stay
