@@ -153,7 +153,9 @@ class AgentRoutingEnv(gym.Env[np.ndarray, np.int64]):
     With ``info_level="full"``: ``latent_weights`` (mixture at this step),
     ``latent_primary``, ``expected_reward`` (reward each action causes in expectation given
     the latent state), ``oracle_action`` (its argmax: the myopic oracle), ``is_bot``,
-    ``consent``, ``group``; after a step also ``satisfaction`` (of the step just taken).
+    ``consent``, ``group``, ``quality`` (the score in the observation); after a step also
+    ``satisfaction`` (of the step just taken). Expectations are exact because the reward is
+    linear in the signals: custom weights go in through ``signal_weights``.
     ``info_level="none"`` returns ``{}`` (training speed).
 
     ## Arguments

@@ -17,6 +17,7 @@ import numpy as np
 
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
+from rewards.composite import composite_reward
 from rewards.quality import QualityModel
 from rewards.signals import SIGNAL_NAMES
 from synth.archetypes import DEVICES, TASK_TYPES
@@ -83,9 +84,10 @@ class RoutingCore:
         self.B, self.H, self.K = num_lanes, max_tasks, world.num_agents
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
-        self.weights = column_weights(np.asarray(reward_weights, dtype=np.float64))
-        self.weights_now = self.weights.copy()     # conversions are paid when they arrive
-        self.weights_now[CONVERSION] = 0.0
+        self.signal_weights = np.asarray(reward_weights, dtype=np.float64)
+        self.weights = column_weights(self.signal_weights)      # per internal column
+        self.signal_weights_now = self.signal_weights.copy()    # conversions are paid
+        self.signal_weights_now[SIGNAL_CONVERSION] = 0.0        # when they arrive
         self.layout = ObsLayout(self.K, sampler.base.size)
         self.cols = self.layout.slices()
         self.with_truth = with_truth
@@ -241,8 +243,8 @@ class RoutingCore:
         self.queue[rows, self.lanes["arrival"][rows, t]] += conv
         arrived = self.queue[rows, t]
         self.queue[rows, t] = 0.0
-        reward = (values @ self.weights_now) * q + arrived
         signals = values @ COLLAPSE
+        reward = composite_reward(signals, self.signal_weights_now, q) + arrived
         signals[:, SIGNAL_CONVERSION] = arrived > 0
         terminated = s < row[:, c["leave_below"].start]    # churn, or the last task
         ended = np.flatnonzero(terminated)
