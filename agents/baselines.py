@@ -7,11 +7,12 @@ as a fixed policy on the same users.
 
 * ``RandomPolicy`` — uniform over agents.
 * ``GreedyRouter`` — myopic greedy on what is observed: running mean reward per
-  (task type, agent), argmax, optimistic start so every agent gets tried.
+  (task type, agent), argmax; optimistic start and ε-greedy exploration while learning.
 * ``PersonaRouter`` — the status-quo product router: running mean reward per
   (task type, estimated primary persona, agent); routing weights are a softmax of those
-  means and the top-weighted agent is chosen. Users without consent (no persona estimate)
-  form their own bucket.
+  means and the top-weighted agent is chosen. Users without a usable estimate — no consent,
+  or fusion confidence below ``min_confidence`` (e.g. before any interaction, when the
+  estimate is just the population prior) — form their own bucket.
 * ``OracleRouter`` — privileged: the myopic oracle action from ``info`` (the ground truth).
 """
 
@@ -93,13 +94,20 @@ class OracleRouter(_Fixed):
 
 
 class _MeanTable(_Fixed):
-    """Running mean reward per (bucket, agent) with an optimistic start."""
+    """Running mean reward per (bucket, agent) with an optimistic start.
+
+    While ``learning``, a fraction ``epsilon`` of decisions is a uniformly random agent:
+    optimism alone stops exploring once one early-lucky agent leads, which made what these
+    baselines learned depend on the order of their warm-up users. Frozen, they are greedy.
+    """
 
     def __init__(self, layout: ObsLayout, num_buckets: int, optimism: float = 1.0,
-                 temperature: float = 0.05) -> None:
+                 temperature: float = 0.05, epsilon: float = 0.1, seed: int = 0) -> None:
         super().__init__(layout)
         self.temperature = check_range("temperature", temperature, 0, np.inf, low_open=True,
                                        high_open=True)
+        self.epsilon = check_range("epsilon", epsilon, 0, 1)
+        self.rng = np.random.default_rng(seed)
         self.sums = np.full((num_buckets, self.k), float(optimism))
         self.counts = np.ones((num_buckets, self.k))
         self.learning = True
@@ -121,7 +129,11 @@ class _MeanTable(_Fixed):
         return w / w.sum(axis=1, keepdims=True)
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
-        return self.means(obs).argmax(axis=1)
+        greedy = self.means(obs).argmax(axis=1)
+        if not self.learning or self.epsilon == 0:
+            return greedy
+        explore = self.rng.random(len(obs)) < self.epsilon
+        return np.where(explore, self.rng.integers(0, self.k, size=len(obs)), greedy)
 
     def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
         if self.learning:
@@ -135,8 +147,10 @@ class GreedyRouter(_MeanTable):
 
     name = "greedy"
 
-    def __init__(self, layout: ObsLayout, optimism: float = 1.0) -> None:
-        super().__init__(layout, num_buckets=self._task_count(layout), optimism=optimism)
+    def __init__(self, layout: ObsLayout, optimism: float = 1.0, epsilon: float = 0.1,
+                 seed: int = 0) -> None:
+        super().__init__(layout, num_buckets=self._task_count(layout), optimism=optimism,
+                         epsilon=epsilon, seed=seed)
 
     @staticmethod
     def _task_count(layout: ObsLayout) -> int:
@@ -152,18 +166,20 @@ class PersonaRouter(_MeanTable):
 
     name = "persona_router"
 
-    def __init__(self, layout: ObsLayout, optimism: float = 1.0,
-                 temperature: float = 0.05) -> None:
+    def __init__(self, layout: ObsLayout, optimism: float = 1.0, temperature: float = 0.05,
+                 epsilon: float = 0.1, seed: int = 0, min_confidence: float = 0.6) -> None:
+        self.min_confidence = check_range("min_confidence", min_confidence, 0, 1)
         cols = layout.slices()
         self._tasks = cols["task"].stop - cols["task"].start
         self._personas = layout.num_archetypes + 1       # + "no consent, no estimate"
-        super().__init__(layout, self._tasks * self._personas, optimism, temperature)
+        super().__init__(layout, self._tasks * self._personas, optimism, temperature,
+                         epsilon, seed)
         self._scores, self._conf = cols["persona_scores"], cols["persona_confidence"].start
 
     def bucket(self, obs: np.ndarray) -> np.ndarray:
         task = obs[:, self._task].argmax(axis=1)
-        persona = np.where(obs[:, self._conf] > 0, obs[:, self._scores].argmax(axis=1),
-                           self._personas - 1)
+        known = obs[:, self._conf] >= max(self.min_confidence, 1e-12)
+        persona = np.where(known, obs[:, self._scores].argmax(axis=1), self._personas - 1)
         return task * self._personas + persona
 
 

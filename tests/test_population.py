@@ -138,3 +138,15 @@ def test_invalid_events_name_the_problem():
         PopulationSampler(PopulationConfig(events=[dict(kind="explode", at=0)]))
     with pytest.raises(ConfigError, match="unknown event keys"):
         PopulationSampler(PopulationConfig(events=[dict(kind="drift", at=0, when=3)]))
+
+
+def test_a_new_archetype_appears_at_its_time(rng):
+    spec = dict(name="night_owl", traits=[0.5] * 10, behaviour=[0.7, 0.2, 0.3, 0.2, 0.5],
+                task_preferences=[0.2] * 5)
+    sampler = PopulationSampler(PopulationConfig(
+        events=[dict(kind="new", at=500, strength=0.25, spec=spec)]))
+    assert sampler.tables[1].names[6] == "night_owl"
+    np.testing.assert_allclose(sampler.proportions[1, :6], sampler.proportions[0, :6] * 0.75)
+    pop = sampler.sample(8000, rng)
+    assert not (pop.weights[:500, 6] > 0).any()
+    assert (pop.primary[500:] == 6).mean() == pytest.approx(0.25, abs=0.03)

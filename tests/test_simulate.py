@@ -73,3 +73,16 @@ def test_main_job_writes_report_and_rejects_bad_override(tmp_path):
     assert bad.returncode != 0
     assert "bot_fraction=1.5" in bad.stdout + bad.stderr
     assert "Traceback" not in bad.stdout + bad.stderr
+
+
+def test_custom_archetypes_and_events_from_hydra_config():
+    from envs import AgentRoutingVectorEnv
+
+    kwargs = env_kwargs(compose_cfg("persona=custom_example"))
+    env = AgentRoutingVectorEnv(256, **kwargs)
+    obs, info = env.reset(seed=0)
+    sampler = env._core.sampler
+    assert sampler.base.names == ("bargain_hunter", "storyteller")
+    assert sampler.tables[-1].names[-1] == "night_owl" and sampler.boundaries == [5000]
+    assert obs.shape == (256, env.layout.size) and env.layout.num_archetypes == 2
+    assert set(np.unique(info["latent_primary"])) <= {0, 1}
