@@ -4,39 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import gymnasium as gym
-import numpy as np
-from gymnasium import spaces
-from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.vector.utils import batch_space
-
+from envs.batched import CoreEnv, CoreVectorEnv, check_info_level, coerce_config
 from envs.routing_core import ObsLayout, RoutingCore
 from envs.routing_model import AgentWorld, ResponseModel
 from rewards.quality import QualityModel
 from rewards.signals import SignalWeights
 from synth.behaviour import BehaviourModel
-from synth.errors import (ConfigError, InvalidActionError, ResetNeededError, check_int)
+from synth.errors import ConfigError, check_int
 from synth.fusion import PersonaFusion
 from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["AgentRoutingEnv", "AgentRoutingVectorEnv", "ENV_ID", "INFO_LEVELS"]
+__all__ = ["AgentRoutingEnv", "AgentRoutingVectorEnv", "ENV_ID", "build_core"]
 
 ENV_ID = "personarl/AgentRouting-v0"
-INFO_LEVELS = ("full", "none")
-
-
-def _coerce(value: Any, cls: type, label: str) -> Any:
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, Mapping):
-        try:
-            return cls(**dict(value))
-        except TypeError as exc:
-            raise ConfigError(f"{label}: {exc}; valid keys are "
-                              f"{sorted(cls.__dataclass_fields__)}") from None
-    raise ConfigError(f"{label} must be a {cls.__name__} or a mapping, got {value!r}")
 
 
 def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
@@ -58,31 +38,20 @@ def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
         raise ConfigError(f"num_agents={num_agents} disagrees with the injected world's "
                           f"{world.num_agents} agents")
     sampler = population if isinstance(population, PopulationSampler) else \
-        PopulationSampler(_coerce(population, PopulationConfig, "population"))
-    weights = _coerce(signal_weights, SignalWeights, "signal_weights").effective()
+        PopulationSampler(coerce_config(population, PopulationConfig, "population"))
+    weights = coerce_config(signal_weights, SignalWeights, "signal_weights").effective()
     return RoutingCore(
         num_lanes, sampler=sampler, world=world,
-        response=_coerce(response, ResponseModel, "response"), reward_weights=weights,
-        quality=_coerce(quality, QualityModel, "quality"),
+        response=coerce_config(response, ResponseModel, "response"), reward_weights=weights,
+        quality=coerce_config(quality, QualityModel, "quality"),
         fusion=PersonaFusion(sampler.proportions[0, : sampler.base.size],
                              fusion_prior_strength),
-        behaviour=_coerce(behaviour, BehaviourModel, "behaviour"), max_tasks=horizon,
-        with_truth=_check_info_level(info_level) == "full",
+        behaviour=coerce_config(behaviour, BehaviourModel, "behaviour"), max_tasks=horizon,
+        with_truth=check_info_level(info_level) == "full",
         pool_chunk=check_int("pool_chunk", pool_chunk, 1))
 
 
-def _spaces(core: RoutingCore) -> tuple[spaces.Box, spaces.Discrete]:
-    obs = spaces.Box(0.0, 1.0, shape=(core.layout.size,), dtype=np.float32)
-    return obs, spaces.Discrete(core.K)
-
-
-def _check_info_level(info_level: str) -> str:
-    if info_level not in INFO_LEVELS:
-        raise ConfigError(f"info_level={info_level!r}; valid: {list(INFO_LEVELS)}")
-    return info_level
-
-
-class AgentRoutingEnv(gym.Env[np.ndarray, np.int64]):
+class AgentRoutingEnv(CoreEnv):
     """Route each task of a simulated user to one of K AI agents.
 
     ## Description
@@ -171,117 +140,19 @@ class AgentRoutingEnv(gym.Env[np.ndarray, np.int64]):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": []}
-
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:
-        super().__init__()
-        self.info_level = _check_info_level(info_level)
-        self._core = build_core(1, info_level=info_level, **kwargs)
-        self.observation_space, self.action_space = _spaces(self._core)
+        super().__init__(build_core(1, info_level=info_level, **kwargs), info_level)
         self.layout: ObsLayout = self._core.layout
-        self._action = np.zeros(1, dtype=np.int64)
-        self._done = True
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        self._core.reset_all(self.np_random, reseeded=seed is not None)
-        self._done = False
-        return self._core.obs[0].copy(), self._info(None)
-
-    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self._done:
-            raise ResetNeededError("call reset() before step() (the episode has ended or "
-                                   "never started)")
-        a = _check_action(action, self._core.K)
-        reward, terminated, sat = self._core.step(self._action_buffer(a))
-        self._done = bool(terminated[0])
-        return (self._core.obs[0].copy(), float(reward[0]), self._done, False,
-                self._info(float(sat[0])))
-
-    def _action_buffer(self, a: int) -> np.ndarray:
-        self._action[0] = a
-        return self._action
-
-    def _info(self, satisfaction: float | None) -> dict[str, Any]:
-        if self.info_level == "none":
-            return {}
-        info = self._core.lane_info(0)
-        if satisfaction is not None:
-            info["satisfaction"] = satisfaction
-        return info
 
 
-def _check_action(action: Any, k: int) -> int:
-    try:
-        a = int(action)
-    except (TypeError, ValueError):
-        raise InvalidActionError(f"action {action!r} is not an integer in [0, {k})") from None
-    if a != action or not 0 <= a < k:
-        raise InvalidActionError(f"action {action!r} is outside Discrete({k}): valid are "
-                                 f"integers 0..{k - 1}")
-    return a
-
-
-class AgentRoutingVectorEnv(VectorEnv):
+class AgentRoutingVectorEnv(CoreVectorEnv):
     """``num_envs`` AgentRouting sessions stepped together (NEXT_STEP autoreset).
 
     Same arguments as ``AgentRoutingEnv`` plus ``num_envs``. One generator drives all
     lanes; with ``num_envs=1`` the trajectory equals the single env's for the same seed.
     """
 
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
-
     def __init__(self, num_envs: int = 1, *, info_level: str = "full",
                  **kwargs: Any) -> None:
-        self.info_level = _check_info_level(info_level)
-        self._core = build_core(num_envs, info_level=info_level, **kwargs)
-        self.num_envs = self._core.B
-        self.single_observation_space, self.single_action_space = _spaces(self._core)
-        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level)
         self.layout: ObsLayout = self._core.layout
-        self._needs_reset = np.zeros(self.num_envs, dtype=bool)
-
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        self._core.reset_all(self.np_random, reseeded=seed is not None)
-        self._needs_reset[:] = False
-        return self._core.obs.copy(), self._infos(None, None)
-
-    def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                          dict[str, Any]]:
-        if not self._core.started:
-            raise ResetNeededError("call reset() before step()")
-        actions = np.asarray(actions)
-        if (actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu"
-                or actions.min() < 0 or actions.max() >= self._core.K):
-            raise InvalidActionError(
-                f"actions must be {self.num_envs} integers in [0, {self._core.K}); got "
-                f"shape {actions.shape}, dtype {actions.dtype}, values {actions!r:.80}")
-        restart = np.flatnonzero(self._needs_reset)
-        # lanes that ended last step are restarted instead of stepped (NEXT_STEP): park them
-        # at a valid index; step() draws no randomness and reset_lanes overwrites them
-        self._core.t[restart] = 0
-        reward, terminated, sat = self._core.step(actions)
-        if restart.size:
-            reward[restart] = 0.0
-            terminated[restart] = False
-            self._core.reset_lanes(restart, self.np_random)
-        self._needs_reset = terminated.copy()
-        return (self._core.obs.copy(), reward, terminated,
-                np.zeros(self.num_envs, dtype=bool), self._infos(sat, restart))
-
-    def _infos(self, sat: np.ndarray | None, restart: np.ndarray | None) -> dict[str, Any]:
-        if self.info_level == "none":
-            return {}
-        info = self._core.info()
-        if sat is not None:
-            if restart is not None and restart.size:
-                sat = sat.copy()
-                sat[restart] = np.nan
-            info["satisfaction"] = sat
-        mask = np.ones(self.num_envs, dtype=bool)
-        info.update({f"_{k}": mask for k in list(info)})
-        return info

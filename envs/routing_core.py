@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from gymnasium import spaces
 
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
@@ -109,6 +110,7 @@ class RoutingCore:
         self.pool_pos = 0
         self.population_time = 0
         self.started = False
+        self.step_info: dict[str, np.ndarray] = {}
         self.t = np.zeros(num_lanes, dtype=np.int64)
         self.queue = np.zeros((num_lanes, max_tasks + response.max_delay + 1))
         self.obs = np.zeros((num_lanes, self.layout.size), dtype=np.float32)
@@ -230,7 +232,8 @@ class RoutingCore:
         """Advance every lane by one interaction.
 
         Returns:
-            ``(reward, terminated, satisfaction)``, each ``(B,)``.
+            ``(reward, terminated)``, each ``(B,)``; ``step_info["satisfaction"]`` holds the
+            satisfaction of the interaction just taken.
         """
         rows, t, c = self.rows, self.t, self.step_cols
         row = self.lanes["step"][rows, t]                 # one gather of everything at t
@@ -256,7 +259,17 @@ class RoutingCore:
         obs[:, self.cols["signals"]] = signals
         obs[rows, self.cols["last_action"].start + action] = 1.0
         self.obs = obs
-        return reward, terminated, s
+        self.step_info = {"satisfaction": s}
+        return reward, terminated
+
+    def park(self, lanes: np.ndarray) -> None:
+        """Lanes about to be restarted: point them at a valid step (``step`` draws no
+        randomness and ``reset_lanes`` overwrites them)."""
+        self.t[lanes] = 0
+
+    def observation_space(self) -> spaces.Box:
+        """The single-user observation space: every feature is in [0, 1]."""
+        return spaces.Box(0.0, 1.0, shape=(self.layout.size,), dtype=np.float32)
 
     # ------------------------------------------------------------------ info
     def lane_info(self, lane: int) -> dict[str, Any]:

@@ -1,0 +1,231 @@
+"""Dynamics of InterventionTiming: one pure, vectorised transition used three ways.
+
+The environment samples it, the myopic oracle reads its expected immediate reward, and the
+planner rolls its *expected* version forward (same code, ``expected=True``: Bernoulli
+outcomes replaced by their probabilities) — so the planner's model is exactly the
+simulator's, as a ground-truth planner should be.
+
+State per user (all in [0, 1] except valence in [-1, 1]): ``valence``, ``arousal``,
+``stress``, ``engagement``, ``fatigue`` (recent interventions, decaying), ``annoyance``,
+``pairing`` (steps until a suggested pairing pays off, 0 = none pending) and ``pair_value``.
+
+Per step, in order:
+
+1. *Need.* The user needs support when ``stress > need_stress`` or
+   ``valence < need_valence`` (a distress moment).
+2. *Action effects* (only with consent; acting without consent has no effect, earns
+   nothing and annoys):
+
+   * ``intervene_<tone>``: complied with probability ``tone_fit · 1/(1 + fatigue) ·
+     (1 − annoyance)``. When needed and complied: ``valence += intervene_valence ·
+     tone_fit``, ``stress −= intervene_stress · tone_fit``. When not needed it is a *false
+     intervention*: ``annoyance += false_annoyance``, ``valence −= false_valence``.
+   * ``recommend_event``: attended with probability ``sociability / (1 + fatigue)``;
+     attending raises engagement by ``event_engagement``.
+   * ``suggest_pairing``: accepted with probability ``sociability · (1 − annoyance)``
+     (if none is pending); costs ``pairing_cost`` engagement now and pays
+     ``pairing_valence``/``pairing_engagement`` × sociability after ``pairing_delay`` steps.
+   * any action: ``fatigue += 1``; ``annoyance += fatigue_annoyance · max(0, fatigue −
+     fatigue_tolerance)`` — too many interventions annoy.
+3. *Natural dynamics*: ``stress ← stress · stress_decay + shock`` (exogenous shocks, more
+   frequent for neurotic users), valence relaxes toward ``baseline_valence − stress_valence ·
+   stress``, engagement toward the user's baseline minus annoyance, arousal follows stress;
+   ``fatigue`` and ``annoyance`` decay.
+4. *Reward* ``= w_sentiment · Δvalence + w_engagement · Δengagement + w_compliance ·
+   complied − false_penalty · false_intervention`` (``rewards.intervention_reward``), zero
+   for any action taken without consent.
+5. *Leaving*: the user opts out with probability ``optout_scale · annoyance²``; at the end of
+   each day the user comes back the next day with probability ``return_base + return_engagement
+   · engagement − return_annoyance · annoyance``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from rewards.intervention import InterventionRewardWeights, intervention_reward
+from synth.archetypes import TRAITS
+from synth.errors import check_int, check_range
+
+__all__ = ["ACTIONS", "InterventionModel", "UserTraits", "State", "transition", "TONES"]
+
+ACTIONS: tuple[str, ...] = ("no_action", "intervene_supportive", "intervene_neutral",
+                            "intervene_direct", "recommend_event", "suggest_pairing")
+TONES = ("supportive", "neutral", "direct")
+_T = {name: i for i, name in enumerate(TRAITS)}
+
+
+@dataclass(frozen=True)
+class InterventionModel:
+    """Parameters of the dynamics (fixed, documented defaults)."""
+
+    need_stress: float = 0.55
+    need_valence: float = -0.25
+    intervene_valence: float = 0.35
+    intervene_stress: float = 0.30
+    false_annoyance: float = 0.12
+    false_valence: float = 0.05
+    event_engagement: float = 0.15
+    pairing_cost: float = 0.03
+    pairing_valence: float = 0.45
+    pairing_engagement: float = 0.35
+    pairing_delay: int = 6
+    fatigue_decay: float = 0.7
+    fatigue_tolerance: float = 1.0
+    fatigue_annoyance: float = 0.08
+    annoyance_decay: float = 0.97
+    stress_decay: float = 0.75
+    shock_size: float = 0.45
+    shock_rate: float = 0.25
+    baseline_valence: float = 0.2
+    stress_valence: float = 0.6
+    valence_relax: float = 0.3
+    engagement_relax: float = 0.15
+    optout_scale: float = 0.3
+    return_base: float = 0.75
+    return_engagement: float = 0.3
+    return_annoyance: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if f.name == "pairing_delay":
+                check_int("pairing_delay", self.pairing_delay, 1, 1000)
+            elif f.name == "need_valence":
+                check_range("need_valence", self.need_valence, -1, 1)
+            else:
+                check_range(f.name, getattr(self, f.name), 0, 1)
+
+
+@dataclass
+class UserTraits:
+    """What the dynamics need to know about each user, derived from the traits ``(B, 10)``."""
+
+    tone_fit: np.ndarray        # (B, 3) how well each tone lands, in [0, 1]
+    sociability: np.ndarray     # (B,) drives events and pairing
+    shock_prob: np.ndarray      # (B,) chance of a stress shock per step
+    baseline_engagement: np.ndarray  # (B,)
+
+    @classmethod
+    def from_traits(cls, traits: np.ndarray) -> "UserTraits":
+        """Documented mapping from the ten traits.
+
+        * supportive tone fits neurotic, agreeable, empathic users;
+        * direct tone fits direct, conscientious users and misfires on neurotic ones;
+        * neutral fits everyone moderately.
+        """
+        x = traits
+        supportive = (x[:, _T["neuroticism"]] + x[:, _T["agreeableness"]]
+                      + x[:, _T["empathy"]]) / 3
+        direct = np.clip((x[:, _T["directness"]] + x[:, _T["conscientiousness"]]) / 2
+                         - 0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1)
+        neutral = np.full(len(x), 0.5)
+        return cls(
+            tone_fit=np.stack([supportive, neutral, direct], axis=1),
+            sociability=(x[:, _T["extraversion"]] + x[:, _T["agreeableness"]]) / 2,
+            shock_prob=np.clip(0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1),
+            baseline_engagement=(x[:, _T["enthusiasm"]] + x[:, _T["openness"]]) / 2,
+        )
+
+
+@dataclass
+class State:
+    """Latent state of ``B`` users (arrays ``(B,)``)."""
+
+    valence: np.ndarray
+    arousal: np.ndarray
+    stress: np.ndarray
+    engagement: np.ndarray
+    fatigue: np.ndarray
+    annoyance: np.ndarray
+    pairing: np.ndarray
+    pair_value: np.ndarray
+
+    def copy(self) -> "State":
+        return State(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+
+    def take(self, idx: np.ndarray) -> "State":
+        return State(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+
+@dataclass
+class Outcome:
+    """What one transition produced, arrays ``(B,)``."""
+
+    reward: np.ndarray
+    needed: np.ndarray
+    false_intervention: np.ndarray
+    complied: np.ndarray
+    acted_without_consent: np.ndarray
+    optout_prob: np.ndarray
+
+
+def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.ndarray,
+               shock: np.ndarray, u: np.ndarray | None, model: InterventionModel,
+               weights: InterventionRewardWeights, expected: bool = False) -> Outcome:
+    """Advance ``state`` in place by one step.
+
+    Args:
+        state: latent state, modified in place.
+        action: ``(B,)`` action indices into ``ACTIONS``.
+        user: per-user trait-derived parameters.
+        consent: ``(B,)`` consent flags.
+        shock: ``(B,)`` exogenous stress shock this step (its expectation when planning).
+        u: ``(B, 2)`` uniforms for compliance/acceptance, or ``None`` with ``expected``.
+        model: dynamics parameters.
+        weights: reward weights.
+        expected: replace every Bernoulli outcome by its probability (planning).
+    """
+    m = model
+    v0, e0 = state.valence.copy(), state.engagement.copy()
+    needed = (state.stress > m.need_stress) | (state.valence < m.need_valence)
+    acting = action != 0
+    ok = consent | ~acting
+    tone = np.clip(action - 1, 0, 2)
+    intervene = (action >= 1) & (action <= 3) & ok
+    fresh = 1.0 / (1.0 + state.fatigue)
+    fit = user.tone_fit[np.arange(len(action)), tone]
+    p_comply = np.where(intervene, fit * fresh * (1.0 - state.annoyance), 0.0)
+    p_event = np.where((action == 4) & ok, user.sociability * fresh, 0.0)
+    can_pair = (action == 5) & ok & (state.pairing == 0)
+    p_pair = np.where(can_pair, user.sociability * (1.0 - state.annoyance), 0.0)
+    if expected:
+        complied, attended, paired = p_comply, p_event, p_pair
+    else:
+        complied = (u[:, 0] < p_comply).astype(np.float64)
+        attended = (u[:, 1] < p_event).astype(np.float64)
+        paired = (u[:, 1] < p_pair).astype(np.float64)
+    false = intervene & ~needed
+    help_ = complied * needed * fit
+    state.valence += m.intervene_valence * help_ - m.false_valence * false
+    state.stress -= m.intervene_stress * help_
+    state.annoyance += m.false_annoyance * false + 0.1 * (acting & ~consent)
+    state.engagement += m.event_engagement * attended - m.pairing_cost * paired
+    # a pairing: the payoff value is carried, the timer counts down to it
+    state.pair_value = np.where(can_pair, paired * user.sociability, state.pair_value)
+    state.pairing = np.where(can_pair & (paired > 0), m.pairing_delay, state.pairing)
+    due = state.pairing == 1
+    state.valence += due * m.pairing_valence * state.pair_value
+    state.engagement += due * m.pairing_engagement * state.pair_value
+    state.pair_value = np.where(due, 0.0, state.pair_value)
+    state.pairing = np.maximum(state.pairing - 1, 0)
+    state.fatigue += acting & ok
+    state.annoyance += m.fatigue_annoyance * np.maximum(0.0, state.fatigue
+                                                        - m.fatigue_tolerance) * acting
+    # natural dynamics
+    state.stress = np.clip(state.stress * m.stress_decay + shock, 0.0, 1.0)
+    target_v = m.baseline_valence - m.stress_valence * state.stress
+    state.valence = np.clip(state.valence + m.valence_relax * (target_v - state.valence), -1, 1)
+    target_e = user.baseline_engagement * (1.0 - state.annoyance)
+    state.engagement = np.clip(state.engagement + m.engagement_relax
+                               * (target_e - state.engagement), 0.0, 1.0)
+    state.arousal = 0.5 * state.arousal + 0.5 * state.stress
+    state.fatigue *= m.fatigue_decay
+    state.annoyance = np.clip(state.annoyance * m.annoyance_decay, 0.0, 1.0)
+    reward = intervention_reward(state.valence - v0, state.engagement - e0, complied,
+                                 false, weights)
+    reward = np.where(ok, reward, 0.0)
+    return Outcome(reward=reward, needed=needed, false_intervention=false,
+                   complied=complied, acted_without_consent=acting & ~consent,
+                   optout_prob=np.clip(m.optout_scale * state.annoyance ** 2, 0.0, 1.0))

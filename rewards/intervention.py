@@ -1,0 +1,42 @@
+"""The intervention-timing reward (synthetic-training-loop write-up).
+
+``r = sentiment · Δvalence + engagement · Δengagement + compliance · complied
+− false_penalty · false_intervention`` with the write-up's weights .4 / .4 / .2; the
+penalty for intervening when no support was needed is ours (the write-up names false
+interventions as a safety metric with a < 5% target). The environment pays nothing for
+an action taken without consent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from synth.errors import check_range
+
+__all__ = ["InterventionRewardWeights", "intervention_reward"]
+
+
+@dataclass(frozen=True)
+class InterventionRewardWeights:
+    """Weights of the intervention reward; each in [0, 10]."""
+
+    sentiment: float = 0.4
+    engagement: float = 0.4
+    compliance: float = 0.2
+    false_penalty: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("sentiment", "engagement", "compliance", "false_penalty"):
+            check_range(name, getattr(self, name), 0, 10)
+
+
+def intervention_reward(d_valence: np.ndarray, d_engagement: np.ndarray,
+                        complied: np.ndarray, false_intervention: np.ndarray,
+                        weights: InterventionRewardWeights = InterventionRewardWeights()
+                        ) -> np.ndarray:
+    """The reward of one step, elementwise over users."""
+    w = weights
+    return (w.sentiment * d_valence + w.engagement * d_engagement + w.compliance * complied
+            - w.false_penalty * false_intervention)
