@@ -1,0 +1,132 @@
+"""``personarl/InterventionTiming-v0``: decide when to step in for a returning user.
+
+Work in progress (issue 3): the classes pass Gymnasium's checks but the id is not
+registered yet. Open before it is: with the reward's per-step *gains* and *deltas* a
+temporary effect that relaxes back telescopes to ~0 over an episode, so the dynamics (or
+the reward's reading) must make helpful actions count before the planner-vs-myopic study.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from envs.batched import CoreEnv, CoreVectorEnv, check_info_level, coerce_config
+from envs.intervention_core import InterventionCore
+from envs.intervention_model import InterventionModel
+from rewards.intervention import InterventionRewardWeights
+from synth.errors import check_int, check_range
+from synth.population import PopulationConfig, PopulationSampler
+
+__all__ = ["InterventionTimingEnv", "InterventionTimingVectorEnv", "ENV_ID", "build_core"]
+
+ENV_ID = "personarl/InterventionTiming-v0"
+
+
+def build_core(num_lanes: int, *, days: int = 7, slots_per_day: int = 4,
+               population: PopulationConfig | PopulationSampler | Mapping | None = None,
+               model: InterventionModel | Mapping | None = None,
+               reward_weights: InterventionRewardWeights | Mapping | None = None,
+               obs_noise: float = 0.1, info_level: str = "full") -> InterventionCore:
+    """Validate the arguments shared by the single and the vector env."""
+    sampler = population if isinstance(population, PopulationSampler) else \
+        PopulationSampler(coerce_config(population, PopulationConfig, "population"))
+    return InterventionCore(
+        check_int("num_envs", num_lanes, 1), sampler=sampler,
+        model=coerce_config(model, InterventionModel, "model"),
+        weights=coerce_config(reward_weights, InterventionRewardWeights, "reward_weights"),
+        days=check_int("days", days, 1, 365), slots_per_day=check_int("slots_per_day",
+                                                                      slots_per_day, 1, 24),
+        obs_noise=check_range("obs_noise", obs_noise, 0, 1),
+        with_truth=check_info_level(info_level) == "full")
+
+
+class InterventionTimingEnv(CoreEnv):
+    """Decide, several times a day over several days, whether and how to intervene.
+
+    ## Description
+
+    One episode follows one returning user for ``days`` days with ``slots_per_day``
+    decisions a day (default 7 × 4 = 28). At each slot the platform may do nothing,
+    intervene with a supportive, neutral or direct tone, recommend an event, or suggest a
+    pairing with another user. Stress shocks come and go; an intervention at a distress
+    moment helps, one at the wrong moment annoys; too many interventions tire and annoy;
+    a pairing pays off days later; annoyed users opt out or stop coming back.
+
+    ## Persona model
+
+    The user is drawn from the persona population (``synth.population``). Their traits set
+    how each tone lands (supportive suits neurotic, agreeable, empathic users; direct suits
+    direct, conscientious ones and misfires on neurotic ones), their sociability (events and
+    pairings), how often stress strikes (neuroticism) and their baseline engagement — see
+    ``envs.intervention_model.UserTraits.from_traits``. Without consent, actions have no
+    effect, earn nothing and annoy.
+
+    ## Action Space
+
+    ``Discrete(6)``: ``no_action``, ``intervene_supportive``, ``intervene_neutral``,
+    ``intervene_direct``, ``recommend_event``, ``suggest_pairing``.
+
+    ## Observation Space
+
+    ``Box(0, 1, (4 + S + 7 + 1 + 1 + 1 + 1 + 6 + 1,), float32)`` with ``S = slots_per_day``
+    (26 values by default):
+
+    | columns | content |
+    |---|---|
+    | valence, arousal, stress, engagement (4) | observed with Gaussian noise ``obs_noise``; valence mapped to [0, 1] |
+    | slot (S) | one-hot time of day |
+    | weekday (7) | one-hot day of the week (the first day is random) |
+    | day (1) | day / days |
+    | fatigue (1) | recent interventions, ``f / (1 + f)`` (the platform knows its own actions) |
+    | pairing (1) | steps until an accepted pairing pays off / pairing_delay |
+    | consent (1) | the user consented |
+    | last_action (6) | one-hot of the last action |
+    | last_complied (1) | the user followed the last action |
+
+    Annoyance, the exact emotions and the persona stay latent.
+
+    ## Rewards
+
+    ``0.4 · Δvalence + 0.4 · Δengagement + 0.2 · complied − 0.1 · false_intervention``
+    (``rewards.intervention_reward``; weights configurable), and nothing for acting without
+    consent. The dynamics are documented in ``envs.intervention_model``.
+
+    ## Episode End
+
+    ``terminated`` when the user opts out (chance ``optout_scale · annoyance²`` per step),
+    does not come back at the end of a day (``return_base + return_engagement · engagement
+    − return_annoyance · annoyance``), or after ``days · slots_per_day`` steps (the step
+    count is observable, so this is terminal). ``truncated`` is always ``False``.
+
+    ## Information
+
+    With ``info_level="full"``: the latent state (``latent_valence``, ``latent_stress``,
+    ``latent_annoyance``, …), the user's trait-derived parameters (``user_tone_fit``, …),
+    this step's ``shock``, ``needs_support``, ``expected_reward`` of every action (exact
+    expectation over compliance given the latent state), ``oracle_action`` (the myopic
+    oracle), and the safety metrics so far: ``interventions``, ``false_interventions``,
+    ``false_intervention_rate`` (share of interventions that were not needed),
+    ``opted_out``. After a step also ``needed``, ``false_intervention``, ``complied``,
+    ``opted_out`` for that step.
+
+    ## Arguments
+
+    ``days`` (1..365), ``slots_per_day`` (1..24), ``population``, ``model``
+    (``InterventionModel`` or a mapping of its fields), ``reward_weights``, ``obs_noise``
+    (0..1), ``info_level``.
+
+    ## Version History
+
+    * v0: in development (issue 3); not registered yet.
+    """
+
+    def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:
+        super().__init__(build_core(1, info_level=info_level, **kwargs), info_level)
+
+
+class InterventionTimingVectorEnv(CoreVectorEnv):
+    """``num_envs`` InterventionTiming users stepped together (NEXT_STEP autoreset)."""
+
+    def __init__(self, num_envs: int = 1, *, info_level: str = "full",
+                 **kwargs: Any) -> None:
+        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level)

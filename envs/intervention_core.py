@@ -1,0 +1,215 @@
+"""The batched core of InterventionTiming: ``B`` returning users over several days.
+
+The state answers to actions (fatigue, annoyance, pairings in flight), so it is stepped
+one decision at a time with ``envs.intervention_model.transition``. What does not depend on
+the actions — stress shocks, the uniforms behind compliance, opting out and coming back, the
+observation noise — is drawn per user when the user arrives, so every policy facing the
+same seed meets the same shocks (common random numbers for paired comparisons).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
+                                     transition)
+from rewards.intervention import InterventionRewardWeights
+from synth.population import PopulationSampler
+
+__all__ = ["InterventionCore", "OBS_FEATURES"]
+
+#: observation layout: name -> width
+OBS_FEATURES: tuple[tuple[str, int], ...] = (
+    ("valence", 1), ("arousal", 1), ("stress", 1), ("engagement", 1), ("slot", 0),
+    ("weekday", 7), ("day", 1), ("fatigue", 1), ("pairing", 1), ("consent", 1),
+    ("last_action", len(ACTIONS)), ("last_complied", 1),
+)
+_STATE = tuple(f.name for f in fields(State))
+_USER = ("tone_fit", "sociability", "shock_prob", "baseline_engagement")
+_COUNTS = ("interventions", "false_interventions", "needed", "acted_without_consent")
+
+
+class InterventionCore:
+    """State and dynamics of ``num_lanes`` users (see ``envs.intervention`` for the spec).
+
+    Args:
+        num_lanes: batch size B.
+        sampler: the population.
+        model: dynamics parameters.
+        weights: reward weights.
+        days: days per episode.
+        slots_per_day: decisions per day.
+        obs_noise: std of the noise on the observed emotions and engagement.
+        with_truth: compute the ground truth ``info`` reports (expected rewards).
+    """
+
+    def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: InterventionModel,
+                 weights: InterventionRewardWeights, days: int, slots_per_day: int,
+                 obs_noise: float, with_truth: bool) -> None:
+        self.B, self.K = num_lanes, len(ACTIONS)
+        self.sampler, self.model, self.weights = sampler, model, weights
+        self.days, self.slots, self.H = days, slots_per_day, days * slots_per_day
+        self.obs_noise, self.with_truth = obs_noise, with_truth
+        widths = [(n, slots_per_day if n == "slot" else w) for n, w in OBS_FEATURES]
+        self.cols, start = {}, 0
+        for name, width in widths:
+            self.cols[name] = slice(start, start + width)
+            start += width
+        self.obs_size = start
+        z = lambda *shape, dtype=np.float64: np.zeros((num_lanes,) + shape, dtype)  # noqa
+        self.state = State(**{name: z() for name in _STATE})
+        self.user = UserTraits(tone_fit=z(3), sociability=z(), shock_prob=z(),
+                               baseline_engagement=z())
+        self.consent, self.is_bot = z(dtype=bool), z(dtype=bool)
+        self.primary, self.group, self.weekday0 = (z(dtype=np.int64) for _ in range(3))
+        self.shock, self.u_opt, self.u = z(self.H), z(self.H), z(self.H, 2)
+        self.u_return, self.noise = z(days), z(self.H + 1, 4)
+        self.counts = {name: z() for name in _COUNTS}
+        self.opted_out = z(dtype=bool)
+        self.t = z(dtype=np.int64)
+        self.last_action, self.last_complied = z(dtype=np.int64), z()
+        self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
+        self.rows = np.arange(num_lanes)
+        self.started = False
+        self.population_time = 0
+        self.step_info: dict[str, np.ndarray] = {}
+
+    def observation_space(self) -> spaces.Box:
+        """Every observed feature is in [0, 1]."""
+        return spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
+
+    # ------------------------------------------------------------------ users
+    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
+        """Start every lane with a new user (a seeded reset restarts the population clock)."""
+        if reseeded or not self.started:
+            self.population_time = 0
+        self.reset_lanes(self.rows, rng)
+        self.started = True
+
+    def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
+        """New users in ``lanes``: latent persona, initial state, exogenous draws."""
+        m, H, mdl = len(lanes), self.H, self.model
+        pop = self.sampler.sample(m, rng, start_time=self.population_time)
+        self.population_time += m
+        user = UserTraits.from_traits(pop.traits)
+        for name in _USER:
+            getattr(self.user, name)[lanes] = getattr(user, name)
+        self.consent[lanes], self.is_bot[lanes] = pop.consent, pop.is_bot
+        self.primary[lanes], self.group[lanes] = pop.primary, pop.group
+        draws = rng.random((m, H, 5))
+        stress0 = 0.4 * draws[:, 0, 0]
+        self.shock[lanes] = ((draws[..., 0] < mdl.shock_rate * user.shock_prob[:, None])
+                             * mdl.shock_size * (0.5 + draws[..., 1]))
+        self.u[lanes] = draws[..., 2:4]
+        self.u_opt[lanes] = draws[..., 4]
+        self.u_return[lanes] = rng.random((m, self.days))
+        self.noise[lanes] = rng.normal(0.0, self.obs_noise, size=(m, H + 1, 4))
+        self.weekday0[lanes] = rng.integers(0, 7, size=m)
+        s = self.state
+        s.stress[lanes] = stress0
+        s.valence[lanes] = mdl.baseline_valence - mdl.stress_valence * stress0
+        s.arousal[lanes] = stress0
+        s.engagement[lanes] = user.baseline_engagement
+        for name in ("fatigue", "annoyance", "pairing", "pair_value"):
+            getattr(s, name)[lanes] = 0.0
+        for counts in self.counts.values():
+            counts[lanes] = 0.0
+        self.opted_out[lanes] = False
+        self.t[lanes] = 0
+        self.last_action[lanes], self.last_complied[lanes] = 0, 0.0
+        self._observe(lanes)
+
+    def park(self, lanes: np.ndarray) -> None:
+        """Lanes about to restart: a valid step index (their state is replaced anyway)."""
+        self.t[lanes] = 0
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One decision for every lane; returns ``(reward, terminated)``."""
+        rows, t, m = self.rows, self.t, self.model
+        out = transition(self.state, action, self.user, self.consent, self.shock[rows, t],
+                         self.u[rows, t], m, self.weights)
+        acting = action != 0
+        self.counts["interventions"] += (action >= 1) & (action <= 3)
+        self.counts["false_interventions"] += out.false_intervention
+        self.counts["needed"] += out.needed
+        self.counts["acted_without_consent"] += out.acted_without_consent
+        optout = self.u_opt[rows, t] < out.optout_prob
+        t1 = t + 1
+        day = np.minimum(t1 // self.slots, self.days - 1)
+        come_back = np.clip(m.return_base + m.return_engagement * self.state.engagement
+                            - m.return_annoyance * self.state.annoyance, 0.0, 1.0)
+        stays = self.u_return[rows, day] < come_back
+        leaves = (t1 % self.slots == 0) & (t1 < self.H) & ~stays
+        terminated = optout | leaves | (t1 >= self.H)
+        self.opted_out |= optout
+        self.t = t1
+        self.last_action, self.last_complied = action.copy(), out.complied
+        self._observe(rows)
+        self.step_info = {"needed": out.needed, "false_intervention": out.false_intervention,
+                          "complied": out.complied, "opted_out": optout,
+                          "acted": acting}
+        return out.reward, terminated
+
+    def _observe(self, lanes: np.ndarray) -> None:
+        c, s, t = self.cols, self.state, np.minimum(self.t[lanes], self.H)
+        noise = self.noise[lanes, t]
+        o = np.zeros((len(lanes), self.obs_size), dtype=np.float32)
+        emotions = np.stack([(s.valence[lanes] + 1) / 2, s.arousal[lanes], s.stress[lanes],
+                             s.engagement[lanes]], axis=1)
+        o[:, 0:4] = np.clip(emotions + noise, 0.0, 1.0)
+        slot = np.minimum(t, self.H - 1) % self.slots
+        o[np.arange(len(lanes)), c["slot"].start + slot] = 1.0
+        day = np.minimum(t, self.H - 1) // self.slots
+        o[np.arange(len(lanes)), c["weekday"].start + (self.weekday0[lanes] + day) % 7] = 1.0
+        o[:, c["day"].start] = day / self.days
+        o[:, c["fatigue"].start] = s.fatigue[lanes] / (1.0 + s.fatigue[lanes])
+        o[:, c["pairing"].start] = s.pairing[lanes] / self.model.pairing_delay
+        o[:, c["consent"].start] = self.consent[lanes]
+        o[np.arange(len(lanes)), c["last_action"].start + self.last_action[lanes]] = 1.0
+        o[:, c["last_complied"].start] = self.last_complied[lanes]
+        self.obs[lanes] = o
+
+    # ------------------------------------------------------------------ info
+    def expected_rewards(self, shock: np.ndarray | None = None) -> np.ndarray:
+        """``(B, K)`` expected immediate reward of every action in the current state."""
+        B, K = self.B, self.K
+        rep = np.repeat(self.rows, K)
+        state = self.state.take(rep)
+        user = UserTraits(**{n: getattr(self.user, n)[rep] for n in _USER})
+        shock = self.shock[self.rows, np.minimum(self.t, self.H - 1)] if shock is None else shock
+        out = transition(state, np.tile(np.arange(K), B), user, self.consent[rep], shock[rep],
+                         None, self.model, self.weights, expected=True)
+        return out.reward.reshape(B, K)
+
+    def info(self) -> dict[str, np.ndarray]:
+        """Ground truth for every lane's current decision, plus episode safety metrics."""
+        if not self.with_truth:
+            raise RuntimeError("this core was built without ground truth (info_level='none')")
+        expected = self.expected_rewards()
+        t = np.minimum(self.t, self.H - 1)
+        info: dict[str, Any] = {f"latent_{n}": getattr(self.state, n).copy() for n in _STATE}
+        info.update({f"user_{n}": getattr(self.user, n).copy() for n in _USER})
+        needed = ((self.state.stress > self.model.need_stress)
+                  | (self.state.valence < self.model.need_valence))
+        info.update(
+            expected_reward=expected, oracle_action=expected.argmax(axis=1),
+            needs_support=needed, shock=self.shock[self.rows, t].copy(),
+            step=self.t.copy(), consent=self.consent.copy(), is_bot=self.is_bot.copy(),
+            latent_primary=self.primary.copy(), group=self.group.copy(),
+            opted_out=self.opted_out.copy(),
+            false_intervention_rate=(self.counts["false_interventions"]
+                                     / np.maximum(self.counts["interventions"], 1)),
+            interventions=self.counts["interventions"].copy(),
+            false_interventions=self.counts["false_interventions"].copy(),
+        )
+        return info
+
+    def lane_info(self, lane: int) -> dict[str, Any]:
+        """``info()`` for one lane (the single env's view)."""
+        return {k: (v[lane].item() if np.ndim(v[lane]) == 0 else v[lane])
+                for k, v in self.info().items()}

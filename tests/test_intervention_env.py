@@ -1,0 +1,127 @@
+"""InterventionTiming (in development, not registered yet): Gymnasium compliance,
+determinism, batch-of-one equivalence, bad input, and the model's documented mechanics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+from envs.intervention import InterventionTimingEnv, InterventionTimingVectorEnv
+from envs.intervention_model import InterventionModel, State, UserTraits, transition
+from rewards.intervention import InterventionRewardWeights
+from synth import ConfigError, InvalidActionError
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"days": 1, "slots_per_day": 1},
+                                    {"info_level": "none"}])
+def test_check_env_passes_with_determinism_checks(kwargs):
+    check_env(InterventionTimingEnv(**kwargs), skip_render_check=True)
+
+
+def test_vector_env_of_one_equals_the_single_env_and_seeds_reproduce():
+    single, vector = InterventionTimingEnv(), InterventionTimingVectorEnv(1)
+    s_obs, _ = single.reset(seed=3)
+    v_obs, _ = vector.reset(seed=3)
+    rng = np.random.default_rng(0)
+    trace, ends = [], 0
+    for _ in range(300):
+        np.testing.assert_array_equal(v_obs[0], s_obs)
+        a = int(rng.integers(0, 6))
+        s_obs, s_r, s_term, s_trunc, s_info = single.step(a)
+        v_obs, v_r, v_term, _, v_info = vector.step(np.array([a]))
+        assert (s_r, s_term, s_trunc) == (v_r[0], v_term[0], False)
+        assert s_info["expected_reward"].tolist() == v_info["expected_reward"][0].tolist()
+        trace.append(s_obs.tobytes() + np.float64(s_r).tobytes())
+        if s_term:
+            ends += 1
+            s_obs, _ = single.reset()
+            v_obs, v_r, _, _, _ = vector.step(np.array([0]))
+            assert v_r[0] == 0.0
+    assert ends > 5
+    again = InterventionTimingEnv()
+    obs, _ = again.reset(seed=3)
+    rng = np.random.default_rng(0)
+    replay = []
+    for _ in range(len(trace)):
+        obs, r, term, _, _ = again.step(int(rng.integers(0, 6)))
+        replay.append(obs.tobytes() + np.float64(r).tobytes())
+        if term:
+            obs, _ = again.reset()
+    assert replay == trace
+
+
+def test_expected_reward_matches_the_mean_realised_reward():
+    env = InterventionTimingVectorEnv(40_000)
+    _, info = env.reset(seed=1)
+    action = np.random.default_rng(2).integers(0, 6, 40_000)
+    expected = info["expected_reward"][np.arange(40_000), action]
+    _, reward, _, _, _ = env.step(action)
+    diff = reward - expected
+    assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(len(diff)) + 1e-12
+
+
+def _users(n: int, traits: float = 0.5) -> UserTraits:
+    return UserTraits.from_traits(np.full((n, 10), traits))
+
+
+def _state(n: int, stress: float, valence: float) -> State:
+    z = np.zeros(n)
+    return State(valence=z + valence, arousal=z + stress, stress=z + stress,
+                 engagement=z + 0.5, fatigue=z.copy(), annoyance=z.copy(),
+                 pairing=z.copy(), pair_value=z.copy())
+
+
+def test_interventions_help_when_needed_and_annoy_when_not():
+    m, w = InterventionModel(), InterventionRewardWeights()
+    args = dict(user=_users(1), consent=np.ones(1, bool), shock=np.zeros(1), u=None,
+                model=m, weights=w, expected=True)
+    distressed, calm = _state(1, 0.8, -0.4), _state(1, 0.1, 0.3)
+    help_ = transition(distressed, np.array([1]), **args)
+    assert help_.needed[0] and not help_.false_intervention[0]
+    assert distressed.stress[0] < _after_noop(0.8, -0.4).stress[0]
+    false = transition(calm, np.array([1]), **args)
+    assert false.false_intervention[0] and calm.annoyance[0] > 0
+
+
+def _after_noop(stress: float, valence: float) -> State:
+    s = _state(1, stress, valence)
+    transition(s, np.array([0]), _users(1), np.ones(1, bool), np.zeros(1), None,
+               InterventionModel(), InterventionRewardWeights(), expected=True)
+    return s
+
+
+def test_pairing_pays_off_after_its_delay_and_nothing_without_consent():
+    m, w = InterventionModel(pairing_delay=3), InterventionRewardWeights()
+    s = _state(1, 0.1, 0.2)
+    user = _users(1, traits=0.9)
+    kw = dict(user=user, consent=np.ones(1, bool), shock=np.zeros(1), u=np.zeros((1, 2)),
+              model=m, weights=w)
+    transition(s, np.array([5]), **kw)                       # accepted (u = 0)
+    assert s.pairing[0] == 2
+    engagement = []
+    for _ in range(3):
+        transition(s, np.array([0]), **kw)
+        engagement.append(s.engagement[0])
+    assert engagement[1] - engagement[0] > 0.1 and s.pairing[0] == 0
+    refused = transition(_state(1, 0.8, -0.4), np.array([1]), user, np.zeros(1, bool),
+                         np.zeros(1), np.zeros((1, 2)), m, w)
+    assert refused.reward[0] == 0.0 and refused.acted_without_consent[0]
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(days=0), "days=0"), (dict(slots_per_day=25), "slots_per_day=25"),
+    (dict(obs_noise=2.0), "obs_noise=2.0"), (dict(model={"shock_rate": 1.5}), "shock_rate"),
+    (dict(reward_weights={"sentiment": -1}), "sentiment=-1"),
+    (dict(model={"nope": 1}), "valid keys"),
+])
+def test_invalid_arguments_raise_value_error(kwargs, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        InterventionTimingEnv(**kwargs)
+
+
+def test_bad_actions_raise_clear_errors():
+    env = InterventionTimingEnv()
+    env.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="Discrete\\(6\\)"):
+        env.step(6)
