@@ -8,11 +8,11 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "OracleRouter",
+__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
            "make_baseline", "run_episodes", "train_online"]
 
 _WHERE = {name: "agents.baselines" for name in
-          ("Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "OracleRouter",
+          ("Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
            "make_baseline")}
 _WHERE.update(run_episodes="agents.evaluation", train_online="agents.evaluation")
 

@@ -1,4 +1,4 @@
-"""Baseline routing policies behind one small interface.
+"""Baseline policies behind one small interface (AgentRouting's and the shared ones).
 
 A policy sees a batch of observations (and, if it is privileged, the env's ``info``) and
 returns one action per row. Learning baselines update online from ``(obs, action,
@@ -13,7 +13,7 @@ as a fixed policy on the same users.
   means and the top-weighted agent is chosen. Users without a usable estimate — no consent,
   or fusion confidence below ``min_confidence`` (e.g. before any interaction, when the
   estimate is just the population prior) — form their own bucket.
-* ``OracleRouter`` — privileged: the myopic oracle action from ``info`` (the ground truth).
+* ``MyopicOracle`` — privileged: the myopic oracle action from ``info`` (the ground truth).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ import numpy as np
 from envs.routing_core import ObsLayout
 from synth.errors import ConfigError, check_range
 
-__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "OracleRouter",
-           "make_baseline", "BASELINES"]
+__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
+           "MeanTablePolicy", "make_baseline", "BASELINES"]
 
 
 class Policy(Protocol):
@@ -51,9 +51,8 @@ class _Fixed:
     privileged = False
     learning = False
 
-    def __init__(self, layout: ObsLayout) -> None:
-        self.layout = layout
-        self.k = layout.num_agents
+    def __init__(self, num_actions: int) -> None:
+        self.k = num_actions
 
     def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
         return None
@@ -63,12 +62,12 @@ class _Fixed:
 
 
 class RandomPolicy(_Fixed):
-    """Uniformly random agent; ``seed`` fixes its draws."""
+    """Uniformly random action; ``seed`` fixes its draws."""
 
     name = "random"
 
-    def __init__(self, layout: ObsLayout, seed: int = 0) -> None:
-        super().__init__(layout)
+    def __init__(self, num_actions: int, seed: int = 0) -> None:
+        super().__init__(num_actions)
         self.rng = np.random.default_rng(seed)
 
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
@@ -79,8 +78,9 @@ class RandomPolicy(_Fixed):
         return self.rng.integers(0, self.k, size=len(obs))
 
 
-class OracleRouter(_Fixed):
-    """Privileged myopic oracle: the action with the highest expected reward in ``info``."""
+class MyopicOracle(_Fixed):
+    """Privileged myopic oracle (any env): the action with the highest expected immediate
+    reward given the latent state, ``info["oracle_action"]``."""
 
     name = "oracle"
     privileged = True
@@ -93,7 +93,7 @@ class OracleRouter(_Fixed):
         return np.eye(self.k)[np.asarray(info["oracle_action"])]
 
 
-class _MeanTable(_Fixed):
+class MeanTablePolicy(_Fixed):
     """Running mean reward per (bucket, agent) with an optimistic start.
 
     While ``learning``, a fraction ``epsilon`` of decisions is a uniformly random agent:
@@ -101,9 +101,9 @@ class _MeanTable(_Fixed):
     baselines learned depend on the order of their warm-up users. Frozen, they are greedy.
     """
 
-    def __init__(self, layout: ObsLayout, num_buckets: int, optimism: float = 1.0,
+    def __init__(self, num_actions: int, num_buckets: int, optimism: float = 1.0,
                  temperature: float = 0.05, epsilon: float = 0.1, seed: int = 0) -> None:
-        super().__init__(layout)
+        super().__init__(num_actions)
         self.temperature = check_range("temperature", temperature, 0, np.inf, low_open=True,
                                        high_open=True)
         self.epsilon = check_range("epsilon", epsilon, 0, 1)
@@ -111,7 +111,6 @@ class _MeanTable(_Fixed):
         self.sums = np.full((num_buckets, self.k), float(optimism))
         self.counts = np.ones((num_buckets, self.k))
         self.learning = True
-        self._task = layout.slices()["task"]
 
     def bucket(self, obs: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -142,26 +141,22 @@ class _MeanTable(_Fixed):
             np.add.at(self.counts, (b, action), 1.0)
 
 
-class GreedyRouter(_MeanTable):
+class GreedyRouter(MeanTablePolicy):
     """Myopic greedy on observed features: best running mean per task type."""
 
     name = "greedy"
 
     def __init__(self, layout: ObsLayout, optimism: float = 1.0, epsilon: float = 0.1,
                  seed: int = 0) -> None:
-        super().__init__(layout, num_buckets=self._task_count(layout), optimism=optimism,
-                         epsilon=epsilon, seed=seed)
-
-    @staticmethod
-    def _task_count(layout: ObsLayout) -> int:
-        s = layout.slices()["task"]
-        return s.stop - s.start
+        self._task = layout.slices()["task"]
+        super().__init__(layout.num_agents, self._task.stop - self._task.start,
+                         optimism=optimism, epsilon=epsilon, seed=seed)
 
     def bucket(self, obs: np.ndarray) -> np.ndarray:
         return obs[:, self._task].argmax(axis=1)
 
 
-class PersonaRouter(_MeanTable):
+class PersonaRouter(MeanTablePolicy):
     """The status-quo product router: per (task type, estimated primary persona) means."""
 
     name = "persona_router"
@@ -170,10 +165,11 @@ class PersonaRouter(_MeanTable):
                  epsilon: float = 0.1, seed: int = 0, min_confidence: float = 0.6) -> None:
         self.min_confidence = check_range("min_confidence", min_confidence, 0, 1)
         cols = layout.slices()
+        self._task = cols["task"]
         self._tasks = cols["task"].stop - cols["task"].start
         self._personas = layout.num_archetypes + 1       # + "no consent, no estimate"
-        super().__init__(layout, self._tasks * self._personas, optimism, temperature,
-                         epsilon, seed)
+        super().__init__(layout.num_agents, self._tasks * self._personas, optimism,
+                         temperature, epsilon, seed)
         self._scores, self._conf = cols["persona_scores"], cols["persona_confidence"].start
 
     def bucket(self, obs: np.ndarray) -> np.ndarray:
@@ -183,12 +179,17 @@ class PersonaRouter(_MeanTable):
         return task * self._personas + persona
 
 
-BASELINES = {"random": RandomPolicy, "greedy": GreedyRouter,
-             "persona_router": PersonaRouter, "oracle": OracleRouter}
+#: AgentRouting baselines by name, each built from the env's observation layout
+BASELINES = {
+    "random": lambda layout, **kw: RandomPolicy(layout.num_agents, **kw),
+    "greedy": GreedyRouter,
+    "persona_router": PersonaRouter,
+    "oracle": lambda layout, **kw: MyopicOracle(layout.num_agents, **kw),
+}
 
 
 def make_baseline(name: str, layout: ObsLayout, **kwargs: Any) -> Policy:
-    """Build a baseline by name; ``ConfigError`` lists the valid names otherwise."""
+    """Build an AgentRouting baseline by name; ``ConfigError`` lists the valid names."""
     if name not in BASELINES:
         raise ConfigError(f"unknown baseline {name!r}; valid: {sorted(BASELINES)}")
     return BASELINES[name](layout, **kwargs)

@@ -1,4 +1,4 @@
-"""Roll policies through the batched env and compare them with confidence intervals.
+"""Roll policies through batched envs and compare them with confidence intervals.
 
 Pairing: every policy is run on the same seeds, so lane ``i`` of chunk ``c`` is the same
 user for every policy. Because each user's exogenous randomness (signal noise, churn draws)
@@ -8,14 +8,14 @@ and paired differences are much tighter than the returns' spread.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import numpy as np
+from gymnasium.vector import VectorEnv
 from scipy import stats
 
 from agents.baselines import Policy
-from envs.routing import AgentRoutingVectorEnv
 from synth.errors import check_int
 
 __all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci"]
@@ -23,15 +23,20 @@ __all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci
 
 @dataclass
 class EpisodeBatch:
-    """Per-episode outcomes of one policy (first episode of each lane)."""
+    """Outcomes of one policy's episodes (the first episode of each lane).
+
+    Attributes:
+        returns, lengths: per episode.
+        oracle_agreement: share of decisions equal to ``info["oracle_action"]``.
+        first: ``info`` values at each episode's start (``first_keys``).
+        final: ``info`` values after each episode's last step (``final_keys``).
+    """
 
     returns: np.ndarray
     lengths: np.ndarray
-    primary: np.ndarray
-    is_bot: np.ndarray
-    consent: np.ndarray
-    group: np.ndarray
     oracle_agreement: np.ndarray
+    first: dict[str, np.ndarray] = field(default_factory=dict)
+    final: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _chunk_seeds(seed: int, num_episodes: int, batch: int) -> list[tuple[int, int]]:
@@ -43,16 +48,19 @@ def _chunk_seeds(seed: int, num_episodes: int, batch: int) -> list[tuple[int, in
     return out
 
 
-def run_episodes(policy: Policy, env_kwargs: Mapping[str, Any], num_episodes: int,
-                 seed: int, batch: int = 4096) -> EpisodeBatch:
-    """Run ``num_episodes`` whole episodes of ``policy``; learning policies keep learning
-    only if their ``learning`` flag is on."""
+def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episodes: int,
+                 seed: int, batch: int = 4096, first_keys: Sequence[str] = (),
+                 final_keys: Sequence[str] = ()) -> EpisodeBatch:
+    """Run ``num_episodes`` whole episodes of ``policy`` on ``make_env(n)`` vector envs
+    (built with ``info_level="full"``); learning policies keep learning only if their
+    ``learning`` flag is on."""
     check_int("num_episodes", num_episodes, 1)
-    parts: list[dict[str, np.ndarray]] = []
+    parts: list[EpisodeBatch] = []
     for chunk_seed, b in _chunk_seeds(seed, num_episodes, batch):
-        env = AgentRoutingVectorEnv(b, info_level="full", **env_kwargs)
+        env = make_env(b)
         obs, info = env.reset(seed=chunk_seed)
-        first = {k: info[k].copy() for k in ("latent_primary", "is_bot", "consent", "group")}
+        first = {k: np.array(info[k]) for k in first_keys}
+        final: dict[str, np.ndarray] = {}
         active = np.ones(b, dtype=bool)
         ret, length, agree = np.zeros(b), np.zeros(b, dtype=np.int64), np.zeros(b)
         while active.any():
@@ -63,22 +71,29 @@ def run_episodes(policy: Policy, env_kwargs: Mapping[str, Any], num_episodes: in
                 policy.update(obs[active], action[active], reward[active])
             ret += reward * active
             length += active
+            ended = term & active
+            for k in final_keys:
+                final.setdefault(k, np.zeros(b, dtype=np.asarray(info[k]).dtype))
+                final[k][ended] = np.asarray(info[k])[ended]
             active &= ~term
             obs = nxt
-        parts.append(dict(returns=ret, lengths=length, primary=first["latent_primary"],
-                          is_bot=first["is_bot"], consent=first["consent"],
-                          group=first["group"], oracle_agreement=agree / length))
+        parts.append(EpisodeBatch(ret, length, agree / length, first, final))
         env.close()
-    return EpisodeBatch(**{k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    cat = lambda dicts, k: np.concatenate([d[k] for d in dicts])  # noqa: E731
+    return EpisodeBatch(
+        returns=np.concatenate([p.returns for p in parts]),
+        lengths=np.concatenate([p.lengths for p in parts]),
+        oracle_agreement=np.concatenate([p.oracle_agreement for p in parts]),
+        first={k: cat([p.first for p in parts], k) for k in first_keys},
+        final={k: cat([p.final for p in parts], k) for k in final_keys})
 
 
-def train_online(policy: Policy, env_kwargs: Mapping[str, Any], num_steps: int, seed: int,
-                 num_envs: int = 256) -> None:
+def train_online(policy: Policy, make_env: Callable[[int], VectorEnv], num_steps: int,
+                 seed: int, num_envs: int = 256) -> None:
     """Let a learning baseline learn online for ``num_steps`` batched steps."""
     if not policy.learning:
         return
-    env = AgentRoutingVectorEnv(num_envs, info_level="full" if policy.privileged else "none",
-                                **env_kwargs)
+    env = make_env(num_envs)
     obs, info = env.reset(seed=seed)
     restarting = np.zeros(num_envs, dtype=bool)
     for _ in range(check_int("num_steps", num_steps, 0)):

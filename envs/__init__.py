@@ -6,13 +6,18 @@ registers (it returns the native VectorEnv when RLlib passes ``num_envs``).
 
 import gymnasium as gym
 
+from envs.intervention import ENV_ID as INTERVENTION_ID
+from envs.intervention import InterventionTimingEnv, InterventionTimingVectorEnv
 from envs.routing import ENV_ID as ROUTING_ID
 from envs.routing import AgentRoutingEnv, AgentRoutingVectorEnv
 
-__all__ = ["AgentRoutingEnv", "AgentRoutingVectorEnv", "ROUTING_ID", "ENV_IDS"]
+__all__ = ["AgentRoutingEnv", "AgentRoutingVectorEnv", "InterventionTimingEnv",
+           "InterventionTimingVectorEnv", "ROUTING_ID", "INTERVENTION_ID", "ENV_IDS"]
 
-ENV_IDS: tuple[str, ...] = (ROUTING_ID,)
+ENV_IDS: tuple[str, ...] = (ROUTING_ID, INTERVENTION_ID)
 
-if ROUTING_ID not in gym.registry:
-    gym.register(id=ROUTING_ID, entry_point="envs.routing:AgentRoutingEnv",
-                 vector_entry_point="envs.routing:AgentRoutingVectorEnv")
+for _id, _module, _name in ((ROUTING_ID, "envs.routing", "AgentRouting"),
+                            (INTERVENTION_ID, "envs.intervention", "InterventionTiming")):
+    if _id not in gym.registry:
+        gym.register(id=_id, entry_point=f"{_module}:{_name}Env",
+                     vector_entry_point=f"{_module}:{_name}VectorEnv")

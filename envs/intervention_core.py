@@ -114,6 +114,8 @@ class InterventionCore:
         s.valence[lanes] = mdl.baseline_valence - mdl.stress_valence * stress0
         s.arousal[lanes] = stress0
         s.engagement[lanes] = user.baseline_engagement
+        s.base_engagement[lanes] = user.baseline_engagement
+        s.base_valence[lanes] = mdl.baseline_valence
         for name in ("fatigue", "annoyance", "pairing", "pair_value"):
             getattr(s, name)[lanes] = 0.0
         for counts in self.counts.values():

@@ -5,9 +5,18 @@ planner rolls its *expected* version forward (same code, ``expected=True``: Bern
 outcomes replaced by their probabilities) — so the planner's model is exactly the
 simulator's, as a ground-truth planner should be.
 
-State per user (all in [0, 1] except valence in [-1, 1]): ``valence``, ``arousal``,
+State per user (all in [0, 1] except valences in [-1, 1]): ``valence``, ``arousal``,
 ``stress``, ``engagement``, ``fatigue`` (recent interventions, decaying), ``annoyance``,
-``pairing`` (steps until a suggested pairing pays off, 0 = none pending) and ``pair_value``.
+``pairing`` (steps until a suggested pairing pays off, 0 = none pending), ``pair_value``,
+and the user's resting levels ``base_valence`` and ``base_engagement``, which actions can
+move for good.
+
+Why resting levels: the reward pays per-step *gains* (Δvalence, Δengagement), and a sum of
+gains is the net change over the episode. A boost that relaxes back nets zero; only what
+lasts counts. So the lasting effects the write-ups describe are modelled as moves of the
+resting levels: a pairing that pays off, trust built by well-timed help, trust lost to
+interventions nobody needed. That is what makes the task sequential — the pairing's cost
+comes now and its gain later, and false interventions cost little now and a lot later.
 
 Per step, in order:
 
@@ -23,13 +32,16 @@ Per step, in order:
    * ``recommend_event``: attended with probability ``sociability / (1 + fatigue)``;
      attending raises engagement by ``event_engagement``.
    * ``suggest_pairing``: accepted with probability ``sociability · (1 − annoyance)``
-     (if none is pending); costs ``pairing_cost`` engagement now and pays
-     ``pairing_valence``/``pairing_engagement`` × sociability after ``pairing_delay`` steps.
+     (if none is pending); costs ``pairing_cost`` engagement now and, after
+     ``pairing_delay`` steps, lifts valence and engagement *and their resting levels* by
+     ``pairing_valence``/``pairing_engagement`` × sociability.
+   * trust: complied help at a distress moment raises resting engagement by ``trust_gain ·
+     tone_fit``; a false intervention lowers it by ``trust_loss``.
    * any action: ``fatigue += 1``; ``annoyance += fatigue_annoyance · max(0, fatigue −
      fatigue_tolerance)`` — too many interventions annoy.
 3. *Natural dynamics*: ``stress ← stress · stress_decay + shock`` (exogenous shocks, more
-   frequent for neurotic users), valence relaxes toward ``baseline_valence − stress_valence ·
-   stress``, engagement toward the user's baseline minus annoyance, arousal follows stress;
+   frequent for neurotic users), valence relaxes toward ``base_valence − stress_valence ·
+   stress``, engagement toward ``base_engagement · (1 − annoyance)``, arousal follows stress;
    ``fatigue`` and ``annoyance`` decay.
 4. *Reward* ``= w_sentiment · Δvalence + w_engagement · Δengagement + w_compliance ·
    complied − false_penalty · false_intervention`` (``rewards.intervention_reward``), zero
@@ -72,6 +84,8 @@ class InterventionModel:
     pairing_valence: float = 0.45
     pairing_engagement: float = 0.35
     pairing_delay: int = 6
+    trust_gain: float = 0.06
+    trust_loss: float = 0.04
     fatigue_decay: float = 0.7
     fatigue_tolerance: float = 1.0
     fatigue_annoyance: float = 0.08
@@ -141,6 +155,8 @@ class State:
     annoyance: np.ndarray
     pairing: np.ndarray
     pair_value: np.ndarray
+    base_valence: np.ndarray
+    base_engagement: np.ndarray
 
     def copy(self) -> "State":
         return State(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
@@ -202,12 +218,21 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     state.stress -= m.intervene_stress * help_
     state.annoyance += m.false_annoyance * false + 0.1 * (acting & ~consent)
     state.engagement += m.event_engagement * attended - m.pairing_cost * paired
-    # a pairing: the payoff value is carried, the timer counts down to it
+    # lasting trust: well-timed help builds it, interventions nobody needed erode it
+    trust = m.trust_gain * help_ - m.trust_loss * false
+    state.base_engagement = np.clip(state.base_engagement + trust, 0.0, 1.0)
+    state.engagement += trust
+    # a pairing: the payoff value is carried, the timer counts down to it; when it pays
+    # off it lifts the user's baselines for good (a new connection), not just for a while
     state.pair_value = np.where(can_pair, paired * user.sociability, state.pair_value)
     state.pairing = np.where(can_pair & (paired > 0), m.pairing_delay, state.pairing)
     due = state.pairing == 1
-    state.valence += due * m.pairing_valence * state.pair_value
-    state.engagement += due * m.pairing_engagement * state.pair_value
+    lift_v = due * m.pairing_valence * state.pair_value
+    lift_e = due * m.pairing_engagement * state.pair_value
+    state.valence += lift_v
+    state.base_valence = np.clip(state.base_valence + lift_v, -1.0, 1.0)
+    state.engagement += lift_e
+    state.base_engagement = np.clip(state.base_engagement + lift_e, 0.0, 1.0)
     state.pair_value = np.where(due, 0.0, state.pair_value)
     state.pairing = np.maximum(state.pairing - 1, 0)
     state.fatigue += acting & ok
@@ -215,9 +240,9 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
                                                         - m.fatigue_tolerance) * acting
     # natural dynamics
     state.stress = np.clip(state.stress * m.stress_decay + shock, 0.0, 1.0)
-    target_v = m.baseline_valence - m.stress_valence * state.stress
+    target_v = state.base_valence - m.stress_valence * state.stress
     state.valence = np.clip(state.valence + m.valence_relax * (target_v - state.valence), -1, 1)
-    target_e = user.baseline_engagement * (1.0 - state.annoyance)
+    target_e = state.base_engagement * (1.0 - state.annoyance)
     state.engagement = np.clip(state.engagement + m.engagement_relax
                                * (target_e - state.engagement), 0.0, 1.0)
     state.arousal = 0.5 * state.arousal + 0.5 * state.stress

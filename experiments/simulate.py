@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines import make_baseline
 from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
-from envs.routing import build_core
+from envs.routing import AgentRoutingVectorEnv, build_core
 from synth.archetypes import TASK_TYPES
 from synth.errors import PersonaRLError, check_int
 
@@ -49,12 +49,17 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     layout = core.layout
     episodes = check_int("episodes", cfg.episodes, 2)
     results: dict[str, EpisodeBatch] = {}
+
+    def make_env(n: int) -> AgentRoutingVectorEnv:
+        return AgentRoutingVectorEnv(n, info_level="full", **kwargs)
+
     for name in cfg.policies:
         policy = make_baseline(name, layout)
-        train_online(policy, kwargs, check_int("warmup_steps", cfg.warmup_steps, 0),
+        train_online(policy, make_env, check_int("warmup_steps", cfg.warmup_steps, 0),
                      seed=cfg.warmup_seed, num_envs=check_int("warmup_envs", cfg.warmup_envs, 1))
         policy.learning = False
-        results[name] = run_episodes(policy, kwargs, episodes, seed=cfg.seed)
+        results[name] = run_episodes(policy, make_env, episodes, seed=cfg.seed,
+                                     first_keys=("latent_primary", "is_bot"))
         log.info("%s: mean return %.3f", name, results[name].returns.mean())
     summary = summarise(results, list(core.sampler.tables[-1].names))
     quality = core.world.quality_table(core.sampler.base.traits)         # (A, T, K)
@@ -81,13 +86,14 @@ def summarise(results: dict[str, EpisodeBatch], archetypes: list[str]) -> dict[s
             summary["paired"].append(dict(better=better, worse=worse, diff=d, ci_low=lo,
                                           ci_high=hi, excludes_zero=bool(lo > 0 or hi < 0)))
     any_r = next(iter(results.values()))
+    primary, is_bot = any_r.first["latent_primary"], any_r.first["is_bot"]
     for a, arch in enumerate(archetypes):
-        rows = (any_r.primary == a) & ~any_r.is_bot
+        rows = (primary == a) & ~is_bot
         if rows.any():
             summary["per_archetype"][arch] = dict(
                 users=int(rows.sum()),
                 **{n: float(r.returns[rows].mean()) for n, r in results.items()})
-    bots = any_r.is_bot
+    bots = is_bot
     if bots.any():
         summary["per_archetype"]["(bots)"] = dict(
             users=int(bots.sum()), **{n: float(r.returns[bots].mean())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.baselines import GreedyRouter, OracleRouter, PersonaRouter, make_baseline
+from agents.baselines import GreedyRouter, MyopicOracle, PersonaRouter, make_baseline
 from envs import AgentRoutingVectorEnv
 from synth import ConfigError
 
@@ -30,7 +30,7 @@ def test_every_baseline_returns_valid_actions_and_distributions(batch, name):
 
 def test_oracle_follows_the_ground_truth_and_needs_it(batch):
     env, obs, info = batch
-    oracle = OracleRouter(env.layout)
+    oracle = MyopicOracle(env.layout.num_agents)
     assert (oracle.act(obs, info) == info["oracle_action"]).all()
     with pytest.raises(ConfigError, match="info_level='full'"):
         oracle.act(obs, None)

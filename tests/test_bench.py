@@ -24,10 +24,13 @@ def test_env_benchmark_writes_every_figure(tmp_path):
     result, stdout = bench_json(tmp_path / "env.json", "env", "--seconds", "0.05",
                                 "--repeats", "1")
     singles = result["single_env_steps_per_s"]
-    assert set(singles) == {"AgentRouting-v0 (info_level=full)",
-                            "AgentRouting-v0 (info_level=none)", "CartPole-v1"}
+    assert set(singles) == {f"{e} (info_level={level})" for level in ("full", "none")
+                            for e in ("AgentRouting-v0", "InterventionTiming-v0")
+                            } | {"CartPole-v1"}
     assert all(v > 100 for v in singles.values())
-    assert set(result["batched_user_steps_per_s"]) == {"1", "64", "4096"}
+    assert set(result["batched_user_steps_per_s"]) == {
+        f"{e} B={b}" for e in ("AgentRouting-v0", "InterventionTiming-v0")
+        for b in (1, 64, 4096)}
     assert result["machine"]["cores"] >= 1 and "CartPole-v1" in stdout
 
 
@@ -37,6 +40,14 @@ def test_fusion_benchmark_reports_accuracy_and_bots(tmp_path):
     acc = result["accuracy"]
     assert acc["50"]["all"][0] > acc["1"]["all"][0]          # ours improves with data
     assert set(result["bots"]["10"]) == {"precision", "recall"}
+
+
+def test_policy_study_reports_the_table(tmp_path):
+    result, stdout = bench_json(tmp_path / "p.json", "policies", "--episodes", "64")
+    assert set(result["policies"]) == {"random", "greedy", "oracle", "planner"}
+    assert {"false_intervention_rate", "optout_rate", "mean"} <= set(
+        result["policies"]["planner"])
+    assert "planner − myopic oracle" in stdout
 
 
 def test_bad_benchmark_arguments_are_usage_errors(tmp_path):

@@ -1,12 +1,14 @@
-"""InterventionTiming (in development, not registered yet): Gymnasium compliance,
-determinism, batch-of-one equivalence, bad input, and the model's documented mechanics."""
+"""InterventionTiming-v0: Gymnasium compliance, determinism, batch-of-one equivalence,
+exact expectations, the model's documented mechanics, bad input."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
+import envs  # noqa: F401  (registers the ids)
 from envs.intervention import InterventionTimingEnv, InterventionTimingVectorEnv
 from envs.intervention_model import InterventionModel, State, UserTraits, transition
 from rewards.intervention import InterventionRewardWeights
@@ -16,7 +18,8 @@ from synth import ConfigError, InvalidActionError
 @pytest.mark.parametrize("kwargs", [{}, {"days": 1, "slots_per_day": 1},
                                     {"info_level": "none"}])
 def test_check_env_passes_with_determinism_checks(kwargs):
-    check_env(InterventionTimingEnv(**kwargs), skip_render_check=True)
+    check_env(gym.make("personarl/InterventionTiming-v0", **kwargs).unwrapped,
+              skip_render_check=True)
 
 
 def test_vector_env_of_one_equals_the_single_env_and_seeds_reproduce():
@@ -69,7 +72,8 @@ def _state(n: int, stress: float, valence: float) -> State:
     z = np.zeros(n)
     return State(valence=z + valence, arousal=z + stress, stress=z + stress,
                  engagement=z + 0.5, fatigue=z.copy(), annoyance=z.copy(),
-                 pairing=z.copy(), pair_value=z.copy())
+                 pairing=z.copy(), pair_value=z.copy(), base_valence=z + 0.2,
+                 base_engagement=z + 0.5)
 
 
 def test_interventions_help_when_needed_and_annoy_when_not():

@@ -1,4 +1,4 @@
-"""RLlib PPO (new API stack) trains on our native VectorEnv via vector_entry_point."""
+"""RLlib PPO (new API stack) trains on our native VectorEnvs via vector_entry_point."""
 
 from __future__ import annotations
 
@@ -23,23 +23,25 @@ def ray_session(tmp_path_factory):
     ray.shutdown()
 
 
-def test_ppo_trains_two_iterations_on_agent_routing(ray_session):
+@pytest.mark.parametrize("env_id", ["personarl/AgentRouting-v0",
+                                    "personarl/InterventionTiming-v0"])
+def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, env_id):
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from agents.rllib_env import register_envs
-    from envs import AgentRoutingVectorEnv
+    from envs.batched import CoreVectorEnv
 
     register_envs()
     config = (
         PPOConfig()
-        .environment("personarl/AgentRouting-v0", env_config={"info_level": "none"})
+        .environment(env_id, env_config={"info_level": "none"})
         .env_runners(num_env_runners=0, num_envs_per_env_runner=16,
                      gym_env_vectorize_mode="vector_entry_point")
         .training(train_batch_size_per_learner=512, minibatch_size=128, num_epochs=2)
     )
     algo = config.build_algo()
     try:
-        assert isinstance(algo.env_runner.env.unwrapped, AgentRoutingVectorEnv)
+        assert isinstance(algo.env_runner.env.unwrapped, CoreVectorEnv)
         assert algo.env_runner.env.unwrapped.num_envs == 16
         steps = []
         for _ in range(2):

@@ -1,1 +1,1 @@
-"""Benchmarks: ``python -m experiments.bench env|fusion`` (a plain CLI, not Hydra)."""
+"""Benchmarks: ``python -m experiments.bench env|fusion|policies`` (a plain CLI, not Hydra)."""

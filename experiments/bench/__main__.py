@@ -2,6 +2,7 @@
 
     python -m experiments.bench env     [--seconds 3] [--out benchmarks/env.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
+    python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
 
 Record results in BENCHMARKS.md with the command, date and machine.
 """
@@ -40,17 +41,23 @@ def main(argv: list[str] | None = None) -> int:
     fus.add_argument("--particles", type=int, default=2000,
                      help="Bayes filter Monte Carlo draws per archetype")
     fus.add_argument("--out", default="benchmarks/fusion.json")
+    pol = sub.add_parser("policies", help="InterventionTiming baselines vs the planner")
+    pol.add_argument("--episodes", type=int, default=2000)
+    pol.add_argument("--out", default="benchmarks/policies.json")
     args = parser.parse_args(argv)
-    for name in ("seconds", "repeats", "users", "particles"):
+    for name in ("seconds", "repeats", "users", "particles", "episodes"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name}={value} must be positive")
     if args.what == "env":
         from experiments.bench.env import run
         result = run(seconds=args.seconds, repeats=args.repeats)
-    else:
+    elif args.what == "fusion":
         from experiments.bench.fusion import run
         result = run(users=args.users, particles=args.particles)
+    else:
+        from experiments.bench.policies import run
+        result = run(episodes=args.episodes)
     result["machine"] = _machine()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,10 +9,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-import envs  # noqa: F401  (registers the ids)
-from envs import AgentRoutingVectorEnv
+import envs
+from envs import AgentRoutingVectorEnv, InterventionTimingVectorEnv
 
 BATCHES = (1, 64, 4096)
+VECTOR = {"AgentRouting-v0": AgentRoutingVectorEnv,
+          "InterventionTiming-v0": InterventionTimingVectorEnv}
 
 
 def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float:
@@ -36,12 +38,13 @@ def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float
     return rate
 
 
-def batched_user_steps_per_second(batch: int, seconds: float) -> float:
-    """User-steps/s of the native VectorEnv (``info_level="none"``), random actions."""
-    env = AgentRoutingVectorEnv(batch, info_level="none")
+def batched_user_steps_per_second(name: str, batch: int, seconds: float) -> float:
+    """User-steps/s of a native VectorEnv (``info_level="none"``), random actions."""
+    env = VECTOR[name](batch, info_level="none")
     env.reset(seed=0)
     rng = np.random.default_rng(0)
-    actions = [rng.integers(0, 6, size=batch) for _ in range(64)]
+    k = env.single_action_space.n
+    actions = [rng.integers(0, k, size=batch) for _ in range(64)]
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for a in actions:
@@ -53,26 +56,25 @@ def batched_user_steps_per_second(batch: int, seconds: float) -> float:
 def run(seconds: float, repeats: int) -> dict[str, Any]:
     """Interleaved measurements: each repeat measures every configuration once, so the
     machine's drift hits all of them alike; medians and per-repeat ratios are reported."""
-    singles = {
-        "AgentRouting-v0 (info_level=full)": ("personarl/AgentRouting-v0", {}),
-        "AgentRouting-v0 (info_level=none)": ("personarl/AgentRouting-v0",
-                                              {"info_level": "none"}),
-        "CartPole-v1": ("CartPole-v1", {}),
-    }
+    singles = {f"{env_id.split('/')[1]} (info_level={level})":
+               (env_id, {} if level == "full" else {"info_level": "none"})
+               for env_id in envs.ENV_IDS for level in ("full", "none")}
+    singles["CartPole-v1"] = ("CartPole-v1", {})
     runs: dict[str, list[float]] = {k: [] for k in singles}
-    runs.update({f"B={b}": [] for b in BATCHES})
+    runs.update({f"{n} B={b}": [] for n in VECTOR for b in BATCHES})
     for _ in range(repeats):
         for name, (env_id, kwargs) in singles.items():
             runs[name].append(single_steps_per_second(env_id, seconds, **kwargs))
-        for b in BATCHES:
-            runs[f"B={b}"].append(batched_user_steps_per_second(b, seconds))
+        for n in VECTOR:
+            for b in BATCHES:
+                runs[f"{n} B={b}"].append(batched_user_steps_per_second(n, b, seconds))
     ratios = [ours / cart for ours, cart in zip(runs["AgentRouting-v0 (info_level=full)"],
                                                  runs["CartPole-v1"])]
     result: dict[str, Any] = {
         "seconds_per_measurement": seconds, "repeats": repeats, "raw": runs,
         "single_env_steps_per_s": {k: statistics.median(runs[k]) for k in singles},
-        "batched_user_steps_per_s": {str(b): statistics.median(runs[f"B={b}"])
-                                     for b in BATCHES},
+        "batched_user_steps_per_s": {f"{n} B={b}": statistics.median(runs[f"{n} B={b}"])
+                                     for n in VECTOR for b in BATCHES},
         "ratio_single_to_cartpole": statistics.median(ratios),
         "targets": {"single_env_steps_per_s": 30_000,
                     "batched_user_steps_per_s_at_4096": 2_000_000},
@@ -84,7 +86,7 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
               + ", ".join(f"{x:,.0f}" for x in runs[k]) + ")")
     print(f"  AgentRouting / CartPole, median per-run ratio: "
           f"{result['ratio_single_to_cartpole']:.3f}")
-    print("batched AgentRoutingVectorEnv (info_level=none):")
+    print("batched native VectorEnvs (info_level=none):")
     for k, v in result["batched_user_steps_per_s"].items():
-        print(f"  B={k:<6s} {v:14,.0f} user-steps/s")
+        print(f"  {k:30s} {v:14,.0f} user-steps/s")
     return result

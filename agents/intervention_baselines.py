@@ -1,0 +1,56 @@
+"""InterventionTiming baselines (besides the shared random policy and myopic oracle).
+
+* ``ObservedGreedy`` — myopic greedy on what the platform observes: running mean reward
+  per (observed stress, observed valence, fatigue, consent) bucket and action, ε-greedy
+  while learning, greedy once frozen.
+* ``LookaheadPlanner`` (``agents.planning``) — the non-myopic ground-truth planner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
+from agents.planning import LookaheadPlanner
+from envs.intervention_model import ACTIONS
+from synth.errors import ConfigError
+
+__all__ = ["ObservedGreedy", "INTERVENTION_BASELINES", "make_intervention_baseline"]
+
+_BINS = np.array([1 / 3, 2 / 3])
+
+
+class ObservedGreedy(MeanTablePolicy):
+    """Myopic greedy over discretised observations (3 × 3 × 2 × 2 = 36 buckets)."""
+
+    name = "greedy"
+
+    def __init__(self, optimism: float = 0.5, epsilon: float = 0.1, seed: int = 0) -> None:
+        super().__init__(len(ACTIONS), 36, optimism=optimism, epsilon=epsilon, seed=seed)
+
+    def bucket(self, obs: np.ndarray) -> np.ndarray:
+        valence = np.digitize(obs[:, 0], _BINS)          # observed valence, mapped to [0, 1]
+        stress = np.digitize(obs[:, 2], _BINS)
+        # the fatigue and consent columns sit after valence, arousal, stress, engagement,
+        # the time-of-day one-hot, the weekday one-hot and the day fraction
+        tired = obs[:, -10] > 0.5                         # fatigue f/(1+f) > 0.5: f > 1
+        consent = obs[:, -8] > 0.5
+        return ((valence * 3 + stress) * 2 + tired) * 2 + consent
+
+
+INTERVENTION_BASELINES = {
+    "random": lambda **kw: RandomPolicy(len(ACTIONS), **kw),
+    "greedy": ObservedGreedy,
+    "oracle": lambda **kw: MyopicOracle(len(ACTIONS), **kw),
+    "planner": LookaheadPlanner,
+}
+
+
+def make_intervention_baseline(name: str, **kwargs: Any) -> Policy:
+    """Build an InterventionTiming baseline by name."""
+    if name not in INTERVENTION_BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; valid: "
+                          f"{sorted(INTERVENTION_BASELINES)}")
+    return INTERVENTION_BASELINES[name](**kwargs)
