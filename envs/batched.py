@@ -121,8 +121,7 @@ class CoreEnv(gym.Env[np.ndarray, np.int64]):
             return {}
         info = self._core.lane_info(0)
         if stepped:
-            for key, value in self._core.step_info.items():
-                info[key] = value[0].item() if np.ndim(value[0]) == 0 else value[0]
+            info.update({key: value[0] for key, value in self._core.step_info.items()})
         return info
 
 

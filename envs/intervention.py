@@ -83,7 +83,11 @@ class InterventionTimingEnv(CoreEnv):
 
     ``0.4 · Δvalence + 0.4 · Δengagement + 0.2 · complied − 0.1 · false_intervention``
     (``rewards.intervention_reward``; weights configurable), and nothing for acting without
-    consent. The dynamics are documented in ``envs.intervention_model``.
+    consent. Per-step gains add up to the net change over the episode, so what counts is
+    what lasts: a pairing that pays off and trust built by well-timed help raise the user's
+    resting valence/engagement for good, interventions nobody needed lower it, and a
+    boost that merely relaxes back nets out. The dynamics are documented in
+    ``envs.intervention_model``.
 
     ## Episode End
 

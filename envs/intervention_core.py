@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
-                                     transition)
+                                     _clip, transition)
 from rewards.intervention import InterventionRewardWeights
 from synth.population import PopulationSampler
 
@@ -143,7 +143,7 @@ class InterventionCore:
         optout = self.u_opt[rows, t] < out.optout_prob
         t1 = t + 1
         day = np.minimum(t1 // self.slots, self.days - 1)
-        come_back = np.clip(m.return_base + m.return_engagement * self.state.engagement
+        come_back = _clip(m.return_base + m.return_engagement * self.state.engagement
                             - m.return_annoyance * self.state.annoyance, 0.0, 1.0)
         stays = self.u_return[rows, day] < come_back
         leaves = (t1 % self.slots == 0) & (t1 < self.H) & ~stays
@@ -163,7 +163,7 @@ class InterventionCore:
         o = np.zeros((len(lanes), self.obs_size), dtype=np.float32)
         emotions = np.stack([(s.valence[lanes] + 1) / 2, s.arousal[lanes], s.stress[lanes],
                              s.engagement[lanes]], axis=1)
-        o[:, 0:4] = np.clip(emotions + noise, 0.0, 1.0)
+        o[:, 0:4] = _clip(emotions + noise, 0.0, 1.0)
         slot = np.minimum(t, self.H - 1) % self.slots
         o[np.arange(len(lanes)), c["slot"].start + slot] = 1.0
         day = np.minimum(t, self.H - 1) // self.slots

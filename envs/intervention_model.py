@@ -69,6 +69,11 @@ TONES = ("supportive", "neutral", "direct")
 _T = {name: i for i, name in enumerate(TRAITS)}
 
 
+def _clip(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """``np.clip`` without its Python-level dispatch (it runs several times per step)."""
+    return np.minimum(np.maximum(x, low), high)
+
+
 @dataclass(frozen=True)
 class InterventionModel:
     """Parameters of the dynamics (fixed, documented defaults)."""
@@ -132,13 +137,13 @@ class UserTraits:
         x = traits
         supportive = (x[:, _T["neuroticism"]] + x[:, _T["agreeableness"]]
                       + x[:, _T["empathy"]]) / 3
-        direct = np.clip((x[:, _T["directness"]] + x[:, _T["conscientiousness"]]) / 2
+        direct = _clip((x[:, _T["directness"]] + x[:, _T["conscientiousness"]]) / 2
                          - 0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1)
         neutral = np.full(len(x), 0.5)
         return cls(
             tone_fit=np.stack([supportive, neutral, direct], axis=1),
             sociability=(x[:, _T["extraversion"]] + x[:, _T["agreeableness"]]) / 2,
-            shock_prob=np.clip(0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1),
+            shock_prob=_clip(0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1),
             baseline_engagement=(x[:, _T["enthusiasm"]] + x[:, _T["openness"]]) / 2,
         )
 
@@ -198,7 +203,7 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     needed = (state.stress > m.need_stress) | (state.valence < m.need_valence)
     acting = action != 0
     ok = consent | ~acting
-    tone = np.clip(action - 1, 0, 2)
+    tone = _clip(action - 1, 0, 2)
     intervene = (action >= 1) & (action <= 3) & ok
     fresh = 1.0 / (1.0 + state.fatigue)
     fit = user.tone_fit[np.arange(len(action)), tone]
@@ -220,7 +225,7 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     state.engagement += m.event_engagement * attended - m.pairing_cost * paired
     # lasting trust: well-timed help builds it, interventions nobody needed erode it
     trust = m.trust_gain * help_ - m.trust_loss * false
-    state.base_engagement = np.clip(state.base_engagement + trust, 0.0, 1.0)
+    state.base_engagement = _clip(state.base_engagement + trust, 0.0, 1.0)
     state.engagement += trust
     # a pairing: the payoff value is carried, the timer counts down to it; when it pays
     # off it lifts the user's baselines for good (a new connection), not just for a while
@@ -230,27 +235,27 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     lift_v = due * m.pairing_valence * state.pair_value
     lift_e = due * m.pairing_engagement * state.pair_value
     state.valence += lift_v
-    state.base_valence = np.clip(state.base_valence + lift_v, -1.0, 1.0)
+    state.base_valence = _clip(state.base_valence + lift_v, -1.0, 1.0)
     state.engagement += lift_e
-    state.base_engagement = np.clip(state.base_engagement + lift_e, 0.0, 1.0)
+    state.base_engagement = _clip(state.base_engagement + lift_e, 0.0, 1.0)
     state.pair_value = np.where(due, 0.0, state.pair_value)
     state.pairing = np.maximum(state.pairing - 1, 0)
     state.fatigue += acting & ok
     state.annoyance += m.fatigue_annoyance * np.maximum(0.0, state.fatigue
                                                         - m.fatigue_tolerance) * acting
     # natural dynamics
-    state.stress = np.clip(state.stress * m.stress_decay + shock, 0.0, 1.0)
+    state.stress = _clip(state.stress * m.stress_decay + shock, 0.0, 1.0)
     target_v = state.base_valence - m.stress_valence * state.stress
-    state.valence = np.clip(state.valence + m.valence_relax * (target_v - state.valence), -1, 1)
+    state.valence = _clip(state.valence + m.valence_relax * (target_v - state.valence), -1, 1)
     target_e = state.base_engagement * (1.0 - state.annoyance)
-    state.engagement = np.clip(state.engagement + m.engagement_relax
+    state.engagement = _clip(state.engagement + m.engagement_relax
                                * (target_e - state.engagement), 0.0, 1.0)
     state.arousal = 0.5 * state.arousal + 0.5 * state.stress
     state.fatigue *= m.fatigue_decay
-    state.annoyance = np.clip(state.annoyance * m.annoyance_decay, 0.0, 1.0)
+    state.annoyance = _clip(state.annoyance * m.annoyance_decay, 0.0, 1.0)
     reward = intervention_reward(state.valence - v0, state.engagement - e0, complied,
                                  false, weights)
     reward = np.where(ok, reward, 0.0)
     return Outcome(reward=reward, needed=needed, false_intervention=false,
                    complied=complied, acted_without_consent=acting & ~consent,
-                   optout_prob=np.clip(m.optout_scale * state.annoyance ** 2, 0.0, 1.0))
+                   optout_prob=_clip(m.optout_scale * state.annoyance ** 2, 0.0, 1.0))
