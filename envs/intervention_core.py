@@ -101,7 +101,7 @@ class InterventionCore:
         self.consent[lanes], self.is_bot[lanes] = pop.consent, pop.is_bot
         self.primary[lanes], self.group[lanes] = pop.primary, pop.group
         draws = rng.random((m, H, 5))
-        stress0 = 0.4 * draws[:, 0, 0]
+        stress0 = 0.4 * rng.random(m)
         self.shock[lanes] = ((draws[..., 0] < mdl.shock_rate * user.shock_prob[:, None])
                              * mdl.shock_size * (0.5 + draws[..., 1]))
         self.u[lanes] = draws[..., 2:4]

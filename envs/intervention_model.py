@@ -23,7 +23,7 @@ Per step, in order:
 1. *Need.* The user needs support when ``stress > need_stress`` or
    ``valence < need_valence`` (a distress moment).
 2. *Action effects* (only with consent; acting without consent has no effect, earns
-   nothing and annoys):
+   nothing and adds ``nonconsent_annoyance``):
 
    * ``intervene_<tone>``: complied with probability ``tone_fit · 1/(1 + fatigue) ·
      (1 − annoyance)``. When needed and complied: ``valence += intervene_valence ·
@@ -83,6 +83,7 @@ class InterventionModel:
     intervene_valence: float = 0.35
     intervene_stress: float = 0.30
     false_annoyance: float = 0.12
+    nonconsent_annoyance: float = 0.1
     false_valence: float = 0.05
     event_engagement: float = 0.15
     pairing_cost: float = 0.03
@@ -221,7 +222,7 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     help_ = complied * needed * fit
     state.valence += m.intervene_valence * help_ - m.false_valence * false
     state.stress -= m.intervene_stress * help_
-    state.annoyance += m.false_annoyance * false + 0.1 * (acting & ~consent)
+    state.annoyance += m.false_annoyance * false + m.nonconsent_annoyance * (acting & ~consent)
     state.engagement += m.event_engagement * attended - m.pairing_cost * paired
     # lasting trust: well-timed help builds it, interventions nobody needed erode it
     trust = m.trust_gain * help_ - m.trust_loss * false

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers the ids)
+import envs
 from envs.intervention import InterventionTimingEnv, InterventionTimingVectorEnv
 from envs.intervention_model import InterventionModel, State, UserTraits, transition
 from rewards.intervention import InterventionRewardWeights
@@ -18,8 +18,7 @@ from synth import ConfigError, InvalidActionError
 @pytest.mark.parametrize("kwargs", [{}, {"days": 1, "slots_per_day": 1},
                                     {"info_level": "none"}])
 def test_check_env_passes_with_determinism_checks(kwargs):
-    check_env(gym.make("personarl/InterventionTiming-v0", **kwargs).unwrapped,
-              skip_render_check=True)
+    check_env(gym.make(envs.INTERVENTION_ID, **kwargs).unwrapped, skip_render_check=True)
 
 
 def test_vector_env_of_one_equals_the_single_env_and_seeds_reproduce():
