@@ -21,7 +21,7 @@ import numpy as np
 
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      transition)
-from rewards.intervention import InterventionRewardWeights
+from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
 from synth.errors import ConfigError, check_int
 
 __all__ = ["LookaheadPlanner"]
@@ -35,7 +35,7 @@ class LookaheadPlanner:
 
     Args:
         model: the dynamics (the env's own, so the planner knows the truth).
-        weights: the reward weights.
+        reward_fn: the reward (the env's own; default: the documented linear reward).
         depth: steps looked ahead, the first included (>= 1); a pairing is only worth
             suggesting if ``depth > model.pairing_delay``.
         slots_per_day: decisions per day (day ends may lose the user).
@@ -48,12 +48,13 @@ class LookaheadPlanner:
     learning = False
 
     def __init__(self, model: InterventionModel = InterventionModel(),
-                 weights: InterventionRewardWeights = InterventionRewardWeights(),
+                 reward_fn: InterventionRewardFn | None = None,
                  depth: int = 8, slots_per_day: int = 4, horizon: int = 28,
                  base: str = "myopic") -> None:
         if base not in ("myopic", "noop"):
             raise ConfigError(f"base={base!r}; valid: 'myopic', 'noop'")
-        self.model, self.weights, self.base = model, weights, base
+        self.model, self.base = model, base
+        self.reward_fn = reward_fn or InterventionRewardWeights().function()
         self.depth = check_int("depth", depth, 1, 1000)
         self.slots = check_int("slots_per_day", slots_per_day, 1)
         self.horizon = check_int("horizon", horizon, 1)
@@ -65,7 +66,7 @@ class LookaheadPlanner:
         rep = np.repeat(np.arange(n), k)
         out = transition(state.take(rep), np.tile(np.arange(k), n),
                          UserTraits(**{f: getattr(user, f)[rep] for f in _USER}),
-                         consent[rep], shock[rep], None, self.model, self.weights,
+                         consent[rep], shock[rep], None, self.model, self.reward_fn,
                          expected=True)
         return out.reward.reshape(n, k).argmax(axis=1)
 
@@ -92,7 +93,7 @@ class LookaheadPlanner:
                 action = (self._myopic(state, user, consent, mean_shock)
                           if self.base == "myopic" else np.zeros(b * k, dtype=np.int64))
                 shock = mean_shock
-            out = transition(state, action, user, consent, shock, None, m, self.weights,
+            out = transition(state, action, user, consent, shock, None, m, self.reward_fn,
                              expected=True)
             total += alive * live * out.reward
             alive = alive * (1.0 - out.optout_prob)

@@ -7,8 +7,8 @@ from typing import Any, Mapping
 from envs.batched import CoreEnv, CoreVectorEnv, check_info_level, coerce_config
 from envs.intervention_core import InterventionCore
 from envs.intervention_model import InterventionModel
-from rewards.intervention import InterventionRewardWeights
-from synth.errors import check_int, check_range
+from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
+from synth.errors import ConfigError, check_int, check_range
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["InterventionTimingEnv", "InterventionTimingVectorEnv", "ENV_ID", "build_core"]
@@ -20,14 +20,23 @@ def build_core(num_lanes: int, *, days: int = 7, slots_per_day: int = 4,
                population: PopulationConfig | PopulationSampler | Mapping | None = None,
                model: InterventionModel | Mapping | None = None,
                reward_weights: InterventionRewardWeights | Mapping | None = None,
+               reward_fn: InterventionRewardFn | None = None,
                obs_noise: float = 0.1, info_level: str = "full") -> InterventionCore:
     """Validate the arguments shared by the single and the vector env."""
+    if reward_fn is not None and reward_weights is not None:
+        raise ConfigError("give reward_weights or reward_fn, not both (a reward_fn has its "
+                          "own weights)")
+    if reward_fn is not None and not callable(reward_fn):
+        raise ConfigError(f"reward_fn={reward_fn!r} is not callable")
+    if reward_fn is None:
+        reward_fn = coerce_config(reward_weights, InterventionRewardWeights,
+                                  "reward_weights").function()
     sampler = population if isinstance(population, PopulationSampler) else \
         PopulationSampler(coerce_config(population, PopulationConfig, "population"))
     return InterventionCore(
         check_int("num_envs", num_lanes, 1), sampler=sampler,
         model=coerce_config(model, InterventionModel, "model"),
-        weights=coerce_config(reward_weights, InterventionRewardWeights, "reward_weights"),
+        reward_fn=reward_fn,
         days=check_int("days", days, 1, 365), slots_per_day=check_int("slots_per_day",
                                                                       slots_per_day, 1, 24),
         obs_noise=check_range("obs_noise", obs_noise, 0, 1),
@@ -110,8 +119,9 @@ class InterventionTimingEnv(CoreEnv):
     ## Arguments
 
     ``days`` (1..365), ``slots_per_day`` (1..24), ``population``, ``model``
-    (``InterventionModel`` or a mapping of its fields), ``reward_weights``, ``obs_noise``
-    (0..1), ``info_level``.
+    (``InterventionModel`` or a mapping of its fields), ``reward_weights`` (or mapping)
+    *or* an injected ``reward_fn(Δvalence, Δengagement, complied, false_intervention)``,
+    ``obs_noise`` (0..1), ``info_level``.
 
     ## Version History
 

@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      _clip, transition)
-from rewards.intervention import InterventionRewardWeights
+from rewards.intervention import InterventionRewardFn
 from synth.population import PopulationSampler
 
 __all__ = ["InterventionCore", "OBS_FEATURES"]
@@ -40,7 +40,7 @@ class InterventionCore:
         num_lanes: batch size B.
         sampler: the population.
         model: dynamics parameters.
-        weights: reward weights.
+        reward_fn: the step's reward (see ``envs.intervention_model.transition``).
         days: days per episode.
         slots_per_day: decisions per day.
         obs_noise: std of the noise on the observed emotions and engagement.
@@ -48,10 +48,10 @@ class InterventionCore:
     """
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: InterventionModel,
-                 weights: InterventionRewardWeights, days: int, slots_per_day: int,
+                 reward_fn: InterventionRewardFn, days: int, slots_per_day: int,
                  obs_noise: float, with_truth: bool) -> None:
         self.B, self.K = num_lanes, len(ACTIONS)
-        self.sampler, self.model, self.weights = sampler, model, weights
+        self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         self.days, self.slots, self.H = days, slots_per_day, days * slots_per_day
         self.obs_noise, self.with_truth = obs_noise, with_truth
         widths = [(n, slots_per_day if n == "slot" else w) for n, w in OBS_FEATURES]
@@ -134,7 +134,7 @@ class InterventionCore:
         """One decision for every lane; returns ``(reward, terminated)``."""
         rows, t, m = self.rows, self.t, self.model
         out = transition(self.state, action, self.user, self.consent, self.shock[rows, t],
-                         self.u[rows, t], m, self.weights)
+                         self.u[rows, t], m, self.reward_fn)
         acting = action != 0
         self.counts["interventions"] += (action >= 1) & (action <= 3)
         self.counts["false_interventions"] += out.false_intervention
@@ -185,7 +185,7 @@ class InterventionCore:
         user = UserTraits(**{n: getattr(self.user, n)[rep] for n in _USER})
         shock = self.shock[self.rows, np.minimum(self.t, self.H - 1)] if shock is None else shock
         out = transition(state, np.tile(np.arange(K), B), user, self.consent[rep], shock[rep],
-                         None, self.model, self.weights, expected=True)
+                         None, self.model, self.reward_fn, expected=True)
         return out.reward.reshape(B, K)
 
     def info(self) -> dict[str, np.ndarray]:

@@ -43,9 +43,11 @@ Per step, in order:
    frequent for neurotic users), valence relaxes toward ``base_valence − stress_valence ·
    stress``, engagement toward ``base_engagement · (1 − annoyance)``, arousal follows stress;
    ``fatigue`` and ``annoyance`` decay.
-4. *Reward* ``= w_sentiment · Δvalence + w_engagement · Δengagement + w_compliance ·
-   complied − false_penalty · false_intervention`` (``rewards.intervention_reward``), zero
-   for any action taken without consent.
+4. *Reward* ``= reward_fn(Δvalence, Δengagement, complied, false_intervention)``, by default
+   ``w_sentiment · Δvalence + w_engagement · Δengagement + w_compliance · complied −
+   false_penalty · false_intervention`` (``rewards.intervention_reward``); zero for any
+   action taken without consent. With ``expected=True`` the function is applied to expected
+   gains and compliance: exact for the (linear) default, certainty-equivalent otherwise.
 5. *Leaving*: the user opts out with probability ``optout_scale · annoyance²``; at the end of
    each day the user comes back the next day with probability ``return_base + return_engagement
    · engagement − return_annoyance · annoyance``.
@@ -57,7 +59,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from rewards.intervention import InterventionRewardWeights, intervention_reward
+from rewards.intervention import InterventionRewardFn
 from synth.archetypes import TRAITS
 from synth.errors import check_int, check_range
 
@@ -185,7 +187,7 @@ class Outcome:
 
 def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.ndarray,
                shock: np.ndarray, u: np.ndarray | None, model: InterventionModel,
-               weights: InterventionRewardWeights, expected: bool = False) -> Outcome:
+               reward_fn: InterventionRewardFn, expected: bool = False) -> Outcome:
     """Advance ``state`` in place by one step.
 
     Args:
@@ -196,7 +198,8 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
         shock: ``(B,)`` exogenous stress shock this step (its expectation when planning).
         u: ``(B, 2)`` uniforms for compliance/acceptance, or ``None`` with ``expected``.
         model: dynamics parameters.
-        weights: reward weights.
+        reward_fn: the reward of the step from its gains, compliance and false intervention
+            (``InterventionRewardWeights().function()`` by default in the env).
         expected: replace every Bernoulli outcome by its probability (planning).
     """
     m = model
@@ -254,8 +257,7 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     state.arousal = 0.5 * state.arousal + 0.5 * state.stress
     state.fatigue *= m.fatigue_decay
     state.annoyance = _clip(state.annoyance * m.annoyance_decay, 0.0, 1.0)
-    reward = intervention_reward(state.valence - v0, state.engagement - e0, complied,
-                                 false, weights)
+    reward = reward_fn(state.valence - v0, state.engagement - e0, complied, false)
     reward = np.where(ok, reward, 0.0)
     return Outcome(reward=reward, needed=needed, false_intervention=false,
                    complied=complied, acted_without_consent=acting & ~consent,

@@ -10,12 +10,16 @@ an action taken without consent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from synth.errors import check_range
 
-__all__ = ["InterventionRewardWeights", "intervention_reward"]
+__all__ = ["InterventionRewardWeights", "intervention_reward", "InterventionRewardFn"]
+
+#: ``reward_fn(d_valence, d_engagement, complied, false_intervention) -> reward``, elementwise
+InterventionRewardFn = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,14 @@ class InterventionRewardWeights:
     def __post_init__(self) -> None:
         for name in ("sentiment", "engagement", "compliance", "false_penalty"):
             check_range(name, getattr(self, name), 0, 10)
+
+    def function(self) -> InterventionRewardFn:
+        """The reward with these weights, as the function the environment injects."""
+        def reward_fn(d_valence: np.ndarray, d_engagement: np.ndarray, complied: np.ndarray,
+                      false_intervention: np.ndarray) -> np.ndarray:
+            return intervention_reward(d_valence, d_engagement, complied, false_intervention,
+                                       self)
+        return reward_fn
 
 
 def intervention_reward(d_valence: np.ndarray, d_engagement: np.ndarray,

@@ -12,6 +12,8 @@ import envs
 from envs.intervention import InterventionTimingEnv, InterventionTimingVectorEnv
 from envs.intervention_model import InterventionModel, State, UserTraits, transition
 from rewards.intervention import InterventionRewardWeights
+
+REWARD = InterventionRewardWeights().function()
 from synth import ConfigError, InvalidActionError
 
 
@@ -76,9 +78,8 @@ def _state(n: int, stress: float, valence: float) -> State:
 
 
 def test_interventions_help_when_needed_and_annoy_when_not():
-    m, w = InterventionModel(), InterventionRewardWeights()
     args = dict(user=_users(1), consent=np.ones(1, bool), shock=np.zeros(1), u=None,
-                model=m, weights=w, expected=True)
+                model=InterventionModel(), reward_fn=REWARD, expected=True)
     distressed, calm = _state(1, 0.8, -0.4), _state(1, 0.1, 0.3)
     help_ = transition(distressed, np.array([1]), **args)
     assert help_.needed[0] and not help_.false_intervention[0]
@@ -90,16 +91,16 @@ def test_interventions_help_when_needed_and_annoy_when_not():
 def _after_noop(stress: float, valence: float) -> State:
     s = _state(1, stress, valence)
     transition(s, np.array([0]), _users(1), np.ones(1, bool), np.zeros(1), None,
-               InterventionModel(), InterventionRewardWeights(), expected=True)
+               InterventionModel(), REWARD, expected=True)
     return s
 
 
 def test_pairing_pays_off_after_its_delay_and_nothing_without_consent():
-    m, w = InterventionModel(pairing_delay=3), InterventionRewardWeights()
+    m, w = InterventionModel(pairing_delay=3), REWARD
     s = _state(1, 0.1, 0.2)
     user = _users(1, traits=0.9)
     kw = dict(user=user, consent=np.ones(1, bool), shock=np.zeros(1), u=np.zeros((1, 2)),
-              model=m, weights=w)
+              model=m, reward_fn=w)
     transition(s, np.array([5]), **kw)                       # accepted (u = 0)
     assert s.pairing[0] == 2
     engagement = []
@@ -121,6 +122,20 @@ def test_pairing_pays_off_after_its_delay_and_nothing_without_consent():
 def test_invalid_arguments_raise_value_error(kwargs, fragment):
     with pytest.raises(ConfigError, match=fragment):
         InterventionTimingEnv(**kwargs)
+
+
+def test_an_injected_reward_function_replaces_the_reward():
+    def compliance_only(d_valence, d_engagement, complied, false_intervention):
+        return np.asarray(complied, dtype=np.float64)
+
+    env = InterventionTimingVectorEnv(3000, reward_fn=compliance_only)
+    _, info = env.reset(seed=0)
+    _, reward, _, _, info = env.step(np.full(3000, 1))
+    np.testing.assert_array_equal(reward, info["complied"].astype(float) * info["consent"])
+    with pytest.raises(ConfigError, match="not both"):
+        InterventionTimingEnv(reward_fn=compliance_only, reward_weights={"sentiment": 1})
+    with pytest.raises(ConfigError, match="not callable"):
+        InterventionTimingEnv(reward_fn=3)
 
 
 def test_bad_actions_raise_clear_errors():
