@@ -2,7 +2,8 @@
 
 A *core* steps ``B`` users at once in NumPy and exposes:
 
-* ``B``, ``K`` (number of discrete actions), ``obs`` (``(B, D)`` float32), ``started``;
+* ``B``, ``actions`` (a ``DiscreteActions`` or ``BoxActions``), ``obs`` (``(B, D)``
+  float32), ``started``;
 * ``observation_space()`` — the single-user Box;
 * ``reset_all(rng, reseeded)``, ``reset_lanes(lanes, rng)``;
 * ``park(lanes)`` — make lanes that are about to be restarted safe to step;
@@ -26,8 +27,8 @@ from gymnasium.vector.utils import batch_space
 
 from synth.errors import ConfigError, InvalidActionError, ResetNeededError
 
-__all__ = ["Core", "CoreEnv", "CoreVectorEnv", "INFO_LEVELS", "check_info_level",
-           "coerce_config"]
+__all__ = ["Core", "CoreEnv", "CoreVectorEnv", "DiscreteActions", "BoxActions", "INFO_LEVELS",
+           "check_info_level", "coerce_config"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -59,7 +60,7 @@ class Core(Protocol):
     """What the Gymnasium faces need from a batched core (see the module docstring)."""
 
     B: int
-    K: int
+    actions: DiscreteActions | BoxActions
     obs: np.ndarray
     started: bool
     step_info: dict[str, np.ndarray]
@@ -73,18 +74,66 @@ class Core(Protocol):
     def lane_info(self, lane: int) -> dict[str, Any]: ...
 
 
-def _check_action(action: Any, k: int) -> int:
-    try:
-        a = int(action)
-    except (TypeError, ValueError):
-        raise InvalidActionError(f"action {action!r} is not an integer in [0, {k})") from None
-    if a != action or not 0 <= a < k:
-        raise InvalidActionError(f"action {action!r} is outside Discrete({k}): valid are "
-                                 f"integers 0..{k - 1}")
-    return a
+class DiscreteActions:
+    """``Discrete(k)`` actions: validation of one action and of a batch."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._one = np.zeros(1, dtype=np.int64)
+
+    def space(self) -> spaces.Discrete:
+        return spaces.Discrete(self.k)
+
+    def one(self, action: Any) -> np.ndarray:
+        """A batch of one from a single action (integers ``0..k-1``, NumPy ints included)."""
+        try:
+            a = int(action)
+        except (TypeError, ValueError):
+            raise InvalidActionError(f"action {action!r} is not an integer in [0, {self.k})"
+                                     ) from None
+        if a != action or not 0 <= a < self.k:
+            raise InvalidActionError(f"action {action!r} is outside Discrete({self.k}): valid "
+                                     f"are integers 0..{self.k - 1}")
+        self._one[0] = a
+        return self._one
+
+    def batch(self, actions: Any, n: int) -> np.ndarray:
+        actions = np.asarray(actions)
+        if (actions.shape != (n,) or actions.dtype.kind not in "iu"
+                or actions.min() < 0 or actions.max() >= self.k):
+            raise InvalidActionError(
+                f"actions must be {n} integers in [0, {self.k}); got shape {actions.shape}, "
+                f"dtype {actions.dtype}, values {actions!r:.80}")
+        return actions
 
 
-class CoreEnv(gym.Env[np.ndarray, np.int64]):
+class BoxActions:
+    """Continuous actions in ``[0, 1]^dim``: finite values of the right shape are required;
+    values outside the box are clipped into it (Gaussian policies sample outside it)."""
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def space(self) -> spaces.Box:
+        return spaces.Box(0.0, 1.0, shape=(self.dim,), dtype=np.float32)
+
+    def one(self, action: Any) -> np.ndarray:
+        return self.batch([action], 1)
+
+    def batch(self, actions: Any, n: int) -> np.ndarray:
+        try:
+            actions = np.asarray(actions, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidActionError(f"actions must be numbers, got {actions!r:.80}") from None
+        if actions.shape != (n, self.dim):
+            raise InvalidActionError(f"actions must have shape {(n, self.dim)} (one "
+                                     f"{self.dim}-vector per user); got {actions.shape}")
+        if not np.isfinite(actions).all():
+            raise InvalidActionError(f"actions must be finite; got {actions!r:.80}")
+        return np.clip(actions, 0.0, 1.0)
+
+
+class CoreEnv(gym.Env[np.ndarray, Any]):
     """The batch-of-one view of a core; returns Python ``float``/``bool`` as Gymnasium
     expects. Subclasses build the core and carry the env's docstring-spec."""
 
@@ -95,8 +144,7 @@ class CoreEnv(gym.Env[np.ndarray, np.int64]):
         self.info_level = check_info_level(info_level)
         self._core = core
         self.observation_space = core.observation_space()
-        self.action_space = spaces.Discrete(core.K)
-        self._action = np.zeros(1, dtype=np.int64)
+        self.action_space = core.actions.space()
         self._done = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
@@ -110,8 +158,7 @@ class CoreEnv(gym.Env[np.ndarray, np.int64]):
         if self._done:
             raise ResetNeededError("call reset() before step() (the episode has ended or "
                                    "never started)")
-        self._action[0] = _check_action(action, self._core.K)
-        reward, terminated = self._core.step(self._action)
+        reward, terminated = self._core.step(self._core.actions.one(action))
         self._done = bool(terminated[0])
         return (self._core.obs[0].copy(), float(reward[0]), self._done, False,
                 self._info(stepped=True))
@@ -135,7 +182,7 @@ class CoreVectorEnv(VectorEnv):
         self._core = core
         self.num_envs = core.B
         self.single_observation_space = core.observation_space()
-        self.single_action_space = spaces.Discrete(core.K)
+        self.single_action_space = core.actions.space()
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._needs_reset = np.zeros(self.num_envs, dtype=bool)
@@ -151,13 +198,7 @@ class CoreVectorEnv(VectorEnv):
                                           dict[str, Any]]:
         if not self._core.started:
             raise ResetNeededError("call reset() before step()")
-        actions = np.asarray(actions)
-        k = self._core.K
-        if (actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu"
-                or actions.min() < 0 or actions.max() >= k):
-            raise InvalidActionError(
-                f"actions must be {self.num_envs} integers in [0, {k}); got shape "
-                f"{actions.shape}, dtype {actions.dtype}, values {actions!r:.80}")
+        actions = self._core.actions.batch(actions, self.num_envs)
         # lanes that ended last step restart instead of stepping (NEXT_STEP); parking makes
         # them safe to step, and reset_lanes overwrites whatever the step did to them
         restart = np.flatnonzero(self._needs_reset)

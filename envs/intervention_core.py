@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from envs.batched import DiscreteActions
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      _clip, transition)
 from rewards.intervention import InterventionRewardFn
@@ -51,6 +52,7 @@ class InterventionCore:
                  reward_fn: InterventionRewardFn, days: int, slots_per_day: int,
                  obs_noise: float, with_truth: bool) -> None:
         self.B, self.K = num_lanes, len(ACTIONS)
+        self.actions = DiscreteActions(self.K)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         self.days, self.slots, self.H = days, slots_per_day, days * slots_per_day
         self.obs_noise, self.with_truth = obs_noise, with_truth

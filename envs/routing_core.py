@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from envs.batched import DiscreteActions
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
 from rewards.composite import composite_reward
@@ -83,6 +84,7 @@ class RoutingCore:
                  fusion: PersonaFusion, behaviour: BehaviourModel, max_tasks: int,
                  with_truth: bool = True, pool_chunk: int = 512) -> None:
         self.B, self.H, self.K = num_lanes, max_tasks, world.num_agents
+        self.actions = DiscreteActions(self.K)
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
         self.signal_weights = np.asarray(reward_weights, dtype=np.float64)

@@ -243,6 +243,10 @@ class PopulationSampler:
         scaled = means * offset_exp          # = sigmoid(logit(means) + δ), without logs
         return scaled / (scaled + 1.0 - means)
 
+    def mixture_tasks(self, weights: np.ndarray, table_id: np.ndarray) -> np.ndarray:
+        """``(n, T)`` task-type distribution of users with mixture ``weights (n, A)``."""
+        return np.einsum("na,nat->nt", weights, self._tasks[table_id])
+
     def by_mode(self, table_id: np.ndarray, mode: np.ndarray, what: str) -> np.ndarray:
         """The prior row of each user's active ``mode``: ``"behaviour"`` or ``"tasks"``.
 

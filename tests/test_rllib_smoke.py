@@ -23,9 +23,13 @@ def ray_session(tmp_path_factory):
     ray.shutdown()
 
 
-@pytest.mark.parametrize("env_id", ["personarl/AgentRouting-v0",
-                                    "personarl/InterventionTiming-v0"])
-def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, env_id):
+@pytest.mark.parametrize("env_id, env_config", [
+    ("personarl/AgentRouting-v0", {}),
+    ("personarl/InterventionTiming-v0", {}),
+    ("personarl/PersonalityAdaptation-v0", {}),
+    ("personarl/PersonalityAdaptation-v0", {"action_mode": "continuous"}),
+])
+def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, env_id, env_config):
     from ray.rllib.algorithms.ppo import PPOConfig
 
     from agents.rllib_env import register_envs
@@ -34,7 +38,7 @@ def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, env_id):
     register_envs()
     config = (
         PPOConfig()
-        .environment(env_id, env_config={"info_level": "none"})
+        .environment(env_id, env_config={"info_level": "none", **env_config})
         .env_runners(num_env_runners=0, num_envs_per_env_runner=16,
                      gym_env_vectorize_mode="vector_entry_point")
         .training(train_batch_size_per_learner=512, minibatch_size=128, num_epochs=2)

@@ -210,7 +210,8 @@ def test_importing_envs_pulls_in_neither_ray_nor_torch():
             "bad = [m for m in ('ray', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
-    assert envs.ENV_IDS == (ID, "personarl/InterventionTiming-v0")
+    assert envs.ENV_IDS == (ID, "personarl/PersonalityAdaptation-v0",
+                            "personarl/InterventionTiming-v0")
 
 
 def test_precomputed_leave_threshold_is_the_churn_model():

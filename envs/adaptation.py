@@ -1,0 +1,128 @@
+"""``personarl/PersonalityAdaptation-v0``: choose the assistant's style for each turn."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from envs.adaptation_core import AdaptationCore
+from envs.adaptation_model import AdaptationModel
+from envs.batched import CoreEnv, CoreVectorEnv, check_info_level, coerce_config
+from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
+from synth.errors import ConfigError, check_int, check_range
+from synth.population import PopulationConfig, PopulationSampler
+
+__all__ = ["PersonalityAdaptationEnv", "PersonalityAdaptationVectorEnv", "ENV_ID",
+           "build_core"]
+
+ENV_ID = "personarl/PersonalityAdaptation-v0"
+
+
+def build_core(num_lanes: int, *, action_mode: str = "discrete", max_turns: int = 16,
+               population: PopulationConfig | PopulationSampler | Mapping | None = None,
+               model: AdaptationModel | Mapping | None = None,
+               reward_weights: AdaptationRewardWeights | Mapping | None = None,
+               reward_fn: AdaptationRewardFn | None = None, obs_noise: float = 0.1,
+               info_level: str = "full") -> AdaptationCore:
+    """Validate the arguments shared by the single and the vector env."""
+    if reward_fn is not None and reward_weights is not None:
+        raise ConfigError("give reward_weights or reward_fn, not both")
+    if reward_fn is not None and not callable(reward_fn):
+        raise ConfigError(f"reward_fn={reward_fn!r} is not callable")
+    if reward_fn is None:
+        reward_fn = coerce_config(reward_weights, AdaptationRewardWeights,
+                                  "reward_weights").function()
+    sampler = population if isinstance(population, PopulationSampler) else \
+        PopulationSampler(coerce_config(population, PopulationConfig, "population"))
+    return AdaptationCore(
+        check_int("num_envs", num_lanes, 1), sampler=sampler,
+        model=coerce_config(model, AdaptationModel, "model"), reward_fn=reward_fn,
+        max_turns=check_int("max_turns", max_turns, 4, 1000), action_mode=action_mode,
+        obs_noise=check_range("obs_noise", obs_noise, 0, 1),
+        with_truth=check_info_level(info_level) == "full")
+
+
+class PersonalityAdaptationEnv(CoreEnv):
+    """Adapt the assistant's personality to the user, turn by turn.
+
+    ## Description
+
+    One episode is one conversation of up to ``max_turns`` turns through four phases —
+    opening (15% of the turns), building (30%), problem solving (40%), closing (15%). Each
+    turn the user sends a message; the policy sets the style the assistant answers in. How
+    well that style suits the user moves their sentiment and engagement, which carry into
+    later turns; a disengaged user may leave early.
+
+    ## Persona model
+
+    The user is drawn from the persona population; their archetype mixture and their own
+    traits set which assistant style they prefer and which traits they care about
+    (``envs.adaptation_model``: e.g. optimizers want directness and no humor, socializers
+    warmth and fun, high-neuroticism users empathy; frustration raises the weight of
+    empathy; problem solving raises directness, opening and closing warmth). The platform
+    sees the messages and a running estimate of the user's traits from noisy readings of
+    each message, never the traits themselves.
+
+    ## Action Space
+
+    ``action_mode="discrete"``: ``Discrete(9)``, a strategy (mirror / complement / balance
+    the perceived user traits) × a tone (warm / neutral / direct), ``envs.adaptation_model
+    .STYLES``. ``action_mode="continuous"``: ``Box(0, 1, (10,), float32)``, the assistant's
+    ten traits directly; values outside [0, 1] are clipped (Gaussian policies sample outside
+    the box); NaN or a wrong shape is an ``InvalidActionError``.
+
+    ## Observation Space
+
+    ``Box(0, 1, (33,), float32)``:
+
+    | columns | content |
+    |---|---|
+    | phase (4) | one-hot conversation phase |
+    | turn (1) | turn / max_turns |
+    | sentiment, urgency, length (3) | features of the user's message (noise ``obs_noise``) |
+    | topic (5) | one-hot topic (``synth.TASK_TYPES``) |
+    | perceived (10) | the platform's running estimate of the user's traits |
+    | last_style (10) | the assistant traits used last turn (0.5 at the start) |
+
+    ## Rewards
+
+    ``0.3 · engagement + 0.4 · resonance + 0.3 · explicit`` after each turn
+    (``rewards.adaptation_reward``): engagement and resonance (sentiment mapped to [0, 1])
+    are levels, explicit is a thumb (+1 / −1, given on 15% of turns). Weights configurable;
+    or inject ``reward_fn(engagement, resonance, explicit)``.
+
+    ## Episode End
+
+    ``terminated`` after ``max_turns`` turns or when a user whose engagement fell below
+    ``leave_below`` leaves (probability ``leave_prob`` per turn). ``truncated`` is always
+    ``False``.
+
+    ## Information
+
+    With ``info_level="full"``: ``latent_traits``, ``latent_weights``, ``latent_primary``,
+    ``preferred_style`` (the user's target style), ``latent_sentiment``,
+    ``latent_engagement``, ``phase``; in discrete mode ``expected_reward`` of each style and
+    ``oracle_action`` (the myopic oracle); in continuous mode ``oracle_action`` is the
+    preferred style (satisfaction 1). After a step also ``satisfaction`` and ``thumb``.
+
+    ## Arguments
+
+    ``action_mode`` (``"discrete"`` or ``"continuous"``), ``max_turns`` (4..1000),
+    ``population`` (must keep the six default archetypes), ``model``
+    (``AdaptationModel`` or a mapping), ``reward_weights`` or ``reward_fn``, ``obs_noise``,
+    ``info_level``.
+
+    ## Version History
+
+    * v0: initial version.
+    """
+
+    def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:
+        super().__init__(build_core(1, info_level=info_level, **kwargs), info_level)
+
+
+class PersonalityAdaptationVectorEnv(CoreVectorEnv):
+    """``num_envs`` conversations stepped together (NEXT_STEP autoreset)."""
+
+    def __init__(self, num_envs: int = 1, *, info_level: str = "full",
+                 **kwargs: Any) -> None:
+        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level)

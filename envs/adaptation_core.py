@@ -1,0 +1,202 @@
+"""The batched core of PersonalityAdaptation: ``B`` conversations, one turn at a time.
+
+Per user, drawn on arrival: the persona (traits, mixture), the compatibility preferences,
+the noise behind every message and trait reading, and the uniforms behind feedback, topics
+and leaving — so policies facing the same seed meet the same users and the same noise.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
+                                   chat_transition, satisfaction, style_vectors)
+from envs.batched import BoxActions, DiscreteActions
+from rewards.adaptation import AdaptationRewardFn
+from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
+from synth.errors import ConfigError
+from synth.population import PopulationSampler, categorical
+
+__all__ = ["AdaptationCore", "ACTION_MODES", "PHASE_URGENCY"]
+
+ACTION_MODES = ("discrete", "continuous")
+#: baseline urgency of a message in each phase
+PHASE_URGENCY = np.array([0.3, 0.35, 0.7, 0.25])
+_N = len(TRAITS)
+
+
+class AdaptationCore:
+    """State and dynamics of ``num_lanes`` conversations (spec: ``envs.adaptation``)."""
+
+    def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: AdaptationModel,
+                 reward_fn: AdaptationRewardFn, max_turns: int, action_mode: str,
+                 obs_noise: float, with_truth: bool) -> None:
+        if action_mode not in ACTION_MODES:
+            raise ConfigError(f"action_mode={action_mode!r}; valid: {list(ACTION_MODES)}")
+        if sampler.base.names != ARCHETYPE_NAMES:
+            raise ConfigError("PersonalityAdaptation's compatibility model is defined for "
+                              f"the six default archetypes {list(ARCHETYPE_NAMES)}; got "
+                              f"{list(sampler.base.names)}")
+        self.B, self.H = num_lanes, max_turns
+        self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
+        self.discrete = action_mode == "discrete"
+        self.actions = DiscreteActions(len(STYLES)) if self.discrete else BoxActions(_N)
+        self.obs_noise, self.with_truth = obs_noise, with_truth
+        # phase boundaries: opening 15%, building 30%, problem solving 40%, closing 15%
+        self.bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * max_turns).astype(np.int64)
+        widths = (("phase", 4), ("turn", 1), ("sentiment", 1), ("urgency", 1), ("length", 1),
+                  ("topic", len(TASK_TYPES)), ("perceived", _N), ("last_style", _N))
+        self.cols, start = {}, 0
+        for name, width in widths:
+            self.cols[name] = slice(start, start + width)
+            start += width
+        self.obs_size = start
+        B, H = num_lanes, max_turns
+        self.traits, self.target, self.importance = (np.zeros((B, _N)) for _ in range(3))
+        self.weights = np.zeros((B, sampler.num_archetypes))
+        self.primary, self.group = np.zeros(B, np.int64), np.zeros(B, np.int64)
+        self.consent, self.is_bot = np.zeros(B, bool), np.zeros(B, bool)
+        self.state = ChatState(sentiment=np.zeros(B), engagement=np.zeros(B))
+        self.perceived, self.last_style = np.zeros((B, _N)), np.zeros((B, _N))
+        self.reading = np.zeros((B, H + 1, _N))
+        self.msg_noise, self.topic = np.zeros((B, H + 1, 3)), np.zeros((B, H + 1), np.int64)
+        self.thumb_u, self.leave_u = np.zeros((B, H, 2)), np.zeros((B, H))
+        self.t = np.zeros(B, np.int64)
+        self.obs = np.zeros((B, self.obs_size), dtype=np.float32)
+        self.rows = np.arange(B)
+        self.started, self.population_time = False, 0
+        self.step_info: dict[str, np.ndarray] = {}
+
+    def observation_space(self) -> spaces.Box:
+        """Every observed feature is in [0, 1]."""
+        return spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
+
+    def phase(self, t: np.ndarray) -> np.ndarray:
+        """Phase index of turn ``t``."""
+        return np.searchsorted(self.bounds, np.minimum(t, self.H - 1), side="right")
+
+    def preferences(self, lanes: np.ndarray | slice = slice(None)) -> Preferences:
+        return Preferences(self.target[lanes], self.importance[lanes])
+
+    # ------------------------------------------------------------------ users
+    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
+        """Start every lane with a new user (a seeded reset restarts the population clock)."""
+        if reseeded or not self.started:
+            self.population_time = 0
+        self.reset_lanes(self.rows, rng)
+        self.started = True
+
+    def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
+        """New users in ``lanes``: persona, preferences, opening state, all their noise."""
+        m, H, mdl = len(lanes), self.H, self.model
+        pop = self.sampler.sample(m, rng, start_time=self.population_time)
+        self.population_time += m
+        w6 = pop.weights[:, : len(ARCHETYPE_NAMES)]
+        prefs = Preferences.of(pop.traits, w6 / w6.sum(axis=1, keepdims=True))
+        self.traits[lanes], self.weights[lanes] = pop.traits, pop.weights
+        self.target[lanes], self.importance[lanes] = prefs.target, prefs.importance
+        self.primary[lanes], self.group[lanes] = pop.primary, pop.group
+        self.consent[lanes], self.is_bot[lanes] = pop.consent, pop.is_bot
+        enthusiasm = pop.traits[:, TRAITS.index("enthusiasm")]
+        self.state.sentiment[lanes] = np.clip(rng.normal(0.1, 0.2, m), -1, 1)
+        self.state.engagement[lanes] = np.clip(0.6 + 0.3 * (enthusiasm - 0.5), 0, 1)
+        self.reading[lanes] = np.clip(pop.traits[:, None, :] + rng.normal(
+            0.0, mdl.perception_noise, (m, H + 1, _N)), 0.0, 1.0)
+        self.msg_noise[lanes] = rng.normal(0.0, self.obs_noise, (m, H + 1, 3))
+        task_probs = self.sampler.mixture_tasks(pop.weights, pop.table_id)
+        self.topic[lanes] = categorical(task_probs[:, None, :], rng.random((m, H + 1)))
+        self.thumb_u[lanes] = rng.random((m, H, 2))
+        self.leave_u[lanes] = rng.random((m, H))
+        self.perceived[lanes] = self.reading[lanes, 0]
+        self.last_style[lanes] = 0.5
+        self.t[lanes] = 0
+        self._observe(lanes)
+
+    def park(self, lanes: np.ndarray) -> None:
+        """Lanes about to restart: a valid turn index (their state is replaced anyway)."""
+        self.t[lanes] = 0
+
+    # ------------------------------------------------------------------ step
+    def assistant_style(self, action: np.ndarray) -> np.ndarray:
+        """``(B, 10)`` assistant traits an action sets (discrete styles use perception)."""
+        return style_vectors(action, self.perceived) if self.discrete else action
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One turn for every lane; returns ``(reward, terminated)``."""
+        rows, t, m = self.rows, self.t, self.model
+        style = self.assistant_style(action)
+        sat = satisfaction(style, self.preferences(), self.phase(t), self.state.sentiment, m)
+        reward, thumb = chat_transition(self.state, sat, self.thumb_u[rows, t], m,
+                                        self.reward_fn)
+        leave = (self.state.engagement < m.leave_below) & (self.leave_u[rows, t] < m.leave_prob)
+        t1 = t + 1
+        terminated = leave | (t1 >= self.H)
+        # the platform reads the user's next message: one more noisy trait reading
+        self.perceived += (self.reading[rows, t1] - self.perceived) / (t1 + 1)[:, None]
+        self.t, self.last_style = t1, style
+        self._observe(rows)
+        self.step_info = {"satisfaction": sat, "thumb": thumb}
+        return reward, terminated
+
+    def _observe(self, lanes: np.ndarray) -> None:
+        c, s, t = self.cols, self.state, self.t[lanes]
+        n = len(lanes)
+        phase = self.phase(t)
+        noise = self.msg_noise[lanes, t]
+        x = self.traits[lanes]
+        o = np.zeros((n, self.obs_size), dtype=np.float32)
+        o[np.arange(n), c["phase"].start + phase] = 1.0
+        o[:, c["turn"].start] = t / self.H
+        o[:, c["sentiment"].start] = np.clip((s.sentiment[lanes] + 1) / 2 + noise[:, 0], 0, 1)
+        o[:, c["urgency"].start] = np.clip(
+            PHASE_URGENCY[phase] + 0.3 * (x[:, TRAITS.index("neuroticism")] - 0.5)
+            + 0.2 * (x[:, TRAITS.index("conscientiousness")] - 0.5) + noise[:, 1], 0, 1)
+        o[:, c["length"].start] = np.clip(0.2 + 0.6 * s.engagement[lanes]
+                                          * x[:, TRAITS.index("extraversion")] + noise[:, 2],
+                                          0, 1)
+        o[np.arange(n), c["topic"].start + self.topic[lanes, t]] = 1.0
+        o[:, c["perceived"]] = self.perceived[lanes]
+        o[:, c["last_style"]] = self.last_style[lanes]
+        self.obs[lanes] = o
+
+    # ------------------------------------------------------------------ info
+    def expected_rewards(self) -> np.ndarray:
+        """``(B, 9)`` expected reward of each discrete style this turn."""
+        B, K = self.B, len(STYLES)
+        rep = np.repeat(self.rows, K)
+        styles = style_vectors(np.tile(np.arange(K), B), self.perceived[rep])
+        sat = satisfaction(styles, self.preferences(rep), self.phase(self.t[rep]),
+                           self.state.sentiment[rep], self.model)
+        state = ChatState(self.state.sentiment[rep].copy(), self.state.engagement[rep].copy())
+        reward, _ = chat_transition(state, sat, None, self.model, self.reward_fn,
+                                    expected=True)
+        return reward.reshape(B, K)
+
+    def info(self) -> dict[str, Any]:
+        """Ground truth for every lane's current turn."""
+        if not self.with_truth:
+            raise RuntimeError("this core was built without ground truth (info_level='none')")
+        info: dict[str, Any] = {
+            "latent_traits": self.traits.copy(), "latent_weights": self.weights.copy(),
+            "latent_primary": self.primary.copy(), "preferred_style": self.target.copy(),
+            "latent_sentiment": self.state.sentiment.copy(),
+            "latent_engagement": self.state.engagement.copy(),
+            "phase": self.phase(self.t), "consent": self.consent.copy(),
+            "is_bot": self.is_bot.copy(), "group": self.group.copy(),
+        }
+        if self.discrete:
+            expected = self.expected_rewards()
+            info["expected_reward"] = expected
+            info["oracle_action"] = expected.argmax(axis=1)
+        else:
+            # satisfaction is largest (1) at the preferred style, whatever the phase
+            info["oracle_action"] = self.target.copy()
+        return info
+
+    def lane_info(self, lane: int) -> dict[str, Any]:
+        """``info()`` for one lane (the single env's view)."""
+        return {k: (v[lane].item() if np.ndim(v[lane]) == 0 else v[lane])
+                for k, v in self.info().items()}
