@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import envs
+
 
 def bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "experiments.bench", *args],
@@ -24,13 +26,12 @@ def test_env_benchmark_writes_every_figure(tmp_path):
     result, stdout = bench_json(tmp_path / "env.json", "env", "--seconds", "0.05",
                                 "--repeats", "1")
     singles = result["single_env_steps_per_s"]
+    ours = [env_id.split("/")[1] for env_id in envs.ENV_IDS]
     assert set(singles) == {f"{e} (info_level={level})" for level in ("full", "none")
-                            for e in ("AgentRouting-v0", "InterventionTiming-v0")
-                            } | {"CartPole-v1"}
+                            for e in ours} | {"CartPole-v1"}
     assert all(v > 100 for v in singles.values())
     assert set(result["batched_user_steps_per_s"]) == {
-        f"{e} B={b}" for e in ("AgentRouting-v0", "InterventionTiming-v0")
-        for b in (1, 64, 4096)}
+        f"{e} B={b}" for e in ours for b in (1, 64, 4096)}
     assert result["machine"]["cores"] >= 1 and "CartPole-v1" in stdout
 
 

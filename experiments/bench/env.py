@@ -10,10 +10,12 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from envs import AgentRoutingVectorEnv, InterventionTimingVectorEnv
+from envs import (AgentRoutingVectorEnv, InterventionTimingVectorEnv,
+                  PersonalityAdaptationVectorEnv)
 
 BATCHES = (1, 64, 4096)
 VECTOR = {"AgentRouting-v0": AgentRoutingVectorEnv,
+          "PersonalityAdaptation-v0": PersonalityAdaptationVectorEnv,
           "InterventionTiming-v0": InterventionTimingVectorEnv}
 
 
