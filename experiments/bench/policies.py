@@ -1,8 +1,9 @@
-"""InterventionTiming: random, myopic greedy, myopic oracle and the planner, paired.
+"""Baselines vs the ground-truth planners, paired, on InterventionTiming and
+PersonalityAdaptation; and PersonalityAdaptation's archetype × fixed-style table.
 
-Every policy meets the same users (same seeds; their shocks and uniforms are drawn on
-arrival, so the comparison uses common random numbers). The greedy baseline first learns
-online on other users, then is frozen.
+Every policy meets the same users (same seeds; their noise is drawn on arrival, so the
+comparisons use common random numbers). Greedy baselines first learn online on other
+users, then are frozen.
 """
 
 from __future__ import annotations
@@ -10,43 +11,105 @@ from __future__ import annotations
 from typing import Any
 
 
-from agents.evaluation import mean_ci, paired_ci, run_episodes, train_online
+
+from agents.adaptation_baselines import FixedStyle, make_adaptation_baseline
+from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
 from agents.intervention_baselines import make_intervention_baseline
+from envs.adaptation import PersonalityAdaptationVectorEnv
+from envs.adaptation_model import STYLES
 from envs.intervention import InterventionTimingVectorEnv
+from synth.archetypes import ARCHETYPE_NAMES
 
 POLICIES = ("random", "greedy", "oracle", "planner")
 FINAL = ("interventions", "false_interventions", "opted_out")
 
 
-def run(episodes: int, seed: int = 0, warmup_steps: int = 2000) -> dict[str, Any]:
-    """The table and the paired difference planner − myopic oracle, printed and returned."""
+def run(episodes: int, seed: int = 0) -> dict[str, Any]:
+    """Both studies, printed and returned."""
+    return {"intervention": intervention_study(episodes, seed),
+            "adaptation": adaptation_study(episodes, seed)}
+
+
+def _train_and_run(make_policy, make_env, episodes: int, seed: int, warmup_steps: int,
+                   **kwargs: Any) -> EpisodeBatch:
+    policy = make_policy()
+    train_online(policy, make_env, warmup_steps, seed=seed + 1)
+    policy.learning = False
+    return run_episodes(policy, make_env, episodes, seed=seed, **kwargs)
+
+
+def adaptation_study(episodes: int, seed: int = 0, warmup_steps: int = 2000
+                     ) -> dict[str, Any]:
+    """PersonalityAdaptation (discrete styles): the archetype × style table and the
+    baselines vs the planner."""
+    def make_env(n: int) -> PersonalityAdaptationVectorEnv:
+        return PersonalityAdaptationVectorEnv(n, info_level="full")
+
+    fixed = {style: run_episodes(FixedStyle(style), make_env, episodes, seed=seed,
+                                 first_keys=("latent_primary",))
+             for style in STYLES}
+    primary = fixed[STYLES[0]].first["latent_primary"]
+    table = {arch: {style: float(r.returns[primary == a].mean()) for style, r in fixed.items()}
+             for a, arch in enumerate(ARCHETYPE_NAMES)}
+    best = {arch: max(row, key=row.get) for arch, row in table.items()}
+    print(f"\nPersonalityAdaptation-v0, {episodes} paired conversations per fixed style: mean "
+          "return by latent primary archetype")
+    print("| archetype | " + " | ".join(STYLES) + " | best |")
+    print("|---|" + "---:|" * len(STYLES) + "---|")
+    for arch, row in table.items():
+        print(f"| {arch} | " + " | ".join(f"{v:.2f}" for v in row.values())
+              + f" | {best[arch]} |")
+    distinct = len(set(best.values()))
+    print(f"distinct best styles across archetypes: {distinct}")
+    results = {name: _train_and_run(lambda name=name: make_adaptation_baseline(name),
+                                    make_env, episodes, seed, warmup_steps)
+               for name in POLICIES}
+    rows = _policy_table("PersonalityAdaptation-v0", results, {})
+    d, lo, hi = paired_ci(results["planner"].returns, results["oracle"].returns)
+    print(f"planner − myopic oracle: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired 95% CI)")
+    return {"env": "personarl/PersonalityAdaptation-v0", "episodes": episodes,
+            "by_archetype": table, "best_style": best, "distinct_best_styles": distinct,
+            "policies": rows, "planner_minus_oracle": dict(diff=d, ci_low=lo, ci_high=hi)}
+
+
+def _policy_table(title: str, results: dict[str, EpisodeBatch],
+                  safety: dict[str, dict[str, float]]) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    print(f"\n{title}: " + ", ".join(results) + " on the same users")
+    extra = " | false-intervention rate | opt-out rate |" if safety else " |"
+    print("| policy | mean return | 95% CI | mean length" + extra)
+    print("|---|---:|---|---:|" + ("---:|---:|" if safety else ""))
+    for name, r in results.items():
+        m, lo, hi = mean_ci(r.returns)
+        rows[name] = dict(mean=m, ci_low=lo, ci_high=hi, mean_length=float(r.lengths.mean()),
+                          **safety.get(name, {}))
+        cells = (f" | {safety[name]['false_intervention_rate']:.3f} | "
+                 f"{safety[name]['optout_rate']:.3f} |") if safety else " |"
+        print(f"| {name} | {m:.3f} | [{lo:.3f}, {hi:.3f}] | {r.lengths.mean():.1f}" + cells)
+    return rows
+
+
+def intervention_study(episodes: int, seed: int = 0, warmup_steps: int = 2000
+                       ) -> dict[str, Any]:
+    """InterventionTiming: the table and the paired difference planner − myopic oracle."""
     def make_env(n: int) -> InterventionTimingVectorEnv:
         return InterventionTimingVectorEnv(n, info_level="full")
 
-    results = {}
-    for name in POLICIES:
-        policy = make_intervention_baseline(name)
-        train_online(policy, make_env, warmup_steps, seed=seed + 1)
-        policy.learning = False
-        results[name] = run_episodes(policy, make_env, episodes, seed=seed, final_keys=FINAL)
-    table: dict[str, Any] = {}
-    env = make_env(1)
-    print(f"InterventionTiming-v0, {episodes} paired episodes per policy, "
-          f"{env._core.days} days x {env._core.slots} decisions (horizon {env._core.H})")
-    print("| policy | mean return | 95% CI | mean length | false-intervention rate | "
-          "opt-out rate |")
-    print("|---|---:|---|---:|---:|---:|")
+    results = {name: _train_and_run(lambda name=name: make_intervention_baseline(name),
+                                    make_env, episodes, seed, warmup_steps, final_keys=FINAL)
+               for name in POLICIES}
+    safety = {}
     for name, r in results.items():
-        m, lo, hi = mean_ci(r.returns)
         interventions = r.final["interventions"].sum()
-        false_rate = (r.final["false_interventions"].sum() / interventions
-                      if interventions else 0.0)
-        optout = float(r.final["opted_out"].mean())
-        table[name] = dict(mean=m, ci_low=lo, ci_high=hi, mean_length=float(r.lengths.mean()),
-                           interventions_per_episode=float(r.final["interventions"].mean()),
-                           false_intervention_rate=float(false_rate), optout_rate=optout)
-        print(f"| {name} | {m:.3f} | [{lo:.3f}, {hi:.3f}] | {r.lengths.mean():.1f} | "
-              f"{false_rate:.3f} | {optout:.3f} |")
+        safety[name] = dict(
+            interventions_per_episode=float(r.final["interventions"].mean()),
+            false_intervention_rate=float(r.final["false_interventions"].sum() / interventions
+                                          if interventions else 0.0),
+            optout_rate=float(r.final["opted_out"].mean()))
+    env = make_env(1)
+    table = _policy_table(f"InterventionTiming-v0, {episodes} episodes of {env._core.days} "
+                          f"days x {env._core.slots} decisions (horizon {env._core.H})",
+                          results, safety)
     d, lo, hi = paired_ci(results["planner"].returns, results["oracle"].returns)
     print(f"planner − myopic oracle: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired 95% CI)")
     return {"env": "personarl/InterventionTiming-v0", "episodes": episodes,

@@ -1,0 +1,154 @@
+"""PersonalityAdaptation baselines (discrete styles), besides random and the myopic oracle.
+
+* ``ObservedStyleGreedy`` — myopic greedy on what is observed: running mean reward per
+  (phase, observed sentiment, perceived neuroticism) bucket and style.
+* ``AdaptationPlanner`` — rolls the model's expected dynamics forward behind each first
+  style (later turns: the myopic style on the imagined state) and weighs turns by the
+  chance the user is still talking; privileged (reads the latent state from ``info``).
+* ``FixedStyle`` — always the same style (the archetype × style table).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
+from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
+                                   chat_transition, satisfaction, style_vectors)
+from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
+from synth.archetypes import TRAITS
+from synth.errors import ConfigError, check_int
+
+__all__ = ["ObservedStyleGreedy", "AdaptationPlanner", "FixedStyle", "ADAPTATION_BASELINES",
+           "make_adaptation_baseline"]
+
+_K = len(STYLES)
+_NEURO = TRAITS.index("neuroticism")
+
+
+class FixedStyle:
+    """Always the same discrete style."""
+
+    privileged = False
+    learning = False
+
+    def __init__(self, style: int | str) -> None:
+        self.style = STYLES.index(style) if isinstance(style, str) else int(style)
+        self.name = STYLES[self.style]
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return np.full(len(obs), self.style)
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        return np.eye(_K)[self.act(obs)]
+
+    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        return None
+
+
+class ObservedStyleGreedy(MeanTablePolicy):
+    """Greedy over (phase 4 × observed sentiment 3 × perceived neuroticism 2) buckets."""
+
+    name = "greedy"
+
+    def __init__(self, optimism: float = 1.0, epsilon: float = 0.1, seed: int = 0) -> None:
+        super().__init__(_K, 24, optimism=optimism, epsilon=epsilon, seed=seed)
+
+    def bucket(self, obs: np.ndarray) -> np.ndarray:
+        phase = obs[:, 0:4].argmax(axis=1)
+        sentiment = np.digitize(obs[:, 5], [1 / 3, 2 / 3])
+        neurotic = obs[:, 13 + _NEURO] > 0.5          # the perceived traits start at 13
+        return (phase * 3 + sentiment) * 2 + neurotic
+
+
+class AdaptationPlanner:
+    """Rollout planner over the expected conversation dynamics (see the module docstring).
+
+    Args:
+        model: the env's conversation model.
+        reward_fn: the env's reward (default: the documented weights).
+        depth: turns looked ahead, the first included (>= 1).
+        max_turns: the env's episode length.
+    """
+
+    name = "planner"
+    privileged = True
+    learning = False
+
+    def __init__(self, model: AdaptationModel = AdaptationModel(),
+                 reward_fn: AdaptationRewardFn | None = None, depth: int = 4,
+                 max_turns: int = 16) -> None:
+        self.model = model
+        self.reward_fn = reward_fn or AdaptationRewardWeights().function()
+        self.depth = check_int("depth", depth, 1, 1000)
+        self.bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * max_turns).astype(np.int64)
+        self.max_turns = check_int("max_turns", max_turns, 4)
+
+    def _turn(self, style: np.ndarray, perceived: np.ndarray, prefs: Preferences,
+              turn: np.ndarray, state: ChatState) -> np.ndarray:
+        phase = np.searchsorted(self.bounds, np.minimum(turn, self.max_turns - 1),
+                                side="right")
+        sat = satisfaction(style_vectors(style, perceived), prefs, phase, state.sentiment,
+                           self.model)
+        reward, _ = chat_transition(state, sat, None, self.model, self.reward_fn,
+                                    expected=True)
+        return reward
+
+    def values(self, obs: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
+        """``(B, 9)`` look-ahead value of each first style."""
+        if not info or "preferred_style" not in info:
+            raise ConfigError("the planner reads the latent state from info: build the env "
+                              "with info_level='full'")
+        b = len(obs)
+        rep = np.repeat(np.arange(b), _K)
+        perceived = obs[:, 13:23].astype(np.float64)[rep]
+        traits = np.asarray(info["latent_traits"])[rep]
+        prefs = Preferences.of(traits, np.asarray(info["latent_weights"])[rep][:, :6]
+                               / np.asarray(info["latent_weights"])[rep][:, :6].sum(1,
+                                                                                  keepdims=True))
+        state = ChatState(np.asarray(info["latent_sentiment"], dtype=np.float64)[rep].copy(),
+                          np.asarray(info["latent_engagement"], dtype=np.float64)[rep].copy())
+        turn = np.rint(obs[:, 4] * self.max_turns).astype(np.int64)[rep]
+        style = np.tile(np.arange(_K), b)
+        total, alive = np.zeros(b * _K), np.ones(b * _K)
+        m = self.model
+        for d in range(self.depth):
+            live = (turn + d) < self.max_turns
+            if d > 0:                       # later turns: the myopic style, imagined
+                sub = np.repeat(np.arange(b * _K), _K)
+                trial = ChatState(state.sentiment[sub].copy(), state.engagement[sub].copy())
+                r = self._turn(np.tile(np.arange(_K), b * _K), perceived[sub],
+                               Preferences(prefs.target[sub], prefs.importance[sub]),
+                               turn[sub] + d, trial)
+                style = r.reshape(b * _K, _K).argmax(axis=1)
+            total += alive * live * self._turn(style, perceived, prefs, turn + d, state)
+            alive = alive * np.where(state.engagement < m.leave_below, 1 - m.leave_prob, 1.0)
+        return total.reshape(b, _K)
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return self.values(obs, info).argmax(axis=1)
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        return np.eye(_K)[self.act(obs, info)]
+
+    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        return None
+
+
+ADAPTATION_BASELINES = {
+    "random": lambda **kw: RandomPolicy(_K, **kw),
+    "greedy": ObservedStyleGreedy,
+    "oracle": lambda **kw: MyopicOracle(_K, **kw),
+    "planner": AdaptationPlanner,
+}
+
+
+def make_adaptation_baseline(name: str, **kwargs: Any) -> Policy:
+    """Build a PersonalityAdaptation baseline by name."""
+    if name not in ADAPTATION_BASELINES:
+        raise ConfigError(f"unknown baseline {name!r}; valid: {sorted(ADAPTATION_BASELINES)}")
+    return ADAPTATION_BASELINES[name](**kwargs)
