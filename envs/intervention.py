@@ -61,8 +61,11 @@ class InterventionTimingEnv(CoreEnv):
     how each tone lands (supportive suits neurotic, agreeable, empathic users; direct suits
     direct, conscientious ones and misfires on neurotic ones), their sociability (events and
     pairings), how often stress strikes (neuroticism) and their baseline engagement — see
-    ``envs.intervention_model.UserTraits.from_traits``. Without consent, actions have no
-    effect, earn nothing and annoy.
+    ``envs.intervention_model.UserTraits.from_traits``. Across days the persona drifts: each
+    new day the mixture takes a day's worth of the population's drift (``drift_rate ·
+    √slots_per_day`` on the log-weights) and the trait-derived parameters follow, so what
+    worked on Monday may not on Friday. Without consent, actions have no effect, earn
+    nothing and annoy.
 
     ## Action Space
 
@@ -108,7 +111,8 @@ class InterventionTimingEnv(CoreEnv):
     ## Information
 
     With ``info_level="full"``: the latent state (``latent_valence``, ``latent_stress``,
-    ``latent_annoyance``, …), the user's trait-derived parameters (``user_tone_fit``, …),
+    ``latent_annoyance``, …), the persona today (``latent_weights``, ``latent_primary``) and
+    its trait-derived parameters (``user_tone_fit``, …),
     this step's ``shock``, ``needs_support``, ``expected_reward`` of every action (exact
     expectation over compliance given the latent state), ``oracle_action`` (the myopic
     oracle), and the safety metrics so far: ``interventions``, ``false_interventions``,

@@ -19,6 +19,7 @@ from envs.batched import DiscreteActions
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      _clip, transition)
 from rewards.intervention import InterventionRewardFn
+from synth.archetypes import TRAITS
 from synth.population import PopulationSampler
 
 __all__ = ["InterventionCore", "OBS_FEATURES"]
@@ -68,6 +69,10 @@ class InterventionCore:
                                baseline_engagement=z())
         self.consent, self.is_bot = z(dtype=bool), z(dtype=bool)
         self.primary, self.group, self.weekday0 = (z(dtype=np.int64) for _ in range(3))
+        # the persona drifts from day to day: mixture, trait offsets, epoch, daily noise
+        self.mixture = z(sampler.num_archetypes)
+        self.offset_exp, self.table_id = z(len(TRAITS)), z(dtype=np.int64)
+        self.day_noise = z(days, sampler.num_archetypes)
         self.shock, self.u_opt, self.u = z(self.H), z(self.H), z(self.H, 2)
         self.u_return, self.noise = z(days), z(self.H + 1, 4)
         self.counts = {name: z() for name in _COUNTS}
@@ -102,6 +107,9 @@ class InterventionCore:
             getattr(self.user, name)[lanes] = getattr(user, name)
         self.consent[lanes], self.is_bot[lanes] = pop.consent, pop.is_bot
         self.primary[lanes], self.group[lanes] = pop.primary, pop.group
+        self.mixture[lanes], self.table_id[lanes] = pop.weights, pop.table_id
+        self.offset_exp[lanes] = np.exp(pop.trait_offset)
+        self.day_noise[lanes] = rng.standard_normal((m, self.days, pop.weights.shape[1]))
         draws = rng.random((m, H, 5))
         stress0 = 0.4 * rng.random(m)
         self.shock[lanes] = ((draws[..., 0] < mdl.shock_rate * user.shock_prob[:, None])
@@ -150,6 +158,7 @@ class InterventionCore:
         stays = self.u_return[rows, day] < come_back
         leaves = (t1 % self.slots == 0) & (t1 < self.H) & ~stays
         terminated = optout | leaves | (t1 >= self.H)
+        self._drift(np.flatnonzero((t1 % self.slots == 0) & ~terminated), day)
         self.opted_out |= optout
         self.t = t1
         self.last_action, self.last_complied = action.copy(), out.complied
@@ -158,6 +167,22 @@ class InterventionCore:
                           "complied": out.complied, "opted_out": optout,
                           "acted": acting}
         return out.reward, terminated
+
+    def _drift(self, lanes: np.ndarray, day: np.ndarray) -> None:
+        """A new day for ``lanes``: the persona mixture takes a day's drift (the population's
+        per-interaction ``drift_rate`` over ``slots_per_day`` interactions) and everything
+        derived from the traits follows."""
+        rate = self.sampler.drift_rate * np.sqrt(self.slots)
+        if lanes.size == 0 or rate == 0:
+            return
+        w = self.mixture[lanes]
+        w = w * np.exp(rate * self.day_noise[lanes, day[lanes]]) * (w > 0)
+        w /= w.sum(axis=1, keepdims=True)
+        self.mixture[lanes], self.primary[lanes] = w, w.argmax(axis=1)
+        traits = self.sampler.traits_of(w, self.offset_exp[lanes], self.table_id[lanes])
+        user = UserTraits.from_traits(traits)
+        for name in ("tone_fit", "sociability", "shock_prob"):
+            getattr(self.user, name)[lanes] = getattr(user, name)
 
     def _observe(self, lanes: np.ndarray) -> None:
         c, s, t = self.cols, self.state, np.minimum(self.t[lanes], self.H)
@@ -204,7 +229,8 @@ class InterventionCore:
             expected_reward=expected, oracle_action=expected.argmax(axis=1),
             needs_support=needed, shock=self.shock[self.rows, t].copy(),
             step=self.t.copy(), consent=self.consent.copy(), is_bot=self.is_bot.copy(),
-            latent_primary=self.primary.copy(), group=self.group.copy(),
+            latent_primary=self.primary.copy(), latent_weights=self.mixture.copy(),
+            group=self.group.copy(),
             opted_out=self.opted_out.copy(),
             false_intervention_rate=(self.counts["false_interventions"]
                                      / np.maximum(self.counts["interventions"], 1)),

@@ -143,3 +143,16 @@ def test_bad_actions_raise_clear_errors():
     env.reset(seed=0)
     with pytest.raises(InvalidActionError, match="Discrete\\(6\\)"):
         env.step(6)
+
+
+@pytest.mark.parametrize("drift, moves", [(0.0, False), (0.3, True)])
+def test_the_persona_drifts_from_day_to_day(drift, moves):
+    env = InterventionTimingVectorEnv(500, population={"drift_rate": drift, "bot_fraction": 0},
+                                      model={"optout_scale": 0.0, "return_base": 1.0})
+    _, info = env.reset(seed=0)
+    first = info["user_tone_fit"].copy(), info["latent_weights"].copy()
+    for _ in range(4):                                   # one day: four decisions
+        _, _, _, _, info = env.step(np.zeros(500, np.int64))
+    moved = np.abs(info["user_tone_fit"] - first[0]).max(axis=1) > 1e-9
+    assert moved.all() if moves else not moved.any()
+    np.testing.assert_allclose(info["latent_weights"].sum(axis=1), 1.0)
