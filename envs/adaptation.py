@@ -6,9 +6,10 @@ from typing import Any, Mapping
 
 from envs.adaptation_core import AdaptationCore
 from envs.adaptation_model import AdaptationModel
-from envs.batched import CoreEnv, CoreVectorEnv, check_info_level, coerce_config
+from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
+                           coerce_population, resolve_reward_fn)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
-from synth.errors import ConfigError, check_int, check_range
+from synth.errors import check_int, check_range
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["PersonalityAdaptationEnv", "PersonalityAdaptationVectorEnv", "ENV_ID",
@@ -24,15 +25,8 @@ def build_core(num_lanes: int, *, action_mode: str = "discrete", max_turns: int 
                reward_fn: AdaptationRewardFn | None = None, obs_noise: float = 0.1,
                info_level: str = "full") -> AdaptationCore:
     """Validate the arguments shared by the single and the vector env."""
-    if reward_fn is not None and reward_weights is not None:
-        raise ConfigError("give reward_weights or reward_fn, not both")
-    if reward_fn is not None and not callable(reward_fn):
-        raise ConfigError(f"reward_fn={reward_fn!r} is not callable")
-    if reward_fn is None:
-        reward_fn = coerce_config(reward_weights, AdaptationRewardWeights,
-                                  "reward_weights").function()
-    sampler = population if isinstance(population, PopulationSampler) else \
-        PopulationSampler(coerce_config(population, PopulationConfig, "population"))
+    reward_fn = resolve_reward_fn(reward_fn, reward_weights, AdaptationRewardWeights)
+    sampler = coerce_population(population)
     return AdaptationCore(
         check_int("num_envs", num_lanes, 1), sampler=sampler,
         model=coerce_config(model, AdaptationModel, "model"), reward_fn=reward_fn,

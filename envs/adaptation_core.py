@@ -10,11 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
                                    chat_transition, satisfaction, style_vectors)
-from envs.batched import BoxActions, DiscreteActions
+from envs.batched import BoxActions, DiscreteActions, SteppedCore
 from rewards.adaptation import AdaptationRewardFn
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from synth.errors import ConfigError
@@ -28,7 +27,7 @@ PHASE_URGENCY = np.array([0.3, 0.35, 0.7, 0.25])
 _N = len(TRAITS)
 
 
-class AdaptationCore:
+class AdaptationCore(SteppedCore):
     """State and dynamics of ``num_lanes`` conversations (spec: ``envs.adaptation``)."""
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: AdaptationModel,
@@ -70,10 +69,6 @@ class AdaptationCore:
         self.started, self.population_time = False, 0
         self.step_info: dict[str, np.ndarray] = {}
 
-    def observation_space(self) -> spaces.Box:
-        """Every observed feature is in [0, 1]."""
-        return spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
-
     def phase(self, t: np.ndarray) -> np.ndarray:
         """Phase index of turn ``t``."""
         return np.searchsorted(self.bounds, np.minimum(t, self.H - 1), side="right")
@@ -82,13 +77,6 @@ class AdaptationCore:
         return Preferences(self.target[lanes], self.importance[lanes])
 
     # ------------------------------------------------------------------ users
-    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
-        """Start every lane with a new user (a seeded reset restarts the population clock)."""
-        if reseeded or not self.started:
-            self.population_time = 0
-        self.reset_lanes(self.rows, rng)
-        self.started = True
-
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """New users in ``lanes``: persona, preferences, opening state, all their noise."""
         m, H, mdl = len(lanes), self.H, self.model
@@ -114,10 +102,6 @@ class AdaptationCore:
         self.last_style[lanes] = 0.5
         self.t[lanes] = 0
         self._observe(lanes)
-
-    def park(self, lanes: np.ndarray) -> None:
-        """Lanes about to restart: a valid turn index (their state is replaced anyway)."""
-        self.t[lanes] = 0
 
     # ------------------------------------------------------------------ step
     def assistant_style(self, action: np.ndarray) -> np.ndarray:
@@ -195,8 +179,3 @@ class AdaptationCore:
             # satisfaction is largest (1) at the preferred style, whatever the phase
             info["oracle_action"] = self.target.copy()
         return info
-
-    def lane_info(self, lane: int) -> dict[str, Any]:
-        """``info()`` for one lane (the single env's view)."""
-        return {k: (v[lane].item() if np.ndim(v[lane]) == 0 else v[lane])
-                for k, v in self.info().items()}

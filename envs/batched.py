@@ -17,7 +17,7 @@ with ``num_envs=1`` reproduces the single env exactly.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -26,9 +26,11 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from synth.errors import ConfigError, InvalidActionError, ResetNeededError
+from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["Core", "CoreEnv", "CoreVectorEnv", "DiscreteActions", "BoxActions", "INFO_LEVELS",
-           "check_info_level", "coerce_config"]
+__all__ = ["Core", "CoreEnv", "CoreVectorEnv", "SteppedCore", "DiscreteActions", "BoxActions",
+           "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
+           "resolve_reward_fn"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -54,6 +56,55 @@ def coerce_config(value: Any, cls: type, label: str) -> Any:
             raise ConfigError(f"{label}: {exc}; valid keys are "
                               f"{sorted(cls.__dataclass_fields__)}") from None
     raise ConfigError(f"{label} must be a {cls.__name__} or a mapping, got {value!r}")
+
+
+def coerce_population(population: Any) -> PopulationSampler:
+    """A ``PopulationSampler`` from a sampler, a ``PopulationConfig``, a mapping or ``None``."""
+    if isinstance(population, PopulationSampler):
+        return population
+    return PopulationSampler(coerce_config(population, PopulationConfig, "population"))
+
+
+def resolve_reward_fn(reward_fn: Callable[..., np.ndarray] | None, reward_weights: Any,
+                      weights_cls: type) -> Callable[..., np.ndarray]:
+    """The env's reward function: an injected ``reward_fn``, or ``weights_cls`` (from
+    ``reward_weights``: an instance, a mapping or ``None``) turned into one; not both."""
+    if reward_fn is not None and reward_weights is not None:
+        raise ConfigError("give reward_weights or reward_fn, not both (a reward_fn has its "
+                          "own weights)")
+    if reward_fn is not None:
+        if not callable(reward_fn):
+            raise ConfigError(f"reward_fn={reward_fn!r} is not callable")
+        return reward_fn
+    return coerce_config(reward_weights, weights_cls, "reward_weights").function()
+
+
+class SteppedCore:
+    """Shared plumbing of cores that step their users' state one decision at a time.
+
+    Subclasses set ``B``, ``H``, ``rows``, ``t``, ``obs_size``, ``started``,
+    ``population_time`` and ``sampler``, and implement ``reset_lanes`` and ``info``.
+    """
+
+    def observation_space(self) -> spaces.Box:
+        """Every observed feature is in [0, 1]."""
+        return spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
+
+    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
+        """Start every lane with a new user (a seeded reset restarts the population clock)."""
+        if reseeded or not self.started:
+            self.population_time = 0
+        self.reset_lanes(self.rows, rng)
+        self.started = True
+
+    def park(self, lanes: np.ndarray) -> None:
+        """Lanes about to restart: a valid step index (their state is replaced anyway)."""
+        self.t[lanes] = 0
+
+    def lane_info(self, lane: int) -> dict[str, Any]:
+        """``info()`` for one lane (the single env's view)."""
+        return {k: (v[lane].item() if np.ndim(v[lane]) == 0 else v[lane])
+                for k, v in self.info().items()}
 
 
 class Core(Protocol):

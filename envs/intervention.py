@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from envs.batched import CoreEnv, CoreVectorEnv, check_info_level, coerce_config
+from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
+                           coerce_population, resolve_reward_fn)
 from envs.intervention_core import InterventionCore
 from envs.intervention_model import InterventionModel
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
-from synth.errors import ConfigError, check_int, check_range
+from synth.errors import check_int, check_range
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["InterventionTimingEnv", "InterventionTimingVectorEnv", "ENV_ID", "build_core"]
@@ -23,16 +24,8 @@ def build_core(num_lanes: int, *, days: int = 7, slots_per_day: int = 4,
                reward_fn: InterventionRewardFn | None = None,
                obs_noise: float = 0.1, info_level: str = "full") -> InterventionCore:
     """Validate the arguments shared by the single and the vector env."""
-    if reward_fn is not None and reward_weights is not None:
-        raise ConfigError("give reward_weights or reward_fn, not both (a reward_fn has its "
-                          "own weights)")
-    if reward_fn is not None and not callable(reward_fn):
-        raise ConfigError(f"reward_fn={reward_fn!r} is not callable")
-    if reward_fn is None:
-        reward_fn = coerce_config(reward_weights, InterventionRewardWeights,
-                                  "reward_weights").function()
-    sampler = population if isinstance(population, PopulationSampler) else \
-        PopulationSampler(coerce_config(population, PopulationConfig, "population"))
+    reward_fn = resolve_reward_fn(reward_fn, reward_weights, InterventionRewardWeights)
+    sampler = coerce_population(population)
     return InterventionCore(
         check_int("num_envs", num_lanes, 1), sampler=sampler,
         model=coerce_config(model, InterventionModel, "model"),

@@ -13,9 +13,8 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
-from envs.batched import DiscreteActions
+from envs.batched import DiscreteActions, SteppedCore
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      _clip, transition)
 from rewards.intervention import InterventionRewardFn
@@ -35,7 +34,7 @@ _USER = ("tone_fit", "sociability", "shock_prob", "baseline_engagement")
 _COUNTS = ("interventions", "false_interventions", "needed", "acted_without_consent")
 
 
-class InterventionCore:
+class InterventionCore(SteppedCore):
     """State and dynamics of ``num_lanes`` users (see ``envs.intervention`` for the spec).
 
     Args:
@@ -85,18 +84,7 @@ class InterventionCore:
         self.population_time = 0
         self.step_info: dict[str, np.ndarray] = {}
 
-    def observation_space(self) -> spaces.Box:
-        """Every observed feature is in [0, 1]."""
-        return spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
-
     # ------------------------------------------------------------------ users
-    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
-        """Start every lane with a new user (a seeded reset restarts the population clock)."""
-        if reseeded or not self.started:
-            self.population_time = 0
-        self.reset_lanes(self.rows, rng)
-        self.started = True
-
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """New users in ``lanes``: latent persona, initial state, exogenous draws."""
         m, H, mdl = len(lanes), self.H, self.model
@@ -134,10 +122,6 @@ class InterventionCore:
         self.t[lanes] = 0
         self.last_action[lanes], self.last_complied[lanes] = 0, 0.0
         self._observe(lanes)
-
-    def park(self, lanes: np.ndarray) -> None:
-        """Lanes about to restart: a valid step index (their state is replaced anyway)."""
-        self.t[lanes] = 0
 
     # ------------------------------------------------------------------ step
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -238,8 +222,3 @@ class InterventionCore:
             false_interventions=self.counts["false_interventions"].copy(),
         )
         return info
-
-    def lane_info(self, lane: int) -> dict[str, Any]:
-        """``info()`` for one lane (the single env's view)."""
-        return {k: (v[lane].item() if np.ndim(v[lane]) == 0 else v[lane])
-                for k, v in self.info().items()}

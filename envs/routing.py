@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from envs.batched import CoreEnv, CoreVectorEnv, check_info_level, coerce_config
+from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
+                           coerce_population)
 from envs.routing_core import ObsLayout, RoutingCore
 from envs.routing_model import AgentWorld, ResponseModel
 from rewards.quality import QualityModel
@@ -37,8 +38,7 @@ def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
     elif num_agents != world.num_agents:
         raise ConfigError(f"num_agents={num_agents} disagrees with the injected world's "
                           f"{world.num_agents} agents")
-    sampler = population if isinstance(population, PopulationSampler) else \
-        PopulationSampler(coerce_config(population, PopulationConfig, "population"))
+    sampler = coerce_population(population)
     weights = coerce_config(signal_weights, SignalWeights, "signal_weights").effective()
     return RoutingCore(
         num_lanes, sampler=sampler, world=world,

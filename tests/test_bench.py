@@ -45,10 +45,14 @@ def test_fusion_benchmark_reports_accuracy_and_bots(tmp_path):
 
 def test_policy_study_reports_the_table(tmp_path):
     result, stdout = bench_json(tmp_path / "p.json", "policies", "--episodes", "64")
-    assert set(result["policies"]) == {"random", "greedy", "oracle", "planner"}
+    for study in ("intervention", "adaptation"):
+        assert set(result[study]["policies"]) == {"random", "greedy", "oracle", "planner"}
+        assert {"diff", "ci_low", "ci_high"} <= set(result[study]["planner_minus_oracle"])
     assert {"false_intervention_rate", "optout_rate", "mean"} <= set(
-        result["policies"]["planner"])
-    assert "planner − myopic oracle" in stdout
+        result["intervention"]["policies"]["planner"])
+    assert set(result["adaptation"]["best_style"]) == {
+        "explorer", "optimizer", "socializer", "achiever", "helper", "learner"}
+    assert stdout.count("planner − myopic oracle") == 2
 
 
 def test_bad_benchmark_arguments_are_usage_errors(tmp_path):
