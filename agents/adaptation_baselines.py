@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
+from envs.adaptation_core import OBS_COLUMNS
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
                                    chat_transition, satisfaction, style_vectors)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
@@ -25,7 +26,9 @@ __all__ = ["ObservedStyleGreedy", "AdaptationPlanner", "FixedStyle", "ADAPTATION
            "make_adaptation_baseline"]
 
 _K = len(STYLES)
-_NEURO = TRAITS.index("neuroticism")
+_PERCEIVED = OBS_COLUMNS["perceived"]
+_NEUROTICISM = _PERCEIVED.start + TRAITS.index("neuroticism")
+_SENTIMENT, _TURN = OBS_COLUMNS["sentiment"].start, OBS_COLUMNS["turn"].start
 
 
 class FixedStyle:
@@ -58,9 +61,9 @@ class ObservedStyleGreedy(MeanTablePolicy):
         super().__init__(_K, 24, optimism=optimism, epsilon=epsilon, seed=seed)
 
     def bucket(self, obs: np.ndarray) -> np.ndarray:
-        phase = obs[:, 0:4].argmax(axis=1)
-        sentiment = np.digitize(obs[:, 5], [1 / 3, 2 / 3])
-        neurotic = obs[:, 13 + _NEURO] > 0.5          # the perceived traits start at 13
+        phase = obs[:, OBS_COLUMNS["phase"]].argmax(axis=1)
+        sentiment = np.digitize(obs[:, _SENTIMENT], [1 / 3, 2 / 3])
+        neurotic = obs[:, _NEUROTICISM] > 0.5
         return (phase * 3 + sentiment) * 2 + neurotic
 
 
@@ -104,14 +107,14 @@ class AdaptationPlanner:
                               "with info_level='full'")
         b = len(obs)
         rep = np.repeat(np.arange(b), _K)
-        perceived = obs[:, 13:23].astype(np.float64)[rep]
-        traits = np.asarray(info["latent_traits"])[rep]
-        prefs = Preferences.of(traits, np.asarray(info["latent_weights"])[rep][:, :6]
-                               / np.asarray(info["latent_weights"])[rep][:, :6].sum(1,
-                                                                                  keepdims=True))
+        perceived = obs[:, _PERCEIVED].astype(np.float64)[rep]
+        w6 = np.asarray(info["latent_weights"])[:, :6]
+        prefs = Preferences.of(np.asarray(info["latent_traits"]),
+                               w6 / w6.sum(axis=1, keepdims=True))
+        prefs = Preferences(prefs.target[rep], prefs.importance[rep])
         state = ChatState(np.asarray(info["latent_sentiment"], dtype=np.float64)[rep].copy(),
                           np.asarray(info["latent_engagement"], dtype=np.float64)[rep].copy())
-        turn = np.rint(obs[:, 4] * self.max_turns).astype(np.int64)[rep]
+        turn = np.rint(obs[:, _TURN] * self.max_turns).astype(np.int64)[rep]
         style = np.tile(np.arange(_K), b)
         total, alive = np.zeros(b * _K), np.ones(b * _K)
         m = self.model

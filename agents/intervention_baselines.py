@@ -14,12 +14,23 @@ import numpy as np
 
 from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
 from agents.planning import LookaheadPlanner
+from envs.intervention_core import OBS_FEATURES
 from envs.intervention_model import ACTIONS
 from synth.errors import ConfigError
 
 __all__ = ["ObservedGreedy", "INTERVENTION_BASELINES", "make_intervention_baseline"]
 
 _BINS = np.array([1 / 3, 2 / 3])
+
+
+def _from_end(name: str) -> int:
+    """Column of feature ``name`` counted from the end of the observation: the features
+    after the time-of-day one-hot do not depend on ``slots_per_day``."""
+    names = [n for n, _ in OBS_FEATURES]
+    return -sum(width for _, width in OBS_FEATURES[names.index(name):])
+
+
+_FATIGUE, _CONSENT = _from_end("fatigue"), _from_end("consent")
 
 
 class ObservedGreedy(MeanTablePolicy):
@@ -33,10 +44,8 @@ class ObservedGreedy(MeanTablePolicy):
     def bucket(self, obs: np.ndarray) -> np.ndarray:
         valence = np.digitize(obs[:, 0], _BINS)          # observed valence, mapped to [0, 1]
         stress = np.digitize(obs[:, 2], _BINS)
-        # the fatigue and consent columns sit after valence, arousal, stress, engagement,
-        # the time-of-day one-hot, the weekday one-hot and the day fraction
-        tired = obs[:, -10] > 0.5                         # fatigue f/(1+f) > 0.5: f > 1
-        consent = obs[:, -8] > 0.5
+        tired = obs[:, _FATIGUE] > 0.5                    # fatigue f/(1+f) > 0.5: f > 1
+        consent = obs[:, _CONSENT] > 0.5
         return ((valence * 3 + stress) * 2 + tired) * 2 + consent
 
 

@@ -19,12 +19,26 @@ from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from synth.errors import ConfigError
 from synth.population import PopulationSampler, categorical
 
-__all__ = ["AdaptationCore", "ACTION_MODES", "PHASE_URGENCY"]
+__all__ = ["AdaptationCore", "ACTION_MODES", "PHASE_URGENCY", "OBS_COLUMNS"]
 
 ACTION_MODES = ("discrete", "continuous")
 #: baseline urgency of a message in each phase
 PHASE_URGENCY = np.array([0.3, 0.35, 0.7, 0.25])
 _N = len(TRAITS)
+
+
+def _columns(widths: tuple[tuple[str, int], ...]) -> dict[str, slice]:
+    out, start = {}, 0
+    for name, width in widths:
+        out[name] = slice(start, start + width)
+        start += width
+    return out
+
+
+#: the observation layout (name -> columns), shared with policies that read observations
+OBS_COLUMNS: dict[str, slice] = _columns((
+    ("phase", 4), ("turn", 1), ("sentiment", 1), ("urgency", 1), ("length", 1),
+    ("topic", len(TASK_TYPES)), ("perceived", _N), ("last_style", _N)))
 
 
 class AdaptationCore(SteppedCore):
@@ -46,13 +60,8 @@ class AdaptationCore(SteppedCore):
         self.obs_noise, self.with_truth = obs_noise, with_truth
         # phase boundaries: opening 15%, building 30%, problem solving 40%, closing 15%
         self.bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * max_turns).astype(np.int64)
-        widths = (("phase", 4), ("turn", 1), ("sentiment", 1), ("urgency", 1), ("length", 1),
-                  ("topic", len(TASK_TYPES)), ("perceived", _N), ("last_style", _N))
-        self.cols, start = {}, 0
-        for name, width in widths:
-            self.cols[name] = slice(start, start + width)
-            start += width
-        self.obs_size = start
+        self.cols = OBS_COLUMNS
+        self.obs_size = OBS_COLUMNS["last_style"].stop
         B, H = num_lanes, max_turns
         self.traits, self.target, self.importance = (np.zeros((B, _N)) for _ in range(3))
         self.weights = np.zeros((B, sampler.num_archetypes))
