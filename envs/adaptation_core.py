@@ -13,7 +13,7 @@ import numpy as np
 
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
                                    chat_transition, satisfaction, style_vectors)
-from envs.batched import BoxActions, DiscreteActions, SteppedCore
+from envs.batched import BaseCore, BoxActions, DiscreteActions, column_slices
 from rewards.adaptation import AdaptationRewardFn
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from synth.errors import ConfigError
@@ -27,21 +27,13 @@ PHASE_URGENCY = np.array([0.3, 0.35, 0.7, 0.25])
 _N = len(TRAITS)
 
 
-def _columns(widths: tuple[tuple[str, int], ...]) -> dict[str, slice]:
-    out, start = {}, 0
-    for name, width in widths:
-        out[name] = slice(start, start + width)
-        start += width
-    return out
-
-
 #: the observation layout (name -> columns), shared with policies that read observations
-OBS_COLUMNS: dict[str, slice] = _columns((
+OBS_COLUMNS: dict[str, slice] = column_slices((
     ("phase", 4), ("turn", 1), ("sentiment", 1), ("urgency", 1), ("length", 1),
     ("topic", len(TASK_TYPES)), ("perceived", _N), ("last_style", _N)))
 
 
-class AdaptationCore(SteppedCore):
+class AdaptationCore(BaseCore):
     """State and dynamics of ``num_lanes`` conversations (spec: ``envs.adaptation``)."""
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: AdaptationModel,

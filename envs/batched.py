@@ -17,7 +17,7 @@ with ``num_envs=1`` reproduces the single env exactly.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import gymnasium as gym
 import numpy as np
@@ -28,9 +28,9 @@ from gymnasium.vector.utils import batch_space
 from synth.errors import ConfigError, InvalidActionError, ResetNeededError
 from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["Core", "CoreEnv", "CoreVectorEnv", "SteppedCore", "DiscreteActions", "BoxActions",
+__all__ = ["Core", "CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
            "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
-           "resolve_reward_fn"]
+           "column_slices", "resolve_reward_fn"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -79,11 +79,20 @@ def resolve_reward_fn(reward_fn: Callable[..., np.ndarray] | None, reward_weight
     return coerce_config(reward_weights, weights_cls, "reward_weights").function()
 
 
-class SteppedCore:
-    """Shared plumbing of cores that step their users' state one decision at a time.
+def column_slices(widths: Iterable[tuple[str, int]]) -> dict[str, slice]:
+    """Consecutive column ranges for named blocks of the given widths, in order."""
+    out, start = {}, 0
+    for name, width in widths:
+        out[name] = slice(start, start + width)
+        start += width
+    return out
 
-    Subclasses set ``B``, ``H``, ``rows``, ``t``, ``obs_size``, ``started``,
-    ``population_time`` and ``sampler``, and implement ``reset_lanes`` and ``info``.
+
+class BaseCore:
+    """Plumbing shared by the batched cores.
+
+    Subclasses set ``rows``, ``t``, ``obs_size``, ``started`` and ``population_time``, and
+    implement ``reset_lanes`` and ``info``.
     """
 
     def observation_space(self) -> spaces.Box:
@@ -93,9 +102,13 @@ class SteppedCore:
     def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
         """Start every lane with a new user (a seeded reset restarts the population clock)."""
         if reseeded or not self.started:
-            self.population_time = 0
+            self.restart_population()
         self.reset_lanes(self.rows, rng)
         self.started = True
+
+    def restart_population(self) -> None:
+        """Forget everything drawn for future users: the same seed, the same users."""
+        self.population_time = 0
 
     def park(self, lanes: np.ndarray) -> None:
         """Lanes about to restart: a valid step index (their state is replaced anyway)."""

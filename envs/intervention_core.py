@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from envs.batched import DiscreteActions, SteppedCore
+from envs.batched import BaseCore, DiscreteActions, column_slices
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      _clip, transition)
 from rewards.intervention import InterventionRewardFn
@@ -34,7 +34,7 @@ _USER = ("tone_fit", "sociability", "shock_prob", "baseline_engagement")
 _COUNTS = ("interventions", "false_interventions", "needed", "acted_without_consent")
 
 
-class InterventionCore(SteppedCore):
+class InterventionCore(BaseCore):
     """State and dynamics of ``num_lanes`` users (see ``envs.intervention`` for the spec).
 
     Args:
@@ -56,12 +56,9 @@ class InterventionCore(SteppedCore):
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         self.days, self.slots, self.H = days, slots_per_day, days * slots_per_day
         self.obs_noise, self.with_truth = obs_noise, with_truth
-        widths = [(n, slots_per_day if n == "slot" else w) for n, w in OBS_FEATURES]
-        self.cols, start = {}, 0
-        for name, width in widths:
-            self.cols[name] = slice(start, start + width)
-            start += width
-        self.obs_size = start
+        self.cols = column_slices((n, slots_per_day if n == "slot" else w)
+                                  for n, w in OBS_FEATURES)
+        self.obs_size = self.cols["last_complied"].stop
         z = lambda *shape, dtype=np.float64: np.zeros((num_lanes,) + shape, dtype)  # noqa
         self.state = State(**{name: z() for name in _STATE})
         self.user = UserTraits(tone_fit=z(3), sociability=z(), shock_prob=z(),

@@ -48,7 +48,7 @@ def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
                              fusion_prior_strength),
         behaviour=coerce_config(behaviour, BehaviourModel, "behaviour"), max_tasks=horizon,
         with_truth=check_info_level(info_level) == "full",
-        pool_chunk=check_int("pool_chunk", pool_chunk, 1))
+        pool_chunk=pool_chunk)
 
 
 class AgentRoutingEnv(CoreEnv):

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from gymnasium import spaces
 
-from envs.batched import DiscreteActions
+from envs.batched import BaseCore, DiscreteActions, column_slices
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
 from rewards.composite import composite_reward
@@ -25,6 +24,7 @@ from rewards.signals import SIGNAL_NAMES
 from synth.archetypes import DEVICES, TASK_TYPES
 from synth.behaviour import BehaviourModel, interaction_loglik, sample_session
 from synth.fusion import PersonaFusion
+from synth.errors import check_int
 from synth.population import PopulationSampler
 
 __all__ = ["RoutingCore", "ObsLayout"]
@@ -42,7 +42,7 @@ class ObsLayout:
 
     def slices(self) -> dict[str, slice]:
         """Name -> slice, in order."""
-        return _packed([
+        return column_slices([
             ("task", len(TASK_TYPES)), ("position", 1), ("signals", len(SIGNAL_NAMES)),
             ("latency", 1), ("explore", 1), ("last_action", self.num_agents),
             ("persona_scores", self.num_archetypes), ("persona_confidence", 1),
@@ -54,15 +54,7 @@ class ObsLayout:
         return list(self.slices().values())[-1].stop
 
 
-def _packed(sizes: list[tuple[str, int]]) -> dict[str, slice]:
-    out, start = {}, 0
-    for name, size in sizes:
-        out[name] = slice(start, start + size)
-        start += size
-    return out
-
-
-class RoutingCore:
+class RoutingCore(BaseCore):
     """State and dynamics of ``num_lanes`` concurrent sessions.
 
     Args:
@@ -99,13 +91,13 @@ class RoutingCore:
         C = len(COLUMNS)
         # per lane and step: satisfaction with each agent, then each column's value as an
         # affine function of satisfaction before clipping, value = clip(a + b·s, 0, 1)
-        self.step_cols = _packed([("sat", self.K), ("a", C), ("b", C),
+        self.step_cols = column_slices([("sat", self.K), ("a", C), ("b", C),
                                   ("leave_below", 1), ("quality", 1)])
         self.step_width = self.step_cols["quality"].stop
-        self.truth_cols = _packed([("expected", self.K), ("oracle", 1), ("primary", 1),
+        self.truth_cols = column_slices([("expected", self.K), ("oracle", 1), ("primary", 1),
                                    ("weights", sampler.num_archetypes)])
         self.truth_width = self.truth_cols["weights"].stop
-        self.pool_chunk = max(pool_chunk, 1)
+        self.pool_chunk = check_int("pool_chunk", pool_chunk, 1)
         self.rows = np.arange(num_lanes)
         self.lanes: dict[str, np.ndarray] = {}
         self.pool: dict[str, np.ndarray] = {}
@@ -115,16 +107,14 @@ class RoutingCore:
         self.step_info: dict[str, np.ndarray] = {}
         self.t = np.zeros(num_lanes, dtype=np.int64)
         self.queue = np.zeros((num_lanes, max_tasks + response.max_delay + 1))
-        self.obs = np.zeros((num_lanes, self.layout.size), dtype=np.float32)
+        self.obs_size = self.layout.size
+        self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
 
     # ------------------------------------------------------------------ users
-    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
-        """Start every lane afresh. After a seeded reset (or the first), pooled users are
-        dropped and the population clock restarts, so the same seed gives the same users."""
-        if reseeded or not self.started:
-            self.pool, self.pool_pos, self.population_time = {}, 0, 0
-        self.reset_lanes(self.rows, rng)
-        self.started = True
+    def restart_population(self) -> None:
+        """Also drop the pooled users: after a seeded reset the same seed gives the same
+        users."""
+        self.pool, self.pool_pos, self.population_time = {}, 0, 0
 
     def _generate(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Whole exogenous sessions for ``n`` new users, packed per step."""
@@ -230,7 +220,7 @@ class RoutingCore:
         self.obs[lanes] = users["exo"][:, 0]
 
     # ------------------------------------------------------------------ step
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Advance every lane by one interaction.
 
         Returns:
@@ -263,15 +253,6 @@ class RoutingCore:
         self.obs = obs
         self.step_info = {"satisfaction": s}
         return reward, terminated
-
-    def park(self, lanes: np.ndarray) -> None:
-        """Lanes about to be restarted: point them at a valid step (``step`` draws no
-        randomness and ``reset_lanes`` overwrites them)."""
-        self.t[lanes] = 0
-
-    def observation_space(self) -> spaces.Box:
-        """The single-user observation space: every feature is in [0, 1]."""
-        return spaces.Box(0.0, 1.0, shape=(self.layout.size,), dtype=np.float32)
 
     # ------------------------------------------------------------------ info
     def lane_info(self, lane: int) -> dict[str, Any]:
