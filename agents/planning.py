@@ -20,7 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
-                                     transition)
+                                     action_rewards, transition)
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
 from synth.errors import ConfigError, check_int
 
@@ -60,16 +60,6 @@ class LookaheadPlanner:
         self.horizon = check_int("horizon", horizon, 1)
         self.k = len(ACTIONS)
 
-    def _myopic(self, state: State, user: UserTraits, consent: np.ndarray,
-                shock: np.ndarray) -> np.ndarray:
-        n, k = len(consent), self.k
-        rep = np.repeat(np.arange(n), k)
-        out = transition(state.take(rep), np.tile(np.arange(k), n),
-                         UserTraits(**{f: getattr(user, f)[rep] for f in _USER}),
-                         consent[rep], shock[rep], None, self.model, self.reward_fn,
-                         expected=True)
-        return out.reward.reshape(n, k).argmax(axis=1)
-
     def values(self, info: Mapping[str, Any]) -> np.ndarray:
         """``(B, K)`` look-ahead value of each first action."""
         if not info or "latent_stress" not in info:
@@ -83,14 +73,15 @@ class LookaheadPlanner:
         user = UserTraits(**{f: np.asarray(info[f"user_{f}"])[rep] for f in _USER})
         consent = np.asarray(info["consent"])[rep]
         step = np.asarray(info["step"])[rep]
-        mean_shock = m.shock_rate * user.shock_prob * m.shock_size   # E[0.5 + U] = 1
+        mean_shock = m.mean_shock(user.shock_prob)
         action = np.tile(np.arange(k), b)
         shock = np.asarray(info["shock"])[rep]
         total, alive = np.zeros(b * k), np.ones(b * k)
         for d in range(self.depth):
             live = (step + d) < self.horizon
             if d > 0:
-                action = (self._myopic(state, user, consent, mean_shock)
+                action = (action_rewards(state, user, consent, mean_shock, m,
+                                         self.reward_fn).argmax(axis=1)
                           if self.base == "myopic" else np.zeros(b * k, dtype=np.int64))
                 shock = mean_shock
             out = transition(state, action, user, consent, shock, None, m, self.reward_fn,
@@ -98,9 +89,8 @@ class LookaheadPlanner:
             total += alive * live * out.reward
             alive = alive * (1.0 - out.optout_prob)
             day_end = (step + d + 1) % self.slots == 0
-            come_back = np.clip(m.return_base + m.return_engagement * state.engagement
-                                - m.return_annoyance * state.annoyance, 0.0, 1.0)
-            alive = np.where(day_end, alive * come_back, alive)
+            alive = np.where(day_end, alive * m.come_back(state.engagement, state.annoyance),
+                             alive)
         return total.reshape(b, k)
 
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None

@@ -16,7 +16,7 @@ import numpy as np
 
 from envs.batched import BaseCore, DiscreteActions, column_slices
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
-                                     _clip, transition)
+                                     _clip, action_rewards, transition)
 from rewards.intervention import InterventionRewardFn
 from synth.archetypes import TRAITS
 from synth.population import PopulationSampler
@@ -97,8 +97,7 @@ class InterventionCore(BaseCore):
         self.day_noise[lanes] = rng.standard_normal((m, self.days, pop.weights.shape[1]))
         draws = rng.random((m, H, 5))
         stress0 = 0.4 * rng.random(m)
-        self.shock[lanes] = ((draws[..., 0] < mdl.shock_rate * user.shock_prob[:, None])
-                             * mdl.shock_size * (0.5 + draws[..., 1]))
+        self.shock[lanes] = mdl.shock(draws[..., 0], draws[..., 1], user.shock_prob[:, None])
         self.u[lanes] = draws[..., 2:4]
         self.u_opt[lanes] = draws[..., 4]
         self.u_return[lanes] = rng.random((m, self.days))
@@ -134,12 +133,12 @@ class InterventionCore(BaseCore):
         optout = self.u_opt[rows, t] < out.optout_prob
         t1 = t + 1
         day = np.minimum(t1 // self.slots, self.days - 1)
-        come_back = _clip(m.return_base + m.return_engagement * self.state.engagement
-                            - m.return_annoyance * self.state.annoyance, 0.0, 1.0)
-        stays = self.u_return[rows, day] < come_back
-        leaves = (t1 % self.slots == 0) & (t1 < self.H) & ~stays
+        day_end = t1 % self.slots == 0
+        stays = self.u_return[rows, day] < m.come_back(self.state.engagement,
+                                                       self.state.annoyance)
+        leaves = day_end & (t1 < self.H) & ~stays
         terminated = optout | leaves | (t1 >= self.H)
-        self._drift(np.flatnonzero((t1 % self.slots == 0) & ~terminated), day)
+        self._drift(np.flatnonzero(day_end & ~terminated), day)
         self.opted_out |= optout
         self.t = t1
         self.last_action, self.last_complied = action.copy(), out.complied
@@ -185,16 +184,11 @@ class InterventionCore(BaseCore):
         self.obs[lanes] = o
 
     # ------------------------------------------------------------------ info
-    def expected_rewards(self, shock: np.ndarray | None = None) -> np.ndarray:
+    def expected_rewards(self) -> np.ndarray:
         """``(B, K)`` expected immediate reward of every action in the current state."""
-        B, K = self.B, self.K
-        rep = np.repeat(self.rows, K)
-        state = self.state.take(rep)
-        user = UserTraits(**{n: getattr(self.user, n)[rep] for n in _USER})
-        shock = self.shock[self.rows, np.minimum(self.t, self.H - 1)] if shock is None else shock
-        out = transition(state, np.tile(np.arange(K), B), user, self.consent[rep], shock[rep],
-                         None, self.model, self.reward_fn, expected=True)
-        return out.reward.reshape(B, K)
+        shock = self.shock[self.rows, np.minimum(self.t, self.H - 1)]
+        return action_rewards(self.state, self.user, self.consent, shock, self.model,
+                              self.reward_fn)
 
     def info(self) -> dict[str, np.ndarray]:
         """Ground truth for every lane's current decision, plus episode safety metrics."""

@@ -63,7 +63,8 @@ from rewards.intervention import InterventionRewardFn
 from synth.archetypes import TRAITS
 from synth.errors import check_int, check_range
 
-__all__ = ["ACTIONS", "InterventionModel", "UserTraits", "State", "transition", "TONES"]
+__all__ = ["ACTIONS", "InterventionModel", "UserTraits", "State", "transition",
+           "action_rewards", "TONES"]
 
 ACTIONS: tuple[str, ...] = ("no_action", "intervene_supportive", "intervene_neutral",
                             "intervene_direct", "recommend_event", "suggest_pairing")
@@ -110,6 +111,20 @@ class InterventionModel:
     return_engagement: float = 0.3
     return_annoyance: float = 1.0
 
+    def come_back(self, engagement: np.ndarray, annoyance: np.ndarray) -> np.ndarray:
+        """Chance that a user comes back the next day."""
+        return _clip(self.return_base + self.return_engagement * engagement
+                     - self.return_annoyance * annoyance, 0.0, 1.0)
+
+    def shock(self, u_hit: np.ndarray, u_size: np.ndarray, shock_prob: np.ndarray
+              ) -> np.ndarray:
+        """Stress shocks: with chance ``shock_rate · shock_prob``, ``shock_size · (½ + U)``."""
+        return (u_hit < self.shock_rate * shock_prob) * self.shock_size * (0.5 + u_size)
+
+    def mean_shock(self, shock_prob: np.ndarray) -> np.ndarray:
+        """The expectation of ``shock`` (``E[½ + U] = 1``)."""
+        return self.shock_rate * shock_prob * self.shock_size
+
     def __post_init__(self) -> None:
         for f in fields(self):
             if f.name == "pairing_delay":
@@ -128,6 +143,9 @@ class UserTraits:
     sociability: np.ndarray     # (B,) drives events and pairing
     shock_prob: np.ndarray      # (B,) chance of a stress shock per step
     baseline_engagement: np.ndarray  # (B,)
+
+    def take(self, idx: np.ndarray) -> "UserTraits":
+        return UserTraits(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
     @classmethod
     def from_traits(cls, traits: np.ndarray) -> "UserTraits":
@@ -262,3 +280,13 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     return Outcome(reward=reward, needed=needed, false_intervention=false,
                    complied=complied, acted_without_consent=acting & ~consent,
                    optout_prob=_clip(m.optout_scale * state.annoyance ** 2, 0.0, 1.0))
+
+
+def action_rewards(state: State, user: UserTraits, consent: np.ndarray, shock: np.ndarray,
+                   model: InterventionModel, reward_fn: InterventionRewardFn) -> np.ndarray:
+    """``(n, K)`` expected immediate reward of every action (``state`` is not changed)."""
+    n, k = len(consent), len(ACTIONS)
+    rep = np.repeat(np.arange(n), k)
+    out = transition(state.take(rep), np.tile(np.arange(k), n), user.take(rep), consent[rep],
+                     shock[rep], None, model, reward_fn, expected=True)
+    return out.reward.reshape(n, k)
