@@ -17,7 +17,8 @@ import numpy as np
 from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
 from envs.adaptation_core import OBS_COLUMNS
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
-                                   chat_transition, satisfaction, style_vectors)
+                                   chat_transition, phase_of, satisfaction, style_rewards,
+                                   style_vectors)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import TRAITS
 from synth.errors import ConfigError, check_int
@@ -87,47 +88,32 @@ class AdaptationPlanner:
         self.model = model
         self.reward_fn = reward_fn or AdaptationRewardWeights().function()
         self.depth = check_int("depth", depth, 1, 1000)
-        self.bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * max_turns).astype(np.int64)
         self.max_turns = check_int("max_turns", max_turns, 4)
-
-    def _turn(self, style: np.ndarray, perceived: np.ndarray, prefs: Preferences,
-              turn: np.ndarray, state: ChatState) -> np.ndarray:
-        phase = np.searchsorted(self.bounds, np.minimum(turn, self.max_turns - 1),
-                                side="right")
-        sat = satisfaction(style_vectors(style, perceived), prefs, phase, state.sentiment,
-                           self.model)
-        reward, _ = chat_transition(state, sat, None, self.model, self.reward_fn,
-                                    expected=True)
-        return reward
 
     def values(self, obs: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         """``(B, 9)`` look-ahead value of each first style."""
         if not info or "preferred_style" not in info:
             raise ConfigError("the planner reads the latent state from info: build the env "
                               "with info_level='full'")
-        b = len(obs)
+        m, b = self.model, len(obs)
         rep = np.repeat(np.arange(b), _K)
         perceived = obs[:, _PERCEIVED].astype(np.float64)[rep]
-        w6 = np.asarray(info["latent_weights"])[:, :6]
-        prefs = Preferences.of(np.asarray(info["latent_traits"]),
-                               w6 / w6.sum(axis=1, keepdims=True))
-        prefs = Preferences(prefs.target[rep], prefs.importance[rep])
-        state = ChatState(np.asarray(info["latent_sentiment"], dtype=np.float64)[rep].copy(),
-                          np.asarray(info["latent_engagement"], dtype=np.float64)[rep].copy())
+        prefs = Preferences(np.asarray(info["preferred_style"]),
+                            np.asarray(info["style_importance"])).take(rep)
+        state = ChatState(np.asarray(info["latent_sentiment"], dtype=np.float64),
+                          np.asarray(info["latent_engagement"], dtype=np.float64)).take(rep)
         turn = np.rint(obs[:, _TURN] * self.max_turns).astype(np.int64)[rep]
         style = np.tile(np.arange(_K), b)
         total, alive = np.zeros(b * _K), np.ones(b * _K)
-        m = self.model
         for d in range(self.depth):
-            live = (turn + d) < self.max_turns
+            phase = phase_of(turn + d, self.max_turns)
             if d > 0:                       # later turns: the myopic style, imagined
-                sub = np.repeat(np.arange(b * _K), _K)
-                trial = ChatState(state.sentiment[sub].copy(), state.engagement[sub].copy())
-                r = self._turn(np.tile(np.arange(_K), b * _K), perceived[sub],
-                               Preferences(prefs.target[sub], prefs.importance[sub]),
-                               turn[sub] + d, trial)
-                style = r.reshape(b * _K, _K).argmax(axis=1)
-            total += alive * live * self._turn(style, perceived, prefs, turn + d, state)
+                style = style_rewards(perceived, prefs, phase, state, m,
+                                      self.reward_fn).argmax(axis=1)
+            sat = satisfaction(style_vectors(style, perceived), prefs, phase, state.sentiment,
+                               m)
+            reward, _ = chat_transition(state, sat, None, m, self.reward_fn, expected=True)
+            total += alive * ((turn + d) < self.max_turns) * reward
             alive = alive * np.where(state.engagement < m.leave_below, 1 - m.leave_prob, 1.0)
         return total.reshape(b, _K)
 

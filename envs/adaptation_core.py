@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
-                                   chat_transition, satisfaction, style_vectors)
+                                   chat_transition, phase_of, satisfaction, style_rewards,
+                                   style_vectors)
 from envs.batched import BaseCore, BoxActions, DiscreteActions, column_slices
 from rewards.adaptation import AdaptationRewardFn
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
@@ -50,8 +51,6 @@ class AdaptationCore(BaseCore):
         self.discrete = action_mode == "discrete"
         self.actions = DiscreteActions(len(STYLES)) if self.discrete else BoxActions(_N)
         self.obs_noise, self.with_truth = obs_noise, with_truth
-        # phase boundaries: opening 15%, building 30%, problem solving 40%, closing 15%
-        self.bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * max_turns).astype(np.int64)
         self.cols = OBS_COLUMNS
         self.obs_size = OBS_COLUMNS["last_style"].stop
         B, H = num_lanes, max_turns
@@ -72,7 +71,7 @@ class AdaptationCore(BaseCore):
 
     def phase(self, t: np.ndarray) -> np.ndarray:
         """Phase index of turn ``t``."""
-        return np.searchsorted(self.bounds, np.minimum(t, self.H - 1), side="right")
+        return phase_of(t, self.H)
 
     def preferences(self, lanes: np.ndarray | slice = slice(None)) -> Preferences:
         return Preferences(self.target[lanes], self.importance[lanes])
@@ -150,15 +149,8 @@ class AdaptationCore(BaseCore):
     # ------------------------------------------------------------------ info
     def expected_rewards(self) -> np.ndarray:
         """``(B, 9)`` expected reward of each discrete style this turn."""
-        B, K = self.B, len(STYLES)
-        rep = np.repeat(self.rows, K)
-        styles = style_vectors(np.tile(np.arange(K), B), self.perceived[rep])
-        sat = satisfaction(styles, self.preferences(rep), self.phase(self.t[rep]),
-                           self.state.sentiment[rep], self.model)
-        state = ChatState(self.state.sentiment[rep].copy(), self.state.engagement[rep].copy())
-        reward, _ = chat_transition(state, sat, None, self.model, self.reward_fn,
-                                    expected=True)
-        return reward.reshape(B, K)
+        return style_rewards(self.perceived, self.preferences(), self.phase(self.t),
+                             self.state, self.model, self.reward_fn)
 
     def info(self) -> dict[str, Any]:
         """Ground truth for every lane's current turn."""
@@ -167,6 +159,7 @@ class AdaptationCore(BaseCore):
         info: dict[str, Any] = {
             "latent_traits": self.traits.copy(), "latent_weights": self.weights.copy(),
             "latent_primary": self.primary.copy(), "preferred_style": self.target.copy(),
+            "style_importance": self.importance.copy(),
             "latent_sentiment": self.state.sentiment.copy(),
             "latent_engagement": self.state.engagement.copy(),
             "phase": self.phase(self.t), "consent": self.consent.copy(),

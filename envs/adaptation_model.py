@@ -42,8 +42,8 @@ from synth.archetypes import ARCHETYPE_NAMES, TRAITS
 from synth.errors import check_range
 
 __all__ = ["PHASES", "STRATEGIES", "TONES", "STYLES", "PREFERRED", "IMPORTANCE", "TONE_SHIFT",
-           "AdaptationModel", "ChatState", "Preferences", "style_vectors", "satisfaction",
-           "chat_transition"]
+           "AdaptationModel", "ChatState", "Preferences", "phase_of", "style_vectors",
+           "satisfaction", "chat_transition", "style_rewards"]
 
 PHASES = ("opening", "building", "problem_solving", "closing")
 STRATEGIES = ("mirror", "complement", "balance")
@@ -111,6 +111,9 @@ class Preferences:
     target: np.ndarray
     importance: np.ndarray
 
+    def take(self, idx: np.ndarray) -> "Preferences":
+        return Preferences(self.target[idx], self.importance[idx])
+
     @classmethod
     def of(cls, traits: np.ndarray, weights: np.ndarray) -> "Preferences":
         """From traits ``(B, 10)`` and mixture weights over the six archetypes ``(B, 6)``."""
@@ -129,6 +132,17 @@ class ChatState:
 
     sentiment: np.ndarray
     engagement: np.ndarray
+
+    def take(self, idx: np.ndarray) -> "ChatState":
+        """A copy of the rows ``idx``."""
+        return ChatState(self.sentiment[idx].copy(), self.engagement[idx].copy())
+
+
+def phase_of(turn: np.ndarray, max_turns: int) -> np.ndarray:
+    """Phase index of each turn: opening 15% of the turns, building 30%, problem solving
+    40%, closing 15%."""
+    bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * max_turns).astype(np.int64)
+    return np.searchsorted(bounds, np.minimum(turn, max_turns - 1), side="right")
 
 
 def style_vectors(style: np.ndarray, perceived: np.ndarray) -> np.ndarray:
@@ -168,3 +182,15 @@ def chat_transition(state: ChatState, sat: np.ndarray, thumb_u: np.ndarray | Non
     state.engagement = np.clip(state.engagement + m.engagement_rate * (sat - state.engagement)
                                - m.engagement_drain, 0.0, 1.0)
     return reward_fn(state.engagement, (state.sentiment + 1.0) / 2.0, thumb), thumb
+
+
+def style_rewards(perceived: np.ndarray, prefs: Preferences, phase: np.ndarray,
+                  state: ChatState, model: AdaptationModel, reward_fn: AdaptationRewardFn
+                  ) -> np.ndarray:
+    """``(n, 9)`` expected reward of every discrete style this turn (``state`` unchanged)."""
+    n, k = len(perceived), len(STYLES)
+    rep = np.repeat(np.arange(n), k)
+    sat = satisfaction(style_vectors(np.tile(np.arange(k), n), perceived[rep]),
+                       prefs.take(rep), phase[rep], state.sentiment[rep], model)
+    reward, _ = chat_transition(state.take(rep), sat, None, model, reward_fn, expected=True)
+    return reward.reshape(n, k)
