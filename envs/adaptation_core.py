@@ -154,8 +154,7 @@ class AdaptationCore(BaseCore):
 
     def info(self) -> dict[str, Any]:
         """Ground truth for every lane's current turn."""
-        if not self.with_truth:
-            raise RuntimeError("this core was built without ground truth (info_level='none')")
+        self.require_truth()
         info: dict[str, Any] = {
             "latent_traits": self.traits.copy(), "latent_weights": self.weights.copy(),
             "latent_primary": self.primary.copy(), "preferred_style": self.target.copy(),

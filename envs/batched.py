@@ -1,6 +1,6 @@
 """Gymnasium faces of a batched core: the single env (batch of one) and the native VectorEnv.
 
-A *core* steps ``B`` users at once in NumPy and exposes:
+A *core* (a ``BaseCore``) steps ``B`` users at once in NumPy and exposes:
 
 * ``B``, ``actions`` (a ``DiscreteActions`` or ``BoxActions``), ``obs`` (``(B, D)``
   float32), ``started``;
@@ -17,7 +17,8 @@ with ``num_envs=1`` reproduces the single env exactly.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Protocol
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Iterable, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +29,7 @@ from gymnasium.vector.utils import batch_space
 from synth.errors import ConfigError, InvalidActionError, ResetNeededError
 from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["Core", "CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
+__all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
            "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
            "column_slices", "resolve_reward_fn"]
 
@@ -88,12 +89,35 @@ def column_slices(widths: Iterable[tuple[str, int]]) -> dict[str, slice]:
     return out
 
 
-class BaseCore:
-    """Plumbing shared by the batched cores.
+class BaseCore(ABC):
+    """What the Gymnasium faces need from a batched core, and the plumbing all cores share.
 
-    Subclasses set ``rows``, ``t``, ``obs_size``, ``started`` and ``population_time``, and
-    implement ``reset_lanes`` and ``info``.
+    Subclasses set ``B``, ``actions``, ``rows`` (``arange(B)``), ``t``, ``obs`` and
+    ``obs_size``, ``started``, ``population_time``, ``with_truth`` and ``step_info``, and
+    implement ``reset_lanes``, ``step`` and ``info``.
     """
+
+    B: int
+    actions: "DiscreteActions | BoxActions"
+    obs: np.ndarray
+    step_info: dict[str, np.ndarray]
+
+    @abstractmethod
+    def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
+        """Start new users in ``lanes``."""
+
+    @abstractmethod
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One decision for every lane: ``(reward, terminated)``; set ``step_info``."""
+
+    @abstractmethod
+    def info(self) -> dict[str, np.ndarray]:
+        """Ground truth for every lane's current decision (call ``require_truth`` first)."""
+
+    def require_truth(self) -> None:
+        """Refuse to report ground truth the core was built without."""
+        if not self.with_truth:
+            raise RuntimeError("this core was built without ground truth (info_level='none')")
 
     def observation_space(self) -> spaces.Box:
         """Every observed feature is in [0, 1]."""
@@ -118,24 +142,6 @@ class BaseCore:
         """``info()`` for one lane (the single env's view)."""
         return {k: (v[lane].item() if np.ndim(v[lane]) == 0 else v[lane])
                 for k, v in self.info().items()}
-
-
-class Core(Protocol):
-    """What the Gymnasium faces need from a batched core (see the module docstring)."""
-
-    B: int
-    actions: DiscreteActions | BoxActions
-    obs: np.ndarray
-    started: bool
-    step_info: dict[str, np.ndarray]
-
-    def observation_space(self) -> spaces.Box: ...
-    def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None: ...
-    def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None: ...
-    def park(self, lanes: np.ndarray) -> None: ...
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-    def info(self) -> dict[str, np.ndarray]: ...
-    def lane_info(self, lane: int) -> dict[str, Any]: ...
 
 
 class DiscreteActions:
@@ -203,7 +209,7 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, core: Core, info_level: str) -> None:
+    def __init__(self, core: BaseCore, info_level: str) -> None:
         super().__init__()
         self.info_level = check_info_level(info_level)
         self._core = core
@@ -241,7 +247,7 @@ class CoreVectorEnv(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, core: Core, info_level: str) -> None:
+    def __init__(self, core: BaseCore, info_level: str) -> None:
         self.info_level = check_info_level(info_level)
         self._core = core
         self.num_envs = core.B

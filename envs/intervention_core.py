@@ -192,8 +192,7 @@ class InterventionCore(BaseCore):
 
     def info(self) -> dict[str, np.ndarray]:
         """Ground truth for every lane's current decision, plus episode safety metrics."""
-        if not self.with_truth:
-            raise RuntimeError("this core was built without ground truth (info_level='none')")
+        self.require_truth()
         expected = self.expected_rewards()
         t = np.minimum(self.t, self.H - 1)
         info: dict[str, Any] = {f"latent_{n}": getattr(self.state, n).copy() for n in _STATE}

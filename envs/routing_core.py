@@ -273,8 +273,7 @@ class RoutingCore(BaseCore):
 
     def info(self) -> dict[str, np.ndarray]:
         """Ground truth for the current decision of every lane (arrays, lanes first)."""
-        if not self.with_truth:
-            raise RuntimeError("this core was built without ground truth (info_level='none')")
+        self.require_truth()
         rows = self.rows
         t = np.minimum(self.t, self.H - 1)
         truth = self.lanes["truth"][rows, t]
