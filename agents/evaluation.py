@@ -27,7 +27,8 @@ class EpisodeBatch:
 
     Attributes:
         returns, lengths: per episode.
-        oracle_agreement: share of decisions equal to ``info["oracle_action"]``.
+        oracle_agreement: share of decisions equal to ``info["oracle_action"]`` (discrete
+            actions; NaN for continuous ones, where equality is meaningless).
         first: ``info`` values at each episode's start (``first_keys``).
         final: ``info`` values after each episode's last step (``final_keys``).
     """
@@ -65,7 +66,7 @@ def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episo
         ret, length, agree = np.zeros(b), np.zeros(b, dtype=np.int64), np.zeros(b)
         while active.any():
             action = policy.act(obs, info if policy.privileged else None)
-            agree += active * (action == info["oracle_action"])
+            agree += active * (action == info["oracle_action"] if action.ndim == 1 else np.nan)
             nxt, reward, term, _, info = env.step(action)
             if policy.learning:
                 policy.update(obs[active], action[active], reward[active])

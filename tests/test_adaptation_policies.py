@@ -49,3 +49,16 @@ def test_baselines_act_validly_and_the_planner_needs_ground_truth():
     with pytest.raises(ConfigError, match="valid: .*planner"):
         make_adaptation_baseline("mind_reader")
     assert FixedStyle("balance_direct").act(obs).tolist() == [8] * 300
+
+
+def test_continuous_policies_are_evaluated_too():
+    class PreferredStyle:                       # the continuous myopic oracle
+        privileged, learning, name = True, False, "preferred"
+
+        def act(self, obs, info=None):
+            return info["oracle_action"]
+
+    result = run_episodes(PreferredStyle(),
+                          lambda n: PersonalityAdaptationVectorEnv(n, action_mode="continuous"),
+                          200, seed=0)
+    assert result.returns.mean() > 10 and np.isnan(result.oracle_agreement).all()
