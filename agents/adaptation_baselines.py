@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
+from agents.baselines import (FixedPolicy, MeanTablePolicy, MyopicOracle, Policy,
+                              RandomPolicy)
 from envs.adaptation_core import OBS_COLUMNS
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
                                    chat_transition, phase_of, satisfaction, style_rewards,
@@ -32,25 +33,17 @@ _NEUROTICISM = _PERCEIVED.start + TRAITS.index("neuroticism")
 _SENTIMENT, _TURN = OBS_COLUMNS["sentiment"].start, OBS_COLUMNS["turn"].start
 
 
-class FixedStyle:
+class FixedStyle(FixedPolicy):
     """Always the same discrete style."""
 
-    privileged = False
-    learning = False
-
     def __init__(self, style: int | str) -> None:
+        super().__init__(_K)
         self.style = STYLES.index(style) if isinstance(style, str) else int(style)
         self.name = STYLES[self.style]
 
-    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
-        return np.full(len(obs), self.style)
-
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
                      ) -> np.ndarray:
-        return np.eye(_K)[self.act(obs)]
-
-    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
-        return None
+        return np.broadcast_to(np.eye(_K)[self.style], (len(obs), _K))
 
 
 class ObservedStyleGreedy(MeanTablePolicy):
@@ -68,7 +61,7 @@ class ObservedStyleGreedy(MeanTablePolicy):
         return (phase * 3 + sentiment) * 2 + neurotic
 
 
-class AdaptationPlanner:
+class AdaptationPlanner(FixedPolicy):
     """Rollout planner over the expected conversation dynamics (see the module docstring).
 
     Args:
@@ -85,6 +78,7 @@ class AdaptationPlanner:
     def __init__(self, model: AdaptationModel = AdaptationModel(),
                  reward_fn: AdaptationRewardFn | None = None, depth: int = 4,
                  max_turns: int = 16) -> None:
+        super().__init__(_K)
         self.model = model
         self.reward_fn = reward_fn or AdaptationRewardWeights().function()
         self.depth = check_int("depth", depth, 1, 1000)
@@ -117,15 +111,9 @@ class AdaptationPlanner:
             alive = alive * np.where(state.engagement < m.leave_below, 1 - m.leave_prob, 1.0)
         return total.reshape(b, _K)
 
-    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
-        return self.values(obs, info).argmax(axis=1)
-
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
                      ) -> np.ndarray:
-        return np.eye(_K)[self.act(obs, info)]
-
-    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
-        return None
+        return np.eye(_K)[self.values(obs, info).argmax(axis=1)]
 
 
 ADAPTATION_BASELINES = {

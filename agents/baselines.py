@@ -25,7 +25,7 @@ import numpy as np
 from envs.routing_core import ObsLayout
 from synth.errors import ConfigError, check_range
 
-__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
+__all__ = ["Policy", "FixedPolicy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
            "MeanTablePolicy", "make_baseline", "BASELINES"]
 
 
@@ -47,7 +47,10 @@ class Policy(Protocol):
         """Learn from one step of a batch (no-op for fixed policies)."""
 
 
-class _Fixed:
+class FixedPolicy:
+    """Base of policies that do not learn: ``act`` is the most probable action of
+    ``action_probs``; ``update`` does nothing."""
+
     privileged = False
     learning = False
 
@@ -61,7 +64,7 @@ class _Fixed:
         return self.action_probs(obs, info).argmax(axis=1)
 
 
-class RandomPolicy(_Fixed):
+class RandomPolicy(FixedPolicy):
     """Uniformly random action; ``seed`` fixes its draws."""
 
     name = "random"
@@ -78,7 +81,7 @@ class RandomPolicy(_Fixed):
         return self.rng.integers(0, self.k, size=len(obs))
 
 
-class MyopicOracle(_Fixed):
+class MyopicOracle(FixedPolicy):
     """Privileged myopic oracle (any env): the action with the highest expected immediate
     reward given the latent state, ``info["oracle_action"]``."""
 
@@ -93,7 +96,7 @@ class MyopicOracle(_Fixed):
         return np.eye(self.k)[np.asarray(info["oracle_action"])]
 
 
-class MeanTablePolicy(_Fixed):
+class MeanTablePolicy(FixedPolicy):
     """Running mean reward per (bucket, agent) with an optimistic start.
 
     While ``learning``, a fraction ``epsilon`` of decisions is a uniformly random agent:

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from agents.baselines import FixedPolicy
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
@@ -30,7 +31,7 @@ _STATE = tuple(f.name for f in fields(State))
 _USER = tuple(f.name for f in fields(UserTraits))
 
 
-class LookaheadPlanner:
+class LookaheadPlanner(FixedPolicy):
     """Rollout planner over the expected dynamics.
 
     Args:
@@ -53,12 +54,12 @@ class LookaheadPlanner:
                  base: str = "myopic") -> None:
         if base not in ("myopic", "noop"):
             raise ConfigError(f"base={base!r}; valid: 'myopic', 'noop'")
+        super().__init__(len(ACTIONS))
         self.model, self.base = model, base
         self.reward_fn = reward_fn or InterventionRewardWeights().function()
         self.depth = check_int("depth", depth, 1, 1000)
         self.slots = check_int("slots_per_day", slots_per_day, 1)
         self.horizon = check_int("horizon", horizon, 1)
-        self.k = len(ACTIONS)
 
     def values(self, info: Mapping[str, Any]) -> np.ndarray:
         """``(B, K)`` look-ahead value of each first action."""
@@ -96,9 +97,3 @@ class LookaheadPlanner:
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
                      ) -> np.ndarray:
         return np.eye(self.k)[self.values(info).argmax(axis=1)]
-
-    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
-        return self.values(info).argmax(axis=1)
-
-    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
-        return None
