@@ -16,7 +16,7 @@ import numpy as np
 
 from envs.batched import BaseCore, DiscreteActions, column_slices
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
-                                     _clip, action_rewards, transition)
+                                     fast_clip, action_rewards, transition)
 from rewards.intervention import InterventionRewardFn
 from synth.archetypes import TRAITS
 from synth.population import PopulationSampler
@@ -170,7 +170,7 @@ class InterventionCore(BaseCore):
         o = np.zeros((len(lanes), self.obs_size), dtype=np.float32)
         emotions = np.stack([(s.valence[lanes] + 1) / 2, s.arousal[lanes], s.stress[lanes],
                              s.engagement[lanes]], axis=1)
-        o[:, 0:4] = _clip(emotions + noise, 0.0, 1.0)
+        o[:, 0:4] = fast_clip(emotions + noise, 0.0, 1.0)
         slot = np.minimum(t, self.H - 1) % self.slots
         o[np.arange(len(lanes)), c["slot"].start + slot] = 1.0
         day = np.minimum(t, self.H - 1) // self.slots

@@ -64,7 +64,7 @@ from synth.archetypes import TRAITS
 from synth.errors import check_int, check_range
 
 __all__ = ["ACTIONS", "InterventionModel", "UserTraits", "State", "transition",
-           "action_rewards", "TONES"]
+           "action_rewards", "fast_clip", "TONES"]
 
 ACTIONS: tuple[str, ...] = ("no_action", "intervene_supportive", "intervene_neutral",
                             "intervene_direct", "recommend_event", "suggest_pairing")
@@ -72,7 +72,7 @@ TONES = ("supportive", "neutral", "direct")
 _T = {name: i for i, name in enumerate(TRAITS)}
 
 
-def _clip(x: np.ndarray, low: float, high: float) -> np.ndarray:
+def fast_clip(x: np.ndarray, low: float, high: float) -> np.ndarray:
     """``np.clip`` without its Python-level dispatch (it runs several times per step)."""
     return np.minimum(np.maximum(x, low), high)
 
@@ -113,7 +113,7 @@ class InterventionModel:
 
     def come_back(self, engagement: np.ndarray, annoyance: np.ndarray) -> np.ndarray:
         """Chance that a user comes back the next day."""
-        return _clip(self.return_base + self.return_engagement * engagement
+        return fast_clip(self.return_base + self.return_engagement * engagement
                      - self.return_annoyance * annoyance, 0.0, 1.0)
 
     def shock(self, u_hit: np.ndarray, u_size: np.ndarray, shock_prob: np.ndarray
@@ -158,13 +158,13 @@ class UserTraits:
         x = traits
         supportive = (x[:, _T["neuroticism"]] + x[:, _T["agreeableness"]]
                       + x[:, _T["empathy"]]) / 3
-        direct = _clip((x[:, _T["directness"]] + x[:, _T["conscientiousness"]]) / 2
+        direct = fast_clip((x[:, _T["directness"]] + x[:, _T["conscientiousness"]]) / 2
                          - 0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1)
         neutral = np.full(len(x), 0.5)
         return cls(
             tone_fit=np.stack([supportive, neutral, direct], axis=1),
             sociability=(x[:, _T["extraversion"]] + x[:, _T["agreeableness"]]) / 2,
-            shock_prob=_clip(0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1),
+            shock_prob=fast_clip(0.5 * x[:, _T["neuroticism"]] + 0.25, 0, 1),
             baseline_engagement=(x[:, _T["enthusiasm"]] + x[:, _T["openness"]]) / 2,
         )
 
@@ -225,7 +225,7 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     needed = (state.stress > m.need_stress) | (state.valence < m.need_valence)
     acting = action != 0
     ok = consent | ~acting
-    tone = _clip(action - 1, 0, 2)
+    tone = fast_clip(action - 1, 0, 2)
     intervene = (action >= 1) & (action <= 3) & ok
     fresh = 1.0 / (1.0 + state.fatigue)
     fit = user.tone_fit[np.arange(len(action)), tone]
@@ -247,7 +247,7 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     state.engagement += m.event_engagement * attended - m.pairing_cost * paired
     # lasting trust: well-timed help builds it, interventions nobody needed erode it
     trust = m.trust_gain * help_ - m.trust_loss * false
-    state.base_engagement = _clip(state.base_engagement + trust, 0.0, 1.0)
+    state.base_engagement = fast_clip(state.base_engagement + trust, 0.0, 1.0)
     state.engagement += trust
     # a pairing: the payoff value is carried, the timer counts down to it; when it pays
     # off it lifts the user's baselines for good (a new connection), not just for a while
@@ -257,29 +257,29 @@ def transition(state: State, action: np.ndarray, user: UserTraits, consent: np.n
     lift_v = due * m.pairing_valence * state.pair_value
     lift_e = due * m.pairing_engagement * state.pair_value
     state.valence += lift_v
-    state.base_valence = _clip(state.base_valence + lift_v, -1.0, 1.0)
+    state.base_valence = fast_clip(state.base_valence + lift_v, -1.0, 1.0)
     state.engagement += lift_e
-    state.base_engagement = _clip(state.base_engagement + lift_e, 0.0, 1.0)
+    state.base_engagement = fast_clip(state.base_engagement + lift_e, 0.0, 1.0)
     state.pair_value = np.where(due, 0.0, state.pair_value)
     state.pairing = np.maximum(state.pairing - 1, 0)
     state.fatigue += acting & ok
     state.annoyance += m.fatigue_annoyance * np.maximum(0.0, state.fatigue
                                                         - m.fatigue_tolerance) * acting
     # natural dynamics
-    state.stress = _clip(state.stress * m.stress_decay + shock, 0.0, 1.0)
+    state.stress = fast_clip(state.stress * m.stress_decay + shock, 0.0, 1.0)
     target_v = state.base_valence - m.stress_valence * state.stress
-    state.valence = _clip(state.valence + m.valence_relax * (target_v - state.valence), -1, 1)
+    state.valence = fast_clip(state.valence + m.valence_relax * (target_v - state.valence), -1, 1)
     target_e = state.base_engagement * (1.0 - state.annoyance)
-    state.engagement = _clip(state.engagement + m.engagement_relax
+    state.engagement = fast_clip(state.engagement + m.engagement_relax
                                * (target_e - state.engagement), 0.0, 1.0)
     state.arousal = 0.5 * state.arousal + 0.5 * state.stress
     state.fatigue *= m.fatigue_decay
-    state.annoyance = _clip(state.annoyance * m.annoyance_decay, 0.0, 1.0)
+    state.annoyance = fast_clip(state.annoyance * m.annoyance_decay, 0.0, 1.0)
     reward = reward_fn(state.valence - v0, state.engagement - e0, complied, false)
     reward = np.where(ok, reward, 0.0)
     return Outcome(reward=reward, needed=needed, false_intervention=false,
                    complied=complied, acted_without_consent=acting & ~consent,
-                   optout_prob=_clip(m.optout_scale * state.annoyance ** 2, 0.0, 1.0))
+                   optout_prob=fast_clip(m.optout_scale * state.annoyance ** 2, 0.0, 1.0))
 
 
 def action_rewards(state: State, user: UserTraits, consent: np.ndarray, shock: np.ndarray,
