@@ -25,7 +25,7 @@ import numpy as np
 from envs.routing_core import ObsLayout
 from synth.errors import ConfigError, check_range
 
-__all__ = ["Policy", "FixedPolicy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
+__all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter", "PersonaRouter", "MyopicOracle",
            "MeanTablePolicy", "make_baseline", "BASELINES"]
 
 
@@ -81,6 +81,24 @@ class RandomPolicy(FixedPolicy):
         return self.rng.integers(0, self.k, size=len(obs))
 
 
+class RandomVector(FixedPolicy):
+    """Uniformly random action vector in ``[low, high]^dim`` (continuous action spaces)."""
+
+    name = "random"
+
+    def __init__(self, dim: int, low: float = 0.0, high: float = 1.0, seed: int = 0) -> None:
+        super().__init__(dim)
+        self.low, self.high = low, high
+        self.rng = np.random.default_rng(seed)
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        raise ConfigError("a continuous policy has no action probabilities; it has a density")
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        return self.rng.uniform(self.low, self.high, size=(len(obs), self.k))
+
+
 class MyopicOracle(FixedPolicy):
     """Privileged myopic oracle (any env): the action with the highest expected immediate
     reward given the latent state, ``info["oracle_action"]``."""
@@ -94,6 +112,12 @@ class MyopicOracle(FixedPolicy):
             raise ConfigError("the oracle reads info['oracle_action']: build the env with "
                               "info_level='full'")
         return np.eye(self.k)[np.asarray(info["oracle_action"])]
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The oracle action itself: an index, or a vector for continuous actions."""
+        if not info or "oracle_action" not in info:
+            return self.action_probs(obs, info)          # raises the explanation
+        return np.asarray(info["oracle_action"])
 
 
 class MeanTablePolicy(FixedPolicy):

@@ -116,8 +116,9 @@ class PersonalityAdaptationEnv(CoreEnv):
 
 
 class PersonalityAdaptationVectorEnv(CoreVectorEnv):
-    """``num_envs`` conversations stepped together (NEXT_STEP autoreset)."""
+    """``num_envs`` conversations stepped together (autoreset as in ``CoreVectorEnv``)."""
 
     def __init__(self, num_envs: int = 1, *, info_level: str = "full",
-                 **kwargs: Any) -> None:
-        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level)
+                 autoreset_mode: str = "next_step", **kwargs: Any) -> None:
+        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
+                         autoreset_mode)

@@ -243,12 +243,27 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
 
 
 class CoreVectorEnv(VectorEnv):
-    """``num_envs`` users of a core stepped together, NEXT_STEP autoreset."""
+    """``num_envs`` users of a core stepped together.
+
+    ``autoreset_mode="next_step"`` (default, what RLlib expects): a lane that terminated
+    restarts on the following ``step``, which ignores its action and returns reward 0.
+    ``"same_step"`` (what SB3 expects): a terminated lane restarts within the same ``step``;
+    the returned observation is the new user's and the last observation of the ended
+    episode is in ``info["final_obs"]`` (a ``(B, D)`` array, valid where
+    ``info["_final_obs"]``), whatever the ``info_level``; with ``info_level="full"`` the
+    ended users' ground truth is in ``info["final_info"]``.
+    """
 
     metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
-    def __init__(self, core: BaseCore, info_level: str) -> None:
+    def __init__(self, core: BaseCore, info_level: str, autoreset_mode: str = "next_step"
+                 ) -> None:
         self.info_level = check_info_level(info_level)
+        modes = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+        if autoreset_mode not in modes:
+            raise ConfigError(f"autoreset_mode={autoreset_mode!r}; valid: {sorted(modes)}")
+        self.metadata = {**self.metadata, "autoreset_mode": modes[autoreset_mode]}
+        self._same_step = autoreset_mode == "same_step"
         self._core = core
         self.num_envs = core.B
         self.single_observation_space = core.observation_space()
@@ -269,6 +284,8 @@ class CoreVectorEnv(VectorEnv):
         if not self._core.started:
             raise ResetNeededError("call reset() before step()")
         actions = self._core.actions.batch(actions, self.num_envs)
+        if self._same_step:
+            return self._step_same(actions)
         # lanes that ended last step restart instead of stepping (NEXT_STEP); parking makes
         # them safe to step, and reset_lanes overwrites whatever the step did to them
         restart = np.flatnonzero(self._needs_reset)
@@ -281,6 +298,23 @@ class CoreVectorEnv(VectorEnv):
         self._needs_reset = terminated.copy()
         return (self._core.obs.copy(), reward, terminated,
                 np.zeros(self.num_envs, dtype=bool), self._infos(restart))
+
+    def _step_same(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                       np.ndarray, dict[str, Any]]:
+        reward, terminated = self._core.step(actions)
+        ended = np.flatnonzero(terminated)
+        final_obs = self._core.obs.copy()
+        none = np.zeros(0, dtype=np.int64)
+        final_info = self._infos(none) if ended.size and self.info_level == "full" else None
+        if ended.size:
+            self._core.park(ended)
+            self._core.reset_lanes(ended, self.np_random)
+        info = self._infos(none)              # the new users, and the step just taken
+        info["final_obs"], info["_final_obs"] = final_obs, terminated.copy()
+        if final_info is not None:
+            info["final_info"], info["_final_info"] = final_info, terminated.copy()
+        return (self._core.obs.copy(), reward, terminated,
+                np.zeros(self.num_envs, dtype=bool), info)
 
     def _infos(self, restart: np.ndarray | None) -> dict[str, Any]:
         if self.info_level == "none":

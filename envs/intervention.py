@@ -130,8 +130,9 @@ class InterventionTimingEnv(CoreEnv):
 
 
 class InterventionTimingVectorEnv(CoreVectorEnv):
-    """``num_envs`` InterventionTiming users stepped together (NEXT_STEP autoreset)."""
+    """``num_envs`` InterventionTiming users stepped together (autoreset as in ``CoreVectorEnv``)."""
 
     def __init__(self, num_envs: int = 1, *, info_level: str = "full",
-                 **kwargs: Any) -> None:
-        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level)
+                 autoreset_mode: str = "next_step", **kwargs: Any) -> None:
+        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
+                         autoreset_mode)

@@ -146,13 +146,14 @@ class AgentRoutingEnv(CoreEnv):
 
 
 class AgentRoutingVectorEnv(CoreVectorEnv):
-    """``num_envs`` AgentRouting sessions stepped together (NEXT_STEP autoreset).
+    """``num_envs`` AgentRouting sessions stepped together (autoreset as in ``CoreVectorEnv``).
 
     Same arguments as ``AgentRoutingEnv`` plus ``num_envs``. One generator drives all
     lanes; with ``num_envs=1`` the trajectory equals the single env's for the same seed.
     """
 
     def __init__(self, num_envs: int = 1, *, info_level: str = "full",
-                 **kwargs: Any) -> None:
-        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level)
+                 autoreset_mode: str = "next_step", **kwargs: Any) -> None:
+        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
+                         autoreset_mode)
         self.layout: ObsLayout = self._core.layout

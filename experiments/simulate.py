@@ -23,28 +23,22 @@ from omegaconf import DictConfig, OmegaConf
 from agents.baselines import make_baseline
 from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
 from envs.routing import AgentRoutingVectorEnv, build_core
+from experiments.schema import register_configs
+from experiments.wiring import env_kwargs
 from synth.archetypes import TASK_TYPES
 from synth.errors import PersonaRLError, check_int
 
 log = logging.getLogger(__name__)
+register_configs()
 
 # (better, worse) pairs whose paired difference the report must show
 COMPARISONS = (("oracle", "persona_router"), ("persona_router", "greedy"),
                ("persona_router", "random"), ("greedy", "random"))
 
 
-def env_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """AgentRouting constructor arguments from the composed config."""
-    env = OmegaConf.to_container(cfg.env, resolve=True)
-    env.pop("id")
-    env["population"] = OmegaConf.to_container(cfg.persona, resolve=True)
-    env["signal_weights"] = OmegaConf.to_container(cfg.reward, resolve=True)
-    return env
-
-
 def simulate(cfg: DictConfig) -> dict[str, Any]:
     """Warm up, evaluate and summarise every configured policy."""
-    kwargs = env_kwargs(cfg)
+    _, kwargs = env_kwargs(cfg)
     core = build_core(1, **kwargs)           # validates every env and persona value
     layout = core.layout
     episodes = check_int("episodes", cfg.episodes, 2)

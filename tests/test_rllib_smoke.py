@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytestmark = pytest.mark.slow
 
-
-@pytest.fixture(scope="session")
-def ray_session(tmp_path_factory):
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    ray = pytest.importorskip("ray")
-    import torch
-
-    torch.set_num_threads(1)
-    # a short temp dir: Ray's socket paths must stay under 107 characters
-    temp = f"/tmp/ray-{os.getpid()}"
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+AGENT = dict(num_env_runners=0, num_envs_per_env_runner=16, lr=3e-4, gamma=0.99,
+             gae_lambda=0.95, clip_param=0.2, entropy_coeff=0.01, vf_loss_coeff=0.5,
+             grad_clip=0.5, num_epochs=2, train_batch_size=512, minibatch_size=128,
+             hidden=[32, 32], activation="tanh")
 
 
 @pytest.mark.parametrize("env_id, env_config", [
@@ -29,30 +18,35 @@ def ray_session(tmp_path_factory):
     ("personarl/PersonalityAdaptation-v0", {}),
     ("personarl/PersonalityAdaptation-v0", {"action_mode": "continuous"}),
 ])
-def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, env_id, env_config):
-    from ray.rllib.algorithms.ppo import PPOConfig
-
-    from agents.rllib_env import register_envs
+def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, tmp_path, env_id,
+                                                     env_config):
+    from agents.rllib_ppo import RLlibPPO, build_ppo_config
     from envs.batched import CoreVectorEnv
 
-    register_envs()
-    config = (
-        PPOConfig()
-        .environment(env_id, env_config={"info_level": "none", **env_config})
-        .env_runners(num_env_runners=0, num_envs_per_env_runner=16,
-                     gym_env_vectorize_mode="vector_entry_point")
-        .training(train_batch_size_per_learner=512, minibatch_size=128, num_epochs=2)
-    )
-    algo = config.build_algo()
+    learner = RLlibPPO(build_ppo_config(env_id, env_config, AGENT, seed=0), tmp_path / "rllib")
     try:
-        assert isinstance(algo.env_runner.env.unwrapped, CoreVectorEnv)
-        assert algo.env_runner.env.unwrapped.num_envs == 16
+        env = learner.algo.env_runner.env.unwrapped
+        assert isinstance(env, CoreVectorEnv) and env.num_envs == 16
         steps = []
         for _ in range(2):
-            result = algo.train()
-            steps.append(result["env_runners"]["num_env_steps_sampled_lifetime"])
+            metrics = learner.train()
+            steps.append(learner.env_steps)
         assert steps[0] >= 512 and steps[1] >= steps[0] + 512
-        assert result["training_iteration"] == 2
-        assert result["env_runners"]["num_episodes_lifetime"] > 0
+        assert learner.iteration == 2
+        assert metrics["charts/episodes"] >= 0 and "losses/policy_loss" in metrics
+        assert any((tmp_path / "rllib").iterdir())        # RLlib's log dir is ours
+        obs = env.observation_space.sample()[:5]
+        action = learner.policy().act(obs)
+        assert len(action) == 5 and env.single_action_space.contains(
+            action[0].astype(env.single_action_space.dtype))
     finally:
-        algo.stop()
+        learner.close()
+
+
+def test_rllib_rejects_an_impossible_combination_with_its_own_message():
+    from agents.rllib_ppo import build_ppo_config
+    from synth.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="minibatch_size"):
+        build_ppo_config("personarl/AgentRouting-v0", {},
+                         {**AGENT, "minibatch_size": 4096}, seed=0)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 
-from experiments.simulate import env_kwargs, simulate, to_markdown
+from experiments.simulate import simulate, to_markdown
+from experiments.wiring import env_kwargs
 
 CONFIGS = str(Path(__file__).resolve().parents[1] / "configs")
 
@@ -24,7 +25,7 @@ def compose_cfg(*overrides: str):
 def test_configs_compose_into_env_arguments():
     cfg = compose_cfg("env.horizon=1", "persona.bot_fraction=0.1",
                       "+reward.weights.conversion=0.9")
-    kwargs = env_kwargs(cfg)
+    kwargs = env_kwargs(cfg)[1]
     assert kwargs["horizon"] == 1 and kwargs["population"]["bot_fraction"] == 0.1
     assert kwargs["signal_weights"] == {"weights": {"conversion": 0.9}, "confidence": {}}
     assert "id" not in kwargs
@@ -36,7 +37,7 @@ def test_reward_weights_from_config_change_the_reward():
     returns = []
     for weights in ({}, {"click": 0.0, "scroll_depth": 0.0, "dwell": 0.0}):
         kwargs = env_kwargs(compose_cfg(*[f"+reward.weights.{k}={v}"
-                                          for k, v in weights.items()]))
+                                          for k, v in weights.items()]))[1]
         env = AgentRoutingVectorEnv(2000, horizon=1, **{k: v for k, v in kwargs.items()
                                                         if k != "horizon"})
         env.reset(seed=0)
@@ -78,7 +79,7 @@ def test_main_job_writes_report_and_rejects_bad_override(tmp_path):
 def test_custom_archetypes_and_events_from_hydra_config():
     from envs import AgentRoutingVectorEnv
 
-    kwargs = env_kwargs(compose_cfg("persona=custom_example"))
+    kwargs = env_kwargs(compose_cfg("persona=custom_example"))[1]
     env = AgentRoutingVectorEnv(256, **kwargs)
     obs, info = env.reset(seed=0)
     sampler = env._core.sampler

@@ -3,6 +3,7 @@
     python -m experiments.bench env     [--seconds 3] [--out benchmarks/env.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
+    python -m experiments.bench train   [--budget 300000] [--seeds 3] [--out benchmarks/train.json]
 
 Record results in BENCHMARKS.md with the command, date and machine.
 """
@@ -44,20 +45,31 @@ def main(argv: list[str] | None = None) -> int:
     pol = sub.add_parser("policies", help="InterventionTiming baselines vs the planner")
     pol.add_argument("--episodes", type=int, default=2000)
     pol.add_argument("--out", default="benchmarks/policies.json")
+    trn = sub.add_parser("train", help="time-to-target: our RLlib PPO vs SB3 PPO")
+    trn.add_argument("--budget", type=int, default=300_000, help="env steps per run")
+    trn.add_argument("--seeds", type=int, default=3)
+    trn.add_argument("--eval-every", type=int, default=25_000, help="env steps between evals")
+    trn.add_argument("--eval-episodes", type=int, default=1024)
+    trn.add_argument("--out", default="benchmarks/train.json")
     args = parser.parse_args(argv)
-    for name in ("seconds", "repeats", "users", "particles", "episodes"):
+    for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
+                 "eval_every", "eval_episodes"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
-            parser.error(f"--{name}={value} must be positive")
+            parser.error(f"--{name.replace('_', '-')}={value} must be positive")
     if args.what == "env":
         from experiments.bench.env import run
         result = run(seconds=args.seconds, repeats=args.repeats)
     elif args.what == "fusion":
         from experiments.bench.fusion import run
         result = run(users=args.users, particles=args.particles)
-    else:
+    elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)
+    else:
+        from experiments.bench.train import run
+        result = run(budget=args.budget, seeds=args.seeds, eval_every=args.eval_every,
+                     eval_episodes=args.eval_episodes)
     result["machine"] = _machine()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,133 @@
+"""What ``experiments.train`` drives: one interface over RLlib PPO, SB3 PPO and the baselines.
+
+A learner trains in iterations. Each ``train()`` returns CleanRL-style namespaced metrics
+(``charts/…``, ``losses/…``, ``perf/…``) for that iteration; ``env_steps`` counts the env
+steps sampled so far. ``save(dir)`` writes a complete checkpoint into an existing empty
+directory and ``restore(dir)`` continues from one. ``policy()`` is the trained policy
+behind the ``agents.baselines.Policy`` interface used by evaluation.
+
+``OnlineBaseline`` makes a learning baseline (greedy, the persona router, LinUCB, Thompson
+sampling) a learner: each iteration is ``steps_per_iteration`` batched steps of online
+learning. Its checkpoint is an ``.npz`` of the policy's arrays plus its generator's state
+as JSON — no pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+from gymnasium.vector import VectorEnv
+
+from agents.baselines import Policy
+
+__all__ = ["Learner", "OnlineBaseline"]
+
+
+class Learner(Protocol):
+    """The training side of an agent."""
+
+    env_steps: int
+    iteration: int
+
+    def train(self) -> dict[str, float]:
+        """Run one iteration; its metrics (namespaced keys)."""
+
+    def save(self, path: Path) -> None:
+        """Write a complete checkpoint into the existing directory ``path``."""
+
+    def restore(self, path: Path) -> None:
+        """Continue from the checkpoint in ``path``."""
+
+    def policy(self) -> Policy:
+        """The policy as trained so far (frozen for evaluation)."""
+
+    def close(self) -> None:
+        """Release processes and files."""
+
+
+class OnlineBaseline:
+    """A learning baseline trained online on the vector env, in iterations.
+
+    Args:
+        policy: the baseline (``learning`` on).
+        make_env: ``n -> VectorEnv`` (``info_level="full"`` if the policy is privileged).
+        num_envs: parallel users.
+        steps_per_iteration: batched steps per iteration.
+        seed: seed of the env.
+    """
+
+    def __init__(self, policy: Policy, make_env: Callable[[int], VectorEnv], num_envs: int,
+                 steps_per_iteration: int, seed: int) -> None:
+        self._policy, self.num_envs = policy, num_envs
+        self.steps_per_iteration = steps_per_iteration
+        self.env = make_env(num_envs)
+        self.env_steps = self.iteration = 0
+        self._seed = seed
+        self._obs: np.ndarray | None = None
+        self._info: dict[str, Any] = {}
+        self._restarting = np.zeros(num_envs, dtype=bool)
+        self._returns = np.zeros(num_envs)
+        self._lengths = np.zeros(num_envs, dtype=np.int64)
+
+    def train(self) -> dict[str, float]:
+        start = time.perf_counter()
+        if self._obs is None:
+            self._obs, self._info = self.env.reset(seed=self._seed + self.iteration)
+        done_returns: list[np.ndarray] = []
+        done_lengths: list[np.ndarray] = []
+        p = self._policy
+        for _ in range(self.steps_per_iteration):
+            action = p.act(self._obs, self._info if p.privileged else None)
+            nxt, reward, term, _, self._info = self.env.step(action)
+            live = ~self._restarting       # NEXT_STEP: a restarting lane ignored its action
+            if p.learning:
+                p.update(self._obs[live], action[live], reward[live])
+            self._returns += reward * live
+            self._lengths += live
+            done_returns.append(self._returns[term].copy())
+            done_lengths.append(self._lengths[term].copy())
+            self._returns[term] = 0.0
+            self._lengths[term] = 0
+            self._restarting = term
+            self._obs = nxt
+        self.iteration += 1
+        steps = self.steps_per_iteration * self.num_envs
+        self.env_steps += steps
+        returns, lengths = np.concatenate(done_returns), np.concatenate(done_lengths)
+        elapsed = time.perf_counter() - start
+        return {"charts/episodic_return": float(returns.mean()) if len(returns) else np.nan,
+                "charts/episode_length": float(lengths.mean()) if len(lengths) else np.nan,
+                "charts/episodes": float(len(returns)),
+                "perf/env_steps_per_s": steps / max(elapsed, 1e-9)}
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in vars(self._policy).items() if isinstance(v, np.ndarray)}
+        np.savez(path / "policy.npz", **arrays)
+        rng = getattr(self._policy, "rng", None)
+        state = dict(env_steps=self.env_steps, iteration=self.iteration,
+                     rng=rng.bit_generator.state if rng is not None else None)
+        (path / "state.json").write_text(json.dumps(state))
+
+    def restore(self, path: Path) -> None:
+        with np.load(path / "policy.npz", allow_pickle=False) as arrays:
+            for key in arrays.files:
+                setattr(self._policy, key, arrays[key])
+        refresh = getattr(self._policy, "_refresh", None)
+        if refresh is not None:
+            refresh()
+        state = json.loads((path / "state.json").read_text())
+        self.env_steps, self.iteration = state["env_steps"], state["iteration"]
+        if state["rng"] is not None:
+            self._policy.rng.bit_generator.state = state["rng"]
+        self._obs = None              # episodes in flight are not part of a checkpoint
+
+    def policy(self) -> Policy:
+        self._policy.learning = False
+        return self._policy
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,175 @@
+"""RLlib PPO (new API stack) as a PersonaRL learner.
+
+``build_ppo_config`` is the one adapter from our agent config to RLlib's ``PPOConfig``: it
+fills the config, points RLlib at our native VectorEnv (``vector_entry_point``: the
+registered creator receives ``num_envs`` and returns the batched env) and calls RLlib's
+own ``validate()``, whose errors say how to fix them. ``RLlibPPO`` wraps the Algorithm
+behind the ``agents.learners.Learner`` interface; ``ModulePolicy`` evaluates its RLModule
+behind the ``Policy`` interface (greedy: the most probable action, or the Gaussian mean).
+
+Ray must be initialised by the caller (``experiments.train`` does, with ``num_cpus``, no
+dashboard and a short temp dir).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+
+from agents.rllib_env import register_envs
+from synth.errors import ConfigError
+
+__all__ = ["build_ppo_config", "RLlibPPO", "ModulePolicy"]
+
+# RLlib result path -> our metric name
+_METRICS = {
+    ("env_runners", "episode_return_mean"): "charts/episodic_return",
+    ("env_runners", "episode_len_mean"): "charts/episode_length",
+    ("env_runners", "num_episodes"): "charts/episodes",
+    ("learners", "default_policy", "policy_loss"): "losses/policy_loss",
+    ("learners", "default_policy", "vf_loss"): "losses/value_loss",
+    ("learners", "default_policy", "entropy"): "losses/entropy",
+    ("learners", "default_policy", "mean_kl_loss"): "losses/approx_kl",
+    ("learners", "default_policy", "vf_explained_var"): "losses/explained_variance",
+    ("learners", "default_policy", "default_optimizer_learning_rate"): "charts/learning_rate",
+}
+
+
+def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[str, Any],
+                     seed: int) -> PPOConfig:
+    """Our agent config (``configs/agent/ppo.yaml``) as a validated ``PPOConfig``.
+
+    Raises:
+        ConfigError: RLlib rejected the combination (its message, which says the fix).
+    """
+    config = (
+        PPOConfig()
+        .environment(env_id, env_config={**env_config, "info_level": "none"},
+                     normalize_actions=False, clip_actions=False)
+        .env_runners(num_env_runners=agent["num_env_runners"],
+                     num_envs_per_env_runner=agent["num_envs_per_env_runner"],
+                     gym_env_vectorize_mode="vector_entry_point",
+                     rollout_fragment_length="auto")
+        .training(lr=agent["lr"], gamma=agent["gamma"], lambda_=agent["gae_lambda"],
+                  clip_param=agent["clip_param"], entropy_coeff=agent["entropy_coeff"],
+                  vf_loss_coeff=agent["vf_loss_coeff"], grad_clip=agent["grad_clip"],
+                  num_epochs=agent["num_epochs"],
+                  train_batch_size_per_learner=agent["train_batch_size"],
+                  minibatch_size=agent["minibatch_size"])
+        .rl_module(model_config=DefaultModelConfig(
+            fcnet_hiddens=list(agent["hidden"]), fcnet_activation=agent["activation"],
+            vf_share_layers=False))
+        .debugging(seed=seed, log_level="ERROR")
+        .reporting(metrics_num_episodes_for_smoothing=100)
+    )
+    try:
+        config.validate()
+    except Exception as exc:          # RLlib raises ValueError and its own error types
+        raise ConfigError(f"RLlib rejected the PPO config: {exc}") from None
+    return config
+
+
+def _dig(result: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(result, Mapping) or key not in result:
+            return None
+        result = result[key]
+    return result
+
+
+class RLlibPPO:
+    """An RLlib PPO Algorithm behind the learner interface.
+
+    Args:
+        config: from ``build_ppo_config``.
+        log_dir: where RLlib's own Trainable log directory goes (Ray 2.60's Algorithm has
+            no ``logger_creator`` and would otherwise create one under ``~/ray_results``).
+    """
+
+    def __init__(self, config: PPOConfig, log_dir: Path) -> None:
+        register_envs()
+        from ray.tune.trainable import trainable as _trainable
+        log_dir.mkdir(parents=True, exist_ok=True)
+        _trainable.DEFAULT_STORAGE_PATH = str(log_dir.resolve())
+        self.algo = config.build_algo()
+        self.action_space = self.algo.env_runner.env.unwrapped.single_action_space
+        self.env_steps = self.iteration = 0
+
+    def train(self) -> dict[str, float]:
+        start = time.perf_counter()
+        result = self.algo.train()
+        elapsed = time.perf_counter() - start
+        steps = int(_dig(result, ("env_runners", "num_env_steps_sampled_lifetime")) or 0)
+        metrics = {name: float(v) for path, name in _METRICS.items()
+                   if (v := _dig(result, path)) is not None}
+        metrics["perf/env_steps_per_s"] = (steps - self.env_steps) / max(elapsed, 1e-9)
+        metrics["perf/iteration_s"] = elapsed
+        for ours, theirs in (("perf/sample_s", "env_runner_sampling_timer"),
+                             ("perf/learn_s", "learner_update_timer")):
+            if (v := _dig(result, ("timers", theirs))) is not None:
+                metrics[ours] = float(v)
+        self.env_steps, self.iteration = steps, int(result["training_iteration"])
+        return metrics
+
+    def save(self, path: Path) -> None:
+        self.algo.save_to_path(str(path.resolve()))
+
+    def restore(self, path: Path) -> None:
+        self.algo.restore_from_path(str(path.resolve()))
+        self.iteration = int(self.algo.iteration)
+        lifetime = self.algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"),
+                                          default=0)
+        self.env_steps = int(lifetime)
+
+    def policy(self) -> "ModulePolicy":
+        return ModulePolicy(self.algo.get_module(), self.action_space)
+
+    def close(self) -> None:
+        self.algo.stop()
+
+
+class ModulePolicy:
+    """A trained RLlib RLModule (torch) behind the ``Policy`` interface, acting greedily:
+    the most probable action, or the Gaussian's mean clipped to the action bounds."""
+
+    name = "ppo"
+    privileged = False
+    learning = False
+
+    def __init__(self, module: Any, action_space: gym.Space) -> None:
+        self.module, self.action_space = module, action_space
+        self.discrete = isinstance(action_space, gym.spaces.Discrete)
+        self.module.eval()
+
+    def dist_inputs(self, obs: np.ndarray) -> np.ndarray:
+        """``(B, K)`` logits, or ``(B, 2·dim)`` Gaussian mean and log-std."""
+        with torch.no_grad():
+            out = self.module.forward_inference({"obs": torch.as_tensor(
+                np.asarray(obs, dtype=np.float32))})
+        return out["action_dist_inputs"].numpy()
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        if not self.discrete:
+            raise ConfigError("a continuous policy has no action probabilities; "
+                              "use dist_inputs() for its Gaussian's parameters")
+        z = self.dist_inputs(obs)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        z = self.dist_inputs(obs)
+        if self.discrete:
+            return z.argmax(axis=1)
+        return np.clip(z[:, : z.shape[1] // 2], self.action_space.low, self.action_space.high)
+
+    def update(self, obs: np.ndarray, action: np.ndarray, reward: np.ndarray) -> None:
+        return None
+

@@ -1,0 +1,131 @@
+"""Time-to-target: our RLlib PPO pipeline against Stable-Baselines3 PPO, same protocol.
+
+Both learners get the same PPO hyperparameters and network (``configs/agent/ppo.yaml``), the
+same number of parallel envs (our native vector env; SB3 steps it through
+``agents.sb3_ppo.SB3VecEnv``), one process (``num_env_runners=0``) and one torch thread.
+Every ``eval_every`` env steps the clock is paused and the greedy policy is evaluated on
+the same held-out users (``eval_episodes``, fixed seed). The clock includes Ray's start-up
+and building the learner; it excludes those evaluations.
+
+The target is 90% of the final evaluation return of our PPO (median over seeds);
+time-to-target is the wall time until a run's evaluation first reaches it. Seeds are
+interleaved (ours, SB3, ours, SB3, …) so drifts in machine speed hit both alike; the ratio
+is of the medians measured in this run. The profile splits each learner's iteration time
+into sampling (env stepping, inference, episode bookkeeping) and the gradient update.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agents.evaluation import run_episodes
+from envs.creator import create_env
+
+ENV_ID = "personarl/AgentRouting-v0"
+
+
+def _agent_config() -> dict[str, Any]:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from experiments.schema import register_configs
+    register_configs()
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    with initialize_config_dir(str(configs), version_base="1.3"):
+        return OmegaConf.to_container(compose("train").agent, resolve=True)
+
+
+def _one_run(kind: str, agent: dict[str, Any], seed: int, budget: int, eval_every: int,
+             eval_episodes: int) -> dict[str, Any]:
+    import ray
+    import torch
+
+    torch.set_num_threads(1)
+    make_env = lambda n: create_env(ENV_ID, {"num_envs": n, "info_level": "full"})  # noqa
+    paused = 0.0
+    start = time.perf_counter()
+    if kind == "rllib":
+        from agents.rllib_ppo import RLlibPPO, build_ppo_config
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/personarl-bench",
+                 log_to_driver=False)
+        learner = RLlibPPO(build_ppo_config(ENV_ID, {}, agent, seed),
+                           Path(tempfile.mkdtemp(prefix="bench-rllib-")))
+    else:
+        from agents.sb3_ppo import SB3PPO
+        learner = SB3PPO(ENV_ID, {}, agent, seed)
+    startup = time.perf_counter() - start
+    curve: list[tuple[float, int, float]] = []
+    sample_s = learn_s = iter_s = 0.0
+    next_eval = eval_every
+    try:
+        while learner.env_steps < budget:
+            m = learner.train()
+            sample_s += m.get("perf/sample_s", 0.0)
+            learn_s += m.get("perf/learn_s", 0.0)
+            iter_s += m["perf/iteration_s"]
+            if learner.env_steps >= next_eval or learner.env_steps >= budget:
+                wall = time.perf_counter() - start - paused
+                t = time.perf_counter()
+                ret = run_episodes(learner.policy(), make_env, eval_episodes, seed=99).returns
+                paused += time.perf_counter() - t
+                curve.append((wall, learner.env_steps, float(ret.mean())))
+                next_eval += eval_every
+    finally:
+        learner.close()
+        if kind == "rllib":
+            ray.shutdown()
+    total = time.perf_counter() - start - paused
+    return dict(kind=kind, seed=seed, startup_s=startup, train_s=total,
+                steps_per_s=learner.env_steps / iter_s, curve=curve,
+                profile=dict(startup_s=startup, sample_s=sample_s, learn_s=learn_s,
+                             other_s=max(total - startup - sample_s - learn_s, 0.0)))
+
+
+def _time_to(curve: list[tuple[float, int, float]], target: float) -> float:
+    for wall, _, ret in curve:
+        if ret >= target:
+            return wall
+    return float("inf")
+
+
+def run(budget: int = 300_000, seeds: int = 3, eval_every: int = 25_000,
+        eval_episodes: int = 1024) -> dict[str, Any]:
+    """Interleaved runs of both learners; prints and returns the figures."""
+    agent = _agent_config()
+    runs = []
+    for seed in range(seeds):
+        for kind in ("rllib", "sb3"):
+            r = _one_run(kind, agent, seed, budget, eval_every, eval_episodes)
+            print(f"{kind:>5} seed {seed}: final eval {r['curve'][-1][2]:.3f}, "
+                  f"{r['steps_per_s']:,.0f} steps/s, {r['train_s']:.1f} s", flush=True)
+            runs.append(r)
+    final = statistics.median(r["curve"][-1][2] for r in runs if r["kind"] == "rllib")
+    target = 0.9 * final
+    out: dict[str, Any] = dict(env=ENV_ID, budget=budget, seeds=seeds, eval_every=eval_every,
+                               eval_episodes=eval_episodes, agent=agent,
+                               final_ppo_score=final, target=target, runs=runs)
+    for kind in ("rllib", "sb3"):
+        mine = [r for r in runs if r["kind"] == kind]
+        times = [_time_to(r["curve"], target) for r in mine]
+        out[kind] = dict(
+            time_to_target_s=statistics.median(times), times=times,
+            steps_per_s=statistics.median(r["steps_per_s"] for r in mine),
+            final_eval=statistics.median(r["curve"][-1][2] for r in mine),
+            profile={k: float(np.median([r["profile"][k] for r in mine]))
+                     for k in mine[0]["profile"]})
+    out["ratio_rllib_over_sb3"] = out["rllib"]["time_to_target_s"] / out["sb3"]["time_to_target_s"]
+    print(f"\ntarget = 90% of final PPO eval return {final:.3f} = {target:.3f}")
+    print(f"{'':>6} {'time-to-target':>15} {'steps/s':>9} {'final':>7}  profile (median s)")
+    for kind in ("rllib", "sb3"):
+        o = out[kind]
+        prof = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in o["profile"].items())
+        print(f"{kind:>6} {o['time_to_target_s']:>14.1f}s {o['steps_per_s']:>9,.0f} "
+              f"{o['final_eval']:>7.3f}  {prof}")
+    print(f"ratio ours / SB3 (time-to-target) = {out['ratio_rllib_over_sb3']:.2f}")
+    return out

@@ -1,0 +1,149 @@
+"""End-of-training evaluation: the trained policy and the baselines on the same users.
+
+Every policy runs the same ``eval.episodes`` held-out users per population (same seeds,
+so the same latent users and the same exogenous draws: paired comparisons), with the
+ground truth on (``info_level="full"``). Learning baselines first learn online on the
+*training* population for ``eval.baseline_warmup_steps`` batched steps, then are frozen.
+
+The summary, per population:
+
+* ``policies.<name>``: ``mean``, ``ci_low``, ``ci_high`` (95% t-interval), ``episodes``,
+  ``mean_length``, ``oracle_normalised`` ((π − random) / (reference − random), the
+  reference being the best privileged policy), ``privileged``, and the env's safety
+  metrics (InterventionTiming: ``false_intervention_rate`` pooled over all interventions,
+  ``interventions_per_episode``, ``opt_out_rate``);
+* ``paired``: the trained policy minus each other policy, with a 95% CI;
+* ``best_baseline``: the best non-privileged baseline; ``reference``: the privileged one;
+* ``value_of_knowing_persona``: reference − trained (paired), what the latent truth is
+  worth beyond what the platform observes;
+* ``per_archetype.<archetype>``: users and mean return per policy (bots apart).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from agents.baselines import Policy
+from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
+from agents.factory import baselines_for, env_core, make_policy
+from envs import INTERVENTION_ID
+from envs.creator import create_env
+from experiments.wiring import env_kwargs
+
+__all__ = ["evaluate_policies", "SAFETY_KEYS"]
+
+log = logging.getLogger(__name__)
+
+#: per env, the ``info`` keys read after each episode's last step for safety metrics
+SAFETY_KEYS = {INTERVENTION_ID: ("false_interventions", "interventions", "opted_out")}
+
+
+def _baselines(cfg: DictConfig, env_id: str, kwargs: dict[str, Any]) -> list[Policy]:
+    names = list(cfg.eval.baselines) if cfg.eval.baselines is not None else \
+        baselines_for(env_id, kwargs)
+    make_env = _env_maker(env_id, kwargs)
+    out = []
+    for name in names:
+        if name == cfg.agent.name:
+            continue                     # the trained agent is evaluated as itself
+        policy = make_policy(env_id, name, kwargs, seed=cfg.seed)
+        train_online(policy, make_env, cfg.eval.baseline_warmup_steps, seed=cfg.seed + 1,
+                     num_envs=cfg.eval.baseline_warmup_envs)
+        policy.learning = False
+        out.append(policy)
+    return out
+
+
+def _env_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[int], Any]:
+    return lambda n: create_env(env_id, {**kwargs, "num_envs": n, "info_level": "full"})
+
+
+def _safety(env_id: str, r: EpisodeBatch) -> dict[str, float]:
+    if env_id != INTERVENTION_ID:
+        return {}
+    interventions = r.final["interventions"].sum()
+    return dict(false_intervention_rate=float(r.final["false_interventions"].sum()
+                                              / max(interventions, 1)),
+                interventions_per_episode=float(r.final["interventions"].mean()),
+                opt_out_rate=float(r.final["opted_out"].mean()))
+
+
+def evaluate_policies(cfg: DictConfig, trained: Policy) -> dict[str, Any]:
+    """Evaluate ``trained`` (named ``cfg.agent.name``) and the baselines on every
+    population of ``cfg.eval.populations``; the summary described in the module doc."""
+    env_id, train_kwargs = env_kwargs(cfg)
+    baselines = _baselines(cfg, env_id, train_kwargs)
+    trained.name = cfg.agent.name
+    out: dict[str, Any] = {}
+    for pop_name, overrides in cfg.eval.populations.items():
+        overrides = OmegaConf.to_container(overrides, resolve=True)
+        _, kwargs = env_kwargs(cfg, overrides)
+        make_env = _env_maker(env_id, kwargs)
+        results: dict[str, EpisodeBatch] = {}
+        for policy in [trained, *baselines]:
+            results[policy.name] = run_episodes(
+                policy, make_env, cfg.eval.episodes, seed=cfg.eval.seed,
+                first_keys=("latent_primary", "is_bot"),
+                final_keys=SAFETY_KEYS.get(env_id, ()))
+            log.info("[%s] %s: mean return %.4f", pop_name, policy.name,
+                     results[policy.name].returns.mean())
+        privileged = {p.name for p in [trained, *baselines] if p.privileged}
+        archetypes = list(env_core(env_id, kwargs).sampler.tables[-1].names)
+        out[pop_name] = summarise(results, trained.name, privileged, archetypes, env_id,
+                                  overrides)
+    return out
+
+
+def summarise(results: dict[str, EpisodeBatch], trained: str, privileged: set[str],
+              archetypes: list[str], env_id: str, overrides: dict[str, Any]
+              ) -> dict[str, Any]:
+    """One population's summary (see the module doc)."""
+    means = {n: float(r.returns.mean()) for n, r in results.items()}
+    reference = max((n for n in results if n in privileged), key=means.get, default=None)
+    others = [n for n in results if n != trained and n not in privileged]
+    best = max(others, key=means.get, default=None)
+    random_mean = means.get("random")
+    s: dict[str, Any] = {"population_overrides": overrides, "trained": trained,
+                         "reference": reference, "best_baseline": best,
+                         "policies": {}, "paired": [], "per_archetype": {}}
+    for n, r in results.items():
+        m, lo, hi = mean_ci(r.returns)
+        norm = None
+        if reference is not None and random_mean is not None \
+                and means[reference] != random_mean:
+            norm = (m - random_mean) / (means[reference] - random_mean)
+        s["policies"][n] = dict(mean=m, ci_low=lo, ci_high=hi, episodes=len(r.returns),
+                                mean_length=float(r.lengths.mean()), oracle_normalised=norm,
+                                privileged=n in privileged, **_safety(env_id, r))
+    for n in results:
+        if n != trained:
+            d, lo, hi = paired_ci(results[trained].returns, results[n].returns)
+            s["paired"].append(dict(better=trained, worse=n, diff=d, ci_low=lo, ci_high=hi,
+                                    excludes_zero=bool(lo > 0 or hi < 0)))
+    if reference is not None:
+        d, lo, hi = paired_ci(results[reference].returns, results[trained].returns)
+        s["value_of_knowing_persona"] = dict(reference=reference, diff=d, ci_low=lo,
+                                             ci_high=hi)
+    any_r = next(iter(results.values()))
+    primary, is_bot = any_r.first["latent_primary"], any_r.first["is_bot"].astype(bool)
+    groups = [(a, (primary == i) & ~is_bot) for i, a in enumerate(archetypes)]
+    for label, rows in groups + [("(bots)", is_bot)]:
+        if rows.any():
+            s["per_archetype"][label] = dict(
+                users=int(rows.sum()),
+                **{n: float(r.returns[rows].mean()) for n, r in results.items()})
+    return s
+
+
+def headline(summary: dict[str, Any]) -> dict[str, Any]:
+    """The numbers a sweep compares: the first population's trained-policy figures."""
+    pop = next(iter(summary.values()))
+    me = pop["policies"][pop["trained"]]
+    return {"eval/return": me["mean"], "eval/return_ci_low": me["ci_low"],
+            "eval/return_ci_high": me["ci_high"],
+            "eval/oracle_normalised": me["oracle_normalised"]
+            if me["oracle_normalised"] is not None else np.nan}

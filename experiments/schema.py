@@ -1,0 +1,202 @@
+"""Dataclass schemas of every config group, registered in Hydra's ConfigStore.
+
+Each YAML option in ``configs/<group>/`` starts from its schema (``defaults: [<schema>,
+_self_]``), so an unknown key or a value of the wrong type fails when Hydra composes the
+config — before any code runs. Ranges are checked afterwards by the code that owns each
+value (``experiments.validate``), still before Ray starts, with the key in the message.
+
+Group -> schema (name in the ConfigStore):
+
+========  =============================================================
+env       ``routing_schema``, ``adaptation_schema``, ``intervention_schema``
+persona   ``persona_schema`` (``synth.population.PopulationConfig``'s fields)
+reward    ``signals_schema`` (AgentRouting), ``adaptation_reward_schema``,
+          ``intervention_reward_schema``
+agent     ``ppo_schema`` (RLlib and SB3 PPO), ``baseline_schema``
+logger    ``logger_schema``
+eval      ``eval_schema``
+========  =============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
+
+__all__ = ["register_configs", "TrainSchema"]
+
+
+# ---------------------------------------------------------------- env
+@dataclass
+class RoutingEnvSchema:
+    id: str = ROUTING_ID
+    num_agents: int = 6
+    horizon: int = 20
+    world_seed: int = 0
+    persona_sensitivity: float = 2.5
+
+
+@dataclass
+class AdaptationEnvSchema:
+    id: str = ADAPTATION_ID
+    action_mode: str = "discrete"
+    max_turns: int = 16
+    obs_noise: float = 0.1
+    model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
+
+
+@dataclass
+class InterventionEnvSchema:
+    id: str = INTERVENTION_ID
+    days: int = 7
+    slots_per_day: int = 4
+    obs_noise: float = 0.1
+    model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
+
+
+# ---------------------------------------------------------------- persona
+@dataclass
+class PersonaSchema:
+    proportions: Optional[Dict[str, float]] = None
+    concentration: float = 4.0
+    anchor: float = 0.5
+    trait_noise: float = 0.35
+    drift_rate: float = 0.03
+    bot_fraction: float = 0.05
+    slow_bot_fraction: float = 0.3
+    consent_rate: float = 0.9
+    groups: Dict[str, float] = field(
+        default_factory=lambda: {"group_a": 0.5, "group_b": 0.3, "group_c": 0.2})
+    human_missing_metadata: float = 0.02
+    bot_missing_metadata: float = 0.7
+    archetypes: Optional[List[Any]] = None
+    events: List[Any] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- reward
+@dataclass
+class SignalsRewardSchema:
+    weights: Dict[str, float] = field(default_factory=dict)
+    confidence: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class AdaptationRewardSchema:
+    engagement: float = 0.3
+    resonance: float = 0.4
+    explicit: float = 0.3
+
+
+@dataclass
+class InterventionRewardSchema:
+    sentiment: float = 0.4
+    engagement: float = 0.4
+    compliance: float = 0.2
+    false_penalty: float = 0.1
+
+
+# ---------------------------------------------------------------- agent
+@dataclass
+class PPOSchema:
+    """PPO hyperparameters shared by RLlib (``name: ppo``) and SB3 (``name: sb3_ppo``)."""
+
+    name: str = "ppo"
+    lr: float = 3e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_param: float = 0.2
+    entropy_coeff: float = 0.01
+    vf_loss_coeff: float = 0.5
+    grad_clip: float = 0.5
+    num_epochs: int = 4
+    train_batch_size: int = 4096        # env steps per iteration (all envs together)
+    minibatch_size: int = 512
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    activation: str = "tanh"
+    num_envs_per_env_runner: int = 64   # lanes of our native vector env
+    num_env_runners: int = 0            # 0: sample in the driver (best on 2 cores)
+
+
+@dataclass
+class BaselineSchema:
+    """A baseline: ``name`` picks it, ``params`` go to its constructor."""
+
+    name: str = "random"
+    params: Dict[str, Any] = field(default_factory=dict)
+    num_envs: int = 256                 # parallel users while a learning baseline learns
+
+
+# ---------------------------------------------------------------- logger / eval / run
+@dataclass
+class LoggerSchema:
+    name: str = "wandb"                 # "wandb" or "none"
+    mode: str = "offline"               # exported as WANDB_MODE unless already set
+    project: str = "personarl"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: List[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalSchema:
+    episodes: int = 4096                # held-out episodes per policy and population
+    seed: int = 1_000_003               # evaluation seeds, disjoint from training's
+    baselines: Optional[List[str]] = None   # None: every baseline that applies to the env
+    baseline_warmup_steps: int = 2000   # batched steps a learning baseline learns for
+    baseline_warmup_envs: int = 256
+    # population name -> overrides merged into `persona` ({} = the training population)
+    populations: Dict[str, Dict[str, Any]] = field(default_factory=lambda: {"train": {}})
+
+
+@dataclass
+class CheckpointSchema:
+    every: int = 5                      # iterations between checkpoints (0: only at the end)
+    keep: int = 2                       # newest complete checkpoints kept
+
+
+@dataclass
+class RaySchema:
+    num_cpus: int = 2
+    address: Optional[str] = None       # connect to an existing cluster instead
+    temp_dir: str = "/tmp/personarl-ray"
+
+
+@dataclass
+class TrainSchema:
+    """The primary config of ``experiments.train``; the groups fill the ``Any`` fields."""
+
+    env: Any = None
+    persona: Any = None
+    reward: Any = None
+    agent: Any = None
+    logger: Any = None
+    eval: Any = None
+    seed: int = 0
+    budget: int = 1_000_000             # env steps to train for
+    resume: bool = False
+    progress: bool = True
+    checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
+    ray: RaySchema = field(default_factory=RaySchema)
+
+
+def register_configs() -> None:
+    """Put every schema in Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    for group, name, node in (
+            ("env", "routing_schema", RoutingEnvSchema),
+            ("env", "adaptation_schema", AdaptationEnvSchema),
+            ("env", "intervention_schema", InterventionEnvSchema),
+            ("persona", "persona_schema", PersonaSchema),
+            ("reward", "signals_schema", SignalsRewardSchema),
+            ("reward", "adaptation_reward_schema", AdaptationRewardSchema),
+            ("reward", "intervention_reward_schema", InterventionRewardSchema),
+            ("agent", "ppo_schema", PPOSchema),
+            ("agent", "baseline_schema", BaselineSchema),
+            ("logger", "logger_schema", LoggerSchema),
+            ("eval", "eval_schema", EvalSchema)):
+        cs.store(group=group, name=name, node=node)
+    cs.store(name="train_schema", node=TrainSchema)

@@ -1,0 +1,209 @@
+"""Train an agent, checkpoint it, evaluate it against the baselines, write the report.
+
+    python -m experiments.train                                  # AgentRouting + RLlib PPO
+    python -m experiments.train experiment=intervention          # an overlay (configs/experiment)
+    python -m experiments.train agent=sb3_ppo logger=none budget=300000
+    python -m experiments.train hydra.run.dir=<old run dir> resume=true
+
+Everything the run writes lives in Hydra's run directory:
+
+* ``run.json`` — the config hash and the hashed part of the config (checked on resume);
+* ``metrics.jsonl`` — one row per iteration: ``iteration``, ``env_steps`` and namespaced
+  metrics (``charts/``, ``losses/``; wall-clock figures under ``perf/``);
+* ``checkpoints/iter_NNNNNN/`` — the newest ``checkpoint.keep`` complete checkpoints;
+* ``rllib/`` (RLlib's own log directory), ``wandb/`` and ``wandb_id.txt``;
+* ``summary.json``, ``report.md``, ``report.html``, ``*.png`` — the final evaluation.
+
+Configuration mistakes exit with status 2 and a message naming the key, before Ray starts.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")      # before torch/Ray are imported
+
+import json  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Iterator  # noqa: E402
+
+import hydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from agents.factory import make_policy  # noqa: E402
+from agents.learners import Learner, OnlineBaseline  # noqa: E402
+from envs.creator import create_env  # noqa: E402
+from experiments.final_eval import evaluate_policies, headline  # noqa: E402
+from experiments.run_files import Checkpoints, MetricsLog, Tracker, write_atomic  # noqa: E402
+from experiments.schema import register_configs  # noqa: E402
+from experiments.train_report import write_report  # noqa: E402
+from experiments.wiring import (config_diff, config_hash, env_kwargs,  # noqa: E402
+                                validate)
+from synth.errors import ConfigError, PersonaRLError  # noqa: E402
+
+__all__ = ["train", "main"]
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+@contextmanager
+def ray_session(cfg: DictConfig) -> Iterator[None]:
+    """Ray for the run: reuse a running one (tests), join ``ray.address``, or start one."""
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
+                 _temp_dir=cfg.ray.temp_dir, log_to_driver=False)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def build_learner(cfg: DictConfig, run_dir: Path) -> Learner:
+    """The learner named by ``cfg.agent.name``."""
+    env_id, kwargs = env_kwargs(cfg)
+    agent = OmegaConf.to_container(cfg.agent, resolve=True)
+    if agent["name"] == "ppo":
+        import torch
+
+        from agents.rllib_ppo import RLlibPPO, build_ppo_config
+        torch.set_num_threads(1)
+        return RLlibPPO(build_ppo_config(env_id, kwargs, agent, cfg.seed), run_dir / "rllib")
+    if agent["name"] == "sb3_ppo":
+        import torch
+
+        from agents.sb3_ppo import SB3PPO
+        torch.set_num_threads(1)
+        return SB3PPO(env_id, kwargs, agent, cfg.seed)
+    policy = make_policy(env_id, agent["name"], kwargs, seed=cfg.seed, **agent["params"])
+    num_envs = agent["num_envs"]
+    return OnlineBaseline(
+        policy, lambda n: create_env(env_id, {**kwargs, "num_envs": n, "info_level": "full"}),
+        num_envs=num_envs, steps_per_iteration=max(1, 4096 // num_envs), seed=cfg.seed)
+
+
+def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
+                     metrics: MetricsLog) -> Path | None:
+    """Check the run directory against ``resume``; returns the checkpoint to restore."""
+    run_file = run_dir / "run.json"
+    chash = config_hash(cfg)
+    if not cfg.resume:
+        if metrics.path.exists() or ckpts.latest() is not None:
+            raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue "
+                              "it, or choose another hydra.run.dir")
+        full = OmegaConf.to_container(cfg, resolve=True)
+        write_atomic(run_file, json.dumps(dict(config_hash=chash, config=full), indent=2))
+        return None
+    if not run_file.exists():
+        raise ConfigError(f"resume=true but {run_dir} holds no run (no run.json); start it "
+                          "without resume=true")
+    old = json.loads(run_file.read_text())
+    if old["config_hash"] != chash:
+        diff = config_diff(old["config"], cfg)
+        raise ConfigError(f"resume=true but the config differs from the run's (hash "
+                          f"{old['config_hash']} vs {chash}): " + "; ".join(diff))
+    return ckpts.latest()
+
+
+def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The whole job; returns the summary. Raises ``PersonaRLError`` on bad configuration."""
+    validate(cfg)
+    run_dir = run_dir.resolve()
+    ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep)
+    metrics = MetricsLog(run_dir / "metrics.jsonl")
+    restore_from = _start_or_resume(cfg, run_dir, ckpts, metrics)
+    env_id, _ = env_kwargs(cfg)
+    start = time.perf_counter()
+    with ray_session(cfg) if cfg.agent.name == "ppo" else _nothing():
+        learner = build_learner(cfg, run_dir)
+        try:
+            if restore_from is not None:
+                learner.restore(restore_from)
+                dropped = metrics.truncate_after(learner.iteration)
+                log.info("resumed from %s (iteration %d, %d env steps); dropped %d metric "
+                         "rows written after it", restore_from.name, learner.iteration,
+                         learner.env_steps, dropped)
+            elif cfg.resume:
+                metrics.truncate_after(0)
+            tracker = Tracker(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
+                              name=run_dir.name, resume=cfg.resume)
+            _loop(cfg, learner, ckpts, metrics, tracker, env_id)
+            train_seconds = time.perf_counter() - start
+            summary = evaluate_policies(cfg, learner.policy())
+        finally:
+            learner.close()
+    meta = dict(agent=cfg.agent.name, env_id=env_id, env_steps=learner.env_steps,
+                iterations=learner.iteration, train_seconds=train_seconds,
+                config_hash=config_hash(cfg), episodes=cfg.eval.episodes)
+    write_atomic(run_dir / "summary.json", json.dumps(dict(meta=meta, populations=summary),
+                                                      indent=2))
+    report = write_report(run_dir, summary, meta, metrics.rows())
+    tracker.summary(headline(summary))
+    tracker.finish()
+    return dict(meta=meta, populations=summary, report=str(report))
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _loop(cfg: DictConfig, learner: Learner, ckpts: Checkpoints, metrics: MetricsLog,
+          tracker: Tracker, env_id: str) -> None:
+    """Train to the budget, logging every iteration and checkpointing every N."""
+    bar = tqdm(total=cfg.budget, initial=min(learner.env_steps, cfg.budget), unit="step",
+               disable=not cfg.progress, desc=f"{cfg.agent.name} {env_id.split('/')[-1]}",
+               file=sys.stderr)
+    start, saved = time.perf_counter(), learner.iteration
+    while learner.env_steps < cfg.budget:
+        before = learner.env_steps
+        row = learner.train()
+        row = {"iteration": learner.iteration, "env_steps": learner.env_steps, **row,
+               "perf/wall_s": time.perf_counter() - start}
+        metrics.append(row)
+        tracker.log(row)
+        bar.update(min(learner.env_steps, cfg.budget) - min(before, cfg.budget))
+        bar.set_postfix(ret=f"{row.get('charts/episodic_return', float('nan')):.3f}")
+        if cfg.checkpoint.every and learner.iteration % cfg.checkpoint.every == 0:
+            _save(learner, ckpts)
+            saved = learner.iteration
+    bar.close()
+    if saved != learner.iteration:
+        _save(learner, ckpts)
+
+
+def _save(learner: Learner, ckpts: Checkpoints) -> None:
+    ckpts.save(learner.save, dict(iteration=learner.iteration, env_steps=learner.env_steps,
+                                  time=time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: run, then print where the report is."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        result = train(cfg, run_dir)
+    except PersonaRLError as exc:
+        log.error("invalid configuration: %s", exc)
+        sys.exit(2)
+    pop = next(iter(result["populations"].values()))
+    for name, p in pop["policies"].items():
+        print(f"{name:>16}: {p['mean']:.4f} [{p['ci_low']:.4f}, {p['ci_high']:.4f}]")
+    print(f"report: {result['report']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""From a composed Hydra config to validated env arguments, policies and a config hash.
+
+Hydra's schemas (``experiments.schema``) already rejected unknown keys and wrong types;
+``validate`` checks every range before Ray starts and names the offending key
+(``agent.lr=-1 …``), so a bad run fails in a second, not after a cluster came up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, OmegaConf
+
+from agents.factory import baselines_for, env_core
+from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
+from synth.errors import ConfigError, check_int, check_range
+
+__all__ = ["env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
+           "HASH_EXCLUDED"]
+
+#: agents trained by a PPO implementation (the rest are baselines learning online)
+PPO_AGENTS = ("ppo", "sb3_ppo")
+#: the constructor argument each env takes its reward config through
+_REWARD_ARG = {ROUTING_ID: "signal_weights", INTERVENTION_ID: "reward_weights",
+               ADAPTATION_ID: "reward_weights"}
+#: top-level keys that do not change what is trained (left out of the config hash, so a
+#: resumed run may change them: e.g. raise the budget, turn wandb off, move to a cluster)
+HASH_EXCLUDED = ("resume", "progress", "budget", "checkpoint", "ray", "logger", "eval")
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def env_kwargs(cfg: DictConfig, persona_overrides: Mapping[str, Any] | None = None
+               ) -> tuple[str, dict[str, Any]]:
+    """``(env id, constructor kwargs)`` from ``cfg.env``, ``cfg.persona`` and ``cfg.reward``.
+
+    ``persona_overrides`` replaces top-level persona keys (an evaluation population).
+    """
+    env = _plain(cfg.env)
+    env_id = env.pop("id")
+    if env_id not in _REWARD_ARG:
+        raise ConfigError(f"env.id={env_id!r}; valid: {sorted(_REWARD_ARG)}")
+    env["population"] = {**_plain(cfg.persona), **dict(persona_overrides or {})}
+    env[_REWARD_ARG[env_id]] = _plain(cfg.reward)
+    return env_id, env
+
+
+def _prefixed(prefix: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except ConfigError as exc:
+        raise ConfigError(f"{prefix}: {exc}") from None
+
+
+def _check_known_keys(node: Any, prefix: str) -> None:
+    """Keys a ``+key=value`` override slipped past the schema (Hydra lets ``+`` add them)."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return
+    fields = {f.name for f in dataclasses.fields(schema)}
+    for key in node:
+        if key not in fields:
+            raise ConfigError(f"unknown key {prefix}{key}; valid: {sorted(fields)}")
+        child = node._get_node(key)
+        if OmegaConf.is_dict(child):
+            _check_known_keys(child, f"{prefix}{key}.")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Every range check that can run without Ray; raises ``ConfigError`` naming the key."""
+    _check_known_keys(cfg, "")
+    check_int("budget", cfg.budget, 1)
+    check_int("checkpoint.every", cfg.checkpoint.every, 0)
+    check_int("checkpoint.keep", cfg.checkpoint.keep, 1)
+    check_int("ray.num_cpus", cfg.ray.num_cpus, 1)
+    if cfg.logger.name not in ("wandb", "none"):
+        raise ConfigError(f"logger.name={cfg.logger.name!r}; valid: 'wandb', 'none'")
+    if cfg.logger.mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"logger.mode={cfg.logger.mode!r}; valid: offline, online, disabled")
+    env_id, kwargs = env_kwargs(cfg)
+    _prefixed("env/persona/reward", env_core, env_id, kwargs)
+    for name, overrides in cfg.eval.populations.items():
+        _prefixed(f"eval.populations.{name}", env_core, env_id,
+                  env_kwargs(cfg, _plain(overrides))[1])
+    if not cfg.eval.populations:
+        raise ConfigError("eval.populations is empty; give at least one (e.g. train: {})")
+    check_int("eval.episodes", cfg.eval.episodes, 2)
+    check_int("eval.baseline_warmup_steps", cfg.eval.baseline_warmup_steps, 0)
+    check_int("eval.baseline_warmup_envs", cfg.eval.baseline_warmup_envs, 1)
+    available = baselines_for(env_id, kwargs)
+    for name in cfg.eval.baselines or []:
+        if name not in available:
+            raise ConfigError(f"eval.baselines: {name!r} does not apply to {env_id}; "
+                              f"valid: {available}")
+    agent = cfg.agent
+    if agent.name in PPO_AGENTS:
+        validate_ppo(agent)
+    elif agent.name not in available:
+        raise ConfigError(f"agent={agent.name!r} does not apply to {env_id}; valid: "
+                          f"{list(PPO_AGENTS) + available}")
+    else:
+        check_int("agent.num_envs", agent.num_envs, 1)
+
+
+def validate_ppo(agent: DictConfig) -> None:
+    """Ranges of the PPO hyperparameters (RLlib validates their combination later)."""
+    positive = dict(low=0, high=float("inf"), low_open=True, high_open=True)
+    check_range("agent.lr", agent.lr, **positive)
+    check_range("agent.gamma", agent.gamma, 0, 1)
+    check_range("agent.gae_lambda", agent.gae_lambda, 0, 1)
+    check_range("agent.clip_param", agent.clip_param, **positive)
+    check_range("agent.entropy_coeff", agent.entropy_coeff, 0, float("inf"), high_open=True)
+    check_range("agent.vf_loss_coeff", agent.vf_loss_coeff, 0, float("inf"), high_open=True)
+    check_range("agent.grad_clip", agent.grad_clip, **positive)
+    check_int("agent.num_epochs", agent.num_epochs, 1)
+    batch = check_int("agent.train_batch_size", agent.train_batch_size, 2)
+    mini = check_int("agent.minibatch_size", agent.minibatch_size, 1)
+    envs = check_int("agent.num_envs_per_env_runner", agent.num_envs_per_env_runner, 1)
+    check_int("agent.num_env_runners", agent.num_env_runners, 0)
+    if mini > batch:
+        raise ConfigError(f"agent.minibatch_size={mini} must be <= agent.train_batch_size="
+                          f"{batch}")
+    if batch < envs:
+        raise ConfigError(f"agent.train_batch_size={batch} must be >= "
+                          f"agent.num_envs_per_env_runner={envs} (one step of every env)")
+    if not agent.hidden or any(h < 1 for h in agent.hidden):
+        raise ConfigError(f"agent.hidden={list(agent.hidden)}: give one or more layer sizes >= 1")
+    if agent.activation not in ("tanh", "relu", "swish", "linear", "elu"):
+        raise ConfigError(f"agent.activation={agent.activation!r}; valid: tanh, relu, swish, "
+                          "linear, elu")
+
+
+def _hashed(cfg: DictConfig) -> dict[str, Any]:
+    full = _plain(cfg)
+    return {k: v for k, v in full.items() if k not in HASH_EXCLUDED}
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """SHA-256 (first 16 hex digits) of everything that changes what is trained."""
+    text = json.dumps(_hashed(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def config_diff(old: Mapping[str, Any], cfg: DictConfig) -> list[str]:
+    """``key: old -> new`` for every hashed key that differs between two configs."""
+    a = _flatten({k: v for k, v in old.items() if k not in HASH_EXCLUDED})
+    b = _flatten(_hashed(cfg))
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]

@@ -1,0 +1,107 @@
+"""Hydra configs of experiments.train: every group composes and validates; mistakes fail
+at compose time (unknown key, wrong type) or in validate() (ranges), naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from hydra.errors import ConfigCompositionException
+
+from experiments.schema import register_configs
+from experiments.wiring import config_diff, config_hash, env_kwargs, validate
+from synth.errors import ConfigError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+register_configs()
+
+
+def load(*overrides: str):
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["env", "persona", "reward", "agent", "logger", "eval",
+                                   "experiment"])
+def test_every_option_of_every_group_composes_and_validates(group):
+    assert options(group), group
+    for option in options(group):
+        extra = []
+        if group == "reward":                 # a reward family goes with its env
+            extra = [f"env={option}"] if option in options("env") else []
+        if group == "persona" and option != "default":   # the default shift names the
+            extra = ["~eval.populations.shifted"]        # six default archetypes
+        cfg = load(f"{group}={option}", *extra)
+        validate(cfg)
+        env_id, kwargs = env_kwargs(cfg)
+        assert env_id == cfg.env.id and "population" in kwargs
+
+
+def test_the_reward_family_follows_the_env():
+    assert set(load("env=intervention").reward) == {"sentiment", "engagement", "compliance",
+                                                    "false_penalty"}
+    assert set(load("env=adaptation").reward) == {"engagement", "resonance", "explicit"}
+    assert set(load().reward) == {"weights", "confidence"}
+
+
+def test_experiment_overlays_set_only_what_changes():
+    cfg = load("experiment=intervention")
+    assert cfg.env.id == "personarl/InterventionTiming-v0" and cfg.agent.name == "ppo"
+    assert load("experiment=adaptation_continuous").env.action_mode == "continuous"
+
+
+@pytest.mark.parametrize("override, key", [("agent.foo=1", "agent.foo"),
+                                           ("agent.lr=abc", "agent.lr"),
+                                           ("env.horizon=1.5", "env.horizon"),
+                                           ("persona.bogus=1", "persona.bogus")])
+def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, key):
+    with pytest.raises(ConfigCompositionException) as err:
+        load(override)
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
+@pytest.mark.parametrize("override, key", [
+    ("agent.lr=-1", "agent.lr"), ("agent.gamma=1.5", "agent.gamma"),
+    ("+agent.foo=1", "agent.foo"), ("+eval.bar=1", "eval.bar"),
+    ("agent.minibatch_size=8192", "agent.minibatch_size"), ("budget=0", "budget"),
+    ("env.horizon=0", "horizon"), ("persona.bot_fraction=2", "bot_fraction"),
+    ("eval.episodes=1", "eval.episodes"), ("checkpoint.keep=0", "checkpoint.keep"),
+    ("agent=persona_router env=intervention", "persona_router"),
+    ("eval.baselines=[planner]", "planner"),
+    ("+eval.populations.bad={bot_fraction:3}", "eval.populations.bad"),
+])
+def test_out_of_range_values_fail_validation_naming_the_key(override, key):
+    cfg = load(*override.split())
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(cfg)
+
+
+def test_config_hash_ignores_run_settings_and_names_the_differing_keys():
+    a, b = load(), load("budget=5", "logger=none", "progress=false")
+    assert config_hash(a) == config_hash(b)
+    c = load("agent.lr=1e-3")
+    assert config_hash(a) != config_hash(c)
+    diff = config_diff(OmegaConf.to_container(a, resolve=True), c)
+    assert diff == ["agent.lr: 0.0003 -> 0.001"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override, key", [("agent.foo=1", "foo"), ("agent.lr=-1", "agent.lr"),
+                                           ("env=nope", "env/nope")])
+def test_cli_rejects_bad_overrides_before_ray_starts(tmp_path, override, key):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.train", override, f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=120, cwd=CONFIGS.parent)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert key in out
+    assert "Started a local Ray instance" not in out
+    assert "Traceback" not in out

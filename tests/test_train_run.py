@@ -1,0 +1,127 @@
+"""experiments.train end to end with tiny budgets: outputs, determinism, resume after SIGKILL,
+refusals, and every agent kind (RLlib PPO, SB3 PPO, an online baseline)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.schema import register_configs
+from experiments.train import train
+from synth.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+register_configs()
+SMOKE = ["experiment=smoke", "logger=none"]
+
+
+def load(*overrides: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def learning_part(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("perf/")}
+
+
+def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_path):
+    cfg = load(*SMOKE, "agent=linucb", "eval.episodes=64")
+    result = train(cfg, tmp_path)
+    for name in ("run.json", "metrics.jsonl", "summary.json", "report.md", "report.html",
+                 "learning_curve.png", "archetypes_train.png", "archetypes_shifted.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    pop = summary["populations"]["train"]
+    assert pop["trained"] == "linucb" and pop["reference"] == "oracle"
+    assert pop["policies"]["random"]["oracle_normalised"] == pytest.approx(0.0)
+    assert pop["policies"]["oracle"]["oracle_normalised"] == pytest.approx(1.0)
+    assert {p["worse"] for p in pop["paired"]} == set(pop["policies"]) - {"linucb"}
+    assert result["meta"]["env_steps"] >= cfg.budget
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=r"seed: 0 -> 1"):
+        train(load(*SMOKE, "agent=linucb", "seed=1", "resume=true"), tmp_path)
+
+
+def test_intervention_report_has_the_false_intervention_rate(tmp_path):
+    train(load(*SMOKE, "env=intervention", "agent=greedy", "eval.episodes=64",
+               "eval.baselines=[random,oracle]"), tmp_path)
+    pop = json.loads((tmp_path / "summary.json").read_text())["populations"]["train"]
+    for p in pop["policies"].values():
+        assert 0.0 <= p["false_intervention_rate"] <= 1.0
+    assert "false_intervention_rate" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_same_seed_same_metrics(ray_session, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        train(load(*SMOKE, "budget=12288", "eval.episodes=32"), tmp_path / name)
+        runs.append([learning_part(r) for r in rows(tmp_path / name)])
+    assert len(runs[0]) == 3 and runs[0] == runs[1]
+
+
+@pytest.mark.slow
+def test_sb3_ppo_trains_through_the_same_config(tmp_path):
+    result = train(load(*SMOKE, "agent=sb3_ppo", "eval.episodes=64"), tmp_path)
+    assert result["meta"]["env_steps"] >= 4096
+    metrics = rows(tmp_path)
+    assert "losses/value_loss" in metrics[-1] and metrics[-1]["iteration"] == len(metrics)
+    assert "sb3_ppo" in result["populations"]["train"]["policies"]
+
+
+@pytest.mark.slow
+def test_sigkill_after_a_checkpoint_then_resume_finishes_the_budget(tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "experiments.train", "experiment=smoke", "budget=80000",
+           "checkpoint.every=3", "checkpoint.keep=2", "eval.episodes=64",
+           "logger=wandb_offline", f"hydra.run.dir={run}", f"ray.temp_dir=/tmp/ray-k{os.getpid()}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt_dir = run / "checkpoints"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:          # a checkpoint, then a few more iterations
+            done = sorted(ckpt_dir.glob("iter_*/meta.json")) if ckpt_dir.exists() else []
+            if done and (run / "metrics.jsonl").exists():
+                last_ckpt = json.loads(done[-1].read_text())["iteration"]
+                if last_ckpt >= 3 and len(rows(run)) >= last_ckpt + 2:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoint within 240 s")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    before = rows(run)
+    wandb_id = (run / "wandb_id.txt").read_text()
+    restored = json.loads(sorted(ckpt_dir.glob("iter_*/meta.json"))[-1].read_text())
+    assert len(before) > restored["iteration"]             # iterations were lost
+
+    resumed = subprocess.run(cmd + ["resume=true"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    after = rows(run)
+    its = [r["iteration"] for r in after]
+    assert its == list(range(1, len(after) + 1))           # no duplicates, no gaps
+    k = restored["iteration"]
+    assert after[:k] == before[:k]                         # kept rows untouched
+    assert after[k]["env_steps"] > restored["env_steps"]   # continued from the checkpoint
+    assert after[-1]["env_steps"] >= 80000
+    assert (run / "wandb_id.txt").read_text() == wandb_id  # the same wandb run continues
+    assert len(list((run / "wandb").glob(f"offline-run-*-{wandb_id}"))) >= 1
+    assert (run / "report.md").exists()
