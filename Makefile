@@ -13,10 +13,10 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-# The main job on its defaults: simulate a population through AgentRouting with the
-# baselines and write the report into Hydra's run directory.
+# The main job on its defaults: train RLlib PPO on AgentRouting, checkpoint, evaluate it
+# against the baselines and write the report into Hydra's run directory (printed at the end).
 run: $(BIN)/.installed
-	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.simulate
+	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.train
 
 # The whole test suite (slow tests included). pytest exits non-zero when no test ran.
 test: $(BIN)/.installed

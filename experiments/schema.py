@@ -9,9 +9,9 @@ Group -> schema (name in the ConfigStore):
 
 ========  =============================================================
 env       ``routing_schema``, ``adaptation_schema``, ``intervention_schema``
-persona   ``persona_schema`` (``synth.population.PopulationConfig``'s fields)
+persona   ``persona_schema`` (``synth.population.PopulationConfig``'s fields and defaults)
 reward    ``signals_schema`` (AgentRouting), ``adaptation_reward_schema``,
-          ``intervention_reward_schema``
+          ``intervention_reward_schema`` (the reward-weight dataclasses' fields)
 agent     ``ppo_schema`` (RLlib and SB3 PPO), ``baseline_schema``
 logger    ``logger_schema``
 eval      ``eval_schema``
@@ -20,12 +20,17 @@ eval      ``eval_schema``
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
 from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
+from rewards.adaptation import AdaptationRewardWeights
+from rewards.intervention import InterventionRewardWeights
+from synth.population import PopulationConfig
 
 __all__ = ["register_configs", "TrainSchema"]
 
@@ -58,45 +63,36 @@ class InterventionEnvSchema:
     model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
 
 
-# ---------------------------------------------------------------- persona
-@dataclass
-class PersonaSchema:
-    proportions: Optional[Dict[str, float]] = None
-    concentration: float = 4.0
-    anchor: float = 0.5
-    trait_noise: float = 0.35
-    drift_rate: float = 0.03
-    bot_fraction: float = 0.05
-    slow_bot_fraction: float = 0.3
-    consent_rate: float = 0.9
-    groups: Dict[str, float] = field(
-        default_factory=lambda: {"group_a": 0.5, "group_b": 0.3, "group_c": 0.2})
-    human_missing_metadata: float = 0.02
-    bot_missing_metadata: float = 0.7
-    archetypes: Optional[List[Any]] = None
-    events: List[Any] = field(default_factory=list)
+# ---------------------------------------------------------------- persona, reward
+def _mirror(cls: type, name: str, types: dict[str, Any] | None = None) -> type:
+    """A schema with ``cls``'s fields and defaults (so the two cannot drift apart); fields
+    whose annotation OmegaConf cannot type (mappings, unions) get one from ``types``."""
+    spec = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
+            else f.default
+        if isinstance(default, (dict, list, tuple)):          # containers: fresh copies
+            default_field = field(default_factory=lambda d=default: copy.deepcopy(
+                list(d) if isinstance(d, tuple) else d))
+        else:
+            default_field = field(default=default)
+        spec.append((f.name, (types or {}).get(f.name, type(default)), default_field))
+    return dataclasses.make_dataclass(name, spec)
 
 
-# ---------------------------------------------------------------- reward
+PersonaSchema = _mirror(PopulationConfig, "PersonaSchema", {
+    "proportions": Optional[Dict[str, float]], "groups": Dict[str, float],
+    "archetypes": Optional[List[Any]], "events": List[Any]})
+
+
 @dataclass
 class SignalsRewardSchema:
     weights: Dict[str, float] = field(default_factory=dict)
     confidence: Dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class AdaptationRewardSchema:
-    engagement: float = 0.3
-    resonance: float = 0.4
-    explicit: float = 0.3
-
-
-@dataclass
-class InterventionRewardSchema:
-    sentiment: float = 0.4
-    engagement: float = 0.4
-    compliance: float = 0.2
-    false_penalty: float = 0.1
+AdaptationRewardSchema = _mirror(AdaptationRewardWeights, "AdaptationRewardSchema")
+InterventionRewardSchema = _mirror(InterventionRewardWeights, "InterventionRewardSchema")
 
 
 # ---------------------------------------------------------------- agent
@@ -113,9 +109,9 @@ class PPOSchema:
     vf_loss_coeff: float = 0.5
     grad_clip: float = 0.5
     num_epochs: int = 4
-    train_batch_size: int = 4096        # env steps per iteration (all envs together)
-    minibatch_size: int = 512
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    train_batch_size: int = 16384       # env steps per iteration (all envs together)
+    minibatch_size: int = 2048
+    hidden: List[int] = field(default_factory=lambda: [128, 128])
     activation: str = "tanh"
     num_envs_per_env_runner: int = 64   # lanes of our native vector env
     num_env_runners: int = 0            # 0: sample in the driver (best on 2 cores)

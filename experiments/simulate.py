@@ -18,7 +18,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from agents.baselines import make_baseline
 from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import envs
 
 
@@ -61,3 +63,22 @@ def test_bad_benchmark_arguments_are_usage_errors(tmp_path):
     assert not (tmp_path / "x.json").exists()
     run = bench("nope")
     assert run.returncode == 2 and "invalid choice" in run.stderr
+
+
+@pytest.mark.slow
+def test_training_benchmark_times_both_learners_to_the_same_target(tmp_path):
+    result, stdout = bench_json(tmp_path / "t.json", "train", "--budget", "8192", "--seeds",
+                                "1", "--eval-every", "4096", "--eval-episodes", "64")
+    assert result["target"] == pytest.approx(0.9 * result["final_ppo_score"])
+    for kind in ("rllib", "sb3"):
+        assert result[kind]["steps_per_s"] > 0
+        assert set(result[kind]["profile"]) == {"startup_s", "sample_s", "learn_s", "other_s"}
+        assert len([r for r in result["runs"] if r["kind"] == kind]) == 1
+    assert result["ratio_rllib_over_sb3"] == pytest.approx(
+        result["rllib"]["time_to_target_s"] / result["sb3"]["time_to_target_s"])
+    assert "ratio ours / SB3" in stdout
+
+
+def test_bad_training_benchmark_arguments_are_usage_errors():
+    run = bench("train", "--seeds", "0")
+    assert run.returncode == 2 and "--seeds=0 must be positive" in run.stderr

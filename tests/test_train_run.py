@@ -21,6 +21,8 @@ from synth.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
 SMOKE = ["experiment=smoke", "logger=none"]
+SMALL_PPO = ["agent.train_batch_size=1024", "agent.minibatch_size=256",
+             "agent.num_envs_per_env_runner=16"]
 
 
 def load(*overrides: str):
@@ -68,14 +70,14 @@ def test_intervention_report_has_the_false_intervention_rate(tmp_path):
 def test_same_seed_same_metrics(ray_session, tmp_path):
     runs = []
     for name in ("a", "b"):
-        train(load(*SMOKE, "budget=12288", "eval.episodes=32"), tmp_path / name)
+        train(load(*SMOKE, *SMALL_PPO, "budget=3072", "eval.episodes=32"), tmp_path / name)
         runs.append([learning_part(r) for r in rows(tmp_path / name)])
     assert len(runs[0]) == 3 and runs[0] == runs[1]
 
 
 @pytest.mark.slow
 def test_sb3_ppo_trains_through_the_same_config(tmp_path):
-    result = train(load(*SMOKE, "agent=sb3_ppo", "eval.episodes=64"), tmp_path)
+    result = train(load(*SMOKE, *SMALL_PPO, "agent=sb3_ppo", "eval.episodes=64"), tmp_path)
     assert result["meta"]["env_steps"] >= 4096
     metrics = rows(tmp_path)
     assert "losses/value_loss" in metrics[-1] and metrics[-1]["iteration"] == len(metrics)
@@ -85,7 +87,8 @@ def test_sb3_ppo_trains_through_the_same_config(tmp_path):
 @pytest.mark.slow
 def test_sigkill_after_a_checkpoint_then_resume_finishes_the_budget(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "experiments.train", "experiment=smoke", "budget=80000",
+    cmd = [sys.executable, "-m", "experiments.train", "experiment=smoke", *SMALL_PPO,
+           "budget=40000",
            "checkpoint.every=3", "checkpoint.keep=2", "eval.episodes=64",
            "logger=wandb_offline", f"hydra.run.dir={run}", f"ray.temp_dir=/tmp/ray-k{os.getpid()}"]
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
@@ -121,7 +124,7 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_the_budget(tmp_path):
     k = restored["iteration"]
     assert after[:k] == before[:k]                         # kept rows untouched
     assert after[k]["env_steps"] > restored["env_steps"]   # continued from the checkpoint
-    assert after[-1]["env_steps"] >= 80000
+    assert after[-1]["env_steps"] >= 40000
     assert (run / "wandb_id.txt").read_text() == wandb_id  # the same wandb run continues
     assert len(list((run / "wandb").glob(f"offline-run-*-{wandb_id}"))) >= 1
     assert (run / "report.md").exists()
