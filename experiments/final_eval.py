@@ -10,7 +10,8 @@ The summary, per population:
 * ``policies.<name>``: ``mean``, ``ci_low``, ``ci_high`` (95% t-interval), ``episodes``,
   ``mean_length``, ``oracle_normalised`` ((π − random) / (reference − random), the
   reference being the best privileged policy), ``privileged``, and the env's safety
-  metrics (InterventionTiming: ``false_intervention_rate`` pooled over all interventions,
+  metrics (InterventionTiming: ``false_intervention_rate`` pooled over all interventions —
+  ``None`` for a policy that never intervenes —
   ``interventions_per_episode``, ``opt_out_rate``);
 * ``paired``: the trained policy minus each other policy, with a 95% CI;
 * ``best_baseline``: the best non-privileged baseline; ``reference``: the privileged one;
@@ -34,7 +35,7 @@ from envs import INTERVENTION_ID
 from envs.creator import create_env
 from experiments.wiring import env_kwargs
 
-__all__ = ["evaluate_policies", "SAFETY_KEYS"]
+__all__ = ["evaluate_policies", "headline", "SAFETY_KEYS"]
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def _safety(env_id: str, r: EpisodeBatch) -> dict[str, float]:
     if env_id != INTERVENTION_ID:
         return {}
     interventions = r.final["interventions"].sum()
-    return dict(false_intervention_rate=float(r.final["false_interventions"].sum()
-                                              / max(interventions, 1)),
+    # a policy that never intervenes has no false-intervention rate (0/0), not a rate of 0
+    rate = r.final["false_interventions"].sum() / interventions if interventions else None
+    return dict(false_intervention_rate=None if rate is None else float(rate),
                 interventions_per_episode=float(r.final["interventions"].mean()),
                 opt_out_rate=float(r.final["opted_out"].mean()))
 

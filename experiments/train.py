@@ -27,7 +27,7 @@ import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
+from contextlib import contextmanager, nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Iterator  # noqa: E402
 
@@ -127,7 +127,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     restore_from = _start_or_resume(cfg, run_dir, ckpts, metrics)
     env_id, _ = env_kwargs(cfg)
     start = time.perf_counter()
-    with ray_session(cfg) if cfg.agent.name == "ppo" else _nothing():
+    with ray_session(cfg) if cfg.agent.name == "ppo" else nullcontext():
         learner = build_learner(cfg, run_dir)
         try:
             if restore_from is not None:
@@ -154,11 +154,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     tracker.summary(headline(summary))
     tracker.finish()
     return dict(meta=meta, populations=summary, report=str(report))
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _loop(cfg: DictConfig, learner: Learner, ckpts: Checkpoints, metrics: MetricsLog,

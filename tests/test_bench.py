@@ -67,7 +67,8 @@ def test_bad_benchmark_arguments_are_usage_errors(tmp_path):
 
 @pytest.mark.slow
 def test_training_benchmark_times_both_learners_to_the_same_target(tmp_path):
-    result, stdout = bench_json(tmp_path / "t.json", "train", "--budget", "8192", "--seeds",
+    result, stdout = bench_json(tmp_path / "t.json", "train", "--experiment", "", "--budget",
+                                "8192", "--seeds",
                                 "1", "--eval-every", "4096", "--eval-episodes", "64")
     assert result["target"] == pytest.approx(0.9 * result["final_ppo_score"])
     for kind in ("rllib", "sb3"):

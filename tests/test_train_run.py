@@ -62,7 +62,10 @@ def test_intervention_report_has_the_false_intervention_rate(tmp_path):
                "eval.baselines=[random,oracle]"), tmp_path)
     pop = json.loads((tmp_path / "summary.json").read_text())["populations"]["train"]
     for p in pop["policies"].values():
-        assert 0.0 <= p["false_intervention_rate"] <= 1.0
+        if p["interventions_per_episode"] > 0:
+            assert 0.0 <= p["false_intervention_rate"] <= 1.0
+        else:                                    # 0/0: undefined, not zero
+            assert p["false_intervention_rate"] is None
     assert "false_intervention_rate" in (tmp_path / "report.md").read_text()
 
 

@@ -3,7 +3,8 @@
     python -m experiments.bench env     [--seconds 3] [--out benchmarks/env.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
-    python -m experiments.bench train   [--budget 300000] [--seeds 3] [--out benchmarks/train.json]
+    python -m experiments.bench train   [--experiment intervention] [--budget 1000000] [--seeds 3]
+                                        [--out benchmarks/train.json]
 
 Record results in BENCHMARKS.md with the command, date and machine.
 """
@@ -46,14 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     pol.add_argument("--episodes", type=int, default=2000)
     pol.add_argument("--out", default="benchmarks/policies.json")
     trn = sub.add_parser("train", help="time-to-target: our RLlib PPO vs SB3 PPO")
-    trn.add_argument("--budget", type=int, default=300_000, help="env steps per run")
+    trn.add_argument("--experiment", default="intervention",
+                     help="configs/experiment overlay giving env and PPO config ('' for the "
+                          "main job's defaults)")
+    trn.add_argument("--budget", type=int, default=1_000_000, help="env steps per run")
     trn.add_argument("--seeds", type=int, default=3)
-    trn.add_argument("--eval-every", type=int, default=25_000, help="env steps between evals")
+    trn.add_argument("--eval-every", type=int, default=50_000, help="env steps between evals")
     trn.add_argument("--eval-episodes", type=int, default=1024)
+    trn.add_argument("--num-envs", type=int, default=None,
+                     help="parallel envs for both (default: configs/agent/ppo.yaml)")
     trn.add_argument("--out", default="benchmarks/train.json")
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
-                 "eval_every", "eval_episodes"):
+                 "eval_every", "eval_episodes", "num_envs"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
@@ -68,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run(episodes=args.episodes)
     else:
         from experiments.bench.train import run
-        result = run(budget=args.budget, seeds=args.seeds, eval_every=args.eval_every,
-                     eval_episodes=args.eval_episodes)
+        result = run(experiment=args.experiment or None, budget=args.budget, seeds=args.seeds, eval_every=args.eval_every,
+                     eval_episodes=args.eval_episodes, num_envs=args.num_envs)
     result["machine"] = _machine()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
