@@ -1,8 +1,8 @@
 """RLlib PPO (new API stack) as a PersonaRL learner.
 
 ``build_ppo_config`` is the one adapter from our agent config to RLlib's ``PPOConfig``: it
-fills the config (clipped-surrogate PPO as in Schulman et al. 2017 and SB3: RLlib's extra
-adaptive KL penalty is off), points RLlib at our native VectorEnv (``vector_entry_point``: the
+fills the config (clipped-surrogate PPO, Schulman et al. 2017, plus RLlib's adaptive KL
+penalty when ``kl_coeff > 0``; ``kl_coeff=0`` is plain clipping, as in SB3), points RLlib at our native VectorEnv (``vector_entry_point``: the
 registered creator receives ``num_envs`` and returns the batched env) and calls RLlib's
 own ``validate()``, whose errors say how to fix them. ``RLlibPPO`` wraps the Algorithm
 behind the ``agents.learners.Learner`` interface; ``ModulePolicy`` evaluates its RLModule
@@ -61,7 +61,8 @@ def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[
         .training(lr=agent["lr"], gamma=agent["gamma"], lambda_=agent["gae_lambda"],
                   clip_param=agent["clip_param"], entropy_coeff=agent["entropy_coeff"],
                   vf_loss_coeff=agent["vf_loss_coeff"], grad_clip=agent["grad_clip"],
-                  num_epochs=agent["num_epochs"], use_kl_loss=False,
+                  num_epochs=agent["num_epochs"], use_kl_loss=agent["kl_coeff"] > 0,
+                  kl_coeff=agent["kl_coeff"],
                   train_batch_size_per_learner=agent["train_batch_size"],
                   minibatch_size=agent["minibatch_size"])
         .rl_module(model_config=DefaultModelConfig(

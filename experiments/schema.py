@@ -108,6 +108,7 @@ class PPOSchema:
     entropy_coeff: float = 0.01
     vf_loss_coeff: float = 0.5
     grad_clip: float = 0.5
+    kl_coeff: float = 0.2               # RLlib's adaptive KL penalty; 0 = clipping only (SB3)
     num_epochs: int = 4
     train_batch_size: int = 16384       # env steps per iteration (all envs together)
     minibatch_size: int = 2048

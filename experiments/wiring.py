@@ -117,6 +117,10 @@ def validate_ppo(agent: DictConfig) -> None:
     check_range("agent.entropy_coeff", agent.entropy_coeff, 0, float("inf"), high_open=True)
     check_range("agent.vf_loss_coeff", agent.vf_loss_coeff, 0, float("inf"), high_open=True)
     check_range("agent.grad_clip", agent.grad_clip, **positive)
+    check_range("agent.kl_coeff", agent.kl_coeff, 0, float("inf"), high_open=True)
+    if agent.name == "sb3_ppo" and agent.kl_coeff > 0:
+        raise ConfigError(f"agent.kl_coeff={agent.kl_coeff}: SB3's PPO has no KL penalty; "
+                          "set agent.kl_coeff=0")
     check_int("agent.num_epochs", agent.num_epochs, 1)
     batch = check_int("agent.train_batch_size", agent.train_batch_size, 2)
     mini = check_int("agent.minibatch_size", agent.minibatch_size, 1)

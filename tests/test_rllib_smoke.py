@@ -8,7 +8,7 @@ pytestmark = pytest.mark.slow
 
 AGENT = dict(num_env_runners=0, num_envs_per_env_runner=16, lr=3e-4, gamma=0.99,
              gae_lambda=0.95, clip_param=0.2, entropy_coeff=0.01, vf_loss_coeff=0.5,
-             grad_clip=0.5, num_epochs=2, train_batch_size=512, minibatch_size=128,
+             grad_clip=0.5, kl_coeff=0.2, num_epochs=2, train_batch_size=512, minibatch_size=128,
              hidden=[32, 32], activation="tanh")
 
 

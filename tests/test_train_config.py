@@ -71,6 +71,7 @@ def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, key):
 @pytest.mark.parametrize("override, key", [
     ("agent.lr=-1", "agent.lr"), ("agent.gamma=1.5", "agent.gamma"),
     ("+agent.foo=1", "agent.foo"), ("+eval.bar=1", "eval.bar"),
+    ("agent=sb3_ppo agent.kl_coeff=0.1", "agent.kl_coeff"),
     ("agent.minibatch_size=32768", "agent.minibatch_size"), ("budget=0", "budget"),
     ("env.horizon=0", "horizon"), ("persona.bot_fraction=2", "bot_fraction"),
     ("eval.episodes=1", "eval.episodes"), ("checkpoint.keep=0", "checkpoint.keep"),

@@ -6,7 +6,7 @@ reaching the target takes real training (on AgentRouting a random policy already
 half the final return, so the target is met after one iteration and start-up is all that
 is compared) — the same number of parallel envs (our native vector env; SB3 steps it
 through ``agents.sb3_ppo.SB3VecEnv``), one process (``num_env_runners=0``) and one torch
-thread.
+thread. RLlib's adaptive KL penalty is switched off (``kl_coeff=0``) because SB3 has none.
 Every ``eval_every`` env steps the clock is paused and the greedy policy is evaluated on
 the same held-out users (``eval_episodes``, fixed seed). The clock includes Ray's start-up
 and building the learner; it excludes those evaluations.
@@ -110,6 +110,7 @@ def run(experiment: str | None = "intervention", budget: int = 1_000_000, seeds:
     ``experiment``; prints and returns the figures. ``num_envs`` overrides the config's
     ``num_envs_per_env_runner`` for both."""
     env_id, env_kwargs, agent = _config(experiment)
+    agent["kl_coeff"] = 0.0             # plain clipped PPO: SB3 has no KL penalty
     if num_envs is not None:
         agent["num_envs_per_env_runner"] = num_envs
     runs = []
