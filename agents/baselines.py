@@ -25,7 +25,8 @@ import numpy as np
 from envs.routing_core import ObsLayout
 from synth.errors import ConfigError, check_range
 
-__all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter", "PersonaRouter", "MyopicOracle",
+__all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter",
+           "PersonaRouter", "MyopicOracle",
            "MeanTablePolicy", "make_baseline", "BASELINES"]
 
 

@@ -2,7 +2,8 @@
 
 ``build_ppo_config`` is the one adapter from our agent config to RLlib's ``PPOConfig``: it
 fills the config (clipped-surrogate PPO, Schulman et al. 2017, plus RLlib's adaptive KL
-penalty when ``kl_coeff > 0``; ``kl_coeff=0`` is plain clipping, as in SB3), points RLlib at our native VectorEnv (``vector_entry_point``: the
+penalty when ``kl_coeff > 0``; ``kl_coeff=0`` is plain clipping, as in SB3), points RLlib
+at our native VectorEnv (``vector_entry_point``: the
 registered creator receives ``num_envs`` and returns the batched env) and calls RLlib's
 own ``validate()``, whose errors say how to fix them. ``RLlibPPO`` wraps the Algorithm
 behind the ``agents.learners.Learner`` interface; ``ModulePolicy`` evaluates its RLModule

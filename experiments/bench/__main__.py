@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         result = run(episodes=args.episodes)
     else:
         from experiments.bench.train import run
-        result = run(experiment=args.experiment or None, budget=args.budget, seeds=args.seeds, eval_every=args.eval_every,
+        result = run(experiment=args.experiment or None, budget=args.budget, seeds=args.seeds,
+                     eval_every=args.eval_every,
                      eval_episodes=args.eval_episodes, num_envs=args.num_envs)
     result["machine"] = _machine()
     out = Path(args.out)

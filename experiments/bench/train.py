@@ -126,7 +126,8 @@ def run(experiment: str | None = "intervention", budget: int = 1_000_000, seeds:
     if final <= 0:
         print(f"warning: the final PPO score {final:.3f} is not positive, so 90% of it is not "
               "a meaningful target; give a larger --budget")
-    out: dict[str, Any] = dict(env=env_id, experiment=experiment, budget=budget, seeds=seeds, eval_every=eval_every,
+    out: dict[str, Any] = dict(env=env_id, experiment=experiment, budget=budget, seeds=seeds,
+                               eval_every=eval_every,
                                eval_episodes=eval_episodes, agent=agent,
                                final_ppo_score=final, target=target, runs=runs)
     for kind in ("rllib", "sb3"):
