@@ -1,4 +1,4 @@
-"""Policies: baselines, evaluation, and (later) RLlib/SB3 learners, export and serving.
+"""Policies: baselines, evaluation, the RLlib/SB3/online learners; (later) export and serving.
 
 Imports are lazy so ``import agents`` stays cheap and never pulls in Ray or torch.
 """

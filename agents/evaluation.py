@@ -16,6 +16,7 @@ from gymnasium.vector import VectorEnv
 from scipy import stats
 
 from agents.baselines import Policy
+from agents.learners import OnlineBaseline
 from synth.errors import check_int
 
 __all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci"]
@@ -94,17 +95,11 @@ def train_online(policy: Policy, make_env: Callable[[int], VectorEnv], num_steps
     """Let a learning baseline learn online for ``num_steps`` batched steps."""
     if not policy.learning:
         return
-    env = make_env(num_envs)
-    obs, info = env.reset(seed=seed)
-    restarting = np.zeros(num_envs, dtype=bool)
-    for _ in range(check_int("num_steps", num_steps, 0)):
-        action = policy.act(obs, info if policy.privileged else None)
-        nxt, reward, term, _, info = env.step(action)
-        live = ~restarting            # NEXT_STEP: a restarting lane ignored its action
-        policy.update(obs[live], action[live], reward[live])
-        restarting = term
-        obs = nxt
-    env.close()
+    learner = OnlineBaseline(policy, make_env, num_envs,
+                             check_int("num_steps", num_steps, 0), seed)
+    if num_steps:
+        learner.train()
+    learner.close()
 
 
 def mean_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
