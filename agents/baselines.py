@@ -107,18 +107,20 @@ class MyopicOracle(FixedPolicy):
     name = "oracle"
     privileged = True
 
-    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
-                     ) -> np.ndarray:
+    @staticmethod
+    def _oracle_action(info: Mapping[str, Any] | None) -> np.ndarray:
         if not info or "oracle_action" not in info:
             raise ConfigError("the oracle reads info['oracle_action']: build the env with "
                               "info_level='full'")
-        return np.eye(self.k)[np.asarray(info["oracle_action"])]
+        return np.asarray(info["oracle_action"])
+
+    def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
+                     ) -> np.ndarray:
+        return np.eye(self.k)[self._oracle_action(info)]
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
         """The oracle action itself: an index, or a vector for continuous actions."""
-        if not info or "oracle_action" not in info:
-            return self.action_probs(obs, info)          # raises the explanation
-        return np.asarray(info["oracle_action"])
+        return self._oracle_action(info)
 
 
 class MeanTablePolicy(FixedPolicy):

@@ -9,7 +9,7 @@ and paired differences are much tighter than the returns' spread.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from gymnasium.vector import VectorEnv
@@ -19,7 +19,8 @@ from agents.baselines import Policy
 from agents.learners import OnlineBaseline
 from synth.errors import check_int
 
-__all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci"]
+__all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci",
+           "paired_row", "per_archetype"]
 
 
 @dataclass
@@ -115,3 +116,23 @@ def mean_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
 def paired_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
     """Mean of ``a - b`` over paired episodes with its t-interval."""
     return mean_ci(np.asarray(a) - np.asarray(b), level)
+
+
+def paired_row(better: str, worse: str, results: dict[str, EpisodeBatch]) -> dict[str, Any]:
+    """``{better, worse, diff, ci_low, ci_high, excludes_zero}`` for two policies' returns
+    on the same episodes."""
+    d, lo, hi = paired_ci(results[better].returns, results[worse].returns)
+    return dict(better=better, worse=worse, diff=d, ci_low=lo, ci_high=hi,
+                excludes_zero=bool(lo > 0 or hi < 0))
+
+
+def per_archetype(results: dict[str, EpisodeBatch], archetypes: Sequence[str]
+                  ) -> dict[str, dict[str, float | int]]:
+    """Users and mean return of every policy per latent primary archetype (humans only),
+    bots under ``"(bots)"``; needs ``first_keys=("latent_primary", "is_bot")``."""
+    any_r = next(iter(results.values()))
+    primary, is_bot = any_r.first["latent_primary"], any_r.first["is_bot"].astype(bool)
+    groups = [(a, (primary == i) & ~is_bot) for i, a in enumerate(archetypes)]
+    return {label: dict(users=int(rows.sum()),
+                        **{n: float(r.returns[rows].mean()) for n, r in results.items()})
+            for label, rows in groups + [("(bots)", is_bot)] if rows.any()}

@@ -10,6 +10,7 @@ dynamics and reward the env was configured with.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Mapping
 
 from agents.adaptation_baselines import ObservedStyleGreedy, AdaptationPlanner
@@ -86,5 +87,11 @@ def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int
                           f"{sorted(table)}")
     try:
         return table[name](seed=seed, **params)
-    except TypeError as exc:
-        raise ConfigError(f"baseline {name!r}: {exc}") from None
+    except TypeError:
+        # the table entries bind the env's own arguments (layout, sizes); name the rest
+        bound = {"self", "seed", "layout", "num_actions", "obs_dim", "dim", "model",
+                 "reward_fn", "slots_per_day", "horizon", "max_turns"}
+        valid = sorted(set(inspect.signature(type(table[name]())).parameters) - bound)
+        unknown = sorted(set(params) - set(valid)) or sorted(params)
+        raise ConfigError(f"baseline {name!r} got unknown parameter(s) {unknown}; "
+                          f"valid: {valid}") from None

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
+from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
@@ -43,9 +44,10 @@ class SB3VecEnv(VecEnv):
     """SB3's ``VecEnv`` over a same-step ``CoreVectorEnv``."""
 
     def __init__(self, env: CoreVectorEnv) -> None:
-        if env.metadata["autoreset_mode"].value != "SameStep":
-            raise ConfigError("SB3VecEnv needs a vector env built with "
-                              "autoreset_mode='same_step'")
+        mode = env.metadata["autoreset_mode"]
+        if mode != AutoresetMode.SAME_STEP:
+            raise ConfigError(f"SB3VecEnv needs a vector env built with "
+                              f"autoreset_mode='same_step'; this one autoresets {mode.value}")
         self.env = env
         super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
         self._actions: np.ndarray | None = None

@@ -12,7 +12,7 @@ import gymnasium as gym
 import envs  # noqa: F401  (registers the ids)
 from synth.errors import ConfigError
 
-__all__ = ["create_env", "creator_for"]
+__all__ = ["create_env", "creator_for", "vector_maker"]
 
 
 def create_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env | Any:
@@ -39,3 +39,11 @@ def creator_for(env_id: str) -> Callable[[Mapping[str, Any]], Any]:
 
     creator.__name__ = f"create_{env_id.split('/')[-1].replace('-', '_')}"
     return creator
+
+
+def vector_maker(env_id: str, config: Mapping[str, Any] | None = None,
+                 info_level: str = "full") -> Callable[[int], Any]:
+    """``n -> VectorEnv`` of ``env_id`` with ``n`` lanes (what evaluation and online
+    learning take as ``make_env``)."""
+    base = dict(config or {})
+    return lambda n: create_env(env_id, {**base, "num_envs": n, "info_level": info_level})

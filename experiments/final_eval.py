@@ -23,16 +23,17 @@ The summary, per population:
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines import Policy
-from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
+from agents.evaluation import (EpisodeBatch, mean_ci, paired_row, per_archetype,
+                               run_episodes, train_online)
 from agents.factory import baselines_for, env_core, make_policy
 from envs import INTERVENTION_ID
-from envs.creator import create_env
+from envs.creator import vector_maker
 from experiments.wiring import env_kwargs
 
 __all__ = ["evaluate_policies", "headline", "SAFETY_KEYS"]
@@ -46,7 +47,7 @@ SAFETY_KEYS = {INTERVENTION_ID: ("false_interventions", "interventions", "opted_
 def _baselines(cfg: DictConfig, env_id: str, kwargs: dict[str, Any]) -> list[Policy]:
     names = list(cfg.eval.baselines) if cfg.eval.baselines is not None else \
         baselines_for(env_id, kwargs)
-    make_env = _env_maker(env_id, kwargs)
+    make_env = vector_maker(env_id, kwargs)
     out = []
     for name in names:
         if name == cfg.agent.name:
@@ -57,10 +58,6 @@ def _baselines(cfg: DictConfig, env_id: str, kwargs: dict[str, Any]) -> list[Pol
         policy.learning = False
         out.append(policy)
     return out
-
-
-def _env_maker(env_id: str, kwargs: dict[str, Any]) -> Callable[[int], Any]:
-    return lambda n: create_env(env_id, {**kwargs, "num_envs": n, "info_level": "full"})
 
 
 def _safety(env_id: str, r: EpisodeBatch) -> dict[str, float]:
@@ -79,12 +76,11 @@ def evaluate_policies(cfg: DictConfig, trained: Policy) -> dict[str, Any]:
     population of ``cfg.eval.populations``; the summary described in the module doc."""
     env_id, train_kwargs = env_kwargs(cfg)
     baselines = _baselines(cfg, env_id, train_kwargs)
-    trained.name = cfg.agent.name
     out: dict[str, Any] = {}
     for pop_name, overrides in cfg.eval.populations.items():
         overrides = OmegaConf.to_container(overrides, resolve=True)
         _, kwargs = env_kwargs(cfg, overrides)
-        make_env = _env_maker(env_id, kwargs)
+        make_env = vector_maker(env_id, kwargs)
         results: dict[str, EpisodeBatch] = {}
         for policy in [trained, *baselines]:
             results[policy.name] = run_episodes(
@@ -121,23 +117,12 @@ def summarise(results: dict[str, EpisodeBatch], trained: str, privileged: set[st
         s["policies"][n] = dict(mean=m, ci_low=lo, ci_high=hi, episodes=len(r.returns),
                                 mean_length=float(r.lengths.mean()), oracle_normalised=norm,
                                 privileged=n in privileged, **_safety(env_id, r))
-    for n in results:
-        if n != trained:
-            d, lo, hi = paired_ci(results[trained].returns, results[n].returns)
-            s["paired"].append(dict(better=trained, worse=n, diff=d, ci_low=lo, ci_high=hi,
-                                    excludes_zero=bool(lo > 0 or hi < 0)))
+    s["paired"] = [paired_row(trained, n, results) for n in results if n != trained]
     if reference is not None:
-        d, lo, hi = paired_ci(results[reference].returns, results[trained].returns)
-        s["value_of_knowing_persona"] = dict(reference=reference, diff=d, ci_low=lo,
-                                             ci_high=hi)
-    any_r = next(iter(results.values()))
-    primary, is_bot = any_r.first["latent_primary"], any_r.first["is_bot"].astype(bool)
-    groups = [(a, (primary == i) & ~is_bot) for i, a in enumerate(archetypes)]
-    for label, rows in groups + [("(bots)", is_bot)]:
-        if rows.any():
-            s["per_archetype"][label] = dict(
-                users=int(rows.sum()),
-                **{n: float(r.returns[rows].mean()) for n, r in results.items()})
+        row = paired_row(reference, trained, results)
+        s["value_of_knowing_persona"] = dict(reference=reference, diff=row["diff"],
+                                             ci_low=row["ci_low"], ci_high=row["ci_high"])
+    s["per_archetype"] = per_archetype(results, archetypes)
     return s
 
 

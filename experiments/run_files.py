@@ -39,23 +39,25 @@ class MetricsLog:
 
     def rows(self) -> list[dict[str, Any]]:
         """Every complete row (a torn last line is skipped)."""
-        if not self.path.exists():
-            return []
+        return self._parse()[0]
+
+    def _parse(self) -> tuple[list[dict[str, Any]], int]:
+        """Complete rows and the number of lines in the file."""
+        lines = self.path.read_text().splitlines() if self.path.exists() else []
         out = []
-        for line in self.path.read_text().splitlines():
+        for line in lines:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError:
                 break                        # a half-written last line from a crash
-        return out
+        return out, len(lines)
 
     def truncate_after(self, iteration: int) -> int:
-        """Keep rows up to ``iteration``; returns how many rows were dropped."""
-        rows = self.rows()
+        """Keep rows up to ``iteration``; returns how many lines were dropped."""
+        rows, lines = self._parse()
         kept = [r for r in rows if r["iteration"] <= iteration]
-        raw_lines = len(self.path.read_text().splitlines()) if self.path.exists() else 0
         write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        return raw_lines - len(kept)
+        return lines - len(kept)
 
     def append(self, row: Mapping[str, Any]) -> None:
         with open(self.path, "a") as f:

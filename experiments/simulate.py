@@ -21,7 +21,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from agents.baselines import make_baseline
-from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
+from agents.evaluation import (EpisodeBatch, mean_ci, paired_row, per_archetype,
+                               run_episodes, train_online)
 from envs.routing import AgentRoutingVectorEnv, build_core
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
@@ -74,24 +75,9 @@ def summarise(results: dict[str, EpisodeBatch], archetypes: list[str]) -> dict[s
                                          episodes=len(r.returns),
                                          mean_length=float(r.lengths.mean()),
                                          oracle_agreement=float(r.oracle_agreement.mean()))
-    for better, worse in COMPARISONS:
-        if better in results and worse in results:
-            d, lo, hi = paired_ci(results[better].returns, results[worse].returns)
-            summary["paired"].append(dict(better=better, worse=worse, diff=d, ci_low=lo,
-                                          ci_high=hi, excludes_zero=bool(lo > 0 or hi < 0)))
-    any_r = next(iter(results.values()))
-    primary, is_bot = any_r.first["latent_primary"], any_r.first["is_bot"]
-    for a, arch in enumerate(archetypes):
-        rows = (primary == a) & ~is_bot
-        if rows.any():
-            summary["per_archetype"][arch] = dict(
-                users=int(rows.sum()),
-                **{n: float(r.returns[rows].mean()) for n, r in results.items()})
-    bots = is_bot
-    if bots.any():
-        summary["per_archetype"]["(bots)"] = dict(
-            users=int(bots.sum()), **{n: float(r.returns[bots].mean())
-                                      for n, r in results.items()})
+    summary["paired"] = [paired_row(better, worse, results) for better, worse in COMPARISONS
+                         if better in results and worse in results]
+    summary["per_archetype"] = per_archetype(results, archetypes)
     return summary
 
 

@@ -38,13 +38,13 @@ from tqdm import tqdm  # noqa: E402
 
 from agents.factory import make_policy  # noqa: E402
 from agents.learners import Learner, OnlineBaseline  # noqa: E402
-from envs.creator import create_env  # noqa: E402
+from envs.creator import vector_maker  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import Checkpoints, MetricsLog, Tracker, write_atomic  # noqa: E402
 from experiments.schema import register_configs  # noqa: E402
 from experiments.train_report import write_report  # noqa: E402
-from experiments.wiring import (config_diff, config_hash, env_kwargs,  # noqa: E402
-                                validate)
+from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E402
+                                env_kwargs, validate)
 from synth.errors import ConfigError, PersonaRLError  # noqa: E402
 
 __all__ = ["train", "main"]
@@ -76,23 +76,20 @@ def build_learner(cfg: DictConfig, run_dir: Path) -> Learner:
     """The learner named by ``cfg.agent.name``."""
     env_id, kwargs = env_kwargs(cfg)
     agent = OmegaConf.to_container(cfg.agent, resolve=True)
-    if agent["name"] == "ppo":
+    if agent["name"] in PPO_AGENTS:
         import torch
 
-        from agents.rllib_ppo import RLlibPPO, build_ppo_config
-        torch.set_num_threads(1)
-        return RLlibPPO(build_ppo_config(env_id, kwargs, agent, cfg.seed), run_dir / "rllib")
-    if agent["name"] == "sb3_ppo":
-        import torch
-
+        torch.set_num_threads(1)          # one thread per process: more only contend here
+        if agent["name"] == "ppo":
+            from agents.rllib_ppo import RLlibPPO, build_ppo_config
+            return RLlibPPO(build_ppo_config(env_id, kwargs, agent, cfg.seed),
+                            run_dir / "rllib")
         from agents.sb3_ppo import SB3PPO
-        torch.set_num_threads(1)
         return SB3PPO(env_id, kwargs, agent, cfg.seed)
     policy = make_policy(env_id, agent["name"], kwargs, seed=cfg.seed, **agent["params"])
     num_envs = agent["num_envs"]
-    return OnlineBaseline(
-        policy, lambda n: create_env(env_id, {**kwargs, "num_envs": n, "info_level": "full"}),
-        num_envs=num_envs, steps_per_iteration=max(1, 4096 // num_envs), seed=cfg.seed)
+    return OnlineBaseline(policy, vector_maker(env_id, kwargs), num_envs=num_envs,
+                          steps_per_iteration=max(1, 4096 // num_envs), seed=cfg.seed)
 
 
 def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from agents.evaluation import run_episodes
-from envs.creator import create_env
+from envs.creator import vector_maker
 
 def _config(experiment: str | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """``(env id, env kwargs, agent config)`` of ``experiments.train``'s composed config."""
@@ -55,8 +55,7 @@ def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str
     import torch
 
     torch.set_num_threads(1)
-    make_env = lambda n: create_env(env_id, {**env_kwargs, "num_envs": n,  # noqa: E731
-                                             "info_level": "full"})
+    make_env = vector_maker(env_id, env_kwargs)
     paused = 0.0
     start = time.perf_counter()
     if kind == "rllib":
