@@ -5,7 +5,10 @@ fills the config (clipped-surrogate PPO, Schulman et al. 2017, plus RLlib's adap
 penalty when ``kl_coeff > 0``; ``kl_coeff=0`` is plain clipping, as in SB3), points RLlib
 at our native VectorEnv (``vector_entry_point``: the
 registered creator receives ``num_envs`` and returns the batched env) and calls RLlib's
-own ``validate()``, whose errors say how to fix them. ``RLlibPPO`` wraps the Algorithm
+own ``validate()``, whose errors say how to fix them. With ``sampler="batched"`` (the
+default) RLlib samples and estimates advantages through ``agents.rllib_batched`` (the same
+episodes and train batch, computed on whole arrays); ``sampler="rllib"`` keeps RLlib's own
+env runner and learner connectors. ``RLlibPPO`` wraps the Algorithm
 behind the ``agents.learners.Learner`` interface; ``ModulePolicy`` evaluates its RLModule
 behind the ``Policy`` interface (greedy: the most probable action, or the Gaussian mean).
 
@@ -25,6 +28,7 @@ import torch
 from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+from agents.rllib_batched import BatchedEnvRunner, BatchedGAE
 from agents.rllib_env import register_envs
 from synth.errors import ConfigError
 
@@ -72,6 +76,13 @@ def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[
         .debugging(seed=seed, log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=100)
     )
+    if agent.get("sampler", "batched") == "batched":
+        config = (config
+                  .env_runners(env_runner_cls=BatchedEnvRunner)
+                  .learners(learner_connector=lambda obs_space, act_space: BatchedGAE(
+                                obs_space, act_space, gamma=agent["gamma"],
+                                lambda_=agent["gae_lambda"]),
+                            add_default_connectors_to_learner_pipeline=False))
     try:
         config.validate()
     except Exception as exc:          # RLlib raises ValueError and its own error types

@@ -23,6 +23,7 @@ __all__ = ["env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
 PPO_AGENTS = ("ppo", "sb3_ppo")
+SAMPLERS = ("batched", "rllib")         # agent.sampler: see agents.rllib_ppo.build_ppo_config
 #: the constructor argument each env takes its reward config through
 _REWARD_ARG = {ROUTING_ID: "signal_weights", INTERVENTION_ID: "reward_weights",
                ADAPTATION_ID: "reward_weights"}
@@ -134,6 +135,8 @@ def validate_ppo(agent: DictConfig) -> None:
                           f"agent.num_envs_per_env_runner={envs} (one step of every env)")
     if not agent.hidden or any(h < 1 for h in agent.hidden):
         raise ConfigError(f"agent.hidden={list(agent.hidden)}: give one or more layer sizes >= 1")
+    if agent.sampler not in SAMPLERS:
+        raise ConfigError(f"agent.sampler={agent.sampler!r}; valid: {list(SAMPLERS)}")
     if agent.activation not in ("tanh", "relu", "swish", "linear", "elu"):
         raise ConfigError(f"agent.activation={agent.activation!r}; valid: tanh, relu, swish, "
                           "linear, elu")

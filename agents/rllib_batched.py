@@ -1,0 +1,266 @@
+"""RLlib's sampling and advantage estimation over whole arrays instead of per lane.
+
+RLlib's ``SingleAgentEnvRunner`` steps a vector env batched, but after every step it walks
+the lanes in Python: it splits the batch into per-lane items, appends each to its own
+``SingleAgentEpisode`` and runs the env-to-module and module-to-env connector pipelines.
+PPO's default learner pipeline then walks the episodes again, step by step for GAE. On our
+64-lane envs that bookkeeping cost more than the env and the network together
+(``BENCHMARKS.md``, the training speed profile). The two pieces here keep RLlib's
+interfaces — episodes out of the env runner, a train batch out of the learner connector —
+and do the work on ``(T, B)`` arrays:
+
+* ``BatchedEnvRunner``: one forward pass and one env step per time step, the results
+  written into arrays; episode chunks are cut from the arrays once per ``sample()`` call
+  (one ``SingleAgentEpisode`` per lane-episode, already in NumPy form). It serves the usual
+  case — a stateless module with the default connectors, sampling a number of timesteps —
+  and hands anything else (random actions, whole episodes, custom connectors, action
+  normalising or clipping) to RLlib's own loop, resetting the envs when it switches.
+* ``BatchedGAE``: the learner connector that turns episodes into PPO's train batch with
+  one value forward pass and a GAE recursion vectorised over episodes (Schulman et al.
+  2016, "High-dimensional continuous control using generalized advantage estimation").
+  Like RLlib's ``GeneralAdvantageEstimation``: a truncated episode or an unfinished chunk
+  bootstraps from the value of its last observation, a terminated one from zero, and the
+  advantages are standardised over the batch.
+
+Both are tested against RLlib's own classes (``tests/test_rllib_batched.py``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core import DEFAULT_MODULE_ID
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
+
+__all__ = ["BatchedEnvRunner", "BatchedGAE", "gae"]
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
+        lengths: np.ndarray, gamma: float, lambda_: float) -> np.ndarray:
+    """GAE advantages for a flat batch of consecutive episodes.
+
+    Args:
+        rewards, values: ``(N,)``, episode after episode.
+        next_values: ``(N,)`` value of the next observation, already zero where the step
+            ended its episode by termination.
+        lengths: ``(E,)`` episode lengths summing to ``N``.
+
+    The recursion ``A_t = δ_t + γλ·A_{t+1}`` runs backwards over positions within the
+    episodes, all episodes at once (a ``(E, max length)`` padded table; padding is zero, so
+    it adds nothing to the last real step).
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n, e = int(lengths.sum()), lengths.size
+    if n != rewards.shape[0]:
+        raise ValueError(f"episode lengths sum to {n}, but {rewards.shape[0]} rewards")
+    starts = np.cumsum(lengths) - lengths
+    episode = np.repeat(np.arange(e), lengths)
+    position = np.arange(n) - starts[episode]
+    table = np.zeros((e, int(lengths.max(initial=0)) + 1), dtype=np.float64)
+    table[episode, position] = rewards + gamma * next_values - values
+    decay = gamma * lambda_
+    for k in range(table.shape[1] - 2, -1, -1):
+        table[:, k] += decay * table[:, k + 1]
+    return table[episode, position].astype(np.float32)
+
+
+class BatchedGAE(ConnectorV2):
+    """PPO's learner connector: episodes -> ``{module_id: {column: tensor}}`` with
+    observations, actions, the sampling policy's log-probabilities and distribution inputs,
+    advantages (standardised over the batch) and value targets."""
+
+    def __init__(self, input_observation_space: Any = None, input_action_space: Any = None,
+                 *, gamma: float, lambda_: float) -> None:
+        super().__init__(input_observation_space, input_action_space)
+        self.gamma, self.lambda_ = float(gamma), float(lambda_)
+
+    def __call__(self, *, rl_module: Any, batch: dict[str, Any], episodes: list[Any],
+                 **kwargs: Any) -> dict[str, Any]:
+        module = rl_module[DEFAULT_MODULE_ID]
+        if module.is_stateful():
+            raise ValueError("BatchedGAE serves stateless (MLP) modules only; a recurrent "
+                             "module needs RLlib's default learner connectors")
+        episodes = [e for e in episodes if len(e) > 0]
+        lengths = np.array([len(e) for e in episodes], dtype=np.int64)
+        # every episode's observations including the one after its last step
+        obs = np.concatenate([e.get_observations(slice(0, len(e) + 1)) for e in episodes])
+        with torch.no_grad():
+            all_values = module.compute_values(
+                {Columns.OBS: torch.from_numpy(obs)}).numpy().astype(np.float64)
+        rows = np.arange(obs.shape[0])
+        last_row = np.cumsum(lengths + 1) - 1           # each episode's final observation
+        step_rows = np.delete(rows, last_row)            # observations that were acted on
+        values = all_values[step_rows]
+        next_values = all_values[step_rows + 1]
+        ends = np.cumsum(lengths) - 1
+        next_values[ends[[e.is_terminated for e in episodes]]] = 0.0
+        rewards = np.concatenate([e.get_rewards() for e in episodes]).astype(np.float64)
+        advantages = gae(rewards, values, next_values, lengths, self.gamma, self.lambda_)
+        targets = (advantages + values).astype(np.float32)
+        advantages = (advantages - advantages.mean()) / max(1e-4, float(advantages.std()))
+        columns = {
+            Columns.OBS: obs[step_rows],
+            Columns.ACTIONS: np.concatenate([e.get_actions() for e in episodes]),
+            Columns.ACTION_LOGP: np.concatenate(
+                [e.get_extra_model_outputs(Columns.ACTION_LOGP) for e in episodes]),
+            Columns.ACTION_DIST_INPUTS: np.concatenate(
+                [e.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS) for e in episodes]),
+            Columns.ADVANTAGES: advantages.astype(np.float32),
+            Columns.VALUE_TARGETS: targets,
+        }
+        batch[DEFAULT_MODULE_ID] = {k: torch.from_numpy(np.ascontiguousarray(v))
+                                    for k, v in columns.items()}
+        return batch
+
+
+class BatchedEnvRunner(SingleAgentEnvRunner):
+    """``SingleAgentEnvRunner`` whose timestep sampling works on whole arrays.
+
+    The env keeps RLlib's next-step autoreset: the step after a lane's episode ends only
+    resets that lane (its action is ignored), so it is not a timestep and not recorded.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lanes: dict[str, Any] | None = None    # per-lane state while on the fast path
+        self._finished: list[tuple[int, float, float]] = []   # (length, return, seconds)
+
+    def _fast_path(self, num_timesteps: int | None, random_actions: bool) -> bool:
+        config = self.config
+        return (num_timesteps is not None and not random_actions and self.module is not None
+                and not self.module.is_stateful()
+                and config._env_to_module_connector is None
+                and config._module_to_env_connector is None
+                and not config.normalize_actions and not config.clip_actions
+                and not config.restart_failed_sub_environments)
+
+    def _sample(self, *, num_timesteps: int | None = None, num_episodes: int | None = None,
+                explore: bool, random_actions: bool = False, force_reset: bool = False
+                ) -> list[SingleAgentEpisode]:
+        if not self._fast_path(num_timesteps, random_actions):
+            if self._lanes is not None:                  # the env is mid-episode for us
+                self._lanes, force_reset = None, True
+            return super()._sample(num_timesteps=num_timesteps, num_episodes=num_episodes,
+                                   explore=explore, random_actions=random_actions,
+                                   force_reset=force_reset)
+        if force_reset or self._needs_initial_reset or self._lanes is None:
+            self._reset_lanes()
+        return self._sample_arrays(num_timesteps, explore)
+
+    def _reset_lanes(self) -> None:
+        obs, _ = self._try_env_reset(seed=self._seed if self._needs_initial_reset else None,
+                                     options=None)
+        self._needs_initial_reset = False
+        self._ongoing_episodes = [None] * self.num_envs   # RLlib's loop must reset first
+        self._ongoing_episodes_for_metrics.clear()
+        b = self.num_envs
+        self._lanes = dict(obs=np.array(obs, dtype=np.float32),
+                           id=[uuid.uuid4().hex for _ in range(b)], t=np.zeros(b, np.int64),
+                           ret=np.zeros(b), start=np.full(b, time.time()),
+                           resetting=np.zeros(b, bool))
+
+    def _sample_arrays(self, num_timesteps: int, explore: bool) -> list[SingleAgentEpisode]:
+        lanes = self._lanes
+        if explore:
+            dist_cls = self.module.get_exploration_action_dist_cls()
+            forward = self.module.forward_exploration
+        else:
+            dist_cls = self.module.get_inference_action_dist_cls()
+            forward = self.module.forward_inference
+        obs_seq, act_seq, logp_seq, dist_seq = [lanes["obs"]], [], [], []
+        rew_seq, term_seq, trunc_seq, valid_seq, time_seq = [], [], [], [], []
+        valid = ~lanes["resetting"]
+        ts = 0
+        while ts < num_timesteps:
+            with torch.no_grad():
+                out = forward({Columns.OBS: torch.from_numpy(obs_seq[-1])},
+                              t=self.num_env_steps_sampled_lifetime + ts)
+                dist_inputs = out[Columns.ACTION_DIST_INPUTS]
+                dist = dist_cls.from_logits(dist_inputs)
+                if not explore:
+                    dist = dist.to_deterministic()
+                actions = dist.sample()
+                logp = dist.logp(actions)
+            actions = actions.numpy()
+            obs, rewards, terminated, truncated, _ = self._try_env_step(actions)
+            # copies: an env may hand out the same buffers every step
+            obs_seq.append(np.array(obs, dtype=np.float32))
+            act_seq.append(actions)
+            logp_seq.append(logp.numpy())
+            dist_seq.append(dist_inputs.numpy())
+            rew_seq.append(np.array(rewards, dtype=np.float32))
+            term_seq.append(np.array(terminated, dtype=bool))
+            trunc_seq.append(np.array(truncated, dtype=bool))
+            valid_seq.append(valid)
+            time_seq.append(time.time())
+            ts += int(valid.sum())
+            valid = ~(term_seq[-1] | trunc_seq[-1])      # ended lanes reset on the next step
+        episodes = self._cut_episodes(
+            np.stack(obs_seq), np.stack(act_seq), np.stack(logp_seq), np.stack(dist_seq),
+            np.stack(rew_seq), np.stack(term_seq), np.stack(trunc_seq), np.stack(valid_seq),
+            np.asarray(time_seq))
+        lanes["obs"], lanes["resetting"] = obs_seq[-1], ~valid
+        done = [e for e in episodes if e.is_done]
+        self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
+        self._increase_sampled_metrics(ts, len(done))
+        return episodes
+
+    def _cut_episodes(self, obs, actions, logp, dist_inputs, rewards, terminated, truncated,
+                      valid, times) -> list[SingleAgentEpisode]:
+        """One episode chunk per run of recorded steps in each lane: a run ends where the
+        episode ends (the next step is the lane's reset) or where the sample ends."""
+        lanes = self._lanes
+        obs_space = self.env.single_observation_space
+        act_space = self.env.single_action_space
+        chunks: list[SingleAgentEpisode] = []
+        flags = np.concatenate([np.zeros((1, self.num_envs), np.int8),
+                                valid.astype(np.int8),
+                                np.zeros((1, self.num_envs), np.int8)])
+        edges = np.diff(flags, axis=0)
+        finished: list[tuple[int, int, int, float, float]] = []
+        for lane in range(self.num_envs):
+            starts = np.flatnonzero(edges[:, lane] == 1)
+            stops = np.flatnonzero(edges[:, lane] == -1)     # one past the run's last step
+            for s, e in zip(starts, stops):
+                ended_by_term = bool(terminated[e - 1, lane])
+                ended = ended_by_term or bool(truncated[e - 1, lane])
+                r = rewards[s:e, lane]
+                chunks.append(SingleAgentEpisode(
+                    id_=lanes["id"][lane],
+                    observations=InfiniteLookbackBuffer(obs[s:e + 1, lane]),
+                    infos=[{}] * (e - s + 1),
+                    actions=InfiniteLookbackBuffer(actions[s:e, lane]),
+                    rewards=InfiniteLookbackBuffer(r),
+                    extra_model_outputs={
+                        Columns.ACTION_LOGP: InfiniteLookbackBuffer(logp[s:e, lane]),
+                        Columns.ACTION_DIST_INPUTS: InfiniteLookbackBuffer(
+                            dist_inputs[s:e, lane])},
+                    terminated=ended_by_term, truncated=ended and not ended_by_term,
+                    observation_space=obs_space, action_space=act_space,
+                    t_started=int(lanes["t"][lane]), len_lookback_buffer=0))
+                lanes["t"][lane] += e - s
+                lanes["ret"][lane] += float(r.sum())
+                if ended:                           # the lane's next run is a new episode
+                    finished.append((e - 1, lane, int(lanes["t"][lane]),
+                                     float(lanes["ret"][lane]),
+                                     float(times[e - 1] - lanes["start"][lane])))
+                    lanes["id"][lane] = uuid.uuid4().hex
+                    lanes["t"][lane], lanes["ret"][lane] = 0, 0.0
+                    lanes["start"][lane] = times[e - 1]
+        # in the order they ended, as RLlib logs them (the metrics are windowed means)
+        self._finished.extend(f[2:] for f in sorted(finished))
+        return chunks
+
+    def get_metrics(self) -> Any:
+        for length, ret, seconds in self._finished:
+            self._log_episode_metrics(length, ret, seconds)
+        self._finished.clear()
+        return super().get_metrics()
