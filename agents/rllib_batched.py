@@ -11,7 +11,8 @@ and do the work on ``(T, B)`` arrays:
 
 * ``BatchedEnvRunner``: one forward pass and one env step per time step, the results
   written into arrays; episode chunks are cut from the arrays once per ``sample()`` call
-  (one ``SingleAgentEpisode`` per lane-episode, already in NumPy form). It serves the usual
+  (one ``SingleAgentEpisode`` per lane-episode, already in NumPy form, without the
+  spaces that only RLlib's own connectors read). It serves the usual
   case — a stateless module with the default connectors, sampling a number of timesteps —
   and hands anything else (random actions, whole episodes, custom connectors, action
   normalising or clipping) to RLlib's own loop, resetting the envs when it switches.
@@ -27,6 +28,7 @@ Both are tested against RLlib's own classes (``tests/test_rllib_batched.py``).
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
@@ -175,6 +177,9 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         else:
             dist_cls = self.module.get_inference_action_dist_cls()
             forward = self.module.forward_inference
+        # forward_exploration/inference switch a training-mode module to eval and back on
+        # every call; this module only ever acts, so it stays in eval mode
+        self.module.eval()
         obs_seq, act_seq, logp_seq, dist_seq = [lanes["obs"]], [], [], []
         rew_seq, term_seq, trunc_seq, valid_seq, time_seq = [], [], [], [], []
         valid = ~lanes["resetting"]
@@ -218,8 +223,6 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         """One episode chunk per run of recorded steps in each lane: a run ends where the
         episode ends (the next step is the lane's reset) or where the sample ends."""
         lanes = self._lanes
-        obs_space = self.env.single_observation_space
-        act_space = self.env.single_action_space
         chunks: list[SingleAgentEpisode] = []
         flags = np.concatenate([np.zeros((1, self.num_envs), np.int8),
                                 valid.astype(np.int8),
@@ -244,7 +247,6 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
                         Columns.ACTION_DIST_INPUTS: InfiniteLookbackBuffer(
                             dist_inputs[s:e, lane])},
                     terminated=ended_by_term, truncated=ended and not ended_by_term,
-                    observation_space=obs_space, action_space=act_space,
                     t_started=int(lanes["t"][lane]), len_lookback_buffer=0))
                 lanes["t"][lane] += e - s
                 lanes["ret"][lane] += float(r.sum())
@@ -260,7 +262,11 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         return chunks
 
     def get_metrics(self) -> Any:
-        for length, ret, seconds in self._finished:
+        # RLlib's episode metrics are means (and min/max) over a window of the last
+        # episodes: logging only the window's worth gives the same figures for less work
+        window = max(1, math.ceil(self.config.metrics_num_episodes_for_smoothing
+                                  / (self.config.num_env_runners or 1)))
+        for length, ret, seconds in self._finished[-window:]:
             self._log_episode_metrics(length, ret, seconds)
         self._finished.clear()
         return super().get_metrics()

@@ -3,7 +3,7 @@
     python -m experiments.bench env     [--seconds 3] [--out benchmarks/env.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
-    python -m experiments.bench train   [--experiment intervention] [--budget 1000000] [--seeds 3]
+    python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
 
 Record results in BENCHMARKS.md with the command, date and machine.
@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     trn.add_argument("--experiment", default="intervention",
                      help="configs/experiment overlay giving env and PPO config ('' for the "
                           "main job's defaults)")
-    trn.add_argument("--budget", type=int, default=1_000_000, help="env steps per run")
+    trn.add_argument("--budget", type=int, default=500_000, help="env steps per run")
     trn.add_argument("--seeds", type=int, default=3)
-    trn.add_argument("--eval-every", type=int, default=50_000, help="env steps between evals")
+    trn.add_argument("--eval-every", type=int, default=25_000, help="env steps between evals")
     trn.add_argument("--eval-episodes", type=int, default=1024)
     trn.add_argument("--num-envs", type=int, default=None,
                      help="parallel envs for both (default: configs/agent/ppo.yaml)")

@@ -9,7 +9,8 @@ through ``agents.sb3_ppo.SB3VecEnv``), one process (``num_env_runners=0``) and o
 thread. RLlib's adaptive KL penalty is switched off (``kl_coeff=0``) because SB3 has none.
 Every ``eval_every`` env steps the clock is paused and the greedy policy is evaluated on
 the same held-out users (``eval_episodes``, fixed seed). The clock includes Ray's start-up
-and building the learner; it excludes those evaluations.
+and building the learner; it excludes those evaluations and Python's imports (done once
+per process, before the first run).
 
 The target is 90% of the final evaluation return of our PPO (median over seeds);
 time-to-target is the wall time until a run's evaluation first reaches it. Seeds are
@@ -102,12 +103,20 @@ def _time_to(curve: list[tuple[float, int, float]], target: float) -> float:
     return float("inf")
 
 
-def run(experiment: str | None = "intervention", budget: int = 1_000_000, seeds: int = 3,
-        eval_every: int = 50_000, eval_episodes: int = 1024, num_envs: int | None = None
+def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: int = 3,
+        eval_every: int = 25_000, eval_episodes: int = 1024, num_envs: int | None = None
         ) -> dict[str, Any]:
     """Interleaved runs of both learners on ``experiments.train``'s config with the overlay
     ``experiment``; prints and returns the figures. ``num_envs`` overrides the config's
     ``num_envs_per_env_runner`` for both."""
+    # Python imports happen once, before any clock starts: RLlib's seeding
+    # (torch.use_deterministic_algorithms) imports torch._dynamo on first use, ~2 s that
+    # would otherwise land on whichever run came first
+    import torch._dynamo  # noqa: F401
+
+    import agents.rllib_ppo  # noqa: F401
+    import agents.sb3_ppo  # noqa: F401
+
     env_id, env_kwargs, agent = _config(experiment)
     agent["kl_coeff"] = 0.0             # plain clipped PPO: SB3 has no KL penalty
     if num_envs is not None:
