@@ -49,7 +49,8 @@ class AdaptationCore(BaseCore):
         self.B, self.H = num_lanes, max_turns
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         self.discrete = action_mode == "discrete"
-        self.actions = DiscreteActions(len(STYLES)) if self.discrete else BoxActions(_N)
+        self.actions = (DiscreteActions(len(STYLES), STYLES) if self.discrete
+                        else BoxActions(_N, TRAITS))
         self.obs_noise, self.with_truth = obs_noise, with_truth
         self.cols = OBS_COLUMNS
         self.obs_size = OBS_COLUMNS["last_style"].stop

@@ -92,8 +92,8 @@ def column_slices(widths: Iterable[tuple[str, int]]) -> dict[str, slice]:
 class BaseCore(ABC):
     """What the Gymnasium faces need from a batched core, and the plumbing all cores share.
 
-    Subclasses set ``B``, ``actions``, ``rows`` (``arange(B)``), ``t``, ``obs`` and
-    ``obs_size``, ``started``, ``population_time``, ``with_truth`` and ``step_info``, and
+    Subclasses set ``B``, ``actions``, ``rows`` (``arange(B)``), ``t``, ``obs``,
+    ``obs_size`` and ``cols`` (observation block name -> column slice), ``started``, ``population_time``, ``with_truth`` and ``step_info``, and
     implement ``reset_lanes``, ``step`` and ``info``.
     """
 
@@ -123,6 +123,12 @@ class BaseCore(ABC):
         """Every observed feature is in [0, 1]."""
         return spaces.Box(0.0, 1.0, shape=(self.obs_size,), dtype=np.float32)
 
+    def labels(self) -> dict[str, Any]:
+        """The observation's named column blocks (``name -> [start, stop)``) and the
+        actions' names — what a policy bundle records so its users can read both."""
+        return {"observation_columns": {name: [s.start, s.stop] for name, s in self.cols.items()},
+                "action_names": list(self.actions.names)}
+
     def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
         """Start every lane with a new user (a seeded reset restarts the population clock)."""
         if reseeded or not self.started:
@@ -145,10 +151,12 @@ class BaseCore(ABC):
 
 
 class DiscreteActions:
-    """``Discrete(k)`` actions: validation of one action and of a batch."""
+    """``Discrete(k)`` actions with a name each: validation of one action and of a batch."""
 
-    def __init__(self, k: int) -> None:
-        self.k = k
+    def __init__(self, k: int, names: Iterable[str]) -> None:
+        self.k, self.names = k, tuple(names)
+        if len(self.names) != k:
+            raise ValueError(f"{k} actions need {k} names, got {self.names}")
         self._one = np.zeros(1, dtype=np.int64)
 
     def space(self) -> spaces.Discrete:
@@ -179,10 +187,13 @@ class DiscreteActions:
 
 class BoxActions:
     """Continuous actions in ``[0, 1]^dim``: finite values of the right shape are required;
-    values outside the box are clipped into it (Gaussian policies sample outside it)."""
+    values outside the box are clipped into it (Gaussian policies sample outside it).
+    ``names`` names each dimension."""
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
+    def __init__(self, dim: int, names: Iterable[str]) -> None:
+        self.dim, self.names = dim, tuple(names)
+        if len(self.names) != dim:
+            raise ValueError(f"{dim} action dimensions need {dim} names, got {self.names}")
 
     def space(self) -> spaces.Box:
         return spaces.Box(0.0, 1.0, shape=(self.dim,), dtype=np.float32)
@@ -232,6 +243,10 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
         self._done = bool(terminated[0])
         return (self._core.obs[0].copy(), float(reward[0]), self._done, False,
                 self._info(stepped=True))
+
+    def labels(self) -> dict[str, Any]:
+        """Observation column blocks and action names (``BaseCore.labels``)."""
+        return self._core.labels()
 
     def _info(self, stepped: bool) -> dict[str, Any]:
         if self.info_level == "none":
@@ -315,6 +330,10 @@ class CoreVectorEnv(VectorEnv):
             info["final_info"], info["_final_info"] = final_info, terminated.copy()
         return (self._core.obs.copy(), reward, terminated,
                 np.zeros(self.num_envs, dtype=bool), info)
+
+    def labels(self) -> dict[str, Any]:
+        """Observation column blocks and action names (``BaseCore.labels``)."""
+        return self._core.labels()
 
     def _infos(self, restart: np.ndarray | None) -> dict[str, Any]:
         if self.info_level == "none":

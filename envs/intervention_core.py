@@ -52,7 +52,7 @@ class InterventionCore(BaseCore):
                  reward_fn: InterventionRewardFn, days: int, slots_per_day: int,
                  obs_noise: float, with_truth: bool) -> None:
         self.B, self.K = num_lanes, len(ACTIONS)
-        self.actions = DiscreteActions(self.K)
+        self.actions = DiscreteActions(self.K, ACTIONS)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         self.days, self.slots, self.H = days, slots_per_day, days * slots_per_day
         self.obs_noise, self.with_truth = obs_noise, with_truth

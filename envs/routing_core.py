@@ -76,7 +76,7 @@ class RoutingCore(BaseCore):
                  fusion: PersonaFusion, behaviour: BehaviourModel, max_tasks: int,
                  with_truth: bool = True, pool_chunk: int = 512) -> None:
         self.B, self.H, self.K = num_lanes, max_tasks, world.num_agents
-        self.actions = DiscreteActions(self.K)
+        self.actions = DiscreteActions(self.K, [f"agent_{k}" for k in range(self.K)])
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
         self.signal_weights = np.asarray(reward_weights, dtype=np.float64)

@@ -18,17 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from agents.bundle import write_atomic
+
 __all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic"]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class MetricsLog:

@@ -12,7 +12,9 @@ Everything the run writes lives in Hydra's run directory:
   metrics (``charts/``, ``losses/``; wall-clock figures under ``perf/``);
 * ``checkpoints/iter_NNNNNN/`` — the newest ``checkpoint.keep`` complete checkpoints;
 * ``rllib/`` (RLlib's own log directory), ``wandb/`` and ``wandb_id.txt``;
-* ``summary.json``, ``report.md``, ``report.html``, ``*.png`` — the final evaluation.
+* ``summary.json``, ``report.md``, ``report.html``, ``*.png`` — the final evaluation;
+* ``policy/`` — the final PPO policy's bundle (``model.onnx`` + ``policy.json``, see
+  ``agents.bundle``), what ``agents.serving.load_policy`` and ``experiments.serve`` load.
 
 Configuration mistakes exit with status 2 and a message naming the key, before Ray starts.
 """
@@ -39,6 +41,7 @@ from tqdm import tqdm  # noqa: E402
 from agents.factory import make_policy  # noqa: E402
 from agents.learners import Learner, OnlineBaseline  # noqa: E402
 from envs.creator import vector_maker  # noqa: E402
+from experiments.export import export_checkpoint  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import Checkpoints, MetricsLog, Tracker, write_atomic  # noqa: E402
 from experiments.schema import register_configs  # noqa: E402
@@ -148,9 +151,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     write_atomic(run_dir / "summary.json", json.dumps(dict(meta=meta, populations=summary),
                                                       indent=2))
     report = write_report(run_dir, summary, meta, metrics.rows())
+    bundle = None
+    if cfg.agent.name in PPO_AGENTS:
+        bundle = export_checkpoint(ckpts.latest(), run_dir / "policy", overwrite=True)
     tracker.summary(headline(summary))
     tracker.finish()
-    return dict(meta=meta, populations=summary, report=str(report))
+    return dict(meta=meta, populations=summary, report=str(report),
+                bundle=str(bundle) if bundle else None)
 
 
 def _loop(cfg: DictConfig, learner: Learner, ckpts: Checkpoints, metrics: MetricsLog,
@@ -194,6 +201,8 @@ def main(cfg: DictConfig) -> None:
     pop = next(iter(result["populations"].values()))
     for name, p in pop["policies"].items():
         print(f"{name:>16}: {p['mean']:.4f} [{p['ci_low']:.4f}, {p['ci_high']:.4f}]")
+    if result["bundle"]:
+        print(f"policy bundle: {result['bundle']}")
     print(f"report: {result['report']}")
 
 

@@ -1,0 +1,163 @@
+"""Decision logs of a served policy, written so a crash loses at most a torn last line.
+
+Three logs live side by side under a root directory, one folder each:
+
+* ``decisions/`` — every served decision: ``decision_id``, ``time`` (Unix seconds),
+  ``user_id``, ``episode_id``, ``step``, ``observation``, the ``action`` (discrete:
+  ``action``; continuous: ``action_vector``), ``propensity`` — the probability (discrete) or
+  density (continuous, of the unclipped draw) of that action under everything that chose it,
+  exploration and traffic split included; null for a greedy continuous action —,
+  ``arm_propensity`` (the same under the arm that served it alone), ``action_probs`` (the
+  full behaviour distribution the action was drawn from, discrete), ``arm``, ``version``,
+  ``exploration``, ``epsilon``, ``env_id`` and ``model_sha256``;
+* ``feedback/`` — ``decision_id``, ``time``, ``reward``, ``done`` and ``signals`` (a JSON
+  object as text), joined to decisions by ``decision_id``;
+* ``shadow/`` — what a shadow policy would have done for a served decision (same
+  ``decision_id``): never shown, so it has no outcome.
+
+Each log appends JSON lines to a *segment* (``segment-NNNNNN.jsonl``, flushed after every
+write) and rolls it into a Parquet *part* with the same number (``part-NNNNNN.parquet``,
+written to a temporary file and renamed) once it holds ``segment_rows`` rows, and on close.
+A segment left by a crash is rolled when the log is next opened (its torn last line, if
+any, dropped); a segment whose part already exists (a crash between the rename and the
+delete) is deleted, never rolled twice. ``read_log`` reads the parts and any segments not
+yet rolled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["DecisionLog", "read_log", "SCHEMAS", "LOG_KINDS"]
+
+_F32 = pa.list_(pa.float32())
+SCHEMAS: dict[str, pa.Schema] = {
+    "decisions": pa.schema([
+        ("decision_id", pa.string()), ("time", pa.float64()), ("user_id", pa.string()),
+        ("episode_id", pa.string()), ("step", pa.int64()), ("observation", _F32),
+        ("action", pa.int64()), ("action_vector", _F32), ("propensity", pa.float64()),
+        ("arm_propensity", pa.float64()), ("action_probs", pa.list_(pa.float64())),
+        ("arm", pa.string()), ("version", pa.string()), ("exploration", pa.string()),
+        ("epsilon", pa.float64()), ("env_id", pa.string()), ("model_sha256", pa.string())]),
+    "feedback": pa.schema([
+        ("decision_id", pa.string()), ("time", pa.float64()), ("reward", pa.float64()),
+        ("done", pa.bool_()), ("signals", pa.string())]),
+    "shadow": pa.schema([
+        ("decision_id", pa.string()), ("time", pa.float64()), ("arm", pa.string()),
+        ("version", pa.string()), ("action", pa.int64()), ("action_vector", _F32),
+        ("propensity", pa.float64()), ("action_probs", pa.list_(pa.float64())),
+        ("model_sha256", pa.string())]),
+}
+LOG_KINDS = tuple(SCHEMAS)
+
+
+def _number(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def _read_segment(path: Path) -> list[dict[str, Any]]:
+    """Complete rows of a segment (a torn last line from a crash is dropped)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
+
+
+def _table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows],
+                                schema=schema)
+
+
+class DecisionLog:
+    """One append-only log (``kind`` in ``LOG_KINDS``) under ``root/kind``; thread-safe.
+
+    Args:
+        root: the logs' directory (created).
+        kind: ``decisions``, ``feedback`` or ``shadow`` (the Parquet schema).
+        segment_rows: rows per segment before it is rolled into a Parquet part.
+    """
+
+    def __init__(self, root: str | Path, kind: str, segment_rows: int = 10_000) -> None:
+        if kind not in SCHEMAS:
+            raise ValueError(f"log kind {kind!r}; valid: {list(LOG_KINDS)}")
+        if segment_rows < 1:
+            raise ValueError(f"segment_rows={segment_rows!r} must be >= 1")
+        self.dir = Path(root) / kind
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.schema, self.segment_rows = SCHEMAS[kind], segment_rows
+        self._lock = threading.Lock()
+        for stale in sorted(self.dir.glob("segment-*.jsonl")):
+            self._roll(stale)                  # left by a crash (or an unclean stop)
+        numbers = [_number(p) for p in self.dir.glob("part-*.parquet")]
+        self._next = max(numbers, default=0) + 1
+        self._file: Any = None
+        self._rows = 0
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append rows (dicts with the schema's keys; missing keys are null)."""
+        lines = "".join(json.dumps(dict(r), separators=(",", ":")) + "\n" for r in rows)
+        if not lines:
+            return
+        with self._lock:
+            if self._file is None:
+                self._file = open(self.dir / f"segment-{self._next:06d}.jsonl", "a")
+            self._file.write(lines)
+            self._file.flush()                  # in the OS: survives the process dying
+            self._rows += lines.count("\n")
+            if self._rows >= self.segment_rows:
+                self._close_segment()
+
+    def roll(self) -> None:
+        """Roll the open segment into a Parquet part now (also done by ``close``)."""
+        with self._lock:
+            self._close_segment()
+
+    def close(self) -> None:
+        self.roll()
+
+    def _close_segment(self) -> None:
+        if self._file is None:
+            return
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._roll(Path(self._file.name))
+        self._file, self._rows = None, 0
+        self._next += 1
+
+    def _roll(self, segment: Path) -> None:
+        part = self.dir / f"part-{_number(segment):06d}.parquet"
+        if not part.exists():
+            rows = _read_segment(segment)
+            if rows:
+                tmp = part.with_name(f".{part.name}.tmp")
+                pq.write_table(_table(rows, self.schema), tmp)
+                with open(tmp, "rb") as f:
+                    os.fsync(f.fileno())
+                os.replace(tmp, part)
+        segment.unlink()
+
+
+def read_log(root: str | Path, kind: str) -> pa.Table:
+    """Everything a log holds: its Parquet parts, then rows of segments not yet rolled."""
+    if kind not in SCHEMAS:
+        raise ValueError(f"log kind {kind!r}; valid: {list(LOG_KINDS)}")
+    folder = Path(root) / kind
+    schema = SCHEMAS[kind]
+    tables = [pq.read_table(p, schema=schema)
+              for p in sorted(folder.glob("part-*.parquet"), key=_number)]
+    pending = [r for s in sorted(folder.glob("segment-*.jsonl"), key=_number)
+               if not (folder / f"part-{_number(s):06d}.parquet").exists()
+               for r in _read_segment(s)]
+    if pending:
+        tables.append(_table(pending, schema))
+    return pa.concat_tables(tables) if tables else schema.empty_table()

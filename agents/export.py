@@ -1,0 +1,224 @@
+"""Export a trained PPO policy (RLlib or SB3, discrete or continuous) to a policy bundle.
+
+RLlib checkpoints are for resuming training; a bundle (``agents.bundle``) is what leaves the
+lab: ``model.onnx`` (torch's ``torch.export``-based ONNX exporter, which needs ``onnx`` and
+``onnxscript``; one file, dynamic batch dimension) and ``policy.json``. The graph is the
+policy's actor only — raw flat observation in, distribution parameters out (``logits``, or
+``mean`` and ``log_std``); our observations need no preprocessing (every feature is already
+in [0, 1]), which ``policy.json`` declares. After writing, the exporter runs the ONNX model
+on observations sampled from the observation space and refuses the bundle if it disagrees
+with the torch policy.
+
+    actor, learner = actor_from_checkpoint(checkpoint, "ppo")     # or "sb3_ppo"
+    write_bundle(actor, out, env_id=..., env_config=..., source=..., training=...)
+
+``experiments.export`` is the command line; ``experiments.train`` calls it at the end of a run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agents.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError, sha256_file,
+                           write_atomic)
+from envs.creator import create_env
+
+__all__ = ["actor_from_checkpoint", "write_bundle", "LEARNERS", "PARITY_TOLERANCE"]
+
+#: the learners a bundle can be exported from: agent name -> what ``policy.json`` calls it
+LEARNERS = {"ppo": "rllib_ppo", "sb3_ppo": "sb3_ppo"}
+#: the exporter's self-check: largest |ONNX − torch| allowed on sampled observations
+PARITY_TOLERANCE = 1e-4
+_RLLIB_MODULE = Path("learner_group", "learner", "rl_module", "default_policy")
+
+
+class _RLlibActor(torch.nn.Module):
+    """An RLlib RLModule's inference forward pass, split into named distribution inputs."""
+
+    def __init__(self, module: torch.nn.Module, discrete: bool) -> None:
+        super().__init__()
+        self.module, self.discrete = module, discrete
+
+    def forward(self, obs: torch.Tensor) -> Any:
+        z = self.module.forward_inference({"obs": obs})["action_dist_inputs"]
+        if self.discrete:
+            return z
+        mean, log_std = torch.chunk(z, 2, dim=1)    # RLlib's TorchDiagGaussian layout
+        return mean, log_std
+
+
+class _SB3Actor(torch.nn.Module):
+    """An SB3 ``ActorCriticPolicy``'s actor: features -> policy MLP -> action net."""
+
+    def __init__(self, policy: torch.nn.Module, discrete: bool) -> None:
+        super().__init__()
+        self.policy, self.discrete = policy, discrete
+
+    def forward(self, obs: torch.Tensor) -> Any:
+        p = self.policy
+        features = p.extract_features(obs, p.pi_features_extractor)
+        out = p.action_net(p.mlp_extractor.forward_actor(features))
+        if self.discrete:
+            return out
+        return out, p.log_std.expand_as(out)      # state-independent log-std
+
+
+def actor_from_checkpoint(checkpoint: Path, agent: str) -> tuple[torch.nn.Module, dict]:
+    """The trained actor in a training checkpoint (``experiments.train``'s
+    ``checkpoints/iter_NNNNNN/``) and what the bundle records about its source.
+
+    Raises:
+        BundleError: an agent that has no bundle format, or a checkpoint without the files.
+    """
+    if agent not in LEARNERS:
+        raise BundleError(f"agent {agent!r} has no policy bundle; bundles are exported from "
+                          f"{sorted(LEARNERS)}")
+    checkpoint = Path(checkpoint).resolve()
+    if agent == "ppo":
+        path = checkpoint / _RLLIB_MODULE
+        if not path.is_dir():
+            raise BundleError(f"{checkpoint} is not an RLlib PPO checkpoint (no {_RLLIB_MODULE})")
+        import ray
+        from ray.rllib.core.rl_module.rl_module import RLModule
+
+        module = RLModule.from_checkpoint(str(path))
+        discrete = isinstance(module.action_space, gym.spaces.Discrete)
+        actor: torch.nn.Module = _RLlibActor(module, discrete)
+        framework = f"ray[rllib] {ray.__version__}"
+    else:
+        path = checkpoint / "model.zip"
+        if not path.is_file():
+            raise BundleError(f"{checkpoint} is not an SB3 PPO checkpoint (no model.zip)")
+        import stable_baselines3
+        from stable_baselines3 import PPO
+
+        policy = PPO.load(path, device="cpu").policy
+        discrete = isinstance(policy.action_space, gym.spaces.Discrete)
+        actor = _SB3Actor(policy, discrete)
+        framework = f"stable-baselines3 {stable_baselines3.__version__}"
+    actor.eval()
+    meta_file = checkpoint / "meta.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    source = dict(learner=LEARNERS[agent], framework=framework, checkpoint=str(checkpoint),
+                  iteration=meta.get("iteration"), env_steps=meta.get("env_steps"))
+    return actor, source
+
+
+def _spec(env: Any, env_id: str, env_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The env-derived part of ``policy.json``: env, observation, action, distribution."""
+    obs_space, act_space = env.observation_space, env.action_space
+    labels = env.unwrapped.labels()
+    observation = dict(dim=int(obs_space.shape[0]), dtype="float32",
+                       low=obs_space.low.tolist(), high=obs_space.high.tolist(),
+                       columns=labels["observation_columns"], preprocessing="none")
+    if isinstance(act_space, gym.spaces.Discrete):
+        action = dict(type="discrete", n=int(act_space.n), names=labels["action_names"])
+        distribution, outputs = "categorical", ["logits"]
+    else:
+        action = dict(type="box", dim=int(act_space.shape[0]), low=act_space.low.tolist(),
+                      high=act_space.high.tolist(), names=labels["action_names"],
+                      postprocess="clip")
+        distribution, outputs = "diag_gaussian", ["mean", "log_std"]
+    version = env_id.rsplit("-v", 1)[-1]
+    return dict(env=dict(id=env_id, version=int(version) if version.isdigit() else version,
+                         config=dict(env_config)),
+                observation=observation, action=action, distribution=distribution,
+                outputs=outputs)
+
+
+def write_bundle(actor: torch.nn.Module, out: Path, *, env_id: str,
+                 env_config: Mapping[str, Any], source: Mapping[str, Any],
+                 training: Mapping[str, Any] | None = None, config_hash: str | None = None,
+                 overwrite: bool = False, seed: int = 0) -> Path:
+    """Write the bundle of ``actor`` (from ``actor_from_checkpoint``) into directory ``out``.
+
+    The bundle is assembled in a temporary sibling folder and renamed into place, so ``out``
+    is either absent, the old bundle or the complete new one.
+
+    Raises:
+        BundleError: ``out`` exists and ``overwrite`` is false; or the exported graph
+            disagrees with the torch policy by more than ``PARITY_TOLERANCE``.
+    """
+    out = Path(out).resolve()
+    if out.exists() and not overwrite:
+        raise BundleError(f"{out} already exists; choose another out= or pass overwrite=true")
+    env = create_env(env_id, {**env_config, "info_level": "none"})
+    spec = _spec(env, env_id, env_config)
+    discrete = spec["distribution"] == "categorical"
+    if discrete != getattr(actor, "discrete", discrete):
+        raise BundleError(f"the policy is {'discrete' if actor.discrete else 'continuous'} "
+                          f"but {env_id} with {dict(env_config)} is not")
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        opset = _export_onnx(actor, tmp / MODEL_FILE, spec)
+        _check_parity(actor, tmp / MODEL_FILE, env.observation_space, seed)
+        spec = dict(format_version=FORMAT_VERSION, **spec,
+                    source=dict(source, torch=torch.__version__, opset=opset,
+                                exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z")),
+                    config_hash=config_hash, training=dict(training or {}),
+                    model_sha256=sha256_file(tmp / MODEL_FILE))
+        write_atomic(tmp / SPEC_FILE, json.dumps(spec, indent=2) + "\n")
+        _replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        env.close()
+    return out
+
+
+def _export_onnx(actor: torch.nn.Module, path: Path, spec: Mapping[str, Any]) -> int:
+    """``actor`` as one ONNX file with a dynamic batch dimension; returns the opset."""
+    example = torch.zeros((2, spec["observation"]["dim"]), dtype=torch.float32)
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:                    # the exporter's progress notes are not ours to show
+        lg.setLevel(logging.ERROR)
+    try:
+        program = torch.onnx.export(
+            actor, (example,), input_names=["obs"], output_names=spec["outputs"],
+            dynamic_shapes={"obs": {0: torch.export.Dim("batch")}}, dynamo=True,
+            external_data=False, optimize=True, verbose=False)
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    program.save(str(path), external_data=False)
+    return int(program.model.opset_imports[""])
+
+
+def _check_parity(actor: torch.nn.Module, path: Path, space: gym.spaces.Box, seed: int
+                  ) -> None:
+    """Refuse a graph whose outputs differ from the torch actor's on sampled observations."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(seed)
+    obs = rng.uniform(space.low, space.high, size=(256, space.shape[0])).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"obs": obs})
+    with torch.no_grad():
+        want = actor(torch.from_numpy(obs))
+    want = [want] if isinstance(want, torch.Tensor) else list(want)
+    for name, g, w in zip([o.name for o in session.get_outputs()], got, want):
+        err = float(np.abs(g - w.numpy()).max())
+        if not err <= PARITY_TOLERANCE:
+            raise BundleError(f"the exported graph's {name!r} differs from the torch policy by "
+                              f"{err:.3g} (> {PARITY_TOLERANCE}); not writing the bundle")
+
+
+def _replace_dir(new: Path, out: Path) -> None:
+    """Rename ``new`` to ``out``, replacing an old ``out`` only once ``new`` is in place."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,252 @@
+"""The thin serving loader: a policy bundle (``agents.bundle``) on onnxruntime and NumPy.
+
+    from agents.serving import load_policy
+
+    policy = load_policy("outputs/2026-11-24/07-11-05/policy")
+    policy.act(obs)                               # greedy action for one observation
+    policy.act_batch(observations)                # greedy actions for a (N, obs_dim) batch
+    policy.act(obs, deterministic=False)          # sampled from the policy's distribution
+    policy.action_probs(observations)             # discrete: (N, n_actions)
+    policy.gaussian(observations)                 # continuous: mean, log_std
+
+This module imports only NumPy, onnxruntime and the standard library (no Ray, no torch), so
+``pip install .[serve]`` is enough to use it. Loading checks the bundle's format version
+and the model's SHA-256 (a tampered bundle is refused); every observation is checked for
+shape, dtype, finite values and the observation space's bounds before the model sees it.
+
+``behaviour_probs`` turns a discrete policy's probabilities into the distribution an
+exploration setting actually draws from (``greedy``, ``sample``, ``epsilon``) — the
+probabilities a decision log must record for offline evaluation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from agents.bundle import MODEL_FILE, BundleError, check_model_bytes, read_spec
+
+__all__ = ["load_policy", "ServedPolicy", "ObservationError", "BundleError",
+           "EXPLORATION_MODES", "behaviour_probs", "sample_categorical"]
+
+EXPLORATION_MODES = ("greedy", "sample", "epsilon")
+#: observations may exceed the declared bounds by this much (float32 rounding)
+_BOUNDS_SLACK = 1e-5
+
+
+class ObservationError(ValueError):
+    """An observation the policy cannot take: wrong shape or dtype, NaN/inf, out of bounds."""
+
+
+def load_policy(path: str | Path, *, seed: int | None = None) -> "ServedPolicy":
+    """Load the bundle in directory ``path``.
+
+    Args:
+        path: a bundle directory (``model.onnx`` + ``policy.json``).
+        seed: seeds the generator used when acting with ``deterministic=False``.
+
+    Raises:
+        BundleError: missing files, a format version this code cannot read, model bytes that
+            do not match the recorded checksum, or a model whose inputs/outputs disagree
+            with ``policy.json``.
+    """
+    path = Path(path)
+    spec = read_spec(path, verify=False)
+    data = (path / MODEL_FILE).read_bytes()
+    check_model_bytes(spec, data, path / MODEL_FILE)     # hash the bytes we load
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1          # tiny MLPs: threads cost more than they save
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(data, sess_options=options,
+                                       providers=["CPUExecutionProvider"])
+    except Exception as exc:                   # onnxruntime raises its own exception types
+        raise BundleError(f"onnxruntime cannot load {path / MODEL_FILE}: {exc}") from None
+    return ServedPolicy(path, spec, session, np.random.default_rng(seed))
+
+
+class ServedPolicy:
+    """A loaded bundle. Build it with ``load_policy``.
+
+    Attributes:
+        spec: the parsed ``policy.json``.
+        discrete: categorical (``True``) or diagonal-Gaussian policy.
+        obs_dim: length of one observation.
+        action_names: one name per discrete action / per continuous action dimension.
+        env_id: the env the policy was trained on.
+    """
+
+    def __init__(self, path: Path, spec: dict[str, Any], session: ort.InferenceSession,
+                 rng: np.random.Generator) -> None:
+        self.path, self.spec, self._session, self.rng = path, spec, session, rng
+        self.discrete = spec["distribution"] == "categorical"
+        obs, act = spec["observation"], spec["action"]
+        self.obs_dim = int(obs["dim"])
+        self._low = np.asarray(obs["low"], dtype=np.float32) - _BOUNDS_SLACK
+        self._high = np.asarray(obs["high"], dtype=np.float32) + _BOUNDS_SLACK
+        self.action_names: list[str] = list(act["names"])
+        self.env_id: str = spec["env"]["id"]
+        if self.discrete:
+            self.n_actions = int(act["n"])
+            self._outputs = ["logits"]
+        else:
+            self.action_dim = int(act["dim"])
+            self.action_low = np.asarray(act["low"], dtype=np.float32)
+            self.action_high = np.asarray(act["high"], dtype=np.float32)
+            self._outputs = ["mean", "log_std"]
+        self._check_graph()
+
+    def _check_graph(self) -> None:
+        inputs = self._session.get_inputs()
+        names = [o.name for o in self._session.get_outputs()]
+        if len(inputs) != 1 or inputs[0].name != "obs" or inputs[0].shape[-1] != self.obs_dim:
+            raise BundleError(f"{self.path / MODEL_FILE} takes "
+                              f"{[(i.name, i.shape) for i in inputs]}; policy.json declares "
+                              f"one input 'obs' of width {self.obs_dim}")
+        if names != self._outputs:
+            raise BundleError(f"{self.path / MODEL_FILE} outputs {names}; a "
+                              f"{self.spec['distribution']} policy outputs {self._outputs}")
+
+    # ------------------------------------------------------------------ checks
+    def check_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
+        """``(batch float32 (N, obs_dim), single)``: ``obs`` as the model takes it, and
+        whether it was one observation. Raises ``ObservationError`` naming the problem."""
+        try:
+            x = np.asarray(obs)
+        except (TypeError, ValueError) as exc:         # ragged nested lists
+            raise ObservationError(f"observation is not a rectangular array of numbers: "
+                                   f"{exc}") from None
+        if x.dtype.kind not in "fiu":
+            raise ObservationError(f"observation must hold numbers (float or int), got dtype "
+                                   f"{x.dtype}")
+        single = x.ndim == 1
+        if single:
+            x = x[None, :]
+        if x.ndim != 2 or x.shape[1] != self.obs_dim or x.shape[0] == 0:
+            raise ObservationError(
+                f"observation has shape {np.shape(obs)}; this policy takes ({self.obs_dim},) "
+                f"or (batch, {self.obs_dim}) with batch >= 1 (env {self.env_id})")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not np.isfinite(x).all():
+            rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            raise ObservationError(f"observation has NaN or infinite values (rows "
+                                   f"{rows[:5].tolist()})")
+        bad = (x < self._low) | (x > self._high)
+        if bad.any():
+            r, c = np.argwhere(bad)[0]
+            raise ObservationError(
+                f"observation[{r}, {c}] = {float(x[r, c])!r} is outside the observation space's "
+                f"bounds [{self._low[c] + _BOUNDS_SLACK:g}, {self._high[c] - _BOUNDS_SLACK:g}]"
+                f" (column block {self._block(c)!r})")
+        return x, single
+
+    def _block(self, column: int) -> str:
+        for name, (start, stop) in self.spec["observation"].get("columns", {}).items():
+            if start <= column < stop:
+                return name
+        return "?"
+
+    # ------------------------------------------------------------------ model outputs
+    def _run(self, obs: Any) -> tuple[list[np.ndarray], bool]:
+        x, single = self.check_obs(obs)
+        return self._session.run(self._outputs, {"obs": x}), single
+
+    def logits(self, obs: Any) -> np.ndarray:
+        """Discrete: the categorical's logits, ``(n_actions,)`` or ``(N, n_actions)``."""
+        self._require(True, "logits")
+        (z,), single = self._run(obs)
+        return z[0] if single else z
+
+    def action_probs(self, obs: Any) -> np.ndarray:
+        """Discrete: action probabilities, ``(n_actions,)`` or ``(N, n_actions)``."""
+        self._require(True, "action_probs")
+        (z,), single = self._run(obs)
+        p = _softmax(z)
+        return p[0] if single else p
+
+    def gaussian(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Continuous: the Gaussian's ``(mean, log_std)`` before clipping to the bounds."""
+        self._require(False, "gaussian")
+        (mean, log_std), single = self._run(obs)
+        return (mean[0], log_std[0]) if single else (mean, log_std)
+
+    def distribution(self, obs: Any) -> dict[str, np.ndarray]:
+        """The distribution's parameters by output name (``logits`` or ``mean``/``log_std``)."""
+        out, single = self._run(obs)
+        return {name: (v[0] if single else v) for name, v in zip(self._outputs, out)}
+
+    def _require(self, discrete: bool, what: str) -> None:
+        if self.discrete != discrete:
+            kind = "discrete" if self.discrete else "continuous"
+            raise TypeError(f"{what}() is for {'discrete' if discrete else 'continuous'} "
+                            f"policies; this one is {kind} ({self.spec['distribution']})")
+
+    # ------------------------------------------------------------------ acting
+    def act(self, obs: Any, deterministic: bool = True) -> Any:
+        """The action for one observation (an ``int``, or a float32 vector) — or for a
+        batch when ``obs`` is 2-D. Greedy: the most probable action / the Gaussian's mean;
+        otherwise sampled. Continuous actions are clipped to the action bounds."""
+        out, single = self._run(obs)
+        a = self._choose(out, deterministic)
+        if single:
+            return int(a[0]) if self.discrete else a[0]
+        return a
+
+    def act_batch(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """Actions for a ``(N, obs_dim)`` batch: ``(N,)`` int64 or ``(N, action_dim)``."""
+        if np.ndim(obs) != 2:
+            raise ObservationError(f"act_batch takes a (batch, {self.obs_dim}) array; got "
+                                   f"shape {np.shape(obs)} (use act() for one observation)")
+        out, _ = self._run(obs)
+        return self._choose(out, deterministic)
+
+    def _choose(self, out: list[np.ndarray], deterministic: bool) -> np.ndarray:
+        if self.discrete:
+            (z,) = out
+            if deterministic:
+                return z.argmax(axis=1)
+            return sample_categorical(_softmax(z), self.rng)
+        mean, log_std = out
+        a = mean if deterministic else mean + np.exp(log_std) * self.rng.standard_normal(
+            mean.shape, dtype=np.float32)
+        return np.clip(a, self.action_low, self.action_high)
+
+    def describe(self) -> dict[str, Any]:
+        """What a client needs to know: env, spaces, distribution, source, checksum."""
+        keys = ("format_version", "env", "observation", "action", "distribution", "source",
+                "config_hash", "training", "model_sha256")
+        return {k: self.spec.get(k) for k in keys}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw per row of ``(N, K)`` probabilities (inverse CDF, vectorised)."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
+
+
+def behaviour_probs(probs: np.ndarray, mode: str, epsilon: float = 0.0) -> np.ndarray:
+    """The distribution an exploration setting draws from, given policy probabilities
+    ``(N, K)``: ``greedy`` puts all mass on the most probable action, ``sample`` is the
+    policy itself, ``epsilon`` is greedy with probability ``1 − ε`` and uniform otherwise."""
+    if mode == "sample":
+        return probs
+    if mode not in EXPLORATION_MODES:
+        raise ValueError(f"exploration mode {mode!r}; valid: {list(EXPLORATION_MODES)}")
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon={epsilon!r} is outside the valid range [0, 1]")
+    n, k = probs.shape
+    out = np.zeros((n, k))
+    out[np.arange(n), probs.argmax(axis=1)] = 1.0
+    if mode == "epsilon":
+        out = (1.0 - epsilon) * out + epsilon / k
+    return out

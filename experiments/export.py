@@ -1,0 +1,109 @@
+"""Export a training checkpoint to a policy bundle (``model.onnx`` + ``policy.json``).
+
+    python -m experiments.export checkpoint=outputs/<date>/<time>/checkpoints/iter_000214
+    python -m experiments.export checkpoint=<...> out=bundles/routing-v1 overwrite=true
+
+The checkpoint must come from ``experiments.train`` with ``agent=ppo`` (RLlib) or
+``agent=sb3_ppo``: its run directory's ``run.json`` says which env and config it was trained
+with. ``out`` defaults to the run directory's ``policy/`` (where ``experiments.train`` puts
+the final policy's bundle). Mistakes exit with status 2 and a message, writing nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from agents.bundle import BundleError
+from experiments.wiring import env_kwargs
+from synth.errors import ConfigError, PersonaRLError
+
+__all__ = ["export_checkpoint", "main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExportSchema:
+    checkpoint: str = MISSING      # a run's checkpoints/iter_NNNNNN
+    out: Optional[str] = None      # bundle directory; default <run dir>/policy
+    overwrite: bool = False        # replace an existing bundle at ``out``
+
+
+ConfigStore.instance().store(name="export_schema", node=ExportSchema)
+
+
+def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool = False
+                      ) -> Path:
+    """Write the bundle of the policy in ``checkpoint``; returns the bundle directory.
+
+    Raises:
+        ConfigError: the path is not a complete checkpoint of an ``experiments.train`` run.
+        BundleError: the agent has no bundle format, ``out`` exists, or the export failed
+            its parity check.
+    """
+    from agents.export import actor_from_checkpoint, write_bundle
+
+    checkpoint = Path(checkpoint).resolve()
+    if not (checkpoint / "meta.json").is_file():
+        raise ConfigError(f"checkpoint={str(checkpoint)!r} is not a complete training "
+                          "checkpoint (no meta.json); use one of <run dir>/checkpoints/iter_*")
+    run_dir = checkpoint.parent.parent
+    run_file = run_dir / "run.json"
+    if not run_file.is_file():
+        raise ConfigError(f"checkpoint={str(checkpoint)!r} is not inside a training run "
+                          f"directory (no {run_file})")
+    run = json.loads(run_file.read_text())
+    cfg = OmegaConf.create(run["config"])
+    env_id, kwargs = env_kwargs(cfg)
+    actor, source = actor_from_checkpoint(checkpoint, cfg.agent.name)
+    training = _training_record(run_dir, source["iteration"])
+    return write_bundle(actor, Path(out) if out else run_dir / "policy", env_id=env_id,
+                        env_config=kwargs, source=source, training=training,
+                        config_hash=run["config_hash"], overwrite=overwrite, seed=cfg.seed)
+
+
+def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:
+    """The last logged metrics up to the checkpoint's iteration and, when the run's final
+    evaluation is of this checkpoint, the trained policy's evaluation per population."""
+    from experiments.run_files import MetricsLog
+
+    rows = [r for r in MetricsLog(run_dir / "metrics.jsonl").rows()
+            if iteration is None or r["iteration"] <= iteration]
+    record: dict[str, Any] = {}
+    if rows:
+        record["metrics"] = {k: v for k, v in rows[-1].items()
+                             if k in ("iteration", "env_steps") or k.startswith(("charts/",
+                                                                                  "losses/"))}
+    summary_file = run_dir / "summary.json"
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        if summary["meta"]["iterations"] == iteration:
+            record["evaluation"] = {
+                name: dict(pop["policies"][pop["trained"]], best_baseline=pop["best_baseline"])
+                for name, pop in summary["populations"].items()}
+    return record
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    try:
+        path = export_checkpoint(Path(cfg.checkpoint), cfg.out and Path(cfg.out),
+                                 cfg.overwrite)
+    except (PersonaRLError, BundleError) as exc:
+        log.error("export failed: %s", exc)
+        sys.exit(2)
+    print(f"bundle: {path}")
+
+
+if __name__ == "__main__":
+    main()

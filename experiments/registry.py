@@ -1,0 +1,90 @@
+"""The model registry from the command line (``agents.registry``).
+
+    python -m experiments.registry action=register bundle=outputs/<date>/<time>/policy name=routing
+    python -m experiments.registry action=list [name=routing]
+    python -m experiments.registry action=stage name=routing version=2 stage=staging
+    python -m experiments.registry action=promote name=routing version=2
+    python -m experiments.registry action=rollback name=routing
+
+``registry=<dir>`` picks the registry (default ``registry/``). Every change is made under
+the registry's file lock and the index is rewritten atomically. Mistakes exit with status 2
+and a message; the registry is left as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
+
+from agents.bundle import BundleError
+from agents.registry import Registry, RegistryError
+
+__all__ = ["run", "main", "ACTIONS"]
+
+log = logging.getLogger(__name__)
+ACTIONS = ("register", "list", "stage", "promote", "rollback")
+
+
+@dataclass
+class RegistrySchema:
+    registry: str = "registry"      # the registry directory
+    action: str = "list"            # register | list | stage | promote | rollback
+    name: Optional[str] = None      # the model's name
+    bundle: Optional[str] = None    # register: the bundle directory to copy in
+    version: Optional[int] = None   # stage, promote: which version
+    stage: Optional[str] = None     # stage: none | staging | archived
+    note: str = ""                  # register: a free-text note kept in the index
+
+
+ConfigStore.instance().store(name="registry_schema", node=RegistrySchema)
+
+
+def _need(cfg: DictConfig, *keys: str) -> None:
+    missing = [k for k in keys if cfg[k] is None]
+    if missing:
+        raise RegistryError(f"action={cfg.action} needs {', '.join(f'{k}=' for k in missing)}")
+
+
+def run(cfg: DictConfig) -> list[dict[str, Any]]:
+    """Carry out ``cfg.action``; the entries it touched (or listed)."""
+    reg = Registry(cfg.registry)
+    if cfg.action not in ACTIONS:
+        raise RegistryError(f"action={cfg.action!r}; valid: {list(ACTIONS)}")
+    if cfg.action == "list":
+        return reg.versions(cfg.name) if reg.models() or cfg.name else []
+    _need(cfg, "name")
+    if cfg.action == "register":
+        _need(cfg, "bundle")
+        return [reg.register(cfg.bundle, cfg.name, cfg.note)]
+    if cfg.action == "stage":
+        _need(cfg, "version", "stage")
+        return [reg.set_stage(cfg.name, cfg.version, cfg.stage)]
+    if cfg.action == "promote":
+        _need(cfg, "version")
+        return [reg.promote(cfg.name, cfg.version)]
+    return [reg.rollback(cfg.name)]
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="registry")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: one action, then the touched versions as a table."""
+    try:
+        entries = run(cfg)
+    except (RegistryError, BundleError) as exc:
+        log.error("registry %s failed: %s", cfg.action, exc)
+        sys.exit(2)
+    if not entries:
+        print(f"registry {cfg.registry}: no models registered")
+    for e in entries:
+        print(f"{e['name']:<20} v{e['version']:<4} {e['stage']:<11} {e['registered_at']}  "
+              f"{e['env_id']}  sha256:{e['model_sha256'][:12]}  {e['note']}")
+
+
+if __name__ == "__main__":
+    main()

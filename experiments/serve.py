@@ -1,0 +1,161 @@
+"""Serve a policy bundle (or a registry stage) over HTTP.
+
+    python -m experiments.serve bundle=outputs/<date>/<time>/policy
+    python -m experiments.serve registry=registry model=routing            # production
+    python -m experiments.serve registry=registry model=routing traffic.mode=canary \\
+        traffic.candidate=staging traffic.share=0.1 exploration.mode=epsilon
+    PERSONARL_API_KEY=secret python -m experiments.serve bundle=... port=8080
+
+Decision, feedback and shadow logs go to ``log_dir`` (default: the Hydra run directory's
+``decision_logs/``). Configuration mistakes exit with status 2 and a message naming the key,
+before the server starts. Needs only the ``serve`` extra (no Ray, no torch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from agents.bundle import BundleError
+from agents.registry import Registry, RegistryError
+from agents.serving import load_policy
+from agents.traffic import Arm, Decider
+
+__all__ = ["build_decider", "settings_from", "main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExplorationSchema:
+    mode: str = "greedy"            # greedy | sample | epsilon
+    epsilon: float = 0.05
+
+
+@dataclass
+class TrafficSchema:
+    mode: str = "single"            # single | canary | ab | shadow
+    candidate: Optional[str] = None   # a bundle dir; with a registry: a stage or a version
+    share: float = 0.1              # the candidate's share of users (canary, ab)
+    salt: str = "personarl"         # of the user-id hash that makes assignment sticky
+
+
+@dataclass
+class ServeSchema:
+    bundle: Optional[str] = None    # a bundle directory, or
+    registry: Optional[str] = None  # a registry directory, with
+    model: Optional[str] = None     #   the model's name and
+    stage: str = "production"       #   the stage to serve (or:)
+    version: Optional[int] = None   #   a version number
+    exploration: ExplorationSchema = field(default_factory=ExplorationSchema)
+    traffic: TrafficSchema = field(default_factory=TrafficSchema)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_dir: Optional[str] = None   # default: <hydra run dir>/decision_logs
+    segment_rows: int = 10000       # decision-log rows per segment before it becomes Parquet
+    max_body_bytes: int = 1048576
+    max_batch: int = 1024
+    feedback_window: int = 1000000  # feedback accepted for this many most recent decisions
+    seed: int = 0                   # exploration and random traffic assignment
+
+
+ConfigStore.instance().store(name="serve_schema", node=ServeSchema)
+
+
+class ServeConfigError(ValueError):
+    """A serve setting that cannot work, named with its key."""
+
+
+def _arm(cfg: DictConfig, name: str, ref: Any, registry: Registry | None, seed: int) -> Arm:
+    """Load one arm: ``ref`` is a bundle path, or (with a registry) a stage or version."""
+    if registry is None:
+        policy = load_policy(ref, seed=seed)
+        return Arm(name, f"sha256:{policy.spec['model_sha256'][:12]}", policy)
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        path, entry = registry.resolve(cfg.model, version=int(ref))
+    else:
+        path, entry = registry.resolve(cfg.model, stage=ref)
+    return Arm(name, f"{cfg.model}:v{entry['version']}", load_policy(path, seed=seed))
+
+
+def build_decider(cfg: DictConfig) -> Decider:
+    """The ``Decider`` a serve config describes.
+
+    Raises:
+        ServeConfigError, BundleError, RegistryError, ValueError: naming the bad key/value.
+    """
+    if (cfg.bundle is None) == (cfg.registry is None):
+        raise ServeConfigError("give exactly one of bundle=<dir> or registry=<dir> "
+                               f"(got bundle={cfg.bundle!r}, registry={cfg.registry!r})")
+    registry = None
+    if cfg.registry is not None:
+        if cfg.model is None:
+            raise ServeConfigError("registry= needs model=<name> (python -m "
+                                   "experiments.registry action=list shows the names)")
+        registry = Registry(cfg.registry)
+    for key, low in (("port", 0), ("max_body_bytes", 1), ("max_batch", 1),
+                     ("feedback_window", 1), ("segment_rows", 1)):
+        if cfg[key] < low:
+            raise ServeConfigError(f"{key}={cfg[key]!r} must be >= {low}")
+    primary_ref = cfg.bundle if registry is None else (
+        cfg.version if cfg.version is not None else cfg.stage)
+    primary = _arm(cfg, "primary", primary_ref, registry, cfg.seed)
+    t = cfg.traffic
+    candidate = None
+    if t.mode != "single":
+        if t.candidate is None:
+            raise ServeConfigError(f"traffic.mode={t.mode} needs traffic.candidate (a bundle "
+                                   "dir; with a registry, a stage or a version number)")
+        candidate = _arm(cfg, "shadow" if t.mode == "shadow" else "candidate", t.candidate,
+                         registry, cfg.seed + 1)
+    try:
+        return Decider(primary, candidate, mode=t.mode, share=t.share,
+                       exploration=cfg.exploration.mode, epsilon=cfg.exploration.epsilon,
+                       salt=t.salt, seed=cfg.seed)
+    except ValueError as exc:
+        raise ServeConfigError(f"traffic/exploration: {exc}") from None
+
+
+def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
+    """``ServerSettings`` from the config (the API key from ``PERSONARL_API_KEY``)."""
+    from agents.server import ServerSettings
+
+    return ServerSettings(log_dir=Path(cfg.log_dir) if cfg.log_dir else run_dir / "decision_logs",
+                          max_body_bytes=cfg.max_body_bytes, max_batch=cfg.max_batch,
+                          feedback_window=cfg.feedback_window, segment_rows=cfg.segment_rows,
+                          api_key=os.environ.get("PERSONARL_API_KEY") or None)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="serve")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point: check the config, load the bundles, run uvicorn."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        decider = build_decider(cfg)
+        settings = settings_from(cfg, run_dir)
+    except (ServeConfigError, BundleError, RegistryError, ValueError) as exc:
+        log.error("cannot serve: %s", exc)
+        sys.exit(2)
+    import uvicorn
+
+    from agents.server import create_app
+
+    app = create_app(decider, settings)
+    arms = ", ".join(f"{a.name}={a.version}" for a in decider.arms)
+    print(f"serving {decider.primary.policy.env_id} ({arms}; traffic {decider.mode}, "
+          f"exploration {decider.exploration}) on http://{cfg.host}:{cfg.port}; decision "
+          f"logs in {settings.log_dir}", flush=True)
+    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
