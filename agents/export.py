@@ -177,6 +177,18 @@ def write_bundle(actor: torch.nn.Module, out: Path, *, env_id: str,
     return out
 
 
+class _Graph(torch.nn.Module):
+    """The exported root: nests the actor so its weights are named ``actor.…`` and never
+    collide with the graph's output names (a parameter called ``log_std`` would)."""
+
+    def __init__(self, actor: torch.nn.Module) -> None:
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor) -> Any:
+        return self.actor(obs)
+
+
 def _export_onnx(actor: torch.nn.Module, path: Path, spec: Mapping[str, Any]) -> int:
     """``actor`` as one ONNX file with a dynamic batch dimension; returns the opset."""
     example = torch.zeros((2, spec["observation"]["dim"]), dtype=torch.float32)
@@ -186,7 +198,7 @@ def _export_onnx(actor: torch.nn.Module, path: Path, spec: Mapping[str, Any]) ->
         lg.setLevel(logging.ERROR)
     try:
         program = torch.onnx.export(
-            actor, (example,), input_names=["obs"], output_names=spec["outputs"],
+            _Graph(actor).eval(), (example,), input_names=["obs"], output_names=spec["outputs"],
             dynamic_shapes={"obs": {0: torch.export.Dim("batch")}}, dynamo=True,
             external_data=False, optimize=True, verbose=False)
     finally:
@@ -209,7 +221,7 @@ def _check_parity(actor: torch.nn.Module, path: Path, space: gym.spaces.Box, see
         want = actor(torch.from_numpy(obs))
     want = [want] if isinstance(want, torch.Tensor) else list(want)
     for name, g, w in zip([o.name for o in session.get_outputs()], got, want):
-        err = float(np.abs(g - w.numpy()).max())
+        err = float(np.abs(g - w.detach().numpy()).max())
         if not err <= PARITY_TOLERANCE:
             raise BundleError(f"the exported graph's {name!r} differs from the torch policy by "
                               f"{err:.3g} (> {PARITY_TOLERANCE}); not writing the bundle")

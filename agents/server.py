@@ -39,6 +39,7 @@ from typing import Annotated, Any, AsyncIterator, Optional, Union
 
 import numpy as np
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
@@ -73,10 +74,11 @@ class _TooLarge(Exception):
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a body above ``limit`` bytes, declared or streamed."""
+    """ASGI middleware: 413 for a body above ``limit`` bytes, declared or streamed;
+    ``on_reject(path)`` is called for each (the metrics count them)."""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, on_reject: Any = None) -> None:
+        self.app, self.limit, self.on_reject = app, limit, on_reject
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -84,7 +86,7 @@ class BodyLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._reject(send)
+            await self._reject(scope, send)
             return
         seen = 0
         started = False
@@ -107,9 +109,11 @@ class BodyLimit:
             await self.app(scope, limited_receive, watched_send)
         except _TooLarge:
             if not started:
-                await self._reject(send)
+                await self._reject(scope, send)
 
-    async def _reject(self, send: Any) -> None:
+    async def _reject(self, scope: dict, send: Any) -> None:
+        if self.on_reject is not None:
+            self.on_reject(scope["path"])
         body = (f'{{"detail":"request body larger than {self.limit} bytes '
                 f'(server.max_body_bytes)"}}').encode()
         await send({"type": "http.response.start", "status": 413,
@@ -218,6 +222,14 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
                           ).inc()
         return response
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # where and what, without echoing the input (it may hold NaN, which JSON cannot
+        # carry, or a whole batch)
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
     @app.exception_handler(ObservationError)
     async def bad_observation(request: Request, exc: ObservationError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
@@ -308,7 +320,12 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         """Prometheus exposition."""
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    def too_large(path: str) -> None:
+        path = path if path in _ENDPOINTS else "other"
+        requests.labels(path, "413").inc()
+        errors.labels(path, "too_large").inc()
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_reject=too_large)
     app.state.logs = logs
     return app
 

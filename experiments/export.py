@@ -61,12 +61,15 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
     if not run_file.is_file():
         raise ConfigError(f"checkpoint={str(checkpoint)!r} is not inside a training run "
                           f"directory (no {run_file})")
+    out = Path(out) if out else run_dir / "policy"
+    if out.exists() and not overwrite:           # before the slow part
+        raise BundleError(f"{out} already exists; choose another out= or pass overwrite=true")
     run = json.loads(run_file.read_text())
     cfg = OmegaConf.create(run["config"])
     env_id, kwargs = env_kwargs(cfg)
     actor, source = actor_from_checkpoint(checkpoint, cfg.agent.name)
     training = _training_record(run_dir, source["iteration"])
-    return write_bundle(actor, Path(out) if out else run_dir / "policy", env_id=env_id,
+    return write_bundle(actor, out, env_id=env_id,
                         env_config=kwargs, source=source, training=training,
                         config_hash=run["config_hash"], overwrite=overwrite, seed=cfg.seed)
 

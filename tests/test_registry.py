@@ -1,0 +1,103 @@
+"""The model registry: versions, stages, promote/rollback, refusals, concurrent writers,
+and its command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from agents.bundle import BundleError
+from agents.registry import Registry, RegistryError
+from agents.serving import load_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stages(reg: Registry, name: str = "routing") -> dict[int, str]:
+    return {v["version"]: v["stage"] for v in reg.versions(name)}
+
+
+def test_versions_stages_promote_and_rollback(tiny_bundles, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    for _ in range(3):
+        reg.register(tiny_bundles["discrete"], "routing")
+    assert stages(reg) == {1: "none", 2: "none", 3: "none"}
+    reg.set_stage("routing", 2, "staging")
+    reg.promote("routing", 1)
+    reg.promote("routing", 2)
+    assert stages(reg) == {1: "archived", 2: "production", 3: "none"}
+    path, entry = reg.resolve("routing", stage="production")
+    assert entry["version"] == 2 and load_policy(path).env_id == "personarl/AgentRouting-v0"
+    reg.promote("routing", 3)
+    reg.rollback("routing")                            # 3 -> archived, 2 back
+    assert stages(reg) == {1: "archived", 2: "production", 3: "archived"}
+    reg.rollback("routing")                            # 2 -> archived, 1 back
+    assert stages(reg) == {1: "production", 2: "archived", 3: "archived"}
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        reg.rollback("routing")
+    reg.register(tiny_bundles["discrete"], "routing")
+    assert max(stages(reg)) == 4                       # numbers only grow
+
+
+def test_refusals_leave_the_registry_as_it_was(tiny_bundles, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.register(tiny_bundles["discrete"], "routing")
+    reg.promote("routing", 1)
+    before = (tmp_path / "reg" / "index.json").read_text()
+    cases = [
+        (lambda: reg.register(tiny_bundles["discrete"], "Bad Name!"), "model name"),
+        (lambda: reg.promote("routing", 7), r"no version 7; versions: \[1\]"),
+        (lambda: reg.promote("nope", 1), "no model 'nope'"),
+        (lambda: reg.set_stage("routing", 1, "retired"), "stage 'retired' is invalid"),
+        (lambda: reg.set_stage("routing", 1, "archived"), "is in production"),
+        (lambda: reg.set_stage("routing", 1, "production"), "use promote"),
+        (lambda: reg.promote("routing", 1), "already in production"),
+        (lambda: reg.resolve("routing", stage="staging"), "no version in stage 'staging'"),
+    ]
+    for call, message in cases:
+        with pytest.raises(RegistryError, match=message):
+            call()
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for f in ("model.onnx", "policy.json"):
+        data = (tiny_bundles["discrete"] / f).read_bytes()
+        (tampered / f).write_bytes(data[:-1] + b"\0" if f == "model.onnx" else data)
+    with pytest.raises(BundleError, match="checksum"):
+        reg.register(tampered, "routing")
+    assert (tmp_path / "reg" / "index.json").read_text() == before
+
+
+def _register(root: str, bundle: str) -> int:
+    return Registry(root).register(bundle, "routing")["version"]
+
+
+def test_concurrent_registrations_get_distinct_versions(tiny_bundles, tmp_path):
+    root = str(tmp_path / "reg")
+    with ProcessPoolExecutor(4) as pool:
+        versions = list(pool.map(_register, [root] * 12, [str(tiny_bundles["discrete"])] * 12))
+    assert sorted(versions) == list(range(1, 13))
+    assert sorted(stages(Registry(root))) == list(range(1, 13))
+
+
+def test_command_line(tiny_bundles, tmp_path):
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "experiments.registry",
+                               f"registry={tmp_path / 'reg'}", *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+
+    reg = cli("action=register", f"bundle={tiny_bundles['discrete']}", "name=routing")
+    assert reg.returncode == 0, reg.stderr
+    assert "routing" in reg.stdout and "v1" in reg.stdout
+    assert cli("action=promote", "name=routing", "version=1").returncode == 0
+    listed = cli("action=list")
+    assert "production" in listed.stdout
+    bad = cli("action=rollback", "name=routing")
+    assert bad.returncode == 2 and "no earlier production version" in bad.stdout + bad.stderr
+    assert cli("action=promote", "name=routing").returncode == 2           # version missing
+    assert cli("action=frob").returncode == 2
+    assert cli("colour=red").returncode != 0                                # unknown key
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reg"]            # no run dirs

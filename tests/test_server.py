@@ -1,0 +1,196 @@
+"""The HTTP server, traffic splits and decision logs: endpoints, 4xx for every malformed
+request, the API key, metrics, propensities under splits, crash-safe logs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from agents.decision_log import DecisionLog, read_log  # noqa: E402
+from agents.server import ServerSettings, create_app  # noqa: E402
+from agents.serving import load_policy  # noqa: E402
+from agents.traffic import Arm, Decider  # noqa: E402
+
+OBS = [0.5] * 34
+
+
+def arms(bundles, seed=0):
+    return (Arm("primary", "v1", load_policy(bundles["discrete"], seed=seed)),
+            Arm("candidate", "v2", load_policy(bundles["discrete"], seed=seed + 1)))
+
+
+def client(decider, tmp_path, **settings):
+    app = create_app(decider, ServerSettings(log_dir=tmp_path / "logs", **settings))
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_act_batch_feedback_and_joined_logs(tiny_bundles, tmp_path):
+    primary, _ = arms(tiny_bundles)
+    decider = Decider(primary, exploration="sample", seed=0)
+    with client(decider, tmp_path, segment_rows=3) as c:
+        one = c.post("/v1/act", json={"observation": OBS, "user_id": "u1", "episode_id": "e1",
+                                      "step": 0})
+        assert one.status_code == 200, one.text
+        d = one.json()
+        probs = primary.policy.action_probs(np.array(OBS))
+        assert d["action_name"] == f"agent_{d['action']}" and d["version"] == "v1"
+        assert d["propensity"] == pytest.approx(probs[d["action"]])
+        batch = c.post("/v1/act/batch", json={"observations": [OBS] * 4,
+                                               "user_ids": ["a", "b", None, "c"]})
+        assert batch.status_code == 200 and len(batch.json()["decisions"]) == 4
+        assert c.post("/v1/act", json={"observation": OBS}).status_code == 200   # 6th row
+        fb = c.post("/v1/feedback", json={"decision_id": d["decision_id"], "reward": 0.7,
+                                          "done": True, "signals": {"rating": 4.0}})
+        assert fb.status_code == 200 and fb.json()["accepted"]
+        assert c.get("/v1/policy").json()["bundles"]["primary"]["env"]["id"] == \
+            "personarl/AgentRouting-v0"
+        assert c.get("/healthz").json() == {"status": "ok"}
+        assert c.get("/readyz").status_code == 200
+        metrics = c.get("/metrics").text
+        assert 'personarl_requests_total{endpoint="/v1/act",status="200"} 2.0' in metrics
+        assert 'personarl_decisions_total{action="agent_' in metrics
+        assert "personarl_request_seconds_bucket" in metrics
+    decisions = read_log(tmp_path / "logs", "decisions").to_pylist()     # rolled on close
+    assert len(decisions) == 6 and len({r["decision_id"] for r in decisions}) == 6
+    first = decisions[0]
+    assert first["decision_id"] == d["decision_id"] and first["episode_id"] == "e1"
+    assert first["step"] == 0 and first["exploration"] == "sample"
+    assert np.allclose(first["action_probs"], probs) and len(first["observation"]) == 34
+    feedback = read_log(tmp_path / "logs", "feedback").to_pylist()
+    assert feedback[0]["decision_id"] == d["decision_id"] and feedback[0]["reward"] == 0.7
+    assert json.loads(feedback[0]["signals"]) == {"rating": 4.0}
+    # 5 rows reached segment_rows=3 and were rolled; the 6th was rolled on shutdown
+    assert sorted(p.name for p in (tmp_path / "logs" / "decisions").iterdir()) == [
+        "part-000001.parquet", "part-000002.parquet"]
+
+
+@pytest.mark.parametrize("path, body, status, message", [
+    ("/v1/act", {"observation": OBS[:3]}, 422, "at least 34"),
+    ("/v1/act", {"observation": [2.0] * 34}, 422, "less than or equal to 1"),
+    ("/v1/act", {"observation": ["x"] * 34}, 422, "valid number"),
+    ("/v1/act", {"observation": OBS, "colour": "red"}, 422, "Extra inputs"),
+    ("/v1/act", {}, 422, "Field required"),
+    ("/v1/act/batch", {"observations": []}, 422, "at least 1"),
+    ("/v1/act/batch", {"observations": [OBS] * 2, "user_ids": ["a"]}, 422,
+     "user_ids has 1 entries for 2 observations"),
+    ("/v1/feedback", {"decision_id": "nope", "reward": 1.0}, 404, "unknown decision_id"),
+    ("/v1/feedback", {"decision_id": "x", "reward": "high"}, 422, "valid number"),
+])
+def test_malformed_requests_get_a_4xx_with_a_message(tiny_bundles, tmp_path, path, body,
+                                                      status, message):
+    with client(Decider(arms(tiny_bundles)[0]), tmp_path) as c:
+        r = c.post(path, json=body)
+        assert r.status_code == status
+        assert message in r.text
+        assert c.post(path, content=b"{not json", headers={"content-type":
+                                                            "application/json"}).status_code == 422
+        assert c.get("/healthz").status_code == 200
+
+
+def test_nan_and_oversized_bodies(tiny_bundles, tmp_path):
+    with client(Decider(arms(tiny_bundles)[0]), tmp_path, max_body_bytes=4096) as c:
+        nan = '{"observation": [' + ", ".join(["NaN"] + ["0.5"] * 33) + "]}"
+        r = c.post("/v1/act", content=nan, headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "finite" in r.text
+        r = c.post("/v1/act", content=b"[" + b"0.5," * 5000 + b"0.5]",
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "4096" in r.text
+        assert 'kind="too_large"' in c.get("/metrics").text
+
+
+def test_api_key(tiny_bundles, tmp_path):
+    with client(Decider(arms(tiny_bundles)[0]), tmp_path, api_key="s3cret") as c:
+        assert c.post("/v1/act", json={"observation": OBS}).status_code == 401
+        assert c.post("/v1/act", json={"observation": OBS},
+                      headers={"X-API-Key": "wrong"}).status_code == 401
+        assert c.post("/v1/act", json={"observation": OBS},
+                      headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/healthz").status_code == 200          # probes need no key
+
+
+def test_canary_propensities_are_the_mixture_and_assignment_is_sticky(tiny_bundles):
+    primary, candidate = arms(tiny_bundles)
+    decider = Decider(primary, candidate, mode="canary", share=0.25, exploration="epsilon",
+                      epsilon=0.2, seed=0)
+    x = np.random.default_rng(0).random((2000, 34), dtype=np.float32)
+    users = [f"user{i}" for i in range(2000)]
+    d = decider.decide(x, users)
+    served = np.array(d.arm) == "candidate"
+    assert 0.22 < served.mean() < 0.28
+    assert np.array_equal(decider.assign(users), served)              # sticky per user
+    p = primary.policy.action_probs(x)
+    q = candidate.policy.action_probs(x)
+    from agents.serving import behaviour_probs
+    mix = 0.75 * behaviour_probs(p, "epsilon", 0.2) + 0.25 * behaviour_probs(q, "epsilon", 0.2)
+    rows = np.arange(len(x))
+    assert np.allclose(d.action_probs, mix)
+    assert np.allclose(d.propensity, mix[rows, d.action])
+    own = np.where(served[:, None], behaviour_probs(q, "epsilon", 0.2),
+                   behaviour_probs(p, "epsilon", 0.2))
+    assert np.allclose(d.arm_propensity, own[rows, d.action])
+
+
+def test_shadow_decides_but_never_serves(tiny_bundles, tmp_path):
+    primary, candidate = arms(tiny_bundles)
+    candidate.name = "shadow"
+    with client(Decider(primary, candidate, mode="shadow"), tmp_path) as c:
+        ids = [c.post("/v1/act", json={"observation": OBS}).json() for _ in range(3)]
+    assert {d["arm"] for d in ids} == {"primary"}
+    shadow = read_log(tmp_path / "logs", "shadow").to_pylist()
+    assert [r["decision_id"] for r in shadow] == [d["decision_id"] for d in ids]
+    assert {r["version"] for r in shadow} == {"v2"}
+
+
+def test_decider_refuses_bad_settings(tiny_bundles):
+    primary, candidate = arms(tiny_bundles)
+    cont = Arm("candidate", "c", load_policy(tiny_bundles["continuous"]))
+    with pytest.raises(ValueError, match="needs a candidate"):
+        Decider(primary, mode="canary", share=0.1)
+    with pytest.raises(ValueError, match="share=1.5"):
+        Decider(primary, candidate, mode="ab", share=1.5)
+    with pytest.raises(ValueError, match="differ in observation"):
+        Decider(primary, cont, mode="ab", share=0.5)
+    with pytest.raises(ValueError, match="epsilon' is for discrete"):
+        Decider(cont, exploration="epsilon", epsilon=0.1)
+
+
+def test_continuous_sampling_logs_gaussian_densities(tiny_bundles):
+    policy = load_policy(tiny_bundles["continuous"], seed=0)
+    x = np.random.default_rng(0).random((5, 33), dtype=np.float32)
+    greedy = Decider(Arm("primary", "c", policy)).decide(x, [None] * 5)
+    assert greedy.propensity == [None] * 5
+    assert np.allclose(greedy.action, np.clip(policy.gaussian(x)[0], 0, 1))
+    sampled = Decider(Arm("primary", "c", policy), exploration="sample", seed=1).decide(
+        x, [None] * 5)
+    assert all(p > 0 for p in sampled.propensity)
+
+
+def test_decision_log_recovers_after_a_crash(tmp_path):
+    log = DecisionLog(tmp_path, "feedback", segment_rows=100)
+    log.append([dict(decision_id=f"d{i}", time=1.0, reward=float(i), done=False,
+                     signals="{}") for i in range(3)])
+    segment = next((tmp_path / "feedback").glob("segment-*.jsonl"))
+    with open(segment, "a") as f:
+        f.write('{"decision_id": "torn", "rew')                     # killed mid-line
+    assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
+        ["d0", "d1", "d2"]
+    # a crash between writing the part and deleting the segment: never rolled twice
+    reopened = DecisionLog(tmp_path, "feedback")
+    assert not list((tmp_path / "feedback").glob("segment-*"))
+    (tmp_path / "feedback" / "segment-000001.jsonl").write_text(segment.name)
+    DecisionLog(tmp_path, "feedback")
+    rows = read_log(tmp_path, "feedback").to_pylist()
+    assert [r["decision_id"] for r in rows] == ["d0", "d1", "d2"]
+    reopened.append([dict(decision_id="d3", time=2.0, reward=3.0, done=True, signals="{}")])
+    reopened.close()
+    assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
+        ["d0", "d1", "d2", "d3"]
+    with pytest.raises(ValueError, match="valid: \\['decisions', 'feedback', 'shadow'\\]"):
+        DecisionLog(tmp_path, "outcomes")

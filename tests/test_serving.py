@@ -1,0 +1,154 @@
+"""The serving loader: refusals (tampered, wrong version, missing file, bad observations),
+its import footprint, the serve extra's dependencies, acting and exploration maths."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.bundle import FORMAT_VERSION, BundleError
+from agents.serving import (ObservationError, behaviour_probs, load_policy,
+                            sample_categorical)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_policy_json_describes_env_spaces_and_checksum(tiny_bundles):
+    spec = json.loads((tiny_bundles["discrete"] / "policy.json").read_text())
+    assert spec["format_version"] == FORMAT_VERSION
+    assert spec["env"] == {"id": "personarl/AgentRouting-v0", "version": 0, "config": {}}
+    assert spec["observation"]["dim"] == 34 and spec["observation"]["columns"]["task"] == [0, 5]
+    assert spec["action"]["names"] == [f"agent_{k}" for k in range(6)]
+    assert spec["distribution"] == "categorical" and spec["outputs"] == ["logits"]
+    cont = json.loads((tiny_bundles["continuous"] / "policy.json").read_text())
+    assert cont["distribution"] == "diag_gaussian" and cont["action"]["postprocess"] == "clip"
+    assert cont["action"]["names"][0] == "openness" and len(cont["action"]["low"]) == 10
+    files = sorted(p.name for p in tiny_bundles["discrete"].iterdir())
+    assert files == ["model.onnx", "policy.json"]          # nothing else, nothing pickled
+
+
+def test_tampered_model_is_refused(tiny_bundles, tmp_path):
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    data = bytearray((b / "model.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (b / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="does not match its checksum"):
+        load_policy(b)
+
+
+def test_wrong_format_version_names_both_versions(tiny_bundles, tmp_path):
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    spec = json.loads((b / "policy.json").read_text())
+    spec["format_version"] = 99
+    (b / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match=r"format_version 99.*reads format_version 1"):
+        load_policy(b)
+
+
+@pytest.mark.parametrize("missing", ["model.onnx", "policy.json"])
+def test_missing_file_is_named(tiny_bundles, tmp_path, missing):
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    (b / missing).unlink()
+    with pytest.raises(BundleError, match=f"{missing} is missing"):
+        load_policy(b)
+    with pytest.raises(BundleError, match="not a directory"):
+        load_policy(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("obs, message", [
+    (np.full(34, np.nan), "NaN or infinite"),
+    (np.full(34, np.inf), "NaN or infinite"),
+    (np.zeros(33), r"shape \(33,\)"),
+    (np.zeros((2, 3, 34)), r"shape \(2, 3, 34\)"),
+    (np.zeros((0, 34)), r"batch >= 1"),
+    (np.array(["a"] * 34), "dtype <U1"),
+    ([[0.1] * 34, [0.2] * 3], "rectangular"),
+    (np.full(34, 1.5), r"outside the observation space's bounds \[0, 1\].*'task'"),
+])
+def test_bad_observations_are_clear_errors(tiny_bundles, obs, message):
+    policy = load_policy(tiny_bundles["discrete"])
+    with pytest.raises(ObservationError, match=message):
+        policy.act(obs)
+
+
+def test_acting_discrete_and_continuous(tiny_bundles):
+    rng = np.random.default_rng(0)
+    d = load_policy(tiny_bundles["discrete"], seed=0)
+    x = rng.random((64, 34), dtype=np.float32)
+    probs = d.action_probs(x)
+    assert probs.shape == (64, 6) and np.allclose(probs.sum(axis=1), 1.0)
+    assert np.array_equal(d.act_batch(x), probs.argmax(axis=1))
+    assert d.act(x[3]) == int(probs[3].argmax()) and isinstance(d.act(x[3]), int)
+    with pytest.raises(ObservationError, match="act_batch takes a"):
+        d.act_batch(x[0])
+    with pytest.raises(TypeError, match="for continuous policies"):
+        d.gaussian(x)
+
+    c = load_policy(tiny_bundles["continuous"], seed=0)
+    y = rng.random((64, 33), dtype=np.float32)
+    mean, log_std = c.gaussian(y)
+    assert mean.shape == (64, 10) and np.allclose(log_std, -3.0, atol=1e-6)
+    greedy = c.act_batch(y)
+    assert np.allclose(greedy, np.clip(mean, 0.0, 1.0))
+    sampled = c.act_batch(np.repeat(y[:1], 20000, axis=0), deterministic=False)
+    assert sampled.min() >= 0.0 and sampled.max() <= 1.0           # clipped like the env
+    inside = (mean[0] > 0.2) & (mean[0] < 0.8)             # std 0.05: clipping rarely bites
+    assert inside.sum() >= 2
+    assert np.allclose(sampled.mean(axis=0)[inside], mean[0][inside], atol=0.005)
+
+
+def test_sampled_actions_follow_the_action_probabilities(tiny_bundles):
+    policy = load_policy(tiny_bundles["discrete"], seed=3)
+    x = np.repeat(np.random.default_rng(1).random((1, 34), dtype=np.float32), 40000, axis=0)
+    freq = np.bincount(policy.act_batch(x, deterministic=False), minlength=6) / len(x)
+    assert np.allclose(freq, policy.action_probs(x[0]), atol=0.01)
+
+
+def test_behaviour_probs_and_categorical_sampling():
+    p = np.array([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]])
+    assert np.array_equal(behaviour_probs(p, "greedy"), [[0, 1, 0], [1, 0, 0]])
+    assert behaviour_probs(p, "sample") is p
+    eps = behaviour_probs(p, "epsilon", 0.3)
+    assert np.allclose(eps, [[0.1, 0.8, 0.1], [0.8, 0.1, 0.1]])
+    with pytest.raises(ValueError, match="valid: \\['greedy', 'sample', 'epsilon'\\]"):
+        behaviour_probs(p, "boltzmann")
+    with pytest.raises(ValueError, match="epsilon=1.5"):
+        behaviour_probs(p, "epsilon", 1.5)
+    draws = sample_categorical(np.repeat(p[:1], 30000, axis=0), np.random.default_rng(0))
+    assert np.allclose(np.bincount(draws, minlength=3) / 30000, p[0], atol=0.01)
+
+
+def test_load_and_act_import_neither_ray_nor_torch(tiny_bundles):
+    code = (
+        "import sys, numpy as np\n"
+        "from agents.serving import load_policy\n"
+        f"p = load_policy({str(tiny_bundles['discrete'])!r})\n"
+        "a = p.act(np.full(34, 0.5, dtype=np.float32))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))\n"
+        "print(a, heavy)\n"
+        "assert not heavy, heavy\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("[]")
+
+
+def test_serve_install_names_neither_ray_nor_torch():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    serve = project["dependencies"] + project["optional-dependencies"]["serve"]
+    names = {req.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0]
+             .strip().lower() for req in serve}
+    assert "onnxruntime" in names and "fastapi" in names
+    assert not names & {"ray", "torch", "stable-baselines3"}, names
