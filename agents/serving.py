@@ -88,6 +88,12 @@ class ServedPolicy:
         self.obs_dim = int(obs["dim"])
         self._low = np.asarray(obs["low"], dtype=np.float32) - _BOUNDS_SLACK
         self._high = np.asarray(obs["high"], dtype=np.float32) + _BOUNDS_SLACK
+        # one scalar range for every feature (ours: [0, 1]) is checked with min/max alone
+        self._uniform = bool(self._low.min() == self._low.max()
+                             and self._high.min() == self._high.max())
+        self._lo, self._hi = float(self._low[0]), float(self._high[0])
+        self._finite_bounds = bool(np.isfinite(self._low).all()
+                                   and np.isfinite(self._high).all())
         self.action_names: list[str] = list(act["names"])
         self.env_id: str = spec["env"]["id"]
         if self.discrete:
@@ -115,14 +121,17 @@ class ServedPolicy:
     def check_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
         """``(batch float32 (N, obs_dim), single)``: ``obs`` as the model takes it, and
         whether it was one observation. Raises ``ObservationError`` naming the problem."""
-        try:
-            x = np.asarray(obs)
-        except (TypeError, ValueError) as exc:         # ragged nested lists
-            raise ObservationError(f"observation is not a rectangular array of numbers: "
-                                   f"{exc}") from None
-        if x.dtype.kind not in "fiu":
-            raise ObservationError(f"observation must hold numbers (float or int), got dtype "
-                                   f"{x.dtype}")
+        if isinstance(obs, np.ndarray) and obs.dtype == np.float32:
+            x = obs                                   # the common case: no conversion
+        else:
+            try:
+                x = np.asarray(obs)
+            except (TypeError, ValueError) as exc:     # ragged nested lists
+                raise ObservationError(f"observation is not a rectangular array of "
+                                       f"numbers: {exc}") from None
+            if x.dtype.kind not in "fiu":
+                raise ObservationError(f"observation must hold numbers (float or int), got "
+                                       f"dtype {x.dtype}")
         single = x.ndim == 1
         if single:
             x = x[None, :]
@@ -130,19 +139,31 @@ class ServedPolicy:
             raise ObservationError(
                 f"observation has shape {np.shape(obs)}; this policy takes ({self.obs_dim},) "
                 f"or (batch, {self.obs_dim}) with batch >= 1 (env {self.env_id})")
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if not np.isfinite(x).all():
-            rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
-            raise ObservationError(f"observation has NaN or infinite values (rows "
-                                   f"{rows[:5].tolist()})")
-        bad = (x < self._low) | (x > self._high)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            raise ObservationError(
-                f"observation[{r}, {c}] = {float(x[r, c])!r} is outside the observation space's "
-                f"bounds [{self._low[c] + _BOUNDS_SLACK:g}, {self._high[c] - _BOUNDS_SLACK:g}]"
-                f" (column block {self._block(c)!r})")
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self._valid(x):
+            self._refuse(x)
         return x, single
+
+    def _valid(self, x: np.ndarray) -> bool:
+        """Every value finite and within the bounds (NaN fails every comparison)."""
+        if self._uniform:
+            ok = bool(self._lo <= x.min() and x.max() <= self._hi)
+        else:
+            ok = bool(((x >= self._low) & (x <= self._high)).all())
+        return ok and (self._finite_bounds or bool(np.isfinite(x).all()))
+
+    def _refuse(self, x: np.ndarray) -> None:
+        """Raise the ``ObservationError`` that says what is wrong with ``x``."""
+        finite = np.isfinite(x).all(axis=1)
+        if not finite.all():
+            raise ObservationError(f"observation has NaN or infinite values (rows "
+                                   f"{np.flatnonzero(~finite)[:5].tolist()})")
+        r, c = np.argwhere((x < self._low) | (x > self._high))[0]
+        raise ObservationError(
+            f"observation[{r}, {c}] = {float(x[r, c])!r} is outside the observation space's "
+            f"bounds [{self._low[c] + _BOUNDS_SLACK:g}, {self._high[c] - _BOUNDS_SLACK:g}] "
+            f"(column block {self._block(c)!r})")
 
     def _block(self, column: int) -> str:
         for name, (start, stop) in self.spec["observation"].get("columns", {}).items():
@@ -191,6 +212,8 @@ class ServedPolicy:
         batch when ``obs`` is 2-D. Greedy: the most probable action / the Gaussian's mean;
         otherwise sampled. Continuous actions are clipped to the action bounds."""
         out, single = self._run(obs)
+        if single and deterministic and self.discrete:
+            return int(out[0][0].argmax())            # the serving hot path, kept short
         a = self._choose(out, deterministic)
         if single:
             return int(a[0]) if self.discrete else a[0]

@@ -4,7 +4,6 @@ request, the API key, metrics, propensities under splits, crash-safe logs."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,3 +193,53 @@ def test_decision_log_recovers_after_a_crash(tmp_path):
         ["d0", "d1", "d2", "d3"]
     with pytest.raises(ValueError, match="valid: \\['decisions', 'feedback', 'shadow'\\]"):
         DecisionLog(tmp_path, "outcomes")
+
+
+def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    root = Path(__file__).resolve().parents[1]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "experiments.serve", f"bundle={tiny_bundles['discrete']}",
+           f"port={port}", f"hydra.run.dir={tmp_path / 'run'}", "exploration.mode=sample"]
+    server = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.time() < deadline and server.poll() is None, server.stderr.read()
+                time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/act", json={"observation": OBS})
+        assert r.status_code == 200 and 0 < r.json()["propensity"] <= 1
+    finally:
+        server.send_signal(signal.SIGTERM)                 # graceful: logs rolled
+        server.wait(timeout=30)
+    rows = read_log(tmp_path / "run" / "decision_logs", "decisions").to_pylist()
+    assert [row["decision_id"] for row in rows] == [r.json()["decision_id"]]
+    assert list((tmp_path / "run" / "decision_logs" / "decisions").glob("part-*.parquet"))
+
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    for f in ("model.onnx", "policy.json"):
+        data = (tiny_bundles["discrete"] / f).read_bytes()
+        (tampered / f).write_bytes(data[:-1] + b"\1" if f == "model.onnx" else data)
+    for args, message in ((cmd[:3] + [f"bundle={tampered}"], "checksum"),
+                          (cmd[:4] + ["traffic.mode=canary"], "needs traffic.candidate"),
+                          (cmd[:4] + ["exploration.mode=boltzmann"], "valid: ['greedy'"),
+                          (cmd[:3], "exactly one of bundle")):
+        out = subprocess.run(args + [f"hydra.run.dir={tmp_path / 'bad'}"], cwd=root,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and message in out.stdout + out.stderr, (args, out.stdout)

@@ -5,6 +5,8 @@
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
+    python -m experiments.bench serve   [--run <train run dir>] [--rate 200] [--seconds 30]
+                                        [--out benchmarks/serve.json]
 
 Record results in BENCHMARKS.md with the command, date and machine.
 """
@@ -57,9 +59,18 @@ def main(argv: list[str] | None = None) -> int:
     trn.add_argument("--num-envs", type=int, default=None,
                      help="parallel envs for both (default: configs/agent/ppo.yaml)")
     trn.add_argument("--out", default="benchmarks/train.json")
+    srv = sub.add_parser("serve", help="bundle loader vs RLlib inference; the HTTP server")
+    srv.add_argument("--run", default=None,
+                     help="an experiments.train run dir with checkpoints/ and policy/ (default: "
+                          "train a small AgentRouting PPO run first)")
+    srv.add_argument("--calls", type=int, default=5000, help="batch-1 calls per path")
+    srv.add_argument("--cold-runs", type=int, default=5, help="fresh processes per path")
+    srv.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second")
+    srv.add_argument("--seconds", type=float, default=30.0, help="HTTP load duration")
+    srv.add_argument("--out", default="benchmarks/serve.json")
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
-                 "eval_every", "eval_episodes", "num_envs"):
+                 "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
@@ -72,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)
+    elif args.what == "serve":
+        from experiments.bench.serve import run
+        result = run(run_dir=args.run, calls=args.calls, cold_runs=args.cold_runs,
+                     rate=args.rate, seconds=args.seconds)
     else:
         from experiments.bench.train import run
         result = run(experiment=args.experiment or None, budget=args.budget, seeds=args.seeds,
