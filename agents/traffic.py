@@ -184,16 +184,18 @@ def _log_density(x: np.ndarray, mean: np.ndarray, log_std: np.ndarray) -> np.nda
 
 
 def _check_compatible(a: Arm, b: Arm) -> None:
+    """Refuse a split between bundles for different envs, observations or actions (names
+    of columns and actions may differ)."""
     sa, sb = a.policy.spec, b.policy.spec
+    if sa["env"]["id"] != sb["env"]["id"]:
+        raise ValueError(f"the {a.name} bundle is for {sa['env']['id']} and the {b.name} "
+                         f"bundle for {sb['env']['id']}")
     for key in ("observation", "action", "distribution"):
-        left = {k: v for k, v in sa[key].items() if k != "names"} if isinstance(
-            sa[key], dict) else sa[key]
-        right = {k: v for k, v in sb[key].items() if k != "names"} if isinstance(
-            sb[key], dict) else sb[key]
+        left, right = sa[key], sb[key]
+        if isinstance(left, dict):
+            left = {k: v for k, v in left.items() if k not in ("names", "columns")}
+            right = {k: v for k, v in right.items() if k not in ("names", "columns")}
         if left != right:
             raise ValueError(f"the {a.name} ({a.version}) and {b.name} ({b.version}) bundles "
                              f"differ in {key}; a traffic split needs policies for the same "
                              "observations and actions")
-    if sa["env"]["id"] != sb["env"]["id"]:
-        raise ValueError(f"the {a.name} bundle is for {sa['env']['id']} and the {b.name} "
-                         f"bundle for {sb['env']['id']}")

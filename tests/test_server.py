@@ -154,7 +154,7 @@ def test_decider_refuses_bad_settings(tiny_bundles):
         Decider(primary, mode="canary", share=0.1)
     with pytest.raises(ValueError, match="share=1.5"):
         Decider(primary, candidate, mode="ab", share=1.5)
-    with pytest.raises(ValueError, match="differ in observation"):
+    with pytest.raises(ValueError, match="AgentRouting-v0 and the candidate bundle for"):
         Decider(primary, cont, mode="ab", share=0.5)
     with pytest.raises(ValueError, match="epsilon' is for discrete"):
         Decider(cont, exploration="epsilon", epsilon=0.1)
