@@ -1,6 +1,9 @@
-"""Policies: baselines, evaluation, the RLlib/SB3/online learners; (later) export and serving.
+"""Policies: baselines, evaluation, the RLlib/SB3/online learners, export to policy bundles,
+the serving loader (``agents.serving``), traffic splits, the HTTP server, decision logs and
+the registry.
 
-Imports are lazy so ``import agents`` stays cheap and never pulls in Ray or torch.
+Imports are lazy so ``import agents`` stays cheap and never pulls in Ray or torch (the
+serving loader needs only NumPy and onnxruntime).
 """
 
 from __future__ import annotations

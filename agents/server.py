@@ -326,7 +326,6 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         errors.labels(path, "too_large").inc()
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_reject=too_large)
-    app.state.logs = logs
     return app
 
 

@@ -66,7 +66,13 @@ def load_policy(path: str | Path, *, seed: int | None = None) -> "ServedPolicy":
                                        providers=["CPUExecutionProvider"])
     except Exception as exc:                   # onnxruntime raises its own exception types
         raise BundleError(f"onnxruntime cannot load {path / MODEL_FILE}: {exc}") from None
-    return ServedPolicy(path, spec, session, np.random.default_rng(seed))
+    try:
+        return ServedPolicy(path, spec, session, np.random.default_rng(seed))
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, BundleError):
+            raise
+        raise BundleError(f"{path / 'policy.json'} is malformed ({type(exc).__name__}: "
+                          f"{exc}); re-export the policy") from None
 
 
 class ServedPolicy:

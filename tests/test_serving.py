@@ -57,6 +57,18 @@ def test_wrong_format_version_names_both_versions(tiny_bundles, tmp_path):
         load_policy(b)
 
 
+def test_malformed_policy_json_is_a_bundle_error(tiny_bundles, tmp_path):
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    spec = json.loads((b / "policy.json").read_text())
+    del spec["observation"]["low"]
+    (b / "policy.json").write_text(json.dumps(spec))
+    with pytest.raises(BundleError, match="malformed.*'low'"):
+        load_policy(b)
+    (b / "policy.json").write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        load_policy(b)
+
+
 @pytest.mark.parametrize("missing", ["model.onnx", "policy.json"])
 def test_missing_file_is_named(tiny_bundles, tmp_path, missing):
     b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
