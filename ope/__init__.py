@@ -1,0 +1,14 @@
+"""Offline policy evaluation: logged data, estimators, uncertainty.
+
+* ``ope.data`` — ``LoggedData`` (episodes of observation, action, reward, behaviour
+  propensity, done), its checks, and Parquet reading/writing (also of the server's
+  decision logs);
+* ``ope.estimators`` — one-step IPS, SNIPS, DM, DR, SNDR, Switch-DR and sequential
+  per-decision IS, weighted IS, DR, weighted DR, each as per-episode *terms* so that point
+  estimates and bootstrap resamples are the same vectorised sums;
+* ``ope.uncertainty`` — percentile bootstrap over whole episodes, the empirical-Bernstein
+  lower bound, effective sample size and support diagnostics;
+* ``ope.models`` — cross-fitted reward models and fitted-Q evaluation.
+
+NumPy, pyarrow, scikit-learn and SciPy; no Ray, no torch.
+"""

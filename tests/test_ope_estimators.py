@@ -1,0 +1,132 @@
+"""Every estimator on tiny datasets whose values are worked out by hand (in the comments),
+and the checks that refuse bad logged data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ope import estimators as E
+from ope.data import DataError, LoggedData, read_logged, write_logged
+
+
+def one_step() -> tuple[LoggedData, np.ndarray, np.ndarray]:
+    # row: action, reward, behaviour propensity; π_e row; q̂ row
+    # 0:   0, 1, 0.5;  π_e [1, 0];       q̂ [0.5, 0.2]   w = 1/0.5  = 2
+    # 1:   1, 0, 0.5;  π_e [0.5, 0.5];   q̂ [0.1, 0.3]   w = 0.5/0.5 = 1
+    # 2:   0, 0, 0.8;  π_e [0.25, 0.75]; q̂ [0.4, 0.4]   w = 0.25/0.8 = 0.3125
+    # 3:   1, 1, 0.2;  π_e [0, 1];       q̂ [0.0, 0.6]   w = 1/0.2  = 5
+    data = LoggedData(episode=np.arange(4), step=np.zeros(4), obs=np.zeros((4, 1)),
+                      action=[0, 1, 0, 1], reward=[1, 0, 0, 1],
+                      propensity=[0.5, 0.5, 0.8, 0.2], done=np.ones(4), n_actions=2,
+                      action_probs=[[0.5, 0.5], [0.5, 0.5], [0.8, 0.2], [0.8, 0.2]])
+    pi_e = np.array([[1, 0], [0.5, 0.5], [0.25, 0.75], [0, 1]])
+    q_hat = np.array([[0.5, 0.2], [0.1, 0.3], [0.4, 0.4], [0.0, 0.6]])
+    return data, pi_e, q_hat
+
+
+def test_one_step_estimators_by_hand():
+    data, pi_e, q = one_step()
+    # IPS = (2·1 + 1·0 + 0.3125·0 + 5·1) / 4
+    assert E.ips(data, pi_e).value() == pytest.approx(7 / 4)
+    # SNIPS = 7 / (2 + 1 + 0.3125 + 5)
+    assert E.snips(data, pi_e).value() == pytest.approx(7 / 8.3125)
+    # v̂ = [0.5, 0.2, 0.4, 0.6] -> DM = 1.7 / 4
+    assert E.dm(data, pi_e, q_hat=q).value() == pytest.approx(0.425)
+    # r − q̂(a) = [0.5, −0.3, −0.4, 0.4]; w·(r − q̂) = [1, −0.3, −0.125, 2], sum 2.575
+    assert E.dr(data, pi_e, q_hat=q).value() == pytest.approx(0.425 + 2.575 / 4)
+    assert E.sndr(data, pi_e, q_hat=q).value() == pytest.approx(0.425 + 2.575 / 8.3125)
+    # λ = 3 drops row 3's correction (w = 5 > 3): 0.425 + (1 − 0.3 − 0.125) / 4
+    assert E.switch_dr(data, pi_e, q_hat=q, lam=3).value() == pytest.approx(0.56875)
+    # λ = ∞ is DR, λ = 0 is DM
+    assert E.switch_dr(data, pi_e, q_hat=q, lam=np.inf).value() == pytest.approx(1.06875)
+    assert E.switch_dr(data, pi_e, q_hat=q, lam=0).value() == pytest.approx(0.425)
+
+
+def sequential() -> tuple[LoggedData, np.ndarray, np.ndarray]:
+    # episode 0: t0 a=0 p=.5 r=1 π_e [.5,.5] (w 1), q̂ [1,1];  t1 a=1 p=.25 r=2 π_e [.5,.5]
+    #            (w 2), q̂ [2,0];  episode 1: t0 a=1 p=.5 r=4 π_e [0,1] (w 2), q̂ [3,3]
+    # ρ: episode 0 [1, 2], episode 1 [2, 2 (frozen)];  v̂ = [1, 1, 3];  r − q̂(a) = [0, 2, 1]
+    data = LoggedData(episode=[0, 0, 1], step=[0, 1, 0], obs=np.zeros((3, 1)),
+                      action=[0, 1, 1], reward=[1, 2, 4], propensity=[0.5, 0.25, 0.5],
+                      done=[False, True, True], n_actions=2)
+    pi_e = np.array([[0.5, 0.5], [0.5, 0.5], [0.0, 1.0]])
+    q_hat = np.array([[1.0, 1.0], [2.0, 0.0], [3.0, 3.0]])
+    return data, pi_e, q_hat
+
+
+def test_sequential_estimators_by_hand():
+    data, pi_e, q = sequential()
+    g = 0.5
+    # PDIS: episode 0: 1·1 + .5·2·2 = 3; episode 1: 2·4 = 8 -> 5.5
+    assert E.pdis(data, pi_e, gamma=g).value() == pytest.approx(5.5)
+    # WPDIS: t0 (1·1 + 2·4)/(1 + 2) = 3; t1 .5·(2·2 + 2·0)/(2 + 2) = .5 -> 3.5
+    assert E.wpdis(data, pi_e, gamma=g).value() == pytest.approx(3.5)
+    # DR: episode 0: (1·0 + 1·1) + .5·(2·2 + 1·1) = 3.5; episode 1: 2·1 + 1·3 = 5 -> 4.25
+    assert E.dr_seq(data, pi_e, q_hat=q, gamma=g).value() == pytest.approx(4.25)
+    # WDR: Σ_t γ^t [Σ ρ_t(r−q̂)/Σ ρ_t + Σ ρ_{t−1} v̂_t / Σ ρ_{t−1}]
+    #    = (0 + 2)/3 + .5·(4 + 0)/4 + (1 + 3)/2 + .5·(1 + 0)/(1 + 2)
+    assert E.wdr(data, pi_e, q_hat=q, gamma=g).value() == pytest.approx(2 / 3 + 0.5 + 2 + 1 / 6)
+    # FQE/DM: mean of v̂ at the first decisions: (1 + 3)/2
+    assert E.dm_seq(data, pi_e, q_hat=q).value() == pytest.approx(2.0)
+
+
+def test_sequential_estimators_reduce_to_one_step_ones_at_horizon_one():
+    data, pi_e, q = one_step()
+    assert E.pdis(data, pi_e).value() == pytest.approx(E.ips(data, pi_e).value())
+    assert E.wpdis(data, pi_e).value() == pytest.approx(E.snips(data, pi_e).value())
+    assert E.dr_seq(data, pi_e, q_hat=q).value() == pytest.approx(E.dr(data, pi_e,
+                                                                        q_hat=q).value())
+    assert E.dm_seq(data, pi_e, q_hat=q).value() == pytest.approx(E.dm(data, pi_e,
+                                                                        q_hat=q).value())
+
+
+def test_estimators_refuse_what_they_cannot_use():
+    data, pi_e, q = one_step()
+    seq, seq_pi, _ = sequential()
+    with pytest.raises(DataError, match="one decision per episode"):
+        E.ips(seq, seq_pi)
+    with pytest.raises(DataError, match="needs a reward model"):
+        E.dr(data, pi_e)
+    with pytest.raises(DataError, match=r"must be \(4, 2\)"):
+        E.ips(data, pi_e[:3])
+    with pytest.raises(DataError, match="must be distributions"):
+        E.ips(data, pi_e * 2)
+    with pytest.raises(DataError, match="gamma=1.5"):
+        E.pdis(seq, seq_pi, gamma=1.5)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(propensity=[0.5, 0.0, 0.8, 0.2]), r"outside \(0, 1\].*row 1"),
+    (dict(propensity=[0.5, 1.5, 0.8, 0.2]), r"outside \(0, 1\]"),
+    (dict(propensity=[0.5, np.nan, 0.8, 0.2]), r"outside \(0, 1\]"),
+    (dict(action=[0, 2, 0, 1]), r"outside 0..1"),
+    (dict(reward=[1, np.inf, 0, 1]), "non-finite rewards"),
+    (dict(episode=[0, 2, 1, 3]), "contiguous"),
+    (dict(step=[0, 1, 0, 0]), "steps must count"),
+    (dict(propensity=[0.5, 0.5, 0.8, 0.3]), "disagrees with 'action_probs' at row 3"),
+    (dict(action_probs=[[0.5, 0.6]] * 4), "not a distribution"),
+])
+def test_bad_logged_data_is_refused(change, message):
+    data, _, _ = one_step()
+    fields = dict(episode=data.episode, step=data.step, obs=data.obs, action=data.action,
+                  reward=data.reward, propensity=data.propensity, done=data.done,
+                  n_actions=2, action_probs=data.action_probs)
+    fields.update(change)
+    with pytest.raises(DataError, match=message):
+        LoggedData(**fields)
+
+
+def test_parquet_round_trip_and_missing_columns(tmp_path):
+    import pyarrow.parquet as pq
+
+    data, _, _ = sequential()
+    data.meta = {"env_id": "personarl/InterventionTiming-v0", "seed": 3}
+    back = read_logged(write_logged(data, tmp_path / "log.parquet"))
+    for name in ("episode", "step", "obs", "action", "reward", "propensity", "done"):
+        assert np.array_equal(getattr(back, name), getattr(data, name)), name
+    assert back.meta == data.meta and back.n_actions == 2 and back.action_probs is None
+    table = pq.read_table(tmp_path / "log.parquet").drop_columns(["propensity"])
+    pq.write_table(table, tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"lacks the column\(s\) \['propensity'\]"):
+        read_logged(tmp_path / "bad.parquet")
