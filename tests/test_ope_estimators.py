@@ -130,3 +130,70 @@ def test_parquet_round_trip_and_missing_columns(tmp_path):
     pq.write_table(table, tmp_path / "bad.parquet")
     with pytest.raises(DataError, match=r"lacks the column\(s\) \['propensity'\]"):
         read_logged(tmp_path / "bad.parquet")
+
+
+# ---------------------------------------------------------------------- uncertainty
+def test_bootstrap_matches_explicit_resampling():
+    from ope.uncertainty import bootstrap, resample_counts
+
+    data, pi_e, q = one_step()
+    terms = {"ips": E.ips(data, pi_e), "snips": E.snips(data, pi_e),
+             "sndr": E.sndr(data, pi_e, q_hat=q)}
+    result = bootstrap(terms, n_resamples=50, seed=4)
+    counts = next(resample_counts(4, 50, np.random.default_rng(4)))
+    w = E.weights(data, pi_e)
+    v = (pi_e * q).sum(axis=1)
+    res = data.reward - q[np.arange(4), data.action]
+    for b in range(5):                           # the same resamples, summed by hand
+        c = counts[b]
+        assert result["ips"]["samples"][b] == pytest.approx((c * w * data.reward).sum()
+                                                            / c.sum())
+        assert result["snips"]["samples"][b] == pytest.approx(
+            (c * w * data.reward).sum() / (c * w).sum())
+        assert result["sndr"]["samples"][b] == pytest.approx(
+            (c * v).sum() / c.sum() + (c * w * res).sum() / (c * w).sum())
+    assert counts.sum(axis=1).tolist() == [4.0] * 50            # whole episodes, n each
+
+
+def test_bootstrap_interval_width_and_poisson_counts():
+    from ope.uncertainty import _POISSON, bootstrap
+
+    table = _POISSON.astype(float)
+    assert table.mean() == pytest.approx(1.0, abs=1e-3)
+    assert table.var() == pytest.approx(1.0, abs=1e-3)
+    assert (table == 0).mean() == pytest.approx(np.exp(-1), abs=1e-4)
+    rng = np.random.default_rng(0)
+    for n in (2_000, 30_000):                   # multinomial, then Poisson counts
+        x = rng.normal(1.0, 2.0, size=n)
+        ci = bootstrap({"mean": E.Terms(plain=x)}, n_resamples=2000, seed=1)["mean"]
+        half = 1.96 * x.std(ddof=1) / np.sqrt(n)
+        assert ci["high"] - ci["low"] == pytest.approx(2 * half, rel=0.1)
+        assert ci["low"] < x.mean() < ci["high"]
+
+
+def test_bernstein_lower_bound_holds_and_is_below_the_mean():
+    from ope.uncertainty import bernstein_lower
+
+    rng = np.random.default_rng(0)
+    bounds = [bernstein_lower(rng.binomial(1, 0.3, size=500).astype(float), delta=0.05)
+              for _ in range(200)]
+    assert max(bounds) < 0.3                    # never above the true mean here
+    assert min(bounds) > 0.1                    # and not vacuous
+    assert bernstein_lower(np.array([1.0])) == -np.inf
+
+
+def test_weight_diagnostics():
+    from ope.uncertainty import diagnostics
+
+    data, pi_e, _ = one_step()
+    d = diagnostics(data, pi_e)
+    w = np.array([2, 1, 0.3125, 5])
+    assert d["ess"] == pytest.approx(w.sum() ** 2 / (w ** 2).sum())
+    assert d["max_weight"] == 5 and d["unsupported_mass"] == 0.0
+    data.action_probs = np.array([[1.0, 0.0], [0.5, 0.5], [0.8, 0.2], [0.8, 0.2]])
+    data.propensity = np.array([1.0, 0.5, 0.8, 0.2])
+    # row 0: π_e puts 0 on the unsupported action 1; nothing else is unsupported
+    assert diagnostics(data, pi_e)["unsupported_mass"] == 0.0
+    pi_e2 = pi_e.copy()
+    pi_e2[0] = [0.5, 0.5]
+    assert diagnostics(data, pi_e2)["unsupported_mass"] == pytest.approx(0.5 / 4)
