@@ -20,7 +20,7 @@ from agents.learners import OnlineBaseline
 from synth.errors import check_int
 
 __all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci",
-           "paired_row", "per_archetype"]
+           "chunk_seeds", "paired_row", "per_archetype"]
 
 
 @dataclass
@@ -42,7 +42,9 @@ class EpisodeBatch:
     final: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def _chunk_seeds(seed: int, num_episodes: int, batch: int) -> list[tuple[int, int]]:
+def chunk_seeds(seed: int, num_episodes: int, batch: int) -> list[tuple[int, int]]:
+    """``(seed, size)`` of the batches of at most ``batch`` episodes that make up
+    ``num_episodes`` (each batch's seed derived from ``seed`` and its index)."""
     out, done, i = [], 0, 0
     while done < num_episodes:
         b = min(batch, num_episodes - done)
@@ -59,7 +61,7 @@ def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episo
     ``learning`` flag is on."""
     check_int("num_episodes", num_episodes, 1)
     parts: list[EpisodeBatch] = []
-    for chunk_seed, b in _chunk_seeds(seed, num_episodes, batch):
+    for chunk_seed, b in chunk_seeds(seed, num_episodes, batch):
         env = make_env(b)
         obs, info = env.reset(seed=chunk_seed)
         first = {k: np.array(info[k]) for k in first_keys}

@@ -1,0 +1,138 @@
+"""Logging a behaviour policy in the simulator, and the ground truth OPE is checked against.
+
+* ``behaviour_distribution`` — what an exploring behaviour policy draws from, given the
+  policy's own probabilities: ``greedy`` (its most probable action), ``epsilon`` (greedy
+  with probability 1 − ε, uniform otherwise) or ``softmax`` (its log-probabilities divided by
+  a temperature τ, renormalised; τ = 1 is the policy itself).
+* ``collect`` — ``episodes`` whole episodes of a behaviour policy on a vector env, logged as
+  ``LoggedData`` with the probability of every logged action and the full distribution.
+* ``evaluation_probs`` — an evaluation policy's distribution on logged observations: its
+  most probable action (``greedy``, how trained policies and greedy baselines act) or its
+  own distribution (``stochastic``).
+* ``true_value`` — the on-policy Monte-Carlo value of an evaluation policy acting exactly as
+  ``evaluation_probs`` says, with a 95% CI: what every estimate is compared with.
+
+Policies are anything with ``action_probs(obs)`` — the baselines (``agents.baselines``) and
+loaded bundles (``agents.serving``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+from gymnasium.vector import VectorEnv
+
+from agents.evaluation import chunk_seeds, mean_ci, run_episodes
+from agents.serving import sample_categorical
+from ope.data import LoggedData
+
+__all__ = ["behaviour_distribution", "collect", "evaluation_probs", "true_value",
+           "EXPLORATION", "EVALUATION_MODES"]
+
+EXPLORATION = ("greedy", "epsilon", "softmax")
+EVALUATION_MODES = ("greedy", "stochastic")
+
+
+def behaviour_distribution(probs: np.ndarray, mode: str, epsilon: float = 0.0,
+                           temperature: float = 1.0) -> np.ndarray:
+    """``(B, K)`` distribution an exploring behaviour policy draws from."""
+    if mode not in EXPLORATION:
+        raise ValueError(f"exploration {mode!r}; valid: {list(EXPLORATION)}")
+    if mode == "softmax":
+        if not temperature > 0:
+            raise ValueError(f"temperature={temperature!r} must be > 0")
+        z = np.log(np.maximum(probs, 1e-300)) / temperature
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon={epsilon!r} is outside the valid range [0, 1]")
+    n, k = probs.shape
+    out = np.zeros((n, k))
+    out[np.arange(n), probs.argmax(axis=1)] = 1.0
+    if mode == "epsilon":
+        out = (1.0 - epsilon) * out + epsilon / k
+    return out
+
+
+def evaluation_probs(policy: Any, obs: np.ndarray, mode: str = "greedy") -> np.ndarray:
+    """``(N, K)``: the evaluation policy's distribution on ``obs`` (see the module doc)."""
+    if mode not in EVALUATION_MODES:
+        raise ValueError(f"evaluation mode {mode!r}; valid: {list(EVALUATION_MODES)}")
+    probs = np.asarray(policy.action_probs(obs), dtype=np.float64)
+    return behaviour_distribution(probs, "greedy") if mode == "greedy" else probs
+
+
+def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
+            exploration: str = "epsilon", epsilon: float = 0.2, temperature: float = 1.0,
+            batch: int = 4096, meta: Mapping[str, Any] | None = None) -> LoggedData:
+    """Log ``episodes`` whole episodes of ``policy`` exploring as configured.
+
+    Each of up to ``batch`` lanes runs one episode (the vector env's first), so rows come out
+    grouped by episode in step order. ``make_env(n)`` builds the vector env (with
+    ``info_level="full"`` if the policy is privileged).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    parts: list[dict[str, np.ndarray]] = []
+    offset = 0
+    for chunk_seed, b in chunk_seeds(seed, episodes, batch):
+        env = make_env(b)
+        obs, info = env.reset(seed=chunk_seed)
+        active = np.ones(b, dtype=bool)
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in
+                                             ("obs", "action", "reward", "probs", "done",
+                                              "active")}
+        while active.any():
+            probs = policy.action_probs(obs, info) if getattr(policy, "privileged", False) \
+                else policy.action_probs(obs)
+            dist = behaviour_distribution(np.asarray(probs, dtype=np.float64), exploration,
+                                          epsilon, temperature)
+            action = (dist.argmax(axis=1) if exploration == "greedy"
+                      else sample_categorical(dist, rng))
+            nxt, reward, term, _, info = env.step(action)
+            for k, v in (("obs", obs), ("action", action), ("reward", reward),
+                         ("probs", dist), ("done", term), ("active", active.copy())):
+                rows[k].append(np.asarray(v))
+            active &= ~term
+            obs = nxt
+        env.close()
+        keep = np.stack(rows["active"], axis=1)                 # (b, T), lane-major
+        lane, step = np.nonzero(keep)
+        table = {k: np.stack(v, axis=1)[lane, step] for k, v in rows.items() if k != "active"}
+        table["episode"], table["step"] = lane + offset, step
+        parts.append(table)
+        offset += b
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    n = len(cat["action"])
+    return LoggedData(episode=cat["episode"], step=cat["step"], obs=cat["obs"],
+                      action=cat["action"], reward=cat["reward"],
+                      propensity=cat["probs"][np.arange(n), cat["action"]], done=cat["done"],
+                      n_actions=cat["probs"].shape[1], action_probs=cat["probs"],
+                      meta=dict(meta or {}, exploration=exploration, epsilon=epsilon,
+                                temperature=temperature, seed=seed, episodes=episodes))
+
+
+class _Acting:
+    """An evaluation policy acting as ``evaluation_probs`` describes (for ``run_episodes``)."""
+
+    privileged = False
+    learning = False
+
+    def __init__(self, policy: Any, mode: str, seed: int) -> None:
+        self.policy, self.mode = policy, mode
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
+        probs = evaluation_probs(self.policy, obs, self.mode)
+        return probs.argmax(axis=1) if self.mode == "greedy" else sample_categorical(
+            probs, self.rng)
+
+
+def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
+               mode: str = "greedy") -> dict[str, float]:
+    """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI.
+    ``policy`` may also be privileged (e.g. the oracle: the normalisation's top)."""
+    actor = policy if getattr(policy, "privileged", False) else _Acting(policy, mode, seed)
+    returns = run_episodes(actor, make_env, episodes, seed=seed).returns
+    mean, low, high = mean_ci(returns)
+    return dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)
