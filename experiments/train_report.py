@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["write_report", "learning_curve", "archetype_bars"]
+__all__ = ["write_report", "learning_curve", "archetype_bars", "render_markdown", "render_html",
+           "Block"]
 
 Block = tuple[str, Any]
 
@@ -108,7 +109,7 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
     return b
 
 
-def _markdown(blocks: list[Block]) -> str:
+def render_markdown(blocks: list[Block]) -> str:
     out = []
     for kind, x in blocks:
         if kind in ("h1", "h2", "h3"):
@@ -124,7 +125,7 @@ def _markdown(blocks: list[Block]) -> str:
     return "\n".join(out)
 
 
-def _html(blocks: list[Block], title: str) -> str:
+def render_html(blocks: list[Block], title: str) -> str:
     out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
            "</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
            "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
@@ -157,6 +158,6 @@ def write_report(run_dir: Path, summary: dict[str, Any], meta: dict[str, Any],
         archetype_bars(pop, run_dir / name, f"return by archetype — {pop_name}")
         images[f"archetypes_{pop_name}"] = name
     blocks = _blocks(summary, meta, images)
-    (run_dir / "report.md").write_text(_markdown(blocks))
-    (run_dir / "report.html").write_text(_html(blocks, blocks[0][1]))
+    (run_dir / "report.md").write_text(render_markdown(blocks))
+    (run_dir / "report.html").write_text(render_html(blocks, blocks[0][1]))
     return run_dir / "report.md"

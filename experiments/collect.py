@@ -1,0 +1,113 @@
+"""Log a behaviour policy in the simulator, for offline policy evaluation.
+
+    python -m experiments.collect                                  # AgentRouting, persona router, ε = 0.2
+    python -m experiments.collect env.horizon=1 episodes=10000
+    python -m experiments.collect env=intervention reward=intervention behaviour=greedy \\
+        exploration.epsilon=0.3 episodes=1000
+    python -m experiments.collect behaviour=outputs/<date>/<time>/policy exploration.mode=softmax
+
+``behaviour`` is a baseline's name (learning baselines first learn online for
+``warmup_steps`` batched steps, then are frozen) or a policy bundle directory. Writes
+``logged.parquet`` (``ope.data``: episode, step, observation, action, reward, the behaviour
+probability of the logged action and the full distribution, done; metadata: env id and
+version, env config, seed, behaviour, exploration, config hash) into the Hydra run
+directory, or to ``out``. Mistakes exit with status 2 and a message naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.schema import register_configs
+from experiments.wiring import env_kwargs
+from synth.errors import ConfigError, PersonaRLError, check_int, check_range
+
+__all__ = ["collect_data", "load_policy_spec", "main"]
+
+log = logging.getLogger(__name__)
+register_configs()
+
+
+def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
+                     warmup_steps: int, label: str) -> tuple[Any, str]:
+    """A baseline by name (warmed up if it learns) or a bundle by path; with its name.
+
+    Raises:
+        ConfigError: an unknown baseline (listing the valid ones) or a bundle for another env.
+    """
+    from agents.evaluation import train_online
+    from agents.factory import baselines_for, make_policy
+    from envs.creator import vector_maker
+
+    if Path(spec, "policy.json").is_file():
+        from agents.serving import load_policy
+
+        policy = load_policy(spec, seed=seed)
+        if policy.env_id != env_id:
+            raise ConfigError(f"{label}={spec!r} is a bundle for {policy.env_id}, but the data "
+                              f"is from {env_id}")
+        return policy, f"bundle:{Path(spec).resolve()}"
+    if spec not in baselines_for(env_id, kwargs):
+        raise ConfigError(f"{label}={spec!r} is neither a bundle directory nor a baseline of "
+                          f"{env_id}; baselines: {baselines_for(env_id, kwargs)}")
+    policy = make_policy(env_id, spec, kwargs, seed=seed)
+    train_online(policy, vector_maker(env_id, kwargs), warmup_steps, seed=seed + 1)
+    policy.learning = False
+    return policy, spec
+
+
+def collect_data(cfg: DictConfig, out: Path) -> Path:
+    """Collect per ``cfg`` and write the Parquet file ``out``."""
+    from envs.creator import vector_maker
+    from ope.collect import EXPLORATION, collect
+    from ope.data import write_logged
+
+    env_id, kwargs = env_kwargs(cfg)
+    episodes = check_int("episodes", cfg.episodes, 1)
+    x = cfg.exploration
+    if x.mode not in EXPLORATION:
+        raise ConfigError(f"exploration.mode={x.mode!r}; valid: {list(EXPLORATION)}")
+    check_range("exploration.epsilon", x.epsilon, 0.0, 1.0)
+    check_range("exploration.temperature", x.temperature, 0.0, float("inf"), low_open=True)
+    policy, name = load_policy_spec(str(cfg.behaviour), env_id, kwargs, cfg.seed,
+                                    check_int("warmup_steps", cfg.warmup_steps, 0),
+                                    "behaviour")
+    if getattr(policy, "privileged", False):
+        raise ConfigError(f"behaviour={cfg.behaviour!r} reads the latent truth; a behaviour "
+                          "policy must act on what the platform observes")
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    meta = dict(env_id=env_id, env_version=int(env_id.rsplit("-v", 1)[-1]), env_config=kwargs,
+                behaviour=name, config_hash=hashlib.sha256(json.dumps(
+                    plain, sort_keys=True).encode()).hexdigest()[:16])
+    data = collect(policy, vector_maker(env_id, kwargs), episodes, seed=cfg.seed,
+                   exploration=x.mode, epsilon=x.epsilon, temperature=x.temperature,
+                   meta=meta)
+    write_logged(data, out)
+    log.info("logged %d decisions in %d episodes of %s (%s, %s) to %s", data.n,
+             data.n_episodes, env_id, name, x.mode, out)
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="collect")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        path = collect_data(cfg, Path(cfg.out) if cfg.out else run_dir / "logged.parquet")
+    except PersonaRLError as exc:
+        log.error("invalid configuration: %s", exc)
+        sys.exit(2)
+    print(f"logged data: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,218 @@
+"""The offline policy evaluation report: logged data + candidate policies -> estimates with
+intervals, the true values beside them, rankings and a recommendation.
+
+    python -m experiments.evaluate data=outputs/<date>/<time>/logged.parquet
+    python -m experiments.evaluate data=<...> policies=[greedy,random,outputs/<...>/policy]
+
+Writes ``report.md``, ``report.html``, ``summary.json`` and ``estimates.png`` into the Hydra
+run directory. The env comes from the data's metadata; a bundle for another env is refused.
+Per policy and estimator: the estimate, its percentile-bootstrap CI (whole episodes
+resampled), the empirical-Bernstein lower bound (plain-mean estimators), the true value
+(on-policy Monte Carlo in the simulator, with its CI) and the normalised error
+``|V̂ − V| / (V_top − V_random)`` — ``V_top`` the best privileged baseline's true value.
+Mistakes exit with status 2 and a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from experiments.collect import load_policy_spec
+from experiments.train_report import Block, render_html, render_markdown
+from synth.errors import ConfigError, PersonaRLError, check_int, check_range
+
+__all__ = ["evaluate_offline", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def _r2(data: Any, q_hat: np.ndarray) -> float:
+    """Out-of-fold R² of the reward model on the logged actions."""
+    pred = q_hat[np.arange(data.n), data.action]
+    total = ((data.reward - data.reward.mean()) ** 2).sum()
+    return float(1.0 - ((data.reward - pred) ** 2).sum() / total) if total > 0 else 0.0
+
+
+def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """The whole study; returns the summary (also written to ``summary.json``)."""
+    from agents.factory import baselines_for, make_policy
+    from envs.creator import vector_maker
+    from ope.collect import evaluation_probs, true_value
+    from ope.data import read_logged
+    from ope.evaluate import estimate, normalised_error, rank_study, recommend
+    from ope.models import fitted_q, reward_model
+
+    if not Path(cfg.data).is_file():
+        raise ConfigError(f"data={cfg.data!r} is not a file (run python -m "
+                          "experiments.collect first)")
+    data = read_logged(cfg.data)
+    env_id, kwargs = data.meta.get("env_id"), data.meta.get("env_config", {})
+    if not env_id:
+        raise ConfigError(f"{cfg.data} has no env_id in its metadata; cannot simulate the "
+                          "ground truth")
+    gamma = check_range("gamma", cfg.gamma, 0.0, 1.0)
+    n_boot = check_int("bootstrap", cfg.bootstrap, 10)
+    alpha = check_range("alpha", cfg.alpha, 0.0, 0.5, low_open=True, high_open=True)
+    truth_episodes = check_int("truth_episodes", cfg.truth_episodes, 100)
+    make_env = vector_maker(env_id, kwargs)
+    policies = {}
+    for spec in cfg.policies:
+        policy, name = load_policy_spec(str(spec), env_id, kwargs, cfg.seed,
+                                        check_int("warmup_steps", cfg.warmup_steps, 0),
+                                        "policies")
+        if getattr(policy, "privileged", False):
+            raise ConfigError(f"policies: {spec!r} reads the latent truth, which logged data "
+                              "does not hold; it cannot be evaluated offline")
+        label = Path(name.split(":", 1)[1]).parent.name + "/policy" if name.startswith(
+            "bundle:") else name
+        policies[label] = (policy, "stochastic" if name == "random" else cfg.mode)
+    if len(policies) < 1:
+        raise ConfigError("policies is empty; name at least one baseline or bundle")
+
+    one_step = data.horizon == 1
+    q_shared, r2 = None, None
+    if one_step:
+        q_shared = reward_model(data, n_folds=check_int("folds", cfg.folds, 2), seed=cfg.seed)
+        r2 = _r2(data, q_shared)
+    # the normalisation: random and the best privileged baseline, both simulated
+    random = make_policy(env_id, "random", kwargs, seed=cfg.seed)
+    v_random = true_value(random, make_env, truth_episodes, cfg.seed, "stochastic")["value"]
+    tops = {n: true_value(make_policy(env_id, n, kwargs, seed=cfg.seed), make_env,
+                          truth_episodes, cfg.seed)["value"]
+            for n in baselines_for(env_id, kwargs) if n in ("oracle", "planner")}
+    top_name = max(tops, key=tops.get)
+    v_top = tops[top_name]
+
+    results: dict[str, Any] = {}
+    for label, (policy, mode) in policies.items():
+        pi_e = evaluation_probs(policy, data.obs, mode)
+        q_hat = q_shared if one_step else fitted_q(data, pi_e, gamma=gamma)
+        res = estimate(data, pi_e, q_hat, names=list(cfg.estimators) if cfg.estimators
+                       else None, gamma=gamma, lam=cfg.switch_lambda, n_resamples=n_boot,
+                       alpha=alpha, seed=cfg.seed)
+        truth = true_value(policy, make_env, truth_episodes, cfg.seed, mode)
+        for e, r in res["estimates"].items():
+            r["normalised_error"] = normalised_error(r["estimate"], truth["value"], v_top,
+                                                     v_random)
+            r["covers_truth"] = bool(r["ci_low"] <= truth["value"] <= r["ci_high"])
+        results[label] = dict(mode=mode, truth=truth, **res)
+        log.info("%s: truth %.4f; %s", label, truth["value"], ", ".join(
+            f"{e} {r['estimate']:.4f}" for e, r in res["estimates"].items()))
+    ranking = rank_study({p: {e: r["estimate"] for e, r in v["estimates"].items()}
+                          for p, v in results.items()},
+                         {p: v["truth"]["value"] for p, v in results.items()})
+    worst = min(results.values(), key=lambda v: v["diagnostics"]["ess_fraction"])
+    choice, reason = recommend(data, worst["diagnostics"], r2)
+    summary = dict(
+        data=dict(path=str(Path(cfg.data).resolve()), env_id=env_id, episodes=data.n_episodes,
+                  decisions=data.n, horizon=data.horizon, meta=data.meta),
+        model=dict(kind="cross-fitted reward model" if one_step else "fitted-Q evaluation",
+                   out_of_fold_r2=r2),
+        normalisation=dict(random=v_random, top=v_top, top_policy=top_name),
+        policies=results, ranking=ranking,
+        recommendation=dict(estimator=choice, reason=reason))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    _write_report(run_dir, summary)
+    return summary
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pols = list(summary["policies"])
+    fig, axes = plt.subplots(1, len(pols), figsize=(4.5 * len(pols), 3.6), squeeze=False)
+    for ax, p in zip(axes[0], pols):
+        v = summary["policies"][p]
+        names = list(v["estimates"])
+        est = np.array([v["estimates"][e]["estimate"] for e in names])
+        low = est - np.array([v["estimates"][e]["ci_low"] for e in names])
+        high = np.array([v["estimates"][e]["ci_high"] for e in names]) - est
+        ax.errorbar(range(len(names)), est, yerr=[low, high], fmt="o", capsize=3)
+        ax.axhline(v["truth"]["value"], color="k", ls="--", lw=1, label="true value")
+        ax.axhspan(v["truth"]["ci_low"], v["truth"]["ci_high"], color="k", alpha=0.1)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+        ax.set_title(p)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
+    d, meta = s["data"], s["data"]["meta"]
+    b: list[Block] = [
+        ("h1", f"Offline policy evaluation — {d['env_id']}"),
+        ("p", f"{d['decisions']:,} logged decisions in {d['episodes']:,} episodes (horizon up "
+              f"to {d['horizon']}) from `{meta.get('behaviour', '?')}` with "
+              f"{meta.get('exploration', '?')} exploration (ε = {meta.get('epsilon', '?')}); "
+              f"data `{d['path']}`. Model: {s['model']['kind']}"
+              + (f", out-of-fold R² {s['model']['out_of_fold_r2']:.3f}."
+                 if s["model"]["out_of_fold_r2"] is not None else ".")),
+        ("p", f"Normalised error = |V̂ − V| / (V_top − V_random) with V_top = "
+              f"{s['normalisation']['top']:.4f} (`{s['normalisation']['top_policy']}`, "
+              f"privileged) and V_random = {s['normalisation']['random']:.4f}; true values are "
+              "on-policy Monte Carlo in the simulator."),
+        ("p", f"**Recommended estimator: {s['recommendation']['estimator']}** — "
+              f"{s['recommendation']['reason']}."),
+        ("img", "estimates.png")]
+    for p, v in s["policies"].items():
+        t = v["truth"]
+        b += [("h2", f"`{p}` ({v['mode']})"),
+              ("p", f"True value {t['value']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}] "
+                    f"({t['episodes']:,} simulated episodes). ESS "
+                    f"{v['diagnostics']['ess']:.1f} ({v['diagnostics']['ess_fraction']:.1%}),"
+                    f" max weight {v['diagnostics']['max_weight']:.2f}, mean weight "
+                    f"{v['diagnostics']['mean_weight']:.3f}, mass outside the behaviour's "
+                    f"support {_pct(v['diagnostics']['unsupported_mass'])}.")]
+        for w in v["warnings"]:
+            b.append(("p", f"**Warning:** {w}."))
+        b.append(("table", (["estimator", "estimate", "95% CI", "lower bound (EB)",
+                             "normalised error", "CI covers truth"], [
+            [e, f"{r['estimate']:.4f}", f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
+             "—" if r["lower_bound"] is None else f"{r['lower_bound']:.4f}",
+             f"{r['normalised_error']:.4f}", "yes" if r["covers_truth"] else "no"]
+            for e, r in v["estimates"].items()])))
+    b += [("h2", "Ranking of the policies"),
+          ("p", "True ranking: " + " > ".join(sorted(s["policies"], key=lambda p: -s[
+              "policies"][p]["truth"]["value"])) + "."),
+          ("table", (["estimator", "Spearman ρ vs truth", "picks", "regret@1"], [
+              [e, "—" if r["spearman"] is None else f"{r['spearman']:.2f}", r["pick"],
+               f"{r['regret_at_1']:.4f}"] for e, r in s["ranking"].items()]))]
+    _plot(s, run_dir / "estimates.png")
+    (run_dir / "report.md").write_text(render_markdown(b))
+    (run_dir / "report.html").write_text(render_html(b, b[0][1]))
+
+
+def _pct(x: float | None) -> str:
+    return "unknown (no full behaviour distribution)" if x is None else f"{x:.1%}"
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    from ope.data import DataError
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        summary = evaluate_offline(cfg, run_dir)
+    except (PersonaRLError, DataError, ValueError) as exc:
+        log.error("cannot evaluate: %s", exc)
+        sys.exit(2)
+    print(f"recommended: {summary['recommendation']['estimator']}; report: "
+          f"{run_dir / 'report.md'}")
+
+
+if __name__ == "__main__":
+    main()
