@@ -7,6 +7,8 @@
                                         [--out benchmarks/train.json]
     python -m experiments.bench serve   [--run <train run dir>] [--rate 200] [--seconds 30]
                                         [--out benchmarks/serve.json]
+    python -m experiments.bench ope     [--rows 1000000] [--seeds 100] [--logged 10000]
+                                        [--bundle <horizon=1 PPO bundle>] [--out benchmarks/ope.json]
 
 Record results in BENCHMARKS.md with the command, date and machine.
 """
@@ -68,9 +70,19 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second")
     srv.add_argument("--seconds", type=float, default=30.0, help="HTTP load duration")
     srv.add_argument("--out", default="benchmarks/serve.json")
+    ope = sub.add_parser("ope", help="OPE estimator speed and the one-step estimator study")
+    ope.add_argument("--rows", type=int, default=1_000_000, help="decisions for the timings")
+    ope.add_argument("--seeds", type=int, default=100, help="independent logs in the study")
+    ope.add_argument("--logged", type=int, default=10_000, help="decisions per log")
+    ope.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    ope.add_argument("--bundle", default=None,
+                     help="a PPO bundle trained on AgentRouting with env.horizon=1 (default: "
+                          "train one first, about a minute)")
+    ope.add_argument("--out", default="benchmarks/ope.json")
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
-                 "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate"):
+                 "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate", "rows", "logged",
+                 "resamples"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
@@ -83,6 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)
+    elif args.what == "ope":
+        from experiments.bench.ope import run
+        result = run(rows=args.rows, seeds=args.seeds, logged=args.logged, bundle=args.bundle,
+                     resamples=args.resamples)
     elif args.what == "serve":
         from experiments.bench.serve import run
         result = run(run_dir=args.run, calls=args.calls, cold_runs=args.cold_runs,

@@ -1,0 +1,156 @@
+"""Offline policy evaluation: estimator speed on a million logged decisions, and the
+one-step estimator study against the simulated truth.
+
+* ``speed`` — 1,000,000 one-step AgentRouting decisions (``horizon=1``) logged from the
+  persona router with ε = 0.2; evaluation policy: the greedy baseline. Times: fitting the
+  cross-fitted reward model (reported apart), the point estimates of all six one-step
+  estimators (given the model's predictions and the evaluation policy's probabilities), and
+  1,000 bootstrap resamples of all six.
+* ``one_step_study`` — over ``seeds`` independent logs of ``logged`` decisions from the same
+  behaviour: every estimator's normalised error ``|V̂ − V| / (V_oracle − V_random)`` and
+  whether its 95% bootstrap CI covers the true value ``V`` (on-policy Monte Carlo, computed
+  once per policy with many episodes), for a PPO bundle trained on ``horizon=1``, the greedy
+  baseline and the random policy.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+ROUTING = "personarl/AgentRouting-v0"
+KW = {"horizon": 1}
+
+
+def _behaviour(make_env: Any) -> Any:
+    from agents.evaluation import train_online
+    from agents.factory import make_policy
+
+    router = make_policy(ROUTING, "persona_router", KW, seed=0)
+    train_online(router, make_env, 2000, seed=1)
+    router.learning = False
+    return router
+
+
+def _greedy(make_env: Any) -> Any:
+    from agents.evaluation import train_online
+    from agents.factory import make_policy
+
+    greedy = make_policy(ROUTING, "greedy", KW, seed=0)
+    train_online(greedy, make_env, 2000, seed=2)
+    greedy.learning = False
+    return greedy
+
+
+def speed(rows: int = 1_000_000, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The timings above; prints them."""
+    from envs.creator import vector_maker
+    from ope import estimators as E
+    from ope.collect import collect, evaluation_probs
+    from ope.models import reward_model
+    from ope.uncertainty import bootstrap
+
+    make_env = vector_maker(ROUTING, KW)
+    t = time.perf_counter()
+    data = collect(_behaviour(make_env), make_env, rows, seed=seed, epsilon=0.2, batch=65536)
+    collect_s = time.perf_counter() - t
+    pi_e = evaluation_probs(_greedy(make_env), data.obs)
+    t = time.perf_counter()
+    q_hat = reward_model(data, seed=seed)
+    fit_s = time.perf_counter() - t
+    t = time.perf_counter()
+    terms = {n: f(data, pi_e, q_hat=q_hat) for n, f in E.ONE_STEP.items()}
+    values = {n: v.value() for n, v in terms.items()}
+    estimate_s = time.perf_counter() - t
+    t = time.perf_counter()
+    intervals = bootstrap(terms, n_resamples=resamples, seed=seed)
+    bootstrap_s = time.perf_counter() - t
+    out = dict(rows=data.n, collect_s=collect_s, reward_model_fit_s=fit_s,
+               estimates_s=estimate_s, bootstrap_s=bootstrap_s, resamples=resamples,
+               estimates={n: dict(estimate=values[n], ci_low=intervals[n]["low"],
+                                  ci_high=intervals[n]["high"]) for n in values})
+    print(f"\n{data.n:,} one-step decisions: reward-model fit {fit_s:.2f} s (2 folds), all "
+          f"{len(terms)} estimators {estimate_s:.2f} s, {resamples} bootstrap resamples of "
+          f"all {bootstrap_s:.2f} s (collecting the data took {collect_s:.1f} s)")
+    return out
+
+
+def _ppo_bundle(where: Path) -> Path:
+    """A PPO policy trained on ``horizon=1`` AgentRouting (about a minute)."""
+    run = where / "ppo_h1"
+    subprocess.run([sys.executable, "-m", "experiments.train", "env.horizon=1",
+                    "budget=600000", "logger=none", "progress=false", "eval.episodes=2048",
+                    "eval.baselines=[random]", f"hydra.run.dir={run}",
+                    f"ray.temp_dir=/tmp/ray-ope{os.getpid()}"],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    return run / "policy"
+
+
+def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = None,
+                   truth_episodes: int = 200_000, resamples: int = 1000) -> dict[str, Any]:
+    """The study above; prints a table and returns the figures."""
+    from agents.factory import make_policy
+    from agents.serving import load_policy
+    from envs.creator import vector_maker
+    from ope.collect import collect, evaluation_probs, true_value
+    from ope.evaluate import estimate, normalised_error
+    from ope.models import reward_model
+
+    make_env = vector_maker(ROUTING, KW)
+    behaviour = _behaviour(make_env)
+    ppo = load_policy(bundle or _ppo_bundle(Path(tempfile.mkdtemp(prefix="bench-ope-"))))
+    if ppo.spec["env"]["config"].get("horizon") != 1:
+        raise ValueError(f"the PPO bundle was trained with horizon="
+                         f"{ppo.spec['env']['config'].get('horizon')}; this study needs 1")
+    policies = {"ppo": (ppo, "greedy"), "greedy": (_greedy(make_env), "greedy"),
+                "random": (make_policy(ROUTING, "random", KW, seed=0), "stochastic")}
+    truth = {n: true_value(p, make_env, truth_episodes, seed=10**6, mode=m)
+             for n, (p, m) in policies.items()}
+    oracle = true_value(make_policy(ROUTING, "oracle", KW, seed=0), make_env, truth_episodes,
+                        seed=10**6)
+    v_top, v_random = oracle["value"], truth["random"]["value"]
+    errors: dict[str, dict[str, list[float]]] = {n: {} for n in policies}
+    covered: dict[str, dict[str, list[bool]]] = {n: {} for n in policies}
+    start = time.perf_counter()
+    for s in range(seeds):
+        data = collect(behaviour, make_env, logged, seed=1000 + s, epsilon=0.2)
+        q_hat = reward_model(data, seed=s)
+        for n, (p, mode) in policies.items():
+            res = estimate(data, evaluation_probs(p, data.obs, mode), q_hat,
+                           n_resamples=resamples, seed=s)
+            for e, r in res["estimates"].items():
+                errors[n].setdefault(e, []).append(normalised_error(
+                    r["estimate"], truth[n]["value"], v_top, v_random))
+                covered[n].setdefault(e, []).append(
+                    r["ci_low"] <= truth[n]["value"] <= r["ci_high"])
+    seconds = time.perf_counter() - start
+    table = {n: {e: dict(mean_normalised_error=float(np.mean(errors[n][e])),
+                         coverage=float(np.mean(covered[n][e]))) for e in errors[n]}
+             for n in policies}
+    print(f"\nAgentRouting horizon=1: {seeds} seeds x {logged:,} decisions from the persona "
+          f"router (ε = 0.2); truth from {truth_episodes:,} episodes per policy; V_oracle "
+          f"{v_top:.4f}, V_random {v_random:.4f}; {seconds:.0f} s")
+    names = list(next(iter(table.values())))
+    print("| policy (true value) | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for n, row in table.items():
+        print(f"| {n} ({truth[n]['value']:.4f}) | " + " | ".join(
+            f"{row[e]['mean_normalised_error']:.4f} / {row[e]['coverage']:.0%}"
+            for e in names) + " |")
+    print("(cells: mean normalised error / coverage of the 95% bootstrap CI)")
+    return dict(seeds=seeds, logged=logged, truth=truth, oracle=oracle,
+                bundle=str(ppo.path), results=table, seconds=seconds)
+
+
+def run(rows: int, seeds: int, logged: int, bundle: str | None, resamples: int
+        ) -> dict[str, Any]:
+    return dict(speed=speed(rows, resamples),
+                one_step=one_step_study(seeds, logged, bundle, resamples=resamples))
