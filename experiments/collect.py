@@ -11,7 +11,9 @@
 ``logged.parquet`` (``ope.data``: episode, step, observation, action, reward, the behaviour
 probability of the logged action and the full distribution, done; metadata: env id and
 version, env config, seed, behaviour, exploration, config hash) into the Hydra run
-directory, or to ``out``. Mistakes exit with status 2 and a message naming the key.
+directory, or to ``out``. ``record_truth=true`` also keeps the simulator's per-user truth
+at every decision (``context.*`` columns), which privileged evaluation policies such as the
+planner need. Mistakes exit with status 2 and a message naming the key.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
                     plain, sort_keys=True).encode()).hexdigest()[:16])
     data = collect(policy, vector_maker(env_id, kwargs), episodes, seed=cfg.seed,
                    exploration=x.mode, epsilon=x.epsilon, temperature=x.temperature,
-                   meta=meta)
+                   meta=meta, record_truth=bool(cfg.record_truth))
     write_logged(data, out)
     log.info("logged %d decisions in %d episodes of %s (%s, %s) to %s", data.n,
              data.n_episodes, env_id, name, x.mode, out)

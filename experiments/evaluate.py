@@ -69,9 +69,10 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         policy, name = load_policy_spec(str(spec), env_id, kwargs, cfg.seed,
                                         check_int("warmup_steps", cfg.warmup_steps, 0),
                                         "policies")
-        if getattr(policy, "privileged", False):
-            raise ConfigError(f"policies: {spec!r} reads the latent truth, which logged data "
-                              "does not hold; it cannot be evaluated offline")
+        if getattr(policy, "privileged", False) and not data.context:
+            raise ConfigError(f"policies: {spec!r} reads the latent truth, which this log "
+                              "does not hold (collect with record_truth=true to evaluate it "
+                              "on simulated logs)")
         label = Path(name.split(":", 1)[1]).parent.name + "/policy" if name.startswith(
             "bundle:") else name
         policies[label] = (policy, "stochastic" if name == "random" else cfg.mode)
@@ -94,7 +95,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     for label, (policy, mode) in policies.items():
-        pi_e = evaluation_probs(policy, data.obs, mode)
+        pi_e = evaluation_probs(policy, data.obs, mode, context=data.context)
         q_hat = q_shared if one_step else fitted_q(data, pi_e, gamma=gamma)
         res = estimate(data, pi_e, q_hat, names=list(cfg.estimators) if cfg.estimators
                        else None, gamma=gamma, lam=cfg.switch_lambda, n_resamples=n_boot,

@@ -25,7 +25,7 @@ from gymnasium.vector import VectorEnv
 
 from agents.evaluation import chunk_seeds, mean_ci, run_episodes
 from agents.serving import sample_categorical
-from ope.data import LoggedData
+from ope.data import DataError, LoggedData
 
 __all__ = ["behaviour_distribution", "collect", "evaluation_probs", "true_value",
            "EXPLORATION", "EVALUATION_MODES"]
@@ -55,22 +55,35 @@ def behaviour_distribution(probs: np.ndarray, mode: str, epsilon: float = 0.0,
     return out
 
 
-def evaluation_probs(policy: Any, obs: np.ndarray, mode: str = "greedy") -> np.ndarray:
-    """``(N, K)``: the evaluation policy's distribution on ``obs`` (see the module doc)."""
+def evaluation_probs(policy: Any, obs: np.ndarray, mode: str = "greedy",
+                     context: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """``(N, K)``: the evaluation policy's distribution on ``obs`` (see the module doc). A
+    privileged policy (one that reads the simulator's truth, like the planner) also needs
+    the logged ``context`` of those decisions."""
     if mode not in EVALUATION_MODES:
         raise ValueError(f"evaluation mode {mode!r}; valid: {list(EVALUATION_MODES)}")
-    probs = np.asarray(policy.action_probs(obs), dtype=np.float64)
+    if getattr(policy, "privileged", False):
+        if not context:
+            raise DataError(f"{getattr(policy, 'name', policy)!r} reads the simulator's "
+                            "truth, which this log does not hold; collect with "
+                            "record_truth=true (simulated logs only)")
+        probs = np.asarray(policy.action_probs(obs, context), dtype=np.float64)
+    else:
+        probs = np.asarray(policy.action_probs(obs), dtype=np.float64)
     return behaviour_distribution(probs, "greedy") if mode == "greedy" else probs
 
 
 def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
             exploration: str = "epsilon", epsilon: float = 0.2, temperature: float = 1.0,
-            batch: int = 4096, meta: Mapping[str, Any] | None = None) -> LoggedData:
+            batch: int = 4096, meta: Mapping[str, Any] | None = None,
+            record_truth: bool = False) -> LoggedData:
     """Log ``episodes`` whole episodes of ``policy`` exploring as configured.
 
     Each of up to ``batch`` lanes runs one episode (the vector env's first), so rows come out
     grouped by episode in step order. ``make_env(n)`` builds the vector env (with
-    ``info_level="full"`` if the policy is privileged).
+    ``info_level="full"`` if the policy is privileged or ``record_truth`` is on).
+    ``record_truth`` keeps the env's per-user ground truth at every decision (its numeric
+    ``info`` entries) as ``context``, so privileged policies can be evaluated on the log.
     """
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     parts: list[dict[str, np.ndarray]] = []
@@ -82,6 +95,10 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
         rows: dict[str, list[np.ndarray]] = {k: [] for k in
                                              ("obs", "action", "reward", "probs", "done",
                                               "active")}
+        truth_keys = sorted(k for k, v in info.items() if not k.startswith("_")
+                            and np.ndim(v) in (1, 2) and np.shape(v)[0] == b
+                            and np.asarray(v).dtype.kind in "biuf") if record_truth else []
+        rows.update({f"context.{k}": [] for k in truth_keys})
         while active.any():
             probs = policy.action_probs(obs, info) if getattr(policy, "privileged", False) \
                 else policy.action_probs(obs)
@@ -89,6 +106,8 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
                                           epsilon, temperature)
             action = (dist.argmax(axis=1) if exploration == "greedy"
                       else sample_categorical(dist, rng))
+            for k in truth_keys:                      # the truth the decision was made in
+                rows[f"context.{k}"].append(np.array(info[k]))
             nxt, reward, term, _, info = env.step(action)
             for k, v in (("obs", obs), ("action", action), ("reward", reward),
                          ("probs", dist), ("done", term), ("active", active.copy())):
@@ -104,7 +123,8 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
         offset += b
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n = len(cat["action"])
-    return LoggedData(episode=cat["episode"], step=cat["step"], obs=cat["obs"],
+    context = {k.split(".", 1)[1]: v for k, v in cat.items() if k.startswith("context.")}
+    return LoggedData(context=context or None,episode=cat["episode"], step=cat["step"], obs=cat["obs"],
                       action=cat["action"], reward=cat["reward"],
                       propensity=cat["probs"][np.arange(n), cat["action"]], done=cat["done"],
                       n_actions=cat["probs"].shape[1], action_probs=cat["probs"],

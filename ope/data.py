@@ -12,6 +12,9 @@ contiguous and in step order:
 ``propensity``      (N,) float64       the behaviour policy's probability of ``action``
 ``action_probs``    (N, K) float64     the behaviour policy's full distribution (optional)
 ``done``            (N,) bool          the episode ended after this decision
+``context``         {key: (N, ...)}    simulator truth at each decision (optional; only
+                                       simulated logs have it — it lets privileged
+                                       policies such as the planner be evaluated)
 ``meta``            dict               env id/version, seed, behaviour, exploration, …
 ==================  =================  ==================================================
 
@@ -57,6 +60,7 @@ class LoggedData:
     n_actions: int
     action_probs: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    context: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.episode = np.asarray(self.episode, dtype=np.int64)
@@ -68,6 +72,8 @@ class LoggedData:
         self.done = np.asarray(self.done, dtype=bool)
         if self.action_probs is not None:
             self.action_probs = np.asarray(self.action_probs, dtype=np.float64)
+        if self.context is not None:
+            self.context = {k: np.asarray(v) for k, v in self.context.items()}
         self.check()
 
     # ------------------------------------------------------------------ shape
@@ -101,6 +107,10 @@ class LoggedData:
                             f"for {n} rows")
         if n == 0:
             raise DataError("no logged decisions")
+        for key, values in (self.context or {}).items():
+            if len(values) != n:
+                raise DataError(f"context column {key!r} has {len(values)} rows, 'action' "
+                                f"has {n}")
         if self.n_actions < 1:
             raise DataError(f"n_actions={self.n_actions} must be >= 1")
         bad = (self.action < 0) | (self.action >= self.n_actions)
@@ -183,6 +193,9 @@ def write_logged(data: LoggedData, path: str | Path) -> Path:
     if data.action_probs is not None:
         columns["action_probs"] = pa.FixedSizeListArray.from_arrays(
             pa.array(data.action_probs.reshape(-1)), data.n_actions)
+    for key, values in (data.context or {}).items():
+        columns[f"context.{key}"] = values if values.ndim == 1 else \
+            pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
     table = pa.table(columns)
     meta = {**data.meta, "n_actions": data.n_actions}
     table = table.replace_schema_metadata({b"personarl": json.dumps(meta).encode()})
@@ -210,13 +223,17 @@ def read_logged(path: str | Path) -> LoggedData:
     probs = _matrix(table.column("action_probs")) if "action_probs" in names else None
     n_actions = int(meta.pop("n_actions", probs.shape[1] if probs is not None
                              else int(table.column("action").to_numpy().max()) + 1))
+    context = {c.split(".", 1)[1]: _matrix(table.column(c)) if pa.types.is_list(
+                   table.schema.field(c).type) or pa.types.is_fixed_size_list(
+                   table.schema.field(c).type) else table.column(c).to_numpy()
+               for c in table.column_names if c.startswith("context.")}
     return LoggedData(
         episode=table.column("episode").to_numpy(), step=table.column("step").to_numpy(),
         obs=obs, action=table.column("action").to_numpy(),
         reward=table.column("reward").to_numpy(),
         propensity=table.column("propensity").to_numpy(),
         done=table.column("done").to_numpy(), n_actions=n_actions, action_probs=probs,
-        meta=meta)
+        meta=meta, context=context or None)
 
 
 def _matrix(column: pa.ChunkedArray) -> np.ndarray:

@@ -121,3 +121,21 @@ def test_unsupported_actions_get_a_loud_warning(tmp_path):
     assert summary["recommendation"]["estimator"] == "dm"
     for r in summary["policies"]["random"]["estimates"].values():
         assert np.isfinite(r["estimate"])                                # never a silent NaN
+
+
+def test_logged_truth_lets_privileged_policies_be_evaluated(tmp_path):
+    from ope.data import DataError, write_logged
+
+    policy = make_policy(INTERVENTION, "greedy", {}, seed=0)
+    policy.learning = False
+    data = collect(policy, vector_maker(INTERVENTION, {}), 200, seed=1, epsilon=0.2,
+                   record_truth=True)
+    back = read_logged(write_logged(data, tmp_path / "log.parquet"))
+    assert set(back.context) == set(data.context)
+    assert back.context["user_tone_fit"].shape == (data.n, 3)
+    assert np.array_equal(back.context["step"], back.step)      # the truth at decision time
+    planner = make_policy(INTERVENTION, "planner", {}, seed=0)
+    pi_e = evaluation_probs(planner, back.obs, context=back.context)
+    assert pi_e.shape == (data.n, 6) and np.allclose(pi_e.sum(axis=1), 1.0)
+    with pytest.raises(DataError, match="record_truth=true"):
+        evaluation_probs(planner, back.obs)

@@ -8,7 +8,8 @@
     python -m experiments.bench serve   [--run <train run dir>] [--rate 200] [--seconds 30]
                                         [--out benchmarks/serve.json]
     python -m experiments.bench ope     [--rows 1000000] [--seeds 100] [--logged 10000]
-                                        [--bundle <horizon=1 PPO bundle>] [--out benchmarks/ope.json]
+                                        [--bundle <horizon=1 PPO bundle>] [--parts ...]
+                                        [--intervention-bundle <bundle>] [--out benchmarks/ope.json]
 
 Record results in BENCHMARKS.md with the command, date and machine.
 """
@@ -78,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     ope.add_argument("--bundle", default=None,
                      help="a PPO bundle trained on AgentRouting with env.horizon=1 (default: "
                           "train one first, about a minute)")
+    ope.add_argument("--intervention-bundle", default=None,
+                     help="a PPO bundle trained on InterventionTiming (default: train one)")
+    ope.add_argument("--parts", default="speed,one_step,sequential",
+                     help="comma-separated subset of speed, one_step, sequential")
     ope.add_argument("--out", default="benchmarks/ope.json")
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
@@ -97,8 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         result = run(episodes=args.episodes)
     elif args.what == "ope":
         from experiments.bench.ope import run
+        parts = tuple(p for p in args.parts.split(",") if p)
+        unknown = set(parts) - {"speed", "one_step", "sequential"}
+        if unknown or not parts:
+            parser.error(f"--parts={args.parts!r}: choose from speed, one_step, sequential")
         result = run(rows=args.rows, seeds=args.seeds, logged=args.logged, bundle=args.bundle,
-                     resamples=args.resamples)
+                     resamples=args.resamples, intervention_bundle=args.intervention_bundle,
+                     parts=parts)
     elif args.what == "serve":
         from experiments.bench.serve import run
         result = run(run_dir=args.run, calls=args.calls, cold_runs=args.cold_runs,
