@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from agents.evaluation import chunk_seeds, mean_ci, run_episodes
-from agents.serving import sample_categorical
+from agents.serving import behaviour_probs, sample_categorical
 from ope.data import DataError, LoggedData
 
 __all__ = ["behaviour_distribution", "collect", "evaluation_probs", "true_value",
@@ -45,14 +45,7 @@ def behaviour_distribution(probs: np.ndarray, mode: str, epsilon: float = 0.0,
         z = np.log(np.maximum(probs, 1e-300)) / temperature
         z = np.exp(z - z.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon={epsilon!r} is outside the valid range [0, 1]")
-    n, k = probs.shape
-    out = np.zeros((n, k))
-    out[np.arange(n), probs.argmax(axis=1)] = 1.0
-    if mode == "epsilon":
-        out = (1.0 - epsilon) * out + epsilon / k
-    return out
+    return behaviour_probs(probs, "greedy" if mode == "greedy" else "epsilon", epsilon)
 
 
 def evaluation_probs(policy: Any, obs: np.ndarray, mode: str = "greedy",

@@ -53,6 +53,40 @@ def _greedy(make_env: Any) -> Any:
     return greedy
 
 
+class _Scores:
+    """Per policy and estimator: normalised errors and CI coverage over the seeds."""
+
+    def __init__(self, truth: dict[str, dict[str, float]], v_top: float, v_random: float
+                 ) -> None:
+        self.truth, self.v_top, self.v_random = truth, v_top, v_random
+        self.errors: dict[str, dict[str, list[float]]] = {n: {} for n in truth}
+        self.covered: dict[str, dict[str, list[bool]]] = {n: {} for n in truth}
+
+    def add(self, policy: str, estimates: dict[str, dict[str, float]]) -> None:
+        from ope.evaluate import normalised_error
+
+        v = self.truth[policy]["value"]
+        for e, r in estimates.items():
+            self.errors[policy].setdefault(e, []).append(
+                normalised_error(r["estimate"], v, self.v_top, self.v_random))
+            self.covered[policy].setdefault(e, []).append(r["ci_low"] <= v <= r["ci_high"])
+
+    def table(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Prints the Markdown table; returns its figures."""
+        table = {n: {e: dict(mean_normalised_error=float(np.mean(self.errors[n][e])),
+                             coverage=float(np.mean(self.covered[n][e])))
+                     for e in self.errors[n]} for n in self.errors}
+        names = list(next(iter(table.values())))
+        print("| policy (true value) | " + " | ".join(names) + " |")
+        print("|---|" + "---:|" * len(names))
+        for n, row in table.items():
+            print(f"| {n} ({self.truth[n]['value']:.4f}) | " + " | ".join(
+                f"{row[e]['mean_normalised_error']:.4f} / {row[e]['coverage']:.0%}"
+                for e in names) + " |")
+        print("(cells: mean normalised error / coverage of the 95% bootstrap CI)")
+        return table
+
+
 def speed(rows: int = 1_000_000, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
     """The timings above; prints them."""
     from envs.creator import vector_maker
@@ -104,7 +138,7 @@ def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = 
     from agents.serving import load_policy
     from envs.creator import vector_maker
     from ope.collect import collect, evaluation_probs, true_value
-    from ope.evaluate import estimate, normalised_error
+    from ope.evaluate import estimate
     from ope.models import reward_model
 
     make_env = vector_maker(ROUTING, KW)
@@ -119,36 +153,19 @@ def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = 
              for n, (p, m) in policies.items()}
     oracle = true_value(make_policy(ROUTING, "oracle", KW, seed=0), make_env, truth_episodes,
                         seed=10**6)
-    v_top, v_random = oracle["value"], truth["random"]["value"]
-    errors: dict[str, dict[str, list[float]]] = {n: {} for n in policies}
-    covered: dict[str, dict[str, list[bool]]] = {n: {} for n in policies}
+    scores = _Scores(truth, oracle["value"], truth["random"]["value"])
     start = time.perf_counter()
     for s in range(seeds):
         data = collect(behaviour, make_env, logged, seed=1000 + s, epsilon=0.2)
         q_hat = reward_model(data, seed=s)
         for n, (p, mode) in policies.items():
-            res = estimate(data, evaluation_probs(p, data.obs, mode), q_hat,
-                           n_resamples=resamples, seed=s)
-            for e, r in res["estimates"].items():
-                errors[n].setdefault(e, []).append(normalised_error(
-                    r["estimate"], truth[n]["value"], v_top, v_random))
-                covered[n].setdefault(e, []).append(
-                    r["ci_low"] <= truth[n]["value"] <= r["ci_high"])
+            scores.add(n, estimate(data, evaluation_probs(p, data.obs, mode), q_hat,
+                                   n_resamples=resamples, seed=s)["estimates"])
     seconds = time.perf_counter() - start
-    table = {n: {e: dict(mean_normalised_error=float(np.mean(errors[n][e])),
-                         coverage=float(np.mean(covered[n][e]))) for e in errors[n]}
-             for n in policies}
     print(f"\nAgentRouting horizon=1: {seeds} seeds x {logged:,} decisions from the persona "
           f"router (ε = 0.2); truth from {truth_episodes:,} episodes per policy; V_oracle "
-          f"{v_top:.4f}, V_random {v_random:.4f}; {seconds:.0f} s")
-    names = list(next(iter(table.values())))
-    print("| policy (true value) | " + " | ".join(names) + " |")
-    print("|---|" + "---:|" * len(names))
-    for n, row in table.items():
-        print(f"| {n} ({truth[n]['value']:.4f}) | " + " | ".join(
-            f"{row[e]['mean_normalised_error']:.4f} / {row[e]['coverage']:.0%}"
-            for e in names) + " |")
-    print("(cells: mean normalised error / coverage of the 95% bootstrap CI)")
+          f"{scores.v_top:.4f}, V_random {scores.v_random:.4f}; {seconds:.0f} s")
+    table = scores.table()
     return dict(seeds=seeds, logged=logged, truth=truth, oracle=oracle,
                 bundle=str(ppo.path), results=table, seconds=seconds)
 
@@ -175,7 +192,7 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
     from agents.serving import load_policy
     from envs.creator import vector_maker
     from ope.collect import collect, evaluation_probs, true_value
-    from ope.evaluate import estimate, normalised_error
+    from ope.evaluate import estimate
     from ope.models import fitted_q
 
     env_id = "personarl/InterventionTiming-v0"
@@ -192,9 +209,7 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
              for n, p in policies.items()}
     v_random = true_value(make_policy(env_id, "random", {}, seed=0), make_env,
                           truth_episodes, seed=10**6, mode="stochastic")["value"]
-    v_top = truth["planner"]["value"]
-    errors: dict[str, dict[str, list[float]]] = {n: {} for n in policies}
-    covered: dict[str, dict[str, list[bool]]] = {n: {} for n in policies}
+    scores = _Scores(truth, truth["planner"]["value"], v_random)
     ess: dict[str, list[float]] = {n: [] for n in policies}
     horizons = []
     start = time.perf_counter()
@@ -206,27 +221,14 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
             pi_e = evaluation_probs(p, data.obs, context=data.context)
             res = estimate(data, pi_e, fitted_q(data, pi_e), n_resamples=resamples, seed=s)
             ess[n].append(res["diagnostics"]["ess_fraction"])
-            for e, r in res["estimates"].items():
-                errors[n].setdefault(e, []).append(normalised_error(
-                    r["estimate"], truth[n]["value"], v_top, v_random))
-                covered[n].setdefault(e, []).append(
-                    r["ci_low"] <= truth[n]["value"] <= r["ci_high"])
+            scores.add(n, res["estimates"])
     seconds = time.perf_counter() - start
-    table = {n: {e: dict(mean_normalised_error=float(np.mean(errors[n][e])),
-                         coverage=float(np.mean(covered[n][e]))) for e in errors[n]}
-             for n in policies}
     print(f"\nInterventionTiming: {seeds} seeds x {episodes:,} episodes from greedy (ε = 0.2), "
           f"logged horizons {min(horizons)}–{max(horizons)} decisions (the env's horizon is "
-          f"28; users leave earlier); V_planner {v_top:.4f}, V_random {v_random:.4f}; mean "
-          f"ESS fraction " + ", ".join(f"{n} {np.mean(v):.2%}" for n, v in ess.items())
+          f"28; users leave earlier); V_planner {scores.v_top:.4f}, V_random {v_random:.4f}; "
+          "mean ESS fraction " + ", ".join(f"{n} {np.mean(v):.2%}" for n, v in ess.items())
           + f"; {seconds:.0f} s")
-    names = list(next(iter(table.values())))
-    print("| policy (true value) | " + " | ".join(names) + " |")
-    print("|---|" + "---:|" * len(names))
-    for n, row in table.items():
-        print(f"| {n} ({truth[n]['value']:.4f}) | " + " | ".join(
-            f"{row[e]['mean_normalised_error']:.4f} / {row[e]['coverage']:.0%}"
-            for e in names) + " |")
+    table = scores.table()
     return dict(seeds=seeds, episodes=episodes, truth=truth, random=v_random,
                 bundle=str(ppo.path), horizons=[min(horizons), max(horizons)],
                 ess_fraction={n: float(np.mean(v)) for n, v in ess.items()},
