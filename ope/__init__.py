@@ -8,7 +8,13 @@
   estimates and bootstrap resamples are the same vectorised sums;
 * ``ope.uncertainty`` — percentile bootstrap over whole episodes, the empirical-Bernstein
   lower bound, effective sample size and support diagnostics;
-* ``ope.models`` — cross-fitted reward models and fitted-Q evaluation.
+* ``ope.models`` — cross-fitted reward models and fitted-Q evaluation;
+* ``ope.collect`` — logging a behaviour policy in the simulator, evaluation policies'
+  distributions, and the on-policy Monte-Carlo truth;
+* ``ope.evaluate`` — every estimator for one policy with intervals, bounds, diagnostics;
+  rankings against the truth; which estimator to trust.
+
+``python -m experiments.collect`` and ``python -m experiments.evaluate`` are the commands.
 
 NumPy, pyarrow, scikit-learn and SciPy; no Ray, no torch.
 """
