@@ -169,9 +169,6 @@ class LoggedData:
         out[self.episode, self.step] = values
         return out
 
-    def lengths(self) -> np.ndarray:
-        return np.bincount(self.episode, minlength=self.n_episodes)
-
     def next_rows(self) -> np.ndarray:
         """Row of the next decision in the same episode, or -1 after the episode's last."""
         nxt = np.arange(1, self.n + 1)

@@ -52,7 +52,7 @@ import numpy as np
 
 from ope.data import DataError, LoggedData
 
-__all__ = ["Terms", "ONE_STEP", "SEQUENTIAL", "MODEL_BASED", "SELF_NORMALISED", "weights",
+__all__ = ["Terms", "ONE_STEP", "SEQUENTIAL", "MODEL_BASED", "weights",
            "ips", "snips", "dm", "dr", "sndr", "switch_dr", "pdis", "wpdis", "dr_seq", "wdr",
            "dm_seq", "cumulative_weights"]
 
@@ -217,4 +217,3 @@ ONE_STEP: dict[str, Estimator] = {"ips": ips, "snips": snips, "dm": dm, "dr": dr
 SEQUENTIAL: dict[str, Estimator] = {"pdis": pdis, "wpdis": wpdis, "dr": dr_seq, "wdr": wdr,
                                     "fqe": dm_seq}
 MODEL_BASED = {"dm", "dr", "sndr", "switch_dr", "wdr", "fqe"}
-SELF_NORMALISED = {"snips", "sndr", "wpdis", "wdr"}

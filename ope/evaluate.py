@@ -19,13 +19,7 @@ from ope import estimators as E
 from ope.data import LoggedData
 from ope.uncertainty import bernstein_lower, bootstrap, diagnostics
 
-__all__ = ["estimate", "estimator_names", "rank_study", "recommend", "normalised_error"]
-
-
-def estimator_names(data: LoggedData) -> list[str]:
-    """The estimators that apply to the data: one-step ones for one decision per episode,
-    sequential ones otherwise."""
-    return list(E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL)
+__all__ = ["estimate", "rank_study", "recommend", "normalised_error"]
 
 
 def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
