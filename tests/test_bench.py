@@ -83,3 +83,22 @@ def test_training_benchmark_times_both_learners_to_the_same_target(tmp_path):
 def test_bad_training_benchmark_arguments_are_usage_errors():
     run = bench("train", "--seeds", "0")
     assert run.returncode == 2 and "--seeds=0 must be positive" in run.stderr
+
+
+def test_ope_speed_benchmark_reports_every_estimator(tmp_path):
+    result, stdout = bench_json(tmp_path / "o.json", "ope", "--parts", "speed", "--rows",
+                                "20000", "--resamples", "50")
+    speed = result["speed"]
+    assert speed["rows"] == 20000 and speed["resamples"] == 50
+    assert set(speed["estimates"]) == {"ips", "snips", "dm", "dr", "sndr", "switch_dr"}
+    for r in speed["estimates"].values():
+        assert r["ci_low"] <= r["estimate"] <= r["ci_high"]
+    assert speed["estimates_s"] > 0 and speed["bootstrap_s"] > 0
+    assert "bootstrap resamples" in stdout and "one_step" not in result
+
+
+def test_bad_ope_benchmark_arguments_are_usage_errors():
+    run = bench("ope", "--parts", "speed,frob")
+    assert run.returncode == 2 and "choose from speed, one_step, sequential" in run.stderr
+    run = bench("serve", "--rate", "0")
+    assert run.returncode == 2 and "--rate=0.0 must be positive" in run.stderr

@@ -120,13 +120,13 @@ def speed(rows: int = 1_000_000, resamples: int = 1000, seed: int = 0) -> dict[s
     return out
 
 
-def _ppo_bundle(where: Path) -> Path:
-    """A PPO policy trained on ``horizon=1`` AgentRouting (about a minute)."""
-    run = where / "ppo_h1"
-    subprocess.run([sys.executable, "-m", "experiments.train", "env.horizon=1",
-                    "budget=600000", "logger=none", "progress=false", "eval.episodes=2048",
-                    "eval.baselines=[random]", f"hydra.run.dir={run}",
-                    f"ray.temp_dir=/tmp/ray-ope{os.getpid()}"],
+def _train_bundle(name: str, *overrides: str) -> Path:
+    """Train PPO with ``experiments.train`` and these overrides (a short final evaluation,
+    no wandb) in a temporary folder; the bundle it exports."""
+    run = Path(tempfile.mkdtemp(prefix="bench-ope-")) / name
+    subprocess.run([sys.executable, "-m", "experiments.train", *overrides, "logger=none",
+                    "progress=false", "eval.episodes=2048", "eval.baselines=[random]",
+                    f"hydra.run.dir={run}", f"ray.temp_dir=/tmp/ray-ope{os.getpid()}"],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     return run / "policy"
 
@@ -143,7 +143,7 @@ def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = 
 
     make_env = vector_maker(ROUTING, KW)
     behaviour = _behaviour(make_env)
-    ppo = load_policy(bundle or _ppo_bundle(Path(tempfile.mkdtemp(prefix="bench-ope-"))))
+    ppo = load_policy(bundle or _train_bundle("ppo_h1", "env.horizon=1", "budget=600000"))
     if ppo.spec["env"]["config"].get("horizon") != 1:
         raise ValueError(f"the PPO bundle was trained with horizon="
                          f"{ppo.spec['env']['config'].get('horizon')}; this study needs 1")
@@ -170,17 +170,6 @@ def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = 
                 bundle=str(ppo.path), results=table, seconds=seconds)
 
 
-def _intervention_bundle(where: Path) -> Path:
-    """A PPO policy trained on InterventionTiming (``experiment=intervention``, ~2 min)."""
-    run = where / "ppo_intervention"
-    subprocess.run([sys.executable, "-m", "experiments.train", "experiment=intervention",
-                    "logger=none", "progress=false", "eval.episodes=2048",
-                    "eval.baselines=[random]", f"hydra.run.dir={run}",
-                    f"ray.temp_dir=/tmp/ray-ope{os.getpid()}"],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-    return run / "policy"
-
-
 def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None = None,
                      truth_episodes: int = 50_000, resamples: int = 1000) -> dict[str, Any]:
     """InterventionTiming: ``seeds`` logs of ``episodes`` episodes from the ε-greedy (0.2)
@@ -200,8 +189,7 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
     behaviour = make_policy(env_id, "greedy", {}, seed=0)
     train_online(behaviour, make_env, 2000, seed=1)
     behaviour.learning = False
-    ppo = load_policy(bundle or _intervention_bundle(Path(tempfile.mkdtemp(
-        prefix="bench-ope-"))))
+    ppo = load_policy(bundle or _train_bundle("ppo_intervention", "experiment=intervention"))
     if ppo.env_id != env_id:
         raise ValueError(f"the PPO bundle is for {ppo.env_id}; this study needs {env_id}")
     policies = {"ppo": ppo, "planner": make_policy(env_id, "planner", {}, seed=0)}
