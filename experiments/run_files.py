@@ -7,7 +7,8 @@
   renamed when complete (``meta.json`` last), the newest ``keep`` kept.
 * ``Tracker`` — wandb (offline unless ``WANDB_MODE`` or ``logger.mode`` says otherwise),
   files under the run directory, the run id saved in ``wandb_id.txt`` so a resumed run
-  continues the same wandb run; a no-op with ``logger=none``.
+  continues the same wandb run, grouped by ``logger.group`` or the multirun's sweep; a
+  no-op with ``logger=none``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from typing import Any, Callable, Mapping
 from agents.bundle import write_atomic
 
 __all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic"]
+
+#: WANDB_MODE as the user set it before any run of this process (a run's own logger.mode
+#: must not leak into the next run of a multirun)
+_USER_WANDB_MODE = os.environ.get("WANDB_MODE")
 
 
 class MetricsLog:
@@ -97,19 +102,19 @@ class Tracker:
     """wandb behind three calls; ``enabled=False`` makes every call a no-op."""
 
     def __init__(self, run_dir: Path, logger_cfg: Mapping[str, Any], config: Mapping[str, Any],
-                 name: str, resume: bool) -> None:
+                 name: str, resume: bool, group: str | None = None) -> None:
         self.run = None
         if logger_cfg["name"] != "wandb":
             return
         import wandb
 
-        os.environ.setdefault("WANDB_MODE", logger_cfg["mode"])   # an explicit env var wins
+        os.environ["WANDB_MODE"] = _USER_WANDB_MODE or logger_cfg["mode"]  # the user's wins
         os.environ.setdefault("WANDB_SILENT", "true")
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if resume and id_file.exists() else None
         self.run = wandb.init(
             project=logger_cfg["project"], entity=logger_cfg.get("entity"),
-            group=logger_cfg.get("group"), tags=list(logger_cfg.get("tags") or []),
+            group=logger_cfg.get("group") or group, tags=list(logger_cfg.get("tags") or []),
             name=name, config=dict(config), dir=str(run_dir), id=run_id,
             resume="allow" if run_id else None, reinit="create_new")
         # env steps are the x-axis (wandb's own step must only grow, which a resumed run

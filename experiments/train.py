@@ -35,6 +35,7 @@ from typing import Any, Iterator  # noqa: E402
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -118,8 +119,10 @@ def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
     return ckpts.latest()
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """The whole job; returns the summary. Raises ``PersonaRLError`` on bad configuration."""
+def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None) -> dict[str, Any]:
+    """The whole job; returns the summary. Raises ``PersonaRLError`` on bad configuration.
+    ``wandb_group`` groups the wandb run when ``logger.group`` is unset (a multirun passes
+    its sweep's name)."""
     validate(cfg)
     run_dir = run_dir.resolve()
     ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep)
@@ -139,7 +142,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             elif cfg.resume:
                 metrics.truncate_after(0)
             tracker = Tracker(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
-                              name=run_dir.name, resume=cfg.resume)
+                              name=run_dir.name, resume=cfg.resume, group=wandb_group)
             _loop(cfg, learner, ckpts, metrics, tracker, env_id)
             train_seconds = time.perf_counter() - start
             summary = evaluate_policies(cfg, learner.policy())
@@ -192,9 +195,11 @@ def _save(learner: Learner, ckpts: Checkpoints) -> None:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: run, then print where the report is."""
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
-        result = train(cfg, run_dir)
+        result = train(cfg, run_dir, wandb_group=group)
     except PersonaRLError as exc:
         log.error("invalid configuration: %s", exc)
         sys.exit(2)

@@ -131,3 +131,30 @@ def test_sigkill_after_a_checkpoint_then_resume_finishes_the_budget(tmp_path):
     assert (run / "wandb_id.txt").read_text() == wandb_id  # the same wandb run continues
     assert len(list((run / "wandb").glob(f"offline-run-*-{wandb_id}"))) >= 1
     assert (run / "report.md").exists()
+
+
+@pytest.mark.slow
+def test_two_by_two_multirun_writes_four_separate_complete_runs(tmp_path):
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "experiments.train", "-m", "experiment=smoke", *SMALL_PPO,
+           "budget=2048", "eval.episodes=32", "eval.baselines=[random]",
+           "logger=wandb_offline", "agent.lr=1e-4,3e-4", "seed=0,1",
+           f"hydra.sweep.dir={sweep}", f"ray.temp_dir=/tmp/ray-m{os.getpid()}"]
+    env = {**os.environ, "WANDB_SILENT": "true"}
+    env.pop("WANDB_MODE", None)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    assert [p.name for p in jobs] == ["0", "1", "2", "3"]
+    configs, curves, wandb_ids = set(), [], set()
+    for job in jobs:
+        run = json.loads((job / "run.json").read_text())["config"]
+        configs.add((run["agent"]["lr"], run["seed"]))
+        metrics = rows(job)
+        assert metrics and metrics[-1]["env_steps"] >= 2048          # complete
+        assert (job / "summary.json").exists() and (job / "policy" / "model.onnx").exists()
+        curves.append(tuple(r["losses/policy_loss"] for r in metrics))
+        wandb_ids.add((job / "wandb_id.txt").read_text())
+        assert list((job / "wandb").glob("offline-run-*"))         # its own wandb run
+    assert configs == {(1e-4, 0), (1e-4, 1), (3e-4, 0), (3e-4, 1)}
+    assert len(set(curves)) == 4 and len(wandb_ids) == 4           # nothing shared
