@@ -15,6 +15,7 @@ reward    ``signals_schema`` (AgentRouting), ``adaptation_reward_schema``,
 agent     ``ppo_schema`` (RLlib and SB3 PPO), ``baseline_schema``
 logger    ``logger_schema``
 eval      ``eval_schema``
+sweep     ``sweep_schema`` (``experiments.sweep``)
 ========  =============================================================
 """
 
@@ -164,6 +165,27 @@ class RaySchema:
 
 
 @dataclass
+class AshaSchema:
+    grace_period: int = 2               # iterations every trial runs before it can be stopped
+    reduction_factor: int = 2           # keep the top 1/reduction_factor at each rung
+
+
+@dataclass
+class SweepSchema:
+    """A search (``configs/sweep/<name>.yaml``, used by ``experiments.sweep``)."""
+
+    num_samples: int = 8                # trials
+    max_concurrent: int = 1             # trials at once (1 here; more on a cluster)
+    cpus_per_trial: int = 1             # each trial samples in its own process
+    seed: int = 0                       # Optuna's sampler: same seed, same trials
+    top_k: int = 2                      # best configurations re-run with fresh seeds
+    rerun_seeds: List[int] = field(default_factory=lambda: [101, 102])
+    asha: AshaSchema = field(default_factory=AshaSchema)
+    # dotted config key -> {type: loguniform|uniform|int|choice, low, high | values}
+    space: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainSchema:
     """The primary config of ``experiments.train``; the groups fill the ``Any`` fields."""
 
@@ -179,6 +201,7 @@ class TrainSchema:
     progress: bool = True
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
     ray: RaySchema = field(default_factory=RaySchema)
+    sweep: Any = None                   # experiments.sweep only: the search (sweep group)
 
 
 def register_configs() -> None:
@@ -195,6 +218,7 @@ def register_configs() -> None:
             ("agent", "ppo_schema", PPOSchema),
             ("agent", "baseline_schema", BaselineSchema),
             ("logger", "logger_schema", LoggerSchema),
-            ("eval", "eval_schema", EvalSchema)):
+            ("eval", "eval_schema", EvalSchema),
+            ("sweep", "sweep_schema", SweepSchema)):
         cs.store(group=group, name=name, node=node)
     cs.store(name="train_schema", node=TrainSchema)

@@ -31,7 +31,7 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from contextlib import contextmanager, nullcontext  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
+from typing import Any, Callable, Iterator  # noqa: E402
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
@@ -119,10 +119,12 @@ def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
     return ckpts.latest()
 
 
-def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
+          on_iteration: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """The whole job; returns the summary. Raises ``PersonaRLError`` on bad configuration.
     ``wandb_group`` groups the wandb run when ``logger.group`` is unset (a multirun passes
-    its sweep's name)."""
+    its sweep's name); ``on_iteration(row)`` sees every metrics row (a sweep reports them to
+    Ray Tune)."""
     validate(cfg)
     run_dir = run_dir.resolve()
     ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep)
@@ -143,7 +145,7 @@ def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None) -> dic
                 metrics.truncate_after(0)
             tracker = Tracker(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
                               name=run_dir.name, resume=cfg.resume, group=wandb_group)
-            _loop(cfg, learner, ckpts, metrics, tracker, env_id)
+            _loop(cfg, learner, ckpts, metrics, tracker, env_id, on_iteration)
             train_seconds = time.perf_counter() - start
             summary = evaluate_policies(cfg, learner.policy())
         finally:
@@ -164,7 +166,8 @@ def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None) -> dic
 
 
 def _loop(cfg: DictConfig, learner: Learner, ckpts: Checkpoints, metrics: MetricsLog,
-          tracker: Tracker, env_id: str) -> None:
+          tracker: Tracker, env_id: str,
+          on_iteration: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Train to the budget, logging every iteration and checkpointing every N."""
     bar = tqdm(total=cfg.budget, initial=min(learner.env_steps, cfg.budget), unit="step",
                disable=not cfg.progress, desc=f"{cfg.agent.name} {env_id.split('/')[-1]}",
@@ -177,6 +180,8 @@ def _loop(cfg: DictConfig, learner: Learner, ckpts: Checkpoints, metrics: Metric
                "perf/wall_s": time.perf_counter() - start}
         metrics.append(row)
         tracker.log(row)
+        if on_iteration is not None:
+            on_iteration(row)
         bar.update(min(learner.env_steps, cfg.budget) - min(before, cfg.budget))
         bar.set_postfix(ret=f"{row.get('charts/episodic_return', float('nan')):.3f}")
         if cfg.checkpoint.every and learner.iteration % cfg.checkpoint.every == 0:

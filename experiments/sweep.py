@@ -1,0 +1,224 @@
+"""Hyperparameter search on Ray Tune: Optuna proposes, ASHA stops weak trials early.
+
+    python -m experiments.sweep sweep=routing_small budget=300000 eval.episodes=2048
+    python -m experiments.sweep sweep=routing_small ray.address=<head>:6379   # on a cluster
+
+The search space is ``sweep.space`` (``configs/sweep/<name>.yaml``): keys of the training
+config, nested as in the config (``agent: {lr: ...}``), each ``{type: loguniform|uniform|int,
+low, high}`` or ``{type: choice, values: [...]}``. Every trial runs ``experiments.train.train`` — the same code as a single
+run — with the sampled keys set, in ``tune/<trial>/run/`` under the sweep's Hydra run
+directory (Tune's own storage is ``tune/``), reserving ``sweep.cpus_per_trial`` CPUs and
+sampling in its own process (``agent.num_env_runners=0``). A trial reports ``objective``
+to Tune after every iteration (the training episodic return, which ASHA compares at its
+rungs) and, once trained, the final evaluation return on the training population.
+``sweep.max_concurrent`` trials run at once; with one and a seeded sampler the sweep is
+reproducible. ``sweep.json`` lists every trial and the best configuration.
+
+An invalid search space (an unknown key, an empty choice, ``low > high``, a value outside
+the key's valid range) fails before any trial starts, naming the parameter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from experiments.schema import register_configs
+from experiments.wiring import validate
+from synth.errors import ConfigError, PersonaRLError, check_int
+
+__all__ = ["check_space", "sweep", "main", "SPACE_TYPES"]
+
+log = logging.getLogger(__name__)
+register_configs()
+SPACE_TYPES = ("loguniform", "uniform", "int", "choice")
+_ABSENT = object()
+
+
+def check_space(cfg: DictConfig) -> dict[str, Any]:
+    """The search space as plain specs, checked against the training config.
+
+    Raises:
+        ConfigError: naming the parameter — unknown key, unknown type, empty choice,
+            ``low >= high``, a non-positive ``loguniform`` bound, or a value the training
+            config itself rejects (checked by validating the config at each bound/choice).
+    """
+    if cfg.get("sweep") is None:
+        raise ConfigError("no search: pass sweep=<name> (configs/sweep/); e.g. "
+                          "sweep=routing_small")
+    space = _flatten(OmegaConf.to_container(cfg.sweep.space, resolve=True))
+    if not space:
+        raise ConfigError("sweep.space is empty: declare at least one parameter")
+    for key, spec in space.items():
+        where = f"sweep.space.{key!r}"
+        if key.split(".")[0] in ("sweep", "ray", "logger", "resume", "progress"):
+            raise ConfigError(f"{where}: {key.split('.')[0]}.* is not a training parameter")
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"{where}: unknown parameter (no such key in the training "
+                              "config)")
+        if not isinstance(spec, dict) or spec.get("type") not in SPACE_TYPES:
+            raise ConfigError(f"{where}: needs type: one of {list(SPACE_TYPES)}; got {spec!r}")
+        if spec["type"] == "choice":
+            values = spec.get("values")
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}: a choice needs a non-empty list of values")
+            candidates = values
+        else:
+            low, high = spec.get("low"), spec.get("high")
+            if not all(isinstance(v, (int, float)) for v in (low, high)) or not low < high:
+                raise ConfigError(f"{where}: needs numbers low < high; got low={low!r}, "
+                                  f"high={high!r}")
+            if spec["type"] == "loguniform" and low <= 0:
+                raise ConfigError(f"{where}: loguniform needs low > 0; got {low!r}")
+            candidates = [low, high]
+        for value in candidates:            # the training config's own range checks
+            trial = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+            try:
+                OmegaConf.update(trial, key, value, merge=False)
+                validate(trial)
+            except PersonaRLError as exc:
+                raise ConfigError(f"{where}: value {value!r} is invalid: {exc}") from None
+            except Exception as exc:        # OmegaConf type errors (a string for a float…)
+                raise ConfigError(f"{where}: value {value!r} does not fit the key: "
+                                  f"{exc}") from None
+    return space
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """``{agent: {lr: {type: …}}}`` -> ``{"agent.lr": {type: …}}`` (a dict with ``type`` is
+    a parameter; anything else that is not a dict is a malformed entry, kept for the check)."""
+    if not isinstance(tree, dict) or "type" in tree:
+        return {prefix[:-1]: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}{key}."))
+    return out
+
+
+def _domains(space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    from ray import tune
+
+    make = {"loguniform": lambda s: tune.loguniform(s["low"], s["high"]),
+            "uniform": lambda s: tune.uniform(s["low"], s["high"]),
+            "int": lambda s: tune.randint(int(s["low"]), int(s["high"]) + 1),
+            "choice": lambda s: tune.choice(list(s["values"]))}
+    return {key: make[spec["type"]](spec) for key, spec in space.items()}
+
+
+def _trial(config: dict[str, Any], base: dict[str, Any], group: str) -> None:
+    """One trial: ``experiments.train.train`` with the sampled keys, reporting to Tune."""
+    from ray import tune
+
+    from experiments.train import train
+
+    cfg = OmegaConf.create(base)
+    for key, value in config.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    last: dict[str, float] = {}
+
+    def report(row: dict[str, Any]) -> None:
+        ret = row.get("charts/episodic_return")
+        if ret is not None and math.isfinite(ret):
+            last["objective"] = float(ret)
+        tune.report({"objective": last.get("objective", float("-inf")),
+                     "env_steps": row["env_steps"]})
+
+    result = train(cfg, run_dir, wandb_group=group, on_iteration=report)
+    train_pop = result["populations"]["train"]
+    final = train_pop["policies"][train_pop["trained"]]
+    tune.report({"objective": final["mean"], "eval_return": final["mean"],
+                 "eval_ci_low": final["ci_low"], "eval_ci_high": final["ci_high"],
+                 "env_steps": result["meta"]["env_steps"], "done_training": True})
+
+
+def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Check the space, run the search, write ``sweep.json``; returns its content."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    validate(cfg)
+    space = check_space(cfg)
+    s = cfg.sweep
+    for key, low in (("num_samples", 1), ("max_concurrent", 1), ("cpus_per_trial", 1),
+                     ("asha.grace_period", 1), ("asha.reduction_factor", 2)):
+        check_int(f"sweep.{key}", OmegaConf.select(s, key), low)
+    if cfg.agent.name == "ppo" and cfg.agent.num_env_runners != 0:
+        raise ConfigError(f"agent.num_env_runners={cfg.agent.num_env_runners}: a trial samples "
+                          "in its own process (0); env runners started outside the trial's "
+                          "reservation hang on a small machine")
+    per_iteration = cfg.agent.get("train_batch_size", 4096)
+    max_iterations = max(1, math.ceil(cfg.budget / per_iteration)) + 1   # + the final report
+    run_dir = run_dir.resolve()
+    base = OmegaConf.to_container(cfg, resolve=True)
+    base.pop("sweep")
+    base["progress"] = False
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, log_to_driver=False)
+    else:
+        os.environ.setdefault("OMP_NUM_THREADS", "1")
+        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
+                 _temp_dir=cfg.ray.temp_dir, log_to_driver=False)
+    try:
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(_trial, base=base, group=run_dir.name),
+                                {"cpu": s.cpus_per_trial}),
+            param_space=_domains(space),
+            tune_config=tune.TuneConfig(
+                metric="objective", mode="max", num_samples=s.num_samples,
+                max_concurrent_trials=s.max_concurrent,
+                search_alg=OptunaSearch(seed=s.seed),
+                scheduler=ASHAScheduler(time_attr="training_iteration",
+                                        max_t=max_iterations,
+                                        grace_period=s.asha.grace_period,
+                                        reduction_factor=s.asha.reduction_factor)),
+            run_config=tune.RunConfig(storage_path=str(run_dir), name="tune", verbose=0))
+        results = tuner.fit()
+        cluster = ray.get_runtime_context().gcs_address
+    finally:
+        ray.shutdown()
+    trials = []
+    for r in results:
+        m = r.metrics or {}
+        trials.append(dict(config=r.config, objective=m.get("objective"),
+                           eval_return=m.get("eval_return"),
+                           iterations=m.get("training_iteration"),
+                           finished=bool(m.get("done_training")), path=str(r.path),
+                           error=str(r.error) if r.error else None))
+    finished = [t for t in trials if t["finished"]]
+    best = max(finished, key=lambda t: t["eval_return"]) if finished else None
+    out = dict(space=space, num_samples=s.num_samples, seed=s.seed, cluster=cluster,
+               trials=trials, best=best)
+    (run_dir / "sweep.json").write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        out = sweep(cfg, run_dir)
+    except PersonaRLError as exc:
+        log.error("invalid sweep: %s", exc)
+        sys.exit(2)
+    done = sum(t["finished"] for t in out["trials"])
+    print(f"{len(out['trials'])} trials ({done} trained to the budget, the rest stopped "
+          f"early); best: {out['best'] and out['best']['config']} -> "
+          f"{out['best'] and out['best']['eval_return']}")
+    print(f"sweep: {run_dir / 'sweep.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""experiments.sweep: search spaces are checked before any trial; a tiny Optuna/ASHA sweep
+runs the training code per trial and is reproducible with one concurrent trial."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from experiments.schema import register_configs
+from experiments.sweep import check_space
+from synth.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+register_configs()
+
+
+def load(*overrides: str):
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("train", overrides=["sweep=routing_small", *overrides])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("+sweep.space.agent.colour={type: choice, values: [1, 2]}",
+     "'agent.colour': unknown parameter"),
+    ("sweep.space.agent.entropy_coeff={type: choice, values: []}",
+     "'agent.entropy_coeff': a choice needs a non-empty list"),
+    ("sweep.space.agent.clip_param={type: uniform, low: 0.3, high: 0.1}",
+     "'agent.clip_param': needs numbers low < high; got low=0.3, high=0.1"),
+    ("sweep.space.agent.lr={type: loguniform, low: 0, high: 0.1}",
+     "'agent.lr': loguniform needs low > 0"),
+    ("sweep.space.agent.lr={type: uniform, low: -1, high: 0.1}",
+     "'agent.lr': value -1 is invalid"),
+    ("sweep.space.agent.lr={type: normal, low: 1, high: 2}",
+     "'agent.lr': needs type: one of"),
+])
+def test_invalid_search_spaces_fail_naming_the_parameter(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        check_space(load(override))
+
+
+def test_the_shipped_space_is_valid():
+    space = check_space(load())
+    assert set(space) == {"agent.lr", "agent.entropy_coeff", "agent.clip_param"}
+
+
+def sweep(tmp_path: Path, name: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "sweep=routing_small", "experiment=smoke",
+         "logger=none", "budget=3072", "agent.train_batch_size=1024",
+         "agent.minibatch_size=256", "agent.num_envs_per_env_runner=16", "eval.episodes=32",
+         "eval.baselines=[random]", "sweep.num_samples=2", f"hydra.run.dir={tmp_path / name}",
+         f"ray.temp_dir=/tmp/ray-s{os.getpid()}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads((tmp_path / name / "sweep.json").read_text())
+
+
+@pytest.mark.slow
+def test_tiny_sweep_runs_trials_and_repeats_itself(tmp_path):
+    first, second = sweep(tmp_path, "a"), sweep(tmp_path, "b")
+    assert len(first["trials"]) == 2 and first["best"] is not None
+    for trial in first["trials"]:
+        assert trial["error"] is None
+        run = Path(trial["path"]) / "run"
+        assert (run / "metrics.jsonl").exists() and str(tmp_path / "a" / "tune") in str(run)
+        assert set(trial["config"]) == {"agent.lr", "agent.entropy_coeff", "agent.clip_param"}
+    assert first["best"]["finished"] and first["best"]["eval_return"] is not None
+    assert [t["config"] for t in first["trials"]] == [t["config"] for t in second["trials"]]
+    assert first["best"]["config"] == second["best"]["config"]
+    bad = subprocess.run([sys.executable, "-m", "experiments.sweep", "sweep=routing_small",
+                          "sweep.space.agent.lr={type: uniform, low: 1, high: 0}",
+                          f"hydra.run.dir={tmp_path / 'c'}"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "'agent.lr': needs numbers low < high" in \
+        bad.stdout + bad.stderr
+    assert not (tmp_path / "c" / "tune").exists()                  # no trial started
