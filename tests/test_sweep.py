@@ -80,3 +80,42 @@ def test_tiny_sweep_runs_trials_and_repeats_itself(tmp_path):
     assert bad.returncode == 2 and "'agent.lr': needs numbers low < high" in \
         bad.stdout + bad.stderr
     assert not (tmp_path / "c" / "tune").exists()                  # no trial started
+
+
+@pytest.mark.slow
+def test_sweep_runs_on_an_existing_ray_cluster(tmp_path):
+    import secrets
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    temp = f"/tmp/rh{os.getpid()}"                # Ray's socket paths must stay short
+    token = secrets.token_hex(16)                 # Ray >= 2.59 authenticates every client
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+         "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        time.sleep(8)
+        assert head.poll() is None, "ray start --head exited"
+        out = subprocess.run(
+            [sys.executable, "-m", "experiments.sweep", "sweep=routing_small",
+             "experiment=smoke", "logger=none", "budget=2048", "agent.train_batch_size=1024",
+             "agent.minibatch_size=256", "agent.num_envs_per_env_runner=16",
+             "eval.episodes=32", "eval.baselines=[random]", "sweep.num_samples=2",
+             f"ray.address=127.0.0.1:{port}", f"hydra.run.dir={tmp_path / 'sweep'}"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-2000:]
+    finally:                                      # stop this head only (not `ray stop`)
+        os.killpg(head.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-f", temp], check=False)
+        head.wait()
+    result = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert result["cluster"].endswith(f":{port}")             # the trials ran there
+    assert len(result["trials"]) == 2 and all(t["error"] is None for t in result["trials"])
