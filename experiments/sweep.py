@@ -12,7 +12,10 @@ sampling in its own process (``agent.num_env_runners=0``). A trial reports ``obj
 to Tune after every iteration (the training episodic return, which ASHA compares at its
 rungs) and, once trained, the final evaluation return on the training population.
 ``sweep.max_concurrent`` trials run at once; with one and a seeded sampler the sweep is
-reproducible. ``sweep.json`` lists every trial and the best configuration.
+reproducible. The ``sweep.top_k`` best trials are then trained again with each of
+``sweep.rerun_seeds`` (in ``reruns/``), and the winner is the one with the best mean over all
+its seeds. ``sweep.json`` lists every trial, the re-runs, the search's best and the winner;
+``python -m experiments.report <sweep dir>`` compares them.
 
 An invalid search space (an unknown key, an empty choice, ``low > high``, a value outside
 the key's valid range) fails before any trial starts, naming the parameter.
@@ -141,6 +144,27 @@ def _trial(config: dict[str, Any], base: dict[str, Any], group: str) -> None:
                  "env_steps": result["meta"]["env_steps"], "done_training": True})
 
 
+def _rerun(base: dict[str, Any], top: list[dict[str, Any]], seeds: list[int], root: Path
+           ) -> list[dict[str, Any]]:
+    """Train each of the ``top`` configurations again with every seed in ``seeds`` (fresh
+    seeds: a search's winner is often a lucky seed); each run in ``root/<rank>-seed<seed>``."""
+    from experiments.train import train
+
+    out = []
+    for rank, trial in enumerate(top):
+        for seed in seeds:
+            cfg = OmegaConf.create(base)
+            for key, value in trial["config"].items():
+                OmegaConf.update(cfg, key, value, merge=False)
+            cfg.seed = seed
+            run = root / f"{rank}-seed{seed}"
+            result = train(cfg, run)
+            pop = result["populations"]["train"]
+            out.append(dict(rank=rank, seed=seed, config=trial["config"], path=str(run),
+                            eval_return=pop["policies"][pop["trained"]]["mean"]))
+    return out
+
+
 def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Check the space, run the search, write ``sweep.json``; returns its content."""
     import ray
@@ -152,7 +176,7 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     space = check_space(cfg)
     s = cfg.sweep
     for key, low in (("num_samples", 1), ("max_concurrent", 1), ("cpus_per_trial", 1),
-                     ("asha.grace_period", 1), ("asha.reduction_factor", 2)):
+                     ("top_k", 0), ("asha.grace_period", 1), ("asha.reduction_factor", 2)):
         check_int(f"sweep.{key}", OmegaConf.select(s, key), low)
     if cfg.agent.name == "ppo" and cfg.agent.num_env_runners != 0:
         raise ConfigError(f"agent.num_env_runners={cfg.agent.num_env_runners}: a trial samples "
@@ -186,20 +210,32 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             run_config=tune.RunConfig(storage_path=str(run_dir), name="tune", verbose=0))
         results = tuner.fit()
         cluster = ray.get_runtime_context().gcs_address
+        trials = []
+        for r in results:
+            m = r.metrics or {}
+            trials.append(dict(config=r.config, objective=m.get("objective"),
+                               eval_return=m.get("eval_return"),
+                               iterations=m.get("training_iteration"),
+                               finished=bool(m.get("done_training")), path=str(r.path),
+                               error=str(r.error) if r.error else None))
+        finished = sorted((t for t in trials if t["finished"]),
+                          key=lambda t: -t["eval_return"])
+        reruns = _rerun(base, finished[:s.top_k], list(s.rerun_seeds), run_dir / "reruns")
     finally:
         ray.shutdown()
-    trials = []
-    for r in results:
-        m = r.metrics or {}
-        trials.append(dict(config=r.config, objective=m.get("objective"),
-                           eval_return=m.get("eval_return"),
-                           iterations=m.get("training_iteration"),
-                           finished=bool(m.get("done_training")), path=str(r.path),
-                           error=str(r.error) if r.error else None))
-    finished = [t for t in trials if t["finished"]]
-    best = max(finished, key=lambda t: t["eval_return"]) if finished else None
+    best = finished[0] if finished else None
+    winner = None
+    if finished:                 # the search's top-k, judged on every seed they ran with
+        scores = {}
+        for rank, t in enumerate(finished[:s.top_k]):
+            values = [t["eval_return"]] + [r["eval_return"] for r in reruns
+                                           if r["rank"] == rank]
+            scores[rank] = (sum(values) / len(values), values)
+        top = max(scores, key=lambda k: scores[k][0])
+        winner = dict(config=finished[top]["config"], mean_eval_return=scores[top][0],
+                      eval_returns=scores[top][1], search_rank=top)
     out = dict(space=space, num_samples=s.num_samples, seed=s.seed, cluster=cluster,
-               trials=trials, best=best)
+               trials=trials, best=best, reruns=reruns, winner=winner)
     (run_dir / "sweep.json").write_text(json.dumps(out, indent=2, default=str))
     return out
 
@@ -215,8 +251,9 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     done = sum(t["finished"] for t in out["trials"])
     print(f"{len(out['trials'])} trials ({done} trained to the budget, the rest stopped "
-          f"early); best: {out['best'] and out['best']['config']} -> "
-          f"{out['best'] and out['best']['eval_return']}")
+          f"early); winner after {len(out['reruns'])} re-runs: "
+          f"{out['winner'] and out['winner']['config']} -> "
+          f"{out['winner'] and out['winner']['mean_eval_return']}")
     print(f"sweep: {run_dir / 'sweep.json'}")
 
 

@@ -54,7 +54,8 @@ def sweep(tmp_path: Path, name: str) -> dict:
         [sys.executable, "-m", "experiments.sweep", "sweep=routing_small", "experiment=smoke",
          "logger=none", "budget=3072", "agent.train_batch_size=1024",
          "agent.minibatch_size=256", "agent.num_envs_per_env_runner=16", "eval.episodes=32",
-         "eval.baselines=[random]", "sweep.num_samples=2", f"hydra.run.dir={tmp_path / name}",
+         "eval.baselines=[random]", "sweep.num_samples=2", "sweep.top_k=1",
+         "sweep.rerun_seeds=[7]", f"hydra.run.dir={tmp_path / name}",
          f"ray.temp_dir=/tmp/ray-s{os.getpid()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -71,6 +72,10 @@ def test_tiny_sweep_runs_trials_and_repeats_itself(tmp_path):
         assert (run / "metrics.jsonl").exists() and str(tmp_path / "a" / "tune") in str(run)
         assert set(trial["config"]) == {"agent.lr", "agent.entropy_coeff", "agent.clip_param"}
     assert first["best"]["finished"] and first["best"]["eval_return"] is not None
+    assert [(r["rank"], r["seed"]) for r in first["reruns"]] == [(0, 7)]
+    assert (Path(first["reruns"][0]["path"]) / "summary.json").exists()
+    assert first["winner"]["config"] == first["best"]["config"]        # the only one re-run
+    assert len(first["winner"]["eval_returns"]) == 2
     assert [t["config"] for t in first["trials"]] == [t["config"] for t in second["trials"]]
     assert first["best"]["config"] == second["best"]["config"]
     bad = subprocess.run([sys.executable, "-m", "experiments.sweep", "sweep=routing_small",
@@ -109,7 +114,8 @@ def test_sweep_runs_on_an_existing_ray_cluster(tmp_path):
              "experiment=smoke", "logger=none", "budget=2048", "agent.train_batch_size=1024",
              "agent.minibatch_size=256", "agent.num_envs_per_env_runner=16",
              "eval.episodes=32", "eval.baselines=[random]", "sweep.num_samples=2",
-             f"ray.address=127.0.0.1:{port}", f"hydra.run.dir={tmp_path / 'sweep'}"],
+             "sweep.top_k=0", f"ray.address=127.0.0.1:{port}",
+             f"hydra.run.dir={tmp_path / 'sweep'}"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert out.returncode == 0, out.stderr[-2000:]
     finally:                                      # stop this head only (not `ray stop`)
