@@ -125,3 +125,15 @@ def test_sweep_runs_on_an_existing_ray_cluster(tmp_path):
     result = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert result["cluster"].endswith(f":{port}")             # the trials ran there
     assert len(result["trials"]) == 2 and all(t["error"] is None for t in result["trials"])
+
+
+def test_aggregates_by_hand():
+    import numpy as np
+
+    from experiments.report import iqm_ci, probability_of_improvement
+
+    point, low, high = iqm_ci(np.array([1.0, 2.0, 3.0, 4.0]), reps=500)
+    assert point == pytest.approx(2.5) and low <= point <= high       # middle half: 2, 3
+    # pairs (2,1) win, (2,3) lose, (3,1) win, (3,3) tie -> (1 + 0 + 1 + 0.5) / 4
+    p, low, high = probability_of_improvement(np.array([2.0, 3.0]), np.array([1.0, 3.0]))
+    assert p == pytest.approx(0.625) and 0.0 <= low <= p <= high <= 1.0

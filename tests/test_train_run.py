@@ -158,3 +158,11 @@ def test_two_by_two_multirun_writes_four_separate_complete_runs(tmp_path):
         assert list((job / "wandb").glob("offline-run-*"))         # its own wandb run
     assert configs == {(1e-4, 0), (1e-4, 1), (3e-4, 0), (3e-4, 1)}
     assert len(set(curves)) == 4 and len(wandb_ids) == 4           # nothing shared
+
+    from experiments.report import write_report                    # and the comparison
+    report = write_report(sweep, reps=200)
+    assert {r["configuration"] for r in report["table"]} == {"agent.lr=0.0001",
+                                                            "agent.lr=0.0003"}
+    assert all(r["runs"] == 2 and r["seeds"] == "0 1" for r in report["table"])
+    for name in ("report.csv", "report.md", "report.html", "learning_curves.png"):
+        assert (sweep / name).stat().st_size > 0

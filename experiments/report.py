@@ -1,0 +1,301 @@
+"""Compare the runs of a multirun or a sweep.
+
+    python -m experiments.report multirun/2026-11-24/09-00-00        # a Hydra multirun
+    python -m experiments.report outputs/2026-11-24/09-10-00         # an experiments.sweep dir
+
+Finds every training run below the directory (a folder with ``run.json``), groups them into
+configurations (runs whose configs differ only in ``seed``), and writes into the directory:
+
+* ``report.csv`` — per configuration: the keys that vary, seeds, the final evaluation
+  return's mean with a 95% t-interval over seeds, its interquartile mean (IQM) with a
+  bootstrap CI over runs, and the probability that the best configuration beats it;
+* ``report.md`` / ``report.html`` — the same, the best configuration, and for a sweep the
+  trials (stopped early or trained), the re-runs and the winner;
+* ``learning_curves.png`` — the training return against env steps per configuration, mean
+  with a 95% band over seeds; ``parameters.png`` (sweeps) — the objective against each
+  searched parameter.
+
+Aggregates follow Agarwal et al. 2021 (rliable: IQM with bootstrap CIs, probability of
+improvement); the ``rliable`` package itself does not import with the current ``arch``, so
+the few lines are ours. Runs stopped early by ASHA have no final evaluation and count only
+in the sweep's trial table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig
+from scipy import stats
+
+from experiments.train_report import Block, render_html, render_markdown
+from experiments.wiring import HASH_EXCLUDED
+from synth.errors import ConfigError
+
+__all__ = ["collect_runs", "group_runs", "iqm_ci", "probability_of_improvement", "main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    path: Path
+    config: dict[str, Any]
+    final: float | None                      # final evaluation return (None: stopped)
+    curve: list[tuple[int, float]] = field(default_factory=list)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for k, v in tree.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: json.dumps(tree) if isinstance(tree, list) else tree}
+
+
+def collect_runs(root: Path) -> list[Run]:
+    """Every training run below ``root``."""
+    runs = []
+    for run_file in sorted(root.rglob("run.json")):
+        d = run_file.parent
+        config = json.loads(run_file.read_text())["config"]
+        final = None
+        if (d / "summary.json").exists():
+            pop = json.loads((d / "summary.json").read_text())["populations"]["train"]
+            final = float(pop["policies"][pop["trained"]]["mean"])
+        curve = []
+        if (d / "metrics.jsonl").exists():
+            for line in (d / "metrics.jsonl").read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if row.get("charts/episodic_return") is not None:
+                    curve.append((row["env_steps"], row["charts/episodic_return"]))
+        runs.append(Run(d, config, final, curve))
+    return runs
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    """Configurations (label -> runs): runs whose hashed configs match apart from ``seed``,
+    labelled by the keys that vary between configurations."""
+    flats = [{k: v for k, v in _flat(r.config).items()
+              if k.split(".")[0] not in HASH_EXCLUDED and k != "seed"} for r in runs]
+    keys = sorted({k for f in flats for k in f})
+    varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]
+    groups: dict[str, list[Run]] = {}
+    for run, f in zip(runs, flats):
+        label = ", ".join(f"{k}={_short(f.get(k))}" for k in varying) or "default"
+        groups.setdefault(label, []).append(run)
+    return groups
+
+
+def _short(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def iqm_ci(x: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Interquartile mean and a 95% percentile-bootstrap CI over runs."""
+    x = np.asarray(x, dtype=float)
+    point = float(stats.trim_mean(x, 0.25))
+    if len(x) < 2:
+        return point, float("nan"), float("nan")
+    idx = np.random.default_rng(seed).integers(0, len(x), size=(reps, len(x)))
+    boot = stats.trim_mean(x[idx], 0.25, axis=1)
+    return point, float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0
+                               ) -> tuple[float, float, float]:
+    """P(X > Y) + ½ P(X = Y) for a run of X against a run of Y, with a bootstrap CI."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+    def prob(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        diff = a[..., :, None] - b[..., None, :]
+        return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(-1, -2))
+
+    point = float(prob(x, y))
+    rng = np.random.default_rng(seed)
+    bx = x[rng.integers(0, len(x), size=(reps, len(x)))]
+    by = y[rng.integers(0, len(y), size=(reps, len(y)))]
+    boot = prob(bx, by)
+    return point, float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+
+
+def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
+    mean = float(np.mean(x))
+    if len(x) < 2:
+        return mean, float("nan"), float("nan")
+    half = float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
+    return mean, mean - half, mean + half
+
+
+def _curves(groups: dict[str, list[Run]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, runs in groups.items():
+        curves = [np.array(r.curve) for r in runs if len(r.curve) > 1]
+        if not curves:
+            continue
+        grid = np.linspace(max(c[0, 0] for c in curves), min(c[-1, 0] for c in curves), 50)
+        ys = np.stack([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
+        mean = ys.mean(axis=0)
+        ax.plot(grid, mean, label=f"{label} ({len(curves)} runs)")
+        if len(curves) > 1:
+            half = stats.t.ppf(0.975, len(curves) - 1) * ys.std(axis=0, ddof=1) / np.sqrt(
+                len(curves))
+            ax.fill_between(grid, mean - half, mean + half, alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("training episodic return")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _parameters(sweep: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = list(sweep["space"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for finished, marker, name in ((True, "o", "trained"), (False, "x", "stopped early")):
+            pts = [(t["config"][key], t["eval_return"] if finished else t["objective"])
+                   for t in sweep["trials"] if t["finished"] == finished
+                   and (t["eval_return"] if finished else t["objective"]) is not None]
+            if pts:
+                ax.scatter(*zip(*pts), marker=marker, label=name)
+        if sweep["space"][key]["type"] == "loguniform":
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel("objective")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(root: Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Everything above, written into ``root``; returns the table."""
+    root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"dir={str(root)!r} is not a directory (give a multirun or sweep "
+                          "run directory)")
+    runs = collect_runs(root)
+    if not runs:
+        raise ConfigError(f"no training runs (run.json) below {root}")
+    groups = group_runs(runs)
+    finals = {k: np.array([r.final for r in v if r.final is not None]) for k, v in
+              groups.items()}
+    finals = {k: v for k, v in finals.items() if len(v)}
+    if not finals:
+        raise ConfigError(f"none of the {len(runs)} runs below {root} finished its final "
+                          "evaluation")
+    best = max(finals, key=lambda k: finals[k].mean())
+    table = []
+    for label, x in finals.items():
+        mean, low, high = _mean_ci(x)
+        iqm, iqm_low, iqm_high = iqm_ci(x, reps, seed)
+        poi = probability_of_improvement(finals[best], x, reps, seed) if label != best \
+            else (float("nan"),) * 3
+        table.append(dict(configuration=label, runs=len(x),
+                          seeds=" ".join(str(r.config["seed"]) for r in groups[label]
+                                         if r.final is not None),
+                          mean=mean, ci_low=low, ci_high=high, iqm=iqm, iqm_ci_low=iqm_low,
+                          iqm_ci_high=iqm_high, p_best_beats_it=poi[0],
+                          p_ci_low=poi[1], p_ci_high=poi[2]))
+    table.sort(key=lambda r: -r["mean"])
+    with open(root / "report.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    _curves(groups, root / "learning_curves.png")
+    sweep_file = root / "sweep.json"
+    sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
+    if sweep:
+        _parameters(sweep, root / "parameters.png")
+    blocks = _blocks(root, table, best, sweep, len(runs))
+    (root / "report.md").write_text(render_markdown(blocks))
+    (root / "report.html").write_text(render_html(blocks, blocks[0][1]))
+    return dict(best=best, table=table, runs=len(runs))
+
+
+def _f(x: float, fmt: str = ".4f") -> str:
+    return "—" if x != x else format(x, fmt)
+
+
+def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str, Any] | None,
+            n_runs: int) -> list[Block]:
+    b: list[Block] = [
+        ("h1", f"Run comparison — {root.name}"),
+        ("p", f"{n_runs} training runs below `{root}`; {len(table)} configuration(s) with a "
+              "final evaluation. Final evaluation return on the training population; 95% "
+              "t-interval over seeds; IQM with a 95% bootstrap CI over runs; P(best > it): "
+              "the probability that a run of the best configuration beats a run of this one "
+              "(Agarwal et al. 2021)."),
+        ("p", f"**Best configuration: {best}**."),
+        ("table", (["configuration", "runs", "seeds", "mean", "95% CI", "IQM", "IQM 95% CI",
+                    "P(best > it)"], [
+            [r["configuration"], str(r["runs"]), r["seeds"], _f(r["mean"]),
+             f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", _f(r["iqm"]),
+             f"[{_f(r['iqm_ci_low'])}, {_f(r['iqm_ci_high'])}]",
+             "—" if r["p_best_beats_it"] != r["p_best_beats_it"] else
+             f"{r['p_best_beats_it']:.2f} [{r['p_ci_low']:.2f}, {r['p_ci_high']:.2f}]"]
+            for r in table])),
+        ("img", "learning_curves.png")]
+    if sweep:
+        keys = list(sweep["space"])
+        b += [("h2", "Search"),
+              ("p", f"{len(sweep['trials'])} trials (Optuna, seed {sweep['seed']}; ASHA "
+                    "stops weak trials early: their objective is the training return when "
+                    "stopped)."),
+              ("table", (["trial", *keys, "objective", "final eval", "iterations",
+                          "trained"], [
+                  [str(i), *[_short(t["config"].get(k)) for k in keys],
+                   _f(t["objective"] if t["objective"] is not None else float("nan")),
+                   _f(t["eval_return"] if t["eval_return"] is not None else float("nan")),
+                   str(t["iterations"]), "yes" if t["finished"] else "stopped"]
+                  for i, t in enumerate(sweep["trials"])])),
+              ("img", "parameters.png")]
+        if sweep.get("winner"):
+            w = sweep["winner"]
+            top = len({r["rank"] for r in sweep["reruns"]})
+            b.append(("p", f"**Winner after re-running the top {top} with fresh seeds:** "
+                           f"{w['config']} — mean final evaluation "
+                           f"{w['mean_eval_return']:.4f} over {len(w['eval_returns'])} runs "
+                           f"(search rank {w['search_rank'] + 1})."))
+    return b
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="report")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point (``python -m experiments.report <dir>`` works too)."""
+    try:
+        out = write_report(Path(cfg.dir), cfg.bootstrap, cfg.seed)
+    except ConfigError as exc:
+        log.error("cannot report: %s", exc)
+        sys.exit(2)
+    print(f"{out['runs']} runs; best configuration: {out['best']}; report: "
+          f"{Path(cfg.dir) / 'report.md'}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
+        sys.argv[1] = f"dir={sys.argv[1]}"          # the directory as a positional argument
+    main()
