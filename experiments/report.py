@@ -278,8 +278,8 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
             top = len({r["rank"] for r in sweep["reruns"]})
             b.append(("p", f"**Winner after re-running the top {top} with fresh seeds:** "
                            f"{w['config']} — mean final evaluation "
-                           f"{w['mean_eval_return']:.4f} over {len(w['eval_returns'])} runs "
-                           f"(search rank {w['search_rank'] + 1})."))
+                           f"{w['mean_eval_return']:.4f} over {len(w['eval_returns'])} fresh "
+                           f"seeds (search rank {w['search_rank'] + 1})."))
     return b
 
 

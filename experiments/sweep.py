@@ -12,9 +12,10 @@ sampling in its own process (``agent.num_env_runners=0``). A trial reports ``obj
 to Tune after every iteration (the training episodic return, which ASHA compares at its
 rungs) and, once trained, the final evaluation return on the training population.
 ``sweep.max_concurrent`` trials run at once; with one and a seeded sampler the sweep is
-reproducible. The ``sweep.top_k`` best trials are then trained again with each of
-``sweep.rerun_seeds`` (in ``reruns/``), and the winner is the one with the best mean over all
-its seeds. ``sweep.json`` lists every trial, the re-runs, the search's best and the winner;
+reproducible. The ``sweep.top_k`` best trials (by final evaluation, or by the objective ASHA
+stopped them at) are then trained again to the full budget with each of
+``sweep.rerun_seeds`` (in ``reruns/``), and the winner is the one with the best mean over
+those fresh seeds. ``sweep.json`` lists every trial, the re-runs, the search's best and the winner;
 ``python -m experiments.report <sweep dir>`` compares them.
 
 An invalid search space (an unknown key, an empty choice, ``low > high``, a value outside
@@ -218,21 +219,23 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                iterations=m.get("training_iteration"),
                                finished=bool(m.get("done_training")), path=str(r.path),
                                error=str(r.error) if r.error else None))
-        finished = sorted((t for t in trials if t["finished"]),
-                          key=lambda t: -t["eval_return"])
-        reruns = _rerun(base, finished[:s.top_k], list(s.rerun_seeds), run_dir / "reruns")
+        # the search's ranking: final evaluation for trained trials, the last reported
+        # objective for trials ASHA stopped
+        ranked = sorted((t for t in trials if t["objective"] is not None),
+                        key=lambda t: -(t["eval_return"] if t["finished"] else t["objective"]))
+        reruns = _rerun(base, ranked[:s.top_k], list(s.rerun_seeds), run_dir / "reruns")
     finally:
         ray.shutdown()
+    finished = [t for t in ranked if t["finished"]]
     best = finished[0] if finished else None
     winner = None
-    if finished:                 # the search's top-k, judged on every seed they ran with
+    if reruns:                   # the top-k judged on the same fresh seeds, full budget each
         scores = {}
-        for rank, t in enumerate(finished[:s.top_k]):
-            values = [t["eval_return"]] + [r["eval_return"] for r in reruns
-                                           if r["rank"] == rank]
+        for rank, t in enumerate(ranked[:s.top_k]):
+            values = [r["eval_return"] for r in reruns if r["rank"] == rank]
             scores[rank] = (sum(values) / len(values), values)
         top = max(scores, key=lambda k: scores[k][0])
-        winner = dict(config=finished[top]["config"], mean_eval_return=scores[top][0],
+        winner = dict(config=ranked[top]["config"], mean_eval_return=scores[top][0],
                       eval_returns=scores[top][1], search_rank=top)
     out = dict(space=space, num_samples=s.num_samples, seed=s.seed, cluster=cluster,
                trials=trials, best=best, reruns=reruns, winner=winner)
