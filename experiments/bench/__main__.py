@@ -7,6 +7,8 @@
                                         [--out benchmarks/train.json]
     python -m experiments.bench serve   [--run <train run dir>] [--rate 200] [--seconds 30]
                                         [--out benchmarks/serve.json]
+    python -m experiments.bench sweep   [--budget 200000] [--trials 8] [--repeats 2]
+                                        [--out benchmarks/sweep.json]
     python -m experiments.bench ope     [--rows 1000000] [--seeds 100] [--logged 10000]
                                         [--bundle <horizon=1 PPO bundle>] [--parts ...]
                                         [--intervention-bundle <bundle>] [--out benchmarks/ope.json]
@@ -71,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second")
     srv.add_argument("--seconds", type=float, default=30.0, help="HTTP load duration")
     srv.add_argument("--out", default="benchmarks/serve.json")
+    swp = sub.add_parser("sweep", help="an 8-trial Optuna/ASHA sweep + re-runs, timed, twice")
+    swp.add_argument("--sweep", default="routing_small", help="configs/sweep/<name>")
+    swp.add_argument("--budget", type=int, default=200_000, help="env steps per trial")
+    swp.add_argument("--trials", type=int, default=8)
+    swp.add_argument("--repeats", type=int, default=2, help="identical sweeps to compare")
+    swp.add_argument("--out", default="benchmarks/sweep.json")
     ope = sub.add_parser("ope", help="OPE estimator speed and the one-step estimator study")
     ope.add_argument("--rows", type=int, default=1_000_000, help="decisions for the timings")
     ope.add_argument("--seeds", type=int, default=100, help="independent logs in the study")
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
                  "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate", "rows", "logged",
-                 "resamples"):
+                 "resamples", "trials", "repeats"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
@@ -100,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)
+    elif args.what == "sweep":
+        from experiments.bench.sweep import run
+        result = run(sweep=args.sweep, budget=args.budget, trials=args.trials,
+                     repeats=args.repeats)
     elif args.what == "ope":
         from experiments.bench.ope import run
         parts = tuple(p for p in args.parts.split(",") if p)
