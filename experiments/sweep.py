@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Mapping
@@ -118,15 +117,21 @@ def _domains(space: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return {key: make[spec["type"]](spec) for key, spec in space.items()}
 
 
+def _with(base: dict[str, Any], values: Mapping[str, Any]) -> DictConfig:
+    """The training config ``base`` with the dotted keys in ``values`` set."""
+    cfg = OmegaConf.create(base)
+    for key, value in values.items():
+        OmegaConf.update(cfg, key, value, merge=False)
+    return cfg
+
+
 def _trial(config: dict[str, Any], base: dict[str, Any], group: str) -> None:
     """One trial: ``experiments.train.train`` with the sampled keys, reporting to Tune."""
     from ray import tune
 
     from experiments.train import train
 
-    cfg = OmegaConf.create(base)
-    for key, value in config.items():
-        OmegaConf.update(cfg, key, value, merge=False)
+    cfg = _with(base, config)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
     last: dict[str, float] = {}
 
@@ -154,10 +159,7 @@ def _rerun(base: dict[str, Any], top: list[dict[str, Any]], seeds: list[int], ro
     out = []
     for rank, trial in enumerate(top):
         for seed in seeds:
-            cfg = OmegaConf.create(base)
-            for key, value in trial["config"].items():
-                OmegaConf.update(cfg, key, value, merge=False)
-            cfg.seed = seed
+            cfg = _with(base, {**trial["config"], "seed": seed})
             run = root / f"{rank}-seed{seed}"
             result = train(cfg, run)
             pop = result["populations"]["train"]
@@ -172,6 +174,8 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+
+    from experiments.train import ray_session
 
     validate(cfg)
     space = check_space(cfg)
@@ -189,13 +193,7 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     base = OmegaConf.to_container(cfg, resolve=True)
     base.pop("sweep")
     base["progress"] = False
-    if cfg.ray.address:
-        ray.init(address=cfg.ray.address, log_to_driver=False)
-    else:
-        os.environ.setdefault("OMP_NUM_THREADS", "1")
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
-                 _temp_dir=cfg.ray.temp_dir, log_to_driver=False)
-    try:
+    with ray_session(cfg):
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, base=base, group=run_dir.name),
                                 {"cpu": s.cpus_per_trial}),
@@ -224,8 +222,6 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         ranked = sorted((t for t in trials if t["objective"] is not None),
                         key=lambda t: -(t["eval_return"] if t["finished"] else t["objective"]))
         reruns = _rerun(base, ranked[:s.top_k], list(s.rerun_seeds), run_dir / "reruns")
-    finally:
-        ray.shutdown()
     finished = [t for t in ranked if t["finished"]]
     best = finished[0] if finished else None
     winner = None
