@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from scipy import stats
 
 from experiments.train_report import Block, render_html, render_markdown
-from experiments.wiring import HASH_EXCLUDED
+from experiments.wiring import HASH_EXCLUDED, flatten
 from synth.errors import ConfigError
 
 __all__ = ["collect_runs", "group_runs", "iqm_ci", "probability_of_improvement", "main"]
@@ -51,15 +51,6 @@ class Run:
     config: dict[str, Any]
     final: float | None                      # final evaluation return (None: stopped)
     curve: list[tuple[int, float]] = field(default_factory=list)
-
-
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict):
-        out: dict[str, Any] = {}
-        for k, v in tree.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: json.dumps(tree) if isinstance(tree, list) else tree}
 
 
 def collect_runs(root: Path) -> list[Run]:
@@ -88,7 +79,7 @@ def collect_runs(root: Path) -> list[Run]:
 def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     """Configurations (label -> runs): runs whose hashed configs match apart from ``seed``,
     labelled by the keys that vary between configurations."""
-    flats = [{k: v for k, v in _flat(r.config).items()
+    flats = [{k: v for k, v in flatten(r.config).items()
               if k.split(".")[0] not in HASH_EXCLUDED and k != "seed"} for r in runs]
     keys = sorted({k for f in flats for k in f})
     varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]

@@ -19,7 +19,7 @@ from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
 from synth.errors import ConfigError, check_int, check_range
 
 __all__ = ["env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
-           "HASH_EXCLUDED"]
+           "HASH_EXCLUDED", "flatten"]
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
 PPO_AGENTS = ("ppo", "sb3_ppo")
@@ -154,18 +154,19 @@ def config_hash(cfg: DictConfig) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys."""
     if isinstance(tree, dict):
         out: dict[str, Any] = {}
         for k, v in tree.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: tree}
 
 
 def config_diff(old: Mapping[str, Any], cfg: DictConfig) -> list[str]:
     """``key: old -> new`` for every hashed key that differs between two configs."""
-    a = _flatten({k: v for k, v in old.items() if k not in HASH_EXCLUDED})
-    b = _flatten(_hashed(cfg))
+    a = flatten({k: v for k, v in old.items() if k not in HASH_EXCLUDED})
+    b = flatten(_hashed(cfg))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
