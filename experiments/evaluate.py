@@ -73,8 +73,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             raise ConfigError(f"policies: {spec!r} reads the latent truth, which this log "
                               "does not hold (collect with record_truth=true to evaluate it "
                               "on simulated logs)")
-        label = Path(name.split(":", 1)[1]).parent.name + "/policy" if name.startswith(
-            "bundle:") else name
+        label = str(spec) if name.startswith("bundle:") else name     # as the user wrote it
         policies[label] = (policy, "stochastic" if name == "random" else cfg.mode)
     if len(policies) < 1:
         raise ConfigError("policies is empty; name at least one baseline or bundle")

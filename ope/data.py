@@ -130,12 +130,14 @@ class LoggedData:
         if not np.isfinite(self.obs).all():
             raise DataError("non-finite observations (first at row "
                             f"{int(np.argmax(~np.isfinite(self.obs).all(axis=1)))})")
-        first = np.r_[True, np.diff(self.episode) != 0]
-        if (np.diff(self.episode) < 0).any() or self.episode[0] != 0 or \
-                np.unique(self.episode).size != first.sum() or \
-                np.unique(self.episode).max() != first.sum() - 1:
-            raise DataError("episodes must be numbered 0..E-1 with each episode's rows "
-                            "contiguous (sort by episode, then step)")
+        step_up = np.diff(self.episode)
+        if self.episode[0] != 0 or ((step_up != 0) & (step_up != 1)).any():
+            row = int(np.argmax((step_up != 0) & (step_up != 1))) + 1 \
+                if self.episode[0] == 0 else 0
+            raise DataError(f"episodes must be numbered 0..E-1 with each episode's rows "
+                            f"contiguous (sort by episode, then step); row {row} has episode "
+                            f"{int(self.episode[row])}")
+        first = np.r_[True, step_up != 0]
         expected = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
         if not np.array_equal(self.step, expected):
             row = int(np.argmax(self.step != expected))

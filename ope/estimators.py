@@ -122,7 +122,7 @@ def _model_parts(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None
     if q_hat is None:
         raise DataError("this estimator needs a reward model's predictions (q_hat)")
     _check(data, pi_e, q_hat)
-    w = weights(data, pi_e)
+    w = pi_e[np.arange(data.n), data.action] / data.propensity     # checked just above
     return w, (pi_e * q_hat).sum(axis=1), data.reward - q_hat[np.arange(data.n), data.action]
 
 
@@ -157,9 +157,11 @@ def switch_dr(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None = Non
 
 
 # ---------------------------------------------------------------------- sequential
-def cumulative_weights(data: LoggedData, pi_e: np.ndarray) -> np.ndarray:
-    """``(E, H)`` table of ``ρ_{i,t}``, frozen after each episode's end."""
-    return np.cumprod(data.padded(weights(data, pi_e), fill=1.0), axis=1)
+def cumulative_weights(data: LoggedData, pi_e: np.ndarray | None = None,
+                       w: np.ndarray | None = None) -> np.ndarray:
+    """``(E, H)`` table of ``ρ_{i,t}``, frozen after each episode's end, from the evaluation
+    policy's probabilities or from per-decision weights ``w`` already computed."""
+    return np.cumprod(data.padded(weights(data, pi_e) if w is None else w, fill=1.0), axis=1)
 
 
 def _discount(data: LoggedData, gamma: float) -> np.ndarray:
@@ -185,7 +187,7 @@ def _seq_model_parts(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | Non
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(ρ_t, ρ_{t−1}, r_t − q̂_t, v̂_t)`` as ``(E, H)`` tables (0 after the end)."""
     w, v, residual = _model_parts(data, pi_e, q_hat)
-    rho = cumulative_weights(data, pi_e)
+    rho = cumulative_weights(data, w=w)
     before = np.concatenate([np.ones((data.n_episodes, 1)), rho[:, :-1]], axis=1)
     return rho, before, data.padded(residual), data.padded(v)
 
