@@ -154,16 +154,16 @@ class AdaptationCore(BaseCore):
                              self.state, self.model, self.reward_fn)
 
     def info(self) -> dict[str, Any]:
-        """Ground truth for every lane's current turn."""
+        """Ground truth for every lane's current turn (views of the state; the faces copy)."""
         self.require_truth()
         info: dict[str, Any] = {
-            "latent_traits": self.traits.copy(), "latent_weights": self.weights.copy(),
-            "latent_primary": self.primary.copy(), "preferred_style": self.target.copy(),
-            "style_importance": self.importance.copy(),
-            "latent_sentiment": self.state.sentiment.copy(),
-            "latent_engagement": self.state.engagement.copy(),
-            "phase": self.phase(self.t), "consent": self.consent.copy(),
-            "is_bot": self.is_bot.copy(), "group": self.group.copy(),
+            "latent_traits": self.traits, "latent_weights": self.weights,
+            "latent_primary": self.primary, "preferred_style": self.target,
+            "style_importance": self.importance,
+            "latent_sentiment": self.state.sentiment,
+            "latent_engagement": self.state.engagement,
+            "phase": self.phase(self.t), "consent": self.consent,
+            "is_bot": self.is_bot, "group": self.group,
         }
         if self.discrete:
             expected = self.expected_rewards()
@@ -171,5 +171,5 @@ class AdaptationCore(BaseCore):
             info["oracle_action"] = expected.argmax(axis=1)
         else:
             # satisfaction is largest (1) at the preferred style, whatever the phase
-            info["oracle_action"] = self.target.copy()
+            info["oracle_action"] = self.target
         return info

@@ -12,7 +12,10 @@ A *core* (a ``BaseCore``) steps ``B`` users at once in NumPy and exposes:
 * ``info()`` (ground truth, arrays over lanes) and ``lane_info(lane)`` (one lane, scalars).
 
 Both faces draw every random number from one generator (``np_random``), so a vector env
-with ``num_envs=1`` reproduces the single env exactly.
+with ``num_envs=1`` reproduces the single env exactly. What a face returns is the caller's:
+observations, rewards, flags and every array in ``info`` are copies, never views of the
+core's state, so nothing returned changes when the env steps or resets later (a core's
+``info`` may return views; the faces copy).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
            "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
-           "column_slices", "resolve_reward_fn"]
+           "column_slices", "owned", "resolve_reward_fn"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -80,6 +83,12 @@ def resolve_reward_fn(reward_fn: Callable[..., np.ndarray] | None, reward_weight
     return coerce_config(reward_weights, weights_cls, "reward_weights").function()
 
 
+def owned(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``info`` with every array copied: what an env returns is the caller's and must not
+    change when the env steps or resets later (house style, rule 16)."""
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in info.items()}
+
+
 def column_slices(widths: Iterable[tuple[str, int]]) -> dict[str, slice]:
     """Consecutive column ranges for named blocks of the given widths, in order."""
     out, start = {}, 0
@@ -112,7 +121,8 @@ class BaseCore(ABC):
 
     @abstractmethod
     def info(self) -> dict[str, np.ndarray]:
-        """Ground truth for every lane's current decision (call ``require_truth`` first)."""
+        """Ground truth for every lane's current decision (call ``require_truth`` first);
+        arrays may be views of the core's state (the faces copy them)."""
 
     def require_truth(self) -> None:
         """Refuse to report ground truth the core was built without."""
@@ -254,7 +264,7 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
         info = self._core.lane_info(0)
         if stepped:
             info.update({key: value[0] for key, value in self._core.step_info.items()})
-        return info
+        return owned(info)
 
 
 class CoreVectorEnv(VectorEnv):
@@ -305,7 +315,7 @@ class CoreVectorEnv(VectorEnv):
         # them safe to step, and reset_lanes overwrites whatever the step did to them
         restart = np.flatnonzero(self._needs_reset)
         self._core.park(restart)
-        reward, terminated = self._core.step(actions)
+        reward, terminated = (x.copy() for x in self._core.step(actions))
         if restart.size:
             reward[restart] = 0.0
             terminated[restart] = False
@@ -316,7 +326,7 @@ class CoreVectorEnv(VectorEnv):
 
     def _step_same(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                        np.ndarray, dict[str, Any]]:
-        reward, terminated = self._core.step(actions)
+        reward, terminated = (x.copy() for x in self._core.step(actions))
         ended = np.flatnonzero(terminated)
         final_obs = self._core.obs.copy()
         none = np.zeros(0, dtype=np.int64)
@@ -338,12 +348,11 @@ class CoreVectorEnv(VectorEnv):
     def _infos(self, restart: np.ndarray | None) -> dict[str, Any]:
         if self.info_level == "none":
             return {}
-        info = self._core.info()
+        info = owned(self._core.info())
         if restart is not None:
             for key, value in self._core.step_info.items():
                 value = value.astype(np.float64, copy=True)
                 value[restart] = np.nan           # restarted lanes took no step
                 info[key] = value
-        mask = np.ones(self.num_envs, dtype=bool)
-        info.update({f"_{k}": mask for k in list(info)})
+        info.update({f"_{k}": np.ones(self.num_envs, dtype=bool) for k in list(info)})
         return info

@@ -191,24 +191,24 @@ class InterventionCore(BaseCore):
                               self.reward_fn)
 
     def info(self) -> dict[str, np.ndarray]:
-        """Ground truth for every lane's current decision, plus episode safety metrics."""
+        """Ground truth for every lane's current decision, plus episode safety metrics
+        (views of the state; the faces copy)."""
         self.require_truth()
         expected = self.expected_rewards()
         t = np.minimum(self.t, self.H - 1)
-        info: dict[str, Any] = {f"latent_{n}": getattr(self.state, n).copy() for n in _STATE}
-        info.update({f"user_{n}": getattr(self.user, n).copy() for n in _USER})
+        info: dict[str, Any] = {f"latent_{n}": getattr(self.state, n) for n in _STATE}
+        info.update({f"user_{n}": getattr(self.user, n) for n in _USER})
         needed = ((self.state.stress > self.model.need_stress)
                   | (self.state.valence < self.model.need_valence))
         info.update(
             expected_reward=expected, oracle_action=expected.argmax(axis=1),
-            needs_support=needed, shock=self.shock[self.rows, t].copy(),
-            step=self.t.copy(), consent=self.consent.copy(), is_bot=self.is_bot.copy(),
-            latent_primary=self.primary.copy(), latent_weights=self.mixture.copy(),
-            group=self.group.copy(),
-            opted_out=self.opted_out.copy(),
+            needs_support=needed, shock=self.shock[self.rows, t],
+            step=self.t, consent=self.consent, is_bot=self.is_bot,
+            latent_primary=self.primary, latent_weights=self.mixture, group=self.group,
+            opted_out=self.opted_out,
             false_intervention_rate=(self.counts["false_interventions"]
                                      / np.maximum(self.counts["interventions"], 1)),
-            interventions=self.counts["interventions"].copy(),
-            false_interventions=self.counts["false_interventions"].copy(),
+            interventions=self.counts["interventions"],
+            false_interventions=self.counts["false_interventions"],
         )
         return info
