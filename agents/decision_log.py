@@ -18,24 +18,34 @@ Three logs live side by side under a root directory, one folder each:
 Each log appends JSON lines to a *segment* (``segment-NNNNNN.jsonl``, flushed after every
 write) and rolls it into a Parquet *part* with the same number (``part-NNNNNN.parquet``,
 written to a temporary file and renamed) once it holds ``segment_rows`` rows, and on close.
-A segment left by a crash is rolled when the log is next opened (its torn last line, if
-any, dropped); a segment whose part already exists (a crash between the rename and the
-delete) is deleted, never rolled twice. ``read_log`` reads the parts and any segments not
-yet rolled.
+A segment left by a crash is rolled when the log is next opened; a segment whose part
+already exists (a crash between the rename and the delete) is deleted, never rolled twice.
+``read_log`` reads the parts and any segments not yet rolled. A line of a segment that is
+not a row — a torn last line from a crash, a corrupt line in the middle, a row whose values
+do not fit the schema — costs that line only: every other row is read, the skipped lines are
+reported (a ``DataWarning`` naming the file and line numbers), and a roll keeps them in
+``rejected-NNNNNN.jsonl`` beside the parts instead of deleting them.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["DecisionLog", "read_log", "SCHEMAS", "LOG_KINDS"]
+from agents.bundle import write_atomic
+from personarl import jsonio
+
+__all__ = ["DecisionLog", "read_log", "DataWarning", "SCHEMAS", "LOG_KINDS"]
+
+
+class DataWarning(UserWarning):
+    """Lines of a log that could not be read as rows (the rest was read)."""
 
 _F32 = pa.list_(pa.float32())
 SCHEMAS: dict[str, pa.Schema] = {
@@ -62,20 +72,32 @@ def _number(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
-def _read_segment(path: Path) -> list[dict[str, Any]]:
-    """Complete rows of a segment (a torn last line from a crash is dropped)."""
-    rows = []
-    for line in path.read_text().splitlines():
+def _read_segment(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[tuple[int, str]]]:
+    """The rows of a segment that fit ``schema``, and the ``(line number, text)`` of every
+    other line (not JSON, not an object, or values of the wrong type)."""
+    lines = jsonio.read_jsonl(path)
+    try:
+        return _table(lines.rows, schema), lines.skipped
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+        pass                                  # find the rows that do not fit, one by one
+    good, skipped = [], list(lines.skipped)
+    for number, row in zip(lines.numbers, lines.rows):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
+            _table([row], schema)
+            good.append(row)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
+            skipped.append((number, jsonio.dumps(row)))
+    return _table(good, schema), sorted(skipped)
 
 
 def _table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
     return pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows],
                                 schema=schema)
+
+
+def _warn_skipped(path: Path, skipped: list[tuple[int, str]], rows: int) -> None:
+    if skipped:
+        warnings.warn(jsonio.skipped_message(path, skipped, rows), DataWarning, stacklevel=3)
 
 
 class DecisionLog:
@@ -105,7 +127,7 @@ class DecisionLog:
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Append rows (dicts with the schema's keys; missing keys are null)."""
-        lines = "".join(json.dumps(dict(r), separators=(",", ":")) + "\n" for r in rows)
+        lines = "".join(jsonio.dumps(dict(r), separators=(",", ":")) + "\n" for r in rows)
         if not lines:
             return
         with self._lock:
@@ -135,12 +157,17 @@ class DecisionLog:
         self._next += 1
 
     def _roll(self, segment: Path) -> None:
-        part = self.dir / f"part-{_number(segment):06d}.parquet"
+        number = _number(segment)
+        part = self.dir / f"part-{number:06d}.parquet"
         if not part.exists():
-            rows = _read_segment(segment)
-            if rows:
+            table, skipped = _read_segment(segment, self.schema)
+            if skipped:                       # kept, never deleted with the segment
+                _warn_skipped(segment, skipped, table.num_rows)
+                write_atomic(self.dir / f"rejected-{number:06d}.jsonl",
+                             "".join(text + "\n" for _, text in skipped))
+            if table.num_rows:
                 tmp = part.with_name(f".{part.name}.tmp")
-                pq.write_table(_table(rows, self.schema), tmp)
+                pq.write_table(table, tmp)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
                 os.replace(tmp, part)
@@ -148,16 +175,17 @@ class DecisionLog:
 
 
 def read_log(root: str | Path, kind: str) -> pa.Table:
-    """Everything a log holds: its Parquet parts, then rows of segments not yet rolled."""
+    """Everything a log holds: its Parquet parts, then rows of segments not yet rolled
+    (lines that are not rows are skipped with a ``DataWarning``)."""
     if kind not in SCHEMAS:
         raise ValueError(f"log kind {kind!r}; valid: {list(LOG_KINDS)}")
     folder = Path(root) / kind
     schema = SCHEMAS[kind]
     tables = [pq.read_table(p, schema=schema)
               for p in sorted(folder.glob("part-*.parquet"), key=_number)]
-    pending = [r for s in sorted(folder.glob("segment-*.jsonl"), key=_number)
-               if not (folder / f"part-{_number(s):06d}.parquet").exists()
-               for r in _read_segment(s)]
-    if pending:
-        tables.append(_table(pending, schema))
+    for segment in sorted(folder.glob("segment-*.jsonl"), key=_number):
+        if not (folder / f"part-{_number(segment):06d}.parquet").exists():
+            table, skipped = _read_segment(segment, schema)
+            _warn_skipped(segment, skipped, table.num_rows)
+            tables.append(table)
     return pa.concat_tables(tables) if tables else schema.empty_table()

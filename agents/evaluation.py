@@ -1,9 +1,11 @@
 """Roll policies through batched envs and compare them with confidence intervals.
 
-Pairing: every policy is run on the same seeds, so lane ``i`` of chunk ``c`` is the same
-user for every policy. Because each user's exogenous randomness (signal noise, churn draws)
-is drawn when the user arrives, policies also share those draws — common random numbers —
-and paired differences are much tighter than the returns' spread.
+Pairing: every policy is run on the same users — the stream of one purpose of one run's
+seed (``personarl.seeds``) — so lane ``i`` of chunk ``c`` is the same user for every policy.
+Because each user's exogenous randomness (signal noise, churn draws) is drawn when the user
+arrives, policies also share those draws — common random numbers — and paired differences
+are much tighter than the returns' spread. Different purposes (evaluation users, the OPE
+truth, warm-up users) never share users.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from scipy import stats
 
 from agents.baselines import Policy
 from agents.learners import OnlineBaseline
+from personarl.seeds import chunk_seeds
 from synth.errors import check_int
 
 __all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci",
-           "chunk_seeds", "paired_row", "per_archetype"]
+           "paired_row", "per_archetype"]
 
 
 @dataclass
@@ -42,26 +45,16 @@ class EpisodeBatch:
     final: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def chunk_seeds(seed: int, num_episodes: int, batch: int) -> list[tuple[int, int]]:
-    """``(seed, size)`` of the batches of at most ``batch`` episodes that make up
-    ``num_episodes`` (each batch's seed derived from ``seed`` and its index)."""
-    out, done, i = [], 0, 0
-    while done < num_episodes:
-        b = min(batch, num_episodes - done)
-        out.append((int(np.random.SeedSequence([seed, i]).generate_state(1)[0]), b))
-        done, i = done + b, i + 1
-    return out
-
-
 def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episodes: int,
-                 seed: int, batch: int = 4096, first_keys: Sequence[str] = (),
-                 final_keys: Sequence[str] = ()) -> EpisodeBatch:
+                 seed: int, purpose: str = "evaluation_users", batch: int = 4096,
+                 first_keys: Sequence[str] = (), final_keys: Sequence[str] = ()
+                 ) -> EpisodeBatch:
     """Run ``num_episodes`` whole episodes of ``policy`` on ``make_env(n)`` vector envs
-    (built with ``info_level="full"``); learning policies keep learning only if their
-    ``learning`` flag is on."""
+    (built with ``info_level="full"``) whose users are the ``purpose`` stream of the run's
+    ``seed``; learning policies keep learning only if their ``learning`` flag is on."""
     check_int("num_episodes", num_episodes, 1)
     parts: list[EpisodeBatch] = []
-    for chunk_seed, b in chunk_seeds(seed, num_episodes, batch):
+    for chunk_seed, b in chunk_seeds(seed, purpose, num_episodes, batch):
         env = make_env(b)
         obs, info = env.reset(seed=chunk_seed)
         first = {k: np.array(info[k]) for k in first_keys}
@@ -95,11 +88,12 @@ def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episo
 
 def train_online(policy: Policy, make_env: Callable[[int], VectorEnv], num_steps: int,
                  seed: int, num_envs: int = 256) -> None:
-    """Let a learning baseline learn online for ``num_steps`` batched steps."""
+    """Let a learning baseline learn online for ``num_steps`` batched steps, on the
+    ``warmup`` users of the run's ``seed``."""
     if not policy.learning:
         return
     learner = OnlineBaseline(policy, make_env, num_envs,
-                             check_int("num_steps", num_steps, 0), seed)
+                             check_int("num_steps", num_steps, 0), seed, purpose="warmup")
     if num_steps:
         learner.train()
     learner.close()

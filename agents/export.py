@@ -32,6 +32,8 @@ import torch
 from agents.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError, sha256_file,
                            write_atomic)
 from envs.creator import create_env
+from personarl import jsonio
+from personarl.seeds import generator
 
 __all__ = ["actor_from_checkpoint", "write_bundle", "LEARNERS", "PARITY_TOLERANCE"]
 
@@ -169,7 +171,7 @@ def write_bundle(actor: torch.nn.Module, out: Path, *, env_id: str,
                                 exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z")),
                     config_hash=config_hash, training=dict(training or {}),
                     model_sha256=sha256_file(tmp / MODEL_FILE))
-        write_atomic(tmp / SPEC_FILE, json.dumps(spec, indent=2) + "\n")
+        write_atomic(tmp / SPEC_FILE, jsonio.dumps(spec, indent=2) + "\n")
         _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -213,7 +215,7 @@ def _check_parity(actor: torch.nn.Module, path: Path, space: gym.spaces.Box, see
     """Refuse a graph whose outputs differ from the torch actor's on sampled observations."""
     import onnxruntime as ort
 
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, "export")
     obs = rng.uniform(space.low, space.high, size=(256, space.shape[0])).astype(np.float32)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {"obs": obs})

@@ -21,6 +21,7 @@ from agents.intervention_baselines import ObservedGreedy
 from agents.planning import LookaheadPlanner
 from envs import ADAPTATION_ID, ENV_IDS, INTERVENTION_ID, ROUTING_ID
 from envs import adaptation, intervention, routing
+from personarl.seeds import name_key, stream_seed
 from synth.errors import ConfigError
 
 __all__ = ["baselines_for", "make_policy", "env_core"]
@@ -75,7 +76,9 @@ def baselines_for(env_id: str, env_kwargs: Mapping[str, Any]) -> list[str]:
 
 def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int = 0,
                 **params: Any) -> Policy:
-    """Build baseline ``name`` for ``env_id``; ``params`` go to its constructor.
+    """Build baseline ``name`` for ``env_id``; ``params`` go to its constructor. ``seed`` is
+    the run's seed: the policy's own draws (exploration, tie-breaking) are its ``policy``
+    stream keyed by ``name``, so two policies of one run never share draws.
 
     Raises:
         ConfigError: ``name`` does not apply to this env (the message lists those that
@@ -86,7 +89,7 @@ def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int
         raise ConfigError(f"baseline {name!r} does not apply to {env_id}; valid: "
                           f"{sorted(table)}")
     try:
-        return table[name](seed=seed, **params)
+        return table[name](seed=stream_seed(seed, "policy", name_key(name)), **params)
     except TypeError:
         # the table entries bind the env's own arguments (layout, sizes); name the rest
         bound = {"self", "seed", "layout", "num_actions", "obs_dim", "dim", "model",

@@ -23,6 +23,8 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from agents.baselines import Policy
+from personarl.seeds import stream_seed
+from personarl import jsonio
 
 __all__ = ["Learner", "OnlineBaseline"]
 
@@ -57,16 +59,17 @@ class OnlineBaseline:
         make_env: ``n -> VectorEnv`` (``info_level="full"`` if the policy is privileged).
         num_envs: parallel users.
         steps_per_iteration: batched steps per iteration.
-        seed: seed of the env.
+        seed: the run's seed; the env's users are its ``purpose`` stream.
+        purpose: ``training`` (a baseline trained as the run's agent) or ``warmup``.
     """
 
     def __init__(self, policy: Policy, make_env: Callable[[int], VectorEnv], num_envs: int,
-                 steps_per_iteration: int, seed: int) -> None:
+                 steps_per_iteration: int, seed: int, purpose: str = "training") -> None:
         self._policy, self.num_envs = policy, num_envs
         self.steps_per_iteration = steps_per_iteration
         self.env = make_env(num_envs)
         self.env_steps = self.iteration = 0
-        self._seed = seed
+        self._seed, self._purpose = seed, purpose
         self._obs: np.ndarray | None = None
         self._info: dict[str, Any] = {}
         self._restarting = np.zeros(num_envs, dtype=bool)
@@ -76,7 +79,8 @@ class OnlineBaseline:
     def train(self) -> dict[str, float]:
         start = time.perf_counter()
         if self._obs is None:
-            self._obs, self._info = self.env.reset(seed=self._seed + self.iteration)
+            self._obs, self._info = self.env.reset(
+                seed=stream_seed(self._seed, self._purpose, self.iteration))
         done_returns: list[np.ndarray] = []
         done_lengths: list[np.ndarray] = []
         p = self._policy
@@ -110,7 +114,7 @@ class OnlineBaseline:
         rng = getattr(self._policy, "rng", None)
         state = dict(env_steps=self.env_steps, iteration=self.iteration,
                      rng=rng.bit_generator.state if rng is not None else None)
-        (path / "state.json").write_text(json.dumps(state))
+        (path / "state.json").write_text(jsonio.dumps(state))
 
     def restore(self, path: Path) -> None:
         with np.load(path / "policy.npz", allow_pickle=False) as arrays:

@@ -33,6 +33,7 @@ from typing import Any
 from filelock import FileLock
 
 from agents.bundle import MODEL_FILE, SPEC_FILE, read_spec, write_atomic
+from personarl import jsonio
 
 __all__ = ["Registry", "RegistryError", "STAGES"]
 
@@ -183,7 +184,7 @@ class Registry:
 
     # ------------------------------------------------------------------ helpers
     def _write(self, index: dict[str, Any]) -> None:
-        write_atomic(self._index, json.dumps(index, indent=2) + "\n")
+        write_atomic(self._index, jsonio.dumps(index, indent=2) + "\n")
 
     @staticmethod
     def _check_stage(stage: Any) -> None:

@@ -30,6 +30,7 @@ from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from agents.rllib_batched import BatchedEnvRunner, BatchedGAE
 from agents.rllib_env import register_envs
+from personarl.seeds import stream_seed32
 from synth.errors import ConfigError
 
 __all__ = ["build_ppo_config", "RLlibPPO", "ModulePolicy"]
@@ -50,7 +51,8 @@ _METRICS = {
 
 def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[str, Any],
                      seed: int) -> PPOConfig:
-    """Our agent config (``configs/agent/ppo.yaml``) as a validated ``PPOConfig``.
+    """Our agent config (``configs/agent/ppo.yaml``) as a validated ``PPOConfig``; RLlib's
+    seed (network, sampling, env users) is the ``training`` stream of the run's ``seed``.
 
     Raises:
         ConfigError: RLlib rejected the combination (its message, which says the fix).
@@ -73,7 +75,7 @@ def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[
         .rl_module(model_config=DefaultModelConfig(
             fcnet_hiddens=list(agent["hidden"]), fcnet_activation=agent["activation"],
             vf_share_layers=False))
-        .debugging(seed=seed, log_level="ERROR")
+        .debugging(seed=stream_seed32(seed, "training"), log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=100)
     )
     if agent.get("sampler", "batched") == "batched":

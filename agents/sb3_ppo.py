@@ -27,6 +27,8 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from envs.batched import CoreVectorEnv
 from envs.creator import create_env
+from personarl import jsonio
+from personarl.seeds import stream_seed32
 from synth.errors import ConfigError
 
 __all__ = ["SB3VecEnv", "SB3PPO", "SB3Policy"]
@@ -98,7 +100,8 @@ class SB3PPO:
     Args:
         env_id, env_kwargs: the env (built with ``info_level="none"``).
         agent: our PPO config (``configs/agent/ppo.yaml`` fields).
-        seed: seeds the env, the network and SB3's sampling.
+        seed: the run's seed; its ``training`` stream seeds the env, the network and SB3's
+            sampling.
     """
 
     def __init__(self, env_id: str, env_kwargs: Mapping[str, Any], agent: Mapping[str, Any],
@@ -119,7 +122,7 @@ class SB3PPO:
             vf_coef=agent["vf_loss_coeff"], max_grad_norm=agent["grad_clip"],
             policy_kwargs=dict(net_arch=dict(pi=hidden, vf=hidden),
                                activation_fn=_ACTIVATIONS[agent["activation"]]),
-            seed=seed, device="cpu", verbose=0)
+            seed=stream_seed32(seed, "training"), device="cpu", verbose=0)
         self._quiet_and_timed()
         self._per_iteration = agent["train_batch_size"]
         self.env_steps = self.iteration = 0
@@ -159,7 +162,7 @@ class SB3PPO:
 
     def save(self, path: Path) -> None:
         self.model.save(path / "model.zip", exclude=["train"])   # our timing wrapper
-        (path / "state.json").write_text(json.dumps(
+        (path / "state.json").write_text(jsonio.dumps(
             dict(env_steps=self.env_steps, iteration=self.iteration)))
 
     def restore(self, path: Path) -> None:

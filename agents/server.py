@@ -28,7 +28,6 @@ decision ids and the logs are never used by two requests at once.
 
 
 import hmac
-import json
 import time
 import uuid
 from collections import OrderedDict
@@ -49,6 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agents.decision_log import DecisionLog
 from agents.serving import ObservationError
 from agents.traffic import Decider, Decisions
+from personarl import jsonio
 
 __all__ = ["create_app", "ServerSettings"]
 
@@ -292,7 +292,7 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             raise HTTPException(503, "the server is not ready (decision logs closed)")
         logs["feedback"].append([dict(decision_id=body.decision_id, time=time.time(),
                                       reward=body.reward, done=body.done,
-                                      signals=json.dumps(body.signals))])
+                                      signals=jsonio.dumps(body.signals))])
         return Accepted(accepted=True, decision_id=body.decision_id)
 
     @app.get("/v1/policy", dependencies=[Depends(require_key)])

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
+from personarl.seeds import name_key, stream_seed
 from synth.errors import ConfigError, PersonaRLError, check_int, check_range
 
 __all__ = ["collect_data", "load_policy_spec", "main"]
@@ -42,6 +43,8 @@ register_configs()
 def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
                      warmup_steps: int, label: str) -> tuple[Any, str]:
     """A baseline by name (warmed up if it learns) or a bundle by path; with its name.
+    ``seed`` is the run's seed (the policy's own and the warm-up users' streams derive from
+    it).
 
     Raises:
         ConfigError: an unknown baseline (listing the valid ones) or a bundle for another env.
@@ -53,7 +56,7 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
     if Path(spec, "policy.json").is_file():
         from agents.serving import load_policy
 
-        policy = load_policy(spec, seed=seed)
+        policy = load_policy(spec, seed=stream_seed(seed, "policy", name_key(spec)))
         if policy.env_id != env_id:
             raise ConfigError(f"{label}={spec!r} is a bundle for {policy.env_id}, but the data "
                               f"is from {env_id}")
@@ -62,7 +65,7 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
         raise ConfigError(f"{label}={spec!r} is neither a bundle directory nor a baseline of "
                           f"{env_id}; baselines: {baselines_for(env_id, kwargs)}")
     policy = make_policy(env_id, spec, kwargs, seed=seed)
-    train_online(policy, vector_maker(env_id, kwargs), warmup_steps, seed=seed + 1)
+    train_online(policy, vector_maker(env_id, kwargs), warmup_steps, seed=seed)
     policy.learning = False
     return policy, spec
 

@@ -3,23 +3,29 @@ intervals, the true values beside them, rankings and a recommendation.
 
     python -m experiments.evaluate data=outputs/<date>/<time>/logged.parquet
     python -m experiments.evaluate data=<...> policies=[greedy,random,outputs/<...>/policy]
+    python -m experiments.evaluate data=<...> ci.refit=true       # model error in DM/FQE CIs
 
 Writes ``report.md``, ``report.html``, ``summary.json`` and ``estimates.png`` into the Hydra
 run directory. The env comes from the data's metadata; a bundle for another env is refused.
-Per policy and estimator: the estimate, its percentile-bootstrap CI (whole episodes
-resampled), the empirical-Bernstein lower bound (plain-mean estimators), the true value
-(on-policy Monte Carlo in the simulator, with its CI) and the normalised error
-``|V̂ − V| / (V_top − V_random)`` — ``V_top`` the best privileged baseline's true value.
-Mistakes exit with status 2 and a message.
+Per policy and estimator: the estimate (None where undefined), its percentile-bootstrap CI
+(whole episodes resampled; ``ci.refit=true`` refits the reward/Q model in each of
+``ci.refit_resamples`` resamples so model-based intervals include the model's error), the
+share of resamples where it is undefined, the empirical-Bernstein lower bound (plain-mean
+estimators), the true value (on-policy Monte Carlo in the simulator, with its CI) and the
+normalised error ``|V̂ − V| / (V_top − V_random)`` — ``V_top`` the best privileged baseline's
+true value; which estimator to trust for that policy (or that none can be), and one for
+ranking them all. Every random stream comes from ``seed`` by purpose (``personarl.seeds``):
+the truth's users are never the logged users, even when ``experiments.collect`` ran with the
+same seed. Mistakes exit with status 2 and a message.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 import numpy as np
@@ -28,6 +34,7 @@ from omegaconf import DictConfig
 
 from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
+from personarl import jsonio
 from synth.errors import ConfigError, PersonaRLError, check_int, check_range
 
 __all__ = ["evaluate_offline", "main"]
@@ -42,14 +49,35 @@ def _r2(data: Any, q_hat: np.ndarray) -> float:
     return float(1.0 - ((data.reward - pred) ** 2).sum() / total) if total > 0 else 0.0
 
 
+def _timed(fit: Callable[..., np.ndarray], resamples: int, fits_per_resample: int
+           ) -> Callable[..., np.ndarray]:
+    """``fit`` that logs, after its first call, what refitting every resample will cost."""
+    first = [True]
+
+    def wrapped(*args: Any) -> np.ndarray:
+        start = time.perf_counter()
+        out = fit(*args)
+        if first[0]:
+            first[0] = False
+            seconds = time.perf_counter() - start
+            log.info("ci.refit: one model fit took %.1f s; %d resamples x %d fit(s) each ≈ "
+                     "%.0f s", seconds, resamples, fits_per_resample,
+                     seconds * resamples * fits_per_resample)
+        return out
+
+    return wrapped
+
+
 def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The whole study; returns the summary (also written to ``summary.json``)."""
     from agents.factory import baselines_for, make_policy
     from envs.creator import vector_maker
+    from ope import estimators as E
     from ope.collect import evaluation_probs, true_value
     from ope.data import read_logged
     from ope.evaluate import estimate, normalised_error, rank_study, recommend
     from ope.models import fitted_q, reward_model
+    from ope.uncertainty import refit_bootstrap
 
     if not Path(cfg.data).is_file():
         raise ConfigError(f"data={cfg.data!r} is not a file (run python -m "
@@ -60,9 +88,11 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{cfg.data} has no env_id in its metadata; cannot simulate the "
                           "ground truth")
     gamma = check_range("gamma", cfg.gamma, 0.0, 1.0)
-    n_boot = check_int("bootstrap", cfg.bootstrap, 10)
-    alpha = check_range("alpha", cfg.alpha, 0.0, 0.5, low_open=True, high_open=True)
+    n_boot = check_int("ci.resamples", cfg.ci.resamples, 10)
+    alpha = check_range("ci.alpha", cfg.ci.alpha, 0.0, 0.5, low_open=True, high_open=True)
+    n_refit = check_int("ci.refit_resamples", cfg.ci.refit_resamples, 10)
     truth_episodes = check_int("truth_episodes", cfg.truth_episodes, 100)
+    folds = check_int("folds", cfg.folds, 2)
     make_env = vector_maker(env_id, kwargs)
     policies = {}
     for spec in cfg.policies:
@@ -79,10 +109,30 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise ConfigError("policies is empty; name at least one baseline or bundle")
 
     one_step = data.horizon == 1
+    table = E.ONE_STEP if one_step else E.SEQUENTIAL
+    names = list(cfg.estimators) if cfg.estimators else list(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ConfigError(f"estimators: {unknown} do not apply to "
+                          f"{'one-step' if one_step else 'sequential'} data; valid: "
+                          f"{list(table)}")
+    pis = {label: evaluation_probs(p, data.obs, mode, context=data.context)
+           for label, (p, mode) in policies.items()}
     q_shared, r2 = None, None
     if one_step:
-        q_shared = reward_model(data, n_folds=check_int("folds", cfg.folds, 2), seed=cfg.seed)
+        q_shared = reward_model(data, n_folds=folds, seed=cfg.seed)
         r2 = _r2(data, q_shared)
+    q_hats = {label: q_shared if one_step else fitted_q(data, pi, gamma=gamma)
+              for label, pi in pis.items()}
+    refit: dict[str, Any] = {}
+    model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
+    if cfg.ci.refit and model_based:
+        fit = (lambda w, pi: reward_model(data, n_folds=folds, seed=cfg.seed,
+                                          sample_weight=w)) if one_step else             (lambda w, pi: fitted_q(data, pi, gamma=gamma, sample_weight=w))
+        refit = refit_bootstrap(data, pis, model_based,
+                                _timed(fit, n_refit, 1 if one_step else len(pis)),
+                                n_resamples=n_refit, alpha=alpha, seed=cfg.seed,
+                                shared_model=one_step, gamma=gamma, lam=cfg.switch_lambda)
     # the normalisation: random and the best privileged baseline, both simulated
     random = make_policy(env_id, "random", kwargs, seed=cfg.seed)
     v_random = true_value(random, make_env, truth_episodes, cfg.seed, "stochastic")["value"]
@@ -94,33 +144,42 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     results: dict[str, Any] = {}
     for label, (policy, mode) in policies.items():
-        pi_e = evaluation_probs(policy, data.obs, mode, context=data.context)
-        q_hat = q_shared if one_step else fitted_q(data, pi_e, gamma=gamma)
-        res = estimate(data, pi_e, q_hat, names=list(cfg.estimators) if cfg.estimators
-                       else None, gamma=gamma, lam=cfg.switch_lambda, n_resamples=n_boot,
-                       alpha=alpha, seed=cfg.seed)
+        res = estimate(data, pis[label], q_hats[label], names=names, gamma=gamma,
+                       lam=cfg.switch_lambda, n_resamples=n_boot, alpha=alpha, seed=cfg.seed,
+                       refit=refit.get(label))
         truth = true_value(policy, make_env, truth_episodes, cfg.seed, mode)
-        for e, r in res["estimates"].items():
+        for r in res["estimates"].values():
+            defined = r["estimate"] is not None
             r["normalised_error"] = normalised_error(r["estimate"], truth["value"], v_top,
-                                                     v_random)
-            r["covers_truth"] = bool(r["ci_low"] <= truth["value"] <= r["ci_high"])
-        results[label] = dict(mode=mode, truth=truth, **res)
+                                                     v_random) if defined else None
+            r["covers_truth"] = bool(r["ci_low"] <= truth["value"] <= r["ci_high"])                 if defined and r["ci_low"] is not None else None
+        choice, reason = recommend(data, res["diagnostics"], r2, res["estimates"])
+        results[label] = dict(mode=mode, truth=truth, **res,
+                              recommendation=dict(estimator=choice, reason=reason))
         log.info("%s: truth %.4f; %s", label, truth["value"], ", ".join(
-            f"{e} {r['estimate']:.4f}" for e, r in res["estimates"].items()))
-    ranking = rank_study({p: {e: r["estimate"] for e, r in v["estimates"].items()}
-                          for p, v in results.items()},
+            f"{e} {'undefined' if r['estimate'] is None else format(r['estimate'], '.4f')}"
+            for e, r in res["estimates"].items()))
+    ranking = rank_study({p: {e: r["estimate"] for e, r in v["estimates"].items()
+                              if r["estimate"] is not None} for p, v in results.items()},
                          {p: v["truth"]["value"] for p, v in results.items()})
+    # one estimator for ranking them all: judged on the policy with the weakest weights, among
+    # the estimators every policy has with an estimate and an interval
     worst = min(results.values(), key=lambda v: v["diagnostics"]["ess_fraction"])
-    choice, reason = recommend(data, worst["diagnostics"], r2)
+    common = {e: r for e, r in worst["estimates"].items()
+              if all(v["estimates"][e]["estimate"] is not None
+                     and v["estimates"][e]["ci_low"] is not None for v in results.values())}
+    choice, reason = recommend(data, worst["diagnostics"], r2, common)
     summary = dict(
         data=dict(path=str(Path(cfg.data).resolve()), env_id=env_id, episodes=data.n_episodes,
                   decisions=data.n, horizon=data.horizon, meta=data.meta),
         model=dict(kind="cross-fitted reward model" if one_step else "fitted-Q evaluation",
                    out_of_fold_r2=r2),
+        intervals=dict(resamples=n_boot, alpha=alpha, refit=bool(cfg.ci.refit),
+                       refit_resamples=n_refit if cfg.ci.refit else None),
         normalisation=dict(random=v_random, top=v_top, top_policy=top_name),
         policies=results, ranking=ranking,
         recommendation=dict(estimator=choice, reason=reason))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    (run_dir / "summary.json").write_text(jsonio.dumps(summary, indent=2))
     _write_report(run_dir, summary)
     return summary
 
@@ -135,11 +194,13 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, len(pols), figsize=(4.5 * len(pols), 3.6), squeeze=False)
     for ax, p in zip(axes[0], pols):
         v = summary["policies"][p]
-        names = list(v["estimates"])
-        est = np.array([v["estimates"][e]["estimate"] for e in names])
-        low = est - np.array([v["estimates"][e]["ci_low"] for e in names])
-        high = np.array([v["estimates"][e]["ci_high"] for e in names]) - est
-        ax.errorbar(range(len(names)), est, yerr=[low, high], fmt="o", capsize=3)
+        names = [e for e, r in v["estimates"].items() if r["estimate"] is not None]
+        for i, e in enumerate(names):
+            r = v["estimates"][e]
+            err = None if r["ci_low"] is None else [[r["estimate"] - r["ci_low"]],
+                                                    [r["ci_high"] - r["estimate"]]]
+            ax.errorbar([i], [r["estimate"]], yerr=err, fmt="o", capsize=3, color="C0",
+                        mfc="white" if r["model_error"] == "not included" else "C0")
         ax.axhline(v["truth"]["value"], color="k", ls="--", lw=1, label="true value")
         ax.axhspan(v["truth"]["ci_low"], v["truth"]["ci_high"], color="k", alpha=0.1)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
@@ -150,8 +211,21 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def _num(x: float | None, undefined: str = "—") -> str:
+    return undefined if x is None else f"{x:.4f}"
+
+
+def _ci(r: dict[str, Any]) -> str:
+    if r["ci_low"] is None:
+        return "—"
+    label = " (model error not included)" if r["model_error"] == "not included" else ""
+    return f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]{label}"
+
+
 def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
     d, meta = s["data"], s["data"]["meta"]
+    ci = s["intervals"]
+    rec = s["recommendation"]
     b: list[Block] = [
         ("h1", f"Offline policy evaluation — {d['env_id']}"),
         ("p", f"{d['decisions']:,} logged decisions in {d['episodes']:,} episodes (horizon up "
@@ -160,29 +234,40 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
               f"data `{d['path']}`. Model: {s['model']['kind']}"
               + (f", out-of-fold R² {s['model']['out_of_fold_r2']:.3f}."
                  if s["model"]["out_of_fold_r2"] is not None else ".")),
+        ("p", f"Intervals: {1 - ci['alpha']:.0%} percentile bootstrap over whole episodes "
+              f"({ci['resamples']:,} resamples), over the resamples where an estimator is "
+              "defined; " + (f"model-based estimators refit their model in each of "
+                             f"{ci['refit_resamples']:,} resamples, so their intervals include "
+                             "the model's error." if ci["refit"] else
+                             "the reward/Q model is held fixed, so DM/FQE intervals leave out "
+                             "the model's own error (`ci.refit=true` includes it).")),
         ("p", f"Normalised error = |V̂ − V| / (V_top − V_random) with V_top = "
               f"{s['normalisation']['top']:.4f} (`{s['normalisation']['top_policy']}`, "
               f"privileged) and V_random = {s['normalisation']['random']:.4f}; true values are "
-              "on-policy Monte Carlo in the simulator."),
-        ("p", f"**Recommended estimator: {s['recommendation']['estimator']}** — "
-              f"{s['recommendation']['reason']}."),
+              "on-policy Monte Carlo in the simulator, on users independent of the log."),
+        ("p", (f"**Recommended estimator for ranking the policies: {rec['estimator']}** — "
+               if rec["estimator"] else "**No estimator can be recommended for ranking the "
+               "policies** — ") + f"{rec['reason']}."),
         ("img", "estimates.png")]
     for p, v in s["policies"].items():
-        t = v["truth"]
+        t, pr = v["truth"], v["recommendation"]
         b += [("h2", f"`{p}` ({v['mode']})"),
               ("p", f"True value {t['value']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}] "
                     f"({t['episodes']:,} simulated episodes). ESS "
                     f"{v['diagnostics']['ess']:.1f} ({v['diagnostics']['ess_fraction']:.1%}),"
                     f" max weight {v['diagnostics']['max_weight']:.2f}, mean weight "
                     f"{v['diagnostics']['mean_weight']:.3f}, mass outside the behaviour's "
-                    f"support {_pct(v['diagnostics']['unsupported_mass'])}.")]
+                    f"support {_pct(v['diagnostics']['unsupported_mass'])}."),
+              ("p", (f"Recommended: **{pr['estimator']}** — " if pr["estimator"] else
+                     "No estimator can be recommended — ") + f"{pr['reason']}.")]
         for w in v["warnings"]:
             b.append(("p", f"**Warning:** {w}."))
-        b.append(("table", (["estimator", "estimate", "95% CI", "lower bound (EB)",
-                             "normalised error", "CI covers truth"], [
-            [e, f"{r['estimate']:.4f}", f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]",
-             "—" if r["lower_bound"] is None else f"{r['lower_bound']:.4f}",
-             f"{r['normalised_error']:.4f}", "yes" if r["covers_truth"] else "no"]
+        b.append(("table", (["estimator", "estimate", "95% CI", "undefined resamples",
+                             "lower bound (EB)", "normalised error", "CI covers truth"], [
+            [e + (" (recommended)" if e == pr["estimator"] else ""),
+             _num(r["estimate"], "undefined"), _ci(r), f"{r['undefined_share']:.1%}",
+             _num(r["lower_bound"]), _num(r["normalised_error"]),
+             "—" if r["covers_truth"] is None else "yes" if r["covers_truth"] else "no"]
             for e, r in v["estimates"].items()])))
     b += [("h2", "Ranking of the policies"),
           ("p", "True ranking: " + " > ".join(sorted(s["policies"], key=lambda p: -s[

@@ -1,9 +1,11 @@
 """End-of-training evaluation: the trained policy and the baselines on the same users.
 
-Every policy runs the same ``eval.episodes`` held-out users per population (same seeds,
-so the same latent users and the same exogenous draws: paired comparisons), with the
-ground truth on (``info_level="full"``). Learning baselines first learn online on the
-*training* population for ``eval.baseline_warmup_steps`` batched steps, then are frozen.
+Every policy runs the same ``eval.episodes`` held-out users per population (the
+``evaluation_users`` stream of the run's seed, so the same latent users and the same
+exogenous draws: paired comparisons), with the ground truth on (``info_level="full"``).
+Learning baselines first learn online on the *training* population for
+``eval.baseline_warmup_steps`` batched steps (the ``warmup`` stream's users), then are
+frozen.
 
 The summary, per population:
 
@@ -53,7 +55,7 @@ def _baselines(cfg: DictConfig, env_id: str, kwargs: dict[str, Any]) -> list[Pol
         if name == cfg.agent.name:
             continue                     # the trained agent is evaluated as itself
         policy = make_policy(env_id, name, kwargs, seed=cfg.seed)
-        train_online(policy, make_env, cfg.eval.baseline_warmup_steps, seed=cfg.seed + 1,
+        train_online(policy, make_env, cfg.eval.baseline_warmup_steps, seed=cfg.seed,
                      num_envs=cfg.eval.baseline_warmup_envs)
         policy.learning = False
         out.append(policy)
@@ -84,7 +86,7 @@ def evaluate_policies(cfg: DictConfig, trained: Policy) -> dict[str, Any]:
         results: dict[str, EpisodeBatch] = {}
         for policy in [trained, *baselines]:
             results[policy.name] = run_episodes(
-                policy, make_env, cfg.eval.episodes, seed=cfg.eval.seed,
+                policy, make_env, cfg.eval.episodes, seed=cfg.seed,
                 first_keys=("latent_primary", "is_bot"),
                 final_keys=SAFETY_KEYS.get(env_id, ()))
             log.info("[%s] %s: mean return %.4f", pop_name, policy.name,

@@ -36,8 +36,10 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy import stats
 
+from experiments.run_files import MetricsLog
 from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
+from personarl.seeds import generator
 from synth.errors import ConfigError
 
 __all__ = ["collect_runs", "group_runs", "iqm_ci", "probability_of_improvement", "main"]
@@ -63,15 +65,10 @@ def collect_runs(root: Path) -> list[Run]:
         if (d / "summary.json").exists():
             pop = json.loads((d / "summary.json").read_text())["populations"]["train"]
             final = float(pop["policies"][pop["trained"]]["mean"])
-        curve = []
-        if (d / "metrics.jsonl").exists():
-            for line in (d / "metrics.jsonl").read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    break
-                if row.get("charts/episodic_return") is not None:
-                    curve.append((row["env_steps"], row["charts/episodic_return"]))
+        curve = [(row["env_steps"], row["charts/episodic_return"])
+                 for row in MetricsLog(d / "metrics.jsonl").rows()
+                 if row.get("charts/episodic_return") is not None
+                 and row.get("env_steps") is not None]
         runs.append(Run(d, config, final, curve))
     return runs
 
@@ -100,7 +97,7 @@ def iqm_ci(x: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float
     point = float(stats.trim_mean(x, 0.25))
     if len(x) < 2:
         return point, float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(x), size=(reps, len(x)))
+    idx = generator(seed, "bootstrap").integers(0, len(x), size=(reps, len(x)))
     boot = stats.trim_mean(x[idx], 0.25, axis=1)
     return point, float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
@@ -115,7 +112,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, s
         return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(-1, -2))
 
     point = float(prob(x, y))
-    rng = np.random.default_rng(seed)
+    rng = generator(seed, "bootstrap", 1)
     bx = x[rng.integers(0, len(x), size=(reps, len(x)))]
     by = y[rng.integers(0, len(y), size=(reps, len(y)))]
     boot = prob(bx, by)

@@ -1,8 +1,10 @@
 """The files a training run keeps in its run directory, written so a crash loses little.
 
-* ``MetricsLog`` — ``metrics.jsonl``: one JSON object per iteration, flushed and fsynced;
-  on resume, rows after the restored checkpoint (and a half-written last line) are dropped
-  by rewriting the file atomically.
+* ``MetricsLog`` — ``metrics.jsonl``: one strict JSON object per iteration (a non-finite
+  metric is ``null``), flushed and fsynced; on resume, rows after the restored checkpoint
+  are dropped by rewriting the file atomically. A line that is not a row (a half-written
+  last line, a corrupt line in the middle) never hides the rows after it: it is skipped
+  with a warning naming its number, and a rewrite keeps it in ``metrics.jsonl.rejected``.
 * ``Checkpoints`` — ``checkpoints/iter_NNNNNN/``: each written into a temporary folder and
   renamed when complete (``meta.json`` last), the newest ``keep`` kept.
 * ``Tracker`` — wandb (offline unless ``WANDB_MODE`` or ``logger.mode`` says otherwise),
@@ -14,14 +16,18 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from agents.bundle import write_atomic
+from personarl import jsonio
 
 __all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic"]
+
+log = logging.getLogger(__name__)
 
 #: WANDB_MODE as the user set it before any run of this process (a run's own logger.mode
 #: must not leak into the next run of a multirun)
@@ -35,30 +41,32 @@ class MetricsLog:
         self.path = path
 
     def rows(self) -> list[dict[str, Any]]:
-        """Every complete row (a torn last line is skipped)."""
-        return self._parse()[0]
+        """Every row (lines that are not rows are skipped with a warning)."""
+        return self._read().rows
 
-    def _parse(self) -> tuple[list[dict[str, Any]], int]:
-        """Complete rows and the number of lines in the file."""
-        lines = self.path.read_text().splitlines() if self.path.exists() else []
-        out = []
-        for line in lines:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                break                        # a half-written last line from a crash
-        return out, len(lines)
+    def _read(self) -> jsonio.JsonLines:
+        lines = jsonio.read_jsonl(self.path)
+        if lines.skipped:
+            log.warning(jsonio.skipped_message(self.path, lines.skipped, len(lines.rows)))
+        return lines
 
     def truncate_after(self, iteration: int) -> int:
-        """Keep rows up to ``iteration``; returns how many lines were dropped."""
-        rows, lines = self._parse()
-        kept = [r for r in rows if r["iteration"] <= iteration]
-        write_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-        return lines - len(kept)
+        """Keep rows up to ``iteration``; returns how many lines were dropped (lines that
+        were not rows are appended to ``metrics.jsonl.rejected``, not lost)."""
+        lines = self._read()
+        kept = [r for r in lines.rows if isinstance(r.get("iteration"), int)
+                and r["iteration"] <= iteration]
+        if lines.skipped:
+            with open(self.path.with_name(self.path.name + ".rejected"), "a") as f:
+                f.write("".join(text + "\n" for _, text in lines.skipped))
+                f.flush()
+                os.fsync(f.fileno())
+        write_atomic(self.path, "".join(jsonio.dumps(r) + "\n" for r in kept))
+        return len(lines.rows) + len(lines.skipped) - len(kept)
 
     def append(self, row: Mapping[str, Any]) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(jsonio.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -87,7 +95,7 @@ class Checkpoints:
                 shutil.rmtree(stale)
         tmp.mkdir()
         write(tmp)
-        write_atomic(tmp / "meta.json", json.dumps(dict(meta), indent=2))
+        write_atomic(tmp / "meta.json", jsonio.dumps(dict(meta), indent=2))
         os.replace(tmp, final)
         for old in self.complete()[:-self.keep]:
             shutil.rmtree(old)

@@ -143,7 +143,6 @@ class LoggerSchema:
 @dataclass
 class EvalSchema:
     episodes: int = 4096                # held-out episodes per policy and population
-    seed: int = 1_000_003               # evaluation seeds, disjoint from training's
     baselines: Optional[List[str]] = None   # None: every baseline that applies to the env
     baseline_warmup_steps: int = 2000   # batched steps a learning baseline learns for
     baseline_warmup_envs: int = 256
@@ -177,9 +176,8 @@ class SweepSchema:
     num_samples: int = 8                # trials
     max_concurrent: int = 1             # trials at once (1 here; more on a cluster)
     cpus_per_trial: int = 1             # each trial samples in its own process
-    seed: int = 0                       # Optuna's sampler: same seed, same trials
     top_k: int = 2                      # best configurations re-run with fresh seeds
-    rerun_seeds: List[int] = field(default_factory=lambda: [101, 102])
+    reruns: int = 2                     # fresh seeds per re-run configuration
     asha: AshaSchema = field(default_factory=AshaSchema)
     # dotted config key -> {type: loguniform|uniform|int|choice, low, high | values}
     space: Dict[str, Any] = field(default_factory=dict)

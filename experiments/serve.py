@@ -29,6 +29,7 @@ from agents.bundle import BundleError
 from agents.registry import Registry, RegistryError
 from agents.serving import load_policy
 from agents.traffic import Arm, Decider
+from personarl.seeds import stream_seed
 
 __all__ = ["build_decider", "settings_from", "main"]
 
@@ -108,7 +109,7 @@ def build_decider(cfg: DictConfig) -> Decider:
             raise ServeConfigError(f"{key}={cfg[key]!r} must be >= {low}")
     primary_ref = cfg.bundle if registry is None else (
         cfg.version if cfg.version is not None else cfg.stage)
-    primary = _arm(cfg, "primary", primary_ref, registry, cfg.seed)
+    primary = _arm(cfg, "primary", primary_ref, registry, stream_seed(cfg.seed, "policy", 0))
     t = cfg.traffic
     candidate = None
     if t.mode != "single":
@@ -116,11 +117,11 @@ def build_decider(cfg: DictConfig) -> Decider:
             raise ServeConfigError(f"traffic.mode={t.mode} needs traffic.candidate (a bundle "
                                    "dir; with a registry, a stage or a version number)")
         candidate = _arm(cfg, "shadow" if t.mode == "shadow" else "candidate", t.candidate,
-                         registry, cfg.seed + 1)
+                         registry, stream_seed(cfg.seed, "policy", 1))
     try:
         return Decider(primary, candidate, mode=t.mode, share=t.share,
                        exploration=cfg.exploration.mode, epsilon=cfg.exploration.epsilon,
-                       salt=t.salt, seed=cfg.seed)
+                       salt=t.salt, seed=stream_seed(cfg.seed, "serving"))
     except ValueError as exc:
         raise ServeConfigError(f"traffic/exploration: {exc}") from None
 

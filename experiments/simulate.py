@@ -10,7 +10,6 @@ then every policy is evaluated, frozen, on the same seeds (paired).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from agents.evaluation import (EpisodeBatch, mean_ci, paired_row, per_archetype,
 from envs.routing import AgentRoutingVectorEnv, build_core
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
+from personarl import jsonio
 from synth.archetypes import TASK_TYPES
 from synth.errors import PersonaRLError, check_int
 
@@ -51,7 +51,7 @@ def simulate(cfg: DictConfig) -> dict[str, Any]:
     for name in cfg.policies:
         policy = make_baseline(name, layout)
         train_online(policy, make_env, check_int("warmup_steps", cfg.warmup_steps, 0),
-                     seed=cfg.warmup_seed, num_envs=check_int("warmup_envs", cfg.warmup_envs, 1))
+                     seed=cfg.seed, num_envs=check_int("warmup_envs", cfg.warmup_envs, 1))
         policy.learning = False
         results[name] = run_episodes(policy, make_env, episodes, seed=cfg.seed,
                                      first_keys=("latent_primary", "is_bot"))
@@ -130,7 +130,7 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
     report = to_markdown(summary, cfg)
     (out / "report.md").write_text(report)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(jsonio.dumps(summary, indent=2))
     print(report)
     print(f"report: {out / 'report.md'}")
 

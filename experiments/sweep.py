@@ -11,11 +11,13 @@ directory (Tune's own storage is ``tune/``), reserving ``sweep.cpus_per_trial`` 
 sampling in its own process (``agent.num_env_runners=0``). A trial reports ``objective``
 to Tune after every iteration (the training episodic return, which ASHA compares at its
 rungs) and, once trained, the final evaluation return on the training population.
-``sweep.max_concurrent`` trials run at once; with one and a seeded sampler the sweep is
-reproducible. The ``sweep.top_k`` best trials (by final evaluation, or by the objective ASHA
-stopped them at) are then trained again to the full budget with each of
-``sweep.rerun_seeds`` (in ``reruns/``), and the winner is the one with the best mean over
-those fresh seeds. ``sweep.json`` lists every trial, the re-runs, the search's best and the winner;
+``sweep.max_concurrent`` trials run at once; with one, the sweep is reproducible: Optuna's
+sampler is seeded from the ``search`` stream of the run's ``seed``, and every trial trains
+with that ``seed`` (so trials are compared on the same training and evaluation users). The
+``sweep.top_k`` best trials (by final evaluation, or by the objective ASHA stopped them at)
+are then trained again to the full budget with ``sweep.reruns`` fresh seeds each (in
+``reruns/``) — the ``trial_seeds`` stream of the run's seed, never the search's own seed —
+and the winner is the one with the best mean over those fresh seeds. ``sweep.json`` lists every trial, the re-runs, the search's best and the winner;
 ``python -m experiments.report <sweep dir>`` compares them.
 
 An invalid search space (an unknown key, an empty choice, ``low > high``, a value outside
@@ -24,7 +26,6 @@ the key's valid range) fails before any trial starts, naming the parameter.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
@@ -37,9 +38,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.schema import register_configs
 from experiments.wiring import validate
+from personarl import jsonio
+from personarl.seeds import stream_seed32
 from synth.errors import ConfigError, PersonaRLError, check_int
 
-__all__ = ["check_space", "sweep", "main", "SPACE_TYPES"]
+__all__ = ["check_space", "sweep", "rerun_seeds", "main", "SPACE_TYPES"]
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -150,6 +153,19 @@ def _trial(config: dict[str, Any], base: dict[str, Any], group: str) -> None:
                  "env_steps": result["meta"]["env_steps"], "done_training": True})
 
 
+def rerun_seeds(seed: int, reruns: int) -> list[int]:
+    """The fresh seeds of the re-runs: the ``trial_seeds`` stream of the sweep's ``seed``
+    (32-bit, as a run's seed must fit RLlib's), distinct from it and from each other."""
+    seeds: list[int] = []
+    i = 0
+    while len(seeds) < reruns:
+        s = stream_seed32(seed, "trial_seeds", i)
+        if s != seed and s not in seeds:
+            seeds.append(s)
+        i += 1
+    return seeds
+
+
 def _rerun(base: dict[str, Any], top: list[dict[str, Any]], seeds: list[int], root: Path
            ) -> list[dict[str, Any]]:
     """Train each of the ``top`` configurations again with every seed in ``seeds`` (fresh
@@ -181,7 +197,8 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     space = check_space(cfg)
     s = cfg.sweep
     for key, low in (("num_samples", 1), ("max_concurrent", 1), ("cpus_per_trial", 1),
-                     ("top_k", 0), ("asha.grace_period", 1), ("asha.reduction_factor", 2)):
+                     ("top_k", 0), ("reruns", 1), ("asha.grace_period", 1),
+                     ("asha.reduction_factor", 2)):
         check_int(f"sweep.{key}", OmegaConf.select(s, key), low)
     if cfg.agent.name == "ppo" and cfg.agent.num_env_runners != 0:
         raise ConfigError(f"agent.num_env_runners={cfg.agent.num_env_runners}: a trial samples "
@@ -201,7 +218,7 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             tune_config=tune.TuneConfig(
                 metric="objective", mode="max", num_samples=s.num_samples,
                 max_concurrent_trials=s.max_concurrent,
-                search_alg=OptunaSearch(seed=s.seed),
+                search_alg=OptunaSearch(seed=stream_seed32(cfg.seed, "search")),
                 scheduler=ASHAScheduler(time_attr="training_iteration",
                                         max_t=max_iterations,
                                         grace_period=s.asha.grace_period,
@@ -221,7 +238,8 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         # objective for trials ASHA stopped
         ranked = sorted((t for t in trials if t["objective"] is not None),
                         key=lambda t: -(t["eval_return"] if t["finished"] else t["objective"]))
-        reruns = _rerun(base, ranked[:s.top_k], list(s.rerun_seeds), run_dir / "reruns")
+        reruns = _rerun(base, ranked[:s.top_k], rerun_seeds(cfg.seed, s.reruns),
+                        run_dir / "reruns")
     finished = [t for t in ranked if t["finished"]]
     best = finished[0] if finished else None
     winner = None
@@ -233,9 +251,9 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         top = max(scores, key=lambda k: scores[k][0])
         winner = dict(config=ranked[top]["config"], mean_eval_return=scores[top][0],
                       eval_returns=scores[top][1], search_rank=top)
-    out = dict(space=space, num_samples=s.num_samples, seed=s.seed, cluster=cluster,
+    out = dict(space=space, num_samples=s.num_samples, seed=cfg.seed, cluster=cluster,
                trials=trials, best=best, reruns=reruns, winner=winner)
-    (run_dir / "sweep.json").write_text(json.dumps(out, indent=2, default=str))
+    (run_dir / "sweep.json").write_text(jsonio.dumps(out, indent=2, default=str))
     return out
 
 

@@ -49,6 +49,7 @@ from experiments.schema import register_configs  # noqa: E402
 from experiments.train_report import write_report  # noqa: E402
 from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E402
                                 env_kwargs, validate)
+from personarl import jsonio  # noqa: E402
 from synth.errors import ConfigError, PersonaRLError  # noqa: E402
 
 __all__ = ["train", "main"]
@@ -106,7 +107,7 @@ def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
             raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue "
                               "it, or choose another hydra.run.dir")
         full = OmegaConf.to_container(cfg, resolve=True)
-        write_atomic(run_file, json.dumps(dict(config_hash=chash, config=full), indent=2))
+        write_atomic(run_file, jsonio.dumps(dict(config_hash=chash, config=full), indent=2))
         return None
     if not run_file.exists():
         raise ConfigError(f"resume=true but {run_dir} holds no run (no run.json); start it "
@@ -153,7 +154,7 @@ def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
     meta = dict(agent=cfg.agent.name, env_id=env_id, env_steps=learner.env_steps,
                 iterations=learner.iteration, train_seconds=train_seconds,
                 config_hash=config_hash(cfg), episodes=cfg.eval.episodes)
-    write_atomic(run_dir / "summary.json", json.dumps(dict(meta=meta, populations=summary),
+    write_atomic(run_dir / "summary.json", jsonio.dumps(dict(meta=meta, populations=summary),
                                                       indent=2))
     report = write_report(run_dir, summary, meta, metrics.rows())
     bundle = None

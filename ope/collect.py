@@ -14,6 +14,12 @@
 
 Policies are anything with ``action_probs(obs)`` — the baselines (``agents.baselines``) and
 loaded bundles (``agents.serving``).
+
+``seed`` is always the run's seed; each function draws from its own purposes' streams
+(``personarl.seeds``): ``collect`` from ``logged_users`` and ``behaviour``, ``true_value``
+from ``truth`` and ``evaluation_actions``. So a log and the truth it is scored against are
+never simulated on the same users, whatever seeds the two commands were given, while every
+policy's truth uses the same users (paired).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from agents.evaluation import chunk_seeds, mean_ci, run_episodes
+from agents.evaluation import mean_ci, run_episodes
 from agents.serving import behaviour_probs, sample_categorical
 from ope.data import DataError, LoggedData
+from personarl.seeds import chunk_seeds, generator
 
 __all__ = ["behaviour_distribution", "collect", "evaluation_probs", "true_value",
            "EXPLORATION", "EVALUATION_MODES"]
@@ -78,10 +85,10 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
     ``record_truth`` keeps the env's per-user ground truth at every decision (its numeric
     ``info`` entries) as ``context``, so privileged policies can be evaluated on the log.
     """
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    rng = generator(seed, "behaviour")
     parts: list[dict[str, np.ndarray]] = []
     offset = 0
-    for chunk_seed, b in chunk_seeds(seed, episodes, batch):
+    for chunk_seed, b in chunk_seeds(seed, "logged_users", episodes, batch):
         env = make_env(b)
         obs, info = env.reset(seed=chunk_seed)
         active = np.ones(b, dtype=bool)
@@ -133,7 +140,7 @@ class _Acting:
 
     def __init__(self, policy: Any, mode: str, seed: int) -> None:
         self.policy, self.mode = policy, mode
-        self.rng = np.random.default_rng(seed)
+        self.rng = generator(seed, "evaluation_actions")
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
         probs = evaluation_probs(self.policy, obs, self.mode)
@@ -146,6 +153,6 @@ def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int,
     """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI.
     ``policy`` may also be privileged (e.g. the oracle: the normalisation's top)."""
     actor = policy if getattr(policy, "privileged", False) else _Acting(policy, mode, seed)
-    returns = run_episodes(actor, make_env, episodes, seed=seed).returns
+    returns = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth").returns
     mean, low, high = mean_ci(returns)
     return dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)

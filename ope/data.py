@@ -21,7 +21,10 @@ contiguous and in step order:
 ``check`` refuses what would make an estimate silently wrong: a missing propensity,
 propensities outside (0, 1], actions outside ``0..K-1``, non-finite rewards, a full
 distribution that does not sum to one or disagrees with the logged propensity, episodes
-out of order.
+out of order. The readers refuse what a file can hold that an array cannot: a null in any
+column, list columns whose rows have different lengths (``observation`` with 3, 1, 2 and 2
+values must not be regrouped as 2 + 2 + 2 + 2), non-numeric lists. Every refusal is a
+``DataError`` naming the column and the first bad row.
 """
 
 from __future__ import annotations
@@ -33,17 +36,57 @@ from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from personarl import jsonio
+from synth.errors import DataError
+
 __all__ = ["LoggedData", "DataError", "read_logged", "write_logged", "from_decision_logs",
-           "REQUIRED"]
+           "column_vector", "column_matrix", "REQUIRED"]
 
 REQUIRED = ("episode", "step", "observation", "action", "reward", "propensity", "done")
 _PROB_TOL = 1e-6
 
 
-class DataError(ValueError):
-    """Logged data an estimator must not use, with the reason and where."""
+def _integers(name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` as int64, refusing non-integral or non-finite numbers (naming the row)."""
+    if values.dtype.kind == "f":
+        bad = ~np.isfinite(values) | (values != np.round(values))
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"column {name!r} row {row} is {values[row].item()!r}; it must "
+                            "be an integer")
+    return values.astype(np.int64, copy=False)
+
+
+def _array(name: str, values: Any, dtype: Any, ndim: int) -> np.ndarray:
+    """``values`` as a ``ndim``-dimensional array of ``dtype``; a ragged, null or
+    non-numeric input is a ``DataError`` naming the column and, where it can, the row."""
+    try:
+        a = np.asarray(values)
+    except ValueError:                       # ragged nested sequences
+        a = np.empty(len(values), dtype=object)
+        a[:] = list(values)
+    if a.dtype == object:
+        for row, v in enumerate(a if a.ndim == 1 else a.reshape(len(a), -1)):
+            if v is None or (ndim == 1 and np.ndim(v) != 0) or (
+                    ndim == 2 and np.ndim(v) != 1):
+                raise DataError(f"column {name!r} row {row} is {v!r:.60}; every row needs "
+                                + ("one number" if ndim == 1 else "a list of numbers"))
+        if ndim == 2:
+            lengths = np.array([len(v) for v in a])
+            bad = np.flatnonzero(lengths != lengths[0])
+            if bad.size:
+                raise DataError(f"column {name!r} row {bad[0]} has {lengths[bad[0]]} values, "
+                                f"row 0 has {lengths[0]}; every row needs the same number")
+            a = np.stack([np.asarray(v) for v in a]) if len(a) else a
+    if a.ndim != ndim:
+        raise DataError(f"column {name!r} must be {ndim}-dimensional (one "
+                        f"{'value' if ndim == 1 else 'row'} per decision); got shape {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise DataError(f"column {name!r} must hold numbers; got {a.dtype} values")
+    return _integers(name, a) if dtype == np.int64 else a.astype(dtype, copy=False)
 
 
 @dataclass
@@ -63,15 +106,15 @@ class LoggedData:
     context: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
-        self.episode = np.asarray(self.episode, dtype=np.int64)
-        self.step = np.asarray(self.step, dtype=np.int64)
-        self.obs = np.asarray(self.obs, dtype=np.float32)
-        self.action = np.asarray(self.action, dtype=np.int64)
-        self.reward = np.asarray(self.reward, dtype=np.float64)
-        self.propensity = np.asarray(self.propensity, dtype=np.float64)
-        self.done = np.asarray(self.done, dtype=bool)
+        self.episode = _array("episode", self.episode, np.int64, 1)
+        self.step = _array("step", self.step, np.int64, 1)
+        self.obs = _array("observation", self.obs, np.float32, 2)
+        self.action = _array("action", self.action, np.int64, 1)
+        self.reward = _array("reward", self.reward, np.float64, 1)
+        self.propensity = _array("propensity", self.propensity, np.float64, 1)
+        self.done = _array("done", self.done, bool, 1)
         if self.action_probs is not None:
-            self.action_probs = np.asarray(self.action_probs, dtype=np.float64)
+            self.action_probs = _array("action_probs", self.action_probs, np.float64, 2)
         if self.context is not None:
             self.context = {k: np.asarray(v) for k, v in self.context.items()}
         self.check()
@@ -197,7 +240,7 @@ def write_logged(data: LoggedData, path: str | Path) -> Path:
             pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
     table = pa.table(columns)
     meta = {**data.meta, "n_actions": data.n_actions}
-    table = table.replace_schema_metadata({b"personarl": json.dumps(meta).encode()})
+    table = table.replace_schema_metadata({b"personarl": jsonio.dumps(meta).encode()})
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
@@ -208,38 +251,105 @@ def read_logged(path: str | Path) -> LoggedData:
     """A Parquet file written by ``write_logged`` (or by ``experiments.collect``).
 
     Raises:
-        DataError: a missing column (naming it and the required ones) or invalid values.
+        DataError: a missing column (naming it and the required ones), a null, a list
+            column with rows of different lengths or non-numeric values (naming the column
+            and the first bad row), or invalid values (``LoggedData.check``).
     """
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
     names = set(table.column_names)
     missing = [c for c in REQUIRED if c not in names]
     if missing:
         raise DataError(f"{path} lacks the column(s) {missing}; logged data needs "
                         f"{list(REQUIRED)} (+ optional 'action_probs')")
     raw = (table.schema.metadata or {}).get(b"personarl")
-    meta = json.loads(raw) if raw else {}
-    obs = _matrix(table.column("observation"))
-    probs = _matrix(table.column("action_probs")) if "action_probs" in names else None
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        raise DataError(f"{path}: its 'personarl' metadata is not JSON") from None
+    action = column_vector(table, "action")
+    probs = column_matrix(table, "action_probs") if "action_probs" in names else None
     n_actions = int(meta.pop("n_actions", probs.shape[1] if probs is not None
-                             else int(table.column("action").to_numpy().max()) + 1))
-    context = {c.split(".", 1)[1]: _matrix(table.column(c)) if pa.types.is_list(
-                   table.schema.field(c).type) or pa.types.is_fixed_size_list(
-                   table.schema.field(c).type) else table.column(c).to_numpy()
+                             else int(action.max()) + 1 if len(action) else 0))
+    context = {c.split(".", 1)[1]: column_matrix(table, c) if _is_list(table, c)
+               else column_vector(table, c)
                for c in table.column_names if c.startswith("context.")}
     return LoggedData(
-        episode=table.column("episode").to_numpy(), step=table.column("step").to_numpy(),
-        obs=obs, action=table.column("action").to_numpy(),
-        reward=table.column("reward").to_numpy(),
-        propensity=table.column("propensity").to_numpy(),
-        done=table.column("done").to_numpy(), n_actions=n_actions, action_probs=probs,
+        episode=column_vector(table, "episode"), step=column_vector(table, "step"),
+        obs=column_matrix(table, "observation"), action=action,
+        reward=column_vector(table, "reward"), propensity=column_vector(table, "propensity"),
+        done=column_vector(table, "done"), n_actions=n_actions, action_probs=probs,
         meta=meta, context=context or None)
 
 
-def _matrix(column: pa.ChunkedArray) -> np.ndarray:
-    """A list column as a 2-D array (every row the same length)."""
-    flat = column.combine_chunks()
-    values = flat.flatten().to_numpy(zero_copy_only=False)
-    return values.reshape(len(flat), -1)
+def _is_list(table: pa.Table, name: str) -> bool:
+    kind = table.schema.field(name).type
+    return pa.types.is_list(kind) or pa.types.is_large_list(kind) or \
+        pa.types.is_fixed_size_list(kind)
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or \
+        pa.types.is_boolean(kind)
+
+
+def _first_null(column: pa.Array) -> int:
+    return int(np.argmax(column.is_null().to_numpy(zero_copy_only=False)))
+
+
+def _label(name: str, where: str | None) -> str:
+    return f"{where}: column {name!r}" if where else f"column {name!r}"
+
+
+def column_vector(table: pa.Table, name: str, where: str | None = None) -> np.ndarray:
+    """One number per row from column ``name`` of ``table`` (``where`` names the table in
+    messages).
+
+    Raises:
+        DataError: the column holds lists, non-numbers or a null (naming the first null row).
+    """
+    column, label = table.column(name).combine_chunks(), _label(name, where)
+    if _is_list(table, name):
+        raise DataError(f"{label} holds lists; it needs one value per row")
+    if not _numeric(column.type):
+        raise DataError(f"{label} must hold numbers; it holds {column.type}")
+    if column.null_count:
+        raise DataError(f"{label} is null at row {_first_null(column)} ({column.null_count} "
+                        "null row(s)); every row needs a value")
+    return column.to_numpy(zero_copy_only=False)
+
+
+def column_matrix(table: pa.Table, name: str, where: str | None = None,
+                  width: int | None = None) -> np.ndarray:
+    """A list column of ``table`` as an ``(N, width)`` array (``width``: row 0's length if
+    not given; ``where`` names the table in messages).
+
+    Raises:
+        DataError: the column is not a list of numbers, a row is null, holds a null value, or
+            has a different number of values (naming the first such row).
+    """
+    column, label = table.column(name).combine_chunks(), _label(name, where)
+    if not _is_list(table, name) or not _numeric(column.type.value_type):
+        raise DataError(f"{label} must hold a list of numbers per row; it holds "
+                        f"{column.type}")
+    if column.null_count:
+        raise DataError(f"{label} is null at row {_first_null(column)} ({column.null_count} "
+                        "null row(s)); every row needs a list")
+    n = len(column)
+    lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+    expected = width if width is not None else (int(lengths[0]) if n else 0)
+    bad = np.flatnonzero(lengths != expected)
+    if bad.size:
+        raise DataError(f"{label} row {bad[0]} has {lengths[bad[0]]} values, expected "
+                        f"{expected} ({'as row 0' if width is None else 'its width'}); "
+                        f"{bad.size} row(s) differ")
+    values = column.flatten()
+    if values.null_count:
+        row = int(pc.list_parent_indices(column).to_numpy()[_first_null(values)])
+        raise DataError(f"{label} row {row} holds a null value")
+    return values.to_numpy(zero_copy_only=False).reshape(n, expected)
 
 
 def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
@@ -247,37 +357,50 @@ def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
     """The server's decision logs (``agents.decision_log``) as one-step ``LoggedData``:
     every served decision with feedback becomes a one-decision episode (its reward the sum
     of its feedback rewards); decisions without feedback are left out and counted in
-    ``meta['without_feedback']``. Needs a discrete policy (``action_probs`` logged)."""
+    ``meta['without_feedback']``. Needs a discrete policy (``action_probs`` logged).
+
+    Raises:
+        DataError: no decisions or no feedback, a continuous-action log, or a null / ragged
+            value in a column used here (naming the log, the column and the first bad row).
+    """
     from agents.decision_log import read_log
 
     decisions, feedback = read_log(root, "decisions"), read_log(root, "feedback")
     if decisions.num_rows == 0:
         raise DataError(f"no decisions logged under {root}")
-    actions = decisions.column("action")
-    if actions.null_count:
+    if decisions.column("action").null_count == decisions.num_rows:
         raise DataError("the decision log holds continuous actions; the estimators here are "
                         "for discrete actions")
-    ids = decisions.column("decision_id").to_numpy(zero_copy_only=False)
-    fb_ids = feedback.column("decision_id").to_numpy(zero_copy_only=False)
+    d, f = f"{root} decisions", f"{root} feedback"
+    ids = _strings(decisions, "decision_id", d)
+    fb_ids = _strings(feedback, "decision_id", f)
     if len(fb_ids) == 0:
         raise DataError(f"none of the {len(ids)} decisions under {root} has feedback")
     known, which = np.unique(fb_ids, return_inverse=True)
-    reward_sums = np.bincount(which, weights=feedback.column("reward").to_numpy())
+    reward_sums = np.bincount(which, weights=column_vector(feedback, "reward", f))
     pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
     has = known[pos] == ids
     if not has.any():
         raise DataError(f"none of the {len(ids)} decisions under {root} has feedback")
     rows = np.flatnonzero(has)
     n = len(rows)
-    probs = _matrix(decisions.column("action_probs").take(rows))
+    probs = column_matrix(decisions, "action_probs", d)[rows]
     env_ids = decisions.column("env_id").take(rows).unique().to_pylist()
     versions = decisions.column("version").take(rows).unique().to_pylist()
     info = dict(meta or {}, source=str(root), env_id=env_ids[0] if len(env_ids) == 1
-                else env_ids, without_feedback=int(len(ids) - n), versions=sorted(versions))
+                else env_ids, without_feedback=int(len(ids) - n), versions=sorted(
+                    str(v) for v in versions))
     return LoggedData(episode=np.arange(n), step=np.zeros(n, dtype=np.int64),
-                      obs=_matrix(decisions.column("observation").take(rows)),
-                      action=actions.take(rows).to_numpy(),
+                      obs=column_matrix(decisions, "observation", d)[rows],
+                      action=column_vector(decisions, "action", d)[rows],
                       reward=reward_sums[pos[rows]],
-                      propensity=decisions.column("propensity").take(rows).to_numpy(),
+                      propensity=column_vector(decisions, "propensity", d)[rows],
                       done=np.ones(n, dtype=bool), n_actions=probs.shape[1],
                       action_probs=probs, meta=info)
+
+
+def _strings(table: pa.Table, name: str, where: str) -> np.ndarray:
+    column = table.column(name).combine_chunks()
+    if column.null_count:
+        raise DataError(f"{_label(name, where)} is null at row {_first_null(column)}")
+    return column.to_numpy(zero_copy_only=False)

@@ -10,6 +10,11 @@ resamples of every estimator are a few matrix products (``ope.uncertainty``). Pl
 (IPS, DM, DR, …) use ``plain`` only; self-normalised estimators put their weighted sums in
 ``num``/``den`` (one column per time step, or per correction term).
 
+A self-normalised ratio whose denominator is 0 — no logged decision (or, at step ``t``, no
+episode) carries weight under the evaluation policy — is undefined: the data say nothing
+about that part of the value. It is NaN, never 0, in the point estimate and in every
+bootstrap resample where it happens (``ope.uncertainty`` reports the share).
+
 Notation: ``w_i = π_e(a_i|x_i) / π_b(a_i|x_i)`` (the logged propensity), ``q̂(x, a)`` a
 reward (one-step) or Q model, ``v̂(x) = Σ_a π_e(a|x) q̂(x, a)``.
 
@@ -52,9 +57,9 @@ import numpy as np
 
 from ope.data import DataError, LoggedData
 
-__all__ = ["Terms", "ONE_STEP", "SEQUENTIAL", "MODEL_BASED", "weights",
-           "ips", "snips", "dm", "dr", "sndr", "switch_dr", "pdis", "wpdis", "dr_seq", "wdr",
-           "dm_seq", "cumulative_weights"]
+__all__ = ["Terms", "ONE_STEP", "SEQUENTIAL", "MODEL_BASED", "MODEL_ONLY", "weights",
+           "ratio", "ips", "snips", "dm", "dr", "sndr", "switch_dr", "pdis", "wpdis", "dr_seq",
+           "wdr", "dm_seq", "cumulative_weights"]
 
 
 @dataclass
@@ -66,16 +71,16 @@ class Terms:
     den: np.ndarray | None = None           # (E, J)
 
     def value(self) -> float:
-        """The point estimate (every count 1)."""
+        """The point estimate (every count 1); NaN where a ratio is undefined."""
         v = float(self.plain.mean())
         if self.num is not None:
-            v += float(_ratio(self.num.sum(axis=0), self.den.sum(axis=0)).sum())
+            v += float(ratio(self.num.sum(axis=0), self.den.sum(axis=0)).sum())
         return v
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den`` with 0 where ``den`` is 0 (no weight at that step: no evidence)."""
-    out = np.zeros(np.broadcast_shapes(num.shape, den.shape))
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den``, NaN where ``den`` is 0 (no weight there: the ratio is undefined)."""
+    out = np.full(np.broadcast_shapes(num.shape, den.shape), np.nan)
     np.divide(num, den, out=out, where=den != 0)
     return out
 
@@ -219,3 +224,6 @@ ONE_STEP: dict[str, Estimator] = {"ips": ips, "snips": snips, "dm": dm, "dr": dr
 SEQUENTIAL: dict[str, Estimator] = {"pdis": pdis, "wpdis": wpdis, "dr": dr_seq, "wdr": wdr,
                                     "fqe": dm_seq}
 MODEL_BASED = {"dm", "dr", "sndr", "switch_dr", "wdr", "fqe"}
+#: estimators that are the model alone: an interval with the model held fixed leaves out
+#: the model's own error
+MODEL_ONLY = {"dm", "fqe"}

@@ -3,7 +3,15 @@ diagnostics, and — because the users are simulated — the truth beside each.
 
 ``estimate`` runs the estimators for one evaluation policy; ``rank_study`` compares the
 estimators' rankings of several policies with the true ranking (Spearman's ρ, regret@1);
-``recommend`` says which estimator to trust for this data and why.
+``recommend`` says which of the computed estimators to trust for this data and why — or
+that none can be.
+
+What an interval can and cannot back: the bootstrap resamples episodes with the reward or Q
+model held fixed unless ``refit_bootstrap`` (``ci.refit=true``) supplied intervals with the
+model refitted in every resample. For DM and FQE — the model alone — a fixed-model interval
+leaves out the model's own error, so it is labelled "model error not included" and never
+recommended; the doubly robust estimators keep the importance-weighted correction that
+carries the model's error to first order.
 """
 
 from __future__ import annotations
@@ -19,16 +27,42 @@ from ope import estimators as E
 from ope.data import LoggedData
 from ope.uncertainty import bernstein_lower, bootstrap, diagnostics
 
-__all__ = ["estimate", "rank_study", "recommend", "normalised_error"]
+__all__ = ["estimate", "rank_study", "recommend", "normalised_error", "FEW_EPISODES"]
+
+#: below this many episodes the percentile bootstrap is flagged as unreliable
+FEW_EPISODES = 20
 
 
 def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
              names: Sequence[str] | None = None, gamma: float = 1.0, lam: float = 100.0,
-             n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
-             ) -> dict[str, Any]:
-    """``{"estimates": {name: {estimate, ci_low, ci_high, lower_bound}}, "diagnostics",
-    "warnings"}`` for one evaluation policy. ``lower_bound`` (empirical Bernstein, 1 − α)
-    exists for the plain-mean estimators only."""
+             n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0,
+             refit: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Every requested estimator for one evaluation policy.
+
+    Args:
+        data: logged data.
+        pi_e: ``(N, K)`` the evaluation policy's distribution on the logged observations.
+        q_hat: ``(N, K)`` reward/Q model predictions, or None (model-based estimators are
+            then skipped).
+        names: estimators (default: all that apply to one-step or sequential data).
+        gamma, lam: discount (sequential) and Switch-DR's threshold.
+        n_resamples, alpha, seed: the bootstrap (``ope.uncertainty.bootstrap``).
+        refit: ``refit_bootstrap``'s intervals for this policy, replacing the fixed-model
+            intervals of the model-based estimators.
+
+    Returns:
+        ``{"estimates": {name: {estimate, ci_low, ci_high, undefined_share, lower_bound,
+        interval, model_error}}, "diagnostics", "warnings"}``. ``estimate`` and the bounds
+        are None where undefined; ``undefined_share`` is the share of bootstrap resamples in
+        which the estimator is undefined; ``interval`` says how the interval was made
+        (``bootstrap``, ``bootstrap, model fixed``, ``bootstrap, model refitted``, or
+        ``none`` for a one-episode log); ``model_error`` is ``"not included"`` for DM/FQE
+        with the model held fixed, ``"included"`` when refitted, else None;
+        ``lower_bound`` (empirical Bernstein, 1 − α) exists for the plain-mean estimators.
+
+    Raises:
+        ValueError: an estimator that does not apply to this data (listing those that do).
+    """
     table = E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
     names = list(names or table)
     unknown = [n for n in names if n not in table]
@@ -39,9 +73,47 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
     if q_hat is None:
         names = [n for n in names if n not in E.MODEL_BASED]
     terms = {n: table[n](data, pi_e, q_hat=q_hat, gamma=gamma, lam=lam) for n in names}
-    intervals = bootstrap(terms, n_resamples=n_resamples, alpha=alpha, seed=seed)
+    intervals = {**bootstrap(terms, n_resamples=n_resamples, alpha=alpha, seed=seed),
+                 **{n: v for n, v in (refit or {}).items() if n in terms}}
     diag = diagnostics(data, pi_e)
+    notes = _data_notes(data, diag)
+    out = {}
+    for n, t in terms.items():
+        value, ci = t.value(), intervals[n]
+        kind = ("bootstrap, model refitted" if refit and n in refit else
+                "bootstrap, model fixed" if n in E.MODEL_BASED else "bootstrap")
+        defined = math.isfinite(value)
+        if not defined:
+            notes.append(f"{n} is undefined on this log: no logged decision carries weight "
+                         "under the evaluation policy where it needs one")
+        elif ci["undefined"] > 0:
+            notes.append(f"{n} is undefined in {ci['undefined']:.1%} of the bootstrap "
+                         "resamples (no weight on the evaluation policy's actions); its "
+                         f"interval is over the {1 - ci['undefined']:.1%} where it is defined")
+        if defined and kind == "bootstrap, model fixed" and n in E.MODEL_ONLY:
+            notes.append(f"{n}'s interval holds the fitted model fixed: model error not "
+                         "included (ci.refit=true refits it in every resample)")
+        one = data.n_episodes == 1
+        out[n] = dict(estimate=value if defined else None,
+                      ci_low=None if one or not math.isfinite(ci["low"]) else ci["low"],
+                      ci_high=None if one or not math.isfinite(ci["high"]) else ci["high"],
+                      undefined_share=ci["undefined"],
+                      lower_bound=(bernstein_lower(t.plain, alpha)
+                                   if t.num is None and data.n_episodes > 1 else None),
+                      interval="none" if one else kind,
+                      model_error=("included" if kind == "bootstrap, model refitted" else
+                                   "not included" if n in E.MODEL_ONLY else None))
+    return dict(estimates=out, diagnostics=diag, warnings=notes)
+
+
+def _data_notes(data: LoggedData, diag: Mapping[str, Any]) -> list[str]:
     notes = []
+    if data.n_episodes == 1:
+        notes.append("the log holds one episode: a bootstrap over episodes cannot measure "
+                     "uncertainty, so no interval is given — log more episodes")
+    elif data.n_episodes < FEW_EPISODES:
+        notes.append(f"the log holds {data.n_episodes} episodes: percentile-bootstrap "
+                     "intervals are too narrow with so few (they under-cover)")
     if diag["unsupported_mass"]:
         notes.append(f"the evaluation policy puts {diag['unsupported_mass']:.1%} of its "
                      "probability on actions the behaviour policy never takes: importance "
@@ -51,15 +123,7 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
         notes.append(f"effective sample size {diag['ess']:.1f} ({diag['ess_fraction']:.2%} "
                      "of the episodes): importance-weighted estimates rest on a handful of "
                      "episodes")
-    out = {}
-    for n, t in terms.items():
-        value = t.value()
-        if not math.isfinite(value):
-            notes.append(f"{n} is not finite ({value}); it is left out")
-            continue
-        out[n] = dict(estimate=value, ci_low=intervals[n]["low"], ci_high=intervals[n]["high"],
-                      lower_bound=(bernstein_lower(t.plain, alpha) if t.num is None else None))
-    return dict(estimates=out, diagnostics=diag, warnings=notes)
+    return notes
 
 
 def normalised_error(estimate: float, truth: float, v_top: float, v_random: float) -> float:
@@ -94,28 +158,64 @@ def rank_study(estimates: Mapping[str, Mapping[str, float]], truths: Mapping[str
     return out
 
 
-def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None
-              ) -> tuple[str, str]:
-    """``(estimator, reason)``: which estimator to trust for this data.
+def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
+              estimates: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, str]:
+    """``(estimator or None, reason)``: which of the computed ``estimates`` to trust.
 
-    The doubly robust family (SNDR one-step, WDR sequential) when the weights are usable and
-    the model explains something; the self-normalised IS estimator when the model is poor;
-    the model-only estimator (DM / FQE) when the weights are degenerate or the evaluation
-    policy leaves the behaviour's support.
+    Only an estimator that was computed and has an estimate and an interval can be
+    recommended. With usable weights (ESS ≥ 1% of the episodes, no mass outside the
+    behaviour's support): the doubly robust family (SNDR, DR, Switch-DR one-step; WDR, DR
+    sequential) when the model explains something (out-of-fold R² ≥ 0, or unknown), else
+    the importance-sampling family (SNIPS, IPS; WPDIS, PDIS) first. With degenerate weights
+    only the model can carry the estimate: DM / FQE, and only if their interval was refitted
+    per resample (``interval == "bootstrap, model refitted"``); otherwise nothing is
+    recommended, and the reason says what would help.
     """
     one_step = data.horizon == 1
-    dr, snis, dm = ("sndr", "snips", "dm") if one_step else ("wdr", "wpdis", "fqe")
+    dr_family = ("sndr", "dr", "switch_dr") if one_step else ("wdr", "dr")
+    is_family = ("snips", "ips") if one_step else ("wpdis", "pdis")
+    model_only = "dm" if one_step else "fqe"
+    usable = {n for n, r in estimates.items()
+              if r["estimate"] is not None and r["ci_low"] is not None}
+    computed = sorted(estimates)
     ess = diag["ess_fraction"]
+    refitted = model_only in usable and \
+        estimates[model_only]["interval"] == "bootstrap, model refitted"
     if diag.get("unsupported_mass") or ess < 0.01:
         why = (f"{diag['unsupported_mass']:.1%} of the evaluation policy's mass is outside the "
                "behaviour's support" if diag.get("unsupported_mass") else
                f"the effective sample size is {ess:.2%} of the episodes")
-        return dm, f"{why}: importance weights cannot carry the estimate; the model can"
-    if model_r2 is not None and model_r2 < 0.0:
-        return snis, (f"the model predicts worse than a constant (out-of-fold R² "
-                      f"{model_r2:.2f}) while the weights are usable (ESS {ess:.1%})")
-    return dr, (f"the weights are usable (ESS {ess:.1%} of the episodes, max weight "
-                f"{diag['max_weight']:.1f}) and the model helps (out-of-fold R² "
-                f"{'n/a' if model_r2 is None else format(model_r2, '.2f')}): the doubly "
-                "robust estimator with self-normalised weights has the lowest variance "
-                "without giving up consistency")
+        if refitted:
+            return model_only, (f"{why}: importance weights cannot carry the estimate; the "
+                                f"model can, and {model_only}'s interval refits it in every "
+                                "resample, so it includes the model's error")
+        return None, (f"{why}: importance weights cannot carry the estimate, and "
+                      f"{model_only.upper()}'s interval holds the model fixed (model error not "
+                      f"included) — no computed estimator ({', '.join(computed)}) can be "
+                      f"trusted here. Rerun with ci.refit=true for a {model_only.upper()} "
+                      "interval that includes model error, or log data from a behaviour "
+                      "closer to the evaluation policy")
+    model_helps = model_r2 is None or model_r2 >= 0.0
+    order = dr_family + is_family if model_helps else is_family + dr_family
+    pick = next((n for n in order if n in usable), None)
+    if pick is None:
+        if refitted:
+            return model_only, (f"none of {', '.join(order)} was computed with an interval; "
+                                f"{model_only}'s interval refits the model in every resample")
+        return None, (f"none of the estimators the weights support ({', '.join(order)}) was "
+                      f"computed with an estimate and an interval (computed: "
+                      f"{', '.join(computed)}); DM/FQE intervals with the model held fixed "
+                      "leave out model error")
+    r2 = "n/a" if model_r2 is None else format(model_r2, ".2f")
+    if pick in dr_family:
+        why = (f"the weights are usable (ESS {ess:.1%} of the episodes, max weight "
+               f"{diag['max_weight']:.1f}) and the model helps (out-of-fold R² {r2}): the "
+               "doubly robust estimator with self-normalised weights has the lowest variance "
+               "without giving up consistency")
+    else:
+        why = (f"the weights are usable (ESS {ess:.1%} of the episodes)"
+               + (f" while the model predicts worse than a constant (out-of-fold R² {r2})"
+                  if not model_helps else "") + ": self-normalised importance sampling")
+    if pick != order[0]:
+        why += f" ({order[0]} would come first but was not computed with an interval)"
+    return pick, why

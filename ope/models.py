@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
 from ope.data import LoggedData
+from personarl.seeds import generator
 
 __all__ = ["reward_model", "fitted_q", "default_regressor"]
 
@@ -40,42 +41,66 @@ def default_regressor() -> Any:
 
 
 def _fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, a_fit: np.ndarray,
-                 x_pred: np.ndarray, n_actions: int, make_regressor: Regressor
-                 ) -> np.ndarray:
-    """Per-action regressors fitted on ``(x_fit, y_fit)`` rows with action ``a``; predictions
-    ``(len(x_pred), n_actions)``. An action with fewer than 2 rows predicts the mean."""
+                 x_pred: np.ndarray, n_actions: int, make_regressor: Regressor,
+                 w_fit: np.ndarray | None = None) -> np.ndarray:
+    """Per-action regressors fitted on ``(x_fit, y_fit)`` rows with action ``a`` (weighted
+    by ``w_fit`` if given; rows of weight 0 are left out); predictions
+    ``(len(x_pred), n_actions)``. An action with fewer than 2 rows, or a constant target,
+    predicts the (weighted) mean."""
+    if w_fit is not None:
+        keep = w_fit > 0
+        x_fit, y_fit, a_fit, w_fit = x_fit[keep], y_fit[keep], a_fit[keep], w_fit[keep]
     out = np.empty((len(x_pred), n_actions))
-    fallback = float(y_fit.mean()) if len(y_fit) else 0.0
+    fallback = float(np.average(y_fit, weights=w_fit)) if len(y_fit) else 0.0
     for a in range(n_actions):
         rows = a_fit == a
         if rows.sum() < 2 or np.ptp(y_fit[rows]) == 0:
             out[:, a] = y_fit[rows][0] if rows.sum() >= 1 else fallback
             continue
-        model = make_regressor().fit(x_fit[rows], y_fit[rows])
+        weight = None if w_fit is None else {"sample_weight": w_fit[rows]}
+        model = make_regressor().fit(x_fit[rows], y_fit[rows], **(weight or {}))
         out[:, a] = model.predict(x_pred)
     return out
 
 
 def reward_model(data: LoggedData, n_folds: int = 2, make_regressor: Regressor | None = None,
-                 seed: int = 0) -> np.ndarray:
-    """Cross-fitted ``q̂(x_i, a)`` for every logged row ``i`` and action ``a``."""
+                 seed: int = 0, sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """Cross-fitted ``q̂(x_i, a)`` for every logged row ``i`` and action ``a``.
+
+    Args:
+        data: one-step logged data.
+        n_folds: cross-fitting folds (episodes are assigned at random, from the
+            ``cross_fit`` stream of ``seed``).
+        make_regressor: builds a fresh regressor (default ``default_regressor``); with
+            ``sample_weight`` its ``fit`` must accept ``sample_weight``.
+        seed: the run's seed.
+        sample_weight: ``(N,)`` non-negative row weights (a bootstrap resample's counts).
+
+    Returns:
+        ``(N, K)`` predictions.
+
+    Raises:
+        ValueError: ``n_folds < 2``.
+    """
     if n_folds < 2:
         raise ValueError(f"n_folds={n_folds!r}: cross-fitting needs at least 2 folds")
     make = make_regressor or default_regressor
-    fold = np.random.default_rng(seed).permutation(data.n_episodes)[data.episode] % n_folds
+    fold = generator(seed, "cross_fit").permutation(data.n_episodes)[data.episode] % n_folds
     q_hat = np.empty((data.n, data.n_actions))
     for k in range(n_folds):
         held, fit = fold == k, fold != k
         q_hat[held] = _fit_predict(data.obs[fit], data.reward[fit], data.action[fit],
-                                   data.obs[held], data.n_actions, make)
+                                   data.obs[held], data.n_actions, make,
+                                   None if sample_weight is None else sample_weight[fit])
     return q_hat
 
 
 def fitted_q(data: LoggedData, pi_e: np.ndarray, gamma: float = 1.0,
-             iterations: int | None = None, make_regressor: Regressor | None = None
-             ) -> np.ndarray:
+             iterations: int | None = None, make_regressor: Regressor | None = None,
+             sample_weight: np.ndarray | None = None) -> np.ndarray:
     """``Q̂(s_i, a)`` for every logged row and action after ``iterations`` FQE steps
-    (default: the longest episode's number of decisions)."""
+    (default: the longest episode's number of decisions), each regression weighted by
+    ``sample_weight`` ``(N,)`` if given (a bootstrap resample's counts)."""
     make = make_regressor or default_regressor
     nxt = data.next_rows()
     has_next = nxt >= 0
@@ -84,5 +109,6 @@ def fitted_q(data: LoggedData, pi_e: np.ndarray, gamma: float = 1.0,
         value_next = np.zeros(data.n)
         value_next[has_next] = (pi_e[nxt[has_next]] * q[nxt[has_next]]).sum(axis=1)
         target = data.reward + gamma * value_next
-        q = _fit_predict(data.obs, target, data.action, data.obs, data.n_actions, make)
+        q = _fit_predict(data.obs, target, data.action, data.obs, data.n_actions, make,
+                         sample_weight)
     return q

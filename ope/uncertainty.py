@@ -8,26 +8,37 @@
   episodes per resample) up to ``EXACT_MAX_EPISODES`` episodes; above that, independent
   Poisson(1) counts (the Poisson bootstrap: Hanley & MacGibbon 2006; Chamandy et al. 2012),
   drawn through a 16-bit lookup table of the Poisson CDF, which is what makes 1,000
-  resamples of a million rows take seconds.
+  resamples of a million rows take seconds. A resample in which an estimator is undefined
+  (a self-normalised ratio with no weight) is NaN for that estimator: its interval is taken
+  over the defined resamples and ``undefined`` reports their complement's share.
+* ``refit_bootstrap`` — the same resamples, with the reward or Q model refitted on each
+  (the resample's counts as sample weights), so the intervals of model-based estimators
+  include the model's own error (Efron & Tibshirani 1993, ch. 6: resample the whole
+  procedure). It costs one model fit per resample.
 * ``bernstein_lower`` — the empirical-Bernstein lower confidence bound on a mean of
   bounded i.i.d. terms (Maurer & Pontil 2009, Thm 4; used for off-policy evaluation by
   Thomas, Theocharous & Ghavamzadeh 2015), with the terms' observed range as the range.
 * ``diagnostics`` — effective sample size of the importance weights (Kish), the largest
   weight, and the evaluation policy's mass on actions the behaviour policy never takes.
+
+Resamples come from the ``bootstrap`` stream of the run's seed (``personarl.seeds``): every
+policy evaluated with one seed is resampled with the same counts (paired), and no other
+purpose draws those numbers.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from ope.data import LoggedData
-from ope.estimators import Terms, _ratio, cumulative_weights, weights
+from ope.estimators import Estimator, Terms, cumulative_weights, ratio, weights
+from personarl.seeds import generator
 
-__all__ = ["bootstrap", "resample_counts", "bernstein_lower", "diagnostics",
-           "EXACT_MAX_EPISODES"]
+__all__ = ["bootstrap", "refit_bootstrap", "resample_counts", "percentile_interval",
+           "bernstein_lower", "diagnostics", "EXACT_MAX_EPISODES"]
 
 EXACT_MAX_EPISODES = 20_000
 _CHUNK_ELEMENTS = 16_000_000           # counts held at once (float32: 64 MB)
@@ -44,10 +55,11 @@ def _poisson_table() -> np.ndarray:
 _POISSON = _poisson_table()
 
 
-def resample_counts(n_episodes: int, n_resamples: int, rng: np.random.Generator
-                    ) -> Iterator[np.ndarray]:
-    """Chunks of ``(b, n_episodes)`` float32 bootstrap counts, ``n_resamples`` rows in all."""
-    per_chunk = max(1, min(n_resamples, _CHUNK_ELEMENTS // max(n_episodes, 1)))
+def resample_counts(n_episodes: int, n_resamples: int, rng: np.random.Generator,
+                    chunk: int | None = None) -> Iterator[np.ndarray]:
+    """Chunks of ``(b, n_episodes)`` float32 bootstrap counts, ``n_resamples`` rows in all
+    (``chunk`` rows at a time, default: as many as fit the memory bound)."""
+    per_chunk = chunk or max(1, min(n_resamples, _CHUNK_ELEMENTS // max(n_episodes, 1)))
     done = 0
     while done < n_resamples:
         b = min(per_chunk, n_resamples - done)
@@ -60,46 +72,112 @@ def resample_counts(n_episodes: int, n_resamples: int, rng: np.random.Generator
         done += b
 
 
-def bootstrap(terms: Mapping[str, Terms], n_resamples: int = 1000, alpha: float = 0.05,
-              seed: int = 0) -> dict[str, dict[str, float | np.ndarray]]:
-    """Percentile intervals: ``{name: {"low", "high", "samples"}}`` for every estimator,
-    all computed from the same resamples of episodes."""
+class _Stacked:
+    """Several estimators' terms stacked into matrices: ``values(counts)`` is every
+    estimator on every resample in a few matrix products."""
+
+    def __init__(self, terms: Mapping[str, Terms]) -> None:
+        self.names = list(terms)
+        self.plain = np.stack([terms[k].plain for k in self.names], axis=1).astype(np.float32)
+        self.spans: dict[int, slice] = {}
+        nums, dens, start = [], [], 0
+        for j, k in enumerate(self.names):
+            t = terms[k]
+            if t.num is not None:
+                nums.append(t.num)
+                dens.append(t.den)
+                self.spans[j] = slice(start, start + t.num.shape[1])
+                start += t.num.shape[1]
+        self.num = np.concatenate(nums, axis=1).astype(np.float32) if nums else None
+        self.den = np.concatenate(dens, axis=1).astype(np.float32) if dens else None
+
+    def values(self, counts: np.ndarray) -> np.ndarray:
+        """``(b, estimators)`` resampled estimates (NaN where undefined)."""
+        total = counts.sum(axis=1, dtype=np.float64)[:, None]
+        block = (counts @ self.plain).astype(np.float64) / np.maximum(total, 1.0)
+        if self.num is not None:
+            ratios = ratio((counts @ self.num).astype(np.float64),
+                           (counts @ self.den).astype(np.float64))
+            for j, span in self.spans.items():
+                block[:, j] += ratios[:, span].sum(axis=1)
+        return block
+
+
+def percentile_interval(samples: np.ndarray, alpha: float) -> dict[str, Any]:
+    """``{"low", "high", "samples", "undefined"}``: the percentile interval over the
+    defined (non-NaN) resamples and the share of undefined ones (NaN bounds if none is
+    defined)."""
+    defined = samples[~np.isnan(samples)]
+    low, high = (np.quantile(defined, [alpha / 2, 1 - alpha / 2]) if defined.size
+                 else (np.nan, np.nan))
+    return dict(low=float(low), high=float(high), samples=samples,
+                undefined=float(1.0 - defined.size / len(samples)))
+
+
+def _check(n_resamples: int, alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha={alpha!r} must be in (0, 1)")
     if n_resamples < 1:
         raise ValueError(f"n_resamples={n_resamples!r} must be >= 1")
-    names = list(terms)
-    n_episodes = len(next(iter(terms.values())).plain)
-    plain = np.stack([terms[k].plain for k in names], axis=1).astype(np.float32)
-    ratio_cols, spans, start = [], {}, 0
-    for k in names:
-        t = terms[k]
-        if t.num is not None:
-            ratio_cols.append((t.num, t.den))
-            spans[k] = slice(start, start + t.num.shape[1])
-            start += t.num.shape[1]
-    num = np.concatenate([n for n, _ in ratio_cols], axis=1).astype(np.float32) \
-        if ratio_cols else None
-    den = np.concatenate([d for _, d in ratio_cols], axis=1).astype(np.float32) \
-        if ratio_cols else None
-    samples = np.zeros((n_resamples, len(names)))
-    rng = np.random.default_rng(seed)
+
+
+def bootstrap(terms: Mapping[str, Terms], n_resamples: int = 1000, alpha: float = 0.05,
+              seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Percentile intervals: ``{name: {"low", "high", "samples", "undefined"}}`` for every
+    estimator, all computed from the same resamples of episodes (the ``bootstrap`` stream
+    of ``seed``). ``samples`` is ``(n_resamples,)``, NaN where undefined."""
+    _check(n_resamples, alpha)
+    stacked = _Stacked(terms)
+    n_episodes = len(stacked.plain)
+    samples = np.empty((n_resamples, len(stacked.names)))
     row = 0
-    for counts in resample_counts(n_episodes, n_resamples, rng):
-        b = len(counts)
-        total = counts.sum(axis=1, dtype=np.float64)[:, None]
-        block = (counts @ plain).astype(np.float64) / np.maximum(total, 1.0)
-        if num is not None:
-            ratios = _ratio((counts @ num).astype(np.float64),
-                            (counts @ den).astype(np.float64))
-            for j, k in enumerate(names):
-                if k in spans:
-                    block[:, j] += ratios[:, spans[k]].sum(axis=1)
-        samples[row:row + b] = block
-        row += b
-    low, high = np.quantile(samples, [alpha / 2, 1 - alpha / 2], axis=0)
-    return {k: dict(low=float(low[j]), high=float(high[j]), samples=samples[:, j])
-            for j, k in enumerate(names)}
+    for counts in resample_counts(n_episodes, n_resamples, generator(seed, "bootstrap")):
+        samples[row:row + len(counts)] = stacked.values(counts)
+        row += len(counts)
+    return {k: percentile_interval(samples[:, j], alpha) for j, k in enumerate(stacked.names)}
+
+
+def refit_bootstrap(data: LoggedData, policies: Mapping[str, np.ndarray],
+                    estimators: Mapping[str, Estimator],
+                    fit: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                    n_resamples: int = 200, alpha: float = 0.05, seed: int = 0,
+                    shared_model: bool = True, **estimator_kwargs: Any
+                    ) -> dict[str, dict[str, dict[str, Any]]]:
+    """Percentile intervals of model-based estimators with the model refitted in every
+    resample: ``{policy: {estimator: {"low", "high", "samples", "undefined"}}}``.
+
+    Args:
+        data: the logged data.
+        policies: ``{label: pi_e}``, each ``(N, K)``: the evaluation policies'
+            distributions on the logged observations.
+        estimators: ``{name: function}`` from ``ope.estimators`` (model-based ones).
+        fit: ``fit(row_weights, pi_e) -> q_hat`` — the model fitted with ``row_weights``
+            ``(N,)`` (a resample's episode counts, per row) as sample weights, predicting
+            ``(N, K)`` for every logged row.
+        n_resamples: resamples (each costs one fit per policy, or one in all if
+            ``shared_model``).
+        alpha: ``1 − alpha`` intervals.
+        seed: the run's seed (the resamples come from the same ``bootstrap`` stream as
+            ``bootstrap``'s, so every policy gets the same ones).
+        shared_model: the model does not depend on the policy (one-step reward models):
+            fit once per resample for all policies.
+        **estimator_kwargs: passed to every estimator (``gamma``, ``lam``).
+    """
+    _check(n_resamples, alpha)
+    samples = {p: np.empty((n_resamples, len(estimators))) for p in policies}
+    row = 0
+    for chunk in resample_counts(data.n_episodes, n_resamples, generator(seed, "bootstrap")):
+        for counts in chunk:
+            row_weights = counts[data.episode].astype(np.float64)
+            shared = fit(row_weights, next(iter(policies.values()))) if shared_model else None
+            for label, pi_e in policies.items():
+                q_hat = shared if shared_model else fit(row_weights, pi_e)
+                terms = {n: f(data, pi_e, q_hat=q_hat, **estimator_kwargs)
+                         for n, f in estimators.items()}
+                samples[label][row] = _Stacked(terms).values(counts[None])[0]
+            row += 1
+    return {label: {n: percentile_interval(s[:, j], alpha) for j, n in enumerate(estimators)}
+            for label, s in samples.items()}
 
 
 def bernstein_lower(values: np.ndarray, delta: float = 0.05) -> float:

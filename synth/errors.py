@@ -8,7 +8,7 @@ standard library still catch it.
 from __future__ import annotations
 
 __all__ = [
-    "PersonaRLError", "ConfigError", "ResetNeededError", "InvalidActionError",
+    "PersonaRLError", "ConfigError", "ResetNeededError", "InvalidActionError", "DataError",
     "check_range", "check_int",
 ]
 
@@ -27,6 +27,11 @@ class ResetNeededError(PersonaRLError, RuntimeError):
 
 class InvalidActionError(PersonaRLError, ValueError):
     """An action is not in the action space."""
+
+
+class DataError(PersonaRLError, ValueError):
+    """Data (a logged dataset, a decision log) that must not be used as it is: the message
+    names the column, the first bad row and what would be valid."""
 
 
 def check_range(name: str, value: float, low: float, high: float, *,

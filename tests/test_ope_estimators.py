@@ -135,12 +135,13 @@ def test_parquet_round_trip_and_missing_columns(tmp_path):
 # ---------------------------------------------------------------------- uncertainty
 def test_bootstrap_matches_explicit_resampling():
     from ope.uncertainty import bootstrap, resample_counts
+    from personarl.seeds import generator
 
     data, pi_e, q = one_step()
     terms = {"ips": E.ips(data, pi_e), "snips": E.snips(data, pi_e),
              "sndr": E.sndr(data, pi_e, q_hat=q)}
     result = bootstrap(terms, n_resamples=50, seed=4)
-    counts = next(resample_counts(4, 50, np.random.default_rng(4)))
+    counts = next(resample_counts(4, 50, generator(4, "bootstrap")))
     w = E.weights(data, pi_e)
     v = (pi_e * q).sum(axis=1)
     res = data.reward - q[np.arange(4), data.action]
@@ -241,3 +242,136 @@ def test_fitted_q_on_a_two_step_chain():
     assert np.allclose(q[0], [1.0, 2.0]) and np.allclose(q[1], [0.0, 2.0])
     assert E.dm_seq(data, pi_e, q_hat=q).value() == pytest.approx(2.0)
     assert E.dr_seq(data, pi_e, q_hat=q, gamma=0.5).value() == pytest.approx(2.0)
+
+
+# ---------------------------------------------------------------------- undefined estimates
+def rare_action_log() -> tuple[LoggedData, np.ndarray]:
+    """100 one-step rows, every reward 1; the evaluation policy always takes action 1, which
+    was logged in 2 of the rows (propensity 0.02)."""
+    n = 100
+    action = np.zeros(n, dtype=np.int64)
+    action[[17, 63]] = 1
+    data = LoggedData(episode=np.arange(n), step=np.zeros(n), obs=np.zeros((n, 1)),
+                      action=action, reward=np.ones(n),
+                      propensity=np.where(action == 1, 0.02, 0.98), done=np.ones(n),
+                      n_actions=2, action_probs=np.tile([0.98, 0.02], (n, 1)))
+    return data, np.tile([0.0, 1.0], (n, 1))
+
+
+def test_an_estimate_undefined_in_some_resamples_is_nan_there_never_zero():
+    from ope.evaluate import estimate
+
+    data, pi_e = rare_action_log()
+    res = estimate(data, pi_e, None, names=["snips", "ips"], n_resamples=2000, seed=0)
+    snips = res["estimates"]["snips"]
+    # SNIPS is exactly 1 whenever it is defined: its interval is [1, 1], not [0, 1]
+    assert snips["estimate"] == 1.0 and snips["ci_low"] == snips["ci_high"] == 1.0
+    # undefined when a resample draws neither row: 0.98^100 = 13.3% of resamples
+    assert snips["undefined_share"] == pytest.approx(0.98 ** 100, abs=0.025)
+    assert res["estimates"]["ips"]["undefined_share"] == 0.0     # a plain mean: always defined
+    assert any("snips is undefined in 1" in w for w in res["warnings"])
+
+
+def test_with_no_weight_anywhere_snips_and_wpdis_are_undefined():
+    from ope.evaluate import estimate
+
+    data, pi_e = rare_action_log()
+    data.action = np.zeros(data.n, dtype=np.int64)                # action 1 never logged
+    data.propensity = np.full(data.n, 0.98)
+    assert np.isnan(E.snips(data, pi_e).value())
+    res = estimate(data, pi_e, None, names=["snips"], n_resamples=100, seed=0)
+    snips = res["estimates"]["snips"]
+    assert snips["estimate"] is None and snips["ci_low"] is None
+    assert snips["undefined_share"] == 1.0
+    assert any("snips is undefined on this log" in w for w in res["warnings"])
+    seq, _, _ = sequential()
+    never = np.tile([1.0, 0.0], (seq.n, 1))
+    never[0] = [0.0, 1.0]                 # the first decision of each episode disagrees
+    never[2] = [1.0, 0.0]
+    assert np.isnan(E.wpdis(seq, never).value())
+
+
+def test_a_one_episode_log_gets_a_warning_not_a_zero_width_interval():
+    from ope.evaluate import estimate
+
+    seq, pi_e, q = sequential()
+    one = LoggedData(episode=seq.episode[:2], step=seq.step[:2], obs=seq.obs[:2],
+                     action=seq.action[:2], reward=seq.reward[:2],
+                     propensity=seq.propensity[:2], done=seq.done[:2], n_actions=2)
+    res = estimate(one, pi_e[:2], q[:2], n_resamples=50, seed=0)
+    assert any("one episode" in w for w in res["warnings"])
+    for r in res["estimates"].values():
+        assert r["estimate"] is not None
+        assert r["ci_low"] is None and r["ci_high"] is None and r["interval"] == "none"
+
+
+# ---------------------------------------------------------------------- recommendations
+def bandit_log(n: int = 400, propensity_of_target: float = 0.5, seed: int = 0
+               ) -> tuple[LoggedData, np.ndarray, np.ndarray]:
+    """One-step log: reward ≈ x·(1 + a) + noise; behaviour takes action 1 with the given
+    probability; the evaluation policy always takes action 1."""
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 1)).astype(np.float32)
+    p1 = propensity_of_target
+    a = (rng.random(n) < p1).astype(np.int64)
+    a[:2] = 1                                             # the target action is logged
+    r = x[:, 0] * (1 + a) + rng.normal(0, 0.5, n)
+    data = LoggedData(episode=np.arange(n), step=np.zeros(n), obs=x, action=a, reward=r,
+                      propensity=np.where(a == 1, p1, 1 - p1), done=np.ones(n), n_actions=2,
+                      action_probs=np.tile([1 - p1, p1], (n, 1)))
+    q = np.stack([x[:, 0], 2 * x[:, 0]], axis=1).astype(np.float64)
+    return data, np.tile([0.0, 1.0], (n, 1)), q
+
+
+def test_only_computed_estimators_are_recommended():
+    from ope.evaluate import estimate, recommend
+
+    data, pi_e, q = bandit_log()
+    res = estimate(data, pi_e, q, n_resamples=200, seed=0)
+    assert recommend(data, res["diagnostics"], 0.3, res["estimates"])[0] == "sndr"
+    res = estimate(data, pi_e, q, names=["ips", "dm"], n_resamples=200, seed=0)
+    choice, reason = recommend(data, res["diagnostics"], 0.3, res["estimates"])
+    assert choice == "ips" and "sndr would come first but was not computed" in reason
+    assert res["estimates"]["dm"]["model_error"] == "not included"
+    assert any("dm's interval holds the fitted model fixed" in w for w in res["warnings"])
+    res = estimate(data, pi_e, q, names=["dm"], n_resamples=200, seed=0)
+    assert recommend(data, res["diagnostics"], 0.3, res["estimates"])[0] is None
+
+
+def test_degenerate_weights_recommend_dm_only_with_a_refitted_interval():
+    from sklearn.linear_model import LinearRegression
+
+    from ope.evaluate import estimate, recommend
+    from ope.models import reward_model
+    from ope.uncertainty import refit_bootstrap
+
+    data, pi_e, q = bandit_log(n=2000, propensity_of_target=0.001)   # ESS < 1%
+    res = estimate(data, pi_e, q, n_resamples=200, seed=0)
+    choice, reason = recommend(data, res["diagnostics"], 0.3, res["estimates"])
+    assert choice is None and "ci.refit=true" in reason
+
+    fit = lambda w, _: reward_model(data, make_regressor=LinearRegression, sample_weight=w)  # noqa: E731
+    refit = refit_bootstrap(data, {"p": pi_e}, {"dm": E.dm}, fit, n_resamples=50, seed=0)
+    res = estimate(data, pi_e, q, n_resamples=200, seed=0, refit=refit["p"])
+    assert res["estimates"]["dm"]["model_error"] == "included"
+    assert recommend(data, res["diagnostics"], 0.3, res["estimates"])[0] == "dm"
+
+
+def test_refitting_puts_the_models_error_into_dms_interval():
+    from sklearn.linear_model import LinearRegression
+
+    from ope.models import reward_model
+    from ope.uncertainty import bootstrap, refit_bootstrap
+
+    # DM's value is the mean of q̂(x, 1): with the model fixed its bootstrap sees only the
+    # spread of x (SE ≈ 0.033 here); refitting adds the fit's own error (noise 0.5 over ~150
+    # rows: ≈ 0.041), so the standard error should grow by about 1.6x
+    data, pi_e, _ = bandit_log(n=300, seed=1)
+    fit = lambda w, _: reward_model(data, make_regressor=LinearRegression, sample_weight=w)  # noqa: E731
+    q = fit(None, None)
+    fixed = bootstrap({"dm": E.dm(data, pi_e, q_hat=q)}, n_resamples=400, seed=0)["dm"]
+    refit = refit_bootstrap(data, {"p": pi_e}, {"dm": E.dm}, fit, n_resamples=200,
+                            seed=0)["p"]["dm"]
+    assert np.std(refit["samples"]) > 1.3 * np.std(fixed["samples"])
+    assert refit["high"] - refit["low"] > fixed["high"] - fixed["low"]
+    assert refit["undefined"] == 0.0

@@ -65,6 +65,14 @@ def test_ips_is_unbiased_against_the_simulated_truth():
     assert abs(ips.value() - truth["value"]) < 3 * half + (truth["ci_high"] - truth["value"])
 
 
+def assert_strict_json(path: Path) -> None:
+    """``path`` parses with a reader that refuses NaN and Infinity."""
+    def refuse(token: str) -> None:
+        raise AssertionError(f"{path} holds a bare {token}")
+
+    json.loads(path.read_text(), parse_constant=refuse)
+
+
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
@@ -72,16 +80,16 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
+    # the README's routing journey as written (both commands on their default seed, 0)
     logged = tmp_path / "logged.parquet"
-    out = run("experiments.collect", "env.horizon=1", "episodes=3000", f"out={logged}",
+    out = run("experiments.collect", "env.horizon=1", "episodes=10000", f"out={logged}",
               f"hydra.run.dir={tmp_path / 'c'}", cwd=ROOT)
     assert out.returncode == 0, out.stderr[-1500:]
     data = read_logged(logged)
     assert data.meta["env_id"] == ROUTING and data.meta["behaviour"] == "persona_router"
     assert data.meta["env_config"]["horizon"] == 1 and data.meta["epsilon"] == 0.2
     report = tmp_path / "e"
-    out = run("experiments.evaluate", f"data={logged}", "truth_episodes=2000",
-              "bootstrap=200", f"hydra.run.dir={report}", cwd=ROOT)
+    out = run("experiments.evaluate", f"data={logged}", f"hydra.run.dir={report}", cwd=ROOT)
     assert out.returncode == 0, out.stderr[-1500:]
     summary = json.loads((report / "summary.json").read_text())
     assert set(summary["policies"]) == {"greedy", "random"}
@@ -89,10 +97,22 @@ def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
     assert set(est) == set(E.ONE_STEP)
     for r in est.values():
         assert r["ci_low"] <= r["estimate"] <= r["ci_high"] and r["normalised_error"] >= 0
-    assert summary["recommendation"]["estimator"] in E.ONE_STEP
+    # the recommended estimator is within 3 bootstrap standard errors of the truth, which
+    # is simulated on users independent of the logged ones
+    for name, v in summary["policies"].items():
+        pick = v["recommendation"]["estimator"]
+        assert pick in ("sndr", "dr"), (name, v["recommendation"])
+        r = v["estimates"][pick]
+        se = (r["ci_high"] - r["ci_low"]) / (2 * 1.96)
+        assert abs(r["estimate"] - v["truth"]["value"]) <= 3 * se, (name, r, v["truth"])
+    assert summary["recommendation"]["estimator"] in ("sndr", "dr", "switch_dr", "snips", "ips")
+    assert est["dm"]["model_error"] == "not included"
     for name in ("report.md", "report.html", "estimates.png"):
         assert (report / name).stat().st_size > 0
-    assert "Recommended estimator" in (report / "report.md").read_text()
+    md = (report / "report.md").read_text()
+    assert "Recommended estimator for ranking the policies" in md
+    assert "(model error not included)" in md
+    assert_strict_json(report / "summary.json")
 
     # a bundle trained on another env is refused, naming both
     bad = run("experiments.evaluate", f"data={logged}",
@@ -111,16 +131,65 @@ def test_unsupported_actions_get_a_loud_warning(tmp_path):
               cwd=ROOT)
     assert out.returncode == 0, out.stderr[-1500:]
     out = run("experiments.evaluate", f"data={logged}", "policies=[random]",
-              "truth_episodes=1000", "bootstrap=50", f"hydra.run.dir={tmp_path / 'e'}",
+              "truth_episodes=1000", "ci.resamples=50", f"hydra.run.dir={tmp_path / 'e'}",
               cwd=ROOT)
     assert out.returncode == 0, out.stderr[-1500:]
     report = (tmp_path / "e" / "report.md").read_text()
     assert "**Warning:** the evaluation policy puts 83.3% of its probability on actions the " \
            "behaviour policy never takes" in report
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
-    assert summary["recommendation"]["estimator"] == "dm"
+    # only the model could carry this estimate, and DM's fixed-model interval cannot back it
+    assert summary["recommendation"]["estimator"] is None
+    assert "ci.refit=true" in summary["recommendation"]["reason"]
     for r in summary["policies"]["random"]["estimates"].values():
-        assert np.isfinite(r["estimate"])                                # never a silent NaN
+        assert r["estimate"] is not None and np.isfinite(r["estimate"])
+    # with the model refitted in every resample, DM's interval includes model error
+    out = run("experiments.evaluate", f"data={logged}", "policies=[random]",
+              "truth_episodes=1000", "ci.resamples=50", "ci.refit=true",
+              "ci.refit_resamples=20", f"hydra.run.dir={tmp_path / 'r'}", cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-1500:]
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["recommendation"]["estimator"] == "dm"
+    dm = summary["policies"]["random"]["estimates"]["dm"]
+    assert dm["interval"] == "bootstrap, model refitted" and dm["model_error"] == "included"
+
+
+class FirstUsers:
+    """A privileged policy taking one fixed action that records the latent mixtures of the
+    first users it meets (to tell which users a function simulated)."""
+
+    name, privileged, learning = "first_users", True, False
+
+    def __init__(self, action: int, k: int = 6) -> None:
+        self.action, self.k, self.first = action, k, None
+
+    def action_probs(self, obs, info):
+        if self.first is None:
+            self.first = np.array(info["latent_weights"])
+        return np.eye(self.k)[np.full(len(obs), self.action)]
+
+    def act(self, obs, info):
+        return self.action_probs(obs, info).argmax(axis=1)
+
+
+def test_every_purpose_has_its_own_users_and_every_policy_the_same_ones():
+    from agents.evaluation import run_episodes
+
+    make_env = vector_maker(ROUTING, {"horizon": 1})
+    a, b = FirstUsers(0), FirstUsers(3)
+    true_value(a, make_env, 300, seed=0)
+    true_value(b, make_env, 300, seed=0)
+    assert np.array_equal(a.first, b.first)              # paired: the same truth users
+    logger, evaluated = FirstUsers(0), FirstUsers(0)
+    collect(logger, make_env, 300, seed=0, exploration="greedy")
+    run_episodes(evaluated, make_env, 300, seed=0)       # evaluation users
+    for other in (logger.first, evaluated.first):        # same seed, other purposes
+        assert other.shape == a.first.shape
+        assert not (other == a.first).all(axis=1).any()
+    assert not (logger.first == evaluated.first).all(axis=1).any()
+    c = FirstUsers(0)
+    true_value(c, make_env, 300, seed=1)                 # another run's truth
+    assert not (c.first == a.first).all(axis=1).any()
 
 
 def test_logged_truth_lets_privileged_policies_be_evaluated(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from agents.decision_log import DecisionLog, read_log  # noqa: E402
+from agents.decision_log import DataWarning, DecisionLog, read_log  # noqa: E402
 from agents.server import ServerSettings, create_app  # noqa: E402
 from agents.serving import load_policy  # noqa: E402
 from agents.traffic import Arm, Decider  # noqa: E402
@@ -178,10 +178,14 @@ def test_decision_log_recovers_after_a_crash(tmp_path):
     segment = next((tmp_path / "feedback").glob("segment-*.jsonl"))
     with open(segment, "a") as f:
         f.write('{"decision_id": "torn", "rew')                     # killed mid-line
-    assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
-        ["d0", "d1", "d2"]
+    with pytest.warns(DataWarning, match="skipped 1 line.*line 4"):
+        assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
+            ["d0", "d1", "d2"]
     # a crash between writing the part and deleting the segment: never rolled twice
-    reopened = DecisionLog(tmp_path, "feedback")
+    with pytest.warns(DataWarning, match="line 4"):
+        reopened = DecisionLog(tmp_path, "feedback")
+    assert (tmp_path / "feedback" / "rejected-000001.jsonl").read_text() == \
+        '{"decision_id": "torn", "rew\n'                              # kept, not deleted
     assert not list((tmp_path / "feedback").glob("segment-*"))
     (tmp_path / "feedback" / "segment-000001.jsonl").write_text(segment.name)
     DecisionLog(tmp_path, "feedback")

@@ -39,6 +39,29 @@ def test_policy_json_describes_env_spaces_and_checksum(tiny_bundles):
     assert files == ["model.onnx", "policy.json"]          # nothing else, nothing pickled
 
 
+def test_policy_json_is_strict_json_even_with_a_nan_metric(tmp_path):
+    pytest.importorskip("torch")
+    from agents.export import write_bundle
+    from tests.conftest import TinyActor
+
+    out = write_bundle(TinyActor.make(34, 6, True), tmp_path / "b",
+                       env_id="personarl/AgentRouting-v0", env_config={},
+                       source={"learner": "test", "checkpoint": None, "iteration": 1,
+                               "env_steps": 10},
+                       training={"metrics": {"losses/approx_kl": float("nan"),
+                                             "charts/episodic_return": float("inf"),
+                                             "losses/entropy": 1.5}})
+
+    def refuse(token: str) -> None:
+        raise AssertionError(f"policy.json holds a bare {token}")
+
+    spec = json.loads((out / "policy.json").read_text(), parse_constant=refuse)
+    assert spec["training"]["metrics"] == {"losses/approx_kl": None,
+                                           "charts/episodic_return": None,
+                                           "losses/entropy": 1.5}
+    assert load_policy(out).spec["training"]["metrics"]["losses/approx_kl"] is None
+
+
 def test_tampered_model_is_refused(tiny_bundles, tmp_path):
     b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
     data = bytearray((b / "model.onnx").read_bytes())

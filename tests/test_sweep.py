@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments.schema import register_configs
-from experiments.sweep import check_space
+from experiments.sweep import check_space, rerun_seeds
 from synth.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +55,7 @@ def sweep(tmp_path: Path, name: str) -> dict:
          "logger=none", "budget=3072", "agent.train_batch_size=1024",
          "agent.minibatch_size=256", "agent.num_envs_per_env_runner=16", "eval.episodes=32",
          "eval.baselines=[random]", "sweep.num_samples=2", "sweep.top_k=1",
-         "sweep.rerun_seeds=[7]", f"hydra.run.dir={tmp_path / name}",
+         "sweep.reruns=1", f"hydra.run.dir={tmp_path / name}",
          f"ray.temp_dir=/tmp/ray-s{os.getpid()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -72,7 +72,9 @@ def test_tiny_sweep_runs_trials_and_repeats_itself(tmp_path):
         assert (run / "metrics.jsonl").exists() and str(tmp_path / "a" / "tune") in str(run)
         assert set(trial["config"]) == {"agent.lr", "agent.entropy_coeff", "agent.clip_param"}
     assert first["best"]["finished"] and first["best"]["eval_return"] is not None
-    assert [(r["rank"], r["seed"]) for r in first["reruns"]] == [(0, 7)]
+    # the re-run's fresh seed comes from the run's seed (0) by purpose, never the seed itself
+    assert [(r["rank"], r["seed"]) for r in first["reruns"]] == [(0, rerun_seeds(0, 1)[0])]
+    assert first["reruns"][0]["seed"] != 0 and first["seed"] == 0
     assert (Path(first["reruns"][0]["path"]) / "summary.json").exists()
     assert first["winner"]["config"] == first["reruns"][0]["config"]   # the only one re-run
     assert first["winner"]["eval_returns"] == [first["reruns"][0]["eval_return"]]
@@ -137,3 +139,9 @@ def test_aggregates_by_hand():
     # pairs (2,1) win, (2,3) lose, (3,1) win, (3,3) tie -> (1 + 0 + 1 + 0.5) / 4
     p, low, high = probability_of_improvement(np.array([2.0, 3.0]), np.array([1.0, 3.0]))
     assert p == pytest.approx(0.625) and 0.0 <= low <= p <= high <= 1.0
+
+
+def test_rerun_seeds_are_fresh_distinct_and_reproducible():
+    seeds = rerun_seeds(0, 3)
+    assert seeds == rerun_seeds(0, 3) and len(set(seeds)) == 3 and 0 not in seeds
+    assert rerun_seeds(1, 3) != seeds and all(0 <= s < 2**32 for s in seeds)

@@ -34,6 +34,20 @@ def rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_every_json_file_is_strict(run: Path) -> None:
+    """Every JSON and JSON-lines file of a run parses with a reader that refuses bare NaN and
+    Infinity (a non-finite metric is written as null)."""
+    def refuse(token: str) -> None:
+        raise AssertionError(f"a bare {token} in {path}")
+
+    files = [p for p in run.rglob("*.json*") if "wandb" not in p.parts and "rllib" not in p.parts]
+    assert files
+    for path in files:
+        text = path.read_text()
+        for chunk in (text.splitlines() if path.suffix == ".jsonl" else [text]):
+            json.loads(chunk, parse_constant=refuse)
+
+
 def learning_part(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("perf/")}
 
@@ -51,6 +65,7 @@ def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_pa
     assert pop["policies"]["oracle"]["oracle_normalised"] == pytest.approx(1.0)
     assert {p["worse"] for p in pop["paired"]} == set(pop["policies"]) - {"linucb"}
     assert result["meta"]["env_steps"] >= cfg.budget
+    assert_every_json_file_is_strict(tmp_path)
     with pytest.raises(ConfigError, match="already holds a run"):
         train(cfg, tmp_path)
     with pytest.raises(ConfigError, match=r"seed: 0 -> 1"):
@@ -85,6 +100,7 @@ def test_sb3_ppo_trains_through_the_same_config(tmp_path):
     metrics = rows(tmp_path)
     assert "losses/value_loss" in metrics[-1] and metrics[-1]["iteration"] == len(metrics)
     assert "sb3_ppo" in result["populations"]["train"]["policies"]
+    assert_every_json_file_is_strict(tmp_path)                  # policy.json included
 
 
 @pytest.mark.slow

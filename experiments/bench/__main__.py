@@ -19,7 +19,6 @@ Record results in BENCHMARKS.md with the command, date and machine.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -27,6 +26,8 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from personarl import jsonio  # noqa: E402  (after OMP_NUM_THREADS: it imports NumPy)
 
 
 def _machine() -> dict[str, object]:
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"] = _machine()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out.write_text(jsonio.dumps(result, indent=2))
     print(f"\nsaved {out}")
     return 0
 

@@ -1,0 +1,12 @@
+"""The ground floor of PersonaRL: primitives every other package may use.
+
+* ``personarl.seeds`` — random streams derived from a run's seed by purpose, so that two
+  purposes (the users a log is collected on, the users its true value is simulated on, the
+  bootstrap, …) can never draw the same numbers;
+* ``personarl.jsonio`` — strict JSON (no bare ``NaN``/``Infinity``) for every file we write,
+  and a JSON-lines reader that keeps every readable row and reports the rest.
+
+Standard library and NumPy only; imports nothing else of ours.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,88 @@
+"""Strict JSON for every file PersonaRL writes, and a forgiving JSON-lines reader.
+
+JSON (RFC 8259) has no ``NaN`` or ``Infinity``; Python's ``json`` writes them as bare
+tokens that strict readers (browsers, ``jq``, most languages) reject. ``dumps`` writes a
+non-finite float as ``null`` — read it back as "undefined" — and NumPy scalars and arrays as
+plain numbers and lists, and raises on anything else it cannot represent.
+
+``read_jsonl`` reads a JSON-lines file (``metrics.jsonl``, decision-log segments) keeping
+every line that parses to an object: a corrupt line in the middle no longer hides the rows
+after it. The lines it could not read come back with their numbers, for the caller to report
+(and keep, where the file is about to be rewritten).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["to_strict", "dumps", "read_jsonl", "JsonLines", "skipped_message"]
+
+
+def to_strict(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None``, NumPy scalars and arrays
+    turned into Python numbers and lists, and tuples into lists (dict keys unchanged)."""
+    if isinstance(value, dict):
+        return {k: to_strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_strict(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_strict(value.tolist())
+    if isinstance(value, np.generic):
+        return to_strict(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(value: Any, **kwargs: Any) -> str:
+    """``json.dumps`` of ``to_strict(value)`` that refuses bare ``NaN``/``Infinity``
+    (``allow_nan=False``); other keyword arguments pass through (``indent``,
+    ``sort_keys``, ``separators``, ``default``)."""
+    return json.dumps(to_strict(value), allow_nan=False, **kwargs)
+
+
+@dataclass
+class JsonLines:
+    """What ``read_jsonl`` read: ``rows`` (every line that is a JSON object, in order),
+    ``numbers`` (the line number of each row, from 1) and ``skipped`` (``(line number,
+    text)`` of every other non-blank line)."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    numbers: list[int] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+
+
+def skipped_message(path: str | Path, skipped: list[tuple[int, str]], rows: int) -> str:
+    """One line naming the lines of ``path`` that were skipped, for a warning."""
+    numbers = [n for n, _ in skipped]
+    shown = ", ".join(map(str, numbers[:10])) + (" …" if len(numbers) > 10 else "")
+    return (f"{path}: skipped {len(numbers)} line(s) that are not valid rows (line "
+            f"{shown}); read {rows} row(s)")
+
+
+def read_jsonl(path: str | Path) -> JsonLines:
+    """Every JSON-object line of ``path`` (a missing file reads as empty)."""
+    path = Path(path)
+    out = JsonLines()
+    if not path.exists():
+        return out
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict):
+                out.rows.append(row)
+                out.numbers.append(number)
+            else:
+                out.skipped.append((number, line.rstrip("\n")))
+    return out

@@ -1,0 +1,76 @@
+"""The ground floor (``personarl``): random streams by purpose and strict JSON."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from personarl import jsonio
+from personarl.seeds import (PURPOSES, chunk_seeds, generator, name_key, seed_sequence,
+                             stream_seed, stream_seed32)
+
+
+def test_streams_of_different_purposes_never_coincide():
+    # every purpose x seed x key: all distinct, including across seeds (seed + 1 of one
+    # purpose is not another purpose's seed, as it was with "seed" and "seed + 1")
+    seeds = {(p, s, k): stream_seed(s, p, k) for p in PURPOSES for s in range(20)
+             for k in range(3)}
+    assert len(set(seeds.values())) == len(seeds)
+    first_draws = {key: generator(s, p, k).random() for key in seeds for p, s, k in [key]}
+    assert len(set(first_draws.values())) == len(first_draws)
+    # a stream never equals the raw seed's own stream (what `default_rng(seed)` would give)
+    raw = {np.random.default_rng(s).random() for s in range(20)}
+    assert not raw & set(first_draws.values())
+    assert len(set(PURPOSES.values())) == len(PURPOSES)
+
+
+def test_streams_are_reproducible_and_chunks_extend():
+    assert stream_seed(7, "truth", 2) == stream_seed(7, "truth", 2)
+    assert generator(7, "bootstrap").random(3).tolist() == \
+        generator(7, "bootstrap").random(3).tolist()
+    assert 0 <= stream_seed32(7, "training") < 2**32
+    short, long = chunk_seeds(3, "truth", 5000, 4096), chunk_seeds(3, "truth", 9000, 4096)
+    assert [b for _, b in short] == [4096, 904] and long[0] == short[0]
+    assert chunk_seeds(3, "logged_users", 5000, 4096)[0][0] != short[0][0]
+    assert name_key("greedy") == name_key("greedy") != name_key("random")
+
+
+@pytest.mark.parametrize("purpose,seed,message", [
+    ("truths", 0, "unknown random-stream purpose 'truths'; valid: .*'truth'"),
+    ("truth", -1, "seed=-1 must be a non-negative integer"),
+    ("truth", 1.5, "seed=1.5 must be a non-negative integer"),
+])
+def test_bad_stream_arguments_are_named(purpose, seed, message):
+    with pytest.raises(ValueError, match=message):
+        seed_sequence(seed, purpose)
+
+
+def _strict(text: str):
+    def refuse(token: str):
+        raise AssertionError(f"bare {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_strict_json_writes_non_finite_numbers_as_null():
+    value = {"loss": float("nan"), "kl": np.float32("inf"), "n": np.int64(3),
+             "curve": np.array([1.0, np.nan, -np.inf]), "nested": [{"x": -math.inf}],
+             "pair": (1, 2), "ok": 0.5}
+    back = _strict(jsonio.dumps(value, indent=2))
+    assert back == {"loss": None, "kl": None, "n": 3, "curve": [1.0, None, None],
+                    "nested": [{"x": None}], "pair": [1, 2], "ok": 0.5}
+    with pytest.raises(TypeError):
+        jsonio.dumps({"x": object()})
+
+
+def test_jsonl_reader_keeps_rows_after_a_corrupt_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"i": 1}\n{"i": 2\n[3]\n\n{"i": 4}\n{"i": 5, "x": NaN}\n{"i": ')
+    lines = jsonio.read_jsonl(path)
+    assert [r["i"] for r in lines.rows] == [1, 4, 5]
+    assert lines.numbers == [1, 5, 6]
+    assert [n for n, _ in lines.skipped] == [2, 3, 7]
+    assert "skipped 3 line(s)" in jsonio.skipped_message(path, lines.skipped, 3)
+    assert jsonio.read_jsonl(tmp_path / "absent.jsonl").rows == []

@@ -1,0 +1,158 @@
+"""What the readers refuse or skip: ragged and null columns of logged data and decision
+logs (a DataError naming the column and the first bad row), corrupt JSON lines in the middle
+of a decision-log segment or ``metrics.jsonl`` (every other row read, the rest reported and
+kept)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from agents.decision_log import DataWarning, DecisionLog, read_log
+from experiments.run_files import MetricsLog
+from ope.data import DataError, LoggedData, from_decision_logs, read_logged
+
+
+def _table(**overrides) -> pa.Table:
+    """A valid four-row one-step log, with columns replaced by ``overrides``."""
+    cols = dict(episode=[0, 1, 2, 3], step=[0, 0, 0, 0],
+                observation=[[0.1, 0.2], [0.3, 0.4], [0.5, 0.6], [0.7, 0.8]],
+                action=[0, 1, 0, 1], reward=[1.0, 0.0, 1.0, 0.0],
+                propensity=[0.5, 0.5, 0.5, 0.5], done=[True] * 4,
+                action_probs=[[0.5, 0.5]] * 4)
+    cols.update(overrides)
+    return pa.table(cols)
+
+
+def _write(tmp_path, table: pa.Table):
+    path = tmp_path / "logged.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def test_a_valid_table_reads(tmp_path):
+    data = read_logged(_write(tmp_path, _table()))
+    assert data.obs.shape == (4, 2) and data.n_actions == 2
+
+
+@pytest.mark.parametrize("column,values,message", [
+    # 3 + 1 + 2 + 2 values used to be regrouped as 2 + 2 + 2 + 2
+    ("observation", [[0.1, 0.2, 0.3], [0.4], [0.5, 0.6], [0.7, 0.8]],
+     r"column 'observation' row 1 has 1 values, expected 3 \(as row 0\); 3 row\(s\) differ"),
+    ("observation", [[0.1, 0.2], None, [0.5, 0.6], [0.7, 0.8]],
+     r"column 'observation' is null at row 1"),
+    ("observation", [[0.1, 0.2], [0.3, None], [0.5, 0.6], [0.7, 0.8]],
+     r"column 'observation' row 1 holds a null value"),
+    ("observation", [["a", "b"]] * 4, r"column 'observation' must hold a list of numbers"),
+    ("action", [0, None, 0, 1], r"column 'action' is null at row 1 \(1 null row\(s\)\)"),
+    ("reward", [1.0, 0.0, None, None], r"column 'reward' is null at row 2 \(2 null row"),
+    ("propensity", [0.5, 0.5, 0.5, None], r"column 'propensity' is null at row 3"),
+    ("done", [True, None, True, True], r"column 'done' is null at row 1"),
+    ("step", [[0], [0], [0], [0]], r"column 'step' holds lists"),
+    ("action_probs", [[0.5, 0.5], [1.0], [0.5, 0.5], [0.5, 0.5]],
+     r"column 'action_probs' row 1 has 1 values, expected 2"),
+    ("context.tone", [[1.0, 2.0], [1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0]],
+     r"column 'context.tone' row 1 has 3 values, expected 2"),
+    ("context.stress", [0.1, None, 0.2, 0.3], r"column 'context.stress' is null at row 1"),
+])
+def test_ragged_or_null_columns_are_refused_naming_column_and_row(tmp_path, column, values,
+                                                                 message):
+    with pytest.raises(DataError, match=message):
+        read_logged(_write(tmp_path, _table(**{column: values})))
+
+
+def test_logged_data_built_in_code_names_the_bad_column():
+    good = dict(episode=[0, 1], step=[0, 0], obs=[[0.1], [0.2]], action=[0, 1],
+                reward=[1.0, 0.0], propensity=[0.5, 0.5], done=[True, True], n_actions=2)
+    LoggedData(**good)
+    with pytest.raises(DataError, match=r"column 'action' row 1 is nan; it must be an integer"):
+        LoggedData(**{**good, "action": [0.0, np.nan]})
+    with pytest.raises(DataError, match=r"column 'observation' row 1 has 2 values, row 0 has 1"):
+        LoggedData(**{**good, "obs": [[0.1], [0.2, 0.3]]})
+    with pytest.raises(DataError, match=r"column 'observation' row 1 is None"):
+        LoggedData(**{**good, "obs": [[0.1], None]})
+    with pytest.raises(DataError, match=r"column 'reward' row 0 is None"):
+        LoggedData(**{**good, "reward": [None, 1.0]})
+    with pytest.raises(DataError, match="column 'action' row 0 is 0.5"):
+        LoggedData(**{**good, "action": [0.5, 1.0]})
+
+
+def _decision(i: int, **overrides) -> dict:
+    row = dict(decision_id=f"d{i}", time=1.0, observation=[0.1, 0.2], action=i % 2,
+               propensity=0.5, arm_propensity=0.5, action_probs=[0.5, 0.5], arm="primary",
+               version="v1", exploration="epsilon", epsilon=1.0, env_id="personarl/X-v0")
+    row.update(overrides)
+    return row
+
+
+def _logs(tmp_path, decisions, feedback):
+    for kind, rows in (("decisions", decisions), ("feedback", feedback)):
+        log = DecisionLog(tmp_path, kind)
+        log.append(rows)
+        log.close()
+    return tmp_path
+
+
+@pytest.mark.parametrize("decisions,feedback,message", [
+    ([_decision(0), _decision(1, observation=[0.1, 0.2, 0.3])],
+     [dict(decision_id="d0", reward=1.0), dict(decision_id="d1", reward=0.0)],
+     r"decisions: column 'observation' row 1 has 3 values, expected 2"),
+    ([_decision(0), _decision(1, propensity=None)],
+     [dict(decision_id="d0", reward=1.0)],
+     r"decisions: column 'propensity' is null at row 1"),
+    ([_decision(0), _decision(1)],
+     [dict(decision_id="d0", reward=1.0), dict(decision_id="d1", reward=None)],
+     r"feedback: column 'reward' is null at row 1"),
+    ([_decision(0), _decision(1, decision_id=None)],
+     [dict(decision_id="d0", reward=1.0)],
+     r"decisions: column 'decision_id' is null at row 1"),
+])
+def test_decision_logs_with_ragged_or_null_values_are_refused(tmp_path, decisions, feedback,
+                                                              message):
+    root = _logs(tmp_path, decisions, feedback)
+    with pytest.raises(DataError, match=message):
+        from_decision_logs(root)
+
+
+def test_a_corrupt_line_in_a_segment_costs_that_line_only(tmp_path):
+    log = DecisionLog(tmp_path, "feedback", segment_rows=100)
+    log.append([dict(decision_id=f"d{i}", reward=float(i)) for i in range(2)])
+    segment = next((tmp_path / "feedback").glob("segment-*.jsonl"))
+    with open(segment, "a") as f:
+        f.write('{"decision_id": "bad", "rew\n')                    # corrupt, mid-file
+        f.write('{"decision_id": "typed", "reward": "high"}\n')     # wrong type
+    log.append([dict(decision_id=f"d{i}", reward=float(i)) for i in range(2, 4)])
+    with pytest.warns(DataWarning, match=r"skipped 2 line\(s\).*line 3, 4\); read 4 row"):
+        rows = read_log(tmp_path, "feedback").to_pylist()
+    assert [r["decision_id"] for r in rows] == ["d0", "d1", "d2", "d3"]
+    with pytest.warns(DataWarning):
+        log.close()                                                 # rolled into Parquet
+    assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
+        ["d0", "d1", "d2", "d3"]
+    rejected = (tmp_path / "feedback" / "rejected-000001.jsonl").read_text().splitlines()
+    assert rejected[0] == '{"decision_id": "bad", "rew' and '"high"' in rejected[1]
+
+
+def test_metrics_with_a_corrupt_middle_line_keep_every_row(tmp_path, caplog):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    for i in range(1, 4):
+        log.append({"iteration": i, "env_steps": 100 * i, "losses/approx_kl": float("nan")})
+    with open(log.path, "a") as f:
+        f.write('{"iteration": 4, "env_st\n')                       # corrupt, not last
+    for i in range(5, 7):
+        log.append({"iteration": i, "env_steps": 100 * i})
+    with caplog.at_level(logging.WARNING):
+        assert [r["iteration"] for r in log.rows()] == [1, 2, 3, 5, 6]
+    assert "skipped 1 line(s) that are not valid rows (line 4)" in caplog.text
+    assert log.rows()[0]["losses/approx_kl"] is None                # strict JSON: null
+    assert log.truncate_after(5) == 2                               # row 6 and the bad line
+    assert [r["iteration"] for r in log.rows()] == [1, 2, 3, 5]
+    kept = (tmp_path / "metrics.jsonl.rejected").read_text()
+    assert kept == '{"iteration": 4, "env_st\n'
+    json.loads(log.path.read_text().splitlines()[0],
+               parse_constant=lambda t: pytest.fail(f"bare {t}"))
