@@ -42,13 +42,6 @@ __all__ = ["evaluate_offline", "main"]
 log = logging.getLogger(__name__)
 
 
-def _r2(data: Any, q_hat: np.ndarray) -> float:
-    """Out-of-fold R² of the reward model on the logged actions."""
-    pred = q_hat[np.arange(data.n), data.action]
-    total = ((data.reward - data.reward.mean()) ** 2).sum()
-    return float(1.0 - ((data.reward - pred) ** 2).sum() / total) if total > 0 else 0.0
-
-
 def _timed(fit: Callable[..., np.ndarray], resamples: int, fits_per_resample: int
            ) -> Callable[..., np.ndarray]:
     """``fit`` that logs, after its first call, what refitting every resample will cost."""
@@ -76,7 +69,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from ope.collect import evaluation_probs, true_value
     from ope.data import read_logged
     from ope.evaluate import estimate, normalised_error, rank_study, recommend
-    from ope.models import fitted_q, reward_model
+    from ope.models import fitted_q, out_of_fold_r2, reward_model
     from ope.uncertainty import refit_bootstrap
 
     if not Path(cfg.data).is_file():
@@ -121,14 +114,17 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     q_shared, r2 = None, None
     if one_step:
         q_shared = reward_model(data, n_folds=folds, seed=cfg.seed)
-        r2 = _r2(data, q_shared)
+        r2 = out_of_fold_r2(data, q_shared)
     q_hats = {label: q_shared if one_step else fitted_q(data, pi, gamma=gamma)
               for label, pi in pis.items()}
     refit: dict[str, Any] = {}
     model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
     if cfg.ci.refit and model_based:
-        fit = (lambda w, pi: reward_model(data, n_folds=folds, seed=cfg.seed,
-                                          sample_weight=w)) if one_step else             (lambda w, pi: fitted_q(data, pi, gamma=gamma, sample_weight=w))
+        def fit(weights: np.ndarray, pi_e: np.ndarray) -> np.ndarray:
+            if one_step:
+                return reward_model(data, n_folds=folds, seed=cfg.seed, sample_weight=weights)
+            return fitted_q(data, pi_e, gamma=gamma, sample_weight=weights)
+
         refit = refit_bootstrap(data, pis, model_based,
                                 _timed(fit, n_refit, 1 if one_step else len(pis)),
                                 n_resamples=n_refit, alpha=alpha, seed=cfg.seed,
@@ -152,7 +148,8 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             defined = r["estimate"] is not None
             r["normalised_error"] = normalised_error(r["estimate"], truth["value"], v_top,
                                                      v_random) if defined else None
-            r["covers_truth"] = bool(r["ci_low"] <= truth["value"] <= r["ci_high"])                 if defined and r["ci_low"] is not None else None
+            r["covers_truth"] = (bool(r["ci_low"] <= truth["value"] <= r["ci_high"])
+                                 if defined and r["ci_low"] is not None else None)
         choice, reason = recommend(data, res["diagnostics"], r2, res["estimates"])
         results[label] = dict(mode=mode, truth=truth, **res,
                               recommendation=dict(estimator=choice, reason=reason))

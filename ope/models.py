@@ -25,7 +25,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from ope.data import LoggedData
 from personarl.seeds import generator
 
-__all__ = ["reward_model", "fitted_q", "default_regressor"]
+__all__ = ["reward_model", "fitted_q", "default_regressor", "out_of_fold_r2"]
 
 Regressor = Callable[[], Any]
 
@@ -112,3 +112,11 @@ def fitted_q(data: LoggedData, pi_e: np.ndarray, gamma: float = 1.0,
         q = _fit_predict(data.obs, target, data.action, data.obs, data.n_actions, make,
                          sample_weight)
     return q
+
+
+def out_of_fold_r2(data: LoggedData, q_hat: np.ndarray) -> float:
+    """R² of cross-fitted predictions ``q_hat`` ``(N, K)`` on the logged actions' rewards
+    (out of fold: no row's own reward fitted its prediction); 0 for constant rewards."""
+    pred = q_hat[np.arange(data.n), data.action]
+    total = ((data.reward - data.reward.mean()) ** 2).sum()
+    return float(1.0 - ((data.reward - pred) ** 2).sum() / total) if total > 0 else 0.0

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     swp.add_argument("--trials", type=int, default=8)
     swp.add_argument("--repeats", type=int, default=2, help="identical sweeps to compare")
     swp.add_argument("--out", default="benchmarks/sweep.json")
-    ope = sub.add_parser("ope", help="OPE estimator speed and the one-step estimator study")
+    ope = sub.add_parser("ope", help="OPE estimator speed and the README journeys over seeds")
     ope.add_argument("--rows", type=int, default=1_000_000, help="decisions for the timings")
     ope.add_argument("--seeds", type=int, default=100, help="independent logs in the study")
     ope.add_argument("--logged", type=int, default=10_000, help="decisions per log")
@@ -90,13 +90,15 @@ def main(argv: list[str] | None = None) -> int:
                           "train one first, about a minute)")
     ope.add_argument("--intervention-bundle", default=None,
                      help="a PPO bundle trained on InterventionTiming (default: train one)")
+    ope.add_argument("--refit-seeds", type=int, default=30,
+                     help="logs in the ci.refit study (each refits the model 200 times)")
     ope.add_argument("--parts", default="speed,one_step,sequential",
-                     help="comma-separated subset of speed, one_step, sequential")
+                     help="comma-separated subset of speed, one_step, sequential, refit")
     ope.add_argument("--out", default="benchmarks/ope.json")
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
-                 "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate", "rows", "logged",
-                 "resamples", "trials", "repeats"):
+                 "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate", "rows",
+                 "logged", "resamples", "trials", "repeats", "refit_seeds"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
@@ -114,14 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         result = run(sweep=args.sweep, budget=args.budget, trials=args.trials,
                      repeats=args.repeats)
     elif args.what == "ope":
-        from experiments.bench.ope import run
+        from experiments.bench.ope import PARTS, run
         parts = tuple(p for p in args.parts.split(",") if p)
-        unknown = set(parts) - {"speed", "one_step", "sequential"}
+        unknown = set(parts) - set(PARTS)
         if unknown or not parts:
-            parser.error(f"--parts={args.parts!r}: choose from speed, one_step, sequential")
+            parser.error(f"--parts={args.parts!r}: choose from {', '.join(PARTS)}")
         result = run(rows=args.rows, seeds=args.seeds, logged=args.logged, bundle=args.bundle,
                      resamples=args.resamples, intervention_bundle=args.intervention_bundle,
-                     parts=parts)
+                     refit_seeds=args.refit_seeds, parts=parts)
     elif args.what == "serve":
         from experiments.bench.serve import run
         result = run(run_dir=args.run, calls=args.calls, cold_runs=args.cold_runs,
