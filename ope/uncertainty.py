@@ -55,11 +55,10 @@ def _poisson_table() -> np.ndarray:
 _POISSON = _poisson_table()
 
 
-def resample_counts(n_episodes: int, n_resamples: int, rng: np.random.Generator,
-                    chunk: int | None = None) -> Iterator[np.ndarray]:
-    """Chunks of ``(b, n_episodes)`` float32 bootstrap counts, ``n_resamples`` rows in all
-    (``chunk`` rows at a time, default: as many as fit the memory bound)."""
-    per_chunk = chunk or max(1, min(n_resamples, _CHUNK_ELEMENTS // max(n_episodes, 1)))
+def resample_counts(n_episodes: int, n_resamples: int, rng: np.random.Generator
+                    ) -> Iterator[np.ndarray]:
+    """Chunks of ``(b, n_episodes)`` float32 bootstrap counts, ``n_resamples`` rows in all."""
+    per_chunk = max(1, min(n_resamples, _CHUNK_ELEMENTS // max(n_episodes, 1)))
     done = 0
     while done < n_resamples:
         b = min(per_chunk, n_resamples - done)
@@ -74,7 +73,9 @@ def resample_counts(n_episodes: int, n_resamples: int, rng: np.random.Generator,
 
 class _Stacked:
     """Several estimators' terms stacked into matrices: ``values(counts)`` is every
-    estimator on every resample in a few matrix products."""
+    estimator on every resample in a few float32 matrix products. Each ratio column is
+    scaled by its largest denominator first (the ratio does not change), so products of
+    many small weights do not underflow float32 into a spurious zero weight."""
 
     def __init__(self, terms: Mapping[str, Terms]) -> None:
         self.names = list(terms)
@@ -88,8 +89,13 @@ class _Stacked:
                 dens.append(t.den)
                 self.spans[j] = slice(start, start + t.num.shape[1])
                 start += t.num.shape[1]
-        self.num = np.concatenate(nums, axis=1).astype(np.float32) if nums else None
-        self.den = np.concatenate(dens, axis=1).astype(np.float32) if dens else None
+        self.num = self.den = None
+        if nums:
+            num, den = np.concatenate(nums, axis=1), np.concatenate(dens, axis=1)
+            scale = np.abs(den).max(axis=0)
+            scale[scale == 0] = 1.0
+            self.num, self.den = (num / scale).astype(np.float32), \
+                (den / scale).astype(np.float32)
 
     def values(self, counts: np.ndarray) -> np.ndarray:
         """``(b, estimators)`` resampled estimates (NaN where undefined)."""

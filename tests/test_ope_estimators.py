@@ -375,3 +375,15 @@ def test_refitting_puts_the_models_error_into_dms_interval():
     assert np.std(refit["samples"]) > 1.3 * np.std(fixed["samples"])
     assert refit["high"] - refit["low"] > fixed["high"] - fixed["low"]
     assert refit["undefined"] == 0.0
+
+
+def test_tiny_cumulative_weights_do_not_underflow_into_undefined_resamples():
+    from ope.uncertainty import bootstrap
+
+    seq, _, _ = sequential()
+    pi_e = np.tile([0.5, 0.5], (seq.n, 1))
+    pi_e[np.arange(seq.n), seq.action] = 1e-25        # ρ after two steps ≈ 1e-49 < float32
+    pi_e[np.arange(seq.n), 1 - seq.action] = 1 - 1e-25
+    assert np.isfinite(E.wpdis(seq, pi_e).value())
+    ci = bootstrap({"wpdis": E.wpdis(seq, pi_e)}, n_resamples=200, seed=0)["wpdis"]
+    assert ci["undefined"] == 0.0 and np.isfinite(ci["low"])

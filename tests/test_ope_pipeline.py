@@ -161,11 +161,11 @@ class FirstUsers:
     name, privileged, learning = "first_users", True, False
 
     def __init__(self, action: int, k: int = 6) -> None:
-        self.action, self.k, self.first = action, k, None
+        self.action, self.k, self.first, self.first_obs = action, k, None, None
 
     def action_probs(self, obs, info):
         if self.first is None:
-            self.first = np.array(info["latent_weights"])
+            self.first, self.first_obs = np.array(info["latent_weights"]), obs.copy()
         return np.eye(self.k)[np.full(len(obs), self.action)]
 
     def act(self, obs, info):
@@ -180,6 +180,7 @@ def test_every_purpose_has_its_own_users_and_every_policy_the_same_ones():
     true_value(a, make_env, 300, seed=0)
     true_value(b, make_env, 300, seed=0)
     assert np.array_equal(a.first, b.first)              # paired: the same truth users
+    assert np.array_equal(a.first_obs, b.first_obs)      # starting from identical observations
     logger, evaluated = FirstUsers(0), FirstUsers(0)
     collect(logger, make_env, 300, seed=0, exploration="greedy")
     run_episodes(evaluated, make_env, 300, seed=0)       # evaluation users
