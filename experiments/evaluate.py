@@ -284,15 +284,14 @@ def _pct(x: float | None) -> str:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    from ope.data import DataError
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         summary = evaluate_offline(cfg, run_dir)
-    except (PersonaRLError, DataError, ValueError) as exc:
+    except (PersonaRLError, ValueError) as exc:           # DataError is a PersonaRLError
         log.error("cannot evaluate: %s", exc)
         sys.exit(2)
-    print(f"recommended: {summary['recommendation']['estimator']}; report: "
+    choice = summary["recommendation"]["estimator"]
+    print(f"recommended: {choice or 'none (see the report)'}; report: "
           f"{run_dir / 'report.md'}")
 
 

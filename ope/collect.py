@@ -84,6 +84,8 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
     ``info_level="full"`` if the policy is privileged or ``record_truth`` is on).
     ``record_truth`` keeps the env's per-user ground truth at every decision (its numeric
     ``info`` entries) as ``context``, so privileged policies can be evaluated on the log.
+    ``seed`` is the run's seed: users are its ``logged_users`` stream, exploration draws its
+    ``behaviour`` stream.
     """
     rng = generator(seed, "behaviour")
     parts: list[dict[str, np.ndarray]] = []
@@ -124,8 +126,8 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n = len(cat["action"])
     context = {k.split(".", 1)[1]: v for k, v in cat.items() if k.startswith("context.")}
-    return LoggedData(context=context or None,episode=cat["episode"], step=cat["step"], obs=cat["obs"],
-                      action=cat["action"], reward=cat["reward"],
+    return LoggedData(episode=cat["episode"], step=cat["step"], obs=cat["obs"],
+                      action=cat["action"], reward=cat["reward"], context=context or None,
                       propensity=cat["probs"][np.arange(n), cat["action"]], done=cat["done"],
                       n_actions=cat["probs"].shape[1], action_probs=cat["probs"],
                       meta=dict(meta or {}, exploration=exploration, epsilon=epsilon,
@@ -150,8 +152,9 @@ class _Acting:
 
 def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
                mode: str = "greedy") -> dict[str, float]:
-    """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI.
-    ``policy`` may also be privileged (e.g. the oracle: the normalisation's top)."""
+    """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI, on the
+    ``truth`` users of the run's ``seed`` (the same for every policy: paired; never a log's
+    users). ``policy`` may also be privileged (e.g. the oracle: the normalisation's top)."""
     actor = policy if getattr(policy, "privileged", False) else _Acting(policy, mode, seed)
     returns = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth").returns
     mean, low, high = mean_ci(returns)

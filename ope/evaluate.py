@@ -77,6 +77,7 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
                  **{n: v for n, v in (refit or {}).items() if n in terms}}
     diag = diagnostics(data, pi_e)
     notes = _data_notes(data, diag)
+    one = data.n_episodes == 1                  # resamples of one episode are all the same
     out = {}
     for n, t in terms.items():
         value, ci = t.value(), intervals[n]
@@ -93,13 +94,12 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
         if defined and kind == "bootstrap, model fixed" and n in E.MODEL_ONLY:
             notes.append(f"{n}'s interval holds the fitted model fixed: model error not "
                          "included (ci.refit=true refits it in every resample)")
-        one = data.n_episodes == 1
         out[n] = dict(estimate=value if defined else None,
                       ci_low=None if one or not math.isfinite(ci["low"]) else ci["low"],
                       ci_high=None if one or not math.isfinite(ci["high"]) else ci["high"],
                       undefined_share=ci["undefined"],
                       lower_bound=(bernstein_lower(t.plain, alpha)
-                                   if t.num is None and data.n_episodes > 1 else None),
+                                   if t.num is None and not one else None),
                       interval="none" if one else kind,
                       model_error=("included" if kind == "bootstrap, model refitted" else
                                    "not included" if n in E.MODEL_ONLY else None))
