@@ -21,14 +21,17 @@ written to a temporary file and renamed) once it holds ``segment_rows`` rows, an
 A segment left by a crash is rolled when the log is next opened; a segment whose part
 already exists (a crash between the rename and the delete) is deleted, never rolled twice.
 ``read_log`` reads the parts and any segments not yet rolled. A line of a segment that is
-not a row — a torn last line from a crash, a corrupt line in the middle, a row whose values
-do not fit the schema — costs that line only: every other row is read, the skipped lines are
-reported (a ``DataWarning`` naming the file and line numbers), and a roll keeps them in
-``rejected-NNNNNN.jsonl`` beside the parts instead of deleting them.
+not a row — a torn last line from a crash, a corrupt line in the middle, a row with a value
+that is not its column's type (nothing is converted: an ``action`` of 1.5 is not 1) — costs
+that line only: every other row is read, the skipped lines are reported (a ``DataWarning``
+naming the file and line numbers), and a roll appends them, byte for byte, to
+``rejected-NNNNNN.jsonl`` beside the parts instead of deleting them. Parts are written with
+Parquet page checksums and verified when read (a corrupt part is a ``DataError``).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import warnings
@@ -38,14 +41,15 @@ from typing import Any, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agents.bundle import write_atomic
 from personarl import jsonio
+from synth.errors import DataError
 
 __all__ = ["DecisionLog", "read_log", "DataWarning", "SCHEMAS", "LOG_KINDS"]
 
 
 class DataWarning(UserWarning):
     """Lines of a log that could not be read as rows (the rest was read)."""
+
 
 _F32 = pa.list_(pa.float32())
 SCHEMAS: dict[str, pa.Schema] = {
@@ -72,22 +76,42 @@ def _number(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
-def _read_segment(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[tuple[int, str]]]:
-    """The rows of a segment that fit ``schema``, and the ``(line number, text)`` of every
-    other line (not JSON, not an object, or values of the wrong type)."""
+def _fits(value: Any, kind: pa.DataType) -> bool:
+    """``value`` (from JSON) is a ``kind`` as it is — nothing converted: an ``action`` of
+    1.5 or a ``propensity`` of ``true`` does not fit. Null fits every column."""
+    if value is None:
+        return True
+    if pa.types.is_string(kind):
+        return isinstance(value, str)
+    if pa.types.is_boolean(kind):
+        return isinstance(value, bool)
+    if pa.types.is_integer(kind):
+        return isinstance(value, int) and not isinstance(value, bool) and \
+            -2**63 <= value < 2**63
+    if pa.types.is_floating(kind):                   # finite: strict JSON has no NaN
+        if isinstance(value, bool):
+            return False
+        return (isinstance(value, int) and abs(value) < 2**1023) or \
+            (isinstance(value, float) and math.isfinite(value))
+    if pa.types.is_list(kind):
+        return isinstance(value, list) and all(_fits(v, kind.value_type) for v in value)
+    return False
+
+
+def _read_segment(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[tuple[int, bytes]]]:
+    """The rows of a segment that fit ``schema``, and the ``(line number, bytes)`` of every
+    other line (not JSON, not an object, or a value that is not its column's type)."""
     lines = jsonio.read_jsonl(path)
-    try:
-        return _table(lines.rows, schema), lines.skipped
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-        pass                                  # find the rows that do not fit, one by one
-    good, skipped = [], list(lines.skipped)
+    good, misfits = [], []
     for number, row in zip(lines.numbers, lines.rows):
-        try:
-            _table([row], schema)
+        if all(_fits(row.get(f.name), f.type) for f in schema):
             good.append(row)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError):
-            skipped.append((number, jsonio.dumps(row)))
-    return _table(good, schema), sorted(skipped)
+        else:
+            misfits.append(number)
+    if misfits:
+        raw = jsonio.raw_lines(path)
+        lines.skipped += [(n, raw[n - 1]) for n in misfits]
+    return _table(good, schema), sorted(lines.skipped)
 
 
 def _table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -95,7 +119,7 @@ def _table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
                                 schema=schema)
 
 
-def _warn_skipped(path: Path, skipped: list[tuple[int, str]], rows: int) -> None:
+def _warn_skipped(path: Path, skipped: list[tuple[int, bytes]], rows: int) -> None:
     if skipped:
         warnings.warn(jsonio.skipped_message(path, skipped, rows), DataWarning, stacklevel=3)
 
@@ -120,7 +144,8 @@ class DecisionLog:
         self._lock = threading.Lock()
         for stale in sorted(self.dir.glob("segment-*.jsonl")):
             self._roll(stale)                  # left by a crash (or an unclean stop)
-        numbers = [_number(p) for p in self.dir.glob("part-*.parquet")]
+        numbers = [_number(p) for pattern in ("part-*.parquet", "rejected-*.jsonl")
+                   for p in self.dir.glob(pattern)]
         self._next = max(numbers, default=0) + 1
         self._file: Any = None
         self._rows = 0
@@ -161,13 +186,15 @@ class DecisionLog:
         part = self.dir / f"part-{number:06d}.parquet"
         if not part.exists():
             table, skipped = _read_segment(segment, self.schema)
-            if skipped:                       # kept, never deleted with the segment
+            if skipped:                       # kept as they were, never deleted
                 _warn_skipped(segment, skipped, table.num_rows)
-                write_atomic(self.dir / f"rejected-{number:06d}.jsonl",
-                             "".join(text + "\n" for _, text in skipped))
+                with open(self.dir / f"rejected-{number:06d}.jsonl", "ab") as f:
+                    f.write(b"".join(line + b"\n" for _, line in skipped))
+                    f.flush()
+                    os.fsync(f.fileno())
             if table.num_rows:
                 tmp = part.with_name(f".{part.name}.tmp")
-                pq.write_table(table, tmp)
+                pq.write_table(table, tmp, write_page_checksum=True)
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
                 os.replace(tmp, part)
@@ -181,7 +208,7 @@ def read_log(root: str | Path, kind: str) -> pa.Table:
         raise ValueError(f"log kind {kind!r}; valid: {list(LOG_KINDS)}")
     folder = Path(root) / kind
     schema = SCHEMAS[kind]
-    tables = [pq.read_table(p, schema=schema)
+    tables = [_read_part(p, schema)
               for p in sorted(folder.glob("part-*.parquet"), key=_number)]
     for segment in sorted(folder.glob("segment-*.jsonl"), key=_number):
         if not (folder / f"part-{_number(segment):06d}.parquet").exists():
@@ -189,3 +216,15 @@ def read_log(root: str | Path, kind: str) -> pa.Table:
             _warn_skipped(segment, skipped, table.num_rows)
             tables.append(table)
     return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
+    """A rolled Parquet part, its page checksums verified.
+
+    Raises:
+        DataError: the part is unreadable or corrupt (naming it).
+    """
+    try:
+        return pq.read_table(path, schema=schema, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
+        raise DataError(f"{path} is not a readable decision-log part: {exc}") from None

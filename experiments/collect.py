@@ -78,6 +78,9 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
 
     env_id, kwargs = env_kwargs(cfg)
     episodes = check_int("episodes", cfg.episodes, 1)
+    check_int("seed", cfg.seed, 0)
+    if not isinstance(cfg.record_truth, bool):
+        raise ConfigError(f"record_truth={cfg.record_truth!r} must be true or false")
     x = cfg.exploration
     if x.mode not in EXPLORATION:
         raise ConfigError(f"exploration.mode={x.mode!r}; valid: {list(EXPLORATION)}")
@@ -96,7 +99,10 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     data = collect(policy, vector_maker(env_id, kwargs), episodes, seed=cfg.seed,
                    exploration=x.mode, epsilon=x.epsilon, temperature=x.temperature,
                    meta=meta, record_truth=bool(cfg.record_truth))
-    write_logged(data, out)
+    try:
+        write_logged(data, out)
+    except OSError as exc:
+        raise ConfigError(f"out={str(out)!r} cannot be written: {exc}") from None
     log.info("logged %d decisions in %d episodes of %s (%s, %s) to %s", data.n,
              data.n_episodes, env_id, name, x.mode, out)
     return out

@@ -30,12 +30,12 @@ from typing import Any, Callable
 import hydra
 import numpy as np
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
-from synth.errors import ConfigError, PersonaRLError, check_int, check_range
+from synth.errors import ConfigError, DataError, PersonaRLError, check_int, check_range
 
 __all__ = ["evaluate_offline", "main"]
 
@@ -61,10 +61,40 @@ def _timed(fit: Callable[..., np.ndarray], resamples: int, fits_per_resample: in
     return wrapped
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be true or false")
+    return value
+
+
+def _env_of(path: str, env_id: str, kwargs: Any, obs_dim: int) -> Callable[[int], Any]:
+    """``make_env`` for the env the log names in its metadata, checked against the log.
+
+    Raises:
+        DataError: the metadata's env config does not build the env, or the log's
+            observations are not that env's width.
+    """
+    from envs.creator import vector_maker
+
+    if not isinstance(kwargs, dict):
+        raise DataError(f"{path}: metadata env_config={kwargs!r} must be a mapping")
+    make_env = vector_maker(env_id, kwargs)
+    try:
+        env = make_env(1)
+    except (PersonaRLError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: its metadata env {env_id} with env_config {kwargs} does "
+                        f"not build: {exc}") from None
+    width = env.single_observation_space.shape[0]
+    env.close()
+    if width != obs_dim:
+        raise DataError(f"{path}: observations have {obs_dim} columns but {env_id} with "
+                        f"env_config {kwargs} observes {width}; the log is not from that env")
+    return make_env
+
+
 def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The whole study; returns the summary (also written to ``summary.json``)."""
     from agents.factory import baselines_for, make_policy
-    from envs.creator import vector_maker
     from ope import estimators as E
     from ope.collect import evaluation_probs, true_value
     from ope.data import read_logged
@@ -80,13 +110,27 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if not env_id:
         raise ConfigError(f"{cfg.data} has no env_id in its metadata; cannot simulate the "
                           "ground truth")
+    make_env = _env_of(cfg.data, env_id, kwargs, data.obs.shape[1])
+    check_int("seed", cfg.seed, 0)
+    refit_on = _flag("ci.refit", cfg.ci.refit)
     gamma = check_range("gamma", cfg.gamma, 0.0, 1.0)
     n_boot = check_int("ci.resamples", cfg.ci.resamples, 10)
     alpha = check_range("ci.alpha", cfg.ci.alpha, 0.0, 0.5, low_open=True, high_open=True)
     n_refit = check_int("ci.refit_resamples", cfg.ci.refit_resamples, 10)
     truth_episodes = check_int("truth_episodes", cfg.truth_episodes, 100)
     folds = check_int("folds", cfg.folds, 2)
-    make_env = vector_maker(env_id, kwargs)
+    one_step = data.horizon == 1
+    table = E.ONE_STEP if one_step else E.SEQUENTIAL
+    if cfg.estimators is not None and (not OmegaConf.is_list(cfg.estimators)
+                                       or not len(cfg.estimators)):
+        raise ConfigError(f"estimators={cfg.estimators!r} must be a non-empty list such as "
+                          f"[ips,dm], or null for every estimator; valid: {list(table)}")
+    names = list(cfg.estimators) if cfg.estimators is not None else list(table)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ConfigError(f"estimators: {unknown} do not apply to "
+                          f"{'one-step' if one_step else 'sequential'} data; valid: "
+                          f"{list(table)}")
     policies = {}
     for spec in cfg.policies:
         policy, name = load_policy_spec(str(spec), env_id, kwargs, cfg.seed,
@@ -101,14 +145,6 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if len(policies) < 1:
         raise ConfigError("policies is empty; name at least one baseline or bundle")
 
-    one_step = data.horizon == 1
-    table = E.ONE_STEP if one_step else E.SEQUENTIAL
-    names = list(cfg.estimators) if cfg.estimators else list(table)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise ConfigError(f"estimators: {unknown} do not apply to "
-                          f"{'one-step' if one_step else 'sequential'} data; valid: "
-                          f"{list(table)}")
     pis = {label: evaluation_probs(p, data.obs, mode, context=data.context)
            for label, (p, mode) in policies.items()}
     q_shared, r2 = None, None
@@ -119,7 +155,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
               for label, pi in pis.items()}
     refit: dict[str, Any] = {}
     model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
-    if cfg.ci.refit and model_based:
+    if refit_on and model_based:
         def fit(weights: np.ndarray, pi_e: np.ndarray) -> np.ndarray:
             if one_step:
                 return reward_model(data, n_folds=folds, seed=cfg.seed, sample_weight=weights)
@@ -171,8 +207,8 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                   decisions=data.n, horizon=data.horizon, meta=data.meta),
         model=dict(kind="cross-fitted reward model" if one_step else "fitted-Q evaluation",
                    out_of_fold_r2=r2),
-        intervals=dict(resamples=n_boot, alpha=alpha, refit=bool(cfg.ci.refit),
-                       refit_resamples=n_refit if cfg.ci.refit else None),
+        intervals=dict(resamples=n_boot, alpha=alpha, refit=refit_on,
+                       refit_resamples=n_refit if refit_on else None),
         normalisation=dict(random=v_random, top=v_top, top_policy=top_name),
         policies=results, ranking=ranking,
         recommendation=dict(estimator=choice, reason=reason))
@@ -194,10 +230,10 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         names = [e for e, r in v["estimates"].items() if r["estimate"] is not None]
         for i, e in enumerate(names):
             r = v["estimates"][e]
-            err = None if r["ci_low"] is None else [[r["estimate"] - r["ci_low"]],
-                                                    [r["ci_high"] - r["estimate"]]]
-            ax.errorbar([i], [r["estimate"]], yerr=err, fmt="o", capsize=3, color="C0",
-                        mfc="white" if r["model_error"] == "not included" else "C0")
+            if r["ci_low"] is not None:             # a percentile interval may exclude the
+                ax.vlines(i, r["ci_low"], r["ci_high"], color="C0")   # estimate itself
+            ax.plot([i], [r["estimate"]], "o", color="C0",
+                    mfc="white" if r["model_error"] == "not included" else "C0")
         ax.axhline(v["truth"]["value"], color="k", ls="--", lw=1, label="true value")
         ax.axhspan(v["truth"]["ci_low"], v["truth"]["ci_high"], color="k", alpha=0.1)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")

@@ -45,20 +45,29 @@ class MetricsLog:
         return self._read().rows
 
     def _read(self) -> jsonio.JsonLines:
+        """The file's rows: JSON objects with integer ``iteration`` and ``env_steps``; any
+        other line is skipped (returned in ``skipped``) and named in a warning."""
         lines = jsonio.read_jsonl(self.path)
+        bad = [n for n, r in zip(lines.numbers, lines.rows) if not _is_row(r)]
+        if bad:
+            raw = jsonio.raw_lines(self.path)
+            lines.skipped = sorted(lines.skipped + [(n, raw[n - 1]) for n in bad])
+            bad_set = set(bad)
+            keep = [i for i, n in enumerate(lines.numbers) if n not in bad_set]
+            lines.rows = [lines.rows[i] for i in keep]
+            lines.numbers = [lines.numbers[i] for i in keep]
         if lines.skipped:
             log.warning(jsonio.skipped_message(self.path, lines.skipped, len(lines.rows)))
         return lines
 
     def truncate_after(self, iteration: int) -> int:
         """Keep rows up to ``iteration``; returns how many lines were dropped (lines that
-        were not rows are appended to ``metrics.jsonl.rejected``, not lost)."""
+        were not rows are appended, byte for byte, to ``metrics.jsonl.rejected``)."""
         lines = self._read()
-        kept = [r for r in lines.rows if isinstance(r.get("iteration"), int)
-                and r["iteration"] <= iteration]
+        kept = [r for r in lines.rows if r["iteration"] <= iteration]
         if lines.skipped:
-            with open(self.path.with_name(self.path.name + ".rejected"), "a") as f:
-                f.write("".join(text + "\n" for _, text in lines.skipped))
+            with open(self.path.with_name(self.path.name + ".rejected"), "ab") as f:
+                f.write(b"".join(line + b"\n" for _, line in lines.skipped))
                 f.flush()
                 os.fsync(f.fileno())
         write_atomic(self.path, "".join(jsonio.dumps(r) + "\n" for r in kept))
@@ -69,6 +78,11 @@ class MetricsLog:
             f.write(jsonio.dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
+
+
+def _is_row(row: Mapping[str, Any]) -> bool:
+    return all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool)
+               for k in ("iteration", "env_steps"))
 
 
 class Checkpoints:

@@ -76,6 +76,7 @@ def _check_known_keys(node: Any, prefix: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Every range check that can run without Ray; raises ``ConfigError`` naming the key."""
     _check_known_keys(cfg, "")
+    check_int("seed", cfg.seed, 0)              # every random stream derives from it
     check_int("budget", cfg.budget, 1)
     check_int("checkpoint.every", cfg.checkpoint.every, 0)
     check_int("checkpoint.keep", cfg.checkpoint.keep, 1)

@@ -49,44 +49,75 @@ REQUIRED = ("episode", "step", "observation", "action", "reward", "propensity", 
 _PROB_TOL = 1e-6
 
 
-def _integers(name: str, values: np.ndarray) -> np.ndarray:
-    """``values`` as int64, refusing non-integral or non-finite numbers (naming the row)."""
-    if values.dtype.kind == "f":
-        bad = ~np.isfinite(values) | (values != np.round(values))
-        if bad.any():
-            row = int(np.argmax(bad))
-            raise DataError(f"column {name!r} row {row} is {values[row].item()!r}; it must "
-                            "be an integer")
-    return values.astype(np.int64, copy=False)
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and \
+        not isinstance(v, (bool, np.bool_))
 
 
-def _array(name: str, values: Any, dtype: Any, ndim: int) -> np.ndarray:
-    """``values`` as a ``ndim``-dimensional array of ``dtype``; a ragged, null or
-    non-numeric input is a ``DataError`` naming the column and, where it can, the row."""
+def _rows_of(name: str, values: Any, ndim: int) -> np.ndarray:
+    """A ragged or mixed input, checked row by row: the first row that is not a number
+    (``ndim`` 1) or a list of numbers (``ndim`` 2) is named; then the lengths."""
+    rows = list(values)
+    for i, v in enumerate(rows):
+        if ndim == 1 and not _is_number(v):
+            raise DataError(f"column {name!r} row {i} is {v!r:.60}; every row needs a number")
+        if ndim == 2:
+            if v is None or isinstance(v, (str, bytes)) or np.ndim(v) != 1:
+                raise DataError(f"column {name!r} row {i} is {v!r:.60}; every row needs a "
+                                "list of numbers")
+            if not all(_is_number(x) for x in v):
+                raise DataError(f"column {name!r} row {i} holds a value that is not a number "
+                                f"({v!r:.60})")
+    if ndim == 1:
+        return np.array(rows, dtype=np.float64)
+    lengths = np.array([len(v) for v in rows])
+    bad = np.flatnonzero(lengths != lengths[0])
+    if bad.size:
+        raise DataError(f"column {name!r} row {bad[0]} has {lengths[bad[0]]} values, row 0 "
+                        f"has {lengths[0]}; every row needs the same number")
+    return np.array([[float(x) for x in v] for v in rows], dtype=np.float64)
+
+
+def _array(name: str, values: Any, dtype: Any, ndim: int | None) -> np.ndarray:
+    """``values`` as an array of ``dtype`` (``None``: its own numeric dtype) with ``ndim``
+    dimensions (``None``: 1 or 2). Refused with a ``DataError`` naming the column and, where
+    it can, the row: ragged rows, nulls, non-numbers; booleans where numbers are meant
+    (``dtype`` ``bool`` and ``None`` accept them; a ``bool`` column also accepts numbers
+    that are all 0 or 1); non-integral or out-of-range values of an ``int64`` column."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or \
+            getattr(values, "ndim", 1) == 0:
+        raise DataError(f"column {name!r} is a single value ({values!r:.40}); it needs one "
+                        "per logged decision")
+    if len(values) == 0:
+        return np.zeros((0,) * (ndim or 1), dtype=dtype or np.float64)
     try:
         a = np.asarray(values)
-    except ValueError:                       # ragged nested sequences
-        a = np.empty(len(values), dtype=object)
-        a[:] = list(values)
-    if a.dtype == object:
-        for row, v in enumerate(a if a.ndim == 1 else a.reshape(len(a), -1)):
-            if v is None or (ndim == 1 and np.ndim(v) != 0) or (
-                    ndim == 2 and np.ndim(v) != 1):
-                raise DataError(f"column {name!r} row {row} is {v!r:.60}; every row needs "
-                                + ("one number" if ndim == 1 else "a list of numbers"))
-        if ndim == 2:
-            lengths = np.array([len(v) for v in a])
-            bad = np.flatnonzero(lengths != lengths[0])
-            if bad.size:
-                raise DataError(f"column {name!r} row {bad[0]} has {lengths[bad[0]]} values, "
-                                f"row 0 has {lengths[0]}; every row needs the same number")
-            a = np.stack([np.asarray(v) for v in a]) if len(a) else a
-    if a.ndim != ndim:
-        raise DataError(f"column {name!r} must be {ndim}-dimensional (one "
+    except ValueError:                              # ragged nested sequences
+        a = None
+    if a is None or a.dtype.kind in "OUSV":         # None, strings, mixed: check the rows
+        rows = list(values)                         # as given (asarray turns 1 into '1')
+        first = next((v for v in rows if v is not None), None)
+        a = _rows_of(name, rows, ndim or (2 if np.ndim(first) == 1 else 1))
+    if ndim is not None and a.ndim != ndim or a.ndim not in (1, 2):
+        raise DataError(f"column {name!r} must be {ndim or '1- or 2'}-dimensional (one "
                         f"{'value' if ndim == 1 else 'row'} per decision); got shape {a.shape}")
     if a.dtype.kind not in "biuf":
         raise DataError(f"column {name!r} must hold numbers; got {a.dtype} values")
-    return _integers(name, a) if dtype == np.int64 else a.astype(dtype, copy=False)
+    if dtype is bool:
+        if a.dtype.kind != "b" and not np.isin(a, (0, 1)).all():
+            row = int(np.argmax(~np.isin(a, (0, 1))))
+            raise DataError(f"column {name!r} row {row} is {a[row].item()!r}; it must be "
+                            "true/false (or 0/1)")
+        return a.astype(bool)
+    if a.dtype.kind == "b" and dtype is not None:
+        raise DataError(f"column {name!r} holds true/false values; it needs numbers")
+    if dtype == np.int64 and a.dtype.kind == "f":
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) >= 2.0**63)
+        if bad.any():
+            row = int(np.argmax(bad.reshape(len(a), -1).any(axis=1)))
+            raise DataError(f"column {name!r} row {row} is {a[row].item()!r}; it must be an "
+                            "integer")
+    return a if dtype is None else a.astype(dtype, copy=False)
 
 
 @dataclass
@@ -116,7 +147,11 @@ class LoggedData:
         if self.action_probs is not None:
             self.action_probs = _array("action_probs", self.action_probs, np.float64, 2)
         if self.context is not None:
-            self.context = {k: np.asarray(v) for k, v in self.context.items()}
+            if not isinstance(self.context, Mapping):
+                raise DataError(f"context must map names to per-row arrays; got "
+                                f"{type(self.context).__name__}")
+            self.context = {k: _array(f"context.{k}", v, None, None)
+                            for k, v in self.context.items()}
         self.check()
 
     # ------------------------------------------------------------------ shape
@@ -154,8 +189,12 @@ class LoggedData:
             if len(values) != n:
                 raise DataError(f"context column {key!r} has {len(values)} rows, 'action' "
                                 f"has {n}")
-        if self.n_actions < 1:
-            raise DataError(f"n_actions={self.n_actions} must be >= 1")
+        if isinstance(self.n_actions, (bool, np.bool_)) or \
+                not isinstance(self.n_actions, (int, np.integer)) or self.n_actions < 1:
+            raise DataError(f"n_actions={self.n_actions!r} must be an integer >= 1")
+        if self.obs.shape[1] == 0:
+            raise DataError("'observation' has no columns; every decision needs the "
+                            "observation it was made on")
         bad = (self.action < 0) | (self.action >= self.n_actions)
         if bad.any():
             raise DataError(f"{int(bad.sum())} actions outside 0..{self.n_actions - 1} "
@@ -187,6 +226,12 @@ class LoggedData:
             raise DataError(f"steps must count 0, 1, … within each episode; row {row} "
                             f"(episode {int(self.episode[row])}) has step "
                             f"{int(self.step[row])}, expected {int(expected[row])}")
+        last = np.r_[step_up != 0, True]
+        if (self.done & ~last).any():
+            row = int(np.argmax(self.done & ~last))
+            raise DataError(f"'done' is true at row {row} but episode "
+                            f"{int(self.episode[row])} continues at row {row + 1}; an episode "
+                            "ends at its last decision")
         if self.action_probs is not None:
             q = self.action_probs
             if q.shape != (n, self.n_actions):
@@ -224,7 +269,13 @@ class LoggedData:
 
 # ---------------------------------------------------------------------- Parquet
 def write_logged(data: LoggedData, path: str | Path) -> Path:
-    """One Parquet file; ``meta`` (with ``n_actions``) in the schema's metadata."""
+    """One Parquet file with page checksums (verified by ``read_logged``); ``meta`` (with
+    ``n_actions``) in the schema's metadata. Written to a temporary sibling and renamed, so
+    ``path`` is the old file or the new one, and nothing is left behind on failure.
+
+    Raises:
+        OSError: ``path`` cannot be written (e.g. it is a directory).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     columns = {"episode": data.episode, "step": data.step,
@@ -242,8 +293,11 @@ def write_logged(data: LoggedData, path: str | Path) -> Path:
     meta = {**data.meta, "n_actions": data.n_actions}
     table = table.replace_schema_metadata({b"personarl": jsonio.dumps(meta).encode()})
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    try:
+        pq.write_table(table, tmp, write_page_checksum=True)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -256,8 +310,8 @@ def read_logged(path: str | Path) -> LoggedData:
             and the first bad row), or invalid values (``LoggedData.check``).
     """
     try:
-        table = pq.read_table(path)
-    except (pa.ArrowInvalid, OSError) as exc:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
     names = set(table.column_names)
     missing = [c for c in REQUIRED if c not in names]
@@ -267,19 +321,26 @@ def read_logged(path: str | Path) -> LoggedData:
     raw = (table.schema.metadata or {}).get(b"personarl")
     try:
         meta = json.loads(raw) if raw else {}
-    except json.JSONDecodeError:
+    except (UnicodeDecodeError, ValueError):
         raise DataError(f"{path}: its 'personarl' metadata is not JSON") from None
-    action = column_vector(table, "action")
+    if not isinstance(meta, dict):
+        raise DataError(f"{path}: its 'personarl' metadata must be a JSON object; got "
+                        f"{type(meta).__name__}")
+    action = column_vector(table, "action", numbers_only=True)
     probs = column_matrix(table, "action_probs") if "action_probs" in names else None
-    n_actions = int(meta.pop("n_actions", probs.shape[1] if probs is not None
-                             else int(action.max()) + 1 if len(action) else 0))
-    context = {c.split(".", 1)[1]: column_matrix(table, c) if _is_list(table, c)
-               else column_vector(table, c)
+    n_actions = meta.pop("n_actions", probs.shape[1] if probs is not None
+                         else int(action.max()) + 1 if len(action) else 1)
+    if isinstance(n_actions, bool) or not isinstance(n_actions, int) or n_actions < 1:
+        raise DataError(f"{path}: metadata n_actions={n_actions!r} must be an integer >= 1")
+    context = {c.split(".", 1)[1]: column_matrix(table, c, numbers_only=False)
+               if _is_list(table, c) else column_vector(table, c)
                for c in table.column_names if c.startswith("context.")}
     return LoggedData(
-        episode=column_vector(table, "episode"), step=column_vector(table, "step"),
+        episode=column_vector(table, "episode", numbers_only=True),
+        step=column_vector(table, "step", numbers_only=True),
         obs=column_matrix(table, "observation"), action=action,
-        reward=column_vector(table, "reward"), propensity=column_vector(table, "propensity"),
+        reward=column_vector(table, "reward", numbers_only=True),
+        propensity=column_vector(table, "propensity", numbers_only=True),
         done=column_vector(table, "done"), n_actions=n_actions, action_probs=probs,
         meta=meta, context=context or None)
 
@@ -290,9 +351,10 @@ def _is_list(table: pa.Table, name: str) -> bool:
         pa.types.is_fixed_size_list(kind)
 
 
-def _numeric(kind: pa.DataType) -> bool:
+def _numeric(kind: pa.DataType, numbers_only: bool) -> bool:
+    """Integers or floats; booleans too unless ``numbers_only``."""
     return pa.types.is_integer(kind) or pa.types.is_floating(kind) or \
-        pa.types.is_boolean(kind)
+        (pa.types.is_boolean(kind) and not numbers_only)
 
 
 def _first_null(column: pa.Array) -> int:
@@ -303,17 +365,19 @@ def _label(name: str, where: str | None) -> str:
     return f"{where}: column {name!r}" if where else f"column {name!r}"
 
 
-def column_vector(table: pa.Table, name: str, where: str | None = None) -> np.ndarray:
-    """One number per row from column ``name`` of ``table`` (``where`` names the table in
-    messages).
+def column_vector(table: pa.Table, name: str, where: str | None = None,
+                  numbers_only: bool = False) -> np.ndarray:
+    """One value per row from column ``name`` of ``table`` (``where`` names the table in
+    messages): numbers, or also booleans unless ``numbers_only``.
 
     Raises:
-        DataError: the column holds lists, non-numbers or a null (naming the first null row).
+        DataError: the column holds lists, non-numbers (or booleans where numbers are
+            needed) or a null (naming the first null row).
     """
     column, label = table.column(name).combine_chunks(), _label(name, where)
     if _is_list(table, name):
         raise DataError(f"{label} holds lists; it needs one value per row")
-    if not _numeric(column.type):
+    if not _numeric(column.type, numbers_only):
         raise DataError(f"{label} must hold numbers; it holds {column.type}")
     if column.null_count:
         raise DataError(f"{label} is null at row {_first_null(column)} ({column.null_count} "
@@ -322,16 +386,17 @@ def column_vector(table: pa.Table, name: str, where: str | None = None) -> np.nd
 
 
 def column_matrix(table: pa.Table, name: str, where: str | None = None,
-                  width: int | None = None) -> np.ndarray:
+                  width: int | None = None, numbers_only: bool = True) -> np.ndarray:
     """A list column of ``table`` as an ``(N, width)`` array (``width``: row 0's length if
-    not given; ``where`` names the table in messages).
+    not given; ``where`` names the table in messages); lists of numbers, or also of
+    booleans unless ``numbers_only``.
 
     Raises:
         DataError: the column is not a list of numbers, a row is null, holds a null value, or
             has a different number of values (naming the first such row).
     """
     column, label = table.column(name).combine_chunks(), _label(name, where)
-    if not _is_list(table, name) or not _numeric(column.type.value_type):
+    if not _is_list(table, name) or not _numeric(column.type.value_type, numbers_only):
         raise DataError(f"{label} must hold a list of numbers per row; it holds "
                         f"{column.type}")
     if column.null_count:
@@ -357,11 +422,14 @@ def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
     """The server's decision logs (``agents.decision_log``) as one-step ``LoggedData``:
     every served decision with feedback becomes a one-decision episode (its reward the sum
     of its feedback rewards); decisions without feedback are left out and counted in
-    ``meta['without_feedback']``. Needs a discrete policy (``action_probs`` logged).
+    ``meta['without_feedback']`` (feedback for decisions not in the log, in
+    ``meta['feedback_without_decision']``). Needs a discrete policy (``action_probs``
+    logged).
 
     Raises:
-        DataError: no decisions or no feedback, a continuous-action log, or a null / ragged
-            value in a column used here (naming the log, the column and the first bad row).
+        DataError: no decisions or no feedback, a continuous-action log, a decision logged
+            twice, or a null / ragged / non-finite value in a column used here (naming the
+            log, the column and the first bad row).
     """
     from agents.decision_log import read_log
 
@@ -376,27 +444,46 @@ def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
     fb_ids = _strings(feedback, "decision_id", f)
     if len(fb_ids) == 0:
         raise DataError(f"none of the {len(ids)} decisions under {root} has feedback")
+    unique, first, counts = np.unique(ids, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup = unique[np.argmax(counts > 1)]
+        raise DataError(f"{d}: decision_id {dup!r} is logged {int(counts.max())} times (first "
+                        f"at row {int(first[np.argmax(counts > 1)])}); each decision is "
+                        "logged once")
+    rewards = column_vector(feedback, "reward", f, numbers_only=True)
+    _finite(rewards, "reward", f, fb_ids)
     known, which = np.unique(fb_ids, return_inverse=True)
-    reward_sums = np.bincount(which, weights=column_vector(feedback, "reward", f))
+    reward_sums = np.bincount(which, weights=rewards)
     pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
     has = known[pos] == ids
     if not has.any():
         raise DataError(f"none of the {len(ids)} decisions under {root} has feedback")
     rows = np.flatnonzero(has)
     n = len(rows)
+    obs = column_matrix(decisions, "observation", d)
+    _finite(obs, "observation", d, ids)
     probs = column_matrix(decisions, "action_probs", d)[rows]
     env_ids = decisions.column("env_id").take(rows).unique().to_pylist()
     versions = decisions.column("version").take(rows).unique().to_pylist()
     info = dict(meta or {}, source=str(root), env_id=env_ids[0] if len(env_ids) == 1
-                else env_ids, without_feedback=int(len(ids) - n), versions=sorted(
-                    str(v) for v in versions))
-    return LoggedData(episode=np.arange(n), step=np.zeros(n, dtype=np.int64),
-                      obs=column_matrix(decisions, "observation", d)[rows],
-                      action=column_vector(decisions, "action", d)[rows],
+                else env_ids, without_feedback=int(len(ids) - n),
+                feedback_without_decision=int((~np.isin(fb_ids, ids)).sum()),
+                versions=sorted(str(v) for v in versions))
+    return LoggedData(episode=np.arange(n), step=np.zeros(n, dtype=np.int64), obs=obs[rows],
+                      action=column_vector(decisions, "action", d, numbers_only=True)[rows],
                       reward=reward_sums[pos[rows]],
-                      propensity=column_vector(decisions, "propensity", d)[rows],
+                      propensity=column_vector(decisions, "propensity", d,
+                                               numbers_only=True)[rows],
                       done=np.ones(n, dtype=bool), n_actions=probs.shape[1],
                       action_probs=probs, meta=info)
+
+
+def _finite(values: np.ndarray, name: str, where: str, ids: np.ndarray) -> None:
+    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{where}: column {name!r} is not finite at row {row} (decision_id "
+                        f"{ids[row]!r})")
 
 
 def _strings(table: pa.Table, name: str, where: str) -> np.ndarray:

@@ -95,6 +95,9 @@ def _check(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None = None) 
                         "of non-negative numbers summing to 1)")
     if q_hat is not None and q_hat.shape != want:
         raise DataError(f"the reward/Q model's predictions must be {want}; got {q_hat.shape}")
+    if q_hat is not None and not np.isfinite(q_hat).all():
+        row = int(np.argmax(~np.isfinite(q_hat).all(axis=1)))
+        raise DataError(f"the reward/Q model's predictions are not finite (first at row {row})")
 
 
 def weights(data: LoggedData, pi_e: np.ndarray) -> np.ndarray:

@@ -64,13 +64,18 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
         ValueError: an estimator that does not apply to this data (listing those that do).
     """
     table = E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
-    names = list(names or table)
+    explicit = names is not None
+    names = list(names if explicit else table)
     unknown = [n for n in names if n not in table]
     if unknown:
         raise ValueError(f"estimators {unknown} do not apply to "
                          f"{'one-step' if data.horizon == 1 else 'sequential'} data; valid: "
                          f"{list(table)}")
     if q_hat is None:
+        needs = [n for n in names if n in E.MODEL_BASED]
+        if needs and explicit:
+            raise ValueError(f"estimators {needs} need a reward/Q model's predictions "
+                             "(q_hat); pass q_hat or leave them out")
         names = [n for n in names if n not in E.MODEL_BASED]
     terms = {n: table[n](data, pi_e, q_hat=q_hat, gamma=gamma, lam=lam) for n in names}
     intervals = {**bootstrap(terms, n_resamples=n_resamples, alpha=alpha, seed=seed),
@@ -85,8 +90,10 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
                 "bootstrap, model fixed" if n in E.MODEL_BASED else "bootstrap")
         defined = math.isfinite(value)
         if not defined:
-            notes.append(f"{n} is undefined on this log: no logged decision carries weight "
-                         "under the evaluation policy where it needs one")
+            notes.append(f"{n} is undefined on this log: " + (
+                "no logged decision carries weight under the evaluation policy where it "
+                "needs one" if _no_weight(t) else f"it is not finite ({value}: the rewards "
+                "or weights overflow)"))
         elif ci["undefined"] > 0:
             notes.append(f"{n} is undefined in {ci['undefined']:.1%} of the bootstrap "
                          "resamples (no weight on the evaluation policy's actions); its "
@@ -104,6 +111,11 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
                       model_error=("included" if kind == "bootstrap, model refitted" else
                                    "not included" if n in E.MODEL_ONLY else None))
     return dict(estimates=out, diagnostics=diag, warnings=notes)
+
+
+def _no_weight(t: E.Terms) -> bool:
+    """A self-normalised ratio of ``t`` has no weight at all (its denominator is 0)."""
+    return t.den is not None and bool((t.den.sum(axis=0) == 0).any())
 
 
 def _data_notes(data: LoggedData, diag: Mapping[str, Any]) -> list[str]:
@@ -158,6 +170,18 @@ def rank_study(estimates: Mapping[str, Mapping[str, float]], truths: Mapping[str
     return out
 
 
+_DESCRIBE = {"sndr": "the doubly robust estimator with self-normalised weights has the "
+                     "lowest variance without giving up consistency",
+             "wdr": "the weighted doubly robust estimator has the lowest variance without "
+                    "giving up consistency",
+             "dr": "the doubly robust estimator is unbiased if either the weights or the "
+                   "model are right",
+             "switch_dr": "Switch-DR falls back on the model only where a weight is large",
+             "snips": "self-normalised importance sampling", "wpdis": "weighted per-decision "
+             "importance sampling", "ips": "importance sampling",
+             "pdis": "per-decision importance sampling"}
+
+
 def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
               estimates: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, str]:
     """``(estimator or None, reason)``: which of the computed ``estimates`` to trust.
@@ -167,9 +191,11 @@ def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
     behaviour's support): the doubly robust family (SNDR, DR, Switch-DR one-step; WDR, DR
     sequential) when the model explains something (out-of-fold R² ≥ 0, or unknown), else
     the importance-sampling family (SNIPS, IPS; WPDIS, PDIS) first. With degenerate weights
-    only the model can carry the estimate: DM / FQE, and only if their interval was refitted
-    per resample (``interval == "bootstrap, model refitted"``); otherwise nothing is
-    recommended, and the reason says what would help.
+    (ESS < 1%) only the model can carry the estimate: DM / FQE, and only if their interval
+    was refitted per resample (``interval == "bootstrap, model refitted"``). With mass on
+    actions the behaviour never takes, every estimator extrapolates there (a refitted
+    interval cannot show extrapolation bias): nothing is recommended. The reason says why
+    and what would help.
     """
     one_step = data.horizon == 1
     dr_family = ("sndr", "dr", "switch_dr") if one_step else ("wdr", "dr")
@@ -177,24 +203,28 @@ def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
     model_only = "dm" if one_step else "fqe"
     usable = {n for n, r in estimates.items()
               if r["estimate"] is not None and r["ci_low"] is not None}
-    computed = sorted(estimates)
+    computed = ", ".join(sorted(estimates)) or "none"
     ess = diag["ess_fraction"]
     refitted = model_only in usable and \
         estimates[model_only]["interval"] == "bootstrap, model refitted"
-    if diag.get("unsupported_mass") or ess < 0.01:
-        why = (f"{diag['unsupported_mass']:.1%} of the evaluation policy's mass is outside the "
-               "behaviour's support" if diag.get("unsupported_mass") else
-               f"the effective sample size is {ess:.2%} of the episodes")
+    if diag.get("unsupported_mass"):
+        return None, (f"{diag['unsupported_mass']:.1%} of the evaluation policy's mass is on "
+                      "actions the behaviour policy never takes: importance weights cannot "
+                      "see them and a model can only extrapolate to them, which no interval "
+                      "shows — no estimator can be trusted here. Log data whose behaviour "
+                      "takes every action the evaluation policy may take")
+    if ess < 0.01:
+        why = f"the effective sample size is {ess:.2%} of the episodes"
         if refitted:
             return model_only, (f"{why}: importance weights cannot carry the estimate; the "
                                 f"model can, and {model_only}'s interval refits it in every "
                                 "resample, so it includes the model's error")
         return None, (f"{why}: importance weights cannot carry the estimate, and "
                       f"{model_only.upper()}'s interval holds the model fixed (model error not "
-                      f"included) — no computed estimator ({', '.join(computed)}) can be "
-                      f"trusted here. Rerun with ci.refit=true for a {model_only.upper()} "
-                      "interval that includes model error, or log data from a behaviour "
-                      "closer to the evaluation policy")
+                      f"included) — no computed estimator ({computed}) can be trusted here. "
+                      f"Rerun with ci.refit=true for a {model_only.upper()} interval that "
+                      "includes model error, or log data from a behaviour closer to the "
+                      "evaluation policy")
     model_helps = model_r2 is None or model_r2 >= 0.0
     order = dr_family + is_family if model_helps else is_family + dr_family
     pick = next((n for n in order if n in usable), None)
@@ -203,19 +233,14 @@ def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
             return model_only, (f"none of {', '.join(order)} was computed with an interval; "
                                 f"{model_only}'s interval refits the model in every resample")
         return None, (f"none of the estimators the weights support ({', '.join(order)}) was "
-                      f"computed with an estimate and an interval (computed: "
-                      f"{', '.join(computed)}); DM/FQE intervals with the model held fixed "
-                      "leave out model error")
+                      f"computed with an estimate and an interval (computed: {computed}); "
+                      "DM/FQE intervals with the model held fixed leave out model error")
     r2 = "n/a" if model_r2 is None else format(model_r2, ".2f")
-    if pick in dr_family:
-        why = (f"the weights are usable (ESS {ess:.1%} of the episodes, max weight "
-               f"{diag['max_weight']:.1f}) and the model helps (out-of-fold R² {r2}): the "
-               "doubly robust estimator with self-normalised weights has the lowest variance "
-               "without giving up consistency")
-    else:
-        why = (f"the weights are usable (ESS {ess:.1%} of the episodes)"
-               + (f" while the model predicts worse than a constant (out-of-fold R² {r2})"
-                  if not model_helps else "") + ": self-normalised importance sampling")
+    why = (f"the weights are usable (ESS {ess:.1%} of the episodes, max weight "
+           f"{diag['max_weight']:.1f}) and the model "
+           + (f"helps (out-of-fold R² {r2})" if model_helps else
+              f"predicts worse than a constant (out-of-fold R² {r2})")
+           + f": {_DESCRIBE[pick]}")
     if pick != order[0]:
-        why += f" ({order[0]} would come first but was not computed with an interval)"
+        why += f" ({order[0]}, preferred here, is not among the computed estimators)"
     return pick, why

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
 
-from ope.data import LoggedData
+from ope.data import DataError, LoggedData
 from personarl.seeds import generator
 
 __all__ = ["reward_model", "fitted_q", "default_regressor", "out_of_fold_r2"]
@@ -46,12 +46,13 @@ def _fit_predict(x_fit: np.ndarray, y_fit: np.ndarray, a_fit: np.ndarray,
     """Per-action regressors fitted on ``(x_fit, y_fit)`` rows with action ``a`` (weighted
     by ``w_fit`` if given; rows of weight 0 are left out); predictions
     ``(len(x_pred), n_actions)``. An action with fewer than 2 rows, or a constant target,
-    predicts the (weighted) mean."""
+    predicts the (weighted) mean; with no rows at all every prediction is NaN (nothing to
+    fit — never a made-up 0)."""
     if w_fit is not None:
         keep = w_fit > 0
         x_fit, y_fit, a_fit, w_fit = x_fit[keep], y_fit[keep], a_fit[keep], w_fit[keep]
     out = np.empty((len(x_pred), n_actions))
-    fallback = float(np.average(y_fit, weights=w_fit)) if len(y_fit) else 0.0
+    fallback = float(np.average(y_fit, weights=w_fit)) if len(y_fit) else np.nan
     for a in range(n_actions):
         rows = a_fit == a
         if rows.sum() < 2 or np.ptp(y_fit[rows]) == 0:
@@ -81,9 +82,13 @@ def reward_model(data: LoggedData, n_folds: int = 2, make_regressor: Regressor |
 
     Raises:
         ValueError: ``n_folds < 2``.
+        DataError: fewer episodes than folds (a fold would have nothing to fit on).
     """
     if n_folds < 2:
         raise ValueError(f"n_folds={n_folds!r}: cross-fitting needs at least 2 folds")
+    if data.n_episodes < n_folds:
+        raise DataError(f"cross-fitting with {n_folds} folds needs at least {n_folds} "
+                        f"episodes; the log has {data.n_episodes}")
     make = make_regressor or default_regressor
     fold = generator(seed, "cross_fit").permutation(data.n_episodes)[data.episode] % n_folds
     q_hat = np.empty((data.n, data.n_actions))

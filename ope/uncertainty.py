@@ -73,13 +73,18 @@ def resample_counts(n_episodes: int, n_resamples: int, rng: np.random.Generator
 
 class _Stacked:
     """Several estimators' terms stacked into matrices: ``values(counts)`` is every
-    estimator on every resample in a few float32 matrix products. Each ratio column is
-    scaled by its largest denominator first (the ratio does not change), so products of
-    many small weights do not underflow float32 into a spurious zero weight."""
+    estimator on every resample in a few matrix products — float64 up to
+    ``EXACT_MAX_EPISODES`` episodes (so a resample of identical episodes is exactly the
+    point estimate), float32 above, for speed. Each ratio column is scaled by its largest
+    denominator first (the ratio does not change); if a positive weight still underflows
+    float32, the ratios are resampled in float64, so no resample reads a tiny weight as no
+    weight (a spurious "undefined")."""
 
     def __init__(self, terms: Mapping[str, Terms]) -> None:
         self.names = list(terms)
-        self.plain = np.stack([terms[k].plain for k in self.names], axis=1).astype(np.float32)
+        plain = np.stack([terms[k].plain for k in self.names], axis=1)
+        small = len(plain) <= EXACT_MAX_EPISODES
+        self.plain = plain.astype(np.float64 if small else np.float32)
         self.spans: dict[int, slice] = {}
         nums, dens, start = [], [], 0
         for j, k in enumerate(self.names):
@@ -94,16 +99,20 @@ class _Stacked:
             num, den = np.concatenate(nums, axis=1), np.concatenate(dens, axis=1)
             scale = np.abs(den).max(axis=0)
             scale[scale == 0] = 1.0
-            self.num, self.den = (num / scale).astype(np.float32), \
-                (den / scale).astype(np.float32)
+            num, den = num / scale, den / scale
+            exact = small or bool(((den != 0) & (den.astype(np.float32) == 0)).any())
+            kind = np.float64 if exact else np.float32
+            self.num, self.den = num.astype(kind), den.astype(kind)
 
     def values(self, counts: np.ndarray) -> np.ndarray:
         """``(b, estimators)`` resampled estimates (NaN where undefined)."""
         total = counts.sum(axis=1, dtype=np.float64)[:, None]
-        block = (counts @ self.plain).astype(np.float64) / np.maximum(total, 1.0)
+        block = (counts.astype(self.plain.dtype, copy=False) @ self.plain).astype(
+            np.float64) / np.maximum(total, 1.0)
         if self.num is not None:
-            ratios = ratio((counts @ self.num).astype(np.float64),
-                           (counts @ self.den).astype(np.float64))
+            c = counts.astype(self.den.dtype, copy=False)
+            ratios = ratio((c @ self.num).astype(np.float64),
+                           (c @ self.den).astype(np.float64))
             for j, span in self.spans.items():
                 block[:, j] += ratios[:, span].sum(axis=1)
         return block
@@ -159,7 +168,8 @@ def refit_bootstrap(data: LoggedData, policies: Mapping[str, np.ndarray],
         estimators: ``{name: function}`` from ``ope.estimators`` (model-based ones).
         fit: ``fit(row_weights, pi_e) -> q_hat`` — the model fitted with ``row_weights``
             ``(N,)`` (a resample's episode counts, per row) as sample weights, predicting
-            ``(N, K)`` for every logged row.
+            ``(N, K)`` for every logged row; a fit that is not finite (nothing to fit on in
+            that resample) makes the resample undefined.
         n_resamples: resamples (each costs one fit per policy, or one in all if
             ``shared_model``).
         alpha: ``1 − alpha`` intervals.
@@ -178,6 +188,9 @@ def refit_bootstrap(data: LoggedData, policies: Mapping[str, np.ndarray],
             shared = fit(row_weights, next(iter(policies.values()))) if shared_model else None
             for label, pi_e in policies.items():
                 q_hat = shared if shared_model else fit(row_weights, pi_e)
+                if not np.isfinite(q_hat).all():     # e.g. a fold with nothing to fit on
+                    samples[label][row] = np.nan
+                    continue
                 terms = {n: f(data, pi_e, q_hat=q_hat, **estimator_kwargs)
                          for n, f in estimators.items()}
                 samples[label][row] = _Stacked(terms).values(counts[None])[0]

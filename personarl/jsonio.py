@@ -6,9 +6,9 @@ non-finite float as ``null`` — read it back as "undefined" — and NumPy scala
 plain numbers and lists, and raises on anything else it cannot represent.
 
 ``read_jsonl`` reads a JSON-lines file (``metrics.jsonl``, decision-log segments) keeping
-every line that parses to an object: a corrupt line in the middle no longer hides the rows
-after it. The lines it could not read come back with their numbers, for the caller to report
-(and keep, where the file is about to be rewritten).
+every line that is a UTF-8 JSON object: a corrupt line in the middle no longer hides the rows
+after it. The lines it could not read come back with their numbers and their exact bytes,
+for the caller to report (and keep, where the file is about to be rewritten or deleted).
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_strict", "dumps", "read_jsonl", "JsonLines", "skipped_message"]
+__all__ = ["to_strict", "dumps", "read_jsonl", "raw_lines", "JsonLines", "skipped_message"]
 
 
 def to_strict(value: Any) -> Any:
     """``value`` with every non-finite float replaced by ``None``, NumPy scalars and arrays
     turned into Python numbers and lists, and tuples into lists (dict keys unchanged)."""
     if isinstance(value, dict):
-        return {k: to_strict(v) for k, v in value.items()}
+        return {k.item() if isinstance(k, np.generic) else k: to_strict(v)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [to_strict(v) for v in value]
     if isinstance(value, np.ndarray):
@@ -51,14 +52,14 @@ def dumps(value: Any, **kwargs: Any) -> str:
 class JsonLines:
     """What ``read_jsonl`` read: ``rows`` (every line that is a JSON object, in order),
     ``numbers`` (the line number of each row, from 1) and ``skipped`` (``(line number,
-    text)`` of every other non-blank line)."""
+    bytes)`` of every other non-blank line, exactly as it was in the file)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
-    skipped: list[tuple[int, str]] = field(default_factory=list)
+    skipped: list[tuple[int, bytes]] = field(default_factory=list)
 
 
-def skipped_message(path: str | Path, skipped: list[tuple[int, str]], rows: int) -> str:
+def skipped_message(path: str | Path, skipped: list[tuple[int, bytes]], rows: int) -> str:
     """One line naming the lines of ``path`` that were skipped, for a warning."""
     numbers = [n for n, _ in skipped]
     shown = ", ".join(map(str, numbers[:10])) + (" …" if len(numbers) > 10 else "")
@@ -66,23 +67,29 @@ def skipped_message(path: str | Path, skipped: list[tuple[int, str]], rows: int)
             f"{shown}); read {rows} row(s)")
 
 
+def raw_lines(path: str | Path) -> list[bytes]:
+    """The lines of ``path`` as bytes, without their line ends (line ``n`` is item
+    ``n - 1``)."""
+    return Path(path).read_bytes().splitlines()
+
+
 def read_jsonl(path: str | Path) -> JsonLines:
-    """Every JSON-object line of ``path`` (a missing file reads as empty)."""
-    path = Path(path)
+    """Every JSON-object line of ``path`` (a missing file reads as empty). A line that is
+    not UTF-8, not JSON (including a torn last line), nested too deeply to parse, or not an
+    object is skipped and returned in ``skipped``."""
     out = JsonLines()
-    if not path.exists():
+    if not Path(path).exists():
         return out
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            if isinstance(row, dict):
-                out.rows.append(row)
-                out.numbers.append(number)
-            else:
-                out.skipped.append((number, line.rstrip("\n")))
+    for number, line in enumerate(raw_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            row = None                        # JSONDecodeError is a ValueError
+        if isinstance(row, dict):
+            out.rows.append(row)
+            out.numbers.append(number)
+        else:
+            out.skipped.append((number, line))
     return out

@@ -61,16 +61,19 @@ def test_strict_json_writes_non_finite_numbers_as_null():
     back = _strict(jsonio.dumps(value, indent=2))
     assert back == {"loss": None, "kl": None, "n": 3, "curve": [1.0, None, None],
                     "nested": [{"x": None}], "pair": [1, 2], "ok": 0.5}
+    assert _strict(jsonio.dumps({np.int64(1): np.float64("nan")})) == {"1": None}
     with pytest.raises(TypeError):
         jsonio.dumps({"x": object()})
 
 
 def test_jsonl_reader_keeps_rows_after_a_corrupt_line(tmp_path):
     path = tmp_path / "rows.jsonl"
-    path.write_text('{"i": 1}\n{"i": 2\n[3]\n\n{"i": 4}\n{"i": 5, "x": NaN}\n{"i": ')
+    path.write_bytes(b'{"i": 1}\n{"i": 2\n[3]\n\n{"i": 4}\n{"i": 5, "x": NaN}\n'
+                     b'{"i": "\xff"}\n' + b"[" * 50_000 + b"\n" + b'{"i": ')
     lines = jsonio.read_jsonl(path)
     assert [r["i"] for r in lines.rows] == [1, 4, 5]
     assert lines.numbers == [1, 5, 6]
-    assert [n for n, _ in lines.skipped] == [2, 3, 7]
-    assert "skipped 3 line(s)" in jsonio.skipped_message(path, lines.skipped, 3)
+    assert [n for n, _ in lines.skipped] == [2, 3, 7, 8, 9]     # not UTF-8, too deep, torn
+    assert lines.skipped[2][1] == b'{"i": "\xff"}'              # kept byte for byte
+    assert "skipped 5 line(s)" in jsonio.skipped_message(path, lines.skipped, 3)
     assert jsonio.read_jsonl(tmp_path / "absent.jsonl").rows == []

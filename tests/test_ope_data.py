@@ -40,6 +40,26 @@ def test_a_valid_table_reads(tmp_path):
     assert data.obs.shape == (4, 2) and data.n_actions == 2
 
 
+@pytest.mark.parametrize("meta,message", [
+    (b"[1, 2]", "metadata must be a JSON object; got list"),
+    (b'{"n_actions": "abc"}', r"metadata n_actions='abc' must be an integer >= 1"),
+    (b'{"n_actions": 3.7}', r"metadata n_actions=3.7 must be an integer >= 1"),
+    (b"{not json", "metadata is not JSON"),
+])
+def test_bad_metadata_is_named(tmp_path, meta, message):
+    table = _table().replace_schema_metadata({b"personarl": meta})
+    with pytest.raises(DataError, match=message):
+        read_logged(_write(tmp_path, table))
+
+
+def test_feedback_for_unknown_decisions_is_counted(tmp_path):
+    root = _logs(tmp_path, [_decision(0), _decision(1)],
+                 [dict(decision_id="d0", reward=1.0), dict(decision_id="ghost", reward=1.0)])
+    data = from_decision_logs(root)
+    assert data.n == 1 and data.meta["without_feedback"] == 1
+    assert data.meta["feedback_without_decision"] == 1
+
+
 @pytest.mark.parametrize("column,values,message", [
     # 3 + 1 + 2 + 2 values used to be regrouped as 2 + 2 + 2 + 2
     ("observation", [[0.1, 0.2, 0.3], [0.4], [0.5, 0.6], [0.7, 0.8]],
@@ -54,6 +74,8 @@ def test_a_valid_table_reads(tmp_path):
     ("propensity", [0.5, 0.5, 0.5, None], r"column 'propensity' is null at row 3"),
     ("done", [True, None, True, True], r"column 'done' is null at row 1"),
     ("step", [[0], [0], [0], [0]], r"column 'step' holds lists"),
+    ("reward", [True, False, True, False], r"column 'reward' must hold numbers; it holds bool"),
+    ("done", [1.0, 0.5, 1.0, 1.0], r"column 'done' row 1 is 0.5; it must be true/false"),
     ("action_probs", [[0.5, 0.5], [1.0], [0.5, 0.5], [0.5, 0.5]],
      r"column 'action_probs' row 1 has 1 values, expected 2"),
     ("context.tone", [[1.0, 2.0], [1.0, 2.0, 3.0], [1.0, 2.0], [1.0, 2.0]],
@@ -80,6 +102,28 @@ def test_logged_data_built_in_code_names_the_bad_column():
         LoggedData(**{**good, "reward": [None, 1.0]})
     with pytest.raises(DataError, match="column 'action' row 0 is 0.5"):
         LoggedData(**{**good, "action": [0.5, 1.0]})
+    with pytest.raises(DataError, match="column 'reward' row 1 is 'a'; every row needs a num"):
+        LoggedData(**{**good, "reward": [1, "a"]})
+    with pytest.raises(DataError, match="column 'observation' row 1 holds a value that is not"):
+        LoggedData(**{**good, "obs": [[0.1], [None]]})
+    with pytest.raises(DataError, match=r"column 'episode' row 1 is 1e\+30; it must be an int"):
+        LoggedData(**{**good, "episode": [0.0, 1e30]})
+    with pytest.raises(DataError, match="column 'done' row 0 is 0.5; it must be true/false"):
+        LoggedData(**{**good, "done": [0.5, 1.0]})
+    with pytest.raises(DataError, match="column 'reward' holds true/false values"):
+        LoggedData(**{**good, "reward": [True, False]})
+    with pytest.raises(DataError, match="n_actions=2.5 must be an integer >= 1"):
+        LoggedData(**{**good, "n_actions": 2.5})
+    with pytest.raises(DataError, match="'observation' has no columns"):
+        LoggedData(**{**good, "obs": np.zeros((2, 0))})
+    with pytest.raises(DataError, match=r"column 'context.x' row 1 is None"):
+        LoggedData(**good, context={"x": [0.1, None]})
+    with pytest.raises(DataError, match=r"column 'context.x' is a single value \(3.0\)"):
+        LoggedData(**good, context={"x": 3.0})
+    two = dict(good, episode=[0, 0], step=[0, 1])
+    with pytest.raises(DataError, match="'done' is true at row 0 but episode 0 continues"):
+        LoggedData(**{**two, "done": [True, True]})
+    LoggedData(**{**two, "done": [False, False]})         # a truncated episode is allowed
 
 
 def _decision(i: int, **overrides) -> dict:
@@ -111,6 +155,9 @@ def _logs(tmp_path, decisions, feedback):
     ([_decision(0), _decision(1, decision_id=None)],
      [dict(decision_id="d0", reward=1.0)],
      r"decisions: column 'decision_id' is null at row 1"),
+    ([_decision(0), _decision(1), _decision(1)],
+     [dict(decision_id="d0", reward=1.0), dict(decision_id="d1", reward=1.0)],
+     r"decisions: decision_id 'd1' is logged 2 times \(first at row 1\)"),
 ])
 def test_decision_logs_with_ragged_or_null_values_are_refused(tmp_path, decisions, feedback,
                                                               message):
@@ -156,3 +203,51 @@ def test_metrics_with_a_corrupt_middle_line_keep_every_row(tmp_path, caplog):
     assert kept == '{"iteration": 4, "env_st\n'
     json.loads(log.path.read_text().splitlines()[0],
                parse_constant=lambda t: pytest.fail(f"bare {t}"))
+
+
+def test_segment_values_are_never_converted_and_rejected_lines_never_overwritten(tmp_path):
+    folder = tmp_path / "decisions"
+    folder.mkdir()
+    good = json.dumps(_decision(0))
+    bad = [json.dumps(_decision(1, action=1.5)), json.dumps(_decision(2, propensity=True)),
+           json.dumps(_decision(3, step=2**70)), '{"decision_id": "d4", "action": 1e999}',
+           "[" * 100_000 + "]" * 100_000, b'{"decision_id": "\xff"}'.decode("latin-1")]
+    (folder / "segment-000001.jsonl").write_bytes(
+        "\n".join([good, *bad]).encode("latin-1") + b"\n")
+    with pytest.warns(DataWarning, match=r"skipped 6 line\(s\).*line 2, 3, 4, 5, 6, 7\)"):
+        log = DecisionLog(tmp_path, "decisions")              # rolls the stale segment
+    assert [r["decision_id"] for r in read_log(tmp_path, "decisions").to_pylist()] == ["d0"]
+    kept = (folder / "rejected-000001.jsonl").read_bytes().splitlines()
+    assert kept == "\n".join(bad).encode("latin-1").splitlines()   # byte for byte
+    (folder / "segment-000002.jsonl").write_text("garbage\n")   # a second stale segment
+    with pytest.warns(DataWarning):
+        DecisionLog(tmp_path, "decisions")
+    log.append([_decision(5)])
+    log.close()
+    assert (folder / "rejected-000001.jsonl").read_bytes().splitlines() == kept   # untouched
+    assert (folder / "rejected-000002.jsonl").read_text() == "garbage\n"
+    assert [r["decision_id"] for r in read_log(tmp_path, "decisions").to_pylist()] == \
+        ["d0", "d5"]
+
+
+def test_a_corrupt_decision_log_part_is_a_data_error(tmp_path):
+    log = DecisionLog(tmp_path, "feedback")
+    log.append([dict(decision_id=f"d{i}", reward=float(i)) for i in range(50)])
+    log.close()
+    part = next((tmp_path / "feedback").glob("part-*.parquet"))
+    raw = bytearray(part.read_bytes())
+    raw[len(raw) // 3] ^= 0x01                                  # one flipped bit in a page
+    part.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match="is not a readable decision-log part"):
+        read_log(tmp_path, "feedback")
+
+
+def test_metrics_rows_need_integer_iteration_and_env_steps(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.jsonl")
+    log.path.write_text('{"iteration": 1, "env_steps": 10}\n{"iteration": 2.0, "env_steps": 20}\n'
+                        '{"iteration": "3", "env_steps": 30}\n{}\n'
+                        '{"iteration": 4, "env_steps": 40}\n')
+    assert [r["iteration"] for r in log.rows()] == [1, 4]
+    assert log.truncate_after(4) == 3
+    assert (tmp_path / "metrics.jsonl.rejected").read_text().splitlines() == [
+        '{"iteration": 2.0, "env_steps": 20}', '{"iteration": "3", "env_steps": 30}', "{}"]

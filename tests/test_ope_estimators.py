@@ -331,11 +331,16 @@ def test_only_computed_estimators_are_recommended():
     assert recommend(data, res["diagnostics"], 0.3, res["estimates"])[0] == "sndr"
     res = estimate(data, pi_e, q, names=["ips", "dm"], n_resamples=200, seed=0)
     choice, reason = recommend(data, res["diagnostics"], 0.3, res["estimates"])
-    assert choice == "ips" and "sndr would come first but was not computed" in reason
+    assert choice == "ips" and reason.endswith(
+        ": importance sampling (sndr, preferred here, is not among the computed estimators)")
     assert res["estimates"]["dm"]["model_error"] == "not included"
     assert any("dm's interval holds the fitted model fixed" in w for w in res["warnings"])
     res = estimate(data, pi_e, q, names=["dm"], n_resamples=200, seed=0)
     assert recommend(data, res["diagnostics"], 0.3, res["estimates"])[0] is None
+    with pytest.raises(ValueError, match=r"estimators \['dm'\] need a reward/Q model"):
+        estimate(data, pi_e, None, names=["ips", "dm"])
+    with pytest.raises(DataError, match="predictions are not finite"):
+        estimate(data, pi_e, np.where(np.arange(len(q))[:, None] == 3, np.nan, q))
 
 
 def test_degenerate_weights_recommend_dm_only_with_a_refitted_interval():
@@ -355,6 +360,10 @@ def test_degenerate_weights_recommend_dm_only_with_a_refitted_interval():
     res = estimate(data, pi_e, q, n_resamples=200, seed=0, refit=refit["p"])
     assert res["estimates"]["dm"]["model_error"] == "included"
     assert recommend(data, res["diagnostics"], 0.3, res["estimates"])[0] == "dm"
+    # actions the behaviour never takes: every estimator extrapolates; nothing, even refitted
+    diag = dict(res["diagnostics"], unsupported_mass=0.4)
+    choice, reason = recommend(data, diag, 0.3, res["estimates"])
+    assert choice is None and "40.0% of the evaluation policy's mass" in reason
 
 
 def test_refitting_puts_the_models_error_into_dms_interval():
@@ -387,3 +396,28 @@ def test_tiny_cumulative_weights_do_not_underflow_into_undefined_resamples():
     assert np.isfinite(E.wpdis(seq, pi_e).value())
     ci = bootstrap({"wpdis": E.wpdis(seq, pi_e)}, n_resamples=200, seed=0)["wpdis"]
     assert ci["undefined"] == 0.0 and np.isfinite(ci["low"])
+
+
+def test_a_one_step_weight_below_float32_is_still_a_weight():
+    from ope.uncertainty import EXACT_MAX_EPISODES, bootstrap
+
+    n = EXACT_MAX_EPISODES + 1                              # the float32 (Poisson) regime
+    data = LoggedData(episode=np.arange(n), step=np.zeros(n), obs=np.zeros((n, 1)),
+                      action=np.ones(n), reward=np.ones(n), propensity=np.full(n, 0.5),
+                      done=np.ones(n), n_actions=2)
+    pi_e = np.tile([1 - 1e-60, 1e-60], (n, 1))              # weights 2e-60 ...
+    pi_e[0] = [0.0, 1.0]                                    # ... except row 0's 2
+    ci = bootstrap({"snips": E.snips(data, pi_e)}, n_resamples=300, seed=0)["snips"]
+    assert ci["undefined"] == 0.0                           # tiny is not 0: never undefined
+    assert ci["low"] == ci["high"] == 1.0
+
+
+def test_cross_fitting_needs_as_many_episodes_as_folds():
+    from ope.models import reward_model
+
+    data, _ = rare_action_log()
+    one = LoggedData(episode=[0], step=[0], obs=[[0.0]], action=[1], reward=[1.0],
+                     propensity=[0.02], done=[True], n_actions=2)
+    with pytest.raises(DataError, match="2 folds needs at least 2 episodes; the log has 1"):
+        reward_model(one)
+    assert np.isfinite(reward_model(data)).all()

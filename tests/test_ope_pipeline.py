@@ -138,20 +138,23 @@ def test_unsupported_actions_get_a_loud_warning(tmp_path):
     assert "**Warning:** the evaluation policy puts 83.3% of its probability on actions the " \
            "behaviour policy never takes" in report
     summary = json.loads((tmp_path / "e" / "summary.json").read_text())
-    # only the model could carry this estimate, and DM's fixed-model interval cannot back it
+    # only a model could reach those actions, and it can only extrapolate: no estimator
     assert summary["recommendation"]["estimator"] is None
-    assert "ci.refit=true" in summary["recommendation"]["reason"]
+    assert "83.3% of the evaluation policy's mass is on actions" in \
+        summary["recommendation"]["reason"]
     for r in summary["policies"]["random"]["estimates"].values():
         assert r["estimate"] is not None and np.isfinite(r["estimate"])
-    # with the model refitted in every resample, DM's interval includes model error
+    # with the model refitted in every resample, DM's interval includes model error — but
+    # not the error of extrapolating to actions never logged: still nothing is recommended
     out = run("experiments.evaluate", f"data={logged}", "policies=[random]",
               "truth_episodes=1000", "ci.resamples=50", "ci.refit=true",
               "ci.refit_resamples=20", f"hydra.run.dir={tmp_path / 'r'}", cwd=ROOT)
     assert out.returncode == 0, out.stderr[-1500:]
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["recommendation"]["estimator"] == "dm"
     dm = summary["policies"]["random"]["estimates"]["dm"]
     assert dm["interval"] == "bootstrap, model refitted" and dm["model_error"] == "included"
+    assert summary["recommendation"]["estimator"] is None
+    assert "never takes" in summary["recommendation"]["reason"]
 
 
 class FirstUsers:
@@ -209,3 +212,45 @@ def test_logged_truth_lets_privileged_policies_be_evaluated(tmp_path):
     assert pi_e.shape == (data.n, 6) and np.allclose(pi_e.sum(axis=1), 1.0)
     with pytest.raises(DataError, match="record_truth=true"):
         evaluation_probs(planner, back.obs)
+
+
+@pytest.fixture(scope="module")
+def small_log(tmp_path_factory):
+    """A 200-decision one-step routing log, as experiments.collect writes it."""
+    from ope.data import write_logged
+
+    kw = {"horizon": 1}
+    policy = make_policy(ROUTING, "random", kw, seed=0)
+    data = collect(policy, vector_maker(ROUTING, kw), 200, seed=0, exploration="greedy",
+                   meta={"env_id": ROUTING, "env_version": 0, "env_config": kw})
+    return data, write_logged(data, tmp_path_factory.mktemp("log") / "logged.parquet")
+
+
+@pytest.mark.parametrize("meta,overrides,error,message", [
+    ({"env_id": INTERVENTION, "env_config": {}}, [], "DataError",
+     "observations have 34 columns but personarl/InterventionTiming-v0 with env_config {} "
+     "observes 26; the log is not from that env"),
+    ({"env_config": [1, 2]}, [], "DataError", r"metadata env_config=\[1, 2\] must be a mapping"),
+    ({"env_config": {"horizon": 1, "frob": 2}}, [], "DataError", "does not build"),
+    ({}, ["estimators=[]"], "ConfigError", "must be a non-empty list"),
+    ({}, ["estimators=nope"], "ConfigError", "must be a non-empty list such as"),
+    ({}, ["ci.refit=maybe"], "ConfigError", "ci.refit='maybe' must be true or false"),
+    ({}, ["seed=-1"], "ConfigError", r"seed=-1 is outside the valid range"),
+])
+def test_evaluate_refuses_a_log_or_setting_it_cannot_use(small_log, tmp_path, meta, overrides,
+                                                         error, message):
+    from dataclasses import replace
+
+    from hydra import compose, initialize_config_dir
+
+    from experiments.evaluate import evaluate_offline
+    from ope.data import write_logged
+    from synth import errors
+
+    data, _ = small_log
+    path = write_logged(replace(data, meta={**data.meta, **meta}), tmp_path / "l.parquet")
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"data={path}", *overrides])
+    with pytest.raises(getattr(errors, error), match=message):
+        evaluate_offline(cfg, tmp_path)
+    assert not (tmp_path / "summary.json").exists()

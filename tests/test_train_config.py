@@ -78,6 +78,7 @@ def test_unknown_keys_and_wrong_types_fail_at_compose_time(override, key):
     ("agent=persona_router env=intervention", "persona_router"),
     ("eval.baselines=[planner]", "planner"),
     ("+eval.populations.bad={bot_fraction:3}", "eval.populations.bad"),
+    ("seed=-1", "seed"),
 ])
 def test_out_of_range_values_fail_validation_naming_the_key(override, key):
     cfg = load(*override.split())
