@@ -251,3 +251,14 @@ def test_metrics_rows_need_integer_iteration_and_env_steps(tmp_path):
     assert log.truncate_after(4) == 3
     assert (tmp_path / "metrics.jsonl.rejected").read_text().splitlines() == [
         '{"iteration": 2.0, "env_steps": 20}', '{"iteration": "3", "env_steps": 30}', "{}"]
+
+
+def test_writing_onto_a_directory_fails_and_leaves_nothing(tmp_path):
+    from ope.data import write_logged
+
+    data = read_logged(_write(tmp_path, _table()))
+    target = tmp_path / "taken"
+    target.mkdir()
+    with pytest.raises(OSError):
+        write_logged(data, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logged.parquet", "taken"]
