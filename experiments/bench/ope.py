@@ -176,36 +176,41 @@ def _train_bundle(name: str, *overrides: str) -> Path:
     return run / "policy"
 
 
-def _routing_policies(bundle: str | None) -> tuple[Any, dict[str, tuple[Any, str]]]:
-    """The routing journey's make_env and evaluation policies: PPO, greedy, random."""
+def _routing_journey(bundle: str | None, truth_episodes: int) -> dict[str, Any]:
+    """The routing journey's parts: ``make_env``, the warmed-up ``behaviour``, the
+    evaluation ``policies`` (PPO, greedy, random) and a ``study`` scored against their true
+    values (the oracle the normalisation's top)."""
     from agents.factory import make_policy
     from agents.serving import load_policy
     from envs.creator import vector_maker
+    from ope.collect import true_value
 
     make_env = vector_maker(ROUTING, KW)
     ppo = load_policy(bundle or _train_bundle("ppo_h1", "env.horizon=1", "budget=600000"))
     if ppo.spec["env"]["config"].get("horizon") != 1:
         raise ValueError(f"the PPO bundle was trained with horizon="
                          f"{ppo.spec['env']['config'].get('horizon')}; this study needs 1")
-    return make_env, {"ppo": (ppo, "greedy"), "greedy": (_greedy(make_env), "greedy"),
-                      "random": (make_policy(ROUTING, "random", KW, seed=0), "stochastic")}
+    policies = {"ppo": (ppo, "greedy"), "greedy": (_greedy(make_env), "greedy"),
+                "random": (make_policy(ROUTING, "random", KW, seed=0), "stochastic")}
+    truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
+             for n, (p, m) in policies.items()}
+    oracle = true_value(make_policy(ROUTING, "oracle", KW, seed=0), make_env, truth_episodes,
+                        seed=0)
+    return dict(make_env=make_env, behaviour=_behaviour(make_env), policies=policies,
+                truth=truth, oracle=oracle, bundle=str(ppo.path),
+                study=lambda: _Study(truth, oracle["value"], truth["random"]["value"]))
 
 
 def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = None,
                    truth_episodes: int = 200_000, resamples: int = 1000) -> dict[str, Any]:
     """The routing journey above; prints a table and returns the figures."""
-    from agents.factory import make_policy
-    from ope.collect import collect, evaluation_probs, true_value
+    from ope.collect import collect, evaluation_probs
     from ope.evaluate import estimate, recommend
     from ope.models import out_of_fold_r2, reward_model
 
-    make_env, policies = _routing_policies(bundle)
-    behaviour = _behaviour(make_env)
-    truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
-             for n, (p, m) in policies.items()}
-    oracle = true_value(make_policy(ROUTING, "oracle", KW, seed=0), make_env, truth_episodes,
-                        seed=0)
-    study = _Study(truth, oracle["value"], truth["random"]["value"])
+    j = _routing_journey(bundle, truth_episodes)
+    make_env, behaviour, policies, study = j["make_env"], j["behaviour"], j["policies"], \
+        j["study"]()
     start = time.perf_counter()
     for s in range(seeds):
         data = collect(behaviour, make_env, logged, seed=s, epsilon=0.2)
@@ -221,8 +226,8 @@ def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = 
           f"{truth_episodes:,} episodes per policy on independent users; V_oracle "
           f"{study.v_top:.4f}, V_random {study.v_random:.4f}; {seconds:.0f} s")
     table = study.table()
-    return dict(seeds=seeds, logged=logged, truth=truth, oracle=oracle,
-                bundle=str(policies["ppo"][0].path), results=table, seconds=seconds)
+    return dict(seeds=seeds, logged=logged, truth=j["truth"], oracle=j["oracle"],
+                bundle=j["bundle"], results=table, seconds=seconds)
 
 
 def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None = None,
@@ -274,21 +279,15 @@ def refit_study(seeds: int = 30, logged: int = 10_000, bundle: str | None = None
     """The routing journey with ``ci.refit=true``: coverage of DM's (and DR's) intervals with
     the reward model refitted in every resample, against the fixed-model ones, and the
     cost."""
-    from agents.factory import make_policy
     from ope import estimators as E
-    from ope.collect import collect, evaluation_probs, true_value
+    from ope.collect import collect, evaluation_probs
     from ope.evaluate import estimate, recommend
     from ope.models import out_of_fold_r2, reward_model
     from ope.uncertainty import refit_bootstrap
 
-    make_env, policies = _routing_policies(bundle)
-    behaviour = _behaviour(make_env)
-    truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
-             for n, (p, m) in policies.items()}
-    oracle = true_value(make_policy(ROUTING, "oracle", KW, seed=0), make_env, truth_episodes,
-                        seed=0)
-    fixed, refitted = (_Study(truth, oracle["value"], truth["random"]["value"])
-                       for _ in range(2))
+    j = _routing_journey(bundle, truth_episodes)
+    make_env, behaviour, policies = j["make_env"], j["behaviour"], j["policies"]
+    fixed, refitted = j["study"](), j["study"]()
     names = ["dm", "dr", "sndr"]
     refit_seconds = []
     for s in range(seeds):
