@@ -354,6 +354,12 @@ def test_degenerate_weights_recommend_dm_only_with_a_refitted_interval():
     res = estimate(data, pi_e, q, n_resamples=200, seed=0)
     choice, reason = recommend(data, res["diagnostics"], 0.3, res["estimates"])
     assert choice is None and "ci.refit=true" in reason
+    few, pi_few, q_few = bandit_log(n=2000, propensity_of_target=0.03)  # 3%, but ~60 episodes
+    res_few = estimate(few, pi_few, q_few, n_resamples=200, seed=0)
+    assert res_few["diagnostics"]["ess_fraction"] > 0.01                # above the share
+    assert res_few["diagnostics"]["ess"] < 100
+    choice, reason = recommend(few, res_few["diagnostics"], 0.3, res_few["estimates"])
+    assert choice is None and "weights carry an estimate from 100" in reason
 
     fit = lambda w, _: reward_model(data, make_regressor=LinearRegression, sample_weight=w)  # noqa: E731
     refit = refit_bootstrap(data, {"p": pi_e}, {"dm": E.dm}, fit, n_resamples=50, seed=0)
