@@ -23,8 +23,8 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from agents.baselines import Policy
-from personarl.seeds import stream_seed
 from personarl import jsonio
+from personarl.seeds import stream_seed
 
 __all__ = ["Learner", "OnlineBaseline"]
 

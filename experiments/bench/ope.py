@@ -176,7 +176,7 @@ def _train_bundle(name: str, *overrides: str) -> Path:
     return run / "policy"
 
 
-def _routing_journey(bundle: str | None, truth_episodes: int) -> dict[str, Any]:
+def _routing_journey(bundle: str, truth_episodes: int) -> dict[str, Any]:
     """The routing journey's parts: ``make_env``, the warmed-up ``behaviour``, the
     evaluation ``policies`` (PPO, greedy, random) and a ``study`` scored against their true
     values (the oracle the normalisation's top)."""
@@ -186,7 +186,7 @@ def _routing_journey(bundle: str | None, truth_episodes: int) -> dict[str, Any]:
     from ope.collect import true_value
 
     make_env = vector_maker(ROUTING, KW)
-    ppo = load_policy(bundle or _train_bundle("ppo_h1", "env.horizon=1", "budget=600000"))
+    ppo = load_policy(bundle)
     if ppo.spec["env"]["config"].get("horizon") != 1:
         raise ValueError(f"the PPO bundle was trained with horizon="
                          f"{ppo.spec['env']['config'].get('horizon')}; this study needs 1")
@@ -201,7 +201,7 @@ def _routing_journey(bundle: str | None, truth_episodes: int) -> dict[str, Any]:
                 study=lambda: _Study(truth, oracle["value"], truth["random"]["value"]))
 
 
-def one_step_study(seeds: int = 100, logged: int = 10_000, bundle: str | None = None,
+def one_step_study(bundle: str, seeds: int = 100, logged: int = 10_000,
                    truth_episodes: int = 200_000, resamples: int = 1000) -> dict[str, Any]:
     """The routing journey above; prints a table and returns the figures."""
     from ope.collect import collect, evaluation_probs
@@ -274,7 +274,7 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
                 results=table, seconds=seconds)
 
 
-def refit_study(seeds: int = 30, logged: int = 10_000, bundle: str | None = None,
+def refit_study(bundle: str, seeds: int = 30, logged: int = 10_000,
                 truth_episodes: int = 200_000, resamples: int = 200) -> dict[str, Any]:
     """The routing journey with ``ci.refit=true``: coverage of DM's (and DR's) intervals with
     the reward model refitted in every resample, against the fixed-model ones, and the
@@ -323,13 +323,15 @@ def run(rows: int, seeds: int, logged: int, bundle: str | None, resamples: int,
         intervention_bundle: str | None = None, refit_seeds: int = 30,
         parts: tuple[str, ...] = ("speed", "one_step", "sequential")) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if bundle is None and {"one_step", "refit"} & set(parts):    # train it once for both
+        bundle = str(_train_bundle("ppo_h1", "env.horizon=1", "budget=600000"))
     if "speed" in parts:
         out["speed"] = speed(rows, resamples)
     if "one_step" in parts:
-        out["one_step"] = one_step_study(seeds, logged, bundle, resamples=resamples)
+        out["one_step"] = one_step_study(bundle, seeds, logged, resamples=resamples)
     if "sequential" in parts:
         out["sequential"] = sequential_study(seeds, bundle=intervention_bundle,
                                              resamples=resamples)
     if "refit" in parts:
-        out["refit"] = refit_study(refit_seeds, logged, bundle)
+        out["refit"] = refit_study(bundle, refit_seeds, logged)
     return out
