@@ -74,7 +74,7 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     """Collect per ``cfg`` and write the Parquet file ``out``."""
     from envs.creator import vector_maker
     from ope.collect import EXPLORATION, collect
-    from ope.data import write_logged
+    from ope.files import write_logged
 
     env_id, kwargs = env_kwargs(cfg)
     episodes = check_int("episodes", cfg.episodes, 1)

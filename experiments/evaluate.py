@@ -97,7 +97,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from agents.factory import baselines_for, make_policy
     from ope import estimators as E
     from ope.collect import evaluation_probs, true_value
-    from ope.data import read_logged
+    from ope.files import read_logged
     from ope.evaluate import estimate, normalised_error, rank_study, recommend
     from ope.models import fitted_q, out_of_fold_r2, reward_model
     from ope.uncertainty import refit_bootstrap

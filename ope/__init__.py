@@ -1,8 +1,9 @@
 """Offline policy evaluation: logged data, estimators, uncertainty.
 
 * ``ope.data`` — ``LoggedData`` (episodes of observation, action, reward, behaviour
-  propensity, done), its checks, and Parquet reading/writing (also of the server's
-  decision logs);
+  propensity, done) and its checks;
+* ``ope.files`` — Parquet reading and writing, and the server's decision logs as
+  ``LoggedData``;
 * ``ope.estimators`` — one-step IPS, SNIPS, DM, DR, SNDR, Switch-DR and sequential
   per-decision IS, weighted IS, DR, weighted DR, each as per-episode *terms* so that point
   estimates and bootstrap resamples are the same vectorised sums;

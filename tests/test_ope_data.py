@@ -15,7 +15,8 @@ import pytest
 
 from agents.decision_log import DataWarning, DecisionLog, read_log
 from experiments.run_files import MetricsLog
-from ope.data import DataError, LoggedData, from_decision_logs, read_logged
+from ope.data import DataError, LoggedData
+from ope.files import from_decision_logs, read_logged
 
 
 def _table(**overrides) -> pa.Table:
@@ -254,7 +255,7 @@ def test_metrics_rows_need_integer_iteration_and_env_steps(tmp_path):
 
 
 def test_writing_onto_a_directory_fails_and_leaves_nothing(tmp_path):
-    from ope.data import write_logged
+    from ope.files import write_logged
 
     data = read_logged(_write(tmp_path, _table()))
     target = tmp_path / "taken"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ope import estimators as E
-from ope.data import DataError, LoggedData, read_logged, write_logged
+from ope.data import DataError, LoggedData
+from ope.files import read_logged, write_logged
 
 
 def one_step() -> tuple[LoggedData, np.ndarray, np.ndarray]:

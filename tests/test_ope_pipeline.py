@@ -15,7 +15,7 @@ from agents.factory import make_policy
 from envs.creator import vector_maker
 from ope import estimators as E
 from ope.collect import behaviour_distribution, collect, evaluation_probs, true_value
-from ope.data import read_logged
+from ope.files import read_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTING, INTERVENTION = "personarl/AgentRouting-v0", "personarl/InterventionTiming-v0"
@@ -197,7 +197,8 @@ def test_every_purpose_has_its_own_users_and_every_policy_the_same_ones():
 
 
 def test_logged_truth_lets_privileged_policies_be_evaluated(tmp_path):
-    from ope.data import DataError, write_logged
+    from ope.data import DataError
+    from ope.files import write_logged
 
     policy = make_policy(INTERVENTION, "greedy", {}, seed=0)
     policy.learning = False
@@ -217,7 +218,7 @@ def test_logged_truth_lets_privileged_policies_be_evaluated(tmp_path):
 @pytest.fixture(scope="module")
 def small_log(tmp_path_factory):
     """A 200-decision one-step routing log, as experiments.collect writes it."""
-    from ope.data import write_logged
+    from ope.files import write_logged
 
     kw = {"horizon": 1}
     policy = make_policy(ROUTING, "random", kw, seed=0)
@@ -244,7 +245,7 @@ def test_evaluate_refuses_a_log_or_setting_it_cannot_use(small_log, tmp_path, me
     from hydra import compose, initialize_config_dir
 
     from experiments.evaluate import evaluate_offline
-    from ope.data import write_logged
+    from ope.files import write_logged
     from synth import errors
 
     data, _ = small_log

@@ -250,7 +250,7 @@ def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
 
 
 def test_decision_logs_load_as_ope_data(tiny_bundles, tmp_path):
-    from ope.data import from_decision_logs
+    from ope.files import from_decision_logs
 
     primary, _ = arms(tiny_bundles)
     decider = Decider(primary, exploration="epsilon", epsilon=0.3, seed=0)
