@@ -23,6 +23,7 @@ two OPE journeys repeated over many seeds and scored against the simulated truth
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -36,7 +37,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 ROUTING = "personarl/AgentRouting-v0"
 INTERVENTION = "personarl/InterventionTiming-v0"
-KW = {"horizon": 1}
+
+
+def journey_env(*overrides: str) -> tuple[str, dict[str, Any]]:
+    """The env id and kwargs ``experiments.collect`` builds from ``configs/`` with these
+    overrides — the README journey's env exactly (the config's values, not the env's
+    constructor defaults)."""
+    from hydra import compose, initialize_config_dir
+
+    from experiments.schema import register_configs
+    from experiments.wiring import env_kwargs
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return env_kwargs(compose("collect", overrides=list(overrides)))
+
+
+def _routing_env() -> dict[str, Any]:
+    return journey_env("env.horizon=1")[1]
 
 
 def _warm(env_id: str, name: str, kwargs: dict[str, Any], make_env: Any) -> Any:
@@ -52,11 +70,11 @@ def _warm(env_id: str, name: str, kwargs: dict[str, Any], make_env: Any) -> Any:
 
 
 def _behaviour(make_env: Any) -> Any:
-    return _warm(ROUTING, "persona_router", KW, make_env)
+    return _warm(ROUTING, "persona_router", _routing_env(), make_env)
 
 
 def _greedy(make_env: Any) -> Any:
-    return _warm(ROUTING, "greedy", KW, make_env)
+    return _warm(ROUTING, "greedy", _routing_env(), make_env)
 
 
 class _Study:
@@ -140,7 +158,7 @@ def speed(rows: int = 1_000_000, resamples: int = 1000, seed: int = 0) -> dict[s
     from ope.models import reward_model
     from ope.uncertainty import bootstrap
 
-    make_env = vector_maker(ROUTING, KW)
+    make_env = vector_maker(ROUTING, _routing_env())
     t = time.perf_counter()
     data = collect(_behaviour(make_env), make_env, rows, seed=seed, epsilon=0.2, batch=65536)
     collect_s = time.perf_counter() - t
@@ -176,6 +194,14 @@ def _train_bundle(name: str, *overrides: str) -> Path:
     return run / "policy"
 
 
+def _same_env(policy: Any, env_id: str, kwargs: dict[str, Any]) -> None:
+    """Refuse a bundle trained on another env or env config than the journey's."""
+    spec = policy.spec["env"]
+    if spec["id"] != env_id or spec["config"] != json.loads(json.dumps(kwargs)):
+        raise ValueError(f"the PPO bundle is for {spec['id']} with {spec['config']}; this "
+                         f"study needs {env_id} with {kwargs}")
+
+
 def _routing_journey(bundle: str, truth_episodes: int) -> dict[str, Any]:
     """The routing journey's parts: ``make_env``, the warmed-up ``behaviour``, the
     evaluation ``policies`` (PPO, greedy, random) and a ``study`` scored against their true
@@ -185,16 +211,15 @@ def _routing_journey(bundle: str, truth_episodes: int) -> dict[str, Any]:
     from envs.creator import vector_maker
     from ope.collect import true_value
 
-    make_env = vector_maker(ROUTING, KW)
+    kw = _routing_env()
+    make_env = vector_maker(ROUTING, kw)
     ppo = load_policy(bundle)
-    if ppo.spec["env"]["config"].get("horizon") != 1:
-        raise ValueError(f"the PPO bundle was trained with horizon="
-                         f"{ppo.spec['env']['config'].get('horizon')}; this study needs 1")
+    _same_env(ppo, ROUTING, kw)
     policies = {"ppo": (ppo, "greedy"), "greedy": (_greedy(make_env), "greedy"),
-                "random": (make_policy(ROUTING, "random", KW, seed=0), "stochastic")}
+                "random": (make_policy(ROUTING, "random", kw, seed=0), "stochastic")}
     truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
              for n, (p, m) in policies.items()}
-    oracle = true_value(make_policy(ROUTING, "oracle", KW, seed=0), make_env, truth_episodes,
+    oracle = true_value(make_policy(ROUTING, "oracle", kw, seed=0), make_env, truth_episodes,
                         seed=0)
     return dict(make_env=make_env, behaviour=_behaviour(make_env), policies=policies,
                 truth=truth, oracle=oracle, bundle=str(ppo.path),
@@ -240,18 +265,17 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
     from ope.evaluate import estimate, recommend
     from ope.models import fitted_q
 
-    make_env = vector_maker(INTERVENTION, {})
-    behaviour = _warm(INTERVENTION, "greedy", {}, make_env)
+    _, kw = journey_env("env=intervention")
+    make_env = vector_maker(INTERVENTION, kw)
+    behaviour = _warm(INTERVENTION, "greedy", kw, make_env)
     ppo = load_policy(bundle or _train_bundle("ppo_intervention", "experiment=intervention"))
-    if ppo.env_id != INTERVENTION:
-        raise ValueError(f"the PPO bundle is for {ppo.env_id}; this study needs "
-                         f"{INTERVENTION}")
+    _same_env(ppo, INTERVENTION, kw)
     policies = {"ppo": (ppo, "greedy"),
-                "greedy": (_warm(INTERVENTION, "greedy", {}, make_env), "greedy"),
-                "random": (make_policy(INTERVENTION, "random", {}, seed=0), "stochastic")}
+                "greedy": (_warm(INTERVENTION, "greedy", kw, make_env), "greedy"),
+                "random": (make_policy(INTERVENTION, "random", kw, seed=0), "stochastic")}
     truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
              for n, (p, m) in policies.items()}
-    planner = true_value(make_policy(INTERVENTION, "planner", {}, seed=0), make_env,
+    planner = true_value(make_policy(INTERVENTION, "planner", kw, seed=0), make_env,
                          truth_episodes, seed=0)
     study = _Study(truth, planner["value"], truth["random"]["value"])
     horizons = []
