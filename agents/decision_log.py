@@ -76,42 +76,59 @@ def _number(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _fits(value: Any, kind: pa.DataType) -> bool:
     """``value`` (from JSON) is a ``kind`` as it is — nothing converted: an ``action`` of
-    1.5 or a ``propensity`` of ``true`` does not fit. Null fits every column."""
+    1.5, a ``propensity`` of ``true``, an observation of 1e300 (beyond float32) or a string
+    that is not valid Unicode does not fit. Null fits every column."""
     if value is None:
         return True
-    if pa.types.is_string(kind):
-        return isinstance(value, str)
-    if pa.types.is_boolean(kind):
-        return isinstance(value, bool)
-    if pa.types.is_integer(kind):
-        return isinstance(value, int) and not isinstance(value, bool) and \
-            -2**63 <= value < 2**63
-    if pa.types.is_floating(kind):                   # finite: strict JSON has no NaN
-        if isinstance(value, bool):
-            return False
-        return (isinstance(value, int) and abs(value) < 2**1023) or \
-            (isinstance(value, float) and math.isfinite(value))
     if pa.types.is_list(kind):
         return isinstance(value, list) and all(_fits(v, kind.value_type) for v in value)
-    return False
+    if pa.types.is_string(kind):
+        if not isinstance(value, str):
+            return False
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:                    # a lone surrogate such as "\ud800"
+            return False
+        return True
+    if pa.types.is_boolean(kind):
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    if isinstance(value, int):
+        return -2**63 <= value < 2**63
+    limit = _FLOAT32_MAX if kind == pa.float32() else float("inf")
+    return pa.types.is_floating(kind) and math.isfinite(value) and abs(value) <= limit
 
 
 def _read_segment(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[tuple[int, bytes]]]:
     """The rows of a segment that fit ``schema``, and the ``(line number, bytes)`` of every
     other line (not JSON, not an object, or a value that is not its column's type)."""
     lines = jsonio.read_jsonl(path)
-    good, misfits = [], []
-    for number, row in zip(lines.numbers, lines.rows):
-        if all(_fits(row.get(f.name), f.type) for f in schema):
-            good.append(row)
-        else:
-            misfits.append(number)
+    fit = [all(_fits(row.get(f.name), f.type) for f in schema) for row in lines.rows]
+    good = [(n, r) for n, r, ok in zip(lines.numbers, lines.rows, fit) if ok]
+    try:
+        table = _table([r for _, r in good], schema)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):   # Arrow has the
+        good = [(n, r) for n, r in good if _storable(r, schema)]         # last word
+        table = _table([r for _, r in good], schema)
+    misfits = sorted(set(lines.numbers) - {n for n, _ in good})
     if misfits:
         raw = jsonio.raw_lines(path)
         lines.skipped += [(n, raw[n - 1]) for n in misfits]
-    return _table(good, schema), sorted(lines.skipped)
+    return table, sorted(lines.skipped)
+
+
+def _storable(row: Mapping[str, Any], schema: pa.Schema) -> bool:
+    try:
+        _table([row], schema)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return False
+    return True
 
 
 def _table(rows: list[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:

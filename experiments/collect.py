@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
-from personarl.seeds import name_key, stream_seed
+from personarl.seeds import MAX_SEED, name_key, stream_seed
 from synth.errors import ConfigError, PersonaRLError, check_int, check_range
 
 __all__ = ["collect_data", "load_policy_spec", "main"]
@@ -78,7 +78,7 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
 
     env_id, kwargs = env_kwargs(cfg)
     episodes = check_int("episodes", cfg.episodes, 1)
-    check_int("seed", cfg.seed, 0)
+    check_int("seed", cfg.seed, 0, MAX_SEED - 1)
     if not isinstance(cfg.record_truth, bool):
         raise ConfigError(f"record_truth={cfg.record_truth!r} must be true or false")
     x = cfg.exploration
@@ -92,6 +92,11 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     if getattr(policy, "privileged", False):
         raise ConfigError(f"behaviour={cfg.behaviour!r} reads the latent truth; a behaviour "
                           "policy must act on what the platform observes")
+    if name == "random" and x.mode != "softmax":
+        raise ConfigError(f"behaviour=random with exploration.mode={x.mode}: a uniformly "
+                          "random policy has no greedy action (every action ties), so "
+                          "greedy/epsilon would log the first action; use "
+                          "exploration.mode=softmax (temperature 1 is the policy itself)")
     plain = OmegaConf.to_container(cfg, resolve=True)
     meta = dict(env_id=env_id, env_version=int(env_id.rsplit("-v", 1)[-1]), env_config=kwargs,
                 behaviour=name, config_hash=hashlib.sha256(json.dumps(

@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
+from personarl.seeds import MAX_SEED
 from synth.errors import ConfigError, DataError, PersonaRLError, check_int, check_range
 
 __all__ = ["evaluate_offline", "main"]
@@ -67,29 +68,33 @@ def _flag(name: str, value: Any) -> bool:
     return value
 
 
-def _env_of(path: str, env_id: str, kwargs: Any, obs_dim: int) -> Callable[[int], Any]:
+def _env_of(path: str, env_id: str, kwargs: Any, data: Any) -> Callable[[int], Any]:
     """``make_env`` for the env the log names in its metadata, checked against the log.
 
     Raises:
-        DataError: the metadata's env config does not build the env, or the log's
-            observations are not that env's width.
+        DataError: the metadata's env config does not build the env, the log's observations
+            are not that env's width, or its episodes are longer than the env's.
     """
+    from agents.factory import env_core
     from envs.creator import vector_maker
 
     if not isinstance(kwargs, dict):
         raise DataError(f"{path}: metadata env_config={kwargs!r} must be a mapping")
-    make_env = vector_maker(env_id, kwargs)
     try:
-        env = make_env(1)
+        core = env_core(env_id, kwargs)
     except (PersonaRLError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: its metadata env {env_id} with env_config {kwargs} does "
                         f"not build: {exc}") from None
-    width = env.single_observation_space.shape[0]
-    env.close()
-    if width != obs_dim:
+    obs_dim = data.obs.shape[1]
+    if core.obs_size != obs_dim:
         raise DataError(f"{path}: observations have {obs_dim} columns but {env_id} with "
-                        f"env_config {kwargs} observes {width}; the log is not from that env")
-    return make_env
+                        f"env_config {kwargs} observes {core.obs_size}; the log is not from "
+                        "that env")
+    if data.horizon > core.H:
+        raise DataError(f"{path}: episodes of up to {data.horizon} decisions, but {env_id} "
+                        f"with env_config {kwargs} ends every episode within {core.H}; the "
+                        "log is not from that env")
+    return vector_maker(env_id, kwargs)
 
 
 def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -98,7 +103,8 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from ope import estimators as E
     from ope.collect import evaluation_probs, true_value
     from ope.files import read_logged
-    from ope.evaluate import estimate, normalised_error, rank_study, recommend
+    from ope.evaluate import (combine_diagnostics, estimate, normalised_error, rank_study,
+                              recommend)
     from ope.models import fitted_q, out_of_fold_r2, reward_model
     from ope.uncertainty import refit_bootstrap
 
@@ -110,10 +116,14 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if not env_id:
         raise ConfigError(f"{cfg.data} has no env_id in its metadata; cannot simulate the "
                           "ground truth")
-    make_env = _env_of(cfg.data, env_id, kwargs, data.obs.shape[1])
-    check_int("seed", cfg.seed, 0)
+    make_env = _env_of(cfg.data, env_id, kwargs, data)
+    check_int("seed", cfg.seed, 0, MAX_SEED - 1)
     refit_on = _flag("ci.refit", cfg.ci.refit)
     gamma = check_range("gamma", cfg.gamma, 0.0, 1.0)
+    lam = check_range("switch_lambda", cfg.switch_lambda, 0.0, float("inf"))
+    if not OmegaConf.is_list(cfg.policies):
+        raise ConfigError(f"policies={cfg.policies!r} must be a list such as [greedy,random] "
+                          "(baselines by name, or bundle directories)")
     n_boot = check_int("ci.resamples", cfg.ci.resamples, 10)
     alpha = check_range("ci.alpha", cfg.ci.alpha, 0.0, 0.5, low_open=True, high_open=True)
     n_refit = check_int("ci.refit_resamples", cfg.ci.refit_resamples, 10)
@@ -147,14 +157,19 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     pis = {label: evaluation_probs(p, data.obs, mode, context=data.context)
            for label, (p, mode) in policies.items()}
+    notes = []
+    if one_step and data.n_episodes < folds and cfg.estimators is None:
+        notes.append(f"the model-based estimators are left out: cross-fitting with {folds} "
+                     f"folds needs {folds} episodes, and the log has {data.n_episodes}")
+        names = [n for n in names if n not in E.MODEL_BASED]
+    model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
     q_shared, r2 = None, None
-    if one_step:
+    if one_step and model_based:
         q_shared = reward_model(data, n_folds=folds, seed=cfg.seed)
         r2 = out_of_fold_r2(data, q_shared)
-    q_hats = {label: q_shared if one_step else fitted_q(data, pi, gamma=gamma)
-              for label, pi in pis.items()}
+    q_hats = {label: None if not model_based else q_shared if one_step
+              else fitted_q(data, pi, gamma=gamma) for label, pi in pis.items()}
     refit: dict[str, Any] = {}
-    model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
     if refit_on and model_based:
         def fit(weights: np.ndarray, pi_e: np.ndarray) -> np.ndarray:
             if one_step:
@@ -164,7 +179,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         refit = refit_bootstrap(data, pis, model_based,
                                 _timed(fit, n_refit, 1 if one_step else len(pis)),
                                 n_resamples=n_refit, alpha=alpha, seed=cfg.seed,
-                                shared_model=one_step, gamma=gamma, lam=cfg.switch_lambda)
+                                shared_model=one_step, gamma=gamma, lam=lam)
     # the normalisation: random and the best privileged baseline, both simulated
     random = make_policy(env_id, "random", kwargs, seed=cfg.seed)
     v_random = true_value(random, make_env, truth_episodes, cfg.seed, "stochastic")["value"]
@@ -177,7 +192,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     for label, (policy, mode) in policies.items():
         res = estimate(data, pis[label], q_hats[label], names=names, gamma=gamma,
-                       lam=cfg.switch_lambda, n_resamples=n_boot, alpha=alpha, seed=cfg.seed,
+                       lam=lam, n_resamples=n_boot, alpha=alpha, seed=cfg.seed,
                        refit=refit.get(label))
         truth = true_value(policy, make_env, truth_episodes, cfg.seed, mode)
         for r in res["estimates"].values():
@@ -186,6 +201,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                                      v_random) if defined else None
             r["covers_truth"] = (bool(r["ci_low"] <= truth["value"] <= r["ci_high"])
                                  if defined and r["ci_low"] is not None else None)
+        res["warnings"] = notes + res["warnings"]
         choice, reason = recommend(data, res["diagnostics"], r2, res["estimates"])
         results[label] = dict(mode=mode, truth=truth, **res,
                               recommendation=dict(estimator=choice, reason=reason))
@@ -197,11 +213,15 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                          {p: v["truth"]["value"] for p, v in results.items()})
     # one estimator for ranking them all: judged on the policy with the weakest weights, among
     # the estimators every policy has with an estimate and an interval
-    worst = min(results.values(), key=lambda v: v["diagnostics"]["ess_fraction"])
-    common = {e: r for e, r in worst["estimates"].items()
-              if all(v["estimates"][e]["estimate"] is not None
-                     and v["estimates"][e]["ci_low"] is not None for v in results.values())}
-    choice, reason = recommend(data, worst["diagnostics"], r2, common)
+    # one estimator for ranking them all: judged on the weakest weights of any policy, among
+    # the estimators every policy has with an estimate and an interval (the least defined)
+    common = {e: max((v["estimates"][e] for v in results.values()),
+                     key=lambda r: r["undefined_share"])
+              for e in names if all(e in v["estimates"] and v["estimates"][e]["estimate"]
+                                    is not None and v["estimates"][e]["ci_low"] is not None
+                                    for v in results.values())}
+    choice, reason = recommend(data, combine_diagnostics(
+        [v["diagnostics"] for v in results.values()]), r2, common)
     summary = dict(
         data=dict(path=str(Path(cfg.data).resolve()), env_id=env_id, episodes=data.n_episodes,
                   decisions=data.n, horizon=data.horizon, meta=data.meta),

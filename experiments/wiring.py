@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.factory import baselines_for, env_core
 from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
+from personarl.seeds import MAX_SEED
 from synth.errors import ConfigError, check_int, check_range
 
 __all__ = ["env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
@@ -76,7 +77,7 @@ def _check_known_keys(node: Any, prefix: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Every range check that can run without Ray; raises ``ConfigError`` naming the key."""
     _check_known_keys(cfg, "")
-    check_int("seed", cfg.seed, 0)              # every random stream derives from it
+    check_int("seed", cfg.seed, 0, MAX_SEED - 1)     # every random stream derives from it
     check_int("budget", cfg.budget, 1)
     check_int("checkpoint.every", cfg.checkpoint.every, 0)
     check_int("checkpoint.keep", cfg.checkpoint.keep, 1)

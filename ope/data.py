@@ -47,13 +47,15 @@ def _is_number(v: Any) -> bool:
         not isinstance(v, (bool, np.bool_))
 
 
-def _rows_of(name: str, values: Any, ndim: int) -> np.ndarray:
+def _rows_of(name: str, values: Any, ndim: int, flags: bool = False) -> np.ndarray:
     """A ragged or mixed input, checked row by row: the first row that is not a number
-    (``ndim`` 1) or a list of numbers (``ndim`` 2) is named; then the lengths."""
+    (``ndim`` 1; or true/false, if ``flags``) or a list of numbers (``ndim`` 2) is named;
+    then the lengths."""
     rows = list(values)
     for i, v in enumerate(rows):
-        if ndim == 1 and not _is_number(v):
-            raise DataError(f"column {name!r} row {i} is {v!r:.60}; every row needs a number")
+        if ndim == 1 and not (_is_number(v) or flags and isinstance(v, (bool, np.bool_))):
+            raise DataError(f"column {name!r} row {i} is {v!r:.60}; every row needs "
+                            + ("true/false" if flags else "a number"))
         if ndim == 2:
             if v is None or isinstance(v, (str, bytes)) or np.ndim(v) != 1:
                 raise DataError(f"column {name!r} row {i} is {v!r:.60}; every row needs a "
@@ -61,14 +63,16 @@ def _rows_of(name: str, values: Any, ndim: int) -> np.ndarray:
             if not all(_is_number(x) for x in v):
                 raise DataError(f"column {name!r} row {i} holds a value that is not a number "
                                 f"({v!r:.60})")
-    if ndim == 1:
-        return np.array(rows, dtype=np.float64)
-    lengths = np.array([len(v) for v in rows])
-    bad = np.flatnonzero(lengths != lengths[0])
-    if bad.size:
-        raise DataError(f"column {name!r} row {bad[0]} has {lengths[bad[0]]} values, row 0 "
-                        f"has {lengths[0]}; every row needs the same number")
-    return np.array([[float(x) for x in v] for v in rows], dtype=np.float64)
+    if ndim == 2:
+        lengths = np.array([len(v) for v in rows])
+        bad = np.flatnonzero(lengths != lengths[0])
+        if bad.size:
+            raise DataError(f"column {name!r} row {bad[0]} has {lengths[bad[0]]} values, "
+                            f"row 0 has {lengths[0]}; every row needs the same number")
+    try:
+        return np.array(rows, dtype=bool if flags else np.float64)
+    except OverflowError:
+        raise DataError(f"column {name!r} holds an integer too large for a float") from None
 
 
 def _array(name: str, values: Any, dtype: Any, ndim: int | None) -> np.ndarray:
@@ -81,16 +85,23 @@ def _array(name: str, values: Any, dtype: Any, ndim: int | None) -> np.ndarray:
             getattr(values, "ndim", 1) == 0:
         raise DataError(f"column {name!r} is a single value ({values!r:.40}); it needs one "
                         "per logged decision")
+    if isinstance(values, Mapping):
+        raise DataError(f"column {name!r} is a mapping; it needs a sequence with one value "
+                        "per logged decision")
     if len(values) == 0:
         return np.zeros((0,) * (ndim or 1), dtype=dtype or np.float64)
     try:
         a = np.asarray(values)
-    except ValueError:                              # ragged nested sequences
+    except (ValueError, OverflowError):             # ragged rows, huge integers
         a = None
-    if a is None or a.dtype.kind in "OUSV":         # None, strings, mixed: check the rows
-        rows = list(values)                         # as given (asarray turns 1 into '1')
-        first = next((v for v in rows if v is not None), None)
-        a = _rows_of(name, rows, ndim or (2 if np.ndim(first) == 1 else 1))
+    mixed = not isinstance(values, np.ndarray) and a is not None and a.dtype.kind in "iuf" \
+        and any(isinstance(v, (bool, np.bool_)) for v in np.ravel(np.asarray(values,
+                                                                            dtype=object)))
+    if a is None or mixed or a.dtype.kind in "OUSV":    # None, strings, bools among numbers:
+        rows = list(values)                             # check the rows as given (asarray
+        first = next((v for v in rows if v is not None), None)   # turns 1 into '1', True
+        a = _rows_of(name, rows, ndim or (2 if np.ndim(first) == 1 else 1),  # into 1)
+                     flags=dtype is bool)
     if ndim is not None and a.ndim != ndim or a.ndim not in (1, 2):
         raise DataError(f"column {name!r} must be {ndim or '1- or 2'}-dimensional (one "
                         f"{'value' if ndim == 1 else 'row'} per decision); got shape {a.shape}")
@@ -104,6 +115,16 @@ def _array(name: str, values: Any, dtype: Any, ndim: int | None) -> np.ndarray:
         return a.astype(bool)
     if a.dtype.kind == "b" and dtype is not None:
         raise DataError(f"column {name!r} holds true/false values; it needs numbers")
+    if dtype == np.int64 and a.dtype.kind == "u" and (a >= 2**63).any():
+        row = int(np.argmax((a >= 2**63).reshape(len(a), -1).any(axis=1)))
+        raise DataError(f"column {name!r} row {row} is {a[row].item()!r}; it must be an "
+                        "integer below 2**63")
+    if dtype == np.float32 and a.dtype.kind == "f" and \
+            (np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)).any():
+        big = np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)
+        row = int(np.argmax(big.reshape(len(a), -1).any(axis=1)))
+        raise DataError(f"column {name!r} row {row} holds a value beyond float32's range "
+                        f"(±{np.finfo(np.float32).max:.3g})")
     if dtype == np.int64 and a.dtype.kind == "f":
         bad = ~np.isfinite(a) | (a != np.round(a)) | (np.abs(a) >= 2.0**63)
         if bad.any():
@@ -128,6 +149,7 @@ class LoggedData:
     action_probs: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     context: dict[str, np.ndarray] | None = None
+    row_labels: np.ndarray | None = None      # (N,) names for rows in messages (decision ids)
 
     def __post_init__(self) -> None:
         self.episode = _array("episode", self.episode, np.int64, 1)
@@ -191,20 +213,21 @@ class LoggedData:
         bad = (self.action < 0) | (self.action >= self.n_actions)
         if bad.any():
             raise DataError(f"{int(bad.sum())} actions outside 0..{self.n_actions - 1} "
-                            f"(first at row {int(np.argmax(bad))}: {int(self.action[bad][0])})")
+                            f"(first at {self._at(int(np.argmax(bad)))}: "
+                            f"{int(self.action[bad][0])})")
         p = self.propensity
         bad = ~((p > 0) & (p <= 1 + _PROB_TOL))
         if bad.any():
             rows = np.flatnonzero(bad)
-            raise DataError(f"{len(rows)} propensities outside (0, 1] (first at row "
-                            f"{rows[0]}: {p[rows[0]]!r}); the behaviour probability of a "
+            raise DataError(f"{len(rows)} propensities outside (0, 1] (first at "
+                            f"{self._at(rows[0])}: {p[rows[0]]!r}); the behaviour probability of a "
                             "logged action must be positive — it was taken — and at most 1")
         if not np.isfinite(self.reward).all():
             raise DataError(f"{int((~np.isfinite(self.reward)).sum())} non-finite rewards "
-                            f"(first at row {int(np.argmax(~np.isfinite(self.reward)))})")
+                            f"(first at {self._at(int(np.argmax(~np.isfinite(self.reward))))})")
         if not np.isfinite(self.obs).all():
-            raise DataError("non-finite observations (first at row "
-                            f"{int(np.argmax(~np.isfinite(self.obs).all(axis=1)))})")
+            raise DataError("non-finite observations (first at "
+                            f"{self._at(int(np.argmax(~np.isfinite(self.obs).all(axis=1))))})")
         step_up = np.diff(self.episode)
         if self.episode[0] != 0 or ((step_up != 0) & (step_up != 1)).any():
             row = int(np.argmax((step_up != 0) & (step_up != 1))) + 1 \
@@ -233,15 +256,20 @@ class LoggedData:
             if (q < 0).any() or not np.allclose(q.sum(axis=1), 1.0, atol=1e-4):
                 row = int(np.argmax((q < 0).any(axis=1) | ~np.isclose(q.sum(axis=1), 1.0,
                                                                        atol=1e-4)))
-                raise DataError(f"'action_probs' row {row} is not a distribution "
+                raise DataError(f"'action_probs' at {self._at(row)} is not a distribution "
                                 f"(sum {q[row].sum():.6f}, min {q[row].min():.3g})")
             logged = q[np.arange(n), self.action]
             off = ~np.isclose(logged, p, rtol=1e-4, atol=1e-6)
             if off.any():
                 row = int(np.argmax(off))
-                raise DataError(f"'propensity' disagrees with 'action_probs' at row {row}: "
+                raise DataError(f"'propensity' disagrees with 'action_probs' at {self._at(row)}: "
                                 f"{p[row]!r} vs {logged[row]!r} for action "
                                 f"{int(self.action[row])}")
+
+    def _at(self, row: int) -> str:
+        """``row N`` in messages, with the row's label where there is one."""
+        label = "" if self.row_labels is None else f" ({self.row_labels[row]!r})"
+        return f"row {row}{label}"
 
     # ------------------------------------------------------------------ episodes
     def padded(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:

@@ -27,8 +27,8 @@ from ope import estimators as E
 from ope.data import LoggedData
 from ope.uncertainty import bernstein_lower, bootstrap, diagnostics
 
-__all__ = ["estimate", "rank_study", "recommend", "normalised_error", "FEW_EPISODES",
-           "MIN_ESS", "MIN_ESS_FRACTION"]
+__all__ = ["estimate", "rank_study", "recommend", "normalised_error", "combine_diagnostics",
+           "FEW_EPISODES", "MIN_ESS", "MIN_ESS_FRACTION", "MAX_UNDEFINED_SHARE"]
 
 #: below this many episodes the percentile bootstrap is flagged as unreliable
 FEW_EPISODES = 20
@@ -37,6 +37,9 @@ FEW_EPISODES = 20
 #: WDR's interval covered the truth in 68% of 47 logs with 10–24 effective episodes and in
 #: 94% of 100 logs with 250–317 (BENCHMARKS.md, issue 13)
 MIN_ESS, MIN_ESS_FRACTION = 100.0, 0.01
+#: an estimator undefined in more of its bootstrap resamples than this is not recommended:
+#: its interval, taken over the defined ones only, is conditional on luck
+MAX_UNDEFINED_SHARE = 0.01
 
 
 def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
@@ -64,7 +67,8 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
         (``bootstrap``, ``bootstrap, model fixed``, ``bootstrap, model refitted``, or
         ``none`` for a one-episode log); ``model_error`` is ``"not included"`` for DM/FQE
         with the model held fixed, ``"included"`` when refitted, else None;
-        ``lower_bound`` (empirical Bernstein, 1 − α) exists for the plain-mean estimators.
+        ``lower_bound`` (empirical Bernstein, 1 − α) exists for the plain-mean estimators
+        that are not the model alone (for DM/FQE it would hold the model fixed too).
 
     Raises:
         ValueError: an estimator that does not apply to this data (listing those that do).
@@ -101,9 +105,12 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
                 "needs one" if _no_weight(t) else f"it is not finite ({value}: the rewards "
                 "or weights overflow)"))
         elif ci["undefined"] > 0:
+            why = ("the model had nothing to fit on in those resamples" if kind ==
+                   "bootstrap, model refitted" else "no weight on the evaluation policy's "
+                   "actions")
             notes.append(f"{n} is undefined in {ci['undefined']:.1%} of the bootstrap "
-                         "resamples (no weight on the evaluation policy's actions); its "
-                         f"interval is over the {1 - ci['undefined']:.1%} where it is defined")
+                         f"resamples ({why}); its interval is over the "
+                         f"{1 - ci['undefined']:.1%} where it is defined")
         if defined and kind == "bootstrap, model fixed" and n in E.MODEL_ONLY:
             notes.append(f"{n}'s interval holds the fitted model fixed: model error not "
                          "included (ci.refit=true refits it in every resample)")
@@ -111,8 +118,8 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
                       ci_low=None if one or not math.isfinite(ci["low"]) else ci["low"],
                       ci_high=None if one or not math.isfinite(ci["high"]) else ci["high"],
                       undefined_share=ci["undefined"],
-                      lower_bound=(bernstein_lower(t.plain, alpha)
-                                   if t.num is None and not one else None),
+                      lower_bound=(bernstein_lower(t.plain, alpha) if t.num is None
+                                   and n not in E.MODEL_ONLY and not one else None),
                       interval="none" if one else kind,
                       model_error=("included" if kind == "bootstrap, model refitted" else
                                    "not included" if n in E.MODEL_ONLY else None))
@@ -188,38 +195,66 @@ _DESCRIBE = {"sndr": "the doubly robust estimator with self-normalised weights h
              "pdis": "per-decision importance sampling"}
 
 
+def combine_diagnostics(diags: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The weakest of several policies' weight diagnostics, for one estimator that must
+    serve them all: the smallest ESS and share, the largest weight and unsupported mass,
+    the widest mean-weight interval."""
+    known = [d["unsupported_mass"] for d in diags if d["unsupported_mass"] is not None]
+    unknown = len(known) < len(diags)
+    return dict(ess=min(d["ess"] for d in diags),
+                ess_fraction=min(d["ess_fraction"] for d in diags),
+                max_weight=max(d["max_weight"] for d in diags),
+                mean_weight=min(d["mean_weight"] for d in diags),
+                mean_weight_ci=(min(d["mean_weight_ci"][0] for d in diags),
+                                max(d["mean_weight_ci"][1] for d in diags)),
+                unsupported_mass=max(known) if known and (max(known) > 0 or not unknown)
+                else None)
+
+
 def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
               estimates: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, str]:
     """``(estimator or None, reason)``: which of the computed ``estimates`` to trust.
 
-    Only an estimator that was computed and has an estimate and an interval can be
-    recommended. With usable weights (an effective sample size of at least ``MIN_ESS``
-    episodes and ``MIN_ESS_FRACTION`` of them, no mass outside the behaviour's support): the
-    doubly robust family (SNDR, DR, Switch-DR one-step; WDR, DR sequential) when the model
-    explains something (out-of-fold R² ≥ 0, or unknown), else the importance-sampling
-    family (SNIPS, IPS; WPDIS, PDIS) first. With degenerate weights only the model can
-    carry the estimate: DM / FQE, and only if their interval was refitted per resample
-    (``interval == "bootstrap, model refitted"``). With mass on
-    actions the behaviour never takes, every estimator extrapolates there (a refitted
-    interval cannot show extrapolation bias): nothing is recommended. The reason says why
-    and what would help.
+    Only an estimator that was computed, has an estimate and an interval, and is undefined
+    in at most ``MAX_UNDEFINED_SHARE`` of the resamples can be recommended, and only on a
+    log of at least ``FEW_EPISODES`` episodes. With usable weights (an effective sample size
+    of at least ``MIN_ESS`` episodes and ``MIN_ESS_FRACTION`` of them, no mass outside the
+    behaviour's support): the doubly robust family (SNDR, DR, Switch-DR one-step; WDR, DR
+    sequential) when the model explains something (out-of-fold R² ≥ 0, or unknown), else
+    the importance-sampling family (SNIPS, IPS; WPDIS, PDIS) first. With degenerate weights
+    only the model can carry the estimate: DM / FQE, and only if their interval was refitted
+    per resample (``interval == "bootstrap, model refitted"``). With mass on actions the
+    behaviour never takes — known from its full distribution, or, without one, a mean weight
+    whose 95% interval excludes 1 — every estimator extrapolates there (a refitted interval
+    cannot show extrapolation bias): nothing is recommended. The reason says why and what
+    would help.
     """
     one_step = data.horizon == 1
     dr_family = ("sndr", "dr", "switch_dr") if one_step else ("wdr", "dr")
     is_family = ("snips", "ips") if one_step else ("wpdis", "pdis")
     model_only = "dm" if one_step else "fqe"
-    usable = {n for n, r in estimates.items()
-              if r["estimate"] is not None and r["ci_low"] is not None}
+    usable = {n for n, r in estimates.items() if r["estimate"] is not None
+              and r["ci_low"] is not None and r["undefined_share"] <= MAX_UNDEFINED_SHARE}
     computed = ", ".join(sorted(estimates)) or "none"
     ess = diag["ess_fraction"]
     refitted = model_only in usable and \
         estimates[model_only]["interval"] == "bootstrap, model refitted"
+    if data.n_episodes < FEW_EPISODES:
+        return None, (f"the log holds {data.n_episodes} episodes: no bootstrap interval can "
+                      f"be trusted below {FEW_EPISODES}; log more episodes")
     if diag.get("unsupported_mass"):
         return None, (f"{diag['unsupported_mass']:.1%} of the evaluation policy's mass is on "
                       "actions the behaviour policy never takes: importance weights cannot "
                       "see them and a model can only extrapolate to them, which no interval "
                       "shows — no estimator can be trusted here. Log data whose behaviour "
                       "takes every action the evaluation policy may take")
+    low, high = diag["mean_weight_ci"]
+    if diag.get("unsupported_mass") is None and not low <= 1.0 <= high:
+        return None, (f"the importance weights average {diag['mean_weight']:.3f} (95% "
+                      f"interval [{low:.3f}, {high:.3f}]) where correct propensities over the "
+                      "behaviour's support give 1: the evaluation policy puts mass where the "
+                      "behaviour never acts, or the logged propensities are wrong (log the "
+                      "full action_probs to tell which) — no estimator can be trusted here")
     if ess < MIN_ESS_FRACTION or diag["ess"] < MIN_ESS:
         why = (f"the effective sample size is {diag['ess']:.1f} episodes ({ess:.2%} of the "
                f"episodes; weights carry an estimate from {MIN_ESS:.0f} and "
@@ -242,7 +277,8 @@ def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
             return model_only, (f"none of {', '.join(order)} was computed with an interval; "
                                 f"{model_only}'s interval refits the model in every resample")
         return None, (f"none of the estimators the weights support ({', '.join(order)}) was "
-                      f"computed with an estimate and an interval (computed: {computed}); "
+                      f"computed with an estimate and an interval defined in at least "
+                      f"{1 - MAX_UNDEFINED_SHARE:.0%} of the resamples (computed: {computed}); "
                       "DM/FQE intervals with the model held fixed leave out model error")
     r2 = "n/a" if model_r2 is None else format(model_r2, ".2f")
     why = (f"the weights are usable (ESS {ess:.1%} of the episodes, max weight "
@@ -251,5 +287,5 @@ def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
               f"predicts worse than a constant (out-of-fold R² {r2})")
            + f": {_DESCRIBE[pick]}")
     if pick != order[0]:
-        why += f" ({order[0]}, preferred here, is not among the computed estimators)"
+        why += f" ({order[0]}, preferred here, was not computed with a usable interval)"
     return pick, why

@@ -74,7 +74,7 @@ def read_logged(path: str | Path) -> LoggedData:
     """
     try:
         table = pq.read_table(path, page_checksum_verification=True)
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:    # a corrupt footer
         raise DataError(f"{path} is not a readable Parquet file: {exc}") from None
     names = set(table.column_names)
     missing = [c for c in REQUIRED if c not in names]
@@ -84,7 +84,7 @@ def read_logged(path: str | Path) -> LoggedData:
     raw = (table.schema.metadata or {}).get(b"personarl")
     try:
         meta = json.loads(raw) if raw else {}
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise DataError(f"{path}: its 'personarl' metadata is not JSON") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path}: its 'personarl' metadata must be a JSON object; got "
@@ -238,7 +238,8 @@ def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
                       propensity=column_vector(decisions, "propensity", d,
                                                numbers_only=True)[rows],
                       done=np.ones(n, dtype=bool), n_actions=probs.shape[1],
-                      action_probs=probs, meta=info)
+                      action_probs=probs, meta=info,
+                      row_labels=ids[rows])
 
 
 def _finite(values: np.ndarray, name: str, where: str, ids: np.ndarray) -> None:

@@ -68,9 +68,11 @@ def skipped_message(path: str | Path, skipped: list[tuple[int, bytes]], rows: in
 
 
 def raw_lines(path: str | Path) -> list[bytes]:
-    """The lines of ``path`` as bytes, without their line ends (line ``n`` is item
+    """The lines of ``path`` as bytes, split on ``\\n`` only (JSON lines end there; a stray
+    carriage return is part of its line), without the line end (line ``n`` is item
     ``n - 1``)."""
-    return Path(path).read_bytes().splitlines()
+    lines = Path(path).read_bytes().split(b"\n")
+    return lines[:-1] if lines and lines[-1] == b"" else lines
 
 
 def read_jsonl(path: str | Path) -> JsonLines:

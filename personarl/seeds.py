@@ -26,8 +26,12 @@ import zlib
 
 import numpy as np
 
-__all__ = ["PURPOSES", "seed_sequence", "generator", "stream_seed", "stream_seed32",
+__all__ = ["PURPOSES", "MAX_SEED", "seed_sequence", "generator", "stream_seed", "stream_seed32",
            "chunk_seeds", "name_key"]
+
+#: seeds and keys are below this (two 32-bit words of entropy, so no two (seed, purpose,
+#: key) triples can assemble the same SeedSequence entropy)
+MAX_SEED = 2**63
 
 #: purpose -> fixed code (the first element of the stream's spawn key)
 PURPOSES: dict[str, int] = {
@@ -60,8 +64,9 @@ def seed_sequence(seed: int, purpose: str, *key: int) -> np.random.SeedSequence:
         raise ValueError(f"unknown random-stream purpose {purpose!r}; valid: "
                          f"{sorted(PURPOSES)}")
     for name, value in (("seed", seed), *((f"key[{i}]", k) for i, k in enumerate(key))):
-        if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 0:
-            raise ValueError(f"{name}={value!r} must be a non-negative integer")
+        if isinstance(value, bool) or not hasattr(value, "__index__") or \
+                not 0 <= int(value) < MAX_SEED:
+            raise ValueError(f"{name}={value!r} must be an integer in [0, 2**63)")
     return np.random.SeedSequence(int(seed),
                                   spawn_key=(PURPOSES[purpose], *(int(k) for k in key)))
 

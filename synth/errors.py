@@ -46,6 +46,8 @@ def check_range(name: str, value: float, low: float, high: float, *,
         low_open: exclude ``low`` itself.
         high_open: exclude ``high`` itself.
     """
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a number")
     try:
         v = float(value)
     except (TypeError, ValueError):

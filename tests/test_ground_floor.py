@@ -40,8 +40,9 @@ def test_streams_are_reproducible_and_chunks_extend():
 
 @pytest.mark.parametrize("purpose,seed,message", [
     ("truths", 0, "unknown random-stream purpose 'truths'; valid: .*'truth'"),
-    ("truth", -1, "seed=-1 must be a non-negative integer"),
-    ("truth", 1.5, "seed=1.5 must be a non-negative integer"),
+    ("truth", -1, r"seed=-1 must be an integer in \[0, 2\*\*63\)"),
+    ("truth", 1.5, r"seed=1.5 must be an integer in \[0, 2\*\*63\)"),
+    ("truth", 2**63, r"seed=9223372036854775808 must be an integer in \[0, 2\*\*63\)"),
 ])
 def test_bad_stream_arguments_are_named(purpose, seed, message):
     with pytest.raises(ValueError, match=message):
@@ -69,11 +70,12 @@ def test_strict_json_writes_non_finite_numbers_as_null():
 def test_jsonl_reader_keeps_rows_after_a_corrupt_line(tmp_path):
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b'{"i": 1}\n{"i": 2\n[3]\n\n{"i": 4}\n{"i": 5, "x": NaN}\n'
-                     b'{"i": "\xff"}\n' + b"[" * 50_000 + b"\n" + b'{"i": ')
+                     b'{"i": "\xff"}\n' + b"[" * 50_000 + b"\n" + b'gar\rbage\n{"i": ')
     lines = jsonio.read_jsonl(path)
     assert [r["i"] for r in lines.rows] == [1, 4, 5]
     assert lines.numbers == [1, 5, 6]
-    assert [n for n, _ in lines.skipped] == [2, 3, 7, 8, 9]     # not UTF-8, too deep, torn
+    assert [n for n, _ in lines.skipped] == [2, 3, 7, 8, 9, 10]  # not UTF-8, deep, CR, torn
     assert lines.skipped[2][1] == b'{"i": "\xff"}'              # kept byte for byte
-    assert "skipped 5 line(s)" in jsonio.skipped_message(path, lines.skipped, 3)
+    assert lines.skipped[4][1] == b"gar\rbage"                   # one line, as it was
+    assert "skipped 6 line(s)" in jsonio.skipped_message(path, lines.skipped, 3)
     assert jsonio.read_jsonl(tmp_path / "absent.jsonl").rows == []

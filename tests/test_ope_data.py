@@ -263,3 +263,25 @@ def test_writing_onto_a_directory_fails_and_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         write_logged(data, target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["logged.parquet", "taken"]
+
+
+def test_values_arrow_cannot_store_cost_their_line_only(tmp_path):
+    folder = tmp_path / "decisions"
+    folder.mkdir()
+    bad = [json.dumps(_decision(1, time=2**70)), json.dumps(_decision(2, observation=[1e300, 0])),
+           json.dumps(_decision(3, arm="\ud800"))]
+    (folder / "segment-000001.jsonl").write_text(
+        "\n".join([json.dumps(_decision(0)), *bad, json.dumps(_decision(4))]) + "\n")
+    with pytest.warns(DataWarning, match=r"skipped 3 line\(s\).*line 2, 3, 4\)"):
+        rows = read_log(tmp_path, "decisions").to_pylist()
+    assert [r["decision_id"] for r in rows] == ["d0", "d4"]
+    with pytest.warns(DataWarning):
+        DecisionLog(tmp_path, "decisions").close()                # the roll keeps them
+    assert (folder / "rejected-000001.jsonl").read_text().splitlines() == bad
+
+
+def test_a_decision_log_error_names_the_decision(tmp_path):
+    root = _logs(tmp_path, [_decision(i) for i in range(6)] + [_decision(6, propensity=0.9)],
+                 [dict(decision_id=f"d{i}", reward=1.0) for i in (1, 3, 5, 6)])
+    with pytest.raises(DataError, match=r"disagrees with 'action_probs' at row 3 \('d6'\)"):
+        from_decision_logs(root)

@@ -333,8 +333,10 @@ def test_only_computed_estimators_are_recommended():
     res = estimate(data, pi_e, q, names=["ips", "dm"], n_resamples=200, seed=0)
     choice, reason = recommend(data, res["diagnostics"], 0.3, res["estimates"])
     assert choice == "ips" and reason.endswith(
-        ": importance sampling (sndr, preferred here, is not among the computed estimators)")
+        ": importance sampling (sndr, preferred here, was not computed with a usable interval)")
     assert res["estimates"]["dm"]["model_error"] == "not included"
+    assert res["estimates"]["dm"]["lower_bound"] is None          # it would hold q̂ fixed too
+    assert res["estimates"]["ips"]["lower_bound"] is not None
     assert any("dm's interval holds the fitted model fixed" in w for w in res["warnings"])
     res = estimate(data, pi_e, q, names=["dm"], n_resamples=200, seed=0)
     assert recommend(data, res["diagnostics"], 0.3, res["estimates"])[0] is None
@@ -428,3 +430,38 @@ def test_cross_fitting_needs_as_many_episodes_as_folds():
     with pytest.raises(DataError, match="2 folds needs at least 2 episodes; the log has 1"):
         reward_model(one)
     assert np.isfinite(reward_model(data)).all()
+
+
+def test_no_recommendation_on_too_few_episodes_or_mostly_undefined_intervals():
+    from ope.evaluate import FEW_EPISODES, estimate, recommend
+
+    data, pi_e, q = bandit_log(n=FEW_EPISODES - 1)
+    res = estimate(data, pi_e, q, n_resamples=100, seed=0)
+    choice, reason = recommend(data, res["diagnostics"], 0.3, res["estimates"])
+    assert choice is None and f"the log holds {FEW_EPISODES - 1} episodes" in reason
+    data, pi_e, q = bandit_log(n=400)
+    res = estimate(data, pi_e, q, names=["snips"], n_resamples=100, seed=0)
+    res["estimates"]["snips"]["undefined_share"] = 0.05        # as if 5% of resamples had none
+    choice, reason = recommend(data, res["diagnostics"], 0.3, res["estimates"])
+    assert choice is None and "defined in at least 99% of the resamples" in reason
+
+
+def test_without_the_full_distribution_a_mean_weight_below_one_blocks_a_recommendation():
+    from ope.evaluate import combine_diagnostics, estimate, recommend
+
+    data, pi_e, q = bandit_log(n=4000)
+    data.action_probs = None                                  # support unknown
+    pi_off = np.tile([0.0, 0.5], (data.n, 1))                 # and 50% on a third action
+    pi_off = np.concatenate([pi_off, np.full((data.n, 1), 0.5)], axis=1)
+    three = LoggedData(episode=data.episode, step=data.step, obs=data.obs, action=data.action,
+                       reward=data.reward, propensity=data.propensity, done=data.done,
+                       n_actions=3)
+    res = estimate(three, pi_off, None, names=["snips", "ips"], n_resamples=100, seed=0)
+    assert res["diagnostics"]["unsupported_mass"] is None
+    assert res["diagnostics"]["mean_weight_ci"][1] < 1.0
+    choice, reason = recommend(three, res["diagnostics"], None, res["estimates"])
+    assert choice is None and "the importance weights average 0.49" in reason
+    ok = estimate(*bandit_log(n=4000), n_resamples=100, seed=0)["diagnostics"]
+    both = combine_diagnostics([ok, dict(ok, unsupported_mass=0.5, ess=20.0)])
+    assert both["unsupported_mass"] == 0.5 and both["ess"] == 20.0
+    assert combine_diagnostics([ok, res["diagnostics"]])["unsupported_mass"] is None

@@ -237,6 +237,8 @@ def small_log(tmp_path_factory):
     ({}, ["estimators=nope"], "ConfigError", "must be a non-empty list such as"),
     ({}, ["ci.refit=maybe"], "ConfigError", "ci.refit='maybe' must be true or false"),
     ({}, ["seed=-1"], "ConfigError", r"seed=-1 is outside the valid range"),
+    ({}, ["switch_lambda=abc"], "ConfigError", r"switch_lambda='abc' is not a number"),
+    ({}, ["policies=greedy"], "ConfigError", r"policies='greedy' must be a list"),
 ])
 def test_evaluate_refuses_a_log_or_setting_it_cannot_use(small_log, tmp_path, meta, overrides,
                                                          error, message):
@@ -255,3 +257,41 @@ def test_evaluate_refuses_a_log_or_setting_it_cannot_use(small_log, tmp_path, me
     with pytest.raises(getattr(errors, error), match=message):
         evaluate_offline(cfg, tmp_path)
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_evaluate_refuses_episodes_longer_than_the_env_allows(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.evaluate import evaluate_offline
+    from ope.data import DataError
+    from ope.files import write_logged
+
+    kw = {"horizon": 5}
+    policy = make_policy(ROUTING, "random", kw, seed=0)
+    data = collect(policy, vector_maker(ROUTING, kw), 40, seed=0, exploration="greedy",
+                   meta={"env_id": ROUTING, "env_config": {"horizon": 2}})   # mislabelled
+    assert data.horizon > 2
+    path = write_logged(data, tmp_path / "l.parquet")
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[f"data={path}"])
+    with pytest.raises(DataError, match=r"episodes of up to \d decisions, but "
+                                        r"personarl/AgentRouting-v0 .* ends every episode "
+                                        r"within 2"):
+        evaluate_offline(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["behaviour=random"], "a uniformly random policy has no greedy action"),
+    (["exploration.epsilon=true"], "exploration.epsilon=True is not a number"),
+])
+def test_collect_refuses_a_behaviour_it_would_log_wrongly(tmp_path, overrides, message):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.collect import collect_data
+    from synth.errors import ConfigError
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("collect", overrides=["env.horizon=1", "episodes=10", *overrides])
+    with pytest.raises(ConfigError, match=message):
+        collect_data(cfg, tmp_path / "l.parquet")
+    assert not (tmp_path / "l.parquet").exists()
