@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
 from personarl.seeds import MAX_SEED, name_key, stream_seed
-from synth.errors import ConfigError, PersonaRLError, check_int, check_range
+from synth.errors import ConfigError, PersonaRLError, check_flag, check_int, check_range
 
 __all__ = ["collect_data", "load_policy_spec", "main"]
 
@@ -79,8 +79,7 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     env_id, kwargs = env_kwargs(cfg)
     episodes = check_int("episodes", cfg.episodes, 1)
     check_int("seed", cfg.seed, 0, MAX_SEED - 1)
-    if not isinstance(cfg.record_truth, bool):
-        raise ConfigError(f"record_truth={cfg.record_truth!r} must be true or false")
+    record_truth = check_flag("record_truth", cfg.record_truth)
     x = cfg.exploration
     if x.mode not in EXPLORATION:
         raise ConfigError(f"exploration.mode={x.mode!r}; valid: {list(EXPLORATION)}")
@@ -103,7 +102,7 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
                     plain, sort_keys=True).encode()).hexdigest()[:16])
     data = collect(policy, vector_maker(env_id, kwargs), episodes, seed=cfg.seed,
                    exploration=x.mode, epsilon=x.epsilon, temperature=x.temperature,
-                   meta=meta, record_truth=bool(cfg.record_truth))
+                   meta=meta, record_truth=record_truth)
     try:
         write_logged(data, out)
     except OSError as exc:

@@ -36,7 +36,8 @@ from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
 from personarl.seeds import MAX_SEED
-from synth.errors import ConfigError, DataError, PersonaRLError, check_int, check_range
+from synth.errors import (ConfigError, DataError, PersonaRLError, check_flag, check_int,
+                          check_range)
 
 __all__ = ["evaluate_offline", "main"]
 
@@ -60,12 +61,6 @@ def _timed(fit: Callable[..., np.ndarray], resamples: int, fits_per_resample: in
         return out
 
     return wrapped
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name}={value!r} must be true or false")
-    return value
 
 
 def _env_of(path: str, env_id: str, kwargs: Any, data: Any) -> Callable[[int], Any]:
@@ -102,9 +97,9 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from agents.factory import baselines_for, make_policy
     from ope import estimators as E
     from ope.collect import evaluation_probs, true_value
-    from ope.files import read_logged
     from ope.evaluate import (combine_diagnostics, estimate, normalised_error, rank_study,
                               recommend)
+    from ope.files import read_logged
     from ope.models import fitted_q, out_of_fold_r2, reward_model
     from ope.uncertainty import refit_bootstrap
 
@@ -118,7 +113,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                           "ground truth")
     make_env = _env_of(cfg.data, env_id, kwargs, data)
     check_int("seed", cfg.seed, 0, MAX_SEED - 1)
-    refit_on = _flag("ci.refit", cfg.ci.refit)
+    refit_on = check_flag("ci.refit", cfg.ci.refit)
     gamma = check_range("gamma", cfg.gamma, 0.0, 1.0)
     lam = check_range("switch_lambda", cfg.switch_lambda, 0.0, float("inf"))
     if not OmegaConf.is_list(cfg.policies):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "PersonaRLError", "ConfigError", "ResetNeededError", "InvalidActionError", "DataError",
-    "check_range", "check_int",
+    "check_range", "check_int", "check_flag",
 ]
 
 
@@ -58,6 +58,14 @@ def check_range(name: str, value: float, low: float, high: float, *,
         interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
         raise ConfigError(f"{name}={value!r} is outside the valid range {interval}")
     return v
+
+
+def check_flag(name: str, value: bool) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``, else raise ``ConfigError`` (a string
+    such as ``"maybe"`` is not read as true)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be true or false")
+    return value
 
 
 def check_int(name: str, value: int, low: int, high: int | None = None) -> int:

@@ -283,6 +283,7 @@ def test_evaluate_refuses_episodes_longer_than_the_env_allows(tmp_path):
 @pytest.mark.parametrize("overrides,message", [
     (["behaviour=random"], "a uniformly random policy has no greedy action"),
     (["exploration.epsilon=true"], "exploration.epsilon=True is not a number"),
+    (["record_truth=maybe"], "record_truth='maybe' must be true or false"),
 ])
 def test_collect_refuses_a_behaviour_it_would_log_wrongly(tmp_path, overrides, message):
     from hydra import compose, initialize_config_dir
