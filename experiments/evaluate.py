@@ -47,13 +47,14 @@ log = logging.getLogger(__name__)
 def _timed(fit: Callable[..., np.ndarray], resamples: int, fits_per_resample: int
            ) -> Callable[..., np.ndarray]:
     """``fit`` that logs, after its first call, what refitting every resample will cost."""
-    first = [True]
+    first = True
 
     def wrapped(*args: Any) -> np.ndarray:
+        nonlocal first
         start = time.perf_counter()
         out = fit(*args)
-        if first[0]:
-            first[0] = False
+        if first:
+            first = False
             seconds = time.perf_counter() - start
             log.info("ci.refit: one model fit took %.1f s; %d resamples x %d fit(s) each ≈ "
                      "%.0f s", seconds, resamples, fits_per_resample,
@@ -92,16 +93,80 @@ def _env_of(path: str, env_id: str, kwargs: Any, data: Any) -> Callable[[int], A
     return vector_maker(env_id, kwargs)
 
 
+def _settings(cfg: DictConfig, data: Any) -> dict[str, Any]:
+    """The run's checked settings (before any policy is built or trained).
+
+    Raises:
+        ConfigError: naming the key and what is valid.
+    """
+    from ope.evaluate import estimator_names
+
+    if cfg.estimators is not None and (not OmegaConf.is_list(cfg.estimators)
+                                       or not len(cfg.estimators)):
+        raise ConfigError(f"estimators={cfg.estimators!r} must be a non-empty list such as "
+                          f"[ips,dm], or null for every estimator; valid: "
+                          f"{estimator_names(data)}")
+    if not OmegaConf.is_list(cfg.policies):
+        raise ConfigError(f"policies={cfg.policies!r} must be a list such as [greedy,random] "
+                          "(baselines by name, or bundle directories)")
+    try:
+        names = estimator_names(data, None if cfg.estimators is None else cfg.estimators)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    check_int("seed", cfg.seed, 0, MAX_SEED - 1)
+    return dict(
+        names=names, refit=check_flag("ci.refit", cfg.ci.refit),
+        gamma=check_range("gamma", cfg.gamma, 0.0, 1.0),
+        lam=check_range("switch_lambda", cfg.switch_lambda, 0.0, float("inf")),
+        resamples=check_int("ci.resamples", cfg.ci.resamples, 10),
+        alpha=check_range("ci.alpha", cfg.ci.alpha, 0.0, 0.5, low_open=True, high_open=True),
+        refit_resamples=check_int("ci.refit_resamples", cfg.ci.refit_resamples, 10),
+        truth_episodes=check_int("truth_episodes", cfg.truth_episodes, 100),
+        folds=check_int("folds", cfg.folds, 2),
+        warmup_steps=check_int("warmup_steps", cfg.warmup_steps, 0))
+
+
+def _models(data: Any, pis: dict[str, np.ndarray], names: list[str], s: dict[str, Any],
+            seed: int) -> tuple[dict[str, Any], float | None, dict[str, Any], list[str]]:
+    """``(q_hat per policy, out-of-fold R², refitted intervals per policy, notes)``: the
+    one-step reward model (cross-fitted, shared) or FQE per policy, fitted only when a
+    model-based estimator is asked for; refitted per resample with ``ci.refit``."""
+    from ope import estimators as E
+    from ope.models import fitted_q, out_of_fold_r2, reward_model
+    from ope.uncertainty import refit_bootstrap
+
+    one_step, table = data.horizon == 1, E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
+    notes = []
+    if one_step and data.n_episodes < s["folds"] and names == list(table):
+        notes.append(f"the model-based estimators are left out: cross-fitting with "
+                     f"{s['folds']} folds needs {s['folds']} episodes, and the log has "
+                     f"{data.n_episodes}")
+        names[:] = [n for n in names if n not in E.MODEL_BASED]
+    model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
+    if not model_based:
+        return {label: None for label in pis}, None, {}, notes
+
+    def fit(weights: np.ndarray | None, pi_e: np.ndarray) -> np.ndarray:
+        if one_step:
+            return reward_model(data, n_folds=s["folds"], seed=seed, sample_weight=weights)
+        return fitted_q(data, pi_e, gamma=s["gamma"], sample_weight=weights)
+
+    shared = fit(None, None) if one_step else None
+    q_hats = {label: shared if one_step else fit(None, pi) for label, pi in pis.items()}
+    refit = {} if not s["refit"] else refit_bootstrap(
+        data, pis, model_based, _timed(fit, s["refit_resamples"], 1 if one_step else len(pis)),
+        n_resamples=s["refit_resamples"], alpha=s["alpha"], seed=seed,
+        shared_model=one_step, gamma=s["gamma"], lam=s["lam"])
+    return q_hats, out_of_fold_r2(data, shared) if one_step else None, refit, notes
+
+
 def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The whole study; returns the summary (also written to ``summary.json``)."""
     from agents.factory import baselines_for, make_policy
-    from ope import estimators as E
     from ope.collect import evaluation_probs, true_value
     from ope.evaluate import (combine_diagnostics, estimate, normalised_error, rank_study,
                               recommend)
     from ope.files import read_logged
-    from ope.models import fitted_q, out_of_fold_r2, reward_model
-    from ope.uncertainty import refit_bootstrap
 
     if not Path(cfg.data).is_file():
         raise ConfigError(f"data={cfg.data!r} is not a file (run python -m "
@@ -112,35 +177,11 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"{cfg.data} has no env_id in its metadata; cannot simulate the "
                           "ground truth")
     make_env = _env_of(cfg.data, env_id, kwargs, data)
-    check_int("seed", cfg.seed, 0, MAX_SEED - 1)
-    refit_on = check_flag("ci.refit", cfg.ci.refit)
-    gamma = check_range("gamma", cfg.gamma, 0.0, 1.0)
-    lam = check_range("switch_lambda", cfg.switch_lambda, 0.0, float("inf"))
-    if not OmegaConf.is_list(cfg.policies):
-        raise ConfigError(f"policies={cfg.policies!r} must be a list such as [greedy,random] "
-                          "(baselines by name, or bundle directories)")
-    n_boot = check_int("ci.resamples", cfg.ci.resamples, 10)
-    alpha = check_range("ci.alpha", cfg.ci.alpha, 0.0, 0.5, low_open=True, high_open=True)
-    n_refit = check_int("ci.refit_resamples", cfg.ci.refit_resamples, 10)
-    truth_episodes = check_int("truth_episodes", cfg.truth_episodes, 100)
-    folds = check_int("folds", cfg.folds, 2)
-    one_step = data.horizon == 1
-    table = E.ONE_STEP if one_step else E.SEQUENTIAL
-    if cfg.estimators is not None and (not OmegaConf.is_list(cfg.estimators)
-                                       or not len(cfg.estimators)):
-        raise ConfigError(f"estimators={cfg.estimators!r} must be a non-empty list such as "
-                          f"[ips,dm], or null for every estimator; valid: {list(table)}")
-    names = list(cfg.estimators) if cfg.estimators is not None else list(table)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise ConfigError(f"estimators: {unknown} do not apply to "
-                          f"{'one-step' if one_step else 'sequential'} data; valid: "
-                          f"{list(table)}")
+    s = _settings(cfg, data)
     policies = {}
     for spec in cfg.policies:
         policy, name = load_policy_spec(str(spec), env_id, kwargs, cfg.seed,
-                                        check_int("warmup_steps", cfg.warmup_steps, 0),
-                                        "policies")
+                                        s["warmup_steps"], "policies")
         if getattr(policy, "privileged", False) and not data.context:
             raise ConfigError(f"policies: {spec!r} reads the latent truth, which this log "
                               "does not hold (collect with record_truth=true to evaluate it "
@@ -152,44 +193,24 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     pis = {label: evaluation_probs(p, data.obs, mode, context=data.context)
            for label, (p, mode) in policies.items()}
-    notes = []
-    if one_step and data.n_episodes < folds and cfg.estimators is None:
-        notes.append(f"the model-based estimators are left out: cross-fitting with {folds} "
-                     f"folds needs {folds} episodes, and the log has {data.n_episodes}")
-        names = [n for n in names if n not in E.MODEL_BASED]
-    model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
-    q_shared, r2 = None, None
-    if one_step and model_based:
-        q_shared = reward_model(data, n_folds=folds, seed=cfg.seed)
-        r2 = out_of_fold_r2(data, q_shared)
-    q_hats = {label: None if not model_based else q_shared if one_step
-              else fitted_q(data, pi, gamma=gamma) for label, pi in pis.items()}
-    refit: dict[str, Any] = {}
-    if refit_on and model_based:
-        def fit(weights: np.ndarray, pi_e: np.ndarray) -> np.ndarray:
-            if one_step:
-                return reward_model(data, n_folds=folds, seed=cfg.seed, sample_weight=weights)
-            return fitted_q(data, pi_e, gamma=gamma, sample_weight=weights)
-
-        refit = refit_bootstrap(data, pis, model_based,
-                                _timed(fit, n_refit, 1 if one_step else len(pis)),
-                                n_resamples=n_refit, alpha=alpha, seed=cfg.seed,
-                                shared_model=one_step, gamma=gamma, lam=lam)
+    names = s["names"]
+    q_hats, r2, refit, notes = _models(data, pis, names, s, cfg.seed)
     # the normalisation: random and the best privileged baseline, both simulated
+    episodes = s["truth_episodes"]
     random = make_policy(env_id, "random", kwargs, seed=cfg.seed)
-    v_random = true_value(random, make_env, truth_episodes, cfg.seed, "stochastic")["value"]
+    v_random = true_value(random, make_env, episodes, cfg.seed, "stochastic")["value"]
     tops = {n: true_value(make_policy(env_id, n, kwargs, seed=cfg.seed), make_env,
-                          truth_episodes, cfg.seed)["value"]
+                          episodes, cfg.seed)["value"]
             for n in baselines_for(env_id, kwargs) if n in ("oracle", "planner")}
     top_name = max(tops, key=tops.get)
     v_top = tops[top_name]
 
     results: dict[str, Any] = {}
     for label, (policy, mode) in policies.items():
-        res = estimate(data, pis[label], q_hats[label], names=names, gamma=gamma,
-                       lam=lam, n_resamples=n_boot, alpha=alpha, seed=cfg.seed,
-                       refit=refit.get(label))
-        truth = true_value(policy, make_env, truth_episodes, cfg.seed, mode)
+        res = estimate(data, pis[label], q_hats[label], names=names, gamma=s["gamma"],
+                       lam=s["lam"], n_resamples=s["resamples"], alpha=s["alpha"],
+                       seed=cfg.seed, refit=refit.get(label))
+        truth = true_value(policy, make_env, episodes, cfg.seed, mode)
         for r in res["estimates"].values():
             defined = r["estimate"] is not None
             r["normalised_error"] = normalised_error(r["estimate"], truth["value"], v_top,
@@ -206,8 +227,6 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     ranking = rank_study({p: {e: r["estimate"] for e, r in v["estimates"].items()
                               if r["estimate"] is not None} for p, v in results.items()},
                          {p: v["truth"]["value"] for p, v in results.items()})
-    # one estimator for ranking them all: judged on the policy with the weakest weights, among
-    # the estimators every policy has with an estimate and an interval
     # one estimator for ranking them all: judged on the weakest weights of any policy, among
     # the estimators every policy has with an estimate and an interval (the least defined)
     common = {e: max((v["estimates"][e] for v in results.values()),
@@ -220,10 +239,10 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     summary = dict(
         data=dict(path=str(Path(cfg.data).resolve()), env_id=env_id, episodes=data.n_episodes,
                   decisions=data.n, horizon=data.horizon, meta=data.meta),
-        model=dict(kind="cross-fitted reward model" if one_step else "fitted-Q evaluation",
-                   out_of_fold_r2=r2),
-        intervals=dict(resamples=n_boot, alpha=alpha, refit=refit_on,
-                       refit_resamples=n_refit if refit_on else None),
+        model=dict(kind="cross-fitted reward model" if data.horizon == 1 else
+                   "fitted-Q evaluation", out_of_fold_r2=r2),
+        intervals=dict(resamples=s["resamples"], alpha=s["alpha"], refit=s["refit"],
+                       refit_resamples=s["refit_resamples"] if s["refit"] else None),
         normalisation=dict(random=v_random, top=v_top, top_policy=top_name),
         policies=results, ranking=ranking,
         recommendation=dict(estimator=choice, reason=reason))

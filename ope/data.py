@@ -47,11 +47,11 @@ def _is_number(v: Any) -> bool:
         not isinstance(v, (bool, np.bool_))
 
 
-def _rows_of(name: str, values: Any, ndim: int, flags: bool = False) -> np.ndarray:
-    """A ragged or mixed input, checked row by row: the first row that is not a number
-    (``ndim`` 1; or true/false, if ``flags``) or a list of numbers (``ndim`` 2) is named;
-    then the lengths."""
-    rows = list(values)
+def _rows_of(name: str, rows: list[Any], ndim: int, flags: bool = False) -> np.ndarray:
+    """A sequence checked row by row as given (``np.asarray`` would turn 1 into '1' among
+    strings and True into 1 among numbers): the first row that is not a number (``ndim`` 1;
+    true/false also allowed if ``flags``) or a list of numbers (``ndim`` 2) is named; then
+    the lengths."""
     for i, v in enumerate(rows):
         if ndim == 1 and not (_is_number(v) or flags and isinstance(v, (bool, np.bool_))):
             raise DataError(f"column {name!r} row {i} is {v!r:.60}; every row needs "
@@ -69,10 +69,10 @@ def _rows_of(name: str, values: Any, ndim: int, flags: bool = False) -> np.ndarr
         if bad.size:
             raise DataError(f"column {name!r} row {bad[0]} has {lengths[bad[0]]} values, "
                             f"row 0 has {lengths[0]}; every row needs the same number")
-    try:
-        return np.array(rows, dtype=bool if flags else np.float64)
-    except OverflowError:
-        raise DataError(f"column {name!r} holds an integer too large for a float") from None
+    a = np.array(rows)
+    if a.dtype == object:                               # integers beyond 64 bits
+        raise DataError(f"column {name!r} holds an integer too large for 64 bits")
+    return a
 
 
 def _array(name: str, values: Any, dtype: Any, ndim: int | None) -> np.ndarray:
@@ -80,29 +80,25 @@ def _array(name: str, values: Any, dtype: Any, ndim: int | None) -> np.ndarray:
     dimensions (``None``: 1 or 2). Refused with a ``DataError`` naming the column and, where
     it can, the row: ragged rows, nulls, non-numbers; booleans where numbers are meant
     (``dtype`` ``bool`` and ``None`` accept them; a ``bool`` column also accepts numbers
-    that are all 0 or 1); non-integral or out-of-range values of an ``int64`` column."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or \
+    that are all 0 or 1); non-integral or out-of-range values of an ``int64`` column; values
+    beyond float32 in a ``float32`` column."""
+    if isinstance(values, (str, bytes, Mapping)) or not hasattr(values, "__len__") or \
             getattr(values, "ndim", 1) == 0:
-        raise DataError(f"column {name!r} is a single value ({values!r:.40}); it needs one "
-                        "per logged decision")
-    if isinstance(values, Mapping):
-        raise DataError(f"column {name!r} is a mapping; it needs a sequence with one value "
-                        "per logged decision")
+        what = "a mapping" if isinstance(values, Mapping) else "a single value"
+        raise DataError(f"column {name!r} is {what} ({values!r:.40}); it needs a sequence "
+                        "with one value per logged decision")
     if len(values) == 0:
         return np.zeros((0,) * (ndim or 1), dtype=dtype or np.float64)
-    try:
-        a = np.asarray(values)
-    except (ValueError, OverflowError):             # ragged rows, huge integers
-        a = None
-    mixed = not isinstance(values, np.ndarray) and a is not None and a.dtype.kind in "iuf" \
-        and any(isinstance(v, (bool, np.bool_)) for v in np.ravel(np.asarray(values,
-                                                                            dtype=object)))
-    if a is None or mixed or a.dtype.kind in "OUSV":    # None, strings, bools among numbers:
-        rows = list(values)                             # check the rows as given (asarray
-        first = next((v for v in rows if v is not None), None)   # turns 1 into '1', True
-        a = _rows_of(name, rows, ndim or (2 if np.ndim(first) == 1 else 1),  # into 1)
-                     flags=dtype is bool)
-    if ndim is not None and a.ndim != ndim or a.ndim not in (1, 2):
+    if isinstance(values, np.ndarray) and values.dtype.kind in "biuf":
+        a = values
+    else:                                               # lists, object and string arrays
+        rows = list(values)
+        first = next((v for v in rows if v is not None), None)
+        all_flags = all(isinstance(v, (bool, np.bool_)) for v in rows)
+        a = np.array(rows) if all_flags else _rows_of(
+            name, rows, ndim or (2 if np.ndim(first) == 1 else 1),
+            flags=dtype is bool or dtype is None)
+    if (ndim is not None and a.ndim != ndim) or a.ndim not in (1, 2):
         raise DataError(f"column {name!r} must be {ndim or '1- or 2'}-dimensional (one "
                         f"{'value' if ndim == 1 else 'row'} per decision); got shape {a.shape}")
     if a.dtype.kind not in "biuf":

@@ -27,7 +27,7 @@ from ope import estimators as E
 from ope.data import LoggedData
 from ope.uncertainty import bernstein_lower, bootstrap, diagnostics
 
-__all__ = ["estimate", "rank_study", "recommend", "normalised_error", "combine_diagnostics",
+__all__ = ["estimate", "estimator_names", "rank_study", "recommend", "normalised_error", "combine_diagnostics",
            "FEW_EPISODES", "MIN_ESS", "MIN_ESS_FRACTION", "MAX_UNDEFINED_SHARE"]
 
 #: below this many episodes the percentile bootstrap is flagged as unreliable
@@ -40,6 +40,25 @@ MIN_ESS, MIN_ESS_FRACTION = 100.0, 0.01
 #: an estimator undefined in more of its bootstrap resamples than this is not recommended:
 #: its interval, taken over the defined ones only, is conditional on luck
 MAX_UNDEFINED_SHARE = 0.01
+
+
+def estimator_names(data: LoggedData, names: Sequence[str] | None = None) -> list[str]:
+    """``names`` checked against the estimators that apply to ``data`` (one-step or
+    sequential), or all of those.
+
+    Raises:
+        ValueError: an unknown or inapplicable name (listing the valid ones), or an empty list.
+    """
+    table = E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
+    kind = "one-step" if data.horizon == 1 else "sequential"
+    if names is None:
+        return list(table)
+    names = list(names)
+    unknown = [n for n in names if n not in table]
+    if unknown or not names:
+        raise ValueError(f"estimators={names} " + (f"do not apply to {kind} data" if unknown
+                         else "must be a non-empty list") + f"; valid: {list(table)}")
+    return names
 
 
 def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
@@ -71,16 +90,12 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
         that are not the model alone (for DM/FQE it would hold the model fixed too).
 
     Raises:
-        ValueError: an estimator that does not apply to this data (listing those that do).
+        ValueError: an estimator that does not apply to this data (listing those that do),
+            or a model-based one asked for without ``q_hat``.
     """
     table = E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
     explicit = names is not None
-    names = list(names if explicit else table)
-    unknown = [n for n in names if n not in table]
-    if unknown:
-        raise ValueError(f"estimators {unknown} do not apply to "
-                         f"{'one-step' if data.horizon == 1 else 'sequential'} data; valid: "
-                         f"{list(table)}")
+    names = estimator_names(data, names)
     if q_hat is None:
         needs = [n for n in names if n in E.MODEL_BASED]
         if needs and explicit:
@@ -249,7 +264,7 @@ def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
                       "shows — no estimator can be trusted here. Log data whose behaviour "
                       "takes every action the evaluation policy may take")
     low, high = diag["mean_weight_ci"]
-    if diag.get("unsupported_mass") is None and not low <= 1.0 <= high:
+    if diag.get("unsupported_mass") is None and math.isfinite(low) and not low <= 1.0 <= high:
         return None, (f"the importance weights average {diag['mean_weight']:.3f} (95% "
                       f"interval [{low:.3f}, {high:.3f}]) where correct propensities over the "
                       "behaviour's support give 1: the evaluation policy puts mass where the "

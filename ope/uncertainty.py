@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from agents.evaluation import mean_ci
 from ope.data import LoggedData
 from ope.estimators import Estimator, Terms, cumulative_weights, ratio, weights
 from personarl.seeds import generator
@@ -215,11 +216,11 @@ def bernstein_lower(values: np.ndarray, delta: float = 0.05) -> float:
 def diagnostics(data: LoggedData, pi_e: np.ndarray) -> dict[str, float | None]:
     """Importance-weight health: ``ess`` (Kish: (Σw)² / Σw² over episodes' final weights,
     or per decision for one-step data), ``ess_fraction`` (of the episodes), ``max_weight``,
-    ``mean_weight`` and its normal 95% interval ``mean_weight_ci`` (E_b[w] = 1 minus the
-    evaluation policy's mass outside the behaviour's support, when the propensities are
-    right), and ``unsupported_mass`` — the evaluation policy's average probability on
-    actions the behaviour policy gives probability 0 (``None`` without the behaviour's full
-    distribution)."""
+    ``mean_weight`` and its 95% t-interval ``mean_weight_ci`` (NaN for one episode;
+    E_b[w] is 1 minus the evaluation policy's mass outside the behaviour's support when the
+    propensities are right), and ``unsupported_mass`` — the evaluation policy's average
+    probability on actions the behaviour policy gives probability 0 (``None`` without the
+    behaviour's full distribution)."""
     if data.horizon == 1:
         w = weights(data, pi_e)
     else:
@@ -228,7 +229,6 @@ def diagnostics(data: LoggedData, pi_e: np.ndarray) -> dict[str, float | None]:
     unsupported = None
     if data.action_probs is not None:
         unsupported = float((pi_e * (data.action_probs <= 0)).sum(axis=1).mean())
-    m, se = float(w.mean()), float(w.std(ddof=1) / math.sqrt(len(w))) if len(w) > 1 else 0.0
+    mean, low, high = mean_ci(w)
     return dict(ess=ess, ess_fraction=ess / len(w), max_weight=float(w.max()),
-                mean_weight=m, mean_weight_ci=(m - 1.96 * se, m + 1.96 * se),
-                unsupported_mass=unsupported)
+                mean_weight=mean, mean_weight_ci=(low, high), unsupported_mass=unsupported)

@@ -69,14 +69,6 @@ def _warm(env_id: str, name: str, kwargs: dict[str, Any], make_env: Any) -> Any:
     return policy
 
 
-def _behaviour(make_env: Any) -> Any:
-    return _warm(ROUTING, "persona_router", _routing_env(), make_env)
-
-
-def _greedy(make_env: Any) -> Any:
-    return _warm(ROUTING, "greedy", _routing_env(), make_env)
-
-
 class _Study:
     """Per policy, over the seeds: every estimator's normalised error and CI coverage, and
     the estimator the report recommended (or that it recommended none)."""
@@ -158,11 +150,13 @@ def speed(rows: int = 1_000_000, resamples: int = 1000, seed: int = 0) -> dict[s
     from ope.models import reward_model
     from ope.uncertainty import bootstrap
 
-    make_env = vector_maker(ROUTING, _routing_env())
+    kw = _routing_env()
+    make_env = vector_maker(ROUTING, kw)
     t = time.perf_counter()
-    data = collect(_behaviour(make_env), make_env, rows, seed=seed, epsilon=0.2, batch=65536)
+    data = collect(_warm(ROUTING, "persona_router", kw, make_env), make_env, rows, seed=seed,
+                   epsilon=0.2, batch=65536)
     collect_s = time.perf_counter() - t
-    pi_e = evaluation_probs(_greedy(make_env), data.obs)
+    pi_e = evaluation_probs(_warm(ROUTING, "greedy", kw, make_env), data.obs)
     t = time.perf_counter()
     q_hat = reward_model(data, seed=seed)
     fit_s = time.perf_counter() - t
@@ -215,13 +209,15 @@ def _routing_journey(bundle: str, truth_episodes: int) -> dict[str, Any]:
     make_env = vector_maker(ROUTING, kw)
     ppo = load_policy(bundle)
     _same_env(ppo, ROUTING, kw)
-    policies = {"ppo": (ppo, "greedy"), "greedy": (_greedy(make_env), "greedy"),
+    policies = {"ppo": (ppo, "greedy"), "greedy": (_warm(ROUTING, "greedy", kw, make_env),
+                                                   "greedy"),
                 "random": (make_policy(ROUTING, "random", kw, seed=0), "stochastic")}
     truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
              for n, (p, m) in policies.items()}
     oracle = true_value(make_policy(ROUTING, "oracle", kw, seed=0), make_env, truth_episodes,
                         seed=0)
-    return dict(make_env=make_env, behaviour=_behaviour(make_env), policies=policies,
+    return dict(make_env=make_env, behaviour=_warm(ROUTING, "persona_router", kw, make_env),
+                policies=policies,
                 truth=truth, oracle=oracle, bundle=str(ppo.path),
                 study=lambda: _Study(truth, oracle["value"], truth["random"]["value"]))
 
