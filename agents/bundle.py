@@ -1,41 +1,73 @@
 """The policy-bundle format: what ``agents.export`` writes and ``agents.serving`` reads.
 
-A bundle is a directory with two files and nothing that unpickles:
+A bundle is a directory with three files and nothing that unpickles:
 
 * ``model.onnx`` — one self-contained ONNX graph (no external data). Input ``obs``:
   ``(batch, obs_dim)`` float32, the env's raw flat observation. Outputs: ``logits``
   ``(batch, n_actions)`` for a discrete policy (a categorical distribution), or ``mean`` and
   ``log_std`` ``(batch, action_dim)`` for a continuous one (a diagonal Gaussian).
 * ``policy.json`` — the spec (``FORMAT_VERSION``): ``env`` (id, version, config), the
-  ``observation`` (dim, bounds, named column blocks), the ``action`` space (discrete: ``n``
-  and ``names``; continuous: ``dim``, ``low``, ``high``, ``names`` and ``postprocess:
-  "clip"`` — actions are clipped to the bounds, as the env does), the ``distribution``
-  (``categorical`` or ``diag_gaussian``), the ``source`` (learner, checkpoint, config hash),
-  ``training`` metrics and ``model_sha256``, the SHA-256 of ``model.onnx``.
+  ``observation`` (dim, finite bounds, named column blocks), the ``action`` space (discrete:
+  ``n`` and ``names``; continuous: ``dim``, finite ``low``, ``high``, ``names`` and
+  ``postprocess: "clip"`` — actions are clipped to the bounds, as the env does), the
+  ``distribution`` (``categorical`` or ``diag_gaussian``), the ``source`` (learner,
+  checkpoint, config hash), ``training`` metrics and ``model_sha256``.
+* ``manifest.json`` — ``{"format_version", "files": {name: {"sha256", "bytes"}}}`` for
+  every other file of the bundle.
 
-Standard library only: the serving loader imports this module.
+**What a bundle's checks protect against.** A bundle is read as a whole: the directory must
+hold exactly the files its manifest lists (plus the manifest), each a regular file (no
+symbolic links) of at most ``max_file_bytes`` (checked with ``stat`` before a byte is read),
+whose size and SHA-256 match the manifest; the bytes that were hashed are the bytes that
+are parsed and loaded. That gives *integrity*: corruption, truncation, a partial copy or an
+edit of one file is refused. It does not give *authenticity*: whoever can rewrite a file
+can rewrite the manifest too, and a bare bundle swapped together with a consistent manifest
+is undetectable. Authenticity is the registry's job (``agents.registry``): it records every
+file's digest at ``register`` and serves a version only while every file still matches.
+
+Standard library only: the serving loader and the registry import this module.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-__all__ = ["FORMAT_VERSION", "MODEL_FILE", "SPEC_FILE", "DISTRIBUTIONS", "BundleError",
-           "sha256_file", "write_atomic", "read_spec", "check_model_bytes"]
+from personarl.errors import PersonaRLError
 
-#: bumped whenever a reader of the old format would misread the new one
-FORMAT_VERSION = 1
+__all__ = ["FORMAT_VERSION", "MODEL_FILE", "SPEC_FILE", "MANIFEST_FILE", "DISTRIBUTIONS",
+           "DEFAULT_MAX_FILE_BYTES", "BundleError", "BundleFiles", "sha256_file",
+           "write_atomic", "write_manifest", "read_bundle", "read_spec", "check_spec"]
+
+#: bumped whenever a reader of the old format would misread the new one (2: the manifest)
+FORMAT_VERSION = 2
 MODEL_FILE = "model.onnx"
 SPEC_FILE = "policy.json"
+MANIFEST_FILE = "manifest.json"
 DISTRIBUTIONS = ("categorical", "diag_gaussian")
+#: the largest bundle file read (serve config ``max_bundle_file_bytes``)
+DEFAULT_MAX_FILE_BYTES = 256 << 20
 
 
-class BundleError(ValueError):
-    """A bundle is missing, incomplete, tampered with or of an incompatible format."""
+class BundleError(PersonaRLError, ValueError):
+    """A bundle is missing, incomplete, tampered with, too large or of another format."""
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """A verified bundle: its parsed spec, the model's bytes (the bytes that were hashed)
+    and the SHA-256 of every file, the manifest included (``{file name: hex digest}``)."""
+
+    path: Path
+    spec: dict[str, Any]
+    model: bytes
+    digests: dict[str, str]
 
 
 def sha256_file(path: Path) -> str:
@@ -59,49 +91,191 @@ def write_atomic(path: Path, data: str | bytes) -> None:
     os.replace(tmp, path)
 
 
-def read_spec(bundle: Path, *, verify: bool = True) -> dict[str, Any]:
-    """``policy.json`` of the bundle in directory ``bundle``, checked.
+def write_manifest(bundle: Path) -> dict[str, Any]:
+    """Write ``manifest.json`` over ``model.onnx`` and ``policy.json`` of directory
+    ``bundle`` (the exporter's last step); returns it."""
+    bundle = Path(bundle)
+    files = {name: dict(sha256=sha256_file(bundle / name),
+                        bytes=(bundle / name).stat().st_size)
+             for name in (MODEL_FILE, SPEC_FILE)}
+    manifest = dict(format_version=FORMAT_VERSION, files=files)
+    write_atomic(bundle / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    return manifest
 
-    Checks that both files exist, that the format version is the one this code reads and,
-    with ``verify``, that ``model.onnx`` has the SHA-256 the spec records.
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """The bytes of regular file ``path``, refused before reading if above ``limit``."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise BundleError(f"incomplete policy bundle {path.parent}: {path.name} is "
+                          "missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise BundleError(f"{path} is not a regular file (a bundle holds no links, folders or "
+                          "devices)")
+    if info.st_size > limit:
+        raise BundleError(f"{path} has {info.st_size:,} bytes, above the limit of {limit:,} "
+                          "(serve config max_bundle_file_bytes)")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:                             # grew after the stat
+        raise BundleError(f"{path} has more than {limit:,} bytes (serve config "
+                          "max_bundle_file_bytes)")
+    return data
+
+
+def _json_object(data: bytes, path: Path) -> dict[str, Any]:
+    def no_constant(token: str) -> Any:
+        raise ValueError(f"{token} is not JSON")
+
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=no_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise BundleError(f"{path} must hold a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _check_format(obj: Mapping[str, Any], path: Path) -> None:
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(f"{path} has format_version {version!r}; this PersonaRL reads "
+                          f"format_version {FORMAT_VERSION} (re-export the policy with "
+                          "python -m experiments.export)")
+
+
+def read_bundle(bundle: str | Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                expected: Mapping[str, str] | None = None) -> BundleFiles:
+    """Read and verify the bundle in directory ``bundle`` as a whole.
+
+    Args:
+        bundle: the bundle directory.
+        max_file_bytes: the largest file read; a larger one is refused before reading.
+        expected: ``{file name: hex SHA-256}`` every file must still have (the digests a
+            registry recorded at registration); ``None`` checks against the manifest only.
 
     Raises:
-        BundleError: naming the file, the versions or the checksums that disagree.
+        BundleError: naming the file and what is wrong — not a directory, a file missing,
+            unlisted or not regular, a size above ``max_file_bytes``, a size or digest that
+            differs from the manifest (or from ``expected``), a format version this code
+            does not read, or a spec that fails ``check_spec``.
     """
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise BundleError(f"no policy bundle at {bundle}: not a directory (a bundle is a "
-                          f"directory with {MODEL_FILE} and {SPEC_FILE})")
-    spec_path, model_path = bundle / SPEC_FILE, bundle / MODEL_FILE
-    for p in (spec_path, model_path):
-        if not p.is_file():
-            raise BundleError(f"incomplete policy bundle {bundle}: {p.name} is missing")
-    try:
-        spec = json.loads(spec_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{spec_path} is not valid JSON: {exc}") from None
-    if not isinstance(spec, dict):
-        raise BundleError(f"{spec_path} must hold a JSON object, got {type(spec).__name__}")
-    version = spec.get("format_version")
-    if version != FORMAT_VERSION:
-        raise BundleError(f"{spec_path} has format_version {version!r}; this PersonaRL reads "
-                          f"format_version {FORMAT_VERSION} (re-export the policy with "
-                          "python -m experiments.export)")
+                          f"directory with {MODEL_FILE}, {SPEC_FILE} and {MANIFEST_FILE})")
+    manifest_bytes = _read_bounded(bundle / MANIFEST_FILE, max_file_bytes)
+    manifest = _json_object(manifest_bytes, bundle / MANIFEST_FILE)
+    _check_format(manifest, bundle / MANIFEST_FILE)
+    listed = manifest.get("files")
+    if not isinstance(listed, dict) or set(listed) != {MODEL_FILE, SPEC_FILE}:
+        raise BundleError(f"{bundle / MANIFEST_FILE} must list exactly {MODEL_FILE} and "
+                          f"{SPEC_FILE} under 'files'; it lists "
+                          f"{sorted(listed) if isinstance(listed, dict) else listed!r}")
+    extra = sorted(p.name for p in bundle.iterdir()
+                   if p.name not in listed and p.name != MANIFEST_FILE)
+    if extra:
+        raise BundleError(f"{bundle} holds files its manifest does not list: {extra} (a "
+                          "bundle is exactly the files its manifest names; external model "
+                          "data is not supported)")
+    digests = {MANIFEST_FILE: hashlib.sha256(manifest_bytes).hexdigest()}
+    contents = {}
+    for name in (SPEC_FILE, MODEL_FILE):
+        entry, path = listed[name], bundle / name
+        data = _read_bounded(path, max_file_bytes)
+        digests[name] = hashlib.sha256(data).hexdigest()
+        if not isinstance(entry, dict) or entry.get("sha256") != digests[name] \
+                or entry.get("bytes") != len(data):
+            raise BundleError(f"{path} does not match the manifest (it records "
+                              f"{entry!r}; the file has {len(data)} bytes, sha256 "
+                              f"{digests[name]}): the bundle was modified after export; "
+                              "refusing it")
+        contents[name] = data
+    if expected is not None:
+        for name, digest in digests.items():
+            if expected.get(name) != digest:
+                raise BundleError(f"{bundle / name} has sha256 {digest}, not the "
+                                  f"{expected.get(name)} recorded when it was registered: "
+                                  "the registered bundle was changed; refusing it")
+    spec = _json_object(contents[SPEC_FILE], bundle / SPEC_FILE)
+    _check_format(spec, bundle / SPEC_FILE)
+    check_spec(spec, bundle / SPEC_FILE)
+    if spec["model_sha256"] != digests[MODEL_FILE]:
+        raise BundleError(f"{bundle / SPEC_FILE} records model_sha256 {spec['model_sha256']} "
+                          f"but {MODEL_FILE} has {digests[MODEL_FILE]}; refusing the bundle")
+    return BundleFiles(bundle, spec, contents[MODEL_FILE], digests)
+
+
+def read_spec(bundle: str | Path, **kwargs: Any) -> dict[str, Any]:
+    """``policy.json`` of the bundle in directory ``bundle``, the bundle verified as a whole
+    (``read_bundle``, whose keyword arguments it takes and whose errors it raises)."""
+    return read_bundle(bundle, **kwargs).spec
+
+
+def _numbers(value: Any, n: int, key: str, where: Path) -> list[float]:
+    if not isinstance(value, list) or len(value) != n or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            for v in value):
+        raise BundleError(f"{where}: {key} must be a list of {n} finite numbers, got "
+                          f"{_short(value)}")
+    return [float(v) for v in value]
+
+
+def _count(value: Any, key: str, where: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BundleError(f"{where}: {key} must be an integer >= 1, got {_short(value)}")
+    return value
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_spec(spec: Mapping[str, Any], where: Path = Path(SPEC_FILE)) -> None:
+    """Refuse a spec the server could not serve safely: keys missing, an observation or
+    action space whose bounds are not finite or not ordered, names that do not match the
+    action count, or a distribution that does not match the action type.
+
+    Raises:
+        BundleError: naming the key and the value found.
+    """
     for key in ("env", "observation", "action", "distribution", "model_sha256"):
         if key not in spec:
-            raise BundleError(f"{spec_path} lacks the key {key!r}")
+            raise BundleError(f"{where} lacks the key {key!r}")
+    env, obs, act = spec["env"], spec["observation"], spec["action"]
+    if not isinstance(env, dict) or not isinstance(env.get("id"), str) or not env["id"]:
+        raise BundleError(f"{where}: env.id must be a non-empty string, got "
+                          f"{_short(env.get('id') if isinstance(env, dict) else env)}")
     if spec["distribution"] not in DISTRIBUTIONS:
-        raise BundleError(f"{spec_path}: distribution {spec['distribution']!r}; valid: "
+        raise BundleError(f"{where}: distribution {spec['distribution']!r}; valid: "
                           f"{list(DISTRIBUTIONS)}")
-    if verify:
-        check_model_bytes(spec, model_path.read_bytes(), model_path)
-    return spec
+    if not isinstance(obs, dict) or not isinstance(act, dict):
+        raise BundleError(f"{where}: observation and action must be objects")
+    dim = _count(obs.get("dim"), "observation.dim", where)
+    low = _numbers(obs.get("low"), dim, "observation.low", where)
+    high = _numbers(obs.get("high"), dim, "observation.high", where)
+    _ordered(low, high, "observation", where)
+    discrete = spec["distribution"] == "categorical"
+    if discrete != (act.get("type") == "discrete"):
+        raise BundleError(f"{where}: a {spec['distribution']} policy needs action.type "
+                          f"{'discrete' if discrete else 'box'}, got {act.get('type')!r}")
+    n = _count(act.get("n") if discrete else act.get("dim"),
+               "action.n" if discrete else "action.dim", where)
+    if not discrete:
+        _ordered(_numbers(act.get("low"), n, "action.low", where),
+                 _numbers(act.get("high"), n, "action.high", where), "action", where)
+    names = act.get("names")
+    if not isinstance(names, list) or len(names) != n or not all(
+            isinstance(s, str) and s for s in names) or len(set(names)) != n:
+        raise BundleError(f"{where}: action.names must be {n} distinct non-empty strings "
+                          f"(one per {'action' if discrete else 'action dimension'}), got "
+                          f"{_short(names)}")
 
 
-def check_model_bytes(spec: dict[str, Any], data: bytes, path: Path) -> None:
-    """Refuse model bytes whose SHA-256 differs from the one ``spec`` records."""
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != spec["model_sha256"]:
-        raise BundleError(f"{path} does not match its checksum (policy.json records sha256 "
-                          f"{spec['model_sha256']}, the file has {actual}): the bundle was "
-                          "modified after export; refusing it")
+def _ordered(low: list[float], high: list[float], space: str, where: Path) -> None:
+    for i, (lo, hi) in enumerate(zip(low, high)):
+        if lo > hi:
+            raise BundleError(f"{where}: {space}.low[{i}] = {lo} is above {space}.high[{i}] "
+                              f"= {hi}")

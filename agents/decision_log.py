@@ -3,7 +3,8 @@
 Three logs live side by side under a root directory, one folder each:
 
 * ``decisions/`` — every served decision: ``decision_id``, ``time`` (Unix seconds),
-  ``user_id``, ``episode_id``, ``step``, ``observation``, the ``action`` (discrete:
+  ``user_id`` and ``episode_id`` (keyed hashes, ``personarl.identifiers``, or null — never
+  the raw ids a client sent), ``step``, ``observation``, the ``action`` (discrete:
   ``action``; continuous: ``action_vector``), ``propensity`` — the probability (discrete) or
   density (continuous, of the unclipped draw) of that action under everything that chose it,
   exploration and traffic split included; null for a greedy continuous action —,
@@ -15,9 +16,10 @@ Three logs live side by side under a root directory, one folder each:
 * ``shadow/`` — what a shadow policy would have done for a served decision (same
   ``decision_id``): never shown, so it has no outcome.
 
-Each log appends JSON lines to a *segment* (``segment-NNNNNN.jsonl``, flushed after every
-write) and rolls it into a Parquet *part* with the same number (``part-NNNNNN.parquet``,
-written to a temporary file and renamed) once it holds ``segment_rows`` rows, and on close.
+Each log has one writer (an exclusive lock, ``DecisionLog``). It appends JSON lines to a
+*segment* (``segment-NNNNNN.jsonl``, flushed after every write) and rolls it into a Parquet
+*part* with the same number (``part-NNNNNN.parquet``, written to a temporary file and
+renamed) in a background thread once it holds ``segment_rows`` rows, and on close.
 A segment left by a crash is rolled when the log is next opened; a segment whose part
 already exists (a crash between the rename and the delete) is deleted, never rolled twice.
 ``read_log`` reads the parts and any segments not yet rolled. A line of a segment that is
@@ -31,20 +33,23 @@ Parquet page checksums and verified when read (a corrupt part is a ``DataError``
 
 from __future__ import annotations
 
+import fcntl
 import math
 import os
+import socket
 import threading
+import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from personarl import jsonio
-from synth.errors import DataError
+from personarl.errors import DataError, PersonaRLError
 
-__all__ = ["DecisionLog", "read_log", "DataWarning", "SCHEMAS", "LOG_KINDS"]
+__all__ = ["DecisionLog", "LogInUseError", "read_log", "DataWarning", "SCHEMAS", "LOG_KINDS"]
 
 
 class DataWarning(UserWarning):
@@ -108,7 +113,12 @@ def _fits(value: Any, kind: pa.DataType) -> bool:
 def _read_segment(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[tuple[int, bytes]]]:
     """The rows of a segment that fit ``schema``, and the ``(line number, bytes)`` of every
     other line (not JSON, not an object, or a value that is not its column's type)."""
-    lines = jsonio.read_jsonl(path)
+    return _read_segment_bytes(path.read_bytes(), schema)
+
+
+def _read_segment_bytes(data: bytes, schema: pa.Schema
+                        ) -> tuple[pa.Table, list[tuple[int, bytes]]]:
+    lines = jsonio.read_jsonl_bytes(data)
     fit = [all(_fits(row.get(f.name), f.type) for f in schema) for row in lines.rows]
     good = [(n, r) for n, r, ok in zip(lines.numbers, lines.rows, fit) if ok]
     try:
@@ -118,7 +128,7 @@ def _read_segment(path: Path, schema: pa.Schema) -> tuple[pa.Table, list[tuple[i
         table = _table([r for _, r in good], schema)
     misfits = sorted(set(lines.numbers) - {n for n, _ in good})
     if misfits:
-        raw = jsonio.raw_lines(path)
+        raw = jsonio.split_lines(data)
         lines.skipped += [(n, raw[n - 1]) for n in misfits]
     return table, sorted(lines.skipped)
 
@@ -141,68 +151,189 @@ def _warn_skipped(path: Path, skipped: list[tuple[int, bytes]], rows: int) -> No
         warnings.warn(jsonio.skipped_message(path, skipped, rows), DataWarning, stacklevel=3)
 
 
+class LogInUseError(PersonaRLError, RuntimeError):
+    """Another writer (a server in this or another process) holds the log's lock."""
+
+
 class DecisionLog:
     """One append-only log (``kind`` in ``LOG_KINDS``) under ``root/kind``; thread-safe.
+
+    **One writer.** The log holds an exclusive ``flock`` on ``root/kind/writer.lock`` for
+    its lifetime (the OS frees it when the process dies, even by ``kill -9``), so a second
+    writer on the same directory — another server with the same ``log_dir`` — is refused
+    with ``LogInUseError`` naming the holder, instead of rolling the first one's live
+    segment away.
+
+    **Rolls off the caller's path.** ``append`` writes a line and flushes it; when a segment
+    is full it is closed (fsync) and handed to a background thread that writes its Parquet
+    part from the bytes of the still-open file — so a segment removed from the directory
+    meanwhile still reaches its part — and then deletes it. ``close`` waits for pending
+    rolls and rolls the last segment.
+
+    **Failures are visible.** A write that fails raises (nothing half-written is
+    acknowledged), ``error`` names it, and the next ``append`` starts a fresh segment; a
+    failed roll leaves its segment on disk (read by ``read_log``, rolled at the next open)
+    and is retried with the next roll; ``error`` stays set until the failure is resolved.
 
     Args:
         root: the logs' directory (created).
         kind: ``decisions``, ``feedback`` or ``shadow`` (the Parquet schema).
         segment_rows: rows per segment before it is rolled into a Parquet part.
+        on_roll: called with each roll's duration in seconds (from the rolling thread).
+
+    Raises:
+        LogInUseError: another writer holds the lock.
     """
 
-    def __init__(self, root: str | Path, kind: str, segment_rows: int = 10_000) -> None:
+    def __init__(self, root: str | Path, kind: str, segment_rows: int = 10_000,
+                 on_roll: Callable[[float], None] | None = None) -> None:
         if kind not in SCHEMAS:
             raise ValueError(f"log kind {kind!r}; valid: {list(LOG_KINDS)}")
         if segment_rows < 1:
             raise ValueError(f"segment_rows={segment_rows!r} must be >= 1")
-        self.dir = Path(root) / kind
+        self.kind, self.dir = kind, Path(root) / kind
         self.dir.mkdir(parents=True, exist_ok=True)
         self.schema, self.segment_rows = SCHEMAS[kind], segment_rows
+        self._lock_file = _take_lock(self.dir / "writer.lock")
         self._lock = threading.Lock()
-        for stale in sorted(self.dir.glob("segment-*.jsonl")):
-            self._roll(stale)                  # left by a crash (or an unclean stop)
-        numbers = [_number(p) for pattern in ("part-*.parquet", "rejected-*.jsonl")
-                   for p in self.dir.glob(pattern)]
-        self._next = max(numbers, default=0) + 1
         self._file: Any = None
         self._rows = 0
+        self._append_error: str | None = None
+        self._roll_errors: dict[Path, str] = {}
+        self._unrolled: list[tuple[Path, Any]] = []          # (segment, open file or None)
+        self._rolling = threading.Lock()                      # one roll at a time
+        self._roller: threading.Thread | None = None
+        self.rolls = 0
+        self.on_roll = on_roll
+        try:
+            for stale in sorted(self.dir.glob("segment-*.jsonl"), key=_number):
+                self._roll(stale)                  # left by a crash (or an unclean stop)
+        except BaseException:
+            self._lock_file.close()
+            raise
+        numbers = [_number(p) for pattern in ("part-*.parquet", "rejected-*.jsonl",
+                                              "segment-*.jsonl")
+                   for p in self.dir.glob(pattern)]
+        self._next = max(numbers, default=0) + 1
+
+    @property
+    def error(self) -> str | None:
+        """What is wrong with this log now (a failed write or roll), or ``None``."""
+        problems = ([self._append_error] if self._append_error else []) + [
+            f"rolling {p.name} failed ({e}); its rows are kept in the segment and the roll is "
+            "retried" for p, e in list(self._roll_errors.items())]
+        return "; ".join(problems) or None
+
+    @property
+    def rolling(self) -> bool:
+        """A roll is in progress (in the background thread)."""
+        return self._rolling.locked()
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Append rows (dicts with the schema's keys; missing keys are null)."""
+        """Append rows (dicts with the schema's keys; missing keys are null).
+
+        Raises:
+            OSError: the write failed (recorded in ``error``; the next call starts a new
+                segment).
+        """
         lines = "".join(jsonio.dumps(dict(r), separators=(",", ":")) + "\n" for r in rows)
         if not lines:
             return
         with self._lock:
-            if self._file is None:
-                self._file = open(self.dir / f"segment-{self._next:06d}.jsonl", "a")
-            self._file.write(lines)
-            self._file.flush()                  # in the OS: survives the process dying
+            try:
+                if self._file is None:
+                    self._file = open(self.dir / f"segment-{self._next:06d}.jsonl", "a+b")
+                self._file.write(lines.encode("utf-8", "surrogatepass"))
+                self._file.flush()              # in the OS: survives the process dying
+            except (OSError, ValueError) as exc:
+                self._abandon_segment(exc)
+                raise OSError(f"decision log {self.dir}: {self._append_error}") from exc
+            self._append_error = None
             self._rows += lines.count("\n")
-            if self._rows >= self.segment_rows:
+            full = self._rows >= self.segment_rows
+            if full:
                 self._close_segment()
+        if full and (self._roller is None or not self._roller.is_alive()):
+            self._roller = threading.Thread(target=self._roll_pending, daemon=True,
+                                            name=f"decision-log-roll-{self.kind}")
+            self._roller.start()
 
     def roll(self) -> None:
-        """Roll the open segment into a Parquet part now (also done by ``close``)."""
+        """Roll the open segment into a Parquet part now, and wait for every pending roll
+        (``close`` does this too)."""
         with self._lock:
             self._close_segment()
+        if self._roller is not None:
+            self._roller.join()
+        self._roll_pending()
 
     def close(self) -> None:
-        self.roll()
+        """Roll everything, then release the writer's lock."""
+        try:
+            self.roll()
+        finally:
+            with self._lock:
+                for _, handle in self._unrolled:     # failed rolls: rolled at next open
+                    if handle is not None:
+                        handle.close()
+                self._unrolled.clear()
+            self._lock_file.close()
 
-    def _close_segment(self) -> None:
-        if self._file is None:
-            return
-        os.fsync(self._file.fileno())
-        self._file.close()
-        self._roll(Path(self._file.name))
+    def _abandon_segment(self, exc: BaseException) -> None:
+        """After a failed write: keep the segment for a later roll (a torn last line becomes
+        a rejected line), and let the next append open a new segment."""
+        self._append_error = f"writing {self.dir.name} segment-{self._next:06d} failed: {exc}"
+        if self._file is not None:
+            self._unrolled.append((Path(self._file.name), self._file))
         self._file, self._rows = None, 0
         self._next += 1
 
-    def _roll(self, segment: Path) -> None:
+    def _close_segment(self) -> None:
+        """Queue the open segment for rolling (under ``self._lock``)."""
+        if self._file is None:
+            return
+        try:
+            os.fsync(self._file.fileno())
+        except OSError:
+            pass                                 # the roll reads the bytes either way
+        self._unrolled.append((Path(self._file.name), self._file))
+        self._file, self._rows = None, 0
+        self._next += 1
+
+    def _roll_pending(self) -> None:
+        """Roll queued segments, oldest first; stop at the first failure, which is queued
+        again for the next roll."""
+        with self._rolling:
+            while True:
+                with self._lock:
+                    if not self._unrolled:
+                        return
+                    segment, handle = self._unrolled.pop(0)
+                start = time.perf_counter()
+                try:
+                    self._roll(segment, handle)
+                except Exception as exc:          # noqa: BLE001 — reported in ``error``
+                    self._roll_errors[segment] = f"{type(exc).__name__}: {exc}"
+                    with self._lock:
+                        self._unrolled.insert(0, (segment, handle))
+                    return
+                self._roll_errors.pop(segment, None)
+                self.rolls += 1
+                if self.on_roll is not None:
+                    self.on_roll(time.perf_counter() - start)
+
+    def _roll(self, segment: Path, handle: Any = None) -> None:
+        """Segment -> Parquet part (+ rejected lines), then delete the segment. ``handle``:
+        the segment's open file, read instead of the path (which may be gone)."""
         number = _number(segment)
         part = self.dir / f"part-{number:06d}.parquet"
         if not part.exists():
-            table, skipped = _read_segment(segment, self.schema)
+            if handle is not None:
+                handle.seek(0)
+                data = handle.read()
+            else:
+                data = segment.read_bytes()
+            table, skipped = _read_segment_bytes(data, self.schema)
             if skipped:                       # kept as they were, never deleted
                 _warn_skipped(segment, skipped, table.num_rows)
                 with open(self.dir / f"rejected-{number:06d}.jsonl", "ab") as f:
@@ -215,33 +346,75 @@ class DecisionLog:
                 with open(tmp, "rb") as f:
                     os.fsync(f.fileno())
                 os.replace(tmp, part)
-        segment.unlink()
+        segment.unlink(missing_ok=True)
+        if handle is not None:
+            handle.close()
 
 
-def read_log(root: str | Path, kind: str) -> pa.Table:
-    """Everything a log holds: its Parquet parts, then rows of segments not yet rolled
-    (lines that are not rows are skipped with a ``DataWarning``)."""
+def _take_lock(path: Path) -> Any:
+    """An open file holding an exclusive ``flock`` on ``path``, with the holder written in it.
+
+    Raises:
+        LogInUseError: another open file holds the lock (naming its holder).
+    """
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another writer"
+        f.close()
+        raise LogInUseError(f"{path.parent} is being written by {holder}; one writer per log "
+                            "directory (give this server another log_dir)") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
+    f.flush()
+    return f
+
+
+def read_log(root: str | Path, kind: str, columns: list[str] | None = None) -> pa.Table:
+    """Everything a log holds, in the order it was written: its Parquet parts, then rows of
+    segments not yet rolled (lines that are not rows are skipped with a ``DataWarning``);
+    only ``columns`` if given. Safe while a writer appends (a segment rolled meanwhile is
+    read from its part)."""
     if kind not in SCHEMAS:
         raise ValueError(f"log kind {kind!r}; valid: {list(LOG_KINDS)}")
     folder = Path(root) / kind
     schema = SCHEMAS[kind]
-    tables = [_read_part(p, schema)
-              for p in sorted(folder.glob("part-*.parquet"), key=_number)]
-    for segment in sorted(folder.glob("segment-*.jsonl"), key=_number):
-        if not (folder / f"part-{_number(segment):06d}.parquet").exists():
-            table, skipped = _read_segment(segment, schema)
-            _warn_skipped(segment, skipped, table.num_rows)
-            tables.append(table)
+    if columns is not None:
+        unknown = sorted(set(columns) - set(schema.names))
+        if unknown:
+            raise ValueError(f"{kind} log has no columns {unknown}; columns: {schema.names}")
+        schema = pa.schema([schema.field(c) for c in columns])
+    numbers = sorted({_number(p) for pattern in ("part-*.parquet", "segment-*.jsonl")
+                      for p in folder.glob(pattern)})
+    tables = []
+    for number in numbers:
+        part = folder / f"part-{number:06d}.parquet"
+        segment = folder / f"segment-{number:06d}.jsonl"
+        if not part.exists():
+            try:
+                table, skipped = _read_segment(segment, SCHEMAS[kind])
+            except FileNotFoundError:          # rolled while we looked: read the part
+                table = None
+            if table is not None:
+                _warn_skipped(segment, skipped, table.num_rows)
+                tables.append(table.select(schema.names))
+                continue
+        tables.append(_read_part(part, schema))
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 
 def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
-    """A rolled Parquet part, its page checksums verified.
+    """A rolled Parquet part (the columns of ``schema``), its page checksums verified.
 
     Raises:
         DataError: the part is unreadable or corrupt (naming it).
     """
     try:
-        return pq.read_table(path, schema=schema, page_checksum_verification=True)
+        return pq.read_table(path, schema=schema, columns=schema.names,
+                             page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path} is not a readable decision-log part: {exc}") from None

@@ -2,8 +2,8 @@
 
 RLlib checkpoints are for resuming training; a bundle (``agents.bundle``) is what leaves the
 lab: ``model.onnx`` (torch's ``torch.export``-based ONNX exporter, which needs ``onnx`` and
-``onnxscript``; one file, dynamic batch dimension) and ``policy.json``. The graph is the
-policy's actor only — raw flat observation in, distribution parameters out (``logits``, or
+``onnxscript``; one file, dynamic batch dimension), ``policy.json`` and ``manifest.json``.
+The graph is the policy's actor only — raw flat observation in, distribution parameters out (``logits``, or
 ``mean`` and ``log_std``); our observations need no preprocessing (every feature is already
 in [0, 1]), which ``policy.json`` declares. After writing, the exporter runs the ONNX model
 on observations sampled from the observation space and refuses the bundle if it disagrees
@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from agents.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError, sha256_file,
-                           write_atomic)
+                           write_atomic, write_manifest)
 from envs.creator import create_env
 from personarl import jsonio
 from personarl.seeds import generator
@@ -172,6 +172,7 @@ def write_bundle(actor: torch.nn.Module, out: Path, *, env_id: str,
                     config_hash=config_hash, training=dict(training or {}),
                     model_sha256=sha256_file(tmp / MODEL_FILE))
         write_atomic(tmp / SPEC_FILE, jsonio.dumps(spec, indent=2) + "\n")
+        write_manifest(tmp)
         _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

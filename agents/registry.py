@@ -13,12 +13,21 @@ archives the previous; ``rollback`` archives the current production version and 
 the one before it. Every change reads the index, edits it and writes it back under a file
 lock, so concurrent commands never lose each other's changes.
 
+**Authenticity.** ``register`` refuses a bundle that cannot be served (it is loaded as the
+server would load it) and records the SHA-256 of every file of the copy it keeps. A version
+is served (``load``) only while every file still has those digests: a model swapped
+together with a rewritten manifest is refused. The index is the trust anchor — whoever can
+rewrite ``index.json`` can register anything; protect the registry directory accordingly.
+Entries name their folder as ``<name>/v<N>``; any other path (``..``, an absolute path)
+is refused rather than followed.
+
     reg = Registry("registry")
     reg.register("outputs/…/policy", "routing")        # -> version 1, stage none
     reg.promote("routing", 1)
-    reg.resolve("routing", stage="production")         # -> Path of the bundle
+    reg.resolve("routing", stage="production")         # -> (Path of the bundle, entry)
+    policy, entry = reg.load("routing", stage="production")   # verified, ready to serve
 
-Imports the standard library, ``filelock`` and ``agents.bundle`` only.
+Imports the standard library, ``filelock`` and the serving loader only.
 """
 
 from __future__ import annotations
@@ -32,8 +41,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from agents.bundle import MODEL_FILE, SPEC_FILE, read_spec, write_atomic
+from agents.bundle import (DEFAULT_MAX_FILE_BYTES, MANIFEST_FILE, MODEL_FILE, SPEC_FILE,
+                           read_bundle, write_atomic)
 from personarl import jsonio
+from personarl.errors import PersonaRLError
 
 __all__ = ["Registry", "RegistryError", "STAGES"]
 
@@ -42,7 +53,7 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _INDEX_FORMAT = 1
 
 
-class RegistryError(ValueError):
+class RegistryError(PersonaRLError, ValueError):
     """A registry command that cannot be carried out (unknown model/version/stage, …)."""
 
 
@@ -58,7 +69,13 @@ class Registry:
     def _read(self) -> dict[str, Any]:
         if not self._index.exists():
             return {"format": _INDEX_FORMAT, "models": {}}
-        index = json.loads(self._index.read_text())
+        try:
+            index = json.loads(self._index.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RegistryError(f"{self._index} is not valid JSON ({exc}); restore it from a "
+                                "backup") from None
+        if not isinstance(index, dict) or not isinstance(index.get("models"), dict):
+            raise RegistryError(f"{self._index} is not a registry index (no 'models' object)")
         if index.get("format") != _INDEX_FORMAT:
             raise RegistryError(f"{self._index} has format {index.get('format')!r}; this "
                                 f"PersonaRL reads format {_INDEX_FORMAT}")
@@ -94,21 +111,59 @@ class Registry:
                 raise RegistryError(f"model {name!r} has no version in stage {stage!r} "
                                     f"(stages now: {self._stages(models[name])})")
             entry = found[-1]
-        return self.root / entry["path"], dict(entry, name=name)
+        return self._folder(name, entry), dict(entry, name=name)
 
-    # ------------------------------------------------------------------ changing
-    def register(self, bundle: str | Path, name: str, note: str = "") -> dict[str, Any]:
-        """Copy the bundle in ``bundle`` into the registry as the next version of ``name``.
+    def load(self, name: str, *, stage: str | None = None, version: int | None = None,
+             seed: int | None = None, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+             ) -> tuple[Any, dict[str, Any]]:
+        """``(ServedPolicy, entry)`` of a version (as ``resolve``), loaded only if every file
+        still has the SHA-256 recorded at registration.
 
         Raises:
-            BundleError: the bundle is incomplete, tampered with or of another format.
+            RegistryError: as ``resolve``, or an entry without recorded digests.
+            BundleError: a file changed since registration, or the bundle cannot load.
+        """
+        from agents.serving import load_policy
+
+        path, entry = self.resolve(name, stage=stage, version=version)
+        if not isinstance(entry.get("files"), dict):
+            raise RegistryError(f"{name} v{entry['version']} was registered without file "
+                                "digests (an older registry format); register the bundle "
+                                "again")
+        return load_policy(path, seed=seed, max_file_bytes=max_file_bytes,
+                           expected=entry["files"]), entry
+
+    def _folder(self, name: str, entry: dict[str, Any]) -> Path:
+        """The version's folder, refusing an entry whose path is not ``<name>/v<N>``."""
+        want = f"{name}/v{entry.get('version')}"
+        if entry.get("path") != want:
+            raise RegistryError(f"{self._index}: {name} v{entry.get('version')} has path "
+                                f"{entry.get('path')!r}; a registered version lives in "
+                                f"{want!r} inside the registry (refusing to follow it)")
+        folder = self.root / want
+        if folder.is_symlink() or not folder.resolve().is_relative_to(self.root):
+            raise RegistryError(f"{folder} leads outside the registry {self.root}; refusing it")
+        return folder
+
+    # ------------------------------------------------------------------ changing
+    def register(self, bundle: str | Path, name: str, note: str = "", *,
+                 max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict[str, Any]:
+        """Copy the bundle in ``bundle`` into the registry as the next version of ``name``,
+        recording the SHA-256 of every file.
+
+        Raises:
+            BundleError: the bundle cannot be served — incomplete, tampered with, of another
+                format, too large, or a model that does not load (``load_policy``).
             RegistryError: an invalid name.
         """
+        from agents.serving import load_policy
+
         if not isinstance(name, str) or not _NAME.match(name):
             raise RegistryError(f"model name {name!r} is invalid: use 1–64 characters from "
                                 "a-z, 0-9, '_', '.', '-', starting with a letter or digit")
         bundle = Path(bundle)
-        spec = read_spec(bundle)                   # refuses tampered or foreign bundles
+        policy = load_policy(bundle, max_file_bytes=max_file_bytes)   # refuses what cannot
+        spec = policy.spec                                            # be served
         self.root.mkdir(parents=True, exist_ok=True)
         with self._lock:
             index = self._read()
@@ -118,16 +173,19 @@ class Registry:
             tmp = self.root / name / f".tmp-v{number}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
-            for f in (MODEL_FILE, SPEC_FILE):
+            for f in (MODEL_FILE, SPEC_FILE, MANIFEST_FILE):
                 shutil.copy2(bundle / f, tmp / f)
-            read_spec(tmp)                         # the copy is intact too
+            # the copy must be the bytes that were loaded (a bundle changed meanwhile is
+            # refused here)
+            read_bundle(tmp, max_file_bytes=max_file_bytes, expected=policy.digests)
             shutil.rmtree(self.root / rel, ignore_errors=True)   # a crashed earlier attempt
             tmp.rename(self.root / rel)
             entry = dict(version=number, stage="none", path=str(rel),
                          registered_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                          source=str(bundle.resolve()), env_id=spec["env"]["id"],
                          config_hash=spec.get("config_hash"),
-                         model_sha256=spec["model_sha256"], note=note)
+                         model_sha256=spec["model_sha256"], files=policy.digests,
+                         note=note)
             model["versions"].append(entry)
             self._write(index)
         return dict(entry, name=name)

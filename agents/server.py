@@ -13,21 +13,42 @@ Endpoints (OpenAPI schema at ``/openapi.json``, docs at ``/docs``):
                         served in the last ``feedback_window`` decisions; logged
 ``GET /v1/policy``      the served bundles' specs and the traffic split
 ``GET /healthz``        the process is up
-``GET /readyz``         policies loaded and decision logs open (503 otherwise)
+``GET /readyz``         policies loaded and decision logs open and writing (503 with the
+                        problem otherwise)
 ``GET /metrics``        Prometheus: requests and latency per endpoint, decisions per arm,
-                        version and action, errors per endpoint and kind
+                        version and action, errors per endpoint and kind, event-loop lag
+                        (sampled every 10 ms; its maximum overall and during log rolls),
+                        log-roll durations
 =====================  ==================================================================
 
 Malformed bodies get a 4xx with a message (422 from the schema or from the observation
-check, 404 for an unknown decision, 413 above ``max_body_bytes``); with an API key set
-(``PERSONARL_API_KEY``), every ``/v1`` and ``/metrics`` request needs it in ``X-API-Key``
-(401 otherwise). One process, one event loop: the handlers are coroutines that run inline, one at a time (a
+check, 404 for an unknown decision, 409 for a second, different feedback, 413 above
+``max_body_bytes`` whether declared or chunked); with an API key set (``PERSONARL_API_KEY``,
+printable ASCII), every ``/v1`` and ``/metrics`` request needs it in ``X-API-Key`` (401
+otherwise, whatever bytes the header holds).
+
+**What is written.** A decision is logged only once its answer is built, and answered only
+once it is logged: a failed log write answers 503 (and shows in ``/readyz`` until a write
+succeeds again) instead of serving an unlogged decision. ``user_id`` and ``episode_id`` are
+stored as keyed hashes (HMAC-SHA256, ``personarl.identifiers``) or not at all
+(``user_ids="drop"``); traffic assignment uses the keyed hash too.
+
+**Feedback is idempotent.** One feedback per decision: the same feedback again (a client's
+retry) is acknowledged with ``duplicate: true`` and not recorded twice; a different one is
+refused with 409 and the first is kept. The decisions feedback may refer to (the last
+``feedback_window``) and the feedback already recorded are read back from the logs at
+start-up, so both rules hold across restarts.
+
+One process, one event loop: the handlers are coroutines that run inline, one at a time (a
 batch-1 decision takes tens of microseconds), so the decider's generator, the recent
-decision ids and the logs are never used by two requests at once.
+decision ids and the logs are never used by two requests at once; Parquet rolls run in a
+background thread.
 """
 
 
+import asyncio
 import hmac
+import json
 import time
 import uuid
 from collections import OrderedDict
@@ -41,16 +62,22 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
-from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram,
-                               generate_latest)
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest)
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.decision_log import DecisionLog
+from agents.decision_log import DecisionLog, read_log
 from agents.serving import ObservationError
 from agents.traffic import Decider, Decisions
 from personarl import jsonio
+from personarl.errors import ConfigError
+from personarl.identifiers import Pseudonymiser
 
-__all__ = ["create_app", "ServerSettings"]
+__all__ = ["create_app", "ServerSettings", "ServerLogs", "check_api_key", "USER_ID_MODES",
+           "LAG_PERIOD"]
+
+#: the event-loop lag monitor's sampling period (seconds)
+LAG_PERIOD = 0.01
 
 _ENDPOINTS = ("/v1/act", "/v1/act/batch", "/v1/feedback", "/v1/policy", "/healthz",
               "/readyz", "/metrics")
@@ -59,7 +86,23 @@ _OPEN = ("/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect
 
 @dataclass
 class ServerSettings:
-    """How the server runs (``configs/serve.yaml``)."""
+    """How the server runs (``configs/serve.yaml``).
+
+    Attributes:
+        log_dir: the decision logs' directory (one server per directory: it holds the
+            logs' writer locks).
+        max_body_bytes: larger request bodies get 413, declared or streamed.
+        max_batch: observations per ``/v1/act/batch`` request.
+        feedback_window: feedback is accepted for this many most recent decisions (read
+            back from the logs at start-up, so a restart keeps them).
+        segment_rows: decision-log rows per segment before it is rolled into Parquet.
+        api_key: required in ``X-API-Key`` when set; printable ASCII without spaces.
+        user_ids: ``hash`` — ``user_id`` and ``episode_id`` are written as keyed hashes
+            (``pseudonymiser``, default: from ``$PERSONARL_PII_KEY``); ``drop`` — never
+            written.
+        pseudonymiser: the keyed hash of identifiers; with ``drop`` and none given, sticky
+            traffic assignment uses a per-process key (sticky until a restart).
+    """
 
     log_dir: Path
     max_body_bytes: int = 1 << 20
@@ -67,15 +110,36 @@ class ServerSettings:
     feedback_window: int = 1_000_000
     segment_rows: int = 10_000
     api_key: Optional[str] = None
+    user_ids: str = "hash"
+    pseudonymiser: Optional[Pseudonymiser] = None
 
 
-class _TooLarge(Exception):
-    pass
+USER_ID_MODES = ("hash", "drop")
+
+
+def check_api_key(key: Optional[str]) -> None:
+    """Refuse an API key that an HTTP header cannot carry as it is (printable ASCII, no
+    spaces), without echoing it.
+
+    Raises:
+        ConfigError: naming the first bad character's position.
+    """
+    if key is None:
+        return
+    for i, ch in enumerate(key):
+        if not (ch.isascii() and ch.isprintable() and ch != " "):
+            raise ConfigError(f"PERSONARL_API_KEY has a character at position {i} that is not "
+                              "printable ASCII (HTTP header values are ASCII; use e.g. "
+                              "$(openssl rand -hex 32))")
+    if not key:
+        raise ConfigError("PERSONARL_API_KEY is empty; unset it to serve without a key")
 
 
 class BodyLimit:
-    """ASGI middleware: 413 for a body above ``limit`` bytes, declared or streamed;
-    ``on_reject(path)`` is called for each (the metrics count them)."""
+    """ASGI middleware: reads the whole request body first (at most ``limit`` bytes,
+    whether declared by ``Content-Length`` or streamed in chunks) and answers 413 above it
+    before the app sees a byte; ``on_reject(path)`` is called for each (the metrics count
+    them)."""
 
     def __init__(self, app: Any, limit: int, on_reject: Any = None) -> None:
         self.app, self.limit, self.on_reject = app, limit, on_reject
@@ -88,28 +152,29 @@ class BodyLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             await self._reject(scope, send)
             return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict:
-            nonlocal seen
+        chunks, seen = [], 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge
-            return message
-
-        async def watched_send(message: dict) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, watched_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":       # the client went away
+                return
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
                 await self._reject(scope, send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, scope: dict, send: Any) -> None:
         if self.on_reject is not None:
@@ -118,12 +183,87 @@ class BodyLimit:
                 f'(server.max_body_bytes)"}}').encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
 
 
+def _fingerprint(reward: float, done: bool, signals: str) -> str:
+    """One feedback's content, comparable across restarts (signals with sorted keys)."""
+    return jsonio.dumps([reward, bool(done), json.loads(signals)], sort_keys=True)
+
+
+class ServerLogs:
+    """The server's three decision logs and what it must remember across restarts: the
+    last ``feedback_window`` decision ids and, for each, the feedback already recorded.
+
+    Raises:
+        LogInUseError: another server writes to ``log_dir``.
+    """
+
+    def __init__(self, settings: ServerSettings, on_roll: Any = None) -> None:
+        self.logs: dict[str, DecisionLog] = {}
+        try:
+            for kind in ("decisions", "feedback", "shadow"):
+                self.logs[kind] = DecisionLog(settings.log_dir, kind, settings.segment_rows,
+                                              on_roll=None if on_roll is None
+                                              else (lambda s, k=kind: on_roll(k, s)))
+        except BaseException:
+            self.close()
+            raise
+        self.window = settings.feedback_window
+        ids = read_log(settings.log_dir, "decisions", ["decision_id"]).column(0).to_pylist()
+        #: decision id -> fingerprint of its recorded feedback (None: none yet)
+        self.recent: OrderedDict[str, Optional[str]] = OrderedDict.fromkeys(
+            ids[-self.window:])
+        feedback = read_log(settings.log_dir, "feedback",
+                            ["decision_id", "reward", "done", "signals"]).to_pylist()
+        for row in feedback:
+            did = row["decision_id"]
+            if did in self.recent and self.recent[did] is None:
+                self.recent[did] = _fingerprint(row["reward"], row["done"],
+                                                row["signals"] or "{}")
+        self.open = True
+
+    def remember(self, ids: list[str]) -> None:
+        for did in ids:
+            self.recent[did] = None
+        while len(self.recent) > self.window:
+            self.recent.popitem(last=False)
+
+    def error(self) -> Optional[str]:
+        """What is wrong with the logs (closed, a failed write or roll), or ``None``."""
+        if not self.open:
+            return "decision logs closed"
+        problems = [f"{kind}: {log.error}" for kind, log in self.logs.items() if log.error]
+        return "; ".join(problems) or None
+
+    def rolling(self) -> bool:
+        return any(log.rolling for log in self.logs.values())
+
+    def close(self) -> None:
+        self.open = False
+        for log in self.logs.values():
+            log.close()
+
+
 def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
-    """The app serving ``decider``; decision logs under ``settings.log_dir``."""
+    """The app serving ``decider``; decision logs under ``settings.log_dir``, opened (and
+    their writer locks taken) here, closed when the app shuts down.
+
+    Raises:
+        ConfigError: an invalid API key or ``user_ids`` mode, or ``user_ids="hash"``
+            without a pseudonymiser and without ``$PERSONARL_PII_KEY``.
+        LogInUseError: another server writes to ``settings.log_dir``.
+    """
+    check_api_key(settings.api_key)
+    if settings.user_ids not in USER_ID_MODES:
+        raise ConfigError(f"log.user_id={settings.user_ids!r}; valid: {list(USER_ID_MODES)}")
+    pseudonymise = settings.pseudonymiser
+    if pseudonymise is None:
+        pseudonymise = (Pseudonymiser.from_env() if settings.user_ids == "hash"
+                        else Pseudonymiser.ephemeral())
+    hashed = settings.user_ids == "hash"
     primary = decider.primary.policy
     dim = primary.obs_dim
     low = float(np.min(primary.spec["observation"]["low"]))
@@ -137,8 +277,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     class ActRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
         observation: Obs
-        user_id: Optional[Id] = Field(None, description="sticky traffic assignment")
-        episode_id: Optional[Id] = None
+        user_id: Optional[Id] = Field(None, description="sticky traffic assignment; stored "
+                                                        "only as a keyed hash")
+        episode_id: Optional[Id] = Field(None, description="stored only as a keyed hash")
         step: Optional[Annotated[int, Field(ge=0, le=10**9)]] = None
 
     class ActBatchRequest(BaseModel):
@@ -171,6 +312,8 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     class Accepted(BaseModel):
         accepted: bool
         decision_id: str
+        duplicate: bool = Field(False, description="the same feedback was already recorded "
+                                                   "(a retry); it is not recorded twice")
 
     metrics = CollectorRegistry()
     requests = Counter("personarl_requests", "HTTP requests", ["endpoint", "status"],
@@ -182,26 +325,51 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
                               ["arm", "version", "action"], registry=metrics)
     errors = Counter("personarl_errors", "requests answered with an error",
                      ["endpoint", "kind"], registry=metrics)
-    logs: dict[str, DecisionLog] = {}
-    recent: OrderedDict[str, None] = OrderedDict()
+    lag = Histogram("personarl_event_loop_lag_seconds", "event-loop lag, sampled every "
+                    f"{LAG_PERIOD * 1000:.0f} ms", registry=metrics,
+                    buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1.0))
+    lag_max = Gauge("personarl_event_loop_lag_max_seconds", "largest event-loop lag since "
+                    "start", registry=metrics)
+    roll_lag_max = Gauge("personarl_event_loop_lag_during_roll_max_seconds", "largest "
+                         "event-loop lag sampled while a decision-log roll ran",
+                         registry=metrics)
+    rolls = Histogram("personarl_log_roll_seconds", "decision-log segment -> Parquet rolls",
+                      ["log"], registry=metrics, buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5))
+    store = ServerLogs(settings, on_roll=lambda kind, s: rolls.labels(kind).observe(s))
+
+    async def watch_event_loop() -> None:
+        loop = asyncio.get_running_loop()
+        peak = peak_in_roll = 0.0
+        while True:
+            start = loop.time()
+            rolling = store.rolling()
+            await asyncio.sleep(LAG_PERIOD)
+            late = max(0.0, loop.time() - start - LAG_PERIOD)
+            lag.observe(late)
+            if late > peak:
+                peak = late
+                lag_max.set(late)
+            if (rolling or store.rolling()) and late > peak_in_roll:
+                peak_in_roll = late
+                roll_lag_max.set(late)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        for kind in ("decisions", "feedback", "shadow"):
-            logs[kind] = DecisionLog(settings.log_dir, kind, settings.segment_rows)
+        watcher = asyncio.create_task(watch_event_loop())
         try:
             yield
         finally:
-            for log in logs.values():
-                log.close()
-            logs.clear()
+            watcher.cancel()
+            store.close()
 
     app = FastAPI(title="PersonaRL policy server", version="1", lifespan=lifespan,
                   description="Decisions from a PersonaRL policy bundle, logged for OPE.")
     header = APIKeyHeader(name="X-API-Key", auto_error=False)
+    api_key = settings.api_key.encode("ascii") if settings.api_key else None
 
     def require_key(key: Optional[str] = Depends(header)) -> None:
-        if settings.api_key and not (key and hmac.compare_digest(key, settings.api_key)):
+        # header values arrive decoded as Latin-1: these are the bytes the client sent
+        if api_key and not (key and hmac.compare_digest(key.encode("latin-1"), api_key)):
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key "
                                      "header")
 
@@ -234,31 +402,47 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     async def bad_observation(request: Request, exc: ObservationError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    def not_ready() -> Optional[HTTPException]:
+        problem = store.error()
+        if problem is None:
+            return None
+        return HTTPException(503, f"not serving: {problem}")
+
+    def log(kind: str, rows: list[dict[str, Any]]) -> None:
+        try:
+            store.logs[kind].append(rows)
+        except OSError as exc:
+            raise HTTPException(503, f"not served: the {kind} log failed ({exc}); the next "
+                                     "request starts a new segment") from None
+
     def serve(obs: list[list[float]], user_ids: list[Optional[str]],
               episode_ids: list[Optional[str]], steps: list[Optional[int]]) -> list[Decision]:
-        if "decisions" not in logs:
+        if not store.open:
             raise HTTPException(503, "the server is not ready (decision logs closed)")
         x, _ = primary.check_obs(obs)
-        d = decider.decide(x, user_ids)
+        pseudonyms = [pseudonymise(u) for u in user_ids]
+        d = decider.decide(x, pseudonyms)
         now = time.time()
         ids = [uuid.uuid4().hex for _ in range(len(x))]
-        logs["decisions"].append(_log_rows(
-            decider, d, ids, now, user_id=user_ids, episode_id=episode_ids, step=steps,
-            observation=x.tolist(), arm_propensity=d.arm_propensity,
-            exploration=decider.exploration, epsilon=decider.epsilon,
-            env_id=primary.env_id))
-        if d.shadow is not None:
-            logs["shadow"].append(_log_rows(decider, d.shadow, ids, now))
-        out = []
+        out = []                                 # the answer first: log only what is answered
         for i, did in enumerate(ids):
-            recent[did] = None
             action, name = _action(decider, d.action[i])
-            decisions_total.labels(d.arm[i], d.version[i], name or "continuous").inc()
             out.append(Decision(decision_id=did, action=action, action_name=name,
                                 propensity=d.propensity[i], arm=d.arm[i],
                                 version=d.version[i]))
-        while len(recent) > settings.feedback_window:
-            recent.popitem(last=False)
+        if d.shadow is not None:                 # an orphan shadow row is harmless
+            log("shadow", _log_rows(decider, d.shadow, ids, now))
+        log("decisions", _log_rows(
+            decider, d, ids, now,
+            user_id=pseudonyms if hashed else None,
+            episode_id=[pseudonymise(e) for e in episode_ids] if hashed else None,
+            step=steps, observation=x.tolist(), arm_propensity=d.arm_propensity,
+            exploration=decider.exploration, epsilon=decider.epsilon,
+            env_id=primary.env_id))
+        store.remember(ids)
+        for decision in out:
+            decisions_total.labels(decision.arm, decision.version,
+                                   decision.action_name or "continuous").inc()
         return out
 
     @app.post("/v1/act", response_model=Decision, dependencies=[Depends(require_key)])
@@ -281,19 +465,33 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         return ActBatchResponse(decisions=serve(body.observations, columns["user_ids"],
                                                 columns["episode_ids"], columns["steps"]))
 
-    @app.post("/v1/feedback", response_model=Accepted, dependencies=[Depends(require_key)])
+    @app.post("/v1/feedback", response_model=Accepted, dependencies=[Depends(require_key)],
+              responses={409: {"description": "this decision already has different "
+                                              "feedback (the first is kept)"}})
     async def feedback(body: FeedbackRequest) -> Accepted:
-        """Attach a reward (and signals) to a served decision."""
-        if body.decision_id not in recent:
-            raise HTTPException(404, f"unknown decision_id {body.decision_id!r}: not served "
-                                     f"by this server within its last "
-                                     f"{settings.feedback_window} decisions")
-        if "feedback" not in logs:
+        """Attach a reward (and signals) to a served decision — once: the same feedback
+        again is acknowledged and not recorded twice (a retry is safe); different feedback
+        for a decision that has some is refused (409), the first is kept."""
+        did = body.decision_id
+        if did not in store.recent:
+            raise HTTPException(404, f"unknown decision_id {did!r}: not served by this "
+                                     f"server within its last {settings.feedback_window} "
+                                     "decisions")
+        signals = jsonio.dumps(body.signals, sort_keys=True)
+        fingerprint = _fingerprint(body.reward, body.done, signals)
+        recorded = store.recent[did]
+        if recorded is not None:
+            if recorded == fingerprint:
+                return Accepted(accepted=True, decision_id=did, duplicate=True)
+            raise HTTPException(409, f"decision_id {did!r} already has feedback "
+                                     f"{recorded} ([reward, done, signals]); feedback is "
+                                     "recorded once per decision and the first is kept")
+        if not store.open:
             raise HTTPException(503, "the server is not ready (decision logs closed)")
-        logs["feedback"].append([dict(decision_id=body.decision_id, time=time.time(),
-                                      reward=body.reward, done=body.done,
-                                      signals=jsonio.dumps(body.signals))])
-        return Accepted(accepted=True, decision_id=body.decision_id)
+        log("feedback", [dict(decision_id=did, time=time.time(), reward=body.reward,
+                              done=body.done, signals=signals)])
+        store.recent[did] = fingerprint
+        return Accepted(accepted=True, decision_id=did)
 
     @app.get("/v1/policy", dependencies=[Depends(require_key)])
     async def policy() -> dict[str, Any]:
@@ -309,11 +507,14 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Readiness: policies loaded and the decision logs open."""
-        ready = "decisions" in logs
-        return JSONResponse({"status": "ready" if ready else "not ready",
-                             "versions": [a.version for a in decider.arms]},
-                            status_code=200 if ready else 503)
+        """Readiness: policies loaded and the decision logs open and writing (503 with the
+        problem otherwise)."""
+        problem = not_ready()
+        body: dict[str, Any] = {"status": "ready" if problem is None else "not ready",
+                                "versions": [a.version for a in decider.arms]}
+        if problem is not None:
+            body["problem"] = problem.detail
+        return JSONResponse(body, status_code=200 if problem is None else 503)
 
     @app.get("/metrics", dependencies=[Depends(require_key)])
     async def prometheus() -> Response:
@@ -329,8 +530,8 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     return app
 
 
-_KINDS = {401: "auth", 404: "not_found", 405: "method", 413: "too_large", 422: "validation",
-          503: "not_ready"}
+_KINDS = {401: "auth", 404: "not_found", 405: "method", 409: "conflict", 413: "too_large",
+          422: "validation", 503: "not_ready"}
 
 
 def _action(decider: Decider, a: np.ndarray) -> tuple[Any, Optional[str]]:

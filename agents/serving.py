@@ -9,10 +9,13 @@
     policy.action_probs(observations)             # discrete: (N, n_actions)
     policy.gaussian(observations)                 # continuous: mean, log_std
 
-This module imports only NumPy, onnxruntime and the standard library (no Ray, no torch), so
-``pip install .[serve]`` is enough to use it. Loading checks the bundle's format version
-and the model's SHA-256 (a tampered bundle is refused); every observation is checked for
+This module imports only NumPy, onnxruntime, onnx (to inspect a model) and the standard
+library (no Ray, no torch), so
+``pip install .[serve]`` is enough to use it. Every observation is checked for
 shape, dtype, finite values and the observation space's bounds before the model sees it.
+Loading verifies the bundle as a whole (``agents.bundle.read_bundle``: a manifest of every
+file's SHA-256, files size-bounded before reading) and loads the very bytes it hashed; a
+model with external data, or whose outputs disagree with ``policy.json``, is refused.
 
 ``behaviour_probs`` turns a discrete policy's probabilities into the distribution an
 exploration setting actually draws from (``greedy``, ``sample``, ``epsilon``) — the
@@ -22,12 +25,12 @@ probabilities a decision log must record for offline evaluation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import onnxruntime as ort
 
-from agents.bundle import MODEL_FILE, BundleError, check_model_bytes, read_spec
+from agents.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
 
 __all__ = ["load_policy", "ServedPolicy", "ObservationError", "BundleError",
            "EXPLORATION_MODES", "behaviour_probs", "sample_categorical"]
@@ -41,38 +44,78 @@ class ObservationError(ValueError):
     """An observation the policy cannot take: wrong shape or dtype, NaN/inf, out of bounds."""
 
 
-def load_policy(path: str | Path, *, seed: int | None = None) -> "ServedPolicy":
+def load_policy(path: str | Path, *, seed: int | None = None,
+                max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+                expected: Mapping[str, str] | None = None) -> "ServedPolicy":
     """Load the bundle in directory ``path``.
 
     Args:
-        path: a bundle directory (``model.onnx`` + ``policy.json``).
+        path: a bundle directory (``model.onnx``, ``policy.json``, ``manifest.json``).
         seed: seeds the generator used when acting with ``deterministic=False``.
+        max_file_bytes: the largest bundle file read (checked before reading).
+        expected: ``{file name: SHA-256}`` the files must still have (a registry's record).
 
     Raises:
-        BundleError: missing files, a format version this code cannot read, model bytes that
-            do not match the recorded checksum, or a model whose inputs/outputs disagree
-            with ``policy.json``.
+        BundleError: everything ``agents.bundle.read_bundle`` refuses; a model with external
+            data (it would be read from outside the bundle); a model onnxruntime cannot
+            load; inputs/outputs that disagree with ``policy.json`` — names, or output widths
+            that differ from the action count, checked by running the model once.
     """
-    path = Path(path)
-    spec = read_spec(path, verify=False)
-    data = (path / MODEL_FILE).read_bytes()
-    check_model_bytes(spec, data, path / MODEL_FILE)     # hash the bytes we load
+    files = read_bundle(path, max_file_bytes=max_file_bytes, expected=expected)
+    model_path = files.path / MODEL_FILE
+    _refuse_external_data(files.model, model_path)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1          # tiny MLPs: threads cost more than they save
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(data, sess_options=options,
+        session = ort.InferenceSession(files.model, sess_options=options,
                                        providers=["CPUExecutionProvider"])
     except Exception as exc:                   # onnxruntime raises its own exception types
-        raise BundleError(f"onnxruntime cannot load {path / MODEL_FILE}: {exc}") from None
+        raise BundleError(f"onnxruntime cannot load {model_path}: {exc}") from None
+    return ServedPolicy(files.path, files.spec, session, np.random.default_rng(seed),
+                        files.digests)
+
+
+def _refuse_external_data(model: bytes, path: Path) -> None:
+    """Refuse an ONNX model any of whose tensors keeps its data outside the model bytes
+    (onnxruntime would read it from the working directory, or from a memory address)."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
     try:
-        return ServedPolicy(path, spec, session, np.random.default_rng(seed))
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, BundleError):
-            raise
-        raise BundleError(f"{path / 'policy.json'} is malformed ({type(exc).__name__}: "
-                          f"{exc}); re-export the policy") from None
+        proto = onnx.load_model_from_string(model)
+    except Exception as exc:                   # protobuf's DecodeError and friends
+        raise BundleError(f"{path} is not an ONNX model: {exc}") from None
+
+    def tensors(graph: Any) -> Any:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+        for node in graph.node:
+            yield from node_tensors(node)
+
+    def node_tensors(node: Any) -> Any:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            if attr.HasField("sparse_tensor"):
+                yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
+            if attr.HasField("g"):
+                yield from tensors(attr.g)
+            for g in attr.graphs:
+                yield from tensors(g)
+
+    everything = list(tensors(proto.graph))
+    for function in proto.functions:
+        for node in function.node:
+            everything += list(node_tensors(node))
+    for tensor in everything:
+        if uses_external_data(tensor) or len(tensor.external_data):
+            raise BundleError(f"{path}: tensor {tensor.name!r} keeps its data outside the "
+                              "model (ONNX external data); a bundle's model must be one "
+                              "self-contained file")
 
 
 class ServedPolicy:
@@ -87,8 +130,9 @@ class ServedPolicy:
     """
 
     def __init__(self, path: Path, spec: dict[str, Any], session: ort.InferenceSession,
-                 rng: np.random.Generator) -> None:
+                 rng: np.random.Generator, digests: Mapping[str, str]) -> None:
         self.path, self.spec, self._session, self.rng = path, spec, session, rng
+        self.digests = dict(digests)
         self.discrete = spec["distribution"] == "categorical"
         obs, act = spec["observation"], spec["action"]
         self.obs_dim = int(obs["dim"])
@@ -98,8 +142,6 @@ class ServedPolicy:
         self._uniform = bool(self._low.min() == self._low.max()
                              and self._high.min() == self._high.max())
         self._lo, self._hi = float(self._low[0]), float(self._high[0])
-        self._finite_bounds = bool(np.isfinite(self._low).all()
-                                   and np.isfinite(self._high).all())
         self.action_names: list[str] = list(act["names"])
         self.env_id: str = spec["env"]["id"]
         if self.discrete:
@@ -122,6 +164,23 @@ class ServedPolicy:
         if names != self._outputs:
             raise BundleError(f"{self.path / MODEL_FILE} outputs {names}; a "
                               f"{self.spec['distribution']} policy outputs {self._outputs}")
+        # run once at the middle of the observation space: output widths must match the
+        # action count of policy.json (a mismatch would only show on the first request)
+        middle = ((self._low + self._high) / 2)[None, :].astype(np.float32)
+        width = self.n_actions if self.discrete else self.action_dim
+        try:
+            out = self._session.run(self._outputs, {"obs": middle})
+        except Exception as exc:               # onnxruntime's own exception types
+            raise BundleError(f"{self.path / MODEL_FILE} fails on an observation of the "
+                              f"declared shape (1, {self.obs_dim}): {exc}") from None
+        for name, value in zip(self._outputs, out):
+            if value.shape != (1, width) or value.dtype != np.float32:
+                raise BundleError(
+                    f"{self.path / MODEL_FILE} output {name!r} has shape "
+                    f"{list(value.shape)} ({value.dtype}); policy.json declares "
+                    f"{width} {'actions' if self.discrete else 'action dimensions'} "
+                    f"({self.action_names[:6]}{'...' if width > 6 else ''}), so it must be "
+                    f"[1, {width}] float32")
 
     # ------------------------------------------------------------------ checks
     def check_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
@@ -157,7 +216,7 @@ class ServedPolicy:
             ok = bool(self._lo <= x.min() and x.max() <= self._hi)
         else:
             ok = bool(((x >= self._low) & (x <= self._high)).all())
-        return ok and (self._finite_bounds or bool(np.isfinite(x).all()))
+        return ok                                     # bounds are finite (check_spec)
 
     def _refuse(self, x: np.ndarray) -> None:
         """Raise the ``ObservationError`` that says what is wrong with ``x``."""
@@ -245,10 +304,10 @@ class ServedPolicy:
         return np.clip(a, self.action_low, self.action_high)
 
     def describe(self) -> dict[str, Any]:
-        """What a client needs to know: env, spaces, distribution, source, checksum."""
+        """What a client needs to know: env, spaces, distribution, source, checksums."""
         keys = ("format_version", "env", "observation", "action", "distribution", "source",
                 "config_hash", "training", "model_sha256")
-        return {k: self.spec.get(k) for k in keys}
+        return dict({k: self.spec.get(k) for k in keys}, files=self.digests)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

@@ -1,14 +1,19 @@
 """Serve a policy bundle (or a registry stage) over HTTP.
 
+    export PERSONARL_PII_KEY=$(openssl rand -hex 32)     # identifiers are keyed-hashed
     python -m experiments.serve bundle=outputs/<date>/<time>/policy
+    python -m experiments.serve bundle=... log.user_id=drop   # no key: ids never written
     python -m experiments.serve registry=registry model=routing            # production
     python -m experiments.serve registry=registry model=routing traffic.mode=canary \\
         traffic.candidate=staging traffic.share=0.1 exploration.mode=epsilon
     PERSONARL_API_KEY=secret python -m experiments.serve bundle=... port=8080
 
 Decision, feedback and shadow logs go to ``log_dir`` (default: the Hydra run directory's
-``decision_logs/``). Configuration mistakes exit with status 2 and a message naming the key,
-before the server starts. Needs only the ``serve`` extra (no Ray, no torch).
+``decision_logs/``). Mistakes exit with status 2 and a message naming the key or the
+variable, before the server starts: a bad setting, a bundle that fails its checks, a
+missing ``PERSONARL_PII_KEY`` (unless ``log.user_id=drop``), an API key that is not
+printable ASCII, or a ``log_dir`` another server writes to. Needs only the ``serve`` extra
+(no Ray, no torch).
 """
 
 from __future__ import annotations
@@ -25,10 +30,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from agents.bundle import BundleError
-from agents.registry import Registry, RegistryError
+from agents.registry import Registry
 from agents.serving import load_policy
 from agents.traffic import Arm, Decider
+from personarl.errors import ConfigError, PersonaRLError
+from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
 
 __all__ = ["build_decider", "settings_from", "main"]
@@ -51,6 +57,11 @@ class TrafficSchema:
 
 
 @dataclass
+class LogSchema:
+    user_id: str = "hash"           # hash (HMAC-SHA256 under PERSONARL_PII_KEY) | drop
+
+
+@dataclass
 class ServeSchema:
     bundle: Optional[str] = None    # a bundle directory, or
     registry: Optional[str] = None  # a registry directory, with
@@ -62,37 +73,42 @@ class ServeSchema:
     host: str = "127.0.0.1"
     port: int = 8000
     log_dir: Optional[str] = None   # default: <hydra run dir>/decision_logs
+    log: LogSchema = field(default_factory=LogSchema)
     segment_rows: int = 10000       # decision-log rows per segment before it becomes Parquet
     max_body_bytes: int = 1048576
     max_batch: int = 1024
     feedback_window: int = 1000000  # feedback accepted for this many most recent decisions
+    max_bundle_file_bytes: int = 268435456   # larger bundle files are refused unread
     seed: int = 0                   # exploration and random traffic assignment
 
 
 ConfigStore.instance().store(name="serve_schema", node=ServeSchema)
 
 
-class ServeConfigError(ValueError):
+class ServeConfigError(ConfigError):
     """A serve setting that cannot work, named with its key."""
 
 
 def _arm(cfg: DictConfig, name: str, ref: Any, registry: Registry | None, seed: int) -> Arm:
-    """Load one arm: ``ref`` is a bundle path, or (with a registry) a stage or version."""
+    """Load one arm: ``ref`` is a bundle path, or (with a registry) a stage or version —
+    served only while its files match the digests recorded at registration."""
+    limit = cfg.max_bundle_file_bytes
     if registry is None:
-        policy = load_policy(ref, seed=seed)
+        policy = load_policy(ref, seed=seed, max_file_bytes=limit)
         return Arm(name, f"sha256:{policy.spec['model_sha256'][:12]}", policy)
     if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        path, entry = registry.resolve(cfg.model, version=int(ref))
+        policy, entry = registry.load(cfg.model, version=int(ref), seed=seed,
+                                      max_file_bytes=limit)
     else:
-        path, entry = registry.resolve(cfg.model, stage=ref)
-    return Arm(name, f"{cfg.model}:v{entry['version']}", load_policy(path, seed=seed))
+        policy, entry = registry.load(cfg.model, stage=ref, seed=seed, max_file_bytes=limit)
+    return Arm(name, f"{cfg.model}:v{entry['version']}", policy)
 
 
 def build_decider(cfg: DictConfig) -> Decider:
     """The ``Decider`` a serve config describes.
 
     Raises:
-        ServeConfigError, BundleError, RegistryError, ValueError: naming the bad key/value.
+        ServeConfigError, BundleError, RegistryError: naming the bad key/value.
     """
     if (cfg.bundle is None) == (cfg.registry is None):
         raise ServeConfigError("give exactly one of bundle=<dir> or registry=<dir> "
@@ -104,7 +120,7 @@ def build_decider(cfg: DictConfig) -> Decider:
                                    "experiments.registry action=list shows the names)")
         registry = Registry(cfg.registry)
     for key, low in (("port", 0), ("max_body_bytes", 1), ("max_batch", 1),
-                     ("feedback_window", 1), ("segment_rows", 1)):
+                     ("feedback_window", 1), ("segment_rows", 1), ("max_bundle_file_bytes", 1)):
         if cfg[key] < low:
             raise ServeConfigError(f"{key}={cfg[key]!r} must be >= {low}")
     primary_ref = cfg.bundle if registry is None else (
@@ -127,30 +143,48 @@ def build_decider(cfg: DictConfig) -> Decider:
 
 
 def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
-    """``ServerSettings`` from the config (the API key from ``PERSONARL_API_KEY``)."""
-    from agents.server import ServerSettings
+    """``ServerSettings`` from the config and the environment: the API key from
+    ``PERSONARL_API_KEY``, the identifier-hashing key from ``PERSONARL_PII_KEY``.
 
+    Raises:
+        ConfigError: ``log.user_id`` invalid; ``hash`` without ``PERSONARL_PII_KEY`` (or a
+            key that is too short); an API key that is empty or not printable ASCII.
+    """
+    from agents.server import USER_ID_MODES, ServerSettings, check_api_key
+
+    mode = cfg.log.user_id
+    if mode not in USER_ID_MODES:
+        raise ConfigError(f"log.user_id={mode!r}; valid: {list(USER_ID_MODES)}")
+    if mode == "hash" or os.environ.get(PII_KEY_VARIABLE):
+        pseudonymiser = Pseudonymiser.from_env()
+    else:
+        pseudonymiser = None
+        log.warning("log.user_id=drop without %s: user ids are never written, and sticky "
+                    "traffic assignment holds only until this server restarts",
+                    PII_KEY_VARIABLE)
+    api_key = os.environ.get("PERSONARL_API_KEY")
+    check_api_key(api_key)
     return ServerSettings(log_dir=Path(cfg.log_dir) if cfg.log_dir else run_dir / "decision_logs",
                           max_body_bytes=cfg.max_body_bytes, max_batch=cfg.max_batch,
                           feedback_window=cfg.feedback_window, segment_rows=cfg.segment_rows,
-                          api_key=os.environ.get("PERSONARL_API_KEY") or None)
+                          api_key=api_key, user_ids=mode, pseudonymiser=pseudonymiser)
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: check the config, load the bundles, run uvicorn."""
+    from agents.server import create_app
+
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        decider = build_decider(cfg)
         settings = settings_from(cfg, run_dir)
-    except (ServeConfigError, BundleError, RegistryError, ValueError) as exc:
+        decider = build_decider(cfg)
+        app = create_app(decider, settings)            # opens the logs: takes their locks
+    except (PersonaRLError, ValueError) as exc:
         log.error("cannot serve: %s", exc)
         sys.exit(2)
     import uvicorn
 
-    from agents.server import create_app
-
-    app = create_app(decider, settings)
     arms = ", ".join(f"{a.name}={a.version}" for a in decider.arms)
     print(f"serving {decider.primary.policy.env_id} ({arms}; traffic {decider.mode}, "
           f"exploration {decider.exploration}) on http://{cfg.host}:{cfg.port}; decision "

@@ -16,6 +16,7 @@ Every refusal is a ``DataError`` naming the file (or log), the column and the fi
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -183,18 +184,21 @@ def column_matrix(table: pa.Table, name: str, where: str | None = None,
 def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
                        ) -> LoggedData:
     """The server's decision logs (``agents.decision_log``) as one-step ``LoggedData``:
-    every served decision with feedback becomes a one-decision episode (its reward the sum
-    of its feedback rewards); decisions without feedback are left out and counted in
-    ``meta['without_feedback']`` (feedback for decisions not in the log, in
-    ``meta['feedback_without_decision']``). Needs a discrete policy (``action_probs``
-    logged).
+    every served decision with feedback becomes a one-decision episode whose reward is its
+    first feedback's — the server's rule (``agents.server``: one feedback per decision, the
+    first kept), so a client's retry in a log written before that rule never counts twice.
+    Later feedback rows for a decision are dropped and counted in
+    ``meta['repeated_feedback']`` (a ``DataWarning`` names one whose reward differs);
+    decisions without feedback are left out and counted in ``meta['without_feedback']``
+    (feedback for decisions not in the log, in ``meta['feedback_without_decision']``).
+    Needs a discrete policy (``action_probs`` logged).
 
     Raises:
         DataError: no decisions or no feedback, a continuous-action log, a decision logged
             twice, or a null / ragged / non-finite value in a column used here (naming the
             log, the column and the first bad row).
     """
-    from agents.decision_log import read_log
+    from agents.decision_log import DataWarning, read_log
 
     decisions, feedback = read_log(root, "decisions"), read_log(root, "feedback")
     if decisions.num_rows == 0:
@@ -215,8 +219,16 @@ def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
                         "logged once")
     rewards = column_vector(feedback, "reward", f, numbers_only=True)
     _finite(rewards, "reward", f, fb_ids)
-    known, which = np.unique(fb_ids, return_inverse=True)
-    reward_sums = np.bincount(which, weights=rewards)
+    known, first_row, which = np.unique(fb_ids, return_index=True, return_inverse=True)
+    first_reward = rewards[first_row]                  # np.unique: the first occurrence
+    repeated = len(fb_ids) - len(known)
+    differs = rewards != first_reward[which]
+    if differs.any():
+        row = int(np.argmax(differs))
+        warnings.warn(f"{f}: decision_id {fb_ids[row]!r} has feedback rows with different "
+                      f"rewards ({first_reward[which[row]]!r} first, then {rewards[row]!r} "
+                      f"at row {row}); the first is used, as the server keeps it",
+                      DataWarning, stacklevel=2)
     pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
     has = known[pos] == ids
     if not has.any():
@@ -231,10 +243,11 @@ def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
     info = dict(meta or {}, source=str(root), env_id=env_ids[0] if len(env_ids) == 1
                 else env_ids, without_feedback=int(len(ids) - n),
                 feedback_without_decision=int((~np.isin(fb_ids, ids)).sum()),
+                repeated_feedback=int(repeated),
                 versions=sorted(str(v) for v in versions))
     return LoggedData(episode=np.arange(n), step=np.zeros(n, dtype=np.int64), obs=obs[rows],
                       action=column_vector(decisions, "action", d, numbers_only=True)[rows],
-                      reward=reward_sums[pos[rows]],
+                      reward=first_reward[pos[rows]],
                       propensity=column_vector(decisions, "propensity", d,
                                                numbers_only=True)[rows],
                       done=np.ones(n, dtype=bool), n_actions=probs.shape[1],

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_strict", "dumps", "read_jsonl", "raw_lines", "JsonLines", "skipped_message"]
+__all__ = ["to_strict", "dumps", "read_jsonl", "read_jsonl_bytes", "raw_lines", "split_lines",
+           "JsonLines", "skipped_message"]
 
 
 def to_strict(value: Any) -> Any:
@@ -71,7 +72,12 @@ def raw_lines(path: str | Path) -> list[bytes]:
     """The lines of ``path`` as bytes, split on ``\\n`` only (JSON lines end there; a stray
     carriage return is part of its line), without the line end (line ``n`` is item
     ``n - 1``)."""
-    lines = Path(path).read_bytes().split(b"\n")
+    return split_lines(Path(path).read_bytes())
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """``data`` split into lines as ``raw_lines`` does."""
+    lines = data.split(b"\n")
     return lines[:-1] if lines and lines[-1] == b"" else lines
 
 
@@ -79,10 +85,15 @@ def read_jsonl(path: str | Path) -> JsonLines:
     """Every JSON-object line of ``path`` (a missing file reads as empty). A line that is
     not UTF-8, not JSON (including a torn last line), nested too deeply to parse, or not an
     object is skipped and returned in ``skipped``."""
-    out = JsonLines()
     if not Path(path).exists():
-        return out
-    for number, line in enumerate(raw_lines(path), start=1):
+        return JsonLines()
+    return read_jsonl_bytes(Path(path).read_bytes())
+
+
+def read_jsonl_bytes(data: bytes) -> JsonLines:
+    """``read_jsonl`` of a file's bytes."""
+    out = JsonLines()
+    for number, line in enumerate(split_lines(data), start=1):
         if not line.strip():
             continue
         try:

@@ -7,6 +7,10 @@ import os
 import numpy as np
 import pytest
 
+# the server keyed-hashes identifiers before writing them and refuses to start without a key;
+# every test (and every server a test starts) uses this fixed one
+os.environ.setdefault("PERSONARL_PII_KEY", "personarl-tests-fixed-pii-key-0123456789abcdef")
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:

@@ -221,8 +221,9 @@ def test_segment_values_are_never_converted_and_rejected_lines_never_overwritten
     kept = (folder / "rejected-000001.jsonl").read_bytes().splitlines()
     assert kept == "\n".join(bad).encode("latin-1").splitlines()   # byte for byte
     (folder / "segment-000002.jsonl").write_text("garbage\n")   # a second stale segment
+    log._lock_file.close()                # the writer is killed: the OS frees its lock
     with pytest.warns(DataWarning):
-        DecisionLog(tmp_path, "decisions")
+        log = DecisionLog(tmp_path, "decisions")
     log.append([_decision(5)])
     log.close()
     assert (folder / "rejected-000001.jsonl").read_bytes().splitlines() == kept   # untouched

@@ -3,6 +3,8 @@ and its command line."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.bundle import BundleError
+from agents.bundle import BundleError, write_manifest
 from agents.registry import Registry, RegistryError
 from agents.serving import load_policy
 
@@ -62,13 +64,48 @@ def test_refusals_leave_the_registry_as_it_was(tiny_bundles, tmp_path):
         with pytest.raises(RegistryError, match=message):
             call()
     tampered = tmp_path / "tampered"
-    tampered.mkdir()
-    for f in ("model.onnx", "policy.json"):
-        data = (tiny_bundles["discrete"] / f).read_bytes()
-        (tampered / f).write_bytes(data[:-1] + b"\0" if f == "model.onnx" else data)
-    with pytest.raises(BundleError, match="checksum"):
+    shutil.copytree(tiny_bundles["discrete"], tampered)
+    data = (tampered / "model.onnx").read_bytes()
+    (tampered / "model.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(BundleError, match="does not match the manifest"):
         reg.register(tampered, "routing")
+    # a bundle whose integrity holds but which cannot be served is refused too
+    unservable = tmp_path / "unservable"
+    shutil.copytree(tiny_bundles["discrete"], unservable)
+    spec = json.loads((unservable / "policy.json").read_text())
+    spec["action"].update(n=5, names=spec["action"]["names"][:5])
+    (unservable / "policy.json").write_text(json.dumps(spec))
+    write_manifest(unservable)
+    with pytest.raises(BundleError, match="declares 5 actions"):
+        reg.register(unservable, "routing")
     assert (tmp_path / "reg" / "index.json").read_text() == before
+
+
+def test_a_version_is_served_only_while_its_files_match_the_registration(tiny_bundles,
+                                                                          tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.register(tiny_bundles["discrete"], "routing")
+    reg.register(tiny_bundles["continuous"], "adapt")
+    policy, entry = reg.load("routing", version=1)
+    assert policy.digests == entry["files"] and set(entry["files"]) == {
+        "model.onnx", "policy.json", "manifest.json"}
+    # another bundle's files swapped in together with a consistent manifest: integrity
+    # holds, the registry's record does not
+    folder = tmp_path / "reg" / "routing" / "v1"
+    shutil.rmtree(folder)
+    shutil.copytree(tmp_path / "reg" / "adapt" / "v1", folder)
+    assert load_policy(folder).env_id == "personarl/PersonalityAdaptation-v0"
+    with pytest.raises(BundleError, match="recorded when it was registered"):
+        reg.load("routing", version=1)
+    # an index edited to point outside the registry is not followed
+    index = json.loads((tmp_path / "reg" / "index.json").read_text())
+    index["models"]["adapt"]["versions"][0]["path"] = "../../elsewhere"
+    (tmp_path / "reg" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(RegistryError, match="'../../elsewhere'.*refusing to follow it"):
+        reg.load("adapt", version=1)
+    (tmp_path / "reg" / "index.json").write_text("{torn")
+    with pytest.raises(RegistryError, match="index.json is not valid JSON"):
+        reg.versions()
 
 
 def _register(root: str, bundle: str) -> int:

@@ -15,6 +15,7 @@ from agents.decision_log import DataWarning, DecisionLog, read_log  # noqa: E402
 from agents.server import ServerSettings, create_app  # noqa: E402
 from agents.serving import load_policy  # noqa: E402
 from agents.traffic import Arm, Decider  # noqa: E402
+from personarl.identifiers import Pseudonymiser  # noqa: E402
 
 OBS = [0.5] * 34
 
@@ -58,7 +59,8 @@ def test_act_batch_feedback_and_joined_logs(tiny_bundles, tmp_path):
     decisions = read_log(tmp_path / "logs", "decisions").to_pylist()     # rolled on close
     assert len(decisions) == 6 and len({r["decision_id"] for r in decisions}) == 6
     first = decisions[0]
-    assert first["decision_id"] == d["decision_id"] and first["episode_id"] == "e1"
+    assert first["decision_id"] == d["decision_id"]
+    assert first["episode_id"] == Pseudonymiser.from_env()("e1")          # never "e1"
     assert first["step"] == 0 and first["exploration"] == "sample"
     assert np.allclose(first["action_probs"], probs) and len(first["observation"]) == 34
     feedback = read_log(tmp_path / "logs", "feedback").to_pylist()
@@ -66,7 +68,7 @@ def test_act_batch_feedback_and_joined_logs(tiny_bundles, tmp_path):
     assert json.loads(feedback[0]["signals"]) == {"rating": 4.0}
     # 5 rows reached segment_rows=3 and were rolled; the 6th was rolled on shutdown
     assert sorted(p.name for p in (tmp_path / "logs" / "decisions").iterdir()) == [
-        "part-000001.parquet", "part-000002.parquet"]
+        "part-000001.parquet", "part-000002.parquet", "writer.lock"]
 
 
 @pytest.mark.parametrize("path, body, status, message", [
@@ -171,6 +173,14 @@ def test_continuous_sampling_logs_gaussian_densities(tiny_bundles):
     assert all(p > 0 for p in sampled.propensity)
 
 
+def crash(log: DecisionLog) -> None:
+    """What kill -9 does to a writer: its files are closed, nothing is rolled, and the OS
+    frees its lock."""
+    if log._file is not None:
+        log._file.close()
+    log._lock_file.close()
+
+
 def test_decision_log_recovers_after_a_crash(tmp_path):
     log = DecisionLog(tmp_path, "feedback", segment_rows=100)
     log.append([dict(decision_id=f"d{i}", time=1.0, reward=float(i), done=False,
@@ -178,17 +188,19 @@ def test_decision_log_recovers_after_a_crash(tmp_path):
     segment = next((tmp_path / "feedback").glob("segment-*.jsonl"))
     with open(segment, "a") as f:
         f.write('{"decision_id": "torn", "rew')                     # killed mid-line
+    crash(log)
     with pytest.warns(DataWarning, match="skipped 1 line.*line 4"):
         assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
             ["d0", "d1", "d2"]
-    # a crash between writing the part and deleting the segment: never rolled twice
     with pytest.warns(DataWarning, match="line 4"):
         reopened = DecisionLog(tmp_path, "feedback")
     assert (tmp_path / "feedback" / "rejected-000001.jsonl").read_text() == \
         '{"decision_id": "torn", "rew\n'                              # kept, not deleted
     assert not list((tmp_path / "feedback").glob("segment-*"))
+    # a crash between writing the part and deleting the segment: never rolled twice
     (tmp_path / "feedback" / "segment-000001.jsonl").write_text(segment.name)
-    DecisionLog(tmp_path, "feedback")
+    crash(reopened)
+    reopened = DecisionLog(tmp_path, "feedback")
     rows = read_log(tmp_path, "feedback").to_pylist()
     assert [r["decision_id"] for r in rows] == ["d0", "d1", "d2"]
     reopened.append([dict(decision_id="d3", time=2.0, reward=3.0, done=True, signals="{}")])
@@ -200,6 +212,8 @@ def test_decision_log_recovers_after_a_crash(tmp_path):
 
 
 def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
+    import os
+    import shutil
     import signal
     import socket
     import subprocess
@@ -215,8 +229,10 @@ def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "experiments.serve", f"bundle={tiny_bundles['discrete']}",
            f"port={port}", f"hydra.run.dir={tmp_path / 'run'}", "exploration.mode=sample"]
-    server = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
+    no_key = {k: v for k, v in os.environ.items() if k != "PERSONARL_PII_KEY"}
+    # without PERSONARL_PII_KEY the server starts only if identifiers are never written
+    server = subprocess.Popen(cmd + ["log.user_id=drop"], cwd=root, env=no_key,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while True:
@@ -226,25 +242,37 @@ def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
             except httpx.HTTPError:
                 assert time.time() < deadline and server.poll() is None, server.stderr.read()
                 time.sleep(0.1)
-        r = httpx.post(f"http://127.0.0.1:{port}/v1/act", json={"observation": OBS})
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/act", json={
+            "observation": OBS, "user_id": "alice@example.com", "episode_id": "e-alice"})
         assert r.status_code == 200 and 0 < r.json()["propensity"] <= 1
+        # a second server on the same log directory is refused, naming the holder
+        second = subprocess.run(cmd[:4] + ["port=0", f"log_dir={tmp_path / 'run' / 'decision_logs'}",
+                                           f"hydra.run.dir={tmp_path / 'second'}"],
+                                cwd=root, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert f"is being written by pid {server.pid}" in second.stdout + second.stderr
     finally:
         server.send_signal(signal.SIGTERM)                 # graceful: logs rolled
         server.wait(timeout=30)
     rows = read_log(tmp_path / "run" / "decision_logs", "decisions").to_pylist()
     assert [row["decision_id"] for row in rows] == [r.json()["decision_id"]]
+    assert rows[0]["user_id"] is None and rows[0]["episode_id"] is None
     assert list((tmp_path / "run" / "decision_logs" / "decisions").glob("part-*.parquet"))
 
     tampered = tmp_path / "tampered"
-    tampered.mkdir()
-    for f in ("model.onnx", "policy.json"):
-        data = (tiny_bundles["discrete"] / f).read_bytes()
-        (tampered / f).write_bytes(data[:-1] + b"\1" if f == "model.onnx" else data)
-    for args, message in ((cmd[:3] + [f"bundle={tampered}"], "checksum"),
-                          (cmd[:4] + ["traffic.mode=canary"], "needs traffic.candidate"),
-                          (cmd[:4] + ["exploration.mode=boltzmann"], "valid: ['greedy'"),
-                          (cmd[:3], "exactly one of bundle")):
-        out = subprocess.run(args + [f"hydra.run.dir={tmp_path / 'bad'}"], cwd=root,
+    shutil.copytree(tiny_bundles["discrete"], tampered)
+    data = (tampered / "model.onnx").read_bytes()
+    (tampered / "model.onnx").write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    for args, env, message in (
+            (cmd[:3] + [f"bundle={tampered}"], None, "does not match the manifest"),
+            (cmd[:4] + ["traffic.mode=canary"], None, "needs traffic.candidate"),
+            (cmd[:4] + ["exploration.mode=boltzmann"], None, "valid: ['greedy'"),
+            (cmd[:3], None, "exactly one of bundle"),
+            (cmd[:4], no_key, "PERSONARL_PII_KEY is not set"),
+            (cmd[:4] + ["log.user_id=plain"], None, "log.user_id='plain'; valid: ['hash', "),
+            (cmd[:4], dict(os.environ, PERSONARL_API_KEY="clé"),
+             "PERSONARL_API_KEY has a character at position 2 that is not printable ASCII")):
+        out = subprocess.run(args + [f"hydra.run.dir={tmp_path / 'bad'}"], cwd=root, env=env,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and message in out.stdout + out.stderr, (args, out.stdout)
 
@@ -260,12 +288,15 @@ def test_decision_logs_load_as_ope_data(tiny_bundles, tmp_path):
                   .json() for _ in range(20)]
         for i, d in enumerate(served[:15]):                  # 5 never get feedback
             c.post("/v1/feedback", json={"decision_id": d["decision_id"], "reward": i / 10})
-        c.post("/v1/feedback", json={"decision_id": served[0]["decision_id"], "reward": 1.0})
+        again = c.post("/v1/feedback", json={"decision_id": served[0]["decision_id"],
+                                              "reward": 1.0})
+        assert again.status_code == 409 and "first is kept" in again.text
     data = from_decision_logs(tmp_path / "logs")
     assert data.n == 15 and data.meta["without_feedback"] == 5 and data.horizon == 1
     assert data.meta["env_id"] == "personarl/AgentRouting-v0"
     assert np.allclose(data.propensity, [d["propensity"] for d in served[:15]])
-    assert data.reward[0] == pytest.approx(1.0) and data.reward[3] == pytest.approx(0.3)
+    assert data.reward[0] == 0.0 and data.reward[3] == pytest.approx(0.3)
+    assert data.meta["repeated_feedback"] == 0
     assert np.allclose(data.action_probs.sum(axis=1), 1.0)
     assert set(np.unique(data.propensity.round(4))) <= {round(0.7 + 0.3 / 6, 4),
                                                        round(0.3 / 6, 4)}

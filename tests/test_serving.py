@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.bundle import FORMAT_VERSION, BundleError
+from agents.bundle import FORMAT_VERSION, BundleError, write_manifest
 from agents.serving import (ObservationError, behaviour_probs, load_policy,
                             sample_categorical)
 
@@ -23,6 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def copy_bundle(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+def edit_spec(bundle: Path, edit, *, manifest: bool = True) -> None:
+    """Edit ``policy.json`` with ``edit(spec)``; with ``manifest``, rewrite the manifest to
+    match (an edit that integrity checks cannot see, so the spec's own checks must)."""
+    spec = json.loads((bundle / "policy.json").read_text())
+    edit(spec)
+    # an infinite bound written as a number literal (1e999) that JSON readers take as inf
+    (bundle / "policy.json").write_text(json.dumps(spec).replace("Infinity", "1e999"))
+    if manifest:
+        write_manifest(bundle)
 
 
 def test_policy_json_describes_env_spaces_and_checksum(tiny_bundles):
@@ -36,7 +47,7 @@ def test_policy_json_describes_env_spaces_and_checksum(tiny_bundles):
     assert cont["distribution"] == "diag_gaussian" and cont["action"]["postprocess"] == "clip"
     assert cont["action"]["names"][0] == "openness" and len(cont["action"]["low"]) == 10
     files = sorted(p.name for p in tiny_bundles["discrete"].iterdir())
-    assert files == ["model.onnx", "policy.json"]          # nothing else, nothing pickled
+    assert files == ["manifest.json", "model.onnx", "policy.json"]   # nothing pickled
 
 
 def test_policy_json_is_strict_json_even_with_a_nan_metric(tmp_path):
@@ -67,32 +78,88 @@ def test_tampered_model_is_refused(tiny_bundles, tmp_path):
     data = bytearray((b / "model.onnx").read_bytes())
     data[-10] ^= 0xFF
     (b / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="does not match its checksum"):
+    with pytest.raises(BundleError, match="model.onnx does not match the manifest"):
         load_policy(b)
 
 
 def test_wrong_format_version_names_both_versions(tiny_bundles, tmp_path):
     b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
-    spec = json.loads((b / "policy.json").read_text())
-    spec["format_version"] = 99
-    (b / "policy.json").write_text(json.dumps(spec))
-    with pytest.raises(BundleError, match=r"format_version 99.*reads format_version 1"):
+    edit_spec(b, lambda spec: spec.update(format_version=99))
+    with pytest.raises(BundleError, match=r"format_version 99.*reads format_version 2"):
         load_policy(b)
 
 
 def test_malformed_policy_json_is_a_bundle_error(tiny_bundles, tmp_path):
     b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
-    spec = json.loads((b / "policy.json").read_text())
-    del spec["observation"]["low"]
-    (b / "policy.json").write_text(json.dumps(spec))
-    with pytest.raises(BundleError, match="malformed.*'low'"):
+    edit_spec(b, lambda spec: spec["observation"].pop("low"))
+    with pytest.raises(BundleError, match="observation.low must be a list of 34 finite"):
         load_policy(b)
     (b / "policy.json").write_text("{not json")
+    write_manifest(b)
     with pytest.raises(BundleError, match="not valid JSON"):
         load_policy(b)
 
 
-@pytest.mark.parametrize("missing", ["model.onnx", "policy.json"])
+def test_a_bundle_is_verified_as_a_whole(tiny_bundles, tmp_path):
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    # an edit the manifest does not cover is refused, whatever the file
+    edit_spec(b, lambda spec: spec["action"].update(names=["a", "b", "c", "d", "e", "f"]),
+              manifest=False)
+    with pytest.raises(BundleError, match="policy.json does not match the manifest"):
+        load_policy(b)
+    # an edit with a rewritten manifest passes integrity; the spec's own checks remain
+    for edit, message in (
+            (lambda s: s["observation"].update(high=[1e309] * 34),
+             "observation.high must be a list of 34 finite numbers"),
+            (lambda s: s["observation"].update(low=[2.0] * 34),
+             r"observation.low\[0\] = 2.0 is above observation.high\[0\]"),
+            (lambda s: s["action"].update(names=["a", "b"]),
+             "action.names must be 6 distinct non-empty strings"),
+            (lambda s: s["action"].update(n=5, names=["a", "b", "c", "d", "e"]),
+             r"output 'logits' has shape \[1, 6\].*declares 5 actions"),
+            (lambda s: s.update(model_sha256="0" * 64), "records model_sha256 0000")):
+        shutil.rmtree(b)
+        copy_bundle(tiny_bundles["discrete"], b)
+        edit_spec(b, edit)
+        with pytest.raises(BundleError, match=message):
+            load_policy(b)
+    # a file the manifest does not list, a link, a file above the size limit
+    shutil.rmtree(b)
+    copy_bundle(tiny_bundles["discrete"], b)
+    (b / "model.onnx.data").write_bytes(b"\0" * 8)
+    with pytest.raises(BundleError, match=r"does not list: \['model.onnx.data'\]"):
+        load_policy(b)
+    (b / "model.onnx.data").unlink()
+    with pytest.raises(BundleError, match=r"policy.json has [\d,]+ bytes, above the limit of "
+                                          r"1,000 \(serve config max_bundle_file_bytes\)"):
+        load_policy(b, max_file_bytes=1000)
+    (tmp_path / "elsewhere.json").write_bytes((b / "policy.json").read_bytes())
+    (b / "policy.json").unlink()
+    (b / "policy.json").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(BundleError, match="policy.json is not a regular file"):
+        load_policy(b)
+
+
+def test_a_model_with_external_data_is_refused(tiny_bundles, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    model = onnx.load(str(b / "model.onnx"))
+    # weights moved to a file outside the bundle, which onnxruntime would read from the
+    # working directory when it loads the model from bytes
+    onnx.save_model(model, str(b / "model.onnx"), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+    (b / "weights.bin").rename(tmp_path / "weights.bin")
+    spec = json.loads((b / "policy.json").read_text())
+    from agents.bundle import sha256_file
+    spec["model_sha256"] = sha256_file(b / "model.onnx")
+    (b / "policy.json").write_text(json.dumps(spec))
+    write_manifest(b)
+    assert (tmp_path / "weights.bin").exists()
+    with pytest.raises(BundleError, match="keeps its data outside the model"):
+        load_policy(b)
+
+
+@pytest.mark.parametrize("missing", ["model.onnx", "policy.json", "manifest.json"])
 def test_missing_file_is_named(tiny_bundles, tmp_path, missing):
     b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
     (b / missing).unlink()

@@ -1,0 +1,79 @@
+"""The typed errors of PersonaRL (the ground floor: every package may raise them).
+
+Every user mistake raises one of these with a message that names the bad value and what
+would be valid. ``ConfigError`` is also a ``ValueError`` so callers that only know the
+standard library still catch it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "PersonaRLError", "ConfigError", "ResetNeededError", "InvalidActionError", "DataError",
+    "check_range", "check_int", "check_flag",
+]
+
+
+class PersonaRLError(Exception):
+    """Base class of every error PersonaRL raises on purpose."""
+
+
+class ConfigError(PersonaRLError, ValueError):
+    """A constructor argument or config value is outside its valid range."""
+
+
+class ResetNeededError(PersonaRLError, RuntimeError):
+    """``step`` was called before ``reset``."""
+
+
+class InvalidActionError(PersonaRLError, ValueError):
+    """An action is not in the action space."""
+
+
+class DataError(PersonaRLError, ValueError):
+    """Data (a logged dataset, a decision log) that must not be used as it is: the message
+    names the column, the first bad row and what would be valid."""
+
+
+def check_range(name: str, value: float, low: float, high: float, *,
+                low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a float if it lies in the interval, else raise ``ConfigError``.
+
+    Args:
+        name: the parameter's name, used in the message.
+        value: the value to check.
+        low: lower bound.
+        high: upper bound.
+        low_open: exclude ``low`` itself.
+        high_open: exclude ``high`` itself.
+    """
+    if isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not a number")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} is not a number") from None
+    too_low = v <= low if low_open else v < low
+    too_high = v >= high if high_open else v > high
+    if too_low or too_high or v != v:
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ConfigError(f"{name}={value!r} is outside the valid range {interval}")
+    return v
+
+
+def check_flag(name: str, value: bool) -> bool:
+    """Return ``value`` if it is ``True`` or ``False``, else raise ``ConfigError`` (a string
+    such as ``"maybe"`` is not read as true)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be true or false")
+    return value
+
+
+def check_int(name: str, value: int, low: int, high: int | None = None) -> int:
+    """Return ``value`` if it is an integer in ``[low, high]``, else raise ``ConfigError``."""
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
+    v = int(value)
+    if v < low or (high is not None and v > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ConfigError(f"{name}={value!r} is outside the valid range {bound}")
+    return v
