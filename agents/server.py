@@ -249,7 +249,8 @@ class ServerLogs:
 
 def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     """The app serving ``decider``; decision logs under ``settings.log_dir``, opened (and
-    their writer locks taken) here, closed when the app shuts down.
+    their writer locks taken) here, closed when the app shuts down (``app.state.logs``, a
+    ``ServerLogs``).
 
     Raises:
         ConfigError: an invalid API key or ``user_ids`` mode, or ``user_ids="hash"``
@@ -364,6 +365,7 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
 
     app = FastAPI(title="PersonaRL policy server", version="1", lifespan=lifespan,
                   description="Decisions from a PersonaRL policy bundle, logged for OPE.")
+    app.state.logs = store
     header = APIKeyHeader(name="X-API-Key", auto_error=False)
     api_key = settings.api_key.encode("ascii") if settings.api_key else None
 

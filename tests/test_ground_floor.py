@@ -1,4 +1,4 @@
-"""The ground floor (``personarl``): random streams by purpose and strict JSON."""
+"""The ground floor (``personarl``): random streams by purpose, strict JSON, keyed hashing."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from personarl import jsonio
+from personarl.errors import ConfigError
 from personarl.seeds import (PURPOSES, chunk_seeds, generator, name_key, seed_sequence,
                              stream_seed, stream_seed32)
 
@@ -79,3 +80,26 @@ def test_jsonl_reader_keeps_rows_after_a_corrupt_line(tmp_path):
     assert lines.skipped[4][1] == b"gar\rbage"                   # one line, as it was
     assert "skipped 6 line(s)" in jsonio.skipped_message(path, lines.skipped, 3)
     assert jsonio.read_jsonl(tmp_path / "absent.jsonl").rows == []
+
+
+def test_identifiers_are_keyed_hashes(monkeypatch):
+    import hashlib
+    import hmac
+
+    from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
+
+    key = "k" * 32
+    pseudonymise = Pseudonymiser(key)
+    want = hmac.new(key.encode(), "alice@example.com".encode(), hashlib.sha256).hexdigest()
+    assert pseudonymise("alice@example.com") == "hmac-sha256:" + want       # RFC 2104
+    assert pseudonymise("alice@example.com") != Pseudonymiser("j" * 32)("alice@example.com")
+    assert pseudonymise(None) is None and "k" * 32 not in repr(pseudonymise)
+    with pytest.raises(ConfigError, match="has 5 bytes; it needs at least 32"):
+        Pseudonymiser("short")
+    monkeypatch.delenv(PII_KEY_VARIABLE, raising=False)
+    with pytest.raises(ConfigError, match="PERSONARL_PII_KEY is not set"):
+        Pseudonymiser.from_env()
+    monkeypatch.setenv(PII_KEY_VARIABLE, key)
+    assert Pseudonymiser.from_env()("x") == pseudonymise("x")
+    e = Pseudonymiser.ephemeral()
+    assert e("x") == e("x") != Pseudonymiser.ephemeral()("x")

@@ -300,3 +300,141 @@ def test_decision_logs_load_as_ope_data(tiny_bundles, tmp_path):
     assert np.allclose(data.action_probs.sum(axis=1), 1.0)
     assert set(np.unique(data.propensity.round(4))) <= {round(0.7 + 0.3 / 6, 4),
                                                        round(0.3 / 6, 4)}
+
+
+# ---------------------------------------------------------------- issue 14: one test per kind
+def test_one_writer_per_log_directory(tmp_path):
+    from agents.decision_log import LogInUseError
+
+    first = DecisionLog(tmp_path, "feedback", segment_rows=5)
+    first.append([dict(decision_id=f"d{i}", reward=1.0) for i in range(3)])
+    with pytest.raises(LogInUseError, match=r"is being written by pid \d+ on .* one writer"):
+        DecisionLog(tmp_path, "feedback", segment_rows=5)
+    first.append([dict(decision_id=f"d{i}", reward=1.0) for i in range(3, 13)])
+    first.close()                                             # the refused one took nothing
+    assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
+        [f"d{i}" for i in range(13)]
+    DecisionLog(tmp_path, "feedback").close()                 # the lock is free again
+
+
+def test_rolls_run_off_the_request_path_and_survive_a_removed_segment(tmp_path, monkeypatch):
+    import threading
+
+    log = DecisionLog(tmp_path, "feedback", segment_rows=2)
+    release, roll = threading.Event(), DecisionLog._roll
+
+    def slow_roll(self, segment, handle=None):
+        release.wait(10)
+        roll(self, segment, handle)
+
+    monkeypatch.setattr(DecisionLog, "_roll", slow_roll)
+    log.append([dict(decision_id="a", reward=1.0), dict(decision_id="b", reward=1.0)])
+    # the segment is full and queued; the append returned while its roll waits
+    segment = tmp_path / "feedback" / "segment-000001.jsonl"
+    segment.unlink()                                 # removed from the directory meanwhile
+    log.append([dict(decision_id="c", reward=1.0)])
+    assert log.rolling and log.error is None
+    release.set()
+    log.close()
+    assert [r["decision_id"] for r in read_log(tmp_path, "feedback").to_pylist()] == \
+        ["a", "b", "c"]                              # read back from the open file
+
+
+def test_a_failing_log_write_is_a_503_and_shows_in_readiness_until_it_recovers(
+        tiny_bundles, tmp_path):
+    class Full:                                      # a disk that is full once
+        def __init__(self, file):
+            self.file, self.name = file, file.name
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.file, name)
+
+    with client(Decider(arms(tiny_bundles)[0]), tmp_path, segment_rows=100) as c:
+        ok = c.post("/v1/act", json={"observation": OBS}).json()["decision_id"]
+        decisions = c.app.state.logs.logs["decisions"]
+        decisions._file = Full(decisions._file)
+        failed = c.post("/v1/act", json={"observation": OBS})
+        assert failed.status_code == 503 and "No space left" in failed.text
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "No space left" in ready.json()["problem"]
+        again = c.post("/v1/act", json={"observation": OBS})       # a new segment
+        assert again.status_code == 200 and c.get("/readyz").status_code == 200
+    served = [r["decision_id"] for r in read_log(tmp_path / "logs", "decisions").to_pylist()]
+    assert served == [ok, again.json()["decision_id"]]   # what was answered, only that
+
+
+def test_nothing_is_logged_for_a_request_that_fails(tiny_bundles, tmp_path, monkeypatch):
+    import agents.server as server
+
+    with client(Decider(arms(tiny_bundles)[0]), tmp_path) as c:
+        monkeypatch.setattr(server, "_action", lambda *a: 1 / 0)
+        assert c.post("/v1/act", json={"observation": OBS}).status_code == 500
+    assert read_log(tmp_path / "logs", "decisions").num_rows == 0
+
+
+def test_feedback_is_once_per_decision_and_survives_a_restart(tiny_bundles, tmp_path):
+    decider = Decider(arms(tiny_bundles)[0])
+    with client(decider, tmp_path) as c:
+        ids = [c.post("/v1/act", json={"observation": OBS}).json()["decision_id"]
+               for _ in range(3)]
+        first = {"decision_id": ids[0], "reward": 0.5, "signals": {"b": 1.0, "a": 2.0}}
+        assert c.post("/v1/feedback", json=first).json()["duplicate"] is False
+    with client(decider, tmp_path) as c:                   # a restart: state from the logs
+        retry = dict(first, signals={"a": 2.0, "b": 1.0})  # the same feedback, keys reordered
+        r = c.post("/v1/feedback", json=retry)
+        assert r.status_code == 200 and r.json()["duplicate"] is True
+        other = c.post("/v1/feedback", json={"decision_id": ids[0], "reward": 0.9})
+        assert other.status_code == 409 and "0.5" in other.text
+        assert c.post("/v1/feedback", json={"decision_id": ids[1], "reward": 1.0}
+                      ).status_code == 200              # served before the restart
+        assert c.post("/v1/feedback", json={"decision_id": "f" * 32, "reward": 1.0}
+                      ).status_code == 404
+    feedback = read_log(tmp_path / "logs", "feedback").to_pylist()
+    assert [(f["decision_id"], f["reward"]) for f in feedback] == [(ids[0], 0.5), (ids[1], 1.0)]
+
+
+def test_unexpected_input_gets_a_4xx(tiny_bundles, tmp_path):
+    with client(Decider(arms(tiny_bundles)[0]), tmp_path, api_key="s3cret",
+                max_body_bytes=4096) as c:
+        key = {"X-API-Key": "s3cret"}
+        r = c.post("/v1/act", json={"observation": OBS}, headers={"X-API-Key": "clé".encode()})
+        assert r.status_code == 401                               # non-ASCII: not a 500
+
+        def chunks():                                             # no Content-Length
+            yield b'{"observation": ['
+            for _ in range(2 * 1024):
+                yield b"0.5," * 256
+        r = c.post("/v1/act", content=chunks(), headers=key)
+        assert r.status_code == 413 and "4096" in r.text
+        body = json.dumps({"observation": OBS, "user_id": "\ud800"})    # escaped: ASCII
+        r = c.post("/v1/act", content=body, headers=dict(key, **{
+            "content-type": "application/json"}))
+        assert r.status_code == 422                               # a lone surrogate: not text
+    with pytest.raises(ValueError, match="position 2 that is not printable ASCII"):
+        client(Decider(arms(tiny_bundles)[0]), tmp_path / "b", api_key="clé")
+
+
+def test_identifiers_are_keyed_hashes_at_rest_and_assignment_stays_sticky(tiny_bundles,
+                                                                          tmp_path):
+    primary, candidate = arms(tiny_bundles)
+    decider = Decider(primary, candidate, mode="ab", share=0.5, seed=0)
+    users = [f"user{i}@example.com" for i in range(40)]
+    arms_seen = []
+    for restart in range(2):
+        with client(decider, tmp_path) as c:
+            arms_seen.append([c.post("/v1/act", json={
+                "observation": OBS, "user_id": u, "episode_id": f"{u}/session"}).json()["arm"]
+                for u in users])
+    assert arms_seen[0] == arms_seen[1] and 5 < arms_seen[0].count("candidate") < 35
+    pseudonymise = Pseudonymiser.from_env()
+    rows = read_log(tmp_path / "logs", "decisions").to_pylist()
+    assert [r["user_id"] for r in rows] == [pseudonymise(u) for u in users] * 2
+    at_rest = b"".join(p.read_bytes() for p in (tmp_path / "logs").rglob("*") if p.is_file())
+    assert b"example.com" not in at_rest and b"user1" not in at_rest
+    with client(decider, tmp_path / "drop", user_ids="drop") as c:
+        c.post("/v1/act", json={"observation": OBS, "user_id": users[0], "episode_id": "e"})
+    row = read_log(tmp_path / "drop" / "logs", "decisions").to_pylist()[0]
+    assert row["user_id"] is None and row["episode_id"] is None

@@ -5,8 +5,10 @@
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
-    python -m experiments.bench serve   [--run <train run dir>] [--rate 200] [--seconds 30]
+    python -m experiments.bench serve   [--run <train run dir>] [--bundle <dir>] [--parts loader,http]
+                                        [--rate 200] [--requests 30000] [--ladder 200,400,...]
                                         [--out benchmarks/serve.json]
+    python -m experiments.bench faults  [--bundle <dir>] [--kills 12] [--out benchmarks/faults.json]
     python -m experiments.bench sweep   [--budget 200000] [--trials 8] [--repeats 2]
                                         [--out benchmarks/sweep.json]
     python -m experiments.bench ope     [--rows 1000000] [--seeds 100] [--logged 10000]
@@ -71,9 +73,25 @@ def main(argv: list[str] | None = None) -> int:
                           "train a small AgentRouting PPO run first)")
     srv.add_argument("--calls", type=int, default=5000, help="batch-1 calls per path")
     srv.add_argument("--cold-runs", type=int, default=5, help="fresh processes per path")
+    srv.add_argument("--bundle", default=None, help="the bundle the HTTP part serves "
+                                                     "(default: the run's policy/)")
+    srv.add_argument("--parts", default="loader,http", help="comma-separated: loader, http")
     srv.add_argument("--rate", type=float, default=200.0, help="HTTP requests per second")
-    srv.add_argument("--seconds", type=float, default=30.0, help="HTTP load duration")
+    srv.add_argument("--requests", type=int, default=30_000, help="HTTP requests at --rate")
+    srv.add_argument("--segment-rows", type=int, default=10_000,
+                     help="the server's decision-log segment size (rolls every so many)")
+    srv.add_argument("--ladder", default="200,300,400,500,600,800",
+                     help="comma-separated request rates for the highest sustained one")
+    srv.add_argument("--ladder-seconds", type=float, default=10.0)
     srv.add_argument("--out", default="benchmarks/serve.json")
+    flt = sub.add_parser("faults", help="kill -9 the server and the registry under load; "
+                                        "count what acknowledged work was lost")
+    flt.add_argument("--bundle", default=None, help="the bundle served (default: a small "
+                                                    "untrained AgentRouting bundle)")
+    flt.add_argument("--kills", type=int, default=12, help="server kills")
+    flt.add_argument("--registry-kills", type=int, default=40, help="registry-writer kills")
+    flt.add_argument("--seed", type=int, default=0, help="kill times and load")
+    flt.add_argument("--out", default="benchmarks/faults.json")
     swp = sub.add_parser("sweep", help="an 8-trial Optuna/ASHA sweep + re-runs, timed, twice")
     swp.add_argument("--sweep", default="routing_small", help="configs/sweep/<name>")
     swp.add_argument("--budget", type=int, default=200_000, help="env steps per trial")
@@ -98,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
                  "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate", "rows",
-                 "logged", "resamples", "trials", "repeats", "refit_seeds"):
+                 "logged", "resamples", "trials", "repeats", "refit_seeds", "requests",
+                 "segment_rows", "ladder_seconds", "kills", "registry_kills"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
@@ -125,9 +144,25 @@ def main(argv: list[str] | None = None) -> int:
                      resamples=args.resamples, intervention_bundle=args.intervention_bundle,
                      refit_seeds=args.refit_seeds, parts=parts)
     elif args.what == "serve":
-        from experiments.bench.serve import run
-        result = run(run_dir=args.run, calls=args.calls, cold_runs=args.cold_runs,
-                     rate=args.rate, seconds=args.seconds)
+        from experiments.bench.serve import PARTS, run
+        parts = tuple(p for p in args.parts.split(",") if p)
+        if set(parts) - set(PARTS) or not parts:
+            parser.error(f"--parts={args.parts!r}: choose from {', '.join(PARTS)}")
+        try:
+            ladder = [float(r) for r in args.ladder.split(",") if r]
+        except ValueError:
+            ladder = [-1.0]
+        if not ladder or min(ladder) <= 0:
+            parser.error(f"--ladder={args.ladder!r}: give positive request rates, "
+                         "comma-separated")
+        result = run(run_dir=args.run, bundle=args.bundle, parts=parts, calls=args.calls,
+                     cold_runs=args.cold_runs, rate=args.rate, requests=args.requests,
+                     ladder=ladder, ladder_seconds=args.ladder_seconds,
+                     segment_rows=args.segment_rows)
+    elif args.what == "faults":
+        from experiments.bench.faults import run
+        result = run(bundle=args.bundle, kills=args.kills, registry_kills=args.registry_kills,
+                     seed=args.seed)
     else:
         from experiments.bench.train import run
         result = run(experiment=args.experiment or None, budget=args.budget, seeds=args.seeds,

@@ -1,4 +1,5 @@
-"""Serving speed: our bundle loader against RLlib's own inference path, and the HTTP server.
+"""Serving speed: our bundle loader against RLlib's own inference path (``--parts loader``),
+and the HTTP server under load (``--parts http``).
 
 For one trained RLlib PPO policy (a run directory of ``experiments.train`` with its
 ``checkpoints/`` and ``policy/`` bundle; without ``--run`` a small AgentRouting run with the
@@ -12,27 +13,32 @@ main job's network is trained first), in the same process and on the same observ
 * batch-1024 throughput (observations/s), median of repeats, the same two paths;
 * cold start: a fresh Python process from launch to its first action, each path (median of
   ``--cold-runs``);
-* HTTP on loopback: ``python -m experiments.serve`` in a subprocess, ``POST /v1/act`` at
-  ``--rate`` requests/s (open loop: request *i* is sent at ``i / rate`` s whatever the
-  earlier ones did) for ``--seconds`` s from an asyncio/httpx client in its own process;
-  p50/p99 latency, errors.
+* HTTP on loopback: ``python -m experiments.serve`` in a subprocess (``--bundle``, or the
+  run's), driven by ``hey`` (Debian's ``hey`` package; Go, so the client is cheap next to
+  the server): ``--requests`` ``POST /v1/act`` at ``--rate`` requests/s from workers of 10
+  req/s each, with ``segment_rows`` small enough that the run crosses Parquet rolls; p50,
+  p99, p99.9 and max latency, errors, the server's own event-loop lag (sampled every 10 ms
+  inside the server, maximum overall and during rolls, from ``/metrics``), the CPU share of
+  server and client; the client's capacity (hey unthrottled on ``/healthz``, and its CPU per
+  request); then ``--ladder`` rates for ``--ladder-seconds`` each, for the highest rate
+  served with 0 errors (and ≥ 95% of the target achieved).
 
-Both processes share the 2 cores, so the HTTP latencies include the client's own overhead.
+Client and server share the 2 cores.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import multiprocessing
+import math
 import os
+import resource
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -141,93 +147,163 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _load(url: str, bodies: list[dict], rate: float, seconds: float
-                ) -> tuple[list[tuple[float, float]], int, float]:
+def server_env() -> dict[str, str]:
+    """The environment a benchmark's server runs in: one thread, a fresh identifier key."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PERSONARL_PII_KEY": os.urandom(32).hex()}
+
+
+def start_server(bundle: Path, log_dir: Path, port: int, *extra: str,
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
+    """``python -m experiments.serve`` on ``bundle`` in a subprocess, ready to answer.
+
+    Raises:
+        RuntimeError: the server did not become ready within 60 s (with its stderr).
+    """
     import httpx
 
-    n = int(rate * seconds)
-    latencies: list[tuple[float, float]] = []          # (sent at, latency)
-    errors = 0
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10.0) as client:
-        start = time.perf_counter()
-
-        async def one(i: int) -> None:
-            nonlocal errors
-            await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
-            t = time.perf_counter()
-            try:
-                r = await client.post("/v1/act", json=bodies[i % len(bodies)])
-                ok = r.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            latencies.append((t - start, time.perf_counter() - t))
-            errors += not ok
-
-        await asyncio.gather(*(one(i) for i in range(n)))
-        elapsed = time.perf_counter() - start
-    return latencies, errors, n / elapsed
-
-
-def _client(url: str, bodies: list[dict], rate: float, seconds: float
-            ) -> tuple[list[tuple[float, float]], int, float]:
-    return asyncio.run(_load(url, bodies, rate, seconds))
-
-
-def _http(bundle: Path, obs: np.ndarray, rate: float, seconds: float) -> dict[str, Any]:
-    import httpx
-
-    port = _free_port()
-    logs = tempfile.mkdtemp(prefix="bench-serve-")
     server = subprocess.Popen(
         [sys.executable, "-m", "experiments.serve", f"bundle={bundle}", f"port={port}",
-         f"hydra.run.dir={logs}"], cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+         f"log_dir={log_dir}", f"hydra.run.dir={log_dir.parent / 'hydra'}", *extra],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env or server_env())
+    deadline = time.time() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if time.time() > deadline or server.poll() is not None:
+            server.kill()
+            raise RuntimeError("the server did not become ready within 60 s: "
+                               f"{server.stderr.read().decode()[-2000:]}")
+        time.sleep(0.05)
+
+
+def _children_cpu() -> float:
+    """CPU seconds used by this process's finished children (so: by ``hey`` runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _hey(url: str, body: Path, rate: float, requests: int) -> dict[str, Any]:
+    """``hey`` POSTing ``body`` to ``url``: ``requests`` requests at ``rate``/s (workers of
+    10 req/s each, so a slow answer holds up only its own worker); latencies, errors, the
+    achieved rate and hey's own CPU time."""
+    workers = max(1, math.ceil(rate / 10))
+    cpu, start = _children_cpu(), time.perf_counter()
+    out = subprocess.run(["hey", "-n", str(requests), "-c", str(workers),
+                          "-q", f"{rate / workers:.4f}", "-m", "POST",
+                          "-T", "application/json", "-D", str(body), "-t", "10", "-o", "csv",
+                          url], capture_output=True, text=True, check=True)
+    elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
+    rows = [line.split(",") for line in out.stdout.splitlines()[1:] if line]
+    latency = np.array([float(r[0]) for r in rows]) * 1e3
+    ok = sum(r[6] == "200" for r in rows)
+
+    def pct(q: float) -> float:
+        return float(np.percentile(latency, q)) if len(latency) else float("nan")
+
+    return dict(target_rate=rate, requests=requests, ok=ok, errors=requests - ok,
+                achieved_rate=len(rows) / elapsed, seconds=elapsed, p50_ms=pct(50),
+                p99_ms=pct(99), p999_ms=pct(99.9), max_ms=pct(100), client_cpu_s=cpu,
+                client_cpu_share=cpu / elapsed)
+
+
+def _metric(text: str, sample: str) -> float:
+    """The value of one Prometheus sample (``name`` or ``name{labels}``) in ``text``."""
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return float("nan")
+
+
+def http_load(bundle: Path, rate: float, requests: int, ladder: list[float],
+              ladder_seconds: float, segment_rows: int) -> dict[str, Any]:
+    """The HTTP server under ``hey``: ``requests`` at ``rate``/s (crossing Parquet rolls every
+    ``segment_rows`` decisions), the server's event-loop lag and rolls from ``/metrics``,
+    the client's own capacity, then a ladder of rates for the highest one served with 0
+    errors."""
+    import httpx
+
+    from agents.serving import load_policy
+
+    if shutil.which("hey") is None:
+        raise SystemExit("the HTTP benchmark drives the server with hey: apt-get install hey")
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-http-"))
+    body = work / "body.json"
+    obs = np.full(load_policy(bundle).obs_dim, 0.5).tolist()
+    body.write_text(json.dumps({"observation": obs, "user_id": "bench-user"}))
+    port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    server = start_server(bundle, work / "logs", port, f"segment_rows={segment_rows}")
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline or server.poll() is not None:
-                raise RuntimeError("the server did not become ready within 60 s")
-            time.sleep(0.1)
-        bodies = [{"observation": o.tolist(), "user_id": f"u{i}"} for i, o in
-                  enumerate(obs[:2000])]
-        # the client runs in a fresh process: this one holds torch and RLlib, whose heap
-        # makes Python's full garbage collections stall an event loop for seconds
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-            latencies, errors, achieved = pool.submit(_client, url, bodies, rate,
-                                                      seconds).result()
-        served = httpx.get(f"{url}/metrics").text
+        cpu = _proc_cpu(server.pid)
+        main = _hey(f"{url}/v1/act", body, rate, requests)
+        main["server_cpu_share"] = (_proc_cpu(server.pid) - cpu) / main["seconds"]
+        text = httpx.get(f"{url}/metrics").text
+        main.update(
+            server_counted_200=_metric(
+                text, 'personarl_requests_total{endpoint="/v1/act",status="200"}'),
+            rolls=_metric(text, 'personarl_log_roll_seconds_count{log="decisions"}'),
+            roll_seconds_sum=_metric(text, 'personarl_log_roll_seconds_sum{log="decisions"}'),
+            loop_lag_max_ms=_metric(text, "personarl_event_loop_lag_max_seconds") * 1e3,
+            loop_lag_during_roll_max_ms=_metric(
+                text, "personarl_event_loop_lag_during_roll_max_seconds") * 1e3)
+        # the client's capacity: hey unthrottled on the cheapest endpoint, and the CPU it
+        # spends per request (its ceiling on one core)
+        cpu, start = _children_cpu(), time.perf_counter()
+        subprocess.run(["hey", "-n", "20000", "-c", "50", f"{url}/healthz"],
+                       capture_output=True, text=True, check=True)
+        elapsed, cpu = time.perf_counter() - start, _children_cpu() - cpu
+        client = dict(healthz_unthrottled_rate=20000 / elapsed,
+                      cpu_us_per_request=cpu / 20000 * 1e6, one_core_ceiling_rate=20000 / cpu)
+        steps = [_hey(f"{url}/v1/act", body, r, int(r * ladder_seconds)) for r in ladder]
     finally:
         server.terminate()
-        server.wait(timeout=30)
-    ok_line = [line for line in served.splitlines() if line.startswith(
-        'personarl_requests_total{endpoint="/v1/act",status="200"}')]
-    sent, lat = np.array(latencies).T
-    slow = lat > 0.1
-    return dict(rate=rate, seconds=seconds, requests=len(lat), errors=errors,
-                achieved_rate=achieved, server_counted_200=float(ok_line[0].split()[-1])
-                if ok_line else 0.0, **_percentiles(list(lat)), max_ms=float(lat.max() * 1e3),
-                over_100ms=int(slow.sum()),
-                over_100ms_sent_at_s=sorted({round(float(t), 1) for t in sent[slow]})[:20])
+        server.wait(timeout=60)
+    sustained = [s["target_rate"] for s in steps
+                 if s["errors"] == 0 and s["achieved_rate"] >= 0.95 * s["target_rate"]]
+    return dict(main=main, client=client, ladder=steps, segment_rows=segment_rows,
+                highest_sustained_rate=max(sustained, default=None))
 
 
-def run(run_dir: str | None, calls: int, cold_runs: int, rate: float, seconds: float
-        ) -> dict[str, Any]:
-    """Every measurement above; prints a table and returns the figures."""
+PARTS = ("loader", "http")
+
+
+def run(run_dir: str | None, bundle: str | None, parts: tuple[str, ...], calls: int,
+        cold_runs: int, rate: float, requests: int, ladder: list[float],
+        ladder_seconds: float, segment_rows: int) -> dict[str, Any]:
+    """The ``parts`` asked for (``loader``: ours against RLlib; ``http``: the server under
+    load); prints tables and returns the figures."""
+    result: dict[str, Any] = {}
+    run = Path(run_dir).resolve() if run_dir else None
+    if run is None and ("loader" in parts or bundle is None):
+        run = _train_small_run(Path(tempfile.mkdtemp(prefix="bench-serve-run-")))
+    served = Path(bundle).resolve() if bundle else run / "policy"
+    if "loader" in parts:
+        result.update(_loader(run, calls, cold_runs))
+        _print_loader(result)
+    if "http" in parts:
+        result["http"] = http_load(served, rate, requests, ladder, ladder_seconds,
+                                   segment_rows)
+        _print_http(result["http"])
+    return result
+
+
+def _loader(run: Path, calls: int, cold_runs: int) -> dict[str, Any]:
+    """Parity, batch-1 latency, batch-1024 throughput and cold start: ours against RLlib."""
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
     from agents.serving import load_policy
 
     torch.set_num_threads(1)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-run-"))
-    run = Path(run_dir).resolve() if run_dir else _train_small_run(tmp)
     bundle = run / "policy"
     checkpoint = sorted((run / "checkpoints").glob("iter_*"))[-1]
     module_path = str(checkpoint.joinpath(*_RLLIB_MODULE))
@@ -266,13 +342,11 @@ def run(run_dir: str | None, calls: int, cold_runs: int, rate: float, seconds: f
     result["cold_start"] = dict(
         ours=_cold_start("ours", cold_runs, bundle=str(bundle)),
         rllib=_cold_start("rllib", cold_runs, module=module_path, dim=ours.obs_dim))
-    result["http"] = _http(bundle, obs, rate, seconds)
-    _print(result)
     return result
 
 
-def _print(r: dict[str, Any]) -> None:
-    b1, th, cs, h = r["batch1"], r["batch1024_obs_per_s"], r["cold_start"], r["http"]
+def _print_loader(r: dict[str, Any]) -> None:
+    b1, th, cs = r["batch1"], r["batch1024_obs_per_s"], r["cold_start"]
     print(f"\n{r['env_id']}, {r['network']} (run {r['run']})")
     print(f"parity on {r['parity']['observations']} rollout observations: max |logit "
           f"difference| {r['parity']['max_abs_logit_diff']:.2e}, greedy actions equal: "
@@ -286,8 +360,25 @@ def _print(r: dict[str, Any]) -> None:
               f"{th[k]:,.0f} | {cs[k]['process_s']:.2f} s | {cs[k]['in_process_s']:.2f} s |")
     print(f"batch-1 p50 speed-up: {b1['speedup_p50']:.1f}x; batch-1024: "
           f"{th['ours'] / th['rllib']:.1f}x")
-    print(f"HTTP POST /v1/act at {h['rate']:.0f}/s for {h['seconds']:.0f} s: {h['requests']} "
-          f"requests, {h['errors']} errors, achieved {h['achieved_rate']:.1f}/s, p50 "
-          f"{h['p50_us'] / 1000:.2f} ms, p99 {h['p99_us'] / 1000:.2f} ms "
-          f"(server counted {h['server_counted_200']:.0f} OK); max {h['max_ms']:.1f} ms, "
-          f"{h['over_100ms']} over 100 ms (sent at {h['over_100ms_sent_at_s']} s)")
+
+
+def _print_http(h: dict[str, Any]) -> None:
+    m, c = h["main"], h["client"]
+    print(f"\nHTTP POST /v1/act with hey, {m['requests']:,} requests at {m['target_rate']:.0f}/s "
+          f"(segment_rows={h['segment_rows']}): achieved {m['achieved_rate']:.1f}/s, "
+          f"{m['errors']} errors (server counted {m['server_counted_200']:.0f} OK)")
+    print(f"  latency p50 {m['p50_ms']:.2f} ms, p99 {m['p99_ms']:.2f} ms, p99.9 "
+          f"{m['p999_ms']:.2f} ms, max {m['max_ms']:.1f} ms")
+    print(f"  {m['rolls']:.0f} Parquet rolls of the decision log ({m['roll_seconds_sum']:.2f} s "
+          f"in all, off the event loop); event-loop lag max {m['loop_lag_max_ms']:.1f} ms, "
+          f"during rolls {m['loop_lag_during_roll_max_ms']:.1f} ms (sampled every 10 ms)")
+    print(f"  CPU: server {m['server_cpu_share']:.0%} of a core, hey {m['client_cpu_share']:.0%}")
+    print(f"  client capacity: hey unthrottled on /healthz {c['healthz_unthrottled_rate']:,.0f} "
+          f"req/s (server-bound); hey spends {c['cpu_us_per_request']:.0f} µs CPU a request, "
+          f"a ceiling of {c['one_core_ceiling_rate']:,.0f} req/s per core")
+    print("  | target req/s | achieved | errors | p50 ms | p99 ms | p99.9 ms |")
+    print("  |---:|---:|---:|---:|---:|---:|")
+    for s in h["ladder"]:
+        print(f"  | {s['target_rate']:.0f} | {s['achieved_rate']:.0f} | {s['errors']} | "
+              f"{s['p50_ms']:.1f} | {s['p99_ms']:.1f} | {s['p999_ms']:.1f} |")
+    print(f"  highest rate sustained with 0 errors: {h['highest_sustained_rate']}")
