@@ -188,6 +188,32 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+class Measure:
+    """ASGI middleware: ``observe(path, status, seconds)`` for every HTTP request (500 when
+    the app raised before answering). A plain ASGI middleware, not Starlette's
+    ``BaseHTTPMiddleware``, which costs a task and a stream per request."""
+
+    def __init__(self, app: Any, observe: Any) -> None:
+        self.app, self.observe = app, observe
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+
+        async def watched_send(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched_send)
+        finally:
+            self.observe(scope["path"], status, time.perf_counter() - start)
+
+
 def _fingerprint(reward: float, done: bool, signals: str) -> str:
     """One feedback's content, comparable across restarts (signals with sorted keys)."""
     return jsonio.dumps([reward, bool(done), json.loads(signals)], sort_keys=True)
@@ -369,28 +395,18 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     header = APIKeyHeader(name="X-API-Key", auto_error=False)
     api_key = settings.api_key.encode("ascii") if settings.api_key else None
 
-    def require_key(key: Optional[str] = Depends(header)) -> None:
+    async def require_key(key: Optional[str] = Depends(header)) -> None:
         # header values arrive decoded as Latin-1: these are the bytes the client sent
         if api_key and not (key and hmac.compare_digest(key.encode("latin-1"), api_key)):
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key "
                                      "header")
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Response:
-        start = time.perf_counter()
-        path = request.url.path if request.url.path in _ENDPOINTS else "other"
-        try:
-            response = await call_next(request)
-        except Exception:
-            errors.labels(path, "internal").inc()
-            requests.labels(path, "500").inc()
-            raise
-        latency.labels(path).observe(time.perf_counter() - start)
-        requests.labels(path, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            errors.labels(path, _KINDS.get(response.status_code, str(response.status_code))
-                          ).inc()
-        return response
+    def observe(path: str, status: int, seconds: float) -> None:
+        path = path if path in _ENDPOINTS else "other"
+        latency.labels(path).observe(seconds)
+        requests.labels(path, str(status)).inc()
+        if status >= 400:
+            errors.labels(path, _KINDS.get(status, str(status))).inc()
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -528,12 +544,13 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         requests.labels(path, "413").inc()
         errors.labels(path, "too_large").inc()
 
+    app.add_middleware(Measure, observe=observe)                     # inner
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_reject=too_large)
     return app
 
 
 _KINDS = {401: "auth", 404: "not_found", 405: "method", 409: "conflict", 413: "too_large",
-          422: "validation", 503: "not_ready"}
+          422: "validation", 500: "internal", 503: "not_ready"}
 
 
 def _action(decider: Decider, a: np.ndarray) -> tuple[Any, Optional[str]]:

@@ -40,6 +40,8 @@ from personarl.seeds import stream_seed
 __all__ = ["build_decider", "settings_from", "main"]
 
 log = logging.getLogger(__name__)
+#: the server process's GIL switch interval (seconds); see main()
+SWITCH_INTERVAL = 0.0005
 
 
 @dataclass
@@ -183,7 +185,19 @@ def main(cfg: DictConfig) -> None:
     except (PersonaRLError, ValueError) as exc:
         log.error("cannot serve: %s", exc)
         sys.exit(2)
+    import gc
+
     import uvicorn
+
+    # what start-up allocated (modules, models, the decision ids read back) is never
+    # garbage: keep it out of the collector's full passes, which would otherwise stall the
+    # event loop for as long as they walk it
+    gc.collect()
+    gc.freeze()
+    # a decision-log roll runs in a background thread; every time the event loop comes back
+    # from I/O it waits for the GIL up to the switch interval (default 5 ms), several times
+    # per request, so a roll would add tens of milliseconds to every request it overlaps
+    sys.setswitchinterval(SWITCH_INTERVAL)
 
     arms = ", ".join(f"{a.name}={a.version}" for a in decider.arms)
     print(f"serving {decider.primary.policy.env_id} ({arms}; traffic {decider.mode}, "

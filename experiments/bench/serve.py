@@ -15,8 +15,8 @@ main job's network is trained first), in the same process and on the same observ
   ``--cold-runs``);
 * HTTP on loopback: ``python -m experiments.serve`` in a subprocess (``--bundle``, or the
   run's), driven by ``hey`` (Debian's ``hey`` package; Go, so the client is cheap next to
-  the server): ``--requests`` ``POST /v1/act`` at ``--rate`` requests/s from workers of 10
-  req/s each, with ``segment_rows`` small enough that the run crosses Parquet rolls; p50,
+  the server): ``--requests`` ``POST /v1/act`` at ``--rate`` requests/s from workers of
+  ``WORKER_RATE`` req/s each, with ``segment_rows`` small enough that the run crosses Parquet rolls; p50,
   p99, p99.9 and max latency, errors, the server's own event-loop lag (sampled every 10 ms
   inside the server, maximum overall and during rolls, from ``/metrics``), the CPU share of
   server and client; the client's capacity (hey unthrottled on ``/healthz``, and its CPU per
@@ -191,11 +191,19 @@ def _proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+#: requests per second of one hey worker. A worker is closed-loop (it waits for its answer)
+#: and hey's workers tick in phase, so N workers send bursts of N: fewer workers mean
+#: smaller bursts, more workers more slack (1/WORKER_RATE s) before a slow answer delays the
+#: next request — which would hide latency (coordinated omission; it shows as an achieved
+#: rate below the target)
+WORKER_RATE = 25.0
+
+
 def _hey(url: str, body: Path, rate: float, requests: int) -> dict[str, Any]:
-    """``hey`` POSTing ``body`` to ``url``: ``requests`` requests at ``rate``/s (workers of
-    10 req/s each, so a slow answer holds up only its own worker); latencies, errors, the
-    achieved rate and hey's own CPU time."""
-    workers = max(1, math.ceil(rate / 10))
+    """``hey`` POSTing ``body`` to ``url``: ``requests`` requests at ``rate``/s from workers
+    of ``WORKER_RATE`` req/s each; latencies, errors, the achieved rate and hey's own CPU
+    time."""
+    workers = max(1, math.ceil(rate / WORKER_RATE))
     cpu, start = _children_cpu(), time.perf_counter()
     out = subprocess.run(["hey", "-n", str(requests), "-c", str(workers),
                           "-q", f"{rate / workers:.4f}", "-m", "POST",
