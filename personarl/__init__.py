@@ -4,7 +4,11 @@
   purposes (the users a log is collected on, the users its true value is simulated on, the
   bootstrap, …) can never draw the same numbers;
 * ``personarl.jsonio`` — strict JSON (no bare ``NaN``/``Infinity``) for every file we write,
-  and a JSON-lines reader that keeps every readable row and reports the rest.
+  and a JSON-lines reader that keeps every readable row and reports the rest;
+* ``personarl.errors`` — the error family (``PersonaRLError`` and its subclasses) and the
+  argument checks that raise it;
+* ``personarl.identifiers`` — keyed hashing (HMAC-SHA256) of user and episode ids before
+  anything that holds them is written.
 
 Standard library and NumPy only; imports nothing else of ours.
 """
