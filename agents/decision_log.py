@@ -217,10 +217,9 @@ class DecisionLog:
         self._rows = 0
         self._append_error: str | None = None
         self._roll_errors: dict[Path, str] = {}
-        self._unrolled: list[tuple[Path, Any]] = []          # (segment, open file or None)
+        self._unrolled: list[tuple[Path, Any]] = []          # (segment, its open file)
         self._rolling = threading.Lock()                      # one roll at a time
         self._roller: threading.Thread | None = None
-        self.rolls = 0
         self.on_roll = on_roll
         try:
             for stale in sorted(self.dir.glob("segment-*.jsonl"), key=_number):
@@ -335,7 +334,6 @@ class DecisionLog:
                         self._unrolled.insert(0, (segment, handle))
                     return
                 self._roll_errors.pop(segment, None)
-                self.rolls += 1
                 if self.on_roll is not None:
                     self.on_roll(time.perf_counter() - start)
 

@@ -48,10 +48,8 @@ background thread.
 
 import asyncio
 import hmac
-import json
 import time
 import uuid
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,15 +64,15 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                Histogram, generate_latest)
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.decision_log import DecisionLog, read_log
+from agents.asgi import BodyLimit, Measure
 from agents.serving import ObservationError
+from agents.server_logs import ServerLogs, feedback_fingerprint
 from agents.traffic import Decider, Decisions
 from personarl import jsonio
 from personarl.errors import ConfigError
 from personarl.identifiers import Pseudonymiser
 
-__all__ = ["create_app", "ServerSettings", "ServerLogs", "check_api_key", "USER_ID_MODES",
-           "LAG_PERIOD"]
+__all__ = ["create_app", "ServerSettings", "check_api_key", "USER_ID_MODES", "LAG_PERIOD"]
 
 #: the event-loop lag monitor's sampling period (seconds)
 LAG_PERIOD = 0.01
@@ -133,144 +131,6 @@ def check_api_key(key: Optional[str]) -> None:
                               "$(openssl rand -hex 32))")
     if not key:
         raise ConfigError("PERSONARL_API_KEY is empty; unset it to serve without a key")
-
-
-class BodyLimit:
-    """ASGI middleware: reads the whole request body first (at most ``limit`` bytes,
-    whether declared by ``Content-Length`` or streamed in chunks) and answers 413 above it
-    before the app sees a byte; ``on_reject(path)`` is called for each (the metrics count
-    them)."""
-
-    def __init__(self, app: Any, limit: int, on_reject: Any = None) -> None:
-        self.app, self.limit, self.on_reject = app, limit, on_reject
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._reject(scope, send)
-            return
-        chunks, seen = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":       # the client went away
-                return
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen > self.limit:
-                await self._reject(scope, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _reject(self, scope: dict, send: Any) -> None:
-        if self.on_reject is not None:
-            self.on_reject(scope["path"])
-        body = (f'{{"detail":"request body larger than {self.limit} bytes '
-                f'(server.max_body_bytes)"}}').encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": body})
-
-
-class Measure:
-    """ASGI middleware: ``observe(path, status, seconds)`` for every HTTP request (500 when
-    the app raised before answering). A plain ASGI middleware, not Starlette's
-    ``BaseHTTPMiddleware``, which costs a task and a stream per request."""
-
-    def __init__(self, app: Any, observe: Any) -> None:
-        self.app, self.observe = app, observe
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start, status = time.perf_counter(), 500
-
-        async def watched_send(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched_send)
-        finally:
-            self.observe(scope["path"], status, time.perf_counter() - start)
-
-
-def _fingerprint(reward: float, done: bool, signals: str) -> str:
-    """One feedback's content, comparable across restarts (signals with sorted keys)."""
-    return jsonio.dumps([reward, bool(done), json.loads(signals)], sort_keys=True)
-
-
-class ServerLogs:
-    """The server's three decision logs and what it must remember across restarts: the
-    last ``feedback_window`` decision ids and, for each, the feedback already recorded.
-
-    Raises:
-        LogInUseError: another server writes to ``log_dir``.
-    """
-
-    def __init__(self, settings: ServerSettings, on_roll: Any = None) -> None:
-        self.logs: dict[str, DecisionLog] = {}
-        try:
-            for kind in ("decisions", "feedback", "shadow"):
-                self.logs[kind] = DecisionLog(settings.log_dir, kind, settings.segment_rows,
-                                              on_roll=None if on_roll is None
-                                              else (lambda s, k=kind: on_roll(k, s)))
-        except BaseException:
-            self.close()
-            raise
-        self.window = settings.feedback_window
-        ids = read_log(settings.log_dir, "decisions", ["decision_id"]).column(0).to_pylist()
-        #: decision id -> fingerprint of its recorded feedback (None: none yet)
-        self.recent: OrderedDict[str, Optional[str]] = OrderedDict.fromkeys(
-            ids[-self.window:])
-        feedback = read_log(settings.log_dir, "feedback",
-                            ["decision_id", "reward", "done", "signals"]).to_pylist()
-        for row in feedback:
-            did = row["decision_id"]
-            if did in self.recent and self.recent[did] is None:
-                self.recent[did] = _fingerprint(row["reward"], row["done"],
-                                                row["signals"] or "{}")
-        self.open = True
-
-    def remember(self, ids: list[str]) -> None:
-        for did in ids:
-            self.recent[did] = None
-        while len(self.recent) > self.window:
-            self.recent.popitem(last=False)
-
-    def error(self) -> Optional[str]:
-        """What is wrong with the logs (closed, a failed write or roll), or ``None``."""
-        if not self.open:
-            return "decision logs closed"
-        problems = [f"{kind}: {log.error}" for kind, log in self.logs.items() if log.error]
-        return "; ".join(problems) or None
-
-    def rolling(self) -> bool:
-        return any(log.rolling for log in self.logs.values())
-
-    def close(self) -> None:
-        self.open = False
-        for log in self.logs.values():
-            log.close()
 
 
 def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
@@ -496,7 +356,7 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
                                      f"server within its last {settings.feedback_window} "
                                      "decisions")
         signals = jsonio.dumps(body.signals, sort_keys=True)
-        fingerprint = _fingerprint(body.reward, body.done, signals)
+        fingerprint = feedback_fingerprint(body.reward, body.done, signals)
         recorded = store.recent[did]
         if recorded is not None:
             if recorded == fingerprint:
