@@ -39,11 +39,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from personarl.errors import PersonaRLError
+from personarl import jsonio
+from personarl.errors import ConfigError, PersonaRLError
 
 __all__ = ["FORMAT_VERSION", "MODEL_FILE", "SPEC_FILE", "MANIFEST_FILE", "DISTRIBUTIONS",
-           "DEFAULT_MAX_FILE_BYTES", "BundleError", "BundleFiles", "sha256_file",
-           "write_atomic", "write_manifest", "read_bundle", "read_spec", "check_spec"]
+           "DEFAULT_MAX_FILE_BYTES", "FLOAT32_MAX", "BundleError", "BundleFiles",
+           "sha256_file", "write_atomic", "write_manifest", "read_bundle", "read_spec",
+           "check_spec"]
 
 #: bumped whenever a reader of the old format would misread the new one (2: the manifest)
 FORMAT_VERSION = 2
@@ -125,12 +127,9 @@ def _read_bounded(path: Path, limit: int) -> bytes:
 
 
 def _json_object(data: bytes, path: Path) -> dict[str, Any]:
-    def no_constant(token: str) -> Any:
-        raise ValueError(f"{token} is not JSON")
-
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=no_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = jsonio.loads_strict(data)
+    except ValueError as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise BundleError(f"{path} must hold a JSON object, got {type(value).__name__}")
@@ -139,7 +138,7 @@ def _json_object(data: bytes, path: Path) -> dict[str, Any]:
 
 def _check_format(obj: Mapping[str, Any], path: Path) -> None:
     version = obj.get("format_version")
-    if version != FORMAT_VERSION:
+    if type(version) is not int or version != FORMAT_VERSION:
         raise BundleError(f"{path} has format_version {version!r}; this PersonaRL reads "
                           f"format_version {FORMAT_VERSION} (re-export the policy with "
                           "python -m experiments.export)")
@@ -161,6 +160,12 @@ def read_bundle(bundle: str | Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BY
             differs from the manifest (or from ``expected``), a format version this code
             does not read, or a spec that fails ``check_spec``.
     """
+    if isinstance(max_file_bytes, bool) or not isinstance(max_file_bytes, int) \
+            or max_file_bytes < 1:
+        raise ConfigError(f"max_file_bytes={max_file_bytes!r} must be an integer >= 1")
+    if expected is not None and not isinstance(expected, Mapping):
+        raise ConfigError(f"expected must map file names to SHA-256 digests, got "
+                          f"{type(expected).__name__}")
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise BundleError(f"no policy bundle at {bundle}: not a directory (a bundle is a "
@@ -186,7 +191,7 @@ def read_bundle(bundle: str | Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BY
         data = _read_bounded(path, max_file_bytes)
         digests[name] = hashlib.sha256(data).hexdigest()
         if not isinstance(entry, dict) or entry.get("sha256") != digests[name] \
-                or entry.get("bytes") != len(data):
+                or type(entry.get("bytes")) is not int or entry["bytes"] != len(data):
             raise BundleError(f"{path} does not match the manifest (it records "
                               f"{entry!r}; the file has {len(data)} bytes, sha256 "
                               f"{digests[name]}): the bundle was modified after export; "
@@ -213,13 +218,27 @@ def read_spec(bundle: str | Path, **kwargs: Any) -> dict[str, Any]:
     return read_bundle(bundle, **kwargs).spec
 
 
+#: the largest finite float32: observations and actions are float32, so a bound beyond it
+#: would become infinite where it is used
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    try:
+        x = float(v)
+    except OverflowError:                      # an integer beyond float64
+        return None
+    return x if math.isfinite(x) and abs(x) <= FLOAT32_MAX else None
+
+
 def _numbers(value: Any, n: int, key: str, where: Path) -> list[float]:
-    if not isinstance(value, list) or len(value) != n or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-            for v in value):
-        raise BundleError(f"{where}: {key} must be a list of {n} finite numbers, got "
-                          f"{_short(value)}")
-    return [float(v) for v in value]
+    numbers = [_number(v) for v in value] if isinstance(value, list) else []
+    if len(numbers) != n or None in numbers:
+        raise BundleError(f"{where}: {key} must be a list of {n} finite float32 numbers "
+                          f"(|x| <= {FLOAT32_MAX:.4g}), got {_short(value)}")
+    return numbers
 
 
 def _count(value: Any, key: str, where: Path) -> int:
@@ -257,6 +276,13 @@ def check_spec(spec: Mapping[str, Any], where: Path = Path(SPEC_FILE)) -> None:
     low = _numbers(obs.get("low"), dim, "observation.low", where)
     high = _numbers(obs.get("high"), dim, "observation.high", where)
     _ordered(low, high, "observation", where)
+    columns = obs.get("columns", {})
+    if not isinstance(columns, dict) or not all(
+            isinstance(name, str) and isinstance(span, list) and len(span) == 2
+            and all(type(i) is int for i in span) and 0 <= span[0] < span[1] <= dim
+            for name, span in columns.items()):
+        raise BundleError(f"{where}: observation.columns must map block names to [start, "
+                          f"stop) column ranges within 0..{dim}, got {_short(columns)}")
     discrete = spec["distribution"] == "categorical"
     if discrete != (act.get("type") == "discrete"):
         raise BundleError(f"{where}: a {spec['distribution']} policy needs action.type "

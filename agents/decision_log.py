@@ -187,10 +187,11 @@ class DecisionLog:
     meanwhile still reaches its part — and then deletes it. ``close`` waits for pending
     rolls and rolls the last segment.
 
-    **Failures are visible.** A write that fails raises (nothing half-written is
-    acknowledged), ``error`` names it, and the next ``append`` starts a fresh segment; a
-    failed roll leaves its segment on disk (read by ``read_log``, rolled at the next open)
-    and is retried with the next roll; ``error`` stays set until the failure is resolved.
+    **Failures are visible.** A write that fails raises, the segment is cut back to where
+    the write began (no row of a failed call stays), ``error`` names the failure, and the
+    next ``append`` starts a fresh segment; a failed roll leaves its segment on disk (read
+    by ``read_log``, rolled at the next open) and is retried with the next roll; ``error``
+    stays set until the failure is resolved.
 
     Args:
         root: the logs' directory (created).
@@ -255,13 +256,18 @@ class DecisionLog:
         lines = "".join(jsonio.dumps(dict(r), separators=(",", ":")) + "\n" for r in rows)
         if not lines:
             return
+        data = memoryview(lines.encode("utf-8", "surrogatepass"))
         with self._lock:
+            start = None
             try:
-                if self._file is None:
-                    self._file = open(self.dir / f"segment-{self._next:06d}.jsonl", "a+b")
-                self._file.write(lines.encode("utf-8", "surrogatepass"))
-                self._file.flush()              # in the OS: survives the process dying
+                if self._file is None:          # unbuffered: a write is in the OS at once
+                    self._file = open(self.dir / f"segment-{self._next:06d}.jsonl", "a+b",
+                                      buffering=0)
+                start = self._file.seek(0, os.SEEK_END)
+                while data:                     # survives the process dying once written
+                    data = data[self._file.write(data):]
             except (OSError, ValueError) as exc:
+                self._take_back(start)
                 self._abandon_segment(exc)
                 raise OSError(f"decision log {self.dir}: {self._append_error}") from exc
             self._append_error = None
@@ -290,10 +296,22 @@ class DecisionLog:
         finally:
             with self._lock:
                 for _, handle in self._unrolled:     # failed rolls: rolled at next open
-                    if handle is not None:
+                    try:
                         handle.close()
+                    except OSError:
+                        pass
                 self._unrolled.clear()
             self._lock_file.close()
+
+    def _take_back(self, start: int | None) -> None:
+        """After a failed write: cut the segment back to where the write began, so no row of
+        a call that failed stays in the log (if even that fails, a torn last line is a
+        rejected line at the roll)."""
+        if self._file is not None and start is not None:
+            try:
+                os.ftruncate(self._file.fileno(), start)
+            except (OSError, ValueError):
+                pass
 
     def _abandon_segment(self, exc: BaseException) -> None:
         """After a failed write: keep the segment for a later roll (a torn last line becomes
@@ -363,7 +381,10 @@ class DecisionLog:
                 os.replace(tmp, part)
         segment.unlink(missing_ok=True)
         if handle is not None:
-            handle.close()
+            try:
+                handle.close()
+            except OSError:
+                pass
 
 
 def _take_lock(path: Path) -> Any:

@@ -32,7 +32,6 @@ Imports the standard library, ``filelock`` and the serving loader only.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -57,6 +56,25 @@ class RegistryError(PersonaRLError, ValueError):
     """A registry command that cannot be carried out (unknown model/version/stage, …)."""
 
 
+def _check_model(index: Path, name: str, model: Any) -> None:
+    """Refuse a model entry of the index that is not what ``register`` writes."""
+    where = f"{index}: model {name!r}"
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise RegistryError(f"{index}: model name {name!r} is invalid")
+    if not isinstance(model, dict) or not isinstance(model.get("versions"), list) \
+            or not isinstance(model.get("production_history"), list):
+        raise RegistryError(f"{where} must be an object with 'versions' and "
+                            "'production_history' lists")
+    for entry in model["versions"]:
+        if not isinstance(entry, dict) or type(entry.get("version")) is not int \
+                or entry.get("stage") not in STAGES or not isinstance(entry.get("path"), str):
+            raise RegistryError(f"{where} has a version entry {str(entry)[:120]} without an "
+                                f"integer 'version', a 'stage' in {list(STAGES)} and a "
+                                "'path'")
+    if not all(type(v) is int for v in model["production_history"]):
+        raise RegistryError(f"{where}: production_history must list version numbers")
+
+
 class Registry:
     """The registry in directory ``root`` (created on first registration)."""
 
@@ -67,18 +85,26 @@ class Registry:
 
     # ------------------------------------------------------------------ reading
     def _read(self) -> dict[str, Any]:
-        if not self._index.exists():
-            return {"format": _INDEX_FORMAT, "models": {}}
+        """The index, checked (a hand-edited or corrupt one is a ``RegistryError`` naming
+        what is wrong, never a ``KeyError`` later)."""
         try:
-            index = json.loads(self._index.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
+            if not self._index.exists():
+                return {"format": _INDEX_FORMAT, "models": {}}
+            data = self._index.read_bytes()
+        except OSError as exc:
+            raise RegistryError(f"cannot read the registry index {self._index}: {exc}") from None
+        try:
+            index = jsonio.loads_strict(data)
+        except ValueError as exc:
             raise RegistryError(f"{self._index} is not valid JSON ({exc}); restore it from a "
                                 "backup") from None
         if not isinstance(index, dict) or not isinstance(index.get("models"), dict):
             raise RegistryError(f"{self._index} is not a registry index (no 'models' object)")
-        if index.get("format") != _INDEX_FORMAT:
+        if index.get("format") != _INDEX_FORMAT or type(index.get("format")) is not int:
             raise RegistryError(f"{self._index} has format {index.get('format')!r}; this "
                                 f"PersonaRL reads format {_INDEX_FORMAT}")
+        for name, model in index["models"].items():
+            _check_model(self._index, name, model)
         return index
 
     def models(self) -> list[str]:
@@ -164,7 +190,11 @@ class Registry:
         bundle = Path(bundle)
         policy = load_policy(bundle, max_file_bytes=max_file_bytes)   # refuses what cannot
         spec = policy.spec                                            # be served
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"registry={str(self.root)!r} cannot be a registry "
+                                f"directory: {exc}") from None
         with self._lock:
             index = self._read()
             model = index["models"].setdefault(name, {"versions": [], "production_history": []})

@@ -48,6 +48,7 @@ background thread.
 
 import asyncio
 import hmac
+import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -65,7 +66,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.asgi import BodyLimit, Measure
-from agents.serving import ObservationError
+from agents.serving import ModelOutputError, ObservationError
 from agents.server_logs import ServerLogs, feedback_fingerprint
 from agents.traffic import Decider, Decisions
 from personarl import jsonio
@@ -280,6 +281,10 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     async def bad_observation(request: Request, exc: ObservationError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(ModelOutputError)
+    async def bad_model_output(request: Request, exc: ModelOutputError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=500)   # nothing was logged
+
     def not_ready() -> Optional[HTTPException]:
         problem = store.error()
         if problem is None:
@@ -300,6 +305,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         x, _ = primary.check_obs(obs)
         pseudonyms = [pseudonymise(u) for u in user_ids]
         d = decider.decide(x, pseudonyms)
+        if not all(p is None or math.isfinite(p) for p in d.propensity):
+            raise ModelOutputError("the behaviour density of a sampled action is not finite "
+                                   "(the policy's log_std is extreme); no action taken")
         now = time.time()
         ids = [uuid.uuid4().hex for _ in range(len(x))]
         out = []                                 # the answer first: log only what is answered

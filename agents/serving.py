@@ -32,7 +32,7 @@ import onnxruntime as ort
 
 from agents.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
 
-__all__ = ["load_policy", "ServedPolicy", "ObservationError", "BundleError",
+__all__ = ["load_policy", "ServedPolicy", "ObservationError", "ModelOutputError", "BundleError",
            "EXPLORATION_MODES", "behaviour_probs", "sample_categorical"]
 
 EXPLORATION_MODES = ("greedy", "sample", "epsilon")
@@ -42,6 +42,11 @@ _BOUNDS_SLACK = 1e-5
 
 class ObservationError(ValueError):
     """An observation the policy cannot take: wrong shape or dtype, NaN/inf, out of bounds."""
+
+
+class ModelOutputError(RuntimeError):
+    """The model produced NaN or infinite outputs for a valid observation (the bundle's
+    fault, not the caller's)."""
 
 
 def load_policy(path: str | Path, *, seed: int | None = None,
@@ -155,32 +160,43 @@ class ServedPolicy:
         self._check_graph()
 
     def _check_graph(self) -> None:
+        """Refuse a model whose input or outputs disagree with ``policy.json``: one input
+        ``obs`` of shape ``(batch, obs_dim)`` with a free batch size, the distribution's
+        outputs — and, running it on two observations of the space, outputs of shape
+        ``(2, width)``, float32 and finite."""
         inputs = self._session.get_inputs()
         names = [o.name for o in self._session.get_outputs()]
-        if len(inputs) != 1 or inputs[0].name != "obs" or inputs[0].shape[-1] != self.obs_dim:
+        shape = list(inputs[0].shape or []) if len(inputs) == 1 else []
+        if len(inputs) != 1 or inputs[0].name != "obs" or len(shape) != 2 \
+                or shape[1] != self.obs_dim or isinstance(shape[0], int):
             raise BundleError(f"{self.path / MODEL_FILE} takes "
                               f"{[(i.name, i.shape) for i in inputs]}; policy.json declares "
-                              f"one input 'obs' of width {self.obs_dim}")
+                              f"one input 'obs' of shape [batch, {self.obs_dim}] with any "
+                              "batch size")
         if names != self._outputs:
             raise BundleError(f"{self.path / MODEL_FILE} outputs {names}; a "
                               f"{self.spec['distribution']} policy outputs {self._outputs}")
-        # run once at the middle of the observation space: output widths must match the
-        # action count of policy.json (a mismatch would only show on the first request)
-        middle = ((self._low + self._high) / 2)[None, :].astype(np.float32)
+        # the space's middle and its lower corner: a mismatch would otherwise show only on
+        # a request
+        probe = np.stack([(self._low + self._high) / 2, self._low + _BOUNDS_SLACK]
+                         ).astype(np.float32)
         width = self.n_actions if self.discrete else self.action_dim
         try:
-            out = self._session.run(self._outputs, {"obs": middle})
+            out = self._session.run(self._outputs, {"obs": probe})
         except Exception as exc:               # onnxruntime's own exception types
-            raise BundleError(f"{self.path / MODEL_FILE} fails on an observation of the "
-                              f"declared shape (1, {self.obs_dim}): {exc}") from None
+            raise BundleError(f"{self.path / MODEL_FILE} fails on observations of the "
+                              f"declared shape (2, {self.obs_dim}): {exc}") from None
         for name, value in zip(self._outputs, out):
-            if value.shape != (1, width) or value.dtype != np.float32:
+            if value.shape != (2, width) or value.dtype != np.float32:
                 raise BundleError(
                     f"{self.path / MODEL_FILE} output {name!r} has shape "
-                    f"{list(value.shape)} ({value.dtype}); policy.json declares "
-                    f"{width} {'actions' if self.discrete else 'action dimensions'} "
-                    f"({self.action_names[:6]}{'...' if width > 6 else ''}), so it must be "
-                    f"[1, {width}] float32")
+                    f"{list(value.shape)} ({value.dtype}) for 2 observations; policy.json "
+                    f"declares {width} {'actions' if self.discrete else 'action dimensions'}"
+                    f" ({self.action_names[:6]}{'...' if width > 6 else ''}), so it must be "
+                    f"[2, {width}] float32")
+            if not np.isfinite(value).all():
+                raise BundleError(f"{self.path / MODEL_FILE} output {name!r} is NaN or "
+                                  "infinite on observations inside the space")
 
     # ------------------------------------------------------------------ checks
     def check_obs(self, obs: Any) -> tuple[np.ndarray, bool]:
@@ -239,7 +255,12 @@ class ServedPolicy:
     # ------------------------------------------------------------------ model outputs
     def _run(self, obs: Any) -> tuple[list[np.ndarray], bool]:
         x, single = self.check_obs(obs)
-        return self._session.run(self._outputs, {"obs": x}), single
+        out = self._session.run(self._outputs, {"obs": x})
+        if not all(np.isfinite(v).all() for v in out):
+            raise ModelOutputError(f"{self.path / MODEL_FILE} produced NaN or infinite "
+                                   f"{self._outputs} for a valid observation; no action "
+                                   "taken")
+        return out, single
 
     def logits(self, obs: Any) -> np.ndarray:
         """Discrete: the categorical's logits, ``(n_actions,)`` or ``(N, n_actions)``."""

@@ -82,8 +82,9 @@ def main(cfg: DictConfig) -> None:
     if not entries:
         print(f"registry {cfg.registry}: no models registered")
     for e in entries:
-        print(f"{e['name']:<20} v{e['version']:<4} {e['stage']:<11} {e['registered_at']}  "
-              f"{e['env_id']}  sha256:{e['model_sha256'][:12]}  {e['note']}")
+        print(f"{e['name']:<20} v{e['version']:<4} {e['stage']:<11} "
+              f"{e.get('registered_at', '?')}  {e.get('env_id', '?')}  "
+              f"sha256:{str(e.get('model_sha256', '?'))[:12]}  {e.get('note', '')}")
 
 
 if __name__ == "__main__":

@@ -121,10 +121,12 @@ def build_decider(cfg: DictConfig) -> Decider:
             raise ServeConfigError("registry= needs model=<name> (python -m "
                                    "experiments.registry action=list shows the names)")
         registry = Registry(cfg.registry)
-    for key, low in (("port", 0), ("max_body_bytes", 1), ("max_batch", 1),
-                     ("feedback_window", 1), ("segment_rows", 1), ("max_bundle_file_bytes", 1)):
-        if cfg[key] < low:
-            raise ServeConfigError(f"{key}={cfg[key]!r} must be >= {low}")
+    for key, low, high in (("port", 0, 65535), ("max_body_bytes", 1, None),
+                           ("max_batch", 1, None), ("feedback_window", 1, None),
+                           ("segment_rows", 1, None), ("max_bundle_file_bytes", 1, None)):
+        if cfg[key] < low or (high is not None and cfg[key] > high):
+            raise ServeConfigError(f"{key}={cfg[key]!r} is outside the valid range "
+                                   f"[{low}, {high if high is not None else '∞'}]")
     primary_ref = cfg.bundle if registry is None else (
         cfg.version if cfg.version is not None else cfg.stage)
     primary = _arm(cfg, "primary", primary_ref, registry, stream_seed(cfg.seed, "policy", 0))

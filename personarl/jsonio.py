@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["to_strict", "dumps", "read_jsonl", "read_jsonl_bytes", "raw_lines", "split_lines",
-           "JsonLines", "skipped_message"]
+__all__ = ["to_strict", "dumps", "loads_strict", "read_jsonl", "read_jsonl_bytes", "raw_lines",
+           "split_lines", "JsonLines", "skipped_message"]
 
 
 def to_strict(value: Any) -> Any:
@@ -58,6 +58,34 @@ class JsonLines:
     rows: list[dict[str, Any]] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
     skipped: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+def loads_strict(data: bytes) -> Any:
+    """``data`` parsed as strict JSON: UTF-8, no ``NaN``/``Infinity``, no duplicate keys in
+    an object, no string that is not valid Unicode (a lone surrogate escape such as
+    ``"\\ud800"``), not nested beyond what the parser can take.
+
+    Raises:
+        ValueError: naming the first problem.
+    """
+    def no_constant(token: str) -> Any:
+        raise ValueError(f"{token} is not JSON")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in pairs]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"duplicate key {next(k for k in keys if keys.count(k) > 1)!r}")
+        return dict(pairs)
+
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=no_constant,
+                           object_pairs_hook=no_duplicates)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")     # every string is Unicode
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+    except UnicodeError as exc:
+        raise ValueError(f"not valid Unicode ({exc})") from None
+    return value
 
 
 def skipped_message(path: str | Path, skipped: list[tuple[int, bytes]], rows: int) -> str:

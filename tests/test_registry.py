@@ -138,3 +138,33 @@ def test_command_line(tiny_bundles, tmp_path):
     assert cli("action=frob").returncode == 2
     assert cli("colour=red").returncode != 0                                # unknown key
     assert sorted(p.name for p in tmp_path.iterdir()) == ["reg"]            # no run dirs
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda ix: ix["models"].update(routing=[]), "must be an object with 'versions'"),
+    (lambda ix: ix["models"]["routing"].pop("versions"), "must be an object with 'versions'"),
+    (lambda ix: ix["models"]["routing"]["versions"][0].update(version="1"),
+     "without an integer 'version'"),
+    (lambda ix: ix["models"]["routing"]["versions"][0].pop("stage"), "a 'stage' in"),
+    (lambda ix: ix["models"]["routing"].update(production_history="1"),
+     "must be an object with 'versions' and 'production_history' lists"),
+    (lambda ix: ix["models"].update({"Bad Name": {}}), "model name 'Bad Name' is invalid"),
+])
+def test_a_hand_edited_index_is_a_registry_error(tiny_bundles, tmp_path, edit, message):
+    reg = Registry(tmp_path / "reg")
+    reg.register(tiny_bundles["discrete"], "routing")
+    index = json.loads((tmp_path / "reg" / "index.json").read_text())
+    edit(index)
+    (tmp_path / "reg" / "index.json").write_text(json.dumps(index))
+    for call in (reg.versions, lambda: reg.load("routing", version=1),
+                 lambda: reg.register(tiny_bundles["discrete"], "routing"),
+                 lambda: reg.promote("routing", 1)):
+        with pytest.raises(RegistryError, match=message):
+            call()
+    (tmp_path / "reg" / "index.json").unlink()
+    (tmp_path / "reg" / "index.json").mkdir()
+    with pytest.raises(RegistryError, match="cannot read the registry index"):
+        reg.versions()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RegistryError, match="cannot be a registry directory"):
+        Registry(tmp_path / "file").register(tiny_bundles["discrete"], "routing")

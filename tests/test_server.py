@@ -346,7 +346,8 @@ def test_a_failing_log_write_is_a_503_and_shows_in_readiness_until_it_recovers(
         def __init__(self, file):
             self.file, self.name = file, file.name
 
-        def write(self, data):
+        def write(self, data):                       # half of it lands, then the error
+            self.file.write(bytes(data[:len(data) // 2]))
             raise OSError(28, "No space left on device")
 
         def __getattr__(self, name):
@@ -364,6 +365,7 @@ def test_a_failing_log_write_is_a_503_and_shows_in_readiness_until_it_recovers(
         assert again.status_code == 200 and c.get("/readyz").status_code == 200
     served = [r["decision_id"] for r in read_log(tmp_path / "logs", "decisions").to_pylist()]
     assert served == [ok, again.json()["decision_id"]]   # what was answered, only that
+    assert not list((tmp_path / "logs" / "decisions").glob("rejected-*"))   # cut back
 
 
 def test_nothing_is_logged_for_a_request_that_fails(tiny_bundles, tmp_path, monkeypatch):
@@ -438,3 +440,38 @@ def test_identifiers_are_keyed_hashes_at_rest_and_assignment_stays_sticky(tiny_b
         c.post("/v1/act", json={"observation": OBS, "user_id": users[0], "episode_id": "e"})
     row = read_log(tmp_path / "drop" / "logs", "decisions").to_pylist()[0]
     assert row["user_id"] is None and row["episode_id"] is None
+
+
+def test_start_up_reads_back_a_damaged_feedback_log_and_refuses_a_bad_log_dir(tiny_bundles,
+                                                                            tmp_path):
+    from personarl.errors import ConfigError
+
+    decider = Decider(arms(tiny_bundles)[0])
+    with client(decider, tmp_path) as c:
+        ids = [c.post("/v1/act", json={"observation": OBS}).json()["decision_id"]
+               for _ in range(2)]
+        assert c.post("/v1/feedback", json={"decision_id": ids[0], "reward": -0.0}
+                      ).json()["duplicate"] is False
+    segment = tmp_path / "logs" / "feedback" / "segment-000099.jsonl"
+    segment.write_text(json.dumps(dict(decision_id=ids[1], reward=1.0, signals="{")) + "\n")
+    with client(decider, tmp_path) as c:                  # starts; the row is read as logged
+        assert c.post("/v1/feedback", json={"decision_id": ids[0], "reward": 0.0}
+                      ).json()["duplicate"] is True      # -0.0 and 0.0 are one reward
+        assert c.post("/v1/feedback", json={"decision_id": ids[1], "reward": 1.0}
+                      ).status_code == 409               # its signals were "{", not {}
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match="log_dir=.*afile.* cannot hold the decision logs"):
+        client(decider, tmp_path / "afile")
+
+
+def test_serve_settings_out_of_range_are_named(tiny_bundles):
+    from omegaconf import OmegaConf
+
+    from experiments.serve import ServeConfigError, ServeSchema, build_decider
+
+    cfg = OmegaConf.structured(ServeSchema(bundle=str(tiny_bundles["discrete"])))
+    assert build_decider(cfg).primary.policy.env_id == "personarl/AgentRouting-v0"
+    for key, value in (("port", 70000), ("max_bundle_file_bytes", 0), ("segment_rows", 0)):
+        bad = OmegaConf.merge(cfg, {key: value})
+        with pytest.raises(ServeConfigError, match=f"{key}={value} is outside the valid range"):
+            build_decider(bad)

@@ -110,13 +110,13 @@ def test_a_bundle_is_verified_as_a_whole(tiny_bundles, tmp_path):
     # an edit with a rewritten manifest passes integrity; the spec's own checks remain
     for edit, message in (
             (lambda s: s["observation"].update(high=[1e309] * 34),
-             "observation.high must be a list of 34 finite numbers"),
+             "observation.high must be a list of 34 finite float32 numbers"),
             (lambda s: s["observation"].update(low=[2.0] * 34),
              r"observation.low\[0\] = 2.0 is above observation.high\[0\]"),
             (lambda s: s["action"].update(names=["a", "b"]),
              "action.names must be 6 distinct non-empty strings"),
             (lambda s: s["action"].update(n=5, names=["a", "b", "c", "d", "e"]),
-             r"output 'logits' has shape \[1, 6\].*declares 5 actions"),
+             r"output 'logits' has shape \[2, 6\].*declares 5 actions"),
             (lambda s: s.update(model_sha256="0" * 64), "records model_sha256 0000")):
         shutil.rmtree(b)
         copy_bundle(tiny_bundles["discrete"], b)
@@ -254,3 +254,79 @@ def test_serve_install_names_neither_ray_nor_torch():
              .strip().lower() for req in serve}
     assert "onnxruntime" in names and "fastapi" in names
     assert not names & {"ray", "torch", "stable-baselines3"}, names
+
+
+def _onnx_model(path: Path, *, batch, weight: float = 0.1, out_dim: int = 6) -> None:
+    """A one-layer ONNX policy written with onnx.helper: obs (batch, 34) -> logits."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [34, out_dim], [weight] * (34 * out_dim))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["obs", "w"], ["logits"])], "policy",
+        [helper.make_tensor_value_info("obs", TensorProto.FLOAT, [batch, 34])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, out_dim])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save_model(model, str(path))
+
+
+def _with_model(tiny_bundles, tmp_path, **model) -> Path:
+    from agents.bundle import sha256_file
+
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "m")
+    _onnx_model(b / "model.onnx", **model)
+    edit_spec(b, lambda spec: spec.update(model_sha256=sha256_file(b / "model.onnx")))
+    return b
+
+
+@pytest.mark.parametrize("model, message", [
+    (dict(batch="batch"), None),                                      # the valid control
+    (dict(batch=1), r"shape \[batch, 34\] with any batch size"),
+    (dict(batch="batch", weight=float("nan")), "NaN or infinite on observations inside"),
+    (dict(batch="batch", out_dim=5), r"output 'logits' has shape \[2, 5\]"),
+])
+def test_a_model_is_run_on_a_batch_before_it_is_served(tiny_bundles, tmp_path, model,
+                                                      message):
+    b = _with_model(tiny_bundles, tmp_path, **model)
+    if message is None:
+        assert load_policy(b).act_batch(np.full((3, 34), 0.5)).shape == (3,)
+    else:
+        with pytest.raises(BundleError, match=message):
+            load_policy(b)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s["observation"].update(high=[10**400] * 34), "finite float32 numbers"),
+    (lambda s: s["observation"].update(high=[1e39] * 34), "finite float32 numbers"),
+    (lambda s: s["observation"].update(columns=[["a", 0, 1]]), "observation.columns must"),
+    (lambda s: s["observation"].update(columns={"a": [0, 99]}), "observation.columns must"),
+    (lambda s: s["action"]["names"].__setitem__(0, "\udc80"), "not valid Unicode"),
+    (lambda s: s.update(format_version=2.0), "format_version 2.0"),
+    (lambda s: s.update(nested=[[[[]]]] * 2 + ["[" * 100_000]), None),   # a string: fine
+])
+def test_hostile_specs_are_bundle_errors(tiny_bundles, tmp_path, edit, message):
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    edit_spec(b, edit)
+    if message is None:
+        load_policy(b)
+        return
+    with pytest.raises(BundleError, match=message):
+        load_policy(b)
+
+
+def test_hostile_manifests_are_bundle_errors(tiny_bundles, tmp_path):
+    b = copy_bundle(tiny_bundles["discrete"], tmp_path / "b")
+    good = (b / "manifest.json").read_text()
+    for text, message in (("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+                          ('{"files": {}, "files": {}}', "duplicate key 'files'"),
+                          (good.replace('"format_version": 2', '"format_version": 2.0'),
+                           "format_version 2.0"),
+                          (good.replace(f'"bytes": {(b / "model.onnx").stat().st_size}',
+                                        f'"bytes": {(b / "model.onnx").stat().st_size}.0'),
+                           "does not match the manifest")):
+        (b / "manifest.json").write_text(text)
+        with pytest.raises(BundleError, match=message):
+            load_policy(b)
+    with pytest.raises(ValueError, match="max_file_bytes=None must be an integer"):
+        load_policy(tiny_bundles["discrete"], max_file_bytes=None)
