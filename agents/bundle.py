@@ -44,7 +44,7 @@ from personarl.errors import ConfigError, PersonaRLError
 
 __all__ = ["FORMAT_VERSION", "MODEL_FILE", "SPEC_FILE", "MANIFEST_FILE", "DISTRIBUTIONS",
            "DEFAULT_MAX_FILE_BYTES", "FLOAT32_MAX", "BundleError", "BundleFiles",
-           "sha256_file", "write_atomic", "write_manifest", "read_bundle", "read_spec",
+           "sha256_file", "write_atomic", "write_manifest", "read_bundle",
            "check_spec"]
 
 #: bumped whenever a reader of the old format would misread the new one (2: the manifest)
@@ -210,12 +210,6 @@ def read_bundle(bundle: str | Path, *, max_file_bytes: int = DEFAULT_MAX_FILE_BY
         raise BundleError(f"{bundle / SPEC_FILE} records model_sha256 {spec['model_sha256']} "
                           f"but {MODEL_FILE} has {digests[MODEL_FILE]}; refusing the bundle")
     return BundleFiles(bundle, spec, contents[MODEL_FILE], digests)
-
-
-def read_spec(bundle: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """``policy.json`` of the bundle in directory ``bundle``, the bundle verified as a whole
-    (``read_bundle``, whose keyword arguments it takes and whose errors it raises)."""
-    return read_bundle(bundle, **kwargs).spec
 
 
 #: the largest finite float32: observations and actions are float32, so a bound beyond it

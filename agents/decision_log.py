@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from agents.bundle import FLOAT32_MAX
 from personarl import jsonio
 from personarl.errors import DataError, PersonaRLError
 
@@ -81,9 +82,6 @@ def _number(path: Path) -> int:
     return int(path.stem.split("-")[1])
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
-
-
 def _fits(value: Any, kind: pa.DataType) -> bool:
     """``value`` (from JSON) is a ``kind`` as it is — nothing converted: an ``action`` of
     1.5, a ``propensity`` of ``true``, an observation of 1e300 (beyond float32) or a string
@@ -98,7 +96,7 @@ def _fits(value: Any, kind: pa.DataType) -> bool:
             # the common case, a list of plain floats, in C: a NaN or inf makes the sum
             # non-finite (and the slow path below decides)
             if math.isfinite(sum(value)):
-                limit = _FLOAT32_MAX if item == pa.float32() else float("inf")
+                limit = FLOAT32_MAX if item == pa.float32() else float("inf")
                 return not value or (max(value) <= limit and min(value) >= -limit)
         return all(_fits(v, item) for v in value)
     if pa.types.is_string(kind):
@@ -115,7 +113,7 @@ def _fits(value: Any, kind: pa.DataType) -> bool:
         return False
     if isinstance(value, int):
         return -2**63 <= value < 2**63
-    limit = _FLOAT32_MAX if kind == pa.float32() else float("inf")
+    limit = FLOAT32_MAX if kind == pa.float32() else float("inf")
     return pa.types.is_floating(kind) and math.isfinite(value) and abs(value) <= limit
 
 

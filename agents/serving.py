@@ -10,12 +10,12 @@
     policy.gaussian(observations)                 # continuous: mean, log_std
 
 This module imports only NumPy, onnxruntime, onnx (to inspect a model) and the standard
-library (no Ray, no torch), so
-``pip install .[serve]`` is enough to use it. Every observation is checked for
-shape, dtype, finite values and the observation space's bounds before the model sees it.
-Loading verifies the bundle as a whole (``agents.bundle.read_bundle``: a manifest of every
-file's SHA-256, files size-bounded before reading) and loads the very bytes it hashed; a
-model with external data, or whose outputs disagree with ``policy.json``, is refused.
+library (no Ray, no torch), so ``pip install .[serve]`` is enough to use it. Every
+observation is checked for shape, dtype, finite values and the observation space's bounds
+before the model sees it, and the model's outputs for being finite. Loading verifies the
+bundle as a whole (``agents.bundle.read_bundle``: a manifest of every file's SHA-256, files
+size-bounded before reading) and loads the very bytes it hashed; a model with external
+data, or whose outputs disagree with ``policy.json``, is refused.
 
 ``behaviour_probs`` turns a discrete policy's probabilities into the distribution an
 exploration setting actually draws from (``greedy``, ``sample``, ``epsilon``) — the
@@ -32,8 +32,8 @@ import onnxruntime as ort
 
 from agents.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
 
-__all__ = ["load_policy", "ServedPolicy", "ObservationError", "ModelOutputError", "BundleError",
-           "EXPLORATION_MODES", "behaviour_probs", "sample_categorical"]
+__all__ = ["load_policy", "ServedPolicy", "ObservationError", "ModelOutputError",
+           "BundleError", "EXPLORATION_MODES", "behaviour_probs", "sample_categorical"]
 
 EXPLORATION_MODES = ("greedy", "sample", "epsilon")
 #: observations may exceed the declared bounds by this much (float32 rounding)
