@@ -102,3 +102,12 @@ def test_bad_ope_benchmark_arguments_are_usage_errors():
     assert run.returncode == 2 and "choose from speed, one_step, sequential" in run.stderr
     run = bench("serve", "--rate", "0")
     assert run.returncode == 2 and "--rate=0.0 must be positive" in run.stderr
+
+
+def test_bad_serving_benchmark_arguments_are_usage_errors():
+    run = bench("serve", "--parts", "http,frob")
+    assert run.returncode == 2 and "choose from loader, http" in run.stderr
+    run = bench("serve", "--ladder", "200,fast")
+    assert run.returncode == 2 and "--ladder='200,fast': give positive request rates" in run.stderr
+    run = bench("faults", "--kills", "0")
+    assert run.returncode == 2 and "--kills=0 must be positive" in run.stderr
