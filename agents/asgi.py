@@ -58,7 +58,7 @@ class BodyLimit:
         if self.on_reject is not None:
             self.on_reject(scope["path"])
         body = (f'{{"detail":"request body larger than {self.limit} bytes '
-                f'(server.max_body_bytes)"}}').encode()
+                f'(serve config max_body_bytes)"}}').encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),

@@ -15,8 +15,9 @@ lock, so concurrent commands never lose each other's changes.
 
 **Authenticity.** ``register`` refuses a bundle that cannot be served (it is loaded as the
 server would load it) and records the SHA-256 of every file of the copy it keeps. A version
-is served (``load``) only while every file still has those digests: a model swapped
-together with a rewritten manifest is refused. The index is the trust anchor — whoever can
+is served (``load``), promoted or rolled back to only while every file still has those
+digests: a model swapped together with a rewritten manifest is refused. (A running server
+keeps serving the bytes it verified when it started.) The index is the trust anchor — whoever can
 rewrite ``index.json`` can register anything; protect the registry directory accordingly.
 Entries name their folder as ``<name>/v<N>``; any other path (``..``, an absolute path)
 is refused rather than followed.
@@ -153,11 +154,17 @@ class Registry:
 
         path, entry = self.resolve(name, stage=stage, version=version)
         if not isinstance(entry.get("files"), dict):
+            self._verify(name, entry)                    # raises, naming the fix
+        return load_policy(path, seed=seed, max_file_bytes=max_file_bytes,
+                           expected=entry["files"]), entry
+
+    def _verify(self, name: str, entry: dict[str, Any]) -> None:
+        """Refuse to put a version into production whose files changed since ``register``."""
+        if not isinstance(entry.get("files"), dict):
             raise RegistryError(f"{name} v{entry['version']} was registered without file "
                                 "digests (an older registry format); register the bundle "
                                 "again")
-        return load_policy(path, seed=seed, max_file_bytes=max_file_bytes,
-                           expected=entry["files"]), entry
+        read_bundle(self._folder(name, entry), expected=entry["files"])
 
     def _folder(self, name: str, entry: dict[str, Any]) -> Path:
         """The version's folder, refusing an entry whose path is not ``<name>/v<N>``."""
@@ -238,11 +245,17 @@ class Registry:
         return dict(entry, name=name)
 
     def promote(self, name: str, version: int) -> dict[str, Any]:
-        """Make ``version`` the production version; the previous one is archived."""
+        """Make ``version`` the production version; the previous one is archived.
+
+        Raises:
+            RegistryError: an unknown model or version, or one already in production.
+            BundleError: the version's files no longer match their registered digests.
+        """
         with self._lock:
             index = self._read()
             model = self._model(index["models"], name)
             entry = self._version(index["models"], name, version)
+            self._verify(name, entry)
             if entry["stage"] == "production":
                 raise RegistryError(f"{name} v{version} is already in production")
             for v in model["versions"]:
@@ -254,7 +267,12 @@ class Registry:
         return dict(entry, name=name)
 
     def rollback(self, name: str) -> dict[str, Any]:
-        """Archive the production version and put the previous production version back."""
+        """Archive the production version and put the previous production version back.
+
+        Raises:
+            RegistryError: no earlier production version.
+            BundleError: its files no longer match their registered digests.
+        """
         with self._lock:
             index = self._read()
             model = self._model(index["models"], name)
@@ -263,6 +281,7 @@ class Registry:
                 raise RegistryError(f"model {name!r} has no earlier production version to "
                                     f"roll back to (production history: {history})")
             current, previous = history[-1], history[-2]
+            self._verify(name, self._version(index["models"], name, previous))
             self._version(index["models"], name, current)["stage"] = "archived"
             self._version(index["models"], name, previous)["stage"] = "production"
             history.pop()

@@ -97,6 +97,9 @@ def test_a_version_is_served_only_while_its_files_match_the_registration(tiny_bu
     assert load_policy(folder).env_id == "personarl/PersonalityAdaptation-v0"
     with pytest.raises(BundleError, match="recorded when it was registered"):
         reg.load("routing", version=1)
+    with pytest.raises(BundleError, match="recorded when it was registered"):
+        reg.promote("routing", 1)                        # nor put into production
+    assert reg.get("routing", 1)["stage"] == "none"
     # an index edited to point outside the registry is not followed
     index = json.loads((tmp_path / "reg" / "index.json").read_text())
     index["models"]["adapt"]["versions"][0]["path"] = "../../elsewhere"
