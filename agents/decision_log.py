@@ -33,10 +33,8 @@ Parquet page checksums and verified when read (a corrupt part is a ``DataError``
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
-import socket
 import threading
 import time
 import warnings
@@ -48,7 +46,8 @@ import pyarrow.parquet as pq
 
 from agents.bundle import FLOAT32_MAX
 from personarl import jsonio
-from personarl.errors import DataError, PersonaRLError
+from personarl.errors import DataError
+from personarl.locks import InUseError, exclusive_lock
 
 __all__ = ["DecisionLog", "LogInUseError", "read_log", "DataWarning", "SCHEMAS", "LOG_KINDS"]
 
@@ -166,7 +165,7 @@ def _warn_skipped(path: Path, skipped: list[tuple[int, bytes]], rows: int) -> No
         warnings.warn(jsonio.skipped_message(path, skipped, rows), DataWarning, stacklevel=3)
 
 
-class LogInUseError(PersonaRLError, RuntimeError):
+class LogInUseError(InUseError):
     """Another writer (a server in this or another process) holds the log's lock."""
 
 
@@ -210,7 +209,12 @@ class DecisionLog:
         self.kind, self.dir = kind, Path(root) / kind
         self.dir.mkdir(parents=True, exist_ok=True)
         self.schema, self.segment_rows = SCHEMAS[kind], segment_rows
-        self._lock_file = _take_lock(self.dir / "writer.lock")
+        try:
+            self._lock_file = exclusive_lock(
+                self.dir / "writer.lock", "{path} is being written by {holder}; one writer per "
+                "log directory (give this server another log_dir)")
+        except InUseError as exc:
+            raise LogInUseError(str(exc)) from None
         self._lock = threading.Lock()
         self._file: Any = None
         self._rows = 0
@@ -383,29 +387,6 @@ class DecisionLog:
                 handle.close()
             except OSError:
                 pass
-
-
-def _take_lock(path: Path) -> Any:
-    """An open file holding an exclusive ``flock`` on ``path``, with the holder written in it.
-
-    Raises:
-        LogInUseError: another open file holds the lock (naming its holder).
-    """
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another writer"
-        f.close()
-        raise LogInUseError(f"{path.parent} is being written by {holder}; one writer per log "
-                            "directory (give this server another log_dir)") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()} on {socket.gethostname()} since "
-            f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n")
-    f.flush()
-    return f
 
 
 def read_log(root: str | Path, kind: str, columns: list[str] | None = None) -> pa.Table:

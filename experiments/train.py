@@ -7,14 +7,16 @@
 
 Everything the run writes lives in Hydra's run directory:
 
+* ``run.lock`` — held by the running process (``flock``; freed when it ends, even by
+  ``kill -9``): a second run started in the same directory exits 2 naming the holder;
 * ``run.json`` — the config hash and the hashed part of the config (checked on resume);
 * ``metrics.jsonl`` — one row per iteration: ``iteration``, ``env_steps`` and namespaced
   metrics (``charts/``, ``losses/``; wall-clock figures under ``perf/``);
 * ``checkpoints/iter_NNNNNN/`` — the newest ``checkpoint.keep`` complete checkpoints;
 * ``rllib/`` (RLlib's own log directory), ``wandb/`` and ``wandb_id.txt``;
 * ``summary.json``, ``report.md``, ``report.html``, ``*.png`` — the final evaluation;
-* ``policy/`` — the final PPO policy's bundle (``model.onnx`` + ``policy.json``, see
-  ``agents.bundle``), what ``agents.serving.load_policy`` and ``experiments.serve`` load.
+* ``policy/`` — the final PPO policy's bundle (``model.onnx``, ``policy.json``,
+  ``manifest.json``; see ``agents.bundle``), what ``agents.serving.load_policy`` and ``experiments.serve`` load.
 
 Configuration mistakes exit with status 2 and a message naming the key, before Ray starts.
 """
@@ -50,6 +52,7 @@ from experiments.train_report import write_report  # noqa: E402
 from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E402
                                 env_kwargs, validate)
 from personarl import jsonio  # noqa: E402
+from personarl.locks import exclusive_lock  # noqa: E402
 from synth.errors import ConfigError, PersonaRLError  # noqa: E402
 
 __all__ = ["train", "main"]
@@ -122,12 +125,29 @@ def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
 
 def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
           on_iteration: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """The whole job; returns the summary. Raises ``PersonaRLError`` on bad configuration.
-    ``wandb_group`` groups the wandb run when ``logger.group`` is unset (a multirun passes
-    its sweep's name); ``on_iteration(row)`` sees every metrics row (a sweep reports them to
-    Ray Tune)."""
+    """The whole job; returns the summary. ``wandb_group`` groups the wandb run when
+    ``logger.group`` is unset (a multirun passes its sweep's name); ``on_iteration(row)``
+    sees every metrics row (a sweep reports them to Ray Tune).
+
+    Raises:
+        PersonaRLError: bad configuration; ``InUseError`` when another process runs in
+            ``run_dir`` (the run holds ``run_dir/run.lock`` for its lifetime).
+    """
     validate(cfg)
     run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # the directory is this process's until it ends, however it ends (kill -9 frees it)
+    lock = exclusive_lock(run_dir / "run.lock", "{path} is in use by a run: {holder}; wait "
+                          "for it to end (or kill it, then resume=true), or choose another "
+                          "hydra.run.dir")
+    try:
+        return _train(cfg, run_dir, wandb_group, on_iteration)
+    finally:
+        lock.close()
+
+
+def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
+           on_iteration: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     restore_from = _start_or_resume(cfg, run_dir, ckpts, metrics)
@@ -207,7 +227,7 @@ def main(cfg: DictConfig) -> None:
     try:
         result = train(cfg, run_dir, wandb_group=group)
     except PersonaRLError as exc:
-        log.error("invalid configuration: %s", exc)
+        log.error("cannot run: %s", exc)
         sys.exit(2)
     pop = next(iter(result["populations"].values()))
     for name, p in pop["policies"].items():

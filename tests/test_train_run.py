@@ -182,3 +182,23 @@ def test_two_by_two_multirun_writes_four_separate_complete_runs(tmp_path):
     assert all(r["runs"] == 2 and r["seeds"] == "0 1" for r in report["table"])
     for name in ("report.csv", "report.md", "report.html", "learning_curves.png"):
         assert (sweep / name).stat().st_size > 0
+
+
+def test_a_run_directory_holds_one_run_at_a_time(tmp_path):
+    from personarl.locks import InUseError, exclusive_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom personarl.locks import exclusive_lock\n"
+         "lock = exclusive_lock(sys.argv[1], '{holder}')\nprint('held', flush=True)\n"
+         "time.sleep(120)", str(tmp_path / "run.lock")],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cfg = load(*SMOKE, "agent=linucb", "eval.episodes=64")
+        with pytest.raises(InUseError, match=f"is in use by a run: pid {holder.pid} on "):
+            train(cfg, tmp_path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["run.lock"]   # nothing written
+    finally:
+        holder.send_signal(signal.SIGKILL)                 # the kernel frees the lock
+        holder.wait()
+    exclusive_lock(tmp_path / "run.lock", "{holder}").close()
