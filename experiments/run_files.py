@@ -7,6 +7,8 @@
   with a warning naming its number, and a rewrite keeps it in ``metrics.jsonl.rejected``.
 * ``Checkpoints`` — ``checkpoints/iter_NNNNNN/``: each written into a temporary folder and
   renamed when complete (``meta.json`` last), the newest ``keep`` kept.
+* ``clean_leftovers`` — what a killed attempt left in the run directory: its temporary
+  files and folders, removed when the next attempt (holding the run's lock) starts.
 * ``Tracker`` — wandb (offline unless ``WANDB_MODE`` or ``logger.mode`` says otherwise),
   files under the run directory, the run id saved in ``wandb_id.txt`` so a resumed run
   continues the same wandb run, grouped by ``logger.group`` or the multirun's sweep; a
@@ -25,7 +27,7 @@ from typing import Any, Callable, Mapping
 from agents.bundle import write_atomic
 from personarl import jsonio
 
-__all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic"]
+__all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic", "clean_leftovers"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +85,40 @@ class MetricsLog:
 def _is_row(row: Mapping[str, Any]) -> bool:
     return all(isinstance(row.get(k), int) and not isinstance(row.get(k), bool)
                for k in ("iteration", "env_steps"))
+
+
+def clean_leftovers(run_dir: Path) -> list[Path]:
+    """Remove what a killed attempt left in ``run_dir`` (call it holding the run's lock):
+    ``checkpoints/.tmp_iter_*`` (a checkpoint being written), ``.<name>.tmp`` files
+    (``write_atomic``), and an export's ``.<bundle>.tmp-<pid>`` / ``.<bundle>.old-<pid>``
+    folders whose process is gone (an ``experiments.export`` still running is left alone).
+    Returns what was removed."""
+    removed = []
+    candidates = [*run_dir.glob("checkpoints/.tmp_iter_*"), *run_dir.glob(".*.tmp")]
+    for p in [*run_dir.glob(".*.tmp-*"), *run_dir.glob(".*.old-*")]:
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            candidates.append(p)
+    for p in candidates:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    if removed:
+        log.info("removed what an earlier attempt left: %s",
+                 ", ".join(str(p.relative_to(run_dir)) for p in removed))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:                   # alive, someone else's
+        return True
+    return True
 
 
 class Checkpoints:

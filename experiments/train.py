@@ -46,7 +46,8 @@ from agents.learners import Learner, OnlineBaseline  # noqa: E402
 from envs.creator import vector_maker  # noqa: E402
 from experiments.export import export_checkpoint  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
-from experiments.run_files import Checkpoints, MetricsLog, Tracker, write_atomic  # noqa: E402
+from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E402
+                                  clean_leftovers, write_atomic)
 from experiments.schema import register_configs  # noqa: E402
 from experiments.train_report import write_report  # noqa: E402
 from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E402
@@ -148,6 +149,7 @@ def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
 
 def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
            on_iteration: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    clean_leftovers(run_dir)
     ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep)
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     restore_from = _start_or_resume(cfg, run_dir, ckpts, metrics)

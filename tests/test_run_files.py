@@ -42,3 +42,29 @@ def test_checkpoints_are_complete_or_absent_and_rotate(tmp_path):
     assert ckpts.latest().name == "iter_000003"               # the torn one does not count
     ckpts.save(write, {"iteration": 4, "env_steps": 40})         # and is replaced cleanly
     assert json.loads((ckpts.latest() / "meta.json").read_text())["iteration"] == 4
+
+
+def test_a_killed_attempts_temporary_files_are_removed_and_a_live_export_is_not(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from experiments.run_files import clean_leftovers
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                               # a pid that no longer runs
+    left = [tmp_path / "checkpoints" / ".tmp_iter_000004", tmp_path / f".policy.tmp-{dead.pid}",
+            tmp_path / f".policy.old-{dead.pid}"]
+    for d in left:
+        d.mkdir(parents=True)
+        (d / "model.onnx").write_bytes(b"half")
+    (tmp_path / ".summary.json.tmp").write_text("{")
+    live = tmp_path / f".policy.tmp-{os.getpid()}"            # an export still running
+    live.mkdir()
+    kept = [tmp_path / "checkpoints" / "iter_000003", tmp_path / "policy"]
+    for d in kept:
+        d.mkdir(parents=True)
+    removed = clean_leftovers(tmp_path)
+    assert sorted(removed) == sorted(left + [tmp_path / ".summary.json.tmp"])
+    assert not any(p.exists() for p in removed) and live.exists()
+    assert all(d.exists() for d in kept)
