@@ -8,7 +8,9 @@
 * ``personarl.errors`` — the error family (``PersonaRLError`` and its subclasses) and the
   argument checks that raise it;
 * ``personarl.identifiers`` — keyed hashing (HMAC-SHA256) of user and episode ids before
-  anything that holds them is written.
+  anything that holds them is written;
+* ``personarl.locks`` — exclusive locks held for a process's lifetime (one writer per run
+  directory or decision log; the kernel frees them on ``kill -9``).
 
 Standard library and NumPy only; imports nothing else of ours.
 """
