@@ -270,7 +270,9 @@ class DecisionLog:
                     data = data[self._file.write(data):]
             except (OSError, ValueError) as exc:
                 self._take_back(start)
-                self._abandon_segment(exc)
+                self._append_error = (f"writing {self.dir.name} segment-{self._next:06d} "
+                                      f"failed: {exc}")
+                self._close_segment()            # rolled later; the next append opens anew
                 raise OSError(f"decision log {self.dir}: {self._append_error}") from exc
             self._append_error = None
             self._rows += lines.count("\n")
@@ -315,22 +317,13 @@ class DecisionLog:
             except (OSError, ValueError):
                 pass
 
-    def _abandon_segment(self, exc: BaseException) -> None:
-        """After a failed write: keep the segment for a later roll (a torn last line becomes
-        a rejected line), and let the next append open a new segment."""
-        self._append_error = f"writing {self.dir.name} segment-{self._next:06d} failed: {exc}"
-        if self._file is not None:
-            self._unrolled.append((Path(self._file.name), self._file))
-        self._file, self._rows = None, 0
-        self._next += 1
-
     def _close_segment(self) -> None:
         """Queue the open segment for rolling (under ``self._lock``)."""
         if self._file is None:
             return
         try:
             os.fsync(self._file.fileno())
-        except OSError:
+        except (OSError, ValueError):
             pass                                 # the roll reads the bytes either way
         self._unrolled.append((Path(self._file.name), self._file))
         self._file, self._rows = None, 0
@@ -363,7 +356,7 @@ class DecisionLog:
         number = _number(segment)
         part = self.dir / f"part-{number:06d}.parquet"
         if not part.exists():
-            if handle is not None:
+            if handle is not None and not handle.closed:
                 handle.seek(0)
                 data = handle.read()
             else:

@@ -76,6 +76,18 @@ def _check_model(index: Path, name: str, model: Any) -> None:
         raise RegistryError(f"{where}: production_history must list version numbers")
 
 
+def _digests(name: str, entry: dict[str, Any]) -> dict[str, str]:
+    """The file digests ``register`` recorded for a version.
+
+    Raises:
+        RegistryError: the entry has none (registered by an older PersonaRL).
+    """
+    if not isinstance(entry.get("files"), dict):
+        raise RegistryError(f"{name} v{entry['version']} was registered without file digests "
+                            "(an older registry format); register the bundle again")
+    return entry["files"]
+
+
 class Registry:
     """The registry in directory ``root`` (created on first registration)."""
 
@@ -153,18 +165,12 @@ class Registry:
         from agents.serving import load_policy
 
         path, entry = self.resolve(name, stage=stage, version=version)
-        if not isinstance(entry.get("files"), dict):
-            self._verify(name, entry)                    # raises, naming the fix
         return load_policy(path, seed=seed, max_file_bytes=max_file_bytes,
-                           expected=entry["files"]), entry
+                           expected=_digests(name, entry)), entry
 
     def _verify(self, name: str, entry: dict[str, Any]) -> None:
         """Refuse to put a version into production whose files changed since ``register``."""
-        if not isinstance(entry.get("files"), dict):
-            raise RegistryError(f"{name} v{entry['version']} was registered without file "
-                                "digests (an older registry format); register the bundle "
-                                "again")
-        read_bundle(self._folder(name, entry), expected=entry["files"])
+        read_bundle(self._folder(name, entry), expected=_digests(name, entry))
 
     def _folder(self, name: str, entry: dict[str, Any]) -> Path:
         """The version's folder, refusing an entry whose path is not ``<name>/v<N>``."""

@@ -48,7 +48,6 @@ background thread.
 
 import asyncio
 import hmac
-import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -262,12 +261,16 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             raise HTTPException(401, "missing or wrong API key: send it in the X-API-Key "
                                      "header")
 
-    def observe(path: str, status: int, seconds: float) -> None:
+    def count(path: str, status: int) -> str:
+        """Count one answer; returns the endpoint label ``path`` is counted under."""
         path = path if path in _ENDPOINTS else "other"
-        latency.labels(path).observe(seconds)
         requests.labels(path, str(status)).inc()
         if status >= 400:
             errors.labels(path, _KINDS.get(status, str(status))).inc()
+        return path
+
+    def observe(path: str, status: int, seconds: float) -> None:
+        latency.labels(count(path, status)).observe(seconds)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -285,13 +288,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     async def bad_model_output(request: Request, exc: ModelOutputError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=500)   # nothing was logged
 
-    def not_ready() -> Optional[HTTPException]:
-        problem = store.error()
-        if problem is None:
-            return None
-        return HTTPException(503, f"not serving: {problem}")
-
     def log(kind: str, rows: list[dict[str, Any]]) -> None:
+        if not store.open:
+            raise HTTPException(503, "the server is not ready (decision logs closed)")
         try:
             store.logs[kind].append(rows)
         except OSError as exc:
@@ -300,14 +299,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
 
     def serve(obs: list[list[float]], user_ids: list[Optional[str]],
               episode_ids: list[Optional[str]], steps: list[Optional[int]]) -> list[Decision]:
-        if not store.open:
-            raise HTTPException(503, "the server is not ready (decision logs closed)")
         x, _ = primary.check_obs(obs)
         pseudonyms = [pseudonymise(u) for u in user_ids]
         d = decider.decide(x, pseudonyms)
-        if not all(p is None or math.isfinite(p) for p in d.propensity):
-            raise ModelOutputError("the behaviour density of a sampled action is not finite "
-                                   "(the policy's log_std is extreme); no action taken")
         now = time.time()
         ids = [uuid.uuid4().hex for _ in range(len(x))]
         out = []                                 # the answer first: log only what is answered
@@ -372,8 +366,6 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             raise HTTPException(409, f"decision_id {did!r} already has feedback "
                                      f"{recorded} ([reward, done, signals]); feedback is "
                                      "recorded once per decision and the first is kept")
-        if not store.open:
-            raise HTTPException(503, "the server is not ready (decision logs closed)")
         log("feedback", [dict(decision_id=did, time=time.time(), reward=body.reward,
                               done=body.done, signals=signals)])
         store.recent[did] = fingerprint
@@ -395,11 +387,11 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     async def readyz() -> JSONResponse:
         """Readiness: policies loaded and the decision logs open and writing (503 with the
         problem otherwise)."""
-        problem = not_ready()
+        problem = store.error()
         body: dict[str, Any] = {"status": "ready" if problem is None else "not ready",
                                 "versions": [a.version for a in decider.arms]}
         if problem is not None:
-            body["problem"] = problem.detail
+            body["problem"] = f"not serving: {problem}"
         return JSONResponse(body, status_code=200 if problem is None else 503)
 
     @app.get("/metrics", dependencies=[Depends(require_key)])
@@ -407,13 +399,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         """Prometheus exposition."""
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
-    def too_large(path: str) -> None:
-        path = path if path in _ENDPOINTS else "other"
-        requests.labels(path, "413").inc()
-        errors.labels(path, "too_large").inc()
-
     app.add_middleware(Measure, observe=observe)                     # inner
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, on_reject=too_large)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes,
+                       on_reject=lambda path: count(path, 413))
     return app
 
 

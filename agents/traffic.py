@@ -33,8 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agents.serving import (EXPLORATION_MODES, ServedPolicy, behaviour_probs,
-                            sample_categorical)
+from agents.serving import (EXPLORATION_MODES, ModelOutputError, ServedPolicy,
+                            behaviour_probs, sample_categorical)
 
 __all__ = ["Arm", "Decider", "Decisions", "TRAFFIC_MODES"]
 
@@ -64,7 +64,8 @@ class Decisions:
 
 
 class Decider:
-    """Exploration and a traffic split over ``primary`` (and ``candidate``).
+    """Exploration and a traffic split over ``primary`` (and ``candidate``). ``decide``
+    raises ``ModelOutputError`` when a sampled action's density is not finite.
 
     Raises:
         ValueError: an unknown mode, a share outside [0, 1], ``epsilon`` for a continuous
@@ -164,6 +165,9 @@ class Decider:
             shares = np.asarray(self._shares()[:len(served)])[:, None]
             dens = np.exp(logs + np.log(np.maximum(shares, 1e-300))).sum(axis=0).tolist()
             own = np.exp(np.where(to_candidate, logs[-1], logs[0])).tolist()
+        if not all(p is None or math.isfinite(p) for p in dens):
+            raise ModelOutputError("the behaviour density of a sampled action is not finite "
+                                   "(the policy's log_std is extreme); no action taken")
         policy = served[0].policy
         action = np.clip(raw, policy.action_low, policy.action_high).astype(np.float32)
         return Decisions(arm=self._names(served, to_candidate, "name"),

@@ -127,10 +127,13 @@ def _settings(cfg: DictConfig, data: Any) -> dict[str, Any]:
 
 
 def _models(data: Any, pis: dict[str, np.ndarray], names: list[str], s: dict[str, Any],
-            seed: int) -> tuple[dict[str, Any], float | None, dict[str, Any], list[str]]:
-    """``(q_hat per policy, out-of-fold R², refitted intervals per policy, notes)``: the
-    one-step reward model (cross-fitted, shared) or FQE per policy, fitted only when a
-    model-based estimator is asked for; refitted per resample with ``ci.refit``."""
+            seed: int) -> tuple[list[str], dict[str, Any], float | None, dict[str, Any],
+                                list[str]]:
+    """``(estimator names, q_hat per policy, out-of-fold R², refitted intervals per policy,
+    notes)``: the one-step reward model (cross-fitted, shared) or FQE per policy, fitted
+    only when a model-based estimator is asked for; refitted per resample with
+    ``ci.refit``. The names lose the model-based estimators when every estimator was asked
+    for and the log is too small to cross-fit."""
     from ope import estimators as E
     from ope.models import fitted_q, out_of_fold_r2, reward_model
     from ope.uncertainty import refit_bootstrap
@@ -141,10 +144,10 @@ def _models(data: Any, pis: dict[str, np.ndarray], names: list[str], s: dict[str
         notes.append(f"the model-based estimators are left out: cross-fitting with "
                      f"{s['folds']} folds needs {s['folds']} episodes, and the log has "
                      f"{data.n_episodes}")
-        names[:] = [n for n in names if n not in E.MODEL_BASED]
+        names = [n for n in names if n not in E.MODEL_BASED]
     model_based = {n: table[n] for n in names if n in E.MODEL_BASED}
     if not model_based:
-        return {label: None for label in pis}, None, {}, notes
+        return names, {label: None for label in pis}, None, {}, notes
 
     def fit(weights: np.ndarray | None, pi_e: np.ndarray) -> np.ndarray:
         if one_step:
@@ -157,7 +160,7 @@ def _models(data: Any, pis: dict[str, np.ndarray], names: list[str], s: dict[str
         data, pis, model_based, _timed(fit, s["refit_resamples"], 1 if one_step else len(pis)),
         n_resamples=s["refit_resamples"], alpha=s["alpha"], seed=seed,
         shared_model=one_step, gamma=s["gamma"], lam=s["lam"])
-    return q_hats, out_of_fold_r2(data, shared) if one_step else None, refit, notes
+    return names, q_hats, out_of_fold_r2(data, shared) if one_step else None, refit, notes
 
 
 def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
@@ -193,8 +196,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
     pis = {label: evaluation_probs(p, data.obs, mode, context=data.context)
            for label, (p, mode) in policies.items()}
-    names = s["names"]
-    q_hats, r2, refit, notes = _models(data, pis, names, s, cfg.seed)
+    names, q_hats, r2, refit, notes = _models(data, pis, s["names"], s, cfg.seed)
     # the normalisation: random and the best privileged baseline, both simulated
     episodes = s["truth_episodes"]
     random = make_policy(env_id, "random", kwargs, seed=cfg.seed)

@@ -151,18 +151,17 @@ def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
     ``PERSONARL_API_KEY``, the identifier-hashing key from ``PERSONARL_PII_KEY``.
 
     Raises:
-        ConfigError: ``log.user_id`` invalid; ``hash`` without ``PERSONARL_PII_KEY`` (or a
-            key that is too short); an API key that is empty or not printable ASCII.
+        ConfigError: ``log.user_id`` invalid; a ``PERSONARL_PII_KEY`` that is too short; an
+            API key that is empty or not printable ASCII.
     """
     from agents.server import USER_ID_MODES, ServerSettings, check_api_key
 
     mode = cfg.log.user_id
     if mode not in USER_ID_MODES:
         raise ConfigError(f"log.user_id={mode!r}; valid: {list(USER_ID_MODES)}")
-    if mode == "hash" or os.environ.get(PII_KEY_VARIABLE):
-        pseudonymiser = Pseudonymiser.from_env()
-    else:
-        pseudonymiser = None
+    # with log.user_id=hash and no key, create_app refuses, naming the variable
+    pseudonymiser = Pseudonymiser.from_env() if os.environ.get(PII_KEY_VARIABLE) else None
+    if pseudonymiser is None and mode == "drop":
         log.warning("log.user_id=drop without %s: user ids are never written, and sticky "
                     "traffic assignment holds only until this server restarts",
                     PII_KEY_VARIABLE)

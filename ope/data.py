@@ -115,9 +115,9 @@ def _array(name: str, values: Any, dtype: Any, ndim: int | None) -> np.ndarray:
         row = int(np.argmax((a >= 2**63).reshape(len(a), -1).any(axis=1)))
         raise DataError(f"column {name!r} row {row} is {a[row].item()!r}; it must be an "
                         "integer below 2**63")
-    if dtype == np.float32 and a.dtype.kind == "f" and \
-            (np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)).any():
-        big = np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)
+    big = (np.isfinite(a) & (np.abs(a) > np.finfo(np.float32).max)
+           if dtype == np.float32 and a.dtype.kind == "f" else None)
+    if big is not None and big.any():
         row = int(np.argmax(big.reshape(len(a), -1).any(axis=1)))
         raise DataError(f"column {name!r} row {row} holds a value beyond float32's range "
                         f"(±{np.finfo(np.float32).max:.3g})")

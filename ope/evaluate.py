@@ -27,8 +27,9 @@ from ope import estimators as E
 from ope.data import LoggedData
 from ope.uncertainty import bernstein_lower, bootstrap, diagnostics
 
-__all__ = ["estimate", "estimator_names", "rank_study", "recommend", "normalised_error", "combine_diagnostics",
-           "FEW_EPISODES", "MIN_ESS", "MIN_ESS_FRACTION", "MAX_UNDEFINED_SHARE"]
+__all__ = ["estimate", "estimator_names", "rank_study", "recommend", "normalised_error",
+           "combine_diagnostics", "FEW_EPISODES", "MIN_ESS", "MIN_ESS_FRACTION",
+           "MAX_UNDEFINED_SHARE"]
 
 #: below this many episodes the percentile bootstrap is flagged as unreliable
 FEW_EPISODES = 20

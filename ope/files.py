@@ -15,7 +15,6 @@ Every refusal is a ``DataError`` naming the file (or log), the column and the fi
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
@@ -84,9 +83,9 @@ def read_logged(path: str | Path) -> LoggedData:
                         f"{list(REQUIRED)} (+ optional 'action_probs')")
     raw = (table.schema.metadata or {}).get(b"personarl")
     try:
-        meta = json.loads(raw) if raw else {}
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        raise DataError(f"{path}: its 'personarl' metadata is not JSON") from None
+        meta = jsonio.loads_strict(raw) if raw else {}
+    except ValueError as exc:
+        raise DataError(f"{path}: its 'personarl' metadata is not JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise DataError(f"{path}: its 'personarl' metadata must be a JSON object; got "
                         f"{type(meta).__name__}")

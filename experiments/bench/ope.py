@@ -266,8 +266,7 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
     behaviour = _warm(INTERVENTION, "greedy", kw, make_env)
     ppo = load_policy(bundle or _train_bundle("ppo_intervention", "experiment=intervention"))
     _same_env(ppo, INTERVENTION, kw)
-    policies = {"ppo": (ppo, "greedy"),
-                "greedy": (_warm(INTERVENTION, "greedy", kw, make_env), "greedy"),
+    policies = {"ppo": (ppo, "greedy"), "greedy": (behaviour, "greedy"),   # warmed once
                 "random": (make_policy(INTERVENTION, "random", kw, seed=0), "stochastic")}
     truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
              for n, (p, m) in policies.items()}
