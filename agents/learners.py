@@ -6,10 +6,19 @@ steps sampled so far. ``save(dir)`` writes a complete checkpoint into an existin
 directory and ``restore(dir)`` continues from one. ``policy()`` is the trained policy
 behind the ``agents.baselines.Policy`` interface used by evaluation.
 
+A PPO learner's checkpoint holds, beside its framework's own files, two of ours:
+
+* ``resume_state.npz`` (``personarl.statefile``, no pickle) — what the framework leaves
+  out and a run needs to continue bit for bit: the process's Python, NumPy and torch
+  random states, the sampler's lanes (episodes in flight) and the env's users;
+* ``policy_weights.pt`` — the policy network's ``state_dict``, readable with
+  ``torch.load(weights_only=True)``, so a bundle is exported without unpickling anything
+  the framework wrote (``agents.export``).
+
 ``OnlineBaseline`` makes a learning baseline (greedy, the persona router, LinUCB, Thompson
 sampling) a learner: each iteration is ``steps_per_iteration`` batched steps of online
-learning. Its checkpoint is an ``.npz`` of the policy's arrays plus its generator's state
-as JSON — no pickle.
+learning. Its checkpoint is an ``.npz`` of the policy's arrays, its generator's state as
+JSON and the users in flight (``resume_state.npz``) — no pickle; it resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 from gymnasium.vector import VectorEnv
@@ -25,8 +34,86 @@ from gymnasium.vector import VectorEnv
 from agents.baselines import Policy
 from personarl import jsonio
 from personarl.seeds import stream_seed
+from personarl.statefile import read_state, write_state
 
-__all__ = ["Learner", "OnlineBaseline"]
+__all__ = ["Learner", "OnlineBaseline", "RESUME_STATE_FILE", "WEIGHTS_FILE",
+           "process_rng_state", "set_process_rng_state", "save_weights", "load_weights",
+           "weights_sha256"]
+
+#: in a PPO checkpoint: what the framework does not save (``personarl.statefile``)
+RESUME_STATE_FILE = "resume_state.npz"
+#: in a PPO checkpoint: the policy network's ``state_dict`` (``torch.save``, tensors only)
+WEIGHTS_FILE = "policy_weights.pt"
+
+
+def process_rng_state() -> dict[str, Any]:
+    """This process's global random states: Python's ``random``, NumPy's legacy
+    ``np.random`` and torch's CPU generator (what RLlib and SB3 draw from: minibatch
+    shuffles, action sampling)."""
+    import random
+
+    import torch
+
+    version, internal, gauss_next = random.getstate()
+    return dict(python=dict(version=version, internal=list(internal), gauss_next=gauss_next),
+                numpy=np.random.get_state(legacy=False),
+                torch=torch.get_rng_state().numpy())
+
+
+def set_process_rng_state(state: Mapping[str, Any]) -> None:
+    """Put back what ``process_rng_state`` returned."""
+    import random
+
+    import torch
+
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["internal"]),
+                     py["gauss_next"]))
+    np.random.set_state(dict(state["numpy"]))
+    torch.set_rng_state(torch.from_numpy(np.array(state["torch"], dtype=np.uint8)))
+
+
+def save_weights(module: Any, path: Path) -> str:
+    """Write ``module.state_dict()`` to ``path`` (tensors only); returns its SHA-256
+    (``weights_sha256``)."""
+    import torch
+
+    weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+    torch.save(weights, path)
+    return weights_sha256(weights)
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """The ``state_dict`` in ``path``, read with ``torch.load(weights_only=True)`` (PyTorch's
+    restricted unpickler: tensors and plain containers only; nothing in the file runs).
+
+    Raises:
+        ValueError: the file is missing, unreadable or holds anything but named tensors.
+    """
+    import torch
+
+    try:
+        weights = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:             # torch raises UnpicklingError, RuntimeError, …
+        raise ValueError(f"{path} is not a readable weights file: {exc}") from None
+    if not (isinstance(weights, dict)
+            and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                    for k, v in weights.items())):
+        raise ValueError(f"{path} does not hold a state_dict (names -> tensors)")
+    return weights
+
+
+def weights_sha256(weights: Mapping[str, Any]) -> str:
+    """SHA-256 over a ``state_dict``'s names, dtypes, shapes and values, in name order: the
+    identity of a trained policy (the same for the same weights, whatever file holds them)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        t = weights[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 class Learner(Protocol):
@@ -115,6 +202,10 @@ class OnlineBaseline:
         state = dict(env_steps=self.env_steps, iteration=self.iteration,
                      rng=rng.bit_generator.state if rng is not None else None)
         (path / "state.json").write_text(jsonio.dumps(state))
+        if self._obs is not None:                # the users in flight, to continue them
+            write_state(path / RESUME_STATE_FILE, dict(
+                env=self.env.get_state(), obs=self._obs, info=self._info,
+                restarting=self._restarting, returns=self._returns, lengths=self._lengths))
 
     def restore(self, path: Path) -> None:
         with np.load(path / "policy.npz", allow_pickle=False) as arrays:
@@ -127,7 +218,13 @@ class OnlineBaseline:
         self.env_steps, self.iteration = state["env_steps"], state["iteration"]
         if state["rng"] is not None:
             self._policy.rng.bit_generator.state = state["rng"]
-        self._obs = None              # episodes in flight are not part of a checkpoint
+        self._obs = None                     # no users in flight: the next train() resets
+        if (path / RESUME_STATE_FILE).is_file():
+            flight = read_state(path / RESUME_STATE_FILE)
+            self.env.set_state(flight["env"])
+            self._obs, self._info = flight["obs"], dict(flight["info"])
+            self._restarting, self._returns = flight["restarting"], flight["returns"]
+            self._lengths = flight["lengths"]
 
     def policy(self) -> Policy:
         self._policy.learning = False

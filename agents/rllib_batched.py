@@ -135,6 +135,35 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         self._lanes: dict[str, Any] | None = None    # per-lane state while on the fast path
         self._finished: list[tuple[int, float, float]] = []   # (length, return, seconds)
 
+    def get_sampler_state(self) -> dict[str, Any] | None:
+        """The episodes in flight — every lane's observation, step count, return and id and
+        the env's users (``CoreVectorEnv.get_state``) — or ``None`` when the fast path is
+        not mid-stream (RLlib's own loop holds its episodes itself)."""
+        if self._lanes is None or not hasattr(self.env.unwrapped, "get_state"):
+            return None
+        lanes = {k: (list(v) if k == "id" else np.array(v, copy=True))
+                 for k, v in self._lanes.items()}
+        return dict(lanes=lanes, finished=[list(f) for f in self._finished],
+                    env=self.env.unwrapped.get_state())
+
+    def set_sampler_state(self, state: dict[str, Any]) -> None:
+        """Continue the episodes ``get_sampler_state`` saved: the next ``sample()`` steps
+        the same users from the same observations (no reset).
+
+        Raises:
+            ValueError: the state's lane count is not this runner's ``num_envs``.
+        """
+        lanes = dict(state["lanes"])
+        if len(lanes["id"]) != self.num_envs:
+            raise ValueError(f"the saved sampler has {len(lanes['id'])} lanes, this env "
+                             f"runner {self.num_envs}")
+        self.env.unwrapped.set_state(state["env"])
+        lanes["id"] = [str(i) for i in lanes["id"]]
+        self._lanes = lanes
+        self._finished = [(int(n), float(r), float(t)) for n, r, t in state["finished"]]
+        self._needs_initial_reset = False
+        self._ongoing_episodes = [None] * self.num_envs
+
     def _fast_path(self, num_timesteps: int | None, random_actions: bool) -> bool:
         config = self.config
         return (num_timesteps is not None and not random_actions and self.module is not None

@@ -18,6 +18,7 @@ dashboard and a short temp dir).
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,14 +27,20 @@ import gymnasium as gym
 import numpy as np
 import torch
 from ray.rllib.algorithms.ppo import PPOConfig
+from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
+from agents.learners import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
+                             save_weights, set_process_rng_state)
 from agents.rllib_batched import BatchedEnvRunner, BatchedGAE
 from agents.rllib_env import register_envs
 from personarl.seeds import stream_seed32
+from personarl.statefile import read_state, write_state
 from synth.errors import ConfigError
 
-__all__ = ["build_ppo_config", "RLlibPPO", "ModulePolicy"]
+__all__ = ["build_ppo_config", "build_module", "RLlibPPO", "ModulePolicy"]
+
+log = logging.getLogger(__name__)
 
 # RLlib result path -> our metric name
 _METRICS = {
@@ -149,20 +156,88 @@ class RLlibPPO:
         return metrics
 
     def save(self, path: Path) -> None:
+        """RLlib's checkpoint, plus ``resume_state.npz`` and ``policy_weights.pt``
+        (``agents.learners``)."""
         self.algo.save_to_path(str(path.resolve()))
+        write_state(path / RESUME_STATE_FILE, self._resume_state())
+        save_weights(self._learner_module(), path / WEIGHTS_FILE)
 
     def restore(self, path: Path) -> None:
+        """Continue from ``path``: bit for bit when it holds ``resume_state.npz`` and the
+        sampler is the batched one in the driver (``num_env_runners=0``); otherwise the
+        sampler starts new episodes (a logged warning says so)."""
         self.algo.restore_from_path(str(path.resolve()))
         self.iteration = int(self.algo.iteration)
         lifetime = self.algo.metrics.peek(("env_runners", "num_env_steps_sampled_lifetime"),
                                           default=0)
         self.env_steps = int(lifetime)
+        state_file = path / RESUME_STATE_FILE
+        if not state_file.is_file():
+            log.warning("%s has no %s: training continues from the checkpoint's weights "
+                        "with new episodes and random states, not as the run would have",
+                        path, RESUME_STATE_FILE)
+            return
+        state = read_state(state_file)
+        set_process_rng_state(state["rng"])
+        coeffs = {k: float(v) for k, v in state["kl_coeffs"].items()}
+        self.algo.learner_group.foreach_learner(_set_kl_coeffs, coeffs=coeffs)
+        runner = self.algo.env_runner
+        if state.get("sampler") is not None and isinstance(runner, BatchedEnvRunner):
+            runner.set_sampler_state(state["sampler"])
+        else:
+            log.warning("the sampler starts new episodes after the restore (episodes in "
+                        "flight are kept for agent.sampler=batched with num_env_runners=0): "
+                        "training continues, not bit for bit as the run would have")
+
+    def _learner_module(self) -> torch.nn.Module:
+        """The learner's whole module (policy and value heads; the env runner's is the
+        inference-only part)."""
+        return next(iter(self.algo.learner_group.foreach_learner(_module))).get()
+
+    def _resume_state(self) -> dict[str, Any]:
+        """What RLlib's checkpoint leaves out (``agents.learners``): the random states, the
+        adaptive KL coefficients (RLlib 2.60's PPO learner does not save them) and the
+        batched sampler's episodes in flight."""
+        runner = self.algo.env_runner
+        sampler = (runner.get_sampler_state() if isinstance(runner, BatchedEnvRunner)
+                   else None)
+        coeffs = next(iter(self.algo.learner_group.foreach_learner(_kl_coeffs))).get()
+        return dict(rng=process_rng_state(), kl_coeffs=coeffs, sampler=sampler)
 
     def policy(self) -> "ModulePolicy":
         return ModulePolicy(self.algo.get_module(), self.action_space)
 
     def close(self) -> None:
         self.algo.stop()
+
+
+def _module(learner: Any) -> torch.nn.Module:
+    return learner.module[DEFAULT_MODULE_ID]
+
+
+def _kl_coeffs(learner: Any) -> dict[str, float]:
+    return {str(k): float(v) for k, v in learner.curr_kl_coeffs_per_module.items()}
+
+
+def _set_kl_coeffs(learner: Any, coeffs: Mapping[str, float]) -> None:
+    for module_id, value in coeffs.items():
+        learner.curr_kl_coeffs_per_module[module_id].data.fill_(value)
+
+
+def build_module(env_id: str, env_config: Mapping[str, Any], agent: Mapping[str, Any]
+                 ) -> torch.nn.Module:
+    """The RLModule ``build_ppo_config`` trains, built from the config alone (untrained):
+    what ``policy_weights.pt`` is loaded into (``agents.export``)."""
+    from envs.creator import create_env
+
+    register_envs()
+    env = create_env(env_id, {**env_config, "info_level": "none"})
+    try:
+        spec = build_ppo_config(env_id, env_config, agent, seed=0).get_rl_module_spec(
+            spaces={DEFAULT_MODULE_ID: (env.observation_space, env.action_space)})
+    finally:
+        env.close()
+    return spec.build()
 
 
 class ModulePolicy:

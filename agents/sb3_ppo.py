@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -25,10 +26,13 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
+from agents.learners import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
+                             save_weights, set_process_rng_state)
 from envs.batched import CoreVectorEnv
 from envs.creator import create_env
 from personarl import jsonio
 from personarl.seeds import stream_seed32
+from personarl.statefile import read_state, write_state
 from synth.errors import ConfigError
 
 __all__ = ["SB3VecEnv", "SB3PPO", "SB3Policy"]
@@ -161,15 +165,47 @@ class SB3PPO:
         return metrics
 
     def save(self, path: Path) -> None:
+        """SB3's ``model.zip``, our counters (``state.json``), ``resume_state.npz`` and
+        ``policy_weights.pt`` (``agents.learners``)."""
         self.model.save(path / "model.zip", exclude=["train"])   # our timing wrapper
         (path / "state.json").write_text(jsonio.dumps(
             dict(env_steps=self.env_steps, iteration=self.iteration)))
+        write_state(path / RESUME_STATE_FILE, self._resume_state())
+        save_weights(self.model.policy, path / WEIGHTS_FILE)
 
     def restore(self, path: Path) -> None:
+        """Continue from ``path`` bit for bit (``PPO.load`` unpickles ``model.zip``: only
+        for checkpoints the run verified, see ``experiments.train``)."""
         self.model = PPO.load(path / "model.zip", env=self.vec, device="cpu")
         self._quiet_and_timed()
         state = json.loads((path / "state.json").read_text())
         self.env_steps, self.iteration = state["env_steps"], state["iteration"]
+        if (path / RESUME_STATE_FILE).is_file():
+            self._set_resume_state(read_state(path / RESUME_STATE_FILE))
+
+    def _resume_state(self) -> dict[str, Any]:
+        """What ``model.zip`` leaves out or ``PPO.load`` resets: the random states, the env's
+        users, the episodes in flight (observations, ``VecMonitor``'s running returns) and
+        the window of finished episodes the metrics are means over."""
+        m, monitor = self.model, self.vec
+        return dict(rng=process_rng_state(), env=monitor.venv.env.get_state(),
+                    last_obs=m._last_obs, last_episode_starts=m._last_episode_starts,
+                    monitor=dict(returns=monitor.episode_returns,
+                                 lengths=monitor.episode_lengths,
+                                 count=monitor.episode_count),
+                    episodes=[dict(e) for e in m.ep_info_buffer or []])  # dtypes kept
+
+    def _set_resume_state(self, state: Mapping[str, Any]) -> None:
+        m, monitor = self.model, self.vec
+        monitor.venv.env.set_state(state["env"])
+        monitor.episode_returns = np.array(state["monitor"]["returns"], copy=True)
+        monitor.episode_lengths = np.array(state["monitor"]["lengths"], copy=True)
+        monitor.episode_count = int(state["monitor"]["count"])
+        m._last_obs = np.array(state["last_obs"], copy=True)
+        m._last_episode_starts = np.array(state["last_episode_starts"], copy=True)
+        m.ep_info_buffer = deque(state["episodes"], maxlen=m._stats_window_size)
+        m.ep_success_buffer = deque(maxlen=m._stats_window_size)
+        set_process_rng_state(state["rng"])
 
     def policy(self) -> "SB3Policy":
         return SB3Policy(self.model)

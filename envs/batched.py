@@ -9,7 +9,10 @@ A *core* (a ``BaseCore``) steps ``B`` users at once in NumPy and exposes:
 * ``park(lanes)`` — make lanes that are about to be restarted safe to step;
 * ``step(actions) -> (reward, terminated)`` and ``step_info`` (per-lane arrays describing
   the step just taken, e.g. satisfaction);
-* ``info()`` (ground truth, arrays over lanes) and ``lane_info(lane)`` (one lane, scalars).
+* ``info()`` (ground truth, arrays over lanes) and ``lane_info(lane)`` (one lane, scalars);
+* ``get_state()`` / ``set_state(state)`` — every lane's user, the pool of users drawn ahead
+  and the population clock, as plain arrays and scalars (``personarl.statefile`` stores
+  them without pickle), so a run can stop and continue exactly where it was.
 
 Both faces draw every random number from one generator (``np_random``), so a vector env
 with ``num_envs=1`` reproduces the single env exactly. What a face returns is the caller's:
@@ -20,6 +23,7 @@ core's state, so nothing returned changes when the env steps or resets later (a 
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, Mapping
 
@@ -34,7 +38,8 @@ from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
            "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
-           "column_slices", "owned", "resolve_reward_fn"]
+           "column_slices", "owned", "resolve_reward_fn", "generator_state",
+           "generator_from_state"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -87,6 +92,58 @@ def owned(info: Mapping[str, Any]) -> dict[str, Any]:
     """``info`` with every array copied: what an env returns is the caller's and must not
     change when the env steps or resets later (house style, rule 16)."""
     return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in info.items()}
+
+
+#: NumPy's bit generators, by the name their ``state`` dict carries
+_BIT_GENERATORS = {cls.__name__: cls for cls in (np.random.PCG64, np.random.PCG64DXSM,
+                                                  np.random.MT19937, np.random.Philox,
+                                                  np.random.SFC64)}
+
+
+def generator_state(rng: np.random.Generator | None) -> dict[str, Any] | None:
+    """``rng``'s bit generator state (a JSON-able dict), or ``None`` for no generator."""
+    return None if rng is None else rng.bit_generator.state
+
+
+def generator_from_state(state: Mapping[str, Any] | None) -> np.random.Generator | None:
+    """A generator continuing exactly where the one ``generator_state`` saved was.
+
+    Raises:
+        ConfigError: the state names no NumPy bit generator (valid names listed).
+    """
+    if state is None:
+        return None
+    name = state.get("bit_generator") if isinstance(state, Mapping) else None
+    if name not in _BIT_GENERATORS:
+        raise ConfigError(f"a generator state names bit generator {name!r}; valid: "
+                          f"{sorted(_BIT_GENERATORS)}")
+    bit_generator = _BIT_GENERATORS[name]()
+    bit_generator.state = dict(state)
+    return np.random.Generator(bit_generator)
+
+
+def _array_record(value: Any) -> bool:
+    """A dataclass instance whose every field is an array (a batch of users' state)."""
+    return (dataclasses.is_dataclass(value) and not isinstance(value, type)
+            and all(isinstance(getattr(value, f.name), np.ndarray)
+                    for f in dataclasses.fields(value)))
+
+
+def _is_state(value: Any) -> bool:
+    """What a core's state is made of: arrays, mappings or records of arrays, scalars."""
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items())
+    return (value is None or _array_record(value)
+            or isinstance(value, (np.ndarray, np.generic, bool, int, float, str)))
+
+
+def _copied(value: Any) -> Any:
+    """A copy of a state value; a record of arrays becomes a mapping of its fields."""
+    if _array_record(value):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: np.array(v, copy=True) for k, v in value.items()}
+    return value.copy() if isinstance(value, np.ndarray) else value
 
 
 def column_slices(widths: Iterable[tuple[str, int]]) -> dict[str, slice]:
@@ -150,6 +207,45 @@ class BaseCore(ABC):
         """Forget everything drawn for future users: the same seed, the same users."""
         self.population_time = 0
 
+    def get_state(self) -> dict[str, Any]:
+        """A copy of everything that changes as the core steps: every attribute that is an
+        array, a mapping of arrays, a record of arrays (a dataclass whose fields are all
+        arrays; saved as a mapping) or a scalar. The rest (samplers, models, reward
+        functions, layouts) is configuration and never changes after construction
+        (``tests/test_env_contract.py`` checks both for every env)."""
+        return {k: _copied(v) for k, v in vars(self).items() if _is_state(v)}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``get_state()`` of a core built with the same arguments.
+
+        Raises:
+            ConfigError: the state's attributes, kinds or dtypes are not this core's (it was
+                saved from another env or another version); nothing is changed then.
+        """
+        mine = self.get_state()
+        problems = [f"missing {k!r}" for k in mine if k not in state]
+        problems += [f"unexpected {k!r}" for k in state if k not in mine]
+        for k in set(mine) & set(state):
+            a, b = mine[k], state[k]
+            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+                if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+                        and a.dtype == b.dtype and a.ndim == b.ndim):
+                    problems.append(f"{k!r} is {_kind(b)}, this core's is {_kind(a)}")
+            elif isinstance(a, dict) != isinstance(b, Mapping):
+                problems.append(f"{k!r} is {_kind(b)}, this core's is {_kind(a)}")
+            elif _array_record(getattr(self, k)) and set(a) != set(b):
+                problems.append(f"{k!r} has fields {sorted(b)}, this core's {sorted(a)}")
+        if problems:
+            name = type(self).__name__
+            article = "an" if name[0] in "AEIOU" else "a"
+            raise ConfigError(f"cannot restore {article} {name} from this state: "
+                              + "; ".join(sorted(problems)))
+        for k, v in state.items():
+            current = getattr(self, k)
+            v = _copied(v)
+            setattr(self, k, dataclasses.replace(current, **v) if _array_record(current)
+                    else v)
+
     def park(self, lanes: np.ndarray) -> None:
         """Lanes about to restart: a valid step index (their state is replaced anyway)."""
         self.t[lanes] = 0
@@ -160,6 +256,12 @@ class BaseCore(ABC):
                 for k, v in self.info().items()}
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.ndim}-d {value.dtype} array"
+    return type(value).__name__
+
+
 class DiscreteActions:
     """``Discrete(k)`` actions with a name each: validation of one action and of a batch."""
 
@@ -167,7 +269,6 @@ class DiscreteActions:
         self.k, self.names = k, tuple(names)
         if len(self.names) != k:
             raise ValueError(f"{k} actions need {k} names, got {self.names}")
-        self._one = np.zeros(1, dtype=np.int64)
 
     def space(self) -> spaces.Discrete:
         return spaces.Discrete(self.k)
@@ -182,8 +283,7 @@ class DiscreteActions:
         if a != action or not 0 <= a < self.k:
             raise InvalidActionError(f"action {action!r} is outside Discrete({self.k}): valid "
                                      f"are integers 0..{self.k - 1}")
-        self._one[0] = a
-        return self._one
+        return np.array([a], dtype=np.int64)
 
     def batch(self, actions: Any, n: int) -> np.ndarray:
         actions = np.asarray(actions)
@@ -257,6 +357,23 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
     def labels(self) -> dict[str, Any]:
         """Observation column blocks and action names (``BaseCore.labels``)."""
         return self._core.labels()
+
+    def get_state(self) -> dict[str, Any]:
+        """The env's user, its generator and whether it needs a reset (``set_state``)."""
+        return dict(core=self._core.get_state(), done=self._done,
+                    np_random=generator_state(self._np_random),
+                    np_random_seed=self._np_random_seed)
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue exactly from ``get_state()`` of an env built with the same arguments.
+
+        Raises:
+            ConfigError: the state is not one of this env's; the env is unchanged then.
+        """
+        rng = generator_from_state(state["np_random"])
+        self._core.set_state(state["core"])
+        self._np_random, self._np_random_seed = rng, state["np_random_seed"]
+        self._done = bool(state["done"])
 
     def _info(self, stepped: bool) -> dict[str, Any]:
         if self.info_level == "none":
@@ -344,6 +461,29 @@ class CoreVectorEnv(VectorEnv):
     def labels(self) -> dict[str, Any]:
         """Observation column blocks and action names (``BaseCore.labels``)."""
         return self._core.labels()
+
+    def get_state(self) -> dict[str, Any]:
+        """Every lane's user, the lanes due to restart and the generator (``set_state``)."""
+        return dict(core=self._core.get_state(), needs_reset=self._needs_reset.copy(),
+                    np_random=generator_state(self._np_random),
+                    np_random_seed=self._np_random_seed)
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue exactly from ``get_state()`` of an env built with the same arguments:
+        the same observations, rewards and users follow as would have followed the save.
+
+        Raises:
+            ConfigError: the state is not one of this env's (another env, lane count or
+                version); the env is unchanged then.
+        """
+        needs_reset = np.asarray(state["needs_reset"])
+        if needs_reset.shape != self._needs_reset.shape:
+            raise ConfigError(f"cannot restore {self.num_envs} lanes from a state of "
+                              f"{needs_reset.shape[0] if needs_reset.ndim else 0}")
+        rng = generator_from_state(state["np_random"])
+        self._core.set_state(state["core"])
+        self._np_random, self._np_random_seed = rng, state["np_random_seed"]
+        self._needs_reset = needs_reset.astype(bool, copy=True)
 
     def _infos(self, restart: np.ndarray | None) -> dict[str, Any]:
         if self.info_level == "none":

@@ -71,3 +71,75 @@ def test_nothing_returned_changes_afterwards(env_id, kwargs, face):
     assert ends, "no episode ended: the test would not see a restart"
     changed = [where for where, returned, snapshot in kept if not _equal(returned, snapshot)]
     assert not changed, f"values returned by {env_id} ({face}) changed later: {changed[:5]}"
+
+
+def _same_config(a: Any, b: Any) -> bool:
+    """Deep equality that looks inside objects (samplers, models) attribute by attribute."""
+    if hasattr(a, "__dict__") and not callable(a) and not isinstance(a, type):
+        return type(a) is type(b) and _same_config(vars(a), vars(b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same_config(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_same_config(x, y) for x, y in zip(a, b))
+    if callable(a):
+        return True                                  # functions: their closures are config
+    return _equal(a, b)
+
+
+def _config_attributes(env: Any) -> dict[str, Any]:
+    """What ``get_state`` leaves out of a core: its configuration (deep copies)."""
+    core = env._core
+    state = core.get_state()
+    return {k: copy.deepcopy(v) for k, v in vars(core).items() if k not in state}
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize("env_id,kwargs", VARIANTS,
+                         ids=[f"{i.split('/')[1]}{'-' + k['action_mode'] if k else ''}"
+                              for i, k in VARIANTS])
+def test_a_saved_state_continues_exactly(env_id, kwargs, face, tmp_path):
+    """An env restored (through a state file) into a fresh env continues exactly as the
+    original does: observations, rewards, flags and info over episode ends and the pool of
+    users drawn ahead; the attributes the state leaves out never change while stepping."""
+    from personarl.statefile import read_state, write_state
+
+    env = _make(env_id, kwargs, face)
+    space = env.action_space
+    space.seed(1)
+    env.reset(seed=7)
+    config = _config_attributes(env)
+
+    def play(e: Any, actions: list[Any]) -> list[Any]:
+        out = []
+        for a in actions:
+            step = e.step(a)
+            out.append(step)
+            if face == "single" and (step[2] or step[3]):
+                out.append(e.reset())
+        return out
+
+    play(env, [space.sample() for _ in range(40)])
+    write_state(tmp_path / "env.npz", env.get_state())
+    actions = [space.sample() for _ in range(120)]
+    original = play(env, actions)
+    restored = _make(env_id, kwargs, face)
+    restored.set_state(read_state(tmp_path / "env.npz"))
+    assert _equal(play(restored, actions), original)
+    assert _same_config(_config_attributes(env), config)     # configuration stayed put
+
+
+def test_a_state_from_another_env_is_refused_and_changes_nothing():
+    from synth.errors import ConfigError
+
+    routing = create_env(envs.ROUTING_ID, {"num_envs": 4})
+    routing.reset(seed=0)
+    other = create_env(envs.INTERVENTION_ID, {"num_envs": 4})
+    other.reset(seed=0)
+    before = copy.deepcopy(other.get_state())
+    with pytest.raises(ConfigError, match="cannot restore an InterventionCore from this state"):
+        other.set_state(routing.get_state())
+    assert _equal(other.get_state(), before)
+    with pytest.raises(ConfigError, match="cannot restore 8 lanes from a state of 4"):
+        create_env(envs.ROUTING_ID, {"num_envs": 8}).set_state(routing.get_state())
+    with pytest.raises(ConfigError, match="valid: \\['MT19937'"):
+        routing.set_state({**routing.get_state(), "np_random": {"bit_generator": "Pickle"}})

@@ -103,3 +103,35 @@ def test_identifiers_are_keyed_hashes(monkeypatch):
     assert Pseudonymiser.from_env()("x") == pseudonymise("x")
     e = Pseudonymiser.ephemeral()
     assert e("x") == e("x") != Pseudonymiser.ephemeral()("x")
+
+
+def test_state_files_round_trip_without_pickle_and_refuse_what_they_cannot_hold(tmp_path):
+    from personarl.errors import DataError
+    from personarl.statefile import read_state, write_state
+
+    rng = np.random.default_rng(3)
+    rng.random(5)
+    state = {"rng": rng.bit_generator.state, "obs": np.arange(6, dtype=np.float32).reshape(2, 3),
+             "ids": ["a", "b"], "t": 3, "nan": float("nan"), "r": np.float32(1.5),
+             "nested": {"empty": {}, "flags": np.array([True, False]), "none": None}}
+    back = read_state(write_state(tmp_path / "s.npz", state))
+    assert back["obs"].dtype == np.float32 and np.array_equal(back["obs"], state["obs"])
+    assert type(back["r"]) is np.float32 and back["r"] == 1.5
+    assert np.isnan(back["nan"]) and back["ids"] == ["a", "b"] and back["t"] == 3
+    assert back["nested"]["none"] is None and back["nested"]["empty"] == {}
+    again = np.random.default_rng()
+    again.bit_generator.state = back["rng"]
+    assert again.random() == rng.random()                  # the stream continues
+    with pytest.raises(TypeError, match=r"state\.bad: an object array"):
+        write_state(tmp_path / "o.npz", {"bad": np.array([object()])})
+    with pytest.raises(TypeError, match=r"state\.f: builtin_function_or_method cannot be stored"):
+        write_state(tmp_path / "f.npz", {"f": len})
+    with pytest.raises(TypeError, match="key 1 is not allowed"):
+        write_state(tmp_path / "k.npz", {1: 2})
+    assert not (tmp_path / "o.npz").exists() and not (tmp_path / "f.npz").exists()
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(DataError, match="junk.npz is not a readable state file"):
+        read_state(tmp_path / "junk.npz")
+    np.savez(tmp_path / "plain.npz", x=np.zeros(2))
+    with pytest.raises(DataError, match="no tree.json entry"):
+        read_state(tmp_path / "plain.npz")
