@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -95,9 +96,12 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise ValueError("an .npy array, not an .npz archive")
+        with archive:
             entries = {name: archive[name] for name in archive.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable state file: {exc}") from None
     if _TREE not in entries:
         raise DataError(f"{path} is not a state file (no {_TREE} entry)")
