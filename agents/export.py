@@ -9,8 +9,12 @@ in [0, 1]), which ``policy.json`` declares. After writing, the exporter runs the
 on observations sampled from the observation space and refuses the bundle if it disagrees
 with the torch policy.
 
-    actor, learner = actor_from_checkpoint(checkpoint, "ppo")     # or "sb3_ppo"
-    write_bundle(actor, out, env_id=..., env_config=..., source=..., training=...)
+    actor, source = actor_from_checkpoint(checkpoint, agent_cfg, env_id, env_config)
+    write_bundle(actor, out, env_id=..., env_config=..., source=source, training=...)
+
+Export never unpickles: the actor is rebuilt from the run's config and loaded from the
+checkpoint's ``policy_weights.pt`` (``torch.load(weights_only=True)``); RLlib's
+``class_and_ctor_args.pkl`` and SB3's ``model.zip`` are not opened.
 
 ``experiments.export`` is the command line; ``experiments.train`` calls it at the end of a run.
 """
@@ -31,6 +35,7 @@ import torch
 
 from agents.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError, sha256_file,
                            write_atomic, write_manifest)
+from agents.learners import WEIGHTS_FILE, load_weights, weights_sha256
 from envs.creator import create_env
 from personarl import jsonio
 from personarl.seeds import generator
@@ -41,7 +46,6 @@ __all__ = ["actor_from_checkpoint", "write_bundle", "LEARNERS", "PARITY_TOLERANC
 LEARNERS = {"ppo": "rllib_ppo", "sb3_ppo": "sb3_ppo"}
 #: the exporter's self-check: largest |ONNX − torch| allowed on sampled observations
 PARITY_TOLERANCE = 1e-4
-_RLLIB_MODULE = Path("learner_group", "learner", "rl_module", "default_policy")
 
 
 class _RLlibActor(torch.nn.Module):
@@ -75,44 +79,63 @@ class _SB3Actor(torch.nn.Module):
         return out, p.log_std.expand_as(out)      # state-independent log-std
 
 
-def actor_from_checkpoint(checkpoint: Path, agent: str) -> tuple[torch.nn.Module, dict]:
+def actor_from_checkpoint(checkpoint: Path, agent: Mapping[str, Any], env_id: str,
+                          env_config: Mapping[str, Any]) -> tuple[torch.nn.Module, dict]:
     """The trained actor in a training checkpoint (``experiments.train``'s
     ``checkpoints/iter_NNNNNN/``) and what the bundle records about its source.
 
+    Nothing the framework pickled is read: the network is rebuilt from the run's config
+    (``agent``, ``env_id``, ``env_config``: ``run.json``) and its weights are loaded from
+    ``policy_weights.pt`` with ``torch.load(weights_only=True)``.
+
     Raises:
-        BundleError: an agent that has no bundle format, or a checkpoint without the files.
+        BundleError: an agent that has no bundle format, a checkpoint without
+            ``policy_weights.pt``, or weights that do not fit the config's network.
     """
-    if agent not in LEARNERS:
-        raise BundleError(f"agent {agent!r} has no policy bundle; bundles are exported from "
+    name = agent["name"]
+    if name not in LEARNERS:
+        raise BundleError(f"agent {name!r} has no policy bundle; bundles are exported from "
                           f"{sorted(LEARNERS)}")
     checkpoint = Path(checkpoint).resolve()
-    if agent == "ppo":
-        path = checkpoint / _RLLIB_MODULE
-        if not path.is_dir():
-            raise BundleError(f"{checkpoint} is not an RLlib PPO checkpoint (no {_RLLIB_MODULE})")
+    weights_file = checkpoint / WEIGHTS_FILE
+    if not weights_file.is_file():
+        raise BundleError(
+            f"{checkpoint} has no {WEIGHTS_FILE}; a bundle is exported from that file only "
+            "(never by unpickling the framework's checkpoint). Checkpoints written before it "
+            "existed lack it: resume the run (trust_checkpoint=true if it asks) to write one")
+    try:
+        weights = load_weights(weights_file)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    if name == "ppo":
         import ray
-        from ray.rllib.core.rl_module.rl_module import RLModule
 
-        module = RLModule.from_checkpoint(str(path))
-        discrete = isinstance(module.action_space, gym.spaces.Discrete)
-        actor: torch.nn.Module = _RLlibActor(module, discrete)
+        from agents.rllib_ppo import build_module
+
+        module = build_module(env_id, env_config, agent)
         framework = f"ray[rllib] {ray.__version__}"
     else:
-        path = checkpoint / "model.zip"
-        if not path.is_file():
-            raise BundleError(f"{checkpoint} is not an SB3 PPO checkpoint (no model.zip)")
         import stable_baselines3
-        from stable_baselines3 import PPO
 
-        policy = PPO.load(path, device="cpu").policy
-        discrete = isinstance(policy.action_space, gym.spaces.Discrete)
-        actor = _SB3Actor(policy, discrete)
+        from agents.sb3_ppo import build_policy
+
+        module = build_policy(env_id, env_config, agent)
         framework = f"stable-baselines3 {stable_baselines3.__version__}"
+    try:
+        module.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise BundleError(f"{weights_file} does not fit the network of the run's config "
+                          f"(agent {name}, hidden {list(agent['hidden'])}): "
+                          f"{str(exc).splitlines()[0]}") from None
+    discrete = isinstance(module.action_space, gym.spaces.Discrete)
+    actor: torch.nn.Module = (_RLlibActor(module, discrete) if name == "ppo"
+                              else _SB3Actor(module, discrete))
     actor.eval()
     meta_file = checkpoint / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    source = dict(learner=LEARNERS[agent], framework=framework, checkpoint=str(checkpoint),
-                  iteration=meta.get("iteration"), env_steps=meta.get("env_steps"))
+    source = dict(learner=LEARNERS[name], framework=framework, checkpoint=str(checkpoint),
+                  iteration=meta.get("iteration"), env_steps=meta.get("env_steps"),
+                  weights_sha256=weights_sha256(weights))
     return actor, source
 
 

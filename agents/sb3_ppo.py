@@ -24,6 +24,7 @@ import torch
 from gymnasium.vector import AutoresetMode
 from stable_baselines3 import PPO
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
 from agents.learners import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
@@ -35,7 +36,7 @@ from personarl.seeds import stream_seed32
 from personarl.statefile import read_state, write_state
 from synth.errors import ConfigError
 
-__all__ = ["SB3VecEnv", "SB3PPO", "SB3Policy"]
+__all__ = ["SB3VecEnv", "SB3PPO", "SB3Policy", "build_policy"]
 
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
                 "swish": torch.nn.SiLU, "linear": torch.nn.Identity}
@@ -98,6 +99,24 @@ class SB3VecEnv(VecEnv):
         return [indices] if isinstance(indices, int) else list(indices)
 
 
+def _policy_kwargs(agent: Mapping[str, Any]) -> dict[str, Any]:
+    hidden = list(agent["hidden"])
+    return dict(net_arch=dict(pi=hidden, vf=hidden),
+                activation_fn=_ACTIVATIONS[agent["activation"]])
+
+
+def build_policy(env_id: str, env_config: Mapping[str, Any], agent: Mapping[str, Any]
+                 ) -> ActorCriticPolicy:
+    """The ``ActorCriticPolicy`` ``SB3PPO`` trains, built from the config alone (untrained):
+    what ``policy_weights.pt`` is loaded into (``agents.export``)."""
+    env = create_env(env_id, {**env_config, "info_level": "none"})
+    try:
+        return ActorCriticPolicy(env.observation_space, env.action_space,
+                                 lr_schedule=lambda _: 0.0, **_policy_kwargs(agent))
+    finally:
+        env.close()
+
+
 class SB3PPO:
     """SB3 PPO behind the ``agents.learners.Learner`` interface.
 
@@ -117,15 +136,13 @@ class SB3PPO:
         self.vec = VecMonitor(SB3VecEnv(create_env(env_id, {
             **env_kwargs, "num_envs": n, "info_level": "none",
             "autoreset_mode": "same_step"})))
-        hidden = list(agent["hidden"])
         self.model = PPO(
             "MlpPolicy", self.vec, learning_rate=agent["lr"],
             n_steps=agent["train_batch_size"] // n, batch_size=agent["minibatch_size"],
             n_epochs=agent["num_epochs"], gamma=agent["gamma"], gae_lambda=agent["gae_lambda"],
             clip_range=agent["clip_param"], ent_coef=agent["entropy_coeff"],
             vf_coef=agent["vf_loss_coeff"], max_grad_norm=agent["grad_clip"],
-            policy_kwargs=dict(net_arch=dict(pi=hidden, vf=hidden),
-                               activation_fn=_ACTIVATIONS[agent["activation"]]),
+            policy_kwargs=_policy_kwargs(agent),
             seed=stream_seed32(seed, "training"), device="cpu", verbose=0)
         self._quiet_and_timed()
         self._per_iteration = agent["train_batch_size"]

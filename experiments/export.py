@@ -67,11 +67,27 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
     run = json.loads(run_file.read_text())
     cfg = OmegaConf.create(run["config"])
     env_id, kwargs = env_kwargs(cfg)
-    actor, source = actor_from_checkpoint(checkpoint, cfg.agent.name)
+    _check_weights(checkpoint, run)
+    actor, source = actor_from_checkpoint(
+        checkpoint, OmegaConf.to_container(cfg.agent, resolve=True), env_id, kwargs)
     training = _training_record(run_dir, source["iteration"])
     return write_bundle(actor, out, env_id=env_id,
                         env_config=kwargs, source=source, training=training,
                         config_hash=run["config_hash"], overwrite=overwrite, seed=cfg.seed)
+
+
+def _check_weights(checkpoint: Path, run: dict[str, Any]) -> None:
+    """Refuse weights that differ from what the run recorded when it saved them (a
+    corrupted or swapped file); a checkpoint without a record is exported as it is
+    (the weights file is read without unpickling either way)."""
+    from agents.bundle import sha256_file
+    from agents.learners import WEIGHTS_FILE
+
+    want = run.get("checkpoints", {}).get(checkpoint.name, {}).get(WEIGHTS_FILE)
+    weights = checkpoint / WEIGHTS_FILE
+    if want is not None and weights.is_file() and sha256_file(weights) != want:
+        raise BundleError(f"{weights} is not the file the run saved (its SHA-256 differs from "
+                          "the one run.json recorded); not exporting it")
 
 
 def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:

@@ -6,13 +6,25 @@
   last line, a corrupt line in the middle) never hides the rows after it: it is skipped
   with a warning naming its number, and a rewrite keeps it in ``metrics.jsonl.rejected``.
 * ``Checkpoints`` — ``checkpoints/iter_NNNNNN/``: each written into a temporary folder and
-  renamed when complete (``meta.json`` last), the newest ``keep`` kept.
+  renamed when complete (``meta.json`` last), the newest ``keep`` kept. Before the rename,
+  the SHA-256 of every file is recorded in the run's ``run.json`` (``checkpoints``:
+  name -> relative path -> digest); ``verify`` compares a checkpoint with that record.
+  Restoring an RLlib or SB3 checkpoint unpickles its files, so ``experiments.train``
+  resumes only from a checkpoint that matches the record the run wrote.
 * ``clean_leftovers`` — what a killed attempt left in the run directory: its temporary
   files and folders, removed when the next attempt (holding the run's lock) starts.
 * ``Tracker`` — wandb (offline unless ``WANDB_MODE`` or ``logger.mode`` says otherwise),
   files under the run directory, the run id saved in ``wandb_id.txt`` so a resumed run
   continues the same wandb run, grouped by ``logger.group`` or the multirun's sweep; a
-  no-op with ``logger=none``.
+  no-op with ``logger=none``. wandb writes its offline file from a helper process in
+  32 KiB blocks, so a killed attempt's file holds a part of its history or nothing: an
+  offline resumed run logs the kept history again from ``metrics.jsonl`` and removes the
+  earlier attempts' offline folders of the same run id, so its own folder holds the whole
+  history once (``wandb sync`` it after the run ends).
+* ``record_ray_session`` / ``stop_ray_leftovers`` — a run that starts Ray records Ray's
+  session directory in ``ray_session.json``; the next attempt kills, by PID, the processes
+  that still have files open in that directory (Ray's agents outlive a killed driver by
+  minutes). Processes are never chosen by name: other Ray sessions may share the machine.
 """
 
 from __future__ import annotations
@@ -21,13 +33,17 @@ import json
 import logging
 import os
 import shutil
+import signal
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from agents.bundle import write_atomic
+from agents.bundle import sha256_file, write_atomic
 from personarl import jsonio
 
-__all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic", "clean_leftovers"]
+__all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic", "clean_leftovers",
+           "file_digests", "record_ray_session", "forget_ray_session", "stop_ray_leftovers",
+           "ray_session_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -112,20 +128,111 @@ def clean_leftovers(run_dir: Path) -> list[Path]:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, ended but not yet reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:                   # alive, someone else's
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:                           # no /proc: signal 0 is all we know
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder``, by POSIX path relative to it (sorted).
+
+    Raises:
+        ValueError: an entry that is neither a regular file nor a folder (a symlink, a
+            device), which no checkpoint of ours holds.
+    """
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            raise ValueError(f"{p} is not a regular file or folder")
+        if p.is_file():
+            out[p.relative_to(folder).as_posix()] = sha256_file(p)
+    return out
+
+
+RAY_SESSION_FILE = "ray_session.json"
+
+
+def record_ray_session(run_dir: Path, session_dir: str) -> None:
+    """Note (in ``ray_session.json``) the Ray session this attempt started."""
+    write_atomic(run_dir / RAY_SESSION_FILE, jsonio.dumps(dict(session_dir=session_dir,
+                                                               driver_pid=os.getpid())))
+
+
+def forget_ray_session(run_dir: Path) -> None:
+    """The attempt's Ray is shut down: nothing to clean up after it."""
+    (run_dir / RAY_SESSION_FILE).unlink(missing_ok=True)
+
+
+def stop_ray_leftovers(run_dir: Path, grace_s: float = 3.0) -> list[int]:
+    """Kill the processes of the Ray session an earlier attempt of this run started and
+    did not shut down (it was killed): those with a file open under the recorded session
+    directory (``/proc/<pid>/fd``; Linux), SIGTERM first, SIGKILL after ``grace_s``.
+    Returns their PIDs; removes the record."""
+    record = run_dir / RAY_SESSION_FILE
+    if not record.is_file():
+        return []
+    try:
+        session = Path(jsonio.loads_strict(record.read_bytes())["session_dir"])
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("%s is unreadable (%s); not looking for its Ray processes", record, exc)
+        record.unlink(missing_ok=True)
+        return []
+    pids = ray_session_processes(session)
+    for pid in pids:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    for pid in ray_session_processes(session):       # still there, still that session's
+        _signal(pid, signal.SIGKILL)
+    if pids:
+        log.info("stopped %d Ray processes an earlier attempt left (session %s): %s",
+                 len(pids), session.name, pids)
+    record.unlink(missing_ok=True)
+    return pids
+
+
+def ray_session_processes(session_dir: Path) -> list[int]:
+    """PIDs of the processes (other than this one) with a file open under
+    ``session_dir``; empty where ``/proc`` is not available."""
+    session = str(Path(session_dir).resolve())
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        pid = int(fd_dir.parent.name)
+        if pid == os.getpid():
+            continue
+        try:
+            targets = [os.readlink(fd) for fd in fd_dir.iterdir()]
+        except OSError:                          # gone, or not ours to look at
+            continue
+        if any(t == session or t.startswith(session + "/") for t in targets):
+            found.append(pid)
+    return sorted(found)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 class Checkpoints:
-    """Atomic, rotated checkpoints in ``root`` (absolute paths throughout)."""
+    """Atomic, rotated checkpoints in ``root`` (absolute paths throughout), their files'
+    digests recorded in ``run_file`` (the run's ``run.json``) when one is given."""
 
-    def __init__(self, root: Path, keep: int) -> None:
+    def __init__(self, root: Path, keep: int, run_file: Path | None = None) -> None:
         self.root, self.keep = root.resolve(), keep
+        self.run_file = run_file
         self.root.mkdir(parents=True, exist_ok=True)
 
     def complete(self) -> list[Path]:
@@ -146,10 +253,48 @@ class Checkpoints:
         tmp.mkdir()
         write(tmp)
         write_atomic(tmp / "meta.json", jsonio.dumps(dict(meta), indent=2))
+        names = sorted({p.name for p in self.complete()} | {final.name})
+        pruned = names[:-self.keep]                     # the oldest beyond ``keep``
+        # recorded before the rename: a complete checkpoint always has its record
+        self._record({final.name: file_digests(tmp)}, drop=pruned)
         os.replace(tmp, final)
-        for old in self.complete()[:-self.keep]:
-            shutil.rmtree(old)
+        for name in pruned:
+            shutil.rmtree(self.root / name, ignore_errors=True)
         return final
+
+    def _record(self, add: Mapping[str, Mapping[str, str]], drop: list[str]) -> None:
+        if self.run_file is None:
+            return
+        run = jsonio.loads_strict(self.run_file.read_bytes())
+        records = {k: v for k, v in run.get("checkpoints", {}).items() if k not in drop}
+        records.update(add)
+        run["checkpoints"] = records
+        write_atomic(self.run_file, jsonio.dumps(run, indent=2))
+
+    def recorded(self, path: Path) -> dict[str, str] | None:
+        """The digests ``run.json`` recorded for checkpoint ``path``, or ``None``."""
+        if self.run_file is None or not self.run_file.is_file():
+            return None
+        run = jsonio.loads_strict(self.run_file.read_bytes())
+        return run.get("checkpoints", {}).get(Path(path).name)
+
+    def verify(self, path: Path) -> list[str]:
+        """What differs between checkpoint ``path`` and the digests recorded when it was
+        saved (empty: it is, byte for byte, what this run wrote): files changed, missing or
+        added, or no record at all."""
+        want = self.recorded(path)
+        if want is None:
+            return [f"run.json holds no record of {Path(path).name} (a checkpoint this run "
+                    "did not write, or one written before records were kept)"]
+        try:
+            have = file_digests(Path(path))
+        except ValueError as exc:
+            return [str(exc)]
+        problems = [f"{f} was changed" for f in sorted(set(want) & set(have))
+                    if want[f] != have[f]]
+        problems += [f"{f} is missing" for f in sorted(set(want) - set(have))]
+        problems += [f"{f} was added" for f in sorted(set(have) - set(want))]
+        return problems
 
     @staticmethod
     def meta(path: Path) -> dict[str, Any]:
@@ -157,11 +302,18 @@ class Checkpoints:
 
 
 class Tracker:
-    """wandb behind three calls; ``enabled=False`` makes every call a no-op."""
+    """wandb behind three calls; ``logger.name`` other than ``wandb`` makes each a no-op.
+
+    ``history``: on resume, the rows ``metrics.jsonl`` kept (up to the restored
+    checkpoint); an offline run logs them first (``restored`` counts them) and removes the
+    earlier attempts' offline folders of this run id (``superseded`` lists them).
+    """
 
     def __init__(self, run_dir: Path, logger_cfg: Mapping[str, Any], config: Mapping[str, Any],
-                 name: str, resume: bool, group: str | None = None) -> None:
+                 name: str, resume: bool, group: str | None = None,
+                 history: list[Mapping[str, Any]] | None = None) -> None:
         self.run = None
+        self.restored, self.superseded = 0, []
         if logger_cfg["name"] != "wandb":
             return
         import wandb
@@ -180,6 +332,18 @@ class Tracker:
         self.run.define_metric("env_steps")
         self.run.define_metric("*", step_metric="env_steps")
         write_atomic(id_file, self.run.id)
+        if run_id and self.run.offline:
+            for row in history or []:
+                self.run.log(dict(row))
+            self.restored = len(history or [])
+            mine = Path(self.run.dir).resolve().parent
+            for old in sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}")):
+                if old.resolve() != mine and old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old, ignore_errors=True)
+                    self.superseded.append(old)
+            log.info("wandb: logged the %d kept rows of metrics.jsonl into the resumed "
+                     "offline run; removed %d earlier attempts' offline folders",
+                     self.restored, len(self.superseded))
 
     def log(self, row: Mapping[str, Any]) -> None:
         if self.run is not None:

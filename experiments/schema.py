@@ -196,6 +196,7 @@ class TrainSchema:
     seed: int = 0
     budget: int = 1_000_000             # env steps to train for
     resume: bool = False
+    trust_checkpoint: bool = False      # resume from a checkpoint run.json has no match for
     progress: bool = True
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
     ray: RaySchema = field(default_factory=RaySchema)

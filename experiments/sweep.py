@@ -66,7 +66,8 @@ def check_space(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError("sweep.space is empty: declare at least one parameter")
     for key, spec in space.items():
         where = f"sweep.space.{key!r}"
-        if key.split(".")[0] in ("sweep", "ray", "logger", "resume", "progress"):
+        if key.split(".")[0] in ("sweep", "ray", "logger", "resume", "trust_checkpoint",
+                                 "progress"):
             raise ConfigError(f"{where}: {key.split('.')[0]}.* is not a training parameter")
         if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
             raise ConfigError(f"{where}: unknown parameter (no such key in the training "

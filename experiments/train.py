@@ -9,11 +9,16 @@ Everything the run writes lives in Hydra's run directory:
 
 * ``run.lock`` — held by the running process (``flock``; freed when it ends, even by
   ``kill -9``): a second run started in the same directory exits 2 naming the holder;
-* ``run.json`` — the config hash and the hashed part of the config (checked on resume);
+* ``run.json`` — the config hash and the config (checked on resume), and the SHA-256 of
+  every file of every kept checkpoint, recorded as it was saved: ``resume=true`` restores
+  only a checkpoint that matches (restoring unpickles RLlib's and SB3's files; a pickle
+  can run any code), unless ``trust_checkpoint=true``;
 * ``metrics.jsonl`` — one row per iteration: ``iteration``, ``env_steps`` and namespaced
   metrics (``charts/``, ``losses/``; wall-clock figures under ``perf/``);
 * ``checkpoints/iter_NNNNNN/`` — the newest ``checkpoint.keep`` complete checkpoints;
 * ``rllib/`` (RLlib's own log directory), ``wandb/`` and ``wandb_id.txt``;
+* ``ray_session.json`` — while the run's own Ray runs: its session directory, through
+  which the next attempt finds and stops what a killed one left;
 * ``summary.json``, ``report.md``, ``report.html``, ``*.png`` — the final evaluation;
 * ``policy/`` — the final PPO policy's bundle (``model.onnx``, ``policy.json``,
   ``manifest.json``; see ``agents.bundle``), what ``agents.serving.load_policy`` and ``experiments.serve`` load.
@@ -42,12 +47,14 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from agents.factory import make_policy  # noqa: E402
-from agents.learners import Learner, OnlineBaseline  # noqa: E402
+from agents.learners import (WEIGHTS_FILE, Learner, OnlineBaseline,  # noqa: E402
+                             load_weights, weights_sha256)
 from envs.creator import vector_maker  # noqa: E402
 from experiments.export import export_checkpoint  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E402
-                                  clean_leftovers, write_atomic)
+                                  clean_leftovers, forget_ray_session, record_ray_session,
+                                  stop_ray_leftovers, write_atomic)
 from experiments.schema import register_configs  # noqa: E402
 from experiments.train_report import write_report  # noqa: E402
 from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E402
@@ -63,22 +70,28 @@ register_configs()
 
 
 @contextmanager
-def ray_session(cfg: DictConfig) -> Iterator[None]:
-    """Ray for the run: reuse a running one (tests), join ``ray.address``, or start one."""
+def ray_session(cfg: DictConfig, run_dir: Path) -> Iterator[None]:
+    """Ray for the run: reuse a running one (tests), join ``ray.address``, or start one —
+    recorded in ``run_dir/ray_session.json`` until it is shut down, so that the next
+    attempt can stop what a killed one left (``run_files.stop_ray_leftovers``)."""
     import ray
 
     if ray.is_initialized():
         yield
         return
+    started = not cfg.ray.address
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, log_to_driver=False)
     else:
-        ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
-                 _temp_dir=cfg.ray.temp_dir, log_to_driver=False)
+        context = ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
+                           _temp_dir=cfg.ray.temp_dir, log_to_driver=False)
+        record_ray_session(run_dir, context.address_info["session_dir"])
     try:
         yield
     finally:
         ray.shutdown()
+        if started:
+            forget_ray_session(run_dir)
 
 
 def build_learner(cfg: DictConfig, run_dir: Path) -> Learner:
@@ -121,7 +134,20 @@ def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
         diff = config_diff(old["config"], cfg)
         raise ConfigError(f"resume=true but the config differs from the run's (hash "
                           f"{old['config_hash']} vs {chash}): " + "; ".join(diff))
-    return ckpts.latest()
+    latest = ckpts.latest()
+    problems = ckpts.verify(latest) if latest is not None else []
+    if problems and not cfg.trust_checkpoint:
+        shown = "; ".join(problems[:5]) + (f"; … {len(problems) - 5} more"
+                                           if len(problems) > 5 else "")
+        raise ConfigError(
+            f"{latest} is not what this run saved ({shown}). Restoring a checkpoint "
+            "unpickles it, and a pickle runs whatever code it names: resume only from "
+            "checkpoints this run wrote, or pass trust_checkpoint=true if you know where "
+            "this one came from")
+    if problems:
+        log.warning("trust_checkpoint=true: restoring %s although %s", latest,
+                    "; ".join(problems))
+    return latest
 
 
 def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
@@ -150,12 +176,13 @@ def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
 def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
            on_iteration: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     clean_leftovers(run_dir)
-    ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep)
+    stop_ray_leftovers(run_dir)
+    ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep, run_dir / "run.json")
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     restore_from = _start_or_resume(cfg, run_dir, ckpts, metrics)
     env_id, _ = env_kwargs(cfg)
     start = time.perf_counter()
-    with ray_session(cfg) if cfg.agent.name == "ppo" else nullcontext():
+    with ray_session(cfg, run_dir) if cfg.agent.name == "ppo" else nullcontext():
         learner = build_learner(cfg, run_dir)
         try:
             if restore_from is not None:
@@ -167,15 +194,21 @@ def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
             elif cfg.resume:
                 metrics.truncate_after(0)
             tracker = Tracker(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
-                              name=run_dir.name, resume=cfg.resume, group=wandb_group)
+                              name=run_dir.name, resume=cfg.resume, group=wandb_group,
+                              history=metrics.rows() if cfg.resume else None)
             _loop(cfg, learner, ckpts, metrics, tracker, env_id, on_iteration)
             train_seconds = time.perf_counter() - start
             summary = evaluate_policies(cfg, learner.policy())
         finally:
             learner.close()
     meta = dict(agent=cfg.agent.name, env_id=env_id, env_steps=learner.env_steps,
-                iterations=learner.iteration, train_seconds=train_seconds,
-                config_hash=config_hash(cfg), episodes=cfg.eval.episodes)
+                iterations=learner.iteration, config_hash=config_hash(cfg),
+                episodes=cfg.eval.episodes)
+    if cfg.agent.name in PPO_AGENTS:          # the trained policy's identity
+        meta["weights_sha256"] = weights_sha256(load_weights(ckpts.latest() / WEIGHTS_FILE))
+    # wall-clock figures only under perf: everything else is the same for the same seed,
+    # resumed or not
+    meta["perf"] = dict(train_seconds=train_seconds, resumed=restore_from is not None)
     write_atomic(run_dir / "summary.json", jsonio.dumps(dict(meta=meta, populations=summary),
                                                       indent=2))
     report = write_report(run_dir, summary, meta, metrics.rows())

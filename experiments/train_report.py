@@ -63,9 +63,12 @@ def archetype_bars(pop: dict[str, Any], path: Path, title: str) -> Path:
 
 def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str]
             ) -> list[Block]:
+    perf = meta["perf"]
+    attempt = " (the last attempt: the run was resumed)" if perf["resumed"] else ""
     b: list[Block] = [("h1", f"Training report — {meta['agent']} on {meta['env_id']}"),
                       ("p", f"{meta['env_steps']:,} env steps in {meta['iterations']} "
-                            f"iterations, {meta['train_seconds']:.0f} s of training; config "
+                            f"iterations, {perf['train_seconds']:.0f} s of training{attempt}"
+                            f"; config "
                             f"hash `{meta['config_hash']}`. Every policy was evaluated on the "
                             f"same {meta['episodes']:,} held-out users per population "
                             f"(paired), with the latent truth on.")]

@@ -68,3 +68,106 @@ def test_a_killed_attempts_temporary_files_are_removed_and_a_live_export_is_not(
     assert sorted(removed) == sorted(left + [tmp_path / ".summary.json.tmp"])
     assert not any(p.exists() for p in removed) and live.exists()
     assert all(d.exists() for d in kept)
+
+
+def test_checkpoint_digests_are_recorded_before_the_rename_and_verified(tmp_path):
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"config_hash": "x", "config": {}}))
+    ckpts = Checkpoints(tmp_path / "ck", keep=2, run_file=run_file)
+
+    def write(d):
+        (d / "module").mkdir()
+        (d / "module" / "weights.bin").write_bytes(b"w")
+        (d / "state.pkl").write_bytes(b"s")
+
+    for it in (1, 2, 3):
+        ckpts.save(write, {"iteration": it, "env_steps": it})
+    run = json.loads(run_file.read_text())
+    assert sorted(run["checkpoints"]) == ["iter_000002", "iter_000003"]      # pruned too
+    assert sorted(run["checkpoints"]["iter_000003"]) == ["meta.json", "module/weights.bin",
+                                                         "state.pkl"]
+    assert run["config_hash"] == "x"                                          # kept
+    latest = ckpts.latest()
+    assert ckpts.verify(latest) == []
+    (latest / "state.pkl").write_bytes(b"payload")
+    (latest / "module" / "weights.bin").unlink()
+    (latest / "extra.pkl").write_bytes(b"e")
+    assert ckpts.verify(latest) == ["state.pkl was changed", "module/weights.bin is missing",
+                                    "extra.pkl was added"]
+    (latest / "extra.pkl").unlink()
+    (latest / "extra.pkl").symlink_to(latest / "state.pkl")
+    assert "is not a regular file" in ckpts.verify(latest)[0]
+    foreign = tmp_path / "ck" / "iter_000009"
+    foreign.mkdir()
+    (foreign / "meta.json").write_text("{}")
+    assert "holds no record of iter_000009" in ckpts.verify(foreign)[0]
+
+
+def test_resume_refuses_a_checkpoint_that_differs_from_its_record(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.schema import register_configs
+    from experiments.train import train
+    from synth.errors import ConfigError
+    from tests.test_train_run import ROOT
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=smoke", "logger=none", "agent=linucb",
+                                          "eval.episodes=32", "budget=8192"])
+        resume = compose("train", overrides=["experiment=smoke", "logger=none",
+                                             "agent=linucb", "eval.episodes=32",
+                                             "budget=8192", "resume=true"])
+        trusted = compose("train", overrides=["experiment=smoke", "logger=none",
+                                              "agent=linucb", "eval.episodes=32",
+                                              "budget=8192", "resume=true",
+                                              "trust_checkpoint=true"])
+    train(cfg, tmp_path)
+    latest = sorted((tmp_path / "checkpoints").glob("iter_*"))[-1]
+    (latest / "state.json").write_text((latest / "state.json").read_text() + " ")
+    with pytest.raises(ConfigError, match=r"iter_000002 is not what this run saved \(state"
+                                          r"\.json was changed\).*trust_checkpoint=true"):
+        train(resume, tmp_path)
+    assert train(trusted, tmp_path)["meta"]["iterations"] == 2        # the user's call
+
+
+def test_export_reads_only_the_weights_file(tmp_path):
+    from agents.bundle import BundleError
+    from agents.export import actor_from_checkpoint
+    from envs import ROUTING_ID
+
+    agent = {"name": "ppo", "hidden": [8], "activation": "tanh"}
+    (tmp_path / "class_and_ctor_args.pkl").write_bytes(b"never read")
+    with pytest.raises(BundleError, match="has no policy_weights.pt; a bundle is exported "
+                                          "from that file only"):
+        actor_from_checkpoint(tmp_path, agent, ROUTING_ID, {})
+    (tmp_path / "policy_weights.pt").write_bytes(b"not a state dict")
+    with pytest.raises(BundleError, match="policy_weights.pt is not a readable weights file"):
+        actor_from_checkpoint(tmp_path, agent, ROUTING_ID, {})
+
+
+def test_ray_leftovers_are_found_through_their_session_directory_only(tmp_path):
+    import subprocess
+    import sys
+
+    from experiments.run_files import record_ray_session, stop_ray_leftovers
+
+    session, elsewhere = tmp_path / "session_1", tmp_path / "other"
+    for d in (session, elsewhere):
+        (d / "logs").mkdir(parents=True)
+    hold = "import sys, time\nf = open(sys.argv[1], 'a')\nprint('open', flush=True)\ntime.sleep(60)"
+    ours = subprocess.Popen([sys.executable, "-c", hold, str(session / "logs" / "agent.out")],
+                            stdout=subprocess.PIPE, text=True)
+    theirs = subprocess.Popen([sys.executable, "-c", hold, str(elsewhere / "logs" / "a.out")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert ours.stdout.readline() == theirs.stdout.readline() == "open\n"
+        record_ray_session(tmp_path, str(session))
+        assert stop_ray_leftovers(tmp_path, grace_s=5.0) == [ours.pid]
+        assert ours.wait(timeout=5) is not None and theirs.poll() is None
+        assert not (tmp_path / "ray_session.json").exists()
+        assert stop_ray_leftovers(tmp_path) == []                 # nothing recorded: nothing
+    finally:
+        for p in (ours, theirs):
+            p.kill()
+            p.wait()

@@ -103,50 +103,131 @@ def test_sb3_ppo_trains_through_the_same_config(tmp_path):
     assert_every_json_file_is_strict(tmp_path)                  # policy.json included
 
 
-@pytest.mark.slow
-def test_sigkill_after_a_checkpoint_then_resume_finishes_the_budget(tmp_path):
-    run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "experiments.train", "experiment=smoke", *SMALL_PPO,
-           "budget=40000",
-           "checkpoint.every=3", "checkpoint.keep=2", "eval.episodes=64",
-           "logger=wandb_offline", f"hydra.run.dir={run}", f"ray.temp_dir=/tmp/ray-k{os.getpid()}"]
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    ckpt_dir = run / "checkpoints"
-    deadline = time.time() + 240
-    try:
-        while time.time() < deadline:          # a checkpoint, then a few more iterations
-            done = sorted(ckpt_dir.glob("iter_*/meta.json")) if ckpt_dir.exists() else []
-            if done and (run / "metrics.jsonl").exists():
-                last_ckpt = json.loads(done[-1].read_text())["iteration"]
-                if last_ckpt >= 3 and len(rows(run)) >= last_ckpt + 2:
-                    break
-            time.sleep(0.2)
-        else:
-            pytest.fail("no checkpoint within 240 s")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL
-    before = rows(run)
-    wandb_id = (run / "wandb_id.txt").read_text()
-    restored = json.loads(sorted(ckpt_dir.glob("iter_*/meta.json"))[-1].read_text())
-    assert len(before) > restored["iteration"]             # iterations were lost
+def wandb_history(path: Path) -> list[dict]:
+    """The history rows in a wandb offline file (``run-<id>.wandb``): a 7-byte header, then
+    LevelDB-log records (CRC, length, type; split over 32 KiB blocks) of ``Record``s."""
+    import struct
 
-    resumed = subprocess.run(cmd + ["resume=true"], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    after = rows(run)
-    its = [r["iteration"] for r in after]
-    assert its == list(range(1, len(after) + 1))           # no duplicates, no gaps
-    k = restored["iteration"]
-    assert after[:k] == before[:k]                         # kept rows untouched
-    assert after[k]["env_steps"] > restored["env_steps"]   # continued from the checkpoint
-    assert after[-1]["env_steps"] >= 40000
-    assert (run / "wandb_id.txt").read_text() == wandb_id  # the same wandb run continues
-    assert len(list((run / "wandb").glob(f"offline-run-*-{wandb_id}"))) >= 1
-    assert (run / "report.md").exists()
+    from wandb.proto import wandb_internal_pb2
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", data[:7]
+    block, pos, parts, out = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
+        if kind == 0:                                      # the rest of the block is padding
+            pos += left
+            continue
+        chunk = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        parts = chunk if kind in (1, 2) else parts + chunk   # full/first, middle/last
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            if record.WhichOneof("record_type") == "history":
+                out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                            for i in record.history.item})
+    return out
+
+
+class _Payload:
+    """A pickle that creates a folder when it is loaded: proof that a file was unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.marker,))
+
+
+@pytest.mark.slow
+def test_killed_at_three_points_the_resumed_run_is_the_uninterrupted_run(tmp_path):
+    """kill -9 mid-iteration, during a checkpoint write and during the export, resuming
+    after each: the same metrics (but perf/*), final weights and summary as a run never
+    killed; nothing left behind; the wandb history whole, once. Then a planted pickle in the
+    checkpoint: never run by export, refused by resume."""
+    from experiments.export import export_checkpoint
+    from experiments.run_files import ray_session_processes
+
+    overrides = ["experiment=smoke", *SMALL_PPO, "budget=6144", "checkpoint.every=2",
+                 "eval.episodes=32", "eval.baselines=[random]", "logger=wandb_offline"]
+    cmd = [sys.executable, "-m", "experiments.train", *overrides,
+           f"ray.temp_dir=/tmp/ray-k{os.getpid()}"]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    with open(tmp_path / "ref.log", "w") as ref_log:         # runs beside the killed ones
+        reference = subprocess.Popen(cmd + [f"hydra.run.dir={ref}"], cwd=ROOT, env=env,
+                                     stdout=ref_log, stderr=ref_log)
+    sessions, procs, left_behind = [], [], []
+
+    def attempt_killed_when(ready, resume: bool) -> None:
+        proc = subprocess.Popen(cmd + [f"hydra.run.dir={run}"] + ["resume=true"] * resume,
+                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        procs.append(proc)
+        deadline = time.time() + 240
+        while not ready():
+            assert proc.poll() is None, "the attempt ended before its kill point"
+            assert time.time() < deadline, "no kill point within 240 s"
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)                # the driver only, as kill -9 <pid>
+        proc.wait()
+        if (run / "ray_session.json").exists():         # Ray is shut down before export
+            session = json.loads((run / "ray_session.json").read_text())["session_dir"]
+            sessions.append(session)
+            left_behind.extend(ray_session_processes(Path(session)))
+
+    try:
+        attempt_killed_when(lambda: (run / "metrics.jsonl").exists() and len(rows(run)) >= 3,
+                            resume=False)                    # mid-iteration 4
+        attempt_killed_when(lambda: any((run / "checkpoints").glob(".tmp_iter_*")),
+                            resume=True)                     # writing a checkpoint
+        assert list((run / "checkpoints").glob(".tmp_iter_*"))
+        attempt_killed_when(lambda: any(run.glob(".policy.tmp-*")), resume=True)  # exporting
+        assert list(run.glob(".policy.tmp-*"))
+        last = subprocess.run(cmd + [f"hydra.run.dir={run}", "resume=true"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert last.returncode == 0, last.stderr[-2000:]
+        assert reference.wait(timeout=300) == 0, (tmp_path / "ref.log").read_text()[-2000:]
+    finally:
+        for proc in [reference, *procs]:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in procs:                               # whatever Ray left, if the test failed
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    assert [learning_part(r) for r in rows(run)] == [learning_part(r) for r in rows(ref)]
+    assert [r["iteration"] for r in rows(run)] == list(range(1, 7))
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (run, ref)]
+    for summary in summaries:
+        summary["meta"].pop("perf")
+    assert summaries[0] == summaries[1] and len(summaries[0]["meta"]["weights_sha256"]) == 64
+    # nothing left behind: temporary files, Ray processes of the killed attempts
+    assert not list(run.glob(".*.tmp*")) and not list(run.glob("checkpoints/.tmp_*"))
+    assert not (run / "ray_session.json").exists()
+    assert len(sessions) == 2 and left_behind                 # Ray's agents outlive a driver
+    assert all(ray_session_processes(Path(s)) == [] for s in sessions)     # the next stops them
+    # one offline wandb run holding the whole history once
+    wandb_id = (run / "wandb_id.txt").read_text()
+    folders = list((run / "wandb").glob(f"offline-run-*-{wandb_id}"))
+    assert len(folders) == 1
+    history = wandb_history(folders[0] / f"run-{wandb_id}.wandb")
+    assert [h["iteration"] for h in history] == list(range(1, 7))
+
+    # a checkpoint is code: a planted pickle runs neither on export nor on resume
+    checkpoint = sorted((run / "checkpoints").glob("iter_*"))[-1]
+    marker = tmp_path / "payload-ran"
+    import pickle
+    (checkpoint / "class_and_ctor_args.pkl").write_bytes(pickle.dumps(_Payload(marker)))
+    bundle = export_checkpoint(checkpoint, tmp_path / "bundle")
+    assert (bundle / "model.onnx").is_file() and not marker.exists()
+    with pytest.raises(ConfigError, match="class_and_ctor_args.pkl was changed.*trust_checkpoint"):
+        train(load(*overrides, "resume=true"), run)
+    assert not marker.exists()
 
 
 @pytest.mark.slow
