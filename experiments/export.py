@@ -5,7 +5,9 @@
 
 The checkpoint must come from ``experiments.train`` with ``agent=ppo`` (RLlib) or
 ``agent=sb3_ppo``: its run directory's ``run.json`` says which env and config it was trained
-with. ``out`` defaults to the run directory's ``policy/`` (where ``experiments.train`` puts
+with, and the network is rebuilt from that config and loaded from the checkpoint's
+``policy_weights.pt`` (``torch.load(weights_only=True)``, its SHA-256 checked against the
+run's record) — the framework's pickled files are never opened. ``out`` defaults to the run directory's ``policy/`` (where ``experiments.train`` puts
 the final policy's bundle). Mistakes exit with status 2 and a message, writing nothing.
 """
 

@@ -36,9 +36,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.run_files import stop_ray_leftovers
 from experiments.schema import register_configs
 from experiments.wiring import validate
 from personarl import jsonio
+from personarl.locks import exclusive_lock
 from personarl.seeds import stream_seed32
 from synth.errors import ConfigError, PersonaRLError, check_int
 
@@ -186,14 +188,12 @@ def _rerun(base: dict[str, Any], top: list[dict[str, Any]], seeds: list[int], ro
 
 
 def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Check the space, run the search, write ``sweep.json``; returns its content."""
-    import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
+    """Check the space, run the search, write ``sweep.json``; returns its content.
 
-    from experiments.train import ray_session
-
+    Raises:
+        ConfigError: a bad space or setting (before Ray starts); ``InUseError`` when
+            another sweep runs in ``run_dir`` (held through ``run_dir/run.lock``).
+    """
     validate(cfg)
     space = check_space(cfg)
     s = cfg.sweep
@@ -208,10 +208,31 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     per_iteration = cfg.agent.get("train_batch_size", 4096)
     max_iterations = max(1, math.ceil(cfg.budget / per_iteration)) + 1   # + the final report
     run_dir = run_dir.resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # one sweep per directory; then what a killed one left (its Ray processes) can go
+    lock = exclusive_lock(run_dir / "run.lock", "{path} is in use by a sweep: {holder}; "
+                          "wait for it to end (or kill it), or choose another hydra.run.dir")
+    try:
+        stop_ray_leftovers(run_dir)
+        return _search(cfg, run_dir, space, max_iterations)
+    finally:
+        lock.close()
+
+
+def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iterations: int
+            ) -> dict[str, Any]:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from experiments.train import ray_session
+
+    s = cfg.sweep
     base = OmegaConf.to_container(cfg, resolve=True)
     base.pop("sweep")
     base["progress"] = False
-    with ray_session(cfg):
+    with ray_session(cfg, run_dir):
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, base=base, group=run_dir.name),
                                 {"cpu": s.cpus_per_trial}),

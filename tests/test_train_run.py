@@ -103,34 +103,6 @@ def test_sb3_ppo_trains_through_the_same_config(tmp_path):
     assert_every_json_file_is_strict(tmp_path)                  # policy.json included
 
 
-def wandb_history(path: Path) -> list[dict]:
-    """The history rows in a wandb offline file (``run-<id>.wandb``): a 7-byte header, then
-    LevelDB-log records (CRC, length, type; split over 32 KiB blocks) of ``Record``s."""
-    import struct
-
-    from wandb.proto import wandb_internal_pb2
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", data[:7]
-    block, pos, parts, out = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7]) if left >= 7 else (0, 0, 0)
-        if kind == 0:                                      # the rest of the block is padding
-            pos += left
-            continue
-        chunk = data[pos + 7:pos + 7 + length]
-        pos += 7 + length
-        parts = chunk if kind in (1, 2) else parts + chunk   # full/first, middle/last
-        if kind in (1, 4):
-            record = wandb_internal_pb2.Record()
-            record.ParseFromString(parts)
-            if record.WhichOneof("record_type") == "history":
-                out.append({i.key or "/".join(i.nested_key): json.loads(i.value_json)
-                            for i in record.history.item})
-    return out
-
-
 class _Payload:
     """A pickle that creates a folder when it is loaded: proof that a file was unpickled."""
 
@@ -147,6 +119,7 @@ def test_killed_at_three_points_the_resumed_run_is_the_uninterrupted_run(tmp_pat
     after each: the same metrics (but perf/*), final weights and summary as a run never
     killed; nothing left behind; the wandb history whole, once. Then a planted pickle in the
     checkpoint: never run by export, refused by resume."""
+    from experiments.bench.faults import wandb_history
     from experiments.export import export_checkpoint
     from experiments.run_files import ray_session_processes
 
@@ -283,3 +256,23 @@ def test_a_run_directory_holds_one_run_at_a_time(tmp_path):
         holder.send_signal(signal.SIGKILL)                 # the kernel frees the lock
         holder.wait()
     exclusive_lock(tmp_path / "run.lock", "{holder}").close()
+
+
+def test_an_online_baseline_resumes_bit_for_bit(tmp_path):
+    """Saved mid-stream (users in flight, the policy's generator), restored into a fresh
+    learner: the next iterations are the ones the original trains."""
+    import numpy as np
+
+    from experiments.train import build_learner
+
+    cfg = load(*SMOKE, "agent=thompson")
+    first = build_learner(cfg, tmp_path)
+    first.train()
+    first.save(tmp_path)
+    want = [learning_part(first.train()) for _ in range(2)]
+    again = build_learner(cfg, tmp_path)
+    again.restore(tmp_path)
+    assert [learning_part(again.train()) for _ in range(2)] == want
+    for name, value in vars(first.policy()).items():
+        if isinstance(value, np.ndarray):
+            assert np.array_equal(value, getattr(again.policy(), name)), name

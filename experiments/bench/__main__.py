@@ -8,7 +8,8 @@
     python -m experiments.bench serve   [--run <train run dir>] [--bundle <dir>] [--parts loader,http]
                                         [--rate 200] [--requests 30000] [--ladder 200,400,...]
                                         [--out benchmarks/serve.json]
-    python -m experiments.bench faults  [--bundle <dir>] [--kills 12] [--out benchmarks/faults.json]
+    python -m experiments.bench faults  [--parts server,registry,training] [--bundle <dir>]
+                                        [--kills 12] [--train-kills 4] [--out benchmarks/faults.json]
     python -m experiments.bench sweep   [--budget 200000] [--trials 8] [--repeats 2]
                                         [--out benchmarks/sweep.json]
     python -m experiments.bench ope     [--rows 1000000] [--seeds 100] [--logged 10000]
@@ -84,12 +85,16 @@ def main(argv: list[str] | None = None) -> int:
                      help="comma-separated request rates for the highest sustained one")
     srv.add_argument("--ladder-seconds", type=float, default=10.0)
     srv.add_argument("--out", default="benchmarks/serve.json")
-    flt = sub.add_parser("faults", help="kill -9 the server and the registry under load; "
-                                        "count what acknowledged work was lost")
+    flt = sub.add_parser("faults", help="kill -9 the server and the registry under load, and "
+                                        "training runs; count what was lost")
     flt.add_argument("--bundle", default=None, help="the bundle served (default: a small "
                                                     "untrained AgentRouting bundle)")
     flt.add_argument("--kills", type=int, default=12, help="server kills")
     flt.add_argument("--registry-kills", type=int, default=40, help="registry-writer kills")
+    flt.add_argument("--train-kills", type=int, default=4,
+                     help="kills of each training configuration")
+    flt.add_argument("--parts", default="server,registry,training",
+                     help="comma-separated subset of server, registry, training")
     flt.add_argument("--seed", type=int, default=0, help="kill times and load")
     flt.add_argument("--out", default="benchmarks/faults.json")
     swp = sub.add_parser("sweep", help="an 8-trial Optuna/ASHA sweep + re-runs, timed, twice")
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",
                  "eval_every", "eval_episodes", "num_envs", "calls", "cold_runs", "rate", "rows",
                  "logged", "resamples", "trials", "repeats", "refit_seeds", "requests",
-                 "segment_rows", "ladder_seconds", "kills", "registry_kills"):
+                 "segment_rows", "ladder_seconds", "kills", "registry_kills", "train_kills"):
         value = getattr(args, name, None)
         if value is not None and value <= 0:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
@@ -160,9 +165,12 @@ def main(argv: list[str] | None = None) -> int:
                      ladder=ladder, ladder_seconds=args.ladder_seconds,
                      segment_rows=args.segment_rows)
     elif args.what == "faults":
-        from experiments.bench.faults import run
+        from experiments.bench.faults import PARTS, run
+        parts = tuple(p for p in args.parts.split(",") if p)
+        if set(parts) - set(PARTS) or not parts:
+            parser.error(f"--parts={args.parts!r}: choose from {', '.join(PARTS)}")
         result = run(bundle=args.bundle, kills=args.kills, registry_kills=args.registry_kills,
-                     seed=args.seed)
+                     seed=args.seed, train_kills=args.train_kills, parts=parts)
     else:
         from experiments.bench.train import run
         result = run(experiment=args.experiment or None, budget=args.budget, seeds=args.seeds,
