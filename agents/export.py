@@ -21,7 +21,6 @@ checkpoint's ``policy_weights.pt`` (``torch.load(weights_only=True)``); RLlib's
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -80,17 +79,21 @@ class _SB3Actor(torch.nn.Module):
 
 
 def actor_from_checkpoint(checkpoint: Path, agent: Mapping[str, Any], env_id: str,
-                          env_config: Mapping[str, Any]) -> tuple[torch.nn.Module, dict]:
+                          env_config: Mapping[str, Any], expected_sha256: str | None = None
+                          ) -> tuple[torch.nn.Module, dict]:
     """The trained actor in a training checkpoint (``experiments.train``'s
     ``checkpoints/iter_NNNNNN/``) and what the bundle records about its source.
 
     Nothing the framework pickled is read: the network is rebuilt from the run's config
     (``agent``, ``env_id``, ``env_config``: ``run.json``) and its weights are loaded from
-    ``policy_weights.pt`` with ``torch.load(weights_only=True)``.
+    ``policy_weights.pt`` with ``torch.load(weights_only=True)`` — after checking the
+    file's SHA-256 against ``expected_sha256`` when that is given (the run's record).
 
     Raises:
         BundleError: an agent that has no bundle format, a checkpoint without
-            ``policy_weights.pt``, or weights that do not fit the config's network.
+            ``policy_weights.pt``, a weights file that is unreadable, differs from
+            ``expected_sha256`` or does not fit the config's network, or an unreadable
+            ``meta.json``.
     """
     name = agent["name"]
     if name not in LEARNERS:
@@ -104,7 +107,7 @@ def actor_from_checkpoint(checkpoint: Path, agent: Mapping[str, Any], env_id: st
             "(never by unpickling the framework's checkpoint). Checkpoints written before it "
             "existed lack it: resume the run (trust_checkpoint=true if it asks) to write one")
     try:
-        weights = load_weights(weights_file)
+        weights = load_weights(weights_file, sha256=expected_sha256)
     except ValueError as exc:
         raise BundleError(str(exc)) from None
     if name == "ppo":
@@ -132,7 +135,12 @@ def actor_from_checkpoint(checkpoint: Path, agent: Mapping[str, Any], env_id: st
                               else _SB3Actor(module, discrete))
     actor.eval()
     meta_file = checkpoint / "meta.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    try:
+        meta = jsonio.loads_strict(meta_file.read_bytes()) if meta_file.is_file() else {}
+    except ValueError as exc:
+        raise BundleError(f"{meta_file} is not readable JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise BundleError(f"{meta_file} holds {type(meta).__name__}, not a JSON object")
     source = dict(learner=LEARNERS[name], framework=framework, checkpoint=str(checkpoint),
                   iteration=meta.get("iteration"), env_steps=meta.get("env_steps"),
                   weights_sha256=weights_sha256(weights))

@@ -73,27 +73,37 @@ def set_process_rng_state(state: Mapping[str, Any]) -> None:
     torch.set_rng_state(torch.from_numpy(np.array(state["torch"], dtype=np.uint8)))
 
 
-def save_weights(module: Any, path: Path) -> str:
-    """Write ``module.state_dict()`` to ``path`` (tensors only); returns its SHA-256
-    (``weights_sha256``)."""
+def save_weights(module: Any, path: Path) -> None:
+    """Write ``module.state_dict()`` to ``path`` (tensors only, on the CPU)."""
     import torch
 
-    weights = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-    torch.save(weights, path)
-    return weights_sha256(weights)
+    torch.save({k: v.detach().cpu().clone() for k, v in module.state_dict().items()}, path)
 
 
-def load_weights(path: Path) -> dict[str, Any]:
+def load_weights(path: Path, sha256: str | None = None) -> dict[str, Any]:
     """The ``state_dict`` in ``path``, read with ``torch.load(weights_only=True)`` (PyTorch's
     restricted unpickler: tensors and plain containers only; nothing in the file runs).
+    With ``sha256``, the bytes read are checked against it first (read once: what is
+    checked is what is loaded).
 
     Raises:
-        ValueError: the file is missing, unreadable or holds anything but named tensors.
+        ValueError: the file is missing, differs from ``sha256``, is unreadable or holds
+            anything but named tensors.
     """
+    import hashlib
+    import io
+
     import torch
 
     try:
-        weights = torch.load(path, map_location="cpu", weights_only=True)
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable weights file: {exc}") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path} is not the file the run saved (its SHA-256 differs from "
+                         "the one run.json recorded)")
+    try:
+        weights = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:             # torch raises UnpicklingError, RuntimeError, …
         raise ValueError(f"{path} is not a readable weights file: {exc}") from None
     if not (isinstance(weights, dict)

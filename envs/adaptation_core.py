@@ -37,6 +37,12 @@ OBS_COLUMNS: dict[str, slice] = column_slices((
 class AdaptationCore(BaseCore):
     """State and dynamics of ``num_lanes`` conversations (spec: ``envs.adaptation``)."""
 
+    #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
+    state_fields = ("traits", "target", "importance", "weights", "primary", "group", "consent",
+                    "is_bot", "state", "perceived", "last_style", "reading", "msg_noise",
+                    "topic", "thumb_u", "leave_u", "t", "obs", "started", "population_time",
+                    "step_info")
+
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: AdaptationModel,
                  reward_fn: AdaptationRewardFn, max_turns: int, action_mode: str,
                  obs_noise: float, with_truth: bool) -> None:

@@ -118,7 +118,10 @@ def generator_from_state(state: Mapping[str, Any] | None) -> np.random.Generator
         raise ConfigError(f"a generator state names bit generator {name!r}; valid: "
                           f"{sorted(_BIT_GENERATORS)}")
     bit_generator = _BIT_GENERATORS[name]()
-    bit_generator.state = dict(state)
+    try:
+        bit_generator.state = dict(state)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"not a {name} generator state: {exc}") from None
     return np.random.Generator(bit_generator)
 
 
@@ -129,12 +132,37 @@ def _array_record(value: Any) -> bool:
                     for f in dataclasses.fields(value)))
 
 
-def _is_state(value: Any) -> bool:
-    """What a core's state is made of: arrays, mappings or records of arrays, scalars."""
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and isinstance(v, np.ndarray) for k, v in value.items())
-    return (value is None or _array_record(value)
-            or isinstance(value, (np.ndarray, np.generic, bool, int, float, str)))
+def _state_problems(key: str, mine: Any, theirs: Any, lanes: int) -> list[str]:
+    """How a saved state value ``theirs`` does not fit this core's ``mine``: the same kind,
+    the same dtypes and dimensions, and — for arrays over the lanes (first axis ``lanes``) —
+    the same shape (another lane count, horizon or observation size shows there)."""
+    def kind(v: Any) -> str:
+        if isinstance(v, np.ndarray):
+            return f"a {v.ndim}-d {v.dtype} array"
+        return "a mapping" if isinstance(v, Mapping) else type(v).__name__
+
+    def array_problem(where: str, a: np.ndarray, b: Any) -> str | None:
+        if not isinstance(b, np.ndarray) or b.dtype != a.dtype or b.ndim != a.ndim:
+            return f"{where} is {kind(b)}, this core's is {kind(a)}"
+        if a.ndim and a.shape[0] == lanes and b.shape != a.shape:
+            return f"{where} has shape {b.shape}, this core's is {a.shape}"
+        return None
+
+    if isinstance(mine, np.ndarray):
+        found = array_problem(repr(key), mine, theirs)
+        return [found] if found else []
+    if isinstance(mine, dict):
+        if not isinstance(theirs, Mapping):
+            return [f"{key!r} is {kind(theirs)}, this core's is a mapping"]
+        if mine and theirs and set(mine) != set(theirs):     # empty: before the first step
+            return [f"{key!r} has keys {sorted(theirs)}, this core's {sorted(mine)}"]
+        return [p for k in set(mine) & set(theirs)
+                if (p := array_problem(f"{key}.{k}", mine[k], theirs[k]))]
+    if type(theirs) is not type(mine) and not (
+            isinstance(mine, (int, float, np.generic)) and not isinstance(mine, bool)
+            and isinstance(theirs, (int, float, np.generic)) and not isinstance(theirs, bool)):
+        return [f"{key!r} is {kind(theirs)}, this core's is {kind(mine)}"]
+    return []
 
 
 def _copied(value: Any) -> Any:
@@ -164,6 +192,8 @@ class BaseCore(ABC):
     """
 
     B: int
+    #: the attributes ``get_state`` saves (each core lists its own)
+    state_fields: tuple[str, ...] = ()
     actions: "DiscreteActions | BoxActions"
     obs: np.ndarray
     step_info: dict[str, np.ndarray]
@@ -208,43 +238,39 @@ class BaseCore(ABC):
         self.population_time = 0
 
     def get_state(self) -> dict[str, Any]:
-        """A copy of everything that changes as the core steps: every attribute that is an
-        array, a mapping of arrays, a record of arrays (a dataclass whose fields are all
-        arrays; saved as a mapping) or a scalar. The rest (samplers, models, reward
-        functions, layouts) is configuration and never changes after construction
-        (``tests/test_env_contract.py`` checks both for every env)."""
-        return {k: _copied(v) for k, v in vars(self).items() if _is_state(v)}
+        """A copy of everything that changes as the core steps: the attributes named in
+        ``state_fields`` (arrays, mappings of arrays, records of arrays — dataclasses whose
+        fields are all arrays, saved as mappings — and scalars). The rest (samplers,
+        models, reward functions, sizes, layouts) is configuration and never changes after
+        construction (``tests/test_env_contract.py`` checks both for every env)."""
+        return {k: _copied(getattr(self, k)) for k in self.state_fields}
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Continue from ``get_state()`` of a core built with the same arguments.
 
         Raises:
-            ConfigError: the state's attributes, kinds or dtypes are not this core's (it was
-                saved from another env or another version); nothing is changed then.
+            ConfigError: the state's fields, kinds, dtypes or lane shapes are not this
+                core's (it was saved from another env, configuration or version); nothing
+                is changed then.
         """
+        name = type(self).__name__
+        article = "an" if name[0] in "AEIOU" else "a"
+        if not isinstance(state, Mapping):
+            raise ConfigError(f"cannot restore {article} {name} from a "
+                              f"{type(state).__name__}; expected the mapping get_state() "
+                              "returns")
         mine = self.get_state()
         problems = [f"missing {k!r}" for k in mine if k not in state]
         problems += [f"unexpected {k!r}" for k in state if k not in mine]
-        for k in set(mine) & set(state):
-            a, b = mine[k], state[k]
-            if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
-                        and a.dtype == b.dtype and a.ndim == b.ndim):
-                    problems.append(f"{k!r} is {_kind(b)}, this core's is {_kind(a)}")
-            elif isinstance(a, dict) != isinstance(b, Mapping):
-                problems.append(f"{k!r} is {_kind(b)}, this core's is {_kind(a)}")
-            elif _array_record(getattr(self, k)) and set(a) != set(b):
-                problems.append(f"{k!r} has fields {sorted(b)}, this core's {sorted(a)}")
+        for k in [k for k in mine if k in state]:
+            problems += _state_problems(k, mine[k], state[k], self.B)
         if problems:
-            name = type(self).__name__
-            article = "an" if name[0] in "AEIOU" else "a"
             raise ConfigError(f"cannot restore {article} {name} from this state: "
                               + "; ".join(sorted(problems)))
-        for k, v in state.items():
-            current = getattr(self, k)
-            v = _copied(v)
-            setattr(self, k, dataclasses.replace(current, **v) if _array_record(current)
-                    else v)
+        for k in self.state_fields:
+            current, value = getattr(self, k), _copied(state[k])
+            setattr(self, k, dataclasses.replace(current, **value) if _array_record(current)
+                    else value)
 
     def park(self, lanes: np.ndarray) -> None:
         """Lanes about to restart: a valid step index (their state is replaced anyway)."""
@@ -256,10 +282,12 @@ class BaseCore(ABC):
                 for k, v in self.info().items()}
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        return f"a {value.ndim}-d {value.dtype} array"
-    return type(value).__name__
+def _check_face_state(state: Any, keys: tuple[str, ...]) -> None:
+    """A face's saved state is a mapping with exactly ``keys``."""
+    if not isinstance(state, Mapping) or set(state) != set(keys):
+        got = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise ConfigError(f"not an env state: expected a mapping with keys {sorted(keys)}, "
+                          f"got {got}")
 
 
 class DiscreteActions:
@@ -370,6 +398,7 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
         Raises:
             ConfigError: the state is not one of this env's; the env is unchanged then.
         """
+        _check_face_state(state, ("core", "done", "np_random", "np_random_seed"))
         rng = generator_from_state(state["np_random"])
         self._core.set_state(state["core"])
         self._np_random, self._np_random_seed = rng, state["np_random_seed"]
@@ -476,10 +505,12 @@ class CoreVectorEnv(VectorEnv):
             ConfigError: the state is not one of this env's (another env, lane count or
                 version); the env is unchanged then.
         """
+        _check_face_state(state, ("core", "needs_reset", "np_random", "np_random_seed"))
         needs_reset = np.asarray(state["needs_reset"])
-        if needs_reset.shape != self._needs_reset.shape:
-            raise ConfigError(f"cannot restore {self.num_envs} lanes from a state of "
-                              f"{needs_reset.shape[0] if needs_reset.ndim else 0}")
+        if needs_reset.shape != self._needs_reset.shape or needs_reset.dtype != bool:
+            raise ConfigError(f"cannot restore {self.num_envs} lanes from a state whose "
+                              f"needs_reset is {needs_reset.dtype} of shape "
+                              f"{needs_reset.shape}")
         rng = generator_from_state(state["np_random"])
         self._core.set_state(state["core"])
         self._np_random, self._np_random_seed = rng, state["np_random_seed"]

@@ -48,6 +48,12 @@ class InterventionCore(BaseCore):
         with_truth: compute the ground truth ``info`` reports (expected rewards).
     """
 
+    #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
+    state_fields = ("state", "user", "consent", "is_bot", "opted_out", "primary", "group",
+                    "weekday0", "mixture", "offset_exp", "day_noise", "shock", "u_opt", "u",
+                    "u_return", "noise", "counts", "t", "last_action", "last_complied", "obs",
+                    "started", "population_time", "step_info")
+
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: InterventionModel,
                  reward_fn: InterventionRewardFn, days: int, slots_per_day: int,
                  obs_noise: float, with_truth: bool) -> None:

@@ -71,6 +71,10 @@ class RoutingCore(BaseCore):
         pool_chunk: users generated at a time.
     """
 
+    #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
+    state_fields = ("lanes", "pool", "pool_pos", "population_time", "started", "step_info",
+                    "t", "queue", "obs")
+
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
                  response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
                  fusion: PersonaFusion, behaviour: BehaviourModel, max_tasks: int,

@@ -7,13 +7,13 @@ The checkpoint must come from ``experiments.train`` with ``agent=ppo`` (RLlib) o
 ``agent=sb3_ppo``: its run directory's ``run.json`` says which env and config it was trained
 with, and the network is rebuilt from that config and loaded from the checkpoint's
 ``policy_weights.pt`` (``torch.load(weights_only=True)``, its SHA-256 checked against the
-run's record) — the framework's pickled files are never opened. ``out`` defaults to the run directory's ``policy/`` (where ``experiments.train`` puts
-the final policy's bundle). Mistakes exit with status 2 and a message, writing nothing.
+run's record) — the framework's pickled files are never opened. ``out`` defaults to the run
+directory's ``policy/`` (where ``experiments.train`` puts the final policy's bundle).
+Mistakes exit with status 2 and a message, writing nothing.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -25,7 +25,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.bundle import BundleError
+from agents.learners import WEIGHTS_FILE
+from experiments.run_files import recorded_digests
 from experiments.wiring import env_kwargs
+from personarl import jsonio
 from synth.errors import ConfigError, PersonaRLError
 
 __all__ = ["export_checkpoint", "main"]
@@ -66,30 +69,33 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
     out = Path(out) if out else run_dir / "policy"
     if out.exists() and not overwrite:           # before the slow part
         raise BundleError(f"{out} already exists; choose another out= or pass overwrite=true")
-    run = json.loads(run_file.read_text())
+    run = _read_json(run_file)
+    if not (isinstance(run.get("config"), dict) and isinstance(run.get("config_hash"), str)):
+        raise ConfigError(f"{run_file} has no config and config_hash; it is not the run.json "
+                          "experiments.train writes")
     cfg = OmegaConf.create(run["config"])
     env_id, kwargs = env_kwargs(cfg)
-    _check_weights(checkpoint, run)
+    # a weights file that differs from the one the run recorded is refused (corrupted or
+    # swapped); without a record it is exported as it is — read without unpickling either way
+    recorded = recorded_digests(run_file, checkpoint.name) or {}
     actor, source = actor_from_checkpoint(
-        checkpoint, OmegaConf.to_container(cfg.agent, resolve=True), env_id, kwargs)
+        checkpoint, OmegaConf.to_container(cfg.agent, resolve=True), env_id, kwargs,
+        expected_sha256=recorded.get(WEIGHTS_FILE))
     training = _training_record(run_dir, source["iteration"])
     return write_bundle(actor, out, env_id=env_id,
                         env_config=kwargs, source=source, training=training,
                         config_hash=run["config_hash"], overwrite=overwrite, seed=cfg.seed)
 
 
-def _check_weights(checkpoint: Path, run: dict[str, Any]) -> None:
-    """Refuse weights that differ from what the run recorded when it saved them (a
-    corrupted or swapped file); a checkpoint without a record is exported as it is
-    (the weights file is read without unpickling either way)."""
-    from agents.bundle import sha256_file
-    from agents.learners import WEIGHTS_FILE
-
-    want = run.get("checkpoints", {}).get(checkpoint.name, {}).get(WEIGHTS_FILE)
-    weights = checkpoint / WEIGHTS_FILE
-    if want is not None and weights.is_file() and sha256_file(weights) != want:
-        raise BundleError(f"{weights} is not the file the run saved (its SHA-256 differs from "
-                          "the one run.json recorded); not exporting it")
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or a ``ConfigError`` naming the file."""
+    try:
+        value = jsonio.loads_strict(path.read_bytes())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} holds {type(value).__name__}, not a JSON object")
+    return value
 
 
 def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:
@@ -106,8 +112,8 @@ def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:
                                                                                   "losses/"))}
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        if summary["meta"]["iterations"] == iteration:
+        summary = _read_json(summary_file)
+        if summary.get("meta", {}).get("iterations") == iteration:
             record["evaluation"] = {
                 name: dict(pop["policies"][pop["trained"]], best_baseline=pop["best_baseline"])
                 for name, pop in summary["populations"].items()}

@@ -18,9 +18,9 @@
   continues the same wandb run, grouped by ``logger.group`` or the multirun's sweep; a
   no-op with ``logger=none``. wandb writes its offline file from a helper process in
   32 KiB blocks, so a killed attempt's file holds a part of its history or nothing: an
-  offline resumed run logs the kept history again from ``metrics.jsonl`` and removes the
-  earlier attempts' offline folders of the same run id, so its own folder holds the whole
-  history once (``wandb sync`` it after the run ends).
+  offline resumed run logs the kept history again from ``metrics.jsonl`` and, once it has
+  finished, removes the earlier attempts' offline folders of the same run id, so its own
+  folder holds the whole history once (``wandb sync`` it after the run ends).
 * ``record_ray_session`` / ``stop_ray_leftovers`` — a run that starts Ray records Ray's
   session directory in ``ray_session.json``; the next attempt kills, by PID, the processes
   that still have files open in that directory (Ray's agents outlive a killed driver by
@@ -29,6 +29,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
@@ -40,10 +41,11 @@ from typing import Any, Callable, Mapping
 
 from agents.bundle import sha256_file, write_atomic
 from personarl import jsonio
+from personarl.errors import ConfigError
 
 __all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic", "clean_leftovers",
-           "file_digests", "record_ray_session", "forget_ray_session", "stop_ray_leftovers",
-           "ray_session_processes"]
+           "file_digests", "checkpoint_records", "recorded_digests", "record_ray_session",
+           "forget_ray_session", "stop_ray_leftovers", "ray_session_processes"]
 
 log = logging.getLogger(__name__)
 
@@ -105,12 +107,14 @@ def _is_row(row: Mapping[str, Any]) -> bool:
 
 def clean_leftovers(run_dir: Path) -> list[Path]:
     """Remove what a killed attempt left in ``run_dir`` (call it holding the run's lock):
-    ``checkpoints/.tmp_iter_*`` (a checkpoint being written), ``.<name>.tmp`` files
+    ``checkpoints/.tmp_iter_*`` (a checkpoint being written) and ``.old_iter_*`` (one being
+    replaced by a new save of the same iteration), ``.<name>.tmp`` files
     (``write_atomic``), and an export's ``.<bundle>.tmp-<pid>`` / ``.<bundle>.old-<pid>``
     folders whose process is gone (an ``experiments.export`` still running is left alone).
     Returns what was removed."""
     removed = []
-    candidates = [*run_dir.glob("checkpoints/.tmp_iter_*"), *run_dir.glob(".*.tmp")]
+    candidates = [*run_dir.glob("checkpoints/.tmp_iter_*"),
+                  *run_dir.glob("checkpoints/.old_iter_*"), *run_dir.glob(".*.tmp")]
     for p in [*run_dir.glob(".*.tmp-*"), *run_dir.glob(".*.old-*")]:
         pid = p.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
@@ -163,8 +167,7 @@ RAY_SESSION_FILE = "ray_session.json"
 
 def record_ray_session(run_dir: Path, session_dir: str) -> None:
     """Note (in ``ray_session.json``) the Ray session this attempt started."""
-    write_atomic(run_dir / RAY_SESSION_FILE, jsonio.dumps(dict(session_dir=session_dir,
-                                                               driver_pid=os.getpid())))
+    write_atomic(run_dir / RAY_SESSION_FILE, jsonio.dumps(dict(session_dir=session_dir)))
 
 
 def forget_ray_session(run_dir: Path) -> None:
@@ -184,6 +187,14 @@ def stop_ray_leftovers(run_dir: Path, grace_s: float = 3.0) -> list[int]:
         session = Path(jsonio.loads_strict(record.read_bytes())["session_dir"])
     except (ValueError, KeyError, TypeError) as exc:
         log.warning("%s is unreadable (%s); not looking for its Ray processes", record, exc)
+        record.unlink(missing_ok=True)
+        return []
+    # only what Ray names a session folder: an empty, relative or broad path would match
+    # processes that are not ours
+    if not (session.is_absolute() and session.name.startswith("session_")
+            and len(session.parts) > 2 and session.is_dir() and not session.is_symlink()):
+        log.warning("%s names %s, which is not a Ray session directory; not looking for "
+                    "processes there", record, session)
         record.unlink(missing_ok=True)
         return []
     pids = ray_session_processes(session)
@@ -226,6 +237,34 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def checkpoint_records(run: Any, run_file: Path) -> dict[str, dict[str, str]]:
+    """``run.json``'s ``checkpoints``: name -> relative path -> SHA-256 (empty if absent).
+
+    Raises:
+        ConfigError: the records are not of that shape (naming the file).
+    """
+    records = run.get("checkpoints", {}) if isinstance(run, dict) else None
+    if not (isinstance(records, dict) and all(
+            isinstance(r, dict) and all(isinstance(f, str) and isinstance(d, str)
+                                        for f, d in r.items()) for r in records.values())):
+        raise ConfigError(f"{run_file}: 'checkpoints' must map each checkpoint's name to "
+                          "{relative path: SHA-256}; the run's record is damaged")
+    return records
+
+
+def recorded_digests(run_file: Path, name: str) -> dict[str, str] | None:
+    """The digests ``run_file`` recorded for checkpoint ``name``, or ``None``.
+
+    Raises:
+        ConfigError: ``run_file`` is not strict JSON or its records are malformed.
+    """
+    try:
+        run = jsonio.loads_strict(run_file.read_bytes())
+    except ValueError as exc:
+        raise ConfigError(f"{run_file} is not readable JSON: {exc}") from None
+    return checkpoint_records(run, run_file).get(name)
+
+
 class Checkpoints:
     """Atomic, rotated checkpoints in ``root`` (absolute paths throughout), their files'
     digests recorded in ``run_file`` (the run's ``run.json``) when one is given."""
@@ -246,37 +285,46 @@ class Checkpoints:
     def save(self, write: Callable[[Path], None], meta: Mapping[str, Any]) -> Path:
         """``write(tmp_dir)`` fills a fresh folder; then ``meta.json``, then the rename."""
         final = self.root / f"iter_{int(meta['iteration']):06d}"
-        tmp = self.root / f".tmp_{final.name}"
-        for stale in (tmp, final):
+        tmp, old = self.root / f".tmp_{final.name}", self.root / f".old_{final.name}"
+        for stale in (tmp, old):
             if stale.exists():
                 shutil.rmtree(stale)
         tmp.mkdir()
         write(tmp)
         write_atomic(tmp / "meta.json", jsonio.dumps(dict(meta), indent=2))
-        names = sorted({p.name for p in self.complete()} | {final.name})
-        pruned = names[:-self.keep]                     # the oldest beyond ``keep``
-        # recorded before the rename: a complete checkpoint always has its record
-        self._record({final.name: file_digests(tmp)}, drop=pruned)
+        if final.exists():                  # the same iteration saved again: set it aside
+            os.replace(final, old)
+        # recorded before the rename, forgotten after the removal: whenever it is killed,
+        # every complete checkpoint on disk has its record
+        self._record(add={final.name: file_digests(tmp)})
         os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        pruned = [p.name for p in self.complete()[:-self.keep]]    # the oldest beyond keep
         for name in pruned:
             shutil.rmtree(self.root / name, ignore_errors=True)
+        self._record(drop=pruned)
         return final
 
-    def _record(self, add: Mapping[str, Mapping[str, str]], drop: list[str]) -> None:
-        if self.run_file is None:
+    def _record(self, add: Mapping[str, Mapping[str, str]] | None = None,
+                drop: list[str] | None = None) -> None:
+        if self.run_file is None or not (add or drop):
             return
         run = jsonio.loads_strict(self.run_file.read_bytes())
-        records = {k: v for k, v in run.get("checkpoints", {}).items() if k not in drop}
-        records.update(add)
+        records = checkpoint_records(run, self.run_file)
+        records = {k: v for k, v in records.items() if k not in (drop or [])}
+        records.update(add or {})
         run["checkpoints"] = records
         write_atomic(self.run_file, jsonio.dumps(run, indent=2))
 
     def recorded(self, path: Path) -> dict[str, str] | None:
-        """The digests ``run.json`` recorded for checkpoint ``path``, or ``None``."""
+        """The digests ``run.json`` recorded for checkpoint ``path``, or ``None``.
+
+        Raises:
+            ConfigError: ``run.json`` is not strict JSON or its records are malformed.
+        """
         if self.run_file is None or not self.run_file.is_file():
             return None
-        run = jsonio.loads_strict(self.run_file.read_bytes())
-        return run.get("checkpoints", {}).get(Path(path).name)
+        return recorded_digests(self.run_file, Path(path).name)
 
     def verify(self, path: Path) -> list[str]:
         """What differs between checkpoint ``path`` and the digests recorded when it was
@@ -305,8 +353,9 @@ class Tracker:
     """wandb behind three calls; ``logger.name`` other than ``wandb`` makes each a no-op.
 
     ``history``: on resume, the rows ``metrics.jsonl`` kept (up to the restored
-    checkpoint); an offline run logs them first (``restored`` counts them) and removes the
-    earlier attempts' offline folders of this run id (``superseded`` lists them).
+    checkpoint); an offline run logs them first (``restored`` counts them) and, once it has
+    finished, removes the earlier attempts' offline folders of this run id (``superseded``
+    lists them).
     """
 
     def __init__(self, run_dir: Path, logger_cfg: Mapping[str, Any], config: Mapping[str, Any],
@@ -337,13 +386,12 @@ class Tracker:
                 self.run.log(dict(row))
             self.restored = len(history or [])
             mine = Path(self.run.dir).resolve().parent
-            for old in sorted((run_dir / "wandb").glob(f"offline-run-*-{run_id}")):
-                if old.resolve() != mine and old.is_dir() and not old.is_symlink():
-                    shutil.rmtree(old, ignore_errors=True)
-                    self.superseded.append(old)
+            self.superseded = [
+                old for old in sorted((run_dir / "wandb").glob(
+                    f"offline-run-*-{glob.escape(run_id)}"))
+                if old.resolve() != mine and old.is_dir() and not old.is_symlink()]
             log.info("wandb: logged the %d kept rows of metrics.jsonl into the resumed "
-                     "offline run; removed %d earlier attempts' offline folders",
-                     self.restored, len(self.superseded))
+                     "offline run", self.restored)
 
     def log(self, row: Mapping[str, Any]) -> None:
         if self.run is not None:
@@ -354,6 +402,13 @@ class Tracker:
             self.run.summary.update(dict(values))
 
     def finish(self) -> None:
+        """End the wandb run; a resumed offline run then holds the whole history, and the
+        earlier attempts' offline folders it supersedes are removed."""
         if self.run is not None:
             self.run.finish()
             self.run = None
+            for old in self.superseded:
+                shutil.rmtree(old, ignore_errors=True)
+            if self.superseded:
+                log.info("wandb: removed %d earlier attempts' offline folders (this run's "
+                         "holds their history)", len(self.superseded))

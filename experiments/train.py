@@ -197,6 +197,8 @@ def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
                               name=run_dir.name, resume=cfg.resume, group=wandb_group,
                               history=metrics.rows() if cfg.resume else None)
             _loop(cfg, learner, ckpts, metrics, tracker, env_id, on_iteration)
+            if cfg.agent.name in PPO_AGENTS and not (ckpts.latest() / WEIGHTS_FILE).is_file():
+                _save(learner, ckpts)     # a checkpoint from before policy_weights.pt existed
             train_seconds = time.perf_counter() - start
             summary = evaluate_policies(cfg, learner.policy())
         finally:

@@ -30,8 +30,8 @@ _REWARD_ARG = {ROUTING_ID: "signal_weights", INTERVENTION_ID: "reward_weights",
                ADAPTATION_ID: "reward_weights"}
 #: top-level keys that do not change what is trained (left out of the config hash, so a
 #: resumed run may change them: e.g. raise the budget, turn wandb off, move to a cluster)
-HASH_EXCLUDED = ("resume", "trust_checkpoint", "progress", "budget", "checkpoint", "ray", "logger", "eval",
-                 "sweep")
+HASH_EXCLUDED = ("resume", "trust_checkpoint", "progress", "budget", "checkpoint", "ray",
+                 "logger", "eval", "sweep")
 
 
 def _plain(node: Any) -> Any:

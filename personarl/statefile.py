@@ -103,8 +103,11 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
             entries = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable state file: {exc}") from None
-    if _TREE not in entries:
-        raise DataError(f"{path} is not a state file (no {_TREE} entry)")
+    odd = sorted(name for name, v in entries.items() if not isinstance(v, np.ndarray))
+    if odd:                                     # members that are not .npy arrays
+        raise DataError(f"{path} is not a state file: {odd[0]!r} is not an array")
+    if _TREE not in entries or entries[_TREE].dtype != np.uint8:
+        raise DataError(f"{path} is not a state file (no {_TREE} entry of bytes)")
     try:
         tree = jsonio.loads_strict(entries.pop(_TREE).tobytes())
     except ValueError as exc:
@@ -113,12 +116,16 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     def decode(value: Any) -> Any:
         if isinstance(value, dict):
             if _ARRAY in value:
-                name = value[_ARRAY]
-                if name not in entries:
+                name, scalar = value[_ARRAY], value.get("scalar", False)
+                if not isinstance(name, str) or name not in entries or not isinstance(
+                        scalar, bool):
                     raise DataError(f"{path}: the tree names an array {name!r} the file "
                                     "does not hold")
                 array = entries[name]
-                return array[()] if value.get("scalar") else array
+                if scalar and array.ndim:
+                    raise DataError(f"{path}: entry {name!r} is no scalar (shape "
+                                    f"{array.shape})")
+                return array[()] if scalar else array
             return {k: decode(v) for k, v in value.items()}
         if isinstance(value, list):
             return [decode(v) for v in value]

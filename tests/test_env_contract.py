@@ -139,7 +139,45 @@ def test_a_state_from_another_env_is_refused_and_changes_nothing():
     with pytest.raises(ConfigError, match="cannot restore an InterventionCore from this state"):
         other.set_state(routing.get_state())
     assert _equal(other.get_state(), before)
-    with pytest.raises(ConfigError, match="cannot restore 8 lanes from a state of 4"):
+    with pytest.raises(ConfigError, match=r"cannot restore 8 lanes from a state whose "
+                                          r"needs_reset is bool of shape \(4,\)"):
         create_env(envs.ROUTING_ID, {"num_envs": 8}).set_state(routing.get_state())
     with pytest.raises(ConfigError, match="valid: \\['MT19937'"):
         routing.set_state({**routing.get_state(), "np_random": {"bit_generator": "Pickle"}})
+    with pytest.raises(ConfigError, match="not a PCG64 generator state"):
+        routing.set_state({**routing.get_state(),
+                           "np_random": {"bit_generator": "PCG64", "state": "x"}})
+    with pytest.raises(ConfigError, match=r"expected a mapping with keys \['core', "):
+        routing.set_state({"core": {}})
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        routing.set_state([1, 2])
+    # another configuration of the same env: its lane arrays have other shapes
+    short = create_env(envs.ROUTING_ID, {"num_envs": 4, "horizon": 5})
+    short.reset(seed=0)
+    with pytest.raises(ConfigError, match=r"has shape \(4, \d+\), this core's is"):
+        routing.set_state(short.get_state())
+    single = gym.make(envs.INTERVENTION_ID).unwrapped
+    single.reset(seed=1)
+    before = copy.deepcopy(single.get_state())
+    broken = copy.deepcopy(before)
+    broken["core"]["t"] = np.zeros(3, dtype=np.int64)
+    with pytest.raises(ConfigError, match="'t' has shape \\(3,\\), this core's is \\(1,\\)"):
+        single.set_state(broken)
+    assert _equal(single.get_state(), before)                # nothing changed
+
+
+@pytest.mark.parametrize("mode", ["next_step", "same_step"])
+@pytest.mark.parametrize("env_id,kwargs", VARIANTS,
+                         ids=[f"{i.split('/')[1]}{'-' + k['action_mode'] if k else ''}"
+                              for i, k in VARIANTS])
+def test_what_a_state_leaves_out_never_changes(env_id, kwargs, mode):
+    """Many lanes over many episodes, so that rare users (bots, opt-outs) occur: every
+    attribute outside ``state_fields`` is as it was built."""
+    env = create_env(env_id, {**kwargs, "num_envs": 256, "autoreset_mode": mode})
+    config = _config_attributes(env)
+    env.action_space.seed(0)
+    env.reset(seed=3)
+    for _ in range(300):
+        env.step(env.action_space.sample())
+    changed = [k for k, v in _config_attributes(env).items() if not _same_config(v, config[k])]
+    assert changed == []

@@ -135,3 +135,28 @@ def test_state_files_round_trip_without_pickle_and_refuse_what_they_cannot_hold(
     np.savez(tmp_path / "plain.npz", x=np.zeros(2))
     with pytest.raises(DataError, match="no tree.json entry"):
         read_state(tmp_path / "plain.npz")
+
+
+def test_hostile_state_files_are_data_errors(tmp_path):
+    import zipfile
+
+    from personarl.errors import DataError
+    from personarl.statefile import read_state
+
+    def archive(name: str, **members: bytes):
+        with zipfile.ZipFile(tmp_path / name, "w") as z:
+            for member, data in members.items():
+                z.writestr(member, data)
+        return tmp_path / name
+
+    with pytest.raises(DataError, match="'tree.json' is not an array"):
+        read_state(archive("raw.npz", **{"tree.json": b'{"a": 1}'}))
+    for tree, msg in ((b'{"a": {"__ndarray__": ["x"]}}', "names an array \\['x'\\]"),
+                      (b'{"a": {"__ndarray__": "a9"}}', "names an array 'a9'"),
+                      (b'[1, 2]', "not a mapping")):
+        np.savez(tmp_path / "t.npz", **{"tree.json": np.frombuffer(tree, np.uint8)})
+        with pytest.raises(DataError, match=msg):
+            read_state(tmp_path / "t.npz")
+    (tmp_path / "zeros.npz").write_bytes(bytes(50))
+    with pytest.raises(DataError, match="zeros.npz is not a readable state file"):
+        read_state(tmp_path / "zeros.npz")

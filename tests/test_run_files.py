@@ -53,7 +53,8 @@ def test_a_killed_attempts_temporary_files_are_removed_and_a_live_export_is_not(
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()                                               # a pid that no longer runs
-    left = [tmp_path / "checkpoints" / ".tmp_iter_000004", tmp_path / f".policy.tmp-{dead.pid}",
+    left = [tmp_path / "checkpoints" / ".tmp_iter_000004",
+            tmp_path / "checkpoints" / ".old_iter_000003", tmp_path / f".policy.tmp-{dead.pid}",
             tmp_path / f".policy.old-{dead.pid}"]
     for d in left:
         d.mkdir(parents=True)
@@ -97,6 +98,34 @@ def test_checkpoint_digests_are_recorded_before_the_rename_and_verified(tmp_path
     (latest / "extra.pkl").unlink()
     (latest / "extra.pkl").symlink_to(latest / "state.pkl")
     assert "is not a regular file" in ckpts.verify(latest)[0]
+    # killed at any step of a save, every complete checkpoint keeps its record (keep=1
+    # included); a re-save of the same iteration sets the old one aside first
+    one = Checkpoints(tmp_path / "one", keep=1, run_file=run_file)
+    steps = []
+
+    def killed_at(step):
+        def fake(*args, **kwargs):
+            steps.append(step)
+            if len(steps) == target:
+                raise KeyboardInterrupt
+            return real[step](*args, **kwargs)
+        return fake
+
+    import experiments.run_files as rf
+    real = {"replace": rf.os.replace, "rmtree": rf.shutil.rmtree, "record": one._record}
+    one.save(write, {"iteration": 1, "env_steps": 1})
+    for target in range(1, 6):
+        for it in (target + 1, target + 1):            # a new iteration, then the same again
+            steps.clear()
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(rf.os, "replace", killed_at("replace"))
+                mp.setattr(rf.shutil, "rmtree", killed_at("rmtree"))
+                mp.setattr(one, "_record", killed_at("record"))
+                try:
+                    one.save(write, {"iteration": it, "env_steps": it})
+                except KeyboardInterrupt:
+                    pass
+            assert one.latest() is not None and one.verify(one.latest()) == [], (target, steps)
     foreign = tmp_path / "ck" / "iter_000009"
     foreign.mkdir()
     (foreign / "meta.json").write_text("{}")
@@ -167,6 +196,9 @@ def test_ray_leftovers_are_found_through_their_session_directory_only(tmp_path):
         assert ours.wait(timeout=5) is not None and theirs.poll() is None
         assert not (tmp_path / "ray_session.json").exists()
         assert stop_ray_leftovers(tmp_path) == []                 # nothing recorded: nothing
+        for named in ("", "relative/session_1", str(elsewhere), "/"):   # never a broad match
+            record_ray_session(tmp_path, named)
+            assert stop_ray_leftovers(tmp_path) == [] and theirs.poll() is None
     finally:
         for p in (ours, theirs):
             p.kill()

@@ -20,12 +20,12 @@ and count what acknowledged work was lost.
   uniformly random moment of a phase taken in turn — a random iteration after the restored
   checkpoint (checkpoint writes included), start-up (imports, Ray, the restore), a random
   iteration again, then evaluation, report and export — and resumed after each (started
-  afresh when the kill came before ``run.json``). Reported: the iterations lost (trained, then redone
-  after the restore), whether the result is the uninterrupted run's (every
-  ``metrics.jsonl`` field but ``perf/*``, the final weights' SHA-256, ``summary.json``
-  but ``meta.perf``), the trained policy's evaluation against the reference's CI where it
-  is not, the rows the final wandb offline file holds, and the Ray processes the kills
-  left (counted right after each kill, and again once the run is done).
+  afresh when the kill came before ``run.json``). Reported: the iterations lost (trained,
+  then redone after the restore), whether the result is the uninterrupted run's (every
+  ``metrics.jsonl`` field but ``perf/*``, the final weights' SHA-256, ``summary.json`` but
+  ``meta.perf``), the trained policy's evaluation against the reference's CI where it is
+  not, the rows the final wandb offline file holds, and the Ray processes the kills left
+  (counted right after each kill, and again once the run is done).
 """
 
 from __future__ import annotations
@@ -333,13 +333,14 @@ def _reference_run(cmd: list[str], run_dir: Path, env: dict[str, str]) -> dict[s
 
 def _killed_attempt(cmd: list[str], run_dir: Path, env: dict[str, str], phase: str,
                     ref: dict[str, Any], rng: random.Random
-                    ) -> tuple[subprocess.Popen | None, int, int]:
+                    ) -> tuple[subprocess.Popen | None, str, int, int]:
     """Start an attempt (resuming when there is a run to resume) and kill -9 its driver at a
     random moment of ``phase``: ``startup`` (before the first metrics row), ``training``
     (a random moment of a random iteration after the restored checkpoint), ``after``
-    (evaluation, report and export). Returns the process (``None`` if it ended first), the
-    iteration it resumed from and the iterations trained when it was killed (rows a resumed
-    attempt has not rewritten yet are the earlier attempt's, not its own)."""
+    (evaluation, report and export; also what ``training`` becomes when nothing is left to
+    train). Returns the process (``None`` if it ended first), the phase, the iteration it
+    resumed from and the iterations trained when it was killed (rows a resumed attempt has
+    not rewritten yet are the earlier attempt's, not its own)."""
     import json
 
     resume = (run_dir / "run.json").exists()
@@ -351,10 +352,12 @@ def _killed_attempt(cmd: list[str], run_dir: Path, env: dict[str, str], phase: s
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     metrics, total = run_dir / "metrics.jsonl", ref["iterations"]
-    if phase == "training" and kept + 1 < total:
+    if phase == "training" and kept + 1 >= total:
+        phase = "after"                                    # nothing left to train
+    if phase == "training":
         target = rng.randint(kept + 1, total - 1)          # rows to wait for, then a delay
         delay = rng.uniform(0.0, ref["iteration_s"])
-    elif phase == "startup" or kept + 1 >= total:
+    elif phase == "startup":
         target, delay = 0, rng.uniform(0.0, ref["startup_s"])
     else:
         target, delay = total, rng.uniform(0.0, ref["tail_s"])
@@ -375,11 +378,11 @@ def _killed_attempt(cmd: list[str], run_dir: Path, env: dict[str, str], phase: s
     while proc.poll() is None and time.perf_counter() - since < delay:
         time.sleep(0.005)
     if proc.poll() is not None:
-        return None, kept, 0
+        return None, phase, kept, 0
     os.kill(proc.pid, signal.SIGKILL)                  # the driver only, as kill -9 <pid>
     proc.wait()
     fresh = metrics.exists() and metrics.stat().st_mtime >= started
-    return proc, kept, _lines(metrics) if fresh else kept
+    return proc, phase, kept, _lines(metrics) if fresh else kept
 
 
 def _training_faults(work: Path, name: str, overrides: list[str], kills: int,
@@ -398,8 +401,8 @@ def _training_faults(work: Path, name: str, overrides: list[str], kills: int,
     events, sessions, procs, left_by_kills = [], [], [], 0
     try:
         for j in range(kills):
-            phase = phases[j % len(phases)]
-            proc, resumed_from, trained = _killed_attempt(cmd, run_dir, env, phase, ref, rng)
+            proc, phase, resumed_from, trained = _killed_attempt(
+                cmd, run_dir, env, phases[j % len(phases)], ref, rng)
             if proc is None:
                 events.append(dict(phase=phase, killed=False))
                 continue
