@@ -10,7 +10,9 @@
 * ``personarl.identifiers`` — keyed hashing (HMAC-SHA256) of user and episode ids before
   anything that holds them is written;
 * ``personarl.locks`` — exclusive locks held for a process's lifetime (one writer per run
-  directory or decision log; the kernel frees them on ``kill -9``).
+  directory or decision log; the kernel frees them on ``kill -9``);
+* ``personarl.statefile`` — saved state (an env's users, a sampler's episodes in flight,
+  generator states) as arrays and strict JSON in one ``.npz``, read back without pickle.
 
 Standard library and NumPy only; imports nothing else of ours.
 """
