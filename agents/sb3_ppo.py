@@ -14,6 +14,7 @@ the same network (separate policy and value MLPs of ``hidden`` units).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import deque
 from pathlib import Path
@@ -37,6 +38,8 @@ from personarl.statefile import read_state, write_state
 from synth.errors import ConfigError
 
 __all__ = ["SB3VecEnv", "SB3PPO", "SB3Policy", "build_policy"]
+
+log = logging.getLogger(__name__)
 
 _ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU,
                 "swish": torch.nn.SiLU, "linear": torch.nn.Identity}
@@ -199,6 +202,10 @@ class SB3PPO:
         self.env_steps, self.iteration = state["env_steps"], state["iteration"]
         if (path / RESUME_STATE_FILE).is_file():
             self._set_resume_state(read_state(path / RESUME_STATE_FILE))
+        else:
+            log.warning("%s has no %s: training continues from the checkpoint's weights "
+                        "with new episodes and random states, not as the run would have",
+                        path, RESUME_STATE_FILE)
 
     def _resume_state(self) -> dict[str, Any]:
         """What ``model.zip`` leaves out or ``PPO.load`` resets: the random states, the env's
@@ -218,8 +225,9 @@ class SB3PPO:
         monitor.episode_returns = np.array(state["monitor"]["returns"], copy=True)
         monitor.episode_lengths = np.array(state["monitor"]["lengths"], copy=True)
         monitor.episode_count = int(state["monitor"]["count"])
-        m._last_obs = np.array(state["last_obs"], copy=True)
-        m._last_episode_starts = np.array(state["last_episode_starts"], copy=True)
+        if state["last_obs"] is not None:            # saved after a rollout
+            m._last_obs = np.array(state["last_obs"], copy=True)
+            m._last_episode_starts = np.array(state["last_episode_starts"], copy=True)
         m.ep_info_buffer = deque(state["episodes"], maxlen=m._stats_window_size)
         m.ep_success_buffer = deque(maxlen=m._stats_window_size)
         set_process_rng_state(state["rng"])

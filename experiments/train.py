@@ -142,8 +142,8 @@ def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
         raise ConfigError(
             f"{latest} is not what this run saved ({shown}). Restoring a checkpoint "
             "unpickles it, and a pickle runs whatever code it names: resume only from "
-            "checkpoints this run wrote, or pass trust_checkpoint=true if you know where "
-            "this one came from")
+            "checkpoints this run wrote: move this folder aside to resume from the one "
+            "before it, or pass trust_checkpoint=true if you know where this one came from")
     if problems:
         log.warning("trust_checkpoint=true: restoring %s although %s", latest,
                     "; ".join(problems))
@@ -185,14 +185,18 @@ def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
     with ray_session(cfg, run_dir) if cfg.agent.name == "ppo" else nullcontext():
         learner = build_learner(cfg, run_dir)
         try:
+            restored_iteration = None
             if restore_from is not None:
                 learner.restore(restore_from)
+                restored_iteration = learner.iteration
                 dropped = metrics.truncate_after(learner.iteration)
                 log.info("resumed from %s (iteration %d, %d env steps); dropped %d metric "
                          "rows written after it", restore_from.name, learner.iteration,
                          learner.env_steps, dropped)
             elif cfg.resume:
-                metrics.truncate_after(0)
+                dropped = metrics.truncate_after(0)
+                log.warning("resume=true, but no complete checkpoint yet: training starts "
+                            "again from iteration 0 (dropped %d metric rows)", dropped)
             tracker = Tracker(run_dir, cfg.logger, OmegaConf.to_container(cfg, resolve=True),
                               name=run_dir.name, resume=cfg.resume, group=wandb_group,
                               history=metrics.rows() if cfg.resume else None)
@@ -209,8 +213,8 @@ def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
     if cfg.agent.name in PPO_AGENTS:          # the trained policy's identity
         meta["weights_sha256"] = weights_sha256(load_weights(ckpts.latest() / WEIGHTS_FILE))
     # wall-clock figures only under perf: everything else is the same for the same seed,
-    # resumed or not
-    meta["perf"] = dict(train_seconds=train_seconds, resumed=restore_from is not None)
+    # resumed or not. train_seconds: this attempt, Ray's start-up and the restore included
+    meta["perf"] = dict(train_seconds=train_seconds, restored_from=restored_iteration)
     write_atomic(run_dir / "summary.json", jsonio.dumps(dict(meta=meta, populations=summary),
                                                       indent=2))
     report = write_report(run_dir, summary, meta, metrics.rows())

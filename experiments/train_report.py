@@ -64,7 +64,8 @@ def archetype_bars(pop: dict[str, Any], path: Path, title: str) -> Path:
 def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str]
             ) -> list[Block]:
     perf = meta["perf"]
-    attempt = " (the last attempt: the run was resumed)" if perf["resumed"] else ""
+    attempt = ("" if perf["restored_from"] is None else
+               f" (the last attempt, resumed from iteration {perf['restored_from']})")
     b: list[Block] = [("h1", f"Training report — {meta['agent']} on {meta['env_id']}"),
                       ("p", f"{meta['env_steps']:,} env steps in {meta['iterations']} "
                             f"iterations, {perf['train_seconds']:.0f} s of training{attempt}"

@@ -157,7 +157,8 @@ def test_resume_refuses_a_checkpoint_that_differs_from_its_record(tmp_path):
     with pytest.raises(ConfigError, match=r"iter_000002 is not what this run saved \(state"
                                           r"\.json was changed\).*trust_checkpoint=true"):
         train(resume, tmp_path)
-    assert train(trusted, tmp_path)["meta"]["iterations"] == 2        # the user's call
+    result = train(trusted, tmp_path)                                   # the user's call
+    assert result["meta"]["iterations"] == 2 and result["meta"]["perf"]["restored_from"] == 2
 
 
 def test_export_reads_only_the_weights_file(tmp_path):
