@@ -22,7 +22,7 @@ from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferenc
                                    style_vectors)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import TRAITS
-from synth.errors import ConfigError, check_int
+from personarl.errors import ConfigError, check_int
 
 __all__ = ["ObservedStyleGreedy", "AdaptationPlanner", "FixedStyle", "ADAPTATION_BASELINES",
            "make_adaptation_baseline"]

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from agents.baselines import FixedPolicy
-from synth.errors import check_int, check_range
+from personarl.errors import check_int, check_range
 
 __all__ = ["LinUCB", "LinearThompson"]
 

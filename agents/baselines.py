@@ -23,7 +23,7 @@ from typing import Any, Mapping, Protocol
 import numpy as np
 
 from envs.routing_core import ObsLayout
-from synth.errors import ConfigError, check_range
+from personarl.errors import ConfigError, check_range
 
 __all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter",
            "PersonaRouter", "MyopicOracle",

@@ -20,7 +20,7 @@ from scipy import stats
 from agents.baselines import Policy
 from agents.learners import OnlineBaseline
 from personarl.seeds import chunk_seeds
-from synth.errors import check_int
+from personarl.errors import check_int
 
 __all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci",
            "paired_row", "per_archetype"]

@@ -22,7 +22,7 @@ from agents.planning import LookaheadPlanner
 from envs import ADAPTATION_ID, ENV_IDS, INTERVENTION_ID, ROUTING_ID
 from envs import adaptation, intervention, routing
 from personarl.seeds import name_key, stream_seed
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 __all__ = ["baselines_for", "make_policy", "env_core"]
 

@@ -16,7 +16,7 @@ from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
 from agents.planning import LookaheadPlanner
 from envs.intervention_core import OBS_FEATURES
 from envs.intervention_model import ACTIONS
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 __all__ = ["ObservedGreedy", "INTERVENTION_BASELINES", "make_intervention_baseline"]
 

@@ -23,7 +23,7 @@ from agents.baselines import FixedPolicy
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
-from synth.errors import ConfigError, check_int
+from personarl.errors import ConfigError, check_int
 
 __all__ = ["LookaheadPlanner"]
 

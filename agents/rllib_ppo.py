@@ -36,7 +36,7 @@ from agents.rllib_batched import BatchedEnvRunner, BatchedGAE
 from agents.rllib_env import register_envs
 from personarl.seeds import stream_seed32
 from personarl.statefile import read_state, write_state
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 __all__ = ["build_ppo_config", "build_module", "RLlibPPO", "ModulePolicy"]
 

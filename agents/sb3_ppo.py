@@ -35,7 +35,7 @@ from envs.creator import create_env
 from personarl import jsonio
 from personarl.seeds import stream_seed32
 from personarl.statefile import read_state, write_state
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 __all__ = ["SB3VecEnv", "SB3PPO", "SB3Policy", "build_policy"]
 

@@ -31,6 +31,7 @@ import numpy as np
 import onnxruntime as ort
 
 from agents.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
+from personarl.errors import PersonaRLError
 
 __all__ = ["load_policy", "ServedPolicy", "ObservationError", "ModelOutputError",
            "BundleError", "EXPLORATION_MODES", "behaviour_probs", "sample_categorical"]
@@ -40,7 +41,7 @@ EXPLORATION_MODES = ("greedy", "sample", "epsilon")
 _BOUNDS_SLACK = 1e-5
 
 
-class ObservationError(ValueError):
+class ObservationError(PersonaRLError, ValueError):
     """An observation the policy cannot take: wrong shape or dtype, NaN/inf, out of bounds."""
 
 

@@ -9,7 +9,7 @@ from envs.adaptation_model import AdaptationModel
 from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
                            coerce_population, resolve_reward_fn)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
-from synth.errors import check_int, check_range
+from personarl.errors import check_int, check_range
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["PersonalityAdaptationEnv", "PersonalityAdaptationVectorEnv", "ENV_ID",

@@ -17,7 +17,7 @@ from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferenc
 from envs.batched import BaseCore, BoxActions, DiscreteActions, column_slices
 from rewards.adaptation import AdaptationRewardFn
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 from synth.population import PopulationSampler, categorical
 
 __all__ = ["AdaptationCore", "ACTION_MODES", "PHASE_URGENCY", "OBS_COLUMNS"]

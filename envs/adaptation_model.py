@@ -39,7 +39,7 @@ import numpy as np
 
 from rewards.adaptation import AdaptationRewardFn
 from synth.archetypes import ARCHETYPE_NAMES, TRAITS
-from synth.errors import check_range
+from personarl.errors import check_range
 
 __all__ = ["PHASES", "STRATEGIES", "TONES", "STYLES", "PREFERRED", "IMPORTANCE", "TONE_SHIFT",
            "AdaptationModel", "ChatState", "Preferences", "phase_of", "style_vectors",

@@ -33,7 +33,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from synth.errors import ConfigError, InvalidActionError, ResetNeededError
+from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",

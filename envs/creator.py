@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 
 import envs  # noqa: F401  (registers the ids)
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 __all__ = ["create_env", "creator_for", "vector_maker"]
 

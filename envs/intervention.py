@@ -9,7 +9,7 @@ from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_confi
 from envs.intervention_core import InterventionCore
 from envs.intervention_model import InterventionModel
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
-from synth.errors import check_int, check_range
+from personarl.errors import check_int, check_range
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["InterventionTimingEnv", "InterventionTimingVectorEnv", "ENV_ID", "build_core"]

@@ -61,7 +61,7 @@ import numpy as np
 
 from rewards.intervention import InterventionRewardFn
 from synth.archetypes import TRAITS
-from synth.errors import check_int, check_range
+from personarl.errors import check_int, check_range
 
 __all__ = ["ACTIONS", "InterventionModel", "UserTraits", "State", "transition",
            "action_rewards", "fast_clip", "TONES"]

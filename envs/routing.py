@@ -11,7 +11,7 @@ from envs.routing_model import AgentWorld, ResponseModel
 from rewards.quality import QualityModel
 from rewards.signals import SignalWeights
 from synth.behaviour import BehaviourModel
-from synth.errors import ConfigError, check_int
+from personarl.errors import ConfigError, check_int
 from synth.fusion import PersonaFusion
 from synth.population import PopulationConfig, PopulationSampler
 

@@ -24,7 +24,7 @@ from rewards.signals import SIGNAL_NAMES
 from synth.archetypes import DEVICES, TASK_TYPES
 from synth.behaviour import BehaviourModel, interaction_loglik, sample_session
 from synth.fusion import PersonaFusion
-from synth.errors import check_int
+from personarl.errors import check_int
 from synth.population import PopulationSampler
 
 __all__ = ["RoutingCore", "ObsLayout"]

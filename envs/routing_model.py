@@ -35,7 +35,7 @@ import numpy as np
 
 from rewards.signals import SIGNAL_NAMES
 from synth.archetypes import TASK_TYPES, TRAITS
-from synth.errors import check_int, check_range
+from personarl.errors import check_int, check_range
 
 __all__ = ["AgentWorld", "ResponseModel", "COLUMNS", "COLLAPSE", "CONTINUOUS", "RATING",
            "CONVERSION", "THUMBS_UP", "THUMBS_DOWN", "BIG", "column_weights",

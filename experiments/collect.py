@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
 from personarl.seeds import MAX_SEED, name_key, stream_seed
-from synth.errors import ConfigError, PersonaRLError, check_flag, check_int, check_range
+from personarl.errors import ConfigError, PersonaRLError, check_flag, check_int, check_range
 
 __all__ = ["collect_data", "load_policy_spec", "main"]
 

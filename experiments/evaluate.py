@@ -36,7 +36,7 @@ from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
 from personarl.seeds import MAX_SEED
-from synth.errors import (ConfigError, DataError, PersonaRLError, check_flag, check_int,
+from personarl.errors import (ConfigError, DataError, PersonaRLError, check_flag, check_int,
                           check_range)
 
 __all__ = ["evaluate_offline", "main"]

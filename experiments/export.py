@@ -29,7 +29,7 @@ from agents.learners import WEIGHTS_FILE
 from experiments.run_files import recorded_digests
 from experiments.wiring import env_kwargs
 from personarl import jsonio
-from synth.errors import ConfigError, PersonaRLError
+from personarl.errors import ConfigError, PersonaRLError
 
 __all__ = ["export_checkpoint", "main"]
 
@@ -126,7 +126,7 @@ def main(cfg: DictConfig) -> None:
     try:
         path = export_checkpoint(Path(cfg.checkpoint), cfg.out and Path(cfg.out),
                                  cfg.overwrite)
-    except (PersonaRLError, BundleError) as exc:
+    except PersonaRLError as exc:               # BundleError is one
         log.error("export failed: %s", exc)
         sys.exit(2)
     print(f"bundle: {path}")

@@ -22,8 +22,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from agents.bundle import BundleError
 from agents.registry import Registry, RegistryError
+from personarl.errors import PersonaRLError
 
 __all__ = ["run", "main", "ACTIONS"]
 
@@ -76,7 +76,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point: one action, then the touched versions as a table."""
     try:
         entries = run(cfg)
-    except (RegistryError, BundleError) as exc:
+    except PersonaRLError as exc:               # RegistryError, BundleError, …
         log.error("registry %s failed: %s", cfg.action, exc)
         sys.exit(2)
     if not entries:

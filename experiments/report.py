@@ -40,7 +40,7 @@ from experiments.run_files import MetricsLog
 from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
 from personarl.seeds import generator
-from synth.errors import ConfigError
+from personarl.errors import ConfigError, PersonaRLError
 
 __all__ = ["collect_runs", "group_runs", "iqm_ci", "probability_of_improvement", "main"]
 
@@ -276,7 +276,7 @@ def main(cfg: DictConfig) -> None:
     """Hydra entry point (``python -m experiments.report <dir>`` works too)."""
     try:
         out = write_report(Path(cfg.dir), cfg.bootstrap, cfg.seed)
-    except ConfigError as exc:
+    except PersonaRLError as exc:
         log.error("cannot report: %s", exc)
         sys.exit(2)
     print(f"{out['runs']} runs; best configuration: {out['best']}; report: "

@@ -27,7 +27,7 @@ from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
 from personarl import jsonio
 from synth.archetypes import TASK_TYPES
-from synth.errors import PersonaRLError, check_int
+from personarl.errors import PersonaRLError, check_int
 
 log = logging.getLogger(__name__)
 register_configs()

@@ -42,7 +42,7 @@ from experiments.wiring import validate
 from personarl import jsonio
 from personarl.locks import exclusive_lock
 from personarl.seeds import stream_seed32
-from synth.errors import ConfigError, PersonaRLError, check_int
+from personarl.errors import ConfigError, PersonaRLError, check_int
 
 __all__ = ["check_space", "sweep", "rerun_seeds", "main", "SPACE_TYPES"]
 

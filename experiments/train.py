@@ -61,7 +61,7 @@ from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E
                                 env_kwargs, validate)
 from personarl import jsonio  # noqa: E402
 from personarl.locks import exclusive_lock  # noqa: E402
-from synth.errors import ConfigError, PersonaRLError  # noqa: E402
+from personarl.errors import ConfigError, PersonaRLError  # noqa: E402
 
 __all__ = ["train", "main"]
 

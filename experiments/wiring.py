@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from agents.factory import baselines_for, env_core
 from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
 from personarl.seeds import MAX_SEED
-from synth.errors import ConfigError, check_int, check_range
+from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
            "HASH_EXCLUDED", "flatten"]

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from synth.errors import DataError
+from personarl.errors import DataError
 
 __all__ = ["LoggedData", "DataError", "REQUIRED"]
 

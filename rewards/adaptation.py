@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from synth.errors import check_range
+from personarl.errors import check_range
 
 __all__ = ["AdaptationRewardWeights", "adaptation_reward", "AdaptationRewardFn"]
 

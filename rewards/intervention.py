@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from synth.errors import check_range
+from personarl.errors import check_range
 
 __all__ = ["InterventionRewardWeights", "intervention_reward", "InterventionRewardFn"]
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.errors import check_int, check_range
+from personarl.errors import check_int, check_range
 
 __all__ = ["QualityModel"]
 

@@ -24,7 +24,7 @@ from typing import Mapping
 
 import numpy as np
 
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 __all__ = ["SignalSpec", "SIGNALS", "SIGNAL_NAMES", "DWELL_CAP_S", "SignalWeights",
            "normalise_rating", "normalise_dwell", "normalise_scroll"]

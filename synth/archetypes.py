@@ -54,7 +54,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 __all__ = [
     "TRAITS", "BEHAVIOURS", "TASK_TYPES", "DEVICES", "ARCHETYPE_NAMES",

@@ -16,7 +16,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 
 from synth.archetypes import DEFAULT_ARCHETYPES, TRAITS, ArchetypeSpec, ArchetypeTable
-from synth.errors import ConfigError, check_int, check_range
+from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationEvent", "apply_events"]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synth.errors import check_int, check_range
+from personarl.errors import check_int, check_range
 from synth.population import HYBRID_THRESHOLD, PopulationSampler
 
 __all__ = ["PersonaFusion", "FusionState", "FusionTrajectory", "BayesPersonaFilter"]

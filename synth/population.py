@@ -33,7 +33,7 @@ import numpy as np
 
 from synth.archetypes import ArchetypeSpec, ArchetypeTable, TRAITS, default_table
 from synth.events import PopulationEvent, apply_events
-from synth.errors import ConfigError, check_int, check_range
+from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
            "drift_trajectory", "categorical", "HYBRID_THRESHOLD"]

@@ -9,7 +9,7 @@ import pytest
 from agents.bandits import LinearThompson, LinUCB
 from agents.learners import OnlineBaseline
 from envs.creator import create_env
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 THETA = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.3, 0.3, 0.3]])   # arm x feature
 

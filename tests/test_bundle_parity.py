@@ -134,6 +134,6 @@ def test_export_command_and_refusals(runs, tmp_path):
                             f"hydra.run.dir={tmp_path / 'hydra2'}"],
                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already exists" in again.stdout + again.stderr
-    from synth.errors import ConfigError
+    from personarl.errors import ConfigError
     with pytest.raises(ConfigError, match="not a complete training checkpoint"):
         export_checkpoint(run)

@@ -129,7 +129,7 @@ def test_a_saved_state_continues_exactly(env_id, kwargs, face, tmp_path):
 
 
 def test_a_state_from_another_env_is_refused_and_changes_nothing():
-    from synth.errors import ConfigError
+    from personarl.errors import ConfigError
 
     routing = create_env(envs.ROUTING_ID, {"num_envs": 4})
     routing.reset(seed=0)

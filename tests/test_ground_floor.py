@@ -160,3 +160,30 @@ def test_hostile_state_files_are_data_errors(tmp_path):
     (tmp_path / "zeros.npz").write_bytes(bytes(50))
     with pytest.raises(DataError, match="zeros.npz is not a readable state file"):
         read_state(tmp_path / "zeros.npz")
+
+
+def test_every_error_the_project_defines_is_in_the_family():
+    """Every ``*Error`` class in our packages subclasses ``PersonaRLError`` (what each entry
+    point catches to exit 2 with one line), except the internal faults listed here."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from personarl.errors import PersonaRLError
+
+    internal = {"agents.serving.ModelOutputError"}     # a bundle's model failing at serve time
+    root = Path(__file__).resolve().parents[1]
+    found = []
+    for package in ("personarl", "synth", "rewards", "envs", "ope", "agents", "experiments"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            names = [n.name for n in tree.body if isinstance(n, ast.ClassDef)
+                     and n.name.endswith("Error")]
+            if names:
+                module = ".".join(path.relative_to(root).with_suffix("").parts)
+                found += [(f"{module}.{n}", getattr(importlib.import_module(module), n))
+                          for n in names]
+    assert len(found) >= 8
+    outside = [name for name, cls in found
+               if not issubclass(cls, PersonaRLError) and name not in internal]
+    assert outside == []

@@ -248,7 +248,7 @@ def test_evaluate_refuses_a_log_or_setting_it_cannot_use(small_log, tmp_path, me
 
     from experiments.evaluate import evaluate_offline
     from ope.files import write_logged
-    from synth import errors
+    from personarl import errors
 
     data, _ = small_log
     path = write_logged(replace(data, meta={**data.meta, **meta}), tmp_path / "l.parquet")
@@ -289,7 +289,7 @@ def test_collect_refuses_a_behaviour_it_would_log_wrongly(tmp_path, overrides, m
     from hydra import compose, initialize_config_dir
 
     from experiments.collect import collect_data
-    from synth.errors import ConfigError
+    from personarl.errors import ConfigError
 
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("collect", overrides=["env.horizon=1", "episodes=10", *overrides])

@@ -45,7 +45,7 @@ def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, tmp_path, env_
 
 def test_rllib_rejects_an_impossible_combination_with_its_own_message():
     from agents.rllib_ppo import build_ppo_config
-    from synth.errors import ConfigError
+    from personarl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="minibatch_size"):
         build_ppo_config("personarl/AgentRouting-v0", {},

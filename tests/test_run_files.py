@@ -137,7 +137,7 @@ def test_resume_refuses_a_checkpoint_that_differs_from_its_record(tmp_path):
 
     from experiments.schema import register_configs
     from experiments.train import train
-    from synth.errors import ConfigError
+    from personarl.errors import ConfigError
     from tests.test_train_run import ROOT
 
     register_configs()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs import AgentRoutingVectorEnv
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 sb3 = pytest.importorskip("stable_baselines3")
 

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments.schema import register_configs
 from experiments.sweep import check_space, rerun_seeds
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()

@@ -14,7 +14,7 @@ from hydra.errors import ConfigCompositionException
 
 from experiments.schema import register_configs
 from experiments.wiring import config_diff, config_hash, env_kwargs, validate
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 register_configs()

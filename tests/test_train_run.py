@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments.schema import register_configs
 from experiments.train import train
-from synth.errors import ConfigError
+from personarl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
