@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import run_app
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
 from personarl.seeds import MAX_SEED, name_key, stream_seed
-from personarl.errors import ConfigError, PersonaRLError, check_flag, check_int, check_range
+from personarl.errors import ConfigError, check_flag, check_int, check_range
 
 __all__ = ["collect_data", "load_policy_spec", "main"]
 
@@ -116,11 +116,8 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        path = collect_data(cfg, Path(cfg.out) if cfg.out else run_dir / "logged.parquet")
-    except PersonaRLError as exc:
-        log.error("invalid configuration: %s", exc)
-        sys.exit(2)
+    path = run_app("collect", cfg, lambda: collect_data(
+        cfg, Path(cfg.out) if cfg.out else run_dir / "logged.parquet"), run_dir)
     print(f"logged data: {path}")
 
 

@@ -22,7 +22,6 @@ same seed. Mistakes exit with status 2 and a message.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -32,12 +31,13 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import run_app
 from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
 from personarl.seeds import MAX_SEED
 from personarl.errors import (ConfigError, DataError, PersonaRLError, check_flag, check_int,
-                          check_range)
+                              check_range)
 
 __all__ = ["evaluate_offline", "main"]
 
@@ -357,11 +357,8 @@ def _pct(x: float | None) -> str:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        summary = evaluate_offline(cfg, run_dir)
-    except (PersonaRLError, ValueError) as exc:           # DataError is a PersonaRLError
-        log.error("cannot evaluate: %s", exc)
-        sys.exit(2)
+    summary = run_app("evaluate", cfg, lambda: evaluate_offline(cfg, run_dir), run_dir,
+                      user_errors=(ValueError,))
     choice = summary["recommendation"]["estimator"]
     print(f"recommended: {choice or 'none (see the report)'}; report: "
           f"{run_dir / 'report.md'}")

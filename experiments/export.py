@@ -15,21 +15,22 @@ Mistakes exit with status 2 and a message, writing nothing.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.bundle import BundleError
 from agents.learners import WEIGHTS_FILE
+from experiments.cli import run_app
 from experiments.run_files import recorded_digests
 from experiments.wiring import env_kwargs
 from personarl import jsonio
-from personarl.errors import ConfigError, PersonaRLError
+from personarl.errors import ConfigError
 
 __all__ = ["export_checkpoint", "main"]
 
@@ -123,12 +124,9 @@ def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="export")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    try:
-        path = export_checkpoint(Path(cfg.checkpoint), cfg.out and Path(cfg.out),
-                                 cfg.overwrite)
-    except PersonaRLError as exc:               # BundleError is one
-        log.error("export failed: %s", exc)
-        sys.exit(2)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    path = run_app("export", cfg, lambda: export_checkpoint(
+        Path(cfg.checkpoint), cfg.out and Path(cfg.out), cfg.overwrite), run_dir)
     print(f"bundle: {path}")
 
 

@@ -14,7 +14,6 @@ and a message; the registry is left as it was.
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -22,8 +21,8 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
+from experiments.cli import run_app
 from agents.registry import Registry, RegistryError
-from personarl.errors import PersonaRLError
 
 __all__ = ["run", "main", "ACTIONS"]
 
@@ -74,11 +73,7 @@ def run(cfg: DictConfig) -> list[dict[str, Any]]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="registry")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: one action, then the touched versions as a table."""
-    try:
-        entries = run(cfg)
-    except PersonaRLError as exc:               # RegistryError, BundleError, …
-        log.error("registry %s failed: %s", cfg.action, exc)
-        sys.exit(2)
+    entries = run_app(f"{cfg.action} in the registry", cfg, lambda: run(cfg))
     if not entries:
         print(f"registry {cfg.registry}: no models registered")
     for e in entries:

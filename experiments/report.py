@@ -36,11 +36,12 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy import stats
 
+from experiments.cli import run_app
 from experiments.run_files import MetricsLog
 from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
 from personarl.seeds import generator
-from personarl.errors import ConfigError, PersonaRLError
+from personarl.errors import ConfigError
 
 __all__ = ["collect_runs", "group_runs", "iqm_ci", "probability_of_improvement", "main"]
 
@@ -274,11 +275,7 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
 @hydra.main(version_base="1.3", config_path="../configs", config_name="report")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (``python -m experiments.report <dir>`` works too)."""
-    try:
-        out = write_report(Path(cfg.dir), cfg.bootstrap, cfg.seed)
-    except PersonaRLError as exc:
-        log.error("cannot report: %s", exc)
-        sys.exit(2)
+    out = run_app("report", cfg, lambda: write_report(Path(cfg.dir), cfg.bootstrap, cfg.seed))
     print(f"{out['runs']} runs; best configuration: {out['best']}; report: "
           f"{Path(cfg.dir) / 'report.md'}")
 

@@ -30,10 +30,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from experiments.cli import run_app
 from agents.registry import Registry
 from agents.serving import load_policy
 from agents.traffic import Arm, Decider
-from personarl.errors import ConfigError, PersonaRLError
+from personarl.errors import ConfigError
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
 
@@ -179,13 +180,12 @@ def main(cfg: DictConfig) -> None:
     from agents.server import create_app
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        settings = settings_from(cfg, run_dir)
-        decider = build_decider(cfg)
-        app = create_app(decider, settings)            # opens the logs: takes their locks
-    except (PersonaRLError, ValueError) as exc:
-        log.error("cannot serve: %s", exc)
-        sys.exit(2)
+
+    def start() -> tuple[Any, Any, Any]:
+        settings, decider = settings_from(cfg, run_dir), build_decider(cfg)
+        return settings, decider, create_app(decider, settings)  # takes the logs' locks
+
+    settings, decider, app = run_app("serve", cfg, start, run_dir, user_errors=(ValueError,))
     import gc
 
     import uvicorn

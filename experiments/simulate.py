@@ -11,7 +11,6 @@ then every policy is evaluated, frozen, on the same seeds (paired).
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +22,12 @@ from agents.baselines import make_baseline
 from agents.evaluation import (EpisodeBatch, mean_ci, paired_row, per_archetype,
                                run_episodes, train_online)
 from envs.routing import AgentRoutingVectorEnv, build_core
+from experiments.cli import run_app
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
 from personarl import jsonio
 from synth.archetypes import TASK_TYPES
-from personarl.errors import PersonaRLError, check_int
+from personarl.errors import check_int
 
 log = logging.getLogger(__name__)
 register_configs()
@@ -123,11 +123,7 @@ def to_markdown(summary: dict[str, Any], cfg: DictConfig) -> str:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     out = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        summary = simulate(cfg)
-    except PersonaRLError as exc:
-        log.error("invalid configuration: %s", exc)
-        sys.exit(2)
+    summary = run_app("simulate", cfg, lambda: simulate(cfg), out)
     report = to_markdown(summary, cfg)
     (out / "report.md").write_text(report)
     (out / "summary.json").write_text(jsonio.dumps(summary, indent=2))

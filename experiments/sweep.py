@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +35,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.cli import run_app
 from experiments.run_files import stop_ray_leftovers
 from experiments.schema import register_configs
 from experiments.wiring import validate
@@ -283,11 +283,7 @@ def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iteration
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
-    try:
-        out = sweep(cfg, run_dir)
-    except PersonaRLError as exc:
-        log.error("invalid sweep: %s", exc)
-        sys.exit(2)
+    out = run_app("sweep", cfg, lambda: sweep(cfg, run_dir), run_dir)
     done = sum(t["finished"] for t in out["trials"])
     print(f"{len(out['trials'])} trials ({done} trained to the budget, the rest stopped "
           f"early); winner after {len(out['reruns'])} re-runs: "

@@ -50,6 +50,7 @@ from agents.factory import make_policy  # noqa: E402
 from agents.learners import (WEIGHTS_FILE, Learner, OnlineBaseline,  # noqa: E402
                              load_weights, weights_sha256)
 from envs.creator import vector_maker  # noqa: E402
+from experiments.cli import run_app  # noqa: E402
 from experiments.export import export_checkpoint  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E402
@@ -61,7 +62,7 @@ from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E
                                 env_kwargs, validate)
 from personarl import jsonio  # noqa: E402
 from personarl.locks import exclusive_lock  # noqa: E402
-from personarl.errors import ConfigError, PersonaRLError  # noqa: E402
+from personarl.errors import ConfigError  # noqa: E402
 
 __all__ = ["train", "main"]
 
@@ -265,11 +266,7 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     group = Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
-    try:
-        result = train(cfg, run_dir, wandb_group=group)
-    except PersonaRLError as exc:
-        log.error("cannot run: %s", exc)
-        sys.exit(2)
+    result = run_app("train", cfg, lambda: train(cfg, run_dir, wandb_group=group), run_dir)
     pop = next(iter(result["populations"].values()))
     for name, p in pop["policies"].items():
         print(f"{name:>16}: {p['mean']:.4f} [{p['ci_low']:.4f}, {p['ci_high']:.4f}]")

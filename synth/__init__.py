@@ -6,7 +6,7 @@ Needs only NumPy. Import names from here or from the submodules.
 from synth.archetypes import (ARCHETYPE_NAMES, BEHAVIOURS, DEVICES, TASK_TYPES, TRAITS,
                               ArchetypeSpec, ArchetypeTable, default_table)
 from personarl.errors import (ConfigError, InvalidActionError, PersonaRLError,
-                          ResetNeededError)
+                              ResetNeededError)
 from synth.population import (HYBRID_THRESHOLD, Population, PopulationConfig,
                               PopulationEvent, PopulationSampler)
 

@@ -1,0 +1,52 @@
+"""The one exit path of the entry points (``experiments.cli.run_app``): a user's mistake
+exits 2 with one line naming it and no traceback, and leaves no run directory behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+#: apps that are commands, not runs: they write no run directory (``hydra.run.dir: .``)
+COMMANDS = ("report", "registry")
+
+CASES = [
+    # app, arguments, what the one line names
+    ("evaluate", [], "cannot evaluate: missing required argument(s): data=<value>"),
+    ("export", [], "cannot export: missing required argument(s): checkpoint=<value>"),
+    ("report", [], "cannot report: missing required argument(s): dir=<value>"),
+    ("export", ["checkpoint=/nonexistent/iter_000001"],
+     "cannot export: checkpoint='/nonexistent/iter_000001' is not a complete training "
+     "checkpoint"),
+    ("train", ["agent.lr=-1", "logger=none"], "cannot train: agent.lr=-1"),
+    ("collect", ["episodes=0"], "cannot collect: episodes=0"),
+]
+
+
+@pytest.mark.parametrize("app,args,line", CASES, ids=[f"{a}-{'-'.join(x) or 'missing'}"[:40]
+                                                      for a, x, _ in CASES])
+def test_a_users_mistake_exits_2_with_one_line_and_leaves_no_run_directory(
+        app, args, line, tmp_path):
+    run_dir = tmp_path / "run"
+    is_run = app not in COMMANDS                   # a run, with a run directory of its own
+    out = subprocess.run([sys.executable, "-m", f"experiments.{app}", *args,
+                          *[f"hydra.run.dir={run_dir}"] * is_run], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [x for x in (out.stdout + out.stderr).splitlines() if "cannot " in x]
+    assert len(errors) == 1 and line in errors[0], out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    assert not run_dir.exists()                    # Hydra's directory went with the failure
+
+
+def test_a_directory_holding_more_than_hydras_files_is_kept(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "metrics.jsonl").write_text("")     # a run's own file: not ours to remove
+    out = subprocess.run([sys.executable, "-m", "experiments.export",
+                          f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and (run_dir / "metrics.jsonl").exists()
