@@ -142,7 +142,7 @@ class LoggerSchema:
 
 @dataclass
 class EvalSchema:
-    episodes: int = 4096                # held-out episodes per policy and population
+    episodes: int = 65536               # held-out episodes per policy and population
     baselines: Optional[List[str]] = None   # None: every baseline that applies to the env
     baseline_warmup_steps: int = 2000   # batched steps a learning baseline learns for
     baseline_warmup_envs: int = 256
@@ -152,7 +152,7 @@ class EvalSchema:
 
 @dataclass
 class CheckpointSchema:
-    every: int = 5                      # iterations between checkpoints (0: only at the end)
+    every: int = 10                     # iterations between checkpoints (0: only at the end)
     keep: int = 2                       # newest complete checkpoints kept
 
 
@@ -194,7 +194,7 @@ class TrainSchema:
     logger: Any = None
     eval: Any = None
     seed: int = 0
-    budget: int = 1_000_000             # env steps to train for
+    budget: int = 3_500_000             # env steps to train for
     resume: bool = False
     trust_checkpoint: bool = False      # resume from a checkpoint run.json has no match for
     progress: bool = True

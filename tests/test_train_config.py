@@ -107,3 +107,30 @@ def test_cli_rejects_bad_overrides_before_ray_starts(tmp_path, override, key):
     assert key in out
     assert "Started a local Ray instance" not in out
     assert "Traceback" not in out
+
+
+#: each schema and the YAML option that is its group's default (what a plain run composes)
+_DEFAULT_OPTIONS = [("", None, "TrainSchema"),
+                    ("env=routing", "env", "RoutingEnvSchema"),
+                    ("env=adaptation", "env", "AdaptationEnvSchema"),
+                    ("env=intervention", "env", "InterventionEnvSchema"),
+                    ("agent=ppo", "agent", "PPOSchema"),
+                    ("persona=default", "persona", "PersonaSchema"),
+                    ("logger=wandb_offline", "logger", "LoggerSchema"),
+                    ("eval=default", "eval", "EvalSchema")]
+
+
+@pytest.mark.parametrize("override,node,schema", _DEFAULT_OPTIONS,
+                         ids=[s for _, _, s in _DEFAULT_OPTIONS])
+def test_schema_defaults_are_the_yaml_defaults(override, node, schema):
+    """A schema's default is what the default YAML option sets, so code that builds a config
+    from the schema alone runs what the command line runs."""
+    import experiments.schema as schemas
+    from experiments.wiring import flatten
+
+    cfg = load(*([override] if override else []))
+    yaml = flatten(OmegaConf.to_container(cfg[node] if node else cfg, resolve=True))
+    own = flatten(OmegaConf.to_container(OmegaConf.structured(getattr(schemas, schema))))
+    drift = {k: (yaml[k], own[k]) for k in set(yaml) & set(own)
+             if own[k] not in (None, "???") and yaml[k] != own[k]}
+    assert drift == {}
