@@ -1,21 +1,23 @@
 """Dataclass schemas of every config group, registered in Hydra's ConfigStore.
 
-Each YAML option in ``configs/<group>/`` starts from its schema (``defaults: [<schema>,
-_self_]``), so an unknown key or a value of the wrong type fails when Hydra composes the
-config — before any code runs. Ranges are checked afterwards by the code that owns each
-value (``experiments.validate``), still before Ray starts, with the key in the message.
+Each YAML option in ``configs/<group>/`` starts from its schema (``defaults: -
+/schema/<group>@_here_: <schema>``), so an unknown key or a value of the wrong type fails
+when Hydra composes the config — before any code runs. Ranges are checked afterwards by
+the code that owns each value (``experiments.validate``), still before Ray starts, with the
+key in the message. The schemas live in groups of their own (``schema/<group>``), so Hydra
+never offers one as a choice of the group it describes (``env=routng`` lists the envs).
 
-Group -> schema (name in the ConfigStore):
+Group -> schema (``schema/<group>/<name>`` in the ConfigStore):
 
 ========  =============================================================
-env       ``routing_schema``, ``adaptation_schema``, ``intervention_schema``
-persona   ``persona_schema`` (``synth.population.PopulationConfig``'s fields and defaults)
-reward    ``signals_schema`` (AgentRouting), ``adaptation_reward_schema``,
-          ``intervention_reward_schema`` (the reward-weight dataclasses' fields)
-agent     ``ppo_schema`` (RLlib and SB3 PPO), ``baseline_schema``
-logger    ``logger_schema``
-eval      ``eval_schema``
-sweep     ``sweep_schema`` (``experiments.sweep``)
+env       ``routing``, ``adaptation``, ``intervention``
+persona   ``persona`` (``synth.population.PopulationConfig``'s fields and defaults)
+reward    ``signals`` (AgentRouting), ``adaptation``, ``intervention`` (the reward-weight
+          dataclasses' fields)
+agent     ``ppo`` (RLlib and SB3 PPO), ``baseline``
+logger    ``logger``
+eval      ``eval``
+sweep     ``sweep`` (``experiments.sweep``)
 ========  =============================================================
 """
 
@@ -207,17 +209,17 @@ def register_configs() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     for group, name, node in (
-            ("env", "routing_schema", RoutingEnvSchema),
-            ("env", "adaptation_schema", AdaptationEnvSchema),
-            ("env", "intervention_schema", InterventionEnvSchema),
-            ("persona", "persona_schema", PersonaSchema),
-            ("reward", "signals_schema", SignalsRewardSchema),
-            ("reward", "adaptation_reward_schema", AdaptationRewardSchema),
-            ("reward", "intervention_reward_schema", InterventionRewardSchema),
-            ("agent", "ppo_schema", PPOSchema),
-            ("agent", "baseline_schema", BaselineSchema),
-            ("logger", "logger_schema", LoggerSchema),
-            ("eval", "eval_schema", EvalSchema),
-            ("sweep", "sweep_schema", SweepSchema)):
+            ("schema/env", "routing", RoutingEnvSchema),
+            ("schema/env", "adaptation", AdaptationEnvSchema),
+            ("schema/env", "intervention", InterventionEnvSchema),
+            ("schema/persona", "persona", PersonaSchema),
+            ("schema/reward", "signals", SignalsRewardSchema),
+            ("schema/reward", "adaptation", AdaptationRewardSchema),
+            ("schema/reward", "intervention", InterventionRewardSchema),
+            ("schema/agent", "ppo", PPOSchema),
+            ("schema/agent", "baseline", BaselineSchema),
+            ("schema/logger", "logger", LoggerSchema),
+            ("schema/eval", "eval", EvalSchema),
+            ("schema/sweep", "sweep", SweepSchema)):
         cs.store(group=group, name=name, node=node)
     cs.store(name="train_schema", node=TrainSchema)

@@ -134,3 +134,13 @@ def test_schema_defaults_are_the_yaml_defaults(override, node, schema):
     drift = {k: (yaml[k], own[k]) for k in set(yaml) & set(own)
              if own[k] not in (None, "???") and yaml[k] != own[k]}
     assert drift == {}
+
+
+@pytest.mark.parametrize("group", ["env", "agent", "reward", "persona", "logger", "eval"])
+def test_a_misspelt_option_lists_the_options_and_never_a_schema(group):
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException) as caught:
+        load(f"{group}=nosuchoption")
+    assert caught.value.options and set(caught.value.options) == set(options(group))
+    assert not any("schema" in o for o in caught.value.options)
