@@ -12,6 +12,11 @@ failed on its input, the run directory Hydra made for this invocation is removed
 holds nothing but Hydra's own files (``.hydra/`` and the app's log), so a failed command
 leaves no directory behind; a directory holding anything else (a run being resumed) is
 kept.
+
+``check_command_line`` runs first, from each module's ``__main__`` block: it composes the
+config from the command line once, before Hydra starts the app, so that what Hydra reports
+at composition — an unknown key, a value of the wrong type, an option that does not exist
+— is also one line and exit 2 (Hydra's own report is several lines and exit 1).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from personarl.errors import PersonaRLError
 
-__all__ = ["run_app", "EXIT_USAGE"]
+__all__ = ["run_app", "check_command_line", "EXIT_USAGE"]
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -81,3 +88,38 @@ def _only_hydra_files(run_dir: Path) -> bool:
     return (run_dir / ".hydra").is_dir() and all(
         (p.name == ".hydra" and p.is_dir()) or (p.suffix == ".log" and p.is_file())
         for p in entries)
+
+
+def check_command_line(config_name: str, action: str, argv: list[str] | None = None) -> None:
+    """Compose ``config_name`` with the command line's overrides; a composition error exits
+    2 with one line ``cannot <action>: …`` naming the override (and, for a missing option,
+    the valid ones). Hydra's own flags (``--help``, ``--cfg``, ``-m`` …) are left to Hydra.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if any(a.startswith("-") for a in args):
+        return
+    try:
+        with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+            compose(config_name, overrides=args, return_hydra_config=True)
+    except MissingConfigException as exc:
+        valid = f"; valid: {', '.join(sorted(exc.options))}" if exc.options else ""
+        _usage(action, _one_line(exc) + valid)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc.__cause__
+        detail = f": {_one_line(cause)}" if cause is not None else ""
+        _usage(action, _one_line(exc).rstrip(".") + detail)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error's message (OmegaConf appends ``full_key: …`` lines)."""
+    lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _usage(action: str, message: str) -> None:
+    print(f"cannot {action}: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)

@@ -28,7 +28,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
 from personarl.seeds import MAX_SEED, name_key, stream_seed
@@ -122,4 +122,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("collect", "collect")
     main()

@@ -31,7 +31,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
@@ -365,4 +365,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("evaluate", "evaluate")
     main()

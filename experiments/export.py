@@ -26,7 +26,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from agents.bundle import BundleError
 from agents.learners import WEIGHTS_FILE
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from experiments.run_files import recorded_digests
 from experiments.wiring import env_kwargs
 from personarl import jsonio
@@ -131,4 +131,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("export", "export")
     main()

@@ -21,7 +21,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from agents.registry import Registry, RegistryError
 
 __all__ = ["run", "main", "ACTIONS"]
@@ -83,4 +83,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("registry", "use the registry")
     main()

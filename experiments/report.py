@@ -36,7 +36,7 @@ import numpy as np
 from omegaconf import DictConfig
 from scipy import stats
 
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from experiments.run_files import MetricsLog
 from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
@@ -283,4 +283,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
         sys.argv[1] = f"dir={sys.argv[1]}"          # the directory as a positional argument
+    check_command_line("report", "report")
     main()

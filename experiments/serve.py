@@ -30,7 +30,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from agents.registry import Registry
 from agents.serving import load_policy
 from agents.traffic import Arm, Decider
@@ -208,4 +208,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("serve", "serve")
     main()

@@ -22,7 +22,7 @@ from agents.baselines import make_baseline
 from agents.evaluation import (EpisodeBatch, mean_ci, paired_row, per_archetype,
                                run_episodes, train_online)
 from envs.routing import AgentRoutingVectorEnv, build_core
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs
 from personarl import jsonio
@@ -132,4 +132,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("simulate", "simulate")
     main()

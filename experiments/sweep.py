@@ -35,7 +35,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import run_app
+from experiments.cli import check_command_line, run_app
 from experiments.run_files import stop_ray_leftovers
 from experiments.schema import register_configs
 from experiments.wiring import validate
@@ -293,4 +293,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("train", "sweep")
     main()

@@ -50,7 +50,7 @@ from agents.factory import make_policy  # noqa: E402
 from agents.learners import (WEIGHTS_FILE, Learner, OnlineBaseline,  # noqa: E402
                              load_weights, weights_sha256)
 from envs.creator import vector_maker  # noqa: E402
-from experiments.cli import run_app  # noqa: E402
+from experiments.cli import check_command_line, run_app  # noqa: E402
 from experiments.export import export_checkpoint  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E402
@@ -276,4 +276,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    check_command_line("train", "train")
     main()

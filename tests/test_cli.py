@@ -1,5 +1,6 @@
-"""The one exit path of the entry points (``experiments.cli.run_app``): a user's mistake
-exits 2 with one line naming it and no traceback, and leaves no run directory behind."""
+"""The one exit path of the entry points (``experiments.cli``): a user's mistake — found
+while Hydra composes the config or by the app — exits 2 with one line naming it and no
+traceback, and leaves no run directory behind."""
 
 from __future__ import annotations
 
@@ -23,6 +24,14 @@ CASES = [
      "checkpoint"),
     ("train", ["agent.lr=-1", "logger=none"], "cannot train: agent.lr=-1"),
     ("collect", ["episodes=0"], "cannot collect: episodes=0"),
+    # what Hydra finds while composing the config
+    ("train", ["env=routng"], "cannot train: In 'train': Could not find 'env/routng'; valid: "
+                              "adaptation, intervention, routing"),
+    ("train", ["env.horizonn=3"], "cannot train: Could not override 'env.horizonn': Key "
+                                  "'horizonn' not in 'RoutingEnvSchema'"),
+    ("train", ["agent.lr=fast"], "cannot train: Error merging override agent.lr=fast: Value "
+                                 "'fast' of type 'str' could not be converted to Float"),
+    ("registry", ["colour=red"], "cannot use the registry: Could not override 'colour'"),
 ]
 
 
