@@ -32,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_command_line, run_app
+from experiments.schema import register_configs
 from experiments.collect import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
@@ -42,6 +43,7 @@ from personarl.errors import (ConfigError, DataError, PersonaRLError, check_flag
 __all__ = ["evaluate_offline", "main"]
 
 log = logging.getLogger(__name__)
+register_configs()
 
 
 def _timed(fit: Callable[..., np.ndarray], resamples: int, fits_per_resample: int

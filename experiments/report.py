@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 from scipy import stats
 
 from experiments.cli import check_command_line, run_app
+from experiments.schema import register_configs
 from experiments.run_files import MetricsLog
 from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
@@ -46,6 +47,7 @@ from personarl.errors import ConfigError
 __all__ = ["collect_runs", "group_runs", "iqm_ci", "probability_of_improvement", "main"]
 
 log = logging.getLogger(__name__)
+register_configs()
 
 
 @dataclass

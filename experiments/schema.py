@@ -19,6 +19,10 @@ logger    ``logger``
 eval      ``eval``
 sweep     ``sweep`` (``experiments.sweep``)
 ========  =============================================================
+
+Each app's own config starts from ``<app>_schema`` (``APP_SCHEMAS``: train, collect,
+evaluate, simulate, report; export, serve and registry keep theirs in their modules), with
+the same defaults as its YAML (``tests/test_train_config.py`` compares them).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from rewards.adaptation import AdaptationRewardWeights
 from rewards.intervention import InterventionRewardWeights
 from synth.population import PopulationConfig
 
-__all__ = ["register_configs", "TrainSchema"]
+__all__ = ["register_configs", "TrainSchema", "APP_SCHEMAS"]
 
 
 # ---------------------------------------------------------------- env
@@ -205,6 +209,85 @@ class TrainSchema:
     sweep: Any = None                   # experiments.sweep only: the search (sweep group)
 
 
+# ---------------------------------------------------------------- the other apps' configs
+@dataclass
+class ExplorationSchema:
+    mode: str = "epsilon"               # greedy | epsilon | softmax
+    epsilon: float = 0.2
+    temperature: float = 1.0
+
+
+@dataclass
+class CollectSchema:
+    """``experiments.collect`` (``configs/collect.yaml``)."""
+
+    env: Any = None
+    persona: Any = None
+    reward: Any = None
+    behaviour: str = "persona_router"   # a baseline's name, or a policy bundle directory
+    exploration: ExplorationSchema = field(default_factory=ExplorationSchema)
+    episodes: int = 10000
+    seed: int = 0
+    warmup_steps: int = 2000
+    record_truth: bool = False
+    out: Optional[str] = None
+
+
+@dataclass
+class IntervalSchema:
+    resamples: int = 1000
+    alpha: float = 0.05
+    refit: bool = False
+    refit_resamples: int = 200
+
+
+@dataclass
+class EvaluateSchema:
+    """``experiments.evaluate`` (``configs/evaluate.yaml``)."""
+
+    data: str = "???"                   # required
+    # lists, checked by experiments.evaluate itself (its message shows the list syntax)
+    policies: Any = field(default_factory=lambda: ["greedy", "random"])
+    mode: str = "greedy"
+    estimators: Any = None
+    gamma: float = 1.0
+    switch_lambda: float = 100.0
+    ci: IntervalSchema = field(default_factory=IntervalSchema)
+    folds: int = 2
+    seed: int = 0
+    warmup_steps: int = 2000
+    truth_episodes: int = 20000
+
+
+@dataclass
+class SimulateSchema:
+    """``experiments.simulate`` (``configs/simulate.yaml``)."""
+
+    env: Any = None
+    persona: Any = None
+    reward: Any = None
+    seed: int = 0
+    episodes: int = 8192
+    warmup_steps: int = 2000
+    warmup_envs: int = 256
+    policies: List[str] = field(default_factory=lambda: ["random", "greedy", "persona_router",
+                                                         "oracle"])
+
+
+@dataclass
+class ReportSchema:
+    """``experiments.report`` (``configs/report.yaml``)."""
+
+    dir: str = "???"                    # required: the multirun or sweep directory
+    bootstrap: int = 2000
+    seed: int = 0
+
+
+#: app config name -> its schema (the YAML starts from ``<name>_schema``)
+APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": EvaluateSchema,
+               "simulate": SimulateSchema, "report": ReportSchema}
+
+
 def register_configs() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
@@ -222,4 +305,5 @@ def register_configs() -> None:
             ("schema/eval", "eval", EvalSchema),
             ("schema/sweep", "sweep", SweepSchema)):
         cs.store(group=group, name=name, node=node)
-    cs.store(name="train_schema", node=TrainSchema)
+    for name, node in APP_SCHEMAS.items():
+        cs.store(name=f"{name}_schema", node=node)

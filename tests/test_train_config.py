@@ -144,3 +144,23 @@ def test_a_misspelt_option_lists_the_options_and_never_a_schema(group):
         load(f"{group}=nosuchoption")
     assert caught.value.options and set(caught.value.options) == set(options(group))
     assert not any("schema" in o for o in caught.value.options)
+
+
+@pytest.mark.parametrize("app", ["collect", "evaluate", "simulate", "report"])
+def test_every_apps_yaml_starts_from_its_schema_with_the_same_defaults(app):
+    """An unknown key or a wrong type fails at composition for every app, and the schema's
+    defaults are the YAML's."""
+    from hydra.errors import ConfigCompositionException
+
+    import experiments.schema as schemas
+    from experiments.wiring import flatten
+
+    with initialize_config_dir(str(CONFIGS), version_base="1.3"):
+        cfg = compose(app)
+        with pytest.raises(ConfigCompositionException, match="nosuchkey"):
+            compose(app, overrides=["nosuchkey=1"])
+    yaml = flatten(OmegaConf.to_container(cfg, resolve=False))
+    own = flatten(OmegaConf.to_container(OmegaConf.structured(schemas.APP_SCHEMAS[app])))
+    drift = {k: (yaml[k], own[k]) for k in set(yaml) & set(own)
+             if own[k] is not None and yaml[k] != own[k]}
+    assert drift == {}
