@@ -25,7 +25,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, NoReturn, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -64,10 +64,9 @@ def run_app(action: str, cfg: DictConfig, body: Callable[[], T],
         return body()
     except (PersonaRLError, *user_errors) as exc:
         _fail(action, str(exc), run_dir)
-    raise AssertionError("unreachable")                  # _fail exits
 
 
-def _fail(action: str, message: str, run_dir: Path | None) -> None:
+def _fail(action: str, message: str, run_dir: Path | None) -> NoReturn:
     log.error("cannot %s: %s", action, message)
     if run_dir is not None and _only_hydra_files(run_dir):
         logging.shutdown()                              # the log file is closed first
@@ -120,6 +119,6 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _usage(action: str, message: str) -> None:
+def _usage(action: str, message: str) -> NoReturn:
     print(f"cannot {action}: {message}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
