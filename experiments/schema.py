@@ -190,12 +190,18 @@ class SweepSchema:
 
 
 @dataclass
-class TrainSchema:
-    """The primary config of ``experiments.train``; the groups fill the ``Any`` fields."""
+class SimulatorGroups:
+    """The config groups that say which users an app simulates (filled by the groups)."""
 
     env: Any = None
     persona: Any = None
     reward: Any = None
+
+
+@dataclass
+class TrainSchema(SimulatorGroups):
+    """The primary config of ``experiments.train``; the groups fill the ``Any`` fields."""
+
     agent: Any = None
     logger: Any = None
     eval: Any = None
@@ -218,12 +224,9 @@ class ExplorationSchema:
 
 
 @dataclass
-class CollectSchema:
+class CollectSchema(SimulatorGroups):
     """``experiments.collect`` (``configs/collect.yaml``)."""
 
-    env: Any = None
-    persona: Any = None
-    reward: Any = None
     behaviour: str = "persona_router"   # a baseline's name, or a policy bundle directory
     exploration: ExplorationSchema = field(default_factory=ExplorationSchema)
     episodes: int = 10000
@@ -260,12 +263,9 @@ class EvaluateSchema:
 
 
 @dataclass
-class SimulateSchema:
+class SimulateSchema(SimulatorGroups):
     """``experiments.simulate`` (``configs/simulate.yaml``)."""
 
-    env: Any = None
-    persona: Any = None
-    reward: Any = None
     seed: int = 0
     episodes: int = 8192
     warmup_steps: int = 2000
