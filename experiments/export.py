@@ -27,9 +27,8 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from agents.bundle import BundleError
 from agents.learners import WEIGHTS_FILE
 from experiments.cli import check_command_line, run_app
-from experiments.run_files import recorded_digests
+from experiments.run_files import read_json_object, recorded_digests
 from experiments.wiring import env_kwargs
-from personarl import jsonio
 from personarl.errors import ConfigError
 
 __all__ = ["export_checkpoint", "main"]
@@ -70,7 +69,7 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
     out = Path(out) if out else run_dir / "policy"
     if out.exists() and not overwrite:           # before the slow part
         raise BundleError(f"{out} already exists; choose another out= or pass overwrite=true")
-    run = _read_json(run_file)
+    run = read_json_object(run_file)
     if not (isinstance(run.get("config"), dict) and isinstance(run.get("config_hash"), str)):
         raise ConfigError(f"{run_file} has no config and config_hash; it is not the run.json "
                           "experiments.train writes")
@@ -88,17 +87,6 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
                         config_hash=run["config_hash"], overwrite=overwrite, seed=cfg.seed)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or a ``ConfigError`` naming the file."""
-    try:
-        value = jsonio.loads_strict(path.read_bytes())
-    except ValueError as exc:
-        raise ConfigError(f"{path} is not readable JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path} holds {type(value).__name__}, not a JSON object")
-    return value
-
-
 def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:
     """The last logged metrics up to the checkpoint's iteration and, when the run's final
     evaluation is of this checkpoint, the trained policy's evaluation per population."""
@@ -113,7 +101,7 @@ def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:
                                                                                   "losses/"))}
     summary_file = run_dir / "summary.json"
     if summary_file.is_file():
-        summary = _read_json(summary_file)
+        summary = read_json_object(summary_file)
         if summary.get("meta", {}).get("iterations") == iteration:
             record["evaluation"] = {
                 name: dict(pop["policies"][pop["trained"]], best_baseline=pop["best_baseline"])

@@ -44,7 +44,7 @@ from personarl import jsonio
 from personarl.errors import ConfigError
 
 __all__ = ["MetricsLog", "Checkpoints", "Tracker", "write_atomic", "clean_leftovers",
-           "file_digests", "checkpoint_records", "recorded_digests", "record_ray_session",
+           "file_digests", "checkpoint_records", "recorded_digests", "read_json_object", "record_ray_session",
            "forget_ray_session", "stop_ray_leftovers", "ray_session_processes"]
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,17 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or a ``ConfigError`` naming the file."""
+    try:
+        value = jsonio.loads_strict(path.read_bytes())
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} holds {type(value).__name__}, not a JSON object")
+    return value
+
+
 def checkpoint_records(run: Any, run_file: Path) -> dict[str, dict[str, str]]:
     """``run.json``'s ``checkpoints``: name -> relative path -> SHA-256 (empty if absent).
 
@@ -258,11 +269,7 @@ def recorded_digests(run_file: Path, name: str) -> dict[str, str] | None:
     Raises:
         ConfigError: ``run_file`` is not strict JSON or its records are malformed.
     """
-    try:
-        run = jsonio.loads_strict(run_file.read_bytes())
-    except ValueError as exc:
-        raise ConfigError(f"{run_file} is not readable JSON: {exc}") from None
-    return checkpoint_records(run, run_file).get(name)
+    return checkpoint_records(read_json_object(run_file), run_file).get(name)
 
 
 class Checkpoints:

@@ -32,7 +32,6 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")      # before torch/Ray are imported
 
-import json  # noqa: E402
 import logging  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -54,8 +53,8 @@ from experiments.cli import check_command_line, run_app  # noqa: E402
 from experiments.export import export_checkpoint  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E402
-                                  clean_leftovers, forget_ray_session, record_ray_session,
-                                  stop_ray_leftovers, write_atomic)
+                                  clean_leftovers, forget_ray_session, read_json_object,
+                                  record_ray_session, stop_ray_leftovers, write_atomic)
 from experiments.schema import register_configs  # noqa: E402
 from experiments.train_report import write_report  # noqa: E402
 from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E402
@@ -130,7 +129,7 @@ def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
     if not run_file.exists():
         raise ConfigError(f"resume=true but {run_dir} holds no run (no run.json); start it "
                           "without resume=true")
-    old = json.loads(run_file.read_text())
+    old = read_json_object(run_file)
     if old["config_hash"] != chash:
         diff = config_diff(old["config"], cfg)
         raise ConfigError(f"resume=true but the config differs from the run's (hash "
