@@ -12,12 +12,12 @@ import importlib
 from typing import Any
 
 __all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
-           "make_baseline", "run_episodes", "train_online"]
+           "baselines_for", "make_policy", "run_episodes", "train_online"]
 
 _WHERE = {name: "agents.baselines" for name in
-          ("Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
-           "make_baseline")}
-_WHERE.update(run_episodes="agents.evaluation", train_online="agents.evaluation")
+          ("Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle")}
+_WHERE.update(baselines_for="agents.factory", make_policy="agents.factory",
+              run_episodes="agents.evaluation", train_online="agents.evaluation")
 
 
 def __getattr__(name: str) -> Any:

@@ -10,12 +10,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from agents.baselines import (FixedPolicy, MeanTablePolicy, MyopicOracle, Policy,
-                              RandomPolicy)
+from agents.baselines import FixedPolicy, MeanTablePolicy, Policy
 from envs.adaptation_core import OBS_COLUMNS
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
                                    chat_transition, phase_of, satisfaction, style_rewards,
@@ -24,8 +23,7 @@ from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import TRAITS
 from personarl.errors import ConfigError, check_int
 
-__all__ = ["ObservedStyleGreedy", "AdaptationPlanner", "FixedStyle", "ADAPTATION_BASELINES",
-           "make_adaptation_baseline"]
+__all__ = ["ObservedStyleGreedy", "AdaptationPlanner", "FixedStyle", "adaptation_baselines"]
 
 _K = len(STYLES)
 _PERCEIVED = OBS_COLUMNS["perceived"]
@@ -116,16 +114,12 @@ class AdaptationPlanner(FixedPolicy):
         return np.eye(_K)[self.values(obs, info).argmax(axis=1)]
 
 
-ADAPTATION_BASELINES = {
-    "random": lambda **kw: RandomPolicy(_K, **kw),
-    "greedy": ObservedStyleGreedy,
-    "oracle": lambda **kw: MyopicOracle(_K, **kw),
-    "planner": AdaptationPlanner,
-}
-
-
-def make_adaptation_baseline(name: str, **kwargs: Any) -> Policy:
-    """Build a PersonalityAdaptation baseline by name."""
-    if name not in ADAPTATION_BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; valid: {sorted(ADAPTATION_BASELINES)}")
-    return ADAPTATION_BASELINES[name](**kwargs)
+def adaptation_baselines(core: Any) -> dict[str, Callable[..., Policy]]:
+    """PersonalityAdaptation's baselines entry (``envs.adaptation.RECORD.baselines``):
+    observed greedy and the planner on ``core``'s own model and reward (discrete styles;
+    continuous actions get only the baselines every env gets, ``agents.factory``)."""
+    if not core.discrete:
+        return {}
+    return {"greedy": lambda seed=0, **kw: ObservedStyleGreedy(seed=seed, **kw),
+            "planner": lambda seed=0, **kw: AdaptationPlanner(
+                core.model, core.reward_fn, max_turns=core.H, **kw)}

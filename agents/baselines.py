@@ -18,7 +18,7 @@ as a fixed policy on the same users.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from personarl.errors import ConfigError, check_range
 
 __all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter",
            "PersonaRouter", "MyopicOracle",
-           "MeanTablePolicy", "make_baseline", "BASELINES"]
+           "MeanTablePolicy", "routing_baselines"]
 
 
 class Policy(Protocol):
@@ -209,17 +209,10 @@ class PersonaRouter(MeanTablePolicy):
         return task * self._personas + persona
 
 
-#: AgentRouting baselines by name, each built from the env's observation layout
-BASELINES = {
-    "random": lambda layout, **kw: RandomPolicy(layout.num_agents, **kw),
-    "greedy": GreedyRouter,
-    "persona_router": PersonaRouter,
-    "oracle": lambda layout, **kw: MyopicOracle(layout.num_agents, **kw),
-}
-
-
-def make_baseline(name: str, layout: ObsLayout, **kwargs: Any) -> Policy:
-    """Build an AgentRouting baseline by name; ``ConfigError`` lists the valid names."""
-    if name not in BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; valid: {sorted(BASELINES)}")
-    return BASELINES[name](layout, **kwargs)
+def routing_baselines(core: Any) -> dict[str, Callable[..., Policy]]:
+    """AgentRouting's baselines entry (``envs.routing.RECORD.baselines``): the routers that
+    read the observation layout of ``core``, besides the baselines every env gets
+    (``agents.factory``)."""
+    return {"greedy": lambda seed=0, **kw: GreedyRouter(core.layout, seed=seed, **kw),
+            "persona_router": lambda seed=0, **kw: PersonaRouter(core.layout, seed=seed,
+                                                                 **kw)}

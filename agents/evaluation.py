@@ -5,7 +5,7 @@ seed (``personarl.seeds``) — so lane ``i`` of chunk ``c`` is the same user for
 Because each user's exogenous randomness (signal noise, churn draws) is drawn when the user
 arrives, policies also share those draws — common random numbers — and paired differences
 are much tighter than the returns' spread. Different purposes (evaluation users, the OPE
-truth, warm-up users) never share users.
+truth, warm-up users) never share users. The intervals are ``personarl.stats``'s.
 """
 
 from __future__ import annotations
@@ -15,15 +15,14 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 from gymnasium.vector import VectorEnv
-from scipy import stats
 
 from agents.baselines import Policy
 from agents.learners import OnlineBaseline
+from personarl.stats import paired_ci
 from personarl.seeds import chunk_seeds
 from personarl.errors import check_int
 
-__all__ = ["EpisodeBatch", "run_episodes", "train_online", "mean_ci", "paired_ci",
-           "paired_row", "per_archetype"]
+__all__ = ["EpisodeBatch", "run_episodes", "train_online", "paired_row", "per_archetype"]
 
 
 @dataclass
@@ -97,21 +96,6 @@ def train_online(policy: Policy, make_env: Callable[[int], VectorEnv], num_steps
     if num_steps:
         learner.train()
     learner.close()
-
-
-def mean_ci(x: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t confidence interval."""
-    x = np.asarray(x, dtype=np.float64)
-    m = float(x.mean())
-    if len(x) < 2:
-        return m, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / np.sqrt(len(x)))
-    return m, m - half, m + half
-
-
-def paired_ci(a: np.ndarray, b: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean of ``a - b`` over paired episodes with its t-interval."""
-    return mean_ci(np.asarray(a) - np.asarray(b), level)
 
 
 def paired_row(better: str, worse: str, results: dict[str, EpisodeBatch]) -> dict[str, Any]:

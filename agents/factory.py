@@ -1,11 +1,13 @@
-"""Every baseline of every env by name: what training, evaluation and (later) OPE build.
+"""Every baseline of every env by name: what training, evaluation and OPE build.
 
-``baselines_for(env_id, env_kwargs)`` lists the names that apply to an env (the persona
-router only routes; planners need a model of the env; continuous actions rule out the
-discrete baselines) and ``make_policy(env_id, name, env_kwargs, seed=..., **params)``
-builds one. The env's own validated parts (its model, its reward function, its observation
-layout) are taken from a freshly built core, so a privileged planner plans with exactly the
-dynamics and reward the env was configured with.
+Every env gets ``random`` and the privileged myopic ``oracle``; discrete envs also the
+contextual bandits ``linucb`` and ``thompson``; the rest comes from the env's baselines
+entry (``EnvRecord.baselines``, e.g. ``agents.baselines:routing_baselines``), a function
+of the env's core. ``baselines_for(env_id, env_kwargs)`` lists the names that apply to an
+env and ``make_policy(env_id, name, env_kwargs, seed=..., **params)`` builds one. The env's
+own validated parts (its model, its reward function, its observation layout) are read from
+its described core (``envs.registration.describe``: built once per configuration), so a
+privileged planner plans with exactly the dynamics and reward the env was configured with.
 """
 
 from __future__ import annotations
@@ -13,65 +15,41 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Mapping
 
-from agents.adaptation_baselines import ObservedStyleGreedy, AdaptationPlanner
 from agents.bandits import LinearThompson, LinUCB
-from agents.baselines import (GreedyRouter, MyopicOracle, PersonaRouter, Policy, RandomPolicy,
-                              RandomVector)
-from agents.intervention_baselines import ObservedGreedy
-from agents.planning import LookaheadPlanner
-from envs import ADAPTATION_ID, ENV_IDS, INTERVENTION_ID, ROUTING_ID
-from envs import adaptation, intervention, routing
-from personarl.seeds import name_key, stream_seed
+from agents.baselines import MyopicOracle, Policy, RandomPolicy, RandomVector
+from envs.registration import describe, env_ids, load_entry_point, record
 from personarl.errors import ConfigError
+from personarl.seeds import name_key, stream_seed
 
-__all__ = ["baselines_for", "make_policy", "env_core"]
-
-_BUILDERS = {ROUTING_ID: routing.build_core, INTERVENTION_ID: intervention.build_core,
-             ADAPTATION_ID: adaptation.build_core}
-
-
-def env_core(env_id: str, env_kwargs: Mapping[str, Any]) -> Any:
-    """A one-lane core of ``env_id`` built (and so validated) from ``env_kwargs``."""
-    if env_id not in _BUILDERS:
-        raise ConfigError(f"unknown env id {env_id!r}; valid: {list(ENV_IDS)}")
-    return _BUILDERS[env_id](1, **{**env_kwargs, "info_level": "none"})
-
-
-def _discrete(core: Any) -> bool:
-    return getattr(core, "discrete", True)
+__all__ = ["baselines_for", "make_policy"]
 
 
 def _table(env_id: str, core: Any) -> dict[str, Callable[..., Policy]]:
-    if not _discrete(core):
-        dim = core.actions.space().shape[0]
-        return {"random": lambda seed=0, **kw: RandomVector(dim, seed=seed, **kw),
-                "oracle": lambda seed=0, **kw: MyopicOracle(dim, **kw)}
-    k = core.actions.space().n
-    d = core.obs.shape[1]
-    table: dict[str, Callable[..., Policy]] = {
-        "random": lambda seed=0, **kw: RandomPolicy(k, seed=seed, **kw),
-        "linucb": lambda seed=0, **kw: LinUCB(k, d, seed=seed, **kw),
-        "thompson": lambda seed=0, **kw: LinearThompson(k, d, seed=seed, **kw),
-        "oracle": lambda seed=0, **kw: MyopicOracle(k, **kw),
-    }
-    if env_id == ROUTING_ID:
-        table["greedy"] = lambda seed=0, **kw: GreedyRouter(core.layout, seed=seed, **kw)
-        table["persona_router"] = lambda seed=0, **kw: PersonaRouter(core.layout, seed=seed,
-                                                                     **kw)
-    elif env_id == INTERVENTION_ID:
-        table["greedy"] = lambda seed=0, **kw: ObservedGreedy(seed=seed, **kw)
-        table["planner"] = lambda seed=0, **kw: LookaheadPlanner(
-            core.model, core.reward_fn, slots_per_day=core.slots, horizon=core.H, **kw)
+    entry = record(env_id).baselines
+    if entry is None:
+        known = [i for i in env_ids() if record(i).baselines is not None]
+        raise ConfigError(f"{env_id} has no baselines entry (EnvRecord.baselines); envs "
+                          f"with baselines: {known}")
+    space = core.actions.space()
+    if not getattr(core, "discrete", True):
+        dim = space.shape[0]
+        table: dict[str, Callable[..., Policy]] = {
+            "random": lambda seed=0, **kw: RandomVector(dim, seed=seed, **kw),
+            "oracle": lambda seed=0, **kw: MyopicOracle(dim, **kw)}
     else:
-        table["greedy"] = lambda seed=0, **kw: ObservedStyleGreedy(seed=seed, **kw)
-        table["planner"] = lambda seed=0, **kw: AdaptationPlanner(
-            core.model, core.reward_fn, max_turns=core.H, **kw)
+        k, d = space.n, core.obs.shape[1]
+        table = {
+            "random": lambda seed=0, **kw: RandomPolicy(k, seed=seed, **kw),
+            "linucb": lambda seed=0, **kw: LinUCB(k, d, seed=seed, **kw),
+            "thompson": lambda seed=0, **kw: LinearThompson(k, d, seed=seed, **kw),
+            "oracle": lambda seed=0, **kw: MyopicOracle(k, **kw)}
+    table.update(load_entry_point(entry)(core))
     return table
 
 
 def baselines_for(env_id: str, env_kwargs: Mapping[str, Any]) -> list[str]:
     """Names of the baselines that apply to ``env_id`` configured with ``env_kwargs``."""
-    return list(_table(env_id, env_core(env_id, env_kwargs)))
+    return list(_table(env_id, describe(env_id, env_kwargs)))
 
 
 def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int = 0,
@@ -84,7 +62,7 @@ def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int
         ConfigError: ``name`` does not apply to this env (the message lists those that
             do), or a parameter is unknown or out of range.
     """
-    table = _table(env_id, env_core(env_id, env_kwargs))
+    table = _table(env_id, describe(env_id, env_kwargs))
     if name not in table:
         raise ConfigError(f"baseline {name!r} does not apply to {env_id}; valid: "
                           f"{sorted(table)}")

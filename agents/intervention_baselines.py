@@ -8,17 +8,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-from agents.baselines import MeanTablePolicy, MyopicOracle, Policy, RandomPolicy
+from agents.baselines import MeanTablePolicy, Policy
 from agents.planning import LookaheadPlanner
 from envs.intervention_core import OBS_FEATURES
 from envs.intervention_model import ACTIONS
-from personarl.errors import ConfigError
 
-__all__ = ["ObservedGreedy", "INTERVENTION_BASELINES", "make_intervention_baseline"]
+__all__ = ["ObservedGreedy", "intervention_baselines"]
 
 _BINS = np.array([1 / 3, 2 / 3])
 
@@ -49,17 +48,9 @@ class ObservedGreedy(MeanTablePolicy):
         return ((valence * 3 + stress) * 2 + tired) * 2 + consent
 
 
-INTERVENTION_BASELINES = {
-    "random": lambda **kw: RandomPolicy(len(ACTIONS), **kw),
-    "greedy": ObservedGreedy,
-    "oracle": lambda **kw: MyopicOracle(len(ACTIONS), **kw),
-    "planner": LookaheadPlanner,
-}
-
-
-def make_intervention_baseline(name: str, **kwargs: Any) -> Policy:
-    """Build an InterventionTiming baseline by name."""
-    if name not in INTERVENTION_BASELINES:
-        raise ConfigError(f"unknown baseline {name!r}; valid: "
-                          f"{sorted(INTERVENTION_BASELINES)}")
-    return INTERVENTION_BASELINES[name](**kwargs)
+def intervention_baselines(core: Any) -> dict[str, Callable[..., Policy]]:
+    """InterventionTiming's baselines entry (``envs.intervention.RECORD.baselines``):
+    observed greedy and the lookahead planner on ``core``'s own model and reward."""
+    return {"greedy": lambda seed=0, **kw: ObservedGreedy(seed=seed, **kw),
+            "planner": lambda seed=0, **kw: LookaheadPlanner(
+                core.model, core.reward_fn, slots_per_day=core.slots, horizon=core.H, **kw)}

@@ -193,7 +193,9 @@ class Registry:
         Raises:
             BundleError: the bundle cannot be served — incomplete, tampered with, of another
                 format, too large, or a model that does not load (``load_policy``).
-            RegistryError: an invalid name.
+            RegistryError: an invalid name, or ``name``'s versions are of another env (a
+                model's versions replace one another in production: they must take the same
+                observations and give the same actions).
         """
         from agents.serving import load_policy
 
@@ -211,6 +213,11 @@ class Registry:
         with self._lock:
             index = self._read()
             model = index["models"].setdefault(name, {"versions": [], "production_history": []})
+            envs = {v["env_id"] for v in model["versions"]}
+            if envs and envs != {spec["env"]["id"]}:
+                raise RegistryError(f"bundle={str(bundle)!r} is a policy for "
+                                    f"{spec['env']['id']}, but {name!r} holds policies for "
+                                    f"{sorted(envs)[0]}; register it under another name")
             number = max((v["version"] for v in model["versions"]), default=0) + 1
             rel = Path(name, f"v{number}")
             tmp = self.root / name / f".tmp-v{number}"
@@ -259,8 +266,8 @@ class Registry:
         """
         with self._lock:
             index = self._read()
-            model = self._model(index["models"], name)
             entry = self._version(index["models"], name, version)
+            model = self._model(index["models"], name)
             self._verify(name, entry)
             if entry["stage"] == "production":
                 raise RegistryError(f"{name} v{version} is already in production")
@@ -315,6 +322,8 @@ class Registry:
         return models[self._known(models, name)]
 
     def _version(self, models: dict[str, Any], name: Any, version: Any) -> dict[str, Any]:
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise RegistryError(f"version={version!r}: versions are integers >= 1")
         versions = self._model(models, name)["versions"]
         for v in versions:
             if v["version"] == version and not isinstance(version, bool):

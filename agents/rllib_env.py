@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from ray.tune.registry import register_env
 
-from envs import ENV_IDS
+from envs import env_ids
 from envs.creator import creator_for
 
 __all__ = ["register_envs"]
 
 
 def register_envs() -> tuple[str, ...]:
-    """Register all env ids with Ray Tune's registry; returns the ids."""
-    for env_id in ENV_IDS:
+    """Register every registered env id (``envs.env_ids()``, including envs registered
+    after import) with Ray Tune's registry; returns the ids."""
+    ids = env_ids()
+    for env_id in ids:
         register_env(env_id, creator_for(env_id))
-    return ENV_IDS
+    return ids

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping
 
-from envs.adaptation_core import AdaptationCore
+from envs.adaptation_core import OBS_COLUMNS, AdaptationCore
 from envs.adaptation_model import AdaptationModel
 from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
                            coerce_population, resolve_reward_fn)
+from envs.registration import EnvRecord, register
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from personarl.errors import check_int, check_range
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["PersonalityAdaptationEnv", "PersonalityAdaptationVectorEnv", "ENV_ID",
-           "build_core"]
+           "build_core", "AdaptationConfig", "RECORD"]
 
 ENV_ID = "personarl/PersonalityAdaptation-v0"
+
+
+@dataclass
+class AdaptationConfig:
+    """The env's own arguments and their defaults (``configs/env/adaptation.yaml``)."""
+
+    id: str = ENV_ID
+    action_mode: str = "discrete"
+    max_turns: int = 16
+    obs_noise: float = 0.1
+    model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
 
 
 def build_core(num_lanes: int, *, action_mode: str = "discrete", max_turns: int = 16,
@@ -122,3 +135,14 @@ class PersonalityAdaptationVectorEnv(CoreVectorEnv):
                  autoreset_mode: str = "next_step", **kwargs: Any) -> None:
         super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
                          autoreset_mode)
+
+
+RECORD = register(EnvRecord(
+    id=ENV_ID, entry_point="envs.adaptation:PersonalityAdaptationEnv",
+    vector_entry_point="envs.adaptation:PersonalityAdaptationVectorEnv",
+    build_core="envs.adaptation:build_core", config_name="adaptation",
+    env_config=AdaptationConfig, reward_arg="reward_weights",
+    reward_config=AdaptationRewardWeights,
+    observation_layout=lambda kwargs: dict(OBS_COLUMNS),
+    action_modes={"discrete": {}, "continuous": {"action_mode": "continuous"}},
+    baselines="agents.adaptation_baselines:adaptation_baselines"))

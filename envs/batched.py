@@ -520,10 +520,13 @@ class CoreVectorEnv(VectorEnv):
         if self.info_level == "none":
             return {}
         info = owned(self._core.info())
+        masks = {k: np.ones(self.num_envs, dtype=bool) for k in info}
         if restart is not None:
             for key, value in self._core.step_info.items():
                 value = value.astype(np.float64, copy=True)
-                value[restart] = np.nan           # restarted lanes took no step
-                info[key] = value
-        info.update({f"_{k}": np.ones(self.num_envs, dtype=bool) for k in list(info)})
+                value[restart] = np.nan           # restarted lanes took no step: NaN, and
+                info[key] = value                 # their mask is off (Gymnasium's rule)
+                masks[key] = np.ones(self.num_envs, dtype=bool)
+                masks[key][restart] = False
+        info.update({f"_{k}": mask for k, mask in masks.items()})
         return info

@@ -9,8 +9,8 @@ from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 
-import envs  # noqa: F401  (registers the ids)
-from personarl.errors import ConfigError
+import envs
+from envs.registration import load_entry_point
 
 __all__ = ["create_env", "creator_for", "vector_maker"]
 
@@ -21,14 +21,12 @@ def create_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env 
     Returns the native VectorEnv when ``config`` has ``num_envs`` (RLlib's
     ``gym_env_vectorize_mode="vector_entry_point"`` passes it), else the single env.
     """
-    if env_id not in envs.ENV_IDS:
-        raise ConfigError(f"unknown env id {env_id!r}; valid: {list(envs.ENV_IDS)}")
+    rec = envs.record(env_id)                     # ConfigError listing the registered ids
     kwargs = dict(config or {})
-    spec = gym.spec(env_id)
     if "num_envs" in kwargs:
-        cls = gym.envs.registration.load_env_creator(spec.vector_entry_point)
+        cls = load_entry_point(rec.vector_entry_point)
         return cls(num_envs=kwargs.pop("num_envs"), **kwargs)
-    return gym.envs.registration.load_env_creator(spec.entry_point)(**kwargs)
+    return load_entry_point(rec.entry_point)(**kwargs)
 
 
 def creator_for(env_id: str) -> Callable[[Mapping[str, Any]], Any]:

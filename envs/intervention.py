@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping
+
+import numpy as np
 
 from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
-                           coerce_population, resolve_reward_fn)
-from envs.intervention_core import InterventionCore
+                           coerce_population, column_slices, resolve_reward_fn)
+from envs.intervention_core import OBS_FEATURES, InterventionCore
 from envs.intervention_model import InterventionModel
+from envs.registration import EnvRecord, register
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
 from personarl.errors import check_int, check_range
 from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["InterventionTimingEnv", "InterventionTimingVectorEnv", "ENV_ID", "build_core"]
+__all__ = ["InterventionTimingEnv", "InterventionTimingVectorEnv", "ENV_ID", "build_core",
+           "InterventionConfig", "safety_metrics", "RECORD"]
 
 ENV_ID = "personarl/InterventionTiming-v0"
+
+
+@dataclass
+class InterventionConfig:
+    """The env's own arguments and their defaults (``configs/env/intervention.yaml``)."""
+
+    id: str = ENV_ID
+    days: int = 7
+    slots_per_day: int = 4
+    obs_noise: float = 0.1
+    model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
 
 
 def build_core(num_lanes: int, *, days: int = 7, slots_per_day: int = 4,
@@ -110,8 +126,8 @@ class InterventionTimingEnv(CoreEnv):
     expectation over compliance given the latent state), ``oracle_action`` (the myopic
     oracle), and the safety metrics so far: ``interventions``, ``false_interventions``,
     ``false_intervention_rate`` (share of interventions that were not needed),
-    ``opted_out``. After a step also ``needed``, ``false_intervention``, ``complied``,
-    ``opted_out`` for that step.
+    ``opted_out`` (the user has opted out). After a step also ``needed``,
+    ``false_intervention``, ``complied``, ``opted_out_this_step`` for that step.
 
     ## Arguments
 
@@ -136,3 +152,35 @@ class InterventionTimingVectorEnv(CoreVectorEnv):
                  autoreset_mode: str = "next_step", **kwargs: Any) -> None:
         super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
                          autoreset_mode)
+
+
+def observation_layout(kwargs: Mapping[str, Any]) -> dict[str, slice]:
+    """Column slices of the observation for these constructor arguments."""
+    slots = kwargs.get("slots_per_day", InterventionConfig.slots_per_day)
+    return column_slices((n, slots if n == "slot" else w) for n, w in OBS_FEATURES)
+
+
+#: ``info`` keys ``safety_metrics`` reads after each episode's last step
+SAFETY_KEYS = ("false_interventions", "interventions", "opted_out")
+
+
+def safety_metrics(final: Mapping[str, np.ndarray]) -> dict[str, float | None]:
+    """``false_intervention_rate`` pooled over all interventions (``None`` for a policy that
+    never intervenes: 0/0 is no rate, not a rate of 0), ``interventions_per_episode`` and
+    ``opt_out_rate``, from the ``SAFETY_KEYS`` of each episode's last step ``(episodes,)``.
+    """
+    interventions = final["interventions"].sum()
+    rate = final["false_interventions"].sum() / interventions if interventions else None
+    return dict(false_intervention_rate=None if rate is None else float(rate),
+                interventions_per_episode=float(final["interventions"].mean()),
+                opt_out_rate=float(final["opted_out"].mean()))
+
+
+RECORD = register(EnvRecord(
+    id=ENV_ID, entry_point="envs.intervention:InterventionTimingEnv",
+    vector_entry_point="envs.intervention:InterventionTimingVectorEnv",
+    build_core="envs.intervention:build_core", config_name="intervention",
+    env_config=InterventionConfig, reward_arg="reward_weights",
+    reward_config=InterventionRewardWeights, observation_layout=observation_layout,
+    safety_keys=SAFETY_KEYS, safety_metrics=safety_metrics,
+    baselines="agents.intervention_baselines:intervention_baselines"))

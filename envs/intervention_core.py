@@ -150,7 +150,7 @@ class InterventionCore(BaseCore):
         self.last_action, self.last_complied = action.copy(), out.complied
         self._observe(rows)
         self.step_info = {"needed": out.needed, "false_intervention": out.false_intervention,
-                          "complied": out.complied, "opted_out": optout,
+                          "complied": out.complied, "opted_out_this_step": optout,
                           "acted": acting}
         return out.reward, terminated
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
                            coerce_population)
+from envs.registration import EnvRecord, register
 from envs.routing_core import ObsLayout, RoutingCore
 from envs.routing_model import AgentWorld, ResponseModel
 from rewards.quality import QualityModel
@@ -15,9 +17,21 @@ from personarl.errors import ConfigError, check_int
 from synth.fusion import PersonaFusion
 from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["AgentRoutingEnv", "AgentRoutingVectorEnv", "ENV_ID", "build_core"]
+__all__ = ["AgentRoutingEnv", "AgentRoutingVectorEnv", "ENV_ID", "build_core",
+           "RoutingConfig", "RECORD"]
 
 ENV_ID = "personarl/AgentRouting-v0"
+
+
+@dataclass
+class RoutingConfig:
+    """The env's own arguments and their defaults (``configs/env/routing.yaml``)."""
+
+    id: str = ENV_ID
+    num_agents: int = 6
+    horizon: int = 20
+    world_seed: int = 0
+    persona_sensitivity: float = 2.5
 
 
 def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
@@ -157,3 +171,18 @@ class AgentRoutingVectorEnv(CoreVectorEnv):
         super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
                          autoreset_mode)
         self.layout: ObsLayout = self._core.layout
+
+
+def observation_layout(kwargs: Mapping[str, Any]) -> dict[str, slice]:
+    """Column slices of the observation for these constructor arguments."""
+    sampler = coerce_population(kwargs.get("population"))
+    return ObsLayout(kwargs.get("num_agents", RoutingConfig.num_agents),
+                     sampler.base.size).slices()
+
+
+RECORD = register(EnvRecord(
+    id=ENV_ID, entry_point="envs.routing:AgentRoutingEnv",
+    vector_entry_point="envs.routing:AgentRoutingVectorEnv",
+    build_core="envs.routing:build_core", config_name="routing", env_config=RoutingConfig,
+    reward_arg="signal_weights", reward_config=SignalWeights,
+    observation_layout=observation_layout, baselines="agents.baselines:routing_baselines"))

@@ -76,7 +76,8 @@ def _fail(action: str, message: str, run_dir: Path | None) -> NoReturn:
 
 def _only_hydra_files(run_dir: Path) -> bool:
     """Whether ``run_dir`` is a Hydra run directory (it has ``.hydra/``; never the working
-    directory or above it) holding nothing but what Hydra wrote when it started the app."""
+    directory or above it) holding nothing but what Hydra wrote when it started the app and
+    the app's lock files (``run.lock``: a run holds it from its first step)."""
     run_dir = Path(run_dir).resolve()
     if run_dir == Path.cwd().resolve() or run_dir in Path.cwd().resolve().parents:
         return False
@@ -85,7 +86,7 @@ def _only_hydra_files(run_dir: Path) -> bool:
     except OSError:
         return False
     return (run_dir / ".hydra").is_dir() and all(
-        (p.name == ".hydra" and p.is_dir()) or (p.suffix == ".log" and p.is_file())
+        (p.name == ".hydra" and p.is_dir()) or (p.suffix in (".log", ".lock") and p.is_file())
         for p in entries)
 
 

@@ -73,13 +73,13 @@ def _env_of(path: str, env_id: str, kwargs: Any, data: Any) -> Callable[[int], A
         DataError: the metadata's env config does not build the env, the log's observations
             are not that env's width, or its episodes are longer than the env's.
     """
-    from agents.factory import env_core
     from envs.creator import vector_maker
+    from envs.registration import describe
 
     if not isinstance(kwargs, dict):
         raise DataError(f"{path}: metadata env_config={kwargs!r} must be a mapping")
     try:
-        core = env_core(env_id, kwargs)
+        core = describe(env_id, kwargs)
     except (PersonaRLError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: its metadata env {env_id} with env_config {kwargs} does "
                         f"not build: {exc}") from None

@@ -15,18 +15,17 @@ Mistakes exit with status 2 and a message, writing nothing.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from agents.bundle import BundleError
 from agents.learners import WEIGHTS_FILE
 from experiments.cli import check_command_line, run_app
+from experiments.schema import register_configs
 from experiments.run_files import read_json_object, recorded_digests
 from experiments.wiring import env_kwargs
 from personarl.errors import ConfigError
@@ -36,14 +35,7 @@ __all__ = ["export_checkpoint", "main"]
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class ExportSchema:
-    checkpoint: str = MISSING      # a run's checkpoints/iter_NNNNNN
-    out: Optional[str] = None      # bundle directory; default <run dir>/policy
-    overwrite: bool = False        # replace an existing bundle at ``out``
-
-
-ConfigStore.instance().store(name="export_schema", node=ExportSchema)
+register_configs()
 
 
 def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool = False

@@ -12,8 +12,7 @@ The summary, per population:
 * ``policies.<name>``: ``mean``, ``ci_low``, ``ci_high`` (95% t-interval), ``episodes``,
   ``mean_length``, ``oracle_normalised`` ((π − random) / (reference − random), the
   reference being the best privileged policy), ``privileged``, and the env's safety
-  metrics (InterventionTiming: ``false_intervention_rate`` pooled over all interventions —
-  ``None`` for a policy that never intervenes —
+  metrics (``EnvRecord.safety_metrics``; InterventionTiming: ``false_intervention_rate``,
   ``interventions_per_episode``, ``opt_out_rate``);
 * ``paired``: the trained policy minus each other policy, with a 95% CI;
 * ``best_baseline``: the best non-privileged baseline; ``reference``: the privileged one;
@@ -28,32 +27,25 @@ import logging
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines import Policy
-from agents.evaluation import (EpisodeBatch, mean_ci, paired_row, per_archetype,
+from personarl.stats import mean_ci
+from agents.evaluation import (EpisodeBatch, paired_row, per_archetype,
                                run_episodes, train_online)
-from agents.factory import baselines_for, env_core, make_policy
-from envs import INTERVENTION_ID
+from agents.factory import make_policy
 from envs.creator import vector_maker
-from experiments.wiring import env_kwargs
+from envs.registration import describe, record
+from experiments.wiring import Run
 
-__all__ = ["evaluate_policies", "headline", "SAFETY_KEYS"]
+__all__ = ["evaluate_policies", "headline"]
 
 log = logging.getLogger(__name__)
 
-#: per env, the ``info`` keys read after each episode's last step for safety metrics
-SAFETY_KEYS = {INTERVENTION_ID: ("false_interventions", "interventions", "opted_out")}
-
-
-def _baselines(cfg: DictConfig, env_id: str, kwargs: dict[str, Any]) -> list[Policy]:
-    names = list(cfg.eval.baselines) if cfg.eval.baselines is not None else \
-        baselines_for(env_id, kwargs)
+def _baselines(run: Run) -> list[Policy]:
+    cfg, env_id, kwargs = run.cfg, run.env_id, run.env_kwargs
     make_env = vector_maker(env_id, kwargs)
     out = []
-    for name in names:
-        if name == cfg.agent.name:
-            continue                     # the trained agent is evaluated as itself
+    for name in run.eval_baselines:
         policy = make_policy(env_id, name, kwargs, seed=cfg.seed)
         train_online(policy, make_env, cfg.eval.baseline_warmup_steps, seed=cfg.seed,
                      num_envs=cfg.eval.baseline_warmup_envs)
@@ -62,37 +54,29 @@ def _baselines(cfg: DictConfig, env_id: str, kwargs: dict[str, Any]) -> list[Pol
     return out
 
 
-def _safety(env_id: str, r: EpisodeBatch) -> dict[str, float]:
-    if env_id != INTERVENTION_ID:
-        return {}
-    interventions = r.final["interventions"].sum()
-    # a policy that never intervenes has no false-intervention rate (0/0), not a rate of 0
-    rate = r.final["false_interventions"].sum() / interventions if interventions else None
-    return dict(false_intervention_rate=None if rate is None else float(rate),
-                interventions_per_episode=float(r.final["interventions"].mean()),
-                opt_out_rate=float(r.final["opted_out"].mean()))
+def _safety(env_id: str, r: EpisodeBatch) -> dict[str, Any]:
+    metrics = record(env_id).safety_metrics
+    return {} if metrics is None else metrics(r.final)
 
 
-def evaluate_policies(cfg: DictConfig, trained: Policy) -> dict[str, Any]:
-    """Evaluate ``trained`` (named ``cfg.agent.name``) and the baselines on every
-    population of ``cfg.eval.populations``; the summary described in the module doc."""
-    env_id, train_kwargs = env_kwargs(cfg)
-    baselines = _baselines(cfg, env_id, train_kwargs)
+def evaluate_policies(run: Run, trained: Policy) -> dict[str, Any]:
+    """Evaluate ``trained`` (named ``run.cfg.agent.name``) and the baselines on every
+    population of the run; the summary described in the module doc."""
+    cfg, env_id = run.cfg, run.env_id
+    baselines = _baselines(run)
     out: dict[str, Any] = {}
-    for pop_name, overrides in cfg.eval.populations.items():
-        overrides = OmegaConf.to_container(overrides, resolve=True)
-        _, kwargs = env_kwargs(cfg, overrides)
+    for pop_name, (overrides, kwargs) in run.populations.items():
         make_env = vector_maker(env_id, kwargs)
         results: dict[str, EpisodeBatch] = {}
         for policy in [trained, *baselines]:
             results[policy.name] = run_episodes(
                 policy, make_env, cfg.eval.episodes, seed=cfg.seed,
                 first_keys=("latent_primary", "is_bot"),
-                final_keys=SAFETY_KEYS.get(env_id, ()))
+                final_keys=run.record.safety_keys)
             log.info("[%s] %s: mean return %.4f", pop_name, policy.name,
                      results[policy.name].returns.mean())
         privileged = {p.name for p in [trained, *baselines] if p.privileged}
-        archetypes = list(env_core(env_id, kwargs).sampler.tables[-1].names)
+        archetypes = list(describe(env_id, kwargs).sampler.tables[-1].names)
         out[pop_name] = summarise(results, trained.name, privileged, archetypes, env_id,
                                   overrides)
     return out

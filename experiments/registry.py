@@ -14,14 +14,13 @@ and a message; the registry is left as it was.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig
 
 from experiments.cli import check_command_line, run_app
+from experiments.schema import register_configs
 from agents.registry import Registry, RegistryError
 
 __all__ = ["run", "main", "ACTIONS"]
@@ -30,18 +29,7 @@ log = logging.getLogger(__name__)
 ACTIONS = ("register", "list", "stage", "promote", "rollback")
 
 
-@dataclass
-class RegistrySchema:
-    registry: str = "registry"      # the registry directory
-    action: str = "list"            # register | list | stage | promote | rollback
-    name: Optional[str] = None      # the model's name
-    bundle: Optional[str] = None    # register: the bundle directory to copy in
-    version: Optional[int] = None   # stage, promote: which version
-    stage: Optional[str] = None     # stage: none | staging | archived
-    note: str = ""                  # register: a free-text note kept in the index
-
-
-ConfigStore.instance().store(name="registry_schema", node=RegistrySchema)
+register_configs()
 
 
 def _need(cfg: DictConfig, *keys: str) -> None:

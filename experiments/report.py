@@ -41,8 +41,9 @@ from experiments.schema import register_configs
 from experiments.run_files import MetricsLog
 from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
-from personarl.seeds import generator
-from personarl.errors import ConfigError
+from personarl.seeds import MAX_SEED, generator
+from personarl.stats import bootstrap_ci, mean_ci
+from personarl.errors import ConfigError, check_int
 
 __all__ = ["collect_runs", "group_runs", "iqm_ci", "probability_of_improvement", "main"]
 
@@ -96,13 +97,8 @@ def _short(v: Any) -> str:
 
 def iqm_ci(x: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Interquartile mean and a 95% percentile-bootstrap CI over runs."""
-    x = np.asarray(x, dtype=float)
-    point = float(stats.trim_mean(x, 0.25))
-    if len(x) < 2:
-        return point, float("nan"), float("nan")
-    idx = generator(seed, "bootstrap").integers(0, len(x), size=(reps, len(x)))
-    boot = stats.trim_mean(x[idx], 0.25, axis=1)
-    return point, float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    return bootstrap_ci([x], lambda a: stats.trim_mean(a, 0.25, axis=-1),
+                        generator(seed, "bootstrap"), reps)
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0
@@ -114,20 +110,7 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, s
         diff = a[..., :, None] - b[..., None, :]
         return ((diff > 0) + 0.5 * (diff == 0)).mean(axis=(-1, -2))
 
-    point = float(prob(x, y))
-    rng = generator(seed, "bootstrap", 1)
-    bx = x[rng.integers(0, len(x), size=(reps, len(x)))]
-    by = y[rng.integers(0, len(y), size=(reps, len(y)))]
-    boot = prob(bx, by)
-    return point, float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
-
-
-def _mean_ci(x: np.ndarray) -> tuple[float, float, float]:
-    mean = float(np.mean(x))
-    if len(x) < 2:
-        return mean, float("nan"), float("nan")
-    half = float(stats.t.ppf(0.975, len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
-    return mean, mean - half, mean + half
+    return bootstrap_ci([x, y], prob, generator(seed, "bootstrap", 1), reps)
 
 
 def _curves(groups: dict[str, list[Run]], path: Path) -> None:
@@ -143,12 +126,10 @@ def _curves(groups: dict[str, list[Run]], path: Path) -> None:
             continue
         grid = np.linspace(max(c[0, 0] for c in curves), min(c[-1, 0] for c in curves), 50)
         ys = np.stack([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
-        mean = ys.mean(axis=0)
+        mean, low, high = mean_ci(ys, axis=0)
         ax.plot(grid, mean, label=f"{label} ({len(curves)} runs)")
         if len(curves) > 1:
-            half = stats.t.ppf(0.975, len(curves) - 1) * ys.std(axis=0, ddof=1) / np.sqrt(
-                len(curves))
-            ax.fill_between(grid, mean - half, mean + half, alpha=0.2)
+            ax.fill_between(grid, low, high, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("training episodic return")
     ax.legend(fontsize=7)
@@ -201,7 +182,7 @@ def write_report(root: Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
     best = max(finals, key=lambda k: finals[k].mean())
     table = []
     for label, x in finals.items():
-        mean, low, high = _mean_ci(x)
+        mean, low, high = mean_ci(x)
         iqm, iqm_low, iqm_high = iqm_ci(x, reps, seed)
         poi = probability_of_improvement(finals[best], x, reps, seed) if label != best \
             else (float("nan"),) * 3
@@ -277,7 +258,9 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
 @hydra.main(version_base="1.3", config_path="../configs", config_name="report")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point (``python -m experiments.report <dir>`` works too)."""
-    out = run_app("report", cfg, lambda: write_report(Path(cfg.dir), cfg.bootstrap, cfg.seed))
+    out = run_app("report", cfg, lambda: write_report(
+        Path(cfg.dir), check_int("bootstrap", cfg.bootstrap, 1),
+        check_int("seed", cfg.seed, 0, MAX_SEED - 1)))
     print(f"{out['runs']} runs; best configuration: {out['best']}; report: "
           f"{Path(cfg.dir) / 'report.md'}")
 

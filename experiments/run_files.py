@@ -278,8 +278,7 @@ class Checkpoints:
 
     def __init__(self, root: Path, keep: int, run_file: Path | None = None) -> None:
         self.root, self.keep = root.resolve(), keep
-        self.run_file = run_file
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.run_file = run_file          # the folder is made by the first save
 
     def complete(self) -> list[Path]:
         """Complete checkpoints, oldest first."""
@@ -296,7 +295,7 @@ class Checkpoints:
         for stale in (tmp, old):
             if stale.exists():
                 shutil.rmtree(stale)
-        tmp.mkdir()
+        tmp.mkdir(parents=True)
         write(tmp)
         write_atomic(tmp / "meta.json", jsonio.dumps(dict(meta), indent=2))
         if final.exists():                  # the same iteration saved again: set it aside

@@ -10,19 +10,20 @@ never offers one as a choice of the group it describes (``env=routng`` lists the
 Group -> schema (``schema/<group>/<name>`` in the ConfigStore):
 
 ========  =============================================================
-env       ``routing``, ``adaptation``, ``intervention``
+env       one per registered env, named by its record's ``config_name`` (``routing``,
+          ``adaptation``, ``intervention``, …): ``EnvRecord.env_config``'s fields
 persona   ``persona`` (``synth.population.PopulationConfig``'s fields and defaults)
-reward    ``signals`` (AgentRouting), ``adaptation``, ``intervention`` (the reward-weight
-          dataclasses' fields)
+reward    one per registered env, same name: ``EnvRecord.reward_config``'s fields
 agent     ``ppo`` (RLlib and SB3 PPO), ``baseline``
 logger    ``logger``
 eval      ``eval``
 sweep     ``sweep`` (``experiments.sweep``)
 ========  =============================================================
 
-Each app's own config starts from ``<app>_schema`` (``APP_SCHEMAS``: train, collect,
-evaluate, simulate, report; export, serve and registry keep theirs in their modules), with
-the same defaults as its YAML (``tests/test_train_config.py`` compares them).
+Each app's own config starts from ``<app>_schema`` (``APP_SCHEMAS``: train — which
+``experiments.sweep`` shares —, collect, evaluate, report, export, serve, registry), with
+the same defaults as its YAML (``tests/test_train_config.py`` compares them): every
+default lives here.
 """
 
 from __future__ import annotations
@@ -34,46 +35,18 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
-from rewards.adaptation import AdaptationRewardWeights
-from rewards.intervention import InterventionRewardWeights
+from envs.registration import env_ids, record
 from synth.population import PopulationConfig
 
 __all__ = ["register_configs", "TrainSchema", "APP_SCHEMAS"]
 
 
-# ---------------------------------------------------------------- env
-@dataclass
-class RoutingEnvSchema:
-    id: str = ROUTING_ID
-    num_agents: int = 6
-    horizon: int = 20
-    world_seed: int = 0
-    persona_sensitivity: float = 2.5
-
-
-@dataclass
-class AdaptationEnvSchema:
-    id: str = ADAPTATION_ID
-    action_mode: str = "discrete"
-    max_turns: int = 16
-    obs_noise: float = 0.1
-    model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
-
-
-@dataclass
-class InterventionEnvSchema:
-    id: str = INTERVENTION_ID
-    days: int = 7
-    slots_per_day: int = 4
-    obs_noise: float = 0.1
-    model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
-
-
-# ---------------------------------------------------------------- persona, reward
+# ---------------------------------------------------------------- persona, env, reward
 def _mirror(cls: type, name: str, types: dict[str, Any] | None = None) -> type:
-    """A schema with ``cls``'s fields and defaults (so the two cannot drift apart); fields
-    whose annotation OmegaConf cannot type (mappings, unions) get one from ``types``."""
+    """A schema with ``cls``'s fields and defaults (so the two cannot drift apart). A field
+    gets the type of its default; a container default a fresh copy per config; a field whose
+    default OmegaConf cannot type (``None``, a mapping, a union) its type from ``types``,
+    else ``Any``."""
     spec = []
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
@@ -81,9 +54,11 @@ def _mirror(cls: type, name: str, types: dict[str, Any] | None = None) -> type:
         if isinstance(default, (dict, list, tuple)):          # containers: fresh copies
             default_field = field(default_factory=lambda d=default: copy.deepcopy(
                 list(d) if isinstance(d, tuple) else d))
+            typed = Dict[str, Any] if isinstance(default, dict) else List[Any]
         else:
             default_field = field(default=default)
-        spec.append((f.name, (types or {}).get(f.name, type(default)), default_field))
+            typed = type(default) if isinstance(default, (bool, int, float, str)) else Any
+        spec.append((f.name, (types or {}).get(f.name, typed), default_field))
     return dataclasses.make_dataclass(name, spec)
 
 
@@ -92,14 +67,17 @@ PersonaSchema = _mirror(PopulationConfig, "PersonaSchema", {
     "archetypes": Optional[List[Any]], "events": List[Any]})
 
 
-@dataclass
-class SignalsRewardSchema:
-    weights: Dict[str, float] = field(default_factory=dict)
-    confidence: Dict[str, float] = field(default_factory=dict)
-
-
-AdaptationRewardSchema = _mirror(AdaptationRewardWeights, "AdaptationRewardSchema")
-InterventionRewardSchema = _mirror(InterventionRewardWeights, "InterventionRewardSchema")
+def env_schemas() -> list[tuple[str, str, type]]:
+    """``(group, name, schema)`` of every registered env's ``env/`` and ``reward/`` options,
+    mirrored from its record (``EnvRecord.env_config``, ``reward_config``)."""
+    out = []
+    for env_id in env_ids():
+        rec = record(env_id)
+        title = rec.config_name.title().replace("_", "")
+        out += [("schema/env", rec.config_name, _mirror(rec.env_config, f"{title}EnvSchema")),
+                ("schema/reward", rec.config_name,
+                 _mirror(rec.reward_config, f"{title}RewardSchema"))]
+    return out
 
 
 # ---------------------------------------------------------------- agent
@@ -263,18 +241,6 @@ class EvaluateSchema:
 
 
 @dataclass
-class SimulateSchema(SimulatorGroups):
-    """``experiments.simulate`` (``configs/simulate.yaml``)."""
-
-    seed: int = 0
-    episodes: int = 8192
-    warmup_steps: int = 2000
-    warmup_envs: int = 256
-    policies: List[str] = field(default_factory=lambda: ["random", "greedy", "persona_router",
-                                                         "oracle"])
-
-
-@dataclass
 class ReportSchema:
     """``experiments.report`` (``configs/report.yaml``)."""
 
@@ -283,22 +249,80 @@ class ReportSchema:
     seed: int = 0
 
 
+# ---------------------------------------------------------------- export, serve, registry
+@dataclass
+class ExportSchema:
+    checkpoint: str = "???"        # a run's checkpoints/iter_NNNNNN
+    out: Optional[str] = None      # bundle directory; default <run dir>/policy
+    overwrite: bool = False        # replace an existing bundle at ``out``
+
+
+@dataclass
+class ServeExplorationSchema:
+    mode: str = "greedy"            # greedy | sample | epsilon
+    epsilon: float = 0.05
+
+
+@dataclass
+class TrafficSchema:
+    mode: str = "single"            # single | canary | ab | shadow
+    candidate: Optional[str] = None   # a bundle dir; with a registry: a stage or a version
+    share: float = 0.1              # the candidate's share of users (canary, ab)
+    salt: str = "personarl"         # of the user-id hash that makes assignment sticky
+
+
+@dataclass
+class LogSchema:
+    user_id: str = "hash"           # hash (HMAC-SHA256 under PERSONARL_PII_KEY) | drop
+
+
+@dataclass
+class ServeSchema:
+    """``experiments.serve`` (``configs/serve.yaml``)."""
+
+    bundle: Optional[str] = None    # a bundle directory, or
+    registry: Optional[str] = None  # a registry directory, with
+    model: Optional[str] = None     #   the model's name and
+    stage: str = "production"       #   the stage to serve (or:)
+    version: Optional[int] = None   #   a version number
+    exploration: ServeExplorationSchema = field(default_factory=ServeExplorationSchema)
+    traffic: TrafficSchema = field(default_factory=TrafficSchema)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_dir: Optional[str] = None   # default: <hydra run dir>/decision_logs
+    log: LogSchema = field(default_factory=LogSchema)
+    segment_rows: int = 10000       # decision-log rows per segment before it becomes Parquet
+    max_body_bytes: int = 1048576
+    max_batch: int = 1024
+    feedback_window: int = 1000000  # feedback accepted for this many most recent decisions
+    max_bundle_file_bytes: int = 268435456   # larger bundle files are refused unread
+    seed: int = 0                   # exploration and random traffic assignment
+
+
+@dataclass
+class RegistrySchema:
+    registry: str = "registry"      # the registry directory
+    action: str = "list"            # register | list | stage | promote | rollback
+    name: Optional[str] = None      # the model's name
+    bundle: Optional[str] = None    # register: the bundle directory to copy in
+    version: Optional[int] = None   # stage, promote: which version
+    stage: Optional[str] = None     # stage: none | staging | archived
+    note: str = ""                  # register: a free-text note kept in the index
+
+
+
 #: app config name -> its schema (the YAML starts from ``<name>_schema``)
 APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": EvaluateSchema,
-               "simulate": SimulateSchema, "report": ReportSchema}
+               "report": ReportSchema, "export": ExportSchema, "serve": ServeSchema,
+               "registry": RegistrySchema}
 
 
 def register_configs() -> None:
     """Put every schema in Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     for group, name, node in (
-            ("schema/env", "routing", RoutingEnvSchema),
-            ("schema/env", "adaptation", AdaptationEnvSchema),
-            ("schema/env", "intervention", InterventionEnvSchema),
+            *env_schemas(),
             ("schema/persona", "persona", PersonaSchema),
-            ("schema/reward", "signals", SignalsRewardSchema),
-            ("schema/reward", "adaptation", AdaptationRewardSchema),
-            ("schema/reward", "intervention", InterventionRewardSchema),
             ("schema/agent", "ppo", PPOSchema),
             ("schema/agent", "baseline", BaselineSchema),
             ("schema/logger", "logger", LoggerSchema),

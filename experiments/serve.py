@@ -21,16 +21,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.cli import check_command_line, run_app
+from experiments.schema import register_configs
 from agents.registry import Registry
 from agents.serving import load_policy
 from agents.traffic import Arm, Decider
@@ -45,47 +44,7 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL = 0.0005
 
 
-@dataclass
-class ExplorationSchema:
-    mode: str = "greedy"            # greedy | sample | epsilon
-    epsilon: float = 0.05
-
-
-@dataclass
-class TrafficSchema:
-    mode: str = "single"            # single | canary | ab | shadow
-    candidate: Optional[str] = None   # a bundle dir; with a registry: a stage or a version
-    share: float = 0.1              # the candidate's share of users (canary, ab)
-    salt: str = "personarl"         # of the user-id hash that makes assignment sticky
-
-
-@dataclass
-class LogSchema:
-    user_id: str = "hash"           # hash (HMAC-SHA256 under PERSONARL_PII_KEY) | drop
-
-
-@dataclass
-class ServeSchema:
-    bundle: Optional[str] = None    # a bundle directory, or
-    registry: Optional[str] = None  # a registry directory, with
-    model: Optional[str] = None     #   the model's name and
-    stage: str = "production"       #   the stage to serve (or:)
-    version: Optional[int] = None   #   a version number
-    exploration: ExplorationSchema = field(default_factory=ExplorationSchema)
-    traffic: TrafficSchema = field(default_factory=TrafficSchema)
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_dir: Optional[str] = None   # default: <hydra run dir>/decision_logs
-    log: LogSchema = field(default_factory=LogSchema)
-    segment_rows: int = 10000       # decision-log rows per segment before it becomes Parquet
-    max_body_bytes: int = 1048576
-    max_batch: int = 1024
-    feedback_window: int = 1000000  # feedback accepted for this many most recent decisions
-    max_bundle_file_bytes: int = 268435456   # larger bundle files are refused unread
-    seed: int = 0                   # exploration and random traffic assignment
-
-
-ConfigStore.instance().store(name="serve_schema", node=ServeSchema)
+register_configs()
 
 
 class ServeConfigError(ConfigError):

@@ -57,8 +57,7 @@ from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E4
                                   record_ray_session, stop_ray_leftovers, write_atomic)
 from experiments.schema import register_configs  # noqa: E402
 from experiments.train_report import write_report  # noqa: E402
-from experiments.wiring import (PPO_AGENTS, config_diff, config_hash,  # noqa: E402
-                                env_kwargs, validate)
+from experiments.wiring import PPO_AGENTS, Run, config_diff, validate  # noqa: E402
 from personarl import jsonio  # noqa: E402
 from personarl.locks import exclusive_lock  # noqa: E402
 from personarl.errors import ConfigError  # noqa: E402
@@ -94,9 +93,9 @@ def ray_session(cfg: DictConfig, run_dir: Path) -> Iterator[None]:
             forget_ray_session(run_dir)
 
 
-def build_learner(cfg: DictConfig, run_dir: Path) -> Learner:
-    """The learner named by ``cfg.agent.name``."""
-    env_id, kwargs = env_kwargs(cfg)
+def build_learner(run: Run, run_dir: Path) -> Learner:
+    """The learner named by ``run.cfg.agent.name``."""
+    cfg, env_id, kwargs = run.cfg, run.env_id, run.env_kwargs
     agent = OmegaConf.to_container(cfg.agent, resolve=True)
     if agent["name"] in PPO_AGENTS:
         import torch
@@ -114,11 +113,11 @@ def build_learner(cfg: DictConfig, run_dir: Path) -> Learner:
                           steps_per_iteration=max(1, 4096 // num_envs), seed=cfg.seed)
 
 
-def _start_or_resume(cfg: DictConfig, run_dir: Path, ckpts: Checkpoints,
+def _start_or_resume(run: Run, run_dir: Path, ckpts: Checkpoints,
                      metrics: MetricsLog) -> Path | None:
     """Check the run directory against ``resume``; returns the checkpoint to restore."""
+    cfg, chash = run.cfg, run.config_hash
     run_file = run_dir / "run.json"
-    chash = config_hash(cfg)
     if not cfg.resume:
         if metrics.path.exists() or ckpts.latest() is not None:
             raise ConfigError(f"{run_dir} already holds a run; pass resume=true to continue "
@@ -160,7 +159,7 @@ def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
         PersonaRLError: bad configuration; ``InUseError`` when another process runs in
             ``run_dir`` (the run holds ``run_dir/run.lock`` for its lifetime).
     """
-    validate(cfg)
+    run = validate(cfg)
     run_dir = run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     # the directory is this process's until it ends, however it ends (kill -9 frees it)
@@ -168,22 +167,22 @@ def train(cfg: DictConfig, run_dir: Path, wandb_group: str | None = None,
                           "for it to end (or kill it, then resume=true), or choose another "
                           "hydra.run.dir")
     try:
-        return _train(cfg, run_dir, wandb_group, on_iteration)
+        return _train(run, run_dir, wandb_group, on_iteration)
     finally:
         lock.close()
 
 
-def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
+def _train(run: Run, run_dir: Path, wandb_group: str | None,
            on_iteration: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
+    cfg, env_id = run.cfg, run.env_id
     clean_leftovers(run_dir)
     stop_ray_leftovers(run_dir)
     ckpts = Checkpoints(run_dir / "checkpoints", cfg.checkpoint.keep, run_dir / "run.json")
     metrics = MetricsLog(run_dir / "metrics.jsonl")
-    restore_from = _start_or_resume(cfg, run_dir, ckpts, metrics)
-    env_id, _ = env_kwargs(cfg)
+    restore_from = _start_or_resume(run, run_dir, ckpts, metrics)
     start = time.perf_counter()
     with ray_session(cfg, run_dir) if cfg.agent.name == "ppo" else nullcontext():
-        learner = build_learner(cfg, run_dir)
+        learner = build_learner(run, run_dir)
         try:
             restored_iteration = None
             if restore_from is not None:
@@ -204,11 +203,11 @@ def _train(cfg: DictConfig, run_dir: Path, wandb_group: str | None,
             if cfg.agent.name in PPO_AGENTS and not (ckpts.latest() / WEIGHTS_FILE).is_file():
                 _save(learner, ckpts)     # a checkpoint from before policy_weights.pt existed
             train_seconds = time.perf_counter() - start
-            summary = evaluate_policies(cfg, learner.policy())
+            summary = evaluate_policies(run, learner.policy())
         finally:
             learner.close()
     meta = dict(agent=cfg.agent.name, env_id=env_id, env_steps=learner.env_steps,
-                iterations=learner.iteration, config_hash=config_hash(cfg),
+                iterations=learner.iteration, config_hash=run.config_hash,
                 episodes=cfg.eval.episodes)
     if cfg.agent.name in PPO_AGENTS:          # the trained policy's identity
         meta["weights_sha256"] = weights_sha256(load_weights(ckpts.latest() / WEIGHTS_FILE))

@@ -1,8 +1,12 @@
-"""From a composed Hydra config to validated env arguments, policies and a config hash.
+"""From a composed Hydra config to one validated run, its env arguments and a config hash.
 
 Hydra's schemas (``experiments.schema``) already rejected unknown keys and wrong types;
 ``validate`` checks every range before Ray starts and names the offending key
-(``agent.lr=-1 …``), so a bad run fails in a second, not after a cluster came up.
+(``agent.lr=-1 …``), so a bad run fails in a second, not after a cluster came up. It
+returns a ``Run``: the config with everything derived from it once — the env id, its record,
+the training env's arguments, every evaluation population's arguments, the baselines the
+final evaluation runs and the config hash — which the rest of the run reads instead of
+deriving them again.
 """
 
 from __future__ import annotations
@@ -14,20 +18,17 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.factory import baselines_for, env_core
-from envs import ADAPTATION_ID, INTERVENTION_ID, ROUTING_ID
+from agents.factory import baselines_for
+from envs.registration import describe, record
 from personarl.seeds import MAX_SEED
 from personarl.errors import ConfigError, check_int, check_range
 
-__all__ = ["env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
+__all__ = ["Run", "env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
            "HASH_EXCLUDED", "flatten"]
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
 PPO_AGENTS = ("ppo", "sb3_ppo")
 SAMPLERS = ("batched", "rllib")         # agent.sampler: see agents.rllib_ppo.build_ppo_config
-#: the constructor argument each env takes its reward config through
-_REWARD_ARG = {ROUTING_ID: "signal_weights", INTERVENTION_ID: "reward_weights",
-               ADAPTATION_ID: "reward_weights"}
 #: top-level keys that do not change what is trained (left out of the config hash, so a
 #: resumed run may change them: e.g. raise the budget, turn wandb off, move to a cluster)
 HASH_EXCLUDED = ("resume", "trust_checkpoint", "progress", "budget", "checkpoint", "ray",
@@ -46,10 +47,9 @@ def env_kwargs(cfg: DictConfig, persona_overrides: Mapping[str, Any] | None = No
     """
     env = _plain(cfg.env)
     env_id = env.pop("id")
-    if env_id not in _REWARD_ARG:
-        raise ConfigError(f"env.id={env_id!r}; valid: {sorted(_REWARD_ARG)}")
+    rec = _prefixed("env.id", record, env_id)
     env["population"] = {**_plain(cfg.persona), **dict(persona_overrides or {})}
-    env[_REWARD_ARG[env_id]] = _plain(cfg.reward)
+    env[rec.reward_arg] = _plain(cfg.reward)
     return env_id, env
 
 
@@ -74,8 +74,35 @@ def _check_known_keys(node: Any, prefix: str) -> None:
             _check_known_keys(child, f"{prefix}{key}.")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Every range check that can run without Ray; raises ``ConfigError`` naming the key."""
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One validated run: its config and what is derived from it (``validate`` builds it).
+
+    Attributes:
+        cfg: the composed config, as given.
+        env_id: ``cfg.env.id``; ``record`` its ``EnvRecord``.
+        env_kwargs: the training env's constructor arguments (``env_kwargs(cfg)``).
+        populations: evaluation population name -> ``(persona overrides, env kwargs)``, in
+            ``cfg.eval.populations`` order.
+        eval_baselines: the baselines the final evaluation runs besides the trained agent.
+        config_hash: ``config_hash(cfg)``.
+    """
+
+    cfg: DictConfig
+    env_id: str
+    record: Any
+    env_kwargs: dict[str, Any]
+    populations: dict[str, tuple[dict[str, Any], dict[str, Any]]]
+    eval_baselines: list[str]
+    config_hash: str
+
+
+def validate(cfg: DictConfig) -> Run:
+    """Every range check that can run without Ray; returns the ``Run``.
+
+    Raises:
+        ConfigError: naming the key and what is valid.
+    """
     _check_known_keys(cfg, "")
     check_int("seed", cfg.seed, 0, MAX_SEED - 1)     # every random stream derives from it
     check_int("budget", cfg.budget, 1)
@@ -87,11 +114,13 @@ def validate(cfg: DictConfig) -> None:
     if cfg.logger.mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"logger.mode={cfg.logger.mode!r}; valid: offline, online, disabled")
     env_id, kwargs = env_kwargs(cfg)
-    _prefixed("env/persona/reward", env_core, env_id, kwargs)
+    _prefixed("env/persona/reward", describe, env_id, kwargs)
+    populations = {}
     for name, overrides in cfg.eval.populations.items():
-        _prefixed(f"eval.populations.{name}", env_core, env_id,
-                  env_kwargs(cfg, _plain(overrides))[1])
-    if not cfg.eval.populations:
+        overrides = _plain(overrides)
+        populations[name] = (overrides, env_kwargs(cfg, overrides)[1])
+        _prefixed(f"eval.populations.{name}", describe, env_id, populations[name][1])
+    if not populations:
         raise ConfigError("eval.populations is empty; give at least one (e.g. train: {})")
     check_int("eval.episodes", cfg.eval.episodes, 2)
     check_int("eval.baseline_warmup_steps", cfg.eval.baseline_warmup_steps, 0)
@@ -109,6 +138,11 @@ def validate(cfg: DictConfig) -> None:
                           f"{list(PPO_AGENTS) + available}")
     else:
         check_int("agent.num_envs", agent.num_envs, 1)
+    names = list(cfg.eval.baselines) if cfg.eval.baselines is not None else available
+    return Run(cfg=cfg, env_id=env_id, record=record(env_id), env_kwargs=kwargs,
+               populations=populations,
+               eval_baselines=[n for n in names if n != agent.name],   # the agent is itself
+               config_hash=config_hash(cfg))
 
 
 def validate_ppo(agent: DictConfig) -> None:

@@ -29,7 +29,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from agents.evaluation import mean_ci, run_episodes
+from agents.evaluation import run_episodes
+from personarl.stats import mean_ci
 from agents.serving import behaviour_probs, sample_categorical
 from ope.data import DataError, LoggedData
 from personarl.seeds import chunk_seeds, generator

@@ -33,10 +33,10 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from agents.evaluation import mean_ci
 from ope.data import LoggedData
 from ope.estimators import Estimator, Terms, cumulative_weights, ratio, weights
 from personarl.seeds import generator
+from personarl.stats import mean_ci
 
 __all__ = ["bootstrap", "refit_bootstrap", "resample_counts", "percentile_interval",
            "bernstein_lower", "diagnostics", "EXACT_MAX_EPISODES"]

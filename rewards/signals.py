@@ -19,7 +19,7 @@ composite reward uses ``weight · confidence`` as the effective weight (``reward
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import numpy as np
@@ -65,8 +65,8 @@ class SignalWeights:
         confidence: signal name -> confidence in [0, 1].
     """
 
-    weights: Mapping[str, float] | None = None
-    confidence: Mapping[str, float] | None = None
+    weights: Mapping[str, float] = field(default_factory=dict)
+    confidence: Mapping[str, float] = field(default_factory=dict)
 
     def effective(self) -> np.ndarray:
         """``(S,)`` effective weights ``weight · confidence`` in ``SIGNAL_NAMES`` order."""
@@ -78,7 +78,10 @@ class SignalWeights:
                 if name not in target:
                     raise ConfigError(f"signal {label} name unknown signal {name!r}; "
                                       f"valid: {list(SIGNAL_NAMES)}")
-                v = float(value)
+                try:
+                    v = float(value)
+                except (TypeError, ValueError):
+                    v = float("nan")                 # named in the message below
                 if not np.isfinite(v) or (label == "confidence" and not 0 <= v <= 1):
                     valid = "[0, 1]" if label == "confidence" else "a finite number"
                     raise ConfigError(f"signal {label}[{name!r}]={value!r}; must be {valid}")

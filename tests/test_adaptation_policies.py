@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.adaptation_baselines import (AdaptationPlanner, FixedStyle, ObservedStyleGreedy,
-                                         make_adaptation_baseline)
+from agents.adaptation_baselines import AdaptationPlanner, FixedStyle, ObservedStyleGreedy
+from agents.factory import baselines_for, make_policy
 from agents.evaluation import run_episodes
-from envs import PersonalityAdaptationVectorEnv
+from envs import ADAPTATION_ID, PersonalityAdaptationVectorEnv
 from envs.adaptation_model import STYLES
 from synth import ConfigError
 
@@ -40,14 +40,15 @@ def test_planner_with_depth_one_is_the_myopic_oracle():
 def test_baselines_act_validly_and_the_planner_needs_ground_truth():
     env = make_env(300)
     obs, info = env.reset(seed=0)
-    for name in ("random", "greedy", "oracle", "planner"):
-        action = make_adaptation_baseline(name).act(obs, info)
+    assert baselines_for(ADAPTATION_ID, {"action_mode": "continuous"}) == ["random", "oracle"]
+    for name in baselines_for(ADAPTATION_ID, {}):
+        action = make_policy(ADAPTATION_ID, name, {}).act(obs, info)
         assert action.shape == (300,) and ((action >= 0) & (action < 9)).all()
     assert (ObservedStyleGreedy().bucket(obs) < 24).all()
     with pytest.raises(ConfigError, match="info_level='full'"):
         AdaptationPlanner().act(obs, {})
     with pytest.raises(ConfigError, match="valid: .*planner"):
-        make_adaptation_baseline("mind_reader")
+        make_policy(ADAPTATION_ID, "mind_reader", {})
     assert FixedStyle("balance_direct").act(obs).tolist() == [8] * 300
 
 

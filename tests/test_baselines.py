@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.baselines import GreedyRouter, MyopicOracle, PersonaRouter, make_baseline
-from envs import AgentRoutingVectorEnv
+from agents.baselines import GreedyRouter, MyopicOracle, PersonaRouter
+from agents.factory import baselines_for, make_policy
+from envs import ROUTING_ID, AgentRoutingVectorEnv
 from synth import ConfigError
 
 
@@ -17,10 +18,13 @@ def batch():
     return env, obs, info
 
 
-@pytest.mark.parametrize("name", ["random", "greedy", "persona_router", "oracle"])
+@pytest.mark.parametrize("name", ["random", "greedy", "persona_router", "oracle", "linucb",
+                                  "thompson"])
 def test_every_baseline_returns_valid_actions_and_distributions(batch, name):
     env, obs, info = batch
-    policy = make_baseline(name, env.layout)
+    assert baselines_for(ROUTING_ID, {}) == ["random", "linucb", "thompson", "oracle",
+                                             "greedy", "persona_router"]
+    policy = make_policy(ROUTING_ID, name, {})
     action = policy.act(obs, info)
     probs = policy.action_probs(obs, info)
     assert action.shape == (512,) and ((action >= 0) & (action < 6)).all()
@@ -71,4 +75,4 @@ def test_persona_router_keeps_users_without_consent_in_their_own_bucket(batch):
 
 def test_unknown_baseline_lists_valid_names(batch):
     with pytest.raises(ConfigError, match="valid: .*persona_router"):
-        make_baseline("ppo_magic", batch[0].layout)
+        make_policy(ROUTING_ID, "ppo_magic", {})

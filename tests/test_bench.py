@@ -28,7 +28,7 @@ def test_env_benchmark_writes_every_figure(tmp_path):
     result, stdout = bench_json(tmp_path / "env.json", "env", "--seconds", "0.05",
                                 "--repeats", "1")
     singles = result["single_env_steps_per_s"]
-    ours = [env_id.split("/")[1] for env_id in envs.ENV_IDS]
+    ours = [env_id.split("/")[1] for env_id in envs.env_ids()]
     assert set(singles) == {f"{e} (info_level={level})" for level in ("full", "none")
                             for e in ours} | {"CartPole-v1"}
     assert all(v > 100 for v in singles.values())
@@ -50,7 +50,7 @@ def test_policy_study_reports_the_table(tmp_path):
     for study in ("intervention", "adaptation"):
         assert set(result[study]["policies"]) == {"random", "greedy", "oracle", "planner"}
         assert {"diff", "ci_low", "ci_high"} <= set(result[study]["planner_minus_oracle"])
-    assert {"false_intervention_rate", "optout_rate", "mean"} <= set(
+    assert {"false_intervention_rate", "opt_out_rate", "mean"} <= set(
         result["intervention"]["policies"]["planner"])
     assert set(result["adaptation"]["best_style"]) == {
         "explorer", "optimizer", "socializer", "achiever", "helper", "learner"}

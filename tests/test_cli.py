@@ -15,22 +15,13 @@ ROOT = Path(__file__).resolve().parents[1]
 COMMANDS = ("report", "registry")
 
 CASES = [
-    # app, arguments, what the one line names
+    # app, arguments, what the one line names (the whole matrix of apps × kinds of bad
+    # input runs in-process in tests/test_bad_input.py; these run as real processes)
     ("evaluate", [], "cannot evaluate: missing required argument(s): data=<value>"),
-    ("export", [], "cannot export: missing required argument(s): checkpoint=<value>"),
-    ("report", [], "cannot report: missing required argument(s): dir=<value>"),
-    ("export", ["checkpoint=/nonexistent/iter_000001"],
-     "cannot export: checkpoint='/nonexistent/iter_000001' is not a complete training "
-     "checkpoint"),
     ("train", ["agent.lr=-1", "logger=none"], "cannot train: agent.lr=-1"),
-    ("collect", ["episodes=0"], "cannot collect: episodes=0"),
-    # what Hydra finds while composing the config
+    # what Hydra finds while composing the config: a misspelt option lists the real ones
     ("train", ["env=routng"], "cannot train: In 'train': Could not find 'env/routng'; valid: "
                               "adaptation, intervention, routing"),
-    ("train", ["env.horizonn=3"], "cannot train: Could not override 'env.horizonn': Key "
-                                  "'horizonn' not in 'RoutingEnvSchema'"),
-    ("train", ["agent.lr=fast"], "cannot train: Error merging override agent.lr=fast: Value "
-                                 "'fast' of type 'str' could not be converted to Float"),
     ("registry", ["colour=red"], "cannot use the registry: Could not override 'colour'"),
 ]
 

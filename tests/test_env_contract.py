@@ -1,136 +1,60 @@
-"""The contract every registered env keeps, single and vector, in every action mode.
-
-Nothing an env returns from ``reset`` or ``step`` changes afterwards: observations,
-rewards, flags and every array in ``info`` (``final_obs`` and ``final_info`` included) are
-the caller's, never views of the core's state.
-"""
+"""The contract suite (``envs.contract``) over every registered id × action mode × check,
+as Gymnasium's own tests parametrise over every spec; plus the state refusals."""
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+import dataclasses
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import envs
+from envs.contract import CHECKS, _equal
 from envs.creator import create_env
+from personarl.errors import ConfigError
 
-#: every registered id, with each action mode it has
-VARIANTS = [(env_id, {}) for env_id in envs.ENV_IDS] + [
-    (envs.ADAPTATION_ID, {"action_mode": "continuous"})]
-FACES = ["single", "vector-next_step", "vector-same_step"]
-
-
-def _equal(a: Any, b: Any) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, np.ndarray):
-        return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-    return a == b or (a != a and b != b)          # NaN scalars equal themselves here
+CASES = [(env_id, mode, check) for env_id in envs.env_ids()
+         for mode in envs.record(env_id).action_modes for check in CHECKS]
 
 
-def _make(env_id: str, kwargs: dict, face: str):
-    if face == "single":
-        return gym.make(env_id, **kwargs).unwrapped
-    return create_env(env_id, {**kwargs, "num_envs": 4,
-                               "autoreset_mode": face.split("-")[1]})
+@pytest.mark.parametrize("env_id,mode,check", CASES,
+                         ids=[f"{i.split('/')[1]}-{m}-{c}" for i, m, c in CASES])
+def test_every_registered_env_keeps_the_contract(env_id, mode, check):
+    CHECKS[check](env_id, dict(envs.record(env_id).action_modes[mode]))
 
 
-@pytest.mark.parametrize("face", FACES)
-@pytest.mark.parametrize("env_id,kwargs", VARIANTS,
-                         ids=[f"{i.split('/')[1]}{'-' + k['action_mode'] if k else ''}"
-                              for i, k in VARIANTS])
-def test_nothing_returned_changes_afterwards(env_id, kwargs, face):
-    env = _make(env_id, kwargs, face)
-    space = env.action_space
-    space.seed(0)
-    kept: list[tuple[str, Any, Any]] = []            # (where, returned object, its copy)
+def test_the_contract_catches_what_it_promises_to(monkeypatch):
+    """Each kind of breach fails its check: an env that hands out a view of its state,
+    one whose vector face ignores the seed, one whose expected reward is off."""
+    from envs import contract
+    from envs.batched import CoreEnv, CoreVectorEnv
 
-    def keep(where: str, returned: Any) -> Any:
-        kept.append((where, returned, copy.deepcopy(returned)))
-        return returned
+    monkeypatch.setattr(CoreEnv, "_info", lambda self, stepped: {"obs": self._core.obs[0]})
+    with pytest.raises(AssertionError, match="changed later"):
+        contract.check_owned(envs.ADAPTATION_ID, {})
+    monkeypatch.undo()
+    real_reset = CoreVectorEnv.reset
+    monkeypatch.setattr(CoreVectorEnv, "reset",
+                        lambda self, seed=None, options=None: real_reset(self, seed=0))
+    with pytest.raises(AssertionError, match="another seed reproduced"):
+        contract.check_seeds(envs.ADAPTATION_ID, {})
+    monkeypatch.undo()
+    real_infos = CoreVectorEnv._infos
 
-    def play(steps: int, label: str) -> int:
-        ends = 0
-        for t in range(steps):
-            out = keep(f"{label} step {t}", env.step(space.sample()))
-            done = out[2] if face == "single" else out[2].any()
-            ends += bool(done)
-            if face == "single" and done:
-                keep(f"{label} reset after step {t}", env.reset())
-        return ends
+    def biased(self, restart):
+        info = real_infos(self, restart)
+        if "expected_reward" in info:
+            info["expected_reward"] = info["expected_reward"] + 0.05
+        return info
 
-    keep("reset(seed=1)", env.reset(seed=1))
-    ends = play(60, "first")
-    keep("reset(seed=2)", env.reset(seed=2))
-    play(5, "second")
-    assert ends, "no episode ended: the test would not see a restart"
-    changed = [where for where, returned, snapshot in kept if not _equal(returned, snapshot)]
-    assert not changed, f"values returned by {env_id} ({face}) changed later: {changed[:5]}"
-
-
-def _same_config(a: Any, b: Any) -> bool:
-    """Deep equality that looks inside objects (samplers, models) attribute by attribute."""
-    if hasattr(a, "__dict__") and not callable(a) and not isinstance(a, type):
-        return type(a) is type(b) and _same_config(vars(a), vars(b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same_config(a[k], b[k]) for k in a)
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(_same_config(x, y) for x, y in zip(a, b))
-    if callable(a):
-        return True                                  # functions: their closures are config
-    return _equal(a, b)
-
-
-def _config_attributes(env: Any) -> dict[str, Any]:
-    """What ``get_state`` leaves out of a core: its configuration (deep copies)."""
-    core = env._core
-    state = core.get_state()
-    return {k: copy.deepcopy(v) for k, v in vars(core).items() if k not in state}
-
-
-@pytest.mark.parametrize("face", FACES)
-@pytest.mark.parametrize("env_id,kwargs", VARIANTS,
-                         ids=[f"{i.split('/')[1]}{'-' + k['action_mode'] if k else ''}"
-                              for i, k in VARIANTS])
-def test_a_saved_state_continues_exactly(env_id, kwargs, face, tmp_path):
-    """An env restored (through a state file) into a fresh env continues exactly as the
-    original does: observations, rewards, flags and info over episode ends and the pool of
-    users drawn ahead; the attributes the state leaves out never change while stepping."""
-    from personarl.statefile import read_state, write_state
-
-    env = _make(env_id, kwargs, face)
-    space = env.action_space
-    space.seed(1)
-    env.reset(seed=7)
-    config = _config_attributes(env)
-
-    def play(e: Any, actions: list[Any]) -> list[Any]:
-        out = []
-        for a in actions:
-            step = e.step(a)
-            out.append(step)
-            if face == "single" and (step[2] or step[3]):
-                out.append(e.reset())
-        return out
-
-    play(env, [space.sample() for _ in range(40)])
-    write_state(tmp_path / "env.npz", env.get_state())
-    actions = [space.sample() for _ in range(120)]
-    original = play(env, actions)
-    restored = _make(env_id, kwargs, face)
-    restored.set_state(read_state(tmp_path / "env.npz"))
-    assert _equal(play(restored, actions), original)
-    assert _same_config(_config_attributes(env), config)     # configuration stayed put
+    monkeypatch.setattr(CoreVectorEnv, "_infos", biased)
+    with pytest.raises(AssertionError, match="differs from the sum of expected rewards"):
+        contract.check_expected_reward(envs.INTERVENTION_ID, {}, lanes=4000)
 
 
 def test_a_state_from_another_env_is_refused_and_changes_nothing():
-    from personarl.errors import ConfigError
-
     routing = create_env(envs.ROUTING_ID, {"num_envs": 4})
     routing.reset(seed=0)
     other = create_env(envs.INTERVENTION_ID, {"num_envs": 4})
@@ -166,18 +90,27 @@ def test_a_state_from_another_env_is_refused_and_changes_nothing():
     assert _equal(single.get_state(), before)                # nothing changed
 
 
-@pytest.mark.parametrize("mode", ["next_step", "same_step"])
-@pytest.mark.parametrize("env_id,kwargs", VARIANTS,
-                         ids=[f"{i.split('/')[1]}{'-' + k['action_mode'] if k else ''}"
-                              for i, k in VARIANTS])
-def test_what_a_state_leaves_out_never_changes(env_id, kwargs, mode):
-    """Many lanes over many episodes, so that rare users (bots, opt-outs) occur: every
-    attribute outside ``state_fields`` is as it was built."""
-    env = create_env(env_id, {**kwargs, "num_envs": 256, "autoreset_mode": mode})
-    config = _config_attributes(env)
-    env.action_space.seed(0)
-    env.reset(seed=3)
-    for _ in range(300):
-        env.step(env.action_space.sample())
-    changed = [k for k, v in _config_attributes(env).items() if not _same_config(v, config[k])]
-    assert changed == []
+def test_registration_refuses_what_it_cannot_use():
+    rec = envs.record(envs.ROUTING_ID)
+    assert envs.register(rec) is rec                         # the same record again: no-op
+    assert rec.version == 0
+    with pytest.raises(ConfigError, match="already registered with another record"):
+        envs.register(dataclasses_replace(rec, reward_arg="other"))
+    with pytest.raises(ConfigError, match=r"unknown env id 'personarl/Nope-v0'; valid: "
+                                          r"\['personarl/AgentRouting-v0'"):
+        envs.record("personarl/Nope-v0")
+    with pytest.raises(ConfigError, match="env_config.id defaults to "
+                                          "'personarl/AgentRouting-v0', not the id"):
+        envs.register(dataclasses_replace(rec, id="personarl/Copy-v0"))
+    config = dataclasses.make_dataclass("CopyConfig", [("id", str, "personarl/Copy-v0")])
+    copy_ = dataclasses_replace(rec, id="personarl/Copy-v0", env_config=config)
+    with pytest.raises(ConfigError, match="config_name 'routing' is already"):
+        envs.register(copy_)
+    with pytest.raises(ConfigError, match="not 'module:attribute'"):
+        envs.register(dataclasses_replace(copy_, config_name="copy",
+                                          build_core="envs.routing.build_core"))
+    assert "personarl/Copy-v0" not in envs.env_ids()
+
+
+def dataclasses_replace(rec, **changes):
+    return dataclasses.replace(rec, **changes)

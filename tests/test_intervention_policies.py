@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.evaluation import paired_ci, run_episodes
-from agents.intervention_baselines import ObservedGreedy, make_intervention_baseline
+from agents.evaluation import run_episodes
+from personarl.stats import paired_ci
+from agents.factory import make_policy
+from agents.intervention_baselines import ObservedGreedy
 from agents.planning import LookaheadPlanner
-from envs import InterventionTimingVectorEnv
+from envs import INTERVENTION_ID, InterventionTimingVectorEnv
 from synth import ConfigError
 
 
@@ -18,7 +20,7 @@ def make_env(n: int) -> InterventionTimingVectorEnv:
 
 @pytest.mark.slow
 def test_planner_beats_the_myopic_oracle_with_a_paired_ci():
-    results = {name: run_episodes(make_intervention_baseline(name), make_env, 1000, seed=7,
+    results = {name: run_episodes(make_policy(INTERVENTION_ID, name, {}), make_env, 1000, seed=7,
                                   final_keys=("opted_out",))
                for name in ("oracle", "planner")}
     diff, low, high = paired_ci(results["planner"].returns, results["oracle"].returns)
@@ -56,4 +58,4 @@ def test_observed_greedy_buckets_follow_the_observation_layout():
     assert np.array_equal(bucket % 2 == 1, consent)
     assert len(np.unique(bucket)) > 4
     with pytest.raises(ConfigError, match="valid: .*planner"):
-        make_intervention_baseline("psychic")
+        make_policy(INTERVENTION_ID, "psychic", {})

@@ -467,7 +467,8 @@ def test_start_up_reads_back_a_damaged_feedback_log_and_refuses_a_bad_log_dir(ti
 def test_serve_settings_out_of_range_are_named(tiny_bundles):
     from omegaconf import OmegaConf
 
-    from experiments.serve import ServeConfigError, ServeSchema, build_decider
+    from experiments.schema import ServeSchema
+    from experiments.serve import ServeConfigError, build_decider
 
     cfg = OmegaConf.structured(ServeSchema(bundle=str(tiny_bundles["discrete"])))
     assert build_decider(cfg).primary.policy.env_id == "personarl/AgentRouting-v0"

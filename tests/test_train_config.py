@@ -111,9 +111,6 @@ def test_cli_rejects_bad_overrides_before_ray_starts(tmp_path, override, key):
 
 #: each schema and the YAML option that is its group's default (what a plain run composes)
 _DEFAULT_OPTIONS = [("", None, "TrainSchema"),
-                    ("env=routing", "env", "RoutingEnvSchema"),
-                    ("env=adaptation", "env", "AdaptationEnvSchema"),
-                    ("env=intervention", "env", "InterventionEnvSchema"),
                     ("agent=ppo", "agent", "PPOSchema"),
                     ("persona=default", "persona", "PersonaSchema"),
                     ("logger=wandb_offline", "logger", "LoggerSchema"),
@@ -136,6 +133,25 @@ def test_schema_defaults_are_the_yaml_defaults(override, node, schema):
     assert drift == {}
 
 
+@pytest.mark.parametrize("env_id", __import__("envs").env_ids())
+def test_every_envs_yaml_has_its_records_defaults(env_id):
+    """``env/<config_name>.yaml`` and ``reward/<config_name>.yaml`` set what the record's
+    ``env_config`` and ``reward_config`` default to (the schemas are mirrored from them)."""
+    import dataclasses
+
+    import envs
+    from experiments.wiring import flatten
+
+    rec = envs.record(env_id)
+    cfg = load(f"env={rec.config_name}")
+    for node, config in (("env", rec.env_config), ("reward", rec.reward_config)):
+        yaml = flatten(OmegaConf.to_container(cfg[node], resolve=True))
+        own = flatten(dataclasses.asdict(config()))
+        drift = {k: (yaml.get(k), own.get(k)) for k in set(yaml) | set(own)
+                 if yaml.get(k) != own.get(k)}
+        assert drift == {}, (node, drift)
+
+
 @pytest.mark.parametrize("group", ["env", "agent", "reward", "persona", "logger", "eval"])
 def test_a_misspelt_option_lists_the_options_and_never_a_schema(group):
     from hydra.errors import MissingConfigException
@@ -146,7 +162,7 @@ def test_a_misspelt_option_lists_the_options_and_never_a_schema(group):
     assert not any("schema" in o for o in caught.value.options)
 
 
-@pytest.mark.parametrize("app", ["collect", "evaluate", "simulate", "report"])
+@pytest.mark.parametrize("app", ["collect", "evaluate", "report", "export", "serve", "registry"])
 def test_every_apps_yaml_starts_from_its_schema_with_the_same_defaults(app):
     """An unknown key or a wrong type fails at composition for every app, and the schema's
     defaults are the YAML's."""
@@ -164,3 +180,44 @@ def test_every_apps_yaml_starts_from_its_schema_with_the_same_defaults(app):
     drift = {k: (yaml[k], own[k]) for k in set(yaml) & set(own)
              if own[k] is not None and yaml[k] != own[k]}
     assert drift == {}
+
+
+def test_configs_compose_into_env_arguments():
+    cfg = load("env.horizon=1", "persona.bot_fraction=0.1", "+reward.weights.conversion=0.9")
+    env_id, kwargs = env_kwargs(cfg)
+    assert env_id == "personarl/AgentRouting-v0" and "id" not in kwargs
+    assert kwargs["horizon"] == 1 and kwargs["population"]["bot_fraction"] == 0.1
+    assert kwargs["signal_weights"] == {"weights": {"conversion": 0.9}, "confidence": {}}
+    # the reward argument is the record's: the other envs take reward_weights
+    assert "reward_weights" in env_kwargs(load("env=intervention"))[1]
+
+
+def test_reward_weights_from_config_change_the_reward():
+    import numpy as np
+
+    from envs import AgentRoutingVectorEnv
+
+    returns = []
+    for weights in ({}, {"click": 0.0, "scroll_depth": 0.0, "dwell": 0.0}):
+        kwargs = env_kwargs(load("env.horizon=1", *[f"+reward.weights.{k}={v}"
+                                                    for k, v in weights.items()]))[1]
+        env = AgentRoutingVectorEnv(2000, **kwargs)
+        env.reset(seed=0)
+        returns.append(env.step(np.zeros(2000, np.int64))[1].mean())
+    # dropping the implicit engagement signals removes a positive part of every reward
+    assert returns[1] < returns[0] - 0.05
+
+
+def test_custom_archetypes_and_events_from_hydra_config():
+    import numpy as np
+
+    from envs import AgentRoutingVectorEnv
+
+    kwargs = env_kwargs(load("persona=custom_example", "eval=default"))[1]
+    env = AgentRoutingVectorEnv(256, **kwargs)
+    obs, info = env.reset(seed=0)
+    sampler = env._core.sampler
+    assert sampler.base.names == ("bargain_hunter", "storyteller")
+    assert sampler.tables[-1].names[-1] == "night_owl" and sampler.boundaries == [5000]
+    assert obs.shape == (256, env.layout.size) and env.layout.num_archetypes == 2
+    assert set(np.unique(info["latent_primary"])) <= {0, 1}

@@ -264,13 +264,14 @@ def test_an_online_baseline_resumes_bit_for_bit(tmp_path):
     import numpy as np
 
     from experiments.train import build_learner
+    from experiments.wiring import validate
 
-    cfg = load(*SMOKE, "agent=thompson")
-    first = build_learner(cfg, tmp_path)
+    run = validate(load(*SMOKE, "agent=thompson"))
+    first = build_learner(run, tmp_path)
     first.train()
     first.save(tmp_path)
     want = [learning_part(first.train()) for _ in range(2)]
-    again = build_learner(cfg, tmp_path)
+    again = build_learner(run, tmp_path)
     again.restore(tmp_path)
     assert [learning_part(again.train()) for _ in range(2)] == want
     for name, value in vars(first.policy()).items():

@@ -60,7 +60,7 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
     machine's drift hits all of them alike; medians and per-repeat ratios are reported."""
     singles = {f"{env_id.split('/')[1]} (info_level={level})":
                (env_id, {} if level == "full" else {"info_level": "none"})
-               for env_id in envs.ENV_IDS for level in ("full", "none")}
+               for env_id in envs.env_ids() for level in ("full", "none")}
     singles["CartPole-v1"] = ("CartPole-v1", {})
     runs: dict[str, list[float]] = {k: [] for k in singles}
     runs.update({f"{n} B={b}": [] for n in VECTOR for b in BATCHES})

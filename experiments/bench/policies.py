@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-
-
-from agents.adaptation_baselines import FixedStyle, make_adaptation_baseline
-from agents.evaluation import EpisodeBatch, mean_ci, paired_ci, run_episodes, train_online
-from agents.intervention_baselines import make_intervention_baseline
+from agents.adaptation_baselines import FixedStyle
+from agents.evaluation import EpisodeBatch, run_episodes, train_online
+from agents.factory import make_policy
+from envs.adaptation import ENV_ID as ADAPTATION_ID
 from envs.adaptation import PersonalityAdaptationVectorEnv
 from envs.adaptation_model import STYLES
+from envs.intervention import ENV_ID as INTERVENTION_ID
 from envs.intervention import InterventionTimingVectorEnv
+from envs.registration import record
+from personarl.stats import mean_ci, paired_ci
 from synth.archetypes import ARCHETYPE_NAMES
 
 POLICIES = ("random", "greedy", "oracle", "planner")
-FINAL = ("interventions", "false_interventions", "opted_out")
 
 
 def run(episodes: int, seed: int = 0) -> dict[str, Any]:
@@ -30,9 +31,8 @@ def run(episodes: int, seed: int = 0) -> dict[str, Any]:
             "adaptation": adaptation_study(episodes, seed)}
 
 
-def _train_and_run(make_policy, make_env, episodes: int, seed: int, warmup_steps: int,
+def _train_and_run(policy, make_env, episodes: int, seed: int, warmup_steps: int,
                    **kwargs: Any) -> EpisodeBatch:
-    policy = make_policy()
     train_online(policy, make_env, warmup_steps, seed=seed + 1)
     policy.learning = False
     return run_episodes(policy, make_env, episodes, seed=seed, **kwargs)
@@ -61,7 +61,7 @@ def adaptation_study(episodes: int, seed: int = 0, warmup_steps: int = 2000
               + f" | {best[arch]} |")
     distinct = len(set(best.values()))
     print(f"distinct best styles across archetypes: {distinct}")
-    results = {name: _train_and_run(lambda name=name: make_adaptation_baseline(name),
+    results = {name: _train_and_run(make_policy(ADAPTATION_ID, name, {}, seed=seed),
                                     make_env, episodes, seed, warmup_steps)
                for name in POLICIES}
     rows = _policy_table("PersonalityAdaptation-v0", results, {})
@@ -83,8 +83,9 @@ def _policy_table(title: str, results: dict[str, EpisodeBatch],
         m, lo, hi = mean_ci(r.returns)
         rows[name] = dict(mean=m, ci_low=lo, ci_high=hi, mean_length=float(r.lengths.mean()),
                           **safety.get(name, {}))
-        cells = (f" | {safety[name]['false_intervention_rate']:.3f} | "
-                 f"{safety[name]['optout_rate']:.3f} |") if safety else " |"
+        rate = safety.get(name, {}).get("false_intervention_rate")
+        cells = (f" | {'—' if rate is None else f'{rate:.3f}'} | "
+                 f"{safety[name]['opt_out_rate']:.3f} |") if safety else " |"
         print(f"| {name} | {m:.3f} | [{lo:.3f}, {hi:.3f}] | {r.lengths.mean():.1f}" + cells)
     return rows
 
@@ -95,17 +96,12 @@ def intervention_study(episodes: int, seed: int = 0, warmup_steps: int = 2000
     def make_env(n: int) -> InterventionTimingVectorEnv:
         return InterventionTimingVectorEnv(n, info_level="full")
 
-    results = {name: _train_and_run(lambda name=name: make_intervention_baseline(name),
-                                    make_env, episodes, seed, warmup_steps, final_keys=FINAL)
+    rec = record(INTERVENTION_ID)
+    results = {name: _train_and_run(make_policy(INTERVENTION_ID, name, {}, seed=seed),
+                                    make_env, episodes, seed, warmup_steps,
+                                    final_keys=rec.safety_keys)
                for name in POLICIES}
-    safety = {}
-    for name, r in results.items():
-        interventions = r.final["interventions"].sum()
-        safety[name] = dict(
-            interventions_per_episode=float(r.final["interventions"].mean()),
-            false_intervention_rate=float(r.final["false_interventions"].sum() / interventions
-                                          if interventions else 0.0),
-            optout_rate=float(r.final["opted_out"].mean()))
+    safety = {name: rec.safety_metrics(r.final) for name, r in results.items()}
     env = make_env(1)
     table = _policy_table(f"InterventionTiming-v0, {episodes} episodes of {env._core.days} "
                           f"days x {env._core.slots} decisions (horizon {env._core.H})",
