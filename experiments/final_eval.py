@@ -29,17 +29,18 @@ from typing import Any
 import numpy as np
 
 from agents.baselines import Policy
-from personarl.stats import mean_ci
-from agents.evaluation import (EpisodeBatch, paired_row, per_archetype,
-                               run_episodes, train_online)
+from agents.evaluation import (EpisodeBatch, paired_row, per_archetype, run_episodes,
+                               train_online)
 from agents.factory import make_policy
 from envs.creator import vector_maker
 from envs.registration import describe, record
 from experiments.wiring import Run
+from personarl.stats import mean_ci
 
 __all__ = ["evaluate_policies", "headline"]
 
 log = logging.getLogger(__name__)
+
 
 def _baselines(run: Run) -> list[Policy]:
     cfg, env_id, kwargs = run.cfg, run.env_id, run.env_kwargs
