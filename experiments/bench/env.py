@@ -10,13 +10,9 @@ import gymnasium as gym
 import numpy as np
 
 import envs
-from envs import (AgentRoutingVectorEnv, InterventionTimingVectorEnv,
-                  PersonalityAdaptationVectorEnv)
+from envs.creator import create_env
 
 BATCHES = (1, 64, 4096)
-VECTOR = {"AgentRouting-v0": AgentRoutingVectorEnv,
-          "PersonalityAdaptation-v0": PersonalityAdaptationVectorEnv,
-          "InterventionTiming-v0": InterventionTimingVectorEnv}
 
 
 def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float:
@@ -40,9 +36,9 @@ def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float
     return rate
 
 
-def batched_user_steps_per_second(name: str, batch: int, seconds: float) -> float:
+def batched_user_steps_per_second(env_id: str, batch: int, seconds: float) -> float:
     """User-steps/s of a native VectorEnv (``info_level="none"``), random actions."""
-    env = VECTOR[name](batch, info_level="none")
+    env = create_env(env_id, {"num_envs": batch, "info_level": "none"})
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     k = env.single_action_space.n
@@ -62,21 +58,22 @@ def run(seconds: float, repeats: int) -> dict[str, Any]:
                (env_id, {} if level == "full" else {"info_level": "none"})
                for env_id in envs.env_ids() for level in ("full", "none")}
     singles["CartPole-v1"] = ("CartPole-v1", {})
+    vector = {env_id.split("/")[1]: env_id for env_id in envs.env_ids()}
     runs: dict[str, list[float]] = {k: [] for k in singles}
-    runs.update({f"{n} B={b}": [] for n in VECTOR for b in BATCHES})
+    runs.update({f"{n} B={b}": [] for n in vector for b in BATCHES})
     for _ in range(repeats):
         for name, (env_id, kwargs) in singles.items():
             runs[name].append(single_steps_per_second(env_id, seconds, **kwargs))
-        for n in VECTOR:
+        for n, env_id in vector.items():
             for b in BATCHES:
-                runs[f"{n} B={b}"].append(batched_user_steps_per_second(n, b, seconds))
+                runs[f"{n} B={b}"].append(batched_user_steps_per_second(env_id, b, seconds))
     ratios = [ours / cart for ours, cart in zip(runs["AgentRouting-v0 (info_level=full)"],
                                                  runs["CartPole-v1"])]
     result: dict[str, Any] = {
         "seconds_per_measurement": seconds, "repeats": repeats, "raw": runs,
         "single_env_steps_per_s": {k: statistics.median(runs[k]) for k in singles},
         "batched_user_steps_per_s": {f"{n} B={b}": statistics.median(runs[f"{n} B={b}"])
-                                     for n in VECTOR for b in BATCHES},
+                                     for n in vector for b in BATCHES},
         "ratio_single_to_cartpole": statistics.median(ratios),
         "targets": {"single_env_steps_per_s": 30_000,
                     "batched_user_steps_per_s_at_4096": 2_000_000},
