@@ -161,3 +161,20 @@ def test_bad_input_exits_2_with_one_line_naming_it(app, kind, inputs, tmp_path, 
     assert len(lines) == 1 and fragment.format(**fill) in lines[0], text[-2000:]
     assert "Traceback" not in text
     assert not run_dir.exists()                    # Hydra's directory went with the failure
+
+
+def test_an_internal_fault_keeps_its_traceback(monkeypatch, capfd, tmp_path):
+    """Not a user's mistake: no ``cannot …`` line, no exit 2; the traceback is shown."""
+    from agents.registry import Registry
+
+    def broken(self, name=None):
+        raise RuntimeError("an internal fault")
+
+    monkeypatch.setattr(Registry, "versions", broken)
+    monkeypatch.setattr(Registry, "models", lambda self: ["routing"])
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    code = run_in_process("registry", [f"registry={tmp_path}/reg"], monkeypatch)
+    out = capfd.readouterr()
+    text = out.out + out.err
+    assert code not in (0, 2) and "cannot " not in text
+    assert "Traceback" in text and "RuntimeError: an internal fault" in text
