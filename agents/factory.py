@@ -15,6 +15,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Mapping
 
+import gymnasium as gym
+
 from agents.bandits import LinearThompson, LinUCB
 from agents.baselines import MyopicOracle, Policy, RandomPolicy, RandomVector
 from envs.registration import describe, env_ids, load_entry_point, record
@@ -31,7 +33,7 @@ def _table(env_id: str, core: Any) -> dict[str, Callable[..., Policy]]:
         raise ConfigError(f"{env_id} has no baselines entry (EnvRecord.baselines); envs "
                           f"with baselines: {known}")
     space = core.actions.space()
-    if not getattr(core, "discrete", True):
+    if not isinstance(space, gym.spaces.Discrete):
         dim = space.shape[0]
         table: dict[str, Callable[..., Policy]] = {
             "random": lambda seed=0, **kw: RandomVector(dim, seed=seed, **kw),
@@ -49,6 +51,9 @@ def _table(env_id: str, core: Any) -> dict[str, Callable[..., Policy]]:
 
 def baselines_for(env_id: str, env_kwargs: Mapping[str, Any]) -> list[str]:
     """Names of the baselines that apply to ``env_id`` configured with ``env_kwargs``."""
+    if not isinstance(env_kwargs, Mapping):
+        raise ConfigError(f"env_kwargs={env_kwargs!r} must be a mapping of the env's "
+                          "arguments ({} for its defaults)")
     return list(_table(env_id, describe(env_id, env_kwargs)))
 
 
@@ -62,6 +67,9 @@ def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int
         ConfigError: ``name`` does not apply to this env (the message lists those that
             do), or a parameter is unknown or out of range.
     """
+    if not isinstance(env_kwargs, Mapping):
+        raise ConfigError(f"env_kwargs={env_kwargs!r} must be a mapping of the env's "
+                          "arguments ({} for its defaults)")
     table = _table(env_id, describe(env_id, env_kwargs))
     if name not in table:
         raise ConfigError(f"baseline {name!r} does not apply to {env_id}; valid: "

@@ -97,9 +97,18 @@ class Registry:
         self._lock = FileLock(str(self.root / ".lock"), timeout=30)
 
     # ------------------------------------------------------------------ reading
+    def _require_index(self) -> None:
+        """Refuse to change a registry that does not exist (nothing is created)."""
+        if not self._index.is_file():
+            raise RegistryError(f"no registry at {str(self.root)!r} (no index.json); "
+                                "register a bundle there first")
+
     def _read(self) -> dict[str, Any]:
         """The index, checked (a hand-edited or corrupt one is a ``RegistryError`` naming
         what is wrong, never a ``KeyError`` later)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise RegistryError(f"registry={str(self.root)!r} is a file, not a registry "
+                                "directory")
         try:
             if not self._index.exists():
                 return {"format": _INDEX_FORMAT, "models": {}}
@@ -243,10 +252,12 @@ class Registry:
     def set_stage(self, name: str, version: int, stage: str) -> dict[str, Any]:
         """Move a version to ``none``, ``staging`` or ``archived`` (``promote`` and
         ``rollback`` are the only ways into and out of ``production``)."""
+        self._check_version(version)
         self._check_stage(stage)
         if stage == "production":
             raise RegistryError(f"use promote to put {name} v{version} into production (it "
                                 "archives the current production version)")
+        self._require_index()           # a lock would create the folder
         with self._lock:
             index = self._read()
             entry = self._version(index["models"], name, version)
@@ -264,6 +275,8 @@ class Registry:
             RegistryError: an unknown model or version, or one already in production.
             BundleError: the version's files no longer match their registered digests.
         """
+        self._check_version(version)
+        self._require_index()           # a lock would create the folder
         with self._lock:
             index = self._read()
             entry = self._version(index["models"], name, version)
@@ -286,6 +299,7 @@ class Registry:
             RegistryError: no earlier production version.
             BundleError: its files no longer match their registered digests.
         """
+        self._require_index()           # a lock would create the folder
         with self._lock:
             index = self._read()
             model = self._model(index["models"], name)
@@ -321,9 +335,13 @@ class Registry:
     def _model(self, models: dict[str, Any], name: Any) -> dict[str, Any]:
         return models[self._known(models, name)]
 
-    def _version(self, models: dict[str, Any], name: Any, version: Any) -> dict[str, Any]:
+    @staticmethod
+    def _check_version(version: Any) -> None:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise RegistryError(f"version={version!r}: versions are integers >= 1")
+
+    def _version(self, models: dict[str, Any], name: Any, version: Any) -> dict[str, Any]:
+        self._check_version(version)
         versions = self._model(models, name)["versions"]
         for v in versions:
             if v["version"] == version and not isinstance(version, bool):

@@ -186,9 +186,15 @@ def column_slices(widths: Iterable[tuple[str, int]]) -> dict[str, slice]:
 class BaseCore(ABC):
     """What the Gymnasium faces need from a batched core, and the plumbing all cores share.
 
-    Subclasses set ``B``, ``actions``, ``rows`` (``arange(B)``), ``t``, ``obs``,
-    ``obs_size`` and ``cols`` (observation block name -> column slice), ``started``, ``population_time``, ``with_truth`` and ``step_info``, and
-    implement ``reset_lanes``, ``step`` and ``info``.
+    Subclasses set ``B``, ``actions``, ``rows`` (``arange(B)``), ``t``, ``obs`` (every
+    feature in [0, 1]), ``obs_size`` and ``cols`` (observation block name -> column slice),
+    ``H`` (the most decisions an episode can have), ``sampler`` (the
+    ``PopulationSampler`` users come from: its archetype names label the per-archetype
+    tables), ``started``, ``population_time``, ``with_truth`` and ``step_info``, and
+    implement ``reset_lanes``, ``step`` and ``info``. ``info`` must carry what evaluation
+    reads: ``latent_primary`` and ``is_bot`` ``(B,)``, ``oracle_action`` (``(B,)`` or
+    ``(B, dim)``), ``expected_reward`` ``(B, K)`` for discrete actions, and the record's
+    ``safety_keys`` (``envs.contract`` checks all of it).
     """
 
     B: int

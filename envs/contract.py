@@ -26,6 +26,10 @@ as Gymnasium's own tests parametrise over every spec). Each check raises
    exactly, in all three faces; what the state leaves out (configuration) never changes
    over 256 lanes × 300 steps in either autoreset mode.
 9. ``layout``: the record's ``observation_layout`` tiles the observation exactly.
+10. ``truth``: ``info`` (full) carries what evaluation reads — ``latent_primary`` and
+    ``is_bot`` per lane, ``oracle_action`` shaped like an action per lane — and, after every
+    step, the record's ``safety_keys``; the core has ``H`` (an int) and ``sampler`` (with
+    archetype names).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import numpy as np
 
 from envs.creator import create_env
 from envs.registration import record
+from personarl.errors import ConfigError
 
 __all__ = ["CHECKS", "check_contract"]
 
@@ -332,17 +337,48 @@ def check_layout(env_id: str, kwargs: Mapping[str, Any]) -> None:
         f"{env.observation_space.shape}"
 
 
+# ---------------------------------------------------------------- 10
+def check_truth(env_id: str, kwargs: Mapping[str, Any]) -> None:
+    rec = record(env_id)
+    env = create_env(env_id, {**kwargs, "num_envs": 5})
+    core = env._core
+    assert isinstance(getattr(core, "H", None), (int, np.integer)), \
+        "the core has no int H (the most decisions an episode can have)"
+    names = getattr(getattr(core, "sampler", None), "tables", [None])[-1]
+    assert names is not None and len(names.names) > 0, \
+        "the core has no sampler with archetype names (core.sampler.tables[-1].names)"
+    _, info = env.reset(seed=0)
+    for key in ("latent_primary", "is_bot"):
+        assert key in info and np.shape(info[key]) == (5,), \
+            f"info has no per-lane {key!r} (the per-archetype tables read it)"
+    action_shape = (5, *env.single_action_space.shape)
+    assert "oracle_action" in info and np.shape(info["oracle_action"]) == action_shape, \
+        f"info has no 'oracle_action' of shape {action_shape} (the oracle baseline acts on it)"
+    for t, a in enumerate(_actions(env.action_space, 3, 0)):
+        _, _, _, _, info = env.step(a)
+        missing = [k for k in rec.safety_keys if k not in info]
+        assert not missing, f"step {t}: info lacks the record's safety_keys {missing}"
+
+
 #: check name -> ``(env_id, kwargs) -> None`` (raises ``AssertionError``)
 CHECKS: dict[str, Callable[[str, Mapping[str, Any]], None]] = {
     "gymnasium": check_gymnasium, "sb3": check_sb3, "seeds": check_seeds,
     "batch_of_one": check_batch_of_one, "autoreset": check_autoreset,
     "expected_reward": check_expected_reward, "owned": check_owned, "state": check_state,
-    "layout": check_layout}
+    "layout": check_layout, "truth": check_truth}
 
 
 def check_contract(env_id: str, modes: list[str] | None = None) -> None:
-    """Every check on every action mode of ``env_id`` (``modes``: a subset by name)."""
+    """Every check on every action mode of ``env_id`` (``modes``: a subset by name).
+
+    Raises:
+        ConfigError: an unknown env id or mode (naming the valid ones).
+        AssertionError: the first check that fails, naming the env, the mode and the check.
+    """
     rec = record(env_id)
+    if modes is not None and (isinstance(modes, str) or
+                              not set(modes) <= set(rec.action_modes)):
+        raise ConfigError(f"modes={modes!r}; valid: a list of {list(rec.action_modes)}")
     for mode in modes or list(rec.action_modes):
         for name, check in CHECKS.items():
             try:

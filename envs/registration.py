@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import importlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -93,41 +94,82 @@ def load_entry_point(target: str) -> Any:
         raise ConfigError(f"entry point {target!r} cannot be loaded: {exc}") from None
 
 
-def _check(rec: EnvRecord) -> None:
-    if not dataclasses.is_dataclass(rec.env_config) or \
-            [f.name for f in dataclasses.fields(rec.env_config)][:1] != ["id"]:
-        raise ConfigError(f"{rec.id}: env_config must be a dataclass whose first field is "
-                          f"'id'; got {rec.env_config!r}")
-    if dataclasses.fields(rec.env_config)[0].default != rec.id:
-        raise ConfigError(f"{rec.id}: env_config.id defaults to "
-                          f"{dataclasses.fields(rec.env_config)[0].default!r}, not the id")
-    if not dataclasses.is_dataclass(rec.reward_config):
-        raise ConfigError(f"{rec.id}: reward_config must be a dataclass; got "
-                          f"{rec.reward_config!r}")
-    for target in (rec.entry_point, rec.vector_entry_point, rec.build_core,
-                   *([rec.baselines] if rec.baselines else [])):
-        if ":" not in target:
-            raise ConfigError(f"{rec.id}: entry point {target!r} is not 'module:attribute'")
-    if not rec.action_modes:
-        raise ConfigError(f"{rec.id}: action_modes is empty; give at least one")
+_CONFIG_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _problems(rec: EnvRecord) -> list[str]:
+    """What makes ``rec`` unusable, one phrase per field."""
+    out = []
+    try:
+        gym.envs.registration.parse_env_id(rec.id)
+    except (gym.error.Error, TypeError):
+        return [f"id={rec.id!r} is not a Gymnasium id ('[namespace/]Name-v<N>')"]
+    for field_name in ("entry_point", "vector_entry_point", "build_core", "baselines"):
+        target = getattr(rec, field_name)
+        if field_name == "baselines" and target is None:
+            continue
+        if not isinstance(target, str) or not re.match(r"^[\w.]+:\w+$", target):
+            out.append(f"{field_name}={target!r} is not 'module:attribute'")
+    if not isinstance(rec.config_name, str) or not _CONFIG_NAME.match(rec.config_name):
+        out.append(f"config_name={rec.config_name!r} is not a config option name "
+                   "([a-z][a-z0-9_]*)")
+    config = rec.env_config
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)) or \
+            [f.name for f in dataclasses.fields(config)][:1] != ["id"]:
+        out.append(f"env_config={config!r} is not a dataclass whose first field is 'id'")
+    elif dataclasses.fields(config)[0].default != rec.id:
+        default = dataclasses.fields(config)[0].default
+        out.append(f"env_config.id has no default; give it {rec.id!r}"
+                   if default is dataclasses.MISSING else
+                   f"env_config.id defaults to {default!r}, not the id")
+    if not (isinstance(rec.reward_config, type) and dataclasses.is_dataclass(rec.reward_config)):
+        out.append(f"reward_config={rec.reward_config!r} is not a dataclass (the class, not "
+                   "an instance)")
+    if not isinstance(rec.reward_arg, str) or not rec.reward_arg.isidentifier():
+        out.append(f"reward_arg={rec.reward_arg!r} is not an argument name")
+    if not callable(rec.observation_layout):
+        out.append(f"observation_layout={rec.observation_layout!r} is not a function of the "
+                   "env's arguments")
+    if not isinstance(rec.action_modes, Mapping) or not rec.action_modes or not all(
+            isinstance(k, str) and isinstance(v, Mapping) for k, v in rec.action_modes.items()):
+        out.append(f"action_modes={rec.action_modes!r} is not a non-empty mapping of mode "
+                   "name -> the keyword arguments that select it")
+    if isinstance(rec.safety_keys, str) or not isinstance(rec.safety_keys, (tuple, list)) \
+            or not all(isinstance(k, str) for k in rec.safety_keys):
+        out.append(f"safety_keys={rec.safety_keys!r} is not a tuple of info keys")
+    if rec.safety_metrics is not None and not callable(rec.safety_metrics):
+        out.append(f"safety_metrics={rec.safety_metrics!r} is not a function")
     if rec.safety_keys and rec.safety_metrics is None:
-        raise ConfigError(f"{rec.id}: safety_keys {list(rec.safety_keys)} without "
-                          "safety_metrics")
+        out.append(f"safety_keys {list(rec.safety_keys)} without safety_metrics")
     taken = {r.config_name: r.id for r in _RECORDS.values() if r.id != rec.id}
     if rec.config_name in taken:
-        raise ConfigError(f"{rec.id}: config_name {rec.config_name!r} is already "
-                          f"{taken[rec.config_name]}'s")
+        out.append(f"config_name {rec.config_name!r} is already {taken[rec.config_name]}'s")
+    return out
 
 
 def register(rec: EnvRecord) -> EnvRecord:
     """Register ``rec`` with PersonaRL and Gymnasium; registering the same record again is a
-    no-op, another record under a registered id a ``ConfigError``."""
+    no-op, another record under a registered id a ``ConfigError``.
+
+    Raises:
+        ConfigError: ``rec`` is not an ``EnvRecord``, a field is unusable (every such field
+            is named), or the id is taken by another record or another Gymnasium env.
+    """
+    if not isinstance(rec, EnvRecord):
+        raise ConfigError(f"register() takes an EnvRecord; got {type(rec).__name__}")
+    problems = _problems(rec)
+    if problems:
+        raise ConfigError(f"cannot register {rec.id!r}: " + "; ".join(problems))
     if rec.id in _RECORDS:
         if _RECORDS[rec.id] != rec:
             raise ConfigError(f"{rec.id} is already registered with another record")
         return rec
-    _check(rec)
-    if rec.id not in gym.registry:
+    known = gym.registry.get(rec.id)
+    if known is not None and (known.entry_point, known.vector_entry_point) != \
+            (rec.entry_point, rec.vector_entry_point):
+        raise ConfigError(f"{rec.id} is already in Gymnasium's registry with entry point "
+                          f"{known.entry_point!r}; the record names {rec.entry_point!r}")
+    if known is None:
         gym.register(id=rec.id, entry_point=rec.entry_point,
                      vector_entry_point=rec.vector_entry_point)
     _RECORDS[rec.id] = rec

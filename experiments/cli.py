@@ -8,10 +8,11 @@
 schema) before the app runs, then runs it: a user's mistake — a missing argument or any
 ``PersonaRLError`` (bad values, files, bundles, checkpoints) — is logged as one line naming
 it and the process exits with status 2; an internal fault keeps its traceback. When the app
-failed on its input, the run directory Hydra made for this invocation is removed if it
-holds nothing but Hydra's own files (``.hydra/`` and the app's log), so a failed command
-leaves no directory behind; a directory holding anything else (a run being resumed) is
-kept.
+failed on its input, what this invocation wrote into its run directory (Hydra's ``.hydra/``
+and the job's log, the run's lock, an empty ``checkpoints/``) is removed — and the directory
+itself when it did not exist before the command — provided the directory holds nothing
+else: a directory with any other file (a run being resumed, the user's own files) is kept
+as it is.
 
 ``check_command_line`` runs first, from each module's ``__main__`` block: it composes the
 config from the command line once, before Hydra starts the app, so that what Hydra reports
@@ -35,7 +36,6 @@ __all__ = ["run_app", "check_command_line", "EXIT_USAGE"]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: the exit status of a user's mistake (a bad argument, file or value)
@@ -66,28 +66,51 @@ def run_app(action: str, cfg: DictConfig, body: Callable[[], T],
         _fail(action, str(exc), run_dir)
 
 
+#: run directories named on the command line that existed before it ran (never removed)
+_EXISTED: set[Path] = set()
+#: what a failed invocation may have written into its run directory, besides the job's log
+_OWN = {".hydra", "run.lock", "checkpoints"}
+
+
 def _fail(action: str, message: str, run_dir: Path | None) -> NoReturn:
-    log.error("cannot %s: %s", action, message)
-    if run_dir is not None and _only_hydra_files(run_dir):
+    print(f"cannot {action}: {message}", file=sys.stderr)
+    if run_dir is not None:
         logging.shutdown()                              # the log file is closed first
-        shutil.rmtree(run_dir, ignore_errors=True)
+        _remove_own_files(Path(run_dir).resolve())
     sys.exit(EXIT_USAGE)
 
 
-def _only_hydra_files(run_dir: Path) -> bool:
-    """Whether ``run_dir`` is a Hydra run directory (it has ``.hydra/``; never the working
-    directory or above it) holding nothing but what Hydra wrote when it started the app and
-    the app's lock files (``run.lock``: a run holds it from its first step)."""
-    run_dir = Path(run_dir).resolve()
-    if run_dir == Path.cwd().resolve() or run_dir in Path.cwd().resolve().parents:
-        return False
+def _job_log() -> str | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return f"{HydraConfig.get().job.name}.log" if HydraConfig.initialized() else None
+
+
+def _remove_own_files(run_dir: Path) -> None:
+    """Remove what this invocation wrote into ``run_dir`` (a Hydra run directory: it has
+    ``.hydra/``; never the working directory or above it), and ``run_dir`` itself unless it
+    existed before; nothing when anything else is in it."""
+    cwd = Path.cwd().resolve()
+    if run_dir == cwd or run_dir in cwd.parents or not (run_dir / ".hydra").is_dir():
+        return
+    own = _OWN | {_job_log()}
     try:
         entries = list(run_dir.iterdir())
     except OSError:
-        return False
-    return (run_dir / ".hydra").is_dir() and all(
-        (p.name == ".hydra" and p.is_dir()) or (p.suffix in (".log", ".lock") and p.is_file())
-        for p in entries)
+        return
+    if any(p.name not in own for p in entries) or \
+            any(p.is_dir() and any(p.iterdir()) for p in entries if p.name == "checkpoints"):
+        return
+    for p in entries:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if run_dir not in _EXISTED:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
 
 
 def check_command_line(config_name: str, action: str, argv: list[str] | None = None) -> None:
@@ -102,6 +125,13 @@ def check_command_line(config_name: str, action: str, argv: list[str] | None = N
     args = list(sys.argv[1:] if argv is None else argv)
     if any(a.startswith("-") for a in args):
         return
+    for a in args:
+        if a.startswith("hydra.run.dir="):
+            where = Path(a.split("=", 1)[1]).expanduser().resolve()
+            if where.exists() and not where.is_dir():
+                _usage(action, f"hydra.run.dir={str(where)!r} is a file; give a directory")
+            if where.exists():
+                _EXISTED.add(where)
     try:
         with initialize_config_dir(str(CONFIGS), version_base="1.3"):
             compose(config_name, overrides=args, return_hydra_config=True)

@@ -38,7 +38,7 @@ from scipy import stats
 
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
-from experiments.run_files import MetricsLog
+from experiments.run_files import MetricsLog, read_json_object
 from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
 from personarl.seeds import MAX_SEED, generator
@@ -64,11 +64,20 @@ def collect_runs(root: Path) -> list[Run]:
     runs = []
     for run_file in sorted(root.rglob("run.json")):
         d = run_file.parent
-        config = json.loads(run_file.read_text())["config"]
+        config = read_json_object(run_file).get("config")
+        if not isinstance(config, dict):
+            raise ConfigError(f"{run_file} has no 'config' object; it is not the run.json "
+                              "experiments.train writes")
         final = None
         if (d / "summary.json").exists():
-            pop = json.loads((d / "summary.json").read_text())["populations"]["train"]
-            final = float(pop["policies"][pop["trained"]]["mean"])
+            summary = read_json_object(d / "summary.json")
+            try:
+                pop = summary["populations"]["train"]
+                final = float(pop["policies"][pop["trained"]]["mean"])
+            except (KeyError, TypeError, ValueError):
+                raise ConfigError(f"{d / 'summary.json'} has no train population's trained "
+                                  "policy mean; it is not the summary experiments.train "
+                                  "writes") from None
         curve = [(row["env_steps"], row["charts/episodic_return"])
                  for row in MetricsLog(d / "metrics.jsonl").rows()
                  if row.get("charts/episodic_return") is not None

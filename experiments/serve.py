@@ -33,7 +33,7 @@ from experiments.schema import register_configs
 from agents.registry import Registry
 from agents.serving import load_policy
 from agents.traffic import Arm, Decider
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, check_int
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
 
@@ -133,6 +133,27 @@ def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
                           api_key=api_key, user_ids=mode, pseudonymiser=pseudonymiser)
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse an address the server could not listen on (in use, not a local address),
+    before the decision logs are made; uvicorn binds the same way (``SO_REUSEADDR``).
+
+    Raises:
+        ConfigError: naming the address and the system's reason.
+    """
+    import socket
+
+    check_int("port", port, 0, 65535)                # 0: the system picks a free port
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"host={host!r} port={port}: cannot listen there "
+                          f"({exc.strerror or exc})") from None
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: check the config, load the bundles, run uvicorn."""
@@ -141,6 +162,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
     def start() -> tuple[Any, Any, Any]:
+        check_address(cfg.host, cfg.port)        # before anything is written
         settings, decider = settings_from(cfg, run_dir), build_decider(cfg)
         return settings, decider, create_app(decider, settings)  # takes the logs' locks
 

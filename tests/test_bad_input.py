@@ -178,3 +178,36 @@ def test_an_internal_fault_keeps_its_traceback(monkeypatch, capfd, tmp_path):
     text = out.out + out.err
     assert code not in (0, 2) and "cannot " not in text
     assert "Traceback" in text and "RuntimeError: an internal fault" in text
+
+
+def test_a_failed_command_never_removes_what_it_did_not_write(monkeypatch, capfd, tmp_path):
+    """The user's own directory keeps its files, and is not removed when it was empty."""
+    notes = tmp_path / "mine" / "experiment_notes.log"
+    notes.parent.mkdir()
+    notes.write_text("notes")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    for run_dir in (notes.parent, empty):
+        assert run_in_process("train", ["budget=-1", f"hydra.run.dir={run_dir}"],
+                              monkeypatch) == 2
+    capfd.readouterr()
+    assert notes.read_text() == "notes"
+    assert empty.is_dir() and list(empty.iterdir()) == []     # what the run wrote is gone
+
+
+def test_serve_refuses_an_address_in_use_before_writing_anything(inputs, monkeypatch, capfd,
+                                                                  tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run_dir = tmp_path / "run"
+        monkeypatch.chdir(Path(__file__).resolve().parents[1])
+        code = run_in_process("serve", [f"bundle={inputs['routing']}", f"port={port}",
+                                        f"hydra.run.dir={run_dir}"], monkeypatch)
+    text = "".join(capfd.readouterr())
+    assert code == 2 and f"port={port}: cannot listen there" in text
+    assert not run_dir.exists()

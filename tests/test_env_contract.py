@@ -109,6 +109,24 @@ def test_registration_refuses_what_it_cannot_use():
     with pytest.raises(ConfigError, match="not 'module:attribute'"):
         envs.register(dataclasses_replace(copy_, config_name="copy",
                                           build_core="envs.routing.build_core"))
+    no_default = dataclasses.make_dataclass("NoDefault", [("id", str)])
+    bad = dataclasses_replace(copy_, config_name="copy", entry_point=None, safety_keys="x",
+                              action_modes=["discrete"], reward_config=rec.reward_config(),
+                              env_config=no_default)
+    with pytest.raises(ConfigError) as caught:
+        envs.register(bad)
+    for fragment in ("entry_point=None is not 'module:attribute'", "safety_keys='x'",
+                     "action_modes=['discrete']", "reward_config=", "the class, not an "
+                     "instance", "env_config.id has no default; give it 'personarl/Copy-v0'"):
+        assert fragment in str(caught.value)
+    with pytest.raises(ConfigError, match="id=5 is not a Gymnasium id"):
+        envs.register(dataclasses_replace(rec, id=5))
+    with pytest.raises(ConfigError, match="config_name=7 is not a config option name"):
+        envs.register(dataclasses_replace(copy_, config_name=7))
+    with pytest.raises(ConfigError, match="takes an EnvRecord; got dict"):
+        envs.register({"id": "personarl/Copy-v0"})
+    with pytest.raises(ConfigError, match=r"modes='discrete'; valid: a list of \['discrete'\]"):
+        __import__("envs.contract").contract.check_contract(envs.ROUTING_ID, modes="discrete")
     assert "personarl/Copy-v0" not in envs.env_ids()
 
 
