@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import json
 import re
 from dataclasses import dataclass, field
@@ -26,7 +27,7 @@ import numpy as np
 from personarl.errors import ConfigError
 
 __all__ = ["EnvRecord", "register", "unregister", "record", "env_ids", "build_core",
-           "describe", "load_entry_point"]
+           "check_arguments", "describe", "load_entry_point"]
 
 
 @dataclass(frozen=True)
@@ -199,8 +200,26 @@ def record(env_id: str) -> EnvRecord:
         raise ConfigError(f"unknown env id {env_id!r}; valid: {list(_RECORDS)}") from None
 
 
+def check_arguments(env_id: str, kwargs: Mapping[str, Any], extra: tuple[str, ...] = ()
+                    ) -> None:
+    """Refuse keyword arguments ``env_id``'s ``build_core`` does not take (``extra``: the
+    face's own, e.g. ``autoreset_mode``): a ``ConfigError`` naming them and the valid ones,
+    instead of Python's ``TypeError``."""
+    params = inspect.signature(load_entry_point(record(env_id).build_core)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    named = [n for n, p in params.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid = named[1:] + list(extra)                  # the first is num_lanes
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ConfigError(f"{env_id} has no argument(s) {unknown}; valid: {sorted(valid)}")
+
+
 def build_core(env_id: str, num_lanes: int, **kwargs: Any) -> Any:
-    """A core of ``env_id`` with ``num_lanes`` lanes (validates ``kwargs``)."""
+    """A core of ``env_id`` with ``num_lanes`` lanes (validates ``kwargs``: ``ConfigError``
+    naming a bad or unknown one)."""
+    check_arguments(env_id, kwargs)
     return load_entry_point(record(env_id).build_core)(num_lanes, **kwargs)
 
 

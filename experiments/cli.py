@@ -75,9 +75,23 @@ _OWN = {".hydra", "run.lock", "checkpoints"}
 def _fail(action: str, message: str, run_dir: Path | None) -> NoReturn:
     print(f"cannot {action}: {message}", file=sys.stderr)
     if run_dir is not None:
-        logging.shutdown()                              # the log file is closed first
-        _remove_own_files(Path(run_dir).resolve())
+        run_dir = Path(run_dir).resolve()
+        _close_log_files(run_dir)                       # the job's log is closed first
+        _remove_own_files(run_dir)
     sys.exit(EXIT_USAGE)
+
+
+def _close_log_files(run_dir: Path) -> None:
+    """Close and detach the logging handlers that write into ``run_dir`` (Hydra's job log),
+    leaving every other handler alone."""
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in
+                                       logging.root.manager.loggerDict]
+    for logger in loggers:
+        for handler in list(getattr(logger, "handlers", [])):
+            path = getattr(handler, "baseFilename", None)
+            if path is not None and Path(path).resolve().parent == run_dir:
+                logger.removeHandler(handler)
+                handler.close()
 
 
 def _job_log() -> str | None:

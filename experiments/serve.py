@@ -32,7 +32,7 @@ from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
 from agents.registry import Registry
 from agents.serving import load_policy
-from agents.traffic import Arm, Decider
+from agents.traffic import TRAFFIC_MODES, Arm, Decider
 from personarl.errors import ConfigError, check_int
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
@@ -91,6 +91,11 @@ def build_decider(cfg: DictConfig) -> Decider:
         cfg.version if cfg.version is not None else cfg.stage)
     primary = _arm(cfg, "primary", primary_ref, registry, stream_seed(cfg.seed, "policy", 0))
     t = cfg.traffic
+    if t.mode not in TRAFFIC_MODES:
+        raise ServeConfigError(f"traffic.mode={t.mode!r}; valid: {list(TRAFFIC_MODES)}")
+    if t.mode == "single" and t.candidate is not None:
+        raise ServeConfigError(f"traffic.candidate={t.candidate!r} with traffic.mode=single "
+                               "would be ignored; choose canary, ab or shadow, or drop it")
     candidate = None
     if t.mode != "single":
         if t.candidate is None:

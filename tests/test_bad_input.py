@@ -10,6 +10,7 @@ as real processes. A kind that an app has no input for is absent from its row
 from __future__ import annotations
 
 import logging
+import logging.config
 import runpy
 import sys
 import warnings
@@ -124,6 +125,11 @@ def run_in_process(app: str, args: list[str], monkeypatch) -> int:
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    # Hydra configures logging with dictConfig, which closes every handler alive in the
+    # process — in a test process that includes handlers other libraries (Ray) opened on
+    # pytest's capture files; a real `python -m` process has none. Forget them instead.
+    monkeypatch.setattr(logging.config, "_clearExistingHandlers",
+                        lambda: (logging._handlers.clear(), logging._handlerList.clear()))
     GlobalHydra.instance().clear()
     monkeypatch.setattr(sys, "argv", [f"experiments/{app}.py", *args])
     try:

@@ -117,6 +117,8 @@ def test_creator_returns_the_native_vector_env_when_given_num_envs():
     assert isinstance(create_env(ID, {"horizon": 1}), AgentRoutingEnv)
     with pytest.raises(ConfigError, match="unknown env id"):
         create_env("personarl/Nope-v0", {})
+    with pytest.raises(ConfigError, match=r"has no argument\(s\) \['horizn'\]; valid: .*'horizon'"):
+        create_env(ID, {"num_envs": 2, "horizn": 3})
     vec = gym.make_vec(ID, num_envs=8, vectorization_mode="vector_entry_point")
     assert isinstance(vec.unwrapped, AgentRoutingVectorEnv)
 
