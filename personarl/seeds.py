@@ -26,6 +26,8 @@ import zlib
 
 import numpy as np
 
+from personarl.errors import ConfigError
+
 __all__ = ["PURPOSES", "MAX_SEED", "seed_sequence", "generator", "stream_seed", "stream_seed32",
            "chunk_seeds", "name_key"]
 
@@ -57,16 +59,16 @@ def seed_sequence(seed: int, purpose: str, *key: int) -> np.random.SeedSequence:
     run seeded ``seed``.
 
     Raises:
-        ValueError: ``seed`` or a key is not a non-negative integer, or ``purpose`` is not in
-            ``PURPOSES`` (the message lists them).
+        ConfigError: ``seed`` or a key is not a non-negative integer, or ``purpose`` is not
+            in ``PURPOSES`` (the message lists them); a ``ValueError`` too.
     """
     if purpose not in PURPOSES:
-        raise ValueError(f"unknown random-stream purpose {purpose!r}; valid: "
+        raise ConfigError(f"unknown random-stream purpose {purpose!r}; valid: "
                          f"{sorted(PURPOSES)}")
     for name, value in (("seed", seed), *((f"key[{i}]", k) for i, k in enumerate(key))):
         if isinstance(value, bool) or not hasattr(value, "__index__") or \
                 not 0 <= int(value) < MAX_SEED:
-            raise ValueError(f"{name}={value!r} must be an integer in [0, 2**63)")
+            raise ConfigError(f"{name}={value!r} must be an integer in [0, 2**63)")
     return np.random.SeedSequence(int(seed),
                                   spawn_key=(PURPOSES[purpose], *(int(k) for k in key)))
 
