@@ -1,26 +1,15 @@
-"""Policies: baselines, evaluation, the RLlib/SB3/online learners, export to policy bundles,
-the serving loader (``agents.serving``), traffic splits, the HTTP server, decision logs and
-the registry.
+"""Policies in three wings, each a package that imports nothing of the wings after it:
 
-Imports are lazy so ``import agents`` stays cheap and never pulls in Ray or torch (the
-serving loader needs only NumPy and onnxruntime).
+* ``agents.baselines`` — NumPy policies behind one interface (``policies.Policy``): random,
+  greedy, the persona router, contextual bandits, planners, the privileged oracle; the
+  per-env baselines entries; ``factory`` (``make_policy``, ``baselines_for``) and
+  ``evaluation`` (rollouts and paired comparisons).
+* ``agents.learners`` — what trains a network: the ``Learner`` interface and the online
+  baseline learner (``base``), RLlib PPO and its batched sampler, SB3 PPO, and ``export``
+  (a trained policy to a bundle). Imports torch and Ray only inside what needs them.
+* ``agents.serving`` — what serves a bundle: the bundle format, the loader
+  (``load_policy``), traffic splits, the HTTP server, decision logs, the model registry.
+  Imports neither Ray nor torch, nor the other two wings (``tests/test_serving.py``).
+
+``import agents`` imports none of them.
 """
-
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
-__all__ = ["Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle",
-           "baselines_for", "make_policy", "run_episodes", "train_online"]
-
-_WHERE = {name: "agents.baselines" for name in
-          ("Policy", "RandomPolicy", "GreedyRouter", "PersonaRouter", "MyopicOracle")}
-_WHERE.update(baselines_for="agents.factory", make_policy="agents.factory",
-              run_episodes="agents.evaluation", train_online="agents.evaluation")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        return getattr(importlib.import_module(_WHERE[name]), name)
-    raise AttributeError(f"module 'agents' has no attribute {name!r}")

@@ -145,4 +145,4 @@ RECORD = register(EnvRecord(
     reward_config=AdaptationRewardWeights,
     observation_layout=lambda kwargs: dict(OBS_COLUMNS),
     action_modes={"discrete": {}, "continuous": {"action_mode": "continuous"}},
-    baselines="agents.adaptation_baselines:adaptation_baselines"))
+    baselines="agents.baselines.adaptation:adaptation_baselines"))

@@ -183,4 +183,4 @@ RECORD = register(EnvRecord(
     env_config=InterventionConfig, reward_arg="reward_weights",
     reward_config=InterventionRewardWeights, observation_layout=observation_layout,
     safety_keys=SAFETY_KEYS, safety_metrics=safety_metrics,
-    baselines="agents.intervention_baselines:intervention_baselines"))
+    baselines="agents.baselines.intervention:intervention_baselines"))

@@ -58,7 +58,7 @@ class EnvRecord:
             safety figures for the final evaluation (``None`` when there are none).
         baselines: ``"module:function"`` of the baselines entry, ``(core) -> {name:
             builder}``; the builders add to the baselines every env gets
-            (``agents.factory``). ``None``: the env has no baselines yet.
+            (``agents.baselines.factory``). ``None``: the env has no baselines yet.
     """
 
     id: str

@@ -49,12 +49,12 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
     Raises:
         ConfigError: an unknown baseline (listing the valid ones) or a bundle for another env.
     """
-    from agents.evaluation import train_online
-    from agents.factory import baselines_for, make_policy
+    from agents.baselines.evaluation import train_online
+    from agents.baselines.factory import baselines_for, make_policy
     from envs.creator import vector_maker
 
     if Path(spec, "policy.json").is_file():
-        from agents.serving import load_policy
+        from agents.serving.loader import load_policy
 
         policy = load_policy(spec, seed=stream_seed(seed, "policy", name_key(spec)))
         if policy.env_id != env_id:

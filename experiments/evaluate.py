@@ -167,7 +167,7 @@ def _models(data: Any, pis: dict[str, np.ndarray], names: list[str], s: dict[str
 
 def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """The whole study; returns the summary (also written to ``summary.json``)."""
-    from agents.factory import baselines_for, make_policy
+    from agents.baselines.factory import baselines_for, make_policy
     from ope.collect import evaluation_probs, true_value
     from ope.evaluate import (combine_diagnostics, estimate, normalised_error, rank_study,
                               recommend)

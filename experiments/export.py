@@ -22,8 +22,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from agents.bundle import BundleError
-from agents.learners import WEIGHTS_FILE
+from agents.serving.bundle import BundleError
+from agents.learners.base import WEIGHTS_FILE
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
 from experiments.run_files import read_json_object, recorded_digests
@@ -47,7 +47,7 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
         BundleError: the agent has no bundle format, ``out`` exists, or the export failed
             its parity check.
     """
-    from agents.export import actor_from_checkpoint, write_bundle
+    from agents.learners.export import actor_from_checkpoint, write_bundle
 
     checkpoint = Path(checkpoint).resolve()
     if not (checkpoint / "meta.json").is_file():

@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from agents.baselines import Policy
-from agents.evaluation import (EpisodeBatch, paired_row, per_archetype, run_episodes,
+from agents.baselines.policies import Policy
+from agents.baselines.evaluation import (EpisodeBatch, paired_row, per_archetype, run_episodes,
                                train_online)
-from agents.factory import make_policy
+from agents.baselines.factory import make_policy
 from envs.creator import vector_maker
 from envs.registration import describe, record
 from experiments.wiring import Run

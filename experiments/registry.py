@@ -1,4 +1,4 @@
-"""The model registry from the command line (``agents.registry``).
+"""The model registry from the command line (``agents.serving.registry``).
 
     python -m experiments.registry action=register bundle=outputs/<date>/<time>/policy name=routing
     python -m experiments.registry action=list [name=routing]
@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
-from agents.registry import Registry, RegistryError
+from agents.serving.registry import Registry, RegistryError
 
 __all__ = ["run", "main", "ACTIONS"]
 

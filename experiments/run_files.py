@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from agents.bundle import sha256_file, write_atomic
+from agents.serving.bundle import sha256_file, write_atomic
 from personarl import jsonio
 from personarl.errors import ConfigError
 

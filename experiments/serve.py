@@ -30,9 +30,9 @@ from omegaconf import DictConfig
 
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
-from agents.registry import Registry
-from agents.serving import load_policy
-from agents.traffic import TRAFFIC_MODES, Arm, Decider
+from agents.serving.registry import Registry
+from agents.serving.loader import load_policy
+from agents.serving.traffic import TRAFFIC_MODES, Arm, Decider
 from personarl.errors import ConfigError, check_int
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
@@ -119,7 +119,7 @@ def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
         ConfigError: ``log.user_id`` invalid; a ``PERSONARL_PII_KEY`` that is too short; an
             API key that is empty or not printable ASCII.
     """
-    from agents.server import USER_ID_MODES, ServerSettings, check_api_key
+    from agents.serving.server import USER_ID_MODES, ServerSettings, check_api_key
 
     mode = cfg.log.user_id
     if mode not in USER_ID_MODES:
@@ -162,7 +162,7 @@ def check_address(host: str, port: int) -> None:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: check the config, load the bundles, run uvicorn."""
-    from agents.server import create_app
+    from agents.serving.server import create_app
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 

@@ -21,7 +21,7 @@ Everything the run writes lives in Hydra's run directory:
   which the next attempt finds and stops what a killed one left;
 * ``summary.json``, ``report.md``, ``report.html``, ``*.png`` — the final evaluation;
 * ``policy/`` — the final PPO policy's bundle (``model.onnx``, ``policy.json``,
-  ``manifest.json``; see ``agents.bundle``), what ``agents.serving.load_policy`` and ``experiments.serve`` load.
+  ``manifest.json``; see ``agents.serving.bundle``), what ``agents.serving.loader.load_policy`` and ``experiments.serve`` load.
 
 Configuration mistakes exit with status 2 and a message naming the key, before Ray starts.
 """
@@ -45,8 +45,8 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from agents.factory import make_policy  # noqa: E402
-from agents.learners import (WEIGHTS_FILE, Learner, OnlineBaseline,  # noqa: E402
+from agents.baselines.factory import make_policy  # noqa: E402
+from agents.learners.base import (WEIGHTS_FILE, Learner, OnlineBaseline,  # noqa: E402
                              load_weights, weights_sha256)
 from envs.creator import vector_maker  # noqa: E402
 from experiments.cli import check_command_line, run_app  # noqa: E402
@@ -102,10 +102,10 @@ def build_learner(run: Run, run_dir: Path) -> Learner:
 
         torch.set_num_threads(1)          # one thread per process: more only contend here
         if agent["name"] == "ppo":
-            from agents.rllib_ppo import RLlibPPO, build_ppo_config
+            from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
             return RLlibPPO(build_ppo_config(env_id, kwargs, agent, cfg.seed),
                             run_dir / "rllib")
-        from agents.sb3_ppo import SB3PPO
+        from agents.learners.sb3_ppo import SB3PPO
         return SB3PPO(env_id, kwargs, agent, cfg.seed)
     policy = make_policy(env_id, agent["name"], kwargs, seed=cfg.seed, **agent["params"])
     num_envs = agent["num_envs"]

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
-from agents.factory import baselines_for
+from agents.baselines.factory import baselines_for
 from envs.registration import describe, record
 from personarl.seeds import MAX_SEED
 from personarl.errors import ConfigError, check_int, check_range
@@ -28,7 +28,7 @@ __all__ = ["Run", "env_kwargs", "validate", "config_hash", "config_diff", "PPO_A
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
 PPO_AGENTS = ("ppo", "sb3_ppo")
-SAMPLERS = ("batched", "rllib")         # agent.sampler: see agents.rllib_ppo.build_ppo_config
+SAMPLERS = ("batched", "rllib")         # agent.sampler: see agents.learners.rllib_ppo.build_ppo_config
 #: top-level keys that do not change what is trained (left out of the config hash, so a
 #: resumed run may change them: e.g. raise the budget, turn wandb off, move to a cluster)
 HASH_EXCLUDED = ("resume", "trust_checkpoint", "progress", "budget", "checkpoint", "ray",

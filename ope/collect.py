@@ -12,8 +12,8 @@
 * ``true_value`` — the on-policy Monte-Carlo value of an evaluation policy acting exactly as
   ``evaluation_probs`` says, with a 95% CI: what every estimate is compared with.
 
-Policies are anything with ``action_probs(obs)`` — the baselines (``agents.baselines``) and
-loaded bundles (``agents.serving``).
+Policies are anything with ``action_probs(obs)`` — the baselines (``agents.baselines.policies``) and
+loaded bundles (``agents.serving.loader``).
 
 ``seed`` is always the run's seed; each function draws from its own purposes' streams
 (``personarl.seeds``): ``collect`` from ``logged_users`` and ``behaviour``, ``true_value``
@@ -29,9 +29,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from agents.evaluation import run_episodes
+from agents.baselines.evaluation import run_episodes
 from personarl.stats import mean_ci
-from agents.serving import behaviour_probs, sample_categorical
+from agents.serving.exploration import behaviour_probs, sample_categorical  # what a served decision draws from
 from ope.data import DataError, LoggedData
 from personarl.seeds import chunk_seeds, generator
 

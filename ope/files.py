@@ -4,7 +4,7 @@ decision logs.
 * ``write_logged`` / ``read_logged`` — one ``LoggedData`` per Parquet file, with page
   checksums (verified on read) and ``meta`` in the schema's metadata;
 * ``from_decision_logs`` — the server's decision and feedback logs
-  (``agents.decision_log``) as one-step ``LoggedData``;
+  (``agents.serving.decision_log``) as one-step ``LoggedData``;
 * ``column_vector`` / ``column_matrix`` — one column of an Arrow table as a NumPy array,
   refusing what a file can hold that an array cannot: a null in any column, list columns
   whose rows have different lengths (``observation`` with 3, 1, 2 and 2 values must not be
@@ -182,9 +182,9 @@ def column_matrix(table: pa.Table, name: str, where: str | None = None,
 
 def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
                        ) -> LoggedData:
-    """The server's decision logs (``agents.decision_log``) as one-step ``LoggedData``:
+    """The server's decision logs (``agents.serving.decision_log``) as one-step ``LoggedData``:
     every served decision with feedback becomes a one-decision episode whose reward is its
-    first feedback's — the server's rule (``agents.server``: one feedback per decision, the
+    first feedback's — the server's rule (``agents.serving.server``: one feedback per decision, the
     first kept), so a client's retry in a log written before that rule never counts twice.
     Later feedback rows for a decision are dropped and counted in
     ``meta['repeated_feedback']`` (a ``DataWarning`` names one whose reward differs);
@@ -197,7 +197,7 @@ def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
             twice, or a null / ragged / non-finite value in a column used here (naming the
             log, the column and the first bad row).
     """
-    from agents.decision_log import DataWarning, read_log
+    from agents.serving.decision_log import DataWarning, read_log
 
     decisions, feedback = read_log(root, "decisions"), read_log(root, "feedback")
     if decisions.num_rows == 0:

@@ -61,7 +61,7 @@ def tiny_bundles(tmp_path_factory):
     """Bundles of untrained actors: ``discrete`` (AgentRouting, 6 agents) and
     ``continuous`` (PersonalityAdaptation, 10 traits); made once per session."""
     pytest.importorskip("onnxruntime")
-    from agents.export import write_bundle
+    from agents.learners.export import write_bundle
     from envs import ADAPTATION_ID, ROUTING_ID
 
     root = tmp_path_factory.mktemp("bundles")

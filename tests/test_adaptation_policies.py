@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.adaptation_baselines import AdaptationPlanner, FixedStyle, ObservedStyleGreedy
-from agents.factory import baselines_for, make_policy
-from agents.evaluation import run_episodes
+from agents.baselines.adaptation import AdaptationPlanner, FixedStyle, ObservedStyleGreedy
+from agents.baselines.factory import baselines_for, make_policy
+from agents.baselines.evaluation import run_episodes
 from envs import ADAPTATION_ID, PersonalityAdaptationVectorEnv
 from envs.adaptation_model import STYLES
 from synth import ConfigError

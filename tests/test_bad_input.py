@@ -103,7 +103,7 @@ def inputs(tiny_bundles, tmp_path_factory):
     """Bundles of two envs, a routing log and a registry holding a routing policy."""
     from hydra import compose, initialize_config_dir
 
-    from agents.registry import Registry
+    from agents.serving.registry import Registry
     from experiments.collect import collect_data
 
     root = tmp_path_factory.mktemp("bad_input")
@@ -171,7 +171,7 @@ def test_bad_input_exits_2_with_one_line_naming_it(app, kind, inputs, tmp_path, 
 
 def test_an_internal_fault_keeps_its_traceback(monkeypatch, capfd, tmp_path):
     """Not a user's mistake: no ``cannot …`` line, no exit 2; the traceback is shown."""
-    from agents.registry import Registry
+    from agents.serving.registry import Registry
 
     def broken(self, name=None):
         raise RuntimeError("an internal fault")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.bandits import LinearThompson, LinUCB
-from agents.learners import OnlineBaseline
+from agents.baselines.bandits import LinearThompson, LinUCB
+from agents.learners.base import OnlineBaseline
 from envs.creator import create_env
 from personarl.errors import ConfigError
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.baselines import GreedyRouter, MyopicOracle, PersonaRouter
-from agents.factory import baselines_for, make_policy
+from agents.baselines.policies import GreedyRouter, MyopicOracle, PersonaRouter
+from agents.baselines.factory import baselines_for, make_policy
 from envs import ROUTING_ID, AgentRoutingVectorEnv
 from synth import ConfigError
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.serving import load_policy
+from agents.serving.loader import load_policy
 from envs.creator import create_env
 from experiments.export import export_checkpoint
 from experiments.schema import register_configs
@@ -66,7 +66,7 @@ def reference(case: str, checkpoint: Path, obs: np.ndarray) -> tuple[dict, np.nd
     if case.startswith("ppo"):
         from ray.rllib.core.rl_module.rl_module import RLModule
 
-        from agents.rllib_ppo import ModulePolicy
+        from agents.learners.rllib_ppo import ModulePolicy
         module = RLModule.from_checkpoint(str(
             checkpoint / "learner_group" / "learner" / "rl_module" / "default_policy"))
         greedy = ModulePolicy(module, module.action_space).act(obs)

@@ -171,7 +171,7 @@ def test_every_error_the_project_defines_is_in_the_family():
 
     from personarl.errors import PersonaRLError
 
-    internal = {"agents.serving.ModelOutputError"}     # a bundle's model failing at serve time
+    internal = {"agents.serving.loader.ModelOutputError"}     # a bundle's model failing at serve time
     root = Path(__file__).resolve().parents[1]
     found = []
     for package in ("personarl", "synth", "rewards", "envs", "ope", "agents", "experiments"):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agents.evaluation import run_episodes
+from agents.baselines.evaluation import run_episodes
 from personarl.stats import paired_ci
-from agents.factory import make_policy
-from agents.intervention_baselines import ObservedGreedy
-from agents.planning import LookaheadPlanner
+from agents.baselines.factory import make_policy
+from agents.baselines.intervention import ObservedGreedy
+from agents.baselines.planning import LookaheadPlanner
 from envs import INTERVENTION_ID, InterventionTimingVectorEnv
 from synth import ConfigError
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agents.decision_log import DataWarning, DecisionLog, read_log
+from agents.serving.decision_log import DataWarning, DecisionLog, read_log
 from experiments.run_files import MetricsLog
 from ope.data import DataError, LoggedData
 from ope.files import from_decision_logs, read_logged

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.factory import make_policy
+from agents.baselines.factory import make_policy
 from envs.creator import vector_maker
 from ope import estimators as E
 from ope.collect import behaviour_distribution, collect, evaluation_probs, true_value
@@ -176,7 +176,7 @@ class FirstUsers:
 
 
 def test_every_purpose_has_its_own_users_and_every_policy_the_same_ones():
-    from agents.evaluation import run_episodes
+    from agents.baselines.evaluation import run_episodes
 
     make_env = vector_maker(ROUTING, {"horizon": 1})
     a, b = FirstUsers(0), FirstUsers(3)

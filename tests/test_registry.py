@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.bundle import BundleError, write_manifest
-from agents.registry import Registry, RegistryError
-from agents.serving import load_policy
+from agents.serving.bundle import BundleError, write_manifest
+from agents.serving.registry import Registry, RegistryError
+from agents.serving.loader import load_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""agents.rllib_batched against RLlib's own env runner and learner connectors."""
+"""agents.learners.rllib_batched against RLlib's own env runner and learner connectors."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def gae_by_definition(rewards, values, next_values, lengths, gamma, lam):
 
 
 def test_gae_follows_its_definition(rng):
-    from agents.rllib_batched import gae
+    from agents.learners.rllib_batched import gae
 
     lengths = np.array([1, 5, 3, 12])
     n = lengths.sum()
@@ -66,9 +66,9 @@ def test_batched_runner_records_the_same_episodes_as_rllibs(ray_session):
     actions, so every episode chunk is the same, in three consecutive sample() calls."""
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
-    from agents.rllib_batched import BatchedEnvRunner
-    from agents.rllib_env import register_envs
-    from agents.rllib_ppo import build_ppo_config
+    from agents.learners.rllib_batched import BatchedEnvRunner
+    from agents.learners.rllib_env import register_envs
+    from agents.learners.rllib_ppo import build_ppo_config
 
     register_envs()
     config = build_ppo_config(*ENV, {**AGENT, "sampler": "rllib"}, seed=3)
@@ -99,8 +99,8 @@ def test_batched_gae_gives_rllibs_value_targets_and_advantages(ray_session, tmp_
     from ray.rllib.core.columns import Columns
     from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
-    from agents.rllib_batched import BatchedGAE
-    from agents.rllib_ppo import RLlibPPO, build_ppo_config
+    from agents.learners.rllib_batched import BatchedGAE
+    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
 
     learner = RLlibPPO(build_ppo_config(*ENV, {**AGENT, "sampler": "rllib"}, seed=1),
                        tmp_path / "rllib")

@@ -20,7 +20,7 @@ AGENT = dict(num_env_runners=0, num_envs_per_env_runner=16, lr=3e-4, gamma=0.99,
 ])
 def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, tmp_path, env_id,
                                                      env_config):
-    from agents.rllib_ppo import RLlibPPO, build_ppo_config
+    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
     from envs.batched import CoreVectorEnv
 
     learner = RLlibPPO(build_ppo_config(env_id, env_config, AGENT, seed=0), tmp_path / "rllib")
@@ -44,7 +44,7 @@ def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, tmp_path, env_
 
 
 def test_rllib_rejects_an_impossible_combination_with_its_own_message():
-    from agents.rllib_ppo import build_ppo_config
+    from agents.learners.rllib_ppo import build_ppo_config
     from personarl.errors import ConfigError
 
     with pytest.raises(ConfigError, match="minibatch_size"):

@@ -162,8 +162,8 @@ def test_resume_refuses_a_checkpoint_that_differs_from_its_record(tmp_path):
 
 
 def test_export_reads_only_the_weights_file(tmp_path):
-    from agents.bundle import BundleError
-    from agents.export import actor_from_checkpoint
+    from agents.serving.bundle import BundleError
+    from agents.learners.export import actor_from_checkpoint
     from envs import ROUTING_ID
 
     agent = {"name": "ppo", "hidden": [8], "activation": "tanh"}

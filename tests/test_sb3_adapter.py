@@ -41,7 +41,7 @@ def test_same_step_autoreset_matches_next_step_episodes():
 
 
 def test_sb3_vecenv_returns_reset_obs_and_terminal_observation():
-    from agents.sb3_ppo import SB3VecEnv
+    from agents.learners.sb3_ppo import SB3VecEnv
 
     vec = SB3VecEnv(AgentRoutingVectorEnv(8, info_level="none", autoreset_mode="same_step",
                                           horizon=1))
@@ -58,7 +58,7 @@ def test_sb3_vecenv_returns_reset_obs_and_terminal_observation():
 
 
 def test_sb3_vecenv_needs_same_step_mode():
-    from agents.sb3_ppo import SB3VecEnv
+    from agents.learners.sb3_ppo import SB3VecEnv
 
     with pytest.raises(ConfigError, match="same_step"):
         SB3VecEnv(AgentRoutingVectorEnv(2))

@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
-from agents.decision_log import DataWarning, DecisionLog, read_log  # noqa: E402
-from agents.server import ServerSettings, create_app  # noqa: E402
-from agents.serving import load_policy  # noqa: E402
-from agents.traffic import Arm, Decider  # noqa: E402
+from agents.serving.decision_log import DataWarning, DecisionLog, read_log  # noqa: E402
+from agents.serving.server import ServerSettings, create_app  # noqa: E402
+from agents.serving.loader import load_policy  # noqa: E402
+from agents.serving.traffic import Arm, Decider  # noqa: E402
 from personarl.identifiers import Pseudonymiser  # noqa: E402
 
 OBS = [0.5] * 34
@@ -128,7 +128,7 @@ def test_canary_propensities_are_the_mixture_and_assignment_is_sticky(tiny_bundl
     assert np.array_equal(decider.assign(users), served)              # sticky per user
     p = primary.policy.action_probs(x)
     q = candidate.policy.action_probs(x)
-    from agents.serving import behaviour_probs
+    from agents.serving.exploration import behaviour_probs
     mix = 0.75 * behaviour_probs(p, "epsilon", 0.2) + 0.25 * behaviour_probs(q, "epsilon", 0.2)
     rows = np.arange(len(x))
     assert np.allclose(d.action_probs, mix)
@@ -304,7 +304,7 @@ def test_decision_logs_load_as_ope_data(tiny_bundles, tmp_path):
 
 # ---------------------------------------------------------------- issue 14: one test per kind
 def test_one_writer_per_log_directory(tmp_path):
-    from agents.decision_log import LogInUseError
+    from agents.serving.decision_log import LogInUseError
 
     first = DecisionLog(tmp_path, "feedback", segment_rows=5)
     first.append([dict(decision_id=f"d{i}", reward=1.0) for i in range(3)])
@@ -369,7 +369,7 @@ def test_a_failing_log_write_is_a_503_and_shows_in_readiness_until_it_recovers(
 
 
 def test_nothing_is_logged_for_a_request_that_fails(tiny_bundles, tmp_path, monkeypatch):
-    import agents.server as server
+    import agents.serving.server as server
 
     with client(Decider(arms(tiny_bundles)[0]), tmp_path) as c:
         monkeypatch.setattr(server, "_action", lambda *a: 1 / 0)

@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.generation import GenerationMode  # noqa: E402
 
-from agents.server import ServerSettings, create_app  # noqa: E402
-from agents.serving import load_policy  # noqa: E402
-from agents.traffic import Arm, Decider  # noqa: E402
+from agents.serving.server import ServerSettings, create_app  # noqa: E402
+from agents.serving.loader import load_policy  # noqa: E402
+from agents.serving.traffic import Arm, Decider  # noqa: E402
 
 EXAMPLES = 150          # per operation and mode (GET operations without inputs run once)
 

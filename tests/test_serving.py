@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.bundle import FORMAT_VERSION, BundleError, write_manifest
-from agents.serving import (ObservationError, behaviour_probs, load_policy,
-                            sample_categorical)
+from agents.serving.bundle import FORMAT_VERSION, BundleError, write_manifest
+from agents.serving import ObservationError, load_policy
+from agents.serving.exploration import behaviour_probs, sample_categorical
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def test_policy_json_describes_env_spaces_and_checksum(tiny_bundles):
 
 def test_policy_json_is_strict_json_even_with_a_nan_metric(tmp_path):
     pytest.importorskip("torch")
-    from agents.export import write_bundle
+    from agents.learners.export import write_bundle
     from tests.conftest import TinyActor
 
     out = write_bundle(TinyActor.make(34, 6, True), tmp_path / "b",
@@ -150,7 +150,7 @@ def test_a_model_with_external_data_is_refused(tiny_bundles, tmp_path):
                     all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
     (b / "weights.bin").rename(tmp_path / "weights.bin")
     spec = json.loads((b / "policy.json").read_text())
-    from agents.bundle import sha256_file
+    from agents.serving.bundle import sha256_file
     spec["model_sha256"] = sha256_file(b / "model.onnx")
     (b / "policy.json").write_text(json.dumps(spec))
     write_manifest(b)
@@ -232,13 +232,22 @@ def test_behaviour_probs_and_categorical_sampling():
     assert np.allclose(np.bincount(draws, minlength=3) / 30000, p[0], atol=0.01)
 
 
-def test_load_and_act_import_neither_ray_nor_torch(tiny_bundles):
+def test_the_serving_wing_imports_neither_ray_nor_torch_nor_the_other_wings(tiny_bundles):
+    """In a fresh interpreter: every module of ``agents.serving``, the server app, the
+    traffic splits, the registry and the ``serve``/``registry`` commands, then a bundle
+    loaded and acting — no Ray, no torch, nothing of ``agents.baselines`` or
+    ``agents.learners``."""
     code = (
-        "import sys, numpy as np\n"
+        "import importlib, pkgutil, sys, numpy as np\n"
+        "import agents.serving as wing\n"
+        "for m in pkgutil.iter_modules(wing.__path__):\n"
+        "    importlib.import_module(f'agents.serving.{m.name}')\n"
+        "import experiments.serve, experiments.registry\n"
         "from agents.serving import load_policy\n"
         f"p = load_policy({str(tiny_bundles['discrete'])!r})\n"
         "a = p.act(np.full(34, 0.5, dtype=np.float32))\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch'))\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'torch')\n"
+        "               or m.startswith(('agents.baselines', 'agents.learners')))\n"
         "print(a, heavy)\n"
         "assert not heavy, heavy\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
@@ -272,7 +281,7 @@ def _onnx_model(path: Path, *, batch, weight: float = 0.1, out_dim: int = 6) -> 
 
 
 def _with_model(tiny_bundles, tmp_path, **model) -> Path:
-    from agents.bundle import sha256_file
+    from agents.serving.bundle import sha256_file
 
     b = copy_bundle(tiny_bundles["discrete"], tmp_path / "m")
     _onnx_model(b / "model.onnx", **model)

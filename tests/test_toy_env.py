@@ -18,7 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import pytest
 
-from agents.baselines import FixedPolicy
+from agents.baselines.policies import FixedPolicy
 from envs.batched import (BaseCore, CoreEnv, CoreVectorEnv, DiscreteActions,
                           check_info_level, coerce_config, coerce_population, column_slices)
 from envs.registration import EnvRecord
@@ -193,7 +193,7 @@ def test_the_toy_env_keeps_the_whole_contract(toy):
 
 
 def test_the_toy_env_gets_baselines_and_the_paired_evaluation(toy):
-    from agents.factory import baselines_for, make_policy
+    from agents.baselines.factory import baselines_for, make_policy
     from experiments.final_eval import evaluate_policies
     from experiments.wiring import validate
 
@@ -216,7 +216,7 @@ def test_the_toy_env_gets_baselines_and_the_paired_evaluation(toy):
 @pytest.mark.slow
 def test_the_toy_env_trains_with_rllib_ppo_and_exports_a_serving_bundle(toy, ray_session,
                                                                         tmp_path):
-    from agents.serving import load_policy
+    from agents.serving.loader import load_policy
     from envs.creator import create_env
     from experiments.train import train
 

@@ -56,7 +56,7 @@ _TRAIN_ARGS = ["experiment=smoke", "budget=40960", "agent.train_batch_size=2048"
 
 _REGISTRY_WRITER = """
 import sys
-from agents.registry import Registry
+from agents.serving.registry import Registry
 reg, bundle = Registry(sys.argv[1]), sys.argv[2]
 while True:
     v = reg.register(bundle, "routing")["version"]
@@ -72,7 +72,7 @@ def _tiny_bundle(where: Path) -> Path:
     """An untrained AgentRouting policy's bundle (what is served does not matter here)."""
     import torch
 
-    from agents.export import write_bundle
+    from agents.learners.export import write_bundle
     from envs import ROUTING_ID
 
     torch.manual_seed(0)
@@ -166,8 +166,8 @@ def _server_faults(bundle: Path, work: Path, kills: int, rng: random.Random
                    ) -> dict[str, Any]:
     import httpx
 
-    from agents.decision_log import read_log
-    from agents.serving import load_policy
+    from agents.serving.decision_log import read_log
+    from agents.serving.loader import load_policy
 
     port = _free_port()
     url, logs = f"http://127.0.0.1:{port}", work / "logs"
@@ -215,7 +215,7 @@ def _server_faults(bundle: Path, work: Path, kills: int, rng: random.Random
 
 def _registry_faults(bundle: Path, work: Path, kills: int, rng: random.Random
                      ) -> dict[str, Any]:
-    from agents.registry import Registry, RegistryError
+    from agents.serving.registry import Registry, RegistryError
 
     root = work / "registry"
     acked: list[tuple[str, int]] = []

@@ -60,8 +60,8 @@ def _routing_env() -> dict[str, Any]:
 def _warm(env_id: str, name: str, kwargs: dict[str, Any], make_env: Any) -> Any:
     """Baseline ``name`` built and warmed up as ``experiments.collect``/``evaluate`` do with
     seed 0 (2,000 online steps), then frozen."""
-    from agents.evaluation import train_online
-    from agents.factory import make_policy
+    from agents.baselines.evaluation import train_online
+    from agents.baselines.factory import make_policy
 
     policy = make_policy(env_id, name, kwargs, seed=0)
     train_online(policy, make_env, 2000, seed=0)
@@ -200,8 +200,8 @@ def _routing_journey(bundle: str, truth_episodes: int) -> dict[str, Any]:
     """The routing journey's parts: ``make_env``, the warmed-up ``behaviour``, the
     evaluation ``policies`` (PPO, greedy, random) and a ``study`` scored against their true
     values (the oracle the normalisation's top)."""
-    from agents.factory import make_policy
-    from agents.serving import load_policy
+    from agents.baselines.factory import make_policy
+    from agents.serving.loader import load_policy
     from envs.creator import vector_maker
     from ope.collect import true_value
 
@@ -254,8 +254,8 @@ def one_step_study(bundle: str, seeds: int = 100, logged: int = 10_000,
 def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None = None,
                      truth_episodes: int = 50_000, resamples: int = 1000) -> dict[str, Any]:
     """The InterventionTiming journey above; prints a table and returns the figures."""
-    from agents.factory import make_policy
-    from agents.serving import load_policy
+    from agents.baselines.factory import make_policy
+    from agents.serving.loader import load_policy
     from envs.creator import vector_maker
     from ope.collect import collect, evaluation_probs, true_value
     from ope.evaluate import estimate, recommend

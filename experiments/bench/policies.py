@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.adaptation_baselines import FixedStyle
-from agents.evaluation import EpisodeBatch, run_episodes, train_online
-from agents.factory import make_policy
+from agents.baselines.adaptation import FixedStyle
+from agents.baselines.evaluation import EpisodeBatch, run_episodes, train_online
+from agents.baselines.factory import make_policy
 from envs.adaptation import ENV_ID as ADAPTATION_ID
 from envs.adaptation import PersonalityAdaptationVectorEnv
 from envs.adaptation_model import STYLES

@@ -60,7 +60,7 @@ def _train_small_run(where: Path) -> Path:
 
 def _observations(bundle: Path, n: int) -> np.ndarray:
     """``n`` observations from rollouts of the bundle's own env with its sampled actions."""
-    from agents.serving import load_policy
+    from agents.serving.loader import load_policy
     from envs.creator import create_env
 
     policy = load_policy(bundle, seed=0)
@@ -107,7 +107,7 @@ _COLD = {
     "ours": """
 import time; t0 = time.perf_counter()
 import numpy as np
-from agents.serving import load_policy
+from agents.serving.loader import load_policy
 p = load_policy({bundle!r})
 a = p.act(np.full(p.obs_dim, 0.5, dtype=np.float32))
 print(time.perf_counter() - t0)
@@ -239,7 +239,7 @@ def http_load(bundle: Path, rate: float, requests: int, ladder: list[float],
     errors."""
     import httpx
 
-    from agents.serving import load_policy
+    from agents.serving.loader import load_policy
 
     if shutil.which("hey") is None:
         raise SystemExit("the HTTP benchmark drives the server with hey: apt-get install hey")
@@ -309,7 +309,7 @@ def _loader(run: Path, calls: int, cold_runs: int) -> dict[str, Any]:
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    from agents.serving import load_policy
+    from agents.serving.loader import load_policy
 
     torch.set_num_threads(1)
     bundle = run / "policy"

@@ -5,7 +5,7 @@ composed config with an ``experiment`` overlay: InterventionTiming by default, w
 reaching the target takes real training (on AgentRouting a random policy already scores
 half the final return, so the target is met after one iteration and start-up is all that
 is compared) — the same number of parallel envs (our native vector env; SB3 steps it
-through ``agents.sb3_ppo.SB3VecEnv``), one process (``num_env_runners=0``) and one torch
+through ``agents.learners.sb3_ppo.SB3VecEnv``), one process (``num_env_runners=0``) and one torch
 thread. RLlib's adaptive KL penalty is switched off (``kl_coeff=0``) because SB3 has none.
 Every ``eval_every`` env steps the clock is paused and the greedy policy is evaluated on
 the same held-out users (``eval_episodes``, fixed seed). The clock includes Ray's start-up
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agents.evaluation import run_episodes
+from agents.baselines.evaluation import run_episodes
 from envs.creator import vector_maker
 
 def _config(experiment: str | None) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -60,13 +60,13 @@ def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str
     paused = 0.0
     start = time.perf_counter()
     if kind == "rllib":
-        from agents.rllib_ppo import RLlibPPO, build_ppo_config
+        from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/personarl-bench",
                  log_to_driver=False)
         learner = RLlibPPO(build_ppo_config(env_id, env_kwargs, agent, seed),
                            Path(tempfile.mkdtemp(prefix="bench-rllib-")))
     else:
-        from agents.sb3_ppo import SB3PPO
+        from agents.learners.sb3_ppo import SB3PPO
         learner = SB3PPO(env_id, env_kwargs, agent, seed)
     startup = time.perf_counter() - start
     curve: list[tuple[float, int, float]] = []
@@ -114,8 +114,8 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
     # would otherwise land on whichever run came first
     import torch._dynamo  # noqa: F401
 
-    import agents.rllib_ppo  # noqa: F401
-    import agents.sb3_ppo  # noqa: F401
+    import agents.learners.rllib_ppo  # noqa: F401
+    import agents.learners.sb3_ppo  # noqa: F401
 
     env_id, env_kwargs, agent = _config(experiment)
     agent["kl_coeff"] = 0.0             # plain clipped PPO: SB3 has no KL penalty

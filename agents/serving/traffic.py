@@ -33,8 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agents.serving import (EXPLORATION_MODES, ModelOutputError, ServedPolicy,
-                            behaviour_probs, sample_categorical)
+from agents.serving.exploration import EXPLORATION_MODES, behaviour_probs, sample_categorical
+from agents.serving.loader import ModelOutputError, ServedPolicy
 
 __all__ = ["Arm", "Decider", "Decisions", "TRAFFIC_MODES"]
 

@@ -2,7 +2,7 @@
 
 Every env gets ``random`` and the privileged myopic ``oracle``; discrete envs also the
 contextual bandits ``linucb`` and ``thompson``; the rest comes from the env's baselines
-entry (``EnvRecord.baselines``, e.g. ``agents.baselines:routing_baselines``), a function
+entry (``EnvRecord.baselines``, e.g. ``agents.baselines.policies:routing_baselines``), a function
 of the env's core. ``baselines_for(env_id, env_kwargs)`` lists the names that apply to an
 env and ``make_policy(env_id, name, env_kwargs, seed=..., **params)`` builds one. The env's
 own validated parts (its model, its reward function, its observation layout) are read from
@@ -17,8 +17,8 @@ from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 
-from agents.bandits import LinearThompson, LinUCB
-from agents.baselines import MyopicOracle, Policy, RandomPolicy, RandomVector
+from agents.baselines.bandits import LinearThompson, LinUCB
+from agents.baselines.policies import MyopicOracle, Policy, RandomPolicy, RandomVector
 from envs.registration import describe, env_ids, load_entry_point, record
 from personarl.errors import ConfigError
 from personarl.seeds import name_key, stream_seed

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from agents.bundle import FLOAT32_MAX
+from agents.serving.bundle import FLOAT32_MAX
 from personarl import jsonio
 from personarl.errors import DataError
 from personarl.locks import InUseError, exclusive_lock

@@ -212,7 +212,7 @@ class PersonaRouter(MeanTablePolicy):
 def routing_baselines(core: Any) -> dict[str, Callable[..., Policy]]:
     """AgentRouting's baselines entry (``envs.routing.RECORD.baselines``): the routers that
     read the observation layout of ``core``, besides the baselines every env gets
-    (``agents.factory``)."""
+    (``agents.baselines.factory``)."""
     return {"greedy": lambda seed=0, **kw: GreedyRouter(core.layout, seed=seed, **kw),
             "persona_router": lambda seed=0, **kw: PersonaRouter(core.layout, seed=seed,
                                                                  **kw)}

@@ -1,6 +1,6 @@
-"""The thin serving loader: a policy bundle (``agents.bundle``) on onnxruntime and NumPy.
+"""The thin serving loader: a policy bundle (``agents.serving.bundle``) on onnxruntime and NumPy.
 
-    from agents.serving import load_policy
+    from agents.serving.loader import load_policy
 
     policy = load_policy("outputs/2026-11-24/07-11-05/policy")
     policy.act(obs)                               # greedy action for one observation
@@ -13,13 +13,11 @@ This module imports only NumPy, onnxruntime, onnx (to inspect a model) and the s
 library (no Ray, no torch), so ``pip install .[serve]`` is enough to use it. Every
 observation is checked for shape, dtype, finite values and the observation space's bounds
 before the model sees it, and the model's outputs for being finite. Loading verifies the
-bundle as a whole (``agents.bundle.read_bundle``: a manifest of every file's SHA-256, files
+bundle as a whole (``agents.serving.bundle.read_bundle``: a manifest of every file's SHA-256, files
 size-bounded before reading) and loads the very bytes it hashed; a model with external
 data, or whose outputs disagree with ``policy.json``, is refused.
 
-``behaviour_probs`` turns a discrete policy's probabilities into the distribution an
-exploration setting actually draws from (``greedy``, ``sample``, ``epsilon``) — the
-probabilities a decision log must record for offline evaluation.
+What an exploration setting draws from, and the draw, are ``agents.serving.exploration``'s.
 """
 
 from __future__ import annotations
@@ -30,13 +28,12 @@ from typing import Any, Mapping
 import numpy as np
 import onnxruntime as ort
 
-from agents.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
+from agents.serving.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
+from agents.serving.exploration import EXPLORATION_MODES, sample_categorical, softmax
 from personarl.errors import PersonaRLError
 
 __all__ = ["load_policy", "ServedPolicy", "ObservationError", "ModelOutputError",
-           "BundleError", "EXPLORATION_MODES", "behaviour_probs", "sample_categorical"]
-
-EXPLORATION_MODES = ("greedy", "sample", "epsilon")
+           "BundleError", "EXPLORATION_MODES"]
 #: observations may exceed the declared bounds by this much (float32 rounding)
 _BOUNDS_SLACK = 1e-5
 
@@ -62,7 +59,7 @@ def load_policy(path: str | Path, *, seed: int | None = None,
         expected: ``{file name: SHA-256}`` the files must still have (a registry's record).
 
     Raises:
-        BundleError: everything ``agents.bundle.read_bundle`` refuses; a model with external
+        BundleError: everything ``agents.serving.bundle.read_bundle`` refuses; a model with external
             data (it would be read from outside the bundle); a model onnxruntime cannot
             load; inputs/outputs that disagree with ``policy.json`` — names, or output widths
             that differ from the action count, checked by running the model once.
@@ -273,7 +270,7 @@ class ServedPolicy:
         """Discrete: action probabilities, ``(n_actions,)`` or ``(N, n_actions)``."""
         self._require(True, "action_probs")
         (z,), single = self._run(obs)
-        p = _softmax(z)
+        p = softmax(z)
         return p[0] if single else p
 
     def gaussian(self, obs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -319,7 +316,7 @@ class ServedPolicy:
             (z,) = out
             if deterministic:
                 return z.argmax(axis=1)
-            return sample_categorical(_softmax(z), self.rng)
+            return sample_categorical(softmax(z), self.rng)
         mean, log_std = out
         a = mean if deterministic else mean + np.exp(log_std) * self.rng.standard_normal(
             mean.shape, dtype=np.float32)
@@ -330,33 +327,3 @@ class ServedPolicy:
         keys = ("format_version", "env", "observation", "action", "distribution", "source",
                 "config_hash", "training", "model_sha256")
         return dict({k: self.spec.get(k) for k in keys}, files=self.digests)
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
-
-
-def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw per row of ``(N, K)`` probabilities (inverse CDF, vectorised)."""
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random((probs.shape[0], 1)) * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
-
-
-def behaviour_probs(probs: np.ndarray, mode: str, epsilon: float = 0.0) -> np.ndarray:
-    """The distribution an exploration setting draws from, given policy probabilities
-    ``(N, K)``: ``greedy`` puts all mass on the most probable action, ``sample`` is the
-    policy itself, ``epsilon`` is greedy with probability ``1 − ε`` and uniform otherwise."""
-    if mode == "sample":
-        return probs
-    if mode not in EXPLORATION_MODES:
-        raise ValueError(f"exploration mode {mode!r}; valid: {list(EXPLORATION_MODES)}")
-    if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon={epsilon!r} is outside the valid range [0, 1]")
-    n, k = probs.shape
-    out = np.zeros((n, k))
-    out[np.arange(n), probs.argmax(axis=1)] = 1.0
-    if mode == "epsilon":
-        out = (1.0 - epsilon) * out + epsilon / k
-    return out

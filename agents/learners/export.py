@@ -1,6 +1,6 @@
 """Export a trained PPO policy (RLlib or SB3, discrete or continuous) to a policy bundle.
 
-RLlib checkpoints are for resuming training; a bundle (``agents.bundle``) is what leaves the
+RLlib checkpoints are for resuming training; a bundle (``agents.serving.bundle``) is what leaves the
 lab: ``model.onnx`` (torch's ``torch.export``-based ONNX exporter, which needs ``onnx`` and
 ``onnxscript``; one file, dynamic batch dimension), ``policy.json`` and ``manifest.json``.
 The graph is the policy's actor only — raw flat observation in, distribution parameters out (``logits``, or
@@ -32,9 +32,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError, sha256_file,
+from agents.serving.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError, sha256_file,
                            write_atomic, write_manifest)
-from agents.learners import WEIGHTS_FILE, load_weights, weights_sha256
+from agents.learners.base import WEIGHTS_FILE, load_weights, weights_sha256
 from envs.creator import create_env
 from personarl import jsonio
 from personarl.seeds import generator
@@ -113,14 +113,14 @@ def actor_from_checkpoint(checkpoint: Path, agent: Mapping[str, Any], env_id: st
     if name == "ppo":
         import ray
 
-        from agents.rllib_ppo import build_module
+        from agents.learners.rllib_ppo import build_module
 
         module = build_module(env_id, env_config, agent)
         framework = f"ray[rllib] {ray.__version__}"
     else:
         import stable_baselines3
 
-        from agents.sb3_ppo import build_policy
+        from agents.learners.sb3_ppo import build_policy
 
         module = build_policy(env_id, env_config, agent)
         framework = f"stable-baselines3 {stable_baselines3.__version__}"

@@ -6,10 +6,10 @@ penalty when ``kl_coeff > 0``; ``kl_coeff=0`` is plain clipping, as in SB3), poi
 at our native VectorEnv (``vector_entry_point``: the
 registered creator receives ``num_envs`` and returns the batched env) and calls RLlib's
 own ``validate()``, whose errors say how to fix them. With ``sampler="batched"`` (the
-default) RLlib samples and estimates advantages through ``agents.rllib_batched`` (the same
+default) RLlib samples and estimates advantages through ``agents.learners.rllib_batched`` (the same
 episodes and train batch, computed on whole arrays); ``sampler="rllib"`` keeps RLlib's own
 env runner and learner connectors. ``RLlibPPO`` wraps the Algorithm
-behind the ``agents.learners.Learner`` interface; ``ModulePolicy`` evaluates its RLModule
+behind the ``agents.learners.base.Learner`` interface; ``ModulePolicy`` evaluates its RLModule
 behind the ``Policy`` interface (greedy: the most probable action, or the Gaussian mean).
 
 Ray must be initialised by the caller (``experiments.train`` does, with ``num_cpus``, no
@@ -30,10 +30,10 @@ from ray.rllib.algorithms.ppo import PPOConfig
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
-from agents.learners import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
+from agents.learners.base import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
                              save_weights, set_process_rng_state)
-from agents.rllib_batched import BatchedEnvRunner, BatchedGAE
-from agents.rllib_env import register_envs
+from agents.learners.rllib_batched import BatchedEnvRunner, BatchedGAE
+from agents.learners.rllib_env import register_envs
 from personarl.seeds import stream_seed32
 from personarl.statefile import read_state, write_state
 from personarl.errors import ConfigError
@@ -157,7 +157,7 @@ class RLlibPPO:
 
     def save(self, path: Path) -> None:
         """RLlib's checkpoint, plus ``resume_state.npz`` and ``policy_weights.pt``
-        (``agents.learners``)."""
+        (``agents.learners.base``)."""
         self.algo.save_to_path(str(path.resolve()))
         write_state(path / RESUME_STATE_FILE, self._resume_state())
         save_weights(self._learner_module(), path / WEIGHTS_FILE)
@@ -195,7 +195,7 @@ class RLlibPPO:
         return next(iter(self.algo.learner_group.foreach_learner(_module))).get()
 
     def _resume_state(self) -> dict[str, Any]:
-        """What RLlib's checkpoint leaves out (``agents.learners``): the random states, the
+        """What RLlib's checkpoint leaves out (``agents.learners.base``): the random states, the
         adaptive KL coefficients (RLlib 2.60's PPO learner does not save them) and the
         batched sampler's episodes in flight."""
         runner = self.algo.env_runner
@@ -227,7 +227,7 @@ def _set_kl_coeffs(learner: Any, coeffs: Mapping[str, float]) -> None:
 def build_module(env_id: str, env_config: Mapping[str, Any], agent: Mapping[str, Any]
                  ) -> torch.nn.Module:
     """The RLModule ``build_ppo_config`` trains, built from the config alone (untrained):
-    what ``policy_weights.pt`` is loaded into (``agents.export``)."""
+    what ``policy_weights.pt`` is loaded into (``agents.learners.export``)."""
     from envs.creator import create_env
 
     register_envs()

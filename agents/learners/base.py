@@ -4,7 +4,7 @@ A learner trains in iterations. Each ``train()`` returns CleanRL-style namespace
 (``charts/…``, ``losses/…``, ``perf/…``) for that iteration; ``env_steps`` counts the env
 steps sampled so far. ``save(dir)`` writes a complete checkpoint into an existing empty
 directory and ``restore(dir)`` continues from one. ``policy()`` is the trained policy
-behind the ``agents.baselines.Policy`` interface used by evaluation.
+behind the ``agents.baselines.policies.Policy`` interface used by evaluation.
 
 A PPO learner's checkpoint holds, beside its framework's own files, two of ours:
 
@@ -13,7 +13,7 @@ A PPO learner's checkpoint holds, beside its framework's own files, two of ours:
   random states, the sampler's lanes (episodes in flight) and the env's users;
 * ``policy_weights.pt`` — the policy network's ``state_dict``, readable with
   ``torch.load(weights_only=True)``, so a bundle is exported without unpickling anything
-  the framework wrote (``agents.export``).
+  the framework wrote (``agents.learners.export``).
 
 ``OnlineBaseline`` makes a learning baseline (greedy, the persona router, LinUCB, Thompson
 sampling) a learner: each iteration is ``steps_per_iteration`` batched steps of online
@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from agents.baselines import Policy
+from agents.baselines.policies import Policy
 from personarl import jsonio
 from personarl.seeds import stream_seed
 from personarl.statefile import read_state, write_state

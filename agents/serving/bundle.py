@@ -1,4 +1,4 @@
-"""The policy-bundle format: what ``agents.export`` writes and ``agents.serving`` reads.
+"""The policy-bundle format: what ``agents.learners.export`` writes and ``agents.serving.loader`` reads.
 
 A bundle is a directory with three files and nothing that unpickles:
 
@@ -22,7 +22,7 @@ whose size and SHA-256 match the manifest; the bytes that were hashed are the by
 are parsed and loaded. That gives *integrity*: corruption, truncation, a partial copy or an
 edit of one file is refused. It does not give *authenticity*: whoever can rewrite a file
 can rewrite the manifest too, and a bare bundle swapped together with a consistent manifest
-is undetectable. Authenticity is the registry's job (``agents.registry``): it records every
+is undetectable. Authenticity is the registry's job (``agents.serving.registry``): it records every
 file's digest at ``register`` and serves a version only while every file still matches.
 
 Standard library only: the serving loader and the registry import this module.

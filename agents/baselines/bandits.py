@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agents.baselines import FixedPolicy
+from agents.baselines.policies import FixedPolicy
 from personarl.errors import check_int, check_range
 
 __all__ = ["LinUCB", "LinearThompson"]

@@ -3,7 +3,7 @@
 * ``ObservedGreedy`` — myopic greedy on what the platform observes: running mean reward
   per (observed stress, observed valence, fatigue, consent) bucket and action, ε-greedy
   while learning, greedy once frozen.
-* ``LookaheadPlanner`` (``agents.planning``) — the non-myopic ground-truth planner.
+* ``LookaheadPlanner`` (``agents.baselines.planning``) — the non-myopic ground-truth planner.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agents.baselines import MeanTablePolicy, Policy
-from agents.planning import LookaheadPlanner
+from agents.baselines.policies import MeanTablePolicy, Policy
+from agents.baselines.planning import LookaheadPlanner
 from envs.intervention_core import OBS_FEATURES
 from envs.intervention_model import ACTIONS
 

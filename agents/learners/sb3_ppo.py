@@ -28,7 +28,7 @@ from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
-from agents.learners import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
+from agents.learners.base import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
                              save_weights, set_process_rng_state)
 from envs.batched import CoreVectorEnv
 from envs.creator import create_env
@@ -111,7 +111,7 @@ def _policy_kwargs(agent: Mapping[str, Any]) -> dict[str, Any]:
 def build_policy(env_id: str, env_config: Mapping[str, Any], agent: Mapping[str, Any]
                  ) -> ActorCriticPolicy:
     """The ``ActorCriticPolicy`` ``SB3PPO`` trains, built from the config alone (untrained):
-    what ``policy_weights.pt`` is loaded into (``agents.export``)."""
+    what ``policy_weights.pt`` is loaded into (``agents.learners.export``)."""
     env = create_env(env_id, {**env_config, "info_level": "none"})
     try:
         return ActorCriticPolicy(env.observation_space, env.action_space,
@@ -121,7 +121,7 @@ def build_policy(env_id: str, env_config: Mapping[str, Any], agent: Mapping[str,
 
 
 class SB3PPO:
-    """SB3 PPO behind the ``agents.learners.Learner`` interface.
+    """SB3 PPO behind the ``agents.learners.base.Learner`` interface.
 
     Args:
         env_id, env_kwargs: the env (built with ``info_level="none"``).
@@ -186,7 +186,7 @@ class SB3PPO:
 
     def save(self, path: Path) -> None:
         """SB3's ``model.zip``, our counters (``state.json``), ``resume_state.npz`` and
-        ``policy_weights.pt`` (``agents.learners``)."""
+        ``policy_weights.pt`` (``agents.learners.base``)."""
         self.model.save(path / "model.zip", exclude=["train"])   # our timing wrapper
         (path / "state.json").write_text(jsonio.dumps(
             dict(env_steps=self.env_steps, iteration=self.iteration)))

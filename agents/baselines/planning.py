@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agents.baselines import FixedPolicy
+from agents.baselines.policies import FixedPolicy
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights

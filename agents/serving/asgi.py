@@ -1,4 +1,4 @@
-"""Plain ASGI middlewares of the HTTP server (``agents.server``): a body-size limit that
+"""Plain ASGI middlewares of the HTTP server (``agents.serving.server``): a body-size limit that
 holds for chunked bodies too, and per-request metrics.
 
 Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``, which costs a task and a stream

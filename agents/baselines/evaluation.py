@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from agents.baselines import Policy
-from agents.learners import OnlineBaseline
+from agents.baselines.policies import Policy
+from agents.learners.base import OnlineBaseline
 from personarl.stats import paired_ci
 from personarl.seeds import chunk_seeds
 from personarl.errors import check_int

@@ -14,7 +14,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from agents.baselines import FixedPolicy, MeanTablePolicy, Policy
+from agents.baselines.policies import FixedPolicy, MeanTablePolicy, Policy
 from envs.adaptation_core import OBS_COLUMNS
 from envs.adaptation_model import (STYLES, AdaptationModel, ChatState, Preferences,
                                    chat_transition, phase_of, satisfaction, style_rewards,
@@ -117,7 +117,7 @@ class AdaptationPlanner(FixedPolicy):
 def adaptation_baselines(core: Any) -> dict[str, Callable[..., Policy]]:
     """PersonalityAdaptation's baselines entry (``envs.adaptation.RECORD.baselines``):
     observed greedy and the planner on ``core``'s own model and reward (discrete styles;
-    continuous actions get only the baselines every env gets, ``agents.factory``)."""
+    continuous actions get only the baselines every env gets, ``agents.baselines.factory``)."""
     if not core.discrete:
         return {}
     return {"greedy": lambda seed=0, **kw: ObservedStyleGreedy(seed=seed, **kw),

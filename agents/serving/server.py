@@ -64,10 +64,10 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
                                Histogram, generate_latest)
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents.asgi import BodyLimit, Measure
-from agents.serving import ModelOutputError, ObservationError
-from agents.server_logs import ServerLogs, feedback_fingerprint
-from agents.traffic import Decider, Decisions
+from agents.serving.asgi import BodyLimit, Measure
+from agents.serving.loader import ModelOutputError, ObservationError
+from agents.serving.server_logs import ServerLogs, feedback_fingerprint
+from agents.serving.traffic import Decider, Decisions
 from personarl import jsonio
 from personarl.errors import ConfigError
 from personarl.identifiers import Pseudonymiser

@@ -1,6 +1,6 @@
 """What the HTTP server remembers across restarts, read back from its decision logs.
 
-The server (``agents.server``) accepts feedback for the last ``feedback_window`` decisions
+The server (``agents.serving.server``) accepts feedback for the last ``feedback_window`` decisions
 and records one feedback per decision: the same feedback again is a duplicate (a client's
 retry), a different one a conflict. Both facts must survive a restart, so they are rebuilt
 from the logs when the server starts — the logs are the only state.
@@ -12,7 +12,7 @@ import json
 from collections import OrderedDict
 from typing import Any, Optional
 
-from agents.decision_log import DecisionLog, read_log
+from agents.serving.decision_log import DecisionLog, read_log
 from personarl import jsonio
 from personarl.errors import ConfigError
 

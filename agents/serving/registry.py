@@ -41,7 +41,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from agents.bundle import (DEFAULT_MAX_FILE_BYTES, MANIFEST_FILE, MODEL_FILE, SPEC_FILE,
+from agents.serving.bundle import (DEFAULT_MAX_FILE_BYTES, MANIFEST_FILE, MODEL_FILE, SPEC_FILE,
                            read_bundle, write_atomic)
 from personarl import jsonio
 from personarl.errors import PersonaRLError
@@ -171,7 +171,7 @@ class Registry:
             RegistryError: as ``resolve``, or an entry without recorded digests.
             BundleError: a file changed since registration, or the bundle cannot load.
         """
-        from agents.serving import load_policy
+        from agents.serving.loader import load_policy
 
         path, entry = self.resolve(name, stage=stage, version=version)
         return load_policy(path, seed=seed, max_file_bytes=max_file_bytes,
@@ -206,7 +206,7 @@ class Registry:
                 model's versions replace one another in production: they must take the same
                 observations and give the same actions).
         """
-        from agents.serving import load_policy
+        from agents.serving.loader import load_policy
 
         if not isinstance(name, str) or not _NAME.match(name):
             raise RegistryError(f"model name {name!r} is invalid: use 1–64 characters from "

@@ -1,0 +1,10 @@
+"""The learners wing: what trains a policy, and its export to a serving bundle.
+
+* ``base`` — the ``Learner`` interface, the online learner of NumPy baselines
+  (``OnlineBaseline``), resume state and the weights file;
+* ``rllib_ppo`` (the ``PPOConfig`` adapter), ``rllib_batched`` (the array sampler and GAE
+  connector), ``rllib_env`` (env registration with Ray), ``sb3_ppo`` (SB3 PPO);
+* ``export`` — a trained actor to a bundle (``agents.serving.bundle``'s format).
+
+torch and Ray are imported by the modules that need them, not by this package.
+"""
