@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,44 +29,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
-from experiments.wiring import env_kwargs
-from personarl.seeds import MAX_SEED, name_key, stream_seed
+from experiments.wiring import env_kwargs, load_policy_spec
+from personarl.seeds import MAX_SEED
 from personarl.errors import ConfigError, check_flag, check_int, check_range
 
-__all__ = ["collect_data", "load_policy_spec", "main"]
+__all__ = ["collect_data", "main"]
 
 log = logging.getLogger(__name__)
 register_configs()
-
-
-def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
-                     warmup_steps: int, label: str) -> tuple[Any, str]:
-    """A baseline by name (warmed up if it learns) or a bundle by path; with its name.
-    ``seed`` is the run's seed (the policy's own and the warm-up users' streams derive from
-    it).
-
-    Raises:
-        ConfigError: an unknown baseline (listing the valid ones) or a bundle for another env.
-    """
-    from agents.baselines.evaluation import train_online
-    from agents.baselines.factory import baselines_for, make_policy
-    from envs.creator import vector_maker
-
-    if Path(spec, "policy.json").is_file():
-        from agents.serving.loader import load_policy
-
-        policy = load_policy(spec, seed=stream_seed(seed, "policy", name_key(spec)))
-        if policy.env_id != env_id:
-            raise ConfigError(f"{label}={spec!r} is a bundle for {policy.env_id}, but the data "
-                              f"is from {env_id}")
-        return policy, f"bundle:{Path(spec).resolve()}"
-    if spec not in baselines_for(env_id, kwargs):
-        raise ConfigError(f"{label}={spec!r} is neither a bundle directory nor a baseline of "
-                          f"{env_id}; baselines: {baselines_for(env_id, kwargs)}")
-    policy = make_policy(env_id, spec, kwargs, seed=seed)
-    train_online(policy, vector_maker(env_id, kwargs), warmup_steps, seed=seed)
-    policy.learning = False
-    return policy, spec
 
 
 def collect_data(cfg: DictConfig, out: Path) -> Path:

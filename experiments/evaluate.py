@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
-from experiments.collect import load_policy_spec
+from experiments.wiring import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
 from personarl.seeds import MAX_SEED

@@ -5,7 +5,7 @@
 
 The search space is ``sweep.space`` (``configs/sweep/<name>.yaml``): keys of the training
 config, nested as in the config (``agent: {lr: ...}``), each ``{type: loguniform|uniform|int,
-low, high}`` or ``{type: choice, values: [...]}``. Every trial runs ``experiments.train.train`` — the same code as a single
+low, high}`` or ``{type: choice, values: [...]}``. Every trial runs ``experiments.job.train`` — the same code as a single
 run — with the sampled keys set, in ``tune/<trial>/run/`` under the sweep's Hydra run
 directory (Tune's own storage is ``tune/``), reserving ``sweep.cpus_per_trial`` CPUs and
 sampling in its own process (``agent.num_env_runners=0``). A trial reports ``objective``
@@ -132,10 +132,10 @@ def _with(base: dict[str, Any], values: Mapping[str, Any]) -> DictConfig:
 
 
 def _trial(config: dict[str, Any], base: dict[str, Any], group: str) -> None:
-    """One trial: ``experiments.train.train`` with the sampled keys, reporting to Tune."""
+    """One trial: ``experiments.job.train`` with the sampled keys, reporting to Tune."""
     from ray import tune
 
-    from experiments.train import train
+    from experiments.job import train
 
     cfg = _with(base, config)
     run_dir = Path(tune.get_context().get_trial_dir()) / "run"
@@ -173,7 +173,7 @@ def _rerun(base: dict[str, Any], top: list[dict[str, Any]], seeds: list[int], ro
            ) -> list[dict[str, Any]]:
     """Train each of the ``top`` configurations again with every seed in ``seeds`` (fresh
     seeds: a search's winner is often a lucky seed); each run in ``root/<rank>-seed<seed>``."""
-    from experiments.train import train
+    from experiments.job import train
 
     out = []
     for rank, trial in enumerate(top):
@@ -226,7 +226,7 @@ def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iteration
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from experiments.train import ray_session
+    from experiments.job import ray_session
 
     s = cfg.sweep
     base = OmegaConf.to_container(cfg, resolve=True)

@@ -14,16 +14,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines.factory import baselines_for
 from envs.registration import describe, record
-from personarl.seeds import MAX_SEED
+from personarl.seeds import MAX_SEED, name_key, stream_seed
 from personarl.errors import ConfigError, check_int, check_range
 
-__all__ = ["Run", "env_kwargs", "validate", "config_hash", "config_diff", "PPO_AGENTS",
+__all__ = ["Run", "env_kwargs", "validate", "load_policy_spec", "config_hash", "config_diff", "PPO_AGENTS",
            "HASH_EXCLUDED", "flatten"]
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
@@ -206,3 +207,33 @@ def config_diff(old: Mapping[str, Any], cfg: DictConfig) -> list[str]:
     b = flatten(_hashed(cfg))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
+                     warmup_steps: int, label: str) -> tuple[Any, str]:
+    """A baseline by name (warmed up if it learns) or a bundle by path; with its name.
+    ``seed`` is the run's seed (the policy's own and the warm-up users' streams derive from
+    it).
+
+    Raises:
+        ConfigError: an unknown baseline (listing the valid ones) or a bundle for another env.
+    """
+    from agents.baselines.evaluation import train_online
+    from agents.baselines.factory import baselines_for, make_policy
+    from envs.creator import vector_maker
+
+    if Path(spec, "policy.json").is_file():
+        from agents.serving.loader import load_policy
+
+        policy = load_policy(spec, seed=stream_seed(seed, "policy", name_key(spec)))
+        if policy.env_id != env_id:
+            raise ConfigError(f"{label}={spec!r} is a bundle for {policy.env_id}, but the data "
+                              f"is from {env_id}")
+        return policy, f"bundle:{Path(spec).resolve()}"
+    if spec not in baselines_for(env_id, kwargs):
+        raise ConfigError(f"{label}={spec!r} is neither a bundle directory nor a baseline of "
+                          f"{env_id}; baselines: {baselines_for(env_id, kwargs)}")
+    policy = make_policy(env_id, spec, kwargs, seed=seed)
+    train_online(policy, vector_maker(env_id, kwargs), warmup_steps, seed=seed)
+    policy.learning = False
+    return policy, spec

@@ -16,9 +16,9 @@ import torch
 
 from agents.serving.loader import load_policy
 from envs.creator import create_env
-from experiments.export import export_checkpoint
+from experiments.job import export_checkpoint
 from experiments.schema import register_configs
-from experiments.train import train
+from experiments.job import train
 from experiments.wiring import env_kwargs
 
 from .test_train_run import SMALL_PPO, SMOKE, load

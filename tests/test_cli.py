@@ -50,3 +50,24 @@ def test_a_directory_holding_more_than_hydras_files_is_kept(tmp_path):
                           f"hydra.run.dir={run_dir}"], cwd=ROOT, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 2 and (run_dir / "metrics.jsonl").exists()
+
+
+def test_entry_points_import_library_code_only():
+    """No ``python -m experiments.<app>`` module imports another one (their shared code lives
+    in library modules: ``experiments.job``, ``experiments.wiring``, …)."""
+    import ast
+
+    modules = {p.stem: ast.parse(p.read_text()) for p in (ROOT / "experiments").glob("*.py")}
+    entry = {name for name, tree in modules.items()
+             if any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test)
+                    for n in tree.body)}
+    assert {"train", "sweep", "collect", "evaluate", "report", "export", "serve",
+            "registry"} <= entry
+    found = []
+    for name in entry:
+        for node in ast.walk(modules[name]):
+            targets = ([node.module] if isinstance(node, ast.ImportFrom) and node.module else
+                       [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            found += [(name, t) for t in targets
+                      if t.startswith("experiments.") and t.split(".")[1] in entry]
+    assert found == []

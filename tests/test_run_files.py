@@ -136,7 +136,7 @@ def test_resume_refuses_a_checkpoint_that_differs_from_its_record(tmp_path):
     from hydra import compose, initialize_config_dir
 
     from experiments.schema import register_configs
-    from experiments.train import train
+    from experiments.job import train
     from personarl.errors import ConfigError
     from tests.test_train_run import ROOT
 

@@ -218,7 +218,7 @@ def test_the_toy_env_trains_with_rllib_ppo_and_exports_a_serving_bundle(toy, ray
                                                                         tmp_path):
     from agents.serving.loader import load_policy
     from envs.creator import create_env
-    from experiments.train import train
+    from experiments.job import train
 
     cfg = compose_train("agent=ppo", "agent.train_batch_size=256", "agent.minibatch_size=64",
                         "agent.num_envs_per_env_runner=16", "agent.num_epochs=1",

@@ -15,7 +15,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from experiments.schema import register_configs
-from experiments.train import train
+from experiments.job import train
 from personarl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ def test_killed_at_three_points_the_resumed_run_is_the_uninterrupted_run(tmp_pat
     killed; nothing left behind; the wandb history whole, once. Then a planted pickle in the
     checkpoint: never run by export, refused by resume."""
     from experiments.bench.faults import wandb_history
-    from experiments.export import export_checkpoint
+    from experiments.job import export_checkpoint
     from experiments.run_files import ray_session_processes
 
     overrides = ["experiment=smoke", *SMALL_PPO, "budget=6144", "checkpoint.every=2",
@@ -263,7 +263,7 @@ def test_an_online_baseline_resumes_bit_for_bit(tmp_path):
     learner: the next iterations are the ones the original trains."""
     import numpy as np
 
-    from experiments.train import build_learner
+    from experiments.job import build_learner
     from experiments.wiring import validate
 
     run = validate(load(*SMOKE, "agent=thompson"))
