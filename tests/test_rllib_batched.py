@@ -128,3 +128,37 @@ def test_batched_gae_gives_rllibs_value_targets_and_advantages(ray_session, tmp_
                                    (raw - raw.mean()) / raw.std(), rtol=1e-4, atol=1e-5)
     finally:
         learner.close()
+
+
+def test_the_batched_sampler_falls_back_when_rllib_lacks_what_it_uses(monkeypatch, caplog):
+    """The installed Ray has every private member the batched sampler uses; a Ray without
+    one gets RLlib's own sampler and one warning naming what is missing."""
+    import logging
+
+    from agents.learners import rllib_batched
+    from agents.learners.rllib_ppo import build_ppo_config
+    from envs import ROUTING_ID
+
+    rllib_batched.missing_rllib_members.cache_clear()
+    assert rllib_batched.missing_rllib_members() == ()
+    agent = {"lr": 3e-4, "gamma": 0.99, "gae_lambda": 0.95, "clip_param": 0.2,
+             "entropy_coeff": 0.0, "vf_loss_coeff": 0.5, "grad_clip": 0.5, "kl_coeff": 0.2,
+             "num_epochs": 1, "train_batch_size": 128, "minibatch_size": 64,
+             "hidden": [8], "activation": "tanh", "num_envs_per_env_runner": 4,
+             "num_env_runners": 0, "sampler": "batched"}
+    assert build_ppo_config(ROUTING_ID, {}, agent, 0).env_runner_cls is \
+        rllib_batched.BatchedEnvRunner
+    members = {**rllib_batched.RLLIB_MEMBERS, "SingleAgentEnvRunner methods":
+               (*rllib_batched.RLLIB_MEMBERS["SingleAgentEnvRunner methods"], "_gone_in_ray_9")}
+    monkeypatch.setattr(rllib_batched, "RLLIB_MEMBERS", members)
+    rllib_batched.missing_rllib_members.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="agents.learners.rllib_ppo"):
+            config = build_ppo_config(ROUTING_ID, {}, agent, 0)
+    finally:
+        monkeypatch.undo()
+        rllib_batched.missing_rllib_members.cache_clear()
+    assert config.env_runner_cls is not rllib_batched.BatchedEnvRunner
+    warnings = [r.getMessage() for r in caplog.records if "agent.sampler=batched" in
+                r.getMessage()]
+    assert len(warnings) == 1 and "SingleAgentEnvRunner._gone_in_ray_9" in warnings[0]

@@ -24,10 +24,17 @@ and do the work on ``(T, B)`` arrays:
   advantages are standardised over the batch.
 
 Both are tested against RLlib's own classes (``tests/test_rllib_batched.py``).
+
+``BatchedEnvRunner`` subclasses RLlib's runner and uses members RLlib does not promise to
+keep (``RLLIB_MEMBERS``); ``missing_rllib_members()`` checks them against the installed
+Ray, and ``agents.learners.rllib_ppo.build_ppo_config`` falls back to RLlib's own sampler,
+with one warning, when any is gone.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 import uuid
@@ -43,6 +50,46 @@ from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
 
 __all__ = ["BatchedEnvRunner", "BatchedGAE", "gae"]
+
+
+#: the private members of RLlib 2.60 that ``BatchedEnvRunner`` relies on: methods of
+#: ``SingleAgentEnvRunner``, attributes it sets on itself, and ``AlgorithmConfig`` fields
+RLLIB_MEMBERS = {
+    "SingleAgentEnvRunner methods": ("_sample", "_try_env_reset", "_try_env_step",
+                                     "_log_episode_metrics", "_log_env_steps",
+                                     "_increase_sampled_metrics"),
+    "SingleAgentEnvRunner attributes": ("_seed", "_needs_initial_reset", "_ongoing_episodes",
+                                        "_ongoing_episodes_for_metrics",
+                                        "_metrics_num_env_steps_sampled"),
+    "AlgorithmConfig attributes": ("_env_to_module_connector", "_module_to_env_connector"),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def missing_rllib_members() -> tuple[str, ...]:
+    """The ``RLLIB_MEMBERS`` the installed RLlib lacks (``()`` when the batched sampler can
+    run): methods by ``hasattr``, attributes by their assignment in the source of the
+    runner's classes (they exist only on a built runner), config fields on a default
+    ``AlgorithmConfig``."""
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    missing = [f"SingleAgentEnvRunner.{m}"
+               for m in RLLIB_MEMBERS["SingleAgentEnvRunner methods"]
+               if not callable(getattr(SingleAgentEnvRunner, m, None))]
+    source = ""
+    for cls in SingleAgentEnvRunner.__mro__:
+        if cls.__module__.startswith("ray."):
+            try:
+                source += inspect.getsource(cls)
+            except (OSError, TypeError):
+                pass
+    missing += [f"SingleAgentEnvRunner.{a}"
+                for a in RLLIB_MEMBERS["SingleAgentEnvRunner attributes"]
+                if f"self.{a}" not in source]
+    config = AlgorithmConfig()
+    missing += [f"AlgorithmConfig.{a}" for a in RLLIB_MEMBERS["AlgorithmConfig attributes"]
+                if not hasattr(config, a)]
+    return tuple(missing)
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,

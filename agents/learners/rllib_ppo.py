@@ -32,7 +32,7 @@ from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from agents.learners.base import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
                              save_weights, set_process_rng_state)
-from agents.learners.rllib_batched import BatchedEnvRunner, BatchedGAE
+from agents.learners.rllib_batched import BatchedEnvRunner, BatchedGAE, missing_rllib_members
 from agents.learners.rllib_env import register_envs
 from personarl.seeds import stream_seed32
 from personarl.statefile import read_state, write_state
@@ -85,7 +85,15 @@ def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[
         .debugging(seed=stream_seed32(seed, "training"), log_level="ERROR")
         .reporting(metrics_num_episodes_for_smoothing=100)
     )
-    if agent.get("sampler", "batched") == "batched":
+    sampler = agent.get("sampler", "batched")
+    if sampler == "batched" and missing_rllib_members():
+        import ray
+
+        log.warning("agent.sampler=batched needs RLlib members that Ray %s lacks (%s): "
+                    "sampling with RLlib's own env runner instead (agent.sampler=rllib)",
+                    ray.__version__, ", ".join(missing_rllib_members()))
+        sampler = "rllib"
+    if sampler == "batched":
         config = (config
                   .env_runners(env_runner_cls=BatchedEnvRunner)
                   .learners(learner_connector=lambda obs_space, act_space: BatchedGAE(
