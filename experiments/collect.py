@@ -57,7 +57,7 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     policy, name = load_policy_spec(str(cfg.behaviour), env_id, kwargs, cfg.seed,
                                     check_int("warmup_steps", cfg.warmup_steps, 0),
                                     "behaviour")
-    if getattr(policy, "privileged", False):
+    if policy.privileged:
         raise ConfigError(f"behaviour={cfg.behaviour!r} reads the latent truth; a behaviour "
                           "policy must act on what the platform observes")
     if name == "random" and x.mode != "softmax":

@@ -187,7 +187,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     for spec in cfg.policies:
         policy, name = load_policy_spec(str(spec), env_id, kwargs, cfg.seed,
                                         s["warmup_steps"], "policies")
-        if getattr(policy, "privileged", False) and not data.context:
+        if policy.privileged and not data.context:
             raise ConfigError(f"policies: {spec!r} reads the latent truth, which this log "
                               "does not hold (collect with record_truth=true to evaluate it "
                               "on simulated logs)")

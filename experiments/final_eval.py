@@ -30,7 +30,7 @@ import numpy as np
 
 from agents.baselines.policies import Policy
 from agents.baselines.evaluation import (EpisodeBatch, paired_row, per_archetype, run_episodes,
-                               train_online)
+                               warm_up)
 from agents.baselines.factory import make_policy
 from envs.creator import vector_maker
 from envs.registration import describe, record
@@ -45,14 +45,10 @@ log = logging.getLogger(__name__)
 def _baselines(run: Run) -> list[Policy]:
     cfg, env_id, kwargs = run.cfg, run.env_id, run.env_kwargs
     make_env = vector_maker(env_id, kwargs)
-    out = []
-    for name in run.eval_baselines:
-        policy = make_policy(env_id, name, kwargs, seed=cfg.seed)
-        train_online(policy, make_env, cfg.eval.baseline_warmup_steps, seed=cfg.seed,
-                     num_envs=cfg.eval.baseline_warmup_envs)
-        policy.learning = False
-        out.append(policy)
-    return out
+    return [warm_up(make_policy(env_id, name, kwargs, seed=cfg.seed), make_env,
+                    cfg.eval.baseline_warmup_steps, seed=cfg.seed,
+                    num_envs=cfg.eval.baseline_warmup_envs)
+            for name in run.eval_baselines]
 
 
 def _safety(env_id: str, r: EpisodeBatch) -> dict[str, Any]:

@@ -218,7 +218,7 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
     Raises:
         ConfigError: an unknown baseline (listing the valid ones) or a bundle for another env.
     """
-    from agents.baselines.evaluation import train_online
+    from agents.baselines.evaluation import warm_up
     from agents.baselines.factory import baselines_for, make_policy
     from envs.creator import vector_maker
 
@@ -234,6 +234,5 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
         raise ConfigError(f"{label}={spec!r} is neither a bundle directory nor a baseline of "
                           f"{env_id}; baselines: {baselines_for(env_id, kwargs)}")
     policy = make_policy(env_id, spec, kwargs, seed=seed)
-    train_online(policy, vector_maker(env_id, kwargs), warmup_steps, seed=seed)
-    policy.learning = False
+    warm_up(policy, vector_maker(env_id, kwargs), warmup_steps, seed=seed)
     return policy, spec

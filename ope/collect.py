@@ -30,7 +30,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from agents.baselines.evaluation import run_episodes
-from personarl.stats import mean_ci
+from personarl.stats import mean_ci, softmax
 from agents.serving.exploration import behaviour_probs, sample_categorical  # what a served decision draws from
 from ope.data import DataError, LoggedData
 from personarl.seeds import chunk_seeds, generator
@@ -50,9 +50,7 @@ def behaviour_distribution(probs: np.ndarray, mode: str, epsilon: float = 0.0,
     if mode == "softmax":
         if not temperature > 0:
             raise ValueError(f"temperature={temperature!r} must be > 0")
-        z = np.log(np.maximum(probs, 1e-300)) / temperature
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(np.log(np.maximum(probs, 1e-300)) / temperature)
     return behaviour_probs(probs, "greedy" if mode == "greedy" else "epsilon", epsilon)
 
 
@@ -63,7 +61,7 @@ def evaluation_probs(policy: Any, obs: np.ndarray, mode: str = "greedy",
     the logged ``context`` of those decisions."""
     if mode not in EVALUATION_MODES:
         raise ValueError(f"evaluation mode {mode!r}; valid: {list(EVALUATION_MODES)}")
-    if getattr(policy, "privileged", False):
+    if policy.privileged:
         if not context:
             raise DataError(f"{getattr(policy, 'name', policy)!r} reads the simulator's "
                             "truth, which this log does not hold; collect with "
@@ -103,7 +101,7 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
                             and np.asarray(v).dtype.kind in "biuf") if record_truth else []
         rows.update({f"context.{k}": [] for k in truth_keys})
         while active.any():
-            probs = policy.action_probs(obs, info) if getattr(policy, "privileged", False) \
+            probs = policy.action_probs(obs, info) if policy.privileged \
                 else policy.action_probs(obs)
             dist = behaviour_distribution(np.asarray(probs, dtype=np.float64), exploration,
                                           epsilon, temperature)
@@ -156,7 +154,7 @@ def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int,
     """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI, on the
     ``truth`` users of the run's ``seed`` (the same for every policy: paired; never a log's
     users). ``policy`` may also be privileged (e.g. the oracle: the normalisation's top)."""
-    actor = policy if getattr(policy, "privileged", False) else _Acting(policy, mode, seed)
+    actor = policy if policy.privileged else _Acting(policy, mode, seed)
     returns = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth").returns
     mean, low, high = mean_ci(returns)
     return dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)

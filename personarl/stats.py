@@ -7,6 +7,8 @@ needs SciPy.
 * ``mean_ci`` / ``paired_ci`` — the mean with its Student-t interval
   ``x̄ ± t_{(1+level)/2, n−1} · s / √n`` (Student 1908; ``s`` with ``ddof=1``); paired: the
   same on ``a − b`` over paired units (the final evaluation's common users).
+* ``softmax`` — probabilities from scores (every policy that turns scores into a
+  distribution uses this one).
 * ``bootstrap_ci`` — the percentile bootstrap (Efron & Tibshirani 1993, ch. 13): resample
   each sample with replacement, independently, ``reps`` times; the interval is the
   ``(1 ∓ level)/2`` quantiles of the statistic over the resamples.
@@ -20,7 +22,15 @@ import numpy as np
 
 from personarl.errors import ConfigError, check_int, check_range
 
-__all__ = ["mean_ci", "paired_ci", "t_quantile", "bootstrap_ci"]
+__all__ = ["mean_ci", "paired_ci", "t_quantile", "bootstrap_ci", "softmax"]
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax ``exp(z − max z) / Σ exp(z − max z)`` over the last axis of ``z``
+    (``(N, K)`` logits or scores -> ``(N, K)`` probabilities); shifting by the row maximum
+    keeps ``exp`` from overflowing and does not change the result."""
+    z = np.exp(z - z.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
 
 
 def t_quantile(q: float, dof: int) -> float:

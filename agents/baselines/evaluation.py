@@ -22,7 +22,7 @@ from personarl.stats import paired_ci
 from personarl.seeds import chunk_seeds
 from personarl.errors import check_int
 
-__all__ = ["EpisodeBatch", "run_episodes", "train_online", "paired_row", "per_archetype"]
+__all__ = ["EpisodeBatch", "run_episodes", "warm_up", "paired_row", "per_archetype"]
 
 
 @dataclass
@@ -85,17 +85,20 @@ def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episo
         final={k: cat([p.final for p in parts], k) for k in final_keys})
 
 
-def train_online(policy: Policy, make_env: Callable[[int], VectorEnv], num_steps: int,
-                 seed: int, num_envs: int = 256) -> None:
-    """Let a learning baseline learn online for ``num_steps`` batched steps, on the
-    ``warmup`` users of the run's ``seed``."""
-    if not policy.learning:
-        return
-    learner = OnlineBaseline(policy, make_env, num_envs,
-                             check_int("num_steps", num_steps, 0), seed, purpose="warmup")
-    if num_steps:
-        learner.train()
-    learner.close()
+def warm_up(policy: Policy, make_env: Callable[[int], VectorEnv], num_steps: int, seed: int,
+            num_envs: int = 256) -> Policy:
+    """Warm a baseline up, then freeze it: a learning baseline learns online for
+    ``num_steps`` batched steps of ``num_envs`` users (the ``warmup`` users of the run's
+    ``seed``, never the evaluation users), then ``learning`` is switched off so that it is
+    compared as a fixed policy. Returns ``policy``; a fixed policy is returned as it is."""
+    if policy.learning:
+        learner = OnlineBaseline(policy, make_env, num_envs,
+                                 check_int("num_steps", num_steps, 0), seed, purpose="warmup")
+        if num_steps:
+            learner.train()
+        learner.close()
+        policy.learning = False
+    return policy
 
 
 def paired_row(better: str, worse: str, results: dict[str, EpisodeBatch]) -> dict[str, Any]:

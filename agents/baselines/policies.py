@@ -24,6 +24,7 @@ import numpy as np
 
 from envs.routing_core import ObsLayout
 from personarl.errors import ConfigError, check_range
+from personarl.stats import softmax
 
 __all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter",
            "PersonaRouter", "MyopicOracle",
@@ -152,10 +153,7 @@ class MeanTablePolicy(FixedPolicy):
 
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
                      ) -> np.ndarray:
-        z = self.means(obs) / self.temperature
-        z -= z.max(axis=1, keepdims=True)
-        w = np.exp(z)
-        return w / w.sum(axis=1, keepdims=True)
+        return softmax(self.means(obs) / self.temperature)
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
         greedy = self.means(obs).argmax(axis=1)

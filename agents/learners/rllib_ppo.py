@@ -37,6 +37,7 @@ from agents.learners.rllib_env import register_envs
 from personarl.seeds import stream_seed32
 from personarl.statefile import read_state, write_state
 from personarl.errors import ConfigError
+from personarl.stats import softmax
 
 __all__ = ["build_ppo_config", "build_module", "RLlibPPO", "ModulePolicy"]
 
@@ -273,9 +274,7 @@ class ModulePolicy:
         if not self.discrete:
             raise ConfigError("a continuous policy has no action probabilities; "
                               "use dist_inputs() for its Gaussian's parameters")
-        z = self.dist_inputs(obs)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        return softmax(self.dist_inputs(obs))
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
         z = self.dist_inputs(obs)

@@ -10,15 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["EXPLORATION_MODES", "softmax", "sample_categorical", "behaviour_probs"]
+__all__ = ["EXPLORATION_MODES", "sample_categorical", "behaviour_probs"]
 
 EXPLORATION_MODES = ("greedy", "sample", "epsilon")
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``(N, K)`` logits (shifted by the row maximum for stability)."""
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -29,7 +29,8 @@ import numpy as np
 import onnxruntime as ort
 
 from agents.serving.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
-from agents.serving.exploration import EXPLORATION_MODES, sample_categorical, softmax
+from agents.serving.exploration import EXPLORATION_MODES, sample_categorical
+from personarl.stats import softmax
 from personarl.errors import PersonaRLError
 
 __all__ = ["load_policy", "ServedPolicy", "ObservationError", "ModelOutputError",
@@ -131,6 +132,11 @@ class ServedPolicy:
         action_names: one name per discrete action / per continuous action dimension.
         env_id: the env the policy was trained on.
     """
+
+    #: the policy interface (``agents.baselines.policies.Policy``): a served policy acts on
+    #: observations only and does not learn
+    privileged = False
+    learning = False
 
     def __init__(self, path: Path, spec: dict[str, Any], session: ort.InferenceSession,
                  rng: np.random.Generator, digests: Mapping[str, str]) -> None:

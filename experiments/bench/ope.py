@@ -60,13 +60,10 @@ def _routing_env() -> dict[str, Any]:
 def _warm(env_id: str, name: str, kwargs: dict[str, Any], make_env: Any) -> Any:
     """Baseline ``name`` built and warmed up as ``experiments.collect``/``evaluate`` do with
     seed 0 (2,000 online steps), then frozen."""
-    from agents.baselines.evaluation import train_online
+    from agents.baselines.evaluation import warm_up
     from agents.baselines.factory import make_policy
 
-    policy = make_policy(env_id, name, kwargs, seed=0)
-    train_online(policy, make_env, 2000, seed=0)
-    policy.learning = False
-    return policy
+    return warm_up(make_policy(env_id, name, kwargs, seed=0), make_env, 2000, seed=0)
 
 
 class _Study:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from agents.baselines.adaptation import FixedStyle
-from agents.baselines.evaluation import EpisodeBatch, run_episodes, train_online
+from agents.baselines.evaluation import EpisodeBatch, run_episodes, warm_up
 from agents.baselines.factory import make_policy
 from envs.adaptation import ENV_ID as ADAPTATION_ID
 from envs.adaptation import PersonalityAdaptationVectorEnv
@@ -33,8 +33,7 @@ def run(episodes: int, seed: int = 0) -> dict[str, Any]:
 
 def _train_and_run(policy, make_env, episodes: int, seed: int, warmup_steps: int,
                    **kwargs: Any) -> EpisodeBatch:
-    train_online(policy, make_env, warmup_steps, seed=seed + 1)
-    policy.learning = False
+    warm_up(policy, make_env, warmup_steps, seed=seed + 1)
     return run_episodes(policy, make_env, episodes, seed=seed, **kwargs)
 
 
