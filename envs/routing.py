@@ -185,4 +185,5 @@ RECORD = register(EnvRecord(
     vector_entry_point="envs.routing:AgentRoutingVectorEnv",
     build_core="envs.routing:build_core", config_name="routing", env_config=RoutingConfig,
     reward_arg="signal_weights", reward_config=SignalWeights,
-    observation_layout=observation_layout, baselines="agents.baselines.policies:routing_baselines"))
+    observation_layout=observation_layout,
+    baselines="agents.baselines.policies:routing_baselines"))

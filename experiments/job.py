@@ -17,7 +17,8 @@ Everything the run writes lives in Hydra's run directory:
   which the next attempt finds and stops what a killed one left;
 * ``summary.json``, ``report.md``, ``report.html``, ``*.png`` — the final evaluation;
 * ``policy/`` — the final PPO policy's bundle (``model.onnx``, ``policy.json``,
-  ``manifest.json``; see ``agents.serving.bundle``), what ``agents.serving.loader.load_policy`` and ``experiments.serve`` load.
+  ``manifest.json``; see ``agents.serving.bundle``), what ``agents.serving.load_policy``
+  and ``experiments.serve`` load.
 
 Configuration mistakes exit with status 2 and a message naming the key, before Ray starts.
 """

@@ -101,7 +101,7 @@ class PPOSchema:
     activation: str = "tanh"
     num_envs_per_env_runner: int = 64   # lanes of our native vector env
     num_env_runners: int = 0            # 0: sample in the driver (best on 2 cores)
-    sampler: str = "batched"            # RLlib only: batched (agents.learners.rllib_batched) | rllib
+    sampler: str = "batched"            # RLlib only: batched (learners.rllib_batched) | rllib
 
 
 @dataclass

@@ -24,12 +24,13 @@ from envs.registration import describe, record
 from personarl.seeds import MAX_SEED, name_key, stream_seed
 from personarl.errors import ConfigError, check_int, check_range
 
-__all__ = ["Run", "env_kwargs", "validate", "load_policy_spec", "config_hash", "config_diff", "PPO_AGENTS",
-           "HASH_EXCLUDED", "flatten"]
+__all__ = ["Run", "env_kwargs", "validate", "load_policy_spec", "config_hash", "config_diff",
+           "PPO_AGENTS", "HASH_EXCLUDED", "flatten"]
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
 PPO_AGENTS = ("ppo", "sb3_ppo")
-SAMPLERS = ("batched", "rllib")         # agent.sampler: see agents.learners.rllib_ppo.build_ppo_config
+#: agent.sampler (agents.learners.rllib_ppo.build_ppo_config)
+SAMPLERS = ("batched", "rllib")
 #: top-level keys that do not change what is trained (left out of the config hash, so a
 #: resumed run may change them: e.g. raise the budget, turn wandb off, move to a cluster)
 HASH_EXCLUDED = ("resume", "trust_checkpoint", "progress", "budget", "checkpoint", "ray",

@@ -31,7 +31,8 @@ from gymnasium.vector import VectorEnv
 
 from agents.baselines.evaluation import run_episodes
 from personarl.stats import mean_ci, softmax
-from agents.serving.exploration import behaviour_probs, sample_categorical  # what a served decision draws from
+# what a served decision draws from: the behaviour policy of logged data
+from agents.serving.exploration import behaviour_probs, sample_categorical
 from ope.data import DataError, LoggedData
 from personarl.seeds import chunk_seeds, generator
 

@@ -60,8 +60,8 @@ def load_policy(path: str | Path, *, seed: int | None = None,
         expected: ``{file name: SHA-256}`` the files must still have (a registry's record).
 
     Raises:
-        BundleError: everything ``agents.serving.bundle.read_bundle`` refuses; a model with external
-            data (it would be read from outside the bundle); a model onnxruntime cannot
+        BundleError: everything ``agents.serving.bundle.read_bundle`` refuses; a model with
+            external data (it would be read from outside the bundle); a model onnxruntime cannot
             load; inputs/outputs that disagree with ``policy.json`` — names, or output widths
             that differ from the action count, checked by running the model once.
     """
