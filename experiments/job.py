@@ -1,6 +1,7 @@
 """The training job, as library code: what ``experiments.train`` runs and ``experiments.sweep``
 runs per trial — validate, train with checkpoints, evaluate, report, export — and
 ``export_checkpoint`` (what ``experiments.export`` runs).
+
 Everything the run writes lives in Hydra's run directory:
 
 * ``run.lock`` — held by the running process (``flock``; freed when it ends, even by
