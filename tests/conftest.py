@@ -56,20 +56,64 @@ class TinyActor:
         return Actor().eval()
 
 
+def onnx_bundle(out, env_id: str, env_config: dict, seed: int = 0):
+    """A bundle of a random linear policy written with ``onnx.helper`` — no torch, so the
+    serving wing's tests run in a ``pip install '.[serve,dev]'`` environment. Discrete:
+    ``logits = obs · W``; continuous: ``mean = 0.5 + obs · W``, ``log_std = −3``."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from agents.serving.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, env_spec,
+                                       sha256_file, write_manifest)
+    from envs.creator import create_env
+    from personarl import jsonio
+
+    env = create_env(env_id, {**env_config, "info_level": "none"})
+    spec = env_spec(env, env_id, env_config)
+    d = spec["observation"]["dim"]
+    k = spec["action"]["n"] if spec["distribution"] == "categorical" else spec["action"]["dim"]
+    scale = 1.0 if spec["distribution"] == "categorical" else 0.05
+    w = np.random.default_rng(seed).normal(0.0, scale, (d, k))
+    def tensor(name, values):                        # raw bytes, as exporters write them
+        values = np.asarray(values, dtype=np.float32)
+        return helper.make_tensor(name, TensorProto.FLOAT, list(values.shape),
+                                  values.tobytes(), raw=True)
+
+    tensors = [tensor("w", w)]
+    nodes = [helper.make_node("MatMul", ["obs", "w"], [spec["outputs"][0]])]
+    if len(spec["outputs"]) == 2:     # Gaussian: mean around 0.5, constant log_std −3
+        tensors += [tensor("half", np.full(k, 0.5)), tensor("zero", np.zeros((d, k))),
+                    tensor("b", np.full(k, -3.0))]
+        nodes = [helper.make_node("MatMul", ["obs", "w"], ["m"]),
+                 helper.make_node("Add", ["m", "half"], ["mean"]),
+                 helper.make_node("MatMul", ["obs", "zero"], ["z"]),
+                 helper.make_node("Add", ["z", "b"], ["log_std"])]
+    graph = helper.make_graph(
+        nodes, "policy", [helper.make_tensor_value_info("obs", TensorProto.FLOAT, ["batch", d])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["batch", k])
+         for o in spec["outputs"]], tensors)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    out.mkdir(parents=True)
+    onnx.save_model(model, str(out / MODEL_FILE))
+    spec = dict(format_version=FORMAT_VERSION, **spec,
+                source={"learner": "test", "checkpoint": None, "iteration": 0,
+                        "env_steps": 0, "opset": 17},
+                config_hash=None, training={}, model_sha256=sha256_file(out / MODEL_FILE))
+    (out / SPEC_FILE).write_text(jsonio.dumps(spec, indent=2) + "\n")
+    write_manifest(out)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_bundles(tmp_path_factory):
-    """Bundles of untrained actors: ``discrete`` (AgentRouting, 6 agents) and
-    ``continuous`` (PersonalityAdaptation, 10 traits); made once per session."""
+    """Bundles of untrained policies: ``discrete`` (AgentRouting, 6 agents) and
+    ``continuous`` (PersonalityAdaptation, 10 traits); made once per session, without
+    torch (``onnx_bundle``)."""
     pytest.importorskip("onnxruntime")
-    from agents.learners.export import write_bundle
     from envs import ADAPTATION_ID, ROUTING_ID
 
     root = tmp_path_factory.mktemp("bundles")
-    source = {"learner": "test", "checkpoint": None, "iteration": 0, "env_steps": 0}
-    return {
-        "discrete": write_bundle(TinyActor.make(34, 6, True), root / "discrete",
-                                 env_id=ROUTING_ID, env_config={}, source=source),
-        "continuous": write_bundle(TinyActor.make(33, 10, False), root / "continuous",
-                                   env_id=ADAPTATION_ID,
-                                   env_config={"action_mode": "continuous"}, source=source),
-    }
+    return {"discrete": onnx_bundle(root / "discrete", ROUTING_ID, {}),
+            "continuous": onnx_bundle(root / "continuous", ADAPTATION_ID,
+                                      {"action_mode": "continuous"}, seed=1)}

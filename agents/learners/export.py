@@ -32,8 +32,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agents.serving.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError, sha256_file,
-                           write_atomic, write_manifest)
+from agents.serving.bundle import (FORMAT_VERSION, MODEL_FILE, SPEC_FILE, BundleError,
+                                   env_spec, sha256_file, write_atomic, write_manifest)
 from agents.learners.base import WEIGHTS_FILE, load_weights, weights_sha256
 from envs.creator import create_env
 from personarl import jsonio
@@ -147,28 +147,6 @@ def actor_from_checkpoint(checkpoint: Path, agent: Mapping[str, Any], env_id: st
     return actor, source
 
 
-def _spec(env: Any, env_id: str, env_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The env-derived part of ``policy.json``: env, observation, action, distribution."""
-    obs_space, act_space = env.observation_space, env.action_space
-    labels = env.unwrapped.labels()
-    observation = dict(dim=int(obs_space.shape[0]), dtype="float32",
-                       low=obs_space.low.tolist(), high=obs_space.high.tolist(),
-                       columns=labels["observation_columns"], preprocessing="none")
-    if isinstance(act_space, gym.spaces.Discrete):
-        action = dict(type="discrete", n=int(act_space.n), names=labels["action_names"])
-        distribution, outputs = "categorical", ["logits"]
-    else:
-        action = dict(type="box", dim=int(act_space.shape[0]), low=act_space.low.tolist(),
-                      high=act_space.high.tolist(), names=labels["action_names"],
-                      postprocess="clip")
-        distribution, outputs = "diag_gaussian", ["mean", "log_std"]
-    version = env_id.rsplit("-v", 1)[-1]
-    return dict(env=dict(id=env_id, version=int(version) if version.isdigit() else version,
-                         config=dict(env_config)),
-                observation=observation, action=action, distribution=distribution,
-                outputs=outputs)
-
-
 def write_bundle(actor: torch.nn.Module, out: Path, *, env_id: str,
                  env_config: Mapping[str, Any], source: Mapping[str, Any],
                  training: Mapping[str, Any] | None = None, config_hash: str | None = None,
@@ -186,7 +164,7 @@ def write_bundle(actor: torch.nn.Module, out: Path, *, env_id: str,
     if out.exists() and not overwrite:
         raise BundleError(f"{out} already exists; choose another out= or pass overwrite=true")
     env = create_env(env_id, {**env_config, "info_level": "none"})
-    spec = _spec(env, env_id, env_config)
+    spec = env_spec(env, env_id, env_config)
     discrete = spec["distribution"] == "categorical"
     if discrete != getattr(actor, "discrete", discrete):
         raise BundleError(f"the policy is {'discrete' if actor.discrete else 'continuous'} "

@@ -299,3 +299,26 @@ def _ordered(low: list[float], high: list[float], space: str, where: Path) -> No
         if lo > hi:
             raise BundleError(f"{where}: {space}.low[{i}] = {lo} is above {space}.high[{i}] "
                               f"= {hi}")
+
+
+def env_spec(env: Any, env_id: str, env_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The env-derived part of ``policy.json`` — env, observation (with its column labels),
+    action, distribution, output names — from an env built with ``env_config``."""
+    obs_space, act_space = env.observation_space, env.action_space
+    labels = env.unwrapped.labels()
+    observation = dict(dim=int(obs_space.shape[0]), dtype="float32",
+                       low=obs_space.low.tolist(), high=obs_space.high.tolist(),
+                       columns=labels["observation_columns"], preprocessing="none")
+    if hasattr(act_space, "n"):                          # Discrete (Box has a shape only)
+        action = dict(type="discrete", n=int(act_space.n), names=labels["action_names"])
+        distribution, outputs = "categorical", ["logits"]
+    else:
+        action = dict(type="box", dim=int(act_space.shape[0]), low=act_space.low.tolist(),
+                      high=act_space.high.tolist(), names=labels["action_names"],
+                      postprocess="clip")
+        distribution, outputs = "diag_gaussian", ["mean", "log_std"]
+    version = env_id.rsplit("-v", 1)[-1]
+    return dict(env=dict(id=env_id, version=int(version) if version.isdigit() else version,
+                         config=dict(env_config)),
+                observation=observation, action=action, distribution=distribution,
+                outputs=outputs)
