@@ -163,7 +163,11 @@ def register(rec: EnvRecord) -> EnvRecord:
         raise ConfigError(f"cannot register {rec.id!r}: " + "; ".join(problems))
     if rec.id in _RECORDS:
         if _RECORDS[rec.id] != rec:
-            raise ConfigError(f"{rec.id} is already registered with another record")
+            differ = [f.name for f in dataclasses.fields(rec)
+                      if getattr(rec, f.name) != getattr(_RECORDS[rec.id], f.name)]
+            raise ConfigError(f"{rec.id} is already registered with another record (it "
+                              f"differs in {differ}); unregister({rec.id!r}) first to "
+                              "replace it")
         return rec
     known = gym.registry.get(rec.id)
     if known is not None and (known.entry_point, known.vector_entry_point) != \
@@ -232,7 +236,10 @@ def describe(env_id: str, kwargs: Mapping[str, Any]) -> Any:
     """A validated one-lane core of ``env_id`` (``info_level="none"``) to read the env's
     configured parts from — its model, reward function, action and observation spaces,
     archetypes — built once per distinct configuration and shared: treat it as read-only
-    (it is never stepped)."""
+    (it is never stepped). ``ConfigError`` for an unknown id or argument, or a bad value."""
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError(f"env kwargs={kwargs!r} must be a mapping of {env_id}'s arguments "
+                          "({} for its defaults)")
     try:
         kwargs_json = json.dumps(dict(kwargs))    # key order kept: it can matter
     except (TypeError, ValueError):      # injected objects (a world, a sampler): no memo

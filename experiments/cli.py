@@ -22,6 +22,7 @@ at composition — an unknown key, a value of the wrong type, an option that doe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import sys
@@ -121,10 +122,8 @@ def _remove_own_files(run_dir: Path) -> None:
         else:
             p.unlink(missing_ok=True)
     if run_dir not in _EXISTED:
-        try:
+        with contextlib.suppress(OSError):
             run_dir.rmdir()
-        except OSError:
-            pass
 
 
 def check_command_line(config_name: str, action: str, argv: list[str] | None = None) -> None:

@@ -24,7 +24,7 @@ The summary, per population:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -33,7 +33,7 @@ from agents.baselines.evaluation import (EpisodeBatch, paired_row, per_archetype
                                warm_up)
 from agents.baselines.factory import make_policy
 from envs.creator import vector_maker
-from envs.registration import describe, record
+from envs.registration import describe
 from experiments.wiring import Run
 from personarl.stats import mean_ci
 
@@ -49,11 +49,6 @@ def _baselines(run: Run) -> list[Policy]:
                     cfg.eval.baseline_warmup_steps, seed=cfg.seed,
                     num_envs=cfg.eval.baseline_warmup_envs)
             for name in run.eval_baselines]
-
-
-def _safety(env_id: str, r: EpisodeBatch) -> dict[str, Any]:
-    metrics = record(env_id).safety_metrics
-    return {} if metrics is None else metrics(r.final)
 
 
 def evaluate_policies(run: Run, trained: Policy) -> dict[str, Any]:
@@ -74,15 +69,17 @@ def evaluate_policies(run: Run, trained: Policy) -> dict[str, Any]:
                      results[policy.name].returns.mean())
         privileged = {p.name for p in [trained, *baselines] if p.privileged}
         archetypes = list(describe(env_id, kwargs).sampler.tables[-1].names)
-        out[pop_name] = summarise(results, trained.name, privileged, archetypes, env_id,
-                                  overrides)
+        out[pop_name] = summarise(results, trained.name, privileged, archetypes,
+                                  run.record.safety_metrics, overrides)
     return out
 
 
 def summarise(results: dict[str, EpisodeBatch], trained: str, privileged: set[str],
-              archetypes: list[str], env_id: str, overrides: dict[str, Any]
-              ) -> dict[str, Any]:
-    """One population's summary (see the module doc)."""
+              archetypes: list[str],
+              safety_metrics: Callable[[Mapping[str, np.ndarray]], dict[str, Any]] | None,
+              overrides: dict[str, Any]) -> dict[str, Any]:
+    """One population's summary (see the module doc); ``safety_metrics`` is the env
+    record's (``None``: the env has none)."""
     means = {n: float(r.returns.mean()) for n, r in results.items()}
     reference = max((n for n in results if n in privileged), key=means.get, default=None)
     others = [n for n in results if n != trained and n not in privileged]
@@ -99,7 +96,8 @@ def summarise(results: dict[str, EpisodeBatch], trained: str, privileged: set[st
             norm = (m - random_mean) / (means[reference] - random_mean)
         s["policies"][n] = dict(mean=m, ci_low=lo, ci_high=hi, episodes=len(r.returns),
                                 mean_length=float(r.lengths.mean()), oracle_normalised=norm,
-                                privileged=n in privileged, **_safety(env_id, r))
+                                privileged=n in privileged,
+                                **(safety_metrics(r.final) if safety_metrics else {}))
     s["paired"] = [paired_row(trained, n, results) for n in results if n != trained]
     if reference is not None:
         row = paired_row(reference, trained, results)

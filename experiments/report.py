@@ -208,7 +208,7 @@ def write_report(root: Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
         writer.writerows(table)
     _curves(groups, root / "learning_curves.png")
     sweep_file = root / "sweep.json"
-    sweep = json.loads(sweep_file.read_text()) if sweep_file.exists() else None
+    sweep = read_json_object(sweep_file) if sweep_file.exists() else None
     if sweep:
         _parameters(sweep, root / "parameters.png")
     blocks = _blocks(root, table, best, sweep, len(runs))

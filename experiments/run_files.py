@@ -30,7 +30,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import logging
 import os
 import shutil
@@ -352,7 +351,8 @@ class Checkpoints:
 
     @staticmethod
     def meta(path: Path) -> dict[str, Any]:
-        return json.loads((path / "meta.json").read_text())
+        """A checkpoint's ``meta.json`` (``ConfigError`` naming the file if it is damaged)."""
+        return read_json_object(path / "meta.json")
 
 
 class Tracker:

@@ -33,7 +33,7 @@ from experiments.schema import register_configs
 from agents.serving.registry import Registry
 from agents.serving.loader import load_policy
 from agents.serving.traffic import TRAFFIC_MODES, Arm, Decider
-from personarl.errors import ConfigError, check_int
+from personarl.errors import ConfigError
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
 
@@ -141,13 +141,13 @@ def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
 def check_address(host: str, port: int) -> None:
     """Refuse an address the server could not listen on (in use, not a local address),
     before the decision logs are made; uvicorn binds the same way (``SO_REUSEADDR``).
+    ``port`` is already in [0, 65535] (``build_decider``; 0: the system picks one).
 
     Raises:
         ConfigError: naming the address and the system's reason.
     """
     import socket
 
-    check_int("port", port, 0, 65535)                # 0: the system picks a free port
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, kind, proto, _, address = infos[0]
@@ -167,8 +167,8 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
     def start() -> tuple[Any, Any, Any]:
-        check_address(cfg.host, cfg.port)        # before anything is written
-        settings, decider = settings_from(cfg, run_dir), build_decider(cfg)
+        settings, decider = settings_from(cfg, run_dir), build_decider(cfg)  # ranges checked
+        check_address(cfg.host, cfg.port)       # before create_app writes anything
         return settings, decider, create_app(decider, settings)  # takes the logs' locks
 
     settings, decider, app = run_app("serve", cfg, start, run_dir, user_errors=(ValueError,))

@@ -51,9 +51,6 @@ def _table(env_id: str, core: Any) -> dict[str, Callable[..., Policy]]:
 
 def baselines_for(env_id: str, env_kwargs: Mapping[str, Any]) -> list[str]:
     """Names of the baselines that apply to ``env_id`` configured with ``env_kwargs``."""
-    if not isinstance(env_kwargs, Mapping):
-        raise ConfigError(f"env_kwargs={env_kwargs!r} must be a mapping of the env's "
-                          "arguments ({} for its defaults)")
     return list(_table(env_id, describe(env_id, env_kwargs)))
 
 
@@ -67,9 +64,6 @@ def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int
         ConfigError: ``name`` does not apply to this env (the message lists those that
             do), or a parameter is unknown or out of range.
     """
-    if not isinstance(env_kwargs, Mapping):
-        raise ConfigError(f"env_kwargs={env_kwargs!r} must be a mapping of the env's "
-                          "arguments ({} for its defaults)")
     table = _table(env_id, describe(env_id, env_kwargs))
     if name not in table:
         raise ConfigError(f"baseline {name!r} does not apply to {env_id}; valid: "

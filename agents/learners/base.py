@@ -33,6 +33,7 @@ from gymnasium.vector import VectorEnv
 
 from agents.baselines.policies import Policy
 from personarl import jsonio
+from personarl.errors import DataError
 from personarl.seeds import stream_seed
 from personarl.statefile import read_state, write_state
 
@@ -87,7 +88,7 @@ def load_weights(path: Path, sha256: str | None = None) -> dict[str, Any]:
     checked is what is loaded).
 
     Raises:
-        ValueError: the file is missing, differs from ``sha256``, is unreadable or holds
+        DataError: the file is missing, differs from ``sha256``, is unreadable or holds
             anything but named tensors.
     """
     import hashlib
@@ -98,18 +99,18 @@ def load_weights(path: Path, sha256: str | None = None) -> dict[str, Any]:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise ValueError(f"{path} is not a readable weights file: {exc}") from None
+        raise DataError(f"{path} is not a readable weights file: {exc}") from None
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ValueError(f"{path} is not the file the run saved (its SHA-256 differs from "
+        raise DataError(f"{path} is not the file the run saved (its SHA-256 differs from "
                          "the one run.json recorded)")
     try:
         weights = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:             # torch raises UnpicklingError, RuntimeError, …
-        raise ValueError(f"{path} is not a readable weights file: {exc}") from None
+        raise DataError(f"{path} is not a readable weights file: {exc}") from None
     if not (isinstance(weights, dict)
             and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                     for k, v in weights.items())):
-        raise ValueError(f"{path} does not hold a state_dict (names -> tensors)")
+        raise DataError(f"{path} does not hold a state_dict (names -> tensors)")
     return weights
 
 

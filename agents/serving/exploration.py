@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from personarl.errors import ConfigError
+
 __all__ = ["EXPLORATION_MODES", "sample_categorical", "behaviour_probs"]
 
 EXPLORATION_MODES = ("greedy", "sample", "epsilon")
@@ -29,9 +31,9 @@ def behaviour_probs(probs: np.ndarray, mode: str, epsilon: float = 0.0) -> np.nd
     if mode == "sample":
         return probs
     if mode not in EXPLORATION_MODES:
-        raise ValueError(f"exploration mode {mode!r}; valid: {list(EXPLORATION_MODES)}")
+        raise ConfigError(f"exploration mode {mode!r}; valid: {list(EXPLORATION_MODES)}")
     if not 0.0 <= epsilon <= 1.0:
-        raise ValueError(f"epsilon={epsilon!r} is outside the valid range [0, 1]")
+        raise ConfigError(f"epsilon={epsilon!r} is outside the valid range [0, 1]")
     n, k = probs.shape
     out = np.zeros((n, k))
     out[np.arange(n), probs.argmax(axis=1)] = 1.0
