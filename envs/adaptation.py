@@ -9,6 +9,7 @@ from envs.adaptation_core import OBS_COLUMNS, AdaptationCore
 from envs.adaptation_model import AdaptationModel
 from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
                            coerce_population, resolve_reward_fn)
+from envs import registration
 from envs.registration import EnvRecord, register
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from personarl.errors import check_int, check_range
@@ -125,7 +126,8 @@ class PersonalityAdaptationEnv(CoreEnv):
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:
-        super().__init__(build_core(1, info_level=info_level, **kwargs), info_level)
+        super().__init__(registration.build_core(ENV_ID, 1, info_level=info_level, **kwargs),
+                         info_level)
 
 
 class PersonalityAdaptationVectorEnv(CoreVectorEnv):
@@ -133,7 +135,8 @@ class PersonalityAdaptationVectorEnv(CoreVectorEnv):
 
     def __init__(self, num_envs: int = 1, *, info_level: str = "full",
                  autoreset_mode: str = "next_step", **kwargs: Any) -> None:
-        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
+        super().__init__(registration.build_core(ENV_ID, num_envs, info_level=info_level,
+                                                  **kwargs), info_level,
                          autoreset_mode)
 
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 import gymnasium as gym
 
 import envs
-from envs.registration import check_arguments, load_entry_point
+from envs.registration import load_entry_point
 
 __all__ = ["create_env", "creator_for", "vector_maker"]
 
@@ -24,10 +24,8 @@ def create_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env 
     rec = envs.record(env_id)                     # ConfigError listing the registered ids
     kwargs = dict(config or {})
     if "num_envs" in kwargs:
-        num_envs = kwargs.pop("num_envs")
-        check_arguments(env_id, kwargs, extra=("autoreset_mode",))
-        return load_entry_point(rec.vector_entry_point)(num_envs=num_envs, **kwargs)
-    check_arguments(env_id, kwargs)
+        return load_entry_point(rec.vector_entry_point)(num_envs=kwargs.pop("num_envs"),
+                                                        **kwargs)
     return load_entry_point(rec.entry_point)(**kwargs)
 
 

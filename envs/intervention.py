@@ -11,6 +11,7 @@ from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_confi
                            coerce_population, column_slices, resolve_reward_fn)
 from envs.intervention_core import OBS_FEATURES, InterventionCore
 from envs.intervention_model import InterventionModel
+from envs import registration
 from envs.registration import EnvRecord, register
 from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
 from personarl.errors import check_int, check_range
@@ -142,7 +143,8 @@ class InterventionTimingEnv(CoreEnv):
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:
-        super().__init__(build_core(1, info_level=info_level, **kwargs), info_level)
+        super().__init__(registration.build_core(ENV_ID, 1, info_level=info_level, **kwargs),
+                         info_level)
 
 
 class InterventionTimingVectorEnv(CoreVectorEnv):
@@ -150,7 +152,8 @@ class InterventionTimingVectorEnv(CoreVectorEnv):
 
     def __init__(self, num_envs: int = 1, *, info_level: str = "full",
                  autoreset_mode: str = "next_step", **kwargs: Any) -> None:
-        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
+        super().__init__(registration.build_core(ENV_ID, num_envs, info_level=info_level,
+                                                  **kwargs), info_level,
                          autoreset_mode)
 
 

@@ -204,17 +204,15 @@ def record(env_id: str) -> EnvRecord:
         raise ConfigError(f"unknown env id {env_id!r}; valid: {list(_RECORDS)}") from None
 
 
-def check_arguments(env_id: str, kwargs: Mapping[str, Any], extra: tuple[str, ...] = ()
-                    ) -> None:
-    """Refuse keyword arguments ``env_id``'s ``build_core`` does not take (``extra``: the
-    face's own, e.g. ``autoreset_mode``): a ``ConfigError`` naming them and the valid ones,
-    instead of Python's ``TypeError``."""
+def check_arguments(env_id: str, kwargs: Mapping[str, Any]) -> None:
+    """Refuse keyword arguments ``env_id``'s ``build_core`` does not take: a ``ConfigError``
+    naming them and the valid ones, instead of Python's ``TypeError``."""
     params = inspect.signature(load_entry_point(record(env_id).build_core)).parameters
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     named = [n for n, p in params.items()
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    valid = named[1:] + list(extra)                  # the first is num_lanes
+    valid = named[1:]                                # the first is num_lanes
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ConfigError(f"{env_id} has no argument(s) {unknown}; valid: {sorted(valid)}")
@@ -222,7 +220,8 @@ def check_arguments(env_id: str, kwargs: Mapping[str, Any], extra: tuple[str, ..
 
 def build_core(env_id: str, num_lanes: int, **kwargs: Any) -> Any:
     """A core of ``env_id`` with ``num_lanes`` lanes (validates ``kwargs``: ``ConfigError``
-    naming a bad or unknown one)."""
+    naming a bad or unknown one). The built-in envs' faces build their cores through it,
+    so ``gym.make``, ``create_env`` and ``describe`` refuse alike."""
     check_arguments(env_id, kwargs)
     return load_entry_point(record(env_id).build_core)(num_lanes, **kwargs)
 

@@ -7,6 +7,7 @@ from typing import Any, Mapping
 
 from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
                            coerce_population)
+from envs import registration
 from envs.registration import EnvRecord, register
 from envs.routing_core import ObsLayout, RoutingCore
 from envs.routing_model import AgentWorld, ResponseModel
@@ -155,7 +156,8 @@ class AgentRoutingEnv(CoreEnv):
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:
-        super().__init__(build_core(1, info_level=info_level, **kwargs), info_level)
+        super().__init__(registration.build_core(ENV_ID, 1, info_level=info_level, **kwargs),
+                         info_level)
         self.layout: ObsLayout = self._core.layout
 
 
@@ -168,7 +170,8 @@ class AgentRoutingVectorEnv(CoreVectorEnv):
 
     def __init__(self, num_envs: int = 1, *, info_level: str = "full",
                  autoreset_mode: str = "next_step", **kwargs: Any) -> None:
-        super().__init__(build_core(num_envs, info_level=info_level, **kwargs), info_level,
+        super().__init__(registration.build_core(ENV_ID, num_envs, info_level=info_level,
+                                                  **kwargs), info_level,
                          autoreset_mode)
         self.layout: ObsLayout = self._core.layout
 
