@@ -27,12 +27,12 @@ class AdaptationConfig:
 
     id: str = ENV_ID
     action_mode: str = "discrete"
-    max_turns: int = 16
+    horizon: int = 16
     obs_noise: float = 0.1
     model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
 
 
-def build_core(num_lanes: int, *, action_mode: str = "discrete", max_turns: int = 16,
+def build_core(num_lanes: int, *, action_mode: str = "discrete", horizon: int = 16,
                population: PopulationConfig | PopulationSampler | Mapping | None = None,
                model: AdaptationModel | Mapping | None = None,
                reward_weights: AdaptationRewardWeights | Mapping | None = None,
@@ -44,7 +44,7 @@ def build_core(num_lanes: int, *, action_mode: str = "discrete", max_turns: int 
     return AdaptationCore(
         check_int("num_envs", num_lanes, 1), sampler=sampler,
         model=coerce_config(model, AdaptationModel, "model"), reward_fn=reward_fn,
-        max_turns=check_int("max_turns", max_turns, 4, 1000), action_mode=action_mode,
+        horizon=check_int("horizon", horizon, 4, 1000), action_mode=action_mode,
         obs_noise=check_range("obs_noise", obs_noise, 0, 1),
         with_truth=check_info_level(info_level) == "full")
 
@@ -54,7 +54,7 @@ class PersonalityAdaptationEnv(CoreEnv):
 
     ## Description
 
-    One episode is one conversation of up to ``max_turns`` turns through four phases —
+    One episode is one conversation of up to ``horizon`` turns through four phases —
     opening (15% of the turns), building (30%), problem solving (40%), closing (15%). Each
     turn the user sends a message; the policy sets the style the assistant answers in. How
     well that style suits the user moves their sentiment and engagement, which carry into
@@ -85,7 +85,7 @@ class PersonalityAdaptationEnv(CoreEnv):
     | columns | content |
     |---|---|
     | phase (4) | one-hot conversation phase |
-    | turn (1) | turn / max_turns |
+    | turn (1) | turn / horizon |
     | sentiment, urgency, length (3) | features of the user's message (noise ``obs_noise``) |
     | topic (5) | one-hot topic (``synth.TASK_TYPES``) |
     | perceived (10) | the platform's running estimate of the user's traits |
@@ -100,7 +100,7 @@ class PersonalityAdaptationEnv(CoreEnv):
 
     ## Episode End
 
-    ``terminated`` after ``max_turns`` turns or when a user whose engagement fell below
+    ``terminated`` after ``horizon`` turns or when a user whose engagement fell below
     ``leave_below`` leaves (probability ``leave_prob`` per turn). ``truncated`` is always
     ``False``.
 
@@ -115,14 +115,15 @@ class PersonalityAdaptationEnv(CoreEnv):
 
     ## Arguments
 
-    ``action_mode`` (``"discrete"`` or ``"continuous"``), ``max_turns`` (4..1000),
+    ``action_mode`` (``"discrete"`` or ``"continuous"``), ``horizon`` (turns per conversation, 4..1000),
     ``population`` (must keep the six default archetypes), ``model``
     (``AdaptationModel`` or a mapping), ``reward_weights`` or ``reward_fn``, ``obs_noise``,
     ``info_level``.
 
     ## Version History
 
-    * v0: initial version.
+    * v0: initial version (issue 17 renamed the argument ``max_turns`` to ``horizon``,
+      the name every env gives the most decisions an episode can have).
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:
@@ -148,4 +149,5 @@ RECORD = register(EnvRecord(
     reward_config=AdaptationRewardWeights,
     observation_layout=lambda kwargs: dict(OBS_COLUMNS),
     action_modes={"discrete": {}, "continuous": {"action_mode": "continuous"}},
-    baselines="agents.baselines.adaptation:adaptation_baselines"))
+    baselines="agents.baselines.adaptation:adaptation_baselines",
+    renamed={"max_turns": "horizon"}))

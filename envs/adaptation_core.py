@@ -44,7 +44,7 @@ class AdaptationCore(BaseCore):
                     "step_info")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: AdaptationModel,
-                 reward_fn: AdaptationRewardFn, max_turns: int, action_mode: str,
+                 reward_fn: AdaptationRewardFn, horizon: int, action_mode: str,
                  obs_noise: float, with_truth: bool) -> None:
         if action_mode not in ACTION_MODES:
             raise ConfigError(f"action_mode={action_mode!r}; valid: {list(ACTION_MODES)}")
@@ -52,7 +52,7 @@ class AdaptationCore(BaseCore):
             raise ConfigError("PersonalityAdaptation's compatibility model is defined for "
                               f"the six default archetypes {list(ARCHETYPE_NAMES)}; got "
                               f"{list(sampler.base.names)}")
-        self.B, self.H = num_lanes, max_turns
+        self.B, self.horizon = num_lanes, horizon
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         self.discrete = action_mode == "discrete"
         self.actions = (DiscreteActions(len(STYLES), STYLES) if self.discrete
@@ -60,7 +60,7 @@ class AdaptationCore(BaseCore):
         self.obs_noise, self.with_truth = obs_noise, with_truth
         self.cols = OBS_COLUMNS
         self.obs_size = OBS_COLUMNS["last_style"].stop
-        B, H = num_lanes, max_turns
+        B, H = num_lanes, horizon
         self.traits, self.target, self.importance = (np.zeros((B, _N)) for _ in range(3))
         self.weights = np.zeros((B, sampler.num_archetypes))
         self.primary, self.group = np.zeros(B, np.int64), np.zeros(B, np.int64)
@@ -78,7 +78,7 @@ class AdaptationCore(BaseCore):
 
     def phase(self, t: np.ndarray) -> np.ndarray:
         """Phase index of turn ``t``."""
-        return phase_of(t, self.H)
+        return phase_of(t, self.horizon)
 
     def preferences(self, lanes: np.ndarray | slice = slice(None)) -> Preferences:
         return Preferences(self.target[lanes], self.importance[lanes])
@@ -86,7 +86,7 @@ class AdaptationCore(BaseCore):
     # ------------------------------------------------------------------ users
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """New users in ``lanes``: persona, preferences, opening state, all their noise."""
-        m, H, mdl = len(lanes), self.H, self.model
+        m, H, mdl = len(lanes), self.horizon, self.model
         pop = self.sampler.sample(m, rng, start_time=self.population_time)
         self.population_time += m
         w6 = pop.weights[:, : len(ARCHETYPE_NAMES)]
@@ -124,7 +124,7 @@ class AdaptationCore(BaseCore):
                                         self.reward_fn)
         leave = (self.state.engagement < m.leave_below) & (self.leave_u[rows, t] < m.leave_prob)
         t1 = t + 1
-        terminated = leave | (t1 >= self.H)
+        terminated = leave | (t1 >= self.horizon)
         # the platform reads the user's next message: one more noisy trait reading
         self.perceived += (self.reading[rows, t1] - self.perceived) / (t1 + 1)[:, None]
         self.t, self.last_style = t1, style
@@ -140,7 +140,7 @@ class AdaptationCore(BaseCore):
         x = self.traits[lanes]
         o = np.zeros((n, self.obs_size), dtype=np.float32)
         o[np.arange(n), c["phase"].start + phase] = 1.0
-        o[:, c["turn"].start] = t / self.H
+        o[:, c["turn"].start] = t / self.horizon
         o[:, c["sentiment"].start] = np.clip((s.sentiment[lanes] + 1) / 2 + noise[:, 0], 0, 1)
         o[:, c["urgency"].start] = np.clip(
             PHASE_URGENCY[phase] + 0.3 * (x[:, TRAITS.index("neuroticism")] - 0.5)

@@ -138,11 +138,11 @@ class ChatState:
         return ChatState(self.sentiment[idx].copy(), self.engagement[idx].copy())
 
 
-def phase_of(turn: np.ndarray, max_turns: int) -> np.ndarray:
+def phase_of(turn: np.ndarray, horizon: int) -> np.ndarray:
     """Phase index of each turn: opening 15% of the turns, building 30%, problem solving
     40%, closing 15%."""
-    bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * max_turns).astype(np.int64)
-    return np.searchsorted(bounds, np.minimum(turn, max_turns - 1), side="right")
+    bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * horizon).astype(np.int64)
+    return np.searchsorted(bounds, np.minimum(turn, horizon - 1), side="right")
 
 
 def style_vectors(style: np.ndarray, perceived: np.ndarray) -> np.ndarray:

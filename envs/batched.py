@@ -188,7 +188,7 @@ class BaseCore(ABC):
 
     Subclasses set ``B``, ``actions``, ``rows`` (``arange(B)``), ``t``, ``obs`` (every
     feature in [0, 1]), ``obs_size`` and ``cols`` (observation block name -> column slice),
-    ``H`` (the most decisions an episode can have), ``sampler`` (the
+    ``horizon`` (the most decisions an episode can have), ``sampler`` (the
     ``PopulationSampler`` users come from: its archetype names label the per-archetype
     tables), ``started``, ``population_time``, ``with_truth`` and ``step_info``, and
     implement ``reset_lanes``, ``step`` and ``info``. ``info`` must carry what evaluation

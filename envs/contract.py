@@ -28,7 +28,7 @@ as Gymnasium's own tests parametrise over every spec). Each check raises
 9. ``layout``: the record's ``observation_layout`` tiles the observation exactly.
 10. ``truth``: ``info`` (full) carries what evaluation reads — ``latent_primary`` and
     ``is_bot`` per lane, ``oracle_action`` shaped like an action per lane — and, after every
-    step, the record's ``safety_keys``; the core has ``H`` (an int) and ``sampler`` (with
+    step, the record's ``safety_keys``; the core has ``horizon`` (an int: the most decisions an episode can have) and ``sampler`` (with
     archetype names).
 """
 
@@ -338,8 +338,8 @@ def check_truth(env_id: str, kwargs: Mapping[str, Any]) -> None:
     rec = record(env_id)
     env = create_env(env_id, {**kwargs, "num_envs": 5})
     core = env._core
-    assert isinstance(getattr(core, "H", None), (int, np.integer)), \
-        "the core has no int H (the most decisions an episode can have)"
+    assert isinstance(getattr(core, "horizon", None), (int, np.integer)), \
+        "the core has no int horizon (the most decisions an episode can have)"
     sampler = getattr(core, "sampler", None)
     assert sampler is not None and len(sampler.tables[-1].names) > 0, \
         "the core has no sampler with archetype names (core.sampler.tables[-1].names)"

@@ -60,7 +60,7 @@ class InterventionCore(BaseCore):
         self.B, self.K = num_lanes, len(ACTIONS)
         self.actions = DiscreteActions(self.K, ACTIONS)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
-        self.days, self.slots, self.H = days, slots_per_day, days * slots_per_day
+        self.days, self.slots, self.horizon = days, slots_per_day, days * slots_per_day
         self.obs_noise, self.with_truth = obs_noise, with_truth
         self.cols = column_slices((n, slots_per_day if n == "slot" else w)
                                   for n, w in OBS_FEATURES)
@@ -75,8 +75,8 @@ class InterventionCore(BaseCore):
         self.mixture = z(sampler.num_archetypes)
         self.offset_exp, self.table_id = z(len(TRAITS)), z(dtype=np.int64)
         self.day_noise = z(days, sampler.num_archetypes)
-        self.shock, self.u_opt, self.u = z(self.H), z(self.H), z(self.H, 2)
-        self.u_return, self.noise = z(days), z(self.H + 1, 4)
+        self.shock, self.u_opt, self.u = z(self.horizon), z(self.horizon), z(self.horizon, 2)
+        self.u_return, self.noise = z(days), z(self.horizon + 1, 4)
         self.counts = {name: z() for name in _COUNTS}
         self.opted_out = z(dtype=bool)
         self.t = z(dtype=np.int64)
@@ -90,7 +90,7 @@ class InterventionCore(BaseCore):
     # ------------------------------------------------------------------ users
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """New users in ``lanes``: latent persona, initial state, exogenous draws."""
-        m, H, mdl = len(lanes), self.H, self.model
+        m, H, mdl = len(lanes), self.horizon, self.model
         pop = self.sampler.sample(m, rng, start_time=self.population_time)
         self.population_time += m
         user = UserTraits.from_traits(pop.traits)
@@ -142,8 +142,8 @@ class InterventionCore(BaseCore):
         day_end = t1 % self.slots == 0
         stays = self.u_return[rows, day] < m.come_back(self.state.engagement,
                                                        self.state.annoyance)
-        leaves = day_end & (t1 < self.H) & ~stays
-        terminated = optout | leaves | (t1 >= self.H)
+        leaves = day_end & (t1 < self.horizon) & ~stays
+        terminated = optout | leaves | (t1 >= self.horizon)
         self._drift(np.flatnonzero(day_end & ~terminated), day)
         self.opted_out |= optout
         self.t = t1
@@ -171,15 +171,15 @@ class InterventionCore(BaseCore):
             getattr(self.user, name)[lanes] = getattr(user, name)
 
     def _observe(self, lanes: np.ndarray) -> None:
-        c, s, t = self.cols, self.state, np.minimum(self.t[lanes], self.H)
+        c, s, t = self.cols, self.state, np.minimum(self.t[lanes], self.horizon)
         noise = self.noise[lanes, t]
         o = np.zeros((len(lanes), self.obs_size), dtype=np.float32)
         emotions = np.stack([(s.valence[lanes] + 1) / 2, s.arousal[lanes], s.stress[lanes],
                              s.engagement[lanes]], axis=1)
         o[:, 0:4] = fast_clip(emotions + noise, 0.0, 1.0)
-        slot = np.minimum(t, self.H - 1) % self.slots
+        slot = np.minimum(t, self.horizon - 1) % self.slots
         o[np.arange(len(lanes)), c["slot"].start + slot] = 1.0
-        day = np.minimum(t, self.H - 1) // self.slots
+        day = np.minimum(t, self.horizon - 1) // self.slots
         o[np.arange(len(lanes)), c["weekday"].start + (self.weekday0[lanes] + day) % 7] = 1.0
         o[:, c["day"].start] = day / self.days
         o[:, c["fatigue"].start] = s.fatigue[lanes] / (1.0 + s.fatigue[lanes])
@@ -192,7 +192,7 @@ class InterventionCore(BaseCore):
     # ------------------------------------------------------------------ info
     def expected_rewards(self) -> np.ndarray:
         """``(B, K)`` expected immediate reward of every action in the current state."""
-        shock = self.shock[self.rows, np.minimum(self.t, self.H - 1)]
+        shock = self.shock[self.rows, np.minimum(self.t, self.horizon - 1)]
         return action_rewards(self.state, self.user, self.consent, shock, self.model,
                               self.reward_fn)
 
@@ -201,7 +201,7 @@ class InterventionCore(BaseCore):
         (views of the state; the faces copy)."""
         self.require_truth()
         expected = self.expected_rewards()
-        t = np.minimum(self.t, self.H - 1)
+        t = np.minimum(self.t, self.horizon - 1)
         info: dict[str, Any] = {f"latent_{n}": getattr(self.state, n) for n in _STATE}
         info.update({f"user_{n}": getattr(self.user, n) for n in _USER})
         needed = ((self.state.stress > self.model.need_stress)

@@ -59,6 +59,8 @@ class EnvRecord:
         baselines: ``"module:function"`` of the baselines entry, ``(core) -> {name:
             builder}``; the builders add to the baselines every env gets
             (``agents.baselines.factory``). ``None``: the env has no baselines yet.
+        renamed: ``{old argument name: current name}``; an old name is refused with a
+            message that gives the current one.
     """
 
     id: str
@@ -75,6 +77,7 @@ class EnvRecord:
     safety_keys: tuple[str, ...] = ()
     safety_metrics: Callable[[Mapping[str, np.ndarray]], dict[str, Any]] | None = None
     baselines: str | None = None
+    renamed: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def version(self) -> int | None:
@@ -142,6 +145,15 @@ def _problems(rec: EnvRecord) -> list[str]:
         out.append(f"safety_metrics={rec.safety_metrics!r} is not a function")
     if rec.safety_keys and rec.safety_metrics is None:
         out.append(f"safety_keys {list(rec.safety_keys)} without safety_metrics")
+    if not isinstance(rec.renamed, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in rec.renamed.items()):
+        out.append(f"renamed={rec.renamed!r} is not a mapping of old -> current argument "
+                   "names")
+    elif dataclasses.is_dataclass(config):
+        current = {f.name for f in dataclasses.fields(config)}
+        stale = sorted(v for v in rec.renamed.values() if v not in current)
+        if stale:
+            out.append(f"renamed points at {stale}, which env_config does not have")
     taken = {r.config_name: r.id for r in _RECORDS.values() if r.id != rec.id}
     if rec.config_name in taken:
         out.append(f"config_name {rec.config_name!r} is already {taken[rec.config_name]}'s")
@@ -215,7 +227,11 @@ def check_arguments(env_id: str, kwargs: Mapping[str, Any]) -> None:
     valid = named[1:]                                # the first is num_lanes
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ConfigError(f"{env_id} has no argument(s) {unknown}; valid: {sorted(valid)}")
+        renamed = record(env_id).renamed
+        hint = "".join(f" ({old!r} was renamed {renamed[old]!r})" for old in unknown
+                       if old in renamed)
+        raise ConfigError(f"{env_id} has no argument(s) {unknown}; valid: {sorted(valid)}"
+                          + hint)
 
 
 def build_core(env_id: str, num_lanes: int, **kwargs: Any) -> Any:

@@ -61,7 +61,7 @@ def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
         quality=coerce_config(quality, QualityModel, "quality"),
         fusion=PersonaFusion(sampler.proportions[0, : sampler.base.size],
                              fusion_prior_strength),
-        behaviour=coerce_config(behaviour, BehaviourModel, "behaviour"), max_tasks=horizon,
+        behaviour=coerce_config(behaviour, BehaviourModel, "behaviour"), horizon=horizon,
         with_truth=check_info_level(info_level) == "full",
         pool_chunk=pool_chunk)
 

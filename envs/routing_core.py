@@ -66,7 +66,7 @@ class RoutingCore(BaseCore):
         quality: bot-quality score model.
         fusion: persona fusion over the sampler's base archetypes.
         behaviour: per-interaction behaviour noise.
-        max_tasks: interactions per session H.
+        horizon: tasks (decisions) per session, ``H``.
         with_truth: also precompute the ground truth that ``info`` reports.
         pool_chunk: users generated at a time.
     """
@@ -77,9 +77,9 @@ class RoutingCore(BaseCore):
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
                  response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
-                 fusion: PersonaFusion, behaviour: BehaviourModel, max_tasks: int,
+                 fusion: PersonaFusion, behaviour: BehaviourModel, horizon: int,
                  with_truth: bool = True, pool_chunk: int = 512) -> None:
-        self.B, self.H, self.K = num_lanes, max_tasks, world.num_agents
+        self.B, self.horizon, self.K = num_lanes, horizon, world.num_agents
         self.actions = DiscreteActions(self.K, [f"agent_{k}" for k in range(self.K)])
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
@@ -110,7 +110,7 @@ class RoutingCore(BaseCore):
         self.started = False
         self.step_info: dict[str, np.ndarray] = {}
         self.t = np.zeros(num_lanes, dtype=np.int64)
-        self.queue = np.zeros((num_lanes, max_tasks + response.max_delay + 1))
+        self.queue = np.zeros((num_lanes, horizon + response.max_delay + 1))
         self.obs_size = self.layout.size
         self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
 
@@ -122,7 +122,7 @@ class RoutingCore(BaseCore):
 
     def _generate(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Whole exogenous sessions for ``n`` new users, packed per step."""
-        H, C = self.H, len(COLUMNS)
+        H, C = self.horizon, len(COLUMNS)
         sampler, response = self.sampler, self.response
         pop = sampler.sample(n, rng, start_time=self.population_time)
         self.population_time += n
@@ -261,7 +261,7 @@ class RoutingCore(BaseCore):
     # ------------------------------------------------------------------ info
     def lane_info(self, lane: int) -> dict[str, Any]:
         """``info()`` for one lane with Python/NumPy scalars (the single env's view)."""
-        t = min(int(self.t[lane]), self.H - 1)
+        t = min(int(self.t[lane]), self.horizon - 1)
         truth, static, c = self.lanes["truth"][lane, t], self.lanes["static"][lane], \
             self.truth_cols
         return {
@@ -279,7 +279,7 @@ class RoutingCore(BaseCore):
         """Ground truth for the current decision of every lane (arrays, lanes first)."""
         self.require_truth()
         rows = self.rows
-        t = np.minimum(self.t, self.H - 1)
+        t = np.minimum(self.t, self.horizon - 1)
         truth = self.lanes["truth"][rows, t]
         static = self.lanes["static"]
         c = self.truth_cols

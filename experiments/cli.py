@@ -154,7 +154,12 @@ def check_command_line(config_name: str, action: str, argv: list[str] | None = N
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__
         detail = f": {_one_line(cause)}" if cause is not None else ""
-        _usage(action, _one_line(exc).rstrip(".") + detail)
+        from experiments.schema import renamed_options
+
+        renamed = renamed_options(config_name)
+        hints = [f" ({k!r} was renamed {renamed[k]!r})" for k in
+                 (a.split("=", 1)[0].lstrip("+~") for a in args) if k in renamed]
+        _usage(action, _one_line(exc).rstrip(".") + detail + "".join(hints))
 
 
 def _one_line(exc: BaseException) -> str:

@@ -4,7 +4,7 @@
     python -m experiments.collect env.horizon=1 episodes=10000
     python -m experiments.collect env=intervention reward=intervention behaviour=greedy \\
         exploration.epsilon=0.3 episodes=1000
-    python -m experiments.collect behaviour=outputs/<date>/<time>/policy exploration.mode=softmax
+    python -m experiments.collect behaviour=outputs/<date>/<time>/policy exploration.mode=sample exploration.temperature=2
 
 ``behaviour`` is a baseline's name (learning baselines first learn online for
 ``warmup_steps`` batched steps, then are frozen) or a policy bundle directory. Writes
@@ -29,9 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
+from agents.serving.exploration import Exploration
 from experiments.wiring import env_kwargs, load_policy_spec
 from personarl.seeds import MAX_SEED
-from personarl.errors import ConfigError, check_flag, check_int, check_range
+from personarl.errors import ConfigError, check_flag, check_int
 
 __all__ = ["collect_data", "main"]
 
@@ -42,36 +43,31 @@ register_configs()
 def collect_data(cfg: DictConfig, out: Path) -> Path:
     """Collect per ``cfg`` and write the Parquet file ``out``."""
     from envs.creator import vector_maker
-    from ope.collect import EXPLORATION, collect
+    from ope.collect import collect
     from ope.files import write_logged
 
     env_id, kwargs = env_kwargs(cfg)
     episodes = check_int("episodes", cfg.episodes, 1)
     check_int("seed", cfg.seed, 0, MAX_SEED - 1)
     record_truth = check_flag("record_truth", cfg.record_truth)
-    x = cfg.exploration
-    if x.mode not in EXPLORATION:
-        raise ConfigError(f"exploration.mode={x.mode!r}; valid: {list(EXPLORATION)}")
-    check_range("exploration.epsilon", x.epsilon, 0.0, 1.0)
-    check_range("exploration.temperature", x.temperature, 0.0, float("inf"), low_open=True)
+    x = Exploration.of(cfg.exploration)
     policy, name = load_policy_spec(str(cfg.behaviour), env_id, kwargs, cfg.seed,
                                     check_int("warmup_steps", cfg.warmup_steps, 0),
                                     "behaviour")
     if policy.privileged:
         raise ConfigError(f"behaviour={cfg.behaviour!r} reads the latent truth; a behaviour "
                           "policy must act on what the platform observes")
-    if name == "random" and x.mode != "softmax":
+    if name == "random" and x.mode != "sample":
         raise ConfigError(f"behaviour=random with exploration.mode={x.mode}: a uniformly "
                           "random policy has no greedy action (every action ties), so "
                           "greedy/epsilon would log the first action; use "
-                          "exploration.mode=softmax (temperature 1 is the policy itself)")
+                          "exploration.mode=sample")
     plain = OmegaConf.to_container(cfg, resolve=True)
     meta = dict(env_id=env_id, env_version=int(env_id.rsplit("-v", 1)[-1]), env_config=kwargs,
                 behaviour=name, config_hash=hashlib.sha256(json.dumps(
                     plain, sort_keys=True).encode()).hexdigest()[:16])
     data = collect(policy, vector_maker(env_id, kwargs), episodes, seed=cfg.seed,
-                   exploration=x.mode, epsilon=x.epsilon, temperature=x.temperature,
-                   meta=meta, record_truth=record_truth)
+                   exploration=x, meta=meta, record_truth=record_truth)
     try:
         write_logged(data, out)
     except OSError as exc:

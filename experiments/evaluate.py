@@ -7,6 +7,8 @@ intervals, the true values beside them, rankings and a recommendation.
 
 Writes ``report.md``, ``report.html``, ``summary.json`` and ``estimates.png`` into the Hydra
 run directory. The env comes from the data's metadata; a bundle for another env is refused.
+The policies act under ``exploration`` (``greedy`` unless set; the random baseline always
+samples), in the estimates and in the truth alike.
 Per policy and estimator: the estimate (None where undefined), its percentile-bootstrap CI
 (whole episodes resampled; ``ci.refit=true`` refits the reward/Q model in each of
 ``ci.refit_resamples`` resamples so model-based intervals include the model's error), the
@@ -31,6 +33,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from agents.serving.exploration import Exploration
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
 from experiments.wiring import load_policy_spec
@@ -88,10 +91,10 @@ def _env_of(path: str, env_id: str, kwargs: Any, data: Any) -> Callable[[int], A
         raise DataError(f"{path}: observations have {obs_dim} columns but {env_id} with "
                         f"env_config {kwargs} observes {core.obs_size}; the log is not from "
                         "that env")
-    if data.horizon > core.H:
-        raise DataError(f"{path}: episodes of up to {data.horizon} decisions, but {env_id} "
-                        f"with env_config {kwargs} ends every episode within {core.H}; the "
-                        "log is not from that env")
+    if data.max_episode_length > core.horizon:
+        raise DataError(f"{path}: episodes of up to {data.max_episode_length} decisions, but "
+                        f"{env_id} with env_config {kwargs} ends every episode within "
+                        f"{core.horizon} (its horizon); the log is not from that env")
     return vector_maker(env_id, kwargs)
 
 
@@ -117,7 +120,7 @@ def _settings(cfg: DictConfig, data: Any) -> dict[str, Any]:
         raise ConfigError(str(exc)) from None
     check_int("seed", cfg.seed, 0, MAX_SEED - 1)
     return dict(
-        names=names, refit=check_flag("ci.refit", cfg.ci.refit),
+        names=names, exploration=Exploration.of(cfg.exploration), refit=check_flag("ci.refit", cfg.ci.refit),
         gamma=check_range("gamma", cfg.gamma, 0.0, 1.0),
         lam=check_range("switch_lambda", cfg.switch_lambda, 0.0, float("inf")),
         resamples=check_int("ci.resamples", cfg.ci.resamples, 10),
@@ -140,7 +143,8 @@ def _models(data: Any, pis: dict[str, np.ndarray], names: list[str], s: dict[str
     from ope.models import fitted_q, out_of_fold_r2, reward_model
     from ope.uncertainty import refit_bootstrap
 
-    one_step, table = data.horizon == 1, E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
+    one_step = data.max_episode_length == 1
+    table = E.ONE_STEP if one_step else E.SEQUENTIAL
     notes = []
     if one_step and data.n_episodes < s["folds"] and names == list(table):
         notes.append(f"the model-based estimators are left out: cross-fitting with "
@@ -192,17 +196,19 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                               "does not hold (collect with record_truth=true to evaluate it "
                               "on simulated logs)")
         label = str(spec) if name.startswith("bundle:") else name     # as the user wrote it
-        policies[label] = (policy, "stochastic" if name == "random" else cfg.mode)
+        # uniform has no most probable action: random always samples
+        policies[label] = (policy, Exploration("sample") if name == "random"
+                           else s["exploration"])
     if len(policies) < 1:
         raise ConfigError("policies is empty; name at least one baseline or bundle")
 
-    pis = {label: evaluation_probs(p, data.obs, mode, context=data.context)
-           for label, (p, mode) in policies.items()}
+    pis = {label: evaluation_probs(p, data.obs, x, context=data.context)
+           for label, (p, x) in policies.items()}
     names, q_hats, r2, refit, notes = _models(data, pis, s["names"], s, cfg.seed)
     # the normalisation: random and the best privileged baseline, both simulated
     episodes = s["truth_episodes"]
     random = make_policy(env_id, "random", kwargs, seed=cfg.seed)
-    v_random = true_value(random, make_env, episodes, cfg.seed, "stochastic")["value"]
+    v_random = true_value(random, make_env, episodes, cfg.seed, "sample")["value"]
     tops = {n: true_value(make_policy(env_id, n, kwargs, seed=cfg.seed), make_env,
                           episodes, cfg.seed)["value"]
             for n in baselines_for(env_id, kwargs) if n in ("oracle", "planner")}
@@ -210,11 +216,11 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     v_top = tops[top_name]
 
     results: dict[str, Any] = {}
-    for label, (policy, mode) in policies.items():
+    for label, (policy, x) in policies.items():
         res = estimate(data, pis[label], q_hats[label], names=names, gamma=s["gamma"],
                        lam=s["lam"], n_resamples=s["resamples"], alpha=s["alpha"],
                        seed=cfg.seed, refit=refit.get(label))
-        truth = true_value(policy, make_env, episodes, cfg.seed, mode)
+        truth = true_value(policy, make_env, episodes, cfg.seed, x)
         for r in res["estimates"].values():
             defined = r["estimate"] is not None
             r["normalised_error"] = normalised_error(r["estimate"], truth["value"], v_top,
@@ -223,7 +229,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                  if defined and r["ci_low"] is not None else None)
         res["warnings"] = notes + res["warnings"]
         choice, reason = recommend(data, res["diagnostics"], r2, res["estimates"])
-        results[label] = dict(mode=mode, truth=truth, **res,
+        results[label] = dict(exploration=x.describe(), truth=truth, **res,
                               recommendation=dict(estimator=choice, reason=reason))
         log.info("%s: truth %.4f; %s", label, truth["value"], ", ".join(
             f"{e} {'undefined' if r['estimate'] is None else format(r['estimate'], '.4f')}"
@@ -242,8 +248,9 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         [v["diagnostics"] for v in results.values()]), r2, common)
     summary = dict(
         data=dict(path=str(Path(cfg.data).resolve()), env_id=env_id, episodes=data.n_episodes,
-                  decisions=data.n, horizon=data.horizon, meta=data.meta),
-        model=dict(kind="cross-fitted reward model" if data.horizon == 1 else
+                  decisions=data.n, max_episode_length=data.max_episode_length,
+                  meta=data.meta),
+        model=dict(kind="cross-fitted reward model" if data.max_episode_length == 1 else
                    "fitted-Q evaluation", out_of_fold_r2=r2),
         intervals=dict(resamples=s["resamples"], alpha=s["alpha"], refit=s["refit"],
                        refit_resamples=s["refit_resamples"] if s["refit"] else None),
@@ -299,8 +306,8 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
     rec = s["recommendation"]
     b: list[Block] = [
         ("h1", f"Offline policy evaluation — {d['env_id']}"),
-        ("p", f"{d['decisions']:,} logged decisions in {d['episodes']:,} episodes (horizon up "
-              f"to {d['horizon']}) from `{meta.get('behaviour', '?')}` with "
+        ("p", f"{d['decisions']:,} logged decisions in {d['episodes']:,} episodes (the longest "
+              f"{d['max_episode_length']} decisions) from `{meta.get('behaviour', '?')}` with "
               f"{meta.get('exploration', '?')} exploration (ε = {meta.get('epsilon', '?')}); "
               f"data `{d['path']}`. Model: {s['model']['kind']}"
               + (f", out-of-fold R² {s['model']['out_of_fold_r2']:.3f}."
@@ -322,7 +329,7 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
         ("img", "estimates.png")]
     for p, v in s["policies"].items():
         t, pr = v["truth"], v["recommendation"]
-        b += [("h2", f"`{p}` ({v['mode']})"),
+        b += [("h2", f"`{p}` ({_acting(v['exploration'])})"),
               ("p", f"True value {t['value']:.4f} [{t['ci_low']:.4f}, {t['ci_high']:.4f}] "
                     f"({t['episodes']:,} simulated episodes). ESS "
                     f"{v['diagnostics']['ess']:.1f} ({v['diagnostics']['ess_fraction']:.1%}),"
@@ -349,6 +356,14 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
     _plot(s, run_dir / "estimates.png")
     (run_dir / "report.md").write_text(render_markdown(b))
     (run_dir / "report.html").write_text(render_html(b, b[0][1]))
+
+
+def _acting(x: dict[str, Any]) -> str:
+    """How a policy acted, in words: ``greedy``, ``sample`` or ``sample, τ = 2``,
+    ``epsilon, ε = 0.1``."""
+    if x["mode"] == "sample" and x["temperature"] != 1.0:
+        return f"sample, τ = {x['temperature']:g}"
+    return f"epsilon, ε = {x['epsilon']:g}" if x["mode"] == "epsilon" else x["mode"]
 
 
 def _pct(x: float | None) -> str:

@@ -196,9 +196,12 @@ class TrainSchema(SimulatorGroups):
 # ---------------------------------------------------------------- the other apps' configs
 @dataclass
 class ExplorationSchema:
-    mode: str = "epsilon"               # greedy | epsilon | softmax
-    epsilon: float = 0.2
-    temperature: float = 1.0
+    """How a policy acts (``agents.serving.exploration.Exploration``): collect's,
+    evaluate's and serve's ``exploration`` group, each with its app's defaults."""
+
+    mode: str = "greedy"                # greedy | sample | epsilon
+    epsilon: float = 0.0                # epsilon mode: probability of a uniform action
+    temperature: float = 1.0            # sample mode: p^(1/τ); 1 is the policy itself
 
 
 @dataclass
@@ -206,7 +209,8 @@ class CollectSchema(SimulatorGroups):
     """``experiments.collect`` (``configs/collect.yaml``)."""
 
     behaviour: str = "persona_router"   # a baseline's name, or a policy bundle directory
-    exploration: ExplorationSchema = field(default_factory=ExplorationSchema)
+    exploration: ExplorationSchema = field(
+        default_factory=lambda: ExplorationSchema("epsilon", epsilon=0.2))
     episodes: int = 10000
     seed: int = 0
     warmup_steps: int = 2000
@@ -229,7 +233,7 @@ class EvaluateSchema:
     data: str = "???"                   # required
     # lists, checked by experiments.evaluate itself (its message shows the list syntax)
     policies: Any = field(default_factory=lambda: ["greedy", "random"])
-    mode: str = "greedy"
+    exploration: ExplorationSchema = field(default_factory=ExplorationSchema)
     estimators: Any = None
     gamma: float = 1.0
     switch_lambda: float = 100.0
@@ -258,12 +262,6 @@ class ExportSchema:
 
 
 @dataclass
-class ServeExplorationSchema:
-    mode: str = "greedy"            # greedy | sample | epsilon
-    epsilon: float = 0.05
-
-
-@dataclass
 class TrafficSchema:
     mode: str = "single"            # single | canary | ab | shadow
     candidate: Optional[str] = None   # a bundle dir; with a registry: a stage or a version
@@ -285,7 +283,8 @@ class ServeSchema:
     model: Optional[str] = None     #   the model's name and
     stage: str = "production"       #   the stage to serve (or:)
     version: Optional[int] = None   #   a version number
-    exploration: ServeExplorationSchema = field(default_factory=ServeExplorationSchema)
+    exploration: ExplorationSchema = field(
+        default_factory=lambda: ExplorationSchema(epsilon=0.05))
     traffic: TrafficSchema = field(default_factory=TrafficSchema)
     host: str = "127.0.0.1"
     port: int = 8000
@@ -309,6 +308,18 @@ class RegistrySchema:
     stage: Optional[str] = None     # stage: none | staging | archived
     note: str = ""                  # register: a free-text note kept in the index
 
+
+#: ``{app: {old option: current option}}``: options renamed since a release, named in the
+#: error an old command line gets (issue 17: one vocabulary for exploration)
+_RENAMED = {"evaluate": {"mode": "exploration.mode"}}
+
+
+def renamed_options(config_name: str) -> dict[str, str]:
+    """``{old option: current option}`` of app ``config_name``: its own renamings and every
+    env's renamed arguments (``EnvRecord.renamed``) as ``env.<old>``."""
+    out = {f"env.{old}": f"env.{new}" for env_id in env_ids()
+           for old, new in record(env_id).renamed.items()}
+    return {**out, **_RENAMED.get(config_name, {})}
 
 
 #: app config name -> its schema (the YAML starts from ``<name>_schema``)

@@ -32,6 +32,7 @@ from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
 from agents.serving.registry import Registry
 from agents.serving.loader import load_policy
+from agents.serving.exploration import Exploration
 from agents.serving.traffic import TRAFFIC_MODES, Arm, Decider
 from personarl.errors import ConfigError
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
@@ -104,11 +105,14 @@ def build_decider(cfg: DictConfig) -> Decider:
         candidate = _arm(cfg, "shadow" if t.mode == "shadow" else "candidate", t.candidate,
                          registry, stream_seed(cfg.seed, "policy", 1))
     try:
+        exploration = Exploration.of(cfg.exploration)
         return Decider(primary, candidate, mode=t.mode, share=t.share,
-                       exploration=cfg.exploration.mode, epsilon=cfg.exploration.epsilon,
-                       salt=t.salt, seed=stream_seed(cfg.seed, "serving"))
+                       exploration=exploration, salt=t.salt,
+                       seed=stream_seed(cfg.seed, "serving"))
+    except ConfigError as exc:                          # names its key: exploration.<field>
+        raise ServeConfigError(str(exc)) from None
     except ValueError as exc:
-        raise ServeConfigError(f"traffic/exploration: {exc}") from None
+        raise ServeConfigError(f"traffic: {exc}") from None
 
 
 def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
@@ -188,7 +192,7 @@ def main(cfg: DictConfig) -> None:
 
     arms = ", ".join(f"{a.name}={a.version}" for a in decider.arms)
     print(f"serving {decider.primary.policy.env_id} ({arms}; traffic {decider.mode}, "
-          f"exploration {decider.exploration}) on http://{cfg.host}:{cfg.port}; decision "
+          f"exploration {decider.exploration.mode}) on http://{cfg.host}:{cfg.port}; decision "
           f"logs in {settings.log_dir}", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", access_log=False)
 

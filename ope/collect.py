@@ -1,14 +1,15 @@
 """Logging a behaviour policy in the simulator, and the ground truth OPE is checked against.
 
-* ``behaviour_distribution`` — what an exploring behaviour policy draws from, given the
-  policy's own probabilities: ``greedy`` (its most probable action), ``epsilon`` (greedy
-  with probability 1 − ε, uniform otherwise) or ``softmax`` (its log-probabilities divided by
-  a temperature τ, renormalised; τ = 1 is the policy itself).
-* ``collect`` — ``episodes`` whole episodes of a behaviour policy on a vector env, logged as
-  ``LoggedData`` with the probability of every logged action and the full distribution.
-* ``evaluation_probs`` — an evaluation policy's distribution on logged observations: its
-  most probable action (``greedy``, how trained policies and greedy baselines act) or its
-  own distribution (``stochastic``).
+How a policy acts — ``greedy``, ``sample`` (tempered) or ``epsilon`` — is one
+``agents.serving.exploration.Exploration``, the same setting the server logs its decisions
+under, so a simulated log and a served one describe their behaviour policy alike.
+
+* ``collect`` — ``episodes`` whole episodes of a behaviour policy exploring as set, on a
+  vector env (``envs.rollout.first_episodes``), logged as ``LoggedData`` with the
+  probability of every logged action and the full distribution it was drawn from.
+* ``evaluation_probs`` — an evaluation policy's distribution on logged observations under
+  an exploration setting (``greedy`` by default: how trained policies and greedy baselines
+  act).
 * ``true_value`` — the on-policy Monte-Carlo value of an evaluation policy acting exactly as
   ``evaluation_probs`` says, with a 95% CI: what every estimate is compared with.
 
@@ -30,54 +31,46 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from agents.baselines.evaluation import run_episodes
-from personarl.stats import mean_ci, softmax
-# what a served decision draws from: the behaviour policy of logged data
-from agents.serving.exploration import behaviour_probs, sample_categorical
+# the setting a served decision is drawn under: the behaviour policy of logged data
+from agents.serving.exploration import GREEDY, Exploration
+from envs.rollout import first_episodes
 from ope.data import DataError, LoggedData
-from personarl.seeds import chunk_seeds, generator
+from personarl.seeds import generator
+from personarl.stats import mean_ci
 
-__all__ = ["behaviour_distribution", "collect", "evaluation_probs", "true_value",
-           "EXPLORATION", "EVALUATION_MODES"]
-
-EXPLORATION = ("greedy", "epsilon", "softmax")
-EVALUATION_MODES = ("greedy", "stochastic")
+__all__ = ["collect", "evaluation_probs", "true_value"]
 
 
-def behaviour_distribution(probs: np.ndarray, mode: str, epsilon: float = 0.0,
-                           temperature: float = 1.0) -> np.ndarray:
-    """``(B, K)`` distribution an exploring behaviour policy draws from."""
-    if mode not in EXPLORATION:
-        raise ValueError(f"exploration {mode!r}; valid: {list(EXPLORATION)}")
-    if mode == "softmax":
-        if not temperature > 0:
-            raise ValueError(f"temperature={temperature!r} must be > 0")
-        return softmax(np.log(np.maximum(probs, 1e-300)) / temperature)
-    return behaviour_probs(probs, "greedy" if mode == "greedy" else "epsilon", epsilon)
+def _policy_probs(policy: Any, obs: np.ndarray, info: Mapping[str, Any] | None) -> np.ndarray:
+    """``(N, K)`` float64: the policy's own probabilities (a privileged one also reads
+    ``info``, the env's truth)."""
+    probs = policy.action_probs(obs, info) if policy.privileged else policy.action_probs(obs)
+    return np.asarray(probs, dtype=np.float64)
 
 
-def evaluation_probs(policy: Any, obs: np.ndarray, mode: str = "greedy",
+def evaluation_probs(policy: Any, obs: np.ndarray, exploration: Exploration | str = GREEDY,
                      context: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
-    """``(N, K)``: the evaluation policy's distribution on ``obs`` (see the module doc). A
-    privileged policy (one that reads the simulator's truth, like the planner) also needs
-    the logged ``context`` of those decisions."""
-    if mode not in EVALUATION_MODES:
-        raise ValueError(f"evaluation mode {mode!r}; valid: {list(EVALUATION_MODES)}")
-    if policy.privileged:
-        if not context:
-            raise DataError(f"{getattr(policy, 'name', policy)!r} reads the simulator's "
-                            "truth, which this log does not hold; collect with "
-                            "record_truth=true (simulated logs only)")
-        probs = np.asarray(policy.action_probs(obs, context), dtype=np.float64)
-    else:
-        probs = np.asarray(policy.action_probs(obs), dtype=np.float64)
-    return behaviour_distribution(probs, "greedy") if mode == "greedy" else probs
+    """``(N, K)``: the distribution ``policy`` draws from on ``obs`` when it acts under
+    ``exploration``. A privileged policy (one that reads the simulator's truth, like the
+    planner) also needs the logged ``context`` of those decisions.
+
+    Raises:
+        ConfigError: a bad exploration setting.
+        DataError: a privileged policy and no ``context``.
+    """
+    exploration = Exploration.of(exploration)
+    if policy.privileged and not context:
+        raise DataError(f"{getattr(policy, 'name', policy)!r} reads the simulator's "
+                        "truth, which this log does not hold; collect with "
+                        "record_truth=true (simulated logs only)")
+    return exploration.probs(_policy_probs(policy, obs, context))
 
 
 def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
-            exploration: str = "epsilon", epsilon: float = 0.2, temperature: float = 1.0,
+            exploration: Exploration | str = Exploration("epsilon", epsilon=0.2),
             batch: int = 4096, meta: Mapping[str, Any] | None = None,
             record_truth: bool = False) -> LoggedData:
-    """Log ``episodes`` whole episodes of ``policy`` exploring as configured.
+    """Log ``episodes`` whole episodes of ``policy`` acting under ``exploration``.
 
     Each of up to ``batch`` lanes runs one episode (the vector env's first), so rows come out
     grouped by episode in step order. ``make_env(n)`` builds the vector env (with
@@ -85,15 +78,15 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
     ``record_truth`` keeps the env's per-user ground truth at every decision (its numeric
     ``info`` entries) as ``context``, so privileged policies can be evaluated on the log.
     ``seed`` is the run's seed: users are its ``logged_users`` stream, exploration draws its
-    ``behaviour`` stream.
+    ``behaviour`` stream. The log's ``meta`` records the setting (``exploration``: the mode,
+    ``epsilon``, ``temperature``).
     """
+    exploration = Exploration.of(exploration)
     rng = generator(seed, "behaviour")
     parts: list[dict[str, np.ndarray]] = []
     offset = 0
-    for chunk_seed, b in chunk_seeds(seed, "logged_users", episodes, batch):
-        env = make_env(b)
-        obs, info = env.reset(seed=chunk_seed)
-        active = np.ones(b, dtype=bool)
+    for lanes in first_episodes(make_env, episodes, seed, "logged_users", batch):
+        b, info = lanes.size, lanes.info
         rows: dict[str, list[np.ndarray]] = {k: [] for k in
                                              ("obs", "action", "reward", "probs", "done",
                                               "active")}
@@ -101,22 +94,14 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
                             and np.ndim(v) in (1, 2) and np.shape(v)[0] == b
                             and np.asarray(v).dtype.kind in "biuf") if record_truth else []
         rows.update({f"context.{k}": [] for k in truth_keys})
-        while active.any():
-            probs = policy.action_probs(obs, info) if policy.privileged \
-                else policy.action_probs(obs)
-            dist = behaviour_distribution(np.asarray(probs, dtype=np.float64), exploration,
-                                          epsilon, temperature)
-            action = (dist.argmax(axis=1) if exploration == "greedy"
-                      else sample_categorical(dist, rng))
+        while lanes.running:
+            dist = exploration.probs(_policy_probs(policy, lanes.obs, lanes.info))
+            t = lanes.step(exploration.choose(dist, rng))
             for k in truth_keys:                      # the truth the decision was made in
-                rows[f"context.{k}"].append(np.array(info[k]))
-            nxt, reward, term, _, info = env.step(action)
-            for k, v in (("obs", obs), ("action", action), ("reward", reward),
-                         ("probs", dist), ("done", term), ("active", active.copy())):
+                rows[f"context.{k}"].append(np.array(t.info[k]))
+            for k, v in (("obs", t.obs), ("action", t.action), ("reward", t.reward),
+                         ("probs", dist), ("done", t.terminated), ("active", t.live)):
                 rows[k].append(np.asarray(v))
-            active &= ~term
-            obs = nxt
-        env.close()
         keep = np.stack(rows["active"], axis=1)                 # (b, T), lane-major
         lane, step = np.nonzero(keep)
         table = {k: np.stack(v, axis=1)[lane, step] for k, v in rows.items() if k != "active"}
@@ -130,8 +115,24 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
                       action=cat["action"], reward=cat["reward"], context=context or None,
                       propensity=cat["probs"][np.arange(n), cat["action"]], done=cat["done"],
                       n_actions=cat["probs"].shape[1], action_probs=cat["probs"],
-                      meta=dict(meta or {}, exploration=exploration, epsilon=epsilon,
-                                temperature=temperature, seed=seed, episodes=episodes))
+                      meta=dict(meta or {}, exploration=exploration.mode,
+                                epsilon=exploration.epsilon,
+                                temperature=exploration.temperature, seed=seed,
+                                episodes=episodes))
+
+
+def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
+               exploration: Exploration | str = GREEDY) -> dict[str, float]:
+    """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI, on the
+    ``truth`` users of the run's ``seed`` (the same for every policy: paired; never a log's
+    users), of ``policy`` acting under ``exploration`` (its draws: the ``evaluation_actions``
+    stream). A privileged ``policy`` (e.g. the oracle: the normalisation's top) acts as it
+    does itself."""
+    actor = policy if policy.privileged else _Acting(policy, Exploration.of(exploration),
+                                                     seed)
+    returns = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth").returns
+    mean, low, high = mean_ci(returns)
+    return dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)
 
 
 class _Acting:
@@ -140,22 +141,10 @@ class _Acting:
     privileged = False
     learning = False
 
-    def __init__(self, policy: Any, mode: str, seed: int) -> None:
-        self.policy, self.mode = policy, mode
+    def __init__(self, policy: Any, exploration: Exploration, seed: int) -> None:
+        self.policy, self.exploration = policy, exploration
         self.rng = generator(seed, "evaluation_actions")
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
-        probs = evaluation_probs(self.policy, obs, self.mode)
-        return probs.argmax(axis=1) if self.mode == "greedy" else sample_categorical(
-            probs, self.rng)
-
-
-def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
-               mode: str = "greedy") -> dict[str, float]:
-    """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI, on the
-    ``truth`` users of the run's ``seed`` (the same for every policy: paired; never a log's
-    users). ``policy`` may also be privileged (e.g. the oracle: the normalisation's top)."""
-    actor = policy if policy.privileged else _Acting(policy, mode, seed)
-    returns = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth").returns
-    mean, low, high = mean_ci(returns)
-    return dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)
+        return self.exploration.choose(evaluation_probs(self.policy, obs, self.exploration),
+                                       self.rng)

@@ -175,8 +175,9 @@ class LoggedData:
         return int(self.episode[-1]) + 1 if self.n else 0
 
     @property
-    def horizon(self) -> int:
-        """The longest episode's number of decisions."""
+    def max_episode_length(self) -> int:
+        """The longest logged episode's number of decisions (``H`` of the per-episode
+        tables; at most the env's ``horizon``: users may leave earlier)."""
         return int(self.step.max()) + 1 if self.n else 0
 
     @property
@@ -269,9 +270,9 @@ class LoggedData:
 
     # ------------------------------------------------------------------ episodes
     def padded(self, values: np.ndarray, fill: float = 0.0) -> np.ndarray:
-        """``(E, horizon, ...)`` table of a per-row array; steps after an episode's end hold
-        ``fill``."""
-        out = np.full((self.n_episodes, self.horizon, *values.shape[1:]), fill,
+        """``(E, H, ...)`` table of a per-row array (``H = max_episode_length``); steps
+        after an episode's end hold ``fill``."""
+        out = np.full((self.n_episodes, self.max_episode_length, *values.shape[1:]), fill,
                       dtype=np.result_type(values, type(fill)))
         out[self.episode, self.step] = values
         return out

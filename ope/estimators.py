@@ -18,7 +18,7 @@ bootstrap resample where it happens (``ope.uncertainty`` reports the share).
 Notation: ``w_i = π_e(a_i|x_i) / π_b(a_i|x_i)`` (the logged propensity), ``q̂(x, a)`` a
 reward (one-step) or Q model, ``v̂(x) = Σ_a π_e(a|x) q̂(x, a)``.
 
-One-step decisions (``data.horizon == 1``):
+One-step decisions (``data.max_episode_length == 1``):
 
 * ``ips`` — inverse propensity scoring, mean of ``w r`` (Horvitz & Thompson 1952; for
   bandits e.g. Dudík et al. 2011, eq. 1).
@@ -107,9 +107,9 @@ def weights(data: LoggedData, pi_e: np.ndarray) -> np.ndarray:
 
 
 def _one_step(data: LoggedData) -> None:
-    if data.horizon != 1:
+    if data.max_episode_length != 1:
         raise DataError(f"one-step estimators need one decision per episode; this data has "
-                        f"episodes of up to {data.horizon} decisions (use pdis, wpdis, "
+                        f"episodes of up to {data.max_episode_length} decisions (use pdis, wpdis, "
                         "dr_seq, wdr or dm_seq)")
 
 
@@ -175,7 +175,7 @@ def cumulative_weights(data: LoggedData, pi_e: np.ndarray | None = None,
 def _discount(data: LoggedData, gamma: float) -> np.ndarray:
     if not 0.0 <= gamma <= 1.0:
         raise DataError(f"gamma={gamma!r} is outside the valid range [0, 1]")
-    return gamma ** np.arange(data.horizon)
+    return gamma ** np.arange(data.max_episode_length)
 
 
 def pdis(data: LoggedData, pi_e: np.ndarray, gamma: float = 1.0, **_: object) -> Terms:

@@ -50,8 +50,8 @@ def estimator_names(data: LoggedData, names: Sequence[str] | None = None) -> lis
     Raises:
         ValueError: an unknown or inapplicable name (listing the valid ones), or an empty list.
     """
-    table = E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
-    kind = "one-step" if data.horizon == 1 else "sequential"
+    table = E.ONE_STEP if data.max_episode_length == 1 else E.SEQUENTIAL
+    kind = "one-step" if data.max_episode_length == 1 else "sequential"
     if names is None:
         return list(table)
     names = list(names)
@@ -94,7 +94,7 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
         ValueError: an estimator that does not apply to this data (listing those that do),
             or a model-based one asked for without ``q_hat``.
     """
-    table = E.ONE_STEP if data.horizon == 1 else E.SEQUENTIAL
+    table = E.ONE_STEP if data.max_episode_length == 1 else E.SEQUENTIAL
     explicit = names is not None
     names = estimator_names(data, names)
     if q_hat is None:
@@ -245,7 +245,7 @@ def recommend(data: LoggedData, diag: Mapping[str, Any], model_r2: float | None,
     cannot show extrapolation bias): nothing is recommended. The reason says why and what
     would help.
     """
-    one_step = data.horizon == 1
+    one_step = data.max_episode_length == 1
     dr_family = ("sndr", "dr", "switch_dr") if one_step else ("wdr", "dr")
     is_family = ("snips", "ips") if one_step else ("wpdis", "pdis")
     model_only = "dm" if one_step else "fqe"

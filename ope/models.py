@@ -8,7 +8,7 @@
 * ``fitted_q`` — fitted-Q evaluation (Le, Voloshin & Yue 2019): ``Q_0 = 0``, then ``Q_k`` is a
   regressor fitted on ``(s, a) → r + γ Σ_a' π_e(a'|s') Q_{k−1}(s', a')`` (no bootstrap term
   after an episode's last decision), using the evaluation policy's *distribution* at
-  ``s'`` — not its greedy action — for ``horizon`` iterations (exact for finite-horizon
+  ``s'`` — not its greedy action — for ``max_episode_length`` iterations (exact for finite-horizon
   episodes whose observation tells the time step, as ours do). Also one regressor per action.
 
 ``make_regressor`` builds a fresh scikit-learn regressor (default: histogram gradient
@@ -110,7 +110,7 @@ def fitted_q(data: LoggedData, pi_e: np.ndarray, gamma: float = 1.0,
     nxt = data.next_rows()
     has_next = nxt >= 0
     q = np.zeros((data.n, data.n_actions))
-    for _ in range(iterations or data.horizon):
+    for _ in range(iterations or data.max_episode_length):
         value_next = np.zeros(data.n)
         value_next[has_next] = (pi_e[nxt[has_next]] * q[nxt[has_next]]).sum(axis=1)
         target = data.reward + gamma * value_next

@@ -221,7 +221,7 @@ def diagnostics(data: LoggedData, pi_e: np.ndarray) -> dict[str, float | None]:
     propensities are right), and ``unsupported_mass`` — the evaluation policy's average
     probability on actions the behaviour policy gives probability 0 (``None`` without the
     behaviour's full distribution)."""
-    if data.horizon == 1:
+    if data.max_episode_length == 1:
         w = weights(data, pi_e)
     else:
         w = cumulative_weights(data, pi_e)[:, -1]

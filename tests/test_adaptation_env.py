@@ -64,7 +64,7 @@ def test_continuous_actions_are_clipped_and_bad_ones_rejected():
 
 @pytest.mark.parametrize("kwargs, fragment", [
     (dict(action_mode="sliders"), "action_mode='sliders'"),
-    (dict(max_turns=2), "max_turns=2"),
+    (dict(horizon=2), "horizon=2"),
     (dict(model={"mismatch_scale": 0}), "mismatch_scale=0"),
     (dict(reward_weights={"resonance": 11}), "resonance=11"),
     (dict(population=PopulationConfig(archetypes=[

@@ -21,7 +21,7 @@ import pytest
 #: apps that are commands, not runs: they write no run directory (``hydra.run.dir: .``)
 COMMANDS = ("report", "registry")
 KINDS = ("missing", "unknown_key", "wrong_type", "out_of_range", "missing_file",
-         "other_env_bundle")
+         "other_env_bundle", "renamed")
 
 #: app -> kind -> (arguments, what the one line must contain); {routing}, {adaptation}
 #: (bundles) and {data} (a routing log) are filled in by the fixtures
@@ -31,6 +31,8 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
         "wrong_type": (["agent.lr=fast"], "agent.lr=fast"),
         "out_of_range": (["agent.lr=-1", "logger=none"], "agent.lr=-1"),
         "missing_file": (["resume=true", "logger=none"], "holds no run (no run.json)"),
+        "renamed": (["env=adaptation", "reward=adaptation", "env.max_turns=8"],
+                    "('env.max_turns' was renamed 'env.horizon')"),
     },
     "sweep": {   # N/A: no file, no bundle
         "missing": (["logger=none"], "sweep=<name>"),
@@ -47,6 +49,9 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
         "missing_file": (["behaviour=/nonexistent/bundle"], "'/nonexistent/bundle'"),
         "other_env_bundle": (["behaviour={adaptation}"], "is a bundle for "
                                                           "personarl/PersonalityAdaptation-v0"),
+        "renamed": (["behaviour=random", "exploration.mode=softmax"],
+                    "exploration.mode='softmax'; valid: ['greedy', 'sample', 'epsilon'] "
+                    "('softmax' was renamed 'sample')"),
     },
     "evaluate": {
         "missing": ([], "missing required argument(s): data=<value>"),
@@ -56,6 +61,8 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
         "missing_file": (["data=/nonexistent/log.parquet"], "/nonexistent/log.parquet"),
         "other_env_bundle": (["data={data}", "policies=[{adaptation}]"],
                              "is a bundle for personarl/PersonalityAdaptation-v0"),
+        "renamed": (["data={data}", "mode=stochastic"],
+                    "('mode' was renamed 'exploration.mode')"),
     },
     "report": {  # N/A: no bundle
         "missing": ([], "missing required argument(s): dir=<value>"),
@@ -73,6 +80,8 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
         "other_env_bundle": (["bundle={routing}", "traffic.mode=ab",
                               "traffic.candidate={adaptation}"],
                              "personarl/PersonalityAdaptation-v0"),
+        "renamed": (["bundle={routing}", "exploration.mode=stochastic"],
+                    "('stochastic' was renamed 'sample')"),
     },
     "registry": {
         "missing": (["registry={tmp}/reg", "action=register", "name=routing"], "bundle="),

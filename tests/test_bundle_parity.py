@@ -55,7 +55,7 @@ def rollout_observations(cfg, policy, n: int = 1000) -> np.ndarray:
     seen = []
     while sum(len(o) for o in seen) < n:
         seen.append(obs)
-        obs, *_ = env.step(policy.act_batch(obs, deterministic=False))
+        obs, *_ = env.step(policy.act_batch(obs, exploration="sample"))
     env.close()
     return np.concatenate(seen)[:n]
 

@@ -14,40 +14,29 @@ import pytest
 from agents.baselines.factory import make_policy
 from envs.creator import vector_maker
 from ope import estimators as E
-from ope.collect import behaviour_distribution, collect, evaluation_probs, true_value
+from agents.serving.exploration import Exploration
+from ope.collect import collect, evaluation_probs, true_value
 from ope.files import read_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTING, INTERVENTION = "personarl/AgentRouting-v0", "personarl/InterventionTiming-v0"
 
 
-def test_behaviour_distributions():
-    p = np.array([[0.1, 0.7, 0.2]])
-    assert np.allclose(behaviour_distribution(p, "epsilon", 0.3), [[0.1, 0.8, 0.1]])
-    assert np.allclose(behaviour_distribution(p, "softmax", temperature=1.0), p)
-    assert np.allclose(behaviour_distribution(p, "softmax", temperature=1e6), 1 / 3, atol=1e-4)
-    assert np.allclose(behaviour_distribution(p, "greedy"), [[0, 1, 0]])
-    with pytest.raises(ValueError, match="temperature=0"):
-        behaviour_distribution(p, "softmax", temperature=0)
-    with pytest.raises(ValueError, match="valid: \\['greedy', 'epsilon', 'softmax'\\]"):
-        behaviour_distribution(p, "boltzmann")
-
-
 def test_collect_logs_whole_episodes_with_the_probabilities_used():
     kw = {}
     policy = make_policy(INTERVENTION, "greedy", kw, seed=0)
     policy.learning = False
-    data = collect(policy, vector_maker(INTERVENTION, kw), 300, seed=3, exploration="epsilon",
-                   epsilon=0.3, batch=128)
-    assert data.n_episodes == 300 and data.horizon > 1
+    data = collect(policy, vector_maker(INTERVENTION, kw), 300, seed=3,
+                   exploration=Exploration("epsilon", epsilon=0.3), batch=128)
+    assert data.n_episodes == 300 and data.max_episode_length > 1
     assert data.done[np.r_[data.starts[1:] - 1, data.n - 1]].all()     # each ends done
     greedy = data.action_probs.argmax(axis=1) == data.action
     k = data.n_actions
     assert np.allclose(data.propensity[greedy], 0.7 + 0.3 / k)
     assert np.allclose(data.propensity[~greedy], 0.3 / k)
     assert abs(greedy.mean() - (0.7 + 0.3 / k)) < 0.03                 # drawn as logged
-    again = collect(policy, vector_maker(INTERVENTION, kw), 300, seed=3, epsilon=0.3,
-                    batch=128)
+    again = collect(policy, vector_maker(INTERVENTION, kw), 300, seed=3,
+                    exploration=Exploration("epsilon", epsilon=0.3), batch=128)
     assert np.array_equal(again.action, data.action)                    # seeded
 
 
@@ -55,7 +44,7 @@ def test_ips_is_unbiased_against_the_simulated_truth():
     kw = {"horizon": 1}
     make_env = vector_maker(ROUTING, kw)
     behaviour = make_policy(ROUTING, "random", kw, seed=0)
-    data = collect(behaviour, make_env, 20000, seed=11, exploration="softmax")
+    data = collect(behaviour, make_env, 20000, seed=11, exploration="sample")
     target = make_policy(ROUTING, "greedy", kw, seed=0)
     target.learning = False
     pi_e = evaluation_probs(target, data.obs, "greedy")
@@ -202,7 +191,8 @@ def test_logged_truth_lets_privileged_policies_be_evaluated(tmp_path):
 
     policy = make_policy(INTERVENTION, "greedy", {}, seed=0)
     policy.learning = False
-    data = collect(policy, vector_maker(INTERVENTION, {}), 200, seed=1, epsilon=0.2,
+    data = collect(policy, vector_maker(INTERVENTION, {}), 200, seed=1,
+                   exploration=Exploration("epsilon", epsilon=0.2),
                    record_truth=True)
     back = read_logged(write_logged(data, tmp_path / "log.parquet"))
     assert set(back.context) == set(data.context)
@@ -268,7 +258,7 @@ def test_evaluate_refuses_episodes_longer_than_the_env_allows(tmp_path):
     policy = make_policy(ROUTING, "random", kw, seed=0)
     data = collect(policy, vector_maker(ROUTING, kw), 40, seed=0, exploration="greedy",
                    meta={"env_id": ROUTING, "env_config": {"horizon": 2}})   # mislabelled
-    assert data.horizon > 2
+    assert data.max_episode_length > 2
     path = write_logged(data, tmp_path / "l.parquet")
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("evaluate", overrides=[f"data={path}"])

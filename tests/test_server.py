@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from agents.serving.decision_log import DataWarning, DecisionLog, read_log  # noqa: E402
 from agents.serving.server import ServerSettings, create_app  # noqa: E402
 from agents.serving.loader import load_policy  # noqa: E402
+from agents.serving.exploration import Exploration  # noqa: E402
 from agents.serving.traffic import Arm, Decider  # noqa: E402
 from personarl.identifiers import Pseudonymiser  # noqa: E402
 
@@ -118,8 +119,8 @@ def test_api_key(tiny_bundles, tmp_path):
 
 def test_canary_propensities_are_the_mixture_and_assignment_is_sticky(tiny_bundles):
     primary, candidate = arms(tiny_bundles)
-    decider = Decider(primary, candidate, mode="canary", share=0.25, exploration="epsilon",
-                      epsilon=0.2, seed=0)
+    eps = Exploration("epsilon", epsilon=0.2)
+    decider = Decider(primary, candidate, mode="canary", share=0.25, exploration=eps, seed=0)
     x = np.random.default_rng(0).random((2000, 34), dtype=np.float32)
     users = [f"user{i}" for i in range(2000)]
     d = decider.decide(x, users)
@@ -128,13 +129,11 @@ def test_canary_propensities_are_the_mixture_and_assignment_is_sticky(tiny_bundl
     assert np.array_equal(decider.assign(users), served)              # sticky per user
     p = primary.policy.action_probs(x)
     q = candidate.policy.action_probs(x)
-    from agents.serving.exploration import behaviour_probs
-    mix = 0.75 * behaviour_probs(p, "epsilon", 0.2) + 0.25 * behaviour_probs(q, "epsilon", 0.2)
+    mix = 0.75 * eps.probs(p) + 0.25 * eps.probs(q)
     rows = np.arange(len(x))
     assert np.allclose(d.action_probs, mix)
     assert np.allclose(d.propensity, mix[rows, d.action])
-    own = np.where(served[:, None], behaviour_probs(q, "epsilon", 0.2),
-                   behaviour_probs(p, "epsilon", 0.2))
+    own = np.where(served[:, None], eps.probs(q), eps.probs(p))
     assert np.allclose(d.arm_propensity, own[rows, d.action])
 
 
@@ -159,7 +158,7 @@ def test_decider_refuses_bad_settings(tiny_bundles):
     with pytest.raises(ValueError, match="AgentRouting-v0 and the candidate bundle for"):
         Decider(primary, cont, mode="ab", share=0.5)
     with pytest.raises(ValueError, match="epsilon' is for discrete"):
-        Decider(cont, exploration="epsilon", epsilon=0.1)
+        Decider(cont, exploration=Exploration("epsilon", epsilon=0.1))
 
 
 def test_continuous_sampling_logs_gaussian_densities(tiny_bundles):
@@ -281,7 +280,7 @@ def test_decision_logs_load_as_ope_data(tiny_bundles, tmp_path):
     from ope.files import from_decision_logs
 
     primary, _ = arms(tiny_bundles)
-    decider = Decider(primary, exploration="epsilon", epsilon=0.3, seed=0)
+    decider = Decider(primary, exploration=Exploration("epsilon", epsilon=0.3), seed=0)
     rng = np.random.default_rng(0)
     with client(decider, tmp_path) as c:
         served = [c.post("/v1/act", json={"observation": rng.random(34).round(3).tolist()})
@@ -292,7 +291,7 @@ def test_decision_logs_load_as_ope_data(tiny_bundles, tmp_path):
                                               "reward": 1.0})
         assert again.status_code == 409 and "first is kept" in again.text
     data = from_decision_logs(tmp_path / "logs")
-    assert data.n == 15 and data.meta["without_feedback"] == 5 and data.horizon == 1
+    assert data.n == 15 and data.meta["without_feedback"] == 5 and data.max_episode_length == 1
     assert data.meta["env_id"] == "personarl/AgentRouting-v0"
     assert np.allclose(data.propensity, [d["propensity"] for d in served[:15]])
     assert data.reward[0] == 0.0 and data.reward[3] == pytest.approx(0.3)

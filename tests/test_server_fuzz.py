@@ -12,6 +12,7 @@ from schemathesis.generation import GenerationMode  # noqa: E402
 
 from agents.serving.server import ServerSettings, create_app  # noqa: E402
 from agents.serving.loader import load_policy  # noqa: E402
+from agents.serving.exploration import Exploration  # noqa: E402
 from agents.serving.traffic import Arm, Decider  # noqa: E402
 
 EXAMPLES = 150          # per operation and mode (GET operations without inputs run once)
@@ -20,7 +21,7 @@ EXAMPLES = 150          # per operation and mode (GET operations without inputs 
 @pytest.mark.slow
 def test_generated_requests_never_get_a_5xx(tiny_bundles, tmp_path):
     decider = Decider(Arm("primary", "v1", load_policy(tiny_bundles["discrete"], seed=0)),
-                      exploration="epsilon", epsilon=0.1, seed=0)
+                      exploration=Exploration("epsilon", epsilon=0.1), seed=0)
     app = create_app(decider, ServerSettings(log_dir=tmp_path / "logs", max_batch=64))
     statuses: list[int] = []
     # schemathesis calls the app in-process and runs its lifespan once (logs open)

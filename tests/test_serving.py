@@ -15,7 +15,8 @@ import pytest
 
 from agents.serving.bundle import FORMAT_VERSION, BundleError, write_manifest
 from agents.serving import ObservationError, load_policy
-from agents.serving.exploration import behaviour_probs, sample_categorical
+from agents.serving.exploration import Exploration, sample_categorical
+from personarl.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -204,7 +205,7 @@ def test_acting_discrete_and_continuous(tiny_bundles):
     assert mean.shape == (64, 10) and np.allclose(log_std, -3.0, atol=1e-6)
     greedy = c.act_batch(y)
     assert np.allclose(greedy, np.clip(mean, 0.0, 1.0))
-    sampled = c.act_batch(np.repeat(y[:1], 20000, axis=0), deterministic=False)
+    sampled = c.act_batch(np.repeat(y[:1], 20000, axis=0), exploration="sample")
     assert sampled.min() >= 0.0 and sampled.max() <= 1.0           # clipped like the env
     inside = (mean[0] > 0.2) & (mean[0] < 0.8)             # std 0.05: clipping rarely bites
     assert inside.sum() >= 2
@@ -214,22 +215,67 @@ def test_acting_discrete_and_continuous(tiny_bundles):
 def test_sampled_actions_follow_the_action_probabilities(tiny_bundles):
     policy = load_policy(tiny_bundles["discrete"], seed=3)
     x = np.repeat(np.random.default_rng(1).random((1, 34), dtype=np.float32), 40000, axis=0)
-    freq = np.bincount(policy.act_batch(x, deterministic=False), minlength=6) / len(x)
+    freq = np.bincount(policy.act_batch(x, exploration="sample"), minlength=6) / len(x)
     assert np.allclose(freq, policy.action_probs(x[0]), atol=0.01)
 
 
-def test_behaviour_probs_and_categorical_sampling():
+def test_one_exploration_vocabulary():
     p = np.array([[0.1, 0.6, 0.3], [0.5, 0.25, 0.25]])
-    assert np.array_equal(behaviour_probs(p, "greedy"), [[0, 1, 0], [1, 0, 0]])
-    assert behaviour_probs(p, "sample") is p
-    eps = behaviour_probs(p, "epsilon", 0.3)
+    assert np.array_equal(Exploration("greedy").probs(p), [[0, 1, 0], [1, 0, 0]])
+    assert Exploration("sample").probs(p) is p                          # τ = 1: the policy
+    eps = Exploration("epsilon", epsilon=0.3).probs(p)
     assert np.allclose(eps, [[0.1, 0.8, 0.1], [0.8, 0.1, 0.1]])
-    with pytest.raises(ValueError, match="valid: \\['greedy', 'sample', 'epsilon'\\]"):
-        behaviour_probs(p, "boltzmann")
-    with pytest.raises(ValueError, match="epsilon=1.5"):
-        behaviour_probs(p, "epsilon", 1.5)
+    hot = Exploration("sample", temperature=0.5).probs(p)                # ∝ p², renormalised
+    assert np.allclose(hot, p**2 / (p**2).sum(axis=1, keepdims=True))
+    assert np.allclose(Exploration("sample", temperature=1e6).probs(p), 1 / 3, atol=1e-5)
+    for bad, message in ((dict(mode="boltzmann"), r"exploration.mode='boltzmann'; valid: "
+                          r"\['greedy', 'sample', 'epsilon'\]$"),
+                         (dict(mode="softmax"), "'softmax' was renamed 'sample'"),
+                         (dict(mode="stochastic"), "'stochastic' was renamed 'sample'"),
+                         (dict(mode="epsilon", epsilon=1.5), r"exploration.epsilon=1.5 is "
+                          r"outside the valid range \[0.0, 1.0\]"),
+                         (dict(mode="sample", temperature=0), "exploration.temperature=0 "),
+                         (dict(mode="sample", temperature=float("nan")), "temperature=nan"),
+                         (dict(mode="sample", temperature=float("inf")), "temperature=inf")):
+        with pytest.raises(ConfigError, match=message):
+            Exploration(**bad)
     draws = sample_categorical(np.repeat(p[:1], 30000, axis=0), np.random.default_rng(0))
     assert np.allclose(np.bincount(draws, minlength=3) / 30000, p[0], atol=0.01)
+
+
+def test_served_policies_act_under_every_exploration_setting(tiny_bundles):
+    discrete = load_policy(tiny_bundles["discrete"], seed=5)
+    x = np.repeat(np.random.default_rng(2).random((1, 34), dtype=np.float32), 40000, axis=0)
+    p = discrete.action_probs(x[:1])
+    for setting in (Exploration("sample", temperature=3.0),
+                    Exploration("epsilon", epsilon=0.5)):
+        freq = np.bincount(discrete.act_batch(x, exploration=setting), minlength=6) / len(x)
+        assert np.allclose(freq, setting.probs(p)[0], atol=0.01)
+    assert discrete.act(x[0], exploration="greedy") == int(p.argmax())
+    continuous = load_policy(tiny_bundles["continuous"], seed=5)
+    y = np.repeat(np.random.default_rng(3).random((1, 33), dtype=np.float32), 40000, axis=0)
+    mean, log_std = continuous.gaussian(y[:1])
+    inside = (mean[0] > 0.3) & (mean[0] < 0.7)             # std ≤ 0.1: clipping never bites
+    assert inside.sum() >= 2
+    wide = continuous.act_batch(y, exploration=Exploration("sample", temperature=4.0))
+    assert np.allclose(wide.std(axis=0)[inside], 2 * np.exp(log_std[0][inside]), rtol=0.03)
+    with pytest.raises(ConfigError, match="'epsilon' is for discrete actions"):
+        continuous.act(y[0], exploration=Exploration("epsilon", epsilon=0.1))
+
+
+def test_a_served_policy_is_a_policy(tiny_bundles):
+    """One interface: a loaded bundle runs through the evaluation loop as it is, acting
+    greedily (``act(obs, info)`` — the info is ignored, not taken for a setting)."""
+    from agents.baselines.evaluation import run_episodes
+    from envs import ROUTING_ID
+    from envs.creator import vector_maker
+
+    policy = load_policy(tiny_bundles["discrete"], seed=0)
+    assert policy.name.startswith("bundle:") and not policy.learning
+    batch = run_episodes(policy, vector_maker(ROUTING_ID, {}), 64, seed=0)
+    assert batch.returns.shape == (64,) and (batch.lengths >= 1).all()
+    again = run_episodes(policy, vector_maker(ROUTING_ID, {}), 64, seed=0)
+    assert np.array_equal(batch.returns, again.returns)                # greedy: no draws
 
 
 def test_the_serving_wing_imports_neither_ray_nor_torch_nor_the_other_wings(tiny_bundles):

@@ -52,7 +52,7 @@ class ToyCore(BaseCore):
     def __init__(self, num_lanes: int, *, sampler: Any, horizon: int, hint_accuracy: float,
                  reward: ToyReward, with_truth: bool) -> None:
         B, H = num_lanes, horizon
-        self.B, self.H, self.sampler, self.with_truth = B, H, sampler, with_truth
+        self.B, self.horizon, self.sampler, self.with_truth = B, H, sampler, with_truth
         self.accuracy, self.reward = hint_accuracy, reward
         self.actions = DiscreteActions(K, [f"a{i}" for i in range(K)])
         self.cols = layout({})
@@ -67,7 +67,7 @@ class ToyCore(BaseCore):
         self.step_info: dict[str, np.ndarray] = {}
 
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
-        m, H = len(lanes), self.H
+        m, H = len(lanes), self.horizon
         pop = self.sampler.sample(m, rng, start_time=self.population_time)
         self.population_time += m
         bot_pref = rng.integers(0, K, m)
@@ -85,7 +85,7 @@ class ToyCore(BaseCore):
         hint = np.where(right, self.pref[lanes], self.hint_random[lanes, t])
         o = np.zeros((len(lanes), self.obs_size), dtype=np.float32)
         o[np.arange(len(lanes)), hint] = 1.0
-        o[:, self.cols["progress"].start] = t / self.H
+        o[:, self.cols["progress"].start] = t / self.horizon
         self.obs[lanes] = o
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +93,7 @@ class ToyCore(BaseCore):
         p = np.where(matched, self.reward.match, self.reward.miss)
         reward = (self.reward_u[self.rows, self.t] < p).astype(np.float64)
         self.t = self.t + 1
-        terminated = self.t >= self.H
+        terminated = self.t >= self.horizon
         self._observe(self.rows[~terminated])
         self.step_info = {"matched": matched.astype(np.float64)}
         return reward, terminated

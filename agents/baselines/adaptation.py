@@ -66,7 +66,7 @@ class AdaptationPlanner(FixedPolicy):
         model: the env's conversation model.
         reward_fn: the env's reward (default: the documented weights).
         depth: turns looked ahead, the first included (>= 1).
-        max_turns: the env's episode length.
+        horizon: the env's turns per conversation (``horizon``).
     """
 
     name = "planner"
@@ -75,12 +75,12 @@ class AdaptationPlanner(FixedPolicy):
 
     def __init__(self, model: AdaptationModel = AdaptationModel(),
                  reward_fn: AdaptationRewardFn | None = None, depth: int = 4,
-                 max_turns: int = 16) -> None:
+                 horizon: int = 16) -> None:
         super().__init__(_K)
         self.model = model
         self.reward_fn = reward_fn or AdaptationRewardWeights().function()
         self.depth = check_int("depth", depth, 1, 1000)
-        self.max_turns = check_int("max_turns", max_turns, 4)
+        self.horizon = check_int("horizon", horizon, 4)
 
     def values(self, obs: np.ndarray, info: Mapping[str, Any]) -> np.ndarray:
         """``(B, 9)`` look-ahead value of each first style."""
@@ -94,18 +94,18 @@ class AdaptationPlanner(FixedPolicy):
                             np.asarray(info["style_importance"])).take(rep)
         state = ChatState(np.asarray(info["latent_sentiment"], dtype=np.float64),
                           np.asarray(info["latent_engagement"], dtype=np.float64)).take(rep)
-        turn = np.rint(obs[:, _TURN] * self.max_turns).astype(np.int64)[rep]
+        turn = np.rint(obs[:, _TURN] * self.horizon).astype(np.int64)[rep]
         style = np.tile(np.arange(_K), b)
         total, alive = np.zeros(b * _K), np.ones(b * _K)
         for d in range(self.depth):
-            phase = phase_of(turn + d, self.max_turns)
+            phase = phase_of(turn + d, self.horizon)
             if d > 0:                       # later turns: the myopic style, imagined
                 style = style_rewards(perceived, prefs, phase, state, m,
                                       self.reward_fn).argmax(axis=1)
             sat = satisfaction(style_vectors(style, perceived), prefs, phase, state.sentiment,
                                m)
             reward, _ = chat_transition(state, sat, None, m, self.reward_fn, expected=True)
-            total += alive * ((turn + d) < self.max_turns) * reward
+            total += alive * ((turn + d) < self.horizon) * reward
             alive = alive * np.where(state.engagement < m.leave_below, 1 - m.leave_prob, 1.0)
         return total.reshape(b, _K)
 
@@ -122,4 +122,4 @@ def adaptation_baselines(core: Any) -> dict[str, Callable[..., Policy]]:
         return {}
     return {"greedy": lambda seed=0, **kw: ObservedStyleGreedy(seed=seed, **kw),
             "planner": lambda seed=0, **kw: AdaptationPlanner(
-                core.model, core.reward_fn, max_turns=core.H, **kw)}
+                core.model, core.reward_fn, horizon=core.horizon, **kw)}

@@ -18,8 +18,8 @@ from gymnasium.vector import VectorEnv
 
 from agents.baselines.policies import Policy
 from agents.learners.base import OnlineBaseline
+from envs.rollout import first_episodes
 from personarl.stats import paired_ci
-from personarl.seeds import chunk_seeds
 from personarl.errors import check_int
 
 __all__ = ["EpisodeBatch", "run_episodes", "warm_up", "paired_row", "per_archetype"]
@@ -50,32 +50,29 @@ def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episo
                  ) -> EpisodeBatch:
     """Run ``num_episodes`` whole episodes of ``policy`` on ``make_env(n)`` vector envs
     (built with ``info_level="full"``) whose users are the ``purpose`` stream of the run's
-    ``seed``; learning policies keep learning only if their ``learning`` flag is on."""
+    ``seed`` (``envs.rollout.first_episodes``); learning policies keep learning only if
+    their ``learning`` flag is on."""
     check_int("num_episodes", num_episodes, 1)
     parts: list[EpisodeBatch] = []
-    for chunk_seed, b in chunk_seeds(seed, purpose, num_episodes, batch):
-        env = make_env(b)
-        obs, info = env.reset(seed=chunk_seed)
-        first = {k: np.array(info[k]) for k in first_keys}
+    act = lambda obs, info: policy.act(obs, info if policy.privileged else None)  # noqa: E731
+    for lanes in first_episodes(make_env, num_episodes, seed, purpose, batch):
+        b = lanes.size
+        first = {k: np.array(lanes.info[k]) for k in first_keys}
         final: dict[str, np.ndarray] = {}
-        active = np.ones(b, dtype=bool)
         ret, length, agree = np.zeros(b), np.zeros(b, dtype=np.int64), np.zeros(b)
-        while active.any():
-            action = policy.act(obs, info if policy.privileged else None)
-            agree += active * (action == info["oracle_action"] if action.ndim == 1 else np.nan)
-            nxt, reward, term, _, info = env.step(action)
+        for t in lanes.run(act):
+            live = t.live
+            agree += live * (t.action == t.info["oracle_action"] if t.action.ndim == 1
+                             else np.nan)
             if policy.learning:
-                policy.update(obs[active], action[active], reward[active])
-            ret += reward * active
-            length += active
-            ended = term & active
+                policy.update(t.obs[live], t.action[live], t.reward[live])
+            ret += t.reward * live
+            length += live
+            ended = t.ended
             for k in final_keys:
-                final.setdefault(k, np.zeros(b, dtype=np.asarray(info[k]).dtype))
-                final[k][ended] = np.asarray(info[k])[ended]
-            active &= ~term
-            obs = nxt
+                final.setdefault(k, np.zeros(b, dtype=np.asarray(t.next_info[k]).dtype))
+                final[k][ended] = np.asarray(t.next_info[k])[ended]
         parts.append(EpisodeBatch(ret, length, agree / length, first, final))
-        env.close()
     cat = lambda dicts, k: np.concatenate([d[k] for d in dicts])  # noqa: E731
     return EpisodeBatch(
         returns=np.concatenate([p.returns for p in parts]),

@@ -73,7 +73,7 @@ def make_policy(env_id: str, name: str, env_kwargs: Mapping[str, Any], seed: int
     except TypeError:
         # the table entries bind the env's own arguments (layout, sizes); name the rest
         bound = {"self", "seed", "layout", "num_actions", "obs_dim", "dim", "model",
-                 "reward_fn", "slots_per_day", "horizon", "max_turns"}
+                 "reward_fn", "slots_per_day", "horizon"}
         valid = sorted(set(inspect.signature(type(table[name]())).parameters) - bound)
         unknown = sorted(set(params) - set(valid)) or sorted(params)
         raise ConfigError(f"baseline {name!r} got unknown parameter(s) {unknown}; "

@@ -53,4 +53,4 @@ def intervention_baselines(core: Any) -> dict[str, Callable[..., Policy]]:
     observed greedy and the lookahead planner on ``core``'s own model and reward."""
     return {"greedy": lambda seed=0, **kw: ObservedGreedy(seed=seed, **kw),
             "planner": lambda seed=0, **kw: LookaheadPlanner(
-                core.model, core.reward_fn, slots_per_day=core.slots, horizon=core.H, **kw)}
+                core.model, core.reward_fn, slots_per_day=core.slots, horizon=core.horizon, **kw)}

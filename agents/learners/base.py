@@ -17,7 +17,7 @@ A PPO learner's checkpoint holds, beside its framework's own files, two of ours:
 
 ``OnlineBaseline`` makes a learning baseline (greedy, the persona router, LinUCB, Thompson
 sampling) a learner: each iteration is ``steps_per_iteration`` batched steps of online
-learning. Its checkpoint is an ``.npz`` of the policy's arrays, its generator's state as
+learning (``envs.rollout.Lanes``, lanes running on across episodes). Its checkpoint is an ``.npz`` of the policy's arrays, its generator's state as
 JSON and the users in flight (``resume_state.npz``) — no pickle; it resumes bit for bit.
 """
 
@@ -32,6 +32,7 @@ import numpy as np
 from gymnasium.vector import VectorEnv
 
 from agents.baselines.policies import Policy
+from envs.rollout import Lanes
 from personarl import jsonio
 from personarl.errors import DataError
 from personarl.seeds import stream_seed
@@ -168,34 +169,30 @@ class OnlineBaseline:
         self.env = make_env(num_envs)
         self.env_steps = self.iteration = 0
         self._seed, self._purpose = seed, purpose
-        self._obs: np.ndarray | None = None
-        self._info: dict[str, Any] = {}
-        self._restarting = np.zeros(num_envs, dtype=bool)
+        self._lanes: Lanes | None = None          # users in flight, once the first train()
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
 
     def train(self) -> dict[str, float]:
         start = time.perf_counter()
-        if self._obs is None:
-            self._obs, self._info = self.env.reset(
-                seed=stream_seed(self._seed, self._purpose, self.iteration))
+        if self._lanes is None:
+            obs, info = self.env.reset(seed=stream_seed(self._seed, self._purpose,
+                                                        self.iteration))
+            self._lanes = Lanes(self.env, obs, info, first_episode_only=False)
         done_returns: list[np.ndarray] = []
         done_lengths: list[np.ndarray] = []
         p = self._policy
-        for _ in range(self.steps_per_iteration):
-            action = p.act(self._obs, self._info if p.privileged else None)
-            nxt, reward, term, _, self._info = self.env.step(action)
-            live = ~self._restarting       # NEXT_STEP: a restarting lane ignored its action
+        act = lambda obs, info: p.act(obs, info if p.privileged else None)  # noqa: E731
+        for t in self._lanes.run(act, steps=self.steps_per_iteration):
             if p.learning:
-                p.update(self._obs[live], action[live], reward[live])
-            self._returns += reward * live
-            self._lengths += live
-            done_returns.append(self._returns[term].copy())
-            done_lengths.append(self._lengths[term].copy())
-            self._returns[term] = 0.0
-            self._lengths[term] = 0
-            self._restarting = term
-            self._obs = nxt
+                p.update(t.obs[t.live], t.action[t.live], t.reward[t.live])
+            self._returns += t.reward * t.live
+            self._lengths += t.live
+            ended = t.ended
+            done_returns.append(self._returns[ended].copy())
+            done_lengths.append(self._lengths[ended].copy())
+            self._returns[ended] = 0.0
+            self._lengths[ended] = 0
         self.iteration += 1
         steps = self.steps_per_iteration * self.num_envs
         self.env_steps += steps
@@ -213,10 +210,11 @@ class OnlineBaseline:
         state = dict(env_steps=self.env_steps, iteration=self.iteration,
                      rng=rng.bit_generator.state if rng is not None else None)
         (path / "state.json").write_text(jsonio.dumps(state))
-        if self._obs is not None:                # the users in flight, to continue them
+        lanes = self._lanes
+        if lanes is not None:                    # the users in flight, to continue them
             write_state(path / RESUME_STATE_FILE, dict(
-                env=self.env.get_state(), obs=self._obs, info=self._info,
-                restarting=self._restarting, returns=self._returns, lengths=self._lengths))
+                env=self.env.get_state(), obs=lanes.obs, info=lanes.info,
+                restarting=~lanes.live, returns=self._returns, lengths=self._lengths))
 
     def restore(self, path: Path) -> None:
         with np.load(path / "policy.npz", allow_pickle=False) as arrays:
@@ -229,13 +227,13 @@ class OnlineBaseline:
         self.env_steps, self.iteration = state["env_steps"], state["iteration"]
         if state["rng"] is not None:
             self._policy.rng.bit_generator.state = state["rng"]
-        self._obs = None                     # no users in flight: the next train() resets
+        self._lanes = None                   # no users in flight: the next train() resets
         if (path / RESUME_STATE_FILE).is_file():
             flight = read_state(path / RESUME_STATE_FILE)
             self.env.set_state(flight["env"])
-            self._obs, self._info = flight["obs"], dict(flight["info"])
-            self._restarting, self._returns = flight["restarting"], flight["returns"]
-            self._lengths = flight["lengths"]
+            self._lanes = Lanes(self.env, flight["obs"], dict(flight["info"]),
+                                first_episode_only=False, live=~flight["restarting"])
+            self._returns, self._lengths = flight["returns"], flight["lengths"]
 
     def policy(self) -> Policy:
         self._policy.learning = False

@@ -10,7 +10,8 @@ Three logs live side by side under a root directory, one folder each:
   exploration and traffic split included; null for a greedy continuous action —,
   ``arm_propensity`` (the same under the arm that served it alone), ``action_probs`` (the
   full behaviour distribution the action was drawn from, discrete), ``arm``, ``version``,
-  ``exploration``, ``epsilon``, ``env_id`` and ``model_sha256``;
+  ``exploration``, ``epsilon``, ``temperature`` (``agents.serving.exploration``; a log
+  written before issue 17 has no ``temperature``: null), ``env_id`` and ``model_sha256``;
 * ``feedback/`` — ``decision_id``, ``time``, ``reward``, ``done`` and ``signals`` (a JSON
   object as text), joined to decisions by ``decision_id``;
 * ``shadow/`` — what a shadow policy would have done for a served decision (same
@@ -64,7 +65,8 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("action", pa.int64()), ("action_vector", _F32), ("propensity", pa.float64()),
         ("arm_propensity", pa.float64()), ("action_probs", pa.list_(pa.float64())),
         ("arm", pa.string()), ("version", pa.string()), ("exploration", pa.string()),
-        ("epsilon", pa.float64()), ("env_id", pa.string()), ("model_sha256", pa.string())]),
+        ("epsilon", pa.float64()), ("temperature", pa.float64()), ("env_id", pa.string()),
+        ("model_sha256", pa.string())]),
     "feedback": pa.schema([
         ("decision_id", pa.string()), ("time", pa.float64()), ("reward", pa.float64()),
         ("done", pa.bool_()), ("signals", pa.string())]),

@@ -5,7 +5,7 @@
     policy = load_policy("outputs/2026-11-24/07-11-05/policy")
     policy.act(obs)                               # greedy action for one observation
     policy.act_batch(observations)                # greedy actions for a (N, obs_dim) batch
-    policy.act(obs, deterministic=False)          # sampled from the policy's distribution
+    policy.act(obs, exploration="sample")         # drawn from the policy's distribution
     policy.action_probs(observations)             # discrete: (N, n_actions)
     policy.gaussian(observations)                 # continuous: mean, log_std
 
@@ -17,7 +17,10 @@ bundle as a whole (``agents.serving.bundle.read_bundle``: a manifest of every fi
 size-bounded before reading) and loads the very bytes it hashed; a model with external
 data, or whose outputs disagree with ``policy.json``, is refused.
 
-What an exploration setting draws from, and the draw, are ``agents.serving.exploration``'s.
+``exploration=`` takes the one vocabulary of every command that acts
+(``agents.serving.exploration``): ``"greedy"`` (default), ``"sample"``, or an
+``Exploration`` (``Exploration("sample", temperature=2)``, ``Exploration("epsilon",
+epsilon=0.1)``).
 """
 
 from __future__ import annotations
@@ -29,12 +32,12 @@ import numpy as np
 import onnxruntime as ort
 
 from agents.serving.bundle import DEFAULT_MAX_FILE_BYTES, MODEL_FILE, BundleError, read_bundle
-from agents.serving.exploration import EXPLORATION_MODES, sample_categorical
+from agents.serving.exploration import GREEDY, Exploration
 from personarl.stats import softmax
 from personarl.errors import PersonaRLError
 
 __all__ = ["load_policy", "ServedPolicy", "ObservationError", "ModelOutputError",
-           "BundleError", "EXPLORATION_MODES"]
+           "BundleError"]
 #: observations may exceed the declared bounds by this much (float32 rounding)
 _BOUNDS_SLACK = 1e-5
 
@@ -55,7 +58,7 @@ def load_policy(path: str | Path, *, seed: int | None = None,
 
     Args:
         path: a bundle directory (``model.onnx``, ``policy.json``, ``manifest.json``).
-        seed: seeds the generator used when acting with ``deterministic=False``.
+        seed: seeds the generator of actions drawn under an exploring setting.
         max_file_bytes: the largest bundle file read (checked before reading).
         expected: ``{file name: SHA-256}`` the files must still have (a registry's record).
 
@@ -131,6 +134,7 @@ class ServedPolicy:
         obs_dim: length of one observation.
         action_names: one name per discrete action / per continuous action dimension.
         env_id: the env the policy was trained on.
+        name: ``"bundle:<path>"``.
     """
 
     #: the policy interface (``agents.baselines.policies.Policy``): a served policy acts on
@@ -153,6 +157,7 @@ class ServedPolicy:
         self._lo, self._hi = float(self._low[0]), float(self._high[0])
         self.action_names: list[str] = list(act["names"])
         self.env_id: str = spec["env"]["id"]
+        self.name = f"bundle:{path}"
         if self.discrete:
             self.n_actions = int(act["n"])
             self._outputs = ["logits"]
@@ -297,36 +302,51 @@ class ServedPolicy:
                             f"policies; this one is {kind} ({self.spec['distribution']})")
 
     # ------------------------------------------------------------------ acting
-    def act(self, obs: Any, deterministic: bool = True) -> Any:
+    def act(self, obs: Any, info: Any = None, *,
+            exploration: Exploration | str = GREEDY) -> Any:
         """The action for one observation (an ``int``, or a float32 vector) — or for a
-        batch when ``obs`` is 2-D. Greedy: the most probable action / the Gaussian's mean;
-        otherwise sampled. Continuous actions are clipped to the action bounds."""
+        batch when ``obs`` is 2-D — under ``exploration`` (greedy: the most probable
+        action / the Gaussian's mean). Continuous actions are clipped to the action bounds.
+        ``info`` is ignored (a served policy sees observations only; the argument makes it
+        an ``agents.baselines.policies.Policy``).
+
+        Raises:
+            ObservationError: a bad observation. ConfigError: a bad exploration setting.
+        """
         out, single = self._run(obs)
-        if single and deterministic and self.discrete:
+        if single and exploration is GREEDY and self.discrete:
             return int(out[0][0].argmax())            # the serving hot path, kept short
-        a = self._choose(out, deterministic)
+        a = self._choose(out, Exploration.of(exploration))
         if single:
             return int(a[0]) if self.discrete else a[0]
         return a
 
-    def act_batch(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+    def act_batch(self, obs: Any, *, exploration: Exploration | str = GREEDY) -> np.ndarray:
         """Actions for a ``(N, obs_dim)`` batch: ``(N,)`` int64 or ``(N, action_dim)``."""
         if np.ndim(obs) != 2:
             raise ObservationError(f"act_batch takes a (batch, {self.obs_dim}) array; got "
                                    f"shape {np.shape(obs)} (use act() for one observation)")
         out, _ = self._run(obs)
-        return self._choose(out, deterministic)
+        return self._choose(out, Exploration.of(exploration))
 
-    def _choose(self, out: list[np.ndarray], deterministic: bool) -> np.ndarray:
+    def _choose(self, out: list[np.ndarray], exploration: Exploration) -> np.ndarray:
+        exploration.check_action_space(self.discrete)
         if self.discrete:
             (z,) = out
-            if deterministic:
+            if exploration.greedy:
                 return z.argmax(axis=1)
-            return sample_categorical(softmax(z), self.rng)
+            return exploration.choose(exploration.probs(softmax(z)), self.rng)
         mean, log_std = out
-        a = mean if deterministic else mean + np.exp(log_std) * self.rng.standard_normal(
-            mean.shape, dtype=np.float32)
+        if exploration.greedy:
+            a = mean
+        else:
+            std = np.exp(exploration.log_std(log_std))     # float32 stays float32
+            a = mean + std * self.rng.standard_normal(mean.shape, dtype=np.float32)
         return np.clip(a, self.action_low, self.action_high)
+
+    def update(self, obs: Any, action: Any, reward: Any) -> None:
+        """Nothing: a served policy does not learn (the interface's ``update``)."""
+        return None
 
     def describe(self) -> dict[str, Any]:
         """What a client needs to know: env, spaces, distribution, source, checksums."""

@@ -317,7 +317,8 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             user_id=pseudonyms if hashed else None,
             episode_id=[pseudonymise(e) for e in episode_ids] if hashed else None,
             step=steps, observation=x.tolist(), arm_propensity=d.arm_propensity,
-            exploration=decider.exploration, epsilon=decider.epsilon,
+            exploration=decider.exploration.mode, epsilon=decider.exploration.epsilon,
+            temperature=decider.exploration.temperature,
             env_id=primary.env_id))
         store.remember(ids)
         for decision in out:

@@ -11,9 +11,10 @@ A ``Decider`` serves a primary bundle, optionally with a candidate:
 * ``shadow`` — the primary decides; the candidate decides too, on the same observation, and
   its choice is returned separately for the shadow log (it is never shown).
 
-Exploration applies to every arm: ``greedy`` (the most probable action / the Gaussian
-mean), ``sample`` (the policy's own distribution) or ``epsilon`` (greedy with probability
-1 − ε, uniform otherwise; discrete only).
+Exploration (``agents.serving.exploration.Exploration``) applies to every arm: ``greedy``
+(the most probable action / the Gaussian mean), ``sample`` (the policy's own distribution,
+tempered by ``temperature``) or ``epsilon`` (greedy with probability 1 − ε, uniform
+otherwise; discrete only).
 
 For a discrete policy each decision records the full behaviour distribution
 ``Σ_arm share_arm · b_arm(·|x)`` and the served action's probability under it
@@ -33,7 +34,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agents.serving.exploration import EXPLORATION_MODES, behaviour_probs, sample_categorical
+from agents.serving.exploration import GREEDY, Exploration
 from agents.serving.loader import ModelOutputError, ServedPolicy
 
 __all__ = ["Arm", "Decider", "Decisions", "TRAFFIC_MODES"]
@@ -68,34 +69,30 @@ class Decider:
     raises ``ModelOutputError`` when a sampled action's density is not finite.
 
     Raises:
-        ValueError: an unknown mode, a share outside [0, 1], ``epsilon`` for a continuous
-            policy, a candidate missing or present when the mode says otherwise, or arms
-            whose env or spaces differ.
+        ValueError: an unknown traffic mode, a share outside [0, 1], a candidate missing
+            or present when the mode says otherwise, or arms whose env or spaces differ.
+        ConfigError (a ``ValueError``): a bad exploration setting, or ``epsilon`` for a
+            continuous policy.
     """
 
     def __init__(self, primary: Arm, candidate: Arm | None = None, *, mode: str = "single",
-                 share: float = 0.0, exploration: str = "greedy", epsilon: float = 0.0,
+                 share: float = 0.0, exploration: Exploration | str = GREEDY,
                  salt: str = "personarl", seed: int | None = None) -> None:
         if mode not in TRAFFIC_MODES:
             raise ValueError(f"traffic mode {mode!r}; valid: {list(TRAFFIC_MODES)}")
-        if exploration not in EXPLORATION_MODES:
-            raise ValueError(f"exploration {exploration!r}; valid: {list(EXPLORATION_MODES)}")
-        if not 0.0 <= epsilon <= 1.0:
-            raise ValueError(f"epsilon={epsilon!r} is outside the valid range [0, 1]")
+        exploration = Exploration.of(exploration)
         if (candidate is None) != (mode == "single"):
             raise ValueError(f"traffic mode {mode!r} " + ("needs a candidate" if candidate
                              is None else "takes no candidate (use canary, ab or shadow)"))
         if mode in ("canary", "ab") and not 0.0 <= share <= 1.0:
             raise ValueError(f"share={share!r} is outside the valid range [0, 1]")
         self.discrete = primary.policy.discrete
-        if exploration == "epsilon" and not self.discrete:
-            raise ValueError("exploration 'epsilon' is for discrete policies; a continuous "
-                             "policy explores with 'sample' (its Gaussian)")
+        exploration.check_action_space(self.discrete)
         if candidate is not None:
             _check_compatible(primary, candidate)
         self.primary, self.candidate, self.mode = primary, candidate, mode
         self.share = share if mode in ("canary", "ab") else 0.0
-        self.exploration, self.epsilon, self.salt = exploration, epsilon, salt
+        self.exploration, self.salt = exploration, salt
         self.rng = np.random.default_rng(seed)
 
     @property
@@ -105,7 +102,7 @@ class Decider:
     def describe(self) -> dict[str, Any]:
         """The split as configured: mode, exploration, and each arm's share of traffic."""
         shares = self._shares() + [0.0]             # a shadow candidate serves nobody
-        return dict(mode=self.mode, exploration=self.exploration, epsilon=self.epsilon,
+        return dict(mode=self.mode, exploration=self.exploration.describe(),
                     arms=[dict(arm=a.name, version=a.version, share=shares[i])
                           for i, a in enumerate(self.arms)])
 
@@ -139,11 +136,9 @@ class Decider:
     def _discrete(self, obs: np.ndarray, served: list[Arm], to_candidate: np.ndarray
                   ) -> Decisions:
         rows = np.arange(len(obs))
-        behaviour = [behaviour_probs(a.policy.action_probs(obs), self.exploration,
-                                     self.epsilon) for a in served]
+        behaviour = [self.exploration.probs(a.policy.action_probs(obs)) for a in served]
         own = np.where(to_candidate[:, None], behaviour[-1], behaviour[0])
-        action = (own.argmax(axis=1) if self.exploration == "greedy"
-                  else sample_categorical(own, self.rng))
+        action = self.exploration.choose(own, self.rng)
         mixture = sum(w * b for w, b in zip(self._shares()[:len(served)], behaviour))
         return Decisions(arm=self._names(served, to_candidate, "name"),
                          version=self._names(served, to_candidate, "version"),
@@ -154,10 +149,11 @@ class Decider:
 
     def _continuous(self, obs: np.ndarray, served: list[Arm], to_candidate: np.ndarray
                     ) -> Decisions:
-        params = [a.policy.gaussian(obs) for a in served]
+        params = [(m, self.exploration.log_std(s)) for m, s in
+                  (a.policy.gaussian(obs) for a in served)]
         mean = np.where(to_candidate[:, None], params[-1][0], params[0][0])
         log_std = np.where(to_candidate[:, None], params[-1][1], params[0][1])
-        if self.exploration == "greedy":
+        if self.exploration.greedy:
             raw, dens, own = mean, [None] * len(obs), [None] * len(obs)
         else:
             raw = mean + np.exp(log_std) * self.rng.standard_normal(mean.shape)

@@ -34,9 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from agents.serving.exploration import Exploration
+
 ROOT = Path(__file__).resolve().parents[2]
 ROUTING = "personarl/AgentRouting-v0"
 INTERVENTION = "personarl/InterventionTiming-v0"
+#: how the journeys' behaviour explores (configs/collect.yaml's default)
+LOGGING = Exploration("epsilon", epsilon=0.2)
 
 
 def journey_env(*overrides: str) -> tuple[str, dict[str, Any]]:
@@ -151,7 +155,7 @@ def speed(rows: int = 1_000_000, resamples: int = 1000, seed: int = 0) -> dict[s
     make_env = vector_maker(ROUTING, kw)
     t = time.perf_counter()
     data = collect(_warm(ROUTING, "persona_router", kw, make_env), make_env, rows, seed=seed,
-                   epsilon=0.2, batch=65536)
+                   exploration=LOGGING, batch=65536)
     collect_s = time.perf_counter() - t
     pi_e = evaluation_probs(_warm(ROUTING, "greedy", kw, make_env), data.obs)
     t = time.perf_counter()
@@ -208,7 +212,7 @@ def _routing_journey(bundle: str, truth_episodes: int) -> dict[str, Any]:
     _same_env(ppo, ROUTING, kw)
     policies = {"ppo": (ppo, "greedy"), "greedy": (_warm(ROUTING, "greedy", kw, make_env),
                                                    "greedy"),
-                "random": (make_policy(ROUTING, "random", kw, seed=0), "stochastic")}
+                "random": (make_policy(ROUTING, "random", kw, seed=0), "sample")}
     truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
              for n, (p, m) in policies.items()}
     oracle = true_value(make_policy(ROUTING, "oracle", kw, seed=0), make_env, truth_episodes,
@@ -231,7 +235,7 @@ def one_step_study(bundle: str, seeds: int = 100, logged: int = 10_000,
         j["study"]()
     start = time.perf_counter()
     for s in range(seeds):
-        data = collect(behaviour, make_env, logged, seed=s, epsilon=0.2)
+        data = collect(behaviour, make_env, logged, seed=s, exploration=LOGGING)
         q_hat = reward_model(data, seed=s)
         r2 = out_of_fold_r2(data, q_hat)
         for n, (p, mode) in policies.items():
@@ -264,29 +268,29 @@ def sequential_study(seeds: int = 100, episodes: int = 1000, bundle: str | None 
     ppo = load_policy(bundle or _train_bundle("ppo_intervention", "experiment=intervention"))
     _same_env(ppo, INTERVENTION, kw)
     policies = {"ppo": (ppo, "greedy"), "greedy": (behaviour, "greedy"),   # warmed once
-                "random": (make_policy(INTERVENTION, "random", kw, seed=0), "stochastic")}
+                "random": (make_policy(INTERVENTION, "random", kw, seed=0), "sample")}
     truth = {n: true_value(p, make_env, truth_episodes, seed=0, mode=m)
              for n, (p, m) in policies.items()}
     planner = true_value(make_policy(INTERVENTION, "planner", kw, seed=0), make_env,
                          truth_episodes, seed=0)
     study = _Study(truth, planner["value"], truth["random"]["value"])
-    horizons = []
+    lengths = []
     start = time.perf_counter()
     for s in range(seeds):
-        data = collect(behaviour, make_env, episodes, seed=s, epsilon=0.2)
-        horizons.append(data.horizon)
+        data = collect(behaviour, make_env, episodes, seed=s, exploration=LOGGING)
+        lengths.append(data.max_episode_length)
         for n, (p, mode) in policies.items():
             pi_e = evaluation_probs(p, data.obs, mode)
             res = estimate(data, pi_e, fitted_q(data, pi_e), n_resamples=resamples, seed=s)
             study.add(n, res, recommend(data, res["diagnostics"], None, res["estimates"])[0])
     seconds = time.perf_counter() - start
     print(f"\nInterventionTiming (the README's journey): {seeds} seeds x {episodes:,} "
-          f"episodes from greedy (ε = 0.2), logged horizons {min(horizons)}–{max(horizons)} "
+          f"episodes from greedy (ε = 0.2), longest logged episodes {min(lengths)}–{max(lengths)} "
           f"decisions (the env's horizon is 28; users leave earlier); V_planner "
           f"{study.v_top:.4f}, V_random {study.v_random:.4f}; {seconds:.0f} s")
     table = study.table()
     return dict(seeds=seeds, episodes=episodes, truth=truth, planner=planner,
-                bundle=str(ppo.path), horizons=[min(horizons), max(horizons)],
+                bundle=str(ppo.path), max_episode_lengths=[min(lengths), max(lengths)],
                 results=table, seconds=seconds)
 
 
@@ -307,7 +311,7 @@ def refit_study(bundle: str, seeds: int = 30, logged: int = 10_000,
     names = ["dm", "dr", "sndr"]
     refit_seconds = []
     for s in range(seeds):
-        data = collect(behaviour, make_env, logged, seed=s, epsilon=0.2)
+        data = collect(behaviour, make_env, logged, seed=s, exploration=LOGGING)
         q_hat = reward_model(data, seed=s)
         pis = {n: evaluation_probs(p, data.obs, m) for n, (p, m) in policies.items()}
         start = time.perf_counter()

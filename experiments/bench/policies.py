@@ -103,10 +103,10 @@ def intervention_study(episodes: int, seed: int = 0, warmup_steps: int = 2000
     safety = {name: rec.safety_metrics(r.final) for name, r in results.items()}
     env = make_env(1)
     table = _policy_table(f"InterventionTiming-v0, {episodes} episodes of {env._core.days} "
-                          f"days x {env._core.slots} decisions (horizon {env._core.H})",
+                          f"days x {env._core.slots} decisions (horizon {env._core.horizon})",
                           results, safety)
     d, lo, hi = paired_ci(results["planner"].returns, results["oracle"].returns)
     print(f"planner − myopic oracle: {d:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired 95% CI)")
     return {"env": "personarl/InterventionTiming-v0", "episodes": episodes,
-            "horizon": env._core.H, "policies": table,
+            "horizon": env._core.horizon, "policies": table,
             "planner_minus_oracle": dict(diff=d, ci_low=lo, ci_high=hi)}

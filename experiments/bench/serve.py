@@ -70,7 +70,7 @@ def _observations(bundle: Path, n: int) -> np.ndarray:
     seen = []
     while sum(len(o) for o in seen) < n:
         seen.append(obs)
-        obs, *_ = env.step(policy.act_batch(obs, deterministic=False))
+        obs, *_ = env.step(policy.act_batch(obs, exploration="sample"))
     return np.concatenate(seen)[:n]
 
 
