@@ -11,18 +11,19 @@ truth, warm-up users) never share users. The intervals are ``personarl.stats``'s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from gymnasium.vector import VectorEnv
 
 from agents.baselines.policies import Policy
-from agents.learners.base import OnlineBaseline
-from envs.rollout import first_episodes
+from envs.rollout import Lanes, Transition, first_episodes
+from personarl.seeds import stream_seed
 from personarl.stats import paired_ci
 from personarl.errors import check_int
 
-__all__ = ["EpisodeBatch", "run_episodes", "warm_up", "paired_row", "per_archetype"]
+__all__ = ["EpisodeBatch", "policy_steps", "run_episodes", "warm_up", "paired_row",
+           "per_archetype"]
 
 
 @dataclass
@@ -44,6 +45,18 @@ class EpisodeBatch:
     final: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def policy_steps(policy: Policy, lanes: Lanes, steps: int | None = None
+                 ) -> Iterator[Transition]:
+    """``lanes.run`` with ``policy`` acting — a privileged policy also reads the env's
+    ``info`` — and, while its ``learning`` flag is on, learning from every step's live rows
+    before the step is yielded. The loop of evaluation, warm-up and online training."""
+    act = lambda obs, info: policy.act(obs, info if policy.privileged else None)  # noqa: E731
+    for t in lanes.run(act, steps):
+        if policy.learning:
+            policy.update(t.obs[t.live], t.action[t.live], t.reward[t.live])
+        yield t
+
+
 def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episodes: int,
                  seed: int, purpose: str = "evaluation_users", batch: int = 4096,
                  first_keys: Sequence[str] = (), final_keys: Sequence[str] = ()
@@ -54,18 +67,15 @@ def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episo
     their ``learning`` flag is on."""
     check_int("num_episodes", num_episodes, 1)
     parts: list[EpisodeBatch] = []
-    act = lambda obs, info: policy.act(obs, info if policy.privileged else None)  # noqa: E731
     for lanes in first_episodes(make_env, num_episodes, seed, purpose, batch):
         b = lanes.size
         first = {k: np.array(lanes.info[k]) for k in first_keys}
         final: dict[str, np.ndarray] = {}
         ret, length, agree = np.zeros(b), np.zeros(b, dtype=np.int64), np.zeros(b)
-        for t in lanes.run(act):
+        for t in policy_steps(policy, lanes):
             live = t.live
             agree += live * (t.action == t.info["oracle_action"] if t.action.ndim == 1
                              else np.nan)
-            if policy.learning:
-                policy.update(t.obs[live], t.action[live], t.reward[live])
             ret += t.reward * live
             length += live
             ended = t.ended
@@ -86,14 +96,19 @@ def warm_up(policy: Policy, make_env: Callable[[int], VectorEnv], num_steps: int
             num_envs: int = 256) -> Policy:
     """Warm a baseline up, then freeze it: a learning baseline learns online for
     ``num_steps`` batched steps of ``num_envs`` users (the ``warmup`` users of the run's
-    ``seed``, never the evaluation users), then ``learning`` is switched off so that it is
-    compared as a fixed policy. Returns ``policy``; a fixed policy is returned as it is."""
+    ``seed``, never the evaluation users; lanes run on across episodes), then ``learning``
+    is switched off so that it is compared as a fixed policy. Returns ``policy``; a fixed
+    policy is returned as it is."""
     if policy.learning:
-        learner = OnlineBaseline(policy, make_env, num_envs,
-                                 check_int("num_steps", num_steps, 0), seed, purpose="warmup")
-        if num_steps:
-            learner.train()
-        learner.close()
+        if check_int("num_steps", num_steps, 0):
+            env = make_env(num_envs)
+            try:
+                lanes = Lanes(env, *env.reset(seed=stream_seed(seed, "warmup", 0)),
+                              first_episode_only=False)
+                for _ in policy_steps(policy, lanes, num_steps):
+                    pass
+            finally:
+                env.close()
         policy.learning = False
     return policy
 

@@ -17,8 +17,9 @@ A PPO learner's checkpoint holds, beside its framework's own files, two of ours:
 
 ``OnlineBaseline`` makes a learning baseline (greedy, the persona router, LinUCB, Thompson
 sampling) a learner: each iteration is ``steps_per_iteration`` batched steps of online
-learning (``envs.rollout.Lanes``, lanes running on across episodes). Its checkpoint is an ``.npz`` of the policy's arrays, its generator's state as
-JSON and the users in flight (``resume_state.npz``) — no pickle; it resumes bit for bit.
+learning (``envs.rollout.Lanes``, lanes running on across episodes). Its checkpoint is an
+``.npz`` of the policy's arrays, its generator's state as JSON and the users in flight
+(``resume_state.npz``) — no pickle; it resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 from gymnasium.vector import VectorEnv
 
+from agents.baselines.evaluation import policy_steps
 from agents.baselines.policies import Policy
 from envs.rollout import Lanes
 from personarl import jsonio
@@ -181,11 +183,7 @@ class OnlineBaseline:
             self._lanes = Lanes(self.env, obs, info, first_episode_only=False)
         done_returns: list[np.ndarray] = []
         done_lengths: list[np.ndarray] = []
-        p = self._policy
-        act = lambda obs, info: p.act(obs, info if p.privileged else None)  # noqa: E731
-        for t in self._lanes.run(act, steps=self.steps_per_iteration):
-            if p.learning:
-                p.update(t.obs[t.live], t.action[t.live], t.reward[t.live])
+        for t in policy_steps(self._policy, self._lanes, self.steps_per_iteration):
             self._returns += t.reward * t.live
             self._lengths += t.live
             ended = t.ended

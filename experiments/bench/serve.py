@@ -62,15 +62,14 @@ def _observations(bundle: Path, n: int) -> np.ndarray:
     """``n`` observations from rollouts of the bundle's own env with its sampled actions."""
     from agents.serving.loader import load_policy
     from envs.creator import create_env
+    from envs.rollout import Lanes
 
     policy = load_policy(bundle, seed=0)
     env = create_env(policy.env_id, {**policy.spec["env"]["config"], "num_envs": 64,
                                      "info_level": "none"})
-    obs, _ = env.reset(seed=7)
-    seen = []
-    while sum(len(o) for o in seen) < n:
-        seen.append(obs)
-        obs, *_ = env.step(policy.act_batch(obs, exploration="sample"))
+    lanes = Lanes(env, *env.reset(seed=7), first_episode_only=False)
+    act = lambda obs, info: policy.act_batch(obs, exploration="sample")  # noqa: E731
+    seen = [t.obs for t in lanes.run(act, steps=-(-n // 64))]
     return np.concatenate(seen)[:n]
 
 
