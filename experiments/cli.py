@@ -151,15 +151,31 @@ def check_command_line(config_name: str, action: str, argv: list[str] | None = N
     except MissingConfigException as exc:
         valid = f"; valid: {', '.join(sorted(exc.options))}" if exc.options else ""
         _usage(action, _one_line(exc) + valid)
+    except OverflowError:                  # OmegaConf's float() of an int beyond ~1.8e308
+        huge = [f"{k}=<a {len(v)}-digit number>" for k, v in
+                (a.split("=", 1) for a in args if "=" in a) if _beyond_float(v)]
+        _usage(action, f"{', '.join(huge) or 'a number'} is too large for a float (largest "
+                       "≈ 1.8e308)")
     except (HydraException, OmegaConfBaseException) as exc:
         cause = exc.__cause__
         detail = f": {_one_line(cause)}" if cause is not None else ""
         from experiments.schema import renamed_options
 
         renamed = renamed_options(config_name)
-        hints = [f" ({k!r} was renamed {renamed[k]!r})" for k in
+        hints = [f" ({k!r} was renamed {renamed[k]})" for k in
                  (a.split("=", 1)[0].lstrip("+~") for a in args) if k in renamed]
         _usage(action, _one_line(exc).rstrip(".") + detail + "".join(hints))
+
+
+def _beyond_float(text: str) -> bool:
+    """``text`` is an integer literal too large to convert to a float."""
+    try:
+        float(int(text))
+    except OverflowError:
+        return True
+    except ValueError:
+        return False
+    return False
 
 
 def _one_line(exc: BaseException) -> str:

@@ -4,14 +4,16 @@
     python -m experiments.collect env.horizon=1 episodes=10000
     python -m experiments.collect env=intervention reward=intervention behaviour=greedy \\
         exploration.epsilon=0.3 episodes=1000
-    python -m experiments.collect behaviour=outputs/<date>/<time>/policy exploration.mode=sample exploration.temperature=2
+    python -m experiments.collect behaviour=outputs/<date>/<time>/policy \\
+        exploration.mode=sample exploration.temperature=2
 
 ``behaviour`` is a baseline's name (learning baselines first learn online for
 ``warmup_steps`` batched steps, then are frozen) or a policy bundle directory. Writes
 ``logged.parquet`` (``ope.data``: episode, step, observation, action, reward, the behaviour
 probability of the logged action and the full distribution, done; metadata: env id and
 version, env config, seed, behaviour, exploration, config hash) into the Hydra run
-directory, or to ``out``. ``record_truth=true`` also keeps the simulator's per-user truth
+directory, or to ``out`` (an existing file is replaced only with ``overwrite=true``).
+``record_truth=true`` also keeps the simulator's per-user truth
 at every decision (``context.*`` columns), which privileged evaluation policies such as the
 planner need. Mistakes exit with status 2 and a message naming the key.
 """
@@ -27,11 +29,11 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from agents.serving.exploration import Exploration
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
-from agents.serving.exploration import Exploration
 from experiments.wiring import env_kwargs, load_policy_spec
-from personarl.seeds import MAX_SEED
+from personarl.seeds import MAX_EPISODES, MAX_SEED
 from personarl.errors import ConfigError, check_flag, check_int
 
 __all__ = ["collect_data", "main"]
@@ -47,9 +49,12 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     from ope.files import write_logged
 
     env_id, kwargs = env_kwargs(cfg)
-    episodes = check_int("episodes", cfg.episodes, 1)
+    episodes = check_int("episodes", cfg.episodes, 1, MAX_EPISODES)
     check_int("seed", cfg.seed, 0, MAX_SEED - 1)
     record_truth = check_flag("record_truth", cfg.record_truth)
+    if out.exists() and not check_flag("overwrite", cfg.overwrite):     # before the work
+        raise ConfigError(f"out={str(out)!r} already exists; choose another out= or pass "
+                          "overwrite=true")
     x = Exploration.of(cfg.exploration)
     policy, name = load_policy_spec(str(cfg.behaviour), env_id, kwargs, cfg.seed,
                                     check_int("warmup_steps", cfg.warmup_steps, 0),

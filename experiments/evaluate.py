@@ -39,7 +39,7 @@ from experiments.schema import register_configs
 from experiments.wiring import load_policy_spec
 from experiments.train_report import Block, render_html, render_markdown
 from personarl import jsonio
-from personarl.seeds import MAX_SEED
+from personarl.seeds import MAX_EPISODES, MAX_SEED
 from personarl.errors import (ConfigError, DataError, PersonaRLError, check_flag, check_int,
                               check_range)
 
@@ -126,7 +126,7 @@ def _settings(cfg: DictConfig, data: Any) -> dict[str, Any]:
         resamples=check_int("ci.resamples", cfg.ci.resamples, 10),
         alpha=check_range("ci.alpha", cfg.ci.alpha, 0.0, 0.5, low_open=True, high_open=True),
         refit_resamples=check_int("ci.refit_resamples", cfg.ci.refit_resamples, 10),
-        truth_episodes=check_int("truth_episodes", cfg.truth_episodes, 100),
+        truth_episodes=check_int("truth_episodes", cfg.truth_episodes, 100, MAX_EPISODES),
         folds=check_int("folds", cfg.folds, 2),
         warmup_steps=check_int("warmup_steps", cfg.warmup_steps, 0))
 

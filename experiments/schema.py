@@ -216,6 +216,7 @@ class CollectSchema(SimulatorGroups):
     warmup_steps: int = 2000
     record_truth: bool = False
     out: Optional[str] = None
+    overwrite: bool = False             # replace an existing file at ``out``
 
 
 @dataclass
@@ -315,11 +316,17 @@ _RENAMED = {"evaluate": {"mode": "exploration.mode"}}
 
 
 def renamed_options(config_name: str) -> dict[str, str]:
-    """``{old option: current option}`` of app ``config_name``: its own renamings and every
-    env's renamed arguments (``EnvRecord.renamed``) as ``env.<old>``."""
-    out = {f"env.{old}": f"env.{new}" for env_id in env_ids()
-           for old, new in record(env_id).renamed.items()}
-    return {**out, **_RENAMED.get(config_name, {})}
+    """``{old option: what it became}`` for app ``config_name``: its own renamings
+    (``'exploration.mode'``) and every env's renamed arguments (``EnvRecord.renamed``) as
+    ``env.<old>`` (``"'env.horizon' with env=adaptation"``)."""
+    out: dict[str, list[str]] = {}
+    for env_id in env_ids():
+        rec = record(env_id)
+        for old, new in rec.renamed.items():
+            out.setdefault(f"env.{old}", []).append(
+                f"'env.{new}' with env={rec.config_name}")
+    own = {old: repr(new) for old, new in _RENAMED.get(config_name, {}).items()}
+    return {**{k: "; ".join(v) for k, v in out.items()}, **own}
 
 
 #: app config name -> its schema (the YAML starts from ``<name>_schema``)

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines.factory import baselines_for
 from envs.registration import describe, record
-from personarl.seeds import MAX_SEED, name_key, stream_seed
+from personarl.seeds import MAX_EPISODES, MAX_SEED, name_key, stream_seed
 from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["Run", "env_kwargs", "validate", "load_policy_spec", "config_hash", "config_diff",
@@ -124,7 +124,7 @@ def validate(cfg: DictConfig) -> Run:
         _prefixed(f"eval.populations.{name}", describe, env_id, populations[name][1])
     if not populations:
         raise ConfigError("eval.populations is empty; give at least one (e.g. train: {})")
-    check_int("eval.episodes", cfg.eval.episodes, 2)
+    check_int("eval.episodes", cfg.eval.episodes, 2, MAX_EPISODES)
     check_int("eval.baseline_warmup_steps", cfg.eval.baseline_warmup_steps, 0)
     check_int("eval.baseline_warmup_envs", cfg.eval.baseline_warmup_envs, 1)
     available = baselines_for(env_id, kwargs)
@@ -212,16 +212,28 @@ def config_diff(old: Mapping[str, Any], cfg: DictConfig) -> list[str]:
 
 def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
                      warmup_steps: int, label: str) -> tuple[Any, str]:
-    """A baseline by name (warmed up if it learns) or a bundle by path; with its name.
-    ``seed`` is the run's seed (the policy's own and the warm-up users' streams derive from
-    it).
+    """A baseline by name (warmed up if it learns) or a bundle by path, for offline
+    evaluation (``collect``, ``evaluate``); with its name. ``seed`` is the run's seed (the
+    policy's own and the warm-up users' streams derive from it).
 
     Raises:
-        ConfigError: an unknown baseline (listing the valid ones) or a bundle for another env.
+        ConfigError: an env configured with continuous actions or a continuous bundle
+            (offline evaluation needs action probabilities), an unknown baseline (listing
+            the valid ones) or a bundle for another env.
     """
+    import gymnasium as gym
+
     from agents.baselines.evaluation import warm_up
     from agents.baselines.factory import baselines_for, make_policy
     from envs.creator import vector_maker
+    from envs.registration import describe, record
+
+    if not isinstance(describe(env_id, kwargs).actions.space(), gym.spaces.Discrete):
+        modes = ", ".join(f"{m} ({', '.join(f'{k}={x}' for k, x in v.items()) or 'default'})"
+                          for m, v in record(env_id).action_modes.items())
+        raise ConfigError(f"{env_id} is configured with continuous actions; offline "
+                          "evaluation (collect, evaluate) needs action probabilities, so "
+                          f"discrete actions (its action modes: {modes})")
 
     if Path(spec, "policy.json").is_file():
         from agents.serving.loader import load_policy
@@ -230,6 +242,10 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
         if policy.env_id != env_id:
             raise ConfigError(f"{label}={spec!r} is a bundle for {policy.env_id}, but the data "
                               f"is from {env_id}")
+        if not policy.discrete:
+            raise ConfigError(f"{label}={spec!r} is a continuous-action policy "
+                              f"({policy.spec['distribution']}); offline evaluation needs "
+                              "action probabilities (a categorical policy)")
         return policy, f"bundle:{Path(spec).resolve()}"
     if spec not in baselines_for(env_id, kwargs):
         raise ConfigError(f"{label}={spec!r} is neither a bundle directory nor a baseline of "

@@ -126,25 +126,25 @@ def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int,
     """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI, on the
     ``truth`` users of the run's ``seed`` (the same for every policy: paired; never a log's
     users), of ``policy`` acting under ``exploration`` (its draws: the ``evaluation_actions``
-    stream). A privileged ``policy`` (e.g. the oracle: the normalisation's top) acts as it
-    does itself."""
-    actor = policy if policy.privileged else _Acting(policy, Exploration.of(exploration),
-                                                     seed)
+    stream) — a privileged one (e.g. the oracle: the normalisation's top) on the env's truth,
+    as ``evaluation_probs`` reads it from a log's context."""
+    actor = _Acting(policy, Exploration.of(exploration), seed)
     returns = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth").returns
     mean, low, high = mean_ci(returns)
     return dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)
 
 
 class _Acting:
-    """An evaluation policy acting as ``evaluation_probs`` describes (for ``run_episodes``)."""
+    """An evaluation policy acting as ``evaluation_probs`` describes (for ``run_episodes``;
+    privileged like the policy, so a privileged one is handed the env's ``info``)."""
 
-    privileged = False
     learning = False
 
     def __init__(self, policy: Any, exploration: Exploration, seed: int) -> None:
         self.policy, self.exploration = policy, exploration
+        self.privileged = policy.privileged
         self.rng = generator(seed, "evaluation_actions")
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
-        return self.exploration.choose(evaluation_probs(self.policy, obs, self.exploration),
-                                       self.rng)
+        probs = evaluation_probs(self.policy, obs, self.exploration, context=info)
+        return self.exploration.choose(probs, self.rng)

@@ -50,6 +50,9 @@ def check_range(name: str, value: float, low: float, high: float, *,
         raise ConfigError(f"{name}={value!r} is not a number")
     try:
         v = float(value)
+    except OverflowError:                     # an int beyond float's range (~1.8e308)
+        raise ConfigError(f"{name}={value!r} is outside the valid range: too large for a "
+                          "float") from None
     except (TypeError, ValueError):
         raise ConfigError(f"{name}={value!r} is not a number") from None
     too_low = v <= low if low_open else v < low

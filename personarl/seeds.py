@@ -26,14 +26,17 @@ import zlib
 
 import numpy as np
 
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, check_int
 
-__all__ = ["PURPOSES", "MAX_SEED", "seed_sequence", "generator", "stream_seed", "stream_seed32",
+__all__ = ["PURPOSES", "MAX_SEED", "MAX_EPISODES", "seed_sequence", "generator", "stream_seed", "stream_seed32",
            "chunk_seeds", "name_key"]
 
 #: seeds and keys are below this (two 32-bit words of entropy, so no two (seed, purpose,
 #: key) triples can assemble the same SeedSequence entropy)
 MAX_SEED = 2**63
+#: the most episodes one call simulates: far beyond memory already (a billion logged
+#: AgentRouting episodes are ~2.5 TB), a bound so an absurd count is refused, not allocated
+MAX_EPISODES = 10**9
 
 #: purpose -> fixed code (the first element of the stream's spawn key)
 PURPOSES: dict[str, int] = {
@@ -100,7 +103,14 @@ def chunk_seeds(seed: int, purpose: str, num_episodes: int, batch: int
     """``(reset seed, size)`` of the batches of at most ``batch`` episodes that make up
     ``num_episodes`` episodes of ``purpose``; chunk ``i`` resets with
     ``stream_seed(seed, purpose, i)``, so the first chunks of a longer run are the same
-    users as a shorter run's."""
+    users as a shorter run's.
+
+    Raises:
+        ConfigError: ``num_episodes`` not an integer in [1, ``MAX_EPISODES``], ``batch``
+            not an integer >= 1.
+    """
+    check_int("num_episodes", num_episodes, 1, MAX_EPISODES)
+    check_int("batch", batch, 1)
     out, done, i = [], 0, 0
     while done < num_episodes:
         b = min(batch, num_episodes - done)

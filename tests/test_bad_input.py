@@ -20,8 +20,9 @@ import pytest
 
 #: apps that are commands, not runs: they write no run directory (``hydra.run.dir: .``)
 COMMANDS = ("report", "registry")
-KINDS = ("missing", "unknown_key", "wrong_type", "out_of_range", "missing_file",
-         "other_env_bundle", "renamed")
+KINDS = ("missing", "unknown_key", "wrong_type", "out_of_range", "huge_number",
+         "missing_file", "existing_output", "other_env_bundle", "continuous_actions",
+         "renamed")
 
 #: app -> kind -> (arguments, what the one line must contain); {routing}, {adaptation}
 #: (bundles) and {data} (a routing log) are filled in by the fixtures
@@ -32,7 +33,7 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
         "out_of_range": (["agent.lr=-1", "logger=none"], "agent.lr=-1"),
         "missing_file": (["resume=true", "logger=none"], "holds no run (no run.json)"),
         "renamed": (["env=adaptation", "reward=adaptation", "env.max_turns=8"],
-                    "('env.max_turns' was renamed 'env.horizon')"),
+                    "('env.max_turns' was renamed 'env.horizon' with env=adaptation)"),
     },
     "sweep": {   # N/A: no file, no bundle
         "missing": (["logger=none"], "sweep=<name>"),
@@ -49,6 +50,14 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
         "missing_file": (["behaviour=/nonexistent/bundle"], "'/nonexistent/bundle'"),
         "other_env_bundle": (["behaviour={adaptation}"], "is a bundle for "
                                                           "personarl/PersonalityAdaptation-v0"),
+        "huge_number": (["exploration.temperature=1" + "0" * 400],
+                        "exploration.temperature=<a 401-digit number> is too large for a "
+                        "float"),
+        "existing_output": (["out={data}"], "already exists; choose another out= or pass "
+                                             "overwrite=true"),
+        "continuous_actions": (["env=adaptation", "reward=adaptation",
+                                "env.action_mode=continuous"],
+                               "configured with continuous actions"),
         "renamed": (["behaviour=random", "exploration.mode=softmax"],
                     "exploration.mode='softmax'; valid: ['greedy', 'sample', 'epsilon'] "
                     "('softmax' was renamed 'sample')"),

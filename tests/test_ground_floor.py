@@ -37,6 +37,10 @@ def test_streams_are_reproducible_and_chunks_extend():
     assert [b for _, b in short] == [4096, 904] and long[0] == short[0]
     assert chunk_seeds(3, "logged_users", 5000, 4096)[0][0] != short[0][0]
     assert name_key("greedy") == name_key("greedy") != name_key("random")
+    for episodes, batch, message in ((0, 4, "num_episodes=0 "), (5, 0, "batch=0 "),
+                                     (10**10, 4, "num_episodes=10000000000 ")):  # not built
+        with pytest.raises(ConfigError, match=f"{message}is outside the valid range"):
+            chunk_seeds(3, "truth", episodes, batch)
 
 
 @pytest.mark.parametrize("purpose,seed,message", [

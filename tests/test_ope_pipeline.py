@@ -20,6 +20,7 @@ from ope.files import read_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTING, INTERVENTION = "personarl/AgentRouting-v0", "personarl/InterventionTiming-v0"
+ADAPTATION = "personarl/PersonalityAdaptation-v0"
 
 
 def test_collect_logs_whole_episodes_with_the_probabilities_used():
@@ -203,6 +204,30 @@ def test_logged_truth_lets_privileged_policies_be_evaluated(tmp_path):
     assert pi_e.shape == (data.n, 6) and np.allclose(pi_e.sum(axis=1), 1.0)
     with pytest.raises(DataError, match="record_truth=true"):
         evaluation_probs(planner, back.obs)
+
+
+def test_the_truth_acts_under_the_evaluated_exploration_privileged_policies_too():
+    """A privileged policy's truth follows the exploration setting its estimates use: the
+    oracle at ε = 1 is uniform, so on the same users and the same draws it is random."""
+    make_env = vector_maker(ROUTING, {"horizon": 3})
+    oracle, random = (make_policy(ROUTING, n, {"horizon": 3}, seed=0)
+                      for n in ("oracle", "random"))
+    uniform = true_value(oracle, make_env, 300, seed=2, exploration=Exploration(
+        "epsilon", epsilon=1.0))
+    assert uniform == true_value(random, make_env, 300, seed=2, exploration="sample")
+    assert true_value(oracle, make_env, 300, seed=2)["value"] > uniform["value"] + 0.2
+
+
+def test_offline_evaluation_refuses_continuous_actions(tiny_bundles):
+    from experiments.wiring import load_policy_spec
+    from personarl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="configured with continuous actions; .* action "
+                       r"modes: discrete \(default\), continuous \(action_mode=continuous"):
+        load_policy_spec("random", ADAPTATION, {"action_mode": "continuous"}, 0, 0,
+                         "behaviour")
+    with pytest.raises(ConfigError, match="is a continuous-action policy \\(diag_gaussian\\)"):
+        load_policy_spec(str(tiny_bundles["continuous"]), ADAPTATION, {}, 0, 0, "policies")
 
 
 @pytest.fixture(scope="module")

@@ -227,18 +227,30 @@ def test_one_exploration_vocabulary():
     assert np.allclose(eps, [[0.1, 0.8, 0.1], [0.8, 0.1, 0.1]])
     hot = Exploration("sample", temperature=0.5).probs(p)                # ∝ p², renormalised
     assert np.allclose(hot, p**2 / (p**2).sum(axis=1, keepdims=True))
-    assert np.allclose(Exploration("sample", temperature=1e6).probs(p), 1 / 3, atol=1e-5)
+    assert np.allclose(Exploration("sample", temperature=1e3).probs(p), 1 / 3, atol=1e-3)
     for bad, message in ((dict(mode="boltzmann"), r"exploration.mode='boltzmann'; valid: "
                           r"\['greedy', 'sample', 'epsilon'\]$"),
                          (dict(mode="softmax"), "'softmax' was renamed 'sample'"),
                          (dict(mode="stochastic"), "'stochastic' was renamed 'sample'"),
                          (dict(mode="epsilon", epsilon=1.5), r"exploration.epsilon=1.5 is "
                           r"outside the valid range \[0.0, 1.0\]"),
-                         (dict(mode="sample", temperature=0), "exploration.temperature=0 "),
+                         (dict(mode="sample", temperature=0), r"exploration.temperature=0 "
+                          r"is outside the valid range \[0.001, 1000.0\]"),
+                         (dict(mode="sample", temperature=1e-4), "temperature=0.0001 "),
+                         (dict(mode="sample", temperature=1e4), "temperature=10000.0 "),
+                         (dict(mode="sample", temperature=10**400), "too large for a float"),
+                         (dict(mode=["greedy"]), r"exploration.mode=\['greedy'\]; valid"),
                          (dict(mode="sample", temperature=float("nan")), "temperature=nan"),
                          (dict(mode="sample", temperature=float("inf")), "temperature=inf")):
         with pytest.raises(ConfigError, match=message):
             Exploration(**bad)
+    cold = Exploration("sample", temperature=1e-3).probs(p)             # no overflow: greedy
+    assert np.isfinite(cold).all() and np.array_equal(cold.argmax(axis=1), p.argmax(axis=1))
+    assert np.allclose(cold.max(axis=1), 1.0)
+    assert Exploration.of({"mode": "epsilon", "epsilon": 0.2}) == Exploration("epsilon", 0.2)
+    for odd in (None, 3, {"mode": "sample", "tau": 2}, {"epsilon": 0.1}, ["greedy"]):
+        with pytest.raises(ConfigError, match="exploration="):
+            Exploration.of(odd)
     draws = sample_categorical(np.repeat(p[:1], 30000, axis=0), np.random.default_rng(0))
     assert np.allclose(np.bincount(draws, minlength=3) / 30000, p[0], atol=0.01)
 

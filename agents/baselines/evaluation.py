@@ -65,8 +65,7 @@ def run_episodes(policy: Policy, make_env: Callable[[int], VectorEnv], num_episo
     (built with ``info_level="full"``) whose users are the ``purpose`` stream of the run's
     ``seed`` (``envs.rollout.first_episodes``); learning policies keep learning only if
     their ``learning`` flag is on."""
-    check_int("num_episodes", num_episodes, 1)
-    parts: list[EpisodeBatch] = []
+    parts: list[EpisodeBatch] = []                   # first_episodes checks num_episodes
     for lanes in first_episodes(make_env, num_episodes, seed, purpose, batch):
         b = lanes.size
         first = {k: np.array(lanes.info[k]) for k in first_keys}

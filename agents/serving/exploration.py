@@ -22,6 +22,7 @@ Renamed in issue 17: collect's ``softmax`` and evaluate's ``stochastic`` are ``s
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,6 +36,9 @@ __all__ = ["EXPLORATION_MODES", "Exploration", "GREEDY", "sample_categorical"]
 EXPLORATION_MODES = ("greedy", "sample", "epsilon")
 #: old names of the modes, named in the error a user of the old name gets
 _RENAMED = {"softmax": "sample", "stochastic": "sample"}
+#: the temperatures accepted: beyond them a tempered draw is greedy (below) or uniform
+#: (above) to float precision — use ``greedy`` or ``behaviour=random`` instead
+TEMPERATURE_RANGE = (1e-3, 1e3)
 
 
 def sample_categorical(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -51,7 +55,7 @@ class Exploration:
 
     Raises:
         ConfigError: a mode not in ``EXPLORATION_MODES`` (an old name says its new one),
-            ``epsilon`` outside [0, 1], ``temperature`` not a finite number > 0 (the
+            ``epsilon`` outside [0, 1], ``temperature`` outside ``TEMPERATURE_RANGE`` (the
             message names the config key, ``exploration.<field>``).
     """
 
@@ -60,26 +64,38 @@ class Exploration:
     temperature: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.mode not in EXPLORATION_MODES:
+        if not isinstance(self.mode, str) or self.mode not in EXPLORATION_MODES:
             renamed = (f" ({self.mode!r} was renamed {_RENAMED[self.mode]!r})"
-                       if self.mode in _RENAMED else "")
+                       if isinstance(self.mode, str) and self.mode in _RENAMED else "")
             raise ConfigError(f"exploration.mode={self.mode!r}; valid: "
                               f"{list(EXPLORATION_MODES)}{renamed}")
         object.__setattr__(self, "epsilon", check_range("exploration.epsilon", self.epsilon,
                                                         0.0, 1.0))
-        t = check_range("exploration.temperature", self.temperature, 0.0, math.inf,
-                        low_open=True, high_open=True)
+        t = check_range("exploration.temperature", self.temperature, *TEMPERATURE_RANGE)
         object.__setattr__(self, "temperature", t)
 
     @classmethod
-    def of(cls, setting: "Exploration | str | Any") -> "Exploration":
-        """``setting`` as an ``Exploration``: one already, a mode name, or anything with
-        ``mode``, ``epsilon`` and ``temperature`` attributes (a config group)."""
+    def of(cls, setting: "Exploration | str | Mapping[str, Any]") -> "Exploration":
+        """``setting`` as an ``Exploration``: one already, a mode name, or a mapping with
+        ``mode`` and optionally ``epsilon`` and ``temperature`` (a config group).
+
+        Raises:
+            ConfigError: anything else, or a mapping with other keys.
+        """
         if isinstance(setting, Exploration):
             return setting
         if isinstance(setting, str):
             return cls(setting)
-        return cls(setting.mode, setting.epsilon, setting.temperature)
+        if isinstance(setting, Mapping):
+            fields = ("mode", "epsilon", "temperature")
+            unknown = sorted(str(k) for k in setting if k not in fields)
+            if "mode" not in setting or unknown:
+                raise ConfigError(f"exploration={dict(setting)!r} needs 'mode' and takes "
+                                  f"only {list(fields)}")
+            return cls(**{k: setting[k] for k in fields if k in setting})
+        raise ConfigError(f"exploration={setting!r} is not an exploration setting; give a "
+                          f"mode ({'|'.join(EXPLORATION_MODES)}), an Exploration or a "
+                          "mapping {mode, epsilon, temperature}")
 
     @property
     def greedy(self) -> bool:
@@ -99,7 +115,10 @@ class Exploration:
         if self.mode == "sample":
             if self.temperature == 1.0:
                 return probs
-            return softmax(np.log(np.maximum(probs, 1e-300)) / self.temperature)
+            # log-probabilities shifted to a maximum of 0 before the division, so a small τ
+            # cannot overflow: the most probable actions keep exp(0) = 1
+            z = np.log(np.maximum(probs, 1e-300))
+            return softmax((z - z.max(axis=-1, keepdims=True)) / self.temperature)
         n, k = probs.shape
         out = np.zeros((n, k))
         out[np.arange(n), probs.argmax(axis=1)] = 1.0
