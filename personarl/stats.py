@@ -25,11 +25,17 @@ from personarl.errors import ConfigError, check_int, check_range
 __all__ = ["mean_ci", "paired_ci", "t_quantile", "bootstrap_ci", "softmax"]
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    """Row-wise softmax ``exp(z − max z) / Σ exp(z − max z)`` over the last axis of ``z``
-    (``(N, K)`` logits or scores -> ``(N, K)`` probabilities); shifting by the row maximum
-    keeps ``exp`` from overflowing and does not change the result."""
-    z = np.exp(z - z.max(axis=-1, keepdims=True))
+def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax at temperature τ, ``exp((z − max z)/τ) / Σ exp((z − max z)/τ)``,
+    over the last axis of ``z`` (``(N, K)`` logits or scores -> ``(N, K)`` probabilities;
+    Boltzmann / softmax action selection, Sutton & Barto 2018, §2.8). Shifting by the row
+    maximum before dividing keeps ``exp`` from overflowing for every τ > 0 (the largest
+    scores keep ``exp(0) = 1``) and does not change the result."""
+    z = z - z.max(axis=-1, keepdims=True)
+    if temperature != 1.0:
+        with np.errstate(over="ignore"):      # −inf for the far-below-max: exp gives 0
+            z = z / temperature
+    z = np.exp(z)
     return z / z.sum(axis=-1, keepdims=True)
 
 

@@ -191,3 +191,16 @@ def test_every_error_the_project_defines_is_in_the_family():
     outside = [name for name, cls in found
                if not issubclass(cls, PersonaRLError) and name not in internal]
     assert outside == []
+
+
+def test_softmax_at_any_temperature_is_finite_and_the_boltzmann_law():
+    from personarl.stats import softmax
+
+    z = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 5.0]])
+    for tau in (1.0, 0.5, 4.0):
+        e = np.exp(z / tau)
+        assert np.allclose(softmax(z, tau), e / e.sum(axis=1, keepdims=True))
+    with np.errstate(all="raise"):
+        cold = softmax(np.array([[1.0, 2.0, 2.0], [1e300, -1e300, 0.0]]), 1e-310)
+        assert np.array_equal(cold, [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])   # ties share
+        assert np.allclose(softmax(z, 1e300), 1 / 3)

@@ -153,7 +153,7 @@ class MeanTablePolicy(FixedPolicy):
 
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
                      ) -> np.ndarray:
-        return softmax(self.means(obs) / self.temperature)
+        return softmax(self.means(obs), self.temperature)
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
         greedy = self.means(obs).argmax(axis=1)

@@ -115,10 +115,7 @@ class Exploration:
         if self.mode == "sample":
             if self.temperature == 1.0:
                 return probs
-            # log-probabilities shifted to a maximum of 0 before the division, so a small τ
-            # cannot overflow: the most probable actions keep exp(0) = 1
-            z = np.log(np.maximum(probs, 1e-300))
-            return softmax((z - z.max(axis=-1, keepdims=True)) / self.temperature)
+            return softmax(np.log(np.maximum(probs, 1e-300)), self.temperature)
         n, k = probs.shape
         out = np.zeros((n, k))
         out[np.arange(n), probs.argmax(axis=1)] = 1.0
