@@ -32,13 +32,16 @@ class AdaptationConfig:
     model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
 
 
-def build_core(num_lanes: int, *, action_mode: str = "discrete", horizon: int = 16,
+def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mode,
+               horizon: int = AdaptationConfig.horizon,
                population: PopulationConfig | PopulationSampler | Mapping | None = None,
                model: AdaptationModel | Mapping | None = None,
                reward_weights: AdaptationRewardWeights | Mapping | None = None,
-               reward_fn: AdaptationRewardFn | None = None, obs_noise: float = 0.1,
+               reward_fn: AdaptationRewardFn | None = None,
+               obs_noise: float = AdaptationConfig.obs_noise,
                info_level: str = "full") -> AdaptationCore:
-    """Validate the arguments shared by the single and the vector env."""
+    """Validate the arguments shared by the single and the vector env (the defaults of
+    the configurable ones are ``AdaptationConfig``'s)."""
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, AdaptationRewardWeights)
     sampler = coerce_population(population)
     return AdaptationCore(

@@ -28,8 +28,8 @@ as Gymnasium's own tests parametrise over every spec). Each check raises
 9. ``layout``: the record's ``observation_layout`` tiles the observation exactly.
 10. ``truth``: ``info`` (full) carries what evaluation reads — ``latent_primary`` and
     ``is_bot`` per lane, ``oracle_action`` shaped like an action per lane — and, after every
-    step, the record's ``safety_keys``; the core has ``horizon`` (an int: the most decisions an episode can have) and ``sampler`` (with
-    archetype names).
+    step, the record's ``safety_keys``; the core has ``horizon`` (an int: the most decisions
+    an episode can have) and ``sampler`` (with archetype names).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import numpy as np
 
 from envs.creator import create_env
 from envs.registration import record
+from envs.rollout import Lanes
 from personarl.errors import ConfigError
 
 __all__ = ["CHECKS", "check_contract"]
@@ -209,20 +210,17 @@ def check_expected_reward(env_id: str, kwargs: Mapping[str, Any], lanes: int = 2
     conversions, are paid within the episode), paired over ``lanes`` users acting at
     random."""
     env = create_env(env_id, {**kwargs, "num_envs": lanes})
-    _, info = env.reset(seed=9)
-    if "expected_reward" not in info:
+    episodes = Lanes(env, *env.reset(seed=9), first_episode_only=True)
+    if "expected_reward" not in episodes.info:
         assert not isinstance(env.single_action_space, gym.spaces.Discrete), \
             "a discrete env must give expected_reward (one column per action) in info"
         return
     rng = np.random.default_rng(0)
-    live = np.ones(lanes, bool)
     expected, realised = np.zeros(lanes), np.zeros(lanes)
-    while live.any():
-        action = rng.integers(0, env.single_action_space.n, lanes)
-        expected += live * info["expected_reward"][np.arange(lanes), action]
-        _, reward, term, trunc, info = env.step(action)
-        realised += live * reward
-        live &= ~(term | trunc)
+    for t in episodes.run(lambda obs, info: rng.integers(0, env.single_action_space.n,
+                                                         lanes)):
+        expected += t.live * t.info["expected_reward"][np.arange(lanes), t.action]
+        realised += t.live * t.reward
     diff = realised - expected
     se = diff.std(ddof=1) / np.sqrt(lanes)
     assert abs(diff.mean()) <= 4.5 * se + 1e-12, \

@@ -34,13 +34,16 @@ class InterventionConfig:
     model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
 
 
-def build_core(num_lanes: int, *, days: int = 7, slots_per_day: int = 4,
+def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
+               slots_per_day: int = InterventionConfig.slots_per_day,
                population: PopulationConfig | PopulationSampler | Mapping | None = None,
                model: InterventionModel | Mapping | None = None,
                reward_weights: InterventionRewardWeights | Mapping | None = None,
                reward_fn: InterventionRewardFn | None = None,
-               obs_noise: float = 0.1, info_level: str = "full") -> InterventionCore:
-    """Validate the arguments shared by the single and the vector env."""
+               obs_noise: float = InterventionConfig.obs_noise,
+               info_level: str = "full") -> InterventionCore:
+    """Validate the arguments shared by the single and the vector env (the defaults of
+    the configurable ones are ``InterventionConfig``'s)."""
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, InterventionRewardWeights)
     sampler = coerce_population(population)
     return InterventionCore(

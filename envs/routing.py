@@ -35,17 +35,19 @@ class RoutingConfig:
     persona_sensitivity: float = 2.5
 
 
-def build_core(num_lanes: int, *, num_agents: int = 6, horizon: int = 20,
+def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
+               horizon: int = RoutingConfig.horizon,
                population: PopulationConfig | PopulationSampler | Mapping | None = None,
-               world: AgentWorld | None = None, world_seed: int = 0,
-               persona_sensitivity: float = 2.5,
+               world: AgentWorld | None = None, world_seed: int = RoutingConfig.world_seed,
+               persona_sensitivity: float = RoutingConfig.persona_sensitivity,
                response: ResponseModel | Mapping | None = None,
                signal_weights: SignalWeights | Mapping | None = None,
                quality: QualityModel | Mapping | None = None,
                behaviour: BehaviourModel | Mapping | None = None,
                fusion_prior_strength: float = 4.0, pool_chunk: int = 512,
                info_level: str = "full") -> RoutingCore:
-    """Validate the constructor arguments shared by the single and vector env."""
+    """Validate the constructor arguments shared by the single and vector env (the
+    defaults of the configurable ones are ``RoutingConfig``'s)."""
     num_lanes = check_int("num_envs", num_lanes, 1)
     horizon = check_int("horizon", horizon, 1, 10_000)
     if world is None:

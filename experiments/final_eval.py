@@ -28,9 +28,9 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from agents.baselines.evaluation import (EpisodeBatch, paired_row, per_archetype,
+                                         run_episodes, warm_up)
 from agents.baselines.policies import Policy
-from agents.baselines.evaluation import (EpisodeBatch, paired_row, per_archetype, run_episodes,
-                               warm_up)
 from agents.baselines.factory import make_policy
 from envs.creator import vector_maker
 from envs.registration import describe

@@ -42,7 +42,8 @@ from tqdm import tqdm  # noqa: E402
 
 from agents.baselines.factory import make_policy  # noqa: E402
 from agents.learners.base import (WEIGHTS_FILE, Learner, OnlineBaseline,  # noqa: E402
-                             load_weights, weights_sha256)
+                                  load_weights, weights_sha256)
+from agents.serving.bundle import BundleError  # noqa: E402
 from envs.creator import vector_maker  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E402
@@ -52,9 +53,8 @@ from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E4
 from experiments.train_report import write_report  # noqa: E402
 from experiments.wiring import PPO_AGENTS, Run, config_diff, env_kwargs, validate  # noqa: E402
 from personarl import jsonio  # noqa: E402
-from personarl.locks import exclusive_lock  # noqa: E402
-from agents.serving.bundle import BundleError  # noqa: E402
 from personarl.errors import ConfigError  # noqa: E402
+from personarl.locks import exclusive_lock  # noqa: E402
 
 __all__ = ["train", "ray_session", "build_learner", "export_checkpoint"]
 
@@ -295,8 +295,6 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
 def _training_record(run_dir: Path, iteration: int | None) -> dict[str, Any]:
     """The last logged metrics up to the checkpoint's iteration and, when the run's final
     evaluation is of this checkpoint, the trained policy's evaluation per population."""
-    from experiments.run_files import MetricsLog
-
     rows = [r for r in MetricsLog(run_dir / "metrics.jsonl").rows()
             if iteration is None or r["iteration"] <= iteration]
     record: dict[str, Any] = {}

@@ -3,8 +3,8 @@
 Each YAML option in ``configs/<group>/`` starts from its schema (``defaults: -
 /schema/<group>@_here_: <schema>``), so an unknown key or a value of the wrong type fails
 when Hydra composes the config — before any code runs. Ranges are checked afterwards by
-the code that owns each value (``experiments.validate``), still before Ray starts, with the
-key in the message. The schemas live in groups of their own (``schema/<group>``), so Hydra
+the code that owns each value (``experiments.wiring.validate``), still before Ray starts,
+with the key in the message. The schemas live in groups of their own (``schema/<group>``), so Hydra
 never offers one as a choice of the group it describes (``env=routng`` lists the envs).
 
 Group -> schema (``schema/<group>/<name>`` in the ConfigStore):

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines.factory import baselines_for
-from envs.registration import describe, record
+from envs.registration import EnvRecord, describe, record
 from personarl.seeds import MAX_EPISODES, MAX_SEED, name_key, stream_seed
 from personarl.errors import ConfigError, check_int, check_range
 
@@ -92,7 +92,7 @@ class Run:
 
     cfg: DictConfig
     env_id: str
-    record: Any
+    record: EnvRecord
     env_kwargs: dict[str, Any]
     populations: dict[str, tuple[dict[str, Any], dict[str, Any]]]
     eval_baselines: list[str]
@@ -226,7 +226,6 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
     from agents.baselines.evaluation import warm_up
     from agents.baselines.factory import baselines_for, make_policy
     from envs.creator import vector_maker
-    from envs.registration import describe, record
 
     if not isinstance(describe(env_id, kwargs).actions.space(), gym.spaces.Discrete):
         modes = ", ".join(f"{m} ({', '.join(f'{k}={x}' for k, x in v.items()) or 'default'})"

@@ -160,17 +160,16 @@ class OnlineBaseline:
         make_env: ``n -> VectorEnv`` (``info_level="full"`` if the policy is privileged).
         num_envs: parallel users.
         steps_per_iteration: batched steps per iteration.
-        seed: the run's seed; the env's users are its ``purpose`` stream.
-        purpose: ``training`` (a baseline trained as the run's agent) or ``warmup``.
+        seed: the run's seed; the env's users are its ``training`` stream.
     """
 
     def __init__(self, policy: Policy, make_env: Callable[[int], VectorEnv], num_envs: int,
-                 steps_per_iteration: int, seed: int, purpose: str = "training") -> None:
+                 steps_per_iteration: int, seed: int) -> None:
         self._policy, self.num_envs = policy, num_envs
         self.steps_per_iteration = steps_per_iteration
         self.env = make_env(num_envs)
         self.env_steps = self.iteration = 0
-        self._seed, self._purpose = seed, purpose
+        self._seed = seed
         self._lanes: Lanes | None = None          # users in flight, once the first train()
         self._returns = np.zeros(num_envs)
         self._lengths = np.zeros(num_envs, dtype=np.int64)
@@ -178,7 +177,7 @@ class OnlineBaseline:
     def train(self) -> dict[str, float]:
         start = time.perf_counter()
         if self._lanes is None:
-            obs, info = self.env.reset(seed=stream_seed(self._seed, self._purpose,
+            obs, info = self.env.reset(seed=stream_seed(self._seed, "training",
                                                         self.iteration))
             self._lanes = Lanes(self.env, obs, info, first_episode_only=False)
         done_returns: list[np.ndarray] = []
