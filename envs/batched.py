@@ -36,10 +36,10 @@ from gymnasium.vector.utils import batch_space
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
 from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
+__all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions", "InfoTable",
            "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
            "column_slices", "owned", "resolve_reward_fn", "generator_state",
-           "generator_from_state"]
+           "generator_from_state", "exo_stream"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -125,6 +125,17 @@ def generator_from_state(state: Mapping[str, Any] | None) -> np.random.Generator
     return np.random.Generator(bit_generator)
 
 
+def exo_stream(rng: np.random.Generator) -> np.random.Generator:
+    """The per-step stream of a core, seeded from the env's generator ``rng``.
+
+    A core that draws its exogenous noise per step (for all lanes at once, a fixed count
+    per step) keeps it apart from the users' stream: a lane restarting draws a user from
+    ``rng`` without moving the per-step stream, so every policy facing the same seed sees
+    the same noise at the same (lane, step) — common random numbers — and the same users
+    in the same order."""
+    return np.random.Generator(np.random.PCG64(rng.integers(0, 2**63, size=4)))
+
+
 def _array_record(value: Any) -> bool:
     """A dataclass instance whose every field is an array (a batch of users' state)."""
     return (dataclasses.is_dataclass(value) and not isinstance(value, type)
@@ -151,6 +162,7 @@ def _state_problems(key: str, mine: Any, theirs: Any, lanes: int) -> list[str]:
     if isinstance(mine, np.ndarray):
         found = array_problem(repr(key), mine, theirs)
         return [found] if found else []
+
     if isinstance(mine, dict):
         if not isinstance(theirs, Mapping):
             return [f"{key!r} is {kind(theirs)}, this core's is a mapping"]
@@ -166,7 +178,10 @@ def _state_problems(key: str, mine: Any, theirs: Any, lanes: int) -> list[str]:
 
 
 def _copied(value: Any) -> Any:
-    """A copy of a state value; a record of arrays becomes a mapping of its fields."""
+    """A copy of a state value; a record of arrays becomes a mapping of its fields, a
+    generator its state."""
+    if isinstance(value, np.random.Generator):
+        return generator_state(value)
     if _array_record(value):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
@@ -200,6 +215,9 @@ class BaseCore(ABC):
     B: int
     #: the attributes ``get_state`` saves (each core lists its own)
     state_fields: tuple[str, ...] = ()
+    #: work arrays a step overwrites before it reads them, and caches rebuilt after
+    #: ``set_state``: neither state nor configuration (``envs.contract`` skips them)
+    scratch_fields: tuple[str, ...] = ()
     actions: "DiscreteActions | BoxActions"
     obs: np.ndarray
     step_info: dict[str, np.ndarray]
@@ -235,13 +253,43 @@ class BaseCore(ABC):
     def reset_all(self, rng: np.random.Generator, reseeded: bool) -> None:
         """Start every lane with a new user (a seeded reset restarts the population clock)."""
         if reseeded or not self.started:
-            self.restart_population()
+            self.restart_population(rng)
         self.reset_lanes(self.rows, rng)
         self.started = True
 
-    def restart_population(self) -> None:
-        """Forget everything drawn for future users: the same seed, the same users."""
+    #: users drawn ahead at a time (``take_users``)
+    pool_chunk: int = 512
+    #: the stream of the per-step exogenous draws (cores that use one set it on restart)
+    exo_rng: np.random.Generator | None = None
+
+    def restart_population(self, rng: np.random.Generator) -> None:
+        """Forget everything drawn for future users — the same seed, the same users — and
+        derive the per-step stream from ``rng`` (``exo_stream``)."""
         self.population_time = 0
+        if hasattr(self, "pool"):
+            self.pool, self.pool_pos = {}, 0
+        if self.exo_rng is not None:
+            self.exo_rng = exo_stream(rng)
+
+    def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``n`` new users, every array with ``n`` rows (cores that pool users define it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not pool its users")
+
+    def take_users(self, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The next ``m`` users of the pool, which is refilled ``pool_chunk`` users at a time
+        (``generate_users``): a batch-of-one env pays the vectorised cost of drawing a user
+        once per chunk, not once per episode, and users come in one order whatever the
+        policy (the same seed, the same users)."""
+        left = (len(next(iter(self.pool.values()))) - self.pool_pos) if self.pool else 0
+        if left < m:
+            fresh = self.generate_users(max(self.pool_chunk, m - left), rng)
+            if left:
+                fresh = {k: np.concatenate([v[self.pool_pos:], fresh[k]])
+                         for k, v in self.pool.items()}
+            self.pool, self.pool_pos = fresh, 0
+        lo = self.pool_pos
+        self.pool_pos += m
+        return {k: v[lo:lo + m] for k, v in self.pool.items()}
 
     def get_state(self) -> dict[str, Any]:
         """A copy of everything that changes as the core steps: the attributes named in
@@ -269,12 +317,22 @@ class BaseCore(ABC):
         problems = [f"missing {k!r}" for k in mine if k not in state]
         problems += [f"unexpected {k!r}" for k in state if k not in mine]
         for k in [k for k in mine if k in state]:
-            problems += _state_problems(k, mine[k], state[k], self.B)
+            if isinstance(getattr(self, k), np.random.Generator):
+                try:
+                    generator_from_state(state[k])
+                except ConfigError as exc:
+                    problems.append(f"{k!r}: {exc}")
+            else:
+                problems += _state_problems(k, mine[k], state[k], self.B)
         if problems:
             raise ConfigError(f"cannot restore {article} {name} from this state: "
                               + "; ".join(sorted(problems)))
         for k in self.state_fields:
-            current, value = getattr(self, k), _copied(state[k])
+            current = getattr(self, k)
+            if isinstance(current, np.random.Generator):
+                setattr(self, k, generator_from_state(state[k]))
+                continue
+            value = _copied(state[k])
             setattr(self, k, dataclasses.replace(current, **value) if _array_record(current)
                     else value)
 
@@ -283,9 +341,51 @@ class BaseCore(ABC):
         self.t[lanes] = 0
 
     def lane_info(self, lane: int) -> dict[str, Any]:
-        """``info()`` for one lane (the single env's view)."""
-        return {k: (v[lane].item() if np.ndim(v[lane]) == 0 else v[lane])
+        """``info()`` for one lane (the single env's view): Python scalars and copied arrays,
+        the caller's own (nothing in it changes when the core steps)."""
+        return {k: (v[lane].item() if v.ndim == 1 else v[lane].copy())
                 for k, v in self.info().items()}
+
+
+class InfoTable:
+    """Per-lane ``info`` packed by type, so a compiled kernel fills it in one pass and the
+    single env reads one lane out in a handful of calls.
+
+    Scalars live in three arrays — ``floats`` ``(B, len(float_names))`` float64, ``ints``
+    ``(B, len(int_names))`` int64, ``flags`` ``(B, len(flag_names))`` bool — and the vector
+    keys side by side, in the given order, in ``block`` ``(B, Σ widths)`` float64
+    (``vectors`` names each one's columns).
+    """
+
+    def __init__(self, num_lanes: int, float_names: Iterable[str], int_names: Iterable[str],
+                 flag_names: Iterable[str], vectors: Mapping[str, int]) -> None:
+        self.float_names, self.int_names = tuple(float_names), tuple(int_names)
+        self.flag_names = tuple(flag_names)
+        self.floats = np.zeros((num_lanes, len(self.float_names)))
+        self.ints = np.zeros((num_lanes, len(self.int_names)), dtype=np.int64)
+        self.flags = np.zeros((num_lanes, len(self.flag_names)), dtype=bool)
+        self._slices = column_slices(vectors.items())
+        self.block = np.zeros((num_lanes, sum(vectors.values())))
+        self.vectors = {name: self.block[:, sl] for name, sl in self._slices.items()}
+        self._scalar_names = self.float_names + self.int_names + self.flag_names
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Every key as an array over the lanes (views: the faces copy)."""
+        out: dict[str, np.ndarray] = {}
+        for names, table in ((self.float_names, self.floats), (self.int_names, self.ints),
+                             (self.flag_names, self.flags)):
+            out.update((name, table[:, j]) for j, name in enumerate(names))
+        out.update(self.vectors)
+        return out
+
+    def lane(self, lane: int) -> dict[str, Any]:
+        """One lane: Python ``float``/``int``/``bool`` scalars and copied vectors."""
+        out = dict(zip(self._scalar_names, self.floats[lane].tolist()
+                       + self.ints[lane].tolist() + self.flags[lane].tolist()))
+        row = self.block[lane]
+        for name, sl in self._slices.items():
+            out[name] = row[sl].copy()
+        return out
 
 
 def _check_face_state(state: Any, keys: tuple[str, ...]) -> None:
@@ -413,10 +513,10 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
     def _info(self, stepped: bool) -> dict[str, Any]:
         if self.info_level == "none":
             return {}
-        info = self._core.lane_info(0)
+        info = self._core.lane_info(0)          # the caller's own values already
         if stepped:
             info.update({key: value[0] for key, value in self._core.step_info.items()})
-        return owned(info)
+        return info
 
 
 class CoreVectorEnv(VectorEnv):
@@ -466,8 +566,12 @@ class CoreVectorEnv(VectorEnv):
         # lanes that ended last step restart instead of stepping (NEXT_STEP); parking makes
         # them safe to step, and reset_lanes overwrites whatever the step did to them
         restart = np.flatnonzero(self._needs_reset)
-        self._core.park(restart)
-        reward, terminated = (x.copy() for x in self._core.step(actions))
+        if restart.size == self.num_envs:   # nothing to step (and nothing drawn for it: a
+            reward = np.zeros(self.num_envs)  # batch of one draws what the single env does)
+            terminated = np.zeros(self.num_envs, dtype=bool)
+        else:
+            self._core.park(restart)
+            reward, terminated = (x.copy() for x in self._core.step(actions))
         if restart.size:
             reward[restart] = 0.0
             terminated[restart] = False

@@ -274,7 +274,8 @@ def _config_attributes(env: Any) -> dict[str, Any]:
     """What ``get_state`` leaves out of a core: its configuration (deep copies)."""
     core = env._core
     state = core.get_state()
-    return {k: copy.deepcopy(v) for k, v in vars(core).items() if k not in state}
+    return {k: copy.deepcopy(v) for k, v in vars(core).items()
+            if k not in state and k not in core.scratch_fields}
 
 
 def check_state(env_id: str, kwargs: Mapping[str, Any]) -> None:

@@ -32,6 +32,7 @@ class InterventionConfig:
     slots_per_day: int = 4
     obs_noise: float = 0.1
     model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
+    backend: str = "auto"                                   # envs.backend: auto|numpy|numba
 
 
 def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
@@ -41,7 +42,8 @@ def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
                reward_weights: InterventionRewardWeights | Mapping | None = None,
                reward_fn: InterventionRewardFn | None = None,
                obs_noise: float = InterventionConfig.obs_noise,
-               info_level: str = "full") -> InterventionCore:
+               info_level: str = "full",
+               backend: str = InterventionConfig.backend) -> InterventionCore:
     """Validate the arguments shared by the single and the vector env (the defaults of
     the configurable ones are ``InterventionConfig``'s)."""
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, InterventionRewardWeights)
@@ -53,7 +55,7 @@ def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
         days=check_int("days", days, 1, 365), slots_per_day=check_int("slots_per_day",
                                                                       slots_per_day, 1, 24),
         obs_noise=check_range("obs_noise", obs_noise, 0, 1),
-        with_truth=check_info_level(info_level) == "full")
+        with_truth=check_info_level(info_level) == "full", backend=backend)
 
 
 class InterventionTimingEnv(CoreEnv):

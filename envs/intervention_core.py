@@ -1,23 +1,38 @@
 """The batched core of InterventionTiming: ``B`` returning users over several days.
 
 The state answers to actions (fatigue, annoyance, pairings in flight), so it is stepped
-one decision at a time with ``envs.intervention_model.transition``. What does not depend on
-the actions — stress shocks, the uniforms behind compliance, opting out and coming back, the
-observation noise — is drawn per user when the user arrives, so every policy facing the
-same seed meets the same shocks (common random numbers for paired comparisons).
+one decision at a time (``envs.intervention_model.transition``; compiled in
+``envs.intervention_kernels`` for the ``numba`` backend, ``envs.backend``).
+
+Randomness comes from two streams, both seeded by the env's generator:
+
+* **users** — persona, consent, opening stress, first weekday, the day-to-day drift of the
+  persona and the first step's draws — come from the env's generator, ``pool_chunk`` users
+  at a time (``BaseCore.take_users``): users arrive in one order whatever the policy;
+* **per-step noise** — stress shocks, the uniforms behind compliance, events, pairings,
+  opting out and coming back the next day, and the observation noise — is drawn after
+  every step for all lanes at once from the core's own stream (``envs.batched.exo_stream``):
+  nothing is drawn for steps a user who left will never take, and every policy facing the
+  same seed meets the same noise at the same (lane, step) — common random numbers for
+  paired comparisons.
+
+The draws of a step are known before the decision (the shock is part of the ground truth
+``info`` reports); ``exo`` holds them, in ``envs.intervention_kernels.EXO`` order.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
-from envs.batched import BaseCore, DiscreteActions, column_slices
+from envs import intervention_kernels as kernels
+from envs.backend import resolve_backend
+from envs.batched import BaseCore, DiscreteActions, InfoTable, column_slices, exo_stream
+from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
-                                     fast_clip, action_rewards, transition)
-from rewards.intervention import InterventionRewardFn
+                                     action_rewards, transition)
+from rewards.intervention import InterventionRewardFn, InterventionRewardWeights
 from synth.archetypes import TRAITS
 from synth.population import PopulationSampler
 
@@ -29,9 +44,9 @@ OBS_FEATURES: tuple[tuple[str, int], ...] = (
     ("weekday", 7), ("day", 1), ("fatigue", 1), ("pairing", 1), ("consent", 1),
     ("last_action", len(ACTIONS)), ("last_complied", 1),
 )
-_STATE = tuple(f.name for f in fields(State))
 _USER = ("tone_fit", "sociability", "shock_prob", "baseline_engagement")
-_COUNTS = ("interventions", "false_interventions", "needed", "acted_without_consent")
+_U_ACT = slice(EXO.index("u_comply"), EXO.index("u_event") + 1)
+_STEP_FLAGS = ("ok", "needed", "false_intervention", "opted_out_this_step", "acted")
 
 
 class InterventionCore(BaseCore):
@@ -41,114 +56,222 @@ class InterventionCore(BaseCore):
         num_lanes: batch size B.
         sampler: the population.
         model: dynamics parameters.
-        reward_fn: the step's reward (see ``envs.intervention_model.transition``).
+        reward_fn: the step's reward (see ``envs.intervention_model.transition``); the
+            default weights' function is computed inside the kernels, any other is called
+            on the kernels' per-lane reward components.
         days: days per episode.
         slots_per_day: decisions per day.
         obs_noise: std of the noise on the observed emotions and engagement.
         with_truth: compute the ground truth ``info`` reports (expected rewards).
+        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``envs.backend``).
+        pool_chunk: users drawn ahead at a time (at least ``num_lanes``: a wide batch
+            restarts hundreds of lanes per step, and a bigger draw costs less per user).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
-    state_fields = ("state", "user", "consent", "is_bot", "opted_out", "primary", "group",
-                    "weekday0", "mixture", "offset_exp", "day_noise", "shock", "u_opt", "u",
-                    "u_return", "noise", "counts", "t", "last_action", "last_complied", "obs",
-                    "started", "population_time", "step_info")
+    state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
+                    "population_time", "step_info")
+
+    scratch_fields = ("truth", "_out", "_out_flags", "_noise", "_uniforms", "_truth_parts",
+                      "_truth_stale", "_step_views", "_bound")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: InterventionModel,
                  reward_fn: InterventionRewardFn, days: int, slots_per_day: int,
-                 obs_noise: float, with_truth: bool) -> None:
+                 obs_noise: float, with_truth: bool, backend: str = "auto",
+                 pool_chunk: int = 512) -> None:
         self.B, self.K = num_lanes, len(ACTIONS)
+        self.backend = resolve_backend(backend)
         self.actions = DiscreteActions(self.K, ACTIONS)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
+        weights = getattr(reward_fn, "weights", None)
+        self.linear_reward = isinstance(weights, InterventionRewardWeights)
+        self.reward_weights = np.array(
+            [weights.sentiment, weights.engagement, weights.compliance, weights.false_penalty]
+            if self.linear_reward else [0.0] * 4)
         self.days, self.slots, self.horizon = days, slots_per_day, days * slots_per_day
         self.obs_noise, self.with_truth = obs_noise, with_truth
+        self.pool_chunk = max(pool_chunk, num_lanes)
+        self.drift_rate = sampler.drift_rate * np.sqrt(slots_per_day)  # per day
         self.cols = column_slices((n, slots_per_day if n == "slot" else w)
                                   for n, w in OBS_FEATURES)
         self.obs_size = self.cols["last_complied"].stop
+        self.params, self.dims = kernels.settings(
+            model, self.drift_rate, obs_noise, self.horizon, slots_per_day, days,
+            [self.cols[n].start for n in kernels.OBS_COLS])
+        A = sampler.num_archetypes
         z = lambda *shape, dtype=np.float64: np.zeros((num_lanes,) + shape, dtype)  # noqa
-        self.state = State(**{name: z() for name in _STATE})
-        self.user = UserTraits(tone_fit=z(3), sociability=z(), shock_prob=z(),
-                               baseline_engagement=z())
-        self.consent, self.is_bot = z(dtype=bool), z(dtype=bool)
-        self.primary, self.group, self.weekday0 = (z(dtype=np.int64) for _ in range(3))
-        # the persona drifts from day to day: mixture, trait offsets, epoch, daily noise
-        self.mixture = z(sampler.num_archetypes)
-        self.offset_exp, self.table_id = z(len(TRAITS)), z(dtype=np.int64)
-        self.day_noise = z(days, sampler.num_archetypes)
-        self.shock, self.u_opt, self.u = z(self.horizon), z(self.horizon), z(self.horizon, 2)
-        self.u_return, self.noise = z(days), z(self.horizon + 1, 4)
-        self.counts = {name: z() for name in _COUNTS}
-        self.opted_out = z(dtype=bool)
-        self.t = z(dtype=np.int64)
-        self.last_action, self.last_complied = z(dtype=np.int64), z()
+        # every lane's user in one record, so a restart copies one row per lane; the
+        # pool holds records of the same type (the counters and flags start at zero)
+        self.record = np.dtype([
+            ("latent", np.float64, (len(STATE_FIELDS),)), ("tone_fit", np.float64, (3,)),
+            ("sociability", np.float64), ("shock_prob", np.float64),
+            ("baseline_engagement", np.float64), ("mixture", np.float64, (A,)),
+            ("offset_exp", np.float64, (len(TRAITS),)),
+            # the persona drifts from day to day: each new day's noise on its log-weights
+            ("day_noise", np.float64, (max(days - 1, 1), A)),
+            ("exo", np.float64, (len(EXO),)), ("noise", np.float64, (4,)),
+            ("counts", np.float64, (len(kernels.COUNTS),)), ("last_complied", np.float64),
+            ("t", np.int64), ("last_action", np.int64), ("primary", np.int64),
+            ("group", np.int64), ("table_id", np.int64), ("weekday0", np.int64),
+            ("consent", np.bool_), ("is_bot", np.bool_), ("opted_out", np.bool_)], align=True)
+        self.lanes = np.zeros(num_lanes, self.record)
         self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
         self.rows = np.arange(num_lanes)
+        self.pool: dict[str, np.ndarray] = {}
+        self.pool_pos = 0
+        self.exo_rng = np.random.default_rng(0)        # replaced on the first reset
         self.started = False
         self.population_time = 0
         self.step_info: dict[str, np.ndarray] = {}
+        # the kernels' outputs, allocated once
+        self._out = z(len(kernels.STEP_FLOATS))
+        self._out_flags = z(len(kernels.STEP_FLAGS), dtype=bool)
+        self.truth = InfoTable(num_lanes, kernels.TRUTH_FLOATS, kernels.TRUTH_INTS,
+                               kernels.TRUTH_FLAGS, dict(zip(kernels.TRUTH_VECTORS,
+                                                             (self.K, 3, A))))
+        self._truth_parts = z(self.K, 5)
+        self._noise, self._uniforms = z(4), z(len(EXO))
+        self._truth_stale = True
+        flag = {name: self._out_flags[:, j] for j, name in enumerate(kernels.STEP_FLAGS)}
+        self._step_views = {"needed": flag["needed"],
+                            "false_intervention": flag["false_intervention"],
+                            "complied": self._out[:, kernels.STEP_FLOATS.index("complied")],
+                            "opted_out_this_step": flag["opted_out_this_step"],
+                            "acted": flag["acted"]}
+        self._bound: tuple[tuple, tuple] | None = None
+
+    # each field of the lanes' record, as an array over the lanes (a view)
+    latent = property(lambda self: self.lanes["latent"])
+    tone_fit = property(lambda self: self.lanes["tone_fit"])
+    sociability = property(lambda self: self.lanes["sociability"])
+    shock_prob = property(lambda self: self.lanes["shock_prob"])
+    baseline_engagement = property(lambda self: self.lanes["baseline_engagement"])
+    mixture = property(lambda self: self.lanes["mixture"])
+    offset_exp = property(lambda self: self.lanes["offset_exp"])
+    day_noise = property(lambda self: self.lanes["day_noise"])
+    exo = property(lambda self: self.lanes["exo"])
+    counts = property(lambda self: self.lanes["counts"])
+    t = property(lambda self: self.lanes["t"])
+    last_action = property(lambda self: self.lanes["last_action"])
+    last_complied = property(lambda self: self.lanes["last_complied"])
+    primary = property(lambda self: self.lanes["primary"])
+    group = property(lambda self: self.lanes["group"])
+    table_id = property(lambda self: self.lanes["table_id"])
+    weekday0 = property(lambda self: self.lanes["weekday0"])
+    consent = property(lambda self: self.lanes["consent"])
+    is_bot = property(lambda self: self.lanes["is_bot"])
+    opted_out = property(lambda self: self.lanes["opted_out"])
+
+    @property
+    def state(self) -> State:
+        """The latent state as a ``State`` of column views of ``latent``."""
+        return State(*(self.latent[:, j] for j in range(len(STATE_FIELDS))))
+
+    @property
+    def user(self) -> UserTraits:
+        """The trait-derived parameters as a ``UserTraits`` (the arrays themselves)."""
+        return UserTraits(*(getattr(self, name) for name in _USER))
 
     # ------------------------------------------------------------------ users
-    def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
-        """New users in ``lanes``: latent persona, initial state, exogenous draws."""
-        m, H, mdl = len(lanes), self.horizon, self.model
-        pop = self.sampler.sample(m, rng, start_time=self.population_time)
-        self.population_time += m
+    def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """``n`` new users as records of the lanes' type (``{"users": (n,)}``): persona,
+        opening state, first weekday, the day-to-day drift noise and the first step's draws
+        (``exo`` and the first observation's standard normal ``noise``)."""
+        mdl = self.model
+        pop = self.sampler.sample(n, rng, start_time=self.population_time)
+        self.population_time += n
         user = UserTraits.from_traits(pop.traits)
+        users = np.zeros(n, self.record)
+        stress0 = 0.4 * rng.random(n)
+        users["weekday0"] = rng.integers(0, 7, size=n)
+        users["exo"] = rng.random((n, len(EXO)))
+        users["noise"] = rng.standard_normal((n, 4))
+        users["day_noise"] = rng.standard_normal((n,) + self.record["day_noise"].shape)
+        s = State(*(users["latent"][:, j] for j in range(len(STATE_FIELDS))))
+        s.stress[:], s.arousal[:] = stress0, stress0
+        s.valence[:] = mdl.baseline_valence - mdl.stress_valence * stress0
+        s.engagement[:] = s.base_engagement[:] = user.baseline_engagement
+        s.base_valence[:] = mdl.baseline_valence
         for name in _USER:
-            getattr(self.user, name)[lanes] = getattr(user, name)
-        self.consent[lanes], self.is_bot[lanes] = pop.consent, pop.is_bot
-        self.primary[lanes], self.group[lanes] = pop.primary, pop.group
-        self.mixture[lanes], self.table_id[lanes] = pop.weights, pop.table_id
-        self.offset_exp[lanes] = np.exp(pop.trait_offset)
-        self.day_noise[lanes] = rng.standard_normal((m, self.days, pop.weights.shape[1]))
-        draws = rng.random((m, H, 5))
-        stress0 = 0.4 * rng.random(m)
-        self.shock[lanes] = mdl.shock(draws[..., 0], draws[..., 1], user.shock_prob[:, None])
-        self.u[lanes] = draws[..., 2:4]
-        self.u_opt[lanes] = draws[..., 4]
-        self.u_return[lanes] = rng.random((m, self.days))
-        self.noise[lanes] = rng.normal(0.0, self.obs_noise, size=(m, H + 1, 4))
-        self.weekday0[lanes] = rng.integers(0, 7, size=m)
-        s = self.state
-        s.stress[lanes] = stress0
-        s.valence[lanes] = mdl.baseline_valence - mdl.stress_valence * stress0
-        s.arousal[lanes] = stress0
-        s.engagement[lanes] = user.baseline_engagement
-        s.base_engagement[lanes] = user.baseline_engagement
-        s.base_valence[lanes] = mdl.baseline_valence
-        for name in ("fatigue", "annoyance", "pairing", "pair_value"):
-            getattr(s, name)[lanes] = 0.0
-        for counts in self.counts.values():
-            counts[lanes] = 0.0
-        self.opted_out[lanes] = False
-        self.t[lanes] = 0
-        self.last_action[lanes], self.last_complied[lanes] = 0, 0.0
-        self._observe(lanes)
+            users[name] = getattr(user, name)
+        for name in ("consent", "is_bot", "primary", "group", "table_id"):
+            users[name] = getattr(pop, name)
+        users["mixture"], users["offset_exp"] = pop.weights, np.exp(pop.trait_offset)
+        return {"users": users}
+
+    def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
+        """New users in ``lanes``, the next of the pool, and their first observation."""
+        users = self.take_users(len(lanes), rng)["users"]
+        self.lanes[lanes] = users
+        self._observe(lanes, users["noise"])
+        self._truth_stale = True
 
     # ------------------------------------------------------------------ step
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One decision for every lane; returns ``(reward, terminated)``."""
-        rows, t, m = self.rows, self.t, self.model
-        out = transition(self.state, action, self.user, self.consent, self.shock[rows, t],
-                         self.u[rows, t], m, self.reward_fn)
+        """One decision for every lane; returns ``(reward, terminated)``.
+
+        Per step, for every lane at once (a fixed count: common random numbers), from the
+        per-step stream: the observation noise after this step ``(B, 4)``, then the next
+        step's uniforms ``(B, 6)``."""
+        noise = self.exo_rng.standard_normal(out=self._noise)
+        uniforms = self.exo_rng.random(out=self._uniforms)
+        if self.backend == "numba":
+            kernels.step_lanes(action, noise, uniforms, *self._kernel_arguments()[0])
+            self._truth_stale = not self.with_truth
+            out, flags = self._out, self._out_flags
+            reward = out[:, 0]
+            if not self.linear_reward:
+                reward = np.where(flags[:, 1], self.reward_fn(out[:, 1], out[:, 2], out[:, 3],
+                                                              flags[:, 3]), 0.0)
+                if self.with_truth:
+                    self._custom_expected()
+            self.step_info = self._step_views
+            return reward, flags[:, 0]
+        reward, terminated = self._step_numpy(action)
+        self._observe(self.rows, noise)
+        self.exo[:] = uniforms
+        return reward, terminated
+
+    def _kernel_arguments(self) -> tuple[tuple, tuple]:
+        """The arrays and settings ``step_lanes`` and ``truth_lanes`` take after their
+        per-call arguments, bound once (``set_state`` rebinds: it replaces the arrays)."""
+        if self._bound is None:
+            table = self.truth
+            reward = (self.reward_weights, self.linear_reward)
+            truth_out = (table.floats, table.ints, table.flags, table.block, self._truth_parts)
+            self._bound = (
+                (self.lanes, self.obs, self.sampler.trait_table, self.params, self.dims,
+                 *reward, self.with_truth, self._out, self._out_flags, *truth_out),
+                (self.lanes, self.params, *reward, *truth_out))
+        return self._bound
+
+    def set_state(self, state: Any) -> None:
+        super().set_state(state)
+        self._bound, self._truth_stale = None, True       # the arrays were replaced
+
+    def _step_numpy(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The NumPy reference of ``step`` (``envs.intervention_kernels.step_lanes``)."""
+        t, m, exo = self.t, self.model, self.exo
+        state = self.state
+        shock = m.shock(exo[:, U_HIT], exo[:, U_SIZE], self.shock_prob)
+        out = transition(state, action, self.user, self.consent, shock, exo[:, _U_ACT], m,
+                         self.reward_fn)
+        self.latent[:] = np.stack([getattr(state, n) for n in STATE_FIELDS], axis=1)
         acting = action != 0
-        self.counts["interventions"] += (action >= 1) & (action <= 3)
-        self.counts["false_interventions"] += out.false_intervention
-        self.counts["needed"] += out.needed
-        self.counts["acted_without_consent"] += out.acted_without_consent
-        optout = self.u_opt[rows, t] < out.optout_prob
+        counts = self.counts
+        counts += np.stack([(action >= 1) & (action <= 3), out.false_intervention,
+                                 out.needed, out.acted_without_consent], axis=1)
+        optout = exo[:, U_OPT] < out.optout_prob
         t1 = t + 1
         day = np.minimum(t1 // self.slots, self.days - 1)
         day_end = t1 % self.slots == 0
-        stays = self.u_return[rows, day] < m.come_back(self.state.engagement,
-                                                       self.state.annoyance)
+        stays = exo[:, U_RETURN] < m.come_back(state.engagement, state.annoyance)
         leaves = day_end & (t1 < self.horizon) & ~stays
         terminated = optout | leaves | (t1 >= self.horizon)
         self._drift(np.flatnonzero(day_end & ~terminated), day)
-        self.opted_out |= optout
-        self.t = t1
-        self.last_action, self.last_complied = action.copy(), out.complied
-        self._observe(rows)
+        self.opted_out[:] |= optout
+        self.t[:] = t1
+        self.last_action[:], self.last_complied[:] = action, out.complied
         self.step_info = {"needed": out.needed, "false_intervention": out.false_intervention,
                           "complied": out.complied, "opted_out_this_step": optout,
                           "acted": acting}
@@ -158,25 +281,27 @@ class InterventionCore(BaseCore):
         """A new day for ``lanes``: the persona mixture takes a day's drift (the population's
         per-interaction ``drift_rate`` over ``slots_per_day`` interactions) and everything
         derived from the traits follows."""
-        rate = self.sampler.drift_rate * np.sqrt(self.slots)
-        if lanes.size == 0 or rate == 0:
+        if lanes.size == 0 or self.drift_rate == 0:
             return
         w = self.mixture[lanes]
-        w = w * np.exp(rate * self.day_noise[lanes, day[lanes]]) * (w > 0)
+        w = w * np.exp(self.drift_rate * self.day_noise[lanes, day[lanes] - 1]) * (w > 0)
         w /= w.sum(axis=1, keepdims=True)
         self.mixture[lanes], self.primary[lanes] = w, w.argmax(axis=1)
         traits = self.sampler.traits_of(w, self.offset_exp[lanes], self.table_id[lanes])
         user = UserTraits.from_traits(traits)
         for name in ("tone_fit", "sociability", "shock_prob"):
-            getattr(self.user, name)[lanes] = getattr(user, name)
+            getattr(self, name)[lanes] = getattr(user, name)
 
-    def _observe(self, lanes: np.ndarray) -> None:
+    def _observe(self, lanes: np.ndarray, noise: np.ndarray) -> None:
+        """The observation of ``lanes`` with observation ``noise`` ``(len(lanes), 4)``."""
+        if self.backend == "numba":
+            kernels.observe_lanes(lanes, noise, self.lanes, self.obs, self.params, self.dims)
+            return
         c, s, t = self.cols, self.state, np.minimum(self.t[lanes], self.horizon)
-        noise = self.noise[lanes, t]
         o = np.zeros((len(lanes), self.obs_size), dtype=np.float32)
         emotions = np.stack([(s.valence[lanes] + 1) / 2, s.arousal[lanes], s.stress[lanes],
                              s.engagement[lanes]], axis=1)
-        o[:, 0:4] = fast_clip(emotions + noise, 0.0, 1.0)
+        o[:, 0:4] = np.clip(emotions + self.obs_noise * noise, 0.0, 1.0)
         slot = np.minimum(t, self.horizon - 1) % self.slots
         o[np.arange(len(lanes)), c["slot"].start + slot] = 1.0
         day = np.minimum(t, self.horizon - 1) // self.slots
@@ -190,31 +315,65 @@ class InterventionCore(BaseCore):
         self.obs[lanes] = o
 
     # ------------------------------------------------------------------ info
+    def shock(self) -> np.ndarray:
+        """``(B,)`` the stress shock each lane's pending step brings."""
+        return self.model.shock(self.exo[:, U_HIT], self.exo[:, U_SIZE], self.shock_prob)
+
     def expected_rewards(self) -> np.ndarray:
         """``(B, K)`` expected immediate reward of every action in the current state."""
-        shock = self.shock[self.rows, np.minimum(self.t, self.horizon - 1)]
-        return action_rewards(self.state, self.user, self.consent, shock, self.model,
+        if self.backend == "numba":
+            return self._fill_truth()["expected_reward"]
+        return action_rewards(self.state, self.user, self.consent, self.shock(), self.model,
                               self.reward_fn)
+
+    def _fill_truth(self) -> dict[str, np.ndarray]:
+        """Every lane's ground truth in ``truth`` (the ``numba`` backend): the step kernel
+        leaves it current; after a restart or a restore it is computed again here."""
+        if self._truth_stale:
+            kernels.truth_lanes(*self._kernel_arguments()[1])
+            if not self.linear_reward:
+                self._custom_expected()
+            self._truth_stale = False
+        return self.truth.vectors
+
+    def _custom_expected(self) -> None:
+        """Expected rewards and the oracle from the kernels' reward components, with a
+        reward function other than the default weights'."""
+        p, table = self._truth_parts, self.truth
+        expected = np.where(p[..., 4] > 0, self.reward_fn(p[..., 0], p[..., 1], p[..., 2],
+                                                          p[..., 3] > 0), 0.0)
+        table.vectors["expected_reward"][:] = expected
+        table.ints[:, kernels.TRUTH_INTS.index("oracle_action")] = expected.argmax(axis=1)
 
     def info(self) -> dict[str, np.ndarray]:
         """Ground truth for every lane's current decision, plus episode safety metrics
         (views of the state; the faces copy)."""
         self.require_truth()
+        if self.backend == "numba":
+            self._fill_truth()
+            return self.truth.columns()
         expected = self.expected_rewards()
-        t = np.minimum(self.t, self.horizon - 1)
-        info: dict[str, Any] = {f"latent_{n}": getattr(self.state, n) for n in _STATE}
-        info.update({f"user_{n}": getattr(self.user, n) for n in _USER})
-        needed = ((self.state.stress > self.model.need_stress)
-                  | (self.state.valence < self.model.need_valence))
+        state = self.state
+        info: dict[str, Any] = {f"latent_{n}": getattr(state, n) for n in STATE_FIELDS}
+        info.update({f"user_{n}": getattr(self, n) for n in _USER})
+        needed = ((state.stress > self.model.need_stress)
+                  | (state.valence < self.model.need_valence))
+        interventions, false_interventions = self.counts[:, 0], self.counts[:, 1]
         info.update(
             expected_reward=expected, oracle_action=expected.argmax(axis=1),
-            needs_support=needed, shock=self.shock[self.rows, t],
+            needs_support=needed, shock=self.shock(),
             step=self.t, consent=self.consent, is_bot=self.is_bot,
             latent_primary=self.primary, latent_weights=self.mixture, group=self.group,
             opted_out=self.opted_out,
-            false_intervention_rate=(self.counts["false_interventions"]
-                                     / np.maximum(self.counts["interventions"], 1)),
-            interventions=self.counts["interventions"],
-            false_interventions=self.counts["false_interventions"],
+            false_intervention_rate=false_interventions / np.maximum(interventions, 1),
+            interventions=interventions, false_interventions=false_interventions,
         )
         return info
+
+    def lane_info(self, lane: int) -> dict[str, Any]:
+        """``info()`` for one lane: Python scalars and copied vectors."""
+        if self.backend == "numba":
+            self.require_truth()
+            self._fill_truth()
+            return self.truth.lane(lane)
+        return super().lane_info(lane)

@@ -115,12 +115,7 @@ class RoutingCore(BaseCore):
         self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
 
     # ------------------------------------------------------------------ users
-    def restart_population(self) -> None:
-        """Also drop the pooled users: after a seeded reset the same seed gives the same
-        users."""
-        self.pool, self.pool_pos, self.population_time = {}, 0, 0
-
-    def _generate(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Whole exogenous sessions for ``n`` new users, packed per step."""
         H, C = self.horizon, len(COLUMNS)
         sampler, response = self.sampler, self.response
@@ -199,21 +194,9 @@ class RoutingCore(BaseCore):
         exo[np.flatnonzero(seen), :, c["device"].start + pop.device[seen]] = 1.0
         return exo
 
-    def _take(self, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        left = (len(self.pool["exo"]) - self.pool_pos) if self.pool else 0
-        if left < m:
-            fresh = self._generate(max(self.pool_chunk, m - left), rng)
-            if left:
-                fresh = {k: np.concatenate([v[self.pool_pos:], fresh[k]])
-                         for k, v in self.pool.items()}
-            self.pool, self.pool_pos = fresh, 0
-        lo = self.pool_pos
-        self.pool_pos += m
-        return {k: v[lo:lo + m] for k, v in self.pool.items()}
-
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """Start new sessions in ``lanes`` (indices) with the next users of the pool."""
-        users = self._take(len(lanes), rng)
+        users = self.take_users(len(lanes), rng)
         if not self.lanes:
             self.lanes = {k: np.zeros((self.B,) + v.shape[1:], v.dtype)
                           for k, v in users.items()}
@@ -260,14 +243,15 @@ class RoutingCore(BaseCore):
 
     # ------------------------------------------------------------------ info
     def lane_info(self, lane: int) -> dict[str, Any]:
-        """``info()`` for one lane with Python/NumPy scalars (the single env's view)."""
+        """``info()`` for one lane with Python scalars and copied arrays (the single env's
+        view; the caller's own)."""
         t = min(int(self.t[lane]), self.horizon - 1)
         truth, static, c = self.lanes["truth"][lane, t], self.lanes["static"][lane], \
             self.truth_cols
         return {
-            "latent_weights": truth[c["weights"]],
+            "latent_weights": truth[c["weights"]].copy(),
             "latent_primary": int(truth[c["primary"].start]),
-            "expected_reward": truth[c["expected"]],
+            "expected_reward": truth[c["expected"]].copy(),
             "oracle_action": int(truth[c["oracle"].start]),
             "is_bot": bool(static[0]),
             "consent": bool(static[1]),

@@ -36,11 +36,14 @@ class InterventionRewardWeights:
             check_range(name, getattr(self, name), 0, 10)
 
     def function(self) -> InterventionRewardFn:
-        """The reward with these weights, as the function the environment injects."""
+        """The reward with these weights, as the function the environment injects. It
+        carries the weights (``reward_fn.weights``): a compiled env kernel computes the same
+        linear reward from them instead of calling back into Python."""
         def reward_fn(d_valence: np.ndarray, d_engagement: np.ndarray, complied: np.ndarray,
                       false_intervention: np.ndarray) -> np.ndarray:
             return intervention_reward(d_valence, d_engagement, complied, false_intervention,
                                        self)
+        reward_fn.weights = self            # type: ignore[attr-defined]
         return reward_fn
 
 

@@ -43,9 +43,15 @@ _EPS = 1e-6
 
 
 def categorical(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Inverse-CDF categorical draws: row-wise ``probs`` (..., K), uniforms ``u`` (...)."""
+    """Inverse-CDF categorical draws: row-wise ``probs`` (..., K), uniforms ``u`` (...).
+
+    One distribution for every draw (``probs`` of shape ``(K,)``) is a binary search of
+    its CDF; row-wise distributions count the CDF entries below ``u``."""
     cdf = np.cumsum(probs, axis=-1)
-    idx = (u[..., None] * cdf[..., -1:] >= cdf).sum(axis=-1)
+    if cdf.ndim == 1:
+        idx = np.searchsorted(cdf, u * cdf[-1], side="right")
+    else:
+        idx = (u[..., None] * cdf[..., -1:] >= cdf).sum(axis=-1)
     return np.minimum(idx, probs.shape[-1] - 1)
 
 
@@ -174,6 +180,12 @@ class PopulationSampler:
         self._device = np.stack([t.device_preferences for t in self.tables])
 
     @property
+    def trait_table(self) -> np.ndarray:
+        """``(epochs, A, 10)`` archetype trait means in force in each epoch (read-only use:
+        compiled env kernels evaluate ``traits_of`` from it)."""
+        return self._traits
+
+    @property
     def num_archetypes(self) -> int:
         """Rows of the latent tables (base archetypes plus any added by events)."""
         return self.tables[0].size
@@ -188,18 +200,20 @@ class PopulationSampler:
         cfg = self.config
         time = start_time + np.arange(n)
         table_id = self.epoch(time)
-        primary = categorical(self.proportions[table_id], rng.random(n))
+        one_epoch = len(self.tables) == 1
+        primary = categorical(self.proportions[0] if one_epoch else self.proportions[table_id],
+                              rng.random(n))
         w = self.sample_weights(primary, table_id, rng)
         offset = rng.normal(0.0, self.trait_noise, size=(n, len(TRAITS)))
         u = rng.random((n, 6))
-        device_probs = np.einsum("na,nad->nd", w, self._device[table_id])
+        device_probs = (w @ self._device[0] if one_epoch
+                        else np.einsum("na,nad->nd", w, self._device[table_id]))
         is_bot = u[:, 2] < cfg.bot_fraction
         missing_rate = np.where(is_bot, cfg.bot_missing_metadata, cfg.human_missing_metadata)
         return Population(
             weights=w, primary=primary, trait_offset=offset,
             traits=self.traits_of(w, np.exp(offset), table_id),
-            group=categorical(np.broadcast_to(self.group_probs, (n, len(self.group_probs))),
-                              u[:, 0]),
+            group=categorical(self.group_probs, u[:, 0]),
             consent=u[:, 1] < cfg.consent_rate,
             is_bot=is_bot,
             slow_bot=is_bot & (u[:, 3] < cfg.slow_bot_fraction),
@@ -212,18 +226,22 @@ class PopulationSampler:
                        rng: np.random.Generator) -> np.ndarray:
         """Mixture weights given the primary archetype: anchored Dirichlet, then the swap
         that makes ``primary`` the largest weight."""
-        n = len(primary)
-        exists = self._exists[table_id]                                # (n, A)
+        # the concentration of every (epoch, primary) pair, tabulated once per call
+        exists = self._exists                                          # (epochs, A)
         others = exists.sum(axis=1, keepdims=True) - 1
-        alpha = np.where(exists, self.concentration * (1 - self.anchor) / np.maximum(others, 1),
-                         0.0)
-        rows = np.arange(n)
-        alpha[rows, primary] = self.concentration * self.anchor
-        g = rng.standard_gamma(alpha)
-        w = g / np.maximum(g.sum(axis=1, keepdims=True), 1e-300)
+        rest = np.where(exists, self.concentration * (1 - self.anchor)
+                        / np.maximum(others, 1), 0.0)                  # (epochs, A)
+        table = np.repeat(rest[:, None, :], exists.shape[1], axis=1)   # (epochs, k, A)
+        diagonal = np.arange(exists.shape[1])
+        table[:, diagonal, diagonal] = self.concentration * self.anchor
+        alpha = table[table_id, primary]
+        w = rng.standard_gamma(alpha)
+        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
         top = w.argmax(axis=1)
-        w_top, w_pri = w[rows, top].copy(), w[rows, primary].copy()
-        w[rows, top], w[rows, primary] = w_pri, w_top
+        swap = np.flatnonzero(top != primary)
+        t, p = top[swap], primary[swap]
+        w_top, w_pri = w[swap, t], w[swap, p]
+        w[swap, t], w[swap, p] = w_pri, w_top
         return w
 
     def traits_of(self, weights: np.ndarray, offset_exp: np.ndarray,
@@ -239,9 +257,11 @@ class PopulationSampler:
             means = weights @ self._traits[0]
         else:
             means = np.einsum("...a,...at->...t", weights, self._traits[table_id])
-        means = np.clip(means, _EPS, 1.0 - _EPS)
+        np.clip(means, _EPS, 1.0 - _EPS, out=means)
         scaled = means * offset_exp          # = sigmoid(logit(means) + δ), without logs
-        return scaled / (scaled + 1.0 - means)
+        denominator = scaled + 1.0
+        denominator -= means
+        return np.divide(scaled, denominator, out=scaled)
 
     def mixture_tasks(self, weights: np.ndarray, table_id: np.ndarray) -> np.ndarray:
         """``(n, T)`` task-type distribution of users with mixture ``weights (n, A)``."""

@@ -5,24 +5,38 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import envs
+from envs.backend import numba_available
 from envs.contract import CHECKS, _equal
+from envs.registration import load_entry_point
 from envs.creator import create_env
 from personarl.errors import ConfigError
 
-CASES = [(env_id, mode, check) for env_id in envs.env_ids()
-         for mode in envs.record(env_id).action_modes for check in CHECKS]
+def _backends(env_id: str) -> tuple[str | None, ...]:
+    """The backends an env's core can be built with (``envs.backend``): both, for a core
+    that takes ``backend`` and when Numba is installed; else its only one."""
+    takes = "backend" in inspect.signature(
+        load_entry_point(envs.record(env_id).build_core)).parameters
+    return ("numpy", "numba") if takes and numba_available() else (None,)
 
 
-@pytest.mark.parametrize("env_id,mode,check", CASES,
-                         ids=[f"{i.split('/')[1]}-{m}-{c}" for i, m, c in CASES])
-def test_every_registered_env_keeps_the_contract(env_id, mode, check):
-    CHECKS[check](env_id, dict(envs.record(env_id).action_modes[mode]))
+CASES = [(env_id, mode, backend, check) for env_id in envs.env_ids()
+         for mode in envs.record(env_id).action_modes for backend in _backends(env_id)
+         for check in CHECKS]
+
+
+@pytest.mark.parametrize("env_id,mode,backend,check", CASES,
+                         ids=[f"{i.split('/')[1]}-{m}-{b or 'numpy'}-{c}"
+                              for i, m, b, c in CASES])
+def test_every_registered_env_keeps_the_contract(env_id, mode, backend, check):
+    kwargs = dict(envs.record(env_id).action_modes[mode])
+    CHECKS[check](env_id, kwargs if backend is None else {**kwargs, "backend": backend})
 
 
 def test_the_contract_catches_what_it_promises_to(monkeypatch):
@@ -84,8 +98,13 @@ def test_a_state_from_another_env_is_refused_and_changes_nothing():
     single.reset(seed=1)
     before = copy.deepcopy(single.get_state())
     broken = copy.deepcopy(before)
-    broken["core"]["t"] = np.zeros(3, dtype=np.int64)
-    with pytest.raises(ConfigError, match="'t' has shape \\(3,\\), this core's is \\(1,\\)"):
+    broken["core"]["lanes"] = np.zeros(3, dtype=before["core"]["lanes"].dtype)
+    with pytest.raises(ConfigError, match="'lanes' has shape \\(3,\\), this core's is "
+                                          "\\(1,\\)"):
+        single.set_state(broken)
+    broken = copy.deepcopy(before)                           # a generator state that is not
+    broken["core"]["exo_rng"] = {"bit_generator": "PCG64", "state": "x"}  # one
+    with pytest.raises(ConfigError, match="'exo_rng': not a PCG64 generator state"):
         single.set_state(broken)
     assert _equal(single.get_state(), before)                # nothing changed
 

@@ -1,6 +1,7 @@
 """Benchmarks that print their figures and save them as JSON.
 
     python -m experiments.bench env     [--seconds 3] [--out benchmarks/env.json]
+    python -m experiments.bench equivalence [--episodes 400000] [--out benchmarks/equivalence.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     env.add_argument("--repeats", type=int, default=5,
                      help="interleaved measurements (median kept)")
     env.add_argument("--out", default="benchmarks/env.json")
+    eqv = sub.add_parser("equivalence", help="env statistics under fixed policies (the "
+                                             "reference a changed env is tested against)")
+    eqv.add_argument("--episodes", type=int, default=400_000)
+    eqv.add_argument("--out", default="benchmarks/equivalence.json")
     fus = sub.add_parser("fusion", help="persona-fusion accuracy vs the Bayes filter")
     fus.add_argument("--users", type=int, default=3000)
     fus.add_argument("--particles", type=int, default=2000,
@@ -129,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "env":
         from experiments.bench.env import run
         result = run(seconds=args.seconds, repeats=args.repeats)
+    elif args.what == "equivalence":
+        from experiments.bench.equivalence import run
+        result = run(episodes=args.episodes)
     elif args.what == "fusion":
         from experiments.bench.fusion import run
         result = run(users=args.users, particles=args.particles)

@@ -1,0 +1,143 @@
+"""Did a change to an env change what it simulates? Distribution statistics and their tests.
+
+A change that draws random numbers in another order (users pooled, noise drawn per step
+instead of per user, a compiled kernel) changes every seeded trajectory; what must not
+change is the distribution. ``gather`` measures an env under fixed policies — uniformly
+random actions and each constant action — on the first episode of many users:
+
+* the mean return of each policy (and, for the random policy, the mean episode length);
+* under the random policy, for each action ``a`` and each per-step signal the env reports
+  in ``info`` after a step (``step_info``: satisfaction, thumbs, compliance, false
+  interventions, opt-outs, …), the mean of the signal over the steps that took ``a``.
+
+``compare`` tests each statistic of a new measurement against a reference one with Welch's
+two-sample z-test (the samples are large, so the normal reference distribution is exact
+enough) and Holm's step-down correction at family-wise ``alpha`` (Holm 1979,
+``statsmodels.stats.multitest.multipletests``), and reports the smallest shift each test
+detects with power 0.8 at the Holm threshold of its rank one (the least favourable): a
+test that could not see a 1% shift in mean return or a 0.01 shift in a rate says so.
+
+    python -m experiments.bench equivalence [--episodes 400000] [--out benchmarks/equivalence.json]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+import envs
+from envs.creator import create_env
+from envs.rollout import Lanes
+
+__all__ = ["gather", "compare", "detectable_shift"]
+
+
+def _moments(x: np.ndarray) -> dict[str, float]:
+    return {"n": int(x.size), "mean": float(x.mean()), "var": float(x.var(ddof=1))}
+
+
+def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: int,
+         seed: int, batch: int) -> tuple[np.ndarray, np.ndarray, dict[str, dict[int, list]]]:
+    """Returns, lengths and (random policy) per-action step signals of first episodes."""
+    returns, lengths = [], []
+    signals: dict[str, dict[int, list[np.ndarray]]] = {}
+    done, chunk = 0, 0
+    while done < episodes:
+        b = min(batch, episodes - done)
+        env = create_env(env_id, {**kwargs, "num_envs": b, "info_level": "full"})
+        rng = np.random.default_rng([seed, chunk])
+        k = env.single_action_space.n
+        lanes = Lanes(env, *env.reset(seed=seed * 10_000 + chunk), first_episode_only=True)
+        ret, length = np.zeros(b), np.zeros(b, dtype=np.int64)
+        act = ((lambda obs, info: rng.integers(0, k, b)) if policy is None
+               else (lambda obs, info: np.full(b, policy)))
+        for t in lanes.run(act):
+            ret += t.live * t.reward
+            length += t.live
+            if policy is None:
+                for key in env.unwrapped._core.step_info:
+                    value = t.next_info[key]
+                    for a in range(k):
+                        rows = t.live & (t.action == a)
+                        signals.setdefault(key, {}).setdefault(a, []).append(
+                            np.asarray(value[rows], dtype=np.float64))
+        env.close()
+        returns.append(ret)
+        lengths.append(length)
+        done, chunk = done + b, chunk + 1
+    return np.concatenate(returns), np.concatenate(lengths), signals
+
+
+def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
+           **kwargs: Any) -> dict[str, Any]:
+    """Statistics of ``env_id`` (constructor ``kwargs``) under fixed policies.
+
+    Returns:
+        ``{"env": id, "episodes": n, "stats": {name: {"n", "mean", "var"}}}`` with names
+        ``return/random``, ``length/random``, ``return/action=<a>`` and
+        ``<signal>/action=<a>``.
+    """
+    stats: dict[str, dict[str, float]] = {}
+    returns, lengths, signals = _run(env_id, kwargs, None, episodes, seed, batch)
+    stats["return/random"], stats["length/random"] = _moments(returns), _moments(lengths)
+    for key, by_action in signals.items():
+        for a, parts in by_action.items():
+            stats[f"{key}/action={a}"] = _moments(np.concatenate(parts))
+    k = create_env(env_id, {**kwargs, "num_envs": 1}).single_action_space.n
+    for a in range(k):
+        returns, _, _ = _run(env_id, kwargs, a, episodes // k, seed + 1 + a, batch)
+        stats[f"return/action={a}"] = _moments(returns)
+    return {"env": env_id, "episodes": episodes, "stats": stats}
+
+
+def detectable_shift(var_a: float, n_a: int, var_b: float, n_b: int, alpha: float,
+                     power: float = 0.8) -> float:
+    """The smallest difference of means a two-sided z-test at level ``alpha`` detects with
+    probability ``power``: ``(z_{1−α/2} + z_{power}) · √(v_a/n_a + v_b/n_b)``."""
+    from scipy.stats import norm
+    return float((norm.isf(alpha / 2) + norm.ppf(power))
+                 * math.sqrt(var_a / n_a + var_b / n_b))
+
+
+def compare(reference: Mapping[str, Any], observed: Mapping[str, Any], alpha: float = 0.01,
+            return_shift: float = 0.01, rate_shift: float = 0.01) -> list[dict[str, Any]]:
+    """Welch z-tests of every statistic both measured, Holm-corrected at family ``alpha``.
+
+    Each row: ``name``, both means, ``z``, ``p``, ``reject`` (Holm), ``detectable`` (the
+    shift detected with power 0.8 at ``alpha / m``) and ``required`` (``return_shift`` of
+    the reference mean for returns and lengths — a relative shift — else ``rate_shift``).
+    """
+    from scipy.stats import norm
+    from statsmodels.stats.multitest import multipletests
+    ref, obs = reference["stats"], observed["stats"]
+    names = sorted(set(ref) & set(obs))
+    rows = []
+    for name in names:
+        a, b = ref[name], obs[name]
+        se = math.sqrt(a["var"] / a["n"] + b["var"] / b["n"])
+        z = (b["mean"] - a["mean"]) / se if se > 0 else (0.0 if a["mean"] == b["mean"]
+                                                          else math.inf)
+        relative = name.startswith(("return/", "length/"))
+        rows.append(dict(name=name, reference=a["mean"], observed=b["mean"], z=z,
+                         p=float(2 * norm.sf(abs(z))),
+                         detectable=detectable_shift(a["var"], a["n"], b["var"], b["n"],
+                                                     alpha / len(names)),
+                         required=(return_shift * abs(a["mean"]) if relative
+                                   else rate_shift)))
+    reject = multipletests([r["p"] for r in rows], alpha=alpha, method="holm")[0]
+    for row, r in zip(rows, reject):
+        row["reject"] = bool(r)
+    return rows
+
+
+def run(episodes: int) -> dict[str, Any]:
+    """Statistics of every registered env at its defaults."""
+    result = {env_id: gather(env_id, episodes) for env_id in envs.env_ids()}
+    for env_id, measured in result.items():
+        print(env_id)
+        for name, s in measured["stats"].items():
+            print(f"  {name:40s} n={s['n']:>9,d} mean={s['mean']:.5f} "
+                  f"sd={math.sqrt(s['var']):.4f}")
+    return result
