@@ -30,6 +30,7 @@ class AdaptationConfig:
     horizon: int = 16
     obs_noise: float = 0.1
     model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
+    backend: str = "auto"                                   # envs.backend: auto|numpy|numba
 
 
 def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mode,
@@ -39,7 +40,8 @@ def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mod
                reward_weights: AdaptationRewardWeights | Mapping | None = None,
                reward_fn: AdaptationRewardFn | None = None,
                obs_noise: float = AdaptationConfig.obs_noise,
-               info_level: str = "full") -> AdaptationCore:
+               info_level: str = "full",
+               backend: str = AdaptationConfig.backend) -> AdaptationCore:
     """Validate the arguments shared by the single and the vector env (the defaults of
     the configurable ones are ``AdaptationConfig``'s)."""
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, AdaptationRewardWeights)
@@ -49,7 +51,7 @@ def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mod
         model=coerce_config(model, AdaptationModel, "model"), reward_fn=reward_fn,
         horizon=check_int("horizon", horizon, 4, 1000), action_mode=action_mode,
         obs_noise=check_range("obs_noise", obs_noise, 0, 1),
-        with_truth=check_info_level(info_level) == "full")
+        with_truth=check_info_level(info_level) == "full", backend=backend)
 
 
 class PersonalityAdaptationEnv(CoreEnv):

@@ -42,6 +42,7 @@ from synth.archetypes import ARCHETYPE_NAMES, TRAITS
 from personarl.errors import check_range
 
 __all__ = ["PHASES", "STRATEGIES", "TONES", "STYLES", "PREFERRED", "IMPORTANCE", "TONE_SHIFT",
+           "PHASE_URGENCY", "PHASE_WEIGHT",
            "AdaptationModel", "ChatState", "Preferences", "phase_of", "style_vectors",
            "satisfaction", "chat_transition", "style_rewards"]
 
@@ -78,6 +79,8 @@ TONE_SHIFT[0, [_T["empathy"], _T["enthusiasm"], _T["humor"], _T["directness"]]] 
     [.3, .2, .15, -.25]
 TONE_SHIFT[2, [_T["directness"], _T["formality"], _T["humor"], _T["empathy"]]] = \
     [.3, .15, -.25, -.15]
+#: baseline urgency of a user's message in each phase (observed with noise)
+PHASE_URGENCY = np.array([0.3, 0.35, 0.7, 0.25])
 #: importance multipliers per phase
 PHASE_WEIGHT = np.ones((4, len(TRAITS)))
 PHASE_WEIGHT[2, [_T["directness"], _T["conscientiousness"]]] = 2.0

@@ -33,10 +33,13 @@ class AdaptationRewardWeights:
             check_range(name, getattr(self, name), 0, 10)
 
     def function(self) -> AdaptationRewardFn:
-        """The reward with these weights, as the function the environment injects."""
+        """The reward with these weights, as the function the environment injects. It
+        carries the weights (``reward_fn.weights``): a compiled env kernel computes the same
+        linear reward from them instead of calling back into Python."""
         def reward_fn(engagement: np.ndarray, resonance: np.ndarray,
                       explicit: np.ndarray) -> np.ndarray:
             return adaptation_reward(engagement, resonance, explicit, self)
+        reward_fn.weights = self            # type: ignore[attr-defined]
         return reward_fn
 
 
