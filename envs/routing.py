@@ -33,6 +33,7 @@ class RoutingConfig:
     horizon: int = 20
     world_seed: int = 0
     persona_sensitivity: float = 2.5
+    backend: str = "auto"                                   # envs.backend: auto|numpy|numba
 
 
 def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
@@ -45,7 +46,8 @@ def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
                quality: QualityModel | Mapping | None = None,
                behaviour: BehaviourModel | Mapping | None = None,
                fusion_prior_strength: float = 4.0, pool_chunk: int = 512,
-               info_level: str = "full") -> RoutingCore:
+               info_level: str = "full",
+               backend: str = RoutingConfig.backend) -> RoutingCore:
     """Validate the constructor arguments shared by the single and vector env (the
     defaults of the configurable ones are ``RoutingConfig``'s)."""
     num_lanes = check_int("num_envs", num_lanes, 1)
@@ -65,7 +67,7 @@ def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
                              fusion_prior_strength),
         behaviour=coerce_config(behaviour, BehaviourModel, "behaviour"), horizon=horizon,
         with_truth=check_info_level(info_level) == "full",
-        pool_chunk=pool_chunk)
+        pool_chunk=pool_chunk, backend=backend)
 
 
 class AgentRoutingEnv(CoreEnv):

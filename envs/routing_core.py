@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from envs import routing_kernels as kernels
+from envs.backend import resolve_backend
 from envs.batched import BaseCore, DiscreteActions, column_slices
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
@@ -69,17 +71,22 @@ class RoutingCore(BaseCore):
         horizon: tasks (decisions) per session, ``H``.
         with_truth: also precompute the ground truth that ``info`` reports.
         pool_chunk: users generated at a time.
+        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``envs.backend``): who computes
+            each step (sessions are drawn in NumPy either way).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "pool", "pool_pos", "population_time", "started", "step_info",
                     "t", "queue", "obs")
+    scratch_fields = ("_values", "_reward", "_terminated", "_satisfaction")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
                  response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
                  fusion: PersonaFusion, behaviour: BehaviourModel, horizon: int,
-                 with_truth: bool = True, pool_chunk: int = 512) -> None:
+                 with_truth: bool = True, pool_chunk: int = 512, backend: str = "auto"
+                 ) -> None:
         self.B, self.horizon, self.K = num_lanes, horizon, world.num_agents
+        self.backend = resolve_backend(backend)
         self.actions = DiscreteActions(self.K, [f"agent_{k}" for k in range(self.K)])
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
@@ -113,6 +120,12 @@ class RoutingCore(BaseCore):
         self.queue = np.zeros((num_lanes, horizon + response.max_delay + 1))
         self.obs_size = self.layout.size
         self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
+        # the compiled step's settings and outputs
+        self.kernel_cols = kernels.kernel_columns(self.step_cols, self.cols, CONVERSION,
+                                                  SIGNAL_CONVERSION)
+        self._values = np.zeros(C)
+        self._reward, self._satisfaction = np.zeros(num_lanes), np.zeros(num_lanes)
+        self._terminated = np.zeros(num_lanes, dtype=bool)
 
     # ------------------------------------------------------------------ users
     def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -214,6 +227,14 @@ class RoutingCore(BaseCore):
             ``(reward, terminated)``, each ``(B,)``; ``step_info["satisfaction"]`` holds the
             satisfaction of the interaction just taken.
         """
+        if self.backend == "numba":
+            lanes = self.lanes
+            kernels.step_lanes(action, self.t, lanes["step"], lanes["arrival"], lanes["exo"],
+                               self.queue, self.weights, COLLAPSE, self.signal_weights_now,
+                               self.kernel_cols, self._values, self._reward,
+                               self._terminated, self._satisfaction, self.obs)
+            self.step_info = {"satisfaction": self._satisfaction}
+            return self._reward, self._terminated
         rows, t, c = self.rows, self.t, self.step_cols
         row = self.lanes["step"][rows, t]                 # one gather of everything at t
         s = row[rows, action]                             # satisfaction columns come first

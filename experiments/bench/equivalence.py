@@ -46,7 +46,10 @@ def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: i
     done, chunk = 0, 0
     while done < episodes:
         b = min(batch, episodes - done)
-        env = create_env(env_id, {**kwargs, "num_envs": b, "info_level": "full"})
+        # the per-step signals are read from the core (``step_info``, which every core
+        # sets), so the env need not build the whole ground truth
+        env = create_env(env_id, {**kwargs, "num_envs": b, "info_level": "none"})
+        core = env.unwrapped._core
         rng = np.random.default_rng([seed, chunk])
         k = env.single_action_space.n
         lanes = Lanes(env, *env.reset(seed=seed * 10_000 + chunk), first_episode_only=True)
@@ -57,8 +60,7 @@ def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: i
             ret += t.live * t.reward
             length += t.live
             if policy is None:
-                for key in env.unwrapped._core.step_info:
-                    value = t.next_info[key]
+                for key, value in core.step_info.items():
                     for a in range(k):
                         rows = t.live & (t.action == a)
                         signals.setdefault(key, {}).setdefault(a, []).append(
@@ -71,8 +73,10 @@ def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: i
 
 
 def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
-           **kwargs: Any) -> dict[str, Any]:
-    """Statistics of ``env_id`` (constructor ``kwargs``) under fixed policies.
+           constant_episodes: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Statistics of ``env_id`` (constructor ``kwargs``) under fixed policies: ``episodes``
+    under uniformly random actions and ``constant_episodes`` (default: ``episodes / K``)
+    under each of the ``K`` constant actions.
 
     Returns:
         ``{"env": id, "episodes": n, "stats": {name: {"n", "mean", "var"}}}`` with names
@@ -87,7 +91,8 @@ def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
             stats[f"{key}/action={a}"] = _moments(np.concatenate(parts))
     k = create_env(env_id, {**kwargs, "num_envs": 1}).single_action_space.n
     for a in range(k):
-        returns, _, _ = _run(env_id, kwargs, a, episodes // k, seed + 1 + a, batch)
+        returns, _, _ = _run(env_id, kwargs, a, constant_episodes or episodes // k,
+                             seed + 1 + a, batch)
         stats[f"return/action={a}"] = _moments(returns)
     return {"env": env_id, "episodes": episodes, "stats": stats}
 
