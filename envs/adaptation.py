@@ -123,12 +123,21 @@ class PersonalityAdaptationEnv(CoreEnv):
     ``action_mode`` (``"discrete"`` or ``"continuous"``), ``horizon`` (turns per conversation, 4..1000),
     ``population`` (must keep the six default archetypes), ``model``
     (``AdaptationModel`` or a mapping), ``reward_weights`` or ``reward_fn``, ``obs_noise``,
-    ``info_level``.
+    ``info_level``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: ``envs.backend``;
+    the same trajectories either way).
 
     ## Version History
 
     * v0: initial version (issue 17 renamed the argument ``max_turns`` to ``horizon``,
       the name every env gives the most decisions an episode can have).
+      The draws were reordered (issue 18) without a version bump: users now come from a
+      pool drawn ahead and the per-step noise from a second stream seeded by the env's
+      generator, so a given seed gives other trajectories than before, while the dynamics
+      and every distribution are unchanged — ``tests/test_env_equivalence.py`` tests
+      returns, episode lengths and per-action signal rates against statistics of the
+      earlier code (2M episodes), able to see a 1% shift of the mean return and a 0.01
+      shift of a rate. Gymnasium bumps a version when results can change; seeded sample
+      paths are not results. States saved before do not restore (a ``ConfigError``).
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:

@@ -140,11 +140,22 @@ class InterventionTimingEnv(CoreEnv):
     ``days`` (1..365), ``slots_per_day`` (1..24), ``population``, ``model``
     (``InterventionModel`` or a mapping of its fields), ``reward_weights`` (or mapping)
     *or* an injected ``reward_fn(Δvalence, Δengagement, complied, false_intervention)``,
-    ``obs_noise`` (0..1), ``info_level``.
+    ``obs_noise`` (0..1), ``info_level``, ``backend`` (``"auto"``, ``"numpy"``,
+    ``"numba"``: ``envs.backend``; the same trajectories either way).
 
     ## Version History
 
     * v0: initial version.
+      The draws were reordered (issue 18) without a version bump: users now come from a
+      pool drawn ahead and the per-step noise from a second stream seeded by the env's
+      generator, so a given seed gives other trajectories than before, while the dynamics
+      and every distribution are unchanged — ``tests/test_env_equivalence.py`` tests
+      returns, episode lengths and per-action signal rates against statistics of the
+      earlier code (2M episodes), able to see a 1% shift of the mean return and a 0.01
+      shift of a rate. Gymnasium bumps a version when results can change; seeded sample
+      paths are not results. States saved before do not restore (a ``ConfigError``).
+      (Stress shocks keep the chance the user arrived with, as they always did in v0,
+      although ``user_shock_prob`` drifts with the persona.)
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:

@@ -105,6 +105,9 @@ class InterventionCore(BaseCore):
         self.record = np.dtype([
             ("latent", np.float64, (len(STATE_FIELDS),)), ("tone_fit", np.float64, (3,)),
             ("sociability", np.float64), ("shock_prob", np.float64),
+            # v0's shocks keep the chance the user arrived with (drift moves shock_prob,
+            # which info reports, but not the shocks): kept so v0 stays v0
+            ("arrival_shock_prob", np.float64),
             ("baseline_engagement", np.float64), ("mixture", np.float64, (A,)),
             ("offset_exp", np.float64, (len(TRAITS),)),
             # the persona drifts from day to day: each new day's noise on its log-weights
@@ -194,6 +197,7 @@ class InterventionCore(BaseCore):
         s.base_valence[:] = mdl.baseline_valence
         for name in _USER:
             users[name] = getattr(user, name)
+        users["arrival_shock_prob"] = user.shock_prob
         for name in ("consent", "is_bot", "primary", "group", "table_id"):
             users[name] = getattr(pop, name)
         users["mixture"], users["offset_exp"] = pop.weights, np.exp(pop.trait_offset)
@@ -253,7 +257,7 @@ class InterventionCore(BaseCore):
         """The NumPy reference of ``step`` (``envs.intervention_kernels.step_lanes``)."""
         t, m, exo = self.t, self.model, self.exo
         state = self.state
-        shock = m.shock(exo[:, U_HIT], exo[:, U_SIZE], self.shock_prob)
+        shock = m.shock(exo[:, U_HIT], exo[:, U_SIZE], self.lanes["arrival_shock_prob"])
         out = transition(state, action, self.user, self.consent, shock, exo[:, _U_ACT], m,
                          self.reward_fn)
         self.latent[:] = np.stack([getattr(state, n) for n in STATE_FIELDS], axis=1)
@@ -317,7 +321,8 @@ class InterventionCore(BaseCore):
     # ------------------------------------------------------------------ info
     def shock(self) -> np.ndarray:
         """``(B,)`` the stress shock each lane's pending step brings."""
-        return self.model.shock(self.exo[:, U_HIT], self.exo[:, U_SIZE], self.shock_prob)
+        return self.model.shock(self.exo[:, U_HIT], self.exo[:, U_SIZE],
+                                self.lanes["arrival_shock_prob"])
 
     def expected_rewards(self) -> np.ndarray:
         """``(B, K)`` expected immediate reward of every action in the current state."""

@@ -252,7 +252,7 @@ def _truth_lane(i, r, scratch, p, reward_weights, linear, floats, ints, flags, v
     """Lane ``i``'s ground truth (``truth_lanes``); ``scratch`` is a ``(10,)`` work array."""
     s = r.latent
     k = parts.shape[1]
-    shock = _shock(r.exo[U_HIT], r.exo[U_SIZE], r.shock_prob, p)
+    shock = _shock(r.exo[U_HIT], r.exo[U_SIZE], r.arrival_shock_prob, p)
     best = 0
     for a in range(k):
         scratch[:] = s
@@ -317,7 +317,7 @@ def step_lanes(action, noise, uniforms, lanes, obs, trait_table, p, dims, reward
         r = lanes[i]
         s = r.latent
         exo = r.exo
-        shock = _shock(exo[U_HIT], exo[U_SIZE], r.shock_prob, p)
+        shock = _shock(exo[U_HIT], exo[U_SIZE], r.arrival_shock_prob, p)
         dv, de, complied, false, ok, needed, nonconsent, optout_prob = _transition(
             s, a, r.tone_fit, r.sociability, r.consent, shock, exo[U_COMPLY], exo[U_EVENT],
             p, False)

@@ -152,7 +152,9 @@ class AgentRoutingEnv(CoreEnv):
     mapping of its fields, or a ``PopulationSampler``), ``world`` / ``world_seed`` /
     ``persona_sensitivity`` (latent agent quality), ``response``, ``signal_weights``,
     ``quality``, ``behaviour`` (the injected models or mappings of their fields),
-    ``fusion_prior_strength``, ``info_level``.
+    ``fusion_prior_strength``, ``pool_chunk`` (users drawn ahead at a time), ``info_level``,
+    ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: who computes each step,
+    ``envs.backend``; the same trajectories either way).
 
     ## Version History
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import envs
+from envs.backend import numba_available
 
 
 def bench(*args: str) -> subprocess.CompletedProcess:
@@ -26,14 +27,18 @@ def bench_json(out: Path, *args: str) -> tuple[dict[str, Any], str]:
 
 def test_env_benchmark_writes_every_figure(tmp_path):
     result, stdout = bench_json(tmp_path / "env.json", "env", "--seconds", "0.05",
-                                "--repeats", "1")
-    singles = result["single_env_steps_per_s"]
+                                "--repeats", "1", "--scaling", "1,16", "--users", "20000")
     ours = [env_id.split("/")[1] for env_id in envs.env_ids()]
-    assert set(singles) == {f"{e} (info_level={level})" for level in ("full", "none")
-                            for e in ours} | {"CartPole-v1"}
-    assert all(v > 100 for v in singles.values())
-    assert set(result["batched_user_steps_per_s"]) == {
-        f"{e} B={b}" for e in ours for b in (1, 64, 4096)}
+    backends = ("numpy", "numba") if numba_available() else ("numpy",)
+    assert set(result["single"]) == {f"{e} {b} info={level}" for e in ours
+                                     for b in backends for level in ("full", "none")}
+    assert all(v["steps_per_s"] > 100 and v["ratio_to_cartpole"] > 0
+               for v in result["single"].values())
+    assert set(result["batched"]) == {f"{e} {b} B=4096" for e in ours for b in backends}
+    assert set(result["scaling"]) == set(ours)
+    assert all(set(curve) == {"1", "16"} and curve["16"]["bytes_per_lane"] > 0
+               for curve in result["scaling"].values())
+    assert result["population"]["users"] == 20000 and result["population"]["ratio"] > 0
     assert result["machine"]["cores"] >= 1 and "CartPole-v1" in stdout
 
 
@@ -63,6 +68,8 @@ def test_bad_benchmark_arguments_are_usage_errors(tmp_path):
     assert not (tmp_path / "x.json").exists()
     run = bench("nope")
     assert run.returncode == 2 and "invalid choice" in run.stderr
+    run = bench("env", "--scaling", "16,x", "--out", str(tmp_path / "x.json"))
+    assert run.returncode == 2 and "--scaling='16,x': give positive batch sizes" in run.stderr
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Benchmarks that print their figures and save them as JSON.
 
-    python -m experiments.bench env     [--seconds 3] [--out benchmarks/env.json]
+    python -m experiments.bench env     [--seconds 3] [--repeats 5] [--scaling 1,16,...,65536]
+                                        [--users 1000000] [--out benchmarks/env.json]
     python -m experiments.bench equivalence [--episodes 400000] [--out benchmarks/equivalence.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
@@ -49,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     env.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     env.add_argument("--repeats", type=int, default=5,
                      help="interleaved measurements (median kept)")
+    env.add_argument("--scaling", default="1,16,256,4096,65536",
+                     help="batch sizes of the scaling curve (comma-separated)")
+    env.add_argument("--users", type=int, default=1_000_000,
+                     help="users of the population-sampling measurement")
     env.add_argument("--out", default="benchmarks/env.json")
     eqv = sub.add_parser("equivalence", help="env statistics under fixed policies (the "
                                              "reference a changed env is tested against)")
@@ -133,7 +138,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name.replace('_', '-')}={value} must be positive")
     if args.what == "env":
         from experiments.bench.env import run
-        result = run(seconds=args.seconds, repeats=args.repeats)
+        try:
+            scaling = tuple(int(b) for b in args.scaling.split(",") if b)
+        except ValueError:
+            scaling = (0,)
+        if not scaling or min(scaling) < 1:
+            parser.error(f"--scaling={args.scaling!r}: give positive batch sizes, "
+                         "comma-separated")
+        result = run(seconds=args.seconds, repeats=args.repeats, scaling=scaling,
+                     users=args.users)
     elif args.what == "equivalence":
         from experiments.bench.equivalence import run
         result = run(episodes=args.episodes)

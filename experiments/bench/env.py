@@ -1,18 +1,38 @@
-"""Env stepping speed: single env (through gym.make's wrappers), batched, CartPole-v1."""
+"""Env stepping speed against CartPole-v1, per backend; the scaling curve; population sampling.
+
+* *Single env*: ``gym.make(id)`` (Gymnasium's wrappers included), uniformly random actions,
+  resets included, ``info_level`` full and none, each backend (``envs.backend``).
+* *Batched*: each env's native VectorEnv with ``B = 4096`` lanes, ``info_level="none"``.
+* *Scaling*: user-steps/s over ``B = 1 … 65,536`` (the fastest backend) and the memory per
+  lane: the bytes the env allocates for its lanes and pool, traced by ``tracemalloc``
+  (NumPy reports its buffers to it) while the env is built, reset and stepped, over ``B``.
+* *Population*: ``PopulationSampler.sample(10**6)`` against ``rng.standard_normal(10**7)``.
+
+Every figure that is compared with another is measured in the same run, interleaved: each
+repeat measures every configuration once, so the machine's drift hits all alike; medians
+of the per-repeat ratios are reported.
+"""
 
 from __future__ import annotations
 
+import gc
 import statistics
 import time
+import tracemalloc
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
 import envs
+from envs.backend import numba_available
 from envs.creator import create_env
+from synth.population import PopulationSampler
 
-BATCHES = (1, 64, 4096)
+BATCH = 4096
+SCALING = (1, 16, 256, 4096, 65_536)
+#: the issue-18 targets, as multiples of CartPole-v1's single-env steps/s
+SINGLE_TARGET, BATCHED_TARGET, POPULATION_TARGET = 0.25, 16.8, 5.0
 
 
 def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float:
@@ -21,6 +41,9 @@ def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float
     n = env.action_space.n
     actions = np.random.default_rng(0).integers(0, n, size=1_000_000).tolist()
     env.reset(seed=0)
+    for a in actions[:200]:                # warm up (a compiled kernel loads its cache)
+        if env.step(a)[2]:
+            env.reset()
     steps, start = 0, time.perf_counter()
     deadline = start + seconds
     while True:
@@ -36,13 +59,16 @@ def single_steps_per_second(env_id: str, seconds: float, **kwargs: Any) -> float
     return rate
 
 
-def batched_user_steps_per_second(env_id: str, batch: int, seconds: float) -> float:
+def batched_user_steps_per_second(env_id: str, batch: int, seconds: float,
+                                  **kwargs: Any) -> float:
     """User-steps/s of a native VectorEnv (``info_level="none"``), random actions."""
-    env = create_env(env_id, {"num_envs": batch, "info_level": "none"})
+    env = create_env(env_id, {"num_envs": batch, "info_level": "none", **kwargs})
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     k = env.single_action_space.n
-    actions = [rng.integers(0, k, size=batch) for _ in range(64)]
+    actions = [rng.integers(0, k, size=batch) for _ in range(16)]
+    for a in actions:                      # warm up: the first steps draw the pool
+        env.step(a)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for a in actions:
@@ -51,41 +77,96 @@ def batched_user_steps_per_second(env_id: str, batch: int, seconds: float) -> fl
     return steps * batch / (time.perf_counter() - start)
 
 
-def run(seconds: float, repeats: int) -> dict[str, Any]:
-    """Interleaved measurements: each repeat measures every configuration once, so the
-    machine's drift hits all of them alike; medians and per-repeat ratios are reported."""
-    singles = {f"{env_id.split('/')[1]} (info_level={level})":
-               (env_id, {} if level == "full" else {"info_level": "none"})
-               for env_id in envs.env_ids() for level in ("full", "none")}
+def bytes_per_lane(env_id: str, batch: int, **kwargs: Any) -> float:
+    """Peak bytes traced while a ``batch``-lane vector env is built, reset and stepped 32
+    times, over ``batch``."""
+    gc.collect()
+    tracemalloc.start()
+    env = create_env(env_id, {"num_envs": batch, "info_level": "none", **kwargs})
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(32):
+        env.step(rng.integers(0, env.single_action_space.n, size=batch))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del env
+    return peak / batch
+
+
+def population_seconds(users: int = 10**6) -> tuple[float, float]:
+    """Seconds to sample ``users`` users and to draw ``10 · users`` standard normals."""
+    sampler, rng = PopulationSampler(), np.random.default_rng(0)
+    start = time.perf_counter()
+    rng.standard_normal(10 * users)
+    reference = time.perf_counter() - start
+    start = time.perf_counter()
+    sampler.sample(users, rng)
+    return time.perf_counter() - start, reference
+
+
+def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
+        users: int = 10**6) -> dict[str, Any]:
+    """All measurements, ``repeats`` interleaved rounds (see the module doc); the scaling
+    curve over the batch sizes ``scaling``; population sampling of ``users`` users."""
+    backends = ("numpy", "numba") if numba_available() else ("numpy",)
+    names = {env_id: env_id.split("/")[1] for env_id in envs.env_ids()}
+    singles = {f"{names[e]} {b} info={level}": (e, {"backend": b, "info_level": level})
+               for e in names for b in backends for level in ("full", "none")}
     singles["CartPole-v1"] = ("CartPole-v1", {})
-    vector = {env_id.split("/")[1]: env_id for env_id in envs.env_ids()}
-    runs: dict[str, list[float]] = {k: [] for k in singles}
-    runs.update({f"{n} B={b}": [] for n in vector for b in BATCHES})
+    batched = {f"{names[e]} {b} B={BATCH}": (e, b) for e in names for b in backends}
+    runs: dict[str, list[float]] = {k: [] for k in [*singles, *batched, "population_s",
+                                                       "standard_normal_s"]}
     for _ in range(repeats):
         for name, (env_id, kwargs) in singles.items():
             runs[name].append(single_steps_per_second(env_id, seconds, **kwargs))
-        for n, env_id in vector.items():
-            for b in BATCHES:
-                runs[f"{n} B={b}"].append(batched_user_steps_per_second(env_id, b, seconds))
-    ratios = [ours / cart for ours, cart in zip(runs["AgentRouting-v0 (info_level=full)"],
-                                                 runs["CartPole-v1"])]
+        for name, (env_id, backend) in batched.items():
+            runs[name].append(batched_user_steps_per_second(env_id, BATCH, seconds,
+                                                            backend=backend))
+        population, reference = population_seconds(users)
+        runs["population_s"].append(population)
+        runs["standard_normal_s"].append(reference)
+    cart = runs["CartPole-v1"]
+
+    def ratio(name: str) -> float:
+        return statistics.median(x / c for x, c in zip(runs[name], cart))
+
+    fastest = backends[-1]
+    scaling = {names[e]: {b: {"user_steps_per_s": batched_user_steps_per_second(
+        e, b, seconds, backend=fastest), "bytes_per_lane": bytes_per_lane(
+        e, b, backend=fastest)} for b in scaling} for e in names}
     result: dict[str, Any] = {
         "seconds_per_measurement": seconds, "repeats": repeats, "raw": runs,
-        "single_env_steps_per_s": {k: statistics.median(runs[k]) for k in singles},
-        "batched_user_steps_per_s": {f"{n} B={b}": statistics.median(runs[f"{n} B={b}"])
-                                     for n in vector for b in BATCHES},
-        "ratio_single_to_cartpole": statistics.median(ratios),
-        "targets": {"single_env_steps_per_s": 30_000,
-                    "batched_user_steps_per_s_at_4096": 2_000_000},
+        "cartpole_steps_per_s": statistics.median(cart),
+        "single": {k: {"steps_per_s": statistics.median(runs[k]),
+                       "ratio_to_cartpole": ratio(k)} for k in singles if k != "CartPole-v1"},
+        "batched": {k: {"user_steps_per_s": statistics.median(runs[k]),
+                        "ratio_to_cartpole": ratio(k)} for k in batched},
+        "scaling_backend": fastest, "scaling": scaling,
+        "population": {"users": users,
+                       "seconds_users": statistics.median(runs["population_s"]),
+                       "seconds_10x_normals": statistics.median(runs["standard_normal_s"]),
+                       "ratio": statistics.median(p / r for p, r in zip(
+                           runs["population_s"], runs["standard_normal_s"]))},
+        "targets": {"single_ratio": SINGLE_TARGET, "batched_ratio": BATCHED_TARGET,
+                    "population_ratio": POPULATION_TARGET},
     }
-    print("single env (gym.make, random actions, resets included), median of "
-          f"{repeats} interleaved runs:")
-    for k, v in result["single_env_steps_per_s"].items():
-        print(f"  {k:36s} {v:12,.0f} steps/s   (runs: "
-              + ", ".join(f"{x:,.0f}" for x in runs[k]) + ")")
-    print(f"  AgentRouting / CartPole, median per-run ratio: "
-          f"{result['ratio_single_to_cartpole']:.3f}")
-    print("batched native VectorEnvs (info_level=none):")
-    for k, v in result["batched_user_steps_per_s"].items():
-        print(f"  {k:30s} {v:14,.0f} user-steps/s")
+    print(f"CartPole-v1 single env: {result['cartpole_steps_per_s']:,.0f} steps/s (median of "
+          f"{repeats}); ratios are medians of per-repeat ratios")
+    print(f"single env (gym.make, random actions, resets included) — target "
+          f"{SINGLE_TARGET}x with info=full:")
+    for k, v in result["single"].items():
+        print(f"  {k:48s} {v['steps_per_s']:10,.0f} steps/s  {v['ratio_to_cartpole']:6.3f}x")
+    print(f"batched native VectorEnvs, info_level=none — target {BATCHED_TARGET}x:")
+    for k, v in result["batched"].items():
+        print(f"  {k:48s} {v['user_steps_per_s']:12,.0f} user-steps/s  "
+              f"{v['ratio_to_cartpole']:6.2f}x")
+    print(f"scaling ({fastest}):")
+    for env_name, curve in scaling.items():
+        print(f"  {env_name}: " + ", ".join(
+            f"B={b}: {v['user_steps_per_s'] / 1e6:.2f}M ({v['bytes_per_lane'] / 1024:.1f} KiB"
+            "/lane)" for b, v in curve.items()))
+    p = result["population"]
+    print(f"population: {users:,} users {p['seconds_users']:.3f} s, {10 * users:,} standard "
+          f"normals {p['seconds_10x_normals']:.3f} s: {p['ratio']:.2f}x (target <= "
+          f"{POPULATION_TARGET}x)")
     return result
