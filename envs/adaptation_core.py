@@ -27,7 +27,8 @@ from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatS
                                    Preferences, chat_transition, phase_of, satisfaction,
                                    style_rewards, style_vectors)
 from envs.backend import resolve_backend
-from envs.batched import BaseCore, BoxActions, DiscreteActions, InfoTable, column_slices
+from envs.batched import (BaseCore, BoxActions, DiscreteActions, InfoTable, column_slices,
+                           copy_records)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from personarl.errors import ConfigError
@@ -187,7 +188,7 @@ class AdaptationCore(BaseCore):
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """New users in ``lanes``, the next of the pool, and their first observation."""
         users = self.take_users(len(lanes), rng)["users"]
-        self.lanes[lanes] = users
+        copy_records(self.lanes, lanes, users)
         self._observe(lanes, users["noise0"], users["u_topic0"])
         self._truth_stale = True
 

@@ -9,12 +9,15 @@ and a kernel never carries random state of its own (Numba's generator is separat
 NumPy's and was measured slower at the batch sizes that matter).
 
 ``backend="auto"`` (every env's default) is ``"numba"`` when Numba imports, else
-``"numpy"``. Kernels are compiled on first use and cached beside their module
-(``cache=True``), so only the first process on a machine pays the compilation.
+``"numpy"``. Numba is imported only when an env is built, and kernels are compiled on
+first use and cached beside their module (``cache=True``), so only the first process on
+a machine pays the compilation.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any, Callable
 
 from personarl.errors import ConfigError
@@ -23,15 +26,26 @@ __all__ = ["BACKENDS", "resolve_backend", "numba_available", "kernel"]
 
 BACKENDS = ("auto", "numpy", "numba")
 
-try:                                     # the optional ``fast`` extra
-    import numba as _numba
-except ImportError:                      # pragma: no cover - depends on the install
-    _numba = None
+_numba: Any = None
+_looked = False
+
+
+def _load_numba() -> Any:
+    """Numba, imported on first need (``import envs`` stays light), or ``None``."""
+    global _numba, _looked
+    if not _looked:
+        _looked = True
+        try:                              # the optional ``fast`` extra
+            import numba
+            _numba = numba
+        except ImportError:               # pragma: no cover - depends on the install
+            _numba = None
+    return _numba
 
 
 def numba_available() -> bool:
-    """Whether the ``fast`` extra (Numba) is installed."""
-    return _numba is not None
+    """Whether the ``fast`` extra (Numba) is installed and imports."""
+    return _load_numba() is not None
 
 
 def resolve_backend(backend: str) -> str:
@@ -52,9 +66,26 @@ def resolve_backend(backend: str) -> str:
 
 
 def kernel(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Compile ``function`` with ``numba.njit`` (cached, no fast-math: results must match
-    the NumPy reference); without Numba, return it unchanged (it is then never called —
-    ``resolve_backend`` picks NumPy)."""
-    if _numba is None:                   # pragma: no cover - depends on the install
-        return function
-    return _numba.njit(cache=True, nogil=True, error_model="numpy")(function)
+    """Mark ``function`` as a kernel of its module, compiled with ``numba.njit`` (cached,
+    no fast-math: results must match the NumPy reference) when one of the module's kernels
+    is first called: then every kernel of the module is compiled and put in the module's
+    namespace in place of its marker, so kernels call each other compiled and callers
+    reach the compiled function directly from then on."""
+    @functools.wraps(function)
+    def first_call(*args: Any) -> Any:
+        return _compile_module(function.__module__)[function.__name__](*args)
+
+    first_call.kernel_source = function   # type: ignore[attr-defined]
+    return first_call
+
+
+def _compile_module(name: str) -> dict[str, Any]:
+    numba = _load_numba()
+    if numba is None:                     # pragma: no cover - resolve_backend refuses first
+        raise ConfigError("compiled kernels need Numba: pip install 'personarl[fast]'")
+    namespace = vars(sys.modules[name])
+    for key, value in list(namespace.items()):
+        source = getattr(value, "kernel_source", None)
+        if source is not None:
+            namespace[key] = numba.njit(cache=True, nogil=True, error_model="numpy")(source)
+    return namespace

@@ -39,7 +39,7 @@ from synth.population import PopulationConfig, PopulationSampler
 __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions", "InfoTable",
            "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
            "column_slices", "owned", "resolve_reward_fn", "generator_state",
-           "generator_from_state", "exo_stream"]
+           "generator_from_state", "exo_stream", "copy_records"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -134,6 +134,13 @@ def exo_stream(rng: np.random.Generator) -> np.random.Generator:
     the same noise at the same (lane, step) — common random numbers — and the same users
     in the same order."""
     return np.random.Generator(np.random.PCG64(rng.integers(0, 2**63, size=4)))
+
+
+def copy_records(dst: np.ndarray, rows: np.ndarray, src: np.ndarray) -> None:
+    """``dst[rows] = src`` for arrays of one record dtype, copied as raw bytes (several
+    times faster than NumPy's field-by-field copy of structured rows)."""
+    dst.view(np.uint8).reshape(len(dst), -1)[rows] = \
+        np.ascontiguousarray(src).view(np.uint8).reshape(len(src), -1)
 
 
 def _array_record(value: Any) -> bool:
@@ -281,15 +288,17 @@ class BaseCore(ABC):
         once per chunk, not once per episode, and users come in one order whatever the
         policy (the same seed, the same users)."""
         left = (len(next(iter(self.pool.values()))) - self.pool_pos) if self.pool else 0
-        if left < m:
-            fresh = self.generate_users(max(self.pool_chunk, m - left), rng)
-            if left:
-                fresh = {k: np.concatenate([v[self.pool_pos:], fresh[k]])
-                         for k, v in self.pool.items()}
-            self.pool, self.pool_pos = fresh, 0
-        lo = self.pool_pos
-        self.pool_pos += m
-        return {k: v[lo:lo + m] for k, v in self.pool.items()}
+        if left >= m:
+            lo = self.pool_pos
+            self.pool_pos += m
+            return {k: v[lo:lo + m] for k, v in self.pool.items()}
+        fresh = self.generate_users(max(self.pool_chunk, m - left), rng)
+        # the pool's last users, then the fresh chunk's first (only these m are copied)
+        taken = {k: np.concatenate([v[self.pool_pos:], fresh[k][:m - left]])
+                 for k, v in self.pool.items()} if left else {
+            k: v[:m] for k, v in fresh.items()}
+        self.pool, self.pool_pos = fresh, m - left
+        return taken
 
     def get_state(self) -> dict[str, Any]:
         """A copy of everything that changes as the core steps: the attributes named in

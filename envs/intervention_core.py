@@ -28,7 +28,7 @@ import numpy as np
 
 from envs import intervention_kernels as kernels
 from envs.backend import resolve_backend
-from envs.batched import BaseCore, DiscreteActions, InfoTable, column_slices, exo_stream
+from envs.batched import BaseCore, DiscreteActions, InfoTable, column_slices, copy_records
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
@@ -206,7 +206,7 @@ class InterventionCore(BaseCore):
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """New users in ``lanes``, the next of the pool, and their first observation."""
         users = self.take_users(len(lanes), rng)["users"]
-        self.lanes[lanes] = users
+        copy_records(self.lanes, lanes, users)
         self._observe(lanes, users["noise"])
         self._truth_stale = True
 
