@@ -42,6 +42,8 @@ _N = len(TRAITS)
 _Z = _N + 3
 #: uniforms per lane per turn: feedback given, thumb up, leaving, the next topic
 _U = 4
+#: the kernel's argument for the kind of action a mode does not use
+_NO_STYLES, _NO_VECTORS = np.zeros(0, np.int64), np.zeros((0, _N))
 
 
 #: the observation layout (name -> columns), shared with policies that read observations
@@ -160,7 +162,6 @@ class AdaptationCore(BaseCore):
         """``n`` new users as records of the lanes' type (``{"users": (n,)}``): persona,
         preferences, opening state, the first trait reading, message noise and topic
         uniform."""
-        mdl = self.model
         pop = self.sampler.sample(n, rng, start_time=self.population_time)
         self.population_time += n
         users = np.zeros(n, self.record)
@@ -207,9 +208,8 @@ class AdaptationCore(BaseCore):
         z = self.exo_rng.standard_normal(out=self._z)
         u = self.exo_rng.random(out=self._uniforms)
         if self.backend == "numba":
-            empty = self._no_action
-            kernels.step_lanes(action if self.discrete else empty[0],
-                               empty[1] if self.discrete else action, z, u,
+            kernels.step_lanes(action if self.discrete else _NO_STYLES,
+                               _NO_VECTORS if self.discrete else action, z, u,
                                *self._kernel_arguments()[0])
             self._truth_stale = not self.with_truth
             out = self._out
@@ -219,11 +219,6 @@ class AdaptationCore(BaseCore):
             self.step_info = self._step_views
             return reward, out[:, 5] > 0
         return self._step_numpy(action, z, u)
-
-    @property
-    def _no_action(self) -> tuple[np.ndarray, np.ndarray]:
-        """Placeholders for the action array a mode does not use."""
-        return np.zeros(0, np.int64), np.zeros((0, _N))
 
     def _step_numpy(self, action: np.ndarray, z: np.ndarray, u: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
