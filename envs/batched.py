@@ -11,8 +11,9 @@ A *core* (a ``BaseCore``) steps ``B`` users at once in NumPy and exposes:
   the step just taken, e.g. satisfaction);
 * ``info()`` (ground truth, arrays over lanes) and ``lane_info(lane)`` (one lane, scalars);
 * ``get_state()`` / ``set_state(state)`` — every lane's user, the pool of users drawn ahead
-  and the population clock, as plain arrays and scalars (``personarl.statefile`` stores
-  them without pickle), so a run can stop and continue exactly where it was.
+  (``take_users``), the per-step stream (``exo_stream``) and the population clock, as plain
+  arrays, generator states and scalars (``personarl.statefile`` stores them without
+  pickle), so a run can stop and continue exactly where it was.
 
 Both faces draw every random number from one generator (``np_random``), so a vector env
 with ``num_envs=1`` reproduces the single env exactly. What a face returns is the caller's:
@@ -217,6 +218,12 @@ class BaseCore(ABC):
     reads: ``latent_primary`` and ``is_bot`` ``(B,)``, ``oracle_action`` (``(B,)`` or
     ``(B, dim)``), ``expected_reward`` ``(B, K)`` for discrete actions, and the record's
     ``safety_keys`` (``envs.contract`` checks all of it).
+
+    Optional plumbing: a core that draws users ahead defines ``generate_users`` and a
+    ``pool``/``pool_pos`` and calls ``take_users``; one that draws per-step noise for all
+    lanes sets ``exo_rng`` (re-derived on every seeded restart by ``exo_stream``); one that
+    keeps work arrays or caches lists them in ``scratch_fields``; ``lane_info`` may be
+    overridden with a faster one-lane readout (``InfoTable``).
     """
 
     B: int
