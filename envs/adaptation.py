@@ -130,14 +130,10 @@ class PersonalityAdaptationEnv(CoreEnv):
 
     * v0: initial version (issue 17 renamed the argument ``max_turns`` to ``horizon``,
       the name every env gives the most decisions an episode can have).
-      The draws were reordered (issue 18) without a version bump: users now come from a
-      pool drawn ahead and the per-step noise from a second stream seeded by the env's
-      generator, so a given seed gives other trajectories than before, while the dynamics
-      and every distribution are unchanged — ``tests/test_env_equivalence.py`` tests
-      returns, episode lengths and per-action signal rates against statistics of the
-      earlier code (2M episodes), able to see a 1% shift of the mean return and a 0.01
-      shift of a rate. Gymnasium bumps a version when results can change; seeded sample
-      paths are not results. States saved before do not restore (a ``ConfigError``).
+      Issue 18 reordered the draws (a pool of users; per-turn noise from a second
+      stream): other trajectories for a seed, the same distribution (tested to a 1% shift
+      of the mean return, ``tests/test_env_equivalence.py``), so the id stays v0; states
+      saved before do not restore (a ``ConfigError``).
     """
 
     def __init__(self, *, info_level: str = "full", **kwargs: Any) -> None:

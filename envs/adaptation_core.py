@@ -27,8 +27,8 @@ from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatS
                                    Preferences, chat_transition, phase_of, satisfaction,
                                    style_rewards, style_vectors)
 from envs.backend import resolve_backend
-from envs.batched import (BaseCore, BoxActions, DiscreteActions, InfoTable, column_slices,
-                           copy_records)
+from envs.batched import (BoxActions, DiscreteActions, InfoTable, RecordCore, column_slices,
+                           copy_records, lane_field)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from personarl.errors import ConfigError
@@ -52,7 +52,7 @@ OBS_COLUMNS: dict[str, slice] = column_slices((
     ("topic", len(TASK_TYPES)), ("perceived", _N), ("last_style", _N)))
 
 
-class AdaptationCore(BaseCore):
+class AdaptationCore(RecordCore):
     """State and dynamics of ``num_lanes`` conversations (spec: ``envs.adaptation``).
 
     Args:
@@ -133,17 +133,17 @@ class AdaptationCore(BaseCore):
         self._bound: tuple[tuple, tuple] | None = None
 
     # each field of the lanes' record, as an array over the lanes (a view)
-    traits = property(lambda self: self.lanes["traits"])
-    weights = property(lambda self: self.lanes["weights"])
-    target = property(lambda self: self.lanes["target"])
-    importance = property(lambda self: self.lanes["importance"])
-    perceived = property(lambda self: self.lanes["perceived"])
-    last_style = property(lambda self: self.lanes["last_style"])
-    t = property(lambda self: self.lanes["t"])
-    primary = property(lambda self: self.lanes["primary"])
-    group = property(lambda self: self.lanes["group"])
-    consent = property(lambda self: self.lanes["consent"])
-    is_bot = property(lambda self: self.lanes["is_bot"])
+    traits = lane_field("traits")
+    weights = lane_field("weights")
+    target = lane_field("target")
+    importance = lane_field("importance")
+    perceived = lane_field("perceived")
+    last_style = lane_field("last_style")
+    t = lane_field("t")
+    primary = lane_field("primary")
+    group = lane_field("group")
+    consent = lane_field("consent")
+    is_bot = lane_field("is_bot")
 
     @property
     def state(self) -> ChatState:
@@ -252,10 +252,6 @@ class AdaptationCore(BaseCore):
                            (self.lanes, self.params, self.dims, self.discrete, *truth))
         return self._bound
 
-    def set_state(self, state: Any) -> None:
-        super().set_state(state)
-        self._bound, self._truth_stale = None, True       # the arrays were replaced
-
     def _observe(self, lanes: np.ndarray, noise: np.ndarray, u_topic: np.ndarray) -> None:
         """The observation of ``lanes``: message ``noise`` ``(len(lanes), 3)`` standard
         normals, ``u_topic`` the uniforms behind the topics."""
@@ -328,11 +324,3 @@ class AdaptationCore(BaseCore):
             # satisfaction is largest (1) at the preferred style, whatever the phase
             info["oracle_action"] = self.target
         return info
-
-    def lane_info(self, lane: int) -> dict[str, Any]:
-        """``info()`` for one lane: Python scalars and copied vectors."""
-        if self.backend == "numba":
-            self.require_truth()
-            self._fill_truth()
-            return self.truth.lane(lane)
-        return super().lane_info(lane)

@@ -15,8 +15,9 @@ A *core* (a ``BaseCore``) steps ``B`` users at once in NumPy and exposes:
   arrays, generator states and scalars (``personarl.statefile`` stores them without
   pickle), so a run can stop and continue exactly where it was.
 
-Both faces draw every random number from one generator (``np_random``), so a vector env
-with ``num_envs=1`` reproduces the single env exactly. What a face returns is the caller's:
+Both faces draw every random number from one generator (``np_random``) or from a stream it
+seeds (``exo_stream``), so a vector env with ``num_envs=1`` reproduces the single env
+exactly. What a face returns is the caller's:
 observations, rewards, flags and every array in ``info`` are copies, never views of the
 core's state, so nothing returned changes when the env steps or resets later (a core's
 ``info`` may return views; the faces copy).
@@ -37,10 +38,10 @@ from gymnasium.vector.utils import batch_space
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
 from synth.population import PopulationConfig, PopulationSampler
 
-__all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions", "InfoTable",
-           "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
+__all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
+           "InfoTable", "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
            "column_slices", "owned", "resolve_reward_fn", "generator_state",
-           "generator_from_state", "exo_stream", "copy_records"]
+           "generator_from_state", "exo_stream", "copy_records", "RecordCore", "lane_field"]
 
 INFO_LEVELS = ("full", "none")
 
@@ -170,7 +171,6 @@ def _state_problems(key: str, mine: Any, theirs: Any, lanes: int) -> list[str]:
     if isinstance(mine, np.ndarray):
         found = array_problem(repr(key), mine, theirs)
         return [found] if found else []
-
     if isinstance(mine, dict):
         if not isinstance(theirs, Mapping):
             return [f"{key!r} is {kind(theirs)}, this core's is a mapping"]
@@ -232,6 +232,10 @@ class BaseCore(ABC):
     #: work arrays a step overwrites before it reads them, and caches rebuilt after
     #: ``set_state``: neither state nor configuration (``envs.contract`` skips them)
     scratch_fields: tuple[str, ...] = ()
+    #: users drawn ahead at a time (``take_users``)
+    pool_chunk: int = 512
+    #: the stream of the per-step exogenous draws (cores that use one set it on restart)
+    exo_rng: np.random.Generator | None = None
     actions: "DiscreteActions | BoxActions"
     obs: np.ndarray
     step_info: dict[str, np.ndarray]
@@ -270,11 +274,6 @@ class BaseCore(ABC):
             self.restart_population(rng)
         self.reset_lanes(self.rows, rng)
         self.started = True
-
-    #: users drawn ahead at a time (``take_users``)
-    pool_chunk: int = 512
-    #: the stream of the per-step exogenous draws (cores that use one set it on restart)
-    exo_rng: np.random.Generator | None = None
 
     def restart_population(self, rng: np.random.Generator) -> None:
         """Forget everything drawn for future users — the same seed, the same users — and
@@ -361,6 +360,42 @@ class BaseCore(ABC):
         the caller's own (nothing in it changes when the core steps)."""
         return {k: (v[lane].item() if v.ndim == 1 else v[lane].copy())
                 for k, v in self.info().items()}
+
+
+def lane_field(name: str) -> property:
+    """A field of a core's lane records (``lanes[name]``) as an attribute: an array over
+    the lanes, a view."""
+    return property(lambda self: self.lanes[name], doc=f"``lanes[{name!r}]``: a view")
+
+
+class RecordCore(BaseCore):
+    """A core whose lanes are one record array ``lanes`` (a restart copies one row per
+    lane, ``copy_records``) and whose compiled backend keeps the ground truth in an
+    ``InfoTable`` ``truth``, filled by ``_fill_truth`` when ``_truth_stale``; the kernels'
+    arguments are bound once in ``_bound`` (rebound after ``set_state``, which replaces the
+    arrays)."""
+
+    backend: str
+    truth: "InfoTable"
+    _bound: Any = None
+    _truth_stale: bool = True
+
+    @abstractmethod
+    def _fill_truth(self) -> Any:
+        """Bring ``truth`` up to date (the ``numba`` backend)."""
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        super().set_state(state)
+        self._bound, self._truth_stale = None, True
+
+    def lane_info(self, lane: int) -> dict[str, Any]:
+        """``info()`` for one lane: Python scalars and copied vectors (the compiled
+        backend reads them out of ``truth`` in a few calls)."""
+        if self.backend == "numba":
+            self.require_truth()
+            self._fill_truth()
+            return self.truth.lane(lane)
+        return super().lane_info(lane)
 
 
 class InfoTable:

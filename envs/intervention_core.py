@@ -28,7 +28,8 @@ import numpy as np
 
 from envs import intervention_kernels as kernels
 from envs.backend import resolve_backend
-from envs.batched import BaseCore, DiscreteActions, InfoTable, column_slices, copy_records
+from envs.batched import (DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
+                           lane_field)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
@@ -49,7 +50,7 @@ _U_ACT = slice(EXO.index("u_comply"), EXO.index("u_event") + 1)
 _STEP_FLAGS = ("ok", "needed", "false_intervention", "opted_out_this_step", "acted")
 
 
-class InterventionCore(BaseCore):
+class InterventionCore(RecordCore):
     """State and dynamics of ``num_lanes`` users (see ``envs.intervention`` for the spec).
 
     Args:
@@ -144,26 +145,26 @@ class InterventionCore(BaseCore):
         self._bound: tuple[tuple, tuple] | None = None
 
     # each field of the lanes' record, as an array over the lanes (a view)
-    latent = property(lambda self: self.lanes["latent"])
-    tone_fit = property(lambda self: self.lanes["tone_fit"])
-    sociability = property(lambda self: self.lanes["sociability"])
-    shock_prob = property(lambda self: self.lanes["shock_prob"])
-    baseline_engagement = property(lambda self: self.lanes["baseline_engagement"])
-    mixture = property(lambda self: self.lanes["mixture"])
-    offset_exp = property(lambda self: self.lanes["offset_exp"])
-    day_noise = property(lambda self: self.lanes["day_noise"])
-    exo = property(lambda self: self.lanes["exo"])
-    counts = property(lambda self: self.lanes["counts"])
-    t = property(lambda self: self.lanes["t"])
-    last_action = property(lambda self: self.lanes["last_action"])
-    last_complied = property(lambda self: self.lanes["last_complied"])
-    primary = property(lambda self: self.lanes["primary"])
-    group = property(lambda self: self.lanes["group"])
-    table_id = property(lambda self: self.lanes["table_id"])
-    weekday0 = property(lambda self: self.lanes["weekday0"])
-    consent = property(lambda self: self.lanes["consent"])
-    is_bot = property(lambda self: self.lanes["is_bot"])
-    opted_out = property(lambda self: self.lanes["opted_out"])
+    latent = lane_field("latent")
+    tone_fit = lane_field("tone_fit")
+    sociability = lane_field("sociability")
+    shock_prob = lane_field("shock_prob")
+    baseline_engagement = lane_field("baseline_engagement")
+    mixture = lane_field("mixture")
+    offset_exp = lane_field("offset_exp")
+    day_noise = lane_field("day_noise")
+    exo = lane_field("exo")
+    counts = lane_field("counts")
+    t = lane_field("t")
+    last_action = lane_field("last_action")
+    last_complied = lane_field("last_complied")
+    primary = lane_field("primary")
+    group = lane_field("group")
+    table_id = lane_field("table_id")
+    weekday0 = lane_field("weekday0")
+    consent = lane_field("consent")
+    is_bot = lane_field("is_bot")
+    opted_out = lane_field("opted_out")
 
     @property
     def state(self) -> State:
@@ -248,10 +249,6 @@ class InterventionCore(BaseCore):
                  *reward, self.with_truth, self._out, self._out_flags, *truth_out),
                 (self.lanes, self.params, *reward, *truth_out))
         return self._bound
-
-    def set_state(self, state: Any) -> None:
-        super().set_state(state)
-        self._bound, self._truth_stale = None, True       # the arrays were replaced
 
     def _step_numpy(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The NumPy reference of ``step`` (``envs.intervention_kernels.step_lanes``)."""
@@ -374,11 +371,3 @@ class InterventionCore(BaseCore):
             interventions=interventions, false_interventions=false_interventions,
         )
         return info
-
-    def lane_info(self, lane: int) -> dict[str, Any]:
-        """``info()`` for one lane: Python scalars and copied vectors."""
-        if self.backend == "numba":
-            self.require_truth()
-            self._fill_truth()
-            return self.truth.lane(lane)
-        return super().lane_info(lane)

@@ -1,11 +1,12 @@
-"""The batched core of AgentRouting: ``B`` user sessions stepped together in NumPy.
+"""The batched core of AgentRouting: ``B`` user sessions stepped together.
 
 Everything a user does that does not depend on the routing decision — drift, the active
 mode, tasks, latencies, exploration, the fusion estimate, the quality score, the uniforms
 behind each signal — is drawn for a whole session when a user arrives. Users are drawn in
 chunks into a pool, so a batch-of-one env pays the vectorised cost once per chunk, not
-once per episode. ``step`` then only computes what the action changes: satisfaction, the
-signals, the reward, conversions in flight and churn.
+once per episode (``BaseCore.take_users``). ``step`` then only computes what the action
+changes: satisfaction, the signals, the reward, conversions in flight and churn — in NumPy
+or, with ``backend="numba"``, in ``envs.routing_kernels`` (the same draws either way).
 """
 
 from __future__ import annotations

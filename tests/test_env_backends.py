@@ -67,6 +67,23 @@ def test_both_backends_give_the_same_single_env_trajectory(env_id):
             _same(faces[0].reset(), faces[1].reset(), f"reset after step {t}")
 
 
+@pytest.mark.parametrize("env_id", COMPILED)
+def test_a_state_saved_on_one_backend_continues_on_the_other(env_id):
+    """The backends share one state layout: a run saved on NumPy resumes on Numba (and the
+    ground truth, which the kernels keep in work arrays, is recomputed after the restore)."""
+    rng = np.random.default_rng(5)
+    saved = create_env(env_id, {"num_envs": 16, "backend": "numpy"})
+    saved.reset(seed=5)
+    k = saved.single_action_space.n
+    for _ in range(25):
+        saved.step(rng.integers(0, k, 16))
+    resumed = create_env(env_id, {"num_envs": 16, "backend": "numba"})
+    resumed.set_state(saved.get_state())
+    for t in range(40):
+        action = rng.integers(0, k, 16)
+        _same(saved.step(action), resumed.step(action), f"step {t} after the restore")
+
+
 def test_a_custom_reward_function_runs_beside_the_kernels():
     """A reward function the kernels cannot compute is called on their components: the
     default weights written as a plain function give the default env's rewards."""
