@@ -7,8 +7,8 @@ from typing import Any, Dict, Mapping
 
 from envs.adaptation_core import OBS_COLUMNS, AdaptationCore
 from envs.adaptation_model import AdaptationModel
-from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
-                           coerce_population, resolve_reward_fn)
+from envs.batched import (MAX_LANES, CoreEnv, CoreVectorEnv, check_info_level,
+                           coerce_config, coerce_population, resolve_reward_fn)
 from envs import registration
 from envs.registration import EnvRecord, register
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
@@ -47,7 +47,7 @@ def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mod
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, AdaptationRewardWeights)
     sampler = coerce_population(population)
     return AdaptationCore(
-        check_int("num_envs", num_lanes, 1), sampler=sampler,
+        check_int("num_envs", num_lanes, 1, MAX_LANES), sampler=sampler,
         model=coerce_config(model, AdaptationModel, "model"), reward_fn=reward_fn,
         horizon=check_int("horizon", horizon, 4, 1000), action_mode=action_mode,
         obs_noise=check_range("obs_noise", obs_noise, 0, 1),

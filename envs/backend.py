@@ -55,7 +55,7 @@ def resolve_backend(backend: str) -> str:
         ConfigError: ``backend`` is not one of ``BACKENDS``, or ``"numba"`` was asked for
             without Numba installed (the message says how to install it).
     """
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ConfigError(f"backend={backend!r}; valid: {list(BACKENDS)}")
     if backend == "auto":
         return "numba" if numba_available() else "numpy"

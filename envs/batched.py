@@ -39,11 +39,13 @@ from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
-           "InfoTable", "INFO_LEVELS", "check_info_level", "coerce_config", "coerce_population",
-           "column_slices", "owned", "resolve_reward_fn", "generator_state",
+           "InfoTable", "INFO_LEVELS", "MAX_LANES", "check_info_level", "coerce_config", "coerce_population",
+           "column_slices", "owned", "resolve_reward_fn", "checked_reward_fn", "generator_state",
            "generator_from_state", "exo_stream", "copy_records", "RecordCore", "lane_field"]
 
 INFO_LEVELS = ("full", "none")
+#: the most lanes a core may have (2^20: gigabytes of state per env already)
+MAX_LANES = 1 << 20
 
 
 def check_info_level(info_level: str) -> str:
@@ -86,8 +88,36 @@ def resolve_reward_fn(reward_fn: Callable[..., np.ndarray] | None, reward_weight
     if reward_fn is not None:
         if not callable(reward_fn):
             raise ConfigError(f"reward_fn={reward_fn!r} is not callable")
-        return reward_fn
+        return checked_reward_fn(reward_fn)
     return coerce_config(reward_weights, weights_cls, "reward_weights").function()
+
+
+def checked_reward_fn(reward_fn: Callable[..., Any]) -> Callable[..., np.ndarray]:
+    """An injected reward function, held to its contract: it is called elementwise on
+    arrays of one shape and must return finite numbers of that shape (or one number for
+    all). What it returns is made a float64 array; anything else — an exception, another
+    shape, text, NaN or ±inf — becomes a ``ConfigError`` naming it (the faces then require
+    a ``reset()``: the step was cut short)."""
+    def checked(*args: np.ndarray) -> np.ndarray:
+        shape = np.broadcast_shapes(*(np.shape(a) for a in args))
+        try:
+            value = reward_fn(*args)
+        except Exception as exc:          # the user's code: report it as their input
+            raise ConfigError(f"reward_fn raised {type(exc).__name__}: {exc}") from exc
+        out = np.asarray(value)
+        if out.dtype.kind not in "biuf":
+            raise ConfigError(f"reward_fn returned {out.dtype} values ({value!r:.60}); it "
+                              f"must return numbers of shape {shape} (one per user)")
+        try:
+            out = np.broadcast_to(out, shape).astype(np.float64)
+        except ValueError:
+            raise ConfigError(f"reward_fn returned shape {out.shape}; it must return shape "
+                              f"{shape} (one reward per user) or one number") from None
+        if not np.isfinite(out).all():
+            raise ConfigError(f"reward_fn returned non-finite rewards ({out[~np.isfinite(out)][:3]})")
+        return out
+    checked.checked_source = reward_fn    # type: ignore[attr-defined]
+    return checked
 
 
 def owned(info: Mapping[str, Any]) -> dict[str, Any]:
@@ -178,8 +208,13 @@ def _state_problems(key: str, mine: Any, theirs: Any, lanes: int) -> list[str]:
             return [f"{key!r} has keys {sorted(theirs)}, this core's {sorted(mine)}"]
         return [p for k in set(mine) & set(theirs)
                 if (p := array_problem(f"{key}.{k}", mine[k], theirs[k]))]
+    if isinstance(mine, (int, np.integer)) and not isinstance(mine, bool):
+        # the integers a core saves are counts (a clock, a position in the pool)
+        if isinstance(theirs, bool) or not isinstance(theirs, (int, np.integer)) or theirs < 0:
+            return [f"{key!r} is {theirs!r}, not a count (an integer >= 0)"]
+        return []
     if type(theirs) is not type(mine) and not (
-            isinstance(mine, (int, float, np.generic)) and not isinstance(mine, bool)
+            isinstance(mine, (float, np.floating))
             and isinstance(theirs, (int, float, np.generic)) and not isinstance(theirs, bool)):
         return [f"{key!r} is {kind(theirs)}, this core's is {kind(mine)}"]
     return []
@@ -331,10 +366,17 @@ class BaseCore(ABC):
         mine = self.get_state()
         problems = [f"missing {k!r}" for k in mine if k not in state]
         problems += [f"unexpected {k!r}" for k in state if k not in mine]
+        pool = state.get("pool")
+        if "pool_pos" in mine and isinstance(pool, Mapping) and pool:
+            size = min(len(v) for v in pool.values() if hasattr(v, "__len__"))
+            if isinstance(state.get("pool_pos"), (int, np.integer)) and state["pool_pos"] > size:
+                problems.append(f"'pool_pos' is {state['pool_pos']}, past the pool's {size} "
+                                "users")
         for k in [k for k in mine if k in state]:
             if isinstance(getattr(self, k), np.random.Generator):
                 try:
-                    generator_from_state(state[k])
+                    if generator_from_state(state[k]) is None:
+                        raise ConfigError("no generator state (None)")
                 except ConfigError as exc:
                     problems.append(f"{k!r}: {exc}")
             else:
@@ -459,13 +501,14 @@ class DiscreteActions:
         return spaces.Discrete(self.k)
 
     def one(self, action: Any) -> np.ndarray:
-        """A batch of one from a single action (integers ``0..k-1``, NumPy ints included)."""
-        try:
-            a = int(action)
-        except (TypeError, ValueError):
-            raise InvalidActionError(f"action {action!r} is not an integer in [0, {self.k})"
-                                     ) from None
-        if a != action or not 0 <= a < self.k:
+        """A batch of one from a single action (integers ``0..k-1``, NumPy ints included;
+        not floats or bools, as in ``batch``)."""
+        integer = (isinstance(action, (int, np.integer)) and not isinstance(action, bool)) or (
+            isinstance(action, np.ndarray) and action.shape == () and action.dtype.kind in "iu")
+        if not integer:
+            raise InvalidActionError(f"action {action!r} is not an integer in [0, {self.k})")
+        a = int(action)
+        if not 0 <= a < self.k:
             raise InvalidActionError(f"action {action!r} is outside Discrete({self.k}): valid "
                                      f"are integers 0..{self.k - 1}")
         return np.array([a], dtype=np.int64)
@@ -497,10 +540,9 @@ class BoxActions:
         return self.batch([action], 1)
 
     def batch(self, actions: Any, n: int) -> np.ndarray:
-        try:
-            actions = np.asarray(actions, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidActionError(f"actions must be numbers, got {actions!r:.80}") from None
+        if np.asarray(actions).dtype.kind not in "biuf":
+            raise InvalidActionError(f"actions must be real numbers, got {actions!r:.80}")
+        actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (n, self.dim):
             raise InvalidActionError(f"actions must have shape {(n, self.dim)} (one "
                                      f"{self.dim}-vector per user); got {actions.shape}")
@@ -526,18 +568,28 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._core.reset_all(self.np_random, reseeded=seed is not None)
+        self._done = True                 # until the reset has gone through
+        try:
+            self._core.reset_all(self.np_random, reseeded=seed is not None)
+            info = self._info(stepped=False)
+        except ConfigError as exc:        # e.g. an injected reward_fn failed
+            raise ConfigError(f"{exc} (the reset was cut short)") from exc
         self._done = False
-        return self._core.obs[0].copy(), self._info(stepped=False)
+        return self._core.obs[0].copy(), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._done:
             raise ResetNeededError("call reset() before step() (the episode has ended or "
                                    "never started)")
-        reward, terminated = self._core.step(self._core.actions.one(action))
+        action = self._core.actions.one(action)
+        try:
+            reward, terminated = self._core.step(action)
+            info = self._info(stepped=True)
+        except ConfigError as exc:        # e.g. an injected reward_fn failed mid-step
+            self._done = True
+            raise ConfigError(f"{exc} (the step was cut short: call reset())") from exc
         self._done = bool(terminated[0])
-        return (self._core.obs[0].copy(), float(reward[0]), self._done, False,
-                self._info(stepped=True))
+        return self._core.obs[0].copy(), float(reward[0]), self._done, False, info
 
     def labels(self) -> dict[str, Any]:
         """Observation column blocks and action names (``BaseCore.labels``)."""
@@ -603,17 +655,28 @@ class CoreVectorEnv(VectorEnv):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
               ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self._core.reset_all(self.np_random, reseeded=seed is not None)
+        try:
+            self._core.reset_all(self.np_random, reseeded=seed is not None)
+            info = self._infos(None)
+        except ConfigError as exc:        # e.g. an injected reward_fn failed
+            self._core.started = False
+            raise ConfigError(f"{exc} (the reset was cut short)") from exc
         self._needs_reset[:] = False
-        return self._core.obs.copy(), self._infos(None)
+        return self._core.obs.copy(), info
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
                                           dict[str, Any]]:
         if not self._core.started:
             raise ResetNeededError("call reset() before step()")
         actions = self._core.actions.batch(actions, self.num_envs)
-        if self._same_step:
-            return self._step_same(actions)
+        try:
+            return self._step_same(actions) if self._same_step else self._step_next(actions)
+        except ConfigError as exc:        # e.g. an injected reward_fn failed mid-step
+            self._core.started = False
+            raise ConfigError(f"{exc} (the step was cut short: call reset())") from exc
+
+    def _step_next(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                       np.ndarray, dict[str, Any]]:
         # lanes that ended last step restart instead of stepping (NEXT_STEP); parking makes
         # them safe to step, and reset_lanes overwrites whatever the step did to them
         restart = np.flatnonzero(self._needs_reset)

@@ -7,8 +7,9 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
-                           coerce_population, column_slices, resolve_reward_fn)
+from envs.batched import (MAX_LANES, CoreEnv, CoreVectorEnv, check_info_level,
+                           coerce_config, coerce_population, column_slices,
+                           resolve_reward_fn)
 from envs.intervention_core import OBS_FEATURES, InterventionCore
 from envs.intervention_model import InterventionModel
 from envs import registration
@@ -49,7 +50,7 @@ def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, InterventionRewardWeights)
     sampler = coerce_population(population)
     return InterventionCore(
-        check_int("num_envs", num_lanes, 1), sampler=sampler,
+        check_int("num_envs", num_lanes, 1, MAX_LANES), sampler=sampler,
         model=coerce_config(model, InterventionModel, "model"),
         reward_fn=reward_fn,
         days=check_int("days", days, 1, 365), slots_per_day=check_int("slots_per_day",

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from envs.batched import (CoreEnv, CoreVectorEnv, check_info_level, coerce_config,
-                           coerce_population)
+from envs.batched import (MAX_LANES, CoreEnv, CoreVectorEnv, check_info_level,
+                           coerce_config, coerce_population)
 from envs import registration
 from envs.registration import EnvRecord, register
 from envs.routing_core import ObsLayout, RoutingCore
@@ -50,7 +50,7 @@ def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
                backend: str = RoutingConfig.backend) -> RoutingCore:
     """Validate the constructor arguments shared by the single and vector env (the
     defaults of the configurable ones are ``RoutingConfig``'s)."""
-    num_lanes = check_int("num_envs", num_lanes, 1)
+    num_lanes = check_int("num_envs", num_lanes, 1, MAX_LANES)
     horizon = check_int("horizon", horizon, 1, 10_000)
     if world is None:
         world = AgentWorld(num_agents, world_seed, persona_sensitivity)

@@ -68,8 +68,12 @@ def test_bad_benchmark_arguments_are_usage_errors(tmp_path):
     assert not (tmp_path / "x.json").exists()
     run = bench("nope")
     assert run.returncode == 2 and "invalid choice" in run.stderr
-    run = bench("env", "--scaling", "16,x", "--out", str(tmp_path / "x.json"))
-    assert run.returncode == 2 and "--scaling='16,x': give positive batch sizes" in run.stderr
+    for scaling in ("16,x", "1,,2", "99999999999"):
+        run = bench("env", "--scaling", scaling, "--out", str(tmp_path / "x.json"))
+        assert run.returncode == 2 and f"--scaling='{scaling}': give batch sizes in" in run.stderr
+    run = bench("env", "--seconds", "nan", "--out", str(tmp_path / "x.json"))
+    assert run.returncode == 2 and "--seconds=nan must be positive and finite" in run.stderr
+    assert not (tmp_path / "x.json").exists()
 
 
 @pytest.mark.slow

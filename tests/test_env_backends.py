@@ -14,7 +14,7 @@ import envs
 from envs.backend import numba_available, resolve_backend
 from envs.creator import create_env
 from envs.registration import load_entry_point
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
 
 pytestmark = pytest.mark.skipif(not numba_available(), reason="the fast extra is not installed")
 
@@ -104,7 +104,71 @@ def test_a_custom_reward_function_runs_beside_the_kernels():
 
 
 def test_an_unknown_or_missing_backend_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"backend='fortran'; valid: \['auto', 'numpy', "
-                                          r"'numba'\]"):
-        gym.make(envs.INTERVENTION_ID, backend="fortran")
+    for backend in ("fortran", np.array("numpy"), None):
+        with pytest.raises(ConfigError, match=r"backend=.*; valid: \['auto', 'numpy', "
+                                              r"'numba'\]"):
+            gym.make(envs.INTERVENTION_ID, backend=backend)
     assert resolve_backend("auto") == "numba"
+
+
+BROKEN_REWARDS = {
+    "raises": (lambda *a: 1 / 0, "reward_fn raised ZeroDivisionError"),
+    "shape": (lambda *a: np.zeros(7), r"reward_fn returned shape \(7,\); it must return shape"),
+    "text": (lambda *a: np.full(np.shape(a[0]), "x"), "reward_fn returned <U1 values"),
+    "nan": (lambda *a: np.full(np.shape(a[0]), np.nan), "reward_fn returned non-finite"),
+}
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("broken", sorted(BROKEN_REWARDS))
+def test_a_broken_reward_function_is_named_and_the_env_must_be_reset(backend, broken):
+    """Both backends alike: a ConfigError naming what the function did, then (the step was
+    cut short) a reset is required; a number for every user is fine."""
+    fn, message = BROKEN_REWARDS[broken]
+    for face in ("single", "vector"):
+        env = (gym.make(envs.INTERVENTION_ID, backend=backend, reward_fn=fn) if face == "single"
+               else create_env(envs.INTERVENTION_ID, {"num_envs": 4, "backend": backend,
+                                                      "reward_fn": fn}))
+        action = 1 if face == "single" else np.ones(4, dtype=np.int64)
+        with pytest.raises(ConfigError, match=message):
+            env.reset(seed=0)
+            env.step(action)
+        with pytest.raises(ResetNeededError):
+            env.step(action)
+    constant = create_env(envs.ADAPTATION_ID, {"num_envs": 4, "backend": backend,
+                                               "reward_fn": lambda *a: 1})
+    constant.reset(seed=0)
+    reward = constant.step(np.zeros(4, dtype=np.int64))[1]
+    assert reward.dtype == np.float64 and np.all(reward == 1.0)
+
+
+@pytest.mark.parametrize("env_id", COMPILED)
+def test_a_state_that_cannot_be_continued_is_refused(env_id):
+    env = gym.make(env_id).unwrapped
+    env.reset(seed=0)
+    for key, value, message in [("pool_pos", 10**9, "past the pool's"),
+                                ("pool_pos", -5, r"not a count \(an integer >= 0\)"),
+                                ("population_time", 2.5, "not a count"),
+                                ("exo_rng", None, "no generator state")]:
+        state = env.get_state()
+        if key not in state["core"]:
+            continue
+        state["core"][key] = value
+        with pytest.raises(ConfigError, match=message):
+            env.set_state(state)
+
+
+def test_actions_are_integers_or_real_numbers_on_both_faces():
+    single = gym.make(envs.INTERVENTION_ID)
+    single.reset(seed=0)
+    for action in (True, 3.0, np.float64(2)):
+        with pytest.raises(InvalidActionError, match="is not an integer in"):
+            single.step(action)
+    single.step(np.int32(1))
+    continuous = gym.make(envs.ADAPTATION_ID, action_mode="continuous")
+    continuous.reset(seed=0)
+    with pytest.raises(InvalidActionError, match="must be real numbers"):
+        continuous.step(np.zeros(10) + 1j)
+    with pytest.raises(ConfigError, match=r"num_envs=1000000000 is outside the valid range "
+                                          r"\[1, 1048576\]"):
+        create_env(envs.ROUTING_ID, {"num_envs": 10**9})

@@ -24,6 +24,7 @@ Record results in BENCHMARKS.md with the command, date and machine.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import sys
@@ -134,16 +135,17 @@ def main(argv: list[str] | None = None) -> int:
                  "logged", "resamples", "trials", "repeats", "refit_seeds", "requests",
                  "segment_rows", "ladder_seconds", "kills", "registry_kills", "train_kills"):
         value = getattr(args, name, None)
-        if value is not None and value <= 0:
-            parser.error(f"--{name.replace('_', '-')}={value} must be positive")
+        if value is not None and not (0 < value < math.inf):      # NaN fails both
+            parser.error(f"--{name.replace('_', '-')}={value} must be positive and finite")
     if args.what == "env":
         from experiments.bench.env import run
+        from envs.batched import MAX_LANES
         try:
-            scaling = tuple(int(b) for b in args.scaling.split(",") if b)
+            scaling = tuple(int(b) for b in args.scaling.split(","))
         except ValueError:
             scaling = (0,)
-        if not scaling or min(scaling) < 1:
-            parser.error(f"--scaling={args.scaling!r}: give positive batch sizes, "
+        if min(scaling) < 1 or max(scaling) > MAX_LANES:
+            parser.error(f"--scaling={args.scaling!r}: give batch sizes in [1, {MAX_LANES}], "
                          "comma-separated")
         result = run(seconds=args.seconds, repeats=args.repeats, scaling=scaling,
                      users=args.users)

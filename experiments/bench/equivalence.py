@@ -34,7 +34,10 @@ from envs.rollout import Lanes
 __all__ = ["gather", "compare", "detectable_shift"]
 
 
-def _moments(x: np.ndarray) -> dict[str, float]:
+def _moments(x: np.ndarray) -> dict[str, float] | None:
+    """Size, mean and variance (``None`` below two values: no variance to test with)."""
+    if x.size < 2:
+        return None
     return {"n": int(x.size), "mean": float(x.mean()), "var": float(x.var(ddof=1))}
 
 
@@ -83,17 +86,18 @@ def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
         ``return/random``, ``length/random``, ``return/action=<a>`` and
         ``<signal>/action=<a>``.
     """
-    stats: dict[str, dict[str, float]] = {}
+    measured: dict[str, dict[str, float] | None] = {}
     returns, lengths, signals = _run(env_id, kwargs, None, episodes, seed, batch)
-    stats["return/random"], stats["length/random"] = _moments(returns), _moments(lengths)
+    measured["return/random"], measured["length/random"] = _moments(returns), _moments(lengths)
     for key, by_action in signals.items():
         for a, parts in by_action.items():
-            stats[f"{key}/action={a}"] = _moments(np.concatenate(parts))
+            measured[f"{key}/action={a}"] = _moments(np.concatenate(parts))
     k = create_env(env_id, {**kwargs, "num_envs": 1}).single_action_space.n
     for a in range(k):
-        returns, _, _ = _run(env_id, kwargs, a, constant_episodes or episodes // k,
+        returns, _, _ = _run(env_id, kwargs, a, constant_episodes or max(episodes // k, 1),
                              seed + 1 + a, batch)
-        stats[f"return/action={a}"] = _moments(returns)
+        measured[f"return/action={a}"] = _moments(returns)
+    stats = {name: m for name, m in measured.items() if m is not None}
     return {"env": env_id, "episodes": episodes, "stats": stats}
 
 
