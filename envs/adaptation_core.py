@@ -24,15 +24,15 @@ import numpy as np
 
 from envs import adaptation_kernels as kernels
 from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatState,
-                                   Preferences, chat_transition, phase_of, satisfaction,
-                                   style_rewards, style_vectors)
+                                   Preferences, chat_transition, phase_bounds, phase_of,
+                                   satisfaction, style_rewards, style_vectors)
 from envs.backend import resolve_backend
 from envs.batched import (BoxActions, DiscreteActions, InfoTable, RecordCore, column_slices,
-                           copy_records, lane_field)
+                           copy_records, lane_field, linear_weights)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from personarl.errors import ConfigError
-from synth.population import PopulationSampler
+from synth.population import PopulationSampler, categorical_from_cdf
 
 __all__ = ["AdaptationCore", "ACTION_MODES", "PHASE_URGENCY", "OBS_COLUMNS"]
 
@@ -89,8 +89,8 @@ class AdaptationCore(RecordCore):
         self.B, self.horizon = num_lanes, horizon
         self.backend = resolve_backend(backend)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
-        weights = getattr(reward_fn, "weights", None)
-        self.linear_reward = isinstance(weights, AdaptationRewardWeights)
+        weights = linear_weights(reward_fn, AdaptationRewardWeights)
+        self.linear_reward = weights is not None
         self.discrete = action_mode == "discrete"
         self.actions = (DiscreteActions(len(STYLES), STYLES) if self.discrete
                         else BoxActions(_N, TRAITS))
@@ -98,39 +98,28 @@ class AdaptationCore(RecordCore):
         self.pool_chunk = max(pool_chunk, num_lanes)
         self.cols = OBS_COLUMNS
         self.obs_size = OBS_COLUMNS["last_style"].stop
-        self.phase_bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * horizon).astype(np.int64)
         self.params, self.dims = kernels.settings(
-            model, obs_noise, (weights.engagement, weights.resonance, weights.explicit)
-            if self.linear_reward else (0.0, 0.0, 0.0), horizon, self.phase_bounds,
-            [OBS_COLUMNS[name].start for name in kernels.OBS_BLOCKS])
+            model, obs_noise, np.zeros(3) if weights is None else weights, horizon,
+            phase_bounds(horizon), [OBS_COLUMNS[name].start for name in kernels.OBS_BLOCKS])
         A, B = sampler.num_archetypes, num_lanes
         # every lane's user in one record (a restart copies one row per lane); the pool
         # holds records of the same type, with the first turn's draws
-        self.record = np.dtype([
+        self._allocate(np.dtype([
             ("traits", np.float64, (_N,)), ("weights", np.float64, (A,)),
             ("target", np.float64, (_N,)), ("importance", np.float64, (_N,)),
             ("task_cdf", np.float64, (len(TASK_TYPES),)), ("perceived", np.float64, (_N,)),
             ("last_style", np.float64, (_N,)), ("sentiment", np.float64),
             ("engagement", np.float64), ("noise0", np.float64, (3,)),
             ("u_topic0", np.float64), ("t", np.int64), ("primary", np.int64),
-            ("group", np.int64), ("consent", np.bool_), ("is_bot", np.bool_)], align=True)
-        self.lanes = np.zeros(B, self.record)
-        self.obs = np.zeros((B, self.obs_size), dtype=np.float32)
-        self.rows = np.arange(B)
-        self.pool: dict[str, np.ndarray] = {}
-        self.pool_pos = 0
-        self.exo_rng = np.random.default_rng(0)        # replaced on the first reset
-        self.started, self.population_time = False, 0
-        self.step_info: dict[str, np.ndarray] = {}
+            ("group", np.int64), ("consent", np.bool_), ("is_bot", np.bool_)], align=True),
+            self.obs_size)
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._z, self._uniforms = np.zeros((B, _Z)), np.zeros((B, _U))
         ints, vectors = kernels.truth_names(self.discrete, A)
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, ints, kernels.TRUTH_FLAGS, vectors)
-        self._truth_stale = True
         out = {name: self._out[:, j] for j, name in enumerate(kernels.STEP_FLOATS)}
         self._step_views = {"satisfaction": out["satisfaction"], "thumb": out["thumb"]}
-        self._bound: tuple[tuple, tuple] | None = None
 
     # each field of the lanes' record, as an array over the lanes (a view)
     traits = lane_field("traits")
@@ -274,9 +263,7 @@ class AdaptationCore(RecordCore):
         o[:, c["length"].start] = np.clip(0.2 + 0.6 * user["engagement"]
                                           * x[:, TRAITS.index("extraversion")] + noise[:, 2],
                                           0, 1)
-        cdf = user["task_cdf"]
-        topic = np.minimum((u_topic[:, None] * cdf[:, -1:] >= cdf).sum(axis=1),
-                           cdf.shape[1] - 1)
+        topic = categorical_from_cdf(user["task_cdf"], u_topic)
         o[np.arange(n), c["topic"].start + topic] = 1.0
         o[:, c["perceived"]] = user["perceived"]
         o[:, c["last_style"]] = user["last_style"]

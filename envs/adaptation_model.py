@@ -43,7 +43,8 @@ from personarl.errors import check_range
 
 __all__ = ["PHASES", "STRATEGIES", "TONES", "STYLES", "PREFERRED", "IMPORTANCE", "TONE_SHIFT",
            "PHASE_URGENCY", "PHASE_WEIGHT",
-           "AdaptationModel", "ChatState", "Preferences", "phase_of", "style_vectors",
+           "AdaptationModel", "ChatState", "Preferences", "phase_bounds", "phase_of",
+           "style_vectors",
            "satisfaction", "chat_transition", "style_rewards"]
 
 PHASES = ("opening", "building", "problem_solving", "closing")
@@ -141,11 +142,15 @@ class ChatState:
         return ChatState(self.sentiment[idx].copy(), self.engagement[idx].copy())
 
 
+def phase_bounds(horizon: int) -> np.ndarray:
+    """``(3,)`` the first turn of building, problem solving and closing: opening 15% of the
+    turns, building 30%, problem solving 40%, closing 15%."""
+    return np.ceil(np.array([0.15, 0.45, 0.85]) * horizon).astype(np.int64)
+
+
 def phase_of(turn: np.ndarray, horizon: int) -> np.ndarray:
-    """Phase index of each turn: opening 15% of the turns, building 30%, problem solving
-    40%, closing 15%."""
-    bounds = np.ceil(np.array([0.15, 0.45, 0.85]) * horizon).astype(np.int64)
-    return np.searchsorted(bounds, np.minimum(turn, horizon - 1), side="right")
+    """Phase index of each turn (``phase_bounds``)."""
+    return np.searchsorted(phase_bounds(horizon), np.minimum(turn, horizon - 1), side="right")
 
 
 def style_vectors(style: np.ndarray, perceived: np.ndarray) -> np.ndarray:

@@ -26,21 +26,14 @@ __all__ = ["BACKENDS", "resolve_backend", "numba_available", "kernel"]
 
 BACKENDS = ("auto", "numpy", "numba")
 
-_numba: Any = None
-_looked = False
-
-
+@functools.cache
 def _load_numba() -> Any:
     """Numba, imported on first need (``import envs`` stays light), or ``None``."""
-    global _numba, _looked
-    if not _looked:
-        _looked = True
-        try:                              # the optional ``fast`` extra
-            import numba
-            _numba = numba
-        except ImportError:               # pragma: no cover - depends on the install
-            _numba = None
-    return _numba
+    try:                                  # the optional ``fast`` extra
+        import numba
+    except ImportError:                   # pragma: no cover - depends on the install
+        return None
+    return numba
 
 
 def numba_available() -> bool:

@@ -88,8 +88,19 @@ def resolve_reward_fn(reward_fn: Callable[..., np.ndarray] | None, reward_weight
     if reward_fn is not None:
         if not callable(reward_fn):
             raise ConfigError(f"reward_fn={reward_fn!r} is not callable")
+        if linear_weights(reward_fn, weights_cls) is not None:
+            return reward_fn              # one of ours (``weights_cls(...).function()``)
         return checked_reward_fn(reward_fn)
     return coerce_config(reward_weights, weights_cls, "reward_weights").function()
+
+
+def linear_weights(reward_fn: Callable[..., Any], weights_cls: type) -> np.ndarray | None:
+    """The weights (fields in order) of a reward function made by
+    ``weights_cls(...).function()``, which a compiled kernel computes itself; ``None`` for
+    any other function, which the kernels call back."""
+    weights = getattr(reward_fn, "weights", None)
+    return (np.array(dataclasses.astuple(weights), dtype=np.float64)
+            if isinstance(weights, weights_cls) else None)
 
 
 def checked_reward_fn(reward_fn: Callable[..., Any]) -> Callable[..., np.ndarray]:
@@ -114,7 +125,8 @@ def checked_reward_fn(reward_fn: Callable[..., Any]) -> Callable[..., np.ndarray
             raise ConfigError(f"reward_fn returned shape {out.shape}; it must return shape "
                               f"{shape} (one reward per user) or one number") from None
         if not np.isfinite(out).all():
-            raise ConfigError(f"reward_fn returned non-finite rewards ({out[~np.isfinite(out)][:3]})")
+            raise ConfigError(f"reward_fn returned non-finite rewards "
+                              f"({out[~np.isfinite(out)][:3]}); rewards must be finite")
         return out
     checked.checked_source = reward_fn    # type: ignore[attr-defined]
     return checked
@@ -267,6 +279,10 @@ class BaseCore(ABC):
     #: work arrays a step overwrites before it reads them, and caches rebuilt after
     #: ``set_state``: neither state nor configuration (``envs.contract`` skips them)
     scratch_fields: tuple[str, ...] = ()
+    #: users drawn ahead (``take_users``: name -> array over users; ``None``: the core
+    #: does not pool) and the position of the next one
+    pool: dict[str, np.ndarray] | None = None
+    pool_pos: int = 0
     #: users drawn ahead at a time (``take_users``)
     pool_chunk: int = 512
     #: the stream of the per-step exogenous draws (cores that use one set it on restart)
@@ -314,7 +330,7 @@ class BaseCore(ABC):
         """Forget everything drawn for future users — the same seed, the same users — and
         derive the per-step stream from ``rng`` (``exo_stream``)."""
         self.population_time = 0
-        if hasattr(self, "pool"):
+        if self.pool is not None:
             self.pool, self.pool_pos = {}, 0
         if self.exo_rng is not None:
             self.exo_rng = exo_stream(rng)
@@ -421,6 +437,17 @@ class RecordCore(BaseCore):
     truth: "InfoTable"
     _bound: Any = None
     _truth_stale: bool = True
+
+    def _allocate(self, record: np.dtype, obs_size: int) -> None:
+        """The lanes' records and observations, and a core that has not started: an empty
+        pool, a placeholder per-step stream (seeded on the first reset), no step yet."""
+        self.record, self.lanes = record, np.zeros(self.B, record)
+        self.obs = np.zeros((self.B, obs_size), dtype=np.float32)
+        self.rows = np.arange(self.B)
+        self.pool, self.pool_pos = {}, 0
+        self.exo_rng = np.random.default_rng(0)
+        self.started, self.population_time = False, 0
+        self.step_info: dict[str, np.ndarray] = {}
 
     @abstractmethod
     def _fill_truth(self) -> Any:

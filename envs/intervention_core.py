@@ -29,7 +29,7 @@ import numpy as np
 from envs import intervention_kernels as kernels
 from envs.backend import resolve_backend
 from envs.batched import (DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
-                           lane_field)
+                           lane_field, linear_weights)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
@@ -47,7 +47,6 @@ OBS_FEATURES: tuple[tuple[str, int], ...] = (
 )
 _USER = ("tone_fit", "sociability", "shock_prob", "baseline_engagement")
 _U_ACT = slice(EXO.index("u_comply"), EXO.index("u_event") + 1)
-_STEP_FLAGS = ("ok", "needed", "false_intervention", "opted_out_this_step", "acted")
 
 
 class InterventionCore(RecordCore):
@@ -72,7 +71,6 @@ class InterventionCore(RecordCore):
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
-
     scratch_fields = ("truth", "_out", "_out_flags", "_noise", "_uniforms", "_truth_parts",
                       "_truth_stale", "_step_views", "_bound")
 
@@ -84,11 +82,9 @@ class InterventionCore(RecordCore):
         self.backend = resolve_backend(backend)
         self.actions = DiscreteActions(self.K, ACTIONS)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
-        weights = getattr(reward_fn, "weights", None)
-        self.linear_reward = isinstance(weights, InterventionRewardWeights)
-        self.reward_weights = np.array(
-            [weights.sentiment, weights.engagement, weights.compliance, weights.false_penalty]
-            if self.linear_reward else [0.0] * 4)
+        weights = linear_weights(reward_fn, InterventionRewardWeights)
+        self.linear_reward = weights is not None
+        self.reward_weights = np.zeros(4) if weights is None else weights
         self.days, self.slots, self.horizon = days, slots_per_day, days * slots_per_day
         self.obs_noise, self.with_truth = obs_noise, with_truth
         self.pool_chunk = max(pool_chunk, num_lanes)
@@ -103,7 +99,7 @@ class InterventionCore(RecordCore):
         z = lambda *shape, dtype=np.float64: np.zeros((num_lanes,) + shape, dtype)  # noqa
         # every lane's user in one record, so a restart copies one row per lane; the
         # pool holds records of the same type (the counters and flags start at zero)
-        self.record = np.dtype([
+        self._allocate(np.dtype([
             ("latent", np.float64, (len(STATE_FIELDS),)), ("tone_fit", np.float64, (3,)),
             ("sociability", np.float64), ("shock_prob", np.float64),
             # v0's shocks keep the chance the user arrived with (drift moves shock_prob,
@@ -117,16 +113,8 @@ class InterventionCore(RecordCore):
             ("counts", np.float64, (len(kernels.COUNTS),)), ("last_complied", np.float64),
             ("t", np.int64), ("last_action", np.int64), ("primary", np.int64),
             ("group", np.int64), ("table_id", np.int64), ("weekday0", np.int64),
-            ("consent", np.bool_), ("is_bot", np.bool_), ("opted_out", np.bool_)], align=True)
-        self.lanes = np.zeros(num_lanes, self.record)
-        self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
-        self.rows = np.arange(num_lanes)
-        self.pool: dict[str, np.ndarray] = {}
-        self.pool_pos = 0
-        self.exo_rng = np.random.default_rng(0)        # replaced on the first reset
-        self.started = False
-        self.population_time = 0
-        self.step_info: dict[str, np.ndarray] = {}
+            ("consent", np.bool_), ("is_bot", np.bool_), ("opted_out", np.bool_)],
+            align=True), self.obs_size)
         # the kernels' outputs, allocated once
         self._out = z(len(kernels.STEP_FLOATS))
         self._out_flags = z(len(kernels.STEP_FLAGS), dtype=bool)
@@ -135,14 +123,12 @@ class InterventionCore(RecordCore):
                                                              (self.K, 3, A))))
         self._truth_parts = z(self.K, 5)
         self._noise, self._uniforms = z(4), z(len(EXO))
-        self._truth_stale = True
         flag = {name: self._out_flags[:, j] for j, name in enumerate(kernels.STEP_FLAGS)}
         self._step_views = {"needed": flag["needed"],
                             "false_intervention": flag["false_intervention"],
                             "complied": self._out[:, kernels.STEP_FLOATS.index("complied")],
                             "opted_out_this_step": flag["opted_out_this_step"],
                             "acted": flag["acted"]}
-        self._bound: tuple[tuple, tuple] | None = None
 
     # each field of the lanes' record, as an array over the lanes (a view)
     latent = lane_field("latent")
@@ -254,14 +240,13 @@ class InterventionCore(RecordCore):
         """The NumPy reference of ``step`` (``envs.intervention_kernels.step_lanes``)."""
         t, m, exo = self.t, self.model, self.exo
         state = self.state
-        shock = m.shock(exo[:, U_HIT], exo[:, U_SIZE], self.lanes["arrival_shock_prob"])
-        out = transition(state, action, self.user, self.consent, shock, exo[:, _U_ACT], m,
-                         self.reward_fn)
+        out = transition(state, action, self.user, self.consent, self.shock(), exo[:, _U_ACT],
+                         m, self.reward_fn)
         self.latent[:] = np.stack([getattr(state, n) for n in STATE_FIELDS], axis=1)
         acting = action != 0
         counts = self.counts
-        counts += np.stack([(action >= 1) & (action <= 3), out.false_intervention,
-                                 out.needed, out.acted_without_consent], axis=1)
+        counts += np.stack([(action >= 1) & (action <= 3), out.false_intervention, out.needed,
+                            out.acted_without_consent], axis=1)
         optout = exo[:, U_OPT] < out.optout_prob
         t1 = t + 1
         day = np.minimum(t1 // self.slots, self.days - 1)

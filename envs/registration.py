@@ -27,7 +27,7 @@ import numpy as np
 from personarl.errors import ConfigError
 
 __all__ = ["EnvRecord", "register", "unregister", "record", "env_ids", "build_core",
-           "check_arguments", "describe", "load_entry_point"]
+           "check_arguments", "describe", "load_entry_point", "backends"]
 
 
 @dataclass(frozen=True)
@@ -216,10 +216,24 @@ def record(env_id: str) -> EnvRecord:
         raise ConfigError(f"unknown env id {env_id!r}; valid: {list(_RECORDS)}") from None
 
 
+def _core_parameters(env_id: str) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(load_entry_point(record(env_id).build_core)).parameters
+
+
+def backends(env_id: str) -> tuple[str, ...]:
+    """The backends (``envs.backend``) ``env_id`` can be stepped by here: ``("numpy",
+    "numba")`` for a core that takes ``backend`` when Numba is installed, ``("numpy",)``
+    without it, and ``()`` for a core with no ``backend`` argument (NumPy alone)."""
+    from envs.backend import numba_available
+    if "backend" not in _core_parameters(env_id):
+        return ()
+    return ("numpy", "numba") if numba_available() else ("numpy",)
+
+
 def check_arguments(env_id: str, kwargs: Mapping[str, Any]) -> None:
     """Refuse keyword arguments ``env_id``'s ``build_core`` does not take: a ``ConfigError``
     naming them and the valid ones, instead of Python's ``TypeError``."""
-    params = inspect.signature(load_entry_point(record(env_id).build_core)).parameters
+    params = _core_parameters(env_id)
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
     named = [n for n, p in params.items()

@@ -36,23 +36,27 @@ from synth.events import PopulationEvent, apply_events
 from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
-           "drift_trajectory", "categorical", "HYBRID_THRESHOLD"]
+           "drift_trajectory", "categorical", "categorical_from_cdf", "HYBRID_THRESHOLD"]
 
 HYBRID_THRESHOLD = 0.2
 _EPS = 1e-6
 
 
 def categorical(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Inverse-CDF categorical draws: row-wise ``probs`` (..., K), uniforms ``u`` (...).
+    """Inverse-CDF categorical draws: row-wise ``probs`` (..., K), uniforms ``u`` (...)."""
+    return categorical_from_cdf(np.cumsum(probs, axis=-1), u)
 
-    One distribution for every draw (``probs`` of shape ``(K,)``) is a binary search of
-    its CDF; row-wise distributions count the CDF entries below ``u``."""
-    cdf = np.cumsum(probs, axis=-1)
+
+def categorical_from_cdf(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``categorical`` from cumulative (unnormalised) probabilities ``cdf`` (..., K).
+
+    One distribution for every draw (``cdf`` of shape ``(K,)``) is a binary search;
+    row-wise distributions count the CDF entries below ``u``."""
     if cdf.ndim == 1:
         idx = np.searchsorted(cdf, u * cdf[-1], side="right")
     else:
         idx = (u[..., None] * cdf[..., -1:] >= cdf).sum(axis=-1)
-    return np.minimum(idx, probs.shape[-1] - 1)
+    return np.minimum(idx, cdf.shape[-1] - 1)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,6 @@ agrees (floats to 1e-9: a compiled sum may round its last bit differently from B
 
 from __future__ import annotations
 
-import inspect
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -13,13 +11,12 @@ import pytest
 import envs
 from envs.backend import numba_available, resolve_backend
 from envs.creator import create_env
-from envs.registration import load_entry_point
+from envs.registration import backends
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
 
 pytestmark = pytest.mark.skipif(not numba_available(), reason="the fast extra is not installed")
 
-COMPILED = [env_id for env_id in envs.env_ids() if "backend" in inspect.signature(
-    load_entry_point(envs.record(env_id).build_core)).parameters]
+COMPILED = [env_id for env_id in envs.env_ids() if "numba" in backends(env_id)]
 
 
 def _same(a, b, where: str) -> None:

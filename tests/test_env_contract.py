@@ -5,30 +5,21 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 
 import gymnasium as gym
 import numpy as np
 import pytest
 
 import envs
-from envs.backend import numba_available
 from envs.contract import CHECKS, _equal
-from envs.registration import load_entry_point
+from envs.registration import backends
 from envs.creator import create_env
 from personarl.errors import ConfigError
 
-def _backends(env_id: str) -> tuple[str | None, ...]:
-    """The backends an env's core can be built with (``envs.backend``): both, for a core
-    that takes ``backend`` and when Numba is installed; else its only one."""
-    takes = "backend" in inspect.signature(
-        load_entry_point(envs.record(env_id).build_core)).parameters
-    return ("numpy", "numba") if takes and numba_available() else (None,)
-
-
+# every backend an env can be stepped by (None: a core without a backend argument)
 CASES = [(env_id, mode, backend, check) for env_id in envs.env_ids()
-         for mode in envs.record(env_id).action_modes for backend in _backends(env_id)
-         for check in CHECKS]
+         for mode in envs.record(env_id).action_modes
+         for backend in (backends(env_id) or (None,)) for check in CHECKS]
 
 
 @pytest.mark.parametrize("env_id,mode,backend,check", CASES,
