@@ -81,8 +81,8 @@ U_HIT, U_SIZE, U_COMPLY, U_EVENT, U_OPT, U_RETURN = range(6)
 (C_SLOT, C_WEEKDAY, C_DAY, C_FATIGUE, C_PAIRING, C_CONSENT, C_LAST_ACTION,
  C_LAST_COMPLIED) = range(3, 11)
 _T = {name: i for i, name in enumerate(TRAITS)}
-T_OPEN, T_CONSC, T_EXTRA, T_AGREE = (_T[n] for n in ("openness", "conscientiousness",
-                                                       "extraversion", "agreeableness"))
+T_CONSC, T_EXTRA, T_AGREE = (_T[n] for n in ("conscientiousness", "extraversion",
+                                              "agreeableness"))
 T_NEURO, T_EMPATHY, T_DIRECT = _T["neuroticism"], _T["empathy"], _T["directness"]
 _EPS = 1e-6
 F_SOCIABILITY, F_SHOCK_PROB, F_BASE_ENGAGEMENT, F_SHOCK, F_FALSE_RATE, F_INTERVENTIONS, \

@@ -29,7 +29,8 @@ import numpy as np
 
 import envs
 from envs.creator import create_env
-from envs.rollout import Lanes
+from envs.rollout import first_episodes
+from personarl.seeds import generator
 
 __all__ = ["gather", "compare", "detectable_shift"]
 
@@ -42,23 +43,25 @@ def _moments(x: np.ndarray) -> dict[str, float] | None:
 
 
 def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: int,
-         seed: int, batch: int) -> tuple[np.ndarray, np.ndarray, dict[str, dict[int, list]]]:
-    """Returns, lengths and (random policy) per-action step signals of first episodes."""
+         seed: int, batch: int) -> tuple[np.ndarray, np.ndarray, dict[str, dict[int, list]], int]:
+    """Returns, lengths and (random policy) per-action step signals of ``episodes`` first
+    episodes on the ``evaluation_users`` of ``seed`` (the same users for every policy), and
+    the number of actions. The per-step signals are read from the core (``step_info``,
+    which every core sets), so the env need not build the whole ground truth."""
+    def make(b: int) -> Any:
+        return create_env(env_id, {**kwargs, "num_envs": b, "info_level": "none"})
+
     returns, lengths = [], []
     signals: dict[str, dict[int, list[np.ndarray]]] = {}
-    done, chunk = 0, 0
-    while done < episodes:
-        b = min(batch, episodes - done)
-        # the per-step signals are read from the core (``step_info``, which every core
-        # sets), so the env need not build the whole ground truth
-        env = create_env(env_id, {**kwargs, "num_envs": b, "info_level": "none"})
-        core = env.unwrapped._core
-        rng = np.random.default_rng([seed, chunk])
-        k = env.single_action_space.n
-        lanes = Lanes(env, *env.reset(seed=seed * 10_000 + chunk), first_episode_only=True)
-        ret, length = np.zeros(b), np.zeros(b, dtype=np.int64)
+    k = 0
+    for chunk, lanes in enumerate(first_episodes(make, episodes, seed, "evaluation_users",
+                                                 batch)):
+        core, b = lanes.env.unwrapped._core, lanes.size
+        k = lanes.env.single_action_space.n
+        rng = generator(seed, "evaluation_actions", chunk)
         act = ((lambda obs, info: rng.integers(0, k, b)) if policy is None
                else (lambda obs, info: np.full(b, policy)))
+        ret, length = np.zeros(b), np.zeros(b, dtype=np.int64)
         for t in lanes.run(act):
             ret += t.live * t.reward
             length += t.live
@@ -68,11 +71,9 @@ def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: i
                         rows = t.live & (t.action == a)
                         signals.setdefault(key, {}).setdefault(a, []).append(
                             np.asarray(value[rows], dtype=np.float64))
-        env.close()
         returns.append(ret)
         lengths.append(length)
-        done, chunk = done + b, chunk + 1
-    return np.concatenate(returns), np.concatenate(lengths), signals
+    return np.concatenate(returns), np.concatenate(lengths), signals, k
 
 
 def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
@@ -87,15 +88,14 @@ def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
         ``<signal>/action=<a>``.
     """
     measured: dict[str, dict[str, float] | None] = {}
-    returns, lengths, signals = _run(env_id, kwargs, None, episodes, seed, batch)
+    returns, lengths, signals, k = _run(env_id, kwargs, None, episodes, seed, batch)
     measured["return/random"], measured["length/random"] = _moments(returns), _moments(lengths)
     for key, by_action in signals.items():
         for a, parts in by_action.items():
             measured[f"{key}/action={a}"] = _moments(np.concatenate(parts))
-    k = create_env(env_id, {**kwargs, "num_envs": 1}).single_action_space.n
     for a in range(k):
-        returns, _, _ = _run(env_id, kwargs, a, constant_episodes or max(episodes // k, 1),
-                             seed + 1 + a, batch)
+        returns = _run(env_id, kwargs, a, constant_episodes or max(episodes // k, 1), seed,
+                       batch)[0]
         measured[f"return/action={a}"] = _moments(returns)
     stats = {name: m for name, m in measured.items() if m is not None}
     return {"env": env_id, "episodes": episodes, "stats": stats}
