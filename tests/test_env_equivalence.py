@@ -3,10 +3,10 @@
 simulated distribution must not have.
 
 The reference (``tests/data/env_statistics_v0.json``) was measured on the code before the
-change (commit 2715ba9, by ``experiments.bench.equivalence.gather`` as it drew users then,
-2,000,000 episodes under
-random actions and 333,333 under each constant action for the changed envs). Here
-400,000 new episodes (30,000 per constant action) are tested against it: Welch z-tests,
+change (commit 2715ba9, by ``experiments.bench.equivalence.gather`` as it drew users then:
+2,000,000 episodes under random actions and 333,333 under each constant action for the
+changed envs). Here 400,000 new episodes (30,000 per constant action) are tested against
+it: Welch z-tests,
 Holm-corrected at family-wise α = 0.01. Sample sizes are such that the test of the mean
 return under random actions detects a 1% shift, and each per-action signal rate test a
 0.01 shift, with power 0.8 at the Holm threshold α/m (asserted below; the constant-action
