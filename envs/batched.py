@@ -26,6 +26,7 @@ core's state, so nothing returned changes when the env steps or resets later (a 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, Mapping
 
@@ -232,6 +233,43 @@ def _state_problems(key: str, mine: Any, theirs: Any, lanes: int) -> list[str]:
     return []
 
 
+def _digest(digest: Any, value: Any) -> bool:
+    """Feed ``value`` (numbers, strings, slices, dtypes, arrays and containers of them)
+    into ``digest``; ``False`` when there was nothing of those kinds in it."""
+    if value is None or isinstance(value, (bool, int, float, str, slice, np.generic,
+                                           np.dtype)):
+        digest.update(repr(value).encode())
+        return True
+    if isinstance(value, np.ndarray):
+        digest.update(f"{value.dtype.str}{value.shape}".encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
+        return True
+    if isinstance(value, Mapping):
+        found = False
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            found = _digest(digest, value[key]) or found
+        return found
+    if isinstance(value, (tuple, list)):
+        found = False
+        for item in value:
+            found = _digest(digest, item) or found
+        return found
+    return False
+
+
+def _configuration_problems(mine: Mapping[str, str], theirs: Any) -> list[str]:
+    """Why a state's saved ``configuration`` is not this core's (``BaseCore.configuration``)."""
+    if not isinstance(theirs, Mapping):
+        return [f"'configuration' is a {type(theirs).__name__}, not the mapping "
+                "get_state() saves"]
+    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    if not differ:
+        return []
+    return [f"it was saved under another configuration of the env ({', '.join(differ)} "
+            "differ)"]
+
+
 def _copied(value: Any) -> Any:
     """A copy of a state value; a record of arrays becomes a mapping of its fields, a
     generator its state."""
@@ -363,7 +401,27 @@ class BaseCore(ABC):
         fields are all arrays, saved as mappings — and scalars). The rest (samplers,
         models, reward functions, sizes, layouts) is configuration and never changes after
         construction (``tests/test_env_contract.py`` checks both for every env)."""
-        return {k: _copied(getattr(self, k)) for k in self.state_fields}
+        state = {k: _copied(getattr(self, k)) for k in self.state_fields}
+        state["configuration"] = self.configuration()
+        return state
+
+    def configuration(self) -> dict[str, str]:
+        """A short digest of each configuration attribute, saved with the state so that
+        ``set_state`` refuses a state saved under another configuration (a horizon, a
+        model's parameters, a population) even where the lanes' shapes agree. Every
+        attribute that is not state or scratch counts — numbers, strings, arrays and
+        containers of them; objects (samplers, models, reward functions) count through
+        what is derived from them — except the lane count (the shapes say it), the
+        backend and whether the truth is computed: a state moves between those.
+        """
+        skip = {*self.state_fields, *self.scratch_fields, "B", "rows", "backend",
+                "with_truth"}
+        digests = {}
+        for name, value in sorted(vars(self).items()):
+            digest = hashlib.sha256()
+            if name not in skip and _digest(digest, value):
+                digests[name] = digest.hexdigest()[:12]
+        return digests
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Continue from ``get_state()`` of a core built with the same arguments.
@@ -389,7 +447,9 @@ class BaseCore(ABC):
                 problems.append(f"'pool_pos' is {state['pool_pos']}, past the pool's {size} "
                                 "users")
         for k in [k for k in mine if k in state]:
-            if isinstance(getattr(self, k), np.random.Generator):
+            if k == "configuration":
+                problems += _configuration_problems(mine[k], state[k])
+            elif isinstance(getattr(self, k), np.random.Generator):
                 try:
                     if generator_from_state(state[k]) is None:
                         raise ConfigError("no generator state (None)")

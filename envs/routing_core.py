@@ -1,34 +1,46 @@
-"""The batched core of AgentRouting: ``B`` user sessions stepped together.
+"""The batched core of AgentRouting: ``B`` user sessions, one interaction at a time.
 
-Everything a user does that does not depend on the routing decision — drift, the active
-mode, tasks, latencies, exploration, the fusion estimate, the quality score, the uniforms
-behind each signal — is drawn for a whole session when a user arrives. Users are drawn in
-chunks into a pool, so a batch-of-one env pays the vectorised cost once per chunk, not
-once per episode (``BaseCore.take_users``). ``step`` then only computes what the action
-changes: satisfaction, the signals, the reward, conversions in flight and churn — in NumPy
-or, with ``backend="numba"``, in ``envs.routing_kernels`` (the same draws either way).
+Randomness comes from two streams, both seeded by the env's generator (as in
+``envs.intervention_core``):
+
+* **users** — persona, traits, consent, bot flags, device and the draws behind their first
+  interaction — come from the env's generator, ``pool_chunk`` at a time
+  (``BaseCore.take_users``): users arrive in one order whatever the policy;
+* **per-interaction noise** — the uniforms behind each signal, feedback given, the
+  conversion delay and churn, then the drift to the next interaction and that
+  interaction's mode, task, exploring and latency — is drawn after every decision for all
+  lanes at once from the core's own stream (``envs.batched.exo_stream``): nothing is drawn
+  for interactions a user who left will never have, and policies facing the same seed
+  meet the same noise at the same (lane, step).
+
+Each step computes the chosen agent's satisfaction, the signals, the reward, conversions
+in flight and churn, then what the platform learns (the persona-fusion update, the
+quality score) and the next interaction — in NumPy (the reference, below) or in compiled
+kernels (``envs.routing_kernels``; ``backend``, ``envs.backend``), which agree step for
+step. The ground truth ``info`` reports is computed only when asked for (NumPy) or inside
+the step kernel when the env reports it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import numpy as np
 
 from envs import routing_kernels as kernels
 from envs.backend import resolve_backend
-from envs.batched import BaseCore, DiscreteActions, column_slices
+from envs.batched import (DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
+                           lane_field)
+from envs.routing_kernels import N_UNIFORMS, U_CHURN, U_DELAY, U_NEXT
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
+from personarl.errors import check_int
 from rewards.composite import composite_reward
 from rewards.quality import QualityModel
 from rewards.signals import SIGNAL_NAMES
-from synth.archetypes import DEVICES, TASK_TYPES
-from synth.behaviour import BehaviourModel, interaction_loglik, sample_session
-from synth.fusion import PersonaFusion
-from personarl.errors import check_int
-from synth.population import PopulationSampler
+from synth.archetypes import DEVICES, TASK_TYPES, TRAITS
+from synth.behaviour import BehaviourModel, interaction_loglik, sample_interaction
+from synth.fusion import FusionState, PersonaFusion
+from synth.population import PopulationSampler, drift_step
 
 __all__ = ["RoutingCore", "ObsLayout"]
 
@@ -57,8 +69,8 @@ class ObsLayout:
         return list(self.slices().values())[-1].stop
 
 
-class RoutingCore(BaseCore):
-    """State and dynamics of ``num_lanes`` concurrent sessions.
+class RoutingCore(RecordCore):
+    """State and dynamics of ``num_lanes`` concurrent sessions (spec: ``envs.routing``).
 
     Args:
         num_lanes: batch size B.
@@ -70,16 +82,16 @@ class RoutingCore(BaseCore):
         fusion: persona fusion over the sampler's base archetypes.
         behaviour: per-interaction behaviour noise.
         horizon: tasks (decisions) per session, ``H``.
-        with_truth: also precompute the ground truth that ``info`` reports.
-        pool_chunk: users generated at a time.
-        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``envs.backend``): who computes
-            each step (sessions are drawn in NumPy either way).
+        with_truth: compute the ground truth ``info`` reports.
+        pool_chunk: users drawn ahead at a time (at least ``num_lanes``).
+        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``envs.backend``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
-    state_fields = ("lanes", "pool", "pool_pos", "population_time", "started", "step_info",
-                    "t", "queue", "obs")
-    scratch_fields = ("_values", "_reward", "_terminated", "_satisfaction")
+    state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
+                    "population_time", "step_info")
+    scratch_fields = ("truth", "_out", "_uniforms", "_normals", "_values", "_cdf", "_loglik",
+                      "_truth_stale", "_step_views", "_bound")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
                  response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
@@ -97,205 +109,296 @@ class RoutingCore(BaseCore):
         self.signal_weights_now[SIGNAL_CONVERSION] = 0.0        # when they arrive
         self.layout = ObsLayout(self.K, sampler.base.size)
         self.cols = self.layout.slices()
+        self.obs_size = self.layout.size
         self.with_truth = with_truth
+        self.pool_chunk = max(check_int("pool_chunk", pool_chunk, 1), num_lanes)
         # a human's signal coefficients depend only on the active archetype: tabulate them
         self.signal_base, self.signal_slope = response.signal_params(sampler.behaviour_by_epoch)
-        C = len(COLUMNS)
-        # per lane and step: satisfaction with each agent, then each column's value as an
-        # affine function of satisfaction before clipping, value = clip(a + b·s, 0, 1)
-        self.step_cols = column_slices([("sat", self.K), ("a", C), ("b", C),
-                                  ("leave_below", 1), ("quality", 1)])
-        self.step_width = self.step_cols["quality"].stop
-        self.truth_cols = column_slices([("expected", self.K), ("oracle", 1), ("primary", 1),
-                                   ("weights", sampler.num_archetypes)])
-        self.truth_width = self.truth_cols["weights"].stop
-        self.pool_chunk = check_int("pool_chunk", pool_chunk, 1)
-        self.rows = np.arange(num_lanes)
-        self.lanes: dict[str, np.ndarray] = {}
-        self.pool: dict[str, np.ndarray] = {}
-        self.pool_pos = 0
-        self.population_time = 0
-        self.started = False
-        self.step_info: dict[str, np.ndarray] = {}
-        self.t = np.zeros(num_lanes, dtype=np.int64)
-        self.queue = np.zeros((num_lanes, horizon + response.max_delay + 1))
-        self.obs_size = self.layout.size
-        self.obs = np.zeros((num_lanes, self.obs_size), dtype=np.float32)
-        # the compiled step's settings and outputs
-        self.kernel_cols = kernels.kernel_columns(self.step_cols, self.cols, CONVERSION,
-                                                  SIGNAL_CONVERSION)
-        self._values = np.zeros(C)
-        self._reward, self._satisfaction = np.zeros(num_lanes), np.zeros(num_lanes)
-        self._terminated = np.zeros(num_lanes, dtype=bool)
+        self.tables = self._tables()
+        self.params, self.dims = kernels.settings(
+            sampler.drift_rate, behaviour, response, quality, fusion.ema_rate, horizon,
+            self.cols)
+        A, base, B = sampler.num_archetypes, sampler.base.size, num_lanes
+        self.ring = response.max_delay + 1      # conversions in flight, by arrival step
+        # every lane's user in one record (a restart copies one row per lane); the pool
+        # holds records of the same type, with the draws behind the first interaction
+        self._allocate(np.dtype([
+            ("weights", np.float64, (A,)), ("offset_exp", np.float64, (len(TRAITS),)),
+            ("alpha", np.float64, (base,)), ("ema", np.float64, (base,)),
+            ("queue", np.float64, (self.ring,)), ("first_draws", np.float64, (4,)),
+            ("latency", np.float64), ("quality", np.float64), ("fast", np.float64),
+            ("s1", np.float64), ("s2", np.float64), ("t", np.int64), ("table_id", np.int64),
+            ("mode", np.int64), ("task", np.int64), ("device", np.int64),
+            ("group", np.int64), ("explore", np.bool_), ("is_bot", np.bool_),
+            ("slow_bot", np.bool_), ("consent", np.bool_), ("metadata_missing", np.bool_)],
+            align=True), self.obs_size)
+        # the kernels' work arrays, allocated once
+        self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
+        self._uniforms, self._normals = np.zeros((B, N_UNIFORMS)), np.zeros((B, A + 1))
+        self._values, self._cdf, self._loglik = np.zeros(len(COLUMNS)), np.zeros(A), \
+            np.zeros(base)
+        self.truth = InfoTable(B, kernels.TRUTH_FLOATS, kernels.TRUTH_INTS,
+                               kernels.TRUTH_FLAGS, {"latent_weights": A,
+                                                     "expected_reward": self.K})
+        self._step_views = {name: self._out[:, j]
+                            for j, name in enumerate(kernels.STEP_FLOATS) if j >= 2}
+
+    def _tables(self) -> kernels.Tables:
+        """The kernels' lookup tables (``envs.routing_kernels.Tables``)."""
+        sampler, world, behaviour = self.sampler, self.world, self.behaviour
+        base = sampler.base
+        explore = np.clip(base.behaviour[:, 4], 1e-6, 1 - 1e-6)
+        return kernels.Tables(
+            trait_means=sampler.trait_table, task_cdf=np.cumsum(sampler.task_table, axis=2),
+            behaviour=sampler.behaviour_by_epoch, signal_base=self.signal_base,
+            signal_slope=self.signal_slope, bot_base=ResponseModel.BOT_BASE,
+            trait_weights=world.trait_weights, task_offset=world.task_offset,
+            log_task=np.log(np.maximum(base.task_preferences, 1e-12)),
+            log_median=(np.log(behaviour.latency_scale_s)
+                        - behaviour.latency_decay * base.behaviour[:, 1]),
+            log_explore=np.stack([np.log1p(-explore), np.log(explore)]),
+            prior=self.fusion.prior, signal_of=COLLAPSE.argmax(axis=1),
+            share=COLLAPSE.max(axis=1), column_weights=self.weights,
+            signal_weights_now=self.signal_weights_now,
+            column_rates=self.response.column_rates(np.array([False, True])),
+            kind=kernels.COLUMN_KINDS)
+
+    # each field of the lanes' record, as an array over the lanes (a view)
+    t = lane_field("t")
+    weights_now = lane_field("weights")
+    task = lane_field("task")
+    quality = lane_field("quality")
+    is_bot = lane_field("is_bot")
+    consent = lane_field("consent")
+    group = lane_field("group")
 
     # ------------------------------------------------------------------ users
     def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """Whole exogenous sessions for ``n`` new users, packed per step."""
-        H, C = self.horizon, len(COLUMNS)
-        sampler, response = self.sampler, self.response
-        pop = sampler.sample(n, rng, start_time=self.population_time)
+        """``n`` new users as records of the lanes' type (``{"users": (n,)}``): persona,
+        flags, the fusion's prior and the draws behind the first interaction."""
+        pop = self.sampler.sample(n, rng, start_time=self.population_time)
         self.population_time += n
-        ses = sample_session(pop, sampler, H, rng, self.behaviour)
-        traits = sampler.traits_of(ses.weights, np.exp(pop.trait_offset)[:, None, :],
-                                   pop.table_id[:, None])
-        bot = pop.is_bot[:, None]
-        bots = np.flatnonzero(pop.is_bot)
-        f = np.empty((n, H, self.step_width))
-        c = self.step_cols
-        f[..., c["sat"]] = self.world.satisfaction(traits, ses.task)
-        mode = (pop.table_id[:, None], ses.mode)
-        base, slope = self.signal_base[mode], self.signal_slope[mode]          # (n, H, C)
-        base[bots], slope[bots] = response.BOT_BASE, 0.0
-        u = rng.random((n, H, C + 4))
-        threshold, multiplier = response.draw_columns(u, pop.is_bot)
-        f[..., c["a"]] = (base - threshold) * multiplier
-        f[..., c["b"]] = slope * multiplier
-        # the step at which a conversion caused at step t arrives (1..max_delay later)
-        arrival = np.arange(H) + 1 + np.minimum(
-            (u[..., C + 2] * response.max_delay).astype(np.int64), response.max_delay - 1)
-        f[..., c["leave_below"].start] = response.leave_threshold(u[..., C + 3], bot)
-        f[:, H - 1, c["leave_below"].start] = 2.0          # the session ends after H tasks
-        quality = self.quality_model.score(ses.latency, pop.metadata_missing)  # (n, H)
-        f[..., c["quality"].start] = quality
-        loglik = interaction_loglik(sampler.base, ses.task, ses.latency, ses.explore,
-                                    self.behaviour)
-        fused = self.fusion.run(loglik, quality)
-        users = dict(step=f, arrival=arrival,
-                     exo=self._exogenous_obs(pop, ses, fused, quality))
-        if self.with_truth:
-            users["truth"] = self._truth(f[..., c["sat"]], base, slope, bot, quality,
-                                         ses.weights)
-            users["static"] = np.stack([pop.is_bot, pop.consent, pop.group], axis=1)
-        return users
-
-    def _truth(self, sat: np.ndarray, base: np.ndarray, slope: np.ndarray, bot: np.ndarray,
-               quality: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Packed ground truth per step: expected reward of each action, oracle action,
-        latent primary, latent weights."""
-        rate_w = self.response.column_rates(bot) * self.weights             # (n, 1, C)
-        linear = np.where(CONTINUOUS, 0.0, rate_w)
-        expected = ((base * linear).sum(-1)[..., None]
-                    + (slope * linear).sum(-1)[..., None] * sat)            # (n, H, K)
-        cont = np.flatnonzero(CONTINUOUS)
-        p = base[..., None, cont] + slope[..., None, cont] * sat[..., None]  # (n, H, K, 2)
-        e_cont = np.where(bot[..., None, None], np.minimum(p, 1.0), expected_clipped(p))
-        expected += e_cont @ self.weights[cont]
-        expected *= quality[..., None]
-        truth = np.empty(expected.shape[:2] + (self.truth_width,))
-        t = self.truth_cols
-        truth[..., t["expected"]] = expected
-        truth[..., t["oracle"].start] = expected.argmax(axis=-1)
-        truth[..., t["primary"].start] = weights.argmax(axis=-1)
-        truth[..., t["weights"]] = weights
-        return truth
-
-    def _exogenous_obs(self, pop, ses, fused, quality) -> np.ndarray:
-        n, H = ses.task.shape
-        c = self.cols
-        exo = np.zeros((n, H + 1, self.layout.size), dtype=np.float32)
-        exo[np.arange(n)[:, None], np.arange(H)[None, :], c["task"].start + ses.task] = 1.0
-        exo[:, :, c["position"].start] = np.arange(H + 1) / H
-        exo[:, 1:, c["latency"].start] = np.minimum(1.0, np.log1p(ses.latency) / _LATENCY_NORM)
-        exo[:, 1:, c["explore"].start] = ses.explore
-        consent = pop.consent[:, None, None]
-        exo[:, :, c["persona_scores"]] = np.where(consent, fused.scores,
-                                                  self.fusion.prior[None, None, :])
-        exo[:, :, c["persona_confidence"].start] = np.where(consent[..., 0], fused.confidence, 0)
-        exo[:, :, c["persona_stability"].start] = np.where(consent[..., 0], fused.stability, 0)
-        exo[:, 0, c["quality"].start] = 1.0
-        exo[:, 1:, c["quality"].start] = quality
-        seen = ~pop.metadata_missing
-        exo[np.flatnonzero(seen), :, c["device"].start + pop.device[seen]] = 1.0
-        return exo
+        users = np.zeros(n, self.record)
+        users["weights"], users["offset_exp"] = pop.weights, np.exp(pop.trait_offset)
+        users["alpha"] = self.fusion.prior_strength * self.fusion.prior
+        users["ema"] = self.fusion.prior
+        users["table_id"], users["device"], users["group"] = pop.table_id, pop.device, \
+            pop.group
+        users["is_bot"], users["slow_bot"] = pop.is_bot, pop.slow_bot
+        users["consent"], users["metadata_missing"] = pop.consent, pop.metadata_missing
+        users["first_draws"][:, :3] = rng.random((n, 3))
+        users["first_draws"][:, 3] = rng.standard_normal(n)
+        return {"users": users}
 
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
-        """Start new sessions in ``lanes`` (indices) with the next users of the pool."""
-        users = self.take_users(len(lanes), rng)
-        if not self.lanes:
-            self.lanes = {k: np.zeros((self.B,) + v.shape[1:], v.dtype)
-                          for k, v in users.items()}
-        for k, v in users.items():
-            self.lanes[k][lanes] = v
-        self.t[lanes] = 0
-        self.queue[lanes] = 0.0
-        self.obs[lanes] = users["exo"][:, 0]
+        """New sessions in ``lanes`` with the next users of the pool: their first
+        interaction and observation."""
+        copy_records(self.lanes, lanes, self.take_users(len(lanes), rng)["users"])
+        if self.backend == "numba":
+            kernels.begin_lanes(lanes, *self._kernel_arguments()[2])
+        else:
+            self._begin(lanes)
+        self._truth_stale = True
 
     # ------------------------------------------------------------------ step
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Advance every lane by one interaction.
+        """One interaction for every lane; returns ``(reward, terminated)``, each ``(B,)``.
 
-        Returns:
-            ``(reward, terminated)``, each ``(B,)``; ``step_info["satisfaction"]`` holds the
-            satisfaction of the interaction just taken.
-        """
+        Per step, for every lane at once (a fixed count: common random numbers), from the
+        per-step stream: ``(B, 18)`` uniforms (the 11 signal columns, a thumb given, a
+        rating given, the conversion delay, churn, then the next interaction's mode, task
+        and exploring), then ``(B, A + 1)`` standard normals (the drift of each latent
+        archetype's weight, the next latency). ``step_info`` holds the interaction's
+        satisfaction and its 8 signals (as observed)."""
+        u = self.exo_rng.random(out=self._uniforms)
+        z = self.exo_rng.standard_normal(out=self._normals)
         if self.backend == "numba":
-            lanes = self.lanes
-            kernels.step_lanes(action, self.t, lanes["step"], lanes["arrival"], lanes["exo"],
-                               self.queue, self.weights, COLLAPSE, self.signal_weights_now,
-                               self.kernel_cols, self._values, self._reward,
-                               self._terminated, self._satisfaction, self.obs)
-            self.step_info = {"satisfaction": self._satisfaction}
-            return self._reward, self._terminated
-        rows, t, c = self.rows, self.t, self.step_cols
-        row = self.lanes["step"][rows, t]                 # one gather of everything at t
-        s = row[rows, action]                             # satisfaction columns come first
-        values = row[:, c["b"]] * s[:, None]
-        values += row[:, c["a"]]
-        np.minimum(np.maximum(values, 0.0, out=values), 1.0, out=values)
-        q = row[:, c["quality"].start]
-        conv = values[:, CONVERSION] * (self.weights[CONVERSION] * q)
-        self.queue[rows, self.lanes["arrival"][rows, t]] += conv
-        arrived = self.queue[rows, t]
-        self.queue[rows, t] = 0.0
+            kernels.step_lanes(action, u, z, *self._kernel_arguments()[0])
+            self._truth_stale = not self.with_truth
+        else:
+            self._step_numpy(action, u, z)
+        self.step_info = self._step_views
+        out = self._out
+        return out[:, 0], out[:, 1] > 0
+
+    def _step_numpy(self, action: np.ndarray, u: np.ndarray, z: np.ndarray) -> None:
+        """The NumPy reference of ``step`` (``envs.routing_kernels.step_lanes``): writes
+        ``_out`` and the observation."""
+        L, rows, H, C = self.lanes, self.rows, self.horizon, len(COLUMNS)
+        t, bot, q = L["t"].copy(), L["is_bot"], L["quality"]
+        s = self._satisfaction()[rows, action]
+        base, slope = self._signal_params()
+        threshold, multiplier = self.response.draw_columns(u[:, None, :C + 2], bot)
+        threshold, multiplier = threshold[:, 0], multiplier[:, 0]
+        values = (slope * multiplier) * s[:, None]
+        values += (base - threshold) * multiplier
+        np.clip(values, 0.0, 1.0, out=values)
+        # conversions arrive 1..max_delay steps later
+        D = self.response.max_delay
+        delay = np.minimum((u[:, U_DELAY] * D).astype(np.int64), D - 1)
+        queue = L["queue"]
+        queue[rows, (t + 1 + delay) % self.ring] += values[:, CONVERSION] * (
+            self.weights[CONVERSION] * q)
+        arrived = queue[rows, t % self.ring].copy()
+        queue[rows, t % self.ring] = 0.0
         signals = values @ COLLAPSE
         reward = composite_reward(signals, self.signal_weights_now, q) + arrived
         signals[:, SIGNAL_CONVERSION] = arrived > 0
-        terminated = s < row[:, c["leave_below"].start]    # churn, or the last task
-        ended = np.flatnonzero(terminated)
-        if ended.size:                                      # pay conversions still in flight
-            reward[ended] += self.queue[ended].sum(axis=1)
-        t1 = t + 1
-        self.t = t1
-        obs = self.lanes["exo"][rows, t1]
-        obs[:, self.cols["signals"]] = signals
-        obs[rows, self.cols["last_action"].start + action] = 1.0
-        self.obs = obs
-        self.step_info = {"satisfaction": s}
-        return reward, terminated
+        leave_below = self.response.leave_threshold(u[:, U_CHURN], bot)
+        leave_below[t == H - 1] = 2.0                       # the session ends after H tasks
+        terminated = s < leave_below
+        reward += np.where(terminated, queue.sum(axis=1), 0.0)   # conversions in flight
+        out = self._out
+        out[:, 0], out[:, 1], out[:, 2], out[:, 3:] = reward, terminated, s, signals
+        # what the platform saw of this interaction, and what it learns from it
+        c = self.cols
+        o = np.zeros_like(self.obs)
+        o[:, c["signals"]] = signals
+        o[:, c["latency"].start] = np.minimum(1.0, np.log1p(L["latency"]) / _LATENCY_NORM)
+        o[:, c["explore"].start] = L["explore"]
+        o[rows, c["last_action"].start + action] = 1.0
+        o[:, c["quality"].start] = q
+        loglik = interaction_loglik(self.sampler.base, L["task"], L["latency"], L["explore"],
+                                    self.behaviour)
+        state = FusionState(L["alpha"], L["ema"])              # views: updated in place
+        self.fusion.update(state, loglik, q)
+        self._readout(rows, state, o)
+        L["t"] = t + 1
+        going = np.flatnonzero(t + 1 < H)                      # the next interaction
+        L["weights"][going] = drift_step(L["weights"][going], z[going, :-1],
+                                         self.sampler.drift_rate)
+        self._interaction(going, u[going, U_NEXT:U_NEXT + 3], z[going, -1])
+        self._observe_static(rows, o)
+        self.obs[:] = o
+
+    def _begin(self, lanes: np.ndarray) -> None:
+        """The NumPy reference of ``begin_lanes``: the first interaction of ``lanes`` from
+        their records' ``first_draws``, the fusion's readout before any interaction and
+        the first observation."""
+        L = self.lanes
+        draws = L["first_draws"][lanes]
+        self._interaction(lanes, draws[:, :3], draws[:, 3])
+        o = np.zeros((len(lanes), self.obs_size), dtype=np.float32)
+        state = FusionState(L["alpha"][lanes], L["ema"][lanes])
+        self._readout(lanes, state, o)
+        L["ema"][lanes] = state.ema
+        o[:, self.cols["quality"].start] = 1.0
+        self._observe_static(lanes, o)
+        self.obs[lanes] = o
+
+    def _interaction(self, lanes: np.ndarray, u: np.ndarray, z: np.ndarray) -> None:
+        """The next interaction of ``lanes`` at their mixture now (``sample_interaction``
+        with uniforms ``u`` ``(n, 3)`` and normals ``z`` ``(n,)``) and the quality score
+        with it (``QualityModel.from_sums``)."""
+        L = self.lanes
+        mode, task, latency, explore = sample_interaction(
+            self.sampler, L["weights"][lanes], L["table_id"][lanes], L["is_bot"][lanes],
+            L["slow_bot"][lanes], u, z, self.behaviour)
+        L["mode"][lanes], L["task"][lanes] = mode, task
+        L["latency"][lanes], L["explore"][lanes] = latency, explore
+        log_latency = np.log(latency)
+        L["fast"][lanes] += latency < self.quality_model.min_interval_s
+        L["s1"][lanes] += log_latency
+        L["s2"][lanes] += log_latency * log_latency
+        L["quality"][lanes] = self.quality_model.from_sums(
+            L["t"][lanes] + 1.0, L["fast"][lanes], L["s1"][lanes], L["s2"][lanes],
+            L["metadata_missing"][lanes])
+
+    def _readout(self, lanes: np.ndarray, state: FusionState, o: np.ndarray) -> None:
+        """The fusion's readout (advancing its EMA) into observation rows ``o`` of
+        ``lanes``: a consenting user's scores, confidence and stability; the prior and
+        zeros for one who did not."""
+        scores, confidence, stability = self.fusion.readout(state)
+        consent = self.lanes["consent"][lanes]
+        c = self.cols
+        o[:, c["persona_scores"]] = np.where(consent[:, None], scores, self.fusion.prior)
+        o[:, c["persona_confidence"].start] = np.where(consent, confidence, 0.0)
+        o[:, c["persona_stability"].start] = np.where(consent, stability, 0.0)
+
+    def _observe_static(self, lanes: np.ndarray, o: np.ndarray) -> None:
+        """The task (while the session lasts), the position and the device into
+        observation rows ``o`` of ``lanes``."""
+        user, c = self.lanes[lanes], self.cols
+        live = np.flatnonzero(user["t"] < self.horizon)
+        o[live, c["task"].start + user["task"][live]] = 1.0
+        o[:, c["position"].start] = user["t"] / self.horizon
+        seen = np.flatnonzero(~user["metadata_missing"])
+        o[seen, c["device"].start + user["device"][seen]] = 1.0
+
+    def _satisfaction(self) -> np.ndarray:
+        """``(B, K)`` every lane's satisfaction with each agent for its current task."""
+        L = self.lanes
+        traits = self.sampler.traits_of(L["weights"], L["offset_exp"], L["table_id"])
+        return self.world.satisfaction(traits, L["task"])
+
+    def _signal_params(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(base, slope)`` ``(B, C)`` of every lane's signal columns in its current mode
+        (bots: their fixed pattern)."""
+        L = self.lanes
+        mode = (L["table_id"], L["mode"])
+        base, slope = self.signal_base[mode], self.signal_slope[mode]
+        bots = np.flatnonzero(L["is_bot"])
+        base[bots], slope[bots] = ResponseModel.BOT_BASE, 0.0
+        return base, slope
+
+    def _kernel_arguments(self) -> tuple[tuple, tuple, tuple]:
+        """The arrays and settings ``step_lanes``, ``truth_lanes`` and ``begin_lanes`` take
+        after their per-call arguments, bound once (``set_state`` rebinds: it replaces the
+        arrays)."""
+        if self._bound is None:
+            table = self.truth
+            truth = (table.floats, table.ints, table.flags, table.block)
+            self._bound = (
+                (self.lanes, self.obs, self.params, self.dims, self.tables, self.with_truth,
+                 self._out, self._values, self._cdf, self._loglik, *truth),
+                (self.lanes, self.obs, self.dims, self.tables, *truth),
+                (self.lanes, self.obs, self.params, self.dims, self.tables, self._cdf))
+        return self._bound
 
     # ------------------------------------------------------------------ info
-    def lane_info(self, lane: int) -> dict[str, Any]:
-        """``info()`` for one lane with Python scalars and copied arrays (the single env's
-        view; the caller's own)."""
-        t = min(int(self.t[lane]), self.horizon - 1)
-        truth, static, c = self.lanes["truth"][lane, t], self.lanes["static"][lane], \
-            self.truth_cols
-        return {
-            "latent_weights": truth[c["weights"]].copy(),
-            "latent_primary": int(truth[c["primary"].start]),
-            "expected_reward": truth[c["expected"]].copy(),
-            "oracle_action": int(truth[c["oracle"].start]),
-            "is_bot": bool(static[0]),
-            "consent": bool(static[1]),
-            "group": int(static[2]),
-            "quality": float(self.obs[lane, self.cols["quality"].start]),
-        }
+    def expected_rewards(self) -> np.ndarray:
+        """``(B, K)`` expected reward of routing each lane's current task to each agent:
+        the signals' expectations at each agent's satisfaction (explicit feedback times
+        its rate, ``expected_clipped`` for scroll depth and dwell), weighted and times the
+        interaction's quality; conversions count in full (they all arrive)."""
+        L = self.lanes
+        sat = self._satisfaction()
+        base, slope = self._signal_params()
+        bot = L["is_bot"]
+        rate_w = self.response.column_rates(bot) * self.weights              # (B, C)
+        linear = np.where(CONTINUOUS, 0.0, rate_w)
+        expected = ((base * linear).sum(-1)[:, None]
+                    + (slope * linear).sum(-1)[:, None] * sat)                # (B, K)
+        cont = np.flatnonzero(CONTINUOUS)
+        p = base[:, None, cont] + slope[:, None, cont] * sat[..., None]      # (B, K, 2)
+        e_cont = np.where(bot[:, None, None], np.minimum(p, 1.0), expected_clipped(p))
+        expected += e_cont @ self.weights[cont]
+        expected *= L["quality"][:, None]
+        return expected
+
+    def _fill_truth(self) -> None:
+        """Every lane's ground truth in ``truth`` (the ``numba`` backend): the step kernel
+        leaves it current; after a restart or a restore it is computed again here."""
+        if self._truth_stale:
+            kernels.truth_lanes(*self._kernel_arguments()[1])
+            self._truth_stale = False
 
     def info(self) -> dict[str, np.ndarray]:
-        """Ground truth for the current decision of every lane (arrays, lanes first)."""
+        """Ground truth for the current decision of every lane (views of the state or
+        fresh arrays, lanes first; the faces copy)."""
         self.require_truth()
-        rows = self.rows
-        t = np.minimum(self.t, self.horizon - 1)
-        truth = self.lanes["truth"][rows, t]
-        static = self.lanes["static"]
-        c = self.truth_cols
+        if self.backend == "numba":
+            self._fill_truth()
+            return self.truth.columns()
+        expected = self.expected_rewards()
+        weights = self.weights_now
         return {
-            "latent_weights": truth[:, c["weights"]],
-            "latent_primary": truth[:, c["primary"].start].astype(np.int64),
-            "expected_reward": truth[:, c["expected"]],
-            "oracle_action": truth[:, c["oracle"].start].astype(np.int64),
-            "is_bot": static[:, 0].astype(bool),
-            "consent": static[:, 1].astype(bool),
-            "group": static[:, 2],
+            "latent_weights": weights,
+            "latent_primary": weights.argmax(axis=1),
+            "expected_reward": expected,
+            "oracle_action": expected.argmax(axis=1),
+            "is_bot": self.is_bot,
+            "consent": self.consent,
+            "group": self.group,
             "quality": self.obs[:, self.cols["quality"].start].astype(np.float64),
         }

@@ -87,14 +87,16 @@ class AgentWorld:
         rng = np.random.default_rng([0x5EED, self.world_seed])
         self.base = rng.normal(0.0, task_spread, size=(self.num_agents, len(TASK_TYPES)))
         self.style = rng.normal(0.0, 1.0, size=(self.num_agents, len(TRAITS)))
-        self._trait_weights = self.persona_sensitivity * self.style.T             # (10, K)
-        self._task_offset = self.base.T - 0.5 * self._trait_weights.sum(axis=0)  # (T, K)
+        #: ``(10, K)`` ``persona_sensitivity · style``: the trait term of each agent's logit
+        self.trait_weights = self.persona_sensitivity * self.style.T
+        #: ``(T, K)`` the task term, with ``−½ · Σ trait_weights`` folded in
+        self.task_offset = self.base.T - 0.5 * self.trait_weights.sum(axis=0)
 
     def satisfaction(self, traits: np.ndarray, task: np.ndarray) -> np.ndarray:
         """``(..., K)`` satisfaction with each agent for traits ``(..., 10)``, tasks ``(...)``."""
         # β·(x − ½)·style = x·(β·style) − ½·β·Σ style, folded into the task term
-        logits = traits @ self._trait_weights
-        logits += self._task_offset[task]
+        logits = traits @ self.trait_weights
+        logits += self.task_offset[task]
         np.negative(logits, out=logits)
         np.exp(logits, out=logits)
         logits += 1.0

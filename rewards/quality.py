@@ -54,15 +54,21 @@ class QualityModel:
             ``(n, H)``: the score using interactions ``0..t`` at column ``t``.
         """
         count = np.arange(1, latency.shape[1] + 1)
-        fast = np.cumsum(latency < self.min_interval_s, axis=1) / (count +
-                                                                   self.prior_interactions)
         loglat = np.log(latency)
-        s1 = np.cumsum(loglat, axis=1)
-        s2 = np.cumsum(loglat * loglat, axis=1)
+        return self.from_sums(count, np.cumsum(latency < self.min_interval_s, axis=1),
+                              np.cumsum(loglat, axis=1), np.cumsum(loglat * loglat, axis=1),
+                              np.asarray(metadata_missing)[:, None])
+
+    def from_sums(self, count: np.ndarray, fast: np.ndarray, s1: np.ndarray, s2: np.ndarray,
+                  metadata_missing: np.ndarray) -> np.ndarray:
+        """The score from running sums over a user's first ``count`` interactions (arrays
+        broadcast together): ``fast`` answers quicker than ``min_interval_s``, ``s1`` and
+        ``s2`` the sums of log latency and of its square — what an online scorer keeps."""
+        fast = fast / (count + self.prior_interactions)
         var = np.maximum(s2 - s1 * s1 / count, 0.0) / np.maximum(count - 1, 1)
         pattern = np.where(count >= self.min_history,
                            np.minimum(1.0, np.sqrt(var) / self.pattern_sd), 1.0)
-        meta = np.where(metadata_missing, self.missing_metadata_factor, 1.0)[:, None]
+        meta = np.where(metadata_missing, self.missing_metadata_factor, 1.0)
         return (1.0 - fast) * pattern * meta
 
     def flagged(self, quality: np.ndarray) -> np.ndarray:

@@ -24,7 +24,8 @@ import numpy as np
 from synth.archetypes import ArchetypeTable
 from synth.population import Population, PopulationSampler, categorical, drift_trajectory
 
-__all__ = ["BehaviourModel", "Session", "sample_session", "interaction_loglik"]
+__all__ = ["BehaviourModel", "Session", "sample_session", "sample_interaction",
+           "interaction_loglik"]
 
 
 @dataclass(frozen=True)
@@ -60,22 +61,39 @@ def sample_session(pop: Population, sampler: PopulationSampler, horizon: int,
     u = rng.random((n, horizon, 3))
     z = rng.standard_normal((n, horizon))
     weights = drift_trajectory(pop.weights, noise, sampler.drift_rate)
+    mode, task, latency, explore = sample_interaction(
+        sampler, weights, pop.table_id[:, None], pop.is_bot[:, None], pop.slow_bot[:, None],
+        u, z, model)
+    return Session(weights=weights, mode=mode, task=task, latency=latency, explore=explore)
+
+
+def sample_interaction(sampler: PopulationSampler, weights: np.ndarray, table_id: np.ndarray,
+                       is_bot: np.ndarray, slow_bot: np.ndarray, u: np.ndarray, z: np.ndarray,
+                       model: BehaviourModel = BehaviourModel()
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One interaction per entry of shape ``S``: ``(mode, task, latency, explore)``.
+
+    Args:
+        weights: ``S + (A,)`` mixture weights at the interaction.
+        table_id, is_bot, slow_bot: each user's epoch and bot flags, broadcastable to ``S``.
+        u: ``S + (3,)`` uniforms behind the mode, the task and exploring.
+        z: ``S`` standard normals behind the latency (seconds, log-normal).
+    """
     mode = categorical(weights, u[..., 0])
-    task_probs = sampler.by_mode(pop.table_id, mode, "tasks")     # (n, H, T)
-    beh = sampler.by_mode(pop.table_id, mode, "behaviour")         # (n, H, 5)
+    table_id = np.broadcast_to(table_id, mode.shape)
+    task_probs = sampler.task_table[table_id, mode]                       # S + (T,)
+    beh = sampler.behaviour_by_epoch[table_id, mode]                      # S + (5,)
     n_tasks = task_probs.shape[-1]
-    bot = pop.is_bot[:, None]
-    task = np.where(bot, np.minimum((u[..., 1] * n_tasks).astype(np.int64), n_tasks - 1),
+    task = np.where(is_bot, np.minimum((u[..., 1] * n_tasks).astype(np.int64), n_tasks - 1),
                     categorical(task_probs, u[..., 1]))
     log_median = np.log(model.latency_scale_s) - model.latency_decay * beh[..., 1]
     log_lat = log_median + model.latency_sd * z
-    slow = pop.slow_bot[:, None]
-    bot_log_lat = np.where(slow, np.log(model.slow_bot_latency_s),
+    bot_log_lat = np.where(slow_bot, np.log(model.slow_bot_latency_s),
                            np.log(model.bot_latency_s)) + np.where(
-        slow, model.slow_bot_latency_sd, model.bot_latency_sd) * z
-    latency = np.exp(np.where(bot, bot_log_lat, log_lat))
-    explore = (u[..., 2] < beh[..., 4]) & ~bot
-    return Session(weights=weights, mode=mode, task=task, latency=latency, explore=explore)
+        slow_bot, model.slow_bot_latency_sd, model.bot_latency_sd) * z
+    latency = np.exp(np.where(is_bot, bot_log_lat, log_lat))
+    explore = (u[..., 2] < beh[..., 4]) & ~np.asarray(is_bot)
+    return mode, task, latency, explore
 
 
 def interaction_loglik(table: ArchetypeTable, task: np.ndarray, latency: np.ndarray,

@@ -36,7 +36,7 @@ from synth.events import PopulationEvent, apply_events
 from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
-           "drift_trajectory", "categorical", "categorical_from_cdf", "HYBRID_THRESHOLD"]
+           "drift_trajectory", "drift_step", "categorical", "categorical_from_cdf", "HYBRID_THRESHOLD"]
 
 HYBRID_THRESHOLD = 0.2
 _EPS = 1e-6
@@ -271,15 +271,10 @@ class PopulationSampler:
         """``(n, T)`` task-type distribution of users with mixture ``weights (n, A)``."""
         return np.einsum("na,nat->nt", weights, self._tasks[table_id])
 
-    def by_mode(self, table_id: np.ndarray, mode: np.ndarray, what: str) -> np.ndarray:
-        """The prior row of each user's active ``mode``: ``"behaviour"`` or ``"tasks"``.
-
-        Args:
-            table_id: ``(n,)`` epoch of each user.
-            mode: ``(n, H)`` active archetype per interaction.
-        """
-        table = {"behaviour": self.behaviour_by_epoch, "tasks": self._tasks}[what]
-        return table[table_id[:, None], mode]
+    @property
+    def task_table(self) -> np.ndarray:
+        """``(epochs, A, T)`` archetype task preferences in force in each epoch (read-only)."""
+        return self._tasks
 
 
 def _probabilities(label: str, mapping: Mapping[str, float],
@@ -318,3 +313,21 @@ def drift_trajectory(weights: np.ndarray, noise: np.ndarray, rate: float) -> np.
     w *= weights > 0
     w /= w.sum(axis=2, keepdims=True)
     return w.transpose(1, 0, 2)
+
+
+def drift_step(weights: np.ndarray, noise: np.ndarray, rate: float) -> np.ndarray:
+    """One step of the log-weight random walk (``drift_trajectory``, one interaction at a
+    time): ``w · exp(rate · ε)``, renormalised; zero weights stay zero.
+
+    Args:
+        weights: ``(n, A)`` weights now.
+        noise: ``(n, A)`` standard normal draws.
+        rate: drift rate (std per interaction).
+
+    Returns:
+        ``(n, A)`` weights at the next interaction (a new array).
+    """
+    w = np.exp(rate * noise)
+    w *= weights
+    w /= w.sum(axis=1, keepdims=True)
+    return w

@@ -80,11 +80,23 @@ def test_a_state_from_another_env_is_refused_and_changes_nothing():
         routing.set_state({"core": {}})
     with pytest.raises(ConfigError, match="expected a mapping"):
         routing.set_state([1, 2])
-    # another configuration of the same env: its lane arrays have other shapes
+    # another configuration of the same env, whether or not its lanes' shapes differ
     short = create_env(envs.ROUTING_ID, {"num_envs": 4, "horizon": 5})
     short.reset(seed=0)
-    with pytest.raises(ConfigError, match=r"has shape \(4, \d+\), this core's is"):
+    with pytest.raises(ConfigError, match=r"saved under another configuration of the env "
+                                          r"\(dims, horizon differ\)"):
         routing.set_state(short.get_state())
+    for env_id, kwargs in ((envs.ADAPTATION_ID, {"horizon": 8}),
+                           (envs.INTERVENTION_ID, {"model": {"shock_rate": 0.2}}),
+                           (envs.ROUTING_ID, {"population": {"drift_rate": 0.3}})):
+        saved = create_env(env_id, {"num_envs": 4, **kwargs})
+        saved.reset(seed=0)
+        target = create_env(env_id, {"num_envs": 4})
+        target.reset(seed=0)
+        before = copy.deepcopy(target.get_state())
+        with pytest.raises(ConfigError, match="saved under another configuration"):
+            target.set_state(saved.get_state())
+        assert _equal(target.get_state(), before)
     single = gym.make(envs.INTERVENTION_ID).unwrapped
     single.reset(seed=1)
     before = copy.deepcopy(single.get_state())
