@@ -23,6 +23,7 @@ bookkeeping and connectors).
 
 from __future__ import annotations
 
+import math
 import statistics
 import tempfile
 import time
@@ -97,10 +98,16 @@ def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str
 
 
 def _time_to(curve: list[tuple[float, int, float]], target: float) -> float:
+    """Wall time at the first evaluation reaching ``target``; infinite when none did."""
     for wall, _, ret in curve:
         if ret >= target:
             return wall
-    return float("inf")
+    return math.inf
+
+
+def _finite(x: float) -> float | None:
+    """``x``, or ``None`` (JSON ``null``) for a target never reached."""
+    return x if math.isfinite(x) else None
 
 
 def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: int = 3,
@@ -142,18 +149,28 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
         mine = [r for r in runs if r["kind"] == kind]
         times = [_time_to(r["curve"], target) for r in mine]
         out[kind] = dict(
-            time_to_target_s=statistics.median(times), times=times,
+            # a run that never reached the target counts as infinitely slow in the median
+            time_to_target_s=_finite(statistics.median(times)),
+            times=[_finite(t) for t in times],
             steps_per_s=statistics.median(r["steps_per_s"] for r in mine),
             final_eval=statistics.median(r["curve"][-1][2] for r in mine),
             profile={k: float(np.median([r["profile"][k] for r in mine]))
                      for k in mine[0]["profile"]})
-    out["ratio_rllib_over_sb3"] = out["rllib"]["time_to_target_s"] / out["sb3"]["time_to_target_s"]
+    ours, theirs = out["rllib"]["time_to_target_s"], out["sb3"]["time_to_target_s"]
+    out["ratio_rllib_over_sb3"] = (ours / theirs if ours is not None and theirs is not None
+                                   else None)
     print(f"\ntarget = 90% of final PPO eval return {final:.3f} = {target:.3f}")
     print(f"{'':>6} {'time-to-target':>15} {'steps/s':>9} {'final':>7}  profile (median s)")
     for kind in ("rllib", "sb3"):
         o = out[kind]
         prof = ", ".join(f"{k[:-2]} {v:.1f}" for k, v in o["profile"].items())
-        print(f"{kind:>6} {o['time_to_target_s']:>14.1f}s {o['steps_per_s']:>9,.0f} "
-              f"{o['final_eval']:>7.3f}  {prof}")
-    print(f"ratio ours / SB3 (time-to-target) = {out['ratio_rllib_over_sb3']:.2f}")
+        reached = (f"{o['time_to_target_s']:>14.1f}s" if o["time_to_target_s"] is not None
+                   else f"{'not reached':>15}")
+        print(f"{kind:>6} {reached} {o['steps_per_s']:>9,.0f} {o['final_eval']:>7.3f}  {prof}")
+    if out["ratio_rllib_over_sb3"] is None:
+        late = [k for k in ("rllib", "sb3") if out[k]["time_to_target_s"] is None]
+        print(f"ratio ours / SB3 (time-to-target): none — {' and '.join(late)} did not reach "
+              "the target within the budget (the median run); give a larger --budget")
+    else:
+        print(f"ratio ours / SB3 (time-to-target) = {out['ratio_rllib_over_sb3']:.2f}")
     return out
