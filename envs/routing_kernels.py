@@ -106,8 +106,6 @@ def settings(drift_rate: float, behaviour, response, quality, ema_rate: float,
     return p, dims
 
 
-
-
 # ---------------------------------------------------------------- the user
 @kernel
 def _traits(r, trait_means, out):
@@ -293,7 +291,7 @@ def _truth_lane(i, r, traits, obs_quality, trait_means, trait_weights, task_offs
                 signal_base, signal_slope, bot_base, kind, column_weights, column_rates,
                 floats, ints, flags, block):
     """Lane ``i``'s ground truth into an ``InfoTable``'s arrays: the expected reward of
-    each agent for the current task (``RoutingCore._expected_rewards``), the oracle agent,
+    each agent for the current task (``RoutingCore.expected_rewards``), the oracle agent,
     the latent mixture and its primary, the observed quality and the user's flags (the
     tables are ``Tables``' fields)."""
     _traits(r, trait_means, traits)

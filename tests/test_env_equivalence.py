@@ -1,17 +1,19 @@
-"""Issue 18 reordered the random draws of InterventionTiming and PersonalityAdaptation
-(pooled users, per-step noise from a second stream): every seeded trajectory changed, the
-simulated distribution must not have.
+"""Issue 18 reordered the random draws of every env — InterventionTiming and
+PersonalityAdaptation pool their users and draw per-step noise from a second stream;
+AgentRouting draws each interaction when it happens instead of whole sessions when a user
+arrives: every seeded trajectory changed, the simulated distribution must not have.
 
-The reference (``tests/data/env_statistics_v0.json``) was measured on the code before the
-change (commit 2715ba9, by ``experiments.bench.equivalence.gather`` as it drew users then:
-2,000,000 episodes under random actions and 333,333 under each constant action for the
-changed envs). Here 400,000 new episodes (30,000 per constant action) are tested against
-it: Welch z-tests,
-Holm-corrected at family-wise α = 0.01. Sample sizes are such that the test of the mean
-return under random actions detects a 1% shift, and each per-action signal rate test a
-0.01 shift, with power 0.8 at the Holm threshold α/m (asserted below; the constant-action
-returns, some near 0, are tested too, without that power). A perturbed env shows the
-tests can fail.
+The references (``tests/data/env_statistics_v0.json``) were measured on the code before
+the change (commit 2715ba9; AgentRouting's step info extended there, for the measurement
+only, with the eight signals it put in the observation) by
+``experiments.bench.equivalence.gather``: 2,000,000 episodes under random actions and
+2,000,000 / K under each constant action. Here 400,000 new episodes (30,000 per constant
+action) are tested against them: Welch z-tests (per-step signal means with the episode as
+the cluster), Holm-corrected at family-wise α = 0.01. Sample sizes are such that the test
+of the mean return under random actions detects a 1% shift, and each per-action signal
+rate test a 0.01 shift, with power 0.8 at the Holm threshold α/m (asserted below; the
+constant-action returns, some near 0, are tested too, without that power). A perturbed
+env shows the tests can fail.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import pytest
 from experiments.bench.equivalence import compare, gather
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "env_statistics_v0.json").read_text())
-CHANGED = ("personarl/InterventionTiming-v0", "personarl/PersonalityAdaptation-v0")
+CHANGED = ("personarl/InterventionTiming-v0", "personarl/PersonalityAdaptation-v0",
+           "personarl/AgentRouting-v0")
 EPISODES, CONSTANT_EPISODES = 400_000, 30_000
 
 

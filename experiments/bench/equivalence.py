@@ -7,8 +7,15 @@ random actions and each constant action — on the first episode of many users:
 
 * the mean return of each policy (and, for the random policy, the mean episode length);
 * under the random policy, for each action ``a`` and each per-step signal the env reports
-  in ``info`` after a step (``step_info``: satisfaction, thumbs, compliance, false
-  interventions, opt-outs, …), the mean of the signal over the steps that took ``a``.
+  in ``info`` after a step (``step_info``: satisfaction, thumbs, signals, compliance,
+  false interventions, opt-outs, …), the mean of the signal over the steps that took
+  ``a``. Steps of one episode are not independent (one user: a bot answers every step
+  alike), so the variance of that mean is the cluster-robust one with the episode as the
+  cluster — a ratio estimator's linearisation, ``Σ_e (S_e − μ N_e)² / (Σ N_e)²`` times
+  ``E / (E − 1)`` over ``E`` episodes with ``N_e`` such steps summing to ``S_e`` (Cameron &
+  Miller 2015, "A Practitioner's Guide to Cluster-Robust Inference"). Each statistic is
+  stored as ``{"n", "mean", "var"}`` with ``var / n`` the variance of the mean, so returns,
+  lengths and signal means are tested alike.
 
 ``compare`` tests each statistic of a new measurement against a reference one with Welch's
 two-sample z-test (the samples are large, so the normal reference distribution is exact
@@ -42,18 +49,45 @@ def _moments(x: np.ndarray) -> dict[str, float] | None:
     return {"n": int(x.size), "mean": float(x.mean()), "var": float(x.var(ddof=1))}
 
 
+class _ClusteredMeans:
+    """Per-action means of per-step signals with the episode as the cluster: running sums
+    of each episode's ``S_e`` (the signal summed over its steps that took the action) and
+    ``N_e`` (how many there were), enough for the mean and its cluster-robust variance."""
+
+    def __init__(self, k: int) -> None:
+        self.k, self.episodes = k, 0
+        self.sums: dict[str, np.ndarray] = {}     # key -> (5, k): ΣS, ΣN, ΣS², ΣSN, ΣN²
+
+    def add(self, s: np.ndarray, n: np.ndarray, key: str) -> None:
+        """Episodes' ``S_e`` and ``N_e`` ``(episodes, k)`` of one signal."""
+        total = self.sums.setdefault(key, np.zeros((5, self.k)))
+        total += [s.sum(0), n.sum(0), (s * s).sum(0), (s * n).sum(0), (n * n).sum(0)]
+
+    def moments(self) -> dict[str, dict[str, float]]:
+        out = {}
+        E = self.episodes
+        for key, (s, n, ss, sn, nn) in self.sums.items():
+            for a in range(self.k):
+                if n[a] < 2 or E < 2:
+                    continue
+                mean = s[a] / n[a]
+                residual = max(ss[a] - 2 * mean * sn[a] + mean * mean * nn[a], 0.0)
+                out[f"{key}/action={a}"] = {"n": int(n[a]), "mean": float(mean),
+                                            "var": float(residual / n[a] * E / (E - 1))}
+        return out
+
+
 def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: int,
-         seed: int, batch: int) -> tuple[np.ndarray, np.ndarray, dict[str, dict[int, list]], int]:
-    """Returns, lengths and (random policy) per-action step signals of ``episodes`` first
-    episodes on the ``evaluation_users`` of ``seed`` (the same users for every policy), and
-    the number of actions. The per-step signals are read from the core (``step_info``,
-    which every core sets), so the env need not build the whole ground truth."""
+         seed: int, batch: int) -> tuple[np.ndarray, np.ndarray, _ClusteredMeans | None]:
+    """Returns, lengths and (random policy) per-action step-signal means of ``episodes``
+    first episodes on the ``evaluation_users`` of ``seed`` (the same users for every
+    policy). The per-step signals are read from the core (``step_info``, which every core
+    sets), so the env need not build the whole ground truth."""
     def make(b: int) -> Any:
         return create_env(env_id, {**kwargs, "num_envs": b, "info_level": "none"})
 
     returns, lengths = [], []
-    signals: dict[str, dict[int, list[np.ndarray]]] = {}
-    k = 0
+    means = None
     for chunk, lanes in enumerate(first_episodes(make, episodes, seed, "evaluation_users",
                                                  batch)):
         core, b = lanes.env.unwrapped._core, lanes.size
@@ -62,18 +96,24 @@ def _run(env_id: str, kwargs: Mapping[str, Any], policy: int | None, episodes: i
         act = ((lambda obs, info: rng.integers(0, k, b)) if policy is None
                else (lambda obs, info: np.full(b, policy)))
         ret, length = np.zeros(b), np.zeros(b, dtype=np.int64)
+        counts, sums = np.zeros((b, k)), {}
         for t in lanes.run(act):
             ret += t.live * t.reward
             length += t.live
             if policy is None:
+                took = t.live[:, None] & (t.action[:, None] == np.arange(k))   # (b, k)
+                counts += took
                 for key, value in core.step_info.items():
-                    for a in range(k):
-                        rows = t.live & (t.action == a)
-                        signals.setdefault(key, {}).setdefault(a, []).append(
-                            np.asarray(value[rows], dtype=np.float64))
+                    value = np.asarray(value, dtype=np.float64)[:, None]
+                    sums[key] = sums.get(key, 0.0) + np.where(took, value, 0.0)
+        if policy is None:
+            means = means or _ClusteredMeans(k)
+            means.episodes += b
+            for key, s in sums.items():
+                means.add(s, counts, key)
         returns.append(ret)
         lengths.append(length)
-    return np.concatenate(returns), np.concatenate(lengths), signals, k
+    return np.concatenate(returns), np.concatenate(lengths), means
 
 
 def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
@@ -85,17 +125,16 @@ def gather(env_id: str, episodes: int, seed: int = 0, batch: int = 16_384,
     Returns:
         ``{"env": id, "episodes": n, "stats": {name: {"n", "mean", "var"}}}`` with names
         ``return/random``, ``length/random``, ``return/action=<a>`` and
-        ``<signal>/action=<a>``.
+        ``<signal>/action=<a>`` (``var / n``: the variance of the mean, cluster-robust for
+        the signals).
     """
     measured: dict[str, dict[str, float] | None] = {}
-    returns, lengths, signals, k = _run(env_id, kwargs, None, episodes, seed, batch)
+    returns, lengths, means = _run(env_id, kwargs, None, episodes, seed, batch)
     measured["return/random"], measured["length/random"] = _moments(returns), _moments(lengths)
-    for key, by_action in signals.items():
-        for a, parts in by_action.items():
-            measured[f"{key}/action={a}"] = _moments(np.concatenate(parts))
-    for a in range(k):
-        returns = _run(env_id, kwargs, a, constant_episodes or max(episodes // k, 1), seed,
-                       batch)[0]
+    measured.update(means.moments())
+    for a in range(means.k):
+        returns = _run(env_id, kwargs, a, constant_episodes or max(episodes // means.k, 1),
+                       seed, batch)[0]
         measured[f"return/action={a}"] = _moments(returns)
     stats = {name: m for name, m in measured.items() if m is not None}
     return {"env": env_id, "episodes": episodes, "stats": stats}
