@@ -90,8 +90,8 @@ class RoutingCore(RecordCore):
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
-    scratch_fields = ("truth", "_out", "_uniforms", "_normals", "_values", "_cdf", "_loglik",
-                      "_truth_stale", "_step_views", "_bound")
+    scratch_fields = ("truth", "_out", "_uniforms", "_normals", "_truth_stale",
+                      "_step_views", "_bound")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
                  response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
@@ -114,7 +114,7 @@ class RoutingCore(RecordCore):
         self.pool_chunk = max(check_int("pool_chunk", pool_chunk, 1), num_lanes)
         # a human's signal coefficients depend only on the active archetype: tabulate them
         self.signal_base, self.signal_slope = response.signal_params(sampler.behaviour_by_epoch)
-        self.tables = self._tables()
+        self.tables = self._tables().packed()
         self.params, self.dims = kernels.settings(
             sampler.drift_rate, behaviour, response, quality, fusion.ema_rate, horizon,
             self.cols)
@@ -135,8 +135,6 @@ class RoutingCore(RecordCore):
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._uniforms, self._normals = np.zeros((B, N_UNIFORMS)), np.zeros((B, A + 1))
-        self._values, self._cdf, self._loglik = np.zeros(len(COLUMNS)), np.zeros(A), \
-            np.zeros(base)
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, kernels.TRUTH_INTS,
                                kernels.TRUTH_FLAGS, {"latent_weights": A,
                                                      "expected_reward": self.K})
@@ -144,7 +142,8 @@ class RoutingCore(RecordCore):
                             for j, name in enumerate(kernels.STEP_FLOATS) if j >= 2}
 
     def _tables(self) -> kernels.Tables:
-        """The kernels' lookup tables (``envs.routing_kernels.Tables``)."""
+        """The kernels' lookup tables (``envs.routing_kernels.Tables``; the kernels take
+        them ``packed()``)."""
         sampler, world, behaviour = self.sampler, self.world, self.behaviour
         base = sampler.base
         explore = np.clip(base.behaviour[:, 4], 1e-6, 1 - 1e-6)
@@ -350,9 +349,9 @@ class RoutingCore(RecordCore):
             truth = (table.floats, table.ints, table.flags, table.block)
             self._bound = (
                 (self.lanes, self.obs, self.params, self.dims, self.tables, self.with_truth,
-                 self._out, self._values, self._cdf, self._loglik, *truth),
+                 self._out, *truth),
                 (self.lanes, self.obs, self.dims, self.tables, *truth),
-                (self.lanes, self.obs, self.params, self.dims, self.tables, self._cdf))
+                (self.lanes, self.obs, self.params, self.dims, self.tables))
         return self._bound
 
     # ------------------------------------------------------------------ info
