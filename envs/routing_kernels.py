@@ -206,6 +206,15 @@ def _drift(r, noise, rate):
         w[k] /= total
 
 
+@kernel
+def _column(r, c, signal_base, signal_slope, bot_base):
+    """``(base, slope)`` of signal column ``c`` for lane record ``r`` in its current mode
+    (``RoutingCore._signal_params``; a bot's fixed pattern)."""
+    if r.is_bot:
+        return bot_base[c], 0.0
+    return signal_base[r.table_id, r.mode, c], signal_slope[r.table_id, r.mode, c]
+
+
 # ---------------------------------------------------------------- the platform's view
 @kernel
 def _fusion_update(r, log_task, log_median, log_explore, p, loglik):
@@ -318,11 +327,7 @@ def _truth_lane(i, r, traits, obs_quality, trait_means, trait_weights, task_offs
         s = _satisfaction(traits, r.task, a, trait_weights, task_offset)
         linear_base, linear_slope, cont = 0.0, 0.0, 0.0
         for c in range(N_COLUMNS):
-            if r.is_bot:
-                base, slope = bot_base[c], 0.0
-            else:
-                base = signal_base[r.table_id, r.mode, c]
-                slope = signal_slope[r.table_id, r.mode, c]
+            base, slope = _column(r, c, signal_base, signal_slope, bot_base)
             if kind[c] == K_CONTINUOUS:
                 pc = base + slope * s
                 e = min(pc, 1.0) if r.is_bot else _expected_clipped(pc)
@@ -389,11 +394,7 @@ def step_lanes(action, uniforms, normals, lanes, obs, p, dims, tables, with_trut
         thumbs_rate = p[P_BOT_FEEDBACK] if r.is_bot else p[P_THUMBS_RATE]
         rating_rate = p[P_BOT_FEEDBACK] if r.is_bot else p[P_RATING_RATE]
         for c in range(N_COLUMNS):
-            if r.is_bot:
-                base, slope = bot_base[c], 0.0
-            else:
-                base = signal_base[r.table_id, r.mode, c]
-                slope = signal_slope[r.table_id, r.mode, c]
+            base, slope = _column(r, c, signal_base, signal_slope, bot_base)
             if kind[c] == K_CONTINUOUS:
                 threshold = 0.0
                 multiplier = 1.0 if r.is_bot else 0.5 + u[c]
