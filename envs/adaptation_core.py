@@ -134,6 +134,10 @@ class AdaptationCore(RecordCore):
     consent = lane_field("consent")
     is_bot = lane_field("is_bot")
 
+    def lane_ranges(self) -> dict[str, tuple[int, int]]:
+        """``RecordCore.lane_ranges``: the turn."""
+        return {"t": (0, self.horizon)}
+
     @property
     def state(self) -> ChatState:
         """Sentiment and engagement (views of the lanes' record)."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import types
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, Mapping
 
@@ -233,9 +234,11 @@ def _state_problems(key: str, mine: Any, theirs: Any, lanes: int) -> list[str]:
     return []
 
 
-def _digest(digest: Any, value: Any) -> bool:
-    """Feed ``value`` (numbers, strings, slices, dtypes, arrays and containers of them)
-    into ``digest``; ``False`` when there was nothing of those kinds in it."""
+def _digest(digest: Any, value: Any, seen: set[int] | None = None) -> bool:
+    """Feed ``value`` into ``digest``: numbers, strings, slices, dtypes, arrays, containers
+    of them, and the attributes of objects (a model's or a sampler's settings, a reward
+    function's weights), each object once; ``False`` when nothing of those kinds was in
+    it."""
     if value is None or isinstance(value, (bool, int, float, str, slice, np.generic,
                                            np.dtype)):
         digest.update(repr(value).encode())
@@ -244,18 +247,23 @@ def _digest(digest: Any, value: Any) -> bool:
         digest.update(f"{value.dtype.str}{value.shape}".encode())
         digest.update(np.ascontiguousarray(value).tobytes())
         return True
+    seen = set() if seen is None else seen
+    if id(value) in seen or isinstance(value, (type, types.ModuleType)):
+        return False
+    seen.add(id(value))
     if isinstance(value, Mapping):
-        found = False
-        for key in sorted(value, key=repr):
-            digest.update(repr(key).encode())
-            found = _digest(digest, value[key]) or found
-        return found
-    if isinstance(value, (tuple, list)):
-        found = False
-        for item in value:
-            found = _digest(digest, item) or found
-        return found
-    return False
+        items = sorted(value.items(), key=lambda kv: repr(kv[0]))
+    elif isinstance(value, (tuple, list)):
+        items = list(enumerate(value))
+    elif hasattr(value, "__dict__"):
+        items = sorted(vars(value).items())
+    else:
+        return False
+    found = False
+    for key, item in items:
+        digest.update(repr(key).encode())
+        found = _digest(digest, item, seen) or found
+    return found
 
 
 def _configuration_problems(mine: Mapping[str, str], theirs: Any) -> list[str]:
@@ -409,10 +417,11 @@ class BaseCore(ABC):
         """A short digest of each configuration attribute, saved with the state so that
         ``set_state`` refuses a state saved under another configuration (a horizon, a
         model's parameters, a population) even where the lanes' shapes agree. Every
-        attribute that is not state or scratch counts — numbers, strings, arrays and
-        containers of them; objects (samplers, models, reward functions) count through
-        what is derived from them — except the lane count (the shapes say it), the
-        backend and whether the truth is computed: a state moves between those.
+        attribute that is not state or scratch counts — numbers, strings, arrays,
+        containers of them and the attributes of objects (the population sampler, the
+        models, a reward function's weights), each named by the core's attribute that
+        holds it — except the lane count (the shapes say it), the backend and whether
+        the truth is computed: a state moves between those.
         """
         skip = {*self.state_fields, *self.scratch_fields, "B", "rows", "backend",
                 "with_truth"}
@@ -457,6 +466,8 @@ class BaseCore(ABC):
                     problems.append(f"{k!r}: {exc}")
             else:
                 problems += _state_problems(k, mine[k], state[k], self.B)
+        if not problems:
+            problems = self._value_problems(state)
         if problems:
             raise ConfigError(f"cannot restore {article} {name} from this state: "
                               + "; ".join(sorted(problems)))
@@ -468,6 +479,11 @@ class BaseCore(ABC):
             value = _copied(state[k])
             setattr(self, k, dataclasses.replace(current, **value) if _array_record(current)
                     else value)
+
+    def _value_problems(self, state: Mapping[str, Any]) -> list[str]:
+        """Values of a well-formed state that this core cannot step from (``set_state``
+        asks once kinds and shapes agree); none by default."""
+        return []
 
     def park(self, lanes: np.ndarray) -> None:
         """Lanes about to restart: a valid step index (their state is replaced anyway)."""
@@ -516,6 +532,28 @@ class RecordCore(BaseCore):
     def set_state(self, state: Mapping[str, Any]) -> None:
         super().set_state(state)
         self._bound, self._truth_stale = None, True
+
+    def lane_ranges(self) -> dict[str, tuple[int, int]]:
+        """The valid values (inclusive) of the record's index fields — a step index, a
+        task, an epoch — which the kernels use to index tables: ``set_state`` refuses a
+        state whose lanes or pool hold others (a hand-edited or corrupted file), which
+        NumPy would fail on and compiled code would read past an array with."""
+        return {}
+
+    def _value_problems(self, state: Mapping[str, Any]) -> list[str]:
+        problems = []
+        pool = state.get("pool")
+        for where, records in (("lanes", state.get("lanes")),
+                               ("pool", pool.get("users") if isinstance(pool, Mapping)
+                                else None)):
+            if not isinstance(records, np.ndarray) or records.dtype != self.record:
+                continue
+            for name, (low, high) in self.lane_ranges().items():
+                values = records[name]
+                if values.size and (values.min() < low or values.max() > high):
+                    problems.append(f"{where!r} field {name!r} holds {values.min()}.."
+                                    f"{values.max()}; valid: {low}..{high}")
+        return problems
 
     def lane_info(self, lane: int) -> dict[str, Any]:
         """``info()`` for one lane: Python scalars and copied vectors (the compiled

@@ -141,6 +141,11 @@ class InterventionCore(RecordCore):
     day_noise = lane_field("day_noise")
     exo = lane_field("exo")
     counts = lane_field("counts")
+    def lane_ranges(self) -> dict[str, tuple[int, int]]:
+        """``RecordCore.lane_ranges``: the step, the last action, the epoch."""
+        return {"t": (0, self.horizon), "last_action": (0, self.K - 1),
+                "table_id": (0, len(self.sampler.tables) - 1)}
+
     t = lane_field("t")
     last_action = lane_field("last_action")
     last_complied = lane_field("last_complied")

@@ -14,7 +14,7 @@ from envs.routing_model import AgentWorld, ResponseModel
 from rewards.quality import QualityModel
 from rewards.signals import SignalWeights
 from synth.behaviour import BehaviourModel
-from personarl.errors import ConfigError, check_int
+from personarl.errors import ConfigError, check_int, check_range
 from synth.fusion import PersonaFusion
 from synth.population import PopulationConfig, PopulationSampler
 
@@ -63,8 +63,8 @@ def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
         num_lanes, sampler=sampler, world=world,
         response=coerce_config(response, ResponseModel, "response"), reward_weights=weights,
         quality=coerce_config(quality, QualityModel, "quality"),
-        fusion=PersonaFusion(sampler.proportions[0, : sampler.base.size],
-                             fusion_prior_strength),
+        fusion=PersonaFusion(sampler.proportions[0, : sampler.base.size], check_range(
+            "fusion_prior_strength", fusion_prior_strength, 0, 1e6, low_open=True)),
         behaviour=coerce_config(behaviour, BehaviourModel, "behaviour"), horizon=horizon,
         with_truth=check_info_level(info_level) == "full",
         pool_chunk=pool_chunk, backend=backend)

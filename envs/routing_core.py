@@ -28,8 +28,8 @@ import numpy as np
 
 from envs import routing_kernels as kernels
 from envs.backend import resolve_backend
-from envs.batched import (DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
-                           lane_field)
+from envs.batched import (MAX_LANES, DiscreteActions, InfoTable, RecordCore, column_slices,
+                           copy_records, lane_field)
 from envs.routing_kernels import N_UNIFORMS, U_CHURN, U_DELAY, U_NEXT
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
@@ -111,7 +111,7 @@ class RoutingCore(RecordCore):
         self.cols = self.layout.slices()
         self.obs_size = self.layout.size
         self.with_truth = with_truth
-        self.pool_chunk = max(check_int("pool_chunk", pool_chunk, 1), num_lanes)
+        self.pool_chunk = max(check_int("pool_chunk", pool_chunk, 1, MAX_LANES), num_lanes)
         # a human's signal coefficients depend only on the active archetype: tabulate them
         self.signal_base, self.signal_slope = response.signal_params(sampler.behaviour_by_epoch)
         self.tables = self._tables().packed()
@@ -170,6 +170,12 @@ class RoutingCore(RecordCore):
     is_bot = lane_field("is_bot")
     consent = lane_field("consent")
     group = lane_field("group")
+
+    def lane_ranges(self) -> dict[str, tuple[int, int]]:
+        """``RecordCore.lane_ranges``: the step, the task, the mode, the epoch, the device."""
+        return {"t": (0, self.horizon), "task": (0, len(TASK_TYPES) - 1),
+                "mode": (0, self.sampler.num_archetypes - 1),
+                "table_id": (0, len(self.sampler.tables) - 1), "device": (0, len(DEVICES) - 1)}
 
     # ------------------------------------------------------------------ users
     def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

@@ -74,6 +74,9 @@ class SignalWeights:
         c = {s.name: s.confidence for s in SIGNALS}
         for label, given, target in (("weights", self.weights, w),
                                      ("confidence", self.confidence, c)):
+            if given is not None and not isinstance(given, Mapping):
+                raise ConfigError(f"signal {label}={given!r} must be a mapping of signal "
+                                  f"name to number; valid names: {list(SIGNAL_NAMES)}")
             for name, value in (given or {}).items():
                 if name not in target:
                     raise ConfigError(f"signal {label} name unknown signal {name!r}; "

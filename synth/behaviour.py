@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from personarl.errors import check_range
 from synth.archetypes import ArchetypeTable
 from synth.population import Population, PopulationSampler, categorical, drift_trajectory
 
@@ -39,6 +40,13 @@ class BehaviourModel:
     bot_latency_sd: float = 0.15
     slow_bot_latency_s: float = 3.0
     slow_bot_latency_sd: float = 0.1
+
+    def __post_init__(self) -> None:
+        for name in ("latency_scale_s", "bot_latency_s", "slow_bot_latency_s"):
+            check_range(name, getattr(self, name), 0, 1e6, low_open=True)   # seconds
+        for name in ("latency_sd", "bot_latency_sd", "slow_bot_latency_sd"):
+            check_range(name, getattr(self, name), 0, 100)          # log-seconds
+        check_range("latency_decay", self.latency_decay, -100, 100)
 
 
 @dataclass

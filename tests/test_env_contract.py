@@ -87,8 +87,11 @@ def test_a_state_from_another_env_is_refused_and_changes_nothing():
                                           r"\(dims, horizon differ\)"):
         routing.set_state(short.get_state())
     for env_id, kwargs in ((envs.ADAPTATION_ID, {"horizon": 8}),
+                           (envs.ADAPTATION_ID, {"action_mode": "continuous"}),
                            (envs.INTERVENTION_ID, {"model": {"shock_rate": 0.2}}),
-                           (envs.ROUTING_ID, {"population": {"drift_rate": 0.3}})):
+                           (envs.INTERVENTION_ID, {"population": {"consent_rate": 0.5}}),
+                           (envs.ROUTING_ID, {"population": {"bot_fraction": 0.5}}),
+                           (envs.ROUTING_ID, {"fusion_prior_strength": 50.0})):
         saved = create_env(env_id, {"num_envs": 4, **kwargs})
         saved.reset(seed=0)
         target = create_env(env_id, {"num_envs": 4})
@@ -110,6 +113,23 @@ def test_a_state_from_another_env_is_refused_and_changes_nothing():
     with pytest.raises(ConfigError, match="'exo_rng': not a PCG64 generator state"):
         single.set_state(broken)
     assert _equal(single.get_state(), before)                # nothing changed
+
+
+@pytest.mark.parametrize("env_id, field, value, valid", [
+    (envs.ROUTING_ID, "task", 1000, "0..4"), (envs.ROUTING_ID, "t", -3, "0..20"),
+    (envs.ADAPTATION_ID, "t", 500, "0..16"), (envs.INTERVENTION_ID, "table_id", 50, "0..0")])
+def test_a_state_whose_indices_are_out_of_range_is_refused(env_id, field, value, valid):
+    """A hand-edited or corrupted state: NumPy would fail on it, compiled code would read
+    past an array."""
+    env = create_env(env_id, {"num_envs": 4})
+    env.reset(seed=0)
+    env.step(np.zeros(4, dtype=np.int64))
+    before = copy.deepcopy(env.get_state())
+    broken = copy.deepcopy(before)
+    broken["core"]["lanes"][field][1] = value
+    with pytest.raises(ConfigError, match=f"'lanes' field '{field}' holds .*; valid: {valid}"):
+        env.set_state(broken)
+    assert _equal(env.get_state(), before)
 
 
 def test_registration_refuses_what_it_cannot_use():

@@ -80,6 +80,12 @@ def test_observation_hides_the_persona_of_users_without_consent():
     (dict(population={"proportions": {"explorer": 0.5, "pirate": 0.5}}), "'pirate'"),
     (dict(population={"bots": 0.1}), "bots"),
     (dict(info_level="some"), "info_level='some'"),
+    (dict(behaviour={"latency_sd": float("nan")}), r"latency_sd=nan .* \[0, 100\]"),
+    (dict(behaviour={"latency_scale_s": 0.0}), r"latency_scale_s=0.0 .* \(0, "),
+    (dict(behaviour={"bot_latency_s": -1.0}), "bot_latency_s=-1.0"),
+    (dict(pool_chunk=10**8), r"pool_chunk=100000000 .* \[1, 1048576\]"),
+    (dict(signal_weights={"weights": [0.1] * 8}), "signal weights=.* must be a mapping"),
+    (dict(fusion_prior_strength=-1.0), "fusion_prior_strength=-1.0"),
 ])
 def test_invalid_constructor_values_raise_value_error(kwargs, fragment):
     for cls in (AgentRoutingEnv, AgentRoutingVectorEnv):
