@@ -138,8 +138,9 @@ class RoutingCore(RecordCore):
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, kernels.TRUTH_INTS,
                                kernels.TRUTH_FLAGS, {"latent_weights": A,
                                                      "expected_reward": self.K})
-        self._step_views = {name: self._out[:, j]
-                            for j, name in enumerate(kernels.STEP_FLOATS) if j >= 2}
+        self._step_views = {name: self._out[:, j]        # satisfaction and the signals
+                            for j, name in enumerate(kernels.STEP_FLOATS)
+                            if name not in ("reward", "terminated")}
 
     def _tables(self) -> kernels.Tables:
         """The kernels' lookup tables (``envs.routing_kernels.Tables``; the kernels take
