@@ -6,7 +6,7 @@
     python -m experiments.registry action=promote name=routing version=2
     python -m experiments.registry action=rollback name=routing
 
-``registry=<dir>`` picks the registry (default ``registry/``). Every change is made under
+``registry=<dir>`` picks the registry (default ``outputs/registry``, git-ignored). Every change is made under
 the registry's file lock and the index is rewritten atomically. Mistakes exit with status 2
 and a message; the registry is left as it was.
 """
@@ -27,6 +27,7 @@ __all__ = ["run", "main", "ACTIONS"]
 
 log = logging.getLogger(__name__)
 ACTIONS = ("register", "list", "stage", "promote", "rollback")
+_ROW = "{:<20} {:<7} {:<11} {:<24} {:<34} {:<19} {}"
 
 
 register_configs()
@@ -64,10 +65,19 @@ def main(cfg: DictConfig) -> None:
     entries = run_app(f"{cfg.action} in the registry", cfg, lambda: run(cfg))
     if not entries:
         print(f"registry {cfg.registry}: no models registered")
+        return
+    if entries[0].get("already_registered"):
+        e = entries[0]
+        print(f"{e['name']} v{e['version']} already holds these files (model "
+              f"sha256:{str(e['model_sha256'])[:12]}); nothing registered")
+        return
+    print(_ROW.format("model", "version", "stage", "registered", "env", "model file",
+                      "note").rstrip())
     for e in entries:
-        print(f"{e['name']:<20} v{e['version']:<4} {e['stage']:<11} "
-              f"{e.get('registered_at', '?')}  {e.get('env_id', '?')}  "
-              f"sha256:{str(e.get('model_sha256', '?'))[:12]}  {e.get('note', '')}")
+        print(_ROW.format(e["name"], f"v{e['version']}", e["stage"],
+                          e.get("registered_at", "?"), e.get("env_id", "?"),
+                          f"sha256:{str(e.get('model_sha256', '?'))[:12]}",
+                          e.get("note", "")).rstrip())
 
 
 if __name__ == "__main__":

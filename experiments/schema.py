@@ -301,7 +301,7 @@ class ServeSchema:
 
 @dataclass
 class RegistrySchema:
-    registry: str = "registry"      # the registry directory
+    registry: str = "outputs/registry"   # the registry directory
     action: str = "list"            # register | list | stage | promote | rollback
     name: Optional[str] = None      # the model's name
     bundle: Optional[str] = None    # register: the bundle directory to copy in

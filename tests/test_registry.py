@@ -23,10 +23,19 @@ def stages(reg: Registry, name: str = "routing") -> dict[int, str]:
     return {v["version"]: v["stage"] for v in reg.versions(name)}
 
 
-def test_versions_stages_promote_and_rollback(tiny_bundles, tmp_path):
+def _routing_bundles(root: Path, n: int) -> list[Path]:
+    """``n`` bundles of AgentRouting policies with different weights (different files)."""
+    from envs import ROUTING_ID
+    from tests.conftest import onnx_bundle
+    return [onnx_bundle(root / f"routing{seed}", ROUTING_ID, {}, seed=seed)
+            for seed in range(n)]
+
+
+def test_versions_stages_promote_and_rollback(tmp_path):
+    bundles = _routing_bundles(tmp_path / "bundles", 4)
     reg = Registry(tmp_path / "reg")
-    for _ in range(3):
-        reg.register(tiny_bundles["discrete"], "routing")
+    for bundle in bundles[:3]:
+        reg.register(bundle, "routing")
     assert stages(reg) == {1: "none", 2: "none", 3: "none"}
     reg.set_stage("routing", 2, "staging")
     reg.promote("routing", 1)
@@ -41,7 +50,8 @@ def test_versions_stages_promote_and_rollback(tiny_bundles, tmp_path):
     assert stages(reg) == {1: "production", 2: "archived", 3: "archived"}
     with pytest.raises(RegistryError, match="no earlier production version"):
         reg.rollback("routing")
-    reg.register(tiny_bundles["discrete"], "routing")
+    assert reg.register(bundles[1], "routing")["version"] == 2   # the same files: v2
+    reg.register(bundles[3], "routing")
     assert max(stages(reg)) == 4                       # numbers only grow
 
 
@@ -115,10 +125,11 @@ def _register(root: str, bundle: str) -> int:
     return Registry(root).register(bundle, "routing")["version"]
 
 
-def test_concurrent_registrations_get_distinct_versions(tiny_bundles, tmp_path):
+def test_concurrent_registrations_get_distinct_versions(tmp_path):
     root = str(tmp_path / "reg")
+    bundles = [str(b) for b in _routing_bundles(tmp_path / "bundles", 12)]
     with ProcessPoolExecutor(4) as pool:
-        versions = list(pool.map(_register, [root] * 12, [str(tiny_bundles["discrete"])] * 12))
+        versions = list(pool.map(_register, [root] * 12, bundles))
     assert sorted(versions) == list(range(1, 13))
     assert sorted(stages(Registry(root))) == list(range(1, 13))
 
@@ -171,3 +182,59 @@ def test_a_hand_edited_index_is_a_registry_error(tiny_bundles, tmp_path, edit, m
     (tmp_path / "file").write_text("")
     with pytest.raises(RegistryError, match="cannot be a registry directory"):
         Registry(tmp_path / "file").register(tiny_bundles["discrete"], "routing")
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "experiments.registry", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_readme_registry_sequence_runs_as_written(tiny_bundles, tmp_path):
+    """The README's registry commands, in order, as written (the serving lines aside), with
+    its placeholders filled by two bundles of the same env; the stages after each are the
+    ones its comments name."""
+    from envs import ROUTING_ID
+    from tests.conftest import onnx_bundle
+
+    text = (ROOT / "README.md").read_text()
+    block = text[text.index("**The registry**"):]
+    block = block[block.index("```bash") + 7:]
+    block = block[:block.index("```")]
+    second = onnx_bundle(tmp_path / "bundles" / "second", ROUTING_ID, {}, seed=1)
+    fill = {"outputs/<date>/<time>/policy": str(tiny_bundles["discrete"]),
+            "<another run>/policy": str(second)}
+    commands = []
+    for line in block.splitlines():
+        if "-m experiments.registry" in line:
+            line = line.split("#")[0]
+            for placeholder, path in fill.items():
+                line = line.replace(placeholder, path)
+            commands.append(line.split())
+    expected = [{1: "none"}, {1: "production"}, {1: "production", 2: "none"},
+                {1: "production", 2: "staging"}, {1: "archived", 2: "production"},
+                {1: "production", 2: "archived"}, {1: "production", 2: "archived"}]
+    assert [c[3] for c in commands] == ["action=register", "action=promote", "action=register",
+                                        "action=stage", "action=promote", "action=rollback",
+                                        "action=list"]
+    work = tmp_path / "work"
+    work.mkdir()
+    for command, stages_after in zip(commands, expected):
+        run = _cli(work, *command[3:])
+        assert run.returncode == 0, (command, run.stdout, run.stderr)
+        assert stages(Registry(work / "outputs" / "registry")) == stages_after, command
+    assert run.stdout.splitlines()[0].split()[:3] == ["model", "version", "stage"]
+
+
+def test_registering_the_same_files_again_returns_that_version(tiny_bundles, tmp_path):
+    first = _cli(tmp_path, "action=register", f"bundle={tiny_bundles['discrete']}",
+                 "name=routing")
+    again = _cli(tmp_path, "action=register", f"bundle={tiny_bundles['discrete']}",
+                 "name=routing")
+    assert first.returncode == again.returncode == 0, again.stderr
+    assert again.stdout.strip().splitlines() == [
+        again.stdout.strip().splitlines()[0]]                     # one line
+    assert "routing v1 already holds these files" in again.stdout
+    assert "nothing registered" in again.stdout
+    assert stages(Registry(tmp_path / "outputs" / "registry")) == {1: "none"}
+    assert sorted(p.name for p in (tmp_path / "outputs" / "registry" / "routing").iterdir()) \
+        == ["v1"]

@@ -197,7 +197,9 @@ class Registry:
     def register(self, bundle: str | Path, name: str, note: str = "", *,
                  max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> dict[str, Any]:
         """Copy the bundle in ``bundle`` into the registry as the next version of ``name``,
-        recording the SHA-256 of every file.
+        recording the SHA-256 of every file. A bundle whose files equal an existing
+        version's is that version: it is returned (with ``already_registered=True``) and
+        nothing is written.
 
         Raises:
             BundleError: the bundle cannot be served — incomplete, tampered with, of another
@@ -227,6 +229,9 @@ class Registry:
                 raise RegistryError(f"bundle={str(bundle)!r} is a policy for "
                                     f"{spec['env']['id']}, but {name!r} holds policies for "
                                     f"{sorted(envs)[0]}; register it under another name")
+            for existing in model["versions"]:     # the same files again: that version
+                if existing.get("files") == policy.digests:
+                    return dict(existing, name=name, already_registered=True)
             number = max((v["version"] for v in model["versions"]), default=0) + 1
             rel = Path(name, f"v{number}")
             tmp = self.root / name / f".tmp-v{number}"

@@ -55,11 +55,26 @@ _TRAIN_ARGS = ["experiment=smoke", "budget=40960", "agent.train_batch_size=2048"
                "logger=wandb_offline"]
 
 _REGISTRY_WRITER = """
-import sys
+import json, shutil, sys, tempfile, uuid
+from pathlib import Path
+from agents.serving.bundle import write_manifest
 from agents.serving.registry import Registry
-reg, bundle = Registry(sys.argv[1]), sys.argv[2]
+reg, base, copies = Registry(sys.argv[1]), Path(sys.argv[2]), Path(tempfile.mkdtemp())
+
+
+def fresh_bundle():
+    # a copy with files of its own (the same files would be their existing version)
+    bundle = copies / uuid.uuid4().hex
+    shutil.copytree(base, bundle)
+    spec = json.loads((bundle / "policy.json").read_text())
+    spec["config_hash"] = bundle.name[:16]
+    (bundle / "policy.json").write_text(json.dumps(spec))
+    write_manifest(bundle)
+    return bundle
+
+
 while True:
-    v = reg.register(bundle, "routing")["version"]
+    v = reg.register(fresh_bundle(), "routing")["version"]
     print("register", v, flush=True)
     reg.promote("routing", v)
     print("promote", v, flush=True)
