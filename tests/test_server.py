@@ -4,6 +4,7 @@ request, the API key, metrics, propensities under splits, crash-safe logs."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -475,3 +476,21 @@ def test_serve_settings_out_of_range_are_named(tiny_bundles):
         bad = OmegaConf.merge(cfg, {key: value})
         with pytest.raises(ServeConfigError, match=f"{key}={value} is outside the valid range"):
             build_decider(bad)
+
+
+def test_the_docs_page_works_offline(tiny_bundles, tmp_path):
+    """``/docs`` loads Swagger UI's files from this server, not a CDN, and without the API
+    key (it documents the API; the endpoints keep requiring the key)."""
+    primary, _ = arms(tiny_bundles)
+    with client(Decider(primary), tmp_path, api_key="s3cret") as c:
+        page = c.get("/docs")
+        assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+        assets = re.findall(r"""(?:src|href)=['"]([^'"]+)['"]""", page.text)
+        assert assets and not [a for a in assets if "://" in a or a.startswith("//")], assets
+        for asset in assets:
+            got = c.get(asset)
+            assert got.status_code == 200 and len(got.content) > 100, asset
+        assert "/openapi.json" in page.text and c.get("/openapi.json").status_code == 200
+        assert c.get("/redoc").status_code == 404
+        assert c.get("/docs/oauth2-redirect").status_code == 200
+        assert c.post("/v1/act", json={"observation": OBS}).status_code == 401

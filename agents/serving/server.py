@@ -79,7 +79,34 @@ LAG_PERIOD = 0.01
 
 _ENDPOINTS = ("/v1/act", "/v1/act/batch", "/v1/feedback", "/v1/policy", "/healthz",
               "/readyz", "/metrics")
-_OPEN = ("/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+#: where ``/docs`` serves Swagger UI's own files from (``swagger-ui-bundle``)
+_DOCS_ASSETS = "/docs/assets"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """``/docs``: Swagger UI with its scripts and styles served by this server from the
+    ``swagger-ui-bundle`` package, so the page works without internet (FastAPI's default
+    page loads them from a CDN, and was blank offline). ReDoc, which has no packaged copy,
+    is not served."""
+    from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(_DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url, title=f"{app.title} — API docs",
+            swagger_js_url=f"{_DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{_DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{_DOCS_ASSETS}/favicon-32x32.png",
+            oauth2_redirect_url="/docs/oauth2-redirect")
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def oauth2_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
 
 
 @dataclass
@@ -250,7 +277,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             store.close()
 
     app = FastAPI(title="PersonaRL policy server", version="1", lifespan=lifespan,
-                  description="Decisions from a PersonaRL policy bundle, logged for OPE.")
+                  description="Decisions from a PersonaRL policy bundle, logged for OPE.",
+                  docs_url=None, redoc_url=None)
+    _mount_docs(app)
     app.state.logs = store
     header = APIKeyHeader(name="X-API-Key", auto_error=False)
     api_key = settings.api_key.encode("ascii") if settings.api_key else None
