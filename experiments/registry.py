@@ -6,9 +6,9 @@
     python -m experiments.registry action=promote name=routing version=2
     python -m experiments.registry action=rollback name=routing
 
-``registry=<dir>`` picks the registry (default ``outputs/registry``, git-ignored). Every change is made under
-the registry's file lock and the index is rewritten atomically. Mistakes exit with status 2
-and a message; the registry is left as it was.
+``registry=<dir>`` picks the registry (default ``outputs/registry``, git-ignored). Every
+change is made under the registry's file lock and the index is rewritten atomically.
+Mistakes exit with status 2 and a message; the registry is left as it was.
 """
 
 from __future__ import annotations
