@@ -266,16 +266,22 @@ def _digest(digest: Any, value: Any, seen: set[int] | None = None) -> bool:
     return found
 
 
+#: configuration a saved state moves across: the lane count (the shapes say it), the
+#: backend and whether the ground truth is computed
+PORTABLE = frozenset({"B", "rows", "backend", "with_truth"})
+
+
 def _configuration_problems(mine: Mapping[str, str], theirs: Any) -> list[str]:
     """Why a state's saved ``configuration`` is not this core's (``BaseCore.configuration``)."""
     if not isinstance(theirs, Mapping):
         return [f"'configuration' is a {type(theirs).__name__}, not the mapping "
                 "get_state() saves"]
-    differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+    differ = sorted(k for k in set(mine) | set(theirs)
+                    if k not in PORTABLE and mine.get(k) != theirs.get(k))
     if not differ:
         return []
     return [f"it was saved under another configuration of the env ({', '.join(differ)} "
-            "differ)"]
+            "differ); build the env with the arguments the state was saved with"]
 
 
 def _copied(value: Any) -> Any:
@@ -414,17 +420,15 @@ class BaseCore(ABC):
         return state
 
     def configuration(self) -> dict[str, str]:
-        """A short digest of each configuration attribute, saved with the state so that
+        """A short digest of each configuration attribute — every attribute that is not
+        state or scratch: numbers, strings, arrays, containers of them and the attributes
+        of objects (the population sampler, the models, a reward function's weights),
+        each named by the core's attribute that holds it. Saved with the state, so that
         ``set_state`` refuses a state saved under another configuration (a horizon, a
-        model's parameters, a population) even where the lanes' shapes agree. Every
-        attribute that is not state or scratch counts — numbers, strings, arrays,
-        containers of them and the attributes of objects (the population sampler, the
-        models, a reward function's weights), each named by the core's attribute that
-        holds it — except the lane count (the shapes say it), the backend and whether
-        the truth is computed: a state moves between those.
+        model's parameters, a population) even where the lanes' shapes agree, except in
+        ``PORTABLE``; the contract checks that stepping never changes it.
         """
-        skip = {*self.state_fields, *self.scratch_fields, "B", "rows", "backend",
-                "with_truth"}
+        skip = {*self.state_fields, *self.scratch_fields}
         digests = {}
         for name, value in sorted(vars(self).items()):
             digest = hashlib.sha256()

@@ -257,34 +257,13 @@ def check_owned(env_id: str, kwargs: Mapping[str, Any]) -> None:
         assert not changed, f"{face}: values returned changed later: {changed[:5]}"
 
 
-def _same_config(a: Any, b: Any) -> bool:
-    """Deep equality that looks inside objects (samplers, models) attribute by attribute."""
-    if hasattr(a, "__dict__") and not callable(a) and not isinstance(a, type):
-        return type(a) is type(b) and _same_config(vars(a), vars(b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same_config(a[k], b[k]) for k in a)
-    if isinstance(a, (tuple, list)):
-        return len(a) == len(b) and all(_same_config(x, y) for x, y in zip(a, b))
-    if callable(a):
-        return True                                  # functions: their closures are config
-    return _equal(a, b)
-
-
-def _config_attributes(env: Any) -> dict[str, Any]:
-    """What ``get_state`` leaves out of a core: its configuration (deep copies)."""
-    core = env._core
-    state = core.get_state()
-    return {k: copy.deepcopy(v) for k, v in vars(core).items()
-            if k not in state and k not in core.scratch_fields}
-
-
 def check_state(env_id: str, kwargs: Mapping[str, Any]) -> None:
     from personarl.statefile import read_state, write_state
 
     for face in FACES:
         env = _make(env_id, kwargs, face)
         env.reset(seed=7)
-        config = _config_attributes(env)
+        config = env._core.configuration()
         actions = _actions(env.action_space, 160, 1)
 
         def play(e: Any, batch: list[Any]) -> list[Any]:
@@ -305,16 +284,16 @@ def check_state(env_id: str, kwargs: Mapping[str, Any]) -> None:
             restored.set_state(read_state(path))
         assert _equal(play(restored, actions[40:]), original), \
             f"{face}: the restored env did not continue exactly"
-        assert _same_config(_config_attributes(env), config), \
+        assert env._core.configuration() == config, \
             f"{face}: configuration outside state_fields changed while stepping"
     for mode in ("next_step", "same_step"):
         env = create_env(env_id, {**kwargs, "num_envs": 256, "autoreset_mode": mode})
-        config = _config_attributes(env)
+        config = env._core.configuration()
         env.reset(seed=3)
         for a in _actions(env.action_space, 300, 0):
             env.step(a)
-        changed = [k for k, v in _config_attributes(env).items()
-                   if not _same_config(v, config[k])]
+        now = env._core.configuration()
+        changed = [k for k in config if now.get(k) != config[k]]
         assert changed == [], f"{mode}: attributes outside state_fields changed: {changed}"
 
 

@@ -165,7 +165,7 @@ class RoutingCore(RecordCore):
 
     # each field of the lanes' record, as an array over the lanes (a view)
     t = lane_field("t")
-    weights_now = lane_field("weights")
+    mixture = lane_field("weights")
     task = lane_field("task")
     quality = lane_field("quality")
     is_bot = lane_field("is_bot")
@@ -397,7 +397,7 @@ class RoutingCore(RecordCore):
             self._fill_truth()
             return self.truth.columns()
         expected = self.expected_rewards()
-        weights = self.weights_now
+        weights = self.mixture
         return {
             "latent_weights": weights,
             "latent_primary": weights.argmax(axis=1),

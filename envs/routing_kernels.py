@@ -286,7 +286,7 @@ def begin_lanes(rows, lanes, obs, p, dims, tables):
     uniforms and the latency normal), the fusion's readout before any interaction, and the
     first observation."""
     tb = tables[0]
-    cdf = np.empty(lanes[0].weights.shape[0]) if lanes.shape[0] else np.empty(0)
+    cdf = np.empty(tb.trait_means.shape[1])          # one entry per latent archetype
     for n in range(rows.shape[0]):
         i = rows[n]
         r = lanes[i]
