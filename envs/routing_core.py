@@ -166,8 +166,6 @@ class RoutingCore(RecordCore):
     # each field of the lanes' record, as an array over the lanes (a view)
     t = lane_field("t")
     mixture = lane_field("weights")
-    task = lane_field("task")
-    quality = lane_field("quality")
     is_bot = lane_field("is_bot")
     consent = lane_field("consent")
     group = lane_field("group")
