@@ -30,7 +30,7 @@ class AdaptationConfig:
     horizon: int = 16
     obs_noise: float = 0.1
     model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
-    backend: str = "auto"                                   # envs.backend: auto|numpy|numba
+    backend: str = "auto"                                   # personarl.backend: auto|numpy|numba
 
 
 def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mode,
@@ -123,7 +123,7 @@ class PersonalityAdaptationEnv(CoreEnv):
     ``action_mode`` (``"discrete"`` or ``"continuous"``), ``horizon`` (turns per conversation, 4..1000),
     ``population`` (must keep the six default archetypes), ``model``
     (``AdaptationModel`` or a mapping), ``reward_weights`` or ``reward_fn``, ``obs_noise``,
-    ``info_level``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: ``envs.backend``;
+    ``info_level``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: ``personarl.backend``;
     the same trajectories either way).
 
     ## Version History

@@ -13,7 +13,7 @@ Randomness comes from two streams, both seeded by the env's generator (as in
   the same (lane, turn).
 
 The turn runs in NumPy (``envs.adaptation_model``, the reference) or in compiled kernels
-(``envs.adaptation_kernels``; ``backend``, ``envs.backend``), which agree step for step.
+(``envs.adaptation_kernels``; ``backend``, ``personarl.backend``), which agree step for step.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from envs import adaptation_kernels as kernels
 from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatState,
                                    Preferences, chat_transition, phase_bounds, phase_of,
                                    satisfaction, style_rewards, style_vectors)
-from envs.backend import resolve_backend
+from personarl.backend import resolve_backend
 from envs.batched import (BoxActions, DiscreteActions, InfoTable, RecordCore, column_slices,
                            copy_records, lane_field, linear_weights)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
@@ -66,7 +66,7 @@ class AdaptationCore(RecordCore):
         action_mode: ``"discrete"`` (nine styles) or ``"continuous"`` (ten traits).
         obs_noise: std of the noise on the observed message features.
         with_truth: compute the ground truth ``info`` reports.
-        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``envs.backend``).
+        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``).
     """
 
@@ -155,7 +155,7 @@ class AdaptationCore(RecordCore):
         """``n`` new users as records of the lanes' type (``{"users": (n,)}``): persona,
         preferences, opening state, the first trait reading, message noise and topic
         uniform."""
-        pop = self.sampler.sample(n, rng, start_time=self.population_time)
+        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend)
         self.population_time += n
         users = np.zeros(n, self.record)
         w6 = pop.weights[:, : len(ARCHETYPE_NAMES)]

@@ -1,4 +1,4 @@
-"""PersonalityAdaptation's compiled kernels (the ``numba`` backend, ``envs.backend``).
+"""PersonalityAdaptation's compiled kernels (the ``numba`` backend, ``personarl.backend``).
 
 The same turn as ``envs.adaptation_model`` and ``envs.adaptation_core.AdaptationCore``
 (the NumPy reference), written lane by lane: the assistant's style, the user's
@@ -22,7 +22,7 @@ import numpy as np
 
 from envs.adaptation_model import (IMPORTANCE, PHASE_URGENCY, PHASE_WEIGHT, STYLES,
                                    TONE_SHIFT, AdaptationModel)
-from envs.backend import kernel
+from personarl.backend import kernel
 from synth.archetypes import TRAITS
 
 __all__ = ["PARAMS", "OBS_BLOCKS", "settings", "step_lanes", "observe_lanes", "truth_lanes",

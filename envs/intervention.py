@@ -33,7 +33,7 @@ class InterventionConfig:
     slots_per_day: int = 4
     obs_noise: float = 0.1
     model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
-    backend: str = "auto"                                   # envs.backend: auto|numpy|numba
+    backend: str = "auto"                                   # personarl.backend: auto|numpy|numba
 
 
 def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
@@ -142,7 +142,7 @@ class InterventionTimingEnv(CoreEnv):
     (``InterventionModel`` or a mapping of its fields), ``reward_weights`` (or mapping)
     *or* an injected ``reward_fn(Δvalence, Δengagement, complied, false_intervention)``,
     ``obs_noise`` (0..1), ``info_level``, ``backend`` (``"auto"``, ``"numpy"``,
-    ``"numba"``: ``envs.backend``; the same trajectories either way).
+    ``"numba"``: ``personarl.backend``; the same trajectories either way).
 
     ## Version History
 

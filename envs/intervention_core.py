@@ -2,7 +2,7 @@
 
 The state answers to actions (fatigue, annoyance, pairings in flight), so it is stepped
 one decision at a time (``envs.intervention_model.transition``; compiled in
-``envs.intervention_kernels`` for the ``numba`` backend, ``envs.backend``).
+``envs.intervention_kernels`` for the ``numba`` backend, ``personarl.backend``).
 
 Randomness comes from two streams, both seeded by the env's generator:
 
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from envs import intervention_kernels as kernels
-from envs.backend import resolve_backend
+from personarl.backend import resolve_backend
 from envs.batched import (DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
                            lane_field, linear_weights)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
@@ -63,7 +63,7 @@ class InterventionCore(RecordCore):
         slots_per_day: decisions per day.
         obs_noise: std of the noise on the observed emotions and engagement.
         with_truth: compute the ground truth ``info`` reports (expected rewards).
-        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``envs.backend``).
+        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``: a wide batch
             restarts hundreds of lanes per step, and a bigger draw costs less per user).
     """
@@ -173,7 +173,7 @@ class InterventionCore(RecordCore):
         opening state, first weekday, the day-to-day drift noise and the first step's draws
         (``exo`` and the first observation's standard normal ``noise``)."""
         mdl = self.model
-        pop = self.sampler.sample(n, rng, start_time=self.population_time)
+        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend)
         self.population_time += n
         user = UserTraits.from_traits(pop.traits)
         users = np.zeros(n, self.record)

@@ -1,4 +1,4 @@
-"""InterventionTiming's compiled kernels (the ``numba`` backend, ``envs.backend``).
+"""InterventionTiming's compiled kernels (the ``numba`` backend, ``personarl.backend``).
 
 The same dynamics as ``envs.intervention_model.transition`` and
 ``envs.intervention_core.InterventionCore`` (the NumPy reference), written lane by lane:
@@ -28,7 +28,7 @@ from dataclasses import astuple, fields
 
 import numpy as np
 
-from envs.backend import kernel
+from personarl.backend import kernel
 from envs.intervention_model import InterventionModel, State
 from synth.archetypes import TRAITS
 

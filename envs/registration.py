@@ -221,10 +221,10 @@ def _core_parameters(env_id: str) -> Mapping[str, inspect.Parameter]:
 
 
 def backends(env_id: str) -> tuple[str, ...]:
-    """The backends (``envs.backend``) ``env_id`` can be stepped by here: ``("numpy",
+    """The backends (``personarl.backend``) ``env_id`` can be stepped by here: ``("numpy",
     "numba")`` for a core that takes ``backend`` when Numba is installed, ``("numpy",)``
     without it, and ``()`` for a core with no ``backend`` argument (NumPy alone)."""
-    from envs.backend import numba_available
+    from personarl.backend import numba_available
     if "backend" not in _core_parameters(env_id):
         return ()
     return ("numpy", "numba") if numba_available() else ("numpy",)

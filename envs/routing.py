@@ -33,7 +33,7 @@ class RoutingConfig:
     horizon: int = 20
     world_seed: int = 0
     persona_sensitivity: float = 2.5
-    backend: str = "auto"                                   # envs.backend: auto|numpy|numba
+    backend: str = "auto"                                   # personarl.backend: auto|numpy|numba
 
 
 def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
@@ -155,7 +155,7 @@ class AgentRoutingEnv(CoreEnv):
     ``quality``, ``behaviour`` (the injected models or mappings of their fields),
     ``fusion_prior_strength``, ``pool_chunk`` (users drawn ahead at a time), ``info_level``,
     ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: who computes each step,
-    ``envs.backend``; the same trajectories either way).
+    ``personarl.backend``; the same trajectories either way).
 
     ## Version History
 

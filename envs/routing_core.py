@@ -16,7 +16,7 @@ Randomness comes from two streams, both seeded by the env's generator (as in
 Each step computes the chosen agent's satisfaction, the signals, the reward, conversions
 in flight and churn, then what the platform learns (the persona-fusion update, the
 quality score) and the next interaction — in NumPy (the reference, below) or in compiled
-kernels (``envs.routing_kernels``; ``backend``, ``envs.backend``), which agree step for
+kernels (``envs.routing_kernels``; ``backend``, ``personarl.backend``), which agree step for
 step. The ground truth ``info`` reports is computed only when asked for (NumPy) or inside
 the step kernel when the env reports it.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import routing_kernels as kernels
-from envs.backend import resolve_backend
+from personarl.backend import resolve_backend
 from envs.batched import (MAX_LANES, DiscreteActions, InfoTable, RecordCore, column_slices,
                            copy_records, lane_field)
 from envs.routing_kernels import N_UNIFORMS, U_CHURN, U_DELAY, U_NEXT
@@ -84,7 +84,7 @@ class RoutingCore(RecordCore):
         horizon: tasks (decisions) per session, ``H``.
         with_truth: compute the ground truth ``info`` reports.
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``).
-        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``envs.backend``).
+        backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
@@ -180,7 +180,7 @@ class RoutingCore(RecordCore):
     def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``n`` new users as records of the lanes' type (``{"users": (n,)}``): persona,
         flags, the fusion's prior and the draws behind the first interaction."""
-        pop = self.sampler.sample(n, rng, start_time=self.population_time)
+        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend)
         self.population_time += n
         users = np.zeros(n, self.record)
         users["weights"], users["offset_exp"] = pop.weights, np.exp(pop.trait_offset)

@@ -1,4 +1,4 @@
-"""AgentRouting's compiled kernels (the ``numba`` backend, ``envs.backend``).
+"""AgentRouting's compiled kernels (the ``numba`` backend, ``personarl.backend``).
 
 The same interaction as ``envs.routing_core.RoutingCore``'s NumPy reference, written lane
 by lane without a temporary array: the chosen agent's satisfaction, the signals, the
@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from envs.backend import kernel
+from personarl.backend import kernel
 from envs.routing_model import (BIG, COLUMNS, CONTINUOUS, CONVERSION, RATING,
                                 THUMBS_DOWN, THUMBS_UP)
 from rewards.signals import SIGNAL_NAMES

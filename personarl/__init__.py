@@ -13,8 +13,11 @@
   directory or decision log; the kernel frees them on ``kill -9``);
 * ``personarl.statefile`` — saved state (an env's users, a sampler's episodes in flight,
   generator states) as arrays and strict JSON in one ``.npz``, read back without pickle.
+* ``personarl.backend`` — which code runs a simulation: the NumPy reference or kernels
+  compiled with Numba (the optional ``fast`` extra, imported only when asked for).
 
-Standard library and NumPy only; imports nothing else of ours.
+Standard library and NumPy only (Numba when ``personarl.backend`` compiles a kernel);
+imports nothing else of ours.
 """
 
 __all__: list[str] = []

@@ -1,4 +1,4 @@
-"""The NumPy reference and the compiled kernels (``envs.backend``) simulate the same thing:
+"""The NumPy reference and the compiled kernels (``personarl.backend``) simulate the same thing:
 for one seed and one action sequence, every observation, reward, end and ``info`` value
 agrees (floats to 1e-9: a compiled sum may round its last bit differently from BLAS)."""
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import envs
-from envs.backend import numba_available, resolve_backend
+from personarl.backend import numba_available, resolve_backend
 from envs.creator import create_env
 from envs.registration import backends
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError

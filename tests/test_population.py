@@ -8,6 +8,7 @@ from scipy import stats
 
 from synth import (ARCHETYPE_NAMES, ConfigError, PopulationConfig, PopulationEvent,
                    PopulationSampler)
+from personarl.backend import numba_available
 from synth.population import drift_trajectory
 
 PROPS = {"explorer": 0.05, "optimizer": 0.30, "socializer": 0.10, "achiever": 0.25,
@@ -167,3 +168,22 @@ def test_mixture_weights_follow_the_anchored_dirichlet(concentration):
     reference[rows, top], reference[:, 0] = first, largest
     for j in range(6):          # each weight's distribution; a correct sampler fails 1 in 1000
         assert stats.ks_2samp(ours[:, j], reference[:, j]).pvalue > 1e-3 / 6, j
+
+
+@pytest.mark.skipif(not numba_available(), reason="the compiled backend needs the fast extra")
+def test_both_backends_sample_the_same_users():
+    """The compiled backend turns the same draws into the same users as the reference,
+    across epochs (a split and a drift), with bots, groups and missing metadata."""
+    sampler = PopulationSampler(PopulationConfig(
+        proportions=PROPS, concentration=0.7, bot_fraction=0.3, events=[
+            dict(kind="split", at=300, source="explorer", name="tinkerer", strength=0.5),
+            dict(kind="drift", at=700, source="helper", target="learner", strength=1.0)]))
+    ref, fast = (sampler.sample(1000, np.random.default_rng(5), start_time=100, backend=b)
+                 for b in ("numpy", "numba"))
+    assert len(set(ref.table_id)) == 3 and ref.is_bot.any() and ref.metadata_missing.any()
+    for name, value in vars(ref).items():
+        other = getattr(fast, name)
+        assert other.dtype == value.dtype, name
+        np.testing.assert_allclose(other, value, rtol=0, atol=1e-12, err_msg=name)
+    with pytest.raises(ConfigError, match="backend='fortran'"):
+        sampler.sample(3, np.random.default_rng(0), backend="fortran")
