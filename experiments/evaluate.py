@@ -98,6 +98,33 @@ def _env_of(path: str, env_id: str, kwargs: Any, data: Any) -> Callable[[int], A
     return vector_maker(env_id, kwargs)
 
 
+def _read_data(cfg: DictConfig) -> Any:
+    """The logged data ``data=`` names: a Parquet file (``experiments.collect``) or a
+    server's decision-log directory (``ope.served``, one ``arm`` of it if given).
+
+    Raises:
+        ConfigError: ``data`` does not exist, or ``arm`` is given for a file.
+        DataError: the data cannot be read (naming what is wrong).
+    """
+    from ope.files import read_logged
+    from ope.served import from_decision_logs
+
+    path = Path(cfg.data)
+    if cfg.arm is not None and not isinstance(cfg.arm, str):
+        raise ConfigError(f"arm={cfg.arm!r} must be an arm's name (primary, candidate) or null")
+    if path.is_dir():
+        return from_decision_logs(path, arm=cfg.arm)
+    if not path.is_file():
+        raise ConfigError(f"data={cfg.data!r} does not exist; give a Parquet file from "
+                          "python -m experiments.collect, or a server's decision_logs "
+                          "directory")
+    if cfg.arm is not None:
+        raise ConfigError(f"arm={cfg.arm!r} selects an arm of a server's decision logs; "
+                          f"data={cfg.data!r} is a file from experiments.collect (one "
+                          "behaviour policy): drop arm=")
+    return read_logged(path)
+
+
 def _settings(cfg: DictConfig, data: Any) -> dict[str, Any]:
     """The run's checked settings (before any policy is built or trained).
 
@@ -175,12 +202,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from ope.collect import evaluation_probs, true_value
     from ope.evaluate import (combine_diagnostics, estimate, normalised_error, rank_study,
                               recommend)
-    from ope.files import read_logged
-
-    if not Path(cfg.data).is_file():
-        raise ConfigError(f"data={cfg.data!r} is not a file (run python -m "
-                          "experiments.collect first)")
-    data = read_logged(cfg.data)
+    data = _read_data(cfg)
     env_id, kwargs = data.meta.get("env_id"), data.meta.get("env_config", {})
     if not env_id:
         raise ConfigError(f"{cfg.data} has no env_id in its metadata; cannot simulate the "
@@ -306,10 +328,7 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
     rec = s["recommendation"]
     b: list[Block] = [
         ("h1", f"Offline policy evaluation — {d['env_id']}"),
-        ("p", f"{d['decisions']:,} logged decisions in {d['episodes']:,} episodes (the longest "
-              f"{d['max_episode_length']} decisions) from `{meta.get('behaviour', '?')}` with "
-              f"{meta.get('exploration', '?')} exploration (ε = {meta.get('epsilon', '?')}); "
-              f"data `{d['path']}`. Model: {s['model']['kind']}"
+        ("p", _provenance(d, meta) + f" Model: {s['model']['kind']}"
               + (f", out-of-fold R² {s['model']['out_of_fold_r2']:.3f}."
                  if s["model"]["out_of_fold_r2"] is not None else ".")),
         ("p", f"Intervals: {1 - ci['alpha']:.0%} percentile bootstrap over whole episodes "
@@ -340,10 +359,12 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
                      "No estimator can be recommended — ") + f"{pr['reason']}.")]
         for w in v["warnings"]:
             b.append(("p", f"**Warning:** {w}."))
-        b.append(("table", (["estimator", "estimate", "95% CI", "undefined resamples",
-                             "lower bound (EB)", "normalised error", "CI covers truth"], [
+        b.append(("table", (["estimator", "estimate", "bootstrap SE", "95% CI",
+                             "undefined resamples", "lower bound (EB)", "normalised error",
+                             "CI covers truth"], [
             [e + (" (recommended)" if e == pr["estimator"] else ""),
-             _num(r["estimate"], "undefined"), _ci(r), f"{r['undefined_share']:.1%}",
+             _num(r["estimate"], "undefined"), _num(r["se"]), _ci(r),
+             f"{r['undefined_share']:.1%}",
              _num(r["lower_bound"]), _num(r["normalised_error"]),
              "—" if r["covers_truth"] is None else "yes" if r["covers_truth"] else "no"]
             for e, r in v["estimates"].items()])))
@@ -356,6 +377,32 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
     _plot(s, run_dir / "estimates.png")
     (run_dir / "report.md").write_text(render_markdown(b))
     (run_dir / "report.html").write_text(render_html(b, b[0][1]))
+
+
+def _provenance(d: dict[str, Any], meta: dict[str, Any]) -> str:
+    """Where the logged decisions come from: the behaviour, its exploration, the env
+    config, and for a server's logs what could not be rebuilt."""
+    from ope.served import REASONS
+
+    eps = meta.get("epsilon")
+    exploration = f"{meta.get('exploration', '?')} exploration" + (
+        f" (ε = {eps:g})" if isinstance(eps, float) and meta.get("exploration") == "epsilon"
+        else f" (ε: {eps})" if isinstance(eps, list) else "")
+    config = ", ".join(f"{k}={v}" for k, v in sorted((meta.get("env_config") or {}).items()))
+    env = f"env config: {config or 'the defaults'}."
+    shape = (f"{d['decisions']:,} decisions in {d['episodes']:,} episodes (the longest "
+             f"{d['max_episode_length']} decisions)")
+    if "not_reconstructed" not in meta:
+        return (f"{shape} logged by `{meta.get('behaviour', '?')}` with {exploration}; data "
+                f"`{d['path']}`; {env}")
+    lost = meta["not_reconstructed"]
+    return (f"{shape} rebuilt from a server's decision logs `{d['path']}` "
+            f"({meta['decisions']:,} decisions logged), served by {meta['behaviour']} — "
+            f"arms: {meta['arms']} — with {exploration}; {env} "
+            + ("Not rebuilt: " + "; ".join(f"{REASONS[k]}: {v:,}" for k, v in lost.items())
+               + "." if lost else "Every logged decision is in a rebuilt episode.")
+            + (f" {meta['repeated_feedback']:,} repeated feedback rows ignored (the first "
+               "kept)." if meta.get("repeated_feedback") else ""))
 
 
 def _acting(x: dict[str, Any]) -> str:

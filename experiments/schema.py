@@ -243,6 +243,7 @@ class EvaluateSchema:
     seed: int = 0
     warmup_steps: int = 2000
     truth_episodes: int = 20000
+    arm: Optional[str] = None           # decision logs: one arm's episodes (null: every arm)
 
 
 @dataclass
@@ -310,6 +311,16 @@ class RegistrySchema:
     note: str = ""                  # register: a free-text note kept in the index
 
 
+@dataclass
+class SimulateUsersSchema:
+    """``experiments.simulate_users`` (``configs/simulate_users.yaml``)."""
+
+    url: str = "http://127.0.0.1:8000"
+    episodes: int = 300
+    seed: int = 0
+    progress: bool = True
+
+
 #: ``{app: {old option: current option}}``: options renamed since a release, named in the
 #: error an old command line gets (issue 17: one vocabulary for exploration)
 _RENAMED = {"evaluate": {"mode": "exploration.mode"}}
@@ -332,7 +343,8 @@ def renamed_options(config_name: str) -> dict[str, str]:
 #: app config name -> its schema (the YAML starts from ``<name>_schema``)
 APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": EvaluateSchema,
                "report": ReportSchema, "export": ExportSchema, "serve": ServeSchema,
-               "registry": RegistrySchema}
+               "registry": RegistrySchema,
+               "simulate_users": SimulateUsersSchema}
 
 
 def register_configs() -> None:

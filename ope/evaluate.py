@@ -80,9 +80,9 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
             intervals of the model-based estimators.
 
     Returns:
-        ``{"estimates": {name: {estimate, ci_low, ci_high, undefined_share, lower_bound,
-        interval, model_error}}, "diagnostics", "warnings"}``. ``estimate`` and the bounds
-        are None where undefined; ``undefined_share`` is the share of bootstrap resamples in
+        ``{"estimates": {name: {estimate, ci_low, ci_high, se, undefined_share,
+        lower_bound, interval, model_error}}, "diagnostics", "warnings"}``. ``estimate``,
+        the bounds and ``se`` (the bootstrap standard error) are None where undefined; ``undefined_share`` is the share of bootstrap resamples in
         which the estimator is undefined; ``interval`` says how the interval was made
         (``bootstrap``, ``bootstrap, model fixed``, ``bootstrap, model refitted``, or
         ``none`` for a one-episode log); ``model_error`` is ``"not included"`` for DM/FQE
@@ -133,6 +133,7 @@ def estimate(data: LoggedData, pi_e: np.ndarray, q_hat: np.ndarray | None,
         out[n] = dict(estimate=value if defined else None,
                       ci_low=None if one or not math.isfinite(ci["low"]) else ci["low"],
                       ci_high=None if one or not math.isfinite(ci["high"]) else ci["high"],
+                      se=None if one or not math.isfinite(ci["se"]) else ci["se"],
                       undefined_share=ci["undefined"],
                       lower_bound=(bernstein_lower(t.plain, alpha) if t.num is None
                                    and n not in E.MODEL_ONLY and not one else None),

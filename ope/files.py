@@ -1,10 +1,8 @@
-"""Logged data on disk: the Parquet files ``experiments.collect`` writes, and the server's
-decision logs.
+"""Logged data on disk: the Parquet files ``experiments.collect`` writes (the server's
+decision logs are read by ``ope.served``).
 
 * ``write_logged`` / ``read_logged`` — one ``LoggedData`` per Parquet file, with page
   checksums (verified on read) and ``meta`` in the schema's metadata;
-* ``from_decision_logs`` — the server's decision and feedback logs
-  (``agents.serving.decision_log``) as one-step ``LoggedData``;
 * ``column_vector`` / ``column_matrix`` — one column of an Arrow table as a NumPy array,
   refusing what a file can hold that an array cannot: a null in any column, list columns
   whose rows have different lengths (``observation`` with 3, 1, 2 and 2 values must not be
@@ -15,9 +13,7 @@ Every refusal is a ``DataError`` naming the file (or log), the column and the fi
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +23,7 @@ import pyarrow.parquet as pq
 from ope.data import REQUIRED, DataError, LoggedData
 from personarl import jsonio
 
-__all__ = ["read_logged", "write_logged", "from_decision_logs", "column_vector",
-           "column_matrix"]
+__all__ = ["read_logged", "write_logged", "column_vector", "column_matrix"]
 
 
 def write_logged(data: LoggedData, path: str | Path) -> Path:
@@ -178,92 +173,3 @@ def column_matrix(table: pa.Table, name: str, where: str | None = None,
         row = int(pc.list_parent_indices(column).to_numpy()[_first_null(values)])
         raise DataError(f"{label} row {row} holds a null value")
     return values.to_numpy(zero_copy_only=False).reshape(n, expected)
-
-
-def from_decision_logs(root: str | Path, meta: Mapping[str, Any] | None = None
-                       ) -> LoggedData:
-    """The server's decision logs (``agents.serving.decision_log``) as one-step ``LoggedData``:
-    every served decision with feedback becomes a one-decision episode whose reward is its
-    first feedback's — the server's rule (``agents.serving.server``: one feedback per decision, the
-    first kept), so a client's retry in a log written before that rule never counts twice.
-    Later feedback rows for a decision are dropped and counted in
-    ``meta['repeated_feedback']`` (a ``DataWarning`` names one whose reward differs);
-    decisions without feedback are left out and counted in ``meta['without_feedback']``
-    (feedback for decisions not in the log, in ``meta['feedback_without_decision']``).
-    Needs a discrete policy (``action_probs`` logged).
-
-    Raises:
-        DataError: no decisions or no feedback, a continuous-action log, a decision logged
-            twice, or a null / ragged / non-finite value in a column used here (naming the
-            log, the column and the first bad row).
-    """
-    from agents.serving.decision_log import DataWarning, read_log
-
-    decisions, feedback = read_log(root, "decisions"), read_log(root, "feedback")
-    if decisions.num_rows == 0:
-        raise DataError(f"no decisions logged under {root}")
-    if decisions.column("action").null_count == decisions.num_rows:
-        raise DataError("the decision log holds continuous actions; the estimators here are "
-                        "for discrete actions")
-    d, f = f"{root} decisions", f"{root} feedback"
-    ids = _strings(decisions, "decision_id", d)
-    fb_ids = _strings(feedback, "decision_id", f)
-    if len(fb_ids) == 0:
-        raise DataError(f"none of the {len(ids)} decisions under {root} has feedback")
-    unique, first, counts = np.unique(ids, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        dup = unique[np.argmax(counts > 1)]
-        raise DataError(f"{d}: decision_id {dup!r} is logged {int(counts.max())} times (first "
-                        f"at row {int(first[np.argmax(counts > 1)])}); each decision is "
-                        "logged once")
-    rewards = column_vector(feedback, "reward", f, numbers_only=True)
-    _finite(rewards, "reward", f, fb_ids)
-    known, first_row, which = np.unique(fb_ids, return_index=True, return_inverse=True)
-    first_reward = rewards[first_row]                  # np.unique: the first occurrence
-    repeated = len(fb_ids) - len(known)
-    differs = rewards != first_reward[which]
-    if differs.any():
-        row = int(np.argmax(differs))
-        warnings.warn(f"{f}: decision_id {fb_ids[row]!r} has feedback rows with different "
-                      f"rewards ({first_reward[which[row]]!r} first, then {rewards[row]!r} "
-                      f"at row {row}); the first is used, as the server keeps it",
-                      DataWarning, stacklevel=2)
-    pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-    has = known[pos] == ids
-    if not has.any():
-        raise DataError(f"none of the {len(ids)} decisions under {root} has feedback")
-    rows = np.flatnonzero(has)
-    n = len(rows)
-    obs = column_matrix(decisions, "observation", d)
-    _finite(obs, "observation", d, ids)
-    probs = column_matrix(decisions, "action_probs", d)[rows]
-    env_ids = decisions.column("env_id").take(rows).unique().to_pylist()
-    versions = decisions.column("version").take(rows).unique().to_pylist()
-    info = dict(meta or {}, source=str(root), env_id=env_ids[0] if len(env_ids) == 1
-                else env_ids, without_feedback=int(len(ids) - n),
-                feedback_without_decision=int((~np.isin(fb_ids, ids)).sum()),
-                repeated_feedback=int(repeated),
-                versions=sorted(str(v) for v in versions))
-    return LoggedData(episode=np.arange(n), step=np.zeros(n, dtype=np.int64), obs=obs[rows],
-                      action=column_vector(decisions, "action", d, numbers_only=True)[rows],
-                      reward=first_reward[pos[rows]],
-                      propensity=column_vector(decisions, "propensity", d,
-                                               numbers_only=True)[rows],
-                      done=np.ones(n, dtype=bool), n_actions=probs.shape[1],
-                      action_probs=probs, meta=info,
-                      row_labels=ids[rows])
-
-
-def _finite(values: np.ndarray, name: str, where: str, ids: np.ndarray) -> None:
-    bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raise DataError(f"{where}: column {name!r} is not finite at row {row} (decision_id "
-                        f"{ids[row]!r})")
-
-
-def _strings(table: pa.Table, name: str, where: str) -> np.ndarray:
-    column = table.column(name).combine_chunks()
-    if column.null_count:
-        raise DataError(f"{_label(name, where)} is null at row {_first_null(column)}")
-    return column.to_numpy(zero_copy_only=False)

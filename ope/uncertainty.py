@@ -120,13 +120,15 @@ class _Stacked:
 
 
 def percentile_interval(samples: np.ndarray, alpha: float) -> dict[str, Any]:
-    """``{"low", "high", "samples", "undefined"}``: the percentile interval over the
-    defined (non-NaN) resamples and the share of undefined ones (NaN bounds if none is
-    defined)."""
+    """``{"low", "high", "se", "samples", "undefined"}``: the percentile interval over the
+    defined (non-NaN) resamples, their standard deviation (the bootstrap standard error;
+    Efron & Tibshirani 1993, §6.2) and the share of undefined ones (NaN bounds and SE if
+    too few are defined)."""
     defined = samples[~np.isnan(samples)]
     low, high = (np.quantile(defined, [alpha / 2, 1 - alpha / 2]) if defined.size
                  else (np.nan, np.nan))
-    return dict(low=float(low), high=float(high), samples=samples,
+    se = float(np.std(defined, ddof=1)) if defined.size > 1 else np.nan
+    return dict(low=float(low), high=float(high), se=se, samples=samples,
                 undefined=float(1.0 - defined.size / len(samples)))
 
 

@@ -73,6 +73,13 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
         "renamed": (["data={data}", "mode=stochastic"],
                     "('mode' was renamed 'exploration.mode')"),
     },
+    "simulate_users": {  # N/A: no required argument, no bundle, no output file
+        "unknown_key": (["episodez=3"], "episodez"),
+        "wrong_type": (["episodes=lots"], "episodes=lots"),
+        "out_of_range": (["episodes=0"], "episodes=0"),
+        "missing_file": (["url=http://127.0.0.1:9"], "http://127.0.0.1:9/v1/policy: cannot "
+                                                     "reach the server"),
+    },
     "report": {  # N/A: no bundle
         "missing": ([], "missing required argument(s): dir=<value>"),
         "unknown_key": (["dir=.", "bootstrapp=3"], "bootstrapp"),

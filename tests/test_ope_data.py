@@ -13,10 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from agents.serving.decision_log import DataWarning, DecisionLog, read_log
+from agents.serving.decision_log import DataWarning, DecisionLog, read_log, record_serving
 from experiments.run_files import MetricsLog
 from ope.data import DataError, LoggedData
-from ope.files import from_decision_logs, read_logged
+from ope.files import read_logged
+from ope.served import from_decision_logs
 
 
 def _table(**overrides) -> pa.Table:
@@ -57,7 +58,7 @@ def test_feedback_for_unknown_decisions_is_counted(tmp_path):
     root = _logs(tmp_path, [_decision(0), _decision(1)],
                  [dict(decision_id="d0", reward=1.0), dict(decision_id="ghost", reward=1.0)])
     data = from_decision_logs(root)
-    assert data.n == 1 and data.meta["without_feedback"] == 1
+    assert data.n == 1 and data.meta["not_reconstructed"] == {"no_feedback": 1}
     assert data.meta["feedback_without_decision"] == 1
 
 
@@ -130,16 +131,24 @@ def test_logged_data_built_in_code_names_the_bad_column():
 def _decision(i: int, **overrides) -> dict:
     row = dict(decision_id=f"d{i}", time=1.0, observation=[0.1, 0.2], action=i % 2,
                propensity=0.5, arm_propensity=0.5, action_probs=[0.5, 0.5], arm="primary",
-               version="v1", exploration="epsilon", epsilon=1.0, env_id="personarl/X-v0")
+               version="v1", exploration="epsilon", epsilon=1.0,
+               env_id="personarl/AgentRouting-v0", model_sha256="abc")
     row.update(overrides)
     return row
 
 
-def _logs(tmp_path, decisions, feedback):
+#: what a server serving a horizon-1 router records when it starts (a decision is an episode)
+SERVING = dict(time=0.0, mode="single", arms=[dict(
+    arm="primary", version="v1", share=1.0, model_sha256="abc",
+    env=dict(id="personarl/AgentRouting-v0", config=dict(horizon=1)))])
+
+
+def _logs(tmp_path, decisions, feedback, serving=SERVING):
     for kind, rows in (("decisions", decisions), ("feedback", feedback)):
         log = DecisionLog(tmp_path, kind)
         log.append(rows)
         log.close()
+    record_serving(tmp_path, serving)
     return tmp_path
 
 

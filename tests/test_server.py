@@ -277,31 +277,6 @@ def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
         assert out.returncode == 2 and message in out.stdout + out.stderr, (args, out.stdout)
 
 
-def test_decision_logs_load_as_ope_data(tiny_bundles, tmp_path):
-    from ope.files import from_decision_logs
-
-    primary, _ = arms(tiny_bundles)
-    decider = Decider(primary, exploration=Exploration("epsilon", epsilon=0.3), seed=0)
-    rng = np.random.default_rng(0)
-    with client(decider, tmp_path) as c:
-        served = [c.post("/v1/act", json={"observation": rng.random(34).round(3).tolist()})
-                  .json() for _ in range(20)]
-        for i, d in enumerate(served[:15]):                  # 5 never get feedback
-            c.post("/v1/feedback", json={"decision_id": d["decision_id"], "reward": i / 10})
-        again = c.post("/v1/feedback", json={"decision_id": served[0]["decision_id"],
-                                              "reward": 1.0})
-        assert again.status_code == 409 and "first is kept" in again.text
-    data = from_decision_logs(tmp_path / "logs")
-    assert data.n == 15 and data.meta["without_feedback"] == 5 and data.max_episode_length == 1
-    assert data.meta["env_id"] == "personarl/AgentRouting-v0"
-    assert np.allclose(data.propensity, [d["propensity"] for d in served[:15]])
-    assert data.reward[0] == 0.0 and data.reward[3] == pytest.approx(0.3)
-    assert data.meta["repeated_feedback"] == 0
-    assert np.allclose(data.action_probs.sum(axis=1), 1.0)
-    assert set(np.unique(data.propensity.round(4))) <= {round(0.7 + 0.3 / 6, 4),
-                                                       round(0.3 / 6, 4)}
-
-
 # ---------------------------------------------------------------- issue 14: one test per kind
 def test_one_writer_per_log_directory(tmp_path):
     from agents.serving.decision_log import LogInUseError

@@ -17,6 +17,11 @@ Three logs live side by side under a root directory, one folder each:
 * ``shadow/`` — what a shadow policy would have done for a served decision (same
   ``decision_id``): never shown, so it has no outcome.
 
+Beside them, ``servings.jsonl`` gets one line each time a server starts on the directory:
+its time, traffic mode, exploration, and per arm the name, version label, share of traffic,
+``model_sha256`` and the env (id and config) from the bundle. It is what an offline
+evaluation of the logs needs and the rows do not repeat (``ope.served``).
+
 Each log has one writer (an exclusive lock, ``DecisionLog``). It appends JSON lines to a
 *segment* (``segment-NNNNNN.jsonl``, flushed after every write) and rolls it into a Parquet
 *part* with the same number (``part-NNNNNN.parquet``, written to a temporary file and
@@ -50,7 +55,11 @@ from personarl import jsonio
 from personarl.errors import DataError
 from personarl.locks import InUseError, exclusive_lock
 
-__all__ = ["DecisionLog", "LogInUseError", "read_log", "DataWarning", "SCHEMAS", "LOG_KINDS"]
+__all__ = ["DecisionLog", "LogInUseError", "read_log", "DataWarning", "SCHEMAS", "LOG_KINDS",
+           "SERVINGS", "record_serving", "read_servings"]
+
+#: the file under a log root that records every server start (see the module doc)
+SERVINGS = "servings.jsonl"
 
 
 class DataWarning(UserWarning):
@@ -428,3 +437,33 @@ def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
                              page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path} is not a readable decision-log part: {exc}") from None
+
+
+def record_serving(root: str | Path, serving: Mapping[str, Any]) -> None:
+    """Append ``serving`` (a JSON object: what a starting server serves) to the root's
+    ``servings.jsonl``, flushed to disk before the server answers anything."""
+    path = Path(root) / SERVINGS
+    with path.open("a", encoding="utf-8") as f:
+        f.write(jsonio.dumps(dict(serving), sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_servings(root: str | Path) -> list[dict[str, Any]]:
+    """Every server start recorded under ``root``, oldest first (``[]`` if none: logs
+    written before servings were recorded). A line that is not a JSON object (a torn last
+    line from a crash) is skipped with a ``DataWarning``.
+
+    Raises:
+        DataError: ``servings.jsonl`` exists but cannot be read.
+    """
+    path = Path(root) / SERVINGS
+    try:
+        lines = jsonio.read_jsonl(path)
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read: {exc}") from None
+    if lines.skipped:
+        warnings.warn(jsonio.skipped_message(path, lines.skipped, len(lines.rows)),
+                      DataWarning, stacklevel=2)
+    return sorted(lines.rows, key=lambda e: e["time"] if isinstance(
+        e.get("time"), (int, float)) else 0.0)

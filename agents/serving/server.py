@@ -65,6 +65,7 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from pydantic import BaseModel, ConfigDict, Field
 
 from agents.serving.asgi import BodyLimit, Measure
+from agents.serving.decision_log import record_serving
 from agents.serving.loader import ModelOutputError, ObservationError
 from agents.serving.server_logs import ServerLogs, feedback_fingerprint
 from agents.serving.traffic import Decider, Decisions
@@ -193,15 +194,22 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         observation: Obs
         user_id: Optional[Id] = Field(None, description="sticky traffic assignment; stored "
                                                         "only as a keyed hash")
-        episode_id: Optional[Id] = Field(None, description="stored only as a keyed hash")
-        step: Optional[Annotated[int, Field(ge=0, le=10**9)]] = None
+        episode_id: Optional[Id] = Field(
+            None, description="names the episode (any string; stored only as a keyed "
+                              "hash): with step, what lets an offline evaluation rebuild "
+                              "episodes from the decision logs")
+        step: Optional[Annotated[int, Field(ge=0, le=10**9)]] = Field(
+            None, description="the decision's index within its episode: 0, 1, …")
 
     class ActBatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
         observations: Annotated[list[Obs], Field(min_length=1, max_length=settings.max_batch)]
-        user_ids: Optional[list[Optional[Id]]] = None
-        episode_ids: Optional[list[Optional[Id]]] = None
-        steps: Optional[list[Optional[Annotated[int, Field(ge=0, le=10**9)]]]] = None
+        user_ids: Optional[list[Optional[Id]]] = Field(
+            None, description="one per observation (or none), as user_id")
+        episode_ids: Optional[list[Optional[Id]]] = Field(
+            None, description="one per observation (or none), as episode_id")
+        steps: Optional[list[Optional[Annotated[int, Field(ge=0, le=10**9)]]]] = Field(
+            None, description="one per observation (or none), as step")
 
     class Decision(BaseModel):
         decision_id: str
@@ -250,6 +258,12 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     rolls = Histogram("personarl_log_roll_seconds", "decision-log segment -> Parquet rolls",
                       ["log"], registry=metrics, buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5))
     store = ServerLogs(settings, on_roll=lambda kind, s: rolls.labels(kind).observe(s))
+    try:                                      # what an offline evaluation of the logs needs
+        record_serving(settings.log_dir, _serving(decider))
+    except OSError as exc:
+        store.close()
+        raise ConfigError(f"log_dir={str(settings.log_dir)!r}: cannot record what is served "
+                          f"({exc})") from None
 
     async def watch_event_loop() -> None:
         loop = asyncio.get_running_loop()
@@ -437,6 +451,16 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
 
 _KINDS = {401: "auth", 404: "not_found", 405: "method", 409: "conflict", 413: "too_large",
           422: "validation", 500: "internal", 503: "not_ready"}
+
+
+def _serving(decider: Decider) -> dict[str, Any]:
+    """The ``servings.jsonl`` line for this start (``agents.serving.decision_log``)."""
+    described = decider.describe()
+    arms = {a.name: a for a in decider.arms}
+    for arm in described["arms"]:
+        spec = arms[arm["arm"]].policy.spec
+        arm.update(model_sha256=spec["model_sha256"], env=spec["env"])
+    return dict(time=time.time(), **described)
 
 
 def _action(decider: Decider, a: np.ndarray) -> tuple[Any, Optional[str]]:

@@ -1,0 +1,358 @@
+"""A served policy's decision logs as ``LoggedData``: episodes rebuilt from what the server
+records, rewards joined from its feedback log, the env from the bundles that served.
+
+The server (``agents.serving``) logs every decision with the client's ``episode_id``
+(keyed-hashed) and ``step``, the exploration it applied, the arm and version that served it,
+the behaviour probability of the action under everything that chose it (``propensity``: the
+traffic split's mixture) and under the serving arm alone (``arm_propensity``); feedback
+(``reward``, ``done``) arrives separately, keyed by ``decision_id``, and its first row per
+decision is the one kept (``agents.serving.server``: feedback is idempotent). Each server
+start records in ``servings.jsonl`` which bundles served, with what share of traffic and
+for which env and env config.
+
+``from_decision_logs`` rebuilds the episodes: decisions grouped by ``episode_id``, ordered
+by ``step`` (which must count 0, 1, … and stay below the env's horizon — a step at or past
+the horizon means the log is not from that env, and the log is refused), each with its
+first feedback. An episode is kept only when it is whole: every decision has feedback, the
+last one says ``done`` and none before it does. What cannot be rebuilt is counted by reason
+in ``meta['not_reconstructed']`` — never guessed.
+
+**Several arms** (canary, A/B) are evaluated as one behaviour policy. A decision made
+without a ``user_id`` was assigned to an arm at random on its own, so its probability is the
+logged mixture. A user with an id keeps their arm for the whole episode (sticky hashing),
+so the behaviour probability of an episode's actions is ``Σ_arm share_arm · Π_t
+b_arm(a_t | x_t)`` — not the product of per-decision mixtures. The estimators need it per
+decision: ``P(a_t | x_0..t, a_0..t-1) = B_t / B_{t-1}`` with ``B_t = Σ_arm share_arm
+Π_{s ≤ t} b_arm(a_s | x_s)``, whose product over the episode is that probability (the arm
+is a latent variable of the behaviour: Precup, Sutton & Singh 2000 need only the behaviour's
+probability of each action given the history). ``b_arm`` of the serving arm is its logged
+``arm_propensity``; the other arm's follows from the mixture, ``(propensity − share_served ·
+arm_propensity) / share_other``. The full distribution over actions of such a decision is
+not logged, so these logs carry no ``action_probs``. With ``arm=<name>`` only the episodes
+that arm served wholly are kept, evaluated with ``arm_propensity``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ope.data import DataError, LoggedData
+from ope.files import column_matrix, column_vector
+
+__all__ = ["from_decision_logs", "REASONS"]
+
+#: why an episode could not be rebuilt (keys of ``meta['not_reconstructed']``)
+REASONS = {
+    "no_episode_id": "decisions logged without an episode_id",
+    "no_feedback": "episodes with a decision that has no feedback (still running, or lost)",
+    "not_finished": "episodes whose last decision's feedback does not say done",
+    "done_early": "episodes with feedback saying done before their last decision",
+    "steps": "episodes whose steps do not count 0, 1, … (a step missing or repeated)",
+    "other_arm": "episodes not served wholly by the requested arm",
+    "mixed_assignment": "episodes with decisions both with and without a user_id",
+}
+
+
+def _strings(table: pa.Table, name: str) -> np.ndarray:
+    """A string column as an object array (``None`` where null)."""
+    return np.array(table.column(name).to_pylist(), dtype=object)
+
+
+def _servings(root: Path) -> list[dict[str, Any]]:
+    from agents.serving.decision_log import SERVINGS, read_servings
+
+    servings = read_servings(root)
+    if not servings:
+        raise DataError(f"{root} has no {SERVINGS}: the server records there which bundles "
+                        "served and for which env config (logs written before it did cannot "
+                        "name their env config); serve with this version and evaluate the "
+                        "new logs")
+    for entry in servings:
+        arms = entry.get("arms")
+        if not isinstance(arms, list) or not arms or not all(
+                isinstance(a, dict) and isinstance(a.get("env"), dict)
+                and isinstance(a["env"].get("id"), str) for a in arms):
+            raise DataError(f"{root / SERVINGS}: an entry has no valid 'arms' list (each arm "
+                            f"with 'env': {{'id', 'config'}}); got {str(entry)[:120]}")
+    return servings
+
+
+def _envs(root: Path, servings: list[dict[str, Any]], shas: set[str]) -> tuple[str, dict]:
+    """The one env (id, config) every arm that served ``shas`` was built for.
+
+    Raises:
+        DataError: a decision names a model no serving recorded, or arms differ.
+    """
+    env_of: dict[str, tuple[str, dict]] = {}
+    for entry in servings:
+        for arm in entry["arms"]:
+            env_of[str(arm.get("model_sha256"))] = (arm["env"]["id"],
+                                                    arm["env"].get("config") or {})
+    unknown = sorted(shas - set(env_of))
+    if unknown:
+        raise DataError(f"{root}: decisions served by model sha256 {unknown[0][:12]}… which "
+                        "servings.jsonl does not record; cannot tell its env config")
+    served = {sha: env_of[sha] for sha in sorted(shas)}
+    distinct = {repr(v) for v in served.values()}
+    if len(distinct) > 1:
+        described = "; ".join(f"{sha[:12]}… serves {env} with {config}"
+                              for sha, (env, config) in served.items())
+        raise DataError(f"{root}: the arms were built for different envs or env configs "
+                        f"({described}); their decisions are not one behaviour policy's. "
+                        "Evaluate one arm with arm=<name>")
+    return next(iter(served.values()))
+
+
+def _shares(servings: list[dict[str, Any]], times: np.ndarray, arms: np.ndarray
+            ) -> np.ndarray:
+    """``(N, 2)``: the serving arm's share and the other arm's, per decision, from the
+    serving in force at the decision's time."""
+    starts = np.array([float(e.get("time", 0.0)) for e in servings])
+    which = np.maximum(np.searchsorted(starts, times, side="right") - 1, 0)
+    table = [{a["arm"]: float(a.get("share", 0.0)) for a in e["arms"]} for e in servings]
+    out = np.zeros((len(times), 2))
+    for i, (k, arm) in enumerate(zip(which, arms)):
+        shares = table[k]
+        out[i, 0] = shares.get(arm, 0.0)
+        out[i, 1] = sum(v for name, v in shares.items() if name != arm)
+    return out
+
+
+def _first_feedback(feedback: pa.Table, where: str) -> tuple[dict[str, int], np.ndarray,
+                                                              np.ndarray, int]:
+    """``(decision id -> row, reward, done, repeated)``: each decision's first feedback
+    row, as the server keeps it (a ``DataWarning`` names a later row that differs)."""
+    from agents.serving.decision_log import DataWarning
+
+    ids = feedback.column("decision_id").to_pylist()
+    reward = column_vector(feedback, "reward", where, numbers_only=True)
+    # null reads as not done: what the server writes when a client does not say
+    done = np.array([v is True for v in feedback.column("done").to_pylist()])
+    bad = ~np.isfinite(reward)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"{where}: column 'reward' is not finite at row {row} (decision_id "
+                        f"{ids[row]!r})")
+    first: dict[str, int] = {}
+    repeated = 0
+    for row, did in enumerate(ids):
+        if did is None:
+            raise DataError(f"{where}: column 'decision_id' is null at row {row}")
+        if did in first:
+            repeated += 1
+            if reward[row] != reward[first[did]]:
+                warnings.warn(f"{where}: decision_id {did!r} has feedback rows with different "
+                              f"rewards ({reward[first[did]]!r} first, then {reward[row]!r} at "
+                              f"row {row}); the first is used, as the server keeps it",
+                              DataWarning, stacklevel=3)
+        else:
+            first[did] = row
+    return first, reward, done, repeated
+
+
+def _describe_exploration(decisions: pa.Table) -> tuple[str, Any]:
+    """The exploration the log records (one setting, or each one found) and its ε."""
+    modes = sorted({m for m in decisions.column("exploration").to_pylist() if m is not None})
+    eps = sorted({e for e in decisions.column("epsilon").to_pylist() if e is not None})
+    mode = modes[0] if len(modes) == 1 else "/".join(modes) or "?"
+    return mode, (eps[0] if len(eps) == 1 else eps or None)
+
+
+def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
+    """The decision logs under ``root`` (a server's ``log_dir``) as episodes.
+
+    Args:
+        root: the directory holding ``decisions/``, ``feedback/`` and ``servings.jsonl``.
+        arm: ``None`` — every decision, as one behaviour policy (the traffic split's
+            mixture; see the module doc); an arm's name (``primary``, ``candidate``) —
+            only the episodes that arm served wholly, with its own propensities.
+
+    Returns:
+        ``LoggedData`` with ``meta``: ``source``, ``env_id``, ``env_config``, ``horizon``,
+        ``behaviour`` (the version labels that served), ``arms``, ``exploration``,
+        ``epsilon``, ``decisions`` (all logged), ``episodes`` (rebuilt),
+        ``not_reconstructed`` (reason -> count, see ``REASONS``), ``repeated_feedback``,
+        ``feedback_without_decision``.
+
+    Raises:
+        DataError: no decisions, continuous actions, no ``servings.jsonl``, arms built for
+            different envs, a decision logged twice, a step at or past the env's horizon,
+            no episode that could be rebuilt (saying why), or a null / ragged / non-finite
+            value in a column used here.
+    """
+    from agents.serving.decision_log import read_log
+    from envs.registration import describe
+
+    root = Path(root)
+    if not (root / "decisions").is_dir():
+        raise DataError(f"{root} holds no decisions/ folder; give a server's log_dir (the "
+                        "run directory's decision_logs/)")
+    decisions, feedback = read_log(root, "decisions"), read_log(root, "feedback")
+    d, f = f"{root} decisions", f"{root} feedback"
+    n_logged = decisions.num_rows
+    if n_logged == 0:
+        raise DataError(f"no decisions logged under {root}")
+    if decisions.column("action").null_count == n_logged:
+        raise DataError("the decision log holds continuous actions; the estimators here are "
+                        "for discrete actions")
+    ids = decisions.column("decision_id").to_pylist()
+    if None in ids:
+        raise DataError(f"{d}: column 'decision_id' is null at row {ids.index(None)}")
+    if len(set(ids)) != len(ids):
+        unique, first_row, times = np.unique(np.array(ids, dtype=object), return_index=True,
+                                             return_counts=True)
+        k = int(np.argmax(times > 1))
+        raise DataError(f"{d}: decision_id {unique[k]!r} is logged {int(times[k])} times "
+                        f"(first at row {int(first_row[k])}); each decision is logged once")
+    servings = _servings(root)
+    shas = set(decisions.column("model_sha256").to_pylist())
+    arms = _strings(decisions, "arm")
+    if arm is not None:
+        known = sorted({a for a in arms if a is not None})
+        if arm not in known:
+            raise DataError(f"arm={arm!r} served no decision under {root}; arms: {known}")
+        shas = set(decisions.filter(pc.equal(decisions.column("arm"), arm))
+                   .column("model_sha256").to_pylist())
+    env_id, env_config = _envs(root, servings, shas)
+    try:
+        core = describe(env_id, env_config)
+    except Exception as exc:                         # noqa: BLE001 — named in the message
+        raise DataError(f"{root}: the served env {env_id} with env_config {env_config} does "
+                        f"not build here: {exc}") from None
+    horizon = core.horizon
+
+    steps = decisions.column("step").to_pylist()
+    past = [i for i, s in enumerate(steps) if s is not None and s >= horizon]
+    if past:
+        i = past[0]
+        raise DataError(f"{d}: decision {ids[i]!r} has step {steps[i]}, but {env_id} with "
+                        f"env_config {env_config} ends every episode within {horizon} "
+                        f"decisions (steps 0..{horizon - 1}); {len(past)} decision(s) at or "
+                        "past the horizon: the log is not from that env")
+    first, reward, done, repeated = _first_feedback(feedback, f)
+    episode_ids = _strings(decisions, "episode_id")
+    counts = dict.fromkeys(REASONS, 0)
+    if horizon == 1:                 # a decision is an episode: no episode_id is needed
+        episode_ids = np.array(ids, dtype=object)
+    elif all(e is None for e in episode_ids):
+        raise DataError(f"{d}: no decision has an episode_id (clients did not send one, or "
+                        f"the server ran with log.user_id=drop), and {env_id} episodes last "
+                        f"up to {horizon} decisions: they cannot be rebuilt. Send episode_id "
+                        "and step with every /v1/act request")
+    groups: dict[str, list[int]] = {}
+    for row, e in enumerate(episode_ids):
+        if e is None:
+            counts["no_episode_id"] += 1
+        else:
+            groups.setdefault(e, []).append(row)
+
+    user_ids = _strings(decisions, "user_id")
+    kept: list[list[int]] = []
+    for rows in groups.values():
+        order = [steps[r] for r in rows]
+        if None not in order:
+            rows = [r for _, r in sorted(zip(order, rows))]
+            if [steps[r] for r in rows] != list(range(len(rows))):
+                counts["steps"] += 1
+                continue
+        elif horizon > 1:
+            counts["steps"] += 1
+            continue
+        if arm is not None and any(arms[r] != arm for r in rows):
+            counts["other_arm"] += 1
+            continue
+        if any(ids[r] not in first for r in rows):
+            counts["no_feedback"] += 1
+            continue
+        ends = [bool(done[first[ids[r]]]) for r in rows]
+        if horizon > 1 and not ends[-1]:
+            counts["not_finished"] += 1
+            continue
+        if any(ends[:-1]):
+            counts["done_early"] += 1
+            continue
+        sticky = {user_ids[r] is not None for r in rows}
+        if len(sticky) > 1:
+            counts["mixed_assignment"] += 1
+            continue
+        kept.append(rows)
+    if not kept:
+        why = "; ".join(f"{REASONS[k]}: {v}" for k, v in counts.items() if v)
+        raise DataError(f"none of the {n_logged} decisions under {root} forms a whole "
+                        f"episode ({why or 'no feedback at all'})")
+
+    rows = np.array([r for episode in kept for r in episode])
+    lengths = np.array([len(e) for e in kept])
+    episode = np.repeat(np.arange(len(kept)), lengths)
+    step = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    obs = column_matrix(decisions, "observation", d)[rows]
+    action = column_vector(decisions, "action", d, numbers_only=True)[rows]
+    propensity = column_vector(decisions, "propensity", d, numbers_only=True)[rows]
+    probs: np.ndarray | None = column_matrix(decisions, "action_probs", d)[rows]
+    fb_rows = np.array([first[ids[r]] for r in rows])
+    own = decisions.column("arm_propensity").to_pylist()
+    if arm is not None:
+        propensity = np.array([own[r] for r in rows], dtype=float)
+        probs = None                 # the arm's own distribution is not logged
+    else:
+        shares = _shares(servings, column_vector(decisions, "time", d)[rows], arms[rows])
+        two_arms = (shares[:, 1] > 0) & np.array([user_ids[r] is not None for r in rows])
+        if two_arms.any():
+            mine = np.array([own[r] for r in rows], dtype=float)
+            propensity = _sticky_propensities(propensity, mine, shares, arms[rows], episode,
+                                              two_arms)
+            probs = None
+    labels = np.array([ids[r] for r in rows], dtype=object)
+    versions = sorted({str(v) for v in decisions.column("version").take(rows).to_pylist()})
+    mode, epsilon = _describe_exploration(decisions.take(rows))
+    meta = dict(
+        source=str(root), env_id=env_id, env_config=env_config, horizon=horizon,
+        behaviour=", ".join(versions), arms=arm or "all (the traffic split's mixture)",
+        exploration=mode, epsilon=epsilon, decisions=n_logged, episodes=len(kept),
+        not_reconstructed={k: v for k, v in counts.items() if v},
+        repeated_feedback=repeated,
+        feedback_without_decision=len(set(first) - set(ids)))
+    return LoggedData(episode=episode, step=step, obs=obs, action=action,
+                      reward=reward[fb_rows], propensity=propensity,
+                      done=done[fb_rows] if horizon > 1 else np.ones(len(rows), bool),
+                      n_actions=column_matrix(decisions, "action_probs", d).shape[1],
+                      action_probs=probs, meta=meta, row_labels=labels)
+
+
+def _sticky_propensities(mixture: np.ndarray, own: np.ndarray, shares: np.ndarray,
+                         arm: np.ndarray, episode: np.ndarray, sticky: np.ndarray
+                         ) -> np.ndarray:
+    """Per-decision behaviour probabilities given the history, for episodes whose user kept
+    their arm (``sticky`` rows) — ``B_t / B_{t-1}`` of the module doc, with the shares in
+    force at the episode's first decision; other rows keep the mixture. Arrays are over
+    the kept rows (episodes contiguous, in step order): ``mixture`` and ``own`` the logged
+    propensities, ``shares`` ``(N, 2)`` the serving arm's share and the other's, ``arm``
+    the serving arm's name."""
+    served, other = shares[:, 0], shares[:, 1]
+    # the other arm's probability of the action, from mixture = s·own + (1 − s)·other's
+    # (clipped to [0, 1] against rounding only: the server computed the mixture this way)
+    theirs = np.clip((mixture - served * own) / np.where(other > 0, other, 1.0), 0.0, 1.0)
+    out = mixture.copy()
+    start = np.r_[True, episode[1:] != episode[:-1]]
+    share: dict[str, float] = {}
+    path: dict[str, float] = {}          # Π_{s<t} b_arm(a_s | x_s) per arm
+    for i in range(len(mixture)):
+        if start[i]:
+            names = ("primary", "candidate") if arm[i] == "primary" else (arm[i], "primary")
+            share = dict(zip(names, (served[i], other[i])))
+            path = dict.fromkeys(names, 1.0)
+        if not sticky[i]:
+            continue
+        mine = arm[i]
+        yours = next(name for name in path if name != mine)
+        before = sum(share[k] * path[k] for k in path)
+        path[mine] *= own[i]
+        path[yours] *= theirs[i]
+        out[i] = sum(share[k] * path[k] for k in path) / before
+    return out

@@ -1,0 +1,171 @@
+"""A server's decision logs as episodes (``ope.served``): what is rebuilt, what is counted
+as not rebuilt, what refuses the log, and the propensities of a sticky traffic split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from agents.serving.exploration import Exploration  # noqa: E402
+from agents.serving.loader import load_policy  # noqa: E402
+from agents.serving.server import ServerSettings, create_app  # noqa: E402
+from agents.serving.traffic import Arm, Decider  # noqa: E402
+from ope.data import DataError  # noqa: E402
+from ope.served import from_decision_logs  # noqa: E402
+
+EPS = Exploration("epsilon", epsilon=0.3)
+
+
+def serve(decider, root):
+    return TestClient(create_app(decider, ServerSettings(log_dir=root)),
+                      raise_server_exceptions=False)
+
+
+def obs(rng):
+    return rng.random(34).round(3).tolist()
+
+
+def test_episodes_are_rebuilt_from_episode_id_and_step_and_the_rest_is_counted(
+        tiny_bundles, tmp_path):
+    decider = Decider(Arm("primary", "v1", load_policy(tiny_bundles["discrete"])),
+                      exploration=EPS, seed=0)
+    rng = np.random.default_rng(0)
+    # (episode, step, feedback reward or None, done)
+    plan = [("whole", 0, 0.1, False), ("whole", 1, 0.2, False), ("whole", 2, 0.3, True),
+            ("unfinished", 0, 1.0, False), ("unfinished", 1, 1.0, False),
+            ("lost", 0, 1.0, False), ("lost", 1, None, False),
+            ("reordered", 1, 0.5, True), ("reordered", 0, 0.4, False),
+            ("gap", 0, 1.0, False), ("gap", 2, 1.0, True),
+            ("early", 0, 1.0, True), ("early", 1, 1.0, True),
+            (None, 0, 1.0, True)]
+    served = {}
+    with serve(decider, tmp_path / "logs") as c:
+        for episode, step, reward, done in plan:
+            body = {"observation": obs(rng), "user_id": f"u-{episode}", "step": step}
+            if episode is not None:
+                body["episode_id"] = episode
+            d = c.post("/v1/act", json=body).json()
+            served[(episode, step)] = d
+            if reward is not None:
+                c.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                             "reward": reward, "done": done})
+    data = from_decision_logs(tmp_path / "logs")
+    assert data.n_episodes == 2 and data.n == 5
+    assert data.meta["not_reconstructed"] == {"no_episode_id": 1, "not_finished": 1,
+                                              "no_feedback": 1, "steps": 1, "done_early": 1}
+    assert data.meta["env_config"] == {} and data.meta["horizon"] == 20
+    assert data.meta["exploration"] == "epsilon" and data.meta["epsilon"] == 0.3
+    assert data.step.tolist() == [0, 1, 2, 0, 1]
+    assert data.reward.tolist() == [0.1, 0.2, 0.3, 0.4, 0.5]         # reordered by step
+    assert data.done.tolist() == [False, False, True, False, True]
+    assert list(data.row_labels[3:]) == [served[("reordered", s)]["decision_id"]
+                                         for s in (0, 1)]
+    assert np.allclose(data.propensity, [served[k]["propensity"] for k in [
+        ("whole", 0), ("whole", 1), ("whole", 2), ("reordered", 0), ("reordered", 1)]])
+
+
+def test_a_step_at_the_horizon_or_no_episode_ids_refuse_the_log(tiny_bundles, tmp_path):
+    decider = Decider(Arm("primary", "v1", load_policy(tiny_bundles["discrete"])),
+                      exploration=EPS, seed=0)
+    rng = np.random.default_rng(0)
+    with serve(decider, tmp_path / "past") as c:
+        d = c.post("/v1/act", json={"observation": obs(rng), "episode_id": "e",
+                                    "step": 20}).json()
+    with pytest.raises(DataError, match=rf"decision '{d['decision_id']}' has step 20, but "
+                       r"personarl/AgentRouting-v0 .* within 20 decisions"):
+        from_decision_logs(tmp_path / "past")
+    with serve(decider, tmp_path / "anonymous") as c:
+        d = c.post("/v1/act", json={"observation": obs(rng)}).json()
+        c.post("/v1/feedback", json={"decision_id": d["decision_id"], "reward": 1.0,
+                                     "done": True})
+    with pytest.raises(DataError, match="no decision has an episode_id.*up to 20 decisions"):
+        from_decision_logs(tmp_path / "anonymous")
+    (tmp_path / "anonymous" / "servings.jsonl").unlink()
+    with pytest.raises(DataError, match="has no servings.jsonl"):
+        from_decision_logs(tmp_path / "anonymous")
+    with pytest.raises(DataError, match="holds no decisions/ folder"):
+        from_decision_logs(tmp_path)
+
+
+def _canary(tiny_bundles, tmp_path, candidate_config):
+    from envs import ROUTING_ID
+    from tests.conftest import onnx_bundle
+
+    other = onnx_bundle(tmp_path / "other", ROUTING_ID, candidate_config, seed=7)
+    primary = Arm("primary", "v1", load_policy(tiny_bundles["discrete"]))
+    candidate = Arm("candidate", "v2", load_policy(other))
+    decider = Decider(primary, candidate, mode="canary", share=0.4, exploration=EPS, seed=0)
+    rng = np.random.default_rng(1)
+    xs = {}
+    with serve(decider, tmp_path / "logs") as c:
+        for user in range(40):
+            for step in range(3):
+                x = obs(rng)
+                d = c.post("/v1/act", json={"observation": x, "user_id": f"user{user}",
+                                            "episode_id": f"e{user}", "step": step}).json()
+                xs[d["decision_id"]] = (x, d["action"], d["arm"])
+                c.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                             "reward": 1.0, "done": step == 2})
+    return primary, candidate, xs
+
+
+def test_a_sticky_split_is_one_behaviour_whose_episode_probability_is_the_arm_mixture(
+        tiny_bundles, tmp_path):
+    """The per-decision propensities multiply to Σ_arm share · Π_t b_arm(a_t | x_t) over
+    each episode — the probability of the episode's actions when a user keeps an arm —
+    not to the product of the logged per-decision mixtures."""
+    primary, candidate, xs = _canary(tiny_bundles, tmp_path, {})
+    data = from_decision_logs(tmp_path / "logs")
+    assert data.n_episodes == 40 and data.action_probs is None
+    b = {arm.name: arm.policy for arm in (primary, candidate)}
+    share = {"primary": 0.6, "candidate": 0.4}
+    arms_used = set()
+    for e in range(data.n_episodes):
+        rows = np.flatnonzero(data.episode == e)
+        labels = data.row_labels[rows]
+        arms_used |= {xs[label][2] for label in labels}
+        truth = sum(share[name] * np.prod([
+            EPS.probs(b[name].action_probs(np.array(xs[label][0], np.float32)[None]))[
+                0, xs[label][1]] for label in labels]) for name in share)
+        assert np.prod(data.propensity[rows]) == pytest.approx(truth, rel=1e-5)
+    assert arms_used == {"primary", "candidate"}
+    only = from_decision_logs(tmp_path / "logs", arm="candidate")
+    assert only.meta["not_reconstructed"]["other_arm"] == 40 - only.n_episodes
+    assert {xs[label][2] for label in only.row_labels} == {"candidate"}
+    for label, p in zip(only.row_labels, only.propensity):
+        x, a, _ = xs[label]
+        assert p == pytest.approx(EPS.probs(candidate.policy.action_probs(
+            np.array(x, np.float32)[None]))[0, a], rel=1e-5)
+    with pytest.raises(DataError, match=r"arm='shadow' served no decision.*\['candidate', "
+                                        r"'primary'\]"):
+        from_decision_logs(tmp_path / "logs", arm="shadow")
+
+
+def test_arms_built_for_different_env_configs_are_refused(tiny_bundles, tmp_path):
+    _canary(tiny_bundles, tmp_path, {"horizon": 5})
+    with pytest.raises(DataError, match="arms were built for different envs or env configs"
+                                        r".*'horizon': 5.*arm=<name>"):
+        from_decision_logs(tmp_path / "logs")
+    assert from_decision_logs(tmp_path / "logs", arm="primary").meta["env_config"] == {}
+
+
+def test_evaluate_reads_a_file_or_a_log_directory_and_names_what_it_cannot(tmp_path):
+    from omegaconf import OmegaConf
+
+    from experiments.evaluate import _read_data
+    from personarl.errors import ConfigError
+
+    (tmp_path / "log.parquet").write_bytes(b"")
+    for data, arm, message in [
+            (tmp_path / "nowhere", None, "does not exist; give a Parquet file from python -m "
+                                         "experiments.collect, or a server's decision_logs"),
+            (tmp_path / "log.parquet", "candidate", "arm='candidate' selects an arm of a "
+                                                    "server's decision logs"),
+            (tmp_path, 3, "arm=3 must be an arm's name")]:
+        with pytest.raises(ConfigError, match=message):
+            _read_data(OmegaConf.create({"data": str(data), "arm": arm}))
+    with pytest.raises(DataError, match="holds no decisions/ folder"):
+        _read_data(OmegaConf.create({"data": str(tmp_path), "arm": None}))
