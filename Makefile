@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: run test bench install
+.PHONY: run test bench install browser
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,3 +24,9 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	OMP_NUM_THREADS=1 $(BIN)/python -m experiments.bench env
+
+# Headless Chromium and its driver from Debian's packages, for the report checks marked
+# `browser` (they are skipped, saying why, without them). Needs root or sudo.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver'

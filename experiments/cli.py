@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, NoReturn, TypeVar
 
@@ -33,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from personarl.errors import PersonaRLError
 
-__all__ = ["run_app", "check_command_line", "EXIT_USAGE"]
+__all__ = ["run_app", "check_command_line", "configure_console", "EXIT_USAGE"]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -57,6 +59,7 @@ def run_app(action: str, cfg: DictConfig, body: Callable[[], T],
         user_errors: exceptions outside the family that are a user's mistake in this app
             (third-party readers of the user's files raise ``ValueError``).
     """
+    configure_console(bool(cfg.get("verbose", False)))
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         _fail(action, "missing required argument(s): " + ", ".join(
@@ -65,6 +68,29 @@ def run_app(action: str, cfg: DictConfig, body: Callable[[], T],
         return body()
     except (PersonaRLError, *user_errors) as exc:
         _fail(action, str(exc), run_dir)
+
+
+#: libraries whose logging reaches the console only with ``verbose=true``
+CHATTY = ("ray", "ray.tune", "ray.rllib", "ray.data", "optuna", "httpx", "numba", "urllib3",
+          "filelock", "matplotlib", "torch", "onnxscript")
+
+
+def configure_console(verbose: bool) -> None:
+    """Quiet by default: the console shows our warnings and errors and the apps' own
+    progress bars and result lines — not our INFO lines, nor other libraries' logging,
+    deprecation or future warnings (they still reach the job's log file where the library
+    logs through ``logging``). ``verbose=true`` shows everything."""
+    if verbose:
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(
+                handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")      # Tune: no banner at verbose=0
 
 
 #: run directories named on the command line that existed before it ran (never removed)

@@ -30,14 +30,15 @@ from typing import Any, Callable
 
 import hydra
 import numpy as np
+from tqdm import tqdm
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from agents.serving.exploration import Exploration
 from experiments.cli import check_command_line, run_app
+from experiments.rendering import Block, human, save_figure, short_label, write_reports
 from experiments.schema import register_configs
-from experiments.wiring import load_policy_spec
-from experiments.train_report import Block, render_html, render_markdown
+from experiments.wiring import flatten, load_policy_spec
 from personarl import jsonio
 from personarl.seeds import MAX_EPISODES, MAX_SEED
 from personarl.errors import (ConfigError, DataError, PersonaRLError, check_flag, check_int,
@@ -154,6 +155,8 @@ def _settings(cfg: DictConfig, data: Any) -> dict[str, Any]:
         alpha=check_range("ci.alpha", cfg.ci.alpha, 0.0, 0.5, low_open=True, high_open=True),
         refit_resamples=check_int("ci.refit_resamples", cfg.ci.refit_resamples, 10),
         truth_episodes=check_int("truth_episodes", cfg.truth_episodes, 100, MAX_EPISODES),
+        normalisation_episodes=check_int("normalisation_episodes",
+                                         cfg.normalisation_episodes, 100, MAX_EPISODES),
         folds=check_int("folds", cfg.folds, 2),
         warmup_steps=check_int("warmup_steps", cfg.warmup_steps, 0))
 
@@ -224,25 +227,46 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if len(policies) < 1:
         raise ConfigError("policies is empty; name at least one baseline or bundle")
 
+    top_names = [n for n in baselines_for(env_id, kwargs) if n in ("oracle", "planner")]
+    # one bar over the phases (on a terminal): models, the normalisation's truths, then an
+    # estimate and a truth per policy
+    bar = tqdm(total=1 + 1 + len(top_names) + 2 * len(policies), unit="phase",
+               disable=None if check_flag("progress", cfg.progress) else True, leave=False)
+
+    def phase(text: str) -> None:
+        bar.set_description(text[:60])
+
     pis = {label: evaluation_probs(p, data.obs, x, context=data.context)
            for label, (p, x) in policies.items()}
+    phase("fitting the reward/Q model(s)")
     names, q_hats, r2, refit, notes = _models(data, pis, s["names"], s, cfg.seed)
-    # the normalisation: random and the best privileged baseline, both simulated
-    episodes = s["truth_episodes"]
+    bar.update()
+    # the normalisation: random and the best privileged baseline, both simulated on
+    # normalisation_episodes (they only scale the errors; the planner is slow to simulate)
+    episodes, scale = s["truth_episodes"], s["normalisation_episodes"]
+    phase("simulating random's true value")
     random = make_policy(env_id, "random", kwargs, seed=cfg.seed)
-    v_random = true_value(random, make_env, episodes, cfg.seed, "sample")["value"]
-    tops = {n: true_value(make_policy(env_id, n, kwargs, seed=cfg.seed), make_env,
-                          episodes, cfg.seed)["value"]
-            for n in baselines_for(env_id, kwargs) if n in ("oracle", "planner")}
+    v_random = true_value(random, make_env, scale, cfg.seed, "sample")["value"]
+    bar.update()
+    tops = {}
+    for n in top_names:
+        phase(f"simulating {n}'s true value")
+        tops[n] = true_value(make_policy(env_id, n, kwargs, seed=cfg.seed), make_env,
+                             scale, cfg.seed)["value"]
+        bar.update()
     top_name = max(tops, key=tops.get)
     v_top = tops[top_name]
 
     results: dict[str, Any] = {}
     for label, (policy, x) in policies.items():
+        phase(f"estimating {short_label(label)}")
         res = estimate(data, pis[label], q_hats[label], names=names, gamma=s["gamma"],
                        lam=s["lam"], n_resamples=s["resamples"], alpha=s["alpha"],
                        seed=cfg.seed, refit=refit.get(label))
+        bar.update()
+        phase(f"simulating {short_label(label)}'s true value")
         truth = true_value(policy, make_env, episodes, cfg.seed, x)
+        bar.update()
         for r in res["estimates"].values():
             defined = r["estimate"] is not None
             r["normalised_error"] = normalised_error(r["estimate"], truth["value"], v_top,
@@ -256,6 +280,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         log.info("%s: truth %.4f; %s", label, truth["value"], ", ".join(
             f"{e} {'undefined' if r['estimate'] is None else format(r['estimate'], '.4f')}"
             for e, r in res["estimates"].items()))
+    bar.close()
     ranking = rank_study({p: {e: r["estimate"] for e, r in v["estimates"].items()
                               if r["estimate"] is not None} for p, v in results.items()},
                          {p: v["truth"]["value"] for p, v in results.items()})
@@ -276,7 +301,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                    "fitted-Q evaluation", out_of_fold_r2=r2),
         intervals=dict(resamples=s["resamples"], alpha=s["alpha"], refit=s["refit"],
                        refit_resamples=s["refit_resamples"] if s["refit"] else None),
-        normalisation=dict(random=v_random, top=v_top, top_policy=top_name),
+        normalisation=dict(random=v_random, top=v_top, top_policy=top_name, episodes=scale),
         policies=results, ranking=ranking,
         recommendation=dict(estimator=choice, reason=reason))
     (run_dir / "summary.json").write_text(jsonio.dumps(summary, indent=2))
@@ -285,14 +310,20 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _plot(summary: dict[str, Any], path: Path) -> None:
+    """Per policy (two panels a row): each estimate with its interval, the true value
+    dashed and its interval shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     pols = list(summary["policies"])
-    fig, axes = plt.subplots(1, len(pols), figsize=(4.5 * len(pols), 3.6), squeeze=False)
-    for ax, p in zip(axes[0], pols):
+    cols = min(2, len(pols))
+    rows = -(-len(pols) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(pols):]:
+        ax.set_visible(False)
+    for ax, p in zip(axes.flat, pols):
         v = summary["policies"][p]
         names = [e for e, r in v["estimates"].items() if r["estimate"] is not None]
         for i, e in enumerate(names):
@@ -304,11 +335,11 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         ax.axhline(v["truth"]["value"], color="k", ls="--", lw=1, label="true value")
         ax.axhspan(v["truth"]["ci_low"], v["truth"]["ci_high"], color="k", alpha=0.1)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
-        ax.set_title(p)
+        ax.set_title(f"{short_label(p)} ({_acting(v['exploration'])})", fontsize=10)
+        ax.set_ylabel("value (return per episode)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _num(x: float | None, undefined: str = "—") -> str:
@@ -340,8 +371,11 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
                              "the model's own error (`ci.refit=true` includes it).")),
         ("p", f"Normalised error = |V̂ − V| / (V_top − V_random) with V_top = "
               f"{s['normalisation']['top']:.4f} (`{s['normalisation']['top_policy']}`, "
-              f"privileged) and V_random = {s['normalisation']['random']:.4f}; true values are "
-              "on-policy Monte Carlo in the simulator, on users independent of the log."),
+              f"privileged) and V_random = {s['normalisation']['random']:.4f}"
+              + (f", each from {s['normalisation']['episodes']:,} simulated episodes"
+                 if s["normalisation"].get("episodes") else "")
+              + "; true values are on-policy Monte Carlo in the simulator, on users "
+              "independent of the log."),
         ("p", (f"**Recommended estimator for ranking the policies: {rec['estimator']}** — "
                if rec["estimator"] else "**No estimator can be recommended for ranking the "
                "policies** — ") + f"{rec['reason']}."),
@@ -375,8 +409,7 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
               [e, "—" if r["spearman"] is None else f"{r['spearman']:.2f}", r["pick"],
                f"{r['regret_at_1']:.4f}"] for e, r in s["ranking"].items()]))]
     _plot(s, run_dir / "estimates.png")
-    (run_dir / "report.md").write_text(render_markdown(b))
-    (run_dir / "report.html").write_text(render_html(b, b[0][1]))
+    write_reports(run_dir, b)
 
 
 def _provenance(d: dict[str, Any], meta: dict[str, Any]) -> str:
@@ -388,7 +421,7 @@ def _provenance(d: dict[str, Any], meta: dict[str, Any]) -> str:
     exploration = f"{meta.get('exploration', '?')} exploration" + (
         f" (ε = {eps:g})" if isinstance(eps, float) and meta.get("exploration") == "epsilon"
         else f" (ε: {eps})" if isinstance(eps, list) else "")
-    config = ", ".join(f"{k}={v}" for k, v in sorted((meta.get("env_config") or {}).items()))
+    config = human(flatten(meta.get("env_config") or {}))
     env = f"env config: {config or 'the defaults'}."
     shape = (f"{d['decisions']:,} decisions in {d['episodes']:,} episodes (the longest "
              f"{d['max_episode_length']} decisions)")

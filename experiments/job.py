@@ -45,6 +45,7 @@ from agents.learners.base import (WEIGHTS_FILE, Learner, OnlineBaseline,  # noqa
                                   load_weights, weights_sha256)
 from agents.serving.bundle import BundleError  # noqa: E402
 from envs.creator import vector_maker  # noqa: E402
+from experiments.cli import configure_console  # noqa: E402
 from experiments.final_eval import evaluate_policies, headline  # noqa: E402
 from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E402
                                   clean_leftovers, forget_ray_session, read_json_object,
@@ -72,12 +73,17 @@ def ray_session(cfg: DictConfig, run_dir: Path) -> Iterator[None]:
         yield
         return
     started = not cfg.ray.address
+    level = logging.INFO if cfg.get("verbose") else logging.ERROR    # Ray's own logger
     if cfg.ray.address:
-        ray.init(address=cfg.ray.address, log_to_driver=False)
+        ray.init(address=cfg.ray.address, log_to_driver=False, logging_level=level)
     else:
         context = ray.init(num_cpus=cfg.ray.num_cpus, include_dashboard=False,
-                           _temp_dir=cfg.ray.temp_dir, log_to_driver=False)
+                           _temp_dir=cfg.ray.temp_dir, log_to_driver=False,
+                           logging_level=level)
         record_ray_session(run_dir, context.address_info["session_dir"])
+    import ray.rllib  # noqa: F401 — it sets its loggers' levels on import: set them after
+
+    configure_console(bool(cfg.get("verbose", False)))
     try:
         yield
     finally:

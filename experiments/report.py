@@ -37,9 +37,9 @@ from omegaconf import DictConfig
 from scipy import stats
 
 from experiments.cli import check_command_line, run_app
+from experiments.rendering import Block, human, save_figure, write_reports
 from experiments.schema import register_configs
 from experiments.run_files import MetricsLog, read_json_object
-from experiments.train_report import Block, render_html, render_markdown
 from experiments.wiring import HASH_EXCLUDED, flatten
 from personarl.seeds import MAX_SEED, generator
 from personarl.stats import bootstrap_ci, mean_ci
@@ -95,13 +95,9 @@ def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
     varying = [k for k in keys if len({json.dumps(f.get(k)) for f in flats}) > 1]
     groups: dict[str, list[Run]] = {}
     for run, f in zip(runs, flats):
-        label = ", ".join(f"{k}={_short(f.get(k))}" for k in varying) or "default"
+        label = ", ".join(f"{k}={human(f.get(k))}" for k in varying) or "default"
         groups.setdefault(label, []).append(run)
     return groups
-
-
-def _short(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def iqm_ci(x: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
@@ -122,17 +118,21 @@ def probability_of_improvement(x: np.ndarray, y: np.ndarray, reps: int = 2000, s
     return bootstrap_ci([x, y], prob, generator(seed, "bootstrap", 1), reps)
 
 
-def _curves(groups: dict[str, list[Run]], path: Path) -> None:
+def _curves(groups: dict[str, list[Run]], path: Path) -> bool:
+    """The training curves' figure; ``False`` (nothing written) when no run logged two
+    points of its curve."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for label, runs in groups.items():
-        curves = [np.array(r.curve) for r in runs if len(r.curve) > 1]
-        if not curves:
-            continue
+    drawn = {label: [np.array(r.curve) for r in runs if len(r.curve) > 1]
+             for label, runs in groups.items()}
+    drawn = {label: curves for label, curves in drawn.items() if curves}
+    if not drawn:
+        return False
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    for label, curves in drawn.items():
         grid = np.linspace(max(c[0, 0] for c in curves), min(c[-1, 0] for c in curves), 50)
         ys = np.stack([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
         mean, low, high = mean_ci(ys, axis=0)
@@ -140,36 +140,64 @@ def _curves(groups: dict[str, list[Run]], path: Path) -> None:
         if len(curves) > 1:
             ax.fill_between(grid, low, high, alpha=0.2)
     ax.set_xlabel("env steps")
-    ax.set_ylabel("training episodic return")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("training episodic return (reward per episode)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+    return True
 
 
 def _parameters(sweep: dict[str, Any], path: Path) -> None:
+    """Each searched parameter against the trials' returns: the final evaluation of the
+    trials that trained to the end (top row) and, apart, the training return at which ASHA
+    stopped the others (bottom row) — two different quantities, never on one axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     keys = list(sweep["space"])
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for finished, marker, name in ((True, "o", "trained"), (False, "x", "stopped early")):
-            pts = [(t["config"][key], t["eval_return"] if finished else t["objective"])
-                   for t in sweep["trials"] if t["finished"] == finished
-                   and (t["eval_return"] if finished else t["objective"]) is not None]
+    rows = [(True, "eval_return", "o", "final evaluation return"),
+            (False, "objective", "x", "training return when stopped")]
+    rows = [r for r in rows if any(t["finished"] == r[0] and t[r[1]] is not None
+                                   for t in sweep["trials"])]
+    cols = min(len(keys), 4)
+    per = -(-len(keys) // cols)             # grid rows per quantity
+    fig, axes = plt.subplots(len(rows) * per, cols, squeeze=False,
+                             figsize=(2.9 * cols, 2.6 * len(rows) * per))
+    for ax in axes.flat:
+        ax.set_visible(False)
+    for r, (finished, field_name, marker, label) in enumerate(rows):
+        for k, key in enumerate(keys):
+            ax = axes[r * per + k // cols][k % cols]
+            ax.set_visible(True)
+            space = sweep["space"][key]
+            values = space.get("values")         # a choice: one evenly spaced slot each
+            pts = [(values.index(t["config"][key]) if values else t["config"][key],
+                    t[field_name]) for t in sweep["trials"]
+                   if t["finished"] == finished and t[field_name] is not None]
             if pts:
-                ax.scatter(*zip(*pts), marker=marker, label=name)
-        if sweep["space"][key]["type"] == "loguniform":
-            ax.set_xscale("log")
-        ax.set_xlabel(key)
-        ax.set_ylabel("objective")
-    axes[0][0].legend(fontsize=7)
+                ax.scatter(*zip(*pts), marker=marker, color="C0" if finished else "C3")
+            if values:
+                ax.set_xticks(range(len(values)), [human(v) for v in values])
+                ax.set_xlim(-0.5, len(values) - 0.5)
+            elif space["type"] == "loguniform":  # the whole searched range, rows alike
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())    # decades only
+                ax.set_xlim(space["low"] / 1.3, space["high"] * 1.3)
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(4))
+                pad = 0.05 * (space["high"] - space["low"])
+                ax.set_xlim(space["low"] - pad, space["high"] + pad)
+            ax.yaxis.get_major_formatter().set_useOffset(False)
+            ax.tick_params(axis="x", labelsize=7, labelrotation=30)
+            ax.set_xlabel(key, fontsize=8)
+            ax.set_ylabel(label if k % cols == 0 else "", fontsize=8)
+            ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_report(root: Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
@@ -204,16 +232,17 @@ def write_report(root: Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
     table.sort(key=lambda r: -r["mean"])
     with open(root / "report.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(table[0]))
-        writer.writeheader()
-        writer.writerows(table)
-    _curves(groups, root / "learning_curves.png")
+        writer.writeheader()                # an undefined value is an empty field
+        writer.writerows({k: "" if isinstance(v, float) and v != v else v
+                          for k, v in row.items()} for row in table)
+    curves = _curves(groups, root / "learning_curves.png")
+    if not curves:
+        (root / "learning_curves.png").unlink(missing_ok=True)   # an older report's
     sweep_file = root / "sweep.json"
     sweep = read_json_object(sweep_file) if sweep_file.exists() else None
     if sweep:
         _parameters(sweep, root / "parameters.png")
-    blocks = _blocks(root, table, best, sweep, len(runs))
-    (root / "report.md").write_text(render_markdown(blocks))
-    (root / "report.html").write_text(render_html(blocks, blocks[0][1]))
+    write_reports(root, _blocks(root, table, best, sweep, len(runs), curves))
     return dict(best=best, table=table, runs=len(runs))
 
 
@@ -222,7 +251,7 @@ def _f(x: float, fmt: str = ".4f") -> str:
 
 
 def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str, Any] | None,
-            n_runs: int) -> list[Block]:
+            n_runs: int, curves: bool) -> list[Block]:
     b: list[Block] = [
         ("h1", f"Run comparison — {root.name}"),
         ("p", f"{n_runs} training runs below `{root}`; {len(table)} configuration(s) with a "
@@ -237,9 +266,12 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
              f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", _f(r["iqm"]),
              f"[{_f(r['iqm_ci_low'])}, {_f(r['iqm_ci_high'])}]",
              "—" if r["p_best_beats_it"] != r["p_best_beats_it"] else
-             f"{r['p_best_beats_it']:.2f} [{r['p_ci_low']:.2f}, {r['p_ci_high']:.2f}]"]
+             f"{r['p_best_beats_it']:.2f} [{_f(r['p_ci_low'], '.2f')}, "
+             f"{_f(r['p_ci_high'], '.2f')}]"]
             for r in table])),
-        ("img", "learning_curves.png")]
+        ("img", "learning_curves.png") if curves else
+        ("p", "No learning curves: no run logged two points of its training return (a run "
+              "shorter than two iterations, or one that logged no episodes).")]
     if sweep:
         keys = list(sweep["space"])
         b += [("h2", "Search"),
@@ -248,7 +280,7 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
                     "stopped)."),
               ("table", (["trial", *keys, "objective", "final eval", "iterations",
                           "trained"], [
-                  [str(i), *[_short(t["config"].get(k)) for k in keys],
+                  [str(i), *[human(t["config"].get(k)) for k in keys],
                    _f(t["objective"] if t["objective"] is not None else float("nan")),
                    _f(t["eval_return"] if t["eval_return"] is not None else float("nan")),
                    str(t["iterations"]), "yes" if t["finished"] else "stopped"]
@@ -258,7 +290,7 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
             w = sweep["winner"]
             top = len({r["rank"] for r in sweep["reruns"]})
             b.append(("p", f"**Winner after re-running the top {top} with fresh seeds:** "
-                           f"{w['config']} — mean final evaluation "
+                           f"{human(w['config'])} — mean final evaluation "
                            f"{w['mean_eval_return']:.4f} over {len(w['eval_returns'])} fresh "
                            f"seeds (search rank {w['search_rank'] + 1})."))
     return b

@@ -188,6 +188,7 @@ class TrainSchema(SimulatorGroups):
     resume: bool = False
     trust_checkpoint: bool = False      # resume from a checkpoint run.json has no match for
     progress: bool = True
+    verbose: bool = False               # other libraries' logs and warnings on the console
     checkpoint: CheckpointSchema = field(default_factory=CheckpointSchema)
     ray: RaySchema = field(default_factory=RaySchema)
     sweep: Any = None                   # experiments.sweep only: the search (sweep group)
@@ -217,6 +218,7 @@ class CollectSchema(SimulatorGroups):
     record_truth: bool = False
     out: Optional[str] = None
     overwrite: bool = False             # replace an existing file at ``out``
+    verbose: bool = False
 
 
 @dataclass
@@ -243,7 +245,10 @@ class EvaluateSchema:
     seed: int = 0
     warmup_steps: int = 2000
     truth_episodes: int = 20000
+    normalisation_episodes: int = 2000
     arm: Optional[str] = None           # decision logs: one arm's episodes (null: every arm)
+    progress: bool = True
+    verbose: bool = False
 
 
 @dataclass
@@ -319,6 +324,7 @@ class SimulateUsersSchema:
     episodes: int = 300
     seed: int = 0
     progress: bool = True
+    verbose: bool = False
 
 
 #: ``{app: {old option: current option}}``: options renamed since a release, named in the

@@ -36,6 +36,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_command_line, run_app
+from experiments.rendering import human
 from experiments.run_files import stop_ray_leftovers
 from experiments.schema import register_configs
 from experiments.wiring import validate
@@ -219,12 +220,38 @@ def sweep(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         lock.close()
 
 
+def _trial_bar(total: int, enabled: bool) -> Any:
+    """A Tune callback drawing a progress bar of finished trials (on a terminal)."""
+    from ray import tune
+    from tqdm import tqdm
+
+    class TrialBar(tune.Callback):
+        def __init__(self) -> None:
+            self.bar = tqdm(total=total, unit="trial", desc="sweep trials", leave=False,
+                            disable=None if enabled else True)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any,
+                              **info: Any) -> None:
+            self.bar.update()
+
+        on_trial_error = on_trial_complete
+
+        def on_experiment_end(self, trials: list, **info: Any) -> None:
+            self.bar.close()
+
+    return TrialBar()
+
+
 def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iterations: int
             ) -> dict[str, Any]:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+    import optuna
+
+    if not cfg.get("verbose"):                      # it announces every study it creates
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     from experiments.job import ray_session
 
@@ -245,7 +272,8 @@ def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iteration
                                         max_t=max_iterations,
                                         grace_period=s.asha.grace_period,
                                         reduction_factor=s.asha.reduction_factor)),
-            run_config=tune.RunConfig(storage_path=str(run_dir), name="tune", verbose=0))
+            run_config=tune.RunConfig(storage_path=str(run_dir), name="tune", verbose=0,
+                                      callbacks=[_trial_bar(s.num_samples, cfg.progress)]))
         results = tuner.fit()
         cluster = ray.get_runtime_context().gcs_address
         trials = []
@@ -285,10 +313,11 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     out = run_app("sweep", cfg, lambda: sweep(cfg, run_dir), run_dir)
     done = sum(t["finished"] for t in out["trials"])
+    winner = out["winner"]
     print(f"{len(out['trials'])} trials ({done} trained to the budget, the rest stopped "
-          f"early); winner after {len(out['reruns'])} re-runs: "
-          f"{out['winner'] and out['winner']['config']} -> "
-          f"{out['winner'] and out['winner']['mean_eval_return']}")
+          f"early); " + (f"winner after {len(out['reruns'])} re-run(s): "
+                         f"{human(winner['config'])} -> {human(winner['mean_eval_return'])}"
+                         if winner else "no winner (no trial trained to the budget)"))
     print(f"sweep: {run_dir / 'sweep.json'}")
 
 

@@ -1,64 +1,66 @@
 """The training run's report: ``report.md``, ``report.html`` and PNG plots.
 
 The report is built once as a list of blocks (headings, paragraphs, tables, images) and
-rendered twice, so the Markdown and the HTML always say the same thing.
+rendered twice (``experiments.rendering``), so the Markdown and the HTML always say the
+same thing.
 """
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["write_report", "learning_curve", "archetype_bars", "render_markdown", "render_html",
-           "Block"]
+from experiments.rendering import Block, human, save_figure, write_reports
 
-Block = tuple[str, Any]
+__all__ = ["write_report", "learning_curve", "archetype_bars"]
 
 
 def _f(x: float | None, fmt: str = ".3f") -> str:
     return "—" if x is None else format(x, fmt)
 
 
-def learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> Path | None:
-    """Episodic return against env steps from ``metrics.jsonl`` rows."""
+def learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str,
+                   references: Mapping[str, float] | None = None) -> Path | None:
+    """Episodic return against env steps from ``metrics.jsonl`` rows, with a dashed line
+    at each of ``references`` (policy -> mean return per episode: the baselines the
+    report compares against, evaluated on held-out users)."""
     pts = [(r["env_steps"], r["charts/episodic_return"]) for r in rows
            if r.get("charts/episodic_return") is not None]
     if not pts:
         return None
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2)
-    ax.set(xlabel="env steps", ylabel="episodic return (training, smoothed over 100)",
-           title=title)
+    fig, ax = plt.subplots(figsize=(8, 4.2))
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.4, color="C0",
+            label="training (mean of the last 100 episodes)")
+    for i, (name, value) in enumerate((references or {}).items()):
+        ax.axhline(value, ls="--", lw=1, color=f"C{i + 1}", label=f"{name} (evaluation)")
+    ax.set(xlabel="env steps", ylabel="episodic return (reward per episode)", title=title)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def archetype_bars(pop: dict[str, Any], path: Path, title: str) -> Path:
-    """Mean return per latent primary archetype, one bar per policy."""
+    """Mean return per latent primary archetype, one bar per policy (the legend beside the
+    axes, never over a bar)."""
     groups = list(pop["per_archetype"])
     names = list(pop["policies"])
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 3.8))
+    fig, ax = plt.subplots(figsize=(max(7.5, 1.2 * len(groups) + 2.5), 4.0))
     for i, n in enumerate(names):
         ax.bar([g + i * width for g in range(len(groups))],
                [pop["per_archetype"][a][n] for a in groups], width, label=n)
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=20)
-    ax.set(ylabel="mean return", title=title)
-    ax.legend(fontsize=7, ncol=min(4, len(names)))
+    ax.set(xlabel="latent primary archetype", ylabel="mean return per episode", title=title)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str]
@@ -78,7 +80,8 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
     for pop_name, pop in summary.items():
         trained, ref = pop["trained"], pop["reference"]
         b += [("h2", f"Population `{pop_name}`"),
-              ("p", f"Overrides of the training population: `{pop['population_overrides']}`"
+              ("p", "Overrides of the training population: "
+                    f"{human(pop['population_overrides'])}."
                     if pop["population_overrides"] else "The training population."),
               ("h3", "Mean return per policy (95% CI)")]
         safety = sorted({k for p in pop["policies"].values() for k in p
@@ -113,55 +116,18 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
     return b
 
 
-def render_markdown(blocks: list[Block]) -> str:
-    out = []
-    for kind, x in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out += ["#" * int(kind[1]) + " " + x, ""]
-        elif kind == "p":
-            out += [x, ""]
-        elif kind == "img":
-            out += [f"![{x}]({x})", ""]
-        else:
-            head, rows = x
-            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    return "\n".join(out)
-
-
-def render_html(blocks: list[Block], title: str) -> str:
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-           "</title><style>body{font-family:sans-serif;max-width:70em;margin:2em auto}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;"
-           "text-align:right}td:first-child{text-align:left}</style></head><body>"]
-    for kind, x in blocks:
-        if kind in ("h1", "h2", "h3"):
-            out.append(f"<{kind}>{html.escape(x)}</{kind}>")
-        elif kind == "p":
-            out.append(f"<p>{html.escape(x)}</p>")
-        elif kind == "img":
-            out.append(f"<img src='{html.escape(x)}' alt='{html.escape(x)}'>")
-        else:
-            head, rows = x
-            out.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-                       + "</tr>" + "".join("<tr>" + "".join(
-                           f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
-                       + "</table>")
-    return "\n".join(out + ["</body></html>"])
-
-
 def write_report(run_dir: Path, summary: dict[str, Any], meta: dict[str, Any],
                  metric_rows: Sequence[dict[str, Any]]) -> Path:
     """Write the plots, ``report.md`` and ``report.html``; returns the Markdown path."""
     images: dict[str, str] = {}
+    train = summary.get("train") or next(iter(summary.values()))
+    references = {n: p["mean"] for n, p in train["policies"].items()
+                  if n != train["trained"] and p["mean"] is not None}
     if learning_curve(metric_rows, run_dir / "learning_curve.png",
-                      f"{meta['agent']} on {meta['env_id']}"):
+                      f"{meta['agent']} on {meta['env_id']}", references):
         images["learning_curve"] = "learning_curve.png"
     for pop_name, pop in summary.items():
         name = f"archetypes_{pop_name}.png"
         archetype_bars(pop, run_dir / name, f"return by archetype — {pop_name}")
         images[f"archetypes_{pop_name}"] = name
-    blocks = _blocks(summary, meta, images)
-    (run_dir / "report.md").write_text(render_markdown(blocks))
-    (run_dir / "report.html").write_text(render_html(blocks, blocks[0][1]))
-    return run_dir / "report.md"
+    return write_reports(run_dir, _blocks(summary, meta, images))

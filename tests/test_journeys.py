@@ -104,7 +104,7 @@ def test_served_decisions_become_an_ope_report_as_the_readme_says(tmp_path):
     assert meta["episodes"] == 300 and meta["not_reconstructed"] == {}
     assert meta["env_config"] == {"horizon": 5} and meta["epsilon"] == 0.2
     text = report.read_text()
-    assert "epsilon exploration (ε = 0.2)" in text and "env config: horizon=5" in text
+    assert "epsilon exploration (ε = 0.2)" in text and "env config: horizon = 5" in text
     mine = summary["policies"][str(bundle)]
     chosen = mine["recommendation"]["estimator"]
     assert chosen is not None, mine["recommendation"]

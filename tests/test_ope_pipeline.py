@@ -17,6 +17,7 @@ from ope import estimators as E
 from agents.serving.exploration import Exploration
 from ope.collect import collect, evaluation_probs, true_value
 from ope.files import read_logged
+from tests.reports import readability_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 ROUTING, INTERVENTION = "personarl/AgentRouting-v0", "personarl/InterventionTiming-v0"
@@ -99,6 +100,7 @@ def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
     assert est["dm"]["model_error"] == "not included"
     for name in ("report.md", "report.html", "estimates.png"):
         assert (report / name).stat().st_size > 0
+    assert readability_problems(report) == []
     md = (report / "report.md").read_text()
     assert "Recommended estimator for ranking the policies" in md
     assert "(model error not included)" in md

@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from experiments.schema import register_configs
 from experiments.sweep import check_space, rerun_seeds
 from personarl.errors import ConfigError
+from tests.reports import readability_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
@@ -80,6 +81,10 @@ def test_tiny_sweep_runs_trials_and_repeats_itself(tmp_path):
     assert first["winner"]["eval_returns"] == [first["reruns"][0]["eval_return"]]
     assert [t["config"] for t in first["trials"]] == [t["config"] for t in second["trials"]]
     assert first["best"]["config"] == second["best"]["config"]
+    from experiments.report import write_report                    # the sweep's report
+    write_report(tmp_path / "a", reps=200)
+    assert (tmp_path / "a" / "parameters.png").exists()
+    assert readability_problems(tmp_path / "a") == []
     bad = subprocess.run([sys.executable, "-m", "experiments.sweep", "sweep=routing_small",
                           "sweep.space.agent.lr={type: uniform, low: 1, high: 0}",
                           f"hydra.run.dir={tmp_path / 'c'}"], cwd=ROOT, capture_output=True,

@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from experiments.schema import register_configs
 from experiments.job import train
 from personarl.errors import ConfigError
+from tests.reports import readability_problems
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
@@ -58,6 +59,7 @@ def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_pa
     for name in ("run.json", "metrics.jsonl", "summary.json", "report.md", "report.html",
                  "learning_curve.png", "archetypes_train.png", "archetypes_shifted.png"):
         assert (tmp_path / name).stat().st_size > 0, name
+    assert readability_problems(tmp_path) == []
     summary = json.loads((tmp_path / "summary.json").read_text())
     pop = summary["populations"]["train"]
     assert pop["trained"] == "linucb" and pop["reference"] == "oracle"
@@ -236,6 +238,7 @@ def test_two_by_two_multirun_writes_four_separate_complete_runs(tmp_path):
     assert all(r["runs"] == 2 and r["seeds"] == "0 1" for r in report["table"])
     for name in ("report.csv", "report.md", "report.html", "learning_curves.png"):
         assert (sweep / name).stat().st_size > 0
+    assert readability_problems(sweep) == []
 
 
 def test_a_run_directory_holds_one_run_at_a_time(tmp_path):

@@ -19,6 +19,16 @@ two OPE journeys repeated over many seeds and scored against the simulated truth
   with greedy, random and a PPO bundle; FQE as the Q model), the same figures.
 * ``refit`` — the routing journey with ``ci.refit=true``: how often DM's interval, with the
   reward model refitted in every resample, covers the truth, and what refitting costs.
+* ``journeys`` — the README's two OPE journeys timed end to end as a user types them
+  (``python -m experiments.collect …`` then ``python -m experiments.evaluate …``, each a
+  fresh process: imports and the report included), ``repeats`` times.
+* ``served`` — the served-decisions journey (``tests/test_journeys.py`` runs it once, over
+  HTTP) over ``seeds`` seeds: a router bundle (an untrained linear policy, sessions of at
+  most 5 decisions, as in the test) served with ε = 0.2 — each seed its own server draws,
+  users and log — 300 simulated users with their feedback, then ``experiments.evaluate`` on
+  the log directory. The server runs in-process (FastAPI's test client: the same app and
+  logs, without a socket). Per seed: the recommended estimator for the served policy,
+  whether its interval covers the truth and whether |V̂ − V| ≤ 3 bootstrap SEs.
 """
 
 from __future__ import annotations
@@ -336,7 +346,102 @@ def refit_study(bundle: str, seeds: int = 30, logged: int = 10_000,
                 fixed=fixed_table, refitted=refit_table)
 
 
-PARTS = ("speed", "one_step", "sequential", "refit")
+PARTS = ("speed", "one_step", "sequential", "refit", "journeys", "served")
+
+
+def journey_times(repeats: int = 3) -> dict[str, Any]:
+    """Wall-clock seconds of the README's routing and InterventionTiming OPE journeys, as
+    typed (``OMP_NUM_THREADS=1``); the median of ``repeats``."""
+    journeys = {
+        "routing": [["experiments.collect", "env.horizon=1", "episodes=10000"],
+                    ["experiments.evaluate", "data={log}"]],
+        "intervention": [["experiments.collect", "env=intervention", "behaviour=greedy",
+                          "episodes=1000", "exploration.epsilon=0.2"],
+                         ["experiments.evaluate", "data={log}"]]}
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out: dict[str, Any] = {}
+    for name, commands in journeys.items():
+        times = []
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                log = Path(tmp) / "collect" / "logged.parquet"
+                start = time.perf_counter()
+                for i, (module, *args) in enumerate(commands):
+                    args = [a.format(log=log) for a in args]
+                    done = subprocess.run(
+                        [sys.executable, "-m", module, *args,
+                         f"hydra.run.dir={Path(tmp) / ('collect' if i == 0 else 'evaluate')}"],
+                        cwd=tmp, env=env, capture_output=True, text=True)
+                    if done.returncode:
+                        raise RuntimeError(f"{module} failed: {done.stderr[-1000:]}")
+                times.append(time.perf_counter() - start)
+        out[name] = dict(seconds=float(np.median(times)), runs=times)
+        print(f"{name} OPE journey (collect + evaluate, as typed): median "
+              f"{out[name]['seconds']:.1f} s of {repeats} ({', '.join(f'{t:.1f}' for t in times)})")
+    return out
+
+
+def served_study(seeds: int = 100, users: int = 300) -> dict[str, Any]:
+    """The served-decisions journey over ``seeds`` seeds (see the module doc)."""
+    from fastapi.testclient import TestClient
+    from hydra import compose, initialize_config_dir
+
+    from agents.serving.client import served_env
+    from agents.serving.loader import load_policy
+    from agents.serving.server import ServerSettings, create_app
+    from agents.serving.traffic import Arm, Decider
+    from experiments.evaluate import evaluate_offline
+    from experiments.schema import register_configs
+    from tests.conftest import onnx_bundle
+
+    register_configs()
+    rows, start = [], time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = onnx_bundle(Path(tmp) / "bundle", ROUTING, {"horizon": 5})
+        policy = load_policy(bundle)
+        for s in range(seeds):
+            root = Path(tmp) / f"seed{s}"
+            decider = Decider(Arm("primary", "v1", load_policy(bundle, seed=s)),
+                              exploration=LOGGING, seed=s)
+            env = served_env(policy.spec, info_level="none")
+            obs, _ = env.reset(seed=s)
+            with TestClient(create_app(decider, ServerSettings(log_dir=root / "logs"))) as c:
+                for u in range(users):
+                    done, step = False, 0
+                    while not done:
+                        d = c.post("/v1/act", json={
+                            "observation": obs.tolist(), "user_id": f"{s}-{u}",
+                            "episode_id": f"{s}-{u}", "step": step}).json()
+                        obs, reward, term, trunc, _ = env.step(d["action"])
+                        done = bool(term or trunc)
+                        c.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                                     "reward": float(reward), "done": done})
+                        step += 1
+                    obs, _ = env.reset()
+            with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+                cfg = compose("evaluate", overrides=[
+                    f"data={root / 'logs'}", f"policies=[{bundle}]", f"seed={s}",
+                    "progress=false"])
+            (root / "report").mkdir()
+            v = evaluate_offline(cfg, root / "report")["policies"][str(bundle)]
+            pick = v["recommendation"]["estimator"]
+            r, truth = (v["estimates"][pick] if pick else None), v["truth"]["value"]
+            rows.append(dict(seed=s, estimator=pick, truth=truth,
+                             estimate=r and r["estimate"], se=r and r["se"],
+                             covers=r and r["covers_truth"],
+                             within_3se=r is not None and r["se"] is not None
+                             and abs(r["estimate"] - truth) <= 3 * r["se"]))
+    picked = [r for r in rows if r["estimator"]]
+    out = dict(seeds=seeds, users=users, seconds=time.perf_counter() - start,
+               recommended_share=len(picked) / seeds,
+               coverage=float(np.mean([r["covers"] for r in picked])) if picked else None,
+               within_3se=float(np.mean([r["within_3se"] for r in picked])) if picked else None,
+               estimators=sorted({r["estimator"] for r in picked}), rows=rows)
+    print(f"served journey over {seeds} seeds x {users} users: an estimator recommended in "
+          f"{out['recommended_share']:.0%}; its 95% interval covers the truth in "
+          f"{_pct(out['coverage'])}, |V̂ − V| <= 3 SE in {_pct(out['within_3se'])} "
+          f"({', '.join(out['estimators'])}); {out['seconds']:.0f} s")
+    return out
 
 
 def run(rows: int, seeds: int, logged: int, bundle: str | None, resamples: int,
@@ -354,4 +459,8 @@ def run(rows: int, seeds: int, logged: int, bundle: str | None, resamples: int,
                                              resamples=resamples)
     if "refit" in parts:
         out["refit"] = refit_study(bundle, refit_seeds, logged)
+    if "journeys" in parts:
+        out["journeys"] = journey_times()
+    if "served" in parts:
+        out["served"] = served_study(seeds)
     return out
