@@ -82,9 +82,8 @@ def configure_console(verbose: bool) -> None:
     logs through ``logging``). ``verbose=true`` shows everything."""
     if verbose:
         return
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler) and not isinstance(
-                handler, logging.FileHandler):
+    for handler in logging.getLogger().handlers:      # the console's, not a file's or a
+        if getattr(handler, "stream", None) in (sys.stdout, sys.stderr):   # test's capture
             handler.setLevel(logging.WARNING)
     for name in CHATTY:
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -54,23 +54,31 @@ def _baselines(run: Run) -> list[Policy]:
 def evaluate_policies(run: Run, trained: Policy) -> dict[str, Any]:
     """Evaluate ``trained`` (named ``run.cfg.agent.name``) and the baselines on every
     population of the run; the summary described in the module doc."""
+    from tqdm import tqdm
+
     cfg, env_id = run.cfg, run.env_id
     baselines = _baselines(run)
     out: dict[str, Any] = {}
+    bar = tqdm(total=len(run.populations) * (1 + len(baselines)), unit="policy",
+               desc="final evaluation", leave=False,
+               disable=None if cfg.get("progress", True) else True)
     for pop_name, (overrides, kwargs) in run.populations.items():
         make_env = vector_maker(env_id, kwargs)
         results: dict[str, EpisodeBatch] = {}
         for policy in [trained, *baselines]:
+            bar.set_postfix_str(f"{pop_name}: {policy.name}")
             results[policy.name] = run_episodes(
                 policy, make_env, cfg.eval.episodes, seed=cfg.seed,
                 first_keys=("latent_primary", "is_bot"),
                 final_keys=run.record.safety_keys)
+            bar.update()
             log.info("[%s] %s: mean return %.4f", pop_name, policy.name,
                      results[policy.name].returns.mean())
         privileged = {p.name for p in [trained, *baselines] if p.privileged}
         archetypes = list(describe(env_id, kwargs).sampler.tables[-1].names)
         out[pop_name] = summarise(results, trained.name, privileged, archetypes,
                                   run.record.safety_metrics, overrides)
+    bar.close()
     return out
 
 

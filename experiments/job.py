@@ -230,8 +230,8 @@ def _loop(cfg: DictConfig, learner: Learner, ckpts: Checkpoints, metrics: Metric
           on_iteration: Callable[[dict[str, Any]], None] | None = None) -> None:
     """Train to the budget, logging every iteration and checkpointing every N."""
     bar = tqdm(total=cfg.budget, initial=min(learner.env_steps, cfg.budget), unit="step",
-               disable=not cfg.progress, desc=f"{cfg.agent.name} {env_id.split('/')[-1]}",
-               file=sys.stderr)
+               desc=f"{cfg.agent.name} {env_id.split('/')[-1]}", file=sys.stderr,
+               disable=None if cfg.progress else True)      # None: on a terminal only
     start, saved = time.perf_counter(), learner.iteration
     while learner.env_steps < cfg.budget:
         before = learner.env_steps

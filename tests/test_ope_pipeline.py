@@ -82,6 +82,9 @@ def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
     report = tmp_path / "e"
     out = run("experiments.evaluate", f"data={logged}", f"hydra.run.dir={report}", cwd=ROOT)
     assert out.returncode == 0, out.stderr[-1500:]
+    # quiet by default: the result line only (the log file has the rest)
+    assert out.stderr == "" and out.stdout.count("\n") == 1, (out.stdout, out.stderr)
+    assert "greedy: truth" in (report / "evaluate.log").read_text()
     summary = json.loads((report / "summary.json").read_text())
     assert set(summary["policies"]) == {"greedy", "random"}
     est = summary["policies"]["greedy"]["estimates"]

@@ -60,6 +60,8 @@ def sweep(tmp_path: Path, name: str) -> dict:
          f"ray.temp_dir=/tmp/ray-s{os.getpid()}"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
+    # quiet: no Ray, Tune, Optuna or RLlib chatter, the two result lines only
+    assert out.stderr == "" and len(out.stdout.splitlines()) == 2, (out.stdout, out.stderr)
     return json.loads((tmp_path / name / "sweep.json").read_text())
 
 
