@@ -211,7 +211,11 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
         raise DataError(f"{d}: decision_id {unique[k]!r} is logged {int(times[k])} times "
                         f"(first at row {int(first_row[k])}); each decision is logged once")
     servings = _servings(root)
-    shas = set(decisions.column("model_sha256").to_pylist())
+    model = decisions.column("model_sha256")
+    if model.null_count:
+        raise DataError(f"{d}: column 'model_sha256' is null at row "
+                        f"{model.to_pylist().index(None)}; every decision names its model")
+    shas = set(model.to_pylist())
     arms = _strings(decisions, "arm")
     if arm is not None:
         known = sorted({a for a in arms if a is not None})
