@@ -56,8 +56,9 @@ def render_all(out: Path) -> dict[str, Path]:
     training(dirs["main"], main["populations"], main["meta"],
              MetricsLog(DATA / "main" / "metrics.jsonl").rows())
     _write_report(dirs["ope"], json.loads((DATA / "ope" / "summary.json").read_text()))
-    for kind in ("multirun", "sweep"):
-        shutil.copytree(DATA / kind, dirs[kind], dirs_exist_ok=True)
+    # (the multirun's runs are stored as multirun_runs/: .gitignore skips multirun/ folders)
+    for kind, stored in (("multirun", "multirun_runs"), ("sweep", "sweep")):
+        shutil.copytree(DATA / stored, dirs[kind], dirs_exist_ok=True)
         compare(dirs[kind], reps=200)
     return dirs
 
