@@ -27,7 +27,7 @@ import numpy as np
 from personarl.errors import ConfigError
 
 __all__ = ["EnvRecord", "register", "unregister", "record", "env_ids", "build_core",
-           "check_arguments", "describe", "load_entry_point", "backends"]
+           "check_arguments", "describe", "env_differences", "load_entry_point", "backends"]
 
 
 @dataclass(frozen=True)
@@ -274,3 +274,22 @@ def describe(env_id: str, kwargs: Mapping[str, Any]) -> Any:
     except (TypeError, ValueError):      # injected objects (a world, a sampler): no memo
         return build_core(env_id, 1, **{**kwargs, "info_level": "none"})
     return _described(record(env_id).id, kwargs_json)
+
+
+def env_differences(env_id: str, config: Mapping[str, Any], other_id: str,
+                    other_config: Mapping[str, Any]) -> list[str]:
+    """What makes two (env id, config) pairs simulate different things: ``["env id"]``, or
+    the core attributes whose configuration differs (``BaseCore.configuration``; the
+    backend and the lane count aside) — ``[]`` when they are the same env, however the
+    configs are written (``{}`` and ``{"horizon": 20}`` are the same AgentRouting).
+
+    Raises:
+        ConfigError: either config does not build.
+    """
+    from envs.batched import PORTABLE
+
+    if record(env_id).id != record(other_id).id:
+        return ["env id"]
+    mine = describe(env_id, config).configuration()
+    theirs = describe(other_id, other_config).configuration()
+    return sorted(k for k in {*mine, *theirs} - PORTABLE if mine.get(k) != theirs.get(k))

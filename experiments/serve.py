@@ -67,11 +67,14 @@ def _arm(cfg: DictConfig, name: str, ref: Any, registry: Registry | None, seed: 
     return Arm(name, f"{cfg.model}:v{entry['version']}", policy)
 
 
-def build_decider(cfg: DictConfig) -> Decider:
-    """The ``Decider`` a serve config describes.
+def build_decider(cfg: DictConfig, start: int = 0) -> Decider:
+    """The ``Decider`` a serve config describes; ``start``: how many times a server started
+    on the same decision logs before (each start draws from its own stream, so a restart
+    never replays the exploration of the one before).
 
     Raises:
-        ServeConfigError, BundleError, RegistryError: naming the bad key/value.
+        ServeConfigError, BundleError, RegistryError: naming the bad key/value, or a
+            candidate built for another env or env config than the primary.
     """
     if (cfg.bundle is None) == (cfg.registry is None):
         raise ServeConfigError("give exactly one of bundle=<dir> or registry=<dir> "
@@ -90,7 +93,8 @@ def build_decider(cfg: DictConfig) -> Decider:
                                    f"[{low}, {high if high is not None else '∞'}]")
     primary_ref = cfg.bundle if registry is None else (
         cfg.version if cfg.version is not None else cfg.stage)
-    primary = _arm(cfg, "primary", primary_ref, registry, stream_seed(cfg.seed, "policy", 0))
+    primary = _arm(cfg, "primary", primary_ref, registry,
+                   stream_seed(cfg.seed, "policy", 0, start))
     t = cfg.traffic
     if t.mode not in TRAFFIC_MODES:
         raise ServeConfigError(f"traffic.mode={t.mode!r}; valid: {list(TRAFFIC_MODES)}")
@@ -103,16 +107,32 @@ def build_decider(cfg: DictConfig) -> Decider:
             raise ServeConfigError(f"traffic.mode={t.mode} needs traffic.candidate (a bundle "
                                    "dir; with a registry, a stage or a version number)")
         candidate = _arm(cfg, "shadow" if t.mode == "shadow" else "candidate", t.candidate,
-                         registry, stream_seed(cfg.seed, "policy", 1))
+                         registry, stream_seed(cfg.seed, "policy", 1, start))
+        _same_env(primary, candidate)
     try:
         exploration = Exploration.of(cfg.exploration)
         return Decider(primary, candidate, mode=t.mode, share=t.share,
                        exploration=exploration, salt=t.salt,
-                       seed=stream_seed(cfg.seed, "serving"))
+                       seed=stream_seed(cfg.seed, "serving", start))
     except ConfigError as exc:                          # names its key: exploration.<field>
         raise ServeConfigError(str(exc)) from None
     except ValueError as exc:
         raise ServeConfigError(f"traffic: {exc}") from None
+
+
+def _same_env(primary: Arm, candidate: Arm) -> None:
+    """Refuse a candidate that acts in another env than the primary: both decide on the
+    same observations, and the logs are evaluated against one env."""
+    from envs.registration import env_differences
+
+    a, b = primary.policy.spec["env"], candidate.policy.spec["env"]
+    differ = env_differences(a["id"], a.get("config") or {}, b["id"], b.get("config") or {})
+    if differ:
+        raise ServeConfigError(
+            f"traffic.candidate ({candidate.version}) is a policy for {b['id']} with env config "
+            f"{b.get('config') or {}}, the primary ({primary.version}) for {a['id']} with "
+            f"{a.get('config') or {}} ({', '.join(differ)} differ); both arms decide on the "
+            "same users, so they must be built for the same env")
 
 
 def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
@@ -171,7 +191,10 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
     def start() -> tuple[Any, Any, Any]:
-        settings, decider = settings_from(cfg, run_dir), build_decider(cfg)  # ranges checked
+        from agents.serving.decision_log import read_servings
+
+        settings = settings_from(cfg, run_dir)
+        decider = build_decider(cfg, start=len(read_servings(settings.log_dir)))
         check_address(cfg.host, cfg.port)       # before create_app writes anything
         return settings, decider, create_app(decider, settings)  # takes the logs' locks
 

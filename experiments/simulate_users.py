@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
                  progress: bool = True) -> dict[str, Any]:
     """Run ``episodes`` simulated users against the server at ``url``.
 
-    Users are ``user-<seed>-<i>`` with episode ids ``user-<seed>-<i>/0``; the env is reset
-    with ``seed`` once, so a seed gives the same users (the server's draws are its own).
+    Users are ``user-<seed>-<i>`` (so a seed gives the same users, on the same arms of a
+    traffic split) with episode ids ``user-<seed>-<i>/<run>``, ``<run>`` new for every call
+    (a second run into the same logs adds episodes, it never extends the first run's); the
+    env is reset with ``seed`` once (the server's draws are its own).
 
     Returns:
         ``{"url", "env_id", "episodes", "decisions", "mean_return"}``.
@@ -58,6 +61,7 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
 
     check_int("episodes", episodes, 1, MAX_EPISODES)
     check_int("seed", seed, 0, MAX_SEED - 1)
+    run = secrets.token_hex(4)
     returns = []
     decisions = 0
     with PolicyClient(url, api_key=api_key) as client:
@@ -65,11 +69,11 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
         env = client.env(info_level="none")
         obs, _ = env.reset(seed=seed)
         for i in tqdm(range(episodes), desc="simulated users", unit="user",
-                      disable=not progress, leave=False):
+                      disable=None if progress else True, leave=False):
             user = f"user-{seed}-{i}"
             total, step, done = 0.0, 0, False
             while not done:
-                d = client.act(obs, user_id=user, episode_id=f"{user}/0", step=step)
+                d = client.act(obs, user_id=user, episode_id=f"{user}/{run}", step=step)
                 obs, reward, terminated, truncated, _ = env.step(d["action"])
                 done = bool(terminated or truncated)
                 client.feedback(d["decision_id"], float(reward), done=done)

@@ -40,7 +40,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ope.data import DataError, LoggedData
 from ope.files import column_matrix, column_vector
@@ -53,7 +52,8 @@ REASONS = {
     "no_feedback": "episodes with a decision that has no feedback (still running, or lost)",
     "not_finished": "episodes whose last decision's feedback does not say done",
     "done_early": "episodes with feedback saying done before their last decision",
-    "steps": "episodes whose steps do not count 0, 1, … (a step missing or repeated)",
+    "reused_episode_id": "episode ids used for more than one episode (a step logged twice)",
+    "steps": "episodes whose steps do not count 0, 1, … (a step missing)",
     "other_arm": "episodes not served wholly by the requested arm",
     "mixed_assignment": "episodes with decisions both with and without a user_id",
 }
@@ -83,40 +83,57 @@ def _servings(root: Path) -> list[dict[str, Any]]:
     return servings
 
 
-def _envs(root: Path, servings: list[dict[str, Any]], shas: set[str]) -> tuple[str, dict]:
-    """The one env (id, config) every arm that served ``shas`` was built for.
+def _serving_index(servings: list[dict[str, Any]], times: np.ndarray) -> np.ndarray:
+    """``(N,)``: the server start in force at each decision's time (the last one before)."""
+    starts = np.array([float(e.get("time", 0.0)) for e in servings])
+    return np.maximum(np.searchsorted(starts, times, side="right") - 1, 0)
+
+
+def _envs(root: Path, servings: list[dict[str, Any]], which: np.ndarray, arms: np.ndarray,
+          shas: list[str]) -> tuple[str, dict]:
+    """The one env (id, config) of the bundles that served these decisions — each looked up
+    in the server start in force when it was made (the model's digest alone does not say:
+    one model can be bundled for two env configs).
 
     Raises:
-        DataError: a decision names a model no serving recorded, or arms differ.
+        DataError: a decision whose arm and model its start does not record, or bundles
+            built for different envs (``envs.registration.env_differences``).
     """
-    env_of: dict[str, tuple[str, dict]] = {}
-    for entry in servings:
-        for arm in entry["arms"]:
-            env_of[str(arm.get("model_sha256"))] = (arm["env"]["id"],
-                                                    arm["env"].get("config") or {})
-    unknown = sorted(shas - set(env_of))
-    if unknown:
-        raise DataError(f"{root}: decisions served by model sha256 {unknown[0][:12]}… which "
-                        "servings.jsonl does not record; cannot tell its env config")
-    served = {sha: env_of[sha] for sha in sorted(shas)}
-    distinct = {repr(v) for v in served.values()}
-    if len(distinct) > 1:
-        described = "; ".join(f"{sha[:12]}… serves {env} with {config}"
-                              for sha, (env, config) in served.items())
+    from envs.registration import env_differences
+
+    used: dict[tuple[int, str], tuple[str, dict]] = {}
+    for k, arm, sha in zip(which.tolist(), arms, shas):
+        if (k, arm) in used:
+            continue
+        entry = next((a for a in servings[k]["arms"] if a.get("arm") == arm), None)
+        if entry is None or entry.get("model_sha256") != sha:
+            raise DataError(f"{root}: a decision of arm {arm!r} (model sha256 {str(sha)[:12]}…) "
+                            f"was made while the server started at {servings[k].get('time')} "
+                            "served no such arm (servings.jsonl); cannot tell its env config")
+        used[(k, arm)] = (entry["env"]["id"], entry["env"].get("config") or {})
+    (k0, arm0), env0 = next(iter(used.items()))
+    for (k, arm), env in used.items():
+        differ = env_differences(*env0, *env)
+        if not differ:
+            continue
+        described = (f"{arm0}: {env0[0]} with {env0[1]}; {arm}: {env[0]} with {env[1]}; "
+                     f"{', '.join(differ)} differ")
+        if arm == arm0:                                 # one arm, two server starts
+            raise DataError(f"{root}: the server was started on these logs with bundles "
+                            f"built for different envs ({described}); their decisions are "
+                            "not one behaviour policy's. Give each bundle its own log_dir")
         raise DataError(f"{root}: the arms were built for different envs or env configs "
                         f"({described}); their decisions are not one behaviour policy's. "
                         "Evaluate one arm with arm=<name>")
-    return next(iter(served.values()))
+    return env0
 
 
-def _shares(servings: list[dict[str, Any]], times: np.ndarray, arms: np.ndarray
+def _shares(servings: list[dict[str, Any]], which: np.ndarray, arms: np.ndarray
             ) -> np.ndarray:
     """``(N, 2)``: the serving arm's share and the other arm's, per decision, from the
-    serving in force at the decision's time."""
-    starts = np.array([float(e.get("time", 0.0)) for e in servings])
-    which = np.maximum(np.searchsorted(starts, times, side="right") - 1, 0)
+    server start in force when it was made (``which``)."""
     table = [{a["arm"]: float(a.get("share", 0.0)) for a in e["arms"]} for e in servings]
-    out = np.zeros((len(times), 2))
+    out = np.zeros((len(which), 2))
     for i, (k, arm) in enumerate(zip(which, arms)):
         shares = table[k]
         out[i, 0] = shares.get(arm, 0.0)
@@ -215,15 +232,17 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
     if model.null_count:
         raise DataError(f"{d}: column 'model_sha256' is null at row "
                         f"{model.to_pylist().index(None)}; every decision names its model")
-    shas = set(model.to_pylist())
+    shas = model.to_pylist()
     arms = _strings(decisions, "arm")
+    which = _serving_index(servings, column_vector(decisions, "time", d))
+    mine = np.ones(n_logged, bool)
     if arm is not None:
         known = sorted({a for a in arms if a is not None})
         if arm not in known:
             raise DataError(f"arm={arm!r} served no decision under {root}; arms: {known}")
-        shas = set(decisions.filter(pc.equal(decisions.column("arm"), arm))
-                   .column("model_sha256").to_pylist())
-    env_id, env_config = _envs(root, servings, shas)
+        mine = arms == arm
+    env_id, env_config = _envs(root, servings, which[mine], arms[mine],
+                               [sha for sha, m in zip(shas, mine) if m])
     try:
         core = describe(env_id, env_config)
     except Exception as exc:                         # noqa: BLE001 — named in the message
@@ -260,6 +279,9 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
     kept: list[list[int]] = []
     for rows in groups.values():
         order = [steps[r] for r in rows]
+        if len({x for x in order if x is not None}) < sum(x is not None for x in order):
+            counts["reused_episode_id"] += 1
+            continue
         if None not in order:
             rows = [r for _, r in sorted(zip(order, rows))]
             if [steps[r] for r in rows] != list(range(len(rows))):
@@ -305,7 +327,7 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
         propensity = np.array([own[r] for r in rows], dtype=float)
         probs = None                 # the arm's own distribution is not logged
     else:
-        shares = _shares(servings, column_vector(decisions, "time", d)[rows], arms[rows])
+        shares = _shares(servings, which[rows], arms[rows])
         two_arms = (shares[:, 1] > 0) & np.array([user_ids[r] is not None for r in rows])
         if two_arms.any():
             mine = np.array([own[r] for r in rows], dtype=float)

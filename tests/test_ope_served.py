@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from agents.serving.decision_log import DecisionLog, read_log  # noqa: E402
 from agents.serving.exploration import Exploration  # noqa: E402
 from agents.serving.loader import load_policy  # noqa: E402
 from agents.serving.server import ServerSettings, create_app  # noqa: E402
@@ -40,6 +41,8 @@ def test_episodes_are_rebuilt_from_episode_id_and_step_and_the_rest_is_counted(
             ("reordered", 1, 0.5, True), ("reordered", 0, 0.4, False),
             ("gap", 0, 1.0, False), ("gap", 2, 1.0, True),
             ("early", 0, 1.0, True), ("early", 1, 1.0, True),
+            ("twice", 0, 1.0, False), ("twice", 1, 1.0, True),      # one id, two episodes
+            ("twice", 0, 1.0, False), ("twice", 1, 1.0, True),
             (None, 0, 1.0, True)]
     served = {}
     with serve(decider, tmp_path / "logs") as c:
@@ -48,14 +51,15 @@ def test_episodes_are_rebuilt_from_episode_id_and_step_and_the_rest_is_counted(
             if episode is not None:
                 body["episode_id"] = episode
             d = c.post("/v1/act", json=body).json()
-            served[(episode, step)] = d
+            served.setdefault((episode, step), d)
             if reward is not None:
                 c.post("/v1/feedback", json={"decision_id": d["decision_id"],
                                              "reward": reward, "done": done})
     data = from_decision_logs(tmp_path / "logs")
     assert data.n_episodes == 2 and data.n == 5
     assert data.meta["not_reconstructed"] == {"no_episode_id": 1, "not_finished": 1,
-                                              "no_feedback": 1, "steps": 1, "done_early": 1}
+                                              "no_feedback": 1, "steps": 1, "done_early": 1,
+                                              "reused_episode_id": 1}
     assert data.meta["env_config"] == {} and data.meta["horizon"] == 20
     assert data.meta["exploration"] == "epsilon" and data.meta["epsilon"] == 0.3
     assert data.step.tolist() == [0, 1, 2, 0, 1]
@@ -72,11 +76,20 @@ def test_a_step_at_the_horizon_or_no_episode_ids_refuse_the_log(tiny_bundles, tm
                       exploration=EPS, seed=0)
     rng = np.random.default_rng(0)
     with serve(decider, tmp_path / "past") as c:
+        # the server refuses a step at or past the horizon of its bundle's env
+        r = c.post("/v1/act", json={"observation": obs(rng), "episode_id": "e", "step": 20})
+        assert r.status_code == 422 and "less than 20" in r.text
         d = c.post("/v1/act", json={"observation": obs(rng), "episode_id": "e",
-                                    "step": 20}).json()
-    with pytest.raises(DataError, match=rf"decision '{d['decision_id']}' has step 20, but "
+                                    "step": 19}).json()
+    # a log that holds one anyway (another server's, or edited) is not from that env
+    log = DecisionLog(tmp_path / "past", "decisions")
+    log.append([dict(read_log(tmp_path / "past", "decisions").to_pylist()[0],
+                     decision_id="late", step=20)])
+    log.close()
+    with pytest.raises(DataError, match=r"decision 'late' has step 20, but "
                        r"personarl/AgentRouting-v0 .* within 20 decisions"):
         from_decision_logs(tmp_path / "past")
+    assert d["decision_id"]
     with serve(decider, tmp_path / "anonymous") as c:
         d = c.post("/v1/act", json={"observation": obs(rng)}).json()
         c.post("/v1/feedback", json={"decision_id": d["decision_id"], "reward": 1.0,
@@ -152,6 +165,25 @@ def test_arms_built_for_different_env_configs_are_refused(tiny_bundles, tmp_path
     assert from_decision_logs(tmp_path / "logs", arm="primary").meta["env_config"] == {}
 
 
+def test_a_log_dir_restarted_with_another_envs_bundle_is_refused_saying_so(tiny_bundles,
+                                                                          tmp_path):
+    from envs import ROUTING_ID
+    from tests.conftest import onnx_bundle
+
+    rng = np.random.default_rng(0)
+    for bundle in (tiny_bundles["discrete"], onnx_bundle(tmp_path / "h5", ROUTING_ID,
+                                                         {"horizon": 5})):
+        decider = Decider(Arm("primary", "v1", load_policy(bundle)), exploration=EPS, seed=0)
+        with serve(decider, tmp_path / "logs") as c:
+            d = c.post("/v1/act", json={"observation": obs(rng), "episode_id": str(bundle),
+                                        "step": 0}).json()
+            c.post("/v1/feedback", json={"decision_id": d["decision_id"], "reward": 1.0,
+                                         "done": True})
+    with pytest.raises(DataError, match="server was started on these logs with bundles built "
+                                        "for different envs.*its own log_dir"):
+        from_decision_logs(tmp_path / "logs")
+
+
 def test_evaluate_reads_a_file_or_a_log_directory_and_names_what_it_cannot(tmp_path):
     from omegaconf import OmegaConf
 
@@ -169,3 +201,30 @@ def test_evaluate_reads_a_file_or_a_log_directory_and_names_what_it_cannot(tmp_p
             _read_data(OmegaConf.create({"data": str(data), "arm": arm}))
     with pytest.raises(DataError, match="holds no decisions/ folder"):
         _read_data(OmegaConf.create({"data": str(tmp_path), "arm": None}))
+
+
+def test_serve_refuses_arms_of_different_envs_and_restarts_draw_afresh(tiny_bundles, tmp_path):
+    """A candidate built for another env config is refused before serving (however the
+    configs are spelled: {} and {horizon: 20} are one env), and each start on a log
+    directory explores with its own stream."""
+    from omegaconf import OmegaConf
+
+    from envs import ROUTING_ID
+    from experiments.schema import ServeSchema
+    from experiments.serve import ServeConfigError, build_decider
+    from tests.conftest import onnx_bundle
+
+    short = onnx_bundle(tmp_path / "h5", ROUTING_ID, {"horizon": 5})
+    spelled = onnx_bundle(tmp_path / "h20", ROUTING_ID, {"horizon": 20}, seed=2)
+    cfg = OmegaConf.structured(ServeSchema(bundle=str(tiny_bundles["discrete"])))
+    canary = OmegaConf.merge(cfg, {"traffic": {"mode": "canary", "candidate": str(short)}})
+    with pytest.raises(ServeConfigError, match=r"with env config \{'horizon': 5\}.*"
+                                               r"dims, horizon differ"):
+        build_decider(canary)
+    same = OmegaConf.merge(canary, {"traffic": {"candidate": str(spelled)}})
+    assert build_decider(same).candidate is not None
+    x = np.random.default_rng(0).random((200, 34), dtype=np.float32)
+    eps = OmegaConf.merge(cfg, {"exploration": {"mode": "epsilon", "epsilon": 0.5}})
+    first, again, restart = (build_decider(eps, start=k).decide(x, [None] * 200).action
+                             for k in (0, 0, 1))
+    assert np.array_equal(first, again) and not np.array_equal(first, restart)

@@ -187,6 +187,8 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
                     Field(min_length=dim, max_length=dim,
                           description=f"the env's raw observation ({dim} numbers)")]
     Id = Annotated[str, Field(min_length=1, max_length=256)]
+    # a step is an index within an episode of the bundle's env: below its horizon
+    Step = Annotated[int, Field(ge=0, lt=_horizon(primary) or 10**9 + 1)]
     Action = Union[int, list[float]]
 
     class ActRequest(BaseModel):
@@ -198,8 +200,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             None, description="names the episode (any string; stored only as a keyed "
                               "hash): with step, what lets an offline evaluation rebuild "
                               "episodes from the decision logs")
-        step: Optional[Annotated[int, Field(ge=0, le=10**9)]] = Field(
-            None, description="the decision's index within its episode: 0, 1, …")
+        step: Optional[Step] = Field(
+            None, description="the decision's index within its episode: 0, 1, … (below the "
+                              "env's horizon)")
 
     class ActBatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -208,7 +211,7 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             None, description="one per observation (or none), as user_id")
         episode_ids: Optional[list[Optional[Id]]] = Field(
             None, description="one per observation (or none), as episode_id")
-        steps: Optional[list[Optional[Annotated[int, Field(ge=0, le=10**9)]]]] = Field(
+        steps: Optional[list[Optional[Step]]] = Field(
             None, description="one per observation (or none), as step")
 
     class Decision(BaseModel):
@@ -451,6 +454,17 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
 
 _KINDS = {401: "auth", 404: "not_found", 405: "method", 409: "conflict", 413: "too_large",
           422: "validation", 500: "internal", 503: "not_ready"}
+
+
+def _horizon(policy: Any) -> Optional[int]:
+    """The decisions an episode of the policy's env lasts at most, or ``None`` if its env
+    does not build here."""
+    from envs.registration import describe
+
+    try:
+        return int(describe(policy.env_id, policy.spec["env"].get("config") or {}).horizon)
+    except Exception:                               # noqa: BLE001 — then steps go unchecked
+        return None
 
 
 def _serving(decider: Decider) -> dict[str, Any]:
