@@ -80,6 +80,7 @@ def configure_console(verbose: bool) -> None:
     progress bars and result lines — not our INFO lines, nor other libraries' logging,
     deprecation or future warnings (they still reach the job's log file where the library
     logs through ``logging``). ``verbose=true`` shows everything."""
+    warnings.formatwarning = _one_line_warning
     if verbose:
         return
     for handler in logging.getLogger().handlers:      # the console's, not a file's or a
@@ -90,6 +91,12 @@ def configure_console(verbose: bool) -> None:
     for category in (DeprecationWarning, FutureWarning, PendingDeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")      # Tune: no banner at verbose=0
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None) -> str:
+    """A warning as one console line (``warning: …``), not Python's two with the source."""
+    return f"warning: {message}\n"
 
 
 #: run directories named on the command line that existed before it ran (never removed)

@@ -126,6 +126,25 @@ def _read_data(cfg: DictConfig) -> Any:
     return read_logged(path)
 
 
+def _trained_elsewhere(policies: dict[str, Any], env_id: str, kwargs: dict[str, Any]
+                       ) -> dict[str, list[str]]:
+    """A warning for each bundle built for another config of the log's env (allowed: a
+    policy evaluated under a shifted population is a question worth asking — but said)."""
+    from envs.registration import env_differences
+
+    out = {}
+    for label, (policy, _) in policies.items():
+        env = getattr(policy, "spec", {}).get("env") if hasattr(policy, "spec") else None
+        if isinstance(env, dict):
+            differ = env_differences(env_id, kwargs, env["id"], env.get("config") or {})
+            if differ:
+                config = human(flatten(env.get("config") or {})) or "its defaults"
+                out[label] = [f"this bundle was built for {env['id']} with {config}, not the "
+                              f"log's env config ({', '.join(differ)} differ): it is "
+                              "evaluated off the env it was trained on"]
+    return out
+
+
 def _settings(cfg: DictConfig, data: Any) -> dict[str, Any]:
     """The run's checked settings (before any policy is built or trained).
 
@@ -226,6 +245,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                            else s["exploration"])
     if len(policies) < 1:
         raise ConfigError("policies is empty; name at least one baseline or bundle")
+    shifted = _trained_elsewhere(policies, env_id, kwargs)
 
     top_names = [n for n in baselines_for(env_id, kwargs) if n in ("oracle", "planner")]
     # one bar over the phases (on a terminal): models, the normalisation's truths, then an
@@ -273,7 +293,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                                                      v_random) if defined else None
             r["covers_truth"] = (bool(r["ci_low"] <= truth["value"] <= r["ci_high"])
                                  if defined and r["ci_low"] is not None else None)
-        res["warnings"] = notes + res["warnings"]
+        res["warnings"] = notes + shifted.get(label, []) + res["warnings"]
         choice, reason = recommend(data, res["diagnostics"], r2, res["estimates"])
         results[label] = dict(exploration=x.describe(), truth=truth, **res,
                               recommendation=dict(estimator=choice, reason=reason))
@@ -430,8 +450,8 @@ def _provenance(d: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"`{d['path']}`; {env}")
     lost = meta["not_reconstructed"]
     return (f"{shape} rebuilt from a server's decision logs `{d['path']}` "
-            f"({meta['decisions']:,} decisions logged), served by {meta['behaviour']} — "
-            f"arms: {meta['arms']} — with {exploration}; {env} "
+            f"({meta['decisions']:,} decisions logged), served by {meta['arms']}, with "
+            f"{exploration}; {env} "
             + ("Not rebuilt: " + "; ".join(f"{REASONS[k]}: {v:,}" for k, v in lost.items())
                + "." if lost else "Every logged decision is in a rebuilt episode.")
             + (f" {meta['repeated_feedback']:,} repeated feedback rows ignored (the first "

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,12 @@ def main(cfg: DictConfig) -> None:
         (run_dir / "users.json").write_text(jsonio.dumps(summary, indent=2))
         return summary
 
-    s = run_app("simulate users", cfg, body, run_dir)
+    try:
+        s = run_app("simulate users", cfg, body, run_dir)
+    except KeyboardInterrupt:                    # Ctrl-C: what was sent is in the logs
+        print("simulate users: interrupted; the decisions sent so far are in the server's "
+              "logs (episodes cut short count as not finished)", file=sys.stderr)
+        sys.exit(130)
     print(f"{s['episodes']:,} simulated users, {s['decisions']:,} decisions sent to {s['url']} "
           f"({s['env_id']}); mean return {s['mean_return']:.4f}")
 

@@ -68,6 +68,10 @@ def _servings(root: Path) -> list[dict[str, Any]]:
     from agents.serving.decision_log import SERVINGS, read_servings
 
     servings = read_servings(root)
+    if not servings and (root / SERVINGS).exists():
+        raise DataError(f"{root / SERVINGS} holds no readable entry (the server records "
+                        "there which bundles served, for which env config, at every start); "
+                        "cannot tell the env config of these decisions")
     if not servings:
         raise DataError(f"{root} has no {SERVINGS}: the server records there which bundles "
                         "served and for which env config (logs written before it did cannot "
@@ -179,6 +183,19 @@ def _describe_exploration(decisions: pa.Table) -> tuple[str, Any]:
     eps = sorted({e for e in decisions.column("epsilon").to_pylist() if e is not None})
     mode = modes[0] if len(modes) == 1 else "/".join(modes) or "?"
     return mode, (eps[0] if len(eps) == 1 else eps or None)
+
+
+def _describe_arms(servings: list[dict[str, Any]], which: np.ndarray, arm: str | None) -> str:
+    """The arms behind the kept decisions, with their shares of traffic, in words."""
+    seen = []
+    for k in sorted(set(which.tolist())):
+        for a in servings[k]["arms"]:
+            text = f"{a.get('arm')} {a.get('version')} ({float(a.get('share', 0)):.0%})"
+            if a.get("share") and text not in seen:
+                seen.append(text)
+    if arm is not None:
+        return f"{arm} only, with its own propensities (of {', '.join(seen)})"
+    return ", ".join(seen) + (" — the split's mixture" if len(seen) > 1 else "")
 
 
 def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
@@ -339,7 +356,7 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
     mode, epsilon = _describe_exploration(decisions.take(rows))
     meta = dict(
         source=str(root), env_id=env_id, env_config=env_config, horizon=horizon,
-        behaviour=", ".join(versions), arms=arm or "all (the traffic split's mixture)",
+        behaviour=", ".join(versions), arms=_describe_arms(servings, which[rows], arm),
         exploration=mode, epsilon=epsilon, decisions=n_logged, episodes=len(kept),
         not_reconstructed={k: v for k, v in counts.items() if v},
         repeated_feedback=repeated,

@@ -228,3 +228,34 @@ def test_serve_refuses_arms_of_different_envs_and_restarts_draw_afresh(tiny_bund
     first, again, restart = (build_decider(eps, start=k).decide(x, [None] * 200).action
                              for k in (0, 0, 1))
     assert np.array_equal(first, again) and not np.array_equal(first, restart)
+
+
+def test_the_client_names_what_is_wrong_with_a_server_or_a_value():
+    import httpx
+
+    from agents.serving.client import PolicyClient
+    from personarl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        PolicyClient("http://x", api_key="bad key é")
+    client = PolicyClient("http://x")
+    for answer, message in ((httpx.Response(200, text="<html>"), "not JSON"),
+                            (httpx.Response(200, json={"ok": 1}), "without bundles.primary"),
+                            (httpx.Response(503, text="not ready"), "answered 503: not ready")):
+        client._http = httpx.Client(base_url="http://x",
+                                    transport=httpx.MockTransport(lambda r, a=answer: a))
+        with pytest.raises(ConfigError, match=message):
+            client.policy()
+    with pytest.raises(ConfigError, match="must be finite"):
+        client.feedback("d1", float("nan"))
+
+
+def test_a_bundle_built_for_another_env_config_is_evaluated_with_a_warning(tiny_bundles):
+    from experiments.evaluate import _trained_elsewhere
+
+    policy = load_policy(tiny_bundles["discrete"])                  # built with {}
+    same = _trained_elsewhere({"p": (policy, None)}, "personarl/AgentRouting-v0",
+                              {"horizon": 20})
+    other = _trained_elsewhere({"p": (policy, None)}, "personarl/AgentRouting-v0",
+                               {"horizon": 5})
+    assert same == {} and "dims, horizon differ" in other["p"][0]

@@ -68,6 +68,10 @@ class PolicyClient:
         import httpx
 
         self.url = url.rstrip("/")
+        if api_key is not None and not (api_key.isascii() and api_key.isprintable()
+                                        and " " not in api_key and api_key):
+            raise ConfigError("the API key must be printable ASCII without spaces (as the "
+                              "server requires: HTTP header values are ASCII)")
         headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 
@@ -89,11 +93,20 @@ class PolicyClient:
             raise ConfigError(f"{self.url}{path}: cannot reach the server ({exc})") from None
         if r.status_code != 200:
             raise ConfigError(f"{self.url}{path} answered {r.status_code}: {r.text[:300]}")
-        return r.json()
+        try:
+            return r.json()
+        except ValueError:
+            raise ConfigError(f"{self.url}{path} answered 200 with something that is not "
+                              f"JSON ({r.text[:80]!r}): is this a PersonaRL server?") from None
 
     def policy(self) -> dict[str, Any]:
         """``GET /v1/policy``: the served bundles' specs and the traffic split."""
-        return self._call("GET", "/v1/policy")
+        answer = self._call("GET", "/v1/policy")
+        if not isinstance(answer, dict) or not isinstance(answer.get("bundles"), dict) or \
+                not isinstance(answer["bundles"].get("primary"), dict):
+            raise ConfigError(f"{self.url}/v1/policy answered without bundles.primary "
+                              f"({str(answer)[:80]}): is this a PersonaRL server?")
+        return answer
 
     def env(self, **overrides: Any) -> Any:
         """The env of the primary bundle (``served_env``)."""
@@ -114,6 +127,10 @@ class PolicyClient:
                  signals: Mapping[str, float] | None = None) -> dict[str, Any]:
         """``POST /v1/feedback``: the reward (and ``done``, signals) of a served decision;
         safe to retry (the same feedback again is acknowledged, not recorded twice)."""
+        values = {"reward": reward, **dict(signals or {})}
+        bad = {k: v for k, v in values.items() if not np.isfinite(float(v))}
+        if bad:
+            raise ConfigError(f"feedback for {decision_id}: {bad} must be finite numbers")
         return self._call("POST", "/v1/feedback", {
             "decision_id": decision_id, "reward": float(reward), "done": bool(done),
             "signals": {k: float(v) for k, v in (signals or {}).items()}})
