@@ -17,7 +17,6 @@ last decision). The server's decision logs then hold whole episodes that
 
 from __future__ import annotations
 
-import logging
 import os
 import secrets
 import sys
@@ -37,12 +36,11 @@ from personarl.seeds import MAX_EPISODES, MAX_SEED
 
 __all__ = ["simulate_users", "main"]
 
-log = logging.getLogger(__name__)
 register_configs()
 
 
 def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True) -> dict[str, Any]:
     """Run ``episodes`` simulated users against the server at ``url``.
 
     Users are ``user-<seed>-<i>`` (so a seed gives the same users, on the same arms of a
@@ -58,7 +56,7 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
     """
     from tqdm import tqdm
 
-    from agents.serving.client import PolicyClient
+    from agents.serving.client import PolicyClient, served_env
 
     check_int("episodes", episodes, 1, MAX_EPISODES)
     check_int("seed", seed, 0, MAX_SEED - 1)
@@ -67,7 +65,7 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
     decisions = 0
     with PolicyClient(url, api_key=api_key) as client:
         spec = client.policy()["bundles"]["primary"]
-        env = client.env(info_level="none")
+        env = served_env(spec, info_level="none")
         obs, _ = env.reset(seed=seed)
         for i in tqdm(range(episodes), desc="simulated users", unit="user",
                       disable=None if progress else True, leave=False):

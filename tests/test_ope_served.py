@@ -259,3 +259,15 @@ def test_a_bundle_built_for_another_env_config_is_evaluated_with_a_warning(tiny_
     other = _trained_elsewhere({"p": (policy, None)}, "personarl/AgentRouting-v0",
                                {"horizon": 5})
     assert same == {} and "dims, horizon differ" in other["p"][0]
+
+
+def test_a_start_after_a_torn_servings_line_is_still_read(tmp_path):
+    from agents.serving.decision_log import (SERVINGS, DataWarning, read_servings,
+                                             record_serving)
+
+    record_serving(tmp_path, {"time": 1.0, "arms": []})
+    with open(tmp_path / SERVINGS, "a") as f:
+        f.write('{"time": 2.0, "ar')                      # a crash mid-line
+    record_serving(tmp_path, {"time": 3.0, "arms": []})
+    with pytest.warns(DataWarning, match=r"skipped 1 line\(s\).*line 2"):
+        assert [e["time"] for e in read_servings(tmp_path)] == [1.0, 3.0]

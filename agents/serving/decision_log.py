@@ -443,8 +443,15 @@ def record_serving(root: str | Path, serving: Mapping[str, Any]) -> None:
     """Append ``serving`` (a JSON object: what a starting server serves) to the root's
     ``servings.jsonl``, flushed to disk before the server answers anything."""
     path = Path(root) / SERVINGS
-    with path.open("a", encoding="utf-8") as f:
-        f.write(jsonio.dumps(dict(serving), sort_keys=True) + "\n")
+    with path.open("a+b") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():                 # after a torn last line (a crash), start a new line
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+            f.seek(0, os.SEEK_END)
+            if torn:
+                f.write(b"\n")
+        f.write((jsonio.dumps(dict(serving), sort_keys=True) + "\n").encode("utf-8"))
         f.flush()
         os.fsync(f.fileno())
 
