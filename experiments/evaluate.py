@@ -350,14 +350,18 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
             r = v["estimates"][e]
             if r["ci_low"] is not None:             # a percentile interval may exclude the
                 ax.vlines(i, r["ci_low"], r["ci_high"], color="C0")   # estimate itself
-            ax.plot([i], [r["estimate"]], "o", color="C0",
-                    mfc="white" if r["model_error"] == "not included" else "C0")
+            fixed = r["model_error"] == "not included"
+            ax.plot([i], [r["estimate"]], "o", color="C0", mfc="white" if fixed else "C0",
+                    label=("estimate, 95% CI (model held fixed)" if fixed else
+                           "estimate, 95% CI"))
         ax.axhline(v["truth"]["value"], color="k", ls="--", lw=1, label="true value")
         ax.axhspan(v["truth"]["ci_low"], v["truth"]["ci_high"], color="k", alpha=0.1)
         ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
         ax.set_title(f"{short_label(p)} ({_acting(v['exploration'])})", fontsize=10)
         ax.set_ylabel("value (return per episode)")
-        ax.legend(fontsize=8)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))           # one entry per kind of mark
+        ax.legend(unique.values(), unique.keys(), fontsize=7)
     fig.tight_layout()
     save_figure(fig, path)
 
