@@ -28,7 +28,7 @@ from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatS
                                    satisfaction, style_rewards, style_vectors)
 from personarl.backend import resolve_backend
 from envs.batched import (BoxActions, DiscreteActions, InfoTable, RecordCore, column_slices,
-                           copy_records, lane_field, linear_weights)
+                           copy_records, linear_weights)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from personarl.errors import ConfigError
@@ -121,18 +121,8 @@ class AdaptationCore(RecordCore):
         out = {name: self._out[:, j] for j, name in enumerate(kernels.STEP_FLOATS)}
         self._step_views = {"satisfaction": out["satisfaction"], "thumb": out["thumb"]}
 
-    # each field of the lanes' record, as an array over the lanes (a view)
-    traits = lane_field("traits")
-    weights = lane_field("weights")
-    target = lane_field("target")
-    importance = lane_field("importance")
-    perceived = lane_field("perceived")
-    last_style = lane_field("last_style")
-    t = lane_field("t")
-    primary = lane_field("primary")
-    group = lane_field("group")
-    consent = lane_field("consent")
-    is_bot = lane_field("is_bot")
+    lane_fields = ("traits", "weights", "target", "importance", "perceived", "last_style",
+                   "t", "primary", "group", "consent", "is_bot")
 
     def lane_ranges(self) -> dict[str, tuple[int, int]]:
         """``RecordCore.lane_ranges``: the turn."""

@@ -517,6 +517,16 @@ class RecordCore(BaseCore):
     truth: "InfoTable"
     _bound: Any = None
     _truth_stale: bool = True
+    #: record fields a subclass reads as attributes — ``core.t`` is ``core.lanes["t"]``,
+    #: an array over the lanes (a view); ``lane_field`` names one under another name
+    lane_fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.__dict__.get("lane_fields", ()):
+            if name in cls.__dict__:
+                raise TypeError(f"{cls.__name__}.{name} is both a lane field and an attribute")
+            setattr(cls, name, lane_field(name))
 
     def _allocate(self, record: np.dtype, obs_size: int) -> None:
         """The lanes' records and observations, and a core that has not started: an empty

@@ -29,7 +29,7 @@ import numpy as np
 from envs import intervention_kernels as kernels
 from personarl.backend import resolve_backend
 from envs.batched import (DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
-                           lane_field, linear_weights)
+                           linear_weights)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
@@ -130,32 +130,15 @@ class InterventionCore(RecordCore):
                             "opted_out_this_step": flag["opted_out_this_step"],
                             "acted": flag["acted"]}
 
-    # each field of the lanes' record, as an array over the lanes (a view)
-    latent = lane_field("latent")
-    tone_fit = lane_field("tone_fit")
-    sociability = lane_field("sociability")
-    shock_prob = lane_field("shock_prob")
-    baseline_engagement = lane_field("baseline_engagement")
-    mixture = lane_field("mixture")
-    offset_exp = lane_field("offset_exp")
-    day_noise = lane_field("day_noise")
-    exo = lane_field("exo")
-    counts = lane_field("counts")
+    lane_fields = ("latent", "tone_fit", "sociability", "shock_prob", "baseline_engagement",
+                   "mixture", "offset_exp", "day_noise", "exo", "counts", "t", "last_action",
+                   "last_complied", "primary", "group", "table_id", "weekday0", "consent",
+                   "is_bot", "opted_out")
+
     def lane_ranges(self) -> dict[str, tuple[int, int]]:
         """``RecordCore.lane_ranges``: the step, the last action, the epoch."""
         return {"t": (0, self.horizon), "last_action": (0, self.K - 1),
                 "table_id": (0, len(self.sampler.tables) - 1)}
-
-    t = lane_field("t")
-    last_action = lane_field("last_action")
-    last_complied = lane_field("last_complied")
-    primary = lane_field("primary")
-    group = lane_field("group")
-    table_id = lane_field("table_id")
-    weekday0 = lane_field("weekday0")
-    consent = lane_field("consent")
-    is_bot = lane_field("is_bot")
-    opted_out = lane_field("opted_out")
 
     @property
     def state(self) -> State:

@@ -163,12 +163,8 @@ class RoutingCore(RecordCore):
             column_rates=self.response.column_rates(np.array([False, True])),
             kind=kernels.COLUMN_KINDS)
 
-    # each field of the lanes' record, as an array over the lanes (a view)
-    t = lane_field("t")
-    mixture = lane_field("weights")
-    is_bot = lane_field("is_bot")
-    consent = lane_field("consent")
-    group = lane_field("group")
+    lane_fields = ("t", "is_bot", "consent", "group")
+    mixture = lane_field("weights")          # the latent mixture, as the other envs name it
 
     def lane_ranges(self) -> dict[str, tuple[int, int]]:
         """``RecordCore.lane_ranges``: the step, the task, the mode, the epoch, the device."""
