@@ -136,45 +136,50 @@ def _shares(servings: list[dict[str, Any]], which: np.ndarray, arms: np.ndarray
             ) -> np.ndarray:
     """``(N, 2)``: the serving arm's share and the other arm's, per decision, from the
     server start in force when it was made (``which``)."""
-    table = [{a["arm"]: float(a.get("share", 0.0)) for a in e["arms"]} for e in servings]
     out = np.zeros((len(which), 2))
-    for i, (k, arm) in enumerate(zip(which, arms)):
-        shares = table[k]
-        out[i, 0] = shares.get(arm, 0.0)
-        out[i, 1] = sum(v for name, v in shares.items() if name != arm)
+    for k in np.unique(which):
+        shares = {a["arm"]: float(a.get("share", 0.0)) for a in servings[k]["arms"]}
+        total = sum(shares.values())
+        for name, share in shares.items():
+            out[(which == k) & (arms == name)] = share, total - share
     return out
 
 
-def _first_feedback(feedback: pa.Table, where: str) -> tuple[dict[str, int], np.ndarray,
-                                                              np.ndarray, int]:
-    """``(decision id -> row, reward, done, repeated)``: each decision's first feedback
-    row, as the server keeps it (a ``DataWarning`` names a later row that differs)."""
+def _feedback_of(ids: np.ndarray, feedback: pa.Table, where: str
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Each decision's first feedback, as the server keeps it: ``(has (N,), reward (N,),
+    done (N,), repeated rows, rows for decisions not in ids)``; a ``DataWarning`` names a
+    later row whose reward differs from the first."""
     from agents.serving.decision_log import DataWarning
 
-    ids = feedback.column("decision_id").to_pylist()
+    column = feedback.column("decision_id")
+    if column.null_count:
+        raise DataError(f"{where}: column 'decision_id' is null at row "
+                        f"{column.to_pylist().index(None)}")
+    fb_ids = np.array(column.to_pylist(), dtype=object)
     reward = column_vector(feedback, "reward", where, numbers_only=True)
     # null reads as not done: what the server writes when a client does not say
-    done = np.array([v is True for v in feedback.column("done").to_pylist()])
+    done = np.array([v is True for v in feedback.column("done").to_pylist()], dtype=bool)
     bad = ~np.isfinite(reward)
     if bad.any():
         row = int(np.argmax(bad))
         raise DataError(f"{where}: column 'reward' is not finite at row {row} (decision_id "
-                        f"{ids[row]!r})")
-    first: dict[str, int] = {}
-    repeated = 0
-    for row, did in enumerate(ids):
-        if did is None:
-            raise DataError(f"{where}: column 'decision_id' is null at row {row}")
-        if did in first:
-            repeated += 1
-            if reward[row] != reward[first[did]]:
-                warnings.warn(f"{where}: decision_id {did!r} has feedback rows with different "
-                              f"rewards ({reward[first[did]]!r} first, then {reward[row]!r} at "
-                              f"row {row}); the first is used, as the server keeps it",
-                              DataWarning, stacklevel=3)
-        else:
-            first[did] = row
-    return first, reward, done, repeated
+                        f"{fb_ids[row]!r})")
+    if not len(fb_ids):
+        return np.zeros(len(ids), bool), np.full(len(ids), np.nan), np.zeros(len(ids), bool), 0, 0
+    known, first, which = np.unique(fb_ids, return_index=True, return_inverse=True)
+    differs = reward != reward[first][which]          # np.unique: the first occurrence
+    if differs.any():
+        row = int(np.argmax(differs))
+        warnings.warn(f"{where}: decision_id {fb_ids[row]!r} has feedback rows with different "
+                      f"rewards ({reward[first[which[row]]]!r} first, then {reward[row]!r} at "
+                      f"row {row}); the first is used, as the server keeps it",
+                      DataWarning, stacklevel=3)
+    pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+    has = known[pos] == ids
+    row = first[pos]
+    return (has, np.where(has, reward[row], np.nan), has & done[row],
+            len(fb_ids) - len(known), int((~np.isin(known, ids)).sum()))
 
 
 def _describe_exploration(decisions: pa.Table) -> tuple[str, Any]:
@@ -275,7 +280,8 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
                         f"env_config {env_config} ends every episode within {horizon} "
                         f"decisions (steps 0..{horizon - 1}); {len(past)} decision(s) at or "
                         "past the horizon: the log is not from that env")
-    first, reward, done, repeated = _first_feedback(feedback, f)
+    has, reward, done, repeated, orphans = _feedback_of(np.array(ids, dtype=object),
+                                                        feedback, f)
     episode_ids = _strings(decisions, "episode_id")
     counts = dict.fromkeys(REASONS, 0)
     if horizon == 1:                 # a decision is an episode: no episode_id is needed
@@ -310,14 +316,14 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
         if arm is not None and any(arms[r] != arm for r in rows):
             counts["other_arm"] += 1
             continue
-        if any(ids[r] not in first for r in rows):
+        if not has[rows].all():
             counts["no_feedback"] += 1
             continue
-        ends = [bool(done[first[ids[r]]]) for r in rows]
+        ends = done[rows]
         if horizon > 1 and not ends[-1]:
             counts["not_finished"] += 1
             continue
-        if any(ends[:-1]):
+        if ends[:-1].any():
             counts["done_early"] += 1
             continue
         sticky = {user_ids[r] is not None for r in rows}
@@ -338,7 +344,6 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
     action = column_vector(decisions, "action", d, numbers_only=True)[rows]
     propensity = column_vector(decisions, "propensity", d, numbers_only=True)[rows]
     probs: np.ndarray | None = column_matrix(decisions, "action_probs", d)[rows]
-    fb_rows = np.array([first[ids[r]] for r in rows])
     own = decisions.column("arm_propensity").to_pylist()
     if arm is not None:
         propensity = np.array([own[r] for r in rows], dtype=float)
@@ -360,10 +365,10 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
         exploration=mode, epsilon=epsilon, decisions=n_logged, episodes=len(kept),
         not_reconstructed={k: v for k, v in counts.items() if v},
         repeated_feedback=repeated,
-        feedback_without_decision=len(set(first) - set(ids)))
+        feedback_without_decision=orphans)
     return LoggedData(episode=episode, step=step, obs=obs, action=action,
-                      reward=reward[fb_rows], propensity=propensity,
-                      done=done[fb_rows] if horizon > 1 else np.ones(len(rows), bool),
+                      reward=reward[rows], propensity=propensity,
+                      done=done[rows] if horizon > 1 else np.ones(len(rows), bool),
                       n_actions=column_matrix(decisions, "action_probs", d).shape[1],
                       action_probs=probs, meta=meta, row_labels=labels)
 
