@@ -77,9 +77,9 @@ CHATTY = ("ray", "ray.tune", "ray.rllib", "ray.data", "optuna", "httpx", "numba"
 
 def configure_console(verbose: bool) -> None:
     """Quiet by default: the console shows our warnings and errors and the apps' own
-    progress bars and result lines — not our INFO lines, nor other libraries' logging,
-    deprecation or future warnings (they still reach the job's log file where the library
-    logs through ``logging``). ``verbose=true`` shows everything."""
+    progress bars and result lines. Our INFO lines go to the job's log file only; the
+    ``CHATTY`` libraries' logging below ERROR and every deprecation or future warning are
+    dropped. ``verbose=true`` shows everything. A warning shown is one line."""
     warnings.formatwarning = _one_line_warning
     if verbose:
         return

@@ -134,7 +134,8 @@ def _trained_elsewhere(policies: dict[str, Any], env_id: str, kwargs: dict[str, 
 
     out = {}
     for label, (policy, _) in policies.items():
-        env = getattr(policy, "spec", {}).get("env") if hasattr(policy, "spec") else None
+        spec = getattr(policy, "spec", None)               # bundles have one, baselines not
+        env = spec.get("env") if isinstance(spec, dict) else None
         if isinstance(env, dict):
             differ = env_differences(env_id, kwargs, env["id"], env.get("config") or {})
             if differ:
