@@ -100,19 +100,29 @@ def _env_of(path: str, env_id: str, kwargs: Any, data: Any) -> Callable[[int], A
 
 
 def _read_data(cfg: DictConfig) -> Any:
-    """The logged data ``data=`` names: a Parquet file (``experiments.collect``) or a
-    server's decision-log directory (``ope.served``, one ``arm`` of it if given).
+    """The logged data ``data=`` names — a Parquet file (``experiments.collect``) or a
+    server's decision-log directory (``ope.served``, one ``arm`` of it if given) — or, with
+    ``registry=`` and ``model=``, every episode one version served in the log directories
+    servers recorded in the registry (``Registry.record_serving``).
 
     Raises:
-        ConfigError: ``data`` does not exist, or ``arm`` is given for a file.
+        ConfigError: neither or both of ``data`` and ``registry``; ``data`` does not exist;
+            ``arm`` given for a file; a registry version never served.
+        RegistryError: an unknown registry, model, stage or version.
         DataError: the data cannot be read (naming what is wrong).
     """
     from ope.files import read_logged
     from ope.served import from_decision_logs
 
-    path = Path(cfg.data)
     if cfg.arm is not None and not isinstance(cfg.arm, str):
         raise ConfigError(f"arm={cfg.arm!r} must be an arm's name (primary, candidate) or null")
+    if (cfg.data is None) == (cfg.registry is None):
+        raise ConfigError("give exactly one of data=<a logged.parquet file or a server's "
+                          "decision_logs dir> or registry=<dir> with model=<name> (got "
+                          f"data={cfg.data!r}, registry={cfg.registry!r})")
+    if cfg.registry is not None:
+        return _served_version(cfg)
+    path = Path(cfg.data)
     if path.is_dir():
         return from_decision_logs(path, arm=cfg.arm)
     if not path.is_file():
@@ -124,6 +134,40 @@ def _read_data(cfg: DictConfig) -> Any:
                           f"data={cfg.data!r} is a file from experiments.collect (one "
                           "behaviour policy): drop arm=")
     return read_logged(path)
+
+
+def _served_version(cfg: DictConfig) -> Any:
+    """Every whole episode a registry version served (``_read_data``), with its own
+    propensities, from each log directory recorded for it that still exists."""
+    from agents.serving.registry import Registry, version_label
+    from ope.served import from_decision_logs
+
+    if cfg.model is None:
+        raise ConfigError("registry= needs model=<name> (python -m experiments.registry "
+                          "action=list shows the names)")
+    if cfg.version is None and cfg.stage is None:
+        raise ConfigError(f"registry= needs version=<number> or stage=<production|staging|"
+                          f"…>: which version of {cfg.model!r} to evaluate the decisions of")
+    registry = Registry(cfg.registry)
+    _, entry = registry.resolve(cfg.model, version=cfg.version,
+                                stage=None if cfg.version is not None else cfg.stage)
+    label = f"{cfg.model} v{entry['version']}"
+    recorded = registry.log_dirs(cfg.model, entry["version"])
+    found = [d for d in recorded if d.is_dir()]
+    if not found:
+        gone = f" (recorded, no longer there: {[str(d) for d in recorded]})" if recorded else ""
+        raise ConfigError(f"{label} has no decision logs{gone}: a server records its log_dir "
+                          f"in the registry when it serves a version (python -m "
+                          f"experiments.serve registry={cfg.registry} model={cfg.model} "
+                          f"version={entry['version']})")
+    for d in recorded:
+        if d not in found:
+            log.warning("%s: decision-log directory %s is recorded but no longer there; "
+                        "evaluating the others", label, d)
+    data = from_decision_logs(found, arm=cfg.arm,
+                              version=version_label(cfg.model, entry["version"]))
+    data.meta["registry"] = f"{label} in registry {registry.root}"
+    return data
 
 
 def _trained_elsewhere(policies: dict[str, Any], env_id: str, kwargs: dict[str, Any]
@@ -226,11 +270,12 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     from ope.evaluate import (combine_diagnostics, estimate, normalised_error, rank_study,
                               recommend)
     data = _read_data(cfg)
+    source = str(Path(cfg.data).resolve()) if cfg.data is not None else data.meta["source"]
     env_id, kwargs = data.meta.get("env_id"), data.meta.get("env_config", {})
     if not env_id:
-        raise ConfigError(f"{cfg.data} has no env_id in its metadata; cannot simulate the "
+        raise ConfigError(f"{source} has no env_id in its metadata; cannot simulate the "
                           "ground truth")
-    make_env = _env_of(cfg.data, env_id, kwargs, data)
+    make_env = _env_of(source, env_id, kwargs, data)
     s = _settings(cfg, data)
     policies = {}
     for spec in cfg.policies:
@@ -315,7 +360,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     choice, reason = recommend(data, combine_diagnostics(
         [v["diagnostics"] for v in results.values()]), r2, common)
     summary = dict(
-        data=dict(path=str(Path(cfg.data).resolve()), env_id=env_id, episodes=data.n_episodes,
+        data=dict(path=source, env_id=env_id, episodes=data.n_episodes,
                   decisions=data.n, max_episode_length=data.max_episode_length,
                   meta=data.meta),
         model=dict(kind="cross-fitted reward model" if data.max_episode_length == 1 else
@@ -454,13 +499,17 @@ def _provenance(d: dict[str, Any], meta: dict[str, Any]) -> str:
         return (f"{shape} logged by `{meta.get('behaviour', '?')}` with {exploration}; data "
                 f"`{d['path']}`; {env}")
     lost = meta["not_reconstructed"]
-    return (f"{shape} rebuilt from a server's decision logs `{d['path']}` "
+    logs = (f"the decision logs of {meta['registry']} (`{d['path']}`)" if "registry" in meta
+            else f"a server's decision logs `{d['path']}`")
+    return (f"{shape} rebuilt from {logs} "
             f"({meta['decisions']:,} decisions logged), served by {meta['arms']}, with "
             f"{exploration}; {env} "
             + ("Not rebuilt: " + "; ".join(f"{REASONS[k]}: {v:,}" for k, v in lost.items())
                + "." if lost else "Every logged decision is in a rebuilt episode.")
             + (f" {meta['repeated_feedback']:,} repeated feedback rows ignored (the first "
-               "kept)." if meta.get("repeated_feedback") else ""))
+               "kept)." if meta.get("repeated_feedback") else "")
+            + (f" {len(meta['log_dirs_without']):,} recorded log directories hold none of its "
+               "decisions." if meta.get("log_dirs_without") else ""))
 
 
 def _acting(x: dict[str, Any]) -> str:

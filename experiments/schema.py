@@ -233,7 +233,11 @@ class IntervalSchema:
 class EvaluateSchema:
     """``experiments.evaluate`` (``configs/evaluate.yaml``)."""
 
-    data: str = "???"                   # required
+    data: Optional[str] = None          # a file or a log dir; or registry= and model=
+    registry: Optional[str] = None
+    model: Optional[str] = None
+    stage: Optional[str] = None
+    version: Optional[int] = None
     # lists, checked by experiments.evaluate itself (its message shows the list syntax)
     policies: Any = field(default_factory=lambda: ["greedy", "random"])
     exploration: ExplorationSchema = field(default_factory=ExplorationSchema)

@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
-from agents.serving.registry import Registry
+from agents.serving.registry import Registry, version_label
 from agents.serving.loader import load_policy
 from agents.serving.exploration import Exploration
 from agents.serving.traffic import TRAFFIC_MODES, Arm, Decider
@@ -38,7 +38,7 @@ from personarl.errors import ConfigError
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
 
-__all__ = ["build_decider", "settings_from", "main"]
+__all__ = ["build_decider", "open_server", "settings_from", "main"]
 
 log = logging.getLogger(__name__)
 #: the server process's GIL switch interval (seconds); see main()
@@ -64,7 +64,12 @@ def _arm(cfg: DictConfig, name: str, ref: Any, registry: Registry | None, seed: 
                                       max_file_bytes=limit)
     else:
         policy, entry = registry.load(cfg.model, stage=ref, seed=seed, max_file_bytes=limit)
-    return Arm(name, f"{cfg.model}:v{entry['version']}", policy)
+    return Arm(name, version_label(cfg.model, entry["version"]), policy)
+
+
+def _registry_version(label: str) -> int:
+    """The version number in an arm's label ``<model>:v<N>`` (``version_label``)."""
+    return int(label.rsplit(":v", 1)[1])
 
 
 def build_decider(cfg: DictConfig, start: int = 0) -> Decider:
@@ -183,22 +188,36 @@ def check_address(host: str, port: int) -> None:
                           f"({exc.strerror or exc})") from None
 
 
+def open_server(cfg: DictConfig, run_dir: Path) -> tuple[Any, Decider, Any]:
+    """``(settings, decider, app)`` for a serve config: the bundles loaded, the address
+    checked, the decision logs opened (``create_app`` takes their locks and records this
+    start in ``servings.jsonl``) and, when serving from a registry, the log directory
+    recorded for each version that decides (``Registry.record_serving``).
+
+    Raises:
+        ConfigError, BundleError, RegistryError: as ``build_decider`` and ``settings_from``.
+    """
+    from agents.serving.decision_log import read_servings
+    from agents.serving.server import create_app
+
+    settings = settings_from(cfg, run_dir)
+    decider = build_decider(cfg, start=len(read_servings(settings.log_dir)))
+    check_address(cfg.host, cfg.port)       # before create_app writes anything
+    app = create_app(decider, settings)     # takes the logs' locks
+    if cfg.registry is not None:            # evaluate registry=… finds the logs there
+        served = [_registry_version(a.version) for a in decider.arms
+                  if a.name != "shadow"]  # a shadow's choices are not decisions
+        Registry(cfg.registry).record_serving(cfg.model, served, settings.log_dir)
+    return settings, decider, app
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="serve")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point: check the config, load the bundles, run uvicorn."""
-    from agents.serving.server import create_app
-
     run_dir = Path(HydraConfig.get().runtime.output_dir)
 
-    def start() -> tuple[Any, Any, Any]:
-        from agents.serving.decision_log import read_servings
-
-        settings = settings_from(cfg, run_dir)
-        decider = build_decider(cfg, start=len(read_servings(settings.log_dir)))
-        check_address(cfg.host, cfg.port)       # before create_app writes anything
-        return settings, decider, create_app(decider, settings)  # takes the logs' locks
-
-    settings, decider, app = run_app("serve", cfg, start, run_dir, user_errors=(ValueError,))
+    settings, decider, app = run_app("serve", cfg, lambda: open_server(cfg, run_dir), run_dir,
+                                     user_errors=(ValueError,))
     import gc
 
     import uvicorn

@@ -6,8 +6,8 @@
 The search space is ``sweep.space`` (``configs/sweep/<name>.yaml``): keys of the training
 config, nested as in the config (``agent: {lr: ...}``), each ``{type: loguniform|uniform|int,
 low, high}`` or ``{type: choice, values: [...]}``. Every trial runs ``experiments.job.train`` — the same code as a single
-run — with the sampled keys set, in ``tune/<trial>/run/`` under the sweep's Hydra run
-directory (Tune's own storage is ``tune/``), reserving ``sweep.cpus_per_trial`` CPUs and
+run — with the sampled keys set, in ``trials/<trial>/`` under the sweep's Hydra run
+directory (Tune's own storage, ``tune/``, is kept apart), reserving ``sweep.cpus_per_trial`` CPUs and
 sampling in its own process (``agent.num_env_runners=0``). A trial reports ``objective``
 to Tune after every iteration (the training episodic return, which ASHA compares at its
 rungs) and, once trained, the final evaluation return on the training population.
@@ -132,14 +132,16 @@ def _with(base: dict[str, Any], values: Mapping[str, Any]) -> DictConfig:
     return cfg
 
 
-def _trial(config: dict[str, Any], base: dict[str, Any], group: str) -> None:
-    """One trial: ``experiments.job.train`` with the sampled keys, reporting to Tune."""
+def _trial(config: dict[str, Any], base: dict[str, Any], group: str, root: str) -> None:
+    """One trial: ``experiments.job.train`` with the sampled keys, reporting to Tune, in
+    ``<root>/trials/<trial>/``: outside Tune's own storage (``tune/``), which Tune copies
+    while trials run (a file a trial renamed meanwhile failed that copy)."""
     from ray import tune
 
     from experiments.job import train
 
     cfg = _with(base, config)
-    run_dir = Path(tune.get_context().get_trial_dir()) / "run"
+    run_dir = Path(root) / "trials" / Path(tune.get_context().get_trial_dir()).name
     last: dict[str, float] = {}
 
     def report(row: dict[str, Any]) -> None:
@@ -261,7 +263,8 @@ def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iteration
     base["progress"] = False
     with ray_session(cfg, run_dir):
         tuner = tune.Tuner(
-            tune.with_resources(tune.with_parameters(_trial, base=base, group=run_dir.name),
+            tune.with_resources(tune.with_parameters(_trial, base=base, group=run_dir.name,
+                                                     root=str(run_dir)),
                                 {"cpu": s.cpus_per_trial}),
             param_space=_domains(space),
             tune_config=tune.TuneConfig(
@@ -282,7 +285,8 @@ def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iteration
             trials.append(dict(config=r.config, objective=m.get("objective"),
                                eval_return=m.get("eval_return"),
                                iterations=m.get("training_iteration"),
-                               finished=bool(m.get("done_training")), path=str(r.path),
+                               finished=bool(m.get("done_training")),
+                               path=str(run_dir / "trials" / Path(r.path).name),
                                error=str(r.error) if r.error else None))
         # the search's ranking: final evaluation for trained trials, the last reported
         # objective for trials ASHA stopped

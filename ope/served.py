@@ -28,15 +28,18 @@ is a latent variable of the behaviour: Precup, Sutton & Singh 2000 need only the
 probability of each action given the history). ``b_arm`` of the serving arm is its logged
 ``arm_propensity``; the other arm's follows from the mixture, ``(propensity − share_served ·
 arm_propensity) / share_other``. The full distribution over actions of such a decision is
-not logged, so these logs carry no ``action_probs``. With ``arm=<name>`` only the episodes
-that arm served wholly are kept, evaluated with ``arm_propensity``.
+not logged, so these logs carry no ``action_probs``. With ``arm=<name>`` (or
+``version=<label>``) only the episodes that arm (version) served wholly are kept, evaluated
+with ``arm_propensity`` — their full distribution kept only where no other arm shared the
+traffic. Several log directories (a version served by more than one server) are joined
+into one log of their episodes.
 """
 
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -54,7 +57,7 @@ REASONS = {
     "done_early": "episodes with feedback saying done before their last decision",
     "reused_episode_id": "episode ids used for more than one episode (a step logged twice)",
     "steps": "episodes whose steps do not count 0, 1, … (a step missing)",
-    "other_arm": "episodes not served wholly by the requested arm",
+    "other_arm": "episodes not served wholly by the requested arm or version",
     "mixed_assignment": "episodes with decisions both with and without a user_id",
 }
 
@@ -182,15 +185,14 @@ def _feedback_of(ids: np.ndarray, feedback: pa.Table, where: str
             len(fb_ids) - len(known), int((~np.isin(known, ids)).sum()))
 
 
-def _describe_exploration(decisions: pa.Table) -> tuple[str, Any]:
-    """The exploration the log records (one setting, or each one found) and its ε."""
-    modes = sorted({m for m in decisions.column("exploration").to_pylist() if m is not None})
-    eps = sorted({e for e in decisions.column("epsilon").to_pylist() if e is not None})
-    mode = modes[0] if len(modes) == 1 else "/".join(modes) or "?"
-    return mode, (eps[0] if len(eps) == 1 else eps or None)
+def _explorations(decisions: pa.Table) -> tuple[list[str], list[float]]:
+    """The exploration modes and ε values the decisions record (each one found)."""
+    return ([m for m in set(decisions.column("exploration").to_pylist()) if m is not None],
+            [e for e in set(decisions.column("epsilon").to_pylist()) if e is not None])
 
 
-def _describe_arms(servings: list[dict[str, Any]], which: np.ndarray, arm: str | None) -> str:
+def _describe_arms(servings: list[dict[str, Any]], which: np.ndarray, arm: str | None,
+                   version: str | None = None) -> str:
     """The arms behind the kept decisions, with their shares of traffic, in words."""
     seen = []
     for k in sorted(set(which.tolist())):
@@ -198,37 +200,111 @@ def _describe_arms(servings: list[dict[str, Any]], which: np.ndarray, arm: str |
             text = f"{a.get('arm')} {a.get('version')} ({float(a.get('share', 0)):.0%})"
             if a.get("share") and text not in seen:
                 seen.append(text)
-    if arm is not None:
-        return f"{arm} only, with its own propensities (of {', '.join(seen)})"
+    chosen = " ".join(x for x in (arm, version) if x is not None)
+    if chosen:
+        return f"{chosen} only, with its own propensities (of {', '.join(seen)})"
     return ", ".join(seen) + (" — the split's mixture" if len(seen) > 1 else "")
 
 
-def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
-    """The decision logs under ``root`` (a server's ``log_dir``) as episodes.
+def from_decision_logs(roots: str | Path | Sequence[str | Path], arm: str | None = None,
+                       version: str | None = None) -> LoggedData:
+    """The decision logs under ``roots`` (a server's ``log_dir``, or several) as episodes.
 
     Args:
-        root: the directory holding ``decisions/``, ``feedback/`` and ``servings.jsonl``.
+        roots: a directory holding ``decisions/``, ``feedback/`` and ``servings.jsonl``, or
+            a list of them (their episodes are joined; a directory without a decision of
+            the selection is skipped and counted in ``meta['log_dirs_without']``).
         arm: ``None`` — every decision, as one behaviour policy (the traffic split's
             mixture; see the module doc); an arm's name (``primary``, ``candidate``) —
             only the episodes that arm served wholly, with its own propensities.
+        version: a version label as the server logs it (``routing:v2``, ``sha256:…``) —
+            only the episodes that version served wholly, with its own propensities
+            (combined with ``arm``: both must hold).
 
     Returns:
         ``LoggedData`` with ``meta``: ``source``, ``env_id``, ``env_config``, ``horizon``,
         ``behaviour`` (the version labels that served), ``arms``, ``exploration``,
         ``epsilon``, ``decisions`` (all logged), ``episodes`` (rebuilt),
         ``not_reconstructed`` (reason -> count, see ``REASONS``), ``repeated_feedback``,
-        ``feedback_without_decision``.
+        ``feedback_without_decision``, ``log_dirs`` and ``log_dirs_without``.
+        ``action_probs`` is kept only where no other arm shared the traffic.
 
     Raises:
-        DataError: no decisions, continuous actions, no ``servings.jsonl``, arms built for
-            different envs, a decision logged twice, a step at or past the env's horizon,
+        DataError: no decisions (of the selection), continuous actions, no
+            ``servings.jsonl``, bundles built for different envs (arms, server starts or
+            log directories), a decision logged twice, a step at or past the env's horizon,
             no episode that could be rebuilt (saying why), or a null / ragged / non-finite
             value in a column used here.
     """
+    from envs.registration import env_differences
+
+    many = not isinstance(roots, (str, Path))
+    dirs = [Path(r) for r in roots] if many else [Path(roots)]
+    if not dirs:
+        raise DataError("no decision-log directory given")
+    selection = " and ".join(x for x in (arm and f"arm={arm!r}",
+                                         version and f"version={version!r}") if x)
+    parts, empty = [], []
+    for root in dirs:
+        part = _read_root(root, arm, version, strict=not many)
+        (parts if part is not None else empty).append(part or root)
+    if not parts:
+        raise DataError(f"none of the decision-log directories {[str(d) for d in dirs]} holds "
+                        f"a decision{' of ' + selection if selection else ''}")
+    first = parts[0]
+    for part in parts[1:]:
+        differ = env_differences(*first["env"], *part["env"])
+        if differ:
+            raise DataError(f"{first['root']} and {part['root']} were served by bundles built "
+                            f"for different envs ({first['env'][0]} with {first['env'][1]}; "
+                            f"{part['env'][0]} with {part['env'][1]}; {', '.join(differ)} "
+                            "differ); their decisions are not one behaviour policy's")
+    counts = {k: sum(p["counts"][k] for p in parts) for k in REASONS}
+    n_logged = sum(p["n_logged"] for p in parts)
+    if not any(len(p["lengths"]) for p in parts):
+        why = "; ".join(f"{REASONS[k]}: {v}" for k, v in counts.items() if v)
+        where = dirs[0] if not many else [str(d) for d in dirs]
+        raise DataError(f"none of the {n_logged} decisions under {where} forms a whole "
+                        f"episode ({why or 'no feedback at all'})")
+    lengths = np.concatenate([p["lengths"] for p in parts])
+    probs = [p["action_probs"] for p in parts]
+    modes = sorted({m for p in parts for m in p["modes"]})
+    eps = sorted({e for p in parts for e in p["epsilons"]})
+    horizon = first["horizon"]
+    meta = dict(
+        source=", ".join(str(p["root"]) for p in parts), env_id=first["env"][0],
+        env_config=first["env"][1], horizon=horizon,
+        behaviour=", ".join(sorted({v for p in parts for v in p["versions"]})),
+        arms="; ".join(dict.fromkeys(p["arms"] for p in parts)),
+        exploration=modes[0] if len(modes) == 1 else "/".join(modes) or "?",
+        epsilon=eps[0] if len(eps) == 1 else eps or None, decisions=n_logged,
+        episodes=len(lengths), not_reconstructed={k: v for k, v in counts.items() if v},
+        repeated_feedback=sum(p["repeated"] for p in parts),
+        feedback_without_decision=sum(p["orphans"] for p in parts),
+        log_dirs=[str(p["root"]) for p in parts], log_dirs_without=[str(r) for r in empty])
+    joined = {k: np.concatenate([p[k] for p in parts])
+              for k in ("obs", "action", "reward", "propensity", "done", "labels")}
+    return LoggedData(episode=np.repeat(np.arange(len(lengths)), lengths),
+                      step=np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
+                                                                lengths),
+                      obs=joined["obs"], action=joined["action"], reward=joined["reward"],
+                      propensity=joined["propensity"],
+                      done=joined["done"] if horizon > 1 else np.ones(len(joined["action"]),
+                                                                       bool),
+                      n_actions=first["n_actions"],
+                      action_probs=None if any(q is None for q in probs)
+                      else np.concatenate(probs),
+                      meta=meta, row_labels=joined["labels"])
+
+
+def _read_root(root: Path, arm: str | None, version: str | None, strict: bool
+               ) -> dict[str, Any] | None:
+    """One log directory's whole episodes of the selection (``from_decision_logs``): their
+    rows in episode and step order, with what was not rebuilt and why. ``None`` when the
+    directory holds no decision of the selection — an error instead when ``strict``."""
     from agents.serving.decision_log import read_log
     from envs.registration import describe
 
-    root = Path(root)
     if not (root / "decisions").is_dir():
         raise DataError(f"{root} holds no decisions/ folder; give a server's log_dir (the "
                         "run directory's decision_logs/)")
@@ -236,7 +312,9 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
     d, f = f"{root} decisions", f"{root} feedback"
     n_logged = decisions.num_rows
     if n_logged == 0:
-        raise DataError(f"no decisions logged under {root}")
+        if strict:
+            raise DataError(f"no decisions logged under {root}")
+        return None
     if decisions.column("action").null_count == n_logged:
         raise DataError("the decision log holds continuous actions; the estimators here are "
                         "for discrete actions")
@@ -256,13 +334,24 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
                         f"{model.to_pylist().index(None)}; every decision names its model")
     shas = model.to_pylist()
     arms = _strings(decisions, "arm")
+    labels = _strings(decisions, "version")
     which = _serving_index(servings, column_vector(decisions, "time", d))
     mine = np.ones(n_logged, bool)
-    if arm is not None:
-        known = sorted({a for a in arms if a is not None})
-        if arm not in known:
-            raise DataError(f"arm={arm!r} served no decision under {root}; arms: {known}")
-        mine = arms == arm
+    for key, value, column in (("arm", arm, arms), ("version", version, labels)):
+        if value is None:
+            continue
+        if value not in set(column.tolist()):
+            if not strict:
+                return None
+            known = sorted({x for x in column.tolist() if x is not None})
+            raise DataError(f"{key}={value!r} served no decision under {root}; {key}s: "
+                            f"{known}")
+        mine &= column == value
+    if not mine.any():
+        if strict:
+            raise DataError(f"arm={arm!r} and version={version!r} together served no "
+                            f"decision under {root}")
+        return None
     env_id, env_config = _envs(root, servings, which[mine], arms[mine],
                                [sha for sha, m in zip(shas, mine) if m])
     try:
@@ -299,6 +388,7 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
             groups.setdefault(e, []).append(row)
 
     user_ids = _strings(decisions, "user_id")
+    selected = arm is not None or version is not None
     kept: list[list[int]] = []
     for rows in groups.values():
         order = [steps[r] for r in rows]
@@ -313,7 +403,7 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
         elif horizon > 1:
             counts["steps"] += 1
             continue
-        if arm is not None and any(arms[r] != arm for r in rows):
+        if selected and not mine[rows].all():
             counts["other_arm"] += 1
             continue
         if not has[rows].all():
@@ -331,46 +421,35 @@ def from_decision_logs(root: str | Path, arm: str | None = None) -> LoggedData:
             counts["mixed_assignment"] += 1
             continue
         kept.append(rows)
-    if not kept:
-        why = "; ".join(f"{REASONS[k]}: {v}" for k, v in counts.items() if v)
-        raise DataError(f"none of the {n_logged} decisions under {root} forms a whole "
-                        f"episode ({why or 'no feedback at all'})")
 
-    rows = np.array([r for episode in kept for r in episode])
-    lengths = np.array([len(e) for e in kept])
+    rows = np.array([r for episode in kept for r in episode], dtype=np.int64)
+    lengths = np.array([len(e) for e in kept], dtype=np.int64)
     episode = np.repeat(np.arange(len(kept)), lengths)
-    step = np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    obs = column_matrix(decisions, "observation", d)[rows]
-    action = column_vector(decisions, "action", d, numbers_only=True)[rows]
     propensity = column_vector(decisions, "propensity", d, numbers_only=True)[rows]
-    probs: np.ndarray | None = column_matrix(decisions, "action_probs", d)[rows]
-    own = decisions.column("arm_propensity").to_pylist()
-    if arm is not None:
-        propensity = np.array([own[r] for r in rows], dtype=float)
-        probs = None                 # the arm's own distribution is not logged
+    all_probs = column_matrix(decisions, "action_probs", d)
+    probs: np.ndarray | None = all_probs[rows]
+    own = np.array(decisions.column("arm_propensity").to_pylist(), dtype=float)[rows]
+    shares = _shares(servings, which[rows], arms[rows])
+    shared = shares[:, 1] > 0                    # another arm took part of the traffic
+    if selected:
+        propensity = own                         # the arm's own distribution is not logged
+        probs = None if shared.any() else probs
     else:
-        shares = _shares(servings, which[rows], arms[rows])
-        two_arms = (shares[:, 1] > 0) & np.array([user_ids[r] is not None for r in rows])
+        two_arms = shared & np.array([user_ids[r] is not None for r in rows], dtype=bool)
         if two_arms.any():
-            mine = np.array([own[r] for r in rows], dtype=float)
-            propensity = _sticky_propensities(propensity, mine, shares, arms[rows], episode,
+            propensity = _sticky_propensities(propensity, own, shares, arms[rows], episode,
                                               two_arms)
             probs = None
-    labels = np.array([ids[r] for r in rows], dtype=object)
-    versions = sorted({str(v) for v in decisions.column("version").take(rows).to_pylist()})
-    mode, epsilon = _describe_exploration(decisions.take(rows))
-    meta = dict(
-        source=str(root), env_id=env_id, env_config=env_config, horizon=horizon,
-        behaviour=", ".join(versions), arms=_describe_arms(servings, which[rows], arm),
-        exploration=mode, epsilon=epsilon, decisions=n_logged, episodes=len(kept),
-        not_reconstructed={k: v for k, v in counts.items() if v},
-        repeated_feedback=repeated,
-        feedback_without_decision=orphans)
-    return LoggedData(episode=episode, step=step, obs=obs, action=action,
-                      reward=reward[rows], propensity=propensity,
-                      done=done[rows] if horizon > 1 else np.ones(len(rows), bool),
-                      n_actions=column_matrix(decisions, "action_probs", d).shape[1],
-                      action_probs=probs, meta=meta, row_labels=labels)
+    modes, eps = _explorations(decisions.take(rows))
+    return dict(
+        root=root, env=(env_id, env_config), horizon=horizon, n_logged=n_logged,
+        n_actions=all_probs.shape[1], counts=counts, repeated=repeated, orphans=orphans,
+        lengths=lengths, obs=column_matrix(decisions, "observation", d)[rows],
+        action=column_vector(decisions, "action", d, numbers_only=True)[rows],
+        reward=reward[rows], propensity=propensity, done=done[rows], action_probs=probs,
+        labels=np.array([ids[r] for r in rows], dtype=object),
+        versions={str(v) for v in decisions.column("version").take(rows).to_pylist()},
+        arms=_describe_arms(servings, which[rows], arm, version), modes=modes, epsilons=eps)
 
 
 def _sticky_propensities(mixture: np.ndarray, own: np.ndarray, shares: np.ndarray,

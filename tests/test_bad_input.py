@@ -63,7 +63,8 @@ MATRIX: dict[str, dict[str, tuple[list[str], str]]] = {
                     "('softmax' was renamed 'sample')"),
     },
     "evaluate": {
-        "missing": ([], "missing required argument(s): data=<value>"),
+        "missing": ([], "give exactly one of data=<a logged.parquet file or a server's "
+                        "decision_logs dir> or registry=<dir> with model=<name>"),
         "unknown_key": (["data={data}", "gama=0.9"], "gama"),
         "wrong_type": (["data={data}", "gamma=high"], "gamma=high"),
         "out_of_range": (["data={data}", "gamma=2"], "gamma=2"),

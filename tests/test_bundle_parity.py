@@ -20,15 +20,20 @@ from experiments.job import export_checkpoint
 from experiments.schema import register_configs
 from experiments.job import train
 from experiments.wiring import env_kwargs
+from tests.readme import command, overrides
 
 from .test_train_run import SMALL_PPO, SMOKE, load
 
 ROOT = Path(__file__).resolve().parents[1]
 register_configs()
 TOL = 1e-5
+#: the README's runs of other envs (their own experiment overlays, so smoke's is spelt out)
+OTHER_ENVS = ["checkpoint.every=1", "progress=false", "eval.baseline_warmup_steps=50",
+              "eval.baseline_warmup_envs=64"]
 CASES = {
     "ppo-discrete": ["agent=ppo"],
-    "ppo-continuous": ["agent=ppo", "env=adaptation", "env.action_mode=continuous"],
+    "ppo-continuous": [*overrides("experiment=adaptation_continuous"), *OTHER_ENVS],
+    "ppo-intervention-discrete": [*overrides("experiment=intervention"), *OTHER_ENVS],
     "sb3-discrete": ["agent=sb3_ppo"],
     "sb3-continuous": ["agent=sb3_ppo", "env=adaptation", "env.action_mode=continuous"],
 }
@@ -38,8 +43,8 @@ CASES = {
 def runs(ray_session, tmp_path_factory):
     """One tiny training run per case (the bundle is written at the end of each)."""
     out = {}
-    for case, overrides in CASES.items():
-        cfg = load(*SMOKE, *SMALL_PPO, *overrides, "budget=2048", "eval.episodes=32",
+    for case, extra in CASES.items():
+        cfg = load(*SMOKE, *SMALL_PPO, *extra, "budget=2048", "eval.episodes=32",
                    "eval.baselines=[random]")
         run = tmp_path_factory.mktemp(case)
         result = train(cfg, run)
@@ -117,10 +122,10 @@ def test_bundle_matches_the_trained_policy(runs, case):
 def test_export_command_and_refusals(runs, tmp_path):
     _, run, _ = runs["ppo-discrete"]
     checkpoint = sorted((run / "checkpoints").glob("iter_*"))[-1]
-    out = subprocess.run([sys.executable, "-m", "experiments.export",
-                          f"checkpoint={checkpoint}", f"out={tmp_path / 'b'}",
-                          f"hydra.run.dir={tmp_path / 'hydra'}"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(command("experiments.export", {           # as the README says
+        "outputs/<date>/<time>/checkpoints/iter_000214": checkpoint,
+        "bundles/routing": tmp_path / "b"}, [f"hydra.run.dir={tmp_path / 'hydra'}"]),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"bundle: {tmp_path / 'b'}" in out.stdout
     # the same policy: the same outputs (not necessarily the same bytes — the exporter's node

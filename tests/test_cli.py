@@ -17,7 +17,7 @@ COMMANDS = ("report", "registry")
 CASES = [
     # app, arguments, what the one line names (the whole matrix of apps × kinds of bad
     # input runs in-process in tests/test_bad_input.py; these run as real processes)
-    ("evaluate", [], "cannot evaluate: missing required argument(s): data=<value>"),
+    ("export", [], "cannot export: missing required argument(s): checkpoint=<value>"),
     ("train", ["agent.lr=-1", "logger=none"], "cannot train: agent.lr=-1"),
     # what Hydra finds while composing the config: a misspelt option lists the real ones
     ("train", ["env=routng"], "cannot train: In 'train': Could not find 'env/routng'; valid: "

@@ -6,27 +6,19 @@ import json
 import os
 import re
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.readme import command
+
 ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("fastapi")
-
-
-def readme_block(heading: str) -> list[str]:
-    """The command lines of the first ``bash`` block after ``heading`` in the README."""
-    text = (ROOT / "README.md").read_text()
-    block = text[text.index(heading):]
-    block = block[block.index("```bash") + 7:]
-    return [line for line in block[:block.index("```")].splitlines() if line.strip()]
 
 
 def free_port() -> int:
@@ -67,22 +59,15 @@ def test_served_decisions_become_an_ope_report_as_the_readme_says(tmp_path):
     env = dict(os.environ, PERSONARL_PII_KEY=secrets.token_hex(32), OMP_NUM_THREADS="1")
     work = tmp_path / "work"
     work.mkdir()
-    lines = readme_block("### From served decisions to a report")
-    assert lines[0].startswith("export PERSONARL_PII_KEY=") and lines[3].startswith("kill %1")
-
-    def command(line: str) -> list[str]:
-        line = line.split("  #")[0].replace("&", "").replace("8000", str(port))
-        line = line.replace("outputs/<date>/<time>/policy", str(bundle))
-        words = shlex.split(line)
-        assert words[0] == ".venv/bin/python", line
-        return [sys.executable, *words[1:]]
-
-    server = subprocess.Popen(command(lines[1]), cwd=work, env=env, text=True,
+    fill = {"outputs/<date>/<time>/policy": bundle, "8000": port}
+    server = subprocess.Popen(command("exploration.mode=epsilon exploration.epsilon=0.2",
+                                      fill), cwd=work, env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_ready(port, server)
-        users = subprocess.run(command(lines[2]) + ["progress=false"], cwd=work, env=env,
-                               capture_output=True, text=True, timeout=300)
+        users = subprocess.run(command("experiments.simulate_users", {"8000": port},
+                                       ["progress=false"]),
+                               cwd=work, env=env, capture_output=True, text=True, timeout=300)
         assert users.returncode == 0, users.stderr
         assert users.stdout.startswith("300 simulated users")
     finally:
@@ -95,8 +80,9 @@ def test_served_decisions_become_an_ope_report_as_the_readme_says(tmp_path):
               .read_text().splitlines()]
     assert served[0]["arms"][0]["env"] == {"id": ROUTING_ID, "version": 0, "config": {"horizon": 5}}
 
-    run = subprocess.run(command(lines[4]), cwd=work, env=env, capture_output=True,
-                         text=True, timeout=300)
+    run = subprocess.run(command("evaluate data=decision_logs",
+                                 {"outputs/<date>/<time>/policy": bundle}), cwd=work, env=env,
+                         capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     report = Path(re.search(r"report: (\S+)", run.stdout).group(1))
     summary = json.loads((report.parent / "summary.json").read_text())

@@ -17,6 +17,7 @@ from ope import estimators as E
 from agents.serving.exploration import Exploration
 from ope.collect import collect, evaluation_probs, true_value
 from ope.files import read_logged
+from tests.readme import command
 from tests.reports import readability_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,20 +74,24 @@ def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
     # the README's routing journey as written (both commands on their default seed, 0)
     logged = tmp_path / "logged.parquet"
-    out = run("experiments.collect", "env.horizon=1", "episodes=10000", f"out={logged}",
-              f"hydra.run.dir={tmp_path / 'c'}", cwd=ROOT)
+    out = subprocess.run(command("collect env.horizon=1 episodes=10000", extra=[
+        f"out={logged}", f"hydra.run.dir={tmp_path / 'c'}"]), cwd=ROOT, capture_output=True,
+        text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-1500:]
     data = read_logged(logged)
     assert data.meta["env_id"] == ROUTING and data.meta["behaviour"] == "persona_router"
     assert data.meta["env_config"]["horizon"] == 1 and data.meta["epsilon"] == 0.2
     report = tmp_path / "e"
-    out = run("experiments.evaluate", f"data={logged}", f"hydra.run.dir={report}", cwd=ROOT)
+    bundle = tiny_bundles["discrete"]
+    out = subprocess.run(command("evaluate data=outputs/<date>/<time>/logged.parquet", {
+        "outputs/<date>/<time>/logged.parquet": logged, "outputs/<run>/policy": bundle},
+        [f"hydra.run.dir={report}"]), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-1500:]
     # quiet by default: the result line only (the log file has the rest)
     assert out.stderr == "" and out.stdout.count("\n") == 1, (out.stdout, out.stderr)
     assert "greedy: truth" in (report / "evaluate.log").read_text()
     summary = json.loads((report / "summary.json").read_text())
-    assert set(summary["policies"]) == {"greedy", "random"}
+    assert set(summary["policies"]) == {"greedy", "random", str(bundle)}
     est = summary["policies"]["greedy"]["estimates"]
     assert set(est) == set(E.ONE_STEP)
     for r in est.values():
@@ -94,6 +99,9 @@ def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
     # the recommended estimator is within 3 bootstrap standard errors of the truth, which
     # is simulated on users independent of the logged ones
     for name, v in summary["policies"].items():
+        if name == str(bundle):         # trained for horizon 20: off its env, warned about
+            assert "evaluated off the env it was trained on" in str(v)
+            continue
         pick = v["recommendation"]["estimator"]
         assert pick in ("sndr", "dr"), (name, v["recommendation"])
         r = v["estimates"][pick]

@@ -198,9 +198,9 @@ def test_evaluate_reads_a_file_or_a_log_directory_and_names_what_it_cannot(tmp_p
                                                     "server's decision logs"),
             (tmp_path, 3, "arm=3 must be an arm's name")]:
         with pytest.raises(ConfigError, match=message):
-            _read_data(OmegaConf.create({"data": str(data), "arm": arm}))
+            _read_data(OmegaConf.create({"data": str(data), "arm": arm, "registry": None}))
     with pytest.raises(DataError, match="holds no decisions/ folder"):
-        _read_data(OmegaConf.create({"data": str(tmp_path), "arm": None}))
+        _read_data(OmegaConf.create({"data": str(tmp_path), "arm": None, "registry": None}))
 
 
 def test_serve_refuses_arms_of_different_envs_and_restarts_draw_afresh(tiny_bundles, tmp_path):
@@ -271,3 +271,88 @@ def test_a_start_after_a_torn_servings_line_is_still_read(tmp_path):
     record_serving(tmp_path, {"time": 3.0, "arms": []})
     with pytest.warns(DataWarning, match=r"skipped 1 line\(s\).*line 2"):
         assert [e["time"] for e in read_servings(tmp_path)] == [1.0, 3.0]
+
+
+def test_a_registry_version_is_evaluated_from_every_log_dir_it_was_served_into(
+        tiny_bundles, tmp_path, monkeypatch):
+    """Servers started from a registry record their log directories in it; evaluate
+    registry=… model=… version=N joins every whole episode version N served there, with
+    its own propensities (the full distribution only where it served alone)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from agents.serving.registry import Registry, RegistryError
+    from envs import ROUTING_ID
+    from experiments.evaluate import _read_data
+    from experiments.schema import EvaluateSchema
+    from experiments.serve import open_server
+    from personarl.errors import ConfigError
+    from tests.conftest import onnx_bundle
+    from tests.readme import ROOT, overrides
+
+    monkeypatch.setenv("PERSONARL_PII_KEY", "k" * 64)
+    registry = Registry(tmp_path / "registry")
+    registry.register(tiny_bundles["discrete"], "routing")
+    registry.promote("routing", 1)
+    registry.register(onnx_bundle(tmp_path / "b2", ROUTING_ID, {}, seed=1), "routing")
+    registry.set_stage("routing", 2, "staging")
+    registry.register(onnx_bundle(tmp_path / "b3", ROUTING_ID, {}, seed=2), "routing")
+    rng = np.random.default_rng(0)
+    logged = {}
+    fill = {"outputs/registry": registry.root}
+
+    def start(name: str, args: list[str], users: int) -> None:
+        with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+            cfg = compose("serve", overrides=args + [
+                "port=0", f"log_dir={tmp_path / name}", "exploration.mode=epsilon",
+                "exploration.epsilon=0.3"])
+        _, _, app = open_server(cfg, tmp_path)
+        with TestClient(app) as c:
+            for user in range(users):
+                for step in range(3):
+                    d = c.post("/v1/act", json={"observation": obs(rng), "step": step,
+                                                "user_id": f"{name}{user}",
+                                                "episode_id": f"{name}{user}"}).json()
+                    logged[d["decision_id"]] = d
+                    c.post("/v1/feedback", json={"decision_id": d["decision_id"],
+                                                 "reward": 1.0, "done": step == 2})
+
+    # the README's two servers from the registry: production alone, then a 10% canary
+    start("single", overrides("model=routing$", fill), 6)
+    start("canary", overrides("traffic.mode=canary traffic.candidate=staging", fill), 60)
+    assert registry.log_dirs("routing", 1) == [tmp_path / "single", tmp_path / "canary"]
+    assert registry.log_dirs("routing", 2) == [tmp_path / "canary"]
+
+    def read(**keys):
+        return _read_data(OmegaConf.merge(OmegaConf.structured(EvaluateSchema), {
+            "registry": str(registry.root), "model": "routing", **keys}))
+
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):   # the README's
+        v2 = _read_data(compose("evaluate", overrides("model=routing version=2", fill)))
+    v1 = read(version=1)
+    by_arm = {v: sum(d["version"] == f"routing:v{v}" for d in logged.values()) // 3
+              for v in (1, 2)}
+    assert (v1.n_episodes, v2.n_episodes) == (by_arm[1], by_arm[2]) and by_arm[2] > 0
+    assert v1.meta["log_dirs"] == [str(tmp_path / "single"), str(tmp_path / "canary")]
+    assert "routing v1 in registry" in v1.meta["registry"]
+    own = {row["decision_id"]: row["arm_propensity"] for name in ("single", "canary")
+           for row in read_log(tmp_path / name, "decisions").to_pylist()}
+    for data in (v1, v2):          # each decision's own arm's probability, not the mixture
+        assert np.allclose(data.propensity, [own[i] for i in data.row_labels])
+        assert data.action_probs is None            # v1 shared the traffic with v2 in one
+    assert v2.meta["not_reconstructed"] == {"other_arm": by_arm[1] - 6}
+    alone = _read_data(OmegaConf.merge(OmegaConf.structured(EvaluateSchema),
+                                       {"data": str(tmp_path / "single")}))
+    assert alone.action_probs is not None and alone.n_episodes == 6
+    # mistakes name what is wrong
+    with pytest.raises(ConfigError, match="routing v3 has no decision logs.*version=3"):
+        read(version=3)
+    with pytest.raises(RegistryError, match="has no version 4"):
+        read(version=4)
+    with pytest.raises(ConfigError, match="needs version=<number> or stage="):
+        read()
+    with pytest.raises(ConfigError, match="give exactly one of data="):
+        read(version=1, data=str(tmp_path / "single"))
+    import shutil
+    shutil.rmtree(tmp_path / "single")             # a recorded directory gone: the others
+    assert read(version=1).n_episodes == by_arm[1] - 6

@@ -15,8 +15,8 @@ import pytest
 from agents.serving.bundle import BundleError, write_manifest
 from agents.serving.registry import Registry, RegistryError
 from agents.serving.loader import load_policy
+from tests.readme import lines_with
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def stages(reg: Registry, name: str = "routing") -> dict[int, str]:
@@ -196,20 +196,14 @@ def test_the_readme_registry_sequence_runs_as_written(tiny_bundles, tmp_path):
     from envs import ROUTING_ID
     from tests.conftest import onnx_bundle
 
-    text = (ROOT / "README.md").read_text()
-    block = text[text.index("**The registry**"):]
-    block = block[block.index("```bash") + 7:]
-    block = block[:block.index("```")]
     second = onnx_bundle(tmp_path / "bundles" / "second", ROUTING_ID, {}, seed=1)
     fill = {"outputs/<date>/<time>/policy": str(tiny_bundles["discrete"]),
             "<another run>/policy": str(second)}
     commands = []
-    for line in block.splitlines():
-        if "-m experiments.registry" in line:
-            line = line.split("#")[0]
-            for placeholder, path in fill.items():
-                line = line.replace(placeholder, path)
-            commands.append(line.split())
+    for line in lines_with("-m experiments.registry "):
+        for placeholder, path in fill.items():
+            line = line.replace(placeholder, path)
+        commands.append(line.split())
     expected = [{1: "none"}, {1: "production"}, {1: "production", 2: "none"},
                 {1: "production", 2: "staging"}, {1: "archived", 2: "production"},
                 {1: "production", 2: "archived"}, {1: "production", 2: "archived"}]

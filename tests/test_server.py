@@ -223,16 +223,20 @@ def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
 
     import httpx
 
+    from tests.readme import command
+
     root = Path(__file__).resolve().parents[1]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "experiments.serve", f"bundle={tiny_bundles['discrete']}",
-           f"port={port}", f"hydra.run.dir={tmp_path / 'run'}", "exploration.mode=sample"]
+    bundle = {"outputs/<date>/<time>/policy": tiny_bundles["discrete"]}
+    cmd = [sys.executable, "-m", "experiments.serve", f"bundle={tiny_bundles['discrete']}"]
     no_key = {k: v for k, v in os.environ.items() if k != "PERSONARL_PII_KEY"}
-    # without PERSONARL_PII_KEY the server starts only if identifiers are never written
-    server = subprocess.Popen(cmd + ["log.user_id=drop"], cwd=root, env=no_key,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # without PERSONARL_PII_KEY the server starts only if identifiers are never written (the
+    # README's line)
+    server = subprocess.Popen(command("log.user_id=drop", bundle, [
+        f"port={port}", f"hydra.run.dir={tmp_path / 'run'}", "exploration.mode=sample"]),
+        cwd=root, env=no_key, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60
         while True:
@@ -246,9 +250,10 @@ def test_serve_command_end_to_end_and_its_refusals(tiny_bundles, tmp_path):
             "observation": OBS, "user_id": "alice@example.com", "episode_id": "e-alice"})
         assert r.status_code == 200 and 0 < r.json()["propensity"] <= 1
         # a second server on the same log directory is refused, naming the holder
-        second = subprocess.run(cmd[:4] + ["port=0", f"log_dir={tmp_path / 'run' / 'decision_logs'}",
-                                           f"hydra.run.dir={tmp_path / 'second'}"],
-                                cwd=root, capture_output=True, text=True, timeout=60)
+        second = subprocess.run(command("log_dir=decision_logs$", {
+            **bundle, "port=8000": "port=0", "decision_logs": tmp_path / "run" / "decision_logs"},
+            [f"hydra.run.dir={tmp_path / 'second'}"]), cwd=root, capture_output=True, text=True,
+            timeout=60)
         assert second.returncode == 2, second.stdout + second.stderr
         assert f"is being written by pid {server.pid}" in second.stdout + second.stderr
     finally:

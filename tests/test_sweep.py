@@ -15,6 +15,7 @@ from hydra import compose, initialize_config_dir
 from experiments.schema import register_configs
 from experiments.sweep import check_space, rerun_seeds
 from personarl.errors import ConfigError
+from tests.readme import command
 from tests.reports import readability_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,13 +52,12 @@ def test_the_shipped_space_is_valid():
 
 
 def sweep(tmp_path: Path, name: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.sweep", "sweep=routing_small", "experiment=smoke",
-         "logger=none", "budget=3072", "agent.train_batch_size=1024",
-         "agent.minibatch_size=256", "agent.num_envs_per_env_runner=16", "eval.episodes=32",
-         "eval.baselines=[random]", "sweep.num_samples=2", "sweep.top_k=1",
-         "sweep.reruns=1", f"hydra.run.dir={tmp_path / name}",
-         f"ray.temp_dir=/tmp/ray-s{os.getpid()}"],
+    out = subprocess.run(       # the README's search, shrunk to seconds
+        command("experiments.sweep sweep=routing_small budget=", extra=[
+            "experiment=smoke", "logger=none", "budget=3072", "agent.train_batch_size=1024",
+            "agent.minibatch_size=256", "agent.num_envs_per_env_runner=16",
+            "eval.episodes=32", "sweep.num_samples=2", "sweep.top_k=1", "sweep.reruns=1",
+            f"hydra.run.dir={tmp_path / name}", f"ray.temp_dir=/tmp/ray-s{os.getpid()}"]),
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     # quiet: no Ray, Tune, Optuna or RLlib chatter, the two result lines only
@@ -71,8 +71,8 @@ def test_tiny_sweep_runs_trials_and_repeats_itself(tmp_path):
     assert len(first["trials"]) == 2 and first["best"] is not None
     for trial in first["trials"]:
         assert trial["error"] is None
-        run = Path(trial["path"]) / "run"
-        assert (run / "metrics.jsonl").exists() and str(tmp_path / "a" / "tune") in str(run)
+        run = Path(trial["path"])
+        assert (run / "metrics.jsonl").exists() and run.parent == tmp_path / "a" / "trials"
         assert set(trial["config"]) == {"agent.lr", "agent.entropy_coeff", "agent.clip_param"}
     assert first["best"]["finished"] and first["best"]["eval_return"] is not None
     # the re-run's fresh seed comes from the run's seed (0) by purpose, never the seed itself
@@ -83,8 +83,10 @@ def test_tiny_sweep_runs_trials_and_repeats_itself(tmp_path):
     assert first["winner"]["eval_returns"] == [first["reruns"][0]["eval_return"]]
     assert [t["config"] for t in first["trials"]] == [t["config"] for t in second["trials"]]
     assert first["best"]["config"] == second["best"]["config"]
-    from experiments.report import write_report                    # the sweep's report
-    write_report(tmp_path / "a", reps=200)
+    report = subprocess.run(command(                               # the sweep's report
+        "experiments.report", {"outputs/<date>/<time>": tmp_path / "a"}, ["bootstrap=200"]),
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-2000:]
     assert (tmp_path / "a" / "parameters.png").exists()
     assert readability_problems(tmp_path / "a") == []
     bad = subprocess.run([sys.executable, "-m", "experiments.sweep", "sweep=routing_small",

@@ -39,6 +39,8 @@ def test_every_option_of_every_group_composes_and_validates(group):
             extra = [f"env={option}"] if option in options("env") else []
         if group == "persona" and option != "default":   # the default shift names the
             extra = ["~eval.populations.shifted"]        # six default archetypes
+        if group == "eval" and option == "custom_example":
+            extra = ["persona=custom_example"]           # it names that persona's
         cfg = load(f"{group}={option}", *extra)
         validate(cfg)
         env_id, kwargs = env_kwargs(cfg)

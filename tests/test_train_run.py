@@ -17,6 +17,7 @@ from hydra import compose, initialize_config_dir
 from experiments.schema import register_configs
 from experiments.job import train
 from personarl.errors import ConfigError
+from tests.readme import command, overrides
 from tests.reports import readability_problems
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,9 +27,9 @@ SMALL_PPO = ["agent.train_batch_size=1024", "agent.minibatch_size=256",
              "agent.num_envs_per_env_runner=16"]
 
 
-def load(*overrides: str):
+def load(*args: str):
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
-        return compose("train", overrides=list(overrides))
+        return compose("train", overrides=list(args))
 
 
 def rows(run: Path) -> list[dict]:
@@ -54,7 +55,7 @@ def learning_part(row: dict) -> dict:
 
 
 def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_path):
-    cfg = load(*SMOKE, "agent=linucb", "eval.episodes=64")
+    cfg = load(*overrides("agent=linucb logger=none"), "experiment=smoke", "eval.episodes=64")
     result = train(cfg, tmp_path)
     for name in ("run.json", "metrics.jsonl", "summary.json", "report.md", "report.html",
                  "learning_curve.png", "archetypes_train.png", "archetypes_shifted.png"):
@@ -90,14 +91,16 @@ def test_intervention_report_has_the_false_intervention_rate(tmp_path):
 def test_same_seed_same_metrics(ray_session, tmp_path):
     runs = []
     for name in ("a", "b"):
-        train(load(*SMOKE, *SMALL_PPO, "budget=3072", "eval.episodes=32"), tmp_path / name)
+        train(load(*overrides("eval=drift"), *SMOKE, *SMALL_PPO, "budget=3072",
+                   "eval.episodes=32"), tmp_path / name)      # the README's drift run
         runs.append([learning_part(r) for r in rows(tmp_path / name)])
     assert len(runs[0]) == 3 and runs[0] == runs[1]
 
 
 @pytest.mark.slow
 def test_sb3_ppo_trains_through_the_same_config(tmp_path):
-    result = train(load(*SMOKE, *SMALL_PPO, "agent=sb3_ppo", "eval.episodes=64"), tmp_path)
+    result = train(load(*overrides("agent=sb3_ppo"), *SMOKE, *SMALL_PPO, "eval.episodes=64"),
+                   tmp_path)
     assert result["meta"]["env_steps"] >= 4096
     metrics = rows(tmp_path)
     assert "losses/value_loss" in metrics[-1] and metrics[-1]["iteration"] == len(metrics)
@@ -125,10 +128,9 @@ def test_killed_at_three_points_the_resumed_run_is_the_uninterrupted_run(tmp_pat
     from experiments.job import export_checkpoint
     from experiments.run_files import ray_session_processes
 
-    overrides = ["experiment=smoke", *SMALL_PPO, "budget=6144", "checkpoint.every=2",
+    small = ["experiment=smoke", *SMALL_PPO, "budget=6144", "checkpoint.every=2",
                  "eval.episodes=32", "eval.baselines=[random]", "logger=wandb_offline"]
-    cmd = [sys.executable, "-m", "experiments.train", *overrides,
-           f"ray.temp_dir=/tmp/ray-k{os.getpid()}"]
+    cmd = command("train experiment=smoke", extra=[*small, f"ray.temp_dir=/tmp/ray-k{os.getpid()}"])
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     ref, run = tmp_path / "ref", tmp_path / "run"
     with open(tmp_path / "ref.log", "w") as ref_log:         # runs beside the killed ones
@@ -161,7 +163,8 @@ def test_killed_at_three_points_the_resumed_run_is_the_uninterrupted_run(tmp_pat
         assert list((run / "checkpoints").glob(".tmp_iter_*"))
         attempt_killed_when(lambda: any(run.glob(".policy.tmp-*")), resume=True)  # exporting
         assert list(run.glob(".policy.tmp-*"))
-        last = subprocess.run(cmd + [f"hydra.run.dir={run}", "resume=true"], cwd=ROOT, env=env,
+        last = subprocess.run(command("resume=true", {"outputs/2026-11-23/10-00-00": run},
+                                      cmd[3:]), cwd=ROOT, env=env,     # as the README says
                               capture_output=True, text=True, timeout=300)
         assert last.returncode == 0, last.stderr[-2000:]
         assert reference.wait(timeout=300) == 0, (tmp_path / "ref.log").read_text()[-2000:]
@@ -201,17 +204,17 @@ def test_killed_at_three_points_the_resumed_run_is_the_uninterrupted_run(tmp_pat
     bundle = export_checkpoint(checkpoint, tmp_path / "bundle")
     assert (bundle / "model.onnx").is_file() and not marker.exists()
     with pytest.raises(ConfigError, match="class_and_ctor_args.pkl was changed.*trust_checkpoint"):
-        train(load(*overrides, "resume=true"), run)
+        train(load(*small, "resume=true"), run)
     assert not marker.exists()
 
 
 @pytest.mark.slow
 def test_two_by_two_multirun_writes_four_separate_complete_runs(tmp_path):
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, "-m", "experiments.train", "-m", "experiment=smoke", *SMALL_PPO,
-           "budget=2048", "eval.episodes=32", "eval.baselines=[random]",
-           "logger=wandb_offline", "agent.lr=1e-4,3e-4", "seed=0,1",
-           f"hydra.sweep.dir={sweep}", f"ray.temp_dir=/tmp/ray-m{os.getpid()}"]
+    cmd = command("train -m agent.lr", extra=[          # the README's grid, two seeds
+        "experiment=smoke", *SMALL_PPO, "budget=2048", "eval.episodes=32",
+        "eval.baselines=[random]", "logger=wandb_offline", "seed=0,1",
+        f"hydra.sweep.dir={sweep}", f"ray.temp_dir=/tmp/ray-m{os.getpid()}"])
     env = {**os.environ, "WANDB_SILENT": "true"}
     env.pop("WANDB_MODE", None)
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -27,6 +27,8 @@ is refused rather than followed.
     reg.promote("routing", 1)
     reg.resolve("routing", stage="production")         # -> (Path of the bundle, entry)
     policy, entry = reg.load("routing", stage="production")   # verified, ready to serve
+    reg.record_serving("routing", [1], "decision_logs")      # what experiments.serve does
+    reg.log_dirs("routing", 1)                           # -> the decision-log directories
 
 Imports the standard library, ``filelock`` and the serving loader only.
 """
@@ -46,11 +48,16 @@ from agents.serving.bundle import (DEFAULT_MAX_FILE_BYTES, MANIFEST_FILE, MODEL_
 from personarl import jsonio
 from personarl.errors import PersonaRLError
 
-__all__ = ["Registry", "RegistryError", "STAGES"]
+__all__ = ["Registry", "RegistryError", "STAGES", "version_label"]
 
 STAGES = ("none", "staging", "production", "archived")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _INDEX_FORMAT = 1
+
+
+def version_label(name: str, version: int) -> str:
+    """How a served registry version is named in the decision logs: ``<name>:v<N>``."""
+    return f"{name}:v{version}"
 
 
 class RegistryError(PersonaRLError, ValueError):
@@ -72,6 +79,11 @@ def _check_model(index: Path, name: str, model: Any) -> None:
             raise RegistryError(f"{where} has a version entry {str(entry)[:120]} without an "
                                 f"integer 'version', a 'stage' in {list(STAGES)} and a "
                                 "'path'")
+    for entry in model["versions"]:
+        served = entry.get("served_in", [])
+        if not isinstance(served, list) or not all(isinstance(d, str) for d in served):
+            raise RegistryError(f"{where} v{entry['version']}: 'served_in' must list "
+                                "decision-log directories")
     if not all(type(v) is int for v in model["production_history"]):
         raise RegistryError(f"{where}: production_history must list version numbers")
 
@@ -320,6 +332,30 @@ class Registry:
             self._write(index)
             entry = self._version(index["models"], name, previous)
         return dict(entry, name=name)
+
+    def record_serving(self, name: str, versions: list[int], log_dir: str | Path) -> None:
+        """Record that a server writes the decisions of ``versions`` into ``log_dir``: each
+        version's entry lists the log directories it was served into (``served_in``,
+        absolute paths, each once) — what ``experiments.evaluate registry=…`` reads.
+
+        Raises:
+            RegistryError: an unknown model or version.
+        """
+        folder = str(Path(log_dir).resolve())
+        self._require_index()
+        with self._lock:
+            index = self._read()
+            for version in versions:
+                entry = self._version(index["models"], name, version)
+                served = entry.setdefault("served_in", [])
+                if folder not in served:
+                    served.append(folder)
+            self._write(index)
+
+    def log_dirs(self, name: str, version: int) -> list[Path]:
+        """The decision-log directories servers wrote ``version``'s decisions into (as
+        ``record_serving`` recorded them; some may since have been moved or deleted)."""
+        return [Path(d) for d in self.get(name, version).get("served_in", [])]
 
     # ------------------------------------------------------------------ helpers
     def _write(self, index: dict[str, Any]) -> None:
