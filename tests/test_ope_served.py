@@ -349,6 +349,8 @@ def test_a_registry_version_is_evaluated_from_every_log_dir_it_was_served_into(
         read(version=3)
     with pytest.raises(RegistryError, match="has no version 4"):
         read(version=4)
+    with pytest.raises(RegistryError, match="no registry at .*nowhere"):
+        read(version=1, registry=str(tmp_path / "nowhere"))
     with pytest.raises(ConfigError, match="needs version=<number> or stage="):
         read()
     with pytest.raises(ConfigError, match="give exactly one of data="):

@@ -158,7 +158,12 @@ class Registry:
     def resolve(self, name: str, *, stage: str | None = None, version: int | None = None
                 ) -> tuple[Path, dict[str, Any]]:
         """``(bundle directory, entry)`` of a version given by number, or by stage (the
-        production version, or the newest version in ``staging``)."""
+        production version, or the newest version in ``staging``).
+
+        Raises:
+            RegistryError: no registry at ``root``; an unknown model, version or stage.
+        """
+        self._require_index()
         models = self._read()["models"]
         if (stage is None) == (version is None):
             raise RegistryError("give exactly one of stage= or version=")
