@@ -43,6 +43,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ope.data import DataError, LoggedData
 from ope.files import column_matrix, column_vector
@@ -361,81 +362,43 @@ def _read_root(root: Path, arm: str | None, version: str | None, strict: bool
                         f"not build here: {exc}") from None
     horizon = core.horizon
 
-    steps = decisions.column("step").to_pylist()
-    past = [i for i, s in enumerate(steps) if s is not None and s >= horizon]
-    if past:
-        i = past[0]
-        raise DataError(f"{d}: decision {ids[i]!r} has step {steps[i]}, but {env_id} with "
+    step = pc.fill_null(decisions.column("step"), -1).to_numpy()     # -1: not given
+    past = np.flatnonzero(step >= horizon)
+    if len(past):
+        i = int(past[0])
+        raise DataError(f"{d}: decision {ids[i]!r} has step {step[i]}, but {env_id} with "
                         f"env_config {env_config} ends every episode within {horizon} "
                         f"decisions (steps 0..{horizon - 1}); {len(past)} decision(s) at or "
                         "past the horizon: the log is not from that env")
     has, reward, done, repeated, orphans = _feedback_of(np.array(ids, dtype=object),
                                                         feedback, f)
-    episode_ids = _strings(decisions, "episode_id")
-    counts = dict.fromkeys(REASONS, 0)
     if horizon == 1:                 # a decision is an episode: no episode_id is needed
-        episode_ids = np.array(ids, dtype=object)
-    elif all(e is None for e in episode_ids):
-        raise DataError(f"{d}: no decision has an episode_id (clients did not send one, or "
-                        f"the server ran with log.user_id=drop), and {env_id} episodes last "
-                        f"up to {horizon} decisions: they cannot be rebuilt. Send episode_id "
-                        "and step with every /v1/act request")
-    groups: dict[str, list[int]] = {}
-    for row, e in enumerate(episode_ids):
-        if e is None:
-            counts["no_episode_id"] += 1
-        else:
-            groups.setdefault(e, []).append(row)
-
-    user_ids = _strings(decisions, "user_id")
+        group = np.arange(n_logged)
+    else:
+        # episodes numbered in the order their first decision was logged; -1: no id
+        group = pc.fill_null(decisions.column("episode_id").dictionary_encode()
+                             .combine_chunks().indices, -1).to_numpy()
+        if (group < 0).all():
+            raise DataError(f"{d}: no decision has an episode_id (clients did not send one, "
+                            f"or the server ran with log.user_id=drop), and {env_id} episodes "
+                            f"last up to {horizon} decisions: they cannot be rebuilt. Send "
+                            "episode_id and step with every /v1/act request")
+    anonymous = decisions.column("user_id").is_null().to_numpy(zero_copy_only=False)
     selected = arm is not None or version is not None
-    kept: list[list[int]] = []
-    for rows in groups.values():
-        order = [steps[r] for r in rows]
-        if len({x for x in order if x is not None}) < sum(x is not None for x in order):
-            counts["reused_episode_id"] += 1
-            continue
-        if None not in order:
-            rows = [r for _, r in sorted(zip(order, rows))]
-            if [steps[r] for r in rows] != list(range(len(rows))):
-                counts["steps"] += 1
-                continue
-        elif horizon > 1:
-            counts["steps"] += 1
-            continue
-        if selected and not mine[rows].all():
-            counts["other_arm"] += 1
-            continue
-        if not has[rows].all():
-            counts["no_feedback"] += 1
-            continue
-        ends = done[rows]
-        if horizon > 1 and not ends[-1]:
-            counts["not_finished"] += 1
-            continue
-        if ends[:-1].any():
-            counts["done_early"] += 1
-            continue
-        sticky = {user_ids[r] is not None for r in rows}
-        if len(sticky) > 1:
-            counts["mixed_assignment"] += 1
-            continue
-        kept.append(rows)
-
-    rows = np.array([r for episode in kept for r in episode], dtype=np.int64)
-    lengths = np.array([len(e) for e in kept], dtype=np.int64)
-    episode = np.repeat(np.arange(len(kept)), lengths)
+    rows, lengths, counts = _whole_episodes(group, step, horizon, mine if selected else None,
+                                            has, done, anonymous)
+    episode = np.repeat(np.arange(len(lengths)), lengths)
     propensity = column_vector(decisions, "propensity", d, numbers_only=True)[rows]
     all_probs = column_matrix(decisions, "action_probs", d)
     probs: np.ndarray | None = all_probs[rows]
-    own = np.array(decisions.column("arm_propensity").to_pylist(), dtype=float)[rows]
+    own = column_vector(decisions, "arm_propensity", d, numbers_only=True)[rows]
     shares = _shares(servings, which[rows], arms[rows])
     shared = shares[:, 1] > 0                    # another arm took part of the traffic
     if selected:
         propensity = own                         # the arm's own distribution is not logged
         probs = None if shared.any() else probs
     else:
-        two_arms = shared & np.array([user_ids[r] is not None for r in rows], dtype=bool)
+        two_arms = shared & ~anonymous[rows]
         if two_arms.any():
             propensity = _sticky_propensities(propensity, own, shares, arms[rows], episode,
                                               two_arms)
@@ -447,9 +410,73 @@ def _read_root(root: Path, arm: str | None, version: str | None, strict: bool
         lengths=lengths, obs=column_matrix(decisions, "observation", d)[rows],
         action=column_vector(decisions, "action", d, numbers_only=True)[rows],
         reward=reward[rows], propensity=propensity, done=done[rows], action_probs=probs,
-        labels=np.array([ids[r] for r in rows], dtype=object),
+        labels=np.array(ids, dtype=object)[rows],
         versions={str(v) for v in decisions.column("version").take(rows).to_pylist()},
         arms=_describe_arms(servings, which[rows], arm, version), modes=modes, epsilons=eps)
+
+
+def _whole_episodes(group: np.ndarray, step: np.ndarray, horizon: int,
+                    mine: np.ndarray | None, has: np.ndarray, done: np.ndarray,
+                    anonymous: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The whole episodes among a log's decisions (``from_decision_logs``), vectorised.
+
+    Args (all ``(N,)`` over the logged decisions):
+        group: each decision's episode (numbered in the order episodes were first logged),
+            -1 without an ``episode_id``.
+        step: its step, -1 where not given.
+        mine: whether the requested arm/version made it (``None``: no selection).
+        has, done: it has feedback; that feedback says ``done``.
+        anonymous: it was made without a ``user_id``.
+
+    Returns:
+        ``(rows, lengths, counts)``: the kept decisions' row numbers, episode after episode
+        (in ``group`` order) and step after step; each kept episode's length; and per reason
+        of ``REASONS`` how many decisions (``no_episode_id``) or episodes were not kept —
+        each episode counted under the first reason that applies: a reused id, the steps,
+        another arm, feedback missing, not finished, done early, mixed assignment.
+    """
+    counts = dict.fromkeys(REASONS, 0)
+    counts["no_episode_id"] = int((group < 0).sum())
+    named = np.flatnonzero(group >= 0)
+    order = named[np.lexsort((step[named], group[named]))]    # by episode, then step
+    if not len(order):
+        return order, np.zeros(0, np.int64), counts
+    g, s = group[order], step[order]
+    start = np.r_[True, g[1:] != g[:-1]]
+    first = np.flatnonzero(start)
+    length = np.diff(np.r_[first, len(order)])
+    last = np.r_[start[1:], True]
+    pos = np.arange(len(order)) - np.repeat(first, length)
+
+    def anywhere(x: np.ndarray) -> np.ndarray:            # per episode: any row
+        return np.logical_or.reduceat(x, first)
+
+    missing = anywhere(s < 0)
+    failed = {                                  # in the order they are checked
+        "reused_episode_id": anywhere(np.r_[False, (s[1:] == s[:-1]) & ~start[1:]] & (s >= 0)),
+        "steps": np.where(missing, horizon > 1, anywhere(s != pos)),
+        "other_arm": anywhere(~mine[order]) if mine is not None else np.zeros(len(first), bool),
+        "no_feedback": anywhere(~has[order]),
+        "not_finished": ~done[order][last] & (horizon > 1),
+        "done_early": anywhere(done[order] & ~last),
+        "mixed_assignment": anywhere(anonymous[order]) & anywhere(~anonymous[order]),
+    }
+    table = np.array(list(failed.values()))
+    reason, refused = table.argmax(axis=0), table.any(axis=0)
+    for k, n in zip(failed, np.bincount(reason[refused], minlength=len(failed))):
+        counts[k] = int(n)
+    keep = ~refused
+    return order[np.repeat(keep, length)], length[keep], counts
+
+
+def _cumprod_within(x: np.ndarray, first: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """``(N,)``: the running product of ``x`` within each episode (episodes contiguous,
+    starting at rows ``first``, ``length`` rows each), left to right."""
+    row = np.repeat(np.arange(len(first)), length)
+    pos = np.arange(len(x)) - np.repeat(first, length)
+    table = np.ones((len(first), int(length.max())))
+    table[row, pos] = x
+    return np.cumprod(table, axis=1)[row, pos]
 
 
 def _sticky_propensities(mixture: np.ndarray, own: np.ndarray, shares: np.ndarray,
@@ -457,29 +484,22 @@ def _sticky_propensities(mixture: np.ndarray, own: np.ndarray, shares: np.ndarra
                          ) -> np.ndarray:
     """Per-decision behaviour probabilities given the history, for episodes whose user kept
     their arm (``sticky`` rows) — ``B_t / B_{t-1}`` of the module doc, with the shares in
-    force at the episode's first decision; other rows keep the mixture. Arrays are over
-    the kept rows (episodes contiguous, in step order): ``mixture`` and ``own`` the logged
-    propensities, ``shares`` ``(N, 2)`` the serving arm's share and the other's, ``arm``
-    the serving arm's name."""
+    force at the episode's first decision; other rows keep the mixture (and leave ``B``
+    as it was). Arrays are over the kept rows (episodes contiguous, in step order):
+    ``mixture`` and ``own`` the logged propensities, ``shares`` ``(N, 2)`` the serving
+    arm's share and the other's, ``arm`` the serving arm's name."""
     served, other = shares[:, 0], shares[:, 1]
     # the other arm's probability of the action, from mixture = s·own + (1 − s)·other's
     # (clipped to [0, 1] against rounding only: the server computed the mixture this way)
     theirs = np.clip((mixture - served * own) / np.where(other > 0, other, 1.0), 0.0, 1.0)
-    out = mixture.copy()
-    start = np.r_[True, episode[1:] != episode[:-1]]
-    share: dict[str, float] = {}
-    path: dict[str, float] = {}          # Π_{s<t} b_arm(a_s | x_s) per arm
-    for i in range(len(mixture)):
-        if start[i]:
-            names = ("primary", "candidate") if arm[i] == "primary" else (arm[i], "primary")
-            share = dict(zip(names, (served[i], other[i])))
-            path = dict.fromkeys(names, 1.0)
-        if not sticky[i]:
-            continue
-        mine = arm[i]
-        yours = next(name for name in path if name != mine)
-        before = sum(share[k] * path[k] for k in path)
-        path[mine] *= own[i]
-        path[yours] *= theirs[i]
-        out[i] = sum(share[k] * path[k] for k in path) / before
-    return out
+    first = np.flatnonzero(np.r_[True, episode[1:] != episode[:-1]])
+    length = np.diff(np.r_[first, len(episode)])
+    at_start = np.repeat(first, length)
+    same = arm == arm[at_start]          # served by the arm of the episode's first decision
+    # Π_{s ≤ t} b(a_s | x_s) of that arm (A) and of the other (B)
+    path_a = _cumprod_within(np.where(sticky, np.where(same, own, theirs), 1.0), first, length)
+    path_b = _cumprod_within(np.where(sticky, np.where(same, theirs, own), 1.0), first, length)
+    b_t = served[at_start] * path_a + other[at_start] * path_b
+    b_before = np.r_[0.0, b_t[:-1]]
+    b_before[first] = served[first] + other[first]       # B_{-1}: every path is 1
+    return np.where(sticky, b_t / b_before, mixture)
