@@ -124,10 +124,6 @@ class AdaptationCore(RecordCore):
     lane_fields = ("traits", "weights", "target", "importance", "perceived", "last_style",
                    "t", "primary", "group", "consent", "is_bot")
 
-    def lane_ranges(self) -> dict[str, tuple[int, int]]:
-        """``RecordCore.lane_ranges``: the turn."""
-        return {"t": (0, self.horizon)}
-
     @property
     def state(self) -> ChatState:
         """Sentiment and engagement (views of the lanes' record)."""

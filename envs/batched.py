@@ -271,13 +271,19 @@ def _digest(digest: Any, value: Any, seen: set[int] | None = None) -> bool:
 PORTABLE = frozenset({"B", "rows", "backend", "with_truth"})
 
 
+def configuration_differences(mine: Mapping[str, str], theirs: Mapping[str, str]
+                              ) -> list[str]:
+    """The attributes whose digests differ between two ``BaseCore.configuration`` mappings,
+    sorted — what makes two cores simulate different things (``PORTABLE`` aside)."""
+    return sorted(k for k in {*mine, *theirs} - PORTABLE if mine.get(k) != theirs.get(k))
+
+
 def _configuration_problems(mine: Mapping[str, str], theirs: Any) -> list[str]:
     """Why a state's saved ``configuration`` is not this core's (``BaseCore.configuration``)."""
     if not isinstance(theirs, Mapping):
         return [f"'configuration' is a {type(theirs).__name__}, not the mapping "
                 "get_state() saves"]
-    differ = sorted(k for k in set(mine) | set(theirs)
-                    if k not in PORTABLE and mine.get(k) != theirs.get(k))
+    differ = configuration_differences(mine, theirs)
     if not differ:
         return []
     return [f"it was saved under another configuration of the env ({', '.join(differ)} "
@@ -551,8 +557,14 @@ class RecordCore(BaseCore):
         """The valid values (inclusive) of the record's index fields — a step index, a
         task, an epoch — which the kernels use to index tables: ``set_state`` refuses a
         state whose lanes or pool hold others (a hand-edited or corrupted file), which
-        NumPy would fail on and compiled code would read past an array with."""
-        return {}
+        NumPy would fail on and compiled code would read past an array with. Here the
+        fields every env's record may have — the step ``t`` (``0..horizon``) and the
+        population epoch ``table_id`` — and an env adds its own."""
+        names = self.record.names
+        ranges = {"t": (0, self.horizon)} if "t" in names else {}
+        if "table_id" in names:
+            ranges["table_id"] = (0, len(self.sampler.tables) - 1)
+        return ranges
 
     def _value_problems(self, state: Mapping[str, Any]) -> list[str]:
         problems = []

@@ -136,9 +136,8 @@ class InterventionCore(RecordCore):
                    "is_bot", "opted_out")
 
     def lane_ranges(self) -> dict[str, tuple[int, int]]:
-        """``RecordCore.lane_ranges``: the step, the last action, the epoch."""
-        return {"t": (0, self.horizon), "last_action": (0, self.K - 1),
-                "table_id": (0, len(self.sampler.tables) - 1)}
+        """``RecordCore.lane_ranges``, and the last action."""
+        return {**super().lane_ranges(), "last_action": (0, self.K - 1)}
 
     @property
     def state(self) -> State:

@@ -286,10 +286,10 @@ def env_differences(env_id: str, config: Mapping[str, Any], other_id: str,
     Raises:
         ConfigError: either config does not build.
     """
-    from envs.batched import PORTABLE
+    from envs.batched import configuration_differences
 
     if record(env_id).id != record(other_id).id:
         return ["env id"]
     mine = describe(env_id, config).configuration()
     theirs = describe(other_id, other_config).configuration()
-    return sorted(k for k in {*mine, *theirs} - PORTABLE if mine.get(k) != theirs.get(k))
+    return configuration_differences(mine, theirs)

@@ -167,10 +167,9 @@ class RoutingCore(RecordCore):
     mixture = lane_field("weights")          # the latent mixture, as the other envs name it
 
     def lane_ranges(self) -> dict[str, tuple[int, int]]:
-        """``RecordCore.lane_ranges``: the step, the task, the mode, the epoch, the device."""
-        return {"t": (0, self.horizon), "task": (0, len(TASK_TYPES) - 1),
-                "mode": (0, self.sampler.num_archetypes - 1),
-                "table_id": (0, len(self.sampler.tables) - 1), "device": (0, len(DEVICES) - 1)}
+        """``RecordCore.lane_ranges``, and the task, the mode and the device."""
+        return {**super().lane_ranges(), "task": (0, len(TASK_TYPES) - 1),
+                "mode": (0, self.sampler.num_archetypes - 1), "device": (0, len(DEVICES) - 1)}
 
     # ------------------------------------------------------------------ users
     def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

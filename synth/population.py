@@ -150,6 +150,19 @@ class Population:
         return top2[:, 1] - top2[:, 0]
 
 
+def _primary_largest(gammas: np.ndarray, primary: np.ndarray) -> np.ndarray:
+    """Dirichlet weights ``(n, A)`` from gamma draws (normalised in place), with each row's
+    largest weight swapped onto its ``primary`` archetype."""
+    w = gammas
+    w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
+    top = w.argmax(axis=1)
+    swap = np.flatnonzero(top != primary)
+    t, p = top[swap], primary[swap]
+    w_top, w_pri = w[swap, t], w[swap, p]
+    w[swap, t], w[swap, p] = w_pri, w_top
+    return w
+
+
 class PopulationSampler:
     """Samples batches of users from a ``PopulationConfig``.
 
@@ -227,14 +240,12 @@ class PopulationSampler:
         one_epoch = len(self.tables) == 1
         primary = categorical(self.proportions[0] if one_epoch else self.proportions[table_id],
                               rng.random(n))
-        if compiled:
-            w = rng.standard_gamma(self._concentrations(primary, table_id))
-        else:
-            w = self.sample_weights(primary, table_id, rng)
+        w = rng.standard_gamma(self._concentrations(primary, table_id))
         offset = rng.normal(0.0, self.trait_noise, size=(n, len(TRAITS)))
         u = rng.random((n, 6))
         if compiled:
             return self._finish_compiled(w, primary, offset, u, time, table_id)
+        w = _primary_largest(w, primary)
         device_probs = (w @ self._device[0] if one_epoch
                         else np.einsum("na,nad->nd", w, self._device[table_id]))
         is_bot = u[:, 2] < cfg.bot_fraction
@@ -286,14 +297,8 @@ class PopulationSampler:
                        rng: np.random.Generator) -> np.ndarray:
         """Mixture weights given the primary archetype: anchored Dirichlet, then the swap
         that makes ``primary`` the largest weight."""
-        w = rng.standard_gamma(self._concentrations(primary, table_id))
-        w /= np.maximum(w.sum(axis=1, keepdims=True), 1e-300)
-        top = w.argmax(axis=1)
-        swap = np.flatnonzero(top != primary)
-        t, p = top[swap], primary[swap]
-        w_top, w_pri = w[swap, t], w[swap, p]
-        w[swap, t], w[swap, p] = w_pri, w_top
-        return w
+        return _primary_largest(rng.standard_gamma(self._concentrations(primary, table_id)),
+                                primary)
 
     def traits_of(self, weights: np.ndarray, offset_exp: np.ndarray,
                   table_id: np.ndarray) -> np.ndarray:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from personarl.backend import kernel
+from synth.population import _EPS           # the clip of the trait means
 
 __all__ = ["finish_users"]
-
-_EPS = 1e-6                      # the clip of the trait means (synth.population._EPS)
 
 
 @kernel
