@@ -34,7 +34,7 @@ from agents.serving.registry import Registry, version_label
 from agents.serving.loader import load_policy
 from agents.serving.exploration import Exploration
 from agents.serving.traffic import TRAFFIC_MODES, Arm, Decider
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, check_api_key
 from personarl.identifiers import PII_KEY_VARIABLE, Pseudonymiser
 from personarl.seeds import stream_seed
 
@@ -148,7 +148,7 @@ def settings_from(cfg: DictConfig, run_dir: Path) -> Any:
         ConfigError: ``log.user_id`` invalid; a ``PERSONARL_PII_KEY`` that is too short; an
             API key that is empty or not printable ASCII.
     """
-    from agents.serving.server import USER_ID_MODES, ServerSettings, check_api_key
+    from agents.serving.server import USER_ID_MODES, ServerSettings
 
     mode = cfg.log.user_id
     if mode not in USER_ID_MODES:

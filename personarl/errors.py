@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "PersonaRLError", "ConfigError", "ResetNeededError", "InvalidActionError", "DataError",
-    "check_range", "check_int", "check_flag",
+    "check_range", "check_int", "check_flag", "check_api_key",
 ]
 
 
@@ -80,3 +80,21 @@ def check_int(name: str, value: int, low: int, high: int | None = None) -> int:
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ConfigError(f"{name}={value!r} is outside the valid range {bound}")
     return v
+
+
+def check_api_key(key: str | None, name: str = "PERSONARL_API_KEY") -> None:
+    """Refuse an API key (the server's, from ``name``, or a client's) that an HTTP header
+    cannot carry as it is — printable ASCII without spaces — without echoing it.
+
+    Raises:
+        ConfigError: naming the first bad character's position, or an empty key.
+    """
+    if key is None:
+        return
+    for i, ch in enumerate(key):
+        if not (ch.isascii() and ch.isprintable() and ch != " "):
+            raise ConfigError(f"{name} has a character at position {i} that is not "
+                              "printable ASCII (HTTP header values are ASCII; use e.g. "
+                              "$(openssl rand -hex 32))")
+    if not key:
+        raise ConfigError(f"{name} is empty; leave it unset to go without a key")

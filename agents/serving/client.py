@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, check_api_key
 
 __all__ = ["PolicyClient", "served_env"]
 
@@ -68,10 +68,7 @@ class PolicyClient:
         import httpx
 
         self.url = url.rstrip("/")
-        if api_key is not None and not (api_key.isascii() and api_key.isprintable()
-                                        and " " not in api_key and api_key):
-            raise ConfigError("the API key must be printable ASCII without spaces (as the "
-                              "server requires: HTTP header values are ASCII)")
+        check_api_key(api_key, "api_key")          # what the server requires of its key
         headers = {"X-API-Key": api_key} if api_key else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
 

@@ -70,10 +70,10 @@ from agents.serving.loader import ModelOutputError, ObservationError
 from agents.serving.server_logs import ServerLogs, feedback_fingerprint
 from agents.serving.traffic import Decider, Decisions
 from personarl import jsonio
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, check_api_key
 from personarl.identifiers import Pseudonymiser
 
-__all__ = ["create_app", "ServerSettings", "check_api_key", "USER_ID_MODES", "LAG_PERIOD"]
+__all__ = ["create_app", "ServerSettings", "USER_ID_MODES", "LAG_PERIOD"]
 
 #: the event-loop lag monitor's sampling period (seconds)
 LAG_PERIOD = 0.01
@@ -141,24 +141,6 @@ class ServerSettings:
 
 
 USER_ID_MODES = ("hash", "drop")
-
-
-def check_api_key(key: Optional[str]) -> None:
-    """Refuse an API key that an HTTP header cannot carry as it is (printable ASCII, no
-    spaces), without echoing it.
-
-    Raises:
-        ConfigError: naming the first bad character's position.
-    """
-    if key is None:
-        return
-    for i, ch in enumerate(key):
-        if not (ch.isascii() and ch.isprintable() and ch != " "):
-            raise ConfigError(f"PERSONARL_API_KEY has a character at position {i} that is not "
-                              "printable ASCII (HTTP header values are ASCII; use e.g. "
-                              "$(openssl rand -hex 32))")
-    if not key:
-        raise ConfigError("PERSONARL_API_KEY is empty; unset it to serve without a key")
 
 
 def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
