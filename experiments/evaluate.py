@@ -36,7 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.serving.exploration import Exploration
 from experiments.cli import check_command_line, run_app
-from experiments.rendering import Block, human, save_figure, short_label, write_reports
+from experiments.rendering import (Block, human, number, save_figure, short_label,
+                                   write_reports)
 from experiments.schema import register_configs
 from experiments.wiring import flatten, load_policy_spec
 from personarl import jsonio
@@ -412,10 +413,6 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-def _num(x: float | None, undefined: str = "—") -> str:
-    return undefined if x is None else f"{x:.4f}"
-
-
 def _ci(r: dict[str, Any]) -> str:
     if r["ci_low"] is None:
         return "—"
@@ -467,9 +464,9 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
                              "undefined resamples", "lower bound (EB)", "normalised error",
                              "CI covers truth"], [
             [e + (" (recommended)" if e == pr["estimator"] else ""),
-             _num(r["estimate"], "undefined"), _num(r["se"]), _ci(r),
+             number(r["estimate"], missing="undefined"), number(r["se"]), _ci(r),
              f"{r['undefined_share']:.1%}",
-             _num(r["lower_bound"]), _num(r["normalised_error"]),
+             number(r["lower_bound"]), number(r["normalised_error"]),
              "—" if r["covers_truth"] is None else "yes" if r["covers_truth"] else "no"]
             for e, r in v["estimates"].items()])))
     b += [("h2", "Ranking of the policies"),

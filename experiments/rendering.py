@@ -31,6 +31,12 @@ CSS = ("body{font-family:system-ui,sans-serif;max-width:70em;margin:2em auto;pad
        "code{background:#f3f3f3;padding:0 3px;border-radius:3px}")
 
 
+def number(x: float | None, fmt: str = ".4f", missing: str = "—") -> str:
+    """A number in a report's table: ``format(x, fmt)``, or ``missing`` where there is none
+    (``None`` or NaN: an undefined estimate, a seed without an evaluation)."""
+    return missing if x is None or x != x else format(x, fmt)
+
+
 def human(value: Any, digits: int = 4) -> str:
     """``value`` as a person reads it: a float to ``digits`` significant figures (``nan``
     and ``inf`` as words), a mapping as ``key = value`` pairs, a list item by item."""

@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 from scipy import stats
 
 from experiments.cli import check_command_line, run_app
-from experiments.rendering import Block, human, save_figure, write_reports
+from experiments.rendering import Block, human, number, save_figure, write_reports
 from experiments.schema import register_configs
 from experiments.run_files import MetricsLog, read_json_object
 from experiments.wiring import HASH_EXCLUDED, flatten
@@ -246,10 +246,6 @@ def write_report(root: Path, reps: int = 2000, seed: int = 0) -> dict[str, Any]:
     return dict(best=best, table=table, runs=len(runs))
 
 
-def _f(x: float, fmt: str = ".4f") -> str:
-    return "—" if x != x else format(x, fmt)
-
-
 def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str, Any] | None,
             n_runs: int, curves: bool) -> list[Block]:
     b: list[Block] = [
@@ -262,12 +258,12 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
         ("p", f"**Best configuration: {best}**."),
         ("table", (["configuration", "runs", "seeds", "mean", "95% CI", "IQM", "IQM 95% CI",
                     "P(best > it)"], [
-            [r["configuration"], str(r["runs"]), r["seeds"], _f(r["mean"]),
-             f"[{_f(r['ci_low'])}, {_f(r['ci_high'])}]", _f(r["iqm"]),
-             f"[{_f(r['iqm_ci_low'])}, {_f(r['iqm_ci_high'])}]",
+            [r["configuration"], str(r["runs"]), r["seeds"], number(r["mean"]),
+             f"[{number(r['ci_low'])}, {number(r['ci_high'])}]", number(r["iqm"]),
+             f"[{number(r['iqm_ci_low'])}, {number(r['iqm_ci_high'])}]",
              "—" if r["p_best_beats_it"] != r["p_best_beats_it"] else
-             f"{r['p_best_beats_it']:.2f} [{_f(r['p_ci_low'], '.2f')}, "
-             f"{_f(r['p_ci_high'], '.2f')}]"]
+             f"{number(r['p_best_beats_it'], '.2f')} [{number(r['p_ci_low'], '.2f')}, "
+             f"{number(r['p_ci_high'], '.2f')}]"]
             for r in table])),
         ("img", "learning_curves.png") if curves else
         ("p", "No learning curves: no run logged two points of its training return (a run "
@@ -281,8 +277,7 @@ def _blocks(root: Path, table: list[dict[str, Any]], best: str, sweep: dict[str,
               ("table", (["trial", *keys, "objective", "final eval", "iterations",
                           "trained"], [
                   [str(i), *[human(t["config"].get(k)) for k in keys],
-                   _f(t["objective"] if t["objective"] is not None else float("nan")),
-                   _f(t["eval_return"] if t["eval_return"] is not None else float("nan")),
+                   number(t["objective"]), number(t["eval_return"]),
                    str(t["iterations"]), "yes" if t["finished"] else "stopped"]
                   for i, t in enumerate(sweep["trials"])])),
               ("img", "parameters.png")]

@@ -35,7 +35,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import check_command_line, run_app
+from experiments.cli import check_command_line, configure_console, run_app
 from experiments.rendering import human
 from experiments.run_files import stop_ray_leftovers
 from experiments.schema import register_configs
@@ -132,6 +132,11 @@ def _with(base: dict[str, Any], values: Mapping[str, Any]) -> DictConfig:
     return cfg
 
 
+def _trial_dir(root: Path, tune_trial_dir: str | Path) -> Path:
+    """Where a trial's run lives: ``<root>/trials/<the name of Tune's trial folder>``."""
+    return root / "trials" / Path(tune_trial_dir).name
+
+
 def _trial(config: dict[str, Any], base: dict[str, Any], group: str, root: str) -> None:
     """One trial: ``experiments.job.train`` with the sampled keys, reporting to Tune, in
     ``<root>/trials/<trial>/``: outside Tune's own storage (``tune/``), which Tune copies
@@ -141,7 +146,7 @@ def _trial(config: dict[str, Any], base: dict[str, Any], group: str, root: str) 
     from experiments.job import train
 
     cfg = _with(base, config)
-    run_dir = Path(root) / "trials" / Path(tune.get_context().get_trial_dir()).name
+    run_dir = _trial_dir(Path(root), tune.get_context().get_trial_dir())
     last: dict[str, float] = {}
 
     def report(row: dict[str, Any]) -> None:
@@ -250,12 +255,12 @@ def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iteration
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-    import optuna
-
-    if not cfg.get("verbose"):                      # it announces every study it creates
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     from experiments.job import ray_session
+
+    # importing Optuna sets its logger to INFO (it announces every study it creates): the
+    # console's levels are set again after it, as ray_session does after RLlib's import
+    configure_console(bool(cfg.get("verbose", False)))
 
     s = cfg.sweep
     base = OmegaConf.to_container(cfg, resolve=True)
@@ -286,7 +291,7 @@ def _search(cfg: DictConfig, run_dir: Path, space: dict[str, Any], max_iteration
                                eval_return=m.get("eval_return"),
                                iterations=m.get("training_iteration"),
                                finished=bool(m.get("done_training")),
-                               path=str(run_dir / "trials" / Path(r.path).name),
+                               path=str(_trial_dir(run_dir, r.path)),
                                error=str(r.error) if r.error else None))
         # the search's ranking: final evaluation for trained trials, the last reported
         # objective for trials ASHA stopped

@@ -15,13 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.rendering import Block, human, save_figure, write_reports
+from experiments.rendering import Block, human, number, save_figure, write_reports
 
 __all__ = ["write_report", "learning_curve", "archetype_bars"]
-
-
-def _f(x: float | None, fmt: str = ".3f") -> str:
-    return "—" if x is None else format(x, fmt)
 
 
 def learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str,
@@ -87,10 +83,11 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
         safety = sorted({k for p in pop["policies"].values() for k in p
                          if k in ("false_intervention_rate", "interventions_per_episode",
                                   "opt_out_rate")})
-        rows = [[n + (" (privileged)" if p["privileged"] else ""), _f(p["mean"], ".4f"),
-                 f"[{_f(p['ci_low'], '.4f')}, {_f(p['ci_high'], '.4f')}]",
-                 _f(p["oracle_normalised"]), _f(p["mean_length"], ".2f"),
-                 *[_f(p.get(k)) for k in safety]] for n, p in pop["policies"].items()]
+        rows = [[n + (" (privileged)" if p["privileged"] else ""), number(p["mean"]),
+                 f"[{number(p['ci_low'])}, {number(p['ci_high'])}]",
+                 number(p["oracle_normalised"], ".3f"), number(p["mean_length"], ".2f"),
+                 *[number(p.get(k), ".3f") for k in safety]]
+                for n, p in pop["policies"].items()]
         b.append(("table", (["policy", "mean return", "95% CI", "oracle-normalised",
                              "mean length", *safety], rows)))
         b.append(("p", f"Oracle-normalised = (π − random) / ({ref} − random); `{ref}` is "
@@ -109,7 +106,7 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
         names = list(pop["policies"])
         b.append(("h3", "Mean return by latent primary archetype"))
         b.append(("table", (["archetype", "users", *names], [
-            [a, str(row["users"]), *[_f(row[n]) for n in names]]
+            [a, str(row["users"]), *[number(row[n], ".3f") for n in names]]
             for a, row in pop["per_archetype"].items()])))
         if f"archetypes_{pop_name}" in images:
             b.append(("img", images[f"archetypes_{pop_name}"]))

@@ -121,15 +121,10 @@ def validate(cfg: DictConfig) -> Run:
     for name, overrides in cfg.eval.populations.items():
         overrides = _plain(overrides)
         populations[name] = (overrides, env_kwargs(cfg, overrides)[1])
-        try:
-            _prefixed(f"eval.populations.{name}", describe, env_id, populations[name][1])
-        except ConfigError as exc:
-            if "names unknown entries" not in str(exc):
-                raise
-            raise ConfigError(f"{exc} (an eval population is merged into persona: with "
-                              "archetypes of your own, give an eval config that names them, "
-                              "as eval=custom_example does for persona=custom_example)"
-                              ) from None
+        # its overrides are merged into persona: archetypes it names must be the persona's
+        # (eval=custom_example goes with persona=custom_example)
+        _prefixed(f"eval.populations.{name} (merged into persona)", describe, env_id,
+                  populations[name][1])
     if not populations:
         raise ConfigError("eval.populations is empty; give at least one (e.g. train: {})")
     check_int("eval.episodes", cfg.eval.episodes, 2, MAX_EPISODES)

@@ -55,11 +55,11 @@ _TRAIN_ARGS = ["experiment=smoke", "budget=40960", "agent.train_batch_size=2048"
                "logger=wandb_offline"]
 
 _REGISTRY_WRITER = """
-import json, shutil, sys, tempfile, uuid
+import json, shutil, sys, uuid
 from pathlib import Path
 from agents.serving.bundle import write_manifest
 from agents.serving.registry import Registry
-reg, base, copies = Registry(sys.argv[1]), Path(sys.argv[2]), Path(tempfile.mkdtemp())
+reg, base, copies = Registry(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
 
 
 def fresh_bundle():
@@ -74,7 +74,9 @@ def fresh_bundle():
 
 
 while True:
-    v = reg.register(fresh_bundle(), "routing")["version"]
+    bundle = fresh_bundle()
+    v = reg.register(bundle, "routing")["version"]
+    shutil.rmtree(bundle)                 # the registry keeps its own copy
     print("register", v, flush=True)
     reg.promote("routing", v)
     print("promote", v, flush=True)
@@ -236,9 +238,11 @@ def _registry_faults(bundle: Path, work: Path, kills: int, rng: random.Random
     acked: list[tuple[str, int]] = []
     problems: list[str] = []
     checked: set[int] = set()
+    copies = work / "registry-copies"           # the writer's bundles before registering
+    copies.mkdir(exist_ok=True)
     for _ in range(kills):
         writer = subprocess.Popen([sys.executable, "-c", _REGISTRY_WRITER, str(root),
-                                   str(bundle)], cwd=ROOT, stdout=subprocess.PIPE,
+                                   str(bundle), str(copies)], cwd=ROOT, stdout=subprocess.PIPE,
                                   stderr=subprocess.DEVNULL, text=True,
                                   env={**os.environ, "OMP_NUM_THREADS": "1"})
         time.sleep(rng.uniform(1.0, 3.0))             # start-up ≈ 1 s, then changes

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from agents.serving.exploration import Exploration
+from experiments.rendering import number
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTING = "personarl/AgentRouting-v0"
@@ -135,22 +136,16 @@ class _Study:
         for policy, row in out.items():
             rec = row["recommended"]
             picks = ", ".join(f"{k} {v}" for k, v in rec["picks"].items())
-            print(f"| {policy} ({row['truth']:.4f}) | {picks} / {_pct(rec['coverage'])} / "
-                  f"{_num(rec['mean_normalised_error'])} | " + " | ".join(
-                      f"{_num(row['estimators'][e]['mean_normalised_error'])} / "
-                      f"{_pct(row['estimators'][e]['coverage'])}" for e in names) + " |")
+            print(f"| {policy} ({row['truth']:.4f}) | {picks} / {number(rec['coverage'], '.0%')} / "
+                  f"{number(rec['mean_normalised_error'])} | " + " | ".join(
+                      f"{number(row['estimators'][e]['mean_normalised_error'])} / "
+                      f"{number(row['estimators'][e]['coverage'], '.0%')}" for e in names) + " |")
         print("(recommended: how often each estimator was recommended ('None': none could "
               "be), its CI's coverage and mean normalised error over those seeds; other "
               "cells: mean normalised error / coverage of the 95% bootstrap CI)")
         return out
 
 
-def _num(x: float | None) -> str:
-    return "—" if x is None else f"{x:.4f}"
-
-
-def _pct(x: float | None) -> str:
-    return "—" if x is None else f"{x:.0%}"
 
 
 def speed(rows: int = 1_000_000, resamples: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -439,7 +434,8 @@ def served_study(seeds: int = 100, users: int = 300) -> dict[str, Any]:
                estimators=sorted({r["estimator"] for r in picked}), rows=rows)
     print(f"served journey over {seeds} seeds x {users} users: an estimator recommended in "
           f"{out['recommended_share']:.0%}; its 95% interval covers the truth in "
-          f"{_pct(out['coverage'])}, |V̂ − V| <= 3 SE in {_pct(out['within_3se'])} "
+          f"{number(out['coverage'], '.0%')}, |V̂ − V| <= 3 SE in "
+          f"{number(out['within_3se'], '.0%')} "
           f"({', '.join(out['estimators'])}); {out['seconds']:.0f} s")
     return out
 
