@@ -182,8 +182,12 @@ def _feedback_of(ids: np.ndarray, feedback: pa.Table, where: str
     pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
     has = known[pos] == ids
     row = first[pos]
+    # feedback for decisions not in ids: the known ids with no match among them (np.isin
+    # compares object arrays pair by pair; sorted, searchsorted does it in n log n)
+    logged = np.sort(ids)
+    found = logged[np.minimum(np.searchsorted(logged, known), len(logged) - 1)] == known
     return (has, np.where(has, reward[row], np.nan), has & done[row],
-            len(fb_ids) - len(known), int((~np.isin(known, ids)).sum()))
+            len(fb_ids) - len(known), int((~found).sum()))
 
 
 def _explorations(decisions: pa.Table) -> tuple[list[str], list[float]]:

@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                      help="logs in the ci.refit study (each refits the model 200 times)")
     ope.add_argument("--parts", default="speed,one_step,sequential",
                      help="comma-separated subset of speed, one_step, sequential, refit, "
-                          "journeys, served")
+                          "journeys, served, served_read")
     ope.add_argument("--out", default="benchmarks/ope.json")
     args = parser.parse_args(argv)
     for name in ("seconds", "repeats", "users", "particles", "episodes", "budget", "seeds",

@@ -29,6 +29,10 @@ two OPE journeys repeated over many seeds and scored against the simulated truth
   the log directory. The server runs in-process (FastAPI's test client: the same app and
   logs, without a socket). Per seed: the recommended estimator for the served policy,
   whether its interval covers the truth and whether |V̂ − V| ≤ 3 bootstrap SEs.
+* ``served_read`` — rebuilding episodes from a server's decision logs (``ope.served``) of
+  ``decisions`` decisions, episodes of 4, every decision with its feedback: one served
+  decision's row repeated under new ids, written with the server's own ``DecisionLog`` and
+  rolled to Parquet; the time of ``from_decision_logs`` on it.
 """
 
 from __future__ import annotations
@@ -341,7 +345,7 @@ def refit_study(bundle: str, seeds: int = 30, logged: int = 10_000,
                 fixed=fixed_table, refitted=refit_table)
 
 
-PARTS = ("speed", "one_step", "sequential", "refit", "journeys", "served")
+PARTS = ("speed", "one_step", "sequential", "refit", "journeys", "served", "served_read")
 
 
 def journey_times(repeats: int = 3) -> dict[str, Any]:
@@ -440,6 +444,50 @@ def served_study(seeds: int = 100, users: int = 300) -> dict[str, Any]:
     return out
 
 
+def served_read(decisions: int = 200_000, horizon: int = 4) -> dict[str, Any]:
+    """``served_read`` of the module doc; prints the time."""
+    from fastapi.testclient import TestClient
+
+    from agents.serving.decision_log import DecisionLog, read_log
+    from agents.serving.loader import load_policy
+    from agents.serving.server import ServerSettings, create_app
+    from agents.serving.traffic import Arm, Decider
+    from ope.served import from_decision_logs
+    from tests.conftest import onnx_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = onnx_bundle(Path(tmp) / "bundle", ROUTING, {"horizon": horizon})
+        root = Path(tmp) / "template"
+        decider = Decider(Arm("primary", "v1", load_policy(bundle)), exploration=LOGGING)
+        with TestClient(create_app(decider, ServerSettings(log_dir=root))) as c:
+            d = c.post("/v1/act", json={"observation": [0.5] * 34, "episode_id": "e",
+                                        "step": 0}).json()
+            c.post("/v1/feedback", json={"decision_id": d["decision_id"], "reward": 1.0})
+        template = {kind: read_log(root, kind).to_pylist()[0]
+                    for kind in ("decisions", "feedback")}
+        root = Path(tmp) / "logs"
+        root.mkdir()
+        (root / "servings.jsonl").write_bytes((Path(tmp) / "template" /
+                                               "servings.jsonl").read_bytes())
+        episodes = decisions // horizon
+        for kind, rows in (
+                ("decisions", [dict(template["decisions"], decision_id=f"d{e}-{t}",
+                                    episode_id=f"e{e}", step=t)
+                               for e in range(episodes) for t in range(horizon)]),
+                ("feedback", [dict(template["feedback"], decision_id=f"d{e}-{t}",
+                                   reward=float(t), done=t == horizon - 1)
+                              for e in range(episodes) for t in range(horizon)])):
+            log = DecisionLog(root, kind, segment_rows=len(rows))
+            log.append(rows)
+            log.close()
+        start = time.perf_counter()
+        data = from_decision_logs(root)
+        seconds = time.perf_counter() - start
+    print(f"\n{data.n:,} served decisions rebuilt into {data.n_episodes:,} episodes in "
+          f"{seconds:.2f} s")
+    return dict(decisions=data.n, episodes=data.n_episodes, seconds=seconds)
+
+
 def run(rows: int, seeds: int, logged: int, bundle: str | None, resamples: int,
         intervention_bundle: str | None = None, refit_seeds: int = 30,
         parts: tuple[str, ...] = ("speed", "one_step", "sequential")) -> dict[str, Any]:
@@ -459,4 +507,6 @@ def run(rows: int, seeds: int, logged: int, bundle: str | None, resamples: int,
         out["journeys"] = journey_times()
     if "served" in parts:
         out["served"] = served_study(seeds)
+    if "served_read" in parts:
+        out["served_read"] = served_read()
     return out
