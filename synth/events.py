@@ -15,7 +15,8 @@ from typing import Any, Literal, Mapping, Sequence
 
 import numpy as np
 
-from synth.archetypes import DEFAULT_ARCHETYPES, TRAITS, ArchetypeSpec, ArchetypeTable
+from synth.archetypes import (BEHAVIOURS, DEFAULT_ARCHETYPES, TASK_TYPES, TRAITS,
+                              ArchetypeSpec, ArchetypeTable)
 from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationEvent", "apply_events"]
@@ -30,15 +31,25 @@ class PopulationEvent:
             ``"split"`` (a new archetype ``name`` branches off ``source`` with traits shifted
             by ``trait_shift`` and takes ``strength`` of its proportion), ``"merge"`` (the
             profiles of ``source`` and ``target`` move ``strength`` of the way to their
-            proportion-weighted average) or ``"new"`` (archetype ``spec`` appears with
-            proportion ``strength``; the others shrink).
+            proportion-weighted average) or ``"new"`` (archetype ``spec`` — or, without a
+            spec, archetype ``name`` made from ``source``'s profile and the shifts below —
+            appears with proportion ``strength``; the others shrink).
         at: population time (session index) from which the event applies.
         source: archetype name (drift, split, merge).
         target: archetype name (drift, merge).
         strength: in (0, 1], see ``kind``.
-        name: new archetype name (split).
-        trait_shift: trait name -> shift added to the source's trait means (split).
+        name: new archetype name (split; new without a spec).
+        trait_shift: trait name -> shift added to the source's trait means (split; new
+            without a spec).
+        behaviour_shift: behaviour name (``BEHAVIOURS``) -> shift added to the source's
+            behaviour (split; new without a spec). Traits are invisible to a platform; a
+            behaviour or task shift is what behaviour-based discovery can see.
+        task_shift: task type (``TASK_TYPES``) -> probability mass added to the source's
+            task preferences, which are then renormalised (split; new without a spec).
         spec: the new archetype (new); an ``ArchetypeSpec`` or a mapping.
+
+    A shifted behaviour outside [0, 1] or a task preference below 0 raises ``ConfigError``
+    (traits, as before, are clipped to [0, 1]).
     """
 
     kind: Literal["drift", "split", "merge", "new"]
@@ -48,6 +59,8 @@ class PopulationEvent:
     strength: float = 1.0
     name: str | None = None
     trait_shift: Mapping[str, float] = field(default_factory=dict)
+    behaviour_shift: Mapping[str, float] = field(default_factory=dict)
+    task_shift: Mapping[str, float] = field(default_factory=dict)
     spec: ArchetypeSpec | Mapping[str, Any] | None = None
 
     @classmethod
@@ -55,11 +68,56 @@ class PopulationEvent:
         """Build from config; unknown keys raise ``ConfigError``."""
         if isinstance(data, PopulationEvent):
             return data
-        valid = {"kind", "at", "source", "target", "strength", "name", "trait_shift", "spec"}
+        valid = {"kind", "at", "source", "target", "strength", "name", "trait_shift",
+                 "behaviour_shift", "task_shift", "spec"}
         unknown = set(data) - valid
         if unknown:
             raise ConfigError(f"unknown event keys {sorted(unknown)}; valid: {sorted(valid)}")
         return cls(**dict(data))
+
+    @property
+    def shifted(self) -> bool:
+        """Whether the event carries any trait, behaviour or task shift."""
+        return bool(self.trait_shift or self.behaviour_shift or self.task_shift)
+
+
+def _shift(label: str, shifts: Mapping[str, float], names: Sequence[str]) -> np.ndarray:
+    """``shifts`` (name -> amount) as a vector over ``names``; ``ConfigError`` names an
+    unknown name or a non-finite amount."""
+    out = np.zeros(len(names))
+    for key, delta in shifts.items():
+        if key not in names:
+            raise ConfigError(f"{label} names unknown {key!r}; valid: {list(names)}")
+        value = float(delta)
+        if not np.isfinite(value):
+            raise ConfigError(f"{label}[{key!r}]={delta!r} must be a finite number")
+        out[names.index(key)] = value
+    return out
+
+
+def _shifted_profile(ev: PopulationEvent, cur: dict[str, np.ndarray], a: int, r: int) -> None:
+    """Row ``r`` of the profile arrays ``cur`` := row ``a`` with ``ev``'s shifts."""
+    where = f"{ev.kind} event {ev.name!r}"
+    for k in cur:
+        cur[k][r] = cur[k][a]
+    cur["traits"][r] = np.clip(
+        cur["traits"][a] + _shift(f"{where} trait_shift", ev.trait_shift, TRAITS), 0.0, 1.0)
+    behaviour = cur["behaviour"][a] + _shift(f"{where} behaviour_shift", ev.behaviour_shift,
+                                             BEHAVIOURS)
+    bad = np.flatnonzero((behaviour < 0) | (behaviour > 1))
+    if bad.size:
+        j = bad[0]
+        raise ConfigError(f"{where} behaviour_shift moves {BEHAVIOURS[j]} to "
+                          f"{behaviour[j]:.4g}, outside [0, 1]")
+    cur["behaviour"][r] = behaviour
+    tasks = cur["task_preferences"][a] + _shift(f"{where} task_shift", ev.task_shift,
+                                                TASK_TYPES)
+    bad = np.flatnonzero(tasks < 0)
+    if bad.size:
+        j = bad[0]
+        raise ConfigError(f"{where} task_shift moves {TASK_TYPES[j]} to {tasks[j]:.4g}; "
+                          "a task preference cannot be negative")
+    cur["task_preferences"][r] = tasks / tasks.sum()
 
 
 
@@ -109,6 +167,9 @@ def apply_events(base: ArchetypeTable, props: np.ndarray, events: Sequence[Popul
                                   f"valid: {sorted(idx)}")
             return idx[name]
 
+        if ev.shifted and ev.kind in ("drift", "merge"):
+            raise ConfigError(f"a {ev.kind} event takes no trait/behaviour/task shift (only "
+                              "split and new do); its strength says how far it moves")
         if ev.kind == "drift":
             a, b = row(ev.source, "source"), row(ev.target, "target")
             moved = s * p[a]
@@ -118,18 +179,10 @@ def apply_events(base: ArchetypeTable, props: np.ndarray, events: Sequence[Popul
             a = row(ev.source, "source")
             if not ev.name or ev.name in idx:
                 raise ConfigError(f"split event needs a new, unused name; got {ev.name!r}")
-            shift = np.zeros(len(TRAITS))
-            for trait, delta in ev.trait_shift.items():
-                if trait not in TRAITS:
-                    raise ConfigError(f"split trait_shift names unknown trait {trait!r}; "
-                                      f"valid: {list(TRAITS)}")
-                shift[TRAITS.index(trait)] = float(delta)
             r = next_row
             next_row += 1
             names[r] = ev.name
-            for k in cur:
-                cur[k][r] = cur[k][a]
-            cur["traits"][r] = np.clip(cur["traits"][a] + shift, 0.0, 1.0)
+            _shifted_profile(ev, cur, a, r)
             moved = s * p[a]
             p[a] -= moved
             p[r] = moved
@@ -142,9 +195,27 @@ def apply_events(base: ArchetypeTable, props: np.ndarray, events: Sequence[Popul
                 avg = wa * cur[k][a] + (1 - wa) * cur[k][b]
                 cur[k][a] += s * (avg - cur[k][a])
                 cur[k][b] += s * (avg - cur[k][b])
-        else:  # new
-            if ev.spec is None:
-                raise ConfigError("a 'new' event needs a 'spec' (an archetype definition)")
+        elif ev.spec is None:  # new, like an existing archetype but shifted
+            if ev.source is None:
+                raise ConfigError("a 'new' event needs a 'spec' (an archetype definition) "
+                                  "or a 'source' archetype and shifts to derive it from")
+            a = row(ev.source, "source")
+            if not ev.name or ev.name in idx:
+                raise ConfigError(f"new event needs a new, unused name; got {ev.name!r}")
+            if not ev.shifted:
+                raise ConfigError(f"new event {ev.name!r} derived from {ev.source!r} needs "
+                                  "a trait, behaviour or task shift (else it is a copy)")
+            r = next_row
+            next_row += 1
+            names[r] = ev.name
+            _shifted_profile(ev, cur, a, r)
+            p *= 1 - s
+            p[r] = s
+            exists[r] = True
+        else:  # new, from its spec
+            if ev.shifted:
+                raise ConfigError(f"new event with a spec takes no shifts (the spec is the "
+                                  f"archetype); got a shift for {ev.spec!r:.60}")
             spec = ev.spec if isinstance(ev.spec, ArchetypeSpec) else \
                 ArchetypeSpec.from_mapping(ev.spec)
             if spec.name in idx:

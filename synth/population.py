@@ -193,10 +193,11 @@ class PopulationSampler:
         self.group_probs = _probabilities("groups", cfg.groups, self.group_names)
         base_props = (np.full(self.base.size, 1.0 / self.base.size) if cfg.proportions is None
                       else _probabilities("proportions", cfg.proportions, self.base.names))
-        events = sorted((PopulationEvent.from_mapping(e) for e in cfg.events),
-                        key=lambda e: e.at)
+        #: the scheduled events, parsed and in time order
+        self.events = tuple(sorted((PopulationEvent.from_mapping(e) for e in cfg.events),
+                                   key=lambda e: e.at))
         self.tables, self.proportions, self._exists, self.boundaries = apply_events(
-            self.base, base_props, events)
+            self.base, base_props, self.events)
         self._traits = np.stack([t.traits for t in self.tables])
         #: ``(epochs, A, 5)`` archetype behaviour in force in each epoch
         self.behaviour_by_epoch = np.stack([t.behaviour for t in self.tables])
@@ -221,8 +222,9 @@ class PopulationSampler:
         return np.searchsorted(np.asarray(self.boundaries), time, side="right")
 
     def sample(self, n: int, rng: np.random.Generator, start_time: int = 0,
-               backend: str = "auto") -> Population:
-        """Sample ``n`` users for population times ``start_time, ..., start_time + n - 1``.
+               backend: str = "auto", cohort: bool = False) -> Population:
+        """Sample ``n`` users for population times ``start_time, ..., start_time + n - 1``
+        (``cohort``: all of them at ``start_time``, a cohort that arrives together).
 
         ``backend`` (``personarl.backend``: ``"auto"``, ``"numpy"``, ``"numba"``) chooses
         the code that turns the draws into users; the draws are NumPy's on both, in the
@@ -235,7 +237,7 @@ class PopulationSampler:
         n = check_int("n", n, 0)
         compiled = resolve_backend(backend) == "numba"
         cfg = self.config
-        time = start_time + np.arange(n)
+        time = np.full(n, start_time) if cohort else start_time + np.arange(n)
         table_id = self.epoch(time)
         one_epoch = len(self.tables) == 1
         primary = categorical(self.proportions[0] if one_epoch else self.proportions[table_id],
