@@ -264,6 +264,34 @@ class ReportSchema:
     seed: int = 0
 
 
+@dataclass
+class ReviewSchema:
+    """``experiments.discover``'s review of one event."""
+
+    events: Optional[str] = None        # an events.parquet: review instead of discovering
+    id: Optional[str] = None            # the event's id (the report lists them)
+    status: str = "approved"            # approved | rejected | pending
+
+
+@dataclass
+class DiscoverSchema:
+    """``experiments.discover`` (``configs/discover.yaml``)."""
+
+    persona: Any = None
+    users: int = 20_000
+    windows: int = 6
+    interactions: int = 200
+    k: Optional[int] = None
+    k_min: int = 2
+    k_max: int = 10
+    seed: int = 0
+    alpha: float = 0.01
+    min_share: float = 0.05
+    min_shift: float = 0.05
+    review: ReviewSchema = field(default_factory=ReviewSchema)
+    verbose: bool = False
+
+
 # ---------------------------------------------------------------- export, serve, registry
 @dataclass
 class ExportSchema:
@@ -353,7 +381,7 @@ def renamed_options(config_name: str) -> dict[str, str]:
 #: app config name -> its schema (the YAML starts from ``<name>_schema``)
 APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": EvaluateSchema,
                "report": ReportSchema, "export": ExportSchema, "serve": ServeSchema,
-               "registry": RegistrySchema,
+               "registry": RegistrySchema, "discover": DiscoverSchema,
                "simulate_users": SimulateUsersSchema}
 
 

@@ -54,6 +54,8 @@ PURPOSES: dict[str, int] = {
     "search": 12,             # a sweep's search algorithm (Optuna's sampler)
     "export": 13,             # observations of an export's parity check
     "serving": 14,            # a server's exploration and traffic-split draws
+    "discovery_users": 15,    # the persisting users of experiments.discover and their windows
+    "discovery_reference": 16,  # the typical users behind the known archetypes' centroids
 }
 
 

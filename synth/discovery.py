@@ -82,16 +82,25 @@ class Discovery:
         """``features`` ``(m, F)`` in this discovery's standardised units."""
         return (_checked(features, self.names) - self.mean) / self.scale
 
-    def predict(self, features: np.ndarray) -> np.ndarray:
-        """``(m,)`` the nearest cluster of each row of ``features`` ``(m, F)``.
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """``(m, k)`` Euclidean distance (standardised units) of each row of ``features``
+        ``(m, F)`` to each centroid.
 
         Raises:
             DataError: a missing or non-finite feature column.
         """
         x = self.standardise(features)
         c = (self.centroids - self.mean) / self.scale
-        d = (x * x).sum(1)[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
-        return d.argmin(axis=1)
+        d2 = (x * x).sum(1)[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
+        return np.sqrt(np.maximum(d2, 0.0))
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """``(m,)`` the nearest cluster of each row of ``features`` ``(m, F)``.
+
+        Raises:
+            DataError: a missing or non-finite feature column.
+        """
+        return self.distances(features).argmin(axis=1)
 
 
 def _checked(features: Any, names: Sequence[str]) -> np.ndarray:
@@ -110,12 +119,15 @@ def _checked(features: Any, names: Sequence[str]) -> np.ndarray:
     return x
 
 
-def _kmeans(k: int, n: int, seed: int, n_init: int, mini_batch_above: int) -> Any:
+def _kmeans(k: int, n: int, seed: int, n_init: int, mini_batch_above: int,
+            init: np.ndarray | None = None) -> Any:
     from sklearn.cluster import KMeans, MiniBatchKMeans
+    start: Any = "k-means++" if init is None else init
+    n_init = n_init if init is None else 1
     if n > mini_batch_above:
-        return MiniBatchKMeans(n_clusters=k, init="k-means++", n_init=n_init,
+        return MiniBatchKMeans(n_clusters=k, init=start, n_init=n_init,
                                random_state=seed, batch_size=4096)
-    return KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed)
+    return KMeans(n_clusters=k, init=start, n_init=n_init, random_state=seed)
 
 
 def discover(features: np.ndarray, *, k: int | None = None,
@@ -123,7 +135,7 @@ def discover(features: np.ndarray, *, k: int | None = None,
              names: Sequence[str] = BEHAVIOUR_FEATURES, reference: np.ndarray | None = None,
              new_distance: float | None = None, selection_sample: int = 50_000,
              silhouette_sample: int = 5_000, n_init: int = 4,
-             mini_batch_above: int = 200_000) -> Discovery:
+             mini_batch_above: int = 200_000, init: np.ndarray | None = None) -> Discovery:
     """Cluster users by their features (module doc).
 
     Args:
@@ -140,6 +152,8 @@ def discover(features: np.ndarray, *, k: int | None = None,
         selection_sample, silhouette_sample: subsample sizes when choosing ``k``.
         n_init: k-means++ restarts per fit (the lowest inertia is kept).
         mini_batch_above: users above which the final fit is ``MiniBatchKMeans``.
+        init: ``(k, F)`` starting centroids in feature units (one fit from them instead of
+            ``n_init`` k-means++ starts); needs ``k``.
 
     Raises:
         DataError: an empty window, features of the wrong shape, or a non-finite feature.
@@ -164,7 +178,13 @@ def discover(features: np.ndarray, *, k: int | None = None,
         k = max(silhouette, key=lambda c: (silhouette[c], -c))
     else:
         k = _check_k(k, n, "k")
-    model = _kmeans(k, n, seed, check_int("n_init", n_init, 1), mini_batch_above).fit(z)
+    if init is not None:
+        if k is None or np.shape(init) != (k, x.shape[1]):
+            raise ConfigError(f"init has shape {np.shape(init)}; expected (k, {x.shape[1]}) "
+                              "for the k given")
+        init = (_checked(init, names) - mean) / scale
+    model = _kmeans(k, n, seed, check_int("n_init", n_init, 1), mini_batch_above,
+                    init).fit(z)
     labels = model.predict(z) if n > mini_batch_above else model.labels_
     labels = labels.astype(np.int64)
     sizes = np.bincount(labels, minlength=k)
@@ -229,15 +249,18 @@ def _pair(centres: np.ndarray, reference: np.ndarray | None, mean: np.ndarray,
 
 def archetype_centroids(sampler: PopulationSampler, rng: np.random.Generator,
                         users_per_archetype: int = 20_000, epoch: int = 0,
-                        behaviour: BehaviourModel = BehaviourModel()) -> np.ndarray:
+                        behaviour: BehaviourModel = BehaviourModel(),
+                        rows: Sequence[int] | None = None) -> np.ndarray:
     """``(A, F)`` what a typical human of each archetype of ``sampler``'s epoch looks like:
     the mean expected features (``expected_behaviour_features``) of
     ``users_per_archetype`` mixtures drawn with that primary (the population's anchored
-    Dirichlet), rows in the base table's order. Discovery pairs its clusters with these.
+    Dirichlet), for the latent table's ``rows`` (default: the base archetypes, in order).
+    Discovery pairs its clusters with these.
     """
     n = check_int("users_per_archetype", users_per_archetype, 1)
-    A = sampler.base.size
-    primary = np.repeat(np.arange(A), n)
+    rows = np.arange(sampler.base.size) if rows is None else np.asarray(rows, np.int64)
+    A = len(rows)
+    primary = np.repeat(rows, n)
     table_id = np.full(len(primary), epoch)
     weights = sampler.sample_weights(primary, table_id, rng)
     no = np.zeros(len(primary), bool)

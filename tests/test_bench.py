@@ -51,6 +51,16 @@ def test_fusion_benchmark_reports_accuracy_and_bots(tmp_path):
     assert set(result["bots"]["10"]) == {"precision", "recall"}
 
 
+def test_discovery_benchmark_reports_ari_against_the_reference(tmp_path):
+    result, stdout = bench_json(tmp_path / "d.json", "discovery", "--users", "600",
+                                "--seeds", "1", "--k-seeds", "2", "--speed-users", "3000")
+    cell = result["accuracy"]["separated (concentration 0.5)"]["200"]
+    assert cell["seeds"] == 2 and sum(cell["chosen_k"].values()) == 2
+    assert 0 < cell["k=6"]["ari_reference"] <= 1 and cell["k=6"]["ari"] > 0.3
+    assert result["speed"]["users"] == 3000 and result["speed"]["seconds"] > 0
+    assert "selection + final fit" in stdout
+
+
 def test_policy_study_reports_the_table(tmp_path):
     result, stdout = bench_json(tmp_path / "p.json", "policies", "--episodes", "64")
     for study in ("intervention", "adaptation"):

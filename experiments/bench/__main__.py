@@ -4,6 +4,10 @@
                                         [--users 1000000] [--out benchmarks/env.json]
     python -m experiments.bench equivalence [--episodes 400000] [--out benchmarks/equivalence.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
+    python -m experiments.bench discovery [--users 20000] [--seeds 5] [--k-seeds 20]
+                                        [--speed-users 1000000] [--out benchmarks/discovery.json]
+    python -m experiments.bench evolution [--users 3000] [--interactions 200] [--seeds 20]
+                                        [--windows 10] [--out benchmarks/evolution.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
@@ -65,6 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     fus.add_argument("--particles", type=int, default=2000,
                      help="Bayes filter Monte Carlo draws per archetype")
     fus.add_argument("--out", default="benchmarks/fusion.json")
+    dis = sub.add_parser("discovery", help="persona discovery's ARI against the truth, "
+                                           "and its speed")
+    dis.add_argument("--users", type=int, default=20_000, help="users per window")
+    dis.add_argument("--seeds", type=int, default=5, help="seeds per table cell")
+    dis.add_argument("--k-seeds", type=int, default=20,
+                     help="seeds at 200 interactions, where the chosen k is counted")
+    dis.add_argument("--speed-users", type=int, default=1_000_000)
+    dis.add_argument("--out", default="benchmarks/discovery.json")
+    evo = sub.add_parser("evolution", help="persona evolution events against the "
+                                           "scheduled truth, and false events")
+    evo.add_argument("--users", type=int, default=3000)
+    evo.add_argument("--interactions", type=int, default=200, help="per user and window")
+    evo.add_argument("--seeds", type=int, default=20)
+    evo.add_argument("--windows", type=int, default=10,
+                     help="windows of the stationary populations")
+    evo.add_argument("--out", default="benchmarks/evolution.json")
     pol = sub.add_parser("policies", help="InterventionTiming baselines vs the planner")
     pol.add_argument("--episodes", type=int, default=2000)
     pol.add_argument("--out", default="benchmarks/policies.json")
@@ -156,6 +176,14 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "fusion":
         from experiments.bench.fusion import run
         result = run(users=args.users, particles=args.particles)
+    elif args.what == "discovery":
+        from experiments.bench.discovery import run
+        result = run(users=args.users, seeds=args.seeds, k_seeds=args.k_seeds,
+                     speed_users=args.speed_users)
+    elif args.what == "evolution":
+        from experiments.bench.evolution import run
+        result = run(users=args.users, interactions=args.interactions, seeds=args.seeds,
+                     windows=args.windows)
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)
