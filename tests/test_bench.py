@@ -61,6 +61,19 @@ def test_discovery_benchmark_reports_ari_against_the_reference(tmp_path):
     assert "selection + final fit" in stdout
 
 
+def test_evolution_and_rankings_benchmarks_report_against_the_truth(tmp_path):
+    result, stdout = bench_json(tmp_path / "e.json", "evolution", "--users", "600",
+                                "--seeds", "1", "--windows", "3")
+    split = result["events"]["split, exploration -0.2"]
+    assert split["kind"] == "split" and split["shift_sd"] > 1 and split["seeds"] == 1
+    assert set(result["stationary"]) == {"stationary (drift_rate 0)",
+                                         "no events, default drift_rate 0.03"}
+    assert "events per tested transition" in stdout
+    result, stdout = bench_json(tmp_path / "r.json", "rankings", "--seeds", "1")
+    taus = result["taus"]
+    assert taus["100000"]["latent archetype"]["tau"] > taus["1000"]["latent archetype"]["tau"]
+
+
 def test_policy_study_reports_the_table(tmp_path):
     result, stdout = bench_json(tmp_path / "p.json", "policies", "--episodes", "64")
     for study in ("intervention", "adaptation"):

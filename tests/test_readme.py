@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -69,7 +70,7 @@ def test_every_readme_command_is_run_by_a_test_or_says_why_not():
 def _composable(text: str) -> tuple[str, list[str]]:
     """``(config name, overrides)`` of a ``python -m experiments.<app>`` line with its
     placeholders given stand-in values: a grid's first value, no ``hydra.*`` key."""
-    words = re.sub(r"<[^>]*>", "x", text.replace("<head-ip>", "127.0.0.1")).split()
+    words = shlex.split(re.sub(r"<[^>]*>", "x", text.replace("<head-ip>", "127.0.0.1")))
     app = words[words.index("-m") + 1].removeprefix("experiments.")
     args = [w for w in words[words.index("-m") + 2:] if w != "-m"
             and not w.startswith("hydra.")]

@@ -23,8 +23,8 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from envs.routing_core import ObsLayout
+from agents.baselines.rankings import AgentRankings, routing_weights
 from personarl.errors import ConfigError, check_range
-from personarl.stats import softmax
 
 __all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter",
            "PersonaRouter", "MyopicOracle",
@@ -139,7 +139,8 @@ class MeanTablePolicy(FixedPolicy):
                                        high_open=True)
         self.epsilon = check_range("epsilon", epsilon, 0, 1)
         self.rng = np.random.default_rng(seed)
-        self.sums = np.full((num_buckets, self.k), float(optimism))
+        self.optimism = float(optimism)
+        self.sums = np.full((num_buckets, self.k), self.optimism)  # one optimistic reward
         self.counts = np.ones((num_buckets, self.k))
         self.learning = True
 
@@ -153,7 +154,8 @@ class MeanTablePolicy(FixedPolicy):
 
     def action_probs(self, obs: np.ndarray, info: Mapping[str, Any] | None = None
                      ) -> np.ndarray:
-        return softmax(self.means(obs), self.temperature)
+        """The routing weights of each row's bucket (``agents.baselines.rankings``)."""
+        return routing_weights(self.means(obs), self.temperature)
 
     def act(self, obs: np.ndarray, info: Mapping[str, Any] | None = None) -> np.ndarray:
         greedy = self.means(obs).argmax(axis=1)
@@ -205,6 +207,16 @@ class PersonaRouter(MeanTablePolicy):
         known = obs[:, self._conf] >= max(self.min_confidence, 1e-12)
         persona = np.where(known, obs[:, self._scores].argmax(axis=1), self._personas - 1)
         return task * self._personas + persona
+
+    def rankings(self) -> AgentRankings:
+        """What the router has learned, as ``AgentRankings`` ``(T, A + 1, K)``: per task
+        type × estimated persona (the last: no usable estimate), each agent's mean with
+        its optimistic start, rank and routing weight (no intervals: the router keeps no
+        squares)."""
+        shape = (self._tasks, self._personas, self.k)
+        return AgentRankings.from_sums(
+            (self.counts - 1.0).reshape(shape), (self.sums - self.optimism).reshape(shape),
+            None, temperature=self.temperature, prior_sum=self.optimism, prior_count=1.0)
 
 
 def routing_baselines(core: Any) -> dict[str, Callable[..., Policy]]:

@@ -8,6 +8,7 @@
                                         [--speed-users 1000000] [--out benchmarks/discovery.json]
     python -m experiments.bench evolution [--users 3000] [--interactions 200] [--seeds 20]
                                         [--windows 10] [--out benchmarks/evolution.json]
+    python -m experiments.bench rankings [--seeds 5] [--out benchmarks/rankings.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
     evo.add_argument("--windows", type=int, default=10,
                      help="windows of the stationary populations")
     evo.add_argument("--out", default="benchmarks/evolution.json")
+    rnk = sub.add_parser("rankings", help="agent rankings per task x persona against the "
+                                          "true agent quality")
+    rnk.add_argument("--seeds", type=int, default=5)
+    rnk.add_argument("--out", default="benchmarks/rankings.json")
     pol = sub.add_parser("policies", help="InterventionTiming baselines vs the planner")
     pol.add_argument("--episodes", type=int, default=2000)
     pol.add_argument("--out", default="benchmarks/policies.json")
@@ -184,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.bench.evolution import run
         result = run(users=args.users, interactions=args.interactions, seeds=args.seeds,
                      windows=args.windows)
+    elif args.what == "rankings":
+        from experiments.bench.rankings import run
+        result = run(seeds=args.seeds)
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)

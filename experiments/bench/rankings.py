@@ -1,0 +1,82 @@
+"""Agent rankings per task type × persona against the simulator's true agent quality
+(issue 20).
+
+AgentRouting (its registered defaults) logged under a uniformly random router (every agent
+equally likely: the rankings' means are then unbiased per cell), with the simulator's
+truth recorded (``ope.collect``). From the first ``n`` logged decisions,
+``agents.baselines.rankings.AgentRankings`` ranks the agents per task type × persona, the
+persona being (a) fusion's estimate in the observation (its argmax when its confidence is
+at least the persona router's 0.6; decisions without one are left out) or (b) the latent
+primary archetype (what a perfect persona estimate would give). The truth is
+``true_quality``: each agent's expected reward (``info``) averaged over the cell's
+decisions of the whole log. Kendall's τ-b between the two orders, per cell, is averaged
+over the cells with at least one reward for every agent; seeds give the spread.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import numpy as np
+
+from agents.baselines.policies import RandomPolicy
+from agents.baselines.rankings import AgentRankings, kendall_tau, true_quality
+from agents.serving.exploration import Exploration
+from envs.creator import vector_maker
+from envs.routing_core import ObsLayout
+from ope.collect import collect
+
+ENV = "personarl/AgentRouting-v0"
+SIZES = (1_000, 10_000, 100_000)
+MIN_CONFIDENCE = 0.6
+
+
+def _log(decisions: int, seed: int) -> Any:
+    make_env = vector_maker(ENV)
+    probe = make_env(1)
+    k = probe.single_action_space.n
+    layout: ObsLayout = probe.unwrapped._core.layout if hasattr(probe, "unwrapped") \
+        else probe._core.layout
+    probe.close()
+    episodes = max(decisions // 3, 256)
+    while True:
+        data = collect(RandomPolicy(k), make_env, episodes, seed,
+                       exploration=Exploration("sample"), record_truth=True)
+        if data.n >= decisions:
+            return data, layout
+        episodes *= 2
+
+
+def run(seeds: int, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
+    """τ per logged-decision count and persona source, printed and returned."""
+    out: dict[str, Any] = {}
+    per: dict[tuple[int, str], list[float]] = {}
+    for seed in range(seeds):
+        data, layout = _log(max(sizes), seed)
+        cols = layout.slices()
+        task = data.obs[:, cols["task"]].argmax(axis=1)
+        scores = data.obs[:, cols["persona_scores"]]
+        confident = data.obs[:, cols["persona_confidence"].start] >= MIN_CONFIDENCE
+        estimated = scores.argmax(axis=1)
+        latent = data.context["latent_primary"].astype(np.int64)
+        shape = (cols["task"].stop - cols["task"].start, layout.num_archetypes,
+                 layout.num_agents)
+        truth = true_quality(task, latent, data.context["expected_reward"], shape)
+        for n in sizes:
+            first = slice(0, n)
+            for source, persona, keep in (
+                    ("fusion estimate", estimated, confident),
+                    ("latent archetype", latent, np.ones(len(task), bool))):
+                rows = np.flatnonzero(keep[first])
+                ranks = AgentRankings.from_log(task[rows], persona[rows], data.action[rows],
+                                               data.reward[rows], shape)
+                tau = kendall_tau(ranks.mean, truth)
+                per.setdefault((n, source), []).append(float(np.nanmean(tau)))
+    for (n, source), values in sorted(per.items()):
+        mean = statistics.fmean(values)
+        sd = statistics.pstdev(values) if len(values) > 1 else float("nan")
+        out.setdefault(str(n), {})[source] = {"tau": mean, "sd": sd, "seeds": len(values)}
+        print(f"{n:>7,} logged decisions, persona = {source:16s}: mean Kendall tau "
+              f"{mean:.3f} (sd {sd:.3f} over {len(values)} seeds)", flush=True)
+    return {"env": ENV, "behaviour": "uniformly random router", "taus": out}
