@@ -292,6 +292,18 @@ class DiscoverSchema:
     verbose: bool = False
 
 
+@dataclass
+class RankSchema:
+    """``experiments.rank`` (``configs/rank.yaml``)."""
+
+    data: str = "???"                   # required: an AgentRouting log (experiments.collect)
+    persona_from: str = "fusion"        # fusion | latent
+    min_confidence: float = 0.6
+    temperature: float = 0.05
+    level: float = 0.95
+    verbose: bool = False
+
+
 # ---------------------------------------------------------------- export, serve, registry
 @dataclass
 class ExportSchema:
@@ -382,6 +394,7 @@ def renamed_options(config_name: str) -> dict[str, str]:
 APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": EvaluateSchema,
                "report": ReportSchema, "export": ExportSchema, "serve": ServeSchema,
                "registry": RegistrySchema, "discover": DiscoverSchema,
+               "rank": RankSchema,
                "simulate_users": SimulateUsersSchema}
 
 
