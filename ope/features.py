@@ -5,6 +5,13 @@ The features (names, units, and their expectation under the simulator) are
 deviation of log response latency, and the share of interactions in which the user
 explored. None depends on the action the platform took, so a window logged under any
 policy gives the same features. ``synth.discovery`` clusters them.
+
+``session_features`` reads the same features, per episode, from a logged AgentRouting
+dataset (``ope.data.LoggedData``; one episode is one user's session), and adds the mean
+of signals the env observes (``rewards.SIGNAL_NAMES``): engagement depth (``scroll_depth``,
+``dwell``), ``conversion`` and ``share`` by default. Signals answer the agent the platform
+chose, so they describe the user *under the logging policy* (the log's
+``meta["behaviour"]`` and exploration): compare them only between logs of one policy.
 """
 
 from __future__ import annotations
@@ -13,11 +20,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from typing import Any, Mapping, Sequence
+
 from personarl.errors import DataError
 from synth.archetypes import TASK_TYPES
 from synth.features import BEHAVIOUR_FEATURES
 
-__all__ = ["WindowFeatures", "behaviour_features"]
+__all__ = ["WindowFeatures", "behaviour_features", "session_features", "SESSION_SIGNALS"]
+
+#: the signals ``session_features`` averages by default: engagement depth, conversion, sharing
+SESSION_SIGNALS = ("scroll_depth", "dwell", "conversion", "share")
+#: AgentRouting's latency column is ``min(1, log1p(seconds) / log1p(120))``
+_LATENCY_NORM = np.log1p(120.0)
 
 
 @dataclass(frozen=True)
@@ -98,3 +112,53 @@ def behaviour_features(user: np.ndarray, task: np.ndarray, latency: np.ndarray,
     rate = np.bincount(row, explore.astype(np.float64), m) / count
     return WindowFeatures(users=users, values=np.column_stack([shares, mean, sd, rate]),
                           interactions=count.astype(np.int64))
+
+
+def session_features(data: Any, layout: Mapping[str, slice],
+                     signals: Sequence[str] = SESSION_SIGNALS) -> WindowFeatures:
+    """Each logged session's behaviour features and mean ``signals`` (module doc).
+
+    Per episode of ``data`` (``ope.data.LoggedData`` of AgentRouting; ``layout`` its
+    observation's columns, ``envs.record(env_id).observation_layout``): the task shares
+    over its decisions; the latency, exploring flag and signals the observation reports of
+    the interaction before each decision (so from the second decision on; a latency of
+    120 s or more reads as 120 s); names ``BEHAVIOUR_FEATURES`` then ``signal_<name>``
+    (mean value in [0, 1]). Sessions with a single decision have no reported interaction
+    and are left out.
+
+    Raises:
+        DataError: the layout lacks a column the features need, or a signal is unknown.
+    """
+    from rewards.signals import SIGNAL_NAMES
+
+    needed = ("task", "latency", "explore", "signals")
+    missing = [c for c in needed if c not in layout]
+    if missing:
+        raise DataError(f"the observation layout has no {missing} columns; session features "
+                        "need AgentRouting's observation")
+    unknown = [x for x in signals if x not in SIGNAL_NAMES]
+    if unknown:
+        raise DataError(f"unknown signals {unknown}; valid: {list(SIGNAL_NAMES)}")
+    obs, episode, step = data.obs, data.episode, data.step
+    users, row = np.unique(episode, return_inverse=True)
+    m, T = len(users), len(TASK_TYPES)
+    task = obs[:, layout["task"]].argmax(axis=1)
+    count = np.bincount(row, minlength=m).astype(np.float64)
+    shares = np.bincount(row * T + task, minlength=m * T).reshape(m, T) / count[:, None]
+    later = step >= 1                          # rows that report the interaction before
+    r = row[later]
+    n = np.bincount(r, minlength=m).astype(np.float64)
+    level = obs[later, layout["latency"].start].astype(np.float64)
+    log_latency = np.log(np.maximum(np.expm1(level * _LATENCY_NORM), 1e-3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(r, log_latency, m) / n
+        resid = log_latency - mean[r]
+        sd = np.sqrt(np.bincount(r, resid * resid, m) / n)
+        explore = np.bincount(r, obs[later, layout["explore"].start].astype(np.float64),
+                              m) / n
+        values = obs[later, layout["signals"]].astype(np.float64)
+        means = [np.bincount(r, values[:, SIGNAL_NAMES.index(x)], m) / n for x in signals]
+    keep = n > 0
+    out = np.column_stack([shares, mean, sd, explore, *means])[keep]
+    return WindowFeatures(users=users[keep], values=out, interactions=count[keep].astype(
+        np.int64), names=BEHAVIOUR_FEATURES + tuple(f"signal_{x}" for x in signals))

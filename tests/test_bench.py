@@ -53,11 +53,13 @@ def test_fusion_benchmark_reports_accuracy_and_bots(tmp_path):
 
 def test_discovery_benchmark_reports_ari_against_the_reference(tmp_path):
     result, stdout = bench_json(tmp_path / "d.json", "discovery", "--users", "600",
-                                "--seeds", "1", "--k-seeds", "2", "--speed-users", "3000")
+                                "--seeds", "1", "--k-seeds", "2", "--speed-users", "3000",
+                                "--sessions", "1500")
     cell = result["accuracy"]["separated (concentration 0.5)"]["200"]
     assert cell["seeds"] == 2 and sum(cell["chosen_k"].values()) == 2
     assert 0 < cell["k=6"]["ari_reference"] <= 1 and cell["k=6"]["ari"] > 0.3
     assert result["speed"]["users"] == 3000 and result["speed"]["seconds"] > 0
+    assert 0 < result["sessions"]["behaviour + signals (12)"]["ari"] <= 1
     assert "selection + final fit" in stdout
 
 

@@ -169,3 +169,37 @@ def test_discovery_on_a_separated_population_nears_its_noiseless_reference():
     ari = adjusted_rand(found.labels, window.primary)
     assert ari >= 0.9 * adjusted_rand(noiseless.labels, window.primary) and ari > 0.5
     assert (found.archetype >= 0).sum() >= 4
+
+
+def test_session_features_of_a_routing_log_read_latency_exploring_and_signals():
+    """Per logged AgentRouting session: bots answer in under a second and never explore,
+    humans take seconds (log-latency near the behaviour model's medians) — the latency
+    column decoded back to seconds; the signal means are in [0, 1]."""
+    import envs
+    from agents.baselines.policies import RandomPolicy
+    from agents.serving.exploration import Exploration
+    from envs.creator import vector_maker
+    from ope.collect import collect
+    from ope.features import session_features
+
+    env_id = "personarl/AgentRouting-v0"
+    layout = envs.record(env_id).observation_layout({})
+    data = collect(RandomPolicy(6), vector_maker(env_id, {"population": {
+        "bot_fraction": 0.3}}), 400, seed=1, exploration=Exploration("sample"),
+        record_truth=True)
+    f = session_features(data, layout)
+    assert f.names[-4:] == ("signal_scroll_depth", "signal_dwell", "signal_conversion",
+                            "signal_share") and f.values.shape == (len(f.users), 12)
+    first = data.step == 0
+    bot = dict(zip(data.episode[first], data.context["is_bot"][first].astype(bool)))
+    is_bot = np.array([bot[u] for u in f.users])
+    latency = f.values[:, f.names.index("log_latency_mean")]
+    assert is_bot.any() and (latency[is_bot] < 1.2).all()          # log(0.4 s), log(3 s)
+    assert 0.8 < np.median(latency[~is_bot]) < 2.6                  # log(30 s) − 3·timing
+    assert (f.values[is_bot, f.names.index("explore_rate")] == 0).all()
+    assert ((f.values[:, -4:] >= 0) & (f.values[:, -4:] <= 1)).all()
+    np.testing.assert_allclose(f.values[:, :5].sum(axis=1), 1.0)
+    with pytest.raises(DataError, match="unknown signals \\['likes'\\]"):
+        session_features(data, layout, signals=("likes",))
+    with pytest.raises(DataError, match="no \\['latency', 'explore', 'signals'\\] columns"):
+        session_features(data, {"task": layout["task"]})

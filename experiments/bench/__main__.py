@@ -5,7 +5,8 @@
     python -m experiments.bench equivalence [--episodes 400000] [--out benchmarks/equivalence.json]
     python -m experiments.bench fusion  [--users 3000] [--out benchmarks/fusion.json]
     python -m experiments.bench discovery [--users 20000] [--seeds 5] [--k-seeds 20]
-                                        [--speed-users 1000000] [--out benchmarks/discovery.json]
+                                        [--sessions 20000] [--speed-users 1000000]
+                                        [--out benchmarks/discovery.json]
     python -m experiments.bench evolution [--users 3000] [--interactions 200] [--seeds 20]
                                         [--windows 10] [--out benchmarks/evolution.json]
     python -m experiments.bench rankings [--seeds 5] [--out benchmarks/rankings.json]
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     dis.add_argument("--k-seeds", type=int, default=20,
                      help="seeds at 200 interactions, where the chosen k is counted")
     dis.add_argument("--speed-users", type=int, default=1_000_000)
+    dis.add_argument("--sessions", type=int, default=20_000,
+                     help="AgentRouting sessions logged per seed")
     dis.add_argument("--out", default="benchmarks/discovery.json")
     evo = sub.add_parser("evolution", help="persona evolution events against the "
                                            "scheduled truth, and false events")
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "discovery":
         from experiments.bench.discovery import run
         result = run(users=args.users, seeds=args.seeds, k_seeds=args.k_seeds,
-                     speed_users=args.speed_users)
+                     speed_users=args.speed_users, sessions_per_seed=args.sessions)
     elif args.what == "evolution":
         from experiments.bench.evolution import run
         result = run(users=args.users, interactions=args.interactions, seeds=args.seeds,

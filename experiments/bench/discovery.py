@@ -11,6 +11,12 @@ archetype (the argmax of the user's mean mixture over the window), for all kept 
 for clear-cut ones (primary weight >= 0.7), beside the *noiseless reference*: the same
 pipeline on the users' expected features (``synth.features``). Seeds give the spread.
 
+AgentRouting sessions (one window: its users live one session) logged under a uniformly
+random router: discovery on the 8 behaviour features and on those plus 4 signal features
+(engagement depth — scroll depth and dwell —, conversion, sharing; they answer the agent
+chosen, so they describe users under this policy), k = 6, humans, ARI against each
+session's latent primary archetype at its first decision.
+
 Speed: ``speed_users`` users' features from a 10-interaction window, widened to 12
 columns with standard-normal columns (the 8 behaviour features are all a window yields
 today; the padding stands for the 4 signal features the issue's width counts), then
@@ -108,6 +114,44 @@ def accuracy(users: int, seeds: int, k_seeds: int) -> dict[str, Any]:
     return result
 
 
+def sessions(episodes: int, seeds: int) -> dict[str, Any]:
+    """Discovery on AgentRouting sessions logged under a uniformly random router: the 8
+    behaviour features alone and with the 4 signal features (``ope.features``), k = 6,
+    ARI against each session's latent primary archetype at its first decision."""
+    import envs
+    from agents.baselines.policies import RandomPolicy
+    from agents.serving.exploration import Exploration
+    from envs.creator import vector_maker
+    from ope.collect import collect
+    from ope.features import session_features
+
+    env_id = "personarl/AgentRouting-v0"
+    layout = envs.record(env_id).observation_layout({})
+    k = layout["last_action"].stop - layout["last_action"].start
+    scores: dict[str, list[float]] = {"behaviour (8)": [], "behaviour + signals (12)": []}
+    for seed in range(seeds):
+        data = collect(RandomPolicy(k), vector_maker(env_id), episodes, seed,
+                       exploration=Exploration("sample"), record_truth=True)
+        first = data.step == 0
+        primary = dict(zip(data.episode[first], data.context["latent_primary"][first]))
+        human = dict(zip(data.episode[first], ~data.context["is_bot"][first].astype(bool)))
+        f = session_features(data, layout)
+        truth = np.array([primary[u] for u in f.users])
+        mask = np.array([human[u] for u in f.users])
+        for label, columns in (("behaviour (8)", slice(0, 8)),
+                               ("behaviour + signals (12)", slice(None))):
+            found = discover(f.values[mask][:, columns], k=TRUE_K, seed=seed,
+                             names=f.names[columns])
+            scores[label].append(adjusted_rand(found.labels, truth[mask]))
+    out = {"episodes": episodes, "seeds": seeds, "policy": "uniformly random router"}
+    for label, values in scores.items():
+        out[label] = {"ari": statistics.fmean(values), "sd": statistics.pstdev(values)}
+        print(f"AgentRouting sessions, {label}: k=6 ARI {out[label]['ari']:.3f} "
+              f"(sd {out[label]['sd']:.3f}, {seeds} seeds x {episodes:,} sessions)",
+              flush=True)
+    return out
+
+
 def speed(users: int, seed: int = 0) -> dict[str, Any]:
     """Seconds to choose k and fit on ``users`` users × 12 feature columns."""
     sampler = PopulationSampler(PopulationConfig())
@@ -128,7 +172,8 @@ def speed(users: int, seed: int = 0) -> dict[str, Any]:
             "k": found.k, "target_seconds": 60.0}
 
 
-def run(users: int, seeds: int, k_seeds: int, speed_users: int) -> dict[str, Any]:
+def run(users: int, seeds: int, k_seeds: int, speed_users: int,
+        sessions_per_seed: int = 20_000) -> dict[str, Any]:
     """Every figure, printed and returned."""
     return {"users": users, "accuracy": accuracy(users, seeds, k_seeds),
-            "speed": speed(speed_users)}
+            "sessions": sessions(sessions_per_seed, seeds), "speed": speed(speed_users)}
