@@ -38,7 +38,8 @@ cosine of at least 1/2 with its change). Then:
    sitting farther from its centroid than its own users (one-sided Mann–Whitney U,
    ``alpha``), or parts of two or more personas moving to one place (their moved users'
    means nearer each other than half the distance between the personas);
-3. **split** — part of one persona moving, not toward a persona it drifted to;
+3. **split** — part of one persona moving, most of its moved users not now in a persona
+   it drifted to;
 4. **drift in place** (source → itself) — a changed persona that is none of these, did
    not drift to another persona and is no drift's target.
 
@@ -333,9 +334,14 @@ class EvolutionTracker:
         drifted_to: dict[int, set[int]] = {}
         for e in drifts:
             drifted_to.setdefault(e.source[0], set()).add(e.target[0])
+        def drifted(c: int) -> bool:
+            """Most of ``c``'s moved users now sit in a persona ``c`` drifted to."""
+            return bool(moved_of[c].any() and np.isin(
+                after[moved_of[c]], list(drifted_to.get(c, ()))).mean() >= 0.5)
+
         found += [_Moved((c,), moved_of[c], p_changed[c]) for c in changed
-                  if c not in merged and c not in joined and mixed[c]
-                  and toward[c] not in drifted_to.get(c, ()) and moved_of[c].any()]
+                  if c not in merged and c not in joined and mixed[c] and not drifted(c)
+                  and moved_of[c].any()]
         # ... unless the moved users of several went to one place: new
         places = [model.standardise(x_cur[m.users]).mean(0) for m in found]
         grown = []
@@ -372,7 +378,7 @@ class EvolutionTracker:
         events.extend(self._event(w, "drift", (c,), (c,),
                                   float(np.linalg.norm(change[group == c].mean(0))),
                                   common[group == c], p_changed[c])
-                      for c in changed if c not in named
+                      for c in changed if c not in named and not drifted(c)
                       and toward[c] not in drifted_to.get(c, ())
                       and c not in {t for ts in drifted_to.values() for t in ts})
         return events
