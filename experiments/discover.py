@@ -50,6 +50,8 @@ register_configs()
 #: at most this many users per window (the features, the windows' draws and the model fit
 #: in memory; experiments.bench discovery measures 10^6)
 MAX_USERS = 2_000_000
+#: at most this many interactions per window (users × interactions, ≈ 3.4 GB of logs)
+MAX_INTERACTIONS = 200_000_000
 
 
 def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
@@ -65,6 +67,10 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
     users = check_int("users", cfg.users, 3, MAX_USERS)
     windows = check_int("windows", cfg.windows, 1, 1000)
     interactions = check_int("interactions", cfg.interactions, 1, 100_000)
+    if users * interactions > MAX_INTERACTIONS:
+        raise ConfigError(f"users × interactions = {users * interactions:,} per window is "
+                          f"more than {MAX_INTERACTIONS:,} (≈ 17 bytes each in memory); "
+                          "lower users= or interactions=")
     seed = check_int("seed", cfg.seed, 0, MAX_SEED - 1)
     k_min, k_max = check_int("k_min", cfg.k_min, 2), check_int("k_max", cfg.k_max, 2)
     if k_max < k_min:

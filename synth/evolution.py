@@ -103,7 +103,6 @@ class PersonaEvent:
 class _Window:
     users: np.ndarray            # sorted ids
     features: np.ndarray
-    labels: np.ndarray           # persona ids under the model in force when tested
 
 
 class EvolutionTracker:
@@ -145,7 +144,8 @@ class EvolutionTracker:
         self.names: dict[int, str] = {}                  # persona id -> name
         self.events: list[PersonaEvent] = []
         self.sizes: list[dict[int, int]] = []            # per window: persona id -> users
-        self._windows: list[_Window] = []
+        self._windows: list[_Window] = []                # the last three windows read
+        self.windows_read = 0
         self._next_test = 2
 
     # ------------------------------------------------------------------ public
@@ -158,19 +158,15 @@ class EvolutionTracker:
                 (``synth.discovery.discover``'s checks).
         """
         users, features = self._checked(users, features)
-        w = len(self._windows)
+        w = self.windows_read
         if self.model is None:
             self._fit(discover(features, k=self.k, k_range=self.k_range, seed=self.seed,
                                names=self.feature_names, reference=self.reference))
-        window = _Window(users, features, self.personas(features))
-        self._windows.append(window)
-        events: list[PersonaEvent] = []
-        if w >= self._next_test:
-            events = self._test(w)
-            if events:                       # the model may have changed: read w again
-                window.labels = self.personas(features)
+        self._windows = [*self._windows[-2:], _Window(users, features)]
+        self.windows_read += 1
+        events = self._test(w) if w >= self._next_test else []
         self.sizes.append({int(p): int(n) for p, n in zip(
-            *np.unique(self._windows[-1].labels, return_counts=True))})
+            *np.unique(self.personas(features), return_counts=True))})
         self.events.extend(events)
         return events
 
@@ -225,7 +221,7 @@ class EvolutionTracker:
     def _test(self, w: int) -> list[PersonaEvent]:
         from scipy.stats import binomtest
         from statsmodels.stats.multitest import multipletests
-        old, prev, cur = self._windows[w - 2], self._windows[w - 1], self._windows[w]
+        old, prev, cur = self._windows
         common = np.intersect1d(np.intersect1d(old.users, prev.users), cur.users)
         if len(common) == 0:
             return []
@@ -389,7 +385,7 @@ class EvolutionTracker:
         ``i`` (started from the mean of the two centroids) and each of ``new_means``
         (feature units) a new persona; the other clusters start from their centroids."""
         assert self.model is not None
-        cur = self._windows[w]
+        cur = self._windows[-1]
         centroids = {int(p): self.model.centroids[n] for n, p in enumerate(self.ids)}
         for i, j in merges:
             centroids[i] = 0.5 * (centroids[i] + centroids[j])
