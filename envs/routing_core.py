@@ -44,7 +44,8 @@ from synth.population import PopulationSampler, drift_step
 
 __all__ = ["RoutingCore", "ObsLayout"]
 
-_LATENCY_NORM = np.log1p(120.0)
+#: the observation's latency column is ``min(1, log1p(seconds) / LATENCY_NORM)``
+LATENCY_NORM = np.log1p(120.0)
 SIGNAL_CONVERSION = SIGNAL_NAMES.index("conversion")
 
 
@@ -253,7 +254,7 @@ class RoutingCore(RecordCore):
         c = self.cols
         o = np.zeros_like(self.obs)
         o[:, c["signals"]] = signals
-        o[:, c["latency"].start] = np.minimum(1.0, np.log1p(L["latency"]) / _LATENCY_NORM)
+        o[:, c["latency"].start] = np.minimum(1.0, np.log1p(L["latency"]) / LATENCY_NORM)
         o[:, c["explore"].start] = L["explore"]
         o[rows, c["last_action"].start + action] = 1.0
         o[:, c["quality"].start] = q

@@ -64,6 +64,9 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
     from synth.population import PopulationConfig, PopulationSampler
     from synth.windows import PersistentPopulation
 
+    if cfg.review.id is not None:
+        raise ConfigError(f"review.id={cfg.review.id!r} without review.events: give the "
+                          "events.parquet to review (review.events=<run dir>/events.parquet)")
     users = check_int("users", cfg.users, 3, MAX_USERS)
     windows = check_int("windows", cfg.windows, 1, 1000)
     interactions = check_int("interactions", cfg.interactions, 1, 100_000)
@@ -89,7 +92,7 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
     for w in range(windows):
         window = population.window(interactions)
         features = behaviour_features(*window.flat())
-        kept = ~quality.flagged(quality.score(window.latency, window.metadata_missing)[:, -1])
+        kept = ~quality.flagged_after(window.latency, window.metadata_missing)
         tracker.update(features.users[kept], features.values[kept])
         labels = tracker.personas(features.values[kept])
         humans = ~window.is_bot[kept]
@@ -220,9 +223,11 @@ def _report(run_dir: Path) -> Path:
         for s in model["scheduled"]:
             found = [e for e in events if e.kind == s["kind"] and s["at"] <= e.window
                      <= s["at"] + 1]
+            testable = 2 <= s["at"] < cfg["windows"]
             rows.append([s["kind"], str(s["at"]), f"{s['source']} → {s['target']}",
                          number(s["strength"], ".2f"),
-                         ", ".join(e.id for e in found) or "not found"])
+                         ", ".join(e.id for e in found) or ("not found" if testable else
+                         "not testable (changes are read from window 2 on, within the run)")])
         b.append(("table", (["kind", "window", "source → target", "strength",
                              "found within two windows"], rows)))
     else:

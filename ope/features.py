@@ -22,6 +22,7 @@ import numpy as np
 
 from typing import Any, Mapping, Sequence
 
+from envs.routing_core import LATENCY_NORM
 from personarl.errors import DataError
 from synth.archetypes import TASK_TYPES
 from synth.features import BEHAVIOUR_FEATURES
@@ -30,8 +31,6 @@ __all__ = ["WindowFeatures", "behaviour_features", "session_features", "SESSION_
 
 #: the signals ``session_features`` averages by default: engagement depth, conversion, sharing
 SESSION_SIGNALS = ("scroll_depth", "dwell", "conversion", "share")
-#: AgentRouting's latency column is ``min(1, log1p(seconds) / log1p(120))``
-_LATENCY_NORM = np.log1p(120.0)
 
 
 @dataclass(frozen=True)
@@ -102,16 +101,31 @@ def behaviour_features(user: np.ndarray, task: np.ndarray, latency: np.ndarray,
                         "true/false or 0/1")
     users, row = np.unique(user, return_inverse=True)
     m = len(users)
-    count = np.bincount(row, minlength=m).astype(np.float64)
-    shares = np.bincount(row * len(TASK_TYPES) + task, minlength=m * len(TASK_TYPES))
-    shares = shares.reshape(m, len(TASK_TYPES)) / count[:, None]
-    log_latency = np.log(latency)
-    mean = np.bincount(row, log_latency, m) / count
-    resid = log_latency - mean[row]                     # two passes: no cancellation
-    sd = np.sqrt(np.bincount(row, resid * resid, m) / count)
-    rate = np.bincount(row, explore.astype(np.float64), m) / count
-    return WindowFeatures(users=users, values=np.column_stack([shares, mean, sd, rate]),
-                          interactions=count.astype(np.int64))
+    count = np.bincount(row, minlength=m)
+    return WindowFeatures(users=users, values=np.column_stack([
+        _shares(row, task, m), *_timing(row, np.log(latency), explore, m)]),
+        interactions=count)
+
+
+def _shares(row: np.ndarray, task: np.ndarray, m: int) -> np.ndarray:
+    """``(m, T)`` each user's share of interactions of each task type."""
+    T = len(TASK_TYPES)
+    counts = np.bincount(row * T + task, minlength=m * T).reshape(m, T)
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def _timing(row: np.ndarray, log_latency: np.ndarray, explore: np.ndarray, m: int,
+            *more: np.ndarray) -> list[np.ndarray]:
+    """Each user's mean and SD (ddof 0, two passes: no cancellation) of ``log_latency``,
+    exploring rate, and the mean of each of ``more`` — ``(m,)`` each, ``nan`` for a user
+    without rows."""
+    n = np.bincount(row, minlength=m).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.bincount(row, log_latency, m) / n
+        resid = log_latency - mean[row]
+        sd = np.sqrt(np.bincount(row, resid * resid, m) / n)
+        return [mean, sd, *(np.bincount(row, np.asarray(x, np.float64), m) / n
+                            for x in (explore, *more))]
 
 
 def session_features(data: Any, layout: Mapping[str, slice],
@@ -139,26 +153,18 @@ def session_features(data: Any, layout: Mapping[str, slice],
     unknown = [x for x in signals if x not in SIGNAL_NAMES]
     if unknown:
         raise DataError(f"unknown signals {unknown}; valid: {list(SIGNAL_NAMES)}")
-    obs, episode, step = data.obs, data.episode, data.step
-    users, row = np.unique(episode, return_inverse=True)
-    m, T = len(users), len(TASK_TYPES)
-    task = obs[:, layout["task"]].argmax(axis=1)
-    count = np.bincount(row, minlength=m).astype(np.float64)
-    shares = np.bincount(row * T + task, minlength=m * T).reshape(m, T) / count[:, None]
-    later = step >= 1                          # rows that report the interaction before
-    r = row[later]
-    n = np.bincount(r, minlength=m).astype(np.float64)
+    obs = data.obs
+    users, row = np.unique(data.episode, return_inverse=True)
+    m = len(users)
+    later = data.step >= 1                     # rows that report the interaction before
     level = obs[later, layout["latency"].start].astype(np.float64)
-    log_latency = np.log(np.maximum(np.expm1(level * _LATENCY_NORM), 1e-3))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.bincount(r, log_latency, m) / n
-        resid = log_latency - mean[r]
-        sd = np.sqrt(np.bincount(r, resid * resid, m) / n)
-        explore = np.bincount(r, obs[later, layout["explore"].start].astype(np.float64),
-                              m) / n
-        values = obs[later, layout["signals"]].astype(np.float64)
-        means = [np.bincount(r, values[:, SIGNAL_NAMES.index(x)], m) / n for x in signals]
-    keep = n > 0
-    out = np.column_stack([shares, mean, sd, explore, *means])[keep]
-    return WindowFeatures(users=users[keep], values=out, interactions=count[keep].astype(
-        np.int64), names=BEHAVIOUR_FEATURES + tuple(f"signal_{x}" for x in signals))
+    log_latency = np.log(np.maximum(np.expm1(level * LATENCY_NORM), 1e-3))
+    signal = obs[later, layout["signals"]]
+    values = np.column_stack([
+        _shares(row, obs[:, layout["task"]].argmax(axis=1), m),
+        *_timing(row[later], log_latency, obs[later, layout["explore"].start], m,
+                 *(signal[:, SIGNAL_NAMES.index(x)] for x in signals))])
+    keep = np.bincount(row[later], minlength=m) > 0
+    return WindowFeatures(users=users[keep], values=values[keep],
+                          interactions=np.bincount(row, minlength=m)[keep],
+                          names=BEHAVIOUR_FEATURES + tuple(f"signal_{x}" for x in signals))

@@ -74,3 +74,8 @@ class QualityModel:
     def flagged(self, quality: np.ndarray) -> np.ndarray:
         """Suspected bots: quality below ``flag_threshold``."""
         return quality < self.flag_threshold
+
+    def flagged_after(self, latency: np.ndarray, metadata_missing: np.ndarray) -> np.ndarray:
+        """``(n,)`` users suspected as bots after their interactions ``latency`` ``(n, H)``
+        (seconds): ``flagged`` of the score after the last one."""
+        return self.flagged(self.score(latency, metadata_missing)[:, -1])

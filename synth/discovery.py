@@ -22,8 +22,8 @@ as ``1 / (1 + mean distance to centroid)``. Here:
    Hungarian method (``scipy.optimize.linear_sum_assignment``) on centroid distance; a
    cluster left unpaired, or paired further than ``new_distance`` from its archetype, is
    flagged as new (``-1``). By default ``new_distance`` is half the smallest distance
-   between two reference centroids: a paired cluster must be nearer its archetype than
-   the midpoint to that archetype's nearest neighbour.
+   between any two reference centroids: a paired cluster must be nearer its archetype
+   than the two closest archetypes are to their midpoint.
 
 Everything is seeded (``seed``): the same features give the same clusters.
 scikit-learn and SciPy are imported when discovery runs (the ``discover`` extra).
@@ -153,15 +153,21 @@ def discover(features: np.ndarray, *, k: int | None = None,
         n_init: k-means++ restarts per fit (the lowest inertia is kept).
         mini_batch_above: users above which the final fit is ``MiniBatchKMeans``.
         init: ``(k, F)`` starting centroids in feature units (one fit from them instead of
-            ``n_init`` k-means++ starts); needs ``k``.
+            ``n_init`` k-means++ starts).
 
     Raises:
         DataError: an empty window, features of the wrong shape, or a non-finite feature.
-        ConfigError: ``k`` or a candidate outside ``[2, n_users)``; a bad ``reference``.
+        ConfigError: ``k`` or a candidate outside ``[2, n_users)``; a bad ``reference``,
+            ``n_init``, ``mini_batch_above``, ``new_distance`` or ``init``.
     """
     names = tuple(names)
     x = _checked(features, names)
     n = len(x)
+    n_init = check_int("n_init", n_init, 1)
+    mini_batch_above = check_int("mini_batch_above", mini_batch_above, 1)
+    if new_distance is not None and not (np.isfinite(new_distance) and new_distance > 0):
+        raise ConfigError(f"new_distance={new_distance!r} must be a finite distance > 0 "
+                          "(standardised units) or None")
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale == 0] = 1.0                   # a constant feature carries no distance
@@ -179,12 +185,11 @@ def discover(features: np.ndarray, *, k: int | None = None,
     else:
         k = _check_k(k, n, "k")
     if init is not None:
-        if k is None or np.shape(init) != (k, x.shape[1]):
-            raise ConfigError(f"init has shape {np.shape(init)}; expected (k, {x.shape[1]}) "
-                              "for the k given")
+        if np.shape(init) != (k, x.shape[1]):
+            raise ConfigError(f"init has shape {np.shape(init)}; expected ({k}, "
+                              f"{x.shape[1]}): one starting centroid per cluster")
         init = (_checked(init, names) - mean) / scale
-    model = _kmeans(k, n, seed, check_int("n_init", n_init, 1), mini_batch_above,
-                    init).fit(z)
+    model = _kmeans(k, n, seed, n_init, mini_batch_above, init).fit(z)
     labels = model.predict(z) if n > mini_batch_above else model.labels_
     labels = labels.astype(np.int64)
     sizes = np.bincount(labels, minlength=k)

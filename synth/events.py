@@ -88,7 +88,10 @@ def _shift(label: str, shifts: Mapping[str, float], names: Sequence[str]) -> np.
     for key, delta in shifts.items():
         if key not in names:
             raise ConfigError(f"{label} names unknown {key!r}; valid: {list(names)}")
-        value = float(delta)
+        try:
+            value = float(delta)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{label}[{key!r}]={delta!r} must be a finite number") from None
         if not np.isfinite(value):
             raise ConfigError(f"{label}[{key!r}]={delta!r} must be a finite number")
         out[names.index(key)] = value

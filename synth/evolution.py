@@ -29,22 +29,29 @@ the same read forwards and backwards. Two tests use this, from window 2 on:
 **Naming a change.** For each changed persona: the direction of its mean change; the
 users who *moved* (their change along it beyond the 95th percentile of the same users'
 ``|change|`` along it one window earlier — the noise); whether only *part* of it moved
-(a spread along the direction wider than a window earlier: Brown–Forsythe's test,
-``alpha``); and the persona it moved *toward* (the one whose centroid direction has a
+(a spread along the direction wider than a window earlier: each user's absolute deviation
+from the median now against a window earlier, the one-sided Wilcoxon signed-rank test at
+``alpha`` — paired, since both changes share window ``w - 1``; conservative, since the
+earlier change also carries the grouping window's noise); and the persona it moved *toward* (the one whose centroid direction has a
 cosine of at least 1/2 with its change). Then:
 
 1. **merge** — two changed personas moving toward each other, most users of each moving;
 2. **new** — users of two or more personas arriving, by drift events, in one persona and
    sitting farther from its centroid than its own users (one-sided Mann–Whitney U,
    ``alpha``), or parts of two or more personas moving to one place (their moved users'
-   means nearer each other than half the distance between the personas);
+   means nearer each other than either is to its own persona's centroid);
 3. **split** — part of one persona moving, most of its moved users not now in a persona
    it drifted to;
 4. **drift in place** (source → itself) — a changed persona that is none of these, did
    not drift to another persona and is no drift's target.
 
 Drift events whose users mostly took part in a split or new persona, or that leave a
-merging persona, are folded into that event.
+merging persona, are folded into that event; a drift into a merged-away persona ends in
+the persona it joined.
+
+**What cannot be seen.** A change needs three windows to be read (the grouping window and
+the two compared), so one that shows in window 0 or 1 is never tested; after a refit at
+window ``w`` the model was fitted on ``w``, so ``w`` to ``w + 1`` is not tested either.
 
 """
 
@@ -84,7 +91,8 @@ class PersonaEvent:
             the moved users' share of all users; merge: the share of the distance between
             the two personas' means that closed.
         affected_users: ids of the users the event concerns.
-        p_value: the Holm-adjusted p-value of the test that found it.
+        p_value: the largest p-value (Holm-adjusted within its family) among the tests
+            that found it.
         status: ``"pending"`` until reviewed.
     """
 
@@ -113,7 +121,10 @@ class EvolutionTracker:
             ``k_range`` by the silhouette).
         k_range: the candidates when ``k`` is ``None``.
         seed: seeds every k-means++ fit.
-        alpha: family-wise error rate of each window's tests (Holm).
+        alpha: the level of each window's tests: the flows' family and the personas'
+            family are each Holm-corrected at ``alpha``; the follow-up tests that name a
+            change run at ``alpha`` too (so a window's rate of false events can reach
+            about twice ``alpha``).
         min_share: the smallest net flow reported as a drift, as a share of the source
             persona's users.
         min_shift: the smallest norm of a persona's mean change (standardised units) that
@@ -162,6 +173,8 @@ class EvolutionTracker:
         if self.model is None:
             self._fit(discover(features, k=self.k, k_range=self.k_range, seed=self.seed,
                                names=self.feature_names, reference=self.reference))
+        else:
+            self.model.standardise(features)          # refused before anything changes
         self._windows = [*self._windows[-2:], _Window(users, features)]
         self.windows_read += 1
         events = self._test(w) if w >= self._next_test else []
@@ -182,8 +195,11 @@ class EvolutionTracker:
     # ------------------------------------------------------------------ the model
     def _checked(self, users: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(users)
-        if users.ndim != 1 or len(users) == 0:
-            raise DataError(f"an empty window: 'users' has shape {users.shape}")
+        if users.ndim != 1:
+            raise DataError(f"'users' has shape {users.shape}; expected (n,), one id per row "
+                            "of features")
+        if len(users) == 0:
+            raise DataError("an empty window: no users")
         x = np.asarray(features, dtype=np.float64)
         if x.shape[:1] != users.shape:
             raise DataError(f"{len(users)} user ids but features of shape {x.shape}")
@@ -202,8 +218,10 @@ class EvolutionTracker:
         for j in np.flatnonzero(ids < 0):
             ids[j] = max(self.names, default=-1) + 1
             a = model.archetype[j]
-            self.names[int(ids[j])] = (self.archetype_names[a] if a >= 0 and a < len(
-                self.archetype_names) else f"persona-{ids[j]}")
+            name = self.archetype_names[a] if 0 <= a < len(self.archetype_names) else None
+            # an archetype's name goes to the first persona paired with it
+            self.names[int(ids[j])] = (name if name and name not in self.names.values()
+                                       else f"persona-{ids[j]}")
         self.ids = ids
 
     def personas(self, features: np.ndarray) -> np.ndarray:
@@ -277,7 +295,7 @@ class EvolutionTracker:
         """The window's events: the flow ``drifts`` with the ``changed`` personas named —
         merge, new, split or in-place drift (module doc, "Naming a change"); refits the
         model for the first three."""
-        from scipy.stats import levene, mannwhitneyu
+        from scipy.stats import mannwhitneyu, wilcoxon
         assert self.model is not None
         model = self.model
         index = {int(p): n for n, p in enumerate(self.ids)}
@@ -293,9 +311,10 @@ class EvolutionTracker:
             moved_of[c][mine] = along > np.quantile(np.abs(null), 0.95)
             share[c] = float(moved_of[c].sum() / mine.sum())
             # part of the persona moved (along its change, a spread wider than the same
-            # users' a window earlier), or all of it
-            mixed[c] = bool(along.var() > null.var()
-                            and levene(along, null, center="median").pvalue <= self.alpha)
+            # users' a window earlier: paired absolute deviations from the medians), or all
+            wider = np.abs(along - np.median(along)) - np.abs(null - np.median(null))
+            mixed[c] = bool(wider.any() and wilcoxon(wider, alternative="greater").pvalue
+                            <= self.alpha)
             # the persona it moved toward (cosine >= 1/2 with the way to its centroid)
             ways = {int(p): centroid[index[int(p)]] - centroid[index[c]]
                     for p in self.ids if int(p) != c}
@@ -320,11 +339,13 @@ class EvolutionTracker:
         for b, sources in into.items():
             arrived = np.isin(before, sources) & (after == b)
             stayed = (before == b) & (after == b)
-            if (len(sources) >= 2 and arrived.any() and stayed.any()
-                    and mannwhitneyu(distance[arrived], distance[stayed],
-                                     alternative="greater").pvalue <= self.alpha):
-                found.append(_Moved(tuple(sorted(sources)), arrived, max(
-                    e.p_value for e in drifts if e.target[0] == b and e.source[0] in sources)))
+            if len(sources) < 2 or not arrived.any() or not stayed.any():
+                continue
+            apart = mannwhitneyu(distance[arrived], distance[stayed],
+                                 alternative="greater").pvalue
+            if apart <= self.alpha:
+                found.append(_Moved(tuple(sorted(sources)), arrived, max(apart, *(
+                    e.p_value for e in drifts if e.target[0] == b and e.source[0] in sources))))
         joined = {c for m in found for c in m.sources}
         # 3. split: part of one persona moved, not toward a persona it drifted to
         drifted_to: dict[int, set[int]] = {}
@@ -348,10 +369,13 @@ class EvolutionTracker:
             p = max(found[n].p_value for n in together)
             grown.append(("split" if len(sources) == 1 else "new", sources, users, p))
         named = merged | {c for _, g, _, _ in grown for c in g}
-        # the drifts that were these events' users moving are folded into them
-        events = [e for e in drifts if e.source[0] not in merged and not any(
-            np.isin(e.affected_users, common[moved]).mean() >= 0.5
-            for _, _, moved, _ in grown)]
+        # the drifts that were these events' users moving are folded into them; a drift
+        # into a merged-away persona now ends in the persona it joined
+        into_merged = {j: i for i, j in merges}
+        events = [replace(e, target=(into_merged.get(e.target[0], e.target[0]),))
+                  for e in drifts if e.source[0] not in merged and not any(
+                      np.isin(e.affected_users, common[moved]).mean() >= 0.5
+                      for _, _, moved, _ in grown)]
         first_new = max(self.names) + 1
         for n, (kind, g, moved, p) in enumerate(grown):
             if kind == "split":

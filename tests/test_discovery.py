@@ -44,6 +44,8 @@ def test_split_and_new_events_shift_behaviour_and_tasks():
           behaviour_shift={"sharing": 0.1}), "merge event takes no"),
     (dict(kind="new", at=1, source="explorer", name="x"), "needs a trait, behaviour or task"),
     (dict(kind="new", at=1, name="x"), "needs a 'spec'"),
+    (dict(kind="split", at=1, source="explorer", name="x",
+          behaviour_shift={"exploration": "lots"}), "\\['exploration'\\]='lots' must be a finite"),
 ])
 def test_bad_shifts_name_the_value(event, message):
     with pytest.raises(ConfigError, match=message):

@@ -121,6 +121,15 @@ def test_bad_windows_name_the_problem():
         tracker.update(np.arange(20), x)
     with pytest.raises(ConfigError, match="no persona model yet"):
         tracker.personas(np.zeros((1, 8)))
+    with pytest.raises(DataError, match="'users' has shape \\(2, 2\\)"):
+        tracker.update(np.zeros((2, 2), int), np.zeros((4, 8)))
+    # a bad window is refused before anything changes: the next good one reads normally
+    good = np.random.default_rng(1).random((30, 8))
+    tracker.update(np.arange(30), good)
+    with pytest.raises(DataError, match="shape \\(30, 7\\)"):
+        tracker.update(np.arange(30), good[:, :7])
+    tracker.update(np.arange(30), good)
+    assert tracker.windows_read == 2 and len(tracker.sizes) == 2
     with pytest.raises(ConfigError, match="alpha=0"):
         EvolutionTracker(alpha=0)
 

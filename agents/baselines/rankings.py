@@ -97,6 +97,12 @@ class AgentRankings:
                 non-finite reward (naming the first bad row).
             ConfigError: a bad temperature, level or prior count.
         """
+        if len(shape) != 3 or not all(isinstance(d, (int, np.integer)) and d >= 1
+                                       for d in shape):
+            raise ConfigError(f"shape={shape!r}; expected (task types, personas, agents), "
+                              "each a positive integer")
+        if not np.isfinite(prior_mean):
+            raise ConfigError(f"prior_mean={prior_mean!r} must be a finite reward")
         T, P, K = shape
         r = np.asarray(reward, dtype=np.float64)
         n = len(r)
@@ -130,7 +136,7 @@ class AgentRankings:
             var = (squares - count * raw * raw) / (count - 1) if squares is not None \
                 else np.full_like(raw, np.nan)
         half = np.full_like(raw, np.nan)
-        ok = count >= 2
+        ok = count >= 2 if squares is not None else np.zeros(count.shape, bool)
         for m in np.unique(count[ok]).astype(int):
             where = count == m
             half[where] = t_quantile(0.5 + level / 2, m - 1) * np.sqrt(

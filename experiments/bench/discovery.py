@@ -35,6 +35,7 @@ import numpy as np
 from ope.features import behaviour_features
 from rewards.quality import QualityModel
 from synth.discovery import adjusted_rand, archetype_centroids, discover
+from synth.features import BEHAVIOUR_FEATURES
 from synth.population import PopulationConfig, PopulationSampler
 from synth.windows import PersistentPopulation
 
@@ -50,7 +51,7 @@ def _one(sampler: PopulationSampler, reference: np.ndarray, users: int, interact
         interactions)
     observed = behaviour_features(*window.flat()).values
     quality = QualityModel()
-    keep = ~quality.flagged(quality.score(window.latency, window.metadata_missing)[:, -1])
+    keep = ~quality.flagged_after(window.latency, window.metadata_missing)
     x, expected = observed[keep], window.expected_features[keep]
     truth, clear = window.primary[keep], window.clear_cut[keep]
     row: dict[str, Any] = {"kept": int(keep.sum()), "bots_kept": int(window.is_bot[keep].sum()),
@@ -138,7 +139,7 @@ def sessions(episodes: int, seeds: int) -> dict[str, Any]:
         f = session_features(data, layout)
         truth = np.array([primary[u] for u in f.users])
         mask = np.array([human[u] for u in f.users])
-        for label, columns in (("behaviour (8)", slice(0, 8)),
+        for label, columns in (("behaviour (8)", slice(0, len(BEHAVIOUR_FEATURES))),
                                ("behaviour + signals (12)", slice(None))):
             found = discover(f.values[mask][:, columns], k=TRUE_K, seed=seed,
                              names=f.names[columns])

@@ -79,7 +79,7 @@ def _track(config: PopulationConfig, users: int, interactions: int, windows: int
     for _ in range(windows):
         window = population.window(interactions)
         f = behaviour_features(*window.flat())
-        keep = ~quality.flagged(quality.score(window.latency, window.metadata_missing)[:, -1])
+        keep = ~quality.flagged_after(window.latency, window.metadata_missing)
         tracker.update(f.users[keep], f.values[keep])
         seen.append(window)
     return tracker, sampler, seen
