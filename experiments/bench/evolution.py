@@ -16,7 +16,7 @@ feature among the source's users in a window of the same length.
 
 Stationary populations (no events; ``drift_rate`` 0, and the default 0.03 for contrast)
 run ``windows`` windows; every event is a false one, counted per tested window transition
-(windows 2 onwards) with a 95% CI over seeds.
+(windows 2 onwards) with an exact Poisson 95% interval (Garwood 1936).
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 
 from ope.features import behaviour_features
-from personarl.stats import mean_ci
 from rewards.quality import QualityModel
 from synth.archetypes import TRAITS
 from synth.discovery import archetype_centroids
@@ -143,12 +142,20 @@ def false_events(users: int, interactions: int, seeds: int, windows: int) -> dic
             per_seed.append(len(tracker.events) / (windows - 2))
             for e in tracker.events:
                 kinds[e.kind] = kinds.get(e.kind, 0) + 1
-        mean, low, high = mean_ci(np.array(per_seed))
-        out[label] = {"seeds": seeds, "windows": windows, "tested_transitions": windows - 2,
-                      "false_events_per_transition": mean, "ci": [low, high],
-                      "by_kind": kinds}
+        # the count of false events over all tested transitions, an exact Poisson interval
+        # (Garwood 1936) for its rate per transition
+        from scipy.stats import chi2
+        transitions = seeds * (windows - 2)
+        events = int(round(sum(per_seed) * (windows - 2)))
+        low = chi2.ppf(0.025, 2 * events) / 2 / transitions if events else 0.0
+        high = chi2.ppf(0.975, 2 * events + 2) / 2 / transitions
+        mean = events / transitions
+        out[label] = {"seeds": seeds, "windows": windows, "tested_transitions": transitions,
+                      "false_events": events, "false_events_per_transition": mean,
+                      "ci": [low, high], "by_kind": kinds}
         print(f"{label:40s}: {mean:.3f} events per tested transition (95% CI {low:.3f}–"
-              f"{high:.3f}; {seeds} seeds x {windows - 2} transitions) {kinds}", flush=True)
+              f"{high:.3f}, exact Poisson; {seeds} seeds x {windows - 2} transitions) "
+              f"{kinds}", flush=True)
     return out
 
 
