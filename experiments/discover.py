@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import hydra
 import numpy as np
@@ -110,7 +110,7 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
         log.info("window %d: %d users, %d personas, %d events", w, kept.sum(),
                  len(tracker.ids), sum(e.window == w for e in tracker.events))
     last_users = features.users[kept]
-    both, i0, i1 = np.intersect1d(first_users, last_users, return_indices=True)
+    _, i0, i1 = np.intersect1d(first_users, last_users, return_indices=True)
     model = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "personas": {str(k): v for k, v in tracker.names.items()},
@@ -136,9 +136,11 @@ def _transition(before: np.ndarray, after: np.ndarray, names: dict[int, str]
 
 
 def _scheduled(event: Any) -> dict[str, Any]:
-    return {"kind": event.kind, "at": event.at,
-            "source": event.source, "target": event.target or event.name,
-            "strength": event.strength}
+    """A scheduled ``PopulationEvent`` as the report lists it."""
+    spec = event.spec
+    new_name = spec.get("name") if isinstance(spec, Mapping) else getattr(spec, "name", None)
+    return {"kind": event.kind, "at": event.at, "source": event.source,
+            "target": event.target or event.name or new_name, "strength": event.strength}
 
 
 def _figures(model: dict[str, Any], run_dir: Path) -> None:

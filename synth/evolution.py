@@ -347,10 +347,11 @@ class EvolutionTracker:
                 found.append(_Moved(tuple(sorted(sources)), arrived, max(apart, *(
                     e.p_value for e in drifts if e.target[0] == b and e.source[0] in sources))))
         joined = {c for m in found for c in m.sources}
-        # 3. split: part of one persona moved, not toward a persona it drifted to
+        # 3. split: part of one persona moved, most of it not into a persona it drifted to
         drifted_to: dict[int, set[int]] = {}
         for e in drifts:
             drifted_to.setdefault(e.source[0], set()).add(e.target[0])
+
         def drifted(c: int) -> bool:
             """Most of ``c``'s moved users now sit in a persona ``c`` drifted to."""
             return bool(moved_of[c].any() and np.isin(
