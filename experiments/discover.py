@@ -15,7 +15,8 @@ quality score (``rewards.quality``), and the persona model and its evolution eve
 (``synth.evolution``, window 0's k chosen by the silhouette unless ``k`` is given). Writes
 into the run directory ``events.parquet`` (every event, status ``pending``),
 ``discovery.json`` (the figures), ``report.md`` / ``report.html`` with its plots (personas'
-sizes over windows, the transition matrix from the first to the last window, the events,
+sizes over windows, each persona's cohesion and paired archetype, the transition matrix
+from the first to the last window, the events,
 the scheduled events against what was found, and the adjusted Rand index of each window's
 personas against the latent primary archetype).
 
@@ -118,6 +119,7 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
         "windows": per_window, "sizes": [{str(k): v for k, v in s.items()}
                                          for s in tracker.sizes],
         "transition": _transition(first_labels[i0], labels[i1], tracker.names),
+        "model": _personas(tracker, sampler.base.names),
         "scheduled": [_scheduled(e) for e in sampler.events],
     }
     write_events(tracker.events, tracker.names, run_dir / "events.parquet")
@@ -133,6 +135,17 @@ def _transition(before: np.ndarray, after: np.ndarray, names: dict[int, str]
     counts = [[int(((before == r) & (after == c)).sum()) for c in cols] for r in rows]
     return {"rows": [names[r] for r in rows], "columns": [names[c] for c in cols],
             "counts": counts}
+
+
+def _personas(tracker: Any, archetypes: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The persona model in force at the end: each persona's size and cohesion at its fit,
+    and the known archetype it is paired with (``synth.discovery``)."""
+    model = tracker.model
+    return [{"persona": tracker.names[int(p)], "size": int(model.sizes[j]),
+             "cohesion": float(model.cohesion[j]),
+             "archetype": archetypes[model.archetype[j]] if model.archetype[j] >= 0
+             else "new", "distance": float(model.match_distance[j])}
+            for j, p in enumerate(tracker.ids)]
 
 
 def _scheduled(event: Any) -> dict[str, Any]:
@@ -202,6 +215,14 @@ def _report(run_dir: Path) -> Path:
             "silhouette on ≤ 5,000 of them): " + ", ".join(
                 f"k = {k}: {number(v, '.3f')}" for k, v in model["silhouette"].items())
             + ".")),
+        ("h2", "The personas at the end"),
+        ("p", "Size and cohesion (1 / (1 + mean distance to the centroid), standardised "
+              "units) at the persona model's last fit; the known archetype each is paired "
+              "with (Hungarian matching on centroids) or new."),
+        ("table", (["persona", "users at the fit", "cohesion", "paired archetype",
+                    "distance"],
+                   [[r["persona"], f"{r['size']:,}", number(r["cohesion"], ".3f"),
+                     r["archetype"], number(r["distance"], ".2f")] for r in model["model"]])),
         ("h2", "From the first window to the last"),
         ("img", "transition.png"),
         ("h2", "Evolution events"),
