@@ -108,7 +108,7 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
             first_labels, first_users = labels, features.users[kept]
             assert tracker.model is not None
             silhouette = tracker.model.silhouette
-        log.info("window %d: %d users, %d personas, %d events", w, kept.sum(),
+        log.info("window %d: %d users, %d personas, events: %d", w, kept.sum(),
                  len(tracker.ids), sum(e.window == w for e in tracker.events))
     last_users = features.users[kept]
     _, i0, i1 = np.intersect1d(first_users, last_users, return_indices=True)
@@ -137,15 +137,17 @@ def _transition(before: np.ndarray, after: np.ndarray, names: dict[int, str]
             "counts": counts}
 
 
-def _personas(tracker: Any, archetypes: tuple[str, ...]) -> list[dict[str, Any]]:
-    """The persona model in force at the end: each persona's size and cohesion at its fit,
-    and the known archetype it is paired with (``synth.discovery``)."""
-    model = tracker.model
-    return [{"persona": tracker.names[int(p)], "size": int(model.sizes[j]),
-             "cohesion": float(model.cohesion[j]),
-             "archetype": archetypes[model.archetype[j]] if model.archetype[j] >= 0
-             else "new", "distance": float(model.match_distance[j])}
-            for j, p in enumerate(tracker.ids)]
+def _personas(tracker: Any, archetypes: tuple[str, ...]) -> dict[str, Any]:
+    """The persona model in force at the end: each persona's users in the last window, its
+    cohesion at the model's fit, and the known archetype the Hungarian method assigned it
+    with the distance (``synth.discovery``), paired or — beyond ``new_distance`` — new."""
+    model, last = tracker.model, tracker.sizes[-1]
+    return {"new_distance": model.new_distance, "personas": [
+        {"persona": tracker.names[int(p)], "users": last.get(int(p), 0),
+         "cohesion": float(model.cohesion[j]), "paired": bool(model.archetype[j] >= 0),
+         "assigned": archetypes[model.matched[j]] if model.matched[j] >= 0 else None,
+         "distance": float(model.match_distance[j])}
+        for j, p in enumerate(tracker.ids)]}
 
 
 def _scheduled(event: Any) -> dict[str, Any]:
@@ -162,20 +164,28 @@ def _figures(model: dict[str, Any], run_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     names = model["personas"]
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))
     windows = range(len(model["sizes"]))
-    for pid, name in names.items():
-        ax.plot(windows, [s.get(pid, 0) for s in model["sizes"]], marker="o", label=name)
+    for pid, name in names.items():           # a persona is drawn from its first window
+        ax.plot(windows, [s.get(pid, np.nan) for s in model["sizes"]], marker="o",
+                label=name)
     ax.set_xlabel("window")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("users in the persona")
     ax.set_title("Persona sizes over windows")
-    ax.legend(fontsize=8, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     save_figure(fig, run_dir / "sizes.png")
     t = model["transition"]
     fig, ax = plt.subplots(figsize=(7, 6))
     counts = np.asarray(t["counts"], float)
     image = ax.imshow(counts, cmap="Blues")
+    for (r, c), v in np.ndenumerate(counts):
+        ax.text(c, r, f"{int(v):,}", ha="center", va="center", fontsize=8,
+                color="white" if v > counts.max() / 2 else "black")
     ax.set_xticks(range(len(t["columns"])), t["columns"], rotation=45, ha="right")
     ax.set_yticks(range(len(t["rows"])), t["rows"])
     ax.set_xlabel("persona in the last window")
@@ -216,20 +226,33 @@ def _report(run_dir: Path) -> Path:
                 f"k = {k}: {number(v, '.3f')}" for k, v in model["silhouette"].items())
             + ".")),
         ("h2", "The personas at the end"),
-        ("p", "Size and cohesion (1 / (1 + mean distance to the centroid), standardised "
-              "units) at the persona model's last fit; the known archetype each is paired "
-              "with (Hungarian matching on centroids) or new."),
-        ("table", (["persona", "users at the fit", "cohesion", "paired archetype",
-                    "distance"],
-                   [[r["persona"], f"{r['size']:,}", number(r["cohesion"], ".3f"),
-                     r["archetype"], number(r["distance"], ".2f")] for r in model["model"]])),
+        ("p", "Users in the last window; cohesion (1 / (1 + mean distance to the centroid)) "
+              "at the persona model's last fit; the known archetype the Hungarian method "
+              "assigned to each persona's centroid — a typical user of it, "
+              "`synth.discovery.archetype_centroids` — and its distance. Distances are in "
+              "standardised feature units (each feature divided by its SD over the users); "
+              "a persona pairs with its archetype within "
+              f"{number(model['model']['new_distance'], '.2f')} (half the smallest distance "
+              "between two archetypes), else it is new."),
+        ("table", (["persona", "users", "cohesion", "archetype", "distance", "paired"],
+                   [[r["persona"], f"{r['users']:,}", number(r["cohesion"], ".3f"),
+                     r["assigned"] or "—", number(r["distance"], ".2f"),
+                     "yes" if r["paired"] else "new"]
+                    for r in model["model"]["personas"]])),
         ("h2", "From the first window to the last"),
         ("img", "transition.png"),
         ("h2", "Evolution events"),
     ]
+    b.append(("p", "Drift: users moving from one persona to another (strength: the net "
+                   "share of the source's users), or a persona's profile moving in place "
+                   "(source → itself; strength: the norm of its mean change, standardised "
+                   "units). Split: the share of the source's users that moved to the new "
+                   "persona. New: the new persona's share of all users. Merge: the share of "
+                   "the distance between the two that closed. `synth.evolution` says how "
+                   "each is found; p is the largest p-value of the tests that found it."))
     if events:
         b.append(("table", (["id", "window", "kind", "source → target", "strength",
-                             "users", "p (Holm)", "status"],
+                             "users", "p", "status"],
                             [[e.id, str(e.window), e.kind,
                               ", ".join(names[i] for i in e.source) + " → "
                               + ", ".join(names[i] for i in e.target),

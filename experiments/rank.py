@@ -111,8 +111,13 @@ def _report(cfg: DictConfig, run_dir: Path, n: int, ranks: Any, rows: list[str],
               + ("fusion's estimate (confidence ≥ "
                  f"{cfg.min_confidence}; else unknown)" if cfg.persona_from == "fusion" else
                  "the latent primary archetype")
-              + f". Means with {cfg.level:.0%} Student-t intervals; routing weight = "
-              f"softmax(mean / {cfg.temperature}). Each cell: the agents by rank."),
+              + f". Each agent's mean reward with its {cfg.level:.0%} Student-t interval "
+              f"(— below two rewards), its rank and its routing weight = softmax(mean / "
+              f"{cfg.temperature}) and the rewards it rests on (n): a cell's order is only "
+              "as good as its counts; an agent without rewards gets no weight, and a cell "
+              "without any gives every agent rank 1 and an even weight. Every decision "
+              "counts, suspected bots' included (the reward already weighs them by the "
+              "quality score). Each cell: the agents by rank."),
     ]
     header = ["task", "persona", "agent (rank): mean [interval], weight, n"]
     if truth is not None:

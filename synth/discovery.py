@@ -59,8 +59,11 @@ class Discovery:
         mean, scale: ``(F,)`` the standardisation (feature units).
         archetype: ``(k,)`` the known archetype each cluster is paired with (an index into
             the reference given), ``-1`` for a new one; all ``-1`` without a reference.
-        match_distance: ``(k,)`` standardised distance to the paired archetype (``nan``
-            when unpaired).
+        match_distance: ``(k,)`` standardised distance to the archetype the Hungarian
+            method assigned (``nan`` when none was).
+        matched: ``(k,)`` that assigned archetype, near enough or not (``-1``: none).
+        new_distance: the distance beyond which an assigned archetype does not pair
+            (``nan`` without a reference).
         silhouette: ``k -> mean silhouette`` of the candidates when ``k`` was chosen
             (empty when it was given).
         names: the feature names.
@@ -75,6 +78,8 @@ class Discovery:
     scale: np.ndarray
     archetype: np.ndarray
     match_distance: np.ndarray
+    matched: np.ndarray
+    new_distance: float
     silhouette: dict[int, float] = field(default_factory=dict)
     names: tuple[str, ...] = BEHAVIOUR_FEATURES
 
@@ -198,10 +203,12 @@ def discover(features: np.ndarray, *, k: int | None = None,
         centres[:, j] = np.bincount(labels, z[:, j], k) / np.maximum(sizes, 1)
     distance = np.sqrt(((z - centres[labels]) ** 2).sum(axis=1))
     cohesion = 1.0 / (1.0 + np.bincount(labels, distance, k) / np.maximum(sizes, 1))
-    archetype, match = _pair(centres, reference, mean, scale, new_distance, names)
+    archetype, matched, match, new_distance = _pair(centres, reference, mean, scale,
+                                                    new_distance, names)
     return Discovery(k=k, labels=labels, centroids=centres * scale + mean, sizes=sizes,
                      cohesion=cohesion, mean=mean, scale=scale, archetype=archetype,
-                     match_distance=match, silhouette=silhouette, names=names)
+                     match_distance=match, matched=matched, new_distance=new_distance,
+                     silhouette=silhouette, names=names)
 
 
 def _check_k(k: Any, n: int, label: str) -> int:
@@ -231,12 +238,13 @@ def _select(z: np.ndarray, candidates: list[int], rng: np.random.Generator, seed
 
 def _pair(centres: np.ndarray, reference: np.ndarray | None, mean: np.ndarray,
           scale: np.ndarray, new_distance: float | None, names: Sequence[str]
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """Each cluster's archetype (``-1``: new) and its distance (module doc, step 5)."""
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Each cluster's archetype (``-1``: new), the archetype assigned to it, its distance,
+    and the pairing distance used (module doc, step 5)."""
     k = len(centres)
     archetype, match = np.full(k, NEW, np.int64), np.full(k, np.nan)
     if reference is None:
-        return archetype, match
+        return archetype, archetype.copy(), match, float("nan")
     ref = (_checked(reference, names) - mean) / scale
     if new_distance is None:
         if len(ref) < 2:
@@ -248,8 +256,10 @@ def _pair(centres: np.ndarray, reference: np.ndarray | None, mean: np.ndarray,
     rows, cols = linear_sum_assignment(cost)
     near = cost[rows, cols] <= new_distance
     archetype[rows[near]] = cols[near]
+    matched = np.full(k, NEW, np.int64)
+    matched[rows] = cols
     match[rows] = cost[rows, cols]
-    return archetype, match
+    return archetype, matched, match, float(new_distance)
 
 
 def archetype_centroids(sampler: PopulationSampler, rng: np.random.Generator,

@@ -154,13 +154,15 @@ def false_events(users: int, interactions: int, seeds: int, windows: int) -> dic
                       "false_events": events, "false_events_per_transition": mean,
                       "ci": [low, high], "by_kind": kinds}
         print(f"{label:40s}: {mean:.3f} events per tested transition (95% CI {low:.3f}–"
-              f"{high:.3f}, exact Poisson; {seeds} seeds x {windows - 2} transitions) "
-              f"{kinds}", flush=True)
+              f"{high:.3f}, exact Poisson; {seeds} seeds x {windows - 2} transitions); by "
+              f"kind: {kinds or 'none'}", flush=True)
     return out
 
 
 def run(users: int, interactions: int, seeds: int, windows: int) -> dict[str, Any]:
     """Every figure, printed and returned."""
+    print(f"{users:,} users, {interactions} interactions per window, {seeds} seeds per "
+          f"scenario (event at window {AT}; stationary: {windows} windows)", flush=True)
     return {"users": users, "interactions": interactions, "concentration": CONCENTRATION,
             "events": event_study(users, interactions, seeds),
             "stationary": false_events(users, interactions, seeds, windows)}
