@@ -103,7 +103,7 @@ def behaviour_features(user: np.ndarray, task: np.ndarray, latency: np.ndarray,
     m = len(users)
     count = np.bincount(row, minlength=m)
     return WindowFeatures(users=users, values=np.column_stack([
-        _shares(row, task, m), *_timing(row, np.log(latency), explore, m)]),
+        _shares(row, task, m), *_latency_and_rates(row, np.log(latency), explore, m)]),
         interactions=count)
 
 
@@ -114,8 +114,8 @@ def _shares(row: np.ndarray, task: np.ndarray, m: int) -> np.ndarray:
     return counts / counts.sum(axis=1, keepdims=True)
 
 
-def _timing(row: np.ndarray, log_latency: np.ndarray, explore: np.ndarray, m: int,
-            *more: np.ndarray) -> list[np.ndarray]:
+def _latency_and_rates(row: np.ndarray, log_latency: np.ndarray, explore: np.ndarray,
+                       m: int, *more: np.ndarray) -> list[np.ndarray]:
     """Each user's mean and SD (ddof 0, two passes: no cancellation) of ``log_latency``,
     exploring rate, and the mean of each of ``more`` — ``(m,)`` each, ``nan`` for a user
     without rows."""
@@ -162,8 +162,8 @@ def session_features(data: Any, layout: Mapping[str, slice],
     signal = obs[later, layout["signals"]]
     values = np.column_stack([
         _shares(row, obs[:, layout["task"]].argmax(axis=1), m),
-        *_timing(row[later], log_latency, obs[later, layout["explore"].start], m,
-                 *(signal[:, SIGNAL_NAMES.index(x)] for x in signals))])
+        *_latency_and_rates(row[later], log_latency, obs[later, layout["explore"].start],
+                            m, *(signal[:, SIGNAL_NAMES.index(x)] for x in signals))])
     keep = np.bincount(row[later], minlength=m) > 0
     return WindowFeatures(users=users[keep], values=values[keep],
                           interactions=np.bincount(row, minlength=m)[keep],

@@ -32,8 +32,9 @@ users who *moved* (their change along it beyond the 95th percentile of the same 
 (a spread along the direction wider than a window earlier: each user's absolute deviation
 from the median now against a window earlier, the one-sided Wilcoxon signed-rank test at
 ``alpha`` — paired, since both changes share window ``w - 1``; conservative, since the
-earlier change also carries the grouping window's noise); and the persona it moved *toward* (the one whose centroid direction has a
-cosine of at least 1/2 with its change). Then:
+earlier change also carries the grouping window's noise); and the persona it moved
+*toward* (the one whose centroid direction has a cosine of at least 1/2 with its change).
+Then:
 
 1. **merge** — two changed personas moving toward each other, most users of each moving;
 2. **new** — users of two or more personas arriving, by drift events, in one persona and
@@ -456,7 +457,8 @@ def write_events(events: Sequence[PersonaEvent], names: dict[int, str], path: st
                  ) -> Path:
     """``events`` as a Parquet table at ``path`` (one row each, ``EVENT_COLUMNS``: persona
     names and ids, the number of affected users and their ids — integers, or text when
-    any event's ids are not integers), written to a temporary file first and moved into place, so a reader never sees half a file.
+    any event's ids are not integers), written to a temporary file first and moved into
+    place, so a reader never sees half a file.
 
     Raises:
         ConfigError: ``path`` cannot be written (the message says why).
