@@ -94,6 +94,10 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
         window = population.window(interactions)
         features = behaviour_features(*window.flat())
         kept = ~quality.flagged_after(window.latency, window.metadata_missing)
+        if w == 0 and cfg.k is None and k_max >= kept.sum():
+            raise ConfigError(f"k_max={k_max} is not below the {kept.sum():,} users left "
+                              "once suspected bots are set aside; lower k_max or raise "
+                              "users")
         tracker.update(features.users[kept], features.values[kept])
         labels = tracker.personas(features.values[kept])
         humans = ~window.is_bot[kept]

@@ -185,3 +185,7 @@ def test_discover_command_finds_the_scheduled_split_and_review_persists(tmp_path
                           f"hydra.run.dir={tmp_path / 'bad'}"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "k=1 is outside the valid range [2, 49]" in bad.stderr
+    few = subprocess.run([sys.executable, "-m", "experiments.discover", "users=8",
+                          "k_max=10", f"hydra.run.dir={tmp_path / 'few'}"],
+                         capture_output=True, text=True, timeout=120)
+    assert few.returncode == 2 and "k_max=10 is not below the" in few.stderr
