@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import hydra
 import numpy as np
@@ -58,8 +58,7 @@ MAX_INTERACTIONS = 200_000_000
 def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
     """Simulate, discover, track and report per ``cfg`` into ``run_dir``; the report's
     path."""
-    from ope.features import behaviour_features
-    from rewards.quality import QualityModel
+    from ope.features import window_features
     from synth.discovery import adjusted_rand, archetype_centroids
     from synth.evolution import EvolutionTracker, write_events
     from synth.population import PopulationConfig, PopulationSampler
@@ -88,12 +87,10 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
         min_share=cfg.min_share, min_shift=cfg.min_shift,
         reference=reference, archetype_names=sampler.base.names)
     population = PersistentPopulation(sampler, users, generator(seed, "discovery_users"))
-    quality = QualityModel()
     per_window, first_labels, first_users = [], None, None
     for w in range(windows):
         window = population.window(interactions)
-        features = behaviour_features(*window.flat())
-        kept = ~quality.flagged_after(window.latency, window.metadata_missing)
+        features, kept = window_features(window)
         if w == 0 and cfg.k is None and k_max >= kept.sum():
             raise ConfigError(f"k_max={k_max} is not below the {kept.sum():,} users left "
                               "once suspected bots are set aside; lower k_max or raise "
@@ -134,11 +131,16 @@ def discover_personas(cfg: DictConfig, run_dir: Path) -> Path:
 
 def _transition(before: np.ndarray, after: np.ndarray, names: dict[int, str]
                 ) -> dict[str, Any]:
-    """Counts of users by persona in the first (rows) and last (columns) window."""
-    rows, cols = sorted(set(before.tolist())), sorted(set(after.tolist()))
-    counts = [[int(((before == r) & (after == c)).sum()) for c in cols] for r in rows]
-    return {"rows": [names[r] for r in rows], "columns": [names[c] for c in cols],
-            "counts": counts}
+    """Counts of users by persona in the first (rows) and last (columns) window, the
+    personas present in each."""
+    from synth.evolution import transition_counts
+
+    ids = sorted(names)
+    counts = transition_counts(before, after, ids)
+    rows, cols = counts.sum(axis=1) > 0, counts.sum(axis=0) > 0
+    return {"rows": [names[p] for p, r in zip(ids, rows) if r],
+            "columns": [names[p] for p, c in zip(ids, cols) if c],
+            "counts": counts[rows][:, cols].tolist()}
 
 
 def _personas(tracker: Any, archetypes: tuple[str, ...]) -> dict[str, Any]:
@@ -156,10 +158,8 @@ def _personas(tracker: Any, archetypes: tuple[str, ...]) -> dict[str, Any]:
 
 def _scheduled(event: Any) -> dict[str, Any]:
     """A scheduled ``PopulationEvent`` as the report lists it."""
-    spec = event.spec
-    new_name = spec.get("name") if isinstance(spec, Mapping) else getattr(spec, "name", None)
     return {"kind": event.kind, "at": event.at, "source": event.source,
-            "target": event.target or event.name or new_name, "strength": event.strength}
+            "target": event.target or event.added, "strength": event.strength}
 
 
 def _figures(model: dict[str, Any], run_dir: Path) -> None:

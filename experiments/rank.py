@@ -47,7 +47,8 @@ def rank_agents(cfg: DictConfig, run_dir: Path) -> Path:
     import pyarrow.parquet as pq
 
     import envs
-    from agents.baselines.rankings import AgentRankings, kendall_tau, true_quality
+    from agents.baselines.rankings import (AgentRankings, fusion_persona, kendall_tau,
+                                           true_quality)
     from ope.files import read_logged
     from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES
 
@@ -75,8 +76,7 @@ def rank_agents(cfg: DictConfig, run_dir: Path) -> Path:
         persona = data.context["latent_primary"].astype(np.int64)
         rows = list(ARCHETYPE_NAMES[:A])
     else:
-        known = data.obs[:, cols["persona_confidence"].start] >= max(min_confidence, 1e-12)
-        persona = np.where(known, data.obs[:, cols["persona_scores"]].argmax(axis=1), A)
+        persona = fusion_persona(data.obs, cols, min_confidence)
         rows = [*ARCHETYPE_NAMES[:A], "unknown"]
     shape = (len(TASK_TYPES), len(rows), data.n_actions)
     ranks = AgentRankings.from_log(task, persona, data.action, data.reward, shape,

@@ -27,7 +27,8 @@ from personarl.errors import DataError
 from synth.archetypes import TASK_TYPES
 from synth.features import BEHAVIOUR_FEATURES
 
-__all__ = ["WindowFeatures", "behaviour_features", "session_features", "SESSION_SIGNALS"]
+__all__ = ["WindowFeatures", "behaviour_features", "window_features", "session_features",
+           "SESSION_SIGNALS"]
 
 #: the signals ``session_features`` averages by default: engagement depth, conversion, sharing
 SESSION_SIGNALS = ("scroll_depth", "dwell", "conversion", "share")
@@ -105,6 +106,18 @@ def behaviour_features(user: np.ndarray, task: np.ndarray, latency: np.ndarray,
     return WindowFeatures(users=users, values=np.column_stack([
         _shares(row, task, m), *_latency_and_rates(row, np.log(latency), explore, m)]),
         interactions=count)
+
+
+def window_features(window: Any, quality: Any = None) -> tuple[WindowFeatures, np.ndarray]:
+    """A simulated window's features (``behaviour_features`` of its log,
+    ``synth.windows.Window.flat``) and ``(n,)`` the users the platform keeps: those the
+    quality score (``rewards.quality.QualityModel``, default settings unless ``quality``)
+    does not flag as bots after the window — rows in the window's user order."""
+    from rewards.quality import QualityModel
+
+    quality = quality or QualityModel()
+    kept = ~quality.flagged_after(window.latency, window.metadata_missing)
+    return behaviour_features(*window.flat()), kept
 
 
 def _shares(row: np.ndarray, task: np.ndarray, m: int) -> np.ndarray:

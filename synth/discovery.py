@@ -241,6 +241,8 @@ def _pair(centres: np.ndarray, reference: np.ndarray | None, mean: np.ndarray,
           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Each cluster's archetype (``-1``: new), the archetype assigned to it, its distance,
     and the pairing distance used (module doc, step 5)."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
     k = len(centres)
     archetype, match = np.full(k, NEW, np.int64), np.full(k, np.nan)
     if reference is None:
@@ -249,10 +251,9 @@ def _pair(centres: np.ndarray, reference: np.ndarray | None, mean: np.ndarray,
     if new_distance is None:
         if len(ref) < 2:
             raise ConfigError("a single reference archetype needs an explicit new_distance")
-        gaps = np.sqrt(((ref[:, None] - ref[None]) ** 2).sum(-1))
+        gaps = cdist(ref, ref)
         new_distance = 0.5 * gaps[~np.eye(len(ref), dtype=bool)].min()
-    from scipy.optimize import linear_sum_assignment
-    cost = np.sqrt(((centres[:, None] - ref[None]) ** 2).sum(-1))       # (k, A)
+    cost = cdist(centres, ref)                                          # (k, A)
     rows, cols = linear_sum_assignment(cost)
     near = cost[rows, cols] <= new_distance
     archetype[rows[near]] = cols[near]

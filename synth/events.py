@@ -48,8 +48,8 @@ class PopulationEvent:
             task preferences, which are then renormalised (split; new without a spec).
         spec: the new archetype (new); an ``ArchetypeSpec`` or a mapping.
 
-    A shifted behaviour outside [0, 1] or a task preference below 0 raises ``ConfigError``
-    (traits, as before, are clipped to [0, 1]).
+    A shifted trait or behaviour outside [0, 1], or a task preference below 0, raises
+    ``ConfigError`` naming it (nothing is clipped).
     """
 
     kind: Literal["drift", "split", "merge", "new"]
@@ -76,6 +76,16 @@ class PopulationEvent:
         return cls(**dict(data))
 
     @property
+    def added(self) -> str | None:
+        """The name of the archetype the event adds (split, new), else ``None``."""
+        if self.kind == "split" or (self.kind == "new" and self.spec is None):
+            return self.name
+        if self.kind == "new":
+            return self.spec.name if isinstance(self.spec, ArchetypeSpec) else \
+                str(self.spec.get("name"))                    # type: ignore[union-attr]
+        return None
+
+    @property
     def shifted(self) -> bool:
         """Whether the event carries any trait, behaviour or task shift."""
         return bool(self.trait_shift or self.behaviour_shift or self.task_shift)
@@ -98,30 +108,36 @@ def _shift(label: str, shifts: Mapping[str, float], names: Sequence[str]) -> np.
     return out
 
 
+def _shifted(where: str, base: np.ndarray, shifts: Mapping[str, float],
+             names: Sequence[str]) -> np.ndarray:
+    """``base`` plus ``shifts`` (name -> amount over ``names``); ``ConfigError`` if a value
+    leaves [0, 1], naming it."""
+    out = base + _shift(where, shifts, names)
+    bad = np.flatnonzero((out < 0) | (out > 1))
+    if bad.size:
+        j = bad[0]
+        raise ConfigError(f"{where} moves {names[j]} to {out[j]:.4g}, outside [0, 1] (it "
+                          f"was {base[j]:.4g})")
+    return out
+
+
 def _shifted_profile(ev: PopulationEvent, cur: dict[str, np.ndarray], a: int, r: int) -> None:
     """Row ``r`` of the profile arrays ``cur`` := row ``a`` with ``ev``'s shifts."""
     where = f"{ev.kind} event {ev.name!r}"
     for k in cur:
         cur[k][r] = cur[k][a]
-    cur["traits"][r] = np.clip(
-        cur["traits"][a] + _shift(f"{where} trait_shift", ev.trait_shift, TRAITS), 0.0, 1.0)
-    behaviour = cur["behaviour"][a] + _shift(f"{where} behaviour_shift", ev.behaviour_shift,
-                                             BEHAVIOURS)
-    bad = np.flatnonzero((behaviour < 0) | (behaviour > 1))
-    if bad.size:
-        j = bad[0]
-        raise ConfigError(f"{where} behaviour_shift moves {BEHAVIOURS[j]} to "
-                          f"{behaviour[j]:.4g}, outside [0, 1]")
-    cur["behaviour"][r] = behaviour
+    cur["traits"][r] = _shifted(f"{where} trait_shift", cur["traits"][a], ev.trait_shift,
+                                TRAITS)
+    cur["behaviour"][r] = _shifted(f"{where} behaviour_shift", cur["behaviour"][a],
+                                   ev.behaviour_shift, BEHAVIOURS)
     tasks = cur["task_preferences"][a] + _shift(f"{where} task_shift", ev.task_shift,
                                                 TASK_TYPES)
     bad = np.flatnonzero(tasks < 0)
-    if bad.size:
-        j = bad[0]
+    if bad.size or tasks.sum() <= 0:
+        j = bad[0] if bad.size else 0
         raise ConfigError(f"{where} task_shift moves {TASK_TYPES[j]} to {tasks[j]:.4g}; "
-                          "a task preference cannot be negative")
+                          "task preferences cannot be negative and need some mass")
     cur["task_preferences"][r] = tasks / tasks.sum()
-
 
 
 def apply_events(base: ArchetypeTable, props: np.ndarray, events: Sequence[PopulationEvent]

@@ -71,7 +71,8 @@ from synth.discovery import Discovery, discover
 from synth.features import BEHAVIOUR_FEATURES
 
 __all__ = ["PersonaEvent", "EvolutionTracker", "review", "write_events", "read_events",
-           "review_file", "EVENT_KINDS", "STATUSES", "EVENT_COLUMNS"]
+           "review_file", "transition_counts", "hotelling_p", "EVENT_KINDS", "STATUSES",
+           "EVENT_COLUMNS"]
 
 EVENT_KINDS = ("drift", "split", "merge", "new")
 STATUSES = ("pending", "approved", "rejected")
@@ -251,17 +252,15 @@ class EvolutionTracker:
                                 self.personas(x_cur))
         events: list[PersonaEvent] = []
         # flows between windows w - 1 and w
-        personas = [int(p) for p in self.ids]
+        ids = [int(p) for p in self.ids]
+        flow = transition_counts(before, after, ids)
         pairs, p_flow = [], []
-        for a in range(len(personas)):
-            for b in range(a + 1, len(personas)):
-                i, j = personas[a], personas[b]
-                n_ij = int(((before == i) & (after == j)).sum())
-                n_ji = int(((before == j) & (after == i)).sum())
-                if n_ij + n_ji == 0:
-                    continue
-                pairs.append((i, j, n_ij, n_ji))
-                p_flow.append(binomtest(n_ij, n_ij + n_ji, 0.5).pvalue)
+        for a in range(len(ids)):
+            for b in range(a + 1, len(ids)):
+                n_ij, n_ji = int(flow[a, b]), int(flow[b, a])
+                if n_ij + n_ji:
+                    pairs.append((ids[a], ids[b], n_ij, n_ji))
+                    p_flow.append(binomtest(n_ij, n_ij + n_ji, 0.5).pvalue)
         if pairs:
             reject, adjusted, _, _ = multipletests(p_flow, self.alpha, method="holm")
             for (i, j, n_ij, n_ji), r, p in zip(pairs, reject, adjusted):
@@ -273,7 +272,7 @@ class EvolutionTracker:
         # each persona's mean change of features (grouped by window w - 2)
         change = self.model.standardise(x_cur) - self.model.standardise(x_prev)
         changed, p_changed = [], {}
-        tested = [p for p in personas if (group == p).sum() > change.shape[1] + 1]
+        tested = [p for p in ids if (group == p).sum() > change.shape[1] + 1]
         if tested:
             p_res = [hotelling_p(change[group == p]) for p in tested]
             reject, adjusted, _, _ = multipletests(p_res, self.alpha, method="holm")
@@ -538,6 +537,17 @@ def review_file(path: str | Path, event_id: str, status: str) -> PersonaEvent:
     event = review(events, event_id, status)
     write_events(events, names, path)
     return event
+
+
+def transition_counts(before: np.ndarray, after: np.ndarray, ids: Sequence[int]
+                      ) -> np.ndarray:
+    """``(K, K)`` users by persona in ``before`` (rows) and in ``after`` (columns), ``K``
+    the persona ids ``ids`` in that order (every label must be one of them)."""
+    ids = np.asarray(ids, np.int64)
+    position = np.full(ids.max() + 1, -1, np.int64)
+    position[ids] = np.arange(len(ids))
+    k = len(ids)
+    return np.bincount(position[before] * k + position[after], minlength=k * k).reshape(k, k)
 
 
 def hotelling_p(x: np.ndarray) -> float:

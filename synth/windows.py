@@ -153,16 +153,12 @@ class PersistentPopulation:
                 w[:, a] -= moved
                 w[:, b] += moved
             elif ev.kind == "split":
-                a, r = names.index(ev.source), names.index(ev.name)
+                a, r = names.index(ev.source), names.index(ev.added)
                 moving = self.rng.random(len(w)) < s
                 w[moving, r] += w[moving, a]
                 w[moving, a] = 0.0
             elif ev.kind == "new":
-                r = names.index(ev.name if ev.spec is None else _spec_name(ev.spec))
+                r = names.index(ev.added)
                 moving = np.flatnonzero(self.rng.random(len(w)) < s)
                 w[moving] = sampler.sample_weights(np.full(len(moving), r),
                                                    np.full(len(moving), epoch), self.rng)
-
-
-def _spec_name(spec: object) -> str:
-    return spec.name if hasattr(spec, "name") else str(spec["name"])  # type: ignore[index]

@@ -38,6 +38,8 @@ def test_split_and_new_events_shift_behaviour_and_tasks():
      "moves exploration to 1.25, outside"),
     (dict(kind="split", at=1, source="explorer", name="x", task_shift={"support": -0.2}),
      "moves support to -0.1"),
+    (dict(kind="split", at=1, source="explorer", name="x", trait_shift={"openness": 0.3}),
+     "moves openness to 1.15, outside \\[0, 1\\] \\(it was 0.85\\)"),
     (dict(kind="split", at=1, source="explorer", name="x", behaviour_shift={"speed": 0.1}),
      "unknown 'speed'; valid: \\['engagement_depth'"),
     (dict(kind="merge", at=1, source="explorer", target="helper",

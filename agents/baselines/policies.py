@@ -23,7 +23,7 @@ from typing import Any, Callable, Mapping, Protocol
 import numpy as np
 
 from envs.routing_core import ObsLayout
-from agents.baselines.rankings import AgentRankings, routing_weights
+from agents.baselines.rankings import AgentRankings, fusion_persona, routing_weights
 from personarl.errors import ConfigError, check_range
 
 __all__ = ["Policy", "FixedPolicy", "RandomPolicy", "RandomVector", "GreedyRouter",
@@ -200,13 +200,11 @@ class PersonaRouter(MeanTablePolicy):
         self._personas = layout.num_archetypes + 1       # + "no consent, no estimate"
         super().__init__(layout.num_agents, self._tasks * self._personas, optimism,
                          temperature, epsilon, seed)
-        self._scores, self._conf = cols["persona_scores"], cols["persona_confidence"].start
+        self._cols = cols
 
     def bucket(self, obs: np.ndarray) -> np.ndarray:
         task = obs[:, self._task].argmax(axis=1)
-        known = obs[:, self._conf] >= max(self.min_confidence, 1e-12)
-        persona = np.where(known, obs[:, self._scores].argmax(axis=1), self._personas - 1)
-        return task * self._personas + persona
+        return task * self._personas + fusion_persona(obs, self._cols, self.min_confidence)
 
     def rankings(self) -> AgentRankings:
         """What the router has learned, as ``AgentRankings`` ``(T, A + 1, K)``: per task

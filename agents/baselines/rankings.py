@@ -22,14 +22,15 @@ estimated ranking against it per cell (Kendall 1938, the τ-b of ``scipy.stats``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
 from personarl.errors import ConfigError, DataError, check_range
 from personarl.stats import softmax, t_quantile
 
-__all__ = ["ROUTING_TEMPERATURE", "routing_weights", "AgentRankings", "true_quality",
-           "kendall_tau"]
+__all__ = ["ROUTING_TEMPERATURE", "routing_weights", "fusion_persona", "AgentRankings",
+           "true_quality", "kendall_tau"]
 
 #: the persona router's default temperature: a cell's best agent gets nearly all traffic
 ROUTING_TEMPERATURE = 0.05
@@ -39,6 +40,17 @@ def routing_weights(means: np.ndarray, temperature: float = ROUTING_TEMPERATURE
                     ) -> np.ndarray:
     """``(..., K)`` routing weights ``softmax(means / temperature)`` over the last axis."""
     return softmax(means, temperature)
+
+
+def fusion_persona(obs: np.ndarray, cols: Mapping[str, slice], min_confidence: float
+                   ) -> np.ndarray:
+    """``(N,)`` fusion's persona estimate in AgentRouting observations ``obs`` (columns
+    ``cols``): the argmax of its scores where its confidence is at least
+    ``min_confidence`` (and above zero: no consent reads 0), else ``A`` — the number of
+    archetypes, a row of its own for "no usable estimate"."""
+    scores = cols["persona_scores"]
+    known = obs[:, cols["persona_confidence"].start] >= max(min_confidence, 1e-12)
+    return np.where(known, obs[:, scores].argmax(axis=1), scores.stop - scores.start)
 
 
 def _cells(name: str, values: np.ndarray, size: int, n: int) -> np.ndarray:

@@ -32,8 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ope.features import behaviour_features
-from rewards.quality import QualityModel
+from ope.features import behaviour_features, window_features
 from synth.discovery import adjusted_rand, archetype_centroids, discover
 from synth.features import BEHAVIOUR_FEATURES
 from synth.population import PopulationConfig, PopulationSampler
@@ -49,9 +48,8 @@ def _one(sampler: PopulationSampler, reference: np.ndarray, users: int, interact
          seed: int, choose: bool) -> dict[str, Any]:
     window = PersistentPopulation(sampler, users, np.random.default_rng(seed)).window(
         interactions)
-    observed = behaviour_features(*window.flat()).values
-    quality = QualityModel()
-    keep = ~quality.flagged_after(window.latency, window.metadata_missing)
+    features, keep = window_features(window)
+    observed = features.values
     x, expected = observed[keep], window.expected_features[keep]
     truth, clear = window.primary[keep], window.clear_cut[keep]
     row: dict[str, Any] = {"kept": int(keep.sum()), "bots_kept": int(window.is_bot[keep].sum()),

@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ope.features import behaviour_features
-from rewards.quality import QualityModel
+from ope.features import behaviour_features, window_features
 from synth.archetypes import TRAITS
 from synth.discovery import archetype_centroids
 from synth.evolution import EvolutionTracker
@@ -61,7 +60,7 @@ def scenarios() -> dict[str, dict[str, Any]]:
                           strength=0.5), "feature": None},
         "split, traits only (control)": {
             "event": dict(kind="split", at=AT, source="explorer", name="tinkerer",
-                          strength=0.5, trait_shift={t: 0.3 for t in TRAITS[:5]}),
+                          strength=0.5, trait_shift={t: -0.3 for t in TRAITS[:5]}),
             "feature": None},
     }
 
@@ -73,12 +72,10 @@ def _track(config: PopulationConfig, users: int, interactions: int, windows: int
     tracker = EvolutionTracker(seed=seed, reference=reference,
                                archetype_names=sampler.base.names)
     population = PersistentPopulation(sampler, users, np.random.default_rng(seed))
-    quality = QualityModel()
     seen = []
     for _ in range(windows):
         window = population.window(interactions)
-        f = behaviour_features(*window.flat())
-        keep = ~quality.flagged_after(window.latency, window.metadata_missing)
+        f, keep = window_features(window)
         tracker.update(f.users[keep], f.values[keep])
         seen.append(window)
     return tracker, sampler, seen

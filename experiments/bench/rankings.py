@@ -21,10 +21,11 @@ from typing import Any
 import numpy as np
 
 from agents.baselines.policies import RandomPolicy
-from agents.baselines.rankings import AgentRankings, kendall_tau, true_quality
+import envs
+from agents.baselines.rankings import (AgentRankings, fusion_persona, kendall_tau,
+                                       true_quality)
 from agents.serving.exploration import Exploration
 from envs.creator import vector_maker
-from envs.routing_core import ObsLayout
 from ope.collect import collect
 
 ENV = "personarl/AgentRouting-v0"
@@ -32,19 +33,14 @@ SIZES = (1_000, 10_000, 100_000)
 MIN_CONFIDENCE = 0.6
 
 
-def _log(decisions: int, seed: int) -> Any:
-    make_env = vector_maker(ENV)
-    probe = make_env(1)
-    k = probe.single_action_space.n
-    layout: ObsLayout = probe.unwrapped._core.layout if hasattr(probe, "unwrapped") \
-        else probe._core.layout
-    probe.close()
+def _log(decisions: int, seed: int, agents: int) -> Any:
+    """At least ``decisions`` logged decisions of a uniformly random router, with the truth."""
     episodes = max(decisions // 3, 256)
     while True:
-        data = collect(RandomPolicy(k), make_env, episodes, seed,
+        data = collect(RandomPolicy(agents), vector_maker(ENV), episodes, seed,
                        exploration=Exploration("sample"), record_truth=True)
         if data.n >= decisions:
-            return data, layout
+            return data
         episodes *= 2
 
 
@@ -52,16 +48,15 @@ def run(seeds: int, sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
     """τ per logged-decision count and persona source, printed and returned."""
     out: dict[str, Any] = {}
     per: dict[tuple[int, str], list[float]] = {}
+    cols = envs.record(ENV).observation_layout({})
+    shape = tuple(cols[c].stop - cols[c].start
+                  for c in ("task", "persona_scores", "last_action"))
     for seed in range(seeds):
-        data, layout = _log(max(sizes), seed)
-        cols = layout.slices()
+        data = _log(max(sizes), seed, shape[2])
         task = data.obs[:, cols["task"]].argmax(axis=1)
-        scores = data.obs[:, cols["persona_scores"]]
-        confident = data.obs[:, cols["persona_confidence"].start] >= MIN_CONFIDENCE
-        estimated = scores.argmax(axis=1)
+        estimated = fusion_persona(data.obs, cols, MIN_CONFIDENCE)
+        confident = estimated < shape[1]                 # a usable estimate
         latent = data.context["latent_primary"].astype(np.int64)
-        shape = (cols["task"].stop - cols["task"].start, layout.num_archetypes,
-                 layout.num_agents)
         truth = true_quality(task, latent, data.context["expected_reward"], shape)
         for n in sizes:
             first = slice(0, n)
