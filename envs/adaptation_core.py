@@ -27,7 +27,7 @@ from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatS
                                    Preferences, chat_transition, phase_bounds, phase_of,
                                    satisfaction, style_rewards, style_vectors)
 from personarl.backend import resolve_backend
-from envs.batched import (BoxActions, DiscreteActions, InfoTable, RecordCore, column_slices,
+from envs.batched import (PROFILE_FIELDS, BoxActions, DiscreteActions, InfoTable, RecordCore, column_slices,
                            copy_records, linear_weights)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
@@ -111,8 +111,8 @@ class AdaptationCore(RecordCore):
             ("last_style", np.float64, (_N,)), ("sentiment", np.float64),
             ("engagement", np.float64), ("noise0", np.float64, (3,)),
             ("u_topic0", np.float64), ("t", np.int64), ("primary", np.int64),
-            ("group", np.int64), ("consent", np.bool_), ("is_bot", np.bool_)], align=True),
-            self.obs_size)
+            ("group", np.int64), ("consent", np.bool_), ("is_bot", np.bool_),
+            *PROFILE_FIELDS], align=True), self.obs_size)
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._z, self._uniforms = np.zeros((B, _Z)), np.zeros((B, _U))
@@ -150,6 +150,7 @@ class AdaptationCore(RecordCore):
         users["target"], users["importance"] = prefs.target, prefs.importance
         users["primary"], users["group"] = pop.primary, pop.group
         users["consent"], users["is_bot"] = pop.consent, pop.is_bot
+        self.copy_profile(users, pop)
         users["task_cdf"] = np.cumsum(self.sampler.mixture_tasks(pop.weights, pop.table_id),
                                       axis=1)
         enthusiasm = pop.traits[:, TRAITS.index("enthusiasm")]
@@ -282,7 +283,7 @@ class AdaptationCore(RecordCore):
         self.require_truth()
         if self.backend == "numba":
             self._fill_truth()
-            return self.truth.columns()
+            return {**self.truth.columns(), **self.profile()}
         state = self.state
         info: dict[str, Any] = {
             "latent_traits": self.traits, "latent_weights": self.weights,
@@ -291,7 +292,7 @@ class AdaptationCore(RecordCore):
             "latent_sentiment": state.sentiment,
             "latent_engagement": state.engagement,
             "phase": self.phase(self.t), "consent": self.consent,
-            "is_bot": self.is_bot, "group": self.group,
+            "is_bot": self.is_bot, "group": self.group, **self.profile(),
         }
         if self.discrete:
             expected = self.expected_rewards()

@@ -41,6 +41,7 @@ from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
+           "PROFILE_FIELDS",
            "InfoTable", "INFO_LEVELS", "MAX_LANES", "check_info_level", "coerce_config", "coerce_population",
            "column_slices", "owned", "resolve_reward_fn", "checked_reward_fn", "generator_state",
            "generator_from_state", "exo_stream", "copy_records", "RecordCore", "lane_field"]
@@ -512,6 +513,12 @@ def lane_field(name: str) -> property:
     return property(lambda self: self.lanes[name], doc=f"``lanes[{name!r}]``: a view")
 
 
+#: the users' quasi-identifiers (``synth.demographics``): every env's lane record carries
+#: them from ``PopulationSampler.sample`` into ``info`` (``RecordCore.profile``), so logged
+#: data can hold them; no observation or reward reads them
+PROFILE_FIELDS = (("age_band", np.int64), ("city", np.int64))
+
+
 class RecordCore(BaseCore):
     """A core whose lanes are one record array ``lanes`` (a restart copies one row per
     lane, ``copy_records``) and whose compiled backend keeps the ground truth in an
@@ -553,6 +560,16 @@ class RecordCore(BaseCore):
         super().set_state(state)
         self._bound, self._truth_stale = None, True
 
+    def profile(self) -> dict[str, np.ndarray]:
+        """The lanes' quasi-identifiers (``PROFILE_FIELDS``), views of the records."""
+        return {name: self.lanes[name] for name, _ in PROFILE_FIELDS}
+
+    @staticmethod
+    def copy_profile(users: np.ndarray, pop: Any) -> None:
+        """Fill new ``users`` records' quasi-identifiers from the ``Population`` drawn."""
+        for name, _ in PROFILE_FIELDS:
+            users[name] = getattr(pop, name)
+
     def lane_ranges(self) -> dict[str, tuple[int, int]]:
         """The valid values (inclusive) of the record's index fields — a step index, a
         task, an epoch — which the kernels use to index tables: ``set_state`` refuses a
@@ -587,7 +604,9 @@ class RecordCore(BaseCore):
         if self.backend == "numba":
             self.require_truth()
             self._fill_truth()
-            return self.truth.lane(lane)
+            info = self.truth.lane(lane)
+            info.update((name, self.lanes[name][lane].item()) for name, _ in PROFILE_FIELDS)
+            return info
         return super().lane_info(lane)
 
 

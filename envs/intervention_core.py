@@ -28,7 +28,7 @@ import numpy as np
 
 from envs import intervention_kernels as kernels
 from personarl.backend import resolve_backend
-from envs.batched import (DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
+from envs.batched import (PROFILE_FIELDS, DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
                            linear_weights)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
@@ -113,8 +113,8 @@ class InterventionCore(RecordCore):
             ("counts", np.float64, (len(kernels.COUNTS),)), ("last_complied", np.float64),
             ("t", np.int64), ("last_action", np.int64), ("primary", np.int64),
             ("group", np.int64), ("table_id", np.int64), ("weekday0", np.int64),
-            ("consent", np.bool_), ("is_bot", np.bool_), ("opted_out", np.bool_)],
-            align=True), self.obs_size)
+            ("consent", np.bool_), ("is_bot", np.bool_), ("opted_out", np.bool_),
+            *PROFILE_FIELDS], align=True), self.obs_size)
         # the kernels' outputs, allocated once
         self._out = z(len(kernels.STEP_FLOATS))
         self._out_flags = z(len(kernels.STEP_FLAGS), dtype=bool)
@@ -175,6 +175,7 @@ class InterventionCore(RecordCore):
         for name in ("consent", "is_bot", "primary", "group", "table_id"):
             users[name] = getattr(pop, name)
         users["mixture"], users["offset_exp"] = pop.weights, np.exp(pop.trait_offset)
+        self.copy_profile(users, pop)
         return {"users": users}
 
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
@@ -325,7 +326,7 @@ class InterventionCore(RecordCore):
         self.require_truth()
         if self.backend == "numba":
             self._fill_truth()
-            return self.truth.columns()
+            return {**self.truth.columns(), **self.profile()}
         expected = self.expected_rewards()
         state = self.state
         info: dict[str, Any] = {f"latent_{n}": getattr(state, n) for n in STATE_FIELDS}
@@ -338,7 +339,7 @@ class InterventionCore(RecordCore):
             needs_support=needed, shock=self.shock(),
             step=self.t, consent=self.consent, is_bot=self.is_bot,
             latent_primary=self.primary, latent_weights=self.mixture, group=self.group,
-            opted_out=self.opted_out,
+            opted_out=self.opted_out, **self.profile(),
             false_intervention_rate=false_interventions / np.maximum(interventions, 1),
             interventions=interventions, false_interventions=false_interventions,
         )

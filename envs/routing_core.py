@@ -28,7 +28,7 @@ import numpy as np
 
 from envs import routing_kernels as kernels
 from personarl.backend import resolve_backend
-from envs.batched import (MAX_LANES, DiscreteActions, InfoTable, RecordCore, column_slices,
+from envs.batched import (PROFILE_FIELDS, MAX_LANES, DiscreteActions, InfoTable, RecordCore, column_slices,
                            copy_records, lane_field)
 from envs.routing_kernels import N_UNIFORMS, U_CHURN, U_DELAY, U_NEXT
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
@@ -131,8 +131,8 @@ class RoutingCore(RecordCore):
             ("s1", np.float64), ("s2", np.float64), ("t", np.int64), ("table_id", np.int64),
             ("mode", np.int64), ("task", np.int64), ("device", np.int64),
             ("group", np.int64), ("explore", np.bool_), ("is_bot", np.bool_),
-            ("slow_bot", np.bool_), ("consent", np.bool_), ("metadata_missing", np.bool_)],
-            align=True), self.obs_size)
+            ("slow_bot", np.bool_), ("consent", np.bool_), ("metadata_missing", np.bool_),
+            *PROFILE_FIELDS], align=True), self.obs_size)
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._uniforms, self._normals = np.zeros((B, N_UNIFORMS)), np.zeros((B, A + 1))
@@ -186,6 +186,7 @@ class RoutingCore(RecordCore):
             pop.group
         users["is_bot"], users["slow_bot"] = pop.is_bot, pop.slow_bot
         users["consent"], users["metadata_missing"] = pop.consent, pop.metadata_missing
+        self.copy_profile(users, pop)
         users["first_draws"][:, :3] = rng.random((n, 3))
         users["first_draws"][:, 3] = rng.standard_normal(n)
         return {"users": users}
@@ -389,7 +390,7 @@ class RoutingCore(RecordCore):
         self.require_truth()
         if self.backend == "numba":
             self._fill_truth()
-            return self.truth.columns()
+            return {**self.truth.columns(), **self.profile()}
         expected = self.expected_rewards()
         weights = self.mixture
         return {
@@ -401,4 +402,5 @@ class RoutingCore(RecordCore):
             "consent": self.consent,
             "group": self.group,
             "quality": self.obs[:, self.cols["quality"].start].astype(np.float64),
+            **self.profile(),
         }

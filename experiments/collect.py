@@ -15,7 +15,11 @@ version, env config, seed, behaviour, exploration, config hash) into the Hydra r
 directory, or to ``out`` (an existing file is replaced only with ``overwrite=true``).
 ``record_truth=true`` also keeps the simulator's per-user truth
 at every decision (``context.*`` columns), which privileged evaluation policies such as the
-planner need. Mistakes exit with status 2 and a message naming the key.
+planner need. Every row also says who decided: the user's quasi-identifiers (``age_band``,
+``city``, ``group``), ``consent`` and — with ``user_id=hash``, the default — ``user_id``, the
+keyed hash (HMAC-SHA256 under ``$PERSONARL_PII_KEY``) of the simulated user's id
+``sim:<seed>:<episode>``, which ``experiments.erase`` can find and remove; ``user_id=drop``
+writes no ``user_id``. Mistakes exit with status 2 and a message naming the key.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from agents.serving.exploration import Exploration
 from experiments.cli import check_command_line, run_app
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs, load_policy_spec
+from personarl.identifiers import Pseudonymiser
 from personarl.seeds import MAX_EPISODES, MAX_SEED
 from personarl.errors import ConfigError, check_flag, check_int
 
@@ -47,11 +52,16 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     from envs.creator import vector_maker
     from ope.collect import collect
     from ope.files import write_logged
+    from synth.population import PopulationConfig
 
     env_id, kwargs = env_kwargs(cfg)
     episodes = check_int("episodes", cfg.episodes, 1, MAX_EPISODES)
     check_int("seed", cfg.seed, 0, MAX_SEED - 1)
     record_truth = check_flag("record_truth", cfg.record_truth)
+    if cfg.user_id not in ("hash", "drop"):
+        raise ConfigError(f"user_id={cfg.user_id!r}; valid: ['hash', 'drop']")
+    # with user_id=hash and no key: refused here, naming the variable, before any work
+    pseudonymise = Pseudonymiser.from_env() if cfg.user_id == "hash" else None
     if out.exists() and not check_flag("overwrite", cfg.overwrite):     # before the work
         raise ConfigError(f"out={str(out)!r} already exists; choose another out= or pass "
                           "overwrite=true")
@@ -71,8 +81,10 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     meta = dict(env_id=env_id, env_version=int(env_id.rsplit("-v", 1)[-1]), env_config=kwargs,
                 behaviour=name, config_hash=hashlib.sha256(json.dumps(
                     plain, sort_keys=True).encode()).hexdigest()[:16])
+    groups = kwargs["population"].get("groups") or PopulationConfig().groups
     data = collect(policy, vector_maker(env_id, kwargs), episodes, seed=cfg.seed,
-                   exploration=x, meta=meta, record_truth=record_truth)
+                   exploration=x, meta=meta, record_truth=record_truth,
+                   pseudonymise=pseudonymise, group_names=list(groups))
     try:
         write_logged(data, out)
     except OSError as exc:

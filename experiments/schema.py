@@ -216,6 +216,7 @@ class CollectSchema(SimulatorGroups):
     seed: int = 0
     warmup_steps: int = 2000
     record_truth: bool = False
+    user_id: str = "hash"               # hash: keyed hash under PERSONARL_PII_KEY | drop
     out: Optional[str] = None
     overwrite: bool = False             # replace an existing file at ``out``
     verbose: bool = False
@@ -301,6 +302,17 @@ class RankSchema:
     min_confidence: float = 0.6
     temperature: float = 0.05
     level: float = 0.95
+    verbose: bool = False
+
+
+@dataclass
+class EraseSchema:
+    """``experiments.erase`` (``configs/erase.yaml``)."""
+
+    run_dir: str = "???"                # required: the directory to erase the user from
+    user_id: Optional[str] = None       # the raw id, hashed with PERSONARL_PII_KEY
+    user_hash: Optional[str] = None     # or the pseudonym itself (hmac-sha256:…)
+    dry_run: bool = False               # only say where the user is
     verbose: bool = False
 
 
@@ -394,7 +406,7 @@ def renamed_options(config_name: str) -> dict[str, str]:
 APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": EvaluateSchema,
                "report": ReportSchema, "export": ExportSchema, "serve": ServeSchema,
                "registry": RegistrySchema, "discover": DiscoverSchema,
-               "rank": RankSchema,
+               "rank": RankSchema, "erase": EraseSchema,
                "simulate_users": SimulateUsersSchema}
 
 

@@ -6,7 +6,9 @@ under, so a simulated log and a served one describe their behaviour policy alike
 
 * ``collect`` — ``episodes`` whole episodes of a behaviour policy exploring as set, on a
   vector env (``envs.rollout.first_episodes``), logged as ``LoggedData`` with the
-  probability of every logged action and the full distribution it was drawn from.
+  probability of every logged action and the full distribution it was drawn from, and who
+  made each decision (``users``): the user's quasi-identifiers and consent from the env's
+  ``info``, and, given a pseudonymiser, the keyed hash of ``simulated_user_id``.
 * ``evaluation_probs`` — an evaluation policy's distribution on logged observations under
   an exploration setting (``greedy`` by default: how trained policies and greedy baselines
   act).
@@ -25,7 +27,7 @@ policy's truth uses the same users (paired).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from gymnasium.vector import VectorEnv
@@ -37,8 +39,29 @@ from envs.rollout import first_episodes
 from ope.data import DataError, LoggedData
 from personarl.seeds import generator
 from personarl.stats import mean_ci
+from synth.demographics import AGE_BANDS, CITIES
 
-__all__ = ["collect", "evaluation_probs", "true_value"]
+__all__ = ["collect", "evaluation_probs", "true_value", "simulated_user_id"]
+
+
+def simulated_user_id(seed: int, episode: int) -> str:
+    """The raw id of the simulated user behind ``episode`` of a log collected with ``seed``
+    (what ``collect`` pseudonymises, and what erasure asks for)."""
+    return f"sim:{seed}:{episode}"
+
+
+def _profiles(info: Mapping[str, Any], b: int, group_names: Sequence[str]
+              ) -> dict[str, np.ndarray] | None:
+    """``(b,)`` labels of each lane's quasi-identifiers and consent, from a reset's
+    ``info`` (``None`` when the env gives no truth: ``info_level="none"``)."""
+    if not all(k in info for k in ("age_band", "city", "group", "consent")):
+        return None
+    names = np.asarray(list(group_names) or [f"group_{i}" for i in range(
+        int(np.max(info["group"])) + 1)], dtype=object)
+    return {"age_band": np.asarray(AGE_BANDS, dtype=object)[np.asarray(info["age_band"])],
+            "city": np.asarray(CITIES, dtype=object)[np.asarray(info["city"])],
+            "group": names[np.asarray(info["group"])],
+            "consent": np.asarray(info["consent"], dtype=bool).copy()}
 
 
 def _policy_probs(policy: Any, obs: np.ndarray, info: Mapping[str, Any] | None) -> np.ndarray:
@@ -69,7 +92,9 @@ def evaluation_probs(policy: Any, obs: np.ndarray, exploration: Exploration | st
 def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
             exploration: Exploration | str = Exploration("epsilon", epsilon=0.2),
             batch: int = 4096, meta: Mapping[str, Any] | None = None,
-            record_truth: bool = False) -> LoggedData:
+            record_truth: bool = False,
+            pseudonymise: Callable[[str], str] | None = None,
+            group_names: Sequence[str] = ()) -> LoggedData:
     """Log ``episodes`` whole episodes of ``policy`` acting under ``exploration``.
 
     Each of up to ``batch`` lanes runs one episode (the vector env's first), so rows come out
@@ -79,7 +104,12 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
     ``info`` entries) as ``context``, so privileged policies can be evaluated on the log.
     ``seed`` is the run's seed: users are its ``logged_users`` stream, exploration draws its
     ``behaviour`` stream. The log's ``meta`` records the setting (``exploration``: the mode,
-    ``epsilon``, ``temperature``).
+    ``epsilon``, ``temperature``). Each row's ``users`` columns say who decided:
+    ``age_band``, ``city``, ``group`` (named by ``group_names``, the population's;
+    default ``group_0``, ``group_1``, …) and
+    ``consent`` from the env's reset ``info``, and with ``pseudonymise``
+    (``personarl.identifiers.Pseudonymiser``) the ``user_id``: the pseudonym of
+    ``simulated_user_id(seed, episode)``.
     """
     exploration = Exploration.of(exploration)
     rng = generator(seed, "behaviour")
@@ -93,6 +123,7 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
         truth_keys = sorted(k for k, v in info.items() if not k.startswith("_")
                             and np.ndim(v) in (1, 2) and np.shape(v)[0] == b
                             and np.asarray(v).dtype.kind in "biuf") if record_truth else []
+        profiles = _profiles(info, b, group_names)
         rows.update({f"context.{k}": [] for k in truth_keys})
         while lanes.running:
             dist = exploration.probs(_policy_probs(policy, lanes.obs, lanes.info))
@@ -106,13 +137,21 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
         lane, step = np.nonzero(keep)
         table = {k: np.stack(v, axis=1)[lane, step] for k, v in rows.items() if k != "active"}
         table["episode"], table["step"] = lane + offset, step
+        for k, v in (profiles or {}).items():
+            table[f"users.{k}"] = v[lane]
+        if pseudonymise is not None:
+            ids = np.array([pseudonymise(simulated_user_id(seed, offset + i))
+                            for i in range(b)], dtype=object)
+            table["users.user_id"] = ids[lane]
         parts.append(table)
         offset += b
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     n = len(cat["action"])
     context = {k.split(".", 1)[1]: v for k, v in cat.items() if k.startswith("context.")}
+    users = {k.split(".", 1)[1]: v for k, v in cat.items() if k.startswith("users.")}
     return LoggedData(episode=cat["episode"], step=cat["step"], obs=cat["obs"],
                       action=cat["action"], reward=cat["reward"], context=context or None,
+                      users=users or None,
                       propensity=cat["probs"][np.arange(n), cat["action"]], done=cat["done"],
                       n_actions=cat["probs"].shape[1], action_probs=cat["probs"],
                       meta=dict(meta or {}, exploration=exploration.mode,

@@ -15,6 +15,10 @@ contiguous and in step order:
 ``context``         {key: (N, ...)}    simulator truth at each decision (optional; only
                                        simulated logs have it — it lets privileged
                                        policies such as the planner be evaluated)
+``users``           {key: (N,)}        who made the decision (optional, ``USER_COLUMNS``):
+                                       ``user_id`` (a keyed hash, or absent), the
+                                       quasi-identifiers ``age_band``, ``city``, ``group``
+                                       (labels, ``synth.demographics``) and ``consent``
 ``meta``            dict               env id/version, seed, behaviour, exploration, …
 ==================  =================  ==================================================
 
@@ -36,9 +40,11 @@ import numpy as np
 
 from personarl.errors import DataError
 
-__all__ = ["LoggedData", "DataError", "REQUIRED"]
+__all__ = ["LoggedData", "DataError", "REQUIRED", "USER_COLUMNS"]
 
 REQUIRED = ("episode", "step", "observation", "action", "reward", "propensity", "done")
+#: the optional columns that say who made each decision (``LoggedData.users``)
+USER_COLUMNS = ("user_id", "age_band", "city", "group", "consent")
 _PROB_TOL = 1e-6
 
 
@@ -146,6 +152,7 @@ class LoggedData:
     meta: dict[str, Any] = field(default_factory=dict)
     context: dict[str, np.ndarray] | None = None
     row_labels: np.ndarray | None = None      # (N,) names for rows in messages (decision ids)
+    users: dict[str, np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         self.episode = _array("episode", self.episode, np.int64, 1)
@@ -201,6 +208,12 @@ class LoggedData:
             if len(values) != n:
                 raise DataError(f"context column {key!r} has {len(values)} rows, 'action' "
                                 f"has {n}")
+        for key, values in (self.users or {}).items():
+            if key not in USER_COLUMNS:
+                raise DataError(f"users column {key!r} is not one of {list(USER_COLUMNS)}")
+            if len(values) != n:
+                raise DataError(f"users column {key!r} has {len(values)} rows, 'action' has "
+                                f"{n}")
         if isinstance(self.n_actions, (bool, np.bool_)) or \
                 not isinstance(self.n_actions, (int, np.integer)) or self.n_actions < 1:
             raise DataError(f"n_actions={self.n_actions!r} must be an integer >= 1")

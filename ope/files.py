@@ -2,7 +2,9 @@
 decision logs are read by ``ope.served``).
 
 * ``write_logged`` / ``read_logged`` — one ``LoggedData`` per Parquet file, with page
-  checksums (verified on read) and ``meta`` in the schema's metadata;
+  checksums (verified on read) and ``meta`` in the schema's metadata; episode ids that
+  increase with gaps (a user's rows erased, ``synth.privacy.erasure``) are read as
+  ``0..E-1``;
 * ``column_vector`` / ``column_matrix`` — one column of an Arrow table as a NumPy array,
   refusing what a file can hold that an array cannot: a null in any column, list columns
   whose rows have different lengths (``observation`` with 3, 1, 2 and 2 values must not be
@@ -20,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ope.data import REQUIRED, DataError, LoggedData
+from ope.data import REQUIRED, USER_COLUMNS, DataError, LoggedData
 from personarl import jsonio
 
 __all__ = ["read_logged", "write_logged", "column_vector", "column_matrix"]
@@ -44,6 +46,8 @@ def write_logged(data: LoggedData, path: str | Path) -> Path:
     if data.action_probs is not None:
         columns["action_probs"] = pa.FixedSizeListArray.from_arrays(
             pa.array(data.action_probs.reshape(-1)), data.n_actions)
+    for key, values in (data.users or {}).items():
+        columns[key] = pa.array(values, pa.bool_() if key == "consent" else pa.string())
     for key, values in (data.context or {}).items():
         columns[f"context.{key}"] = values if values.ndim == 1 else \
             pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
@@ -93,14 +97,21 @@ def read_logged(path: str | Path) -> LoggedData:
     context = {c.split(".", 1)[1]: column_matrix(table, c, numbers_only=False)
                if _is_list(table, c) else column_vector(table, c)
                for c in table.column_names if c.startswith("context.")}
+    users = {c: table.column(c).to_numpy(zero_copy_only=False) for c in USER_COLUMNS
+             if c in names}
+    episode = column_vector(table, "episode", numbers_only=True)
+    gaps = np.diff(episode)
+    if len(episode) and (gaps >= 0).all():
+        # ids with gaps (an erased user's episodes are gone): numbered 0..E-1 again
+        episode = np.r_[0, np.cumsum(gaps != 0)]
     return LoggedData(
-        episode=column_vector(table, "episode", numbers_only=True),
+        episode=episode,
         step=column_vector(table, "step", numbers_only=True),
         obs=column_matrix(table, "observation"), action=action,
         reward=column_vector(table, "reward", numbers_only=True),
         propensity=column_vector(table, "propensity", numbers_only=True),
         done=column_vector(table, "done"), n_actions=n_actions, action_probs=probs,
-        meta=meta, context=context or None)
+        meta=meta, context=context or None, users=users or None)
 
 
 def _is_list(table: pa.Table, name: str) -> bool:

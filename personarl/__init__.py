@@ -11,6 +11,7 @@
   anything that holds them is written;
 * ``personarl.locks`` — exclusive locks held for a process's lifetime (one writer per run
   directory or decision log; the kernel frees them on ``kill -9``);
+* ``personarl.files`` — files replaced whole (temporary sibling, fsync, rename);
 * ``personarl.statefile`` — saved state (an env's users, a sampler's episodes in flight,
   generator states) as arrays and strict JSON in one ``.npz``, read back without pickle.
 * ``personarl.backend`` — which code runs a simulation: the NumPy reference or kernels

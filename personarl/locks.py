@@ -33,26 +33,34 @@ class InUseError(PersonaRLError, RuntimeError):
     """Another process (or another open file of this one) holds the lock."""
 
 
-def exclusive_lock(path: str | Path, refusal: str) -> TextIO:
+def exclusive_lock(path: str | Path, refusal: str, wait: float = 0.0) -> TextIO:
     """Take the exclusive lock on ``path`` (created) and return the open file that holds it.
 
     Args:
         path: the lock file.
         refusal: the message when the lock is held, with ``{path}`` (the lock file's
             folder) and ``{holder}`` (e.g. "pid 4242 on host since 2026-11-30T01:00:00+0000").
+        wait: seconds to keep trying while another holder has it (0: refuse at once) — for
+            locks held only for a short read-modify-write, such as a privacy ledger's.
 
     Raises:
-        InUseError: the lock is held (the message is ``refusal`` filled in).
+        InUseError: the lock is (still) held (the message is ``refusal`` filled in).
     """
     path = Path(path)
     f = open(path, "a+")
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise InUseError(refusal.format(path=path.parent, holder=holder)) from None
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() < deadline:
+                time.sleep(0.01)
+                continue
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise InUseError(refusal.format(path=path.parent, holder=holder)) from None
     f.seek(0)
     f.truncate()
     f.write(f"pid {os.getpid()} on {socket.gethostname()} since "

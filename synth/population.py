@@ -13,7 +13,9 @@ Traits are ``sigmoid(logit(w @ trait_means) + δ)`` with a per-user offset
 drifts. Behaviour, task and device preferences are the ``w``-mixture of the archetype priors.
 Users also get a demographic group, a consent flag and, for ``bot_fraction`` of them, a bot
 flag (some bots are "slow": regular timing rather than rapid fire). Metadata (device/browser)
-is missing for most bots and a few humans.
+is missing for most bots and a few humans. Two more quasi-identifiers, an age band and a city
+(``synth.demographics``: distributions and generalisation hierarchies), are drawn
+independently of the persona.
 
 Drift within a session is a random walk on log-weights:
 ``log w_{t+1} = log w_t + drift_rate · ε_t`` (renormalised), ``ε_t ~ N(0, I)``.
@@ -32,6 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from synth.archetypes import ArchetypeSpec, ArchetypeTable, TRAITS, default_table
+from synth.demographics import AGE_CDF, CITY_CDF
 from synth.events import PopulationEvent, apply_events
 from personarl.backend import resolve_backend
 from personarl.errors import ConfigError, check_int, check_range
@@ -120,6 +123,8 @@ class Population:
         device: ``(n,)`` device index.
         metadata_missing: ``(n,)`` device/browser metadata missing.
         time: ``(n,)`` population time each user was sampled at.
+        age_band: ``(n,)`` index into ``synth.demographics.AGE_BANDS``.
+        city: ``(n,)`` index into ``synth.demographics.CITIES``.
         table_id: ``(n,)`` index into ``PopulationSampler.tables`` (the archetype table in
             force at the user's time).
     """
@@ -136,6 +141,8 @@ class Population:
     metadata_missing: np.ndarray
     time: np.ndarray
     table_id: np.ndarray
+    age_band: np.ndarray
+    city: np.ndarray
 
     def __len__(self) -> int:
         return len(self.primary)
@@ -244,9 +251,13 @@ class PopulationSampler:
                               rng.random(n))
         w = rng.standard_gamma(self._concentrations(primary, table_id))
         offset = rng.normal(0.0, self.trait_noise, size=(n, len(TRAITS)))
-        u = rng.random((n, 6))
+        u = rng.random((n, 8))
+        # quasi-identifiers: one fixed distribution each, the same code on both backends
+        age_band = categorical_from_cdf(AGE_CDF, u[:, 6])
+        city = categorical_from_cdf(CITY_CDF, u[:, 7])
         if compiled:
-            return self._finish_compiled(w, primary, offset, u, time, table_id)
+            return self._finish_compiled(w, primary, offset, u, time, table_id, age_band,
+                                         city)
         w = _primary_largest(w, primary)
         device_probs = (w @ self._device[0] if one_epoch
                         else np.einsum("na,nad->nd", w, self._device[table_id]))
@@ -261,7 +272,7 @@ class PopulationSampler:
             slow_bot=is_bot & (u[:, 3] < cfg.slow_bot_fraction),
             device=categorical(device_probs, u[:, 4]),
             metadata_missing=u[:, 5] < missing_rate,
-            time=time, table_id=table_id,
+            time=time, table_id=table_id, age_band=age_band, city=city,
         )
 
     def _concentrations(self, primary: np.ndarray, table_id: np.ndarray) -> np.ndarray:
@@ -277,7 +288,8 @@ class PopulationSampler:
         return table[table_id, primary]
 
     def _finish_compiled(self, w: np.ndarray, primary: np.ndarray, offset: np.ndarray,
-                         u: np.ndarray, time: np.ndarray, table_id: np.ndarray) -> Population:
+                         u: np.ndarray, time: np.ndarray, table_id: np.ndarray,
+                         age_band: np.ndarray, city: np.ndarray) -> Population:
         """``sample``'s arithmetic after the draws, in one compiled pass over the users."""
         from synth.population_kernels import finish_users
         cfg, n = self.config, len(w)
@@ -293,7 +305,7 @@ class PopulationSampler:
         return Population(weights=w, primary=primary, trait_offset=offset, traits=traits,
                           group=group, consent=consent, is_bot=is_bot, slow_bot=slow_bot,
                           device=device, metadata_missing=missing, time=time,
-                          table_id=table_id)
+                          table_id=table_id, age_band=age_band, city=city)
 
     def sample_weights(self, primary: np.ndarray, table_id: np.ndarray,
                        rng: np.random.Generator) -> np.ndarray:

@@ -50,7 +50,8 @@ def finish_users(w: np.ndarray, primary: np.ndarray, table_id: np.ndarray,
         w: ``(n, A)`` gamma variates in, mixture weights out.
         primary, table_id: ``(n,)`` the primary archetype and the epoch of each user.
         offset_exp: ``(n, 10)`` ``exp(δ)`` of the logit-space trait offsets δ.
-        u: ``(n, 6)`` uniforms: group, consent, bot, slow bot, device, metadata missing.
+        u: ``(n, 8)`` uniforms: group, consent, bot, slow bot, device, metadata missing
+            (then age band and city, drawn by the caller).
         traits_table, device_table: ``(epochs, A, 10)`` and ``(epochs, A, D)``.
         group_probs: ``(G,)`` group proportions.
         rates: consent rate, bot fraction, slow-bot fraction, a human's and a bot's chance

@@ -130,8 +130,12 @@ def test_creator_returns_the_native_vector_env_when_given_num_envs():
 
 
 def test_importing_envs_pulls_in_neither_ray_nor_torch():
-    code = ("import sys, envs, synth, rewards, agents, envs.creator; "
-            "bad = [m for m in ('ray', 'torch') if m in sys.modules]; "
+    # nor the privacy extra's libraries (issue 21), nor synth.privacy itself
+    heavy = ("ray", "torch", "opendp", "dp_accounting", "opacus", "pandas", "pyarrow",
+             "sklearn", "scipy", "synth.privacy.ledger")
+    code = ("import sys, envs, synth, rewards, agents, envs.creator, synth.privacy, "
+            "synth.demographics; "
+            f"bad = [m for m in {heavy!r} if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert envs.env_ids()[:3] == (ID, "personarl/PersonalityAdaptation-v0",

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from personarl import jsonio
+from personarl.files import write_atomic  # re-exported: the bundle's writers use it
 from personarl.errors import ConfigError, PersonaRLError
 
 __all__ = ["FORMAT_VERSION", "MODEL_FILE", "SPEC_FILE", "MANIFEST_FILE", "DISTRIBUTIONS",
@@ -79,18 +80,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file, an fsync and a rename, so a
-    reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_manifest(bundle: Path) -> dict[str, Any]:
