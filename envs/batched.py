@@ -38,6 +38,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
+from synth.demographics import AGE_BANDS, CITIES
 from synth.population import PopulationConfig, PopulationSampler
 
 __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxActions",
@@ -575,12 +576,15 @@ class RecordCore(BaseCore):
         task, an epoch — which the kernels use to index tables: ``set_state`` refuses a
         state whose lanes or pool hold others (a hand-edited or corrupted file), which
         NumPy would fail on and compiled code would read past an array with. Here the
-        fields every env's record may have — the step ``t`` (``0..horizon``) and the
-        population epoch ``table_id`` — and an env adds its own."""
+        fields every env's record may have — the step ``t`` (``0..horizon``), the
+        population epoch ``table_id`` and the quasi-identifiers (``PROFILE_FIELDS``) — and
+        an env adds its own."""
         names = self.record.names
         ranges = {"t": (0, self.horizon)} if "t" in names else {}
         if "table_id" in names:
             ranges["table_id"] = (0, len(self.sampler.tables) - 1)
+        if "age_band" in names:                 # the quasi-identifiers index label tables
+            ranges.update(age_band=(0, len(AGE_BANDS) - 1), city=(0, len(CITIES) - 1))
         return ranges
 
     def _value_problems(self, state: Mapping[str, Any]) -> list[str]:

@@ -60,8 +60,12 @@ def collect_data(cfg: DictConfig, out: Path) -> Path:
     record_truth = check_flag("record_truth", cfg.record_truth)
     if cfg.user_id not in ("hash", "drop"):
         raise ConfigError(f"user_id={cfg.user_id!r}; valid: ['hash', 'drop']")
-    # with user_id=hash and no key: refused here, naming the variable, before any work
-    pseudonymise = Pseudonymiser.from_env() if cfg.user_id == "hash" else None
+    pseudonymise = None
+    if cfg.user_id == "hash":            # no key: refused here, naming it, before any work
+        try:
+            pseudonymise = Pseudonymiser.from_env()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; or pass user_id=drop to log no user ids") from None
     if out.exists() and not check_flag("overwrite", cfg.overwrite):     # before the work
         raise ConfigError(f"out={str(out)!r} already exists; choose another out= or pass "
                           "overwrite=true")

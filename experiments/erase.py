@@ -90,7 +90,8 @@ def erase_user(cfg: DictConfig) -> dict:
     with writers_locked(run_dir):
         if dry_run:
             found = scan(run_dir, pseudonym)
-            return dict(dry_run=True, rows=found.rows, text_hits=found.text_hits,
+            return dict(dry_run=True, rows=found.rows, traces=found.traces,
+                        text_hits=found.text_hits, outside=found.outside,
                         not_scanned=found.not_scanned, unreadable=found.unreadable)
         done = erase(run_dir, pseudonym)
         summary = done.summary()
@@ -108,10 +109,16 @@ def main(cfg: DictConfig) -> None:
     if out.get("dry_run"):
         for name, rows in sorted(out["rows"].items()):
             print(f"{name}: {rows} row(s)")
+        for name, where in sorted(out["traces"].items()):
+            print(f"{name}: in the {', '.join(where)} (removed by rewriting the file)")
         for name in out["text_hits"]:
             print(f"{name}: in the text (no rows to remove; erase refuses)")
+        for name in out["outside"]:
+            print(f"{name}: a link out of run_dir (erase refuses)")
         if out["unreadable"]:
             print(f"unreadable: {out['unreadable']}")
+        if out["not_scanned"]:
+            print(f"not scanned (not row data): {', '.join(out['not_scanned'])}")
         print(f"found in {len(out['rows'])} file(s) ({sum(out['rows'].values())} rows); "
               f"{len(out['not_scanned'])} file(s) of other formats not scanned")
         return

@@ -17,7 +17,7 @@ cities, have shares proportional to ``1 / rank`` — city sizes follow Zipf's la
 (Zipf 1949; Gabaix 1999). So a city's share is the product of the three.
 
 **Hierarchies** (``Hierarchy``): each quasi-identifier generalises level by level to ``*``
-(suppressed): age band → 20-year group (18–34, 35–54, 55+) → ``*``; city → region → country
+(suppressed): age band → a wider group (18–34, 35–54, 55+) → ``*``; city → region → country
 → ``*``; group → ``*``. ``hierarchies(group_names)`` builds the three.
 
 NumPy only.
@@ -34,14 +34,14 @@ from personarl.errors import ConfigError, check_int
 
 __all__ = ["AGE_BANDS", "AGE_SHARES", "AGE_GROUPS", "COUNTRIES", "REGIONS", "CITIES",
            "CITY_SHARES", "CITY_REGION", "REGION_COUNTRY", "Hierarchy", "hierarchies",
-           "QUASI_IDENTIFIERS", "SUPPRESSED"]
+           "SUPPRESSED"]
 
 #: the label of a value generalised away entirely
 SUPPRESSED = "*"
 
 AGE_BANDS = ("18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 AGE_SHARES = np.array([0.14, 0.22, 0.20, 0.17, 0.14, 0.13])
-#: the 20-year group of each age band
+#: the wider group of each age band
 AGE_GROUPS = ("18-34", "18-34", "35-54", "35-54", "55+", "55+")
 
 _GEOGRAPHY: Mapping[str, tuple[float, Sequence[str]]] = {
@@ -133,6 +133,3 @@ def hierarchies(group_names: Sequence[str]) -> dict[str, Hierarchy]:
         "group": _with_top("group", ("group",), (tuple(group_names),)),
     }
 
-
-#: the quasi-identifier columns of a user table
-QUASI_IDENTIFIERS = ("age_band", "city", "group")

@@ -45,8 +45,7 @@ def spent_ledger(tmp_path):
     ledger = PrivacyLedger.open(tmp_path / "users.parquet", epsilon=1.0, delta=1e-5)
     table = users_table()
     for _ in range(2):
-        release = release_count(table, epsilon=0.5, ledger=ledger)
-        assert release.epsilon <= 0.5 and release.rows == int(table["consent"].sum())
+        assert release_count(table, epsilon=0.5, ledger=ledger).epsilon <= 0.5
     assert ledger.report()["epsilon"] <= 1.0
     return ledger, table
 
@@ -87,21 +86,28 @@ def test_a_generator_fit_is_refused_before_it_runs(spent_ledger):
     _unchanged(ledger, before)
 
 
-def test_a_dp_sgd_step_is_refused_before_the_parameters_change(spent_ledger):
-    torch = pytest.importorskip("torch")
+def _private_regression(rows: int, noise_multiplier: float):
+    """A tiny linear regression made private by Opacus (Poisson batches of 10 rows)."""
+    import torch
     from opacus import PrivacyEngine
+
+    torch.manual_seed(0)
+    data = torch.utils.data.TensorDataset(torch.randn(rows, 3), torch.randn(rows, 1))
+    model = torch.nn.Linear(3, 1)
+    return PrivacyEngine().make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+        data_loader=torch.utils.data.DataLoader(data, batch_size=10),
+        noise_multiplier=noise_multiplier, max_grad_norm=1.0)
+
+
+def test_a_dp_sgd_step_is_refused_before_the_parameters_change(spent_ledger):
+    import torch
 
     from synth.privacy.dpsgd import LedgerSteps
 
     ledger, _ = spent_ledger
     before = ledger.path.read_bytes()
-    torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(100, 3), torch.randn(100, 1))
-    model = torch.nn.Linear(3, 1)
-    model, optimizer, loader = PrivacyEngine().make_private(
-        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-        data_loader=torch.utils.data.DataLoader(data, batch_size=10), noise_multiplier=5.0,
-        max_grad_norm=1.0)
+    model, optimizer, loader = _private_regression(rows=100, noise_multiplier=5.0)
     run = LedgerSteps(ledger, optimizer, loader.sample_rate, "regression")
     x, y = next(iter(loader))
     optimizer.zero_grad()
@@ -114,20 +120,11 @@ def test_a_dp_sgd_step_is_refused_before_the_parameters_change(spent_ledger):
     _unchanged(ledger, before)
 
 
-def test_dp_sgd_steps_are_spent_one_at_a_time_up_to_the_budget(tmp_path):
-    torch = pytest.importorskip("torch")
-    from opacus import PrivacyEngine
-
+def test_dp_sgd_steps_are_spent_up_to_the_budget_and_cut_back_on_close(tmp_path):
     from synth.privacy.dpsgd import LedgerSteps
 
     ledger = PrivacyLedger.open(tmp_path / "d.parquet", epsilon=0.5, delta=1e-5)
-    torch.manual_seed(1)
-    data = torch.utils.data.TensorDataset(torch.randn(200, 2), torch.randn(200, 1))
-    model = torch.nn.Linear(2, 1)
-    model, optimizer, loader = PrivacyEngine().make_private(
-        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
-        data_loader=torch.utils.data.DataLoader(data, batch_size=10), noise_multiplier=3.0,
-        max_grad_norm=1.0)
+    model, optimizer, loader = _private_regression(rows=200, noise_multiplier=3.0)
     run = LedgerSteps(ledger, optimizer, loader.sample_rate, "tiny")
     with pytest.raises(PrivacyBudgetExceeded):
         for _ in range(100):
@@ -142,6 +139,7 @@ def test_dp_sgd_steps_are_spent_one_at_a_time_up_to_the_budget(tmp_path):
                                                          GaussianDpEvent(3.0)), run.steps + 1)
     assert ledger.project(one_more, replace=run.entry) > 0.5     # the step refused did not fit
     assert [e["status"] for e in ledger.entries] == ["committed"]
+    assert run.reserved == run.steps == ledger.entries[0]["event"]["count"]
 
 
 # ---------------------------------------------------------------- accounting
@@ -165,9 +163,9 @@ def test_the_ledger_agrees_with_opacus_accountants(tmp_path):
 
 def test_fifty_laplace_releases_by_three_compositions(tmp_path):
     ledger = PrivacyLedger.open(tmp_path / "d.parquet", epsilon=10.0, delta=1e-6)
-    table = users_table(100)
-    for _ in range(50):
-        release_count(table, 0.1, ledger)
+    for i in range(50):                          # the Laplace mechanism at ε = 0.1, 50 times
+        with ledger.spend(LaplaceDpEvent(10.0), "release", f"mean {i}"):
+            pass
     report = ledger.report()
     k, eps, delta = 50, 0.1, 1e-6
     assert report["epsilon_simple"] == pytest.approx(k * eps, rel=1e-9)
@@ -176,6 +174,17 @@ def test_fifty_laplace_releases_by_three_compositions(tmp_path):
         eps * math.sqrt(2 * k * math.log(1 / delta)) + k * eps * (math.exp(eps) - 1), rel=1e-6)
     assert report["epsilon"] == pytest.approx(3.12, abs=0.01)
     assert report["epsilon"] < report["epsilon_advanced"] < report["epsilon_simple"]
+    # OpenDP's integer releases are accounted as discrete Laplace (privacy loss ±ε, the
+    # worst case of ε-DP): the same 50 releases cost more by PLD, no more by the others
+    opendp = PrivacyLedger.open(tmp_path / "users.parquet", epsilon=10.0, delta=1e-6)
+    table = users_table(100)
+    for _ in range(50):
+        release_count(table, 0.1, opendp)
+    worst = opendp.report()
+    assert worst["epsilon_rdp"] is None                # RDP does not compose it: PLD decides
+    assert worst["epsilon"] == pytest.approx(3.173, abs=0.01) and \
+        worst["epsilon"] > report["epsilon"]
+    assert worst["epsilon_simple"] == pytest.approx(5.0, rel=1e-9)
 
 
 def test_kill_9_between_projecting_and_committing_leaves_a_consistent_ledger(tmp_path):
@@ -237,11 +246,44 @@ def test_only_consenting_users_enter_a_release(tmp_path):
     table = users_table(300)
     assert 0 < (~table["consent"]).sum() < 300
     release = release_count(table, 1e3, ledger)       # noise scale 1e-3: the count itself
-    assert release.rows == release.value == int(table["consent"].sum())
+    assert release.value == int(table["consent"].sum()) < len(table)
+    assert not hasattr(release, "rows")             # the exact count is never handed out
     with pytest.raises(DataError, match="no 'consent' column"):
         release_count(table.drop(columns="consent"), 0.1, ledger)
     with pytest.raises(DataError, match="more than one row"):
         release_count(pd.concat([table, table.iloc[:1]]), 0.1, ledger)
+
+
+def test_a_damaged_ledger_or_a_wrong_call_is_a_clear_error(tmp_path):
+    data = tmp_path / "d.parquet"
+    ledger = PrivacyLedger.open(data, epsilon=1.0, delta=1e-5)
+    with ledger.spend(LaplaceDpEvent(4.0), "release", "count"):
+        pass
+    good = ledger.path.read_text()
+    state = json.loads(good)
+    for damage in ({"epsilon": "abc"}, {"delta": 2}, {"epsilon": -1}, {"dataset": None},
+                   {"entries": [{"id": 1}]}, {"entries": [7]},
+                   {"entries": [dict(state["entries"][0], event="x")]},
+                   {"entries": [dict(state["entries"][0], event={
+                       "type": "LaplaceDpEvent", "noise_multiplier": 0})]}):
+        ledger.path.write_text(json.dumps({**state, **damage}))
+        with pytest.raises(DataError, match=str(ledger.path)):
+            PrivacyLedger.open(data)
+    ledger.path.write_text(good)
+    with pytest.raises(ConfigError, match="give both epsilon and delta"):
+        PrivacyLedger.open(data, delta=1e-5)
+    with pytest.raises(ConfigError, match="does not exist"):
+        PrivacyLedger.open(tmp_path / "missing" / "d.parquet", epsilon=1.0, delta=1e-5)
+    with pytest.raises(ConfigError, match="no entry 42"):
+        ledger.extend(42, LaplaceDpEvent(4.0), "x")
+    with pytest.raises(ConfigError, match="committed already"):
+        ledger.extend(1, LaplaceDpEvent(8.0), "x")
+    for event, name in ((LaplaceDpEvent("2"), "must be a number"),
+                        (LaplaceDpEvent(5e-324), "noise_multiplier"),
+                        (GaussianDpEvent(1e300), "noise_multiplier")):
+        with pytest.raises(ConfigError, match=name):
+            ledger.project(event)
+    assert ledger.path.read_text() == good
 
 
 # ---------------------------------------------------------------- quasi-identifiers
@@ -405,6 +447,46 @@ def test_erasure_finds_then_removes_every_row_of_the_user(tmp_path):
         erase(run, target)                                   # a second time: nothing found
 
 
+def test_erasure_reads_every_text_a_parquet_file_can_hold(tmp_path):
+    from synth.privacy.erasure import erase, scan
+
+    user, other = PSEUDONYMISE("u1"), PSEUDONYMISE("u2")
+    run = tmp_path / "run"
+    run.mkdir()
+    ids = pa.array([user, other, other]).dictionary_encode()
+    pq.write_table(pa.table({"user_id": ids, "x": [1, 2, 3]}), run / "dict.parquet")
+    pq.write_table(pa.table({"users": pa.array([[other, user], [other], []]),
+                             "blob": pa.array([b"", b"", user.encode()], pa.binary()),
+                             "meta": pa.array([{"who": other}, {"who": user}, {"who": ""}])}),
+                   run / "nested.parquet")
+    pq.write_table(pa.table({"decision_id": pa.array(["d1", "d2"]).dictionary_encode(),
+                             "user_id": [user, other]}), run / "decisions.parquet")
+    pq.write_table(pa.table({"decision_id": pa.array(["d1", "d2"], pa.large_string()),
+                             "reward": [1.0, 0.0]}), run / "feedback.parquet")
+    (run / "deep.jsonl").write_bytes(b"[" * 100_000 + b"\n" + json.dumps(
+        {"user_id": user}).encode() + b"\n")
+    found = scan(run, user)
+    assert found.rows == {"dict.parquet": 1, "nested.parquet": 3, "decisions.parquet": 1,
+                          "feedback.parquet": 1, "deep.jsonl": 1}
+    erase(run, user)
+    for path in run.iterdir():
+        assert user.encode() not in path.read_bytes(), path     # dictionaries rebuilt
+    assert pq.read_table(run / "dict.parquet").column("x").to_pylist() == [2, 3]
+    assert pq.read_table(run / "feedback.parquet").column("decision_id").to_pylist() == ["d2"]
+    assert (run / "deep.jsonl").read_bytes() == b"[" * 100_000 + b"\n"
+    # the pseudonym in a file's metadata, or behind a link out of the directory: refused
+    pq.write_table(pa.table({"x": [1]}).replace_schema_metadata({"by": other}),
+                   run / "meta.parquet")
+    with pytest.raises(DataError, match="meta.parquet"):
+        erase(run, other)
+    (run / "meta.parquet").unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (run / "shared").symlink_to(elsewhere)
+    with pytest.raises(DataError, match="symbolic links out of"):
+        erase(run, other)
+
+
 def read_rows(path, pseudonym):
     return sum(v == pseudonym for v in pq.read_table(path).column("user_id").to_pylist())
 
@@ -441,17 +523,25 @@ def test_erasure_refuses_while_a_server_holds_the_log_and_changes_nothing(tmp_pa
     assert target not in audit and json.loads(audit)["rows_removed"] == out["rows_removed"]
 
 
-def test_erase_command_hashes_the_raw_id_and_writes_nothing_else(tmp_path):
-    import os
+@pytest.mark.slow
+def test_the_readme_collects_then_erases_one_user(tmp_path):
+    """The README's lines as written: collect with hashed user ids, find the user, erase
+    them; Hydra writes nothing for the erase commands (no directory beside the run)."""
+    from tests.readme import command
 
-    run, target, _ = _run_dir(tmp_path)
-    env = dict(os.environ, PERSONARL_PII_KEY="privacy-tests-key-" + "0" * 32)
-    cmd = [sys.executable, "-m", "experiments.erase", f"run_dir={run}"]
-    bad = subprocess.run(cmd + ["user_id=sim:0:999"], capture_output=True, text=True,
-                         env=env, cwd=tmp_path)
-    assert bad.returncode == 2 and "is in no dataset" in bad.stderr
-    ok = subprocess.run(cmd + ["user_id=sim:0:3"], capture_output=True, text=True, env=env,
-                        cwd=tmp_path)
-    assert ok.returncode == 0, ok.stderr
-    assert "none left (scanned again)" in ok.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]     # no Hydra directory
+    run = tmp_path / "run"
+    collected = subprocess.run(command("collect episodes=2000", extra=[
+        "episodes=40", f"hydra.run.dir={run}"]), capture_output=True, text=True, cwd=tmp_path)
+    assert collected.returncode == 0, collected.stderr
+    fill = {"outputs/<date>/<time>": run}
+    dry = subprocess.run(command("user_id=sim:0:7 dry_run=true", fill), capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert "logged.parquet: " in dry.stdout and "found in 1 file(s)" in dry.stdout
+    erase = command("user_id=sim:0:7$", fill)
+    done = subprocess.run(erase, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "none left (scanned again)" in done.stdout
+    again = subprocess.run(erase, capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode == 2 and "is in no dataset" in again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

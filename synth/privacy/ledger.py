@@ -15,10 +15,13 @@ composed, under add-or-remove-one-user neighbouring (the privacy unit is a user)
   the dots"), pessimistic at discretisation 1e-4 — an upper bound on the true ε.
 * RDP (Mironov 2017; Mironov, Talwar & Zhang 2019 for subsampled Gaussians) is the quick
   check: it is also an upper bound, so a use it admits is admitted without computing the
-  PLD; one it refuses is decided by the PLD.
-* Beside them, for uses that are all pure (Laplace): simple composition ``Σ ε_i`` and the
-  advanced-composition bound (Dwork, Rothblum & Vadhan 2010, Thm III.3; heterogeneous form
-  of Kairouz, Oh & Viswanath 2015): ``sqrt(2 ln(1/δ) Σ ε_i²) + Σ ε_i (e^{ε_i} − 1)``.
+  PLD; one it refuses — or cannot compose, such as a discrete Laplace — is decided by the
+  PLD.
+* Beside them, for uses that are all pure (Laplace, discrete Laplace): simple composition
+  ``Σ ε_i`` and the advanced-composition bound of Dwork, Rothblum & Vadhan (2010, Thm
+  III.3; Dwork & Roth 2014, Thm 3.20), ``sqrt(2 ln(1/δ) Σ ε_i²) + Σ ε_i (e^{ε_i} − 1)`` —
+  for k equal ε_i it is their ``ε sqrt(2k ln(1/δ)) + k ε (e^ε − 1)``; for unequal ones the
+  same proof (Azuma's inequality over the sum of the losses) gives the sums.
 
 **Enforcement.** ``spend`` projects ε with the new use before anything runs and raises
 ``PrivacyBudgetExceeded`` if it would exceed the budget, leaving the ledger unchanged.
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -60,6 +64,9 @@ SUFFIX = ".privacy.json"
 FORMAT = 1
 #: PLD discretisation of the privacy loss (dp-accounting's default; pessimistic rounding)
 PLD_INTERVAL = 1e-4
+#: the noise multipliers the accountants compose without overflowing (ε from 1e-6 to 1e6)
+MIN_NOISE, MAX_NOISE = 1e-6, 1e6
+STATUSES = ("pending", "committed", "failed")
 _LOCK_WAIT = 30.0
 
 
@@ -80,6 +87,8 @@ def check_budget(epsilon: float, delta: float) -> tuple[float, float]:
 
 # ---------------------------------------------------------------- events <-> JSON
 _LEAVES = {"LaplaceDpEvent": dpa.LaplaceDpEvent, "GaussianDpEvent": dpa.GaussianDpEvent}
+_VALID = ("LaplaceDpEvent, DiscreteLaplaceDpEvent, GaussianDpEvent, PoissonSampledDpEvent, "
+          "SelfComposedDpEvent, ComposedDpEvent")
 
 
 def event_to_json(event: dpa.DpEvent) -> dict[str, Any]:
@@ -91,6 +100,9 @@ def event_to_json(event: dpa.DpEvent) -> dict[str, Any]:
     name = type(event).__name__
     if isinstance(event, (dpa.LaplaceDpEvent, dpa.GaussianDpEvent)):
         return {"type": name, "noise_multiplier": float(event.noise_multiplier)}
+    if isinstance(event, dpa.dp_event.DiscreteLaplaceDpEvent):
+        return {"type": name, "noise_parameter": float(event.noise_parameter),
+                "sensitivity": int(event.sensitivity)}
     if isinstance(event, dpa.PoissonSampledDpEvent):
         return {"type": name, "sampling_probability": float(event.sampling_probability),
                 "event": event_to_json(event.event)}
@@ -98,9 +110,7 @@ def event_to_json(event: dpa.DpEvent) -> dict[str, Any]:
         return {"type": name, "count": int(event.count), "event": event_to_json(event.event)}
     if isinstance(event, dpa.ComposedDpEvent):
         return {"type": name, "events": [event_to_json(e) for e in event.events]}
-    raise ConfigError(f"a {name} cannot be kept in a privacy ledger; valid: LaplaceDpEvent, "
-                      "GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent, "
-                      "ComposedDpEvent")
+    raise ConfigError(f"a {name} cannot be kept in a privacy ledger; valid: {_VALID}")
 
 
 def event_from_json(data: Mapping[str, Any]) -> dpa.DpEvent:
@@ -109,10 +119,15 @@ def event_from_json(data: Mapping[str, Any]) -> dpa.DpEvent:
     Raises:
         DataError: an object that is not one (naming what is wrong).
     """
+    if not isinstance(data, Mapping):
+        raise DataError(f"a ledger event must be a JSON object; got {data!r:.80}")
     try:
         kind = data["type"]
         if kind in _LEAVES:
             return _LEAVES[kind](noise_multiplier=float(data["noise_multiplier"]))
+        if kind == "DiscreteLaplaceDpEvent":
+            return dpa.dp_event.DiscreteLaplaceDpEvent(float(data["noise_parameter"]),
+                                                       int(data["sensitivity"]))
         if kind == "PoissonSampledDpEvent":
             return dpa.PoissonSampledDpEvent(float(data["sampling_probability"]),
                                              event_from_json(data["event"]))
@@ -120,20 +135,34 @@ def event_from_json(data: Mapping[str, Any]) -> dpa.DpEvent:
             return dpa.SelfComposedDpEvent(event_from_json(data["event"]), int(data["count"]))
         if kind == "ComposedDpEvent":
             return dpa.ComposedDpEvent([event_from_json(e) for e in data["events"]])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataError(f"a ledger event {dict(data)!r:.120} is malformed: {exc}") from None
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise DataError(f"a ledger event {data!r:.120} is malformed: {exc}") from None
     raise DataError(f"a ledger event has unknown type {data.get('type')!r}")
 
 
+def _real(name: str, value: Any, low: float, high: float, **open_: bool) -> float:
+    """``check_range`` of a parameter that must already be a number (not ``"2"``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name}={value!r} must be a number")
+    return check_range(name, value, low, high, **open_)
+
+
 def _check_event(event: dpa.DpEvent) -> None:
-    """Refuse events whose parameters are not private (noise 0, probabilities outside
-    (0, 1], counts below 1) before they reach an accountant."""
+    """Refuse events whose parameters are not private or not numbers (noise 0 or beyond
+    what the accountants can take, probabilities outside (0, 1], counts below 1) before
+    they reach an accountant."""
     if isinstance(event, (dpa.LaplaceDpEvent, dpa.GaussianDpEvent)):
-        check_range(f"{type(event).__name__}.noise_multiplier", event.noise_multiplier, 0.0,
-                    math.inf, low_open=True, high_open=True)
+        _real(f"{type(event).__name__}.noise_multiplier", event.noise_multiplier,
+              MIN_NOISE, MAX_NOISE)
+    elif isinstance(event, dpa.dp_event.DiscreteLaplaceDpEvent):
+        _real("DiscreteLaplaceDpEvent.noise_parameter", event.noise_parameter, 1 / MAX_NOISE,
+              1 / MIN_NOISE)
+        if isinstance(event.sensitivity, bool) or not isinstance(event.sensitivity, int) or \
+                event.sensitivity < 1:
+            raise ConfigError(f"DiscreteLaplaceDpEvent.sensitivity={event.sensitivity!r} must "
+                              "be an integer >= 1")
     elif isinstance(event, dpa.PoissonSampledDpEvent):
-        check_range("sampling_probability", event.sampling_probability, 0.0, 1.0,
-                    low_open=True)
+        _real("sampling_probability", event.sampling_probability, 0.0, 1.0, low_open=True)
         _check_event(event.event)
     elif isinstance(event, dpa.SelfComposedDpEvent):
         if isinstance(event.count, bool) or not isinstance(event.count, int) or event.count < 1:
@@ -149,10 +178,13 @@ def _check_event(event: dpa.DpEvent) -> None:
 
 # ---------------------------------------------------------------- composition
 def pure_epsilons(event: dpa.DpEvent) -> list[float] | None:
-    """The ε of each pure (Laplace, ε = 1 / noise multiplier at sensitivity 1) use inside
-    ``event``, or ``None`` if any part is not pure (Gaussian, subsampled)."""
+    """The ε of each pure use inside ``event`` — Laplace: 1 / noise multiplier (at
+    sensitivity 1); discrete Laplace: noise parameter × sensitivity — or ``None`` if any
+    part is not pure (Gaussian, subsampled)."""
     if isinstance(event, dpa.LaplaceDpEvent):
         return [1.0 / event.noise_multiplier]
+    if isinstance(event, dpa.dp_event.DiscreteLaplaceDpEvent):
+        return [event.noise_parameter * event.sensitivity]
     if isinstance(event, dpa.SelfComposedDpEvent):
         inner = pure_epsilons(event.event)
         return None if inner is None else inner * event.count
@@ -175,26 +207,38 @@ def simple_composition(epsilons: list[float]) -> float:
 def advanced_composition(epsilons: list[float], delta: float) -> float:
     """The advanced-composition bound on ε at ``δ`` for pure ε_i-DP uses:
     ``sqrt(2 ln(1/δ) Σ ε_i²) + Σ ε_i (e^{ε_i} − 1)`` (Dwork, Rothblum & Vadhan 2010,
-    Thm III.3; for unequal ε_i, Kairouz, Oh & Viswanath 2015, Thm 3.5's closed form)."""
+    Thm III.3, written with sums for unequal ε_i; module doc)."""
     return float(math.sqrt(2.0 * math.log(1.0 / delta) * math.fsum(e * e for e in epsilons))
                  + math.fsum(e * math.expm1(e) for e in epsilons))
 
 
-def _pld_epsilon(events: list[dpa.DpEvent], delta: float) -> float:
+def _epsilon(accountant: Any, events: list[dpa.DpEvent], delta: float) -> float:
+    """ε at ``delta`` of ``events`` composed (``inf`` if the accountant cannot compose one
+    of them, such as RDP a discrete Laplace).
+
+    Raises:
+        ConfigError: the accountant fails on a parameter (naming it).
+    """
     if not events:
         return 0.0
-    accountant = pld_privacy_accountant.PLDAccountant(
-        value_discretization_interval=PLD_INTERVAL)
-    accountant.compose(dpa.ComposedDpEvent(events))
-    return float(accountant.get_epsilon(delta))
+    event = dpa.ComposedDpEvent(events)
+    if not accountant.supports(event):
+        return math.inf
+    try:
+        accountant.compose(event)
+        return float(accountant.get_epsilon(delta))
+    except (ValueError, OverflowError, ZeroDivisionError, FloatingPointError) as exc:
+        raise ConfigError(f"the {type(accountant).__name__} cannot compose "
+                          f"{[event_to_json(e) for e in events][-1]}: {exc}") from None
+
+
+def _pld_epsilon(events: list[dpa.DpEvent], delta: float) -> float:
+    return _epsilon(pld_privacy_accountant.PLDAccountant(
+        value_discretization_interval=PLD_INTERVAL), events, delta)
 
 
 def _rdp_epsilon(events: list[dpa.DpEvent], delta: float) -> float:
-    if not events:
-        return 0.0
-    accountant = rdp_privacy_accountant.RdpAccountant()
-    accountant.compose(dpa.ComposedDpEvent(events))
-    return float(accountant.get_epsilon(delta))
+    return _epsilon(rdp_privacy_accountant.RdpAccountant(), events, delta)
 
 
 def _now() -> str:
@@ -238,9 +282,13 @@ class PrivacyLedger:
             DataError: the existing ledger file is unreadable.
         """
         path = cls.path_for(dataset)
-        given = None if epsilon is None and delta is None else check_budget(
-            epsilon if epsilon is not None else math.nan,
-            delta if delta is not None else math.nan)
+        if (epsilon is None) != (delta is None):
+            raise ConfigError(f"give both epsilon and delta (a new ledger's budget), or "
+                              f"neither (to open {path.name}); got epsilon={epsilon!r} "
+                              f"delta={delta!r}")
+        given = None if epsilon is None else check_budget(epsilon, delta)
+        if not path.parent.is_dir():
+            raise ConfigError(f"the directory of {str(dataset)!r} does not exist")
         with cls._locked(path):
             if not path.exists():
                 if given is None:
@@ -278,8 +326,26 @@ class PrivacyLedger:
         except (OSError, ValueError) as exc:
             raise DataError(f"the privacy ledger {self.path} is unreadable: {exc}") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT or not isinstance(
-                state.get("entries"), list):
+                state.get("entries"), list) or not isinstance(state.get("dataset"), str):
             raise DataError(f"{self.path} is not a privacy ledger (format {FORMAT})")
+        try:
+            check_budget(state.get("epsilon"), state.get("delta"))
+        except ConfigError as exc:
+            raise DataError(f"{self.path}: its budget is invalid ({exc})") from None
+        seen = set()
+        for i, e in enumerate(state["entries"]):
+            ok = isinstance(e, dict) and isinstance(e.get("id"), int) and \
+                e.get("kind") in KINDS and e.get("status") in STATUSES and e["id"] not in seen
+            if not ok:
+                raise DataError(f"{self.path}: entry {i} is not a ledger entry (an object "
+                                f"with a unique integer id, kind in {list(KINDS)} and status "
+                                f"in {list(STATUSES)}): {e!r:.120}")
+            seen.add(e["id"])
+            try:
+                _check_event(event_from_json(e.get("event")))
+            except (ConfigError, DataError) as exc:
+                raise DataError(f"{self.path}: entry {e['id']}'s event is invalid: "
+                                f"{exc}") from None
         return state
 
     def _write(self, state: Mapping[str, Any]) -> None:
@@ -320,7 +386,7 @@ class PrivacyLedger:
         pld = _pld_epsilon(events, delta)
         return dict(
             budget=dict(epsilon=self.epsilon, delta=self.delta), delta=delta, epsilon=pld,
-            epsilon_rdp=_rdp_epsilon(events, delta),
+            epsilon_rdp=None if math.isinf(rdp := _rdp_epsilon(events, delta)) else rdp,
             epsilon_simple=None if pure is None else simple_composition(pure),
             epsilon_advanced=None if pure is None else advanced_composition(pure, delta),
             remaining=max(self.epsilon - pld, 0.0) if delta == self.delta else None,
@@ -398,12 +464,26 @@ class PrivacyLedger:
             self._write(state)
         return entry
 
+    def _entry(self, state: Mapping[str, Any], entry_id: int,
+               pending: bool = False) -> dict[str, Any]:
+        """Entry ``entry_id`` of ``state`` (a still-``pending`` one if asked).
+
+        Raises:
+            ConfigError: no such entry, or it is closed already.
+        """
+        for e in state["entries"]:
+            if e["id"] == entry_id:
+                if pending and e["status"] != "pending":
+                    raise ConfigError(f"ledger entry {entry_id} is {e['status']} already; a "
+                                      "closed use cannot grow")
+                return e
+        raise ConfigError(f"the privacy ledger {self.path} has no entry {entry_id!r}")
+
     def _close(self, entry_id: int, status: str) -> None:
         with self._locked(self.path):
             state = self._read()
-            for e in state["entries"]:
-                if e["id"] == entry_id:
-                    e["status"], e["closed"] = status, _now()
+            entry = self._entry(state, entry_id)
+            entry["status"], entry["closed"] = status, _now()
             self._write(state)
 
     def extend(self, entry_id: int, event: dpa.DpEvent, label: str) -> None:
@@ -416,12 +496,11 @@ class PrivacyLedger:
         _check_event(event)
         with self._locked(self.path):
             state = self._read()
+            entry = self._entry(state, entry_id, pending=True)
             projected = self._project(state, event, entry_id)
             if projected > self.epsilon:
-                self._refuse(projected, "dp_sgd", label)
-            for e in state["entries"]:
-                if e["id"] == entry_id:
-                    e["event"] = event_to_json(event)
+                self._refuse(projected, entry["kind"], label)
+            entry["event"] = event_to_json(event)
             self._write(state)
 
     def open_entry(self, event: dpa.DpEvent, kind: str, label: str) -> dict[str, Any]:

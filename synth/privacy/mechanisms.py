@@ -2,7 +2,7 @@
 
     >>> ledger = PrivacyLedger.open("users.parquet", epsilon=1.0, delta=1e-5)
     >>> release_count(users, epsilon=0.5, ledger=ledger, label="users")
-    Release(value=1012, epsilon=0.5, scale=2.0, rows=1000)
+    Release(value=1012, epsilon=0.5, scale=2.0, entry=1)
 
 **The privacy unit is a user.** A table has one row per user (``user_id``, if present, must
 not repeat) and a boolean ``consent`` column: users without consent are dropped before
@@ -15,9 +15,15 @@ Canonne, Kamath & Steinke 2020 — and on the float sum, with the sum's sensitiv
 floating-point rounding; OpenDP Library, "Measurements"), so the privacy relation holds for
 the floats a computer actually adds. The noise scale is OpenDP's ``binary_search_param``: the
 smallest scale whose privacy map gives at most the ε asked for, so rounding never takes a
-release over an exact budget. The ledger records the release as a Laplace event of the ε the
-map reports (rounded up), and refuses it before any noise is drawn if it would cross the
-budget.
+release over an exact budget. The ledger records a release of ε (what the map reports) as
+``DiscreteLaplaceDpEvent(ε, sensitivity 1)``: its privacy loss is ±ε, that of randomised
+response — the worst case of every ε-DP mechanism (Kairouz, Oh & Viswanath 2015) — so the
+account is exact for the counts and histograms and an upper bound for the float sum. It
+refuses the release before any noise is drawn if it would cross the budget.
+
+A release holds only the noisy statistic: how many users it was computed on is itself a
+count, and is not returned. ``import`` turns on OpenDP's ``contrib`` features (its
+counting, clamping and summing transformations) for the process.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import opendp.prelude as dp
 import pandas as pd
-from dp_accounting import LaplaceDpEvent
+from dp_accounting.dp_event import DiscreteLaplaceDpEvent
 
 from personarl.errors import ConfigError, DataError, check_range
 from synth.privacy.ledger import PrivacyLedger
@@ -48,14 +54,12 @@ class Release:
             ``float`` sum).
         epsilon: the ε the release spent (OpenDP's privacy map at one user: ≤ the ε asked).
         scale: the Laplace noise scale.
-        rows: consenting users it was computed on.
         entry: the ledger entry's id.
     """
 
     value: Any
     epsilon: float
     scale: float
-    rows: int
     entry: int
 
 
@@ -90,22 +94,24 @@ def _column(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows[column]
 
 
+#: the ε of one release: beyond these the accountants or OpenDP's search cannot go
+MIN_EPSILON, MAX_EPSILON = 1e-6, 1e3
+
+
 def _release(measurement_of: Any, data: Any, epsilon: float, ledger: PrivacyLedger,
-             label: str, rows: int) -> Release:
+             label: str) -> Release:
     """Search the scale, spend, then measure."""
-    epsilon = check_range("epsilon", epsilon, 0.0, math.inf, low_open=True, high_open=True)
+    epsilon = check_range("epsilon", epsilon, MIN_EPSILON, MAX_EPSILON)
     try:
         scale = float(dp.binary_search_param(measurement_of, d_in=1, d_out=epsilon))
-    except dp.OpenDPException as exc:
-        raise ConfigError(f"epsilon={epsilon} cannot be met by a Laplace scale: {exc}") \
-            from None
-    measurement = measurement_of(scale)
-    used = float(measurement.map(1))
-    # the ledger's Laplace event has ε = 1 / noise_multiplier: round that up, never down
-    event = LaplaceDpEvent(noise_multiplier=math.nextafter(1.0 / used, 0.0))
+        measurement = measurement_of(scale)
+        used = float(measurement.map(1))
+    except (dp.OpenDPException, OverflowError, ValueError) as exc:
+        raise ConfigError(f"no Laplace scale meets epsilon={epsilon} here: {exc}") from None
+    event = DiscreteLaplaceDpEvent(noise_parameter=used, sensitivity=1)
     with ledger.spend(event, kind="release", label=label) as entry:
         value = measurement(data)
-    return Release(value=value, epsilon=used, scale=scale, rows=rows, entry=entry["id"])
+    return Release(value=value, epsilon=used, scale=scale, entry=entry["id"])
 
 
 def release_count(table: pd.DataFrame, epsilon: float, ledger: PrivacyLedger,
@@ -113,7 +119,7 @@ def release_count(table: pd.DataFrame, epsilon: float, ledger: PrivacyLedger,
     """The number of consenting users, with discrete Laplace noise.
 
     Raises:
-        ConfigError: ``epsilon`` not > 0 and finite.
+        ConfigError: ``epsilon`` outside [1e-6, 1e3].
         DataError: see ``consenting``.
         PrivacyBudgetExceeded: the ledger's budget would be crossed (nothing is measured).
     """
@@ -121,7 +127,7 @@ def release_count(table: pd.DataFrame, epsilon: float, ledger: PrivacyLedger,
     domain = dp.vector_domain(dp.atom_domain(T=dp.i64))
     count = dp.t.make_count(domain, dp.symmetric_distance())
     return _release(lambda s: count >> dp.m.then_laplace(scale=s),
-                    [0] * len(rows), epsilon, ledger, label, len(rows))
+                    [0] * len(rows), epsilon, ledger, label)
 
 
 def release_histogram(table: pd.DataFrame, column: str, categories: Sequence[str],
@@ -134,13 +140,15 @@ def release_histogram(table: pd.DataFrame, column: str, categories: Sequence[str
         a ``Release`` whose value is ``{category: noisy count}``.
 
     Raises:
-        ConfigError: ``epsilon`` not > 0, no such column, empty or repeated categories, or
-            a value outside ``categories`` (naming it).
+        ConfigError: ``epsilon`` outside [1e-6, 1e3], no such column, categories that are
+            not a list, empty or repeated, or a value outside them (naming it).
         DataError: see ``consenting``.
         PrivacyBudgetExceeded: the budget would be crossed (nothing is measured).
     """
     rows = consenting(table)
     values = _column(rows, column).astype(str)
+    if isinstance(categories, (str, bytes)) or not isinstance(categories, Sequence):
+        raise ConfigError(f"categories={categories!r:.80} must be a list of the categories")
     categories = [str(c) for c in categories]
     if not categories or len(set(categories)) != len(categories):
         raise ConfigError(f"categories={categories!r} must be distinct and not empty")
@@ -152,10 +160,9 @@ def release_histogram(table: pd.DataFrame, column: str, categories: Sequence[str
     counts = dp.t.make_count_by_categories(domain, dp.symmetric_distance(),
                                            categories=categories, null_category=False)
     released = _release(lambda s: counts >> dp.m.then_laplace(scale=s), values.tolist(),
-                        epsilon, ledger, label or f"histogram of {column}", len(rows))
+                        epsilon, ledger, label or f"histogram of {column}")
     return Release(value=dict(zip(categories, (int(v) for v in released.value))),
-                   epsilon=released.epsilon, scale=released.scale, rows=released.rows,
-                   entry=released.entry)
+                   epsilon=released.epsilon, scale=released.scale, entry=released.entry)
 
 
 def release_sum(table: pd.DataFrame, column: str, bounds: tuple[float, float],
@@ -164,7 +171,7 @@ def release_sum(table: pd.DataFrame, column: str, bounds: tuple[float, float],
     (fixed in advance), with Laplace noise.
 
     Raises:
-        ConfigError: ``epsilon`` not > 0, no such column, bounds not finite with
+        ConfigError: ``epsilon`` outside [1e-6, 1e3], no such column, bounds not finite with
             ``low < high``.
         DataError: see ``consenting``; a value that is not a finite number (naming it).
         PrivacyBudgetExceeded: the budget would be crossed (nothing is measured).
@@ -182,9 +189,12 @@ def release_sum(table: pd.DataFrame, column: str, bounds: tuple[float, float],
         raise DataError(f"column {column!r} holds {rows[column].iloc[bad[0]]!r}; a summed "
                         "column needs finite numbers")
     domain = dp.vector_domain(dp.atom_domain(T=float, nan=False))
-    total = (dp.t.make_clamp(domain, dp.symmetric_distance(), bounds=(low, high))
-             >> dp.t.then_sum())
+    try:
+        total = (dp.t.make_clamp(domain, dp.symmetric_distance(), bounds=(low, high))
+                 >> dp.t.then_sum())
+    except dp.OpenDPException as exc:
+        raise ConfigError(f"bounds={bounds!r} cannot be summed safely: {exc}") from None
     released = _release(lambda s: total >> dp.m.then_laplace(scale=s), values.tolist(),
-                        epsilon, ledger, label or f"sum of {column}", len(rows))
+                        epsilon, ledger, label or f"sum of {column}")
     return Release(value=float(released.value), epsilon=released.epsilon,
-                   scale=released.scale, rows=released.rows, entry=released.entry)
+                   scale=released.scale, entry=released.entry)
