@@ -306,6 +306,18 @@ class RankSchema:
 
 
 @dataclass
+class AnonymiseSchema:
+    """``experiments.anonymise`` (``configs/anonymise.yaml``)."""
+
+    data: str = "???"                   # required: a log from experiments.collect
+    k: int = 5
+    quasi_identifiers: List[str] = field(
+        default_factory=lambda: ["age_band", "city", "group"])
+    max_suppression: float = 0.05
+    verbose: bool = False
+
+
+@dataclass
 class EraseSchema:
     """``experiments.erase`` (``configs/erase.yaml``)."""
 
@@ -407,6 +419,7 @@ APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": Evalu
                "report": ReportSchema, "export": ExportSchema, "serve": ServeSchema,
                "registry": RegistrySchema, "discover": DiscoverSchema,
                "rank": RankSchema, "erase": EraseSchema,
+               "anonymise": AnonymiseSchema,
                "simulate_users": SimulateUsersSchema}
 
 

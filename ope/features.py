@@ -28,6 +28,7 @@ from synth.archetypes import TASK_TYPES
 from synth.features import BEHAVIOUR_FEATURES
 
 __all__ = ["WindowFeatures", "behaviour_features", "window_features", "session_features",
+           "user_table",
            "SESSION_SIGNALS"]
 
 #: the signals ``session_features`` averages by default: engagement depth, conversion, sharing
@@ -181,3 +182,40 @@ def session_features(data: Any, layout: Mapping[str, slice],
     return WindowFeatures(users=users[keep], values=values[keep],
                           interactions=np.bincount(row, minlength=m)[keep],
                           names=BEHAVIOUR_FEATURES + tuple(f"signal_{x}" for x in signals))
+
+
+def user_table(data: Any) -> Any:
+    """One row per user of a log (``ope.data.LoggedData`` with ``users`` columns): the
+    user's ``user_id`` (when logged), quasi-identifiers (``age_band``, ``city``, ``group``),
+    ``consent``, and what the log says of them — ``episodes``, ``decisions`` and
+    ``return`` (the sum of their rewards). A user is a ``user_id``; a log without one (a
+    simulated log with ``user_id=drop``) has one user per episode. Rows are in order of
+    first appearance. A pandas ``DataFrame`` (pandas: the ``privacy`` extra).
+
+    Raises:
+        DataError: the log has no ``users`` columns (collected before they existed, or from
+            an env without them), or a user whose quasi-identifiers or consent differ
+            between rows (naming them).
+    """
+    import pandas as pd
+
+    profile = ("age_band", "city", "group", "consent")
+    users = data.users or {}
+    missing = [c for c in profile if c not in users]
+    if missing:
+        raise DataError(f"the log has no {missing} columns: who made each decision is not "
+                        "in it (collect it again with experiments.collect)")
+    frame = pd.DataFrame({c: users[c] for c in profile})
+    frame["user"] = users["user_id"] if "user_id" in users else data.episode
+    frame["episode"], frame["reward"] = data.episode, data.reward
+    grouped = frame.groupby("user", sort=False)
+    changed = [c for c in profile if (grouped[c].nunique() > 1).any()]
+    if changed:
+        raise DataError(f"a user's {changed} differ between rows of the log; a user has one "
+                        "profile")
+    out = grouped.agg(**{c: (c, "first") for c in profile},
+                      episodes=("episode", "nunique"), decisions=("reward", "size"),
+                      **{"return": ("reward", "sum")}).reset_index()
+    return out.rename(columns={"user": "user_id"}) if "user_id" in users else \
+        out.drop(columns="user")
+

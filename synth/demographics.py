@@ -33,8 +33,9 @@ import numpy as np
 from personarl.errors import ConfigError, check_int
 
 __all__ = ["AGE_BANDS", "AGE_SHARES", "AGE_GROUPS", "COUNTRIES", "REGIONS", "CITIES",
-           "CITY_SHARES", "CITY_REGION", "REGION_COUNTRY", "Hierarchy", "hierarchies",
-           "SUPPRESSED"]
+           "CITY_SHARES", "CITY_REGION", "REGION_COUNTRY", "PROFILE_CDF", "PROFILE_GUIDE",
+           "Hierarchy",
+           "hierarchies", "SUPPRESSED"]
 
 #: the label of a value generalised away entirely
 SUPPRESSED = "*"
@@ -74,8 +75,15 @@ def _geography() -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], np.
 
 
 COUNTRIES, REGIONS, CITIES, CITY_SHARES, CITY_REGION, REGION_COUNTRY = _geography()
-#: the cumulative shares ``synth.population`` draws age bands and cities from
-AGE_CDF, CITY_CDF = np.cumsum(AGE_SHARES), np.cumsum(CITY_SHARES)
+#: the cumulative shares of the (age band, city) pairs, age band major: the two are
+#: independent, so ``synth.population`` draws both with one uniform (cell ``c`` is age band
+#: ``c // len(CITIES)``, city ``c % len(CITIES)``)
+PROFILE_CDF = np.cumsum(np.outer(AGE_SHARES, CITY_SHARES).ravel())
+#: ``PROFILE_GUIDE[b]``: the first cell whose cumulative share exceeds ``b / 1024`` of the
+#: total — where a draw ``u`` in ``[b / 1024, (b + 1) / 1024)`` starts its search (a guide
+#: table, Chen & Asau 1974: the inverse CDF in a step or two instead of a binary search)
+PROFILE_GUIDE = np.searchsorted(PROFILE_CDF, np.arange(1024) / 1024 * PROFILE_CDF[-1],
+                                side="right")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from synth.archetypes import ArchetypeSpec, ArchetypeTable, TRAITS, default_table
-from synth.demographics import AGE_CDF, CITY_CDF
+from synth.demographics import CITIES, PROFILE_CDF, PROFILE_GUIDE
 from synth.events import PopulationEvent, apply_events
 from personarl.backend import resolve_backend
 from personarl.errors import ConfigError, check_int, check_range
@@ -46,6 +46,8 @@ __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampl
 HYBRID_THRESHOLD = 0.2
 _EPS = 1e-6
 _BLOCK = 16_384       # users evaluated at a time where temporaries would leave the cache
+#: the age band and the city of each (age band, city) cell of ``PROFILE_CDF``
+_CELL_AGE, _CELL_CITY = np.divmod(np.arange(len(PROFILE_CDF)), len(CITIES))
 
 
 def categorical(probs: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -251,13 +253,12 @@ class PopulationSampler:
                               rng.random(n))
         w = rng.standard_gamma(self._concentrations(primary, table_id))
         offset = rng.normal(0.0, self.trait_noise, size=(n, len(TRAITS)))
-        u = rng.random((n, 8))
-        # quasi-identifiers: one fixed distribution each, the same code on both backends
-        age_band = categorical_from_cdf(AGE_CDF, u[:, 6])
-        city = categorical_from_cdf(CITY_CDF, u[:, 7])
+        u = rng.random((n, 7))
         if compiled:
-            return self._finish_compiled(w, primary, offset, u, time, table_id, age_band,
-                                         city)
+            return self._finish_compiled(w, primary, offset, u, time, table_id)
+        # the quasi-identifiers: one draw of the (age band, city) pair
+        cell = categorical_from_cdf(PROFILE_CDF, u[:, 6])
+        age_band, city = _CELL_AGE[cell], _CELL_CITY[cell]
         w = _primary_largest(w, primary)
         device_probs = (w @ self._device[0] if one_epoch
                         else np.einsum("na,nad->nd", w, self._device[table_id]))
@@ -288,20 +289,21 @@ class PopulationSampler:
         return table[table_id, primary]
 
     def _finish_compiled(self, w: np.ndarray, primary: np.ndarray, offset: np.ndarray,
-                         u: np.ndarray, time: np.ndarray, table_id: np.ndarray,
-                         age_band: np.ndarray, city: np.ndarray) -> Population:
+                         u: np.ndarray, time: np.ndarray, table_id: np.ndarray) -> Population:
         """``sample``'s arithmetic after the draws, in one compiled pass over the users."""
         from synth.population_kernels import finish_users
         cfg, n = self.config, len(w)
         traits = np.empty_like(offset)
         group, device = np.empty(n, np.int64), np.empty(n, np.int64)
         consent, is_bot, slow_bot, missing = (np.empty(n, bool) for _ in range(4))
+        age_band, city = np.empty(n, np.int64), np.empty(n, np.int64)
         rates = np.array([cfg.consent_rate, cfg.bot_fraction, cfg.slow_bot_fraction,
                           cfg.human_missing_metadata, cfg.bot_missing_metadata], float)
         # exp in NumPy: vectorised it is ~4x cheaper than one call per value
         finish_users(w, primary, np.ascontiguousarray(table_id, np.int64), np.exp(offset), u,
-                     self._traits, self._device, self.group_probs, rates, traits, group,
-                     consent, is_bot, slow_bot, device, missing)
+                     self._traits, self._device, self.group_probs, rates, PROFILE_CDF,
+                     PROFILE_GUIDE, _CELL_AGE, _CELL_CITY, traits, group, consent, is_bot, slow_bot, device, missing,
+                     age_band, city)
         return Population(weights=w, primary=primary, trait_offset=offset, traits=traits,
                           group=group, consent=consent, is_bot=is_bot, slow_bot=slow_bot,
                           device=device, metadata_missing=missing, time=time,

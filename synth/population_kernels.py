@@ -41,22 +41,27 @@ def _row_categorical(probs: np.ndarray, u: float) -> int:
 def finish_users(w: np.ndarray, primary: np.ndarray, table_id: np.ndarray,
                  offset_exp: np.ndarray, u: np.ndarray, traits_table: np.ndarray,
                  device_table: np.ndarray, group_probs: np.ndarray, rates: np.ndarray,
-                 traits: np.ndarray, group: np.ndarray, consent: np.ndarray,
-                 is_bot: np.ndarray, slow_bot: np.ndarray, device: np.ndarray,
-                 missing: np.ndarray) -> None:
+                 profile_cdf: np.ndarray, profile_guide: np.ndarray, cell_age: np.ndarray,
+                 cell_city: np.ndarray, traits: np.ndarray,
+                 group: np.ndarray, consent: np.ndarray, is_bot: np.ndarray,
+                 slow_bot: np.ndarray, device: np.ndarray, missing: np.ndarray,
+                 age_band: np.ndarray, city: np.ndarray) -> None:
     """Turn drawn variates into users, in place.
 
     Args:
         w: ``(n, A)`` gamma variates in, mixture weights out.
         primary, table_id: ``(n,)`` the primary archetype and the epoch of each user.
         offset_exp: ``(n, 10)`` ``exp(δ)`` of the logit-space trait offsets δ.
-        u: ``(n, 8)`` uniforms: group, consent, bot, slow bot, device, metadata missing
-            (then age band and city, drawn by the caller).
+        u: ``(n, 7)`` uniforms: group, consent, bot, slow bot, device, metadata missing,
+            the (age band, city) pair.
         traits_table, device_table: ``(epochs, A, 10)`` and ``(epochs, A, D)``.
         group_probs: ``(G,)`` group proportions.
         rates: consent rate, bot fraction, slow-bot fraction, a human's and a bot's chance
             of missing metadata.
-        traits, group, consent, is_bot, slow_bot, device, missing: outputs, ``n`` rows.
+        profile_cdf, profile_guide: ``synth.demographics.PROFILE_CDF`` and
+            ``PROFILE_GUIDE``; cell_age, cell_city: each cell's age band and city.
+        traits, group, consent, is_bot, slow_bot, device, missing, age_band, city: outputs,
+            ``n`` rows.
     """
     n, A = w.shape
     T, D = traits.shape[1], device_table.shape[2]
@@ -92,3 +97,10 @@ def finish_users(w: np.ndarray, primary: np.ndarray, table_id: np.ndarray,
         is_bot[i] = u[i, 2] < rates[1]
         slow_bot[i] = is_bot[i] and u[i, 3] < rates[2]
         missing[i] = u[i, 5] < (rates[4] if is_bot[i] else rates[3])
+        # synth.population.categorical_from_cdf of one fixed distribution: the first
+        # cell whose cumulative share exceeds the draw, searched from its guide entry
+        x = u[i, 6] * profile_cdf[-1]
+        cell = profile_guide[int(u[i, 6] * len(profile_guide))]
+        while cell < len(profile_cdf) - 1 and profile_cdf[cell] <= x:
+            cell += 1
+        age_band[i], city[i] = cell_age[cell], cell_city[cell]

@@ -76,6 +76,17 @@ def test_evolution_and_rankings_benchmarks_report_against_the_truth(tmp_path):
     assert taus["100000"]["latent archetype"]["tau"] > taus["1000"]["latent archetype"]["tau"]
 
 
+def test_privacy_benchmark_compares_the_ledger_with_opacus(tmp_path):
+    result, stdout = bench_json(tmp_path / "p.json", "privacy", "--steps", "10", "--rows",
+                                "2000", "--users", "500", "--settings", "1")
+    first = result["accountants"][0]
+    assert (first["q"], first["sigma"], first["steps"]) == (0.01, 1.1, 1000)
+    assert all(abs(r["rdp_over_opacus_rdp"] - 1) < 0.01 for r in result["accountants"])
+    assert result["erasure"]["found"] == result["erasure"]["removed"] > 0
+    assert result["anonymity"]["smallest"] >= 5 and result["dp_sgd"]["steps"] == 10
+    assert "vs Opacus" in stdout
+
+
 def test_policy_study_reports_the_table(tmp_path):
     result, stdout = bench_json(tmp_path / "p.json", "policies", "--episodes", "64")
     for study in ("intervention", "adaptation"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -329,7 +330,9 @@ def test_generalisation_reaches_k_where_a_naive_release_does_not():
                                                               "group_c"]))
     assert result.smallest_class >= 5
     assert class_sizes(result.table, quasi).min() >= 5
-    assert result.suppressed == len(table) - len(result.table) <= 0.05 * len(table)
+    consented = table[table["consent"]]                # only consenting users are released
+    assert result.suppressed == len(consented) - len(result.table) <= 0.05 * len(consented)
+    assert result.table["consent"].all()
     assert sum(result.levels.values()) > 0 and 0 < result.loss["precision"] <= 1
     assert result.loss["distinct_after"]["city"] < result.loss["distinct_before"]["city"]
     # nothing else changed
@@ -534,6 +537,14 @@ def test_the_readme_collects_then_erases_one_user(tmp_path):
         "episodes=40", f"hydra.run.dir={run}"]), capture_output=True, text=True, cwd=tmp_path)
     assert collected.returncode == 0, collected.stderr
     fill = {"outputs/<date>/<time>": run}
+    anonymised = subprocess.run(command("experiments.anonymise", fill, extra=[
+        f"hydra.run.dir={tmp_path / 'released'}"]), capture_output=True, text=True,
+        cwd=tmp_path)
+    assert anonymised.returncode == 0, anonymised.stderr
+    table = pd.read_parquet(tmp_path / "released" / "users_k5.parquet")
+    assert "user_id" not in table and len(table) > 0
+    assert class_sizes(table, ["age_band", "city", "group"]).min() >= 5
+    shutil.rmtree(tmp_path / "released")
     dry = subprocess.run(command("user_id=sim:0:7 dry_run=true", fill), capture_output=True,
                          text=True, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr

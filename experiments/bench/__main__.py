@@ -10,6 +10,8 @@
     python -m experiments.bench evolution [--users 3000] [--interactions 200] [--seeds 20]
                                         [--windows 10] [--out benchmarks/evolution.json]
     python -m experiments.bench rankings [--seeds 5] [--out benchmarks/rankings.json]
+    python -m experiments.bench privacy [--steps 1000] [--rows 1000000] [--users 100000]
+                                        [--settings 5] [--out benchmarks/privacy.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
@@ -93,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
                                           "true agent quality")
     rnk.add_argument("--seeds", type=int, default=5)
     rnk.add_argument("--out", default="benchmarks/rankings.json")
+    prv = sub.add_parser("privacy", help="the privacy ledger vs Opacus's accountants; DP-SGD "
+                                         "overhead, erasure and k-anonymity cost")
+    prv.add_argument("--steps", type=int, default=1000, help="DP-SGD steps per path")
+    prv.add_argument("--rows", type=int, default=1_000_000, help="logged rows erasure reads")
+    prv.add_argument("--users", type=int, default=100_000, help="users k-anonymised")
+    prv.add_argument("--settings", type=int, default=5, help="DP-SGD settings compared (of 5)")
+    prv.add_argument("--out", default="benchmarks/privacy.json")
     pol = sub.add_parser("policies", help="InterventionTiming baselines vs the planner")
     pol.add_argument("--episodes", type=int, default=2000)
     pol.add_argument("--out", default="benchmarks/policies.json")
@@ -195,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "rankings":
         from experiments.bench.rankings import run
         result = run(seeds=args.seeds)
+    elif args.what == "privacy":
+        from experiments.bench.privacy import run
+        result = run(steps=args.steps, rows=args.rows, users=args.users,
+                     settings=args.settings)
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)

@@ -6,6 +6,8 @@ DP-SGD under the ledger, k-anonymity over quasi-identifiers and erasure of one u
   checks); refuses the release, generator fit or DP-SGD step that would cross the budget.
 * ``synth.privacy.mechanisms`` — counts, histograms and bounded sums released with
   OpenDP's Laplace mechanisms, spending from a ledger; only consenting users enter them.
+* ``synth.privacy.consent`` — ``consenting``: the rows a release or a fit may use (users
+  who consented, one row each).
 * ``synth.privacy.dpsgd`` — the ledger as the step hook of an Opacus ``DPOptimizer``.
 * ``synth.privacy.anonymity`` — k-anonymity: check, and generalise quasi-identifiers over
   their hierarchies (``synth.demographics``) until every group has at least k rows.

@@ -37,6 +37,7 @@ import pandas as pd
 
 from personarl.errors import ConfigError, check_int, check_range
 from synth.demographics import Hierarchy
+from synth.privacy.consent import consenting
 
 __all__ = ["Anonymised", "class_sizes", "smallest_class", "k_anonymise"]
 
@@ -104,10 +105,13 @@ def k_anonymise(table: pd.DataFrame, k: int, hierarchies: Mapping[str, Hierarchy
                 max_suppression: float = 0.05) -> Anonymised:
     """Generalise ``quasi_identifiers`` (default: every column with a hierarchy that the
     table has) until every class has at least ``k`` rows, suppressing at most
-    ``max_suppression`` of the rows (module doc).
+    ``max_suppression`` of the rows (module doc). Its output is for release, so only
+    consenting users enter it (``synth.privacy.consent.consenting``: one row per user —
+    k rows of one user would hide nobody).
 
     Args:
-        table: ``N`` rows; quasi-identifier columns hold their hierarchy's finest labels.
+        table: one row per user with a ``consent`` column; quasi-identifier columns hold
+            their hierarchy's finest labels. ``N`` below is its consenting rows.
         k: at least 2.
         hierarchies: column -> its ``Hierarchy`` (``synth.demographics.hierarchies``).
         quasi_identifiers: the columns to protect.
@@ -117,8 +121,10 @@ def k_anonymise(table: pd.DataFrame, k: int, hierarchies: Mapping[str, Hierarchy
         ConfigError: ``k < 2`` or above ``N``, ``max_suppression`` outside [0, 1), an
             unknown quasi-identifier (not a column, or without a hierarchy), or a value
             that is not a finest label of its hierarchy (naming it).
+        DataError: no ``consent`` column, or a ``user_id`` with several rows.
     """
     k = check_int("k", k, 2)
+    table = consenting(table)
     max_suppression = check_range("max_suppression", max_suppression, 0.0, 1.0,
                                   high_open=True)
     if quasi_identifiers is None:

@@ -9,10 +9,11 @@ refused if it would cross the budget.
     >>> run.close()
 
 The run is one ledger entry, the event ``SelfComposed(PoissonSampled(q, Gaussian(σ)), T)``.
-Steps are reserved in blocks of ``block``: before a step beyond the reservation, the entry
-is extended by a block if that fits the budget (``PrivacyLedger.extend``), else by the most
-steps that fit (a binary search on the ledger's projection), else the step is refused. So
-the ledger is written and its PLD computed once a block, not once a step. ``close`` cuts
+Steps are reserved in blocks: before a step beyond the reservation, the entry is extended
+by a block if that fits the budget (``PrivacyLedger.extend``), else by the most steps that
+fit (a binary search on the ledger's projection), else the step is refused. Blocks start at
+``block`` steps and double with the steps taken, up to ``MAX_BLOCK``, so a run of T steps
+asks the ledger about ``log2(T / block)`` times, not T. ``close`` cuts
 the entry back to the steps taken; a run that dies keeps its block counted (never
 refunded). The check is the ``DPOptimizer``'s step hook, which Opacus calls after clipping
 and noising the gradients and before the parameters change, so a refused step changes no
@@ -28,7 +29,10 @@ from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDp
 from personarl.errors import ConfigError, check_int, check_range
 from synth.privacy.ledger import PrivacyLedger
 
-__all__ = ["LedgerSteps"]
+__all__ = ["LedgerSteps", "MAX_BLOCK"]
+
+#: the most steps reserved at once (blocks double from ``block`` up to it)
+MAX_BLOCK = 1024
 
 
 class LedgerSteps:
@@ -40,7 +44,7 @@ class LedgerSteps:
             ``noise_multiplier`` is read at each step.
         sample_rate: the Poisson sampling rate ``q`` of the data loader (``loader.sample_rate``).
         label: what is trained, for the ledger's reader.
-        block: steps reserved at a time (at least 1).
+        block: the first block's steps (at least 1).
 
     Attributes:
         steps: steps taken so far.
@@ -91,7 +95,7 @@ class LedgerSteps:
     def _reserve(self) -> None:
         """Extend the reservation by a block, or by the most steps that fit; raise
         ``PrivacyBudgetExceeded`` if not one more step fits."""
-        target = self.steps + self.block
+        target = self.steps + min(max(self.block, self.steps), MAX_BLOCK)   # doubling
         if not self._fits(target):
             low, high = self.steps, target            # fits(low) holds, fits(high) fails
             while high - low > 1:

@@ -38,9 +38,10 @@ import pandas as pd
 from dp_accounting.dp_event import DiscreteLaplaceDpEvent
 
 from personarl.errors import ConfigError, DataError, check_range
+from synth.privacy.consent import consenting
 from synth.privacy.ledger import PrivacyLedger
 
-__all__ = ["Release", "consenting", "release_count", "release_histogram", "release_sum"]
+__all__ = ["Release", "release_count", "release_histogram", "release_sum"]
 
 dp.enable_features("contrib")
 
@@ -61,30 +62,6 @@ class Release:
     epsilon: float
     scale: float
     entry: int
-
-
-def consenting(table: pd.DataFrame) -> pd.DataFrame:
-    """The rows of consenting users, checked to be one per user.
-
-    Raises:
-        DataError: no ``consent`` column, a ``consent`` value that is not true/false, or a
-            ``user_id`` that repeats (naming the first).
-    """
-    if "consent" not in table.columns:
-        raise DataError("the table has no 'consent' column; a dataset that is released or "
-                        "fitted on needs each user's consent (true/false)")
-    consent = table["consent"]
-    if consent.dtype != bool:
-        bad = consent[~consent.isin([True, False])]
-        if len(bad) or consent.isna().any():
-            first = bad.iloc[0] if len(bad) else None
-            raise DataError(f"column 'consent' holds {first!r}; every row needs true/false")
-    if "user_id" in table.columns:
-        repeated = table["user_id"][table["user_id"].duplicated()]
-        if len(repeated):
-            raise DataError(f"user_id {repeated.iloc[0]!r} has more than one row; a released "
-                            "table has one row per user (the privacy unit): aggregate first")
-    return table[consent.astype(bool).to_numpy()]
 
 
 def _column(rows: pd.DataFrame, column: str) -> pd.Series:
