@@ -114,7 +114,9 @@ class PersonalityAdaptationEnv(CoreEnv):
     With ``info_level="full"``: ``latent_traits``, ``latent_weights``, ``latent_primary``,
     ``preferred_style`` (the user's target style) and ``style_importance`` (how much each
     of its traits matters to the user), ``latent_sentiment``,
-    ``latent_engagement``, ``phase``; in discrete mode ``expected_reward`` of each style and
+    ``latent_engagement``, ``phase``, ``consent``, ``is_bot``, and the quasi-identifiers
+    ``group``, ``age_band``, ``city`` (``synth.demographics``); in discrete mode
+    ``expected_reward`` of each style and
     ``oracle_action`` (the myopic oracle); in continuous mode ``oracle_action`` is the
     preferred style (satisfaction 1). After a step also ``satisfaction`` and ``thumb``.
 

@@ -27,8 +27,8 @@ from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatS
                                    Preferences, chat_transition, phase_bounds, phase_of,
                                    satisfaction, style_rewards, style_vectors)
 from personarl.backend import resolve_backend
-from envs.batched import (PROFILE_FIELDS, BoxActions, DiscreteActions, InfoTable, RecordCore, column_slices,
-                           copy_records, linear_weights)
+from envs.batched import (PROFILE_FIELDS, BoxActions, DiscreteActions, InfoTable,
+                           RecordCore, column_slices, copy_records, linear_weights)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from personarl.errors import ConfigError
@@ -283,7 +283,7 @@ class AdaptationCore(RecordCore):
         self.require_truth()
         if self.backend == "numba":
             self._fill_truth()
-            return {**self.truth.columns(), **self.profile()}
+            return self.truth.columns()
         state = self.state
         info: dict[str, Any] = {
             "latent_traits": self.traits, "latent_weights": self.weights,

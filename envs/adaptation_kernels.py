@@ -40,7 +40,8 @@ def truth_names(discrete: bool, num_archetypes: int
                 ) -> tuple[tuple[str, ...], dict[str, int]]:
     """The ``InfoTable`` layout the kernels write: the integer keys and the vectors (in
     block order) for discrete or continuous actions."""
-    ints = ("latent_primary", "phase", "group") + (("oracle_action",) if discrete else ())
+    ints = ("latent_primary", "phase", "group", "age_band", "city") + (
+        ("oracle_action",) if discrete else ())
     vectors = {"expected_reward": N_STYLES} if discrete else {}
     vectors.update(latent_traits=N_TRAITS, latent_weights=num_archetypes,
                    preferred_style=N_TRAITS, style_importance=N_TRAITS)
@@ -195,10 +196,11 @@ def _truth_lane(i, r, style, p, dims, discrete, floats, ints, flags, block):
             row[a] = _reward(g, (s + 1.0) / 2.0, p[FEEDBACK_RATE] * (2.0 * sat - 1.0), p)
             if row[a] > row[best]:
                 best = a
-        ints[i, 3] = best
+        ints[i, 5] = best
         start = N_STYLES
     floats[i, 0], floats[i, 1] = r.sentiment, r.engagement
     ints[i, 0], ints[i, 1], ints[i, 2] = r.primary, phase, r.group
+    ints[i, 3], ints[i, 4] = r.age_band, r.city
     flags[i, 0], flags[i, 1] = r.consent, r.is_bot
     _copy_into(row, start, r.traits)
     _copy_into(row, start + N_TRAITS, r.weights)

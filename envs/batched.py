@@ -515,8 +515,9 @@ def lane_field(name: str) -> property:
 
 
 #: the users' quasi-identifiers (``synth.demographics``): every env's lane record carries
-#: them from ``PopulationSampler.sample`` into ``info`` (``RecordCore.profile``), so logged
-#: data can hold them; no observation or reward reads them
+#: them from ``PopulationSampler.sample`` into ``info`` (``RecordCore.profile``; the
+#: compiled kernels write them into the truth table), so logged data can hold them; no
+#: observation or reward reads them
 PROFILE_FIELDS = (("age_band", np.int64), ("city", np.int64))
 
 
@@ -608,9 +609,7 @@ class RecordCore(BaseCore):
         if self.backend == "numba":
             self.require_truth()
             self._fill_truth()
-            info = self.truth.lane(lane)
-            info.update((name, self.lanes[name][lane].item()) for name, _ in PROFILE_FIELDS)
-            return info
+            return self.truth.lane(lane)
         return super().lane_info(lane)
 
 

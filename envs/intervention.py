@@ -133,7 +133,8 @@ class InterventionTimingEnv(CoreEnv):
     expectation over compliance given the latent state), ``oracle_action`` (the myopic
     oracle), and the safety metrics so far: ``interventions``, ``false_interventions``,
     ``false_intervention_rate`` (share of interventions that were not needed),
-    ``opted_out`` (the user has opted out). After a step also ``needed``,
+    ``opted_out`` (the user has opted out), ``consent``, ``is_bot`` and the quasi-identifiers
+    ``group``, ``age_band``, ``city`` (``synth.demographics``). After a step also ``needed``,
     ``false_intervention``, ``complied``, ``opted_out_this_step`` for that step.
 
     ## Arguments

@@ -28,8 +28,8 @@ import numpy as np
 
 from envs import intervention_kernels as kernels
 from personarl.backend import resolve_backend
-from envs.batched import (PROFILE_FIELDS, DiscreteActions, InfoTable, RecordCore, column_slices, copy_records,
-                           linear_weights)
+from envs.batched import (PROFILE_FIELDS, DiscreteActions, InfoTable, RecordCore,
+                           column_slices, copy_records, linear_weights)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
@@ -326,7 +326,7 @@ class InterventionCore(RecordCore):
         self.require_truth()
         if self.backend == "numba":
             self._fill_truth()
-            return {**self.truth.columns(), **self.profile()}
+            return self.truth.columns()
         expected = self.expected_rewards()
         state = self.state
         info: dict[str, Any] = {f"latent_{n}": getattr(state, n) for n in STATE_FIELDS}

@@ -46,7 +46,7 @@ OBS_COLS = ("slot", "weekday", "day", "fatigue", "pairing", "consent", "last_act
 TRUTH_FLOATS = tuple(f"latent_{n}" for n in STATE_FIELDS) + (
     "user_sociability", "user_shock_prob", "user_baseline_engagement", "shock",
     "false_intervention_rate", "interventions", "false_interventions")
-TRUTH_INTS = ("oracle_action", "step", "latent_primary", "group")
+TRUTH_INTS = ("oracle_action", "step", "latent_primary", "group", "age_band", "city")
 TRUTH_FLAGS = ("needs_support", "consent", "is_bot", "opted_out")
 #: vectors, in order, in one block of columns: name -> width (K and A filled in by the core)
 TRUTH_VECTORS = ("expected_reward", "user_tone_fit", "latent_weights")
@@ -274,6 +274,7 @@ def _truth_lane(i, r, scratch, p, reward_weights, linear, floats, ints, flags, v
     floats[i, F_FALSE] = r.counts[1]
     floats[i, F_FALSE_RATE] = r.counts[1] / max(r.counts[0], 1.0)
     ints[i, 0], ints[i, 1], ints[i, 2], ints[i, 3] = best, r.t, r.primary, r.group
+    ints[i, 4], ints[i, 5] = r.age_band, r.city
     flags[i, 0] = s[STRESS] > p[NEED_STRESS] or s[VALENCE] < p[NEED_VALENCE]
     flags[i, 1], flags[i, 2], flags[i, 3] = r.consent, r.is_bot, r.opted_out
     for j in range(3):

@@ -141,7 +141,9 @@ class AgentRoutingEnv(CoreEnv):
     With ``info_level="full"``: ``latent_weights`` (mixture at this step),
     ``latent_primary``, ``expected_reward`` (reward each action causes in expectation given
     the latent state), ``oracle_action`` (its argmax: the myopic oracle), ``is_bot``,
-    ``consent``, ``group``, ``quality`` (the score in the observation); after a step also
+    ``consent``, ``group``, ``age_band`` and ``city`` (the user's quasi-identifiers: indices
+    into ``synth.demographics.AGE_BANDS`` / ``CITIES``), ``quality`` (the score in the
+    observation); after a step also
     ``satisfaction`` (of the step just taken) and the step's signals by name
     (``rewards.SIGNAL_NAMES``: ``click`` … ``share``, as in the observation). Expectations are exact because the reward is
     linear in the signals: custom weights go in through ``signal_weights``.

@@ -28,8 +28,8 @@ import numpy as np
 
 from envs import routing_kernels as kernels
 from personarl.backend import resolve_backend
-from envs.batched import (PROFILE_FIELDS, MAX_LANES, DiscreteActions, InfoTable, RecordCore, column_slices,
-                           copy_records, lane_field)
+from envs.batched import (PROFILE_FIELDS, MAX_LANES, DiscreteActions, InfoTable, RecordCore,
+                           column_slices, copy_records, lane_field)
 from envs.routing_kernels import N_UNIFORMS, U_CHURN, U_DELAY, U_NEXT
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
@@ -390,7 +390,7 @@ class RoutingCore(RecordCore):
         self.require_truth()
         if self.backend == "numba":
             self._fill_truth()
-            return {**self.truth.columns(), **self.profile()}
+            return self.truth.columns()
         expected = self.expected_rewards()
         weights = self.mixture
         return {

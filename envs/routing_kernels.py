@@ -57,7 +57,7 @@ OBS_BLOCKS = ("task", "position", "signals", "latency", "explore", "last_action"
  C_CONFIDENCE, C_STABILITY, C_QUALITY, C_DEVICE) = range(3, 3 + len(OBS_BLOCKS))
 
 TRUTH_FLOATS = ("quality",)
-TRUTH_INTS = ("latent_primary", "oracle_action", "group")
+TRUTH_INTS = ("latent_primary", "oracle_action", "group", "age_band", "city")
 TRUTH_FLAGS = ("is_bot", "consent")
 #: what ``step_lanes`` writes per lane besides the observation: the reward, whether the
 #: session ended, the satisfaction, then the 8 signals
@@ -347,6 +347,7 @@ def _truth_lane(i, r, traits, obs_quality, trait_means, trait_weights, task_offs
             primary = k
     floats[i, 0] = obs_quality
     ints[i, 0], ints[i, 1], ints[i, 2] = primary, best, r.group
+    ints[i, 3], ints[i, 4] = r.age_band, r.city
     flags[i, 0], flags[i, 1] = r.is_bot, r.consent
 
 

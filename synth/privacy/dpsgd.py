@@ -27,7 +27,7 @@ from typing import Any
 from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
 
 from personarl.errors import ConfigError, check_int, check_range
-from synth.privacy.ledger import PrivacyLedger
+from synth.privacy.ledger import PrivacyBudgetExceeded, PrivacyLedger
 
 __all__ = ["LedgerSteps", "MAX_BLOCK"]
 
@@ -96,12 +96,16 @@ class LedgerSteps:
         """Extend the reservation by a block, or by the most steps that fit; raise
         ``PrivacyBudgetExceeded`` if not one more step fits."""
         target = self.steps + min(max(self.block, self.steps), MAX_BLOCK)   # doubling
-        if not self._fits(target):
+        try:
+            self._extend_to(target)
+        except PrivacyBudgetExceeded:
             low, high = self.steps, target            # fits(low) holds, fits(high) fails
             while high - low > 1:
                 mid = (low + high) // 2
                 low, high = (mid, high) if self._fits(mid) else (low, mid)
-            target = max(low, self.steps + 1)         # not one step fits: the ledger refuses
+            self._extend_to(max(low, self.steps + 1))  # not one step fits: refused here
+
+    def _extend_to(self, target: int) -> None:
         event = self._event(target)
         if self.entry is None:
             self.entry = self.ledger.open_entry(event, "dp_sgd", self.label)["id"]
