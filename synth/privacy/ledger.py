@@ -32,7 +32,10 @@ failure or an erasure never refunds ε. Every write replaces the file whole (tem
 fsync, rename) under an exclusive lock, so two processes spending from one ledger compose.
 
 The ledger lives beside its dataset, ``<dataset>.privacy.json``; the budget is fixed when
-it is created (opening it with another budget is refused, never a silent raise).
+it is created (opening it with another budget is refused, never a silent raise). The ledger
+goes with its data: a copy of the dataset under another name is the same data and must
+carry the ledger along — a fresh ledger beside the copy would start the budget again, and
+nothing here can tell a copy from new data.
 """
 
 from __future__ import annotations
