@@ -74,7 +74,7 @@ def anonymise_log(cfg: DictConfig, run_dir: Path) -> Path:
                    [[q, result.level_names[q], loss["distinct_before"][q],
                      loss["distinct_after"][q]] for q in quasi])),
         ("table", (["what was lost", "value"], [
-            ["users suppressed", f"{result.suppressed} ({human(loss['suppressed_fraction'])})"],
+            ["users suppressed", f"{result.suppressed} ({loss['suppressed_fraction']:.1%})"],
             ["discernibility Σ|E|² (+ N per suppressed)", human(loss["discernibility"])],
             ["C_avg (1 is ideal)", human(loss["c_avg"])],
             ["precision loss (0: nothing generalised)", human(loss["precision"])]])),

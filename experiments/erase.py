@@ -120,7 +120,8 @@ def main(cfg: DictConfig) -> None:
         if out["not_scanned"]:
             print(f"not scanned (not row data): {', '.join(out['not_scanned'])}")
         print(f"found in {len(out['rows'])} file(s) ({sum(out['rows'].values())} rows); "
-              f"{len(out['not_scanned'])} file(s) of other formats not scanned")
+              f"{len(out['not_scanned'])} file(s) of other formats not scanned; dry run: "
+              "nothing was changed")
         return
     for name, rows in sorted(out["rewritten"].items()):
         print(f"{name}: {rows} row(s) removed")

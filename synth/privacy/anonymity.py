@@ -48,12 +48,12 @@ def _check_columns(table: pd.DataFrame, columns: Sequence[str],
     if not columns:
         raise ConfigError("quasi_identifiers is empty; name at least one column")
     for c in columns:
-        if c not in table.columns:
-            raise ConfigError(f"unknown quasi-identifier {c!r}: the table's columns are "
-                              f"{list(table.columns)}")
         if known is not None and c not in known:
             raise ConfigError(f"unknown quasi-identifier {c!r}: hierarchies exist for "
                               f"{list(known)}")
+        if c not in table.columns:
+            raise ConfigError(f"unknown quasi-identifier {c!r}: the table's columns are "
+                              f"{list(table.columns)}")
     return columns
 
 
