@@ -1,5 +1,5 @@
-"""DP-SGD (Abadi et al. 2016) under a privacy ledger: every optimiser step is projected and
-refused if it would cross the budget.
+"""DP-SGD (Abadi et al. 2016) under a privacy ledger: every optimiser step is spent from the
+ledger, and the step that would cross the budget is refused.
 
     >>> model, optimizer, loader = PrivacyEngine().make_private(
     ...     module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=1.1,
@@ -13,9 +13,8 @@ Steps are reserved in blocks: before a step beyond the reservation, the entry is
 by a block if that fits the budget (``PrivacyLedger.extend``), else by the most steps that
 fit (a binary search on the ledger's projection), else the step is refused. Blocks start at
 ``block`` steps and double with the steps taken, up to ``MAX_BLOCK``, so a run of T steps
-asks the ledger about ``log2(T / block)`` times, not T. ``close`` cuts
-the entry back to the steps taken; a run that dies keeps its block counted (never
-refunded). The check is the ``DPOptimizer``'s step hook, which Opacus calls after clipping
+asks the ledger about ``log2(T / block)`` times, not T. ``close`` cuts the entry back to
+the steps taken; a run that dies keeps its block counted (never refunded). The check is the ``DPOptimizer``'s step hook, which Opacus calls after clipping
 and noising the gradients and before the parameters change, so a refused step changes no
 parameter. The hook replaces Opacus's own accountant hook: the ledger is the one account.
 """
