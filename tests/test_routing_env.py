@@ -134,7 +134,7 @@ def test_importing_envs_pulls_in_neither_ray_nor_torch():
     heavy = ("ray", "torch", "opendp", "dp_accounting", "opacus", "pandas", "pyarrow",
              "sklearn", "scipy", "synth.privacy.ledger")
     code = ("import sys, envs, synth, rewards, agents, envs.creator, synth.privacy, "
-            "synth.demographics; "
+            "synth.demographics, synth.fidelity; "
             f"bad = [m for m in {heavy!r} if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
