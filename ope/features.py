@@ -209,10 +209,11 @@ def user_table(data: Any) -> Any:
     frame["user"] = users["user_id"] if "user_id" in users else data.episode
     frame["episode"], frame["reward"] = data.episode, data.reward
     grouped = frame.groupby("user", sort=False)
-    changed = [c for c in profile if (grouped[c].nunique() > 1).any()]
-    if changed:
-        raise DataError(f"a user's {changed} differ between rows of the log; a user has one "
-                        "profile")
+    for c in profile:
+        varies = grouped[c].nunique() > 1
+        if varies.any():
+            raise DataError(f"user {varies.idxmax()!r} has more than one {c!r} in the log; "
+                            "a user has one profile")
     out = grouped.agg(**{c: (c, "first") for c in profile},
                       episodes=("episode", "nunique"), decisions=("reward", "size"),
                       **{"return": ("reward", "sum")}).reset_index()

@@ -106,6 +106,32 @@ class Hierarchy:
         """The top level's index (everything suppressed)."""
         return len(self.levels) - 1
 
+    def codes(self, values: Sequence[str] | np.ndarray) -> np.ndarray:
+        """``(n,)`` int64: each value's index into the finest labels ``labels[0]`` (one
+        dictionary lookup per distinct value, not per row).
+
+        Raises:
+            ConfigError: a value that is not a finest label (naming it and the valid ones).
+        """
+        distinct, inverse = np.unique(np.asarray(values, dtype=str), return_inverse=True)
+        index = {label: i for i, label in enumerate(self.labels[0])}
+        unknown = [v for v in distinct.tolist() if v not in index]
+        if unknown:
+            raise ConfigError(f"column {self.column!r} holds {unknown[0]!r}; valid: "
+                              f"{list(self.labels[0])}")
+        return np.array([index[v] for v in distinct.tolist()], dtype=np.int64)[
+            inverse.reshape(-1)]
+
+    def level_codes(self, level: int) -> np.ndarray:
+        """``(len(labels[0]),)``: a code per finest value that is equal exactly when their
+        labels at ``level`` are (``level_codes(l)[codes(values)]`` groups rows at ``l``).
+
+        Raises:
+            ConfigError: ``level`` outside ``0..height``.
+        """
+        level = check_int(f"{self.column} level", level, 0, self.height)
+        return np.unique(np.asarray(self.labels[level], dtype=str), return_inverse=True)[1]
+
     def generalise(self, values: Sequence[str] | np.ndarray, level: int) -> np.ndarray:
         """``values`` (finest labels) at ``level``, as an object array of labels.
 
@@ -114,20 +140,13 @@ class Hierarchy:
                 label (naming it and the valid ones).
         """
         level = check_int(f"{self.column} level", level, 0, self.height)
-        index = {label: i for i, label in enumerate(self.labels[0])}
-        values = np.asarray(values, dtype=object)
-        unknown = [v for v in dict.fromkeys(values.tolist()) if v not in index]
-        if unknown:
-            raise ConfigError(f"column {self.column!r} holds {unknown[0]!r}; valid: "
-                              f"{list(self.labels[0])}")
-        codes = np.array([index[v] for v in values.tolist()], dtype=np.int64)
-        return np.asarray(self.labels[level], dtype=object)[codes]
+        return np.asarray(self.labels[level], dtype=object)[self.codes(values)]
 
 
 def _with_top(column: str, levels: Sequence[str], labels: Sequence[Sequence[str]]) -> Hierarchy:
     n = len(labels[0])
     return Hierarchy(column, (*levels, SUPPRESSED),
-                     (*(tuple(level) for level in labels), (SUPPRESSED,) * n))
+                     (*(tuple(str(x) for x in level) for level in labels), (SUPPRESSED,) * n))
 
 
 def hierarchies(group_names: Sequence[str]) -> dict[str, Hierarchy]:

@@ -319,6 +319,19 @@ def test_envs_carry_quasi_identifiers_into_logged_data(tmp_path):
     assert set(users["age_band"]) <= set(AGE_BANDS) and set(users["city"]) <= set(CITIES)
     for key in ("age_band", "city", "group", "consent"):     # constant within an episode
         assert all(len(set(users[key][back.episode == e])) == 1 for e in range(5))
+    from ope.features import user_table
+    table = user_table(back)
+    assert len(table) == 40 and table["decisions"].sum() == back.n
+    assert table["user_id"].iloc[7] == PSEUDONYMISE(simulated_user_id(2, 7))
+    long = int(np.flatnonzero(np.diff(np.r_[first, back.n]) > 1)[0])   # an episode of 2+ rows
+    row = first[long] + 1
+    users["city"][row] = "Caldor Valley 3" if users["city"][row] != "Caldor Valley 3" \
+        else "North Avaria 1"
+    with pytest.raises(DataError, match="more than one 'city'"):
+        user_table(back)
+    back.users = None
+    with pytest.raises(DataError, match="no \\['age_band'"):
+        user_table(back)
 
 
 # ---------------------------------------------------------------- k-anonymity
@@ -477,6 +490,12 @@ def test_erasure_reads_every_text_a_parquet_file_can_hold(tmp_path):
     assert pq.read_table(run / "dict.parquet").column("x").to_pylist() == [2, 3]
     assert pq.read_table(run / "feedback.parquet").column("decision_id").to_pylist() == ["d2"]
     assert (run / "deep.jsonl").read_bytes() == b"[" * 100_000 + b"\n"
+    maps = tmp_path / "maps"                     # map columns: keys and values are read
+    maps.mkdir()
+    pq.write_table(pa.table({"tags": pa.array([[("by", other)], [("by", user)], []],
+                                              pa.map_(pa.string(), pa.string()))}),
+                   maps / "tags.parquet")
+    assert scan(maps, user).rows == {"tags.parquet": 1}
     # the pseudonym in a file's metadata, or behind a link out of the directory: refused
     pq.write_table(pa.table({"x": [1]}).replace_schema_metadata({"by": other}),
                    run / "meta.parquet")

@@ -134,20 +134,16 @@ def k_anonymise(table: pd.DataFrame, k: int, hierarchies: Mapping[str, Hierarchy
     if k > n:
         raise ConfigError(f"k={k} is more than the table's {n} rows; no generalisation can "
                           "reach it")
-    # every level of every quasi-identifier, coded once: codes[c][level] is (N,) int
-    codes = {}
-    for c in columns:
-        h = hierarchies[c]
-        labels = [h.generalise(table[c].astype(str).to_numpy(), level)
-                  for level in range(h.height + 1)]
-        codes[c] = [pd.factorize(v)[0] for v in labels]
+    # each quasi-identifier coded once; codes[c][level] is (N,) int, equal where the labels
+    # at that level are
+    finest = {c: hierarchies[c].codes(table[c].to_numpy()) for c in columns}
+    codes = {c: [hierarchies[c].level_codes(level)[finest[c]]
+                 for level in range(hierarchies[c].height + 1)] for c in columns}
     allowed = int(np.floor(max_suppression * n))
     best: tuple | None = None
     for levels in itertools.product(*(range(hierarchies[c].height + 1) for c in columns)):
         keys = pd.DataFrame({c: codes[c][lvl] for c, lvl in zip(columns, levels)})
-        size = keys.groupby(columns, sort=False).transform("size") if len(columns) > 1 else \
-            keys.groupby(columns[0], sort=False)[columns[0]].transform("size")
-        size = np.asarray(size).reshape(-1)
+        size = keys.groupby(columns, sort=False)[columns[0]].transform("size").to_numpy()
         small = size < k
         suppressed = int(small.sum())
         if suppressed > allowed:
@@ -162,7 +158,7 @@ def k_anonymise(table: pd.DataFrame, k: int, hierarchies: Mapping[str, Hierarchy
     (discernibility, _), levels, keep, suppressed = best
     out = table[keep].copy()
     for c, level in zip(columns, levels):
-        out[c] = hierarchies[c].generalise(out[c].astype(str).to_numpy(), level)
+        out[c] = np.asarray(hierarchies[c].labels[level], dtype=object)[finest[c][keep]]
     sizes = class_sizes(out, columns)
     precision = float(np.mean([lvl / hierarchies[c].height for c, lvl in zip(columns, levels)]))
     loss = dict(

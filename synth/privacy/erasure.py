@@ -195,21 +195,33 @@ def _array_mask(array: pa.Array, pseudonym: str) -> np.ndarray:
     return out
 
 
-def _parquet_mask(table: pa.Table, pseudonym: str, links: set[str]) -> np.ndarray:
-    """Rows of ``table`` that contain ``pseudonym`` in any text (nested included), or hold
-    a linked id in a ``LINK_COLUMNS`` column."""
+def _pseudonym_mask(table: pa.Table, pseudonym: str) -> np.ndarray:
+    """``(rows,)`` bool: the rows of ``table`` with ``pseudonym`` in any text (nested
+    included)."""
     mask = np.zeros(table.num_rows, dtype=bool)
-    link_values = pa.array(sorted(links), pa.string())
     for name in table.column_names:
         column = table.column(name)
-        if not _holds_text(column.type):
-            continue
-        for start, chunk in _chunks(column):
-            mask[start:start + len(chunk)] |= _array_mask(chunk, pseudonym)
-        if name in LINK_COLUMNS and links and _texty(_plain(column).type):
-            hit = pc.is_in(_plain(column).cast(pa.string()), value_set=link_values)
+        if _holds_text(column.type):
+            for start, chunk in _chunks(column):
+                mask[start:start + len(chunk)] |= _array_mask(chunk, pseudonym)
+    return mask
+
+
+def _link_mask(table: pa.Table, links: set[str]) -> np.ndarray:
+    """``(rows,)`` bool: the rows of ``table`` holding a linked id in a ``LINK_COLUMNS``
+    column."""
+    mask = np.zeros(table.num_rows, dtype=bool)
+    link_values = pa.array(sorted(links), pa.string())
+    for name in LINK_COLUMNS:
+        if links and name in table.column_names and _texty(_plain(table.column(name)).type):
+            hit = pc.is_in(_plain(table.column(name)).cast(pa.string()), value_set=link_values)
             mask |= pc.fill_null(hit, False).to_numpy(zero_copy_only=False)
     return mask
+
+
+def _parquet_mask(table: pa.Table, pseudonym: str, links: set[str]) -> np.ndarray:
+    """The rows of ``table`` that are the user's or linked to them."""
+    return _pseudonym_mask(table, pseudonym) | _link_mask(table, links)
 
 
 def _chunks(column: pa.ChunkedArray) -> Iterable[tuple[int, pa.Array]]:
@@ -328,21 +340,25 @@ def _scan(root: Path, pseudonym: str) -> tuple[Scan, list[Path], set[str]]:
     row in a file read before its decision counts."""
     files, outside = _files(root)
     result = Scan(outside=outside)
-    tables: dict[Path, pa.Table] = {}
+    tables: dict[Path, tuple[pa.Table, np.ndarray]] = {}     # with the user's own rows
+    lines: dict[Path, list[bytes]] = {}
     links: set[str] = set()
     for path in files:                              # pass 1: the pseudonym, and its links
         kind, rel = _kind(path), str(path.relative_to(root))
         try:
             if kind == "parquet":
-                tables[path] = table = _read_parquet(path)
-                links |= _link_ids(table, _parquet_mask(table, pseudonym, set()))
+                table = _read_parquet(path)
+                own = _pseudonym_mask(table, pseudonym)
+                tables[path] = table, own
+                links |= _link_ids(table, own)
                 traces = _hidden_traces(table, pseudonym)
                 if "metadata" in traces:
                     result.text_hits.append(f"{rel} (Parquet metadata)")
                 if any(t.startswith("dictionary") for t in traces):
                     result.traces[rel] = [t for t in traces if t != "metadata"]
             elif kind == "jsonl":
-                for line in jsonio.split_lines(path.read_bytes()):
+                lines[path] = jsonio.split_lines(path.read_bytes())
+                for line in lines[path]:
                     row = _parse(line) if pseudonym.encode() in line else None
                     if isinstance(row, dict) and _line_is_users(line, pseudonym, set()):
                         links.update(row[c] for c in LINK_COLUMNS
@@ -357,13 +373,14 @@ def _scan(root: Path, pseudonym: str) -> tuple[Scan, list[Path], set[str]]:
     rewrite: list[Path] = []
     for path in files:                              # pass 2: rows, links included
         kind, rel = _kind(path), str(path.relative_to(root))
-        if kind == "parquet" and path in tables:
-            n = int(_parquet_mask(tables[path], pseudonym, links).sum())
+        if path in tables:
+            table, own = tables[path]
+            n = int((own | _link_mask(table, links)).sum())
             if n:
                 result.rows[rel] = n
-        elif kind == "jsonl" and rel not in result.unreadable:
-            n = sum(_line_is_users(line, pseudonym, links)
-                    for line in jsonio.split_lines(path.read_bytes()) if line.strip())
+        elif path in lines:
+            n = sum(_line_is_users(line, pseudonym, links) for line in lines[path]
+                    if line.strip())
             if n:
                 result.rows[rel] = n
         if rel in result.rows or rel in result.traces:

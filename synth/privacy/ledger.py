@@ -140,7 +140,7 @@ def event_from_json(data: Mapping[str, Any]) -> dpa.DpEvent:
             return dpa.ComposedDpEvent([event_from_json(e) for e in data["events"]])
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise DataError(f"a ledger event {data!r:.120} is malformed: {exc}") from None
-    raise DataError(f"a ledger event has unknown type {data.get('type')!r}")
+    raise DataError(f"a ledger event has unknown type {data.get('type')!r}; valid: {_VALID}")
 
 
 def _real(name: str, value: Any, low: float, high: float, **open_: bool) -> float:
@@ -480,7 +480,8 @@ class PrivacyLedger:
                     raise ConfigError(f"ledger entry {entry_id} is {e['status']} already; a "
                                       "closed use cannot grow")
                 return e
-        raise ConfigError(f"the privacy ledger {self.path} has no entry {entry_id!r}")
+        raise ConfigError(f"the privacy ledger {self.path} has no entry {entry_id!r}; its "
+                          f"entries: {[e['id'] for e in state['entries']]}")
 
     def _close(self, entry_id: int, status: str) -> None:
         with self._locked(self.path):
