@@ -64,7 +64,7 @@ def _mirror(cls: type, name: str, types: dict[str, Any] | None = None) -> type:
 
 PersonaSchema = _mirror(PopulationConfig, "PersonaSchema", {
     "proportions": Optional[Dict[str, float]], "groups": Dict[str, float],
-    "archetypes": Optional[List[Any]], "events": List[Any]})
+    "archetypes": Optional[List[Any]], "events": List[Any], "generator": Optional[str]})
 
 
 def env_schemas() -> list[tuple[str, str, type]]:

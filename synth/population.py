@@ -91,6 +91,11 @@ class PopulationConfig:
         bot_missing_metadata: chance a bot's metadata is missing.
         archetypes: custom archetype specs (``None``: the six defaults).
         events: scheduled population events.
+        generator: a fitted persona generator's file (``experiments.synthesize
+            table=persona``): users are sampled from it instead of the Dirichlet model —
+            mixture weights, trait offsets, group, device, age band, region, bot status
+            (``synth.generators.persona``); the archetype table, drift and the consent and
+            metadata rates still come from this config. ``None``: the simulator's own model.
     """
 
     proportions: Mapping[str, float] | None = None
@@ -107,6 +112,7 @@ class PopulationConfig:
     bot_missing_metadata: float = 0.7
     archetypes: Sequence[ArchetypeSpec | Mapping[str, Any]] | None = None
     events: Sequence[PopulationEvent | Mapping[str, Any]] = ()
+    generator: str | None = None
 
 
 @dataclass
@@ -212,6 +218,11 @@ class PopulationSampler:
         self.behaviour_by_epoch = np.stack([t.behaviour for t in self.tables])
         self._tasks = np.stack([t.task_preferences for t in self.tables])
         self._device = np.stack([t.device_preferences for t in self.tables])
+        #: the fitted persona generator users are drawn from (``config.generator``)
+        self.generator = None
+        if cfg.generator is not None:
+            from synth.generators.persona import load_population_generator
+            self.generator = load_population_generator(cfg.generator, self)
 
     @property
     def trait_table(self) -> np.ndarray:
@@ -238,6 +249,7 @@ class PopulationSampler:
         ``backend`` (``personarl.backend``: ``"auto"``, ``"numpy"``, ``"numba"``) chooses
         the code that turns the draws into users; the draws are NumPy's on both, in the
         same order, so both give the same users (to rounding).
+        With a ``generator`` the users are its samples (``synth.generators.persona``).
 
         Raises:
             ConfigError: ``n`` is not a non-negative integer, or ``backend`` is unknown or
@@ -247,6 +259,9 @@ class PopulationSampler:
         compiled = resolve_backend(backend) == "numba"
         cfg = self.config
         time = np.full(n, start_time) if cohort else start_time + np.arange(n)
+        if self.generator is not None:
+            from synth.generators.persona import population_from_rows
+            return population_from_rows(self.generator.sample(n, rng), self, rng, time)
         table_id = self.epoch(time)
         one_epoch = len(self.tables) == 1
         primary = categorical(self.proportions[0] if one_epoch else self.proportions[table_id],

@@ -26,7 +26,7 @@ from typing import Any
 from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent
 
 from personarl.errors import ConfigError, check_int, check_range
-from synth.privacy.ledger import PrivacyBudgetExceeded, PrivacyLedger
+from synth.privacy.ledger import PrivacyBudgetExceeded, PrivacyLedger, event_epsilon
 
 __all__ = ["LedgerSteps", "MAX_BLOCK"]
 
@@ -44,6 +44,9 @@ class LedgerSteps:
         sample_rate: the Poisson sampling rate ``q`` of the data loader (``loader.sample_rate``).
         label: what is trained, for the ledger's reader.
         block: the first block's steps (at least 1).
+        epsilon: the run's own cap: a step that would take the run's event alone (PLD, at
+            the ledger's δ) beyond it is refused like one beyond the ledger's budget.
+            ``None``: only the ledger's budget stops the run.
 
     Attributes:
         steps: steps taken so far.
@@ -51,12 +54,12 @@ class LedgerSteps:
         entry: the ledger entry's id (``None`` before the first step).
 
     Raises:
-        ConfigError: ``sample_rate`` outside (0, 1], ``block`` < 1, or an optimizer without a
-            ``noise_multiplier`` (not a ``DPOptimizer``).
+        ConfigError: ``sample_rate`` outside (0, 1], ``block`` < 1, ``epsilon`` not > 0, or
+            an optimizer without a ``noise_multiplier`` (not a ``DPOptimizer``).
     """
 
     def __init__(self, ledger: PrivacyLedger, optimizer: Any, sample_rate: float,
-                 label: str, block: int = 32) -> None:
+                 label: str, block: int = 32, epsilon: float | None = None) -> None:
         if not hasattr(optimizer, "attach_step_hook") or not hasattr(optimizer,
                                                                      "noise_multiplier"):
             raise ConfigError(f"optimizer {type(optimizer).__name__} is not an Opacus "
@@ -64,6 +67,8 @@ class LedgerSteps:
         self.ledger, self.optimizer, self.label = ledger, optimizer, label
         self.sample_rate = check_range("sample_rate", sample_rate, 0.0, 1.0, low_open=True)
         self.block = check_int("block", block, 1)
+        self.cap = None if epsilon is None else check_range(
+            "epsilon", epsilon, 0.0, float("inf"), low_open=True, high_open=True)
         self.steps, self.reserved, self.entry, self.sigma = 0, 0, None, None
         optimizer.attach_step_hook(self._before_update)
 
@@ -85,7 +90,13 @@ class LedgerSteps:
             self._reserve()
         self.steps += 1
 
+    def _within_cap(self, steps: int) -> bool:
+        return self.cap is None or event_epsilon(self._event(steps),
+                                                 self.ledger.delta) <= self.cap
+
     def _fits(self, steps: int) -> bool:
+        if not self._within_cap(steps):
+            return False
         if self.entry is None:
             return self.ledger.project(self._event(steps)) <= self.ledger.epsilon
         return self.ledger.project(self._event(steps), replace=self.entry) <= \
@@ -106,6 +117,10 @@ class LedgerSteps:
 
     def _extend_to(self, target: int) -> None:
         event = self._event(target)
+        if not self._within_cap(target):
+            raise PrivacyBudgetExceeded(
+                f"dp_sgd {self.label!r}: step {target} refused: the run's own cap "
+                f"epsilon={self.cap:g} is reached after {self.steps} steps")
         if self.entry is None:
             self.entry = self.ledger.open_entry(event, "dp_sgd", self.label)["id"]
         else:

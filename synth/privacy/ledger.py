@@ -45,7 +45,7 @@ import math
 import numbers
 import time
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import dp_accounting as dpa
 from dp_accounting.pld import pld_privacy_accountant
@@ -58,7 +58,7 @@ from personarl.locks import exclusive_lock
 
 __all__ = ["PrivacyLedger", "PrivacyBudgetExceeded", "KINDS", "SUFFIX", "event_to_json",
            "event_from_json", "pure_epsilons", "simple_composition", "advanced_composition",
-           "check_budget"]
+           "check_budget", "calibrate", "check_ledger", "event_epsilon"]
 
 #: what a ledger entry records: a released statistic, a generator fit, a DP-SGD run
 KINDS = ("release", "fit", "dp_sgd")
@@ -242,6 +242,71 @@ def _pld_epsilon(events: list[dpa.DpEvent], delta: float) -> float:
 
 def _rdp_epsilon(events: list[dpa.DpEvent], delta: float) -> float:
     return _epsilon(rdp_privacy_accountant.RdpAccountant(), events, delta)
+
+
+def event_epsilon(event: dpa.DpEvent, delta: float) -> float:
+    """ε at ``delta`` of ``event`` alone, by the PLD accountant the ledger enforces with."""
+    return _pld_epsilon([event], delta)
+
+
+#: the ε a calibrated mechanism may be asked for, and the noise range searched
+MIN_TARGET, MAX_TARGET = 1e-3, 100.0
+CALIBRATION_NOISE = (0.2, 1e5)
+
+
+def calibrate(make_event: Callable[[float], dpa.DpEvent], epsilon: float,
+              delta: float) -> float:
+    """The smallest noise parameter ``s`` at which ``make_event(s)``'s ε at ``delta``, by
+    the ledger's PLD accountant, is at most ``epsilon``: a bracket found by doubling or
+    halving from 1 within ``CALIBRATION_NOISE``, then dp-accounting's
+    ``calibrate_dp_mechanism`` (Brent's method) in it; the result is checked and nudged up
+    until the event fits, so that the ledger never finds it over.
+
+    Args:
+        make_event: noise parameter -> the mechanism's ``DpEvent`` (ε falls as it grows).
+
+    Raises:
+        ConfigError: ``epsilon`` outside [1e-3, 100], or no noise in ``CALIBRATION_NOISE``
+            meets it.
+    """
+    from dp_accounting import mechanism_calibration as mc
+
+    epsilon = check_range("epsilon", epsilon, MIN_TARGET, MAX_TARGET)
+    fits = lambda s: event_epsilon(make_event(s), delta) <= epsilon  # noqa: E731
+    low, high = CALIBRATION_NOISE
+    s = 1.0
+    if fits(s):
+        while s / 2 >= low and fits(s / 2):
+            s /= 2
+        bracket = (s / 2, s) if s / 2 >= low else None
+    else:
+        while s < high and not fits(s):
+            s *= 2
+        bracket = (s / 2, s) if fits(s) else None
+    if bracket is None:
+        raise ConfigError(f"no noise in [{low:g}, {high:g}] gives epsilon={epsilon} at "
+                          f"delta={delta} (the search stopped at {s:g}); ask for another "
+                          "epsilon")
+    fresh = lambda: pld_privacy_accountant.PLDAccountant(  # noqa: E731
+        value_discretization_interval=PLD_INTERVAL)
+    s = float(mc.calibrate_dp_mechanism(fresh, make_event, epsilon, delta,
+                                        mc.ExplicitBracketInterval(*bracket), tol=1e-6))
+    while not fits(s):
+        s *= 1 + 1e-5
+    return s
+
+
+def check_ledger(ledger: Any, what: str) -> "PrivacyLedger":
+    """``ledger`` if it is a ``PrivacyLedger``.
+
+    Raises:
+        ConfigError: naming ``what`` needs one and how to open it.
+    """
+    if not isinstance(ledger, PrivacyLedger):
+        raise ConfigError(f"{what} spends from a privacy ledger; got ledger={ledger!r}. Open "
+                          "the dataset's: PrivacyLedger.open(<dataset path>, epsilon=..., "
+                          "delta=...)")
+    return ledger
 
 
 def _now() -> str:

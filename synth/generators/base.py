@@ -1,0 +1,141 @@
+"""What every fitted generator can do: sample tagged rows, augment a real table, be saved
+and loaded.
+
+A generator file (``.npz``, written atomically, read without pickle) holds the model's
+arrays and a JSON ``meta`` entry: the kind (``gmm`` or ``vae``), the table encoder (spec,
+centre, scale), the rows it was fitted on and, for a differentially private fit, its
+privacy — ε, δ, the ledger and the ledger entry that paid for it. Everything in the file is
+released: a DP generator's arrays and encoder were computed under the ledger's accounting,
+so sampling from it (post-processing) costs no further privacy.
+
+Every sampled row carries a ``source`` tag (``../shared/seeds/synthetic-training-loop-*``,
+``synthetic_profiles.source``): ``generated`` for rows a generator made, ``augmented`` for
+generated rows added to a real table, ``real`` for the real rows of an augmented table.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from personarl.errors import ConfigError, DataError, check_int
+from personarl.files import write_atomic
+from synth.generators.table import TableEncoder, check_table
+
+__all__ = ["Generator", "load_generator", "SOURCES", "SUFFIX"]
+
+SOURCES = ("generated", "augmented", "real")
+SUFFIX = ".npz"
+_FORMAT = 1
+
+
+class Generator:
+    """A fitted generator of rows of ``encoder.spec``'s table.
+
+    Attributes:
+        kind: ``"gmm"`` or ``"vae"``.
+        encoder: the table ↔ matrix map (released with the model).
+        rows: the rows it was fitted on — ``None`` for a DP fit that released no count
+            (the DP-GMM releases a noisy one).
+        privacy: ``None`` without differential privacy; else ``{"epsilon", "delta",
+            "ledger", "entry", ...}``.
+    """
+
+    kind = ""
+
+    def __init__(self, encoder: TableEncoder, arrays: Mapping[str, np.ndarray],
+                 rows: int | None,
+                 privacy: Mapping[str, Any] | None = None) -> None:
+        self.encoder, self.rows = encoder, None if rows is None else int(rows)
+        self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        self.privacy = dict(privacy) if privacy is not None else None
+
+    @property
+    def spec(self):  # noqa: ANN201 (TableSpec)
+        return self.encoder.spec
+
+    def _draw(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        raise NotImplementedError
+
+    def sample(self, n: int, rng: np.random.Generator,
+               source: str = "generated") -> pd.DataFrame:
+        """``n`` new rows of the spec's columns plus ``source``.
+
+        Raises:
+            ConfigError: ``n`` not a non-negative integer, or an unknown ``source``.
+        """
+        n = check_int("n", n, 0)
+        if source not in SOURCES:
+            raise ConfigError(f"source={source!r}; valid: {list(SOURCES)}")
+        rows = self._draw(n, rng) if n else self.encoder.decode(
+            np.zeros((0, self.spec.width)))
+        rows["source"] = source
+        return rows
+
+    def augment(self, real: pd.DataFrame, n: int, rng: np.random.Generator) -> pd.DataFrame:
+        """``real``'s rows (``source="real"``) followed by ``n`` generated ones
+        (``source="augmented"``). The real rows are as they were: an augmented table is
+        no more private than ``real``.
+
+        Raises:
+            DataError: ``real`` does not fit the spec (``check_table``).
+        """
+        rows = check_table(real, self.spec).copy()
+        rows["source"] = "real"
+        return pd.concat([rows, self.sample(n, rng, source="augmented")], ignore_index=True)
+
+    def meta(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "kind": self.kind, "encoder": self.encoder.to_json(),
+                "rows": self.rows, "privacy": self.privacy}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the generator to ``path`` (``.npz`` added if missing), atomically."""
+        path = Path(path)
+        if path.suffix != SUFFIX:
+            path = path.with_name(path.name + SUFFIX)
+        buffer = io.BytesIO()
+        np.savez(buffer, meta=np.array(json.dumps(self.meta())), **self.arrays)
+        write_atomic(path, buffer.getvalue())
+        return path
+
+    def __repr__(self) -> str:
+        dp = (f"ε={self.privacy['epsilon']:g}" if self.privacy else "no DP")
+        rows = "?" if self.rows is None else self.rows
+        return f"<{type(self).__name__} {len(self.spec.columns)} columns, {rows} rows, {dp}>"
+
+
+def load_generator(path: str | Path) -> Generator:
+    """The generator saved at ``path``.
+
+    Raises:
+        ConfigError: no such file.
+        DataError: not a generator file, or one of another format or kind.
+    """
+    from synth.generators.gmm import GaussianMixtureGenerator
+    from synth.generators.vae import VAEGenerator
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"generator {str(path)!r} does not exist; write one with python -m "
+                          "experiments.synthesize")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        kinds = {"gmm": GaussianMixtureGenerator, "vae": VAEGenerator}
+        if meta.get("format") != _FORMAT or meta.get("kind") not in kinds:
+            raise DataError(f"{path} is a generator file of format {meta.get('format')!r} "
+                            f"and kind {meta.get('kind')!r}; this version reads format "
+                            f"{_FORMAT}, kinds {sorted(kinds)}")
+        return kinds[meta["kind"]](TableEncoder.from_json(meta["encoder"]), arrays,
+                                   meta["rows"], meta.get("privacy"))
+    except DataError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is not a generator file ({type(exc).__name__}: {exc})"
+                        ) from None
