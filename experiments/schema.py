@@ -318,6 +318,29 @@ class AnonymiseSchema:
 
 
 @dataclass
+class SynthesizeSchema:
+    """``experiments.synthesize`` (``configs/synthesize.yaml``)."""
+
+    persona: Any = None
+    generator: str = "gmm"
+    table: str = "behaviour"
+    data: Optional[str] = None
+    users: int = 10_000
+    seed: int = 0
+    epsilon: Optional[float] = None
+    delta: float = 1e-5
+    budget: Optional[float] = None
+    components: int = 8
+    epochs: int = 30
+    samples: Optional[int] = None
+    gate_tolerance: float = 0.03
+    utility: bool = False
+    episodes: int = 2000
+    warmup_steps: int = 2000
+    verbose: bool = False
+
+
+@dataclass
 class EraseSchema:
     """``experiments.erase`` (``configs/erase.yaml``)."""
 
@@ -419,7 +442,7 @@ APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": Evalu
                "report": ReportSchema, "export": ExportSchema, "serve": ServeSchema,
                "registry": RegistrySchema, "discover": DiscoverSchema,
                "rank": RankSchema, "erase": EraseSchema,
-               "anonymise": AnonymiseSchema,
+               "anonymise": AnonymiseSchema, "synthesize": SynthesizeSchema,
                "simulate_users": SimulateUsersSchema}
 
 

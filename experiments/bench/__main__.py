@@ -12,6 +12,9 @@
     python -m experiments.bench rankings [--seeds 5] [--out benchmarks/rankings.json]
     python -m experiments.bench privacy [--steps 1000] [--rows 1000000] [--users 100000]
                                         [--settings 5] [--out benchmarks/privacy.json]
+    python -m experiments.bench synthetic [--seeds 5] [--users 10000] [--utility-users 10000]
+                                        [--episodes 2000] [--warmup-steps 2000]
+                                        [--parts fidelity,utility] [--out benchmarks/synthetic.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
@@ -102,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     prv.add_argument("--users", type=int, default=100_000, help="users k-anonymised")
     prv.add_argument("--settings", type=int, default=5, help="DP-SGD settings compared (of 5)")
     prv.add_argument("--out", default="benchmarks/privacy.json")
+    syn = sub.add_parser("synthetic", help="synthetic users: fidelity, memorisation gate and "
+                                           "utility against the real ones")
+    syn.add_argument("--seeds", type=int, default=5)
+    syn.add_argument("--users", type=int, default=10_000, help="consenting users, train + holdout")
+    syn.add_argument("--utility-users", type=int, default=10_000,
+                     help="users of the real persona table the utility generators fit")
+    syn.add_argument("--episodes", type=int, default=2000, help="real users each policy is "
+                                                                "evaluated on")
+    syn.add_argument("--warmup-steps", type=int, default=2000,
+                     help="batched steps (256 users) each policy learns for")
+    syn.add_argument("--parts", default="fidelity,utility")
+    syn.add_argument("--out", default="benchmarks/synthetic.json")
     pol = sub.add_parser("policies", help="InterventionTiming baselines vs the planner")
     pol.add_argument("--episodes", type=int, default=2000)
     pol.add_argument("--out", default="benchmarks/policies.json")
@@ -208,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         from experiments.bench.privacy import run
         result = run(steps=args.steps, rows=args.rows, users=args.users,
                      settings=args.settings)
+    elif args.what == "synthetic":
+        from experiments.bench.synthetic import run
+        result = run(seeds=args.seeds, users=args.users, utility_users=args.utility_users,
+                     episodes=args.episodes, warmup_steps=args.warmup_steps,
+                     parts=tuple(p for p in args.parts.split(",") if p))
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)

@@ -106,7 +106,10 @@ def _private_encoder(spec: TableSpec, table: pd.DataFrame, sigma: float,
     noisy = (total / norm + rng.normal(0.0, sigma, total.shape)) * norm
     count = max(noisy[0], 1.0)
     mean = np.clip(noisy[1:1 + d] / count, -1, 1)
-    var = np.clip(noisy[1 + d:] / count - mean ** 2, 1e-6, 1.0)
+    # a variance below three noise SDs of its own estimate is noise: floored there (too
+    # wide a scale only loosens the clipping; too narrow a one would clip everyone)
+    floor = min(3 * sigma * norm / count, 1.0)
+    var = np.clip(noisy[1 + d:] / count - mean ** 2, max(floor, 1e-6), 1.0)
     return TableEncoder(spec, mid + half * mean, half * np.sqrt(var)), float(noisy[0])
 
 

@@ -182,7 +182,7 @@ def check_table(table: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
         values = col.to_numpy(dtype=np.float64)
         bad = np.flatnonzero(~np.isfinite(values))
         if bad.size:
-            raise DataError(f"column {c.name!r} row {int(bad[0])} is {values[bad[0]]!r}; "
+            raise DataError(f"column {c.name!r} row {int(bad[0])} is {float(values[bad[0]])}; "
                             "every value must be a finite number")
     if spec.weights:
         w = table[spec.weights].to_numpy(dtype=np.float64)

@@ -1,0 +1,232 @@
+"""Synthetic users scored against the real ones: fidelity, memorisation and utility
+(issue 22).
+
+**Fidelity** on one fixed dataset: users of the default population (seed 0) until 10,000
+consent (only consenting users are fitted on), their behaviour features over a
+50-interaction window (``synth.generators.behaviour``), split 5,000 train / 5,000 holdout,
+standardised by the training rows' mean and SD. Each generator — Gaussian mixture
+(``K = components``), VAE — without DP and at each ε (DP-GMM; DP-SGD VAE, each fit with a
+fresh ledger of budget ε at δ = 1e-5) is fitted on the training rows for each seed and
+samples 5,000 rows; scored against the holdout: unbiased MMD² (RBF at the holdout's median
+distance), per-feature KL(real ‖ synthetic) over 20 quantile bins with add-½, coverage
+(k = 5), and the DCR share on the full training and holdout sets (``synth.fidelity``).
+Medians over seeds, with the range.
+
+**Memorisation gate** (0.5 ± 0.03): every fit above, a planted leak (half the synthetic
+rows copied from training, half from a clean GMM) and the clean GMM alone.
+
+**Utility** on PersonalityAdaptation (discrete styles; the best style depends on the
+persona): for each seed, ``utility_users`` users of the default population make the "real"
+persona table (``synth.generators.persona``); a GMM, a VAE, a DP-GMM (ε = 1) and — the
+negative control — a GMM fitted to the table with each column shuffled independently are
+fitted to its consenting users and saved, and each serves as the population
+(``PopulationConfig.generator``) a learning policy (the observed greedy baseline,
+``warmup_steps`` batched steps of 256 users) is trained on; "real" trains on the simulator's
+population itself. Every policy, and the uniformly random one, is evaluated on the same
+``episodes`` real users (common random numbers). Utility =
+``(R_syn − R_random) / (R_real − R_random)`` with a paired percentile-bootstrap CI over
+those users; across seeds the mean with a t interval.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from personarl.stats import mean_ci
+from synth.fidelity import coverage, dcr_share, feature_kl, memorisation_gate, mmd2
+
+__all__ = ["run", "fidelity_dataset", "fidelity_study", "utility_study"]
+
+DELTA = 1e-5
+
+
+def fidelity_dataset(users: int = 10_000, seed: int = 0, interactions: int = 50
+                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(train, holdout)``: the first ``users`` consenting users' behaviour features,
+    halved (module doc)."""
+    from synth.generators.behaviour import behaviour_table
+
+    table = behaviour_table(int(users * 1.25), seed, interactions)
+    table = table[table["consent"]].iloc[:users].reset_index(drop=True)
+    if len(table) < users:
+        raise RuntimeError(f"only {len(table)} consenting users in the sample")
+    half = users // 2
+    return table.iloc[:half].reset_index(drop=True), table.iloc[half:2 * half].reset_index(
+        drop=True)
+
+
+def _fit(kind: str, train: pd.DataFrame, spec: Any, epsilon: float | None, seed: int,
+         folder: Path, components: int, epochs: int) -> Any:
+    from synth.generators import fit_gmm, fit_vae
+    from synth.privacy.ledger import PrivacyLedger
+
+    ledger = None
+    if epsilon is not None:
+        data = folder / f"{kind}_{epsilon}_{seed}.parquet"
+        data.touch()
+        ledger = PrivacyLedger.open(data, epsilon, DELTA)
+    if kind == "gmm":
+        return fit_gmm(train, spec, components, seed=seed, epsilon=epsilon, ledger=ledger)
+    return fit_vae(train, spec, epochs=epochs, seed=seed, epsilon=epsilon, ledger=ledger)
+
+
+def _scores(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> dict[str, Any]:
+    kl = feature_kl(holdout, synthetic)
+    share = dcr_share(synthetic, train, holdout)
+    return {"mmd2": mmd2(holdout, synthetic), "kl": kl.tolist(), "kl_max": float(kl.max()),
+            "coverage": coverage(holdout, synthetic), "dcr_share": share,
+            "gate": memorisation_gate(share)}
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("mmd2", "kl_max", "coverage", "dcr_share", "seconds"):
+        values = [r[key] for r in runs]
+        out[key] = {"median": statistics.median(values), "min": min(values),
+                    "max": max(values)}
+    out["kl_median_by_feature"] = np.median([r["kl"] for r in runs], axis=0).tolist()
+    out["gate_passed"] = sum(r["gate"] for r in runs)
+    return out
+
+
+def fidelity_study(seeds: int = 5, epsilons: tuple[float, ...] = (0.1, 1.0, 10.0),
+                   users: int = 10_000, components: int = 8, epochs: int = 30,
+                   generators: tuple[str, ...] = ("gmm", "vae")) -> dict[str, Any]:
+    """The fidelity table and the memorisation gate (module doc)."""
+    from synth.generators.behaviour import behaviour_spec
+
+    spec = behaviour_spec()
+    train, holdout = fidelity_dataset(users)
+    cols = spec.names
+    mean, sd = train[cols].mean(), train[cols].std()
+    matrix = lambda t: ((t[cols] - mean) / sd).to_numpy()  # noqa: E731
+    x_train, x_holdout = matrix(train), matrix(holdout)
+    n = len(holdout)
+    rows: dict[str, Any] = {}
+    clean = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind in generators:
+            for epsilon in (None, *epsilons):
+                name = f"{kind}, " + ("no DP" if epsilon is None else f"ε = {epsilon:g}")
+                runs = []
+                for seed in range(seeds):
+                    start = time.perf_counter()
+                    gen = _fit(kind, train, spec, epsilon, seed, Path(tmp), components,
+                               epochs)
+                    seconds = time.perf_counter() - start
+                    synthetic = gen.sample(n, np.random.default_rng(1000 + seed))
+                    runs.append({**_scores(matrix(synthetic), x_train, x_holdout),
+                                 "seconds": seconds,
+                                 "steps": (gen.privacy or {}).get("steps")})
+                    if kind == "gmm" and epsilon is None and seed == 0:
+                        clean = matrix(synthetic)
+                rows[name] = {"generator": kind, "epsilon": epsilon, **_summary(runs),
+                              "runs": runs}
+                print(f"{name:>18}: MMD² {rows[name]['mmd2']['median']:.4f}  max KL "
+                      f"{rows[name]['kl_max']['median']:.3f}  coverage "
+                      f"{rows[name]['coverage']['median']:.3f}  DCR share "
+                      f"{rows[name]['dcr_share']['median']:.3f}  gate "
+                      f"{rows[name]['gate_passed']}/{seeds}  fit "
+                      f"{rows[name]['seconds']['median']:.1f} s", flush=True)
+    gate: dict[str, Any] = {}
+    if clean is not None:
+        leak = clean.copy()
+        rng = np.random.default_rng(7)
+        copied = rng.choice(n, n // 2, replace=False)
+        leak[copied] = x_train[rng.choice(len(x_train), n // 2, replace=False)]
+        for label, rows_ in (("clean GMM", clean), ("planted leak (half copied)", leak)):
+            share = dcr_share(rows_, x_train, x_holdout)
+            gate[label] = {"dcr_share": share, "passes": memorisation_gate(share)}
+            print(f"gate: {label}: DCR share {share:.3f} -> "
+                  f"{'passes' if gate[label]['passes'] else 'FAILS'}")
+    return {"users": users, "train": len(train), "holdout": n, "features": cols,
+            "components": components, "vae_epochs": epochs, "seeds": seeds,
+            "delta": DELTA, "rows": rows, "gate": gate}
+
+
+def _shuffled(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
+    """Each column permuted on its own (the weights renormalised): the marginals kept, the
+    joint structure gone."""
+    out = table.copy()
+    for c in out.columns:
+        out[c] = out[c].to_numpy()[rng.permutation(len(out))]
+    w = [c for c in out.columns if c.startswith("w_")]
+    out[w] = out[w].to_numpy() / out[w].to_numpy().sum(axis=1, keepdims=True)
+    return out
+
+
+def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2000,
+                  warmup_steps: int = 2000, components: int = 8, epochs: int = 30,
+                  policy: str = "greedy") -> dict[str, Any]:
+    """Utility on PersonalityAdaptation (module doc)."""
+    from envs.adaptation import ENV_ID
+    from experiments.synthesize import utility_of
+    from synth.generators import fit_gmm, fit_vae
+    from synth.generators.persona import persona_spec, persona_table
+    from synth.population import PopulationSampler
+    from synth.privacy.ledger import PrivacyLedger
+
+    sampler = PopulationSampler()
+    spec = persona_spec(sampler)
+    per_seed = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(seeds):
+            table = persona_table(sampler.sample(utility_users, np.random.default_rng(seed)),
+                                  sampler)
+            data = Path(tmp) / f"persona_{seed}.parquet"
+            data.touch()
+            ledger = PrivacyLedger.open(data, 1.0, DELTA)
+            fits = {
+                "gmm": fit_gmm(table, spec, components, seed=seed),
+                "vae": fit_vae(table, spec, epochs=epochs, seed=seed),
+                "dp-gmm ε=1": fit_gmm(table, spec, components, seed=seed, epsilon=1.0,
+                                      ledger=ledger),
+                "shuffled-column gmm (control)": fit_gmm(
+                    _shuffled(table, np.random.default_rng(seed)), spec, components,
+                    seed=seed)}
+            populations: dict[str, Any] = {"real": None}
+            for name, gen in fits.items():
+                populations[name] = str(gen.save(Path(tmp) / f"{seed}_{len(populations)}"))
+            row = {"seed": seed, **utility_of(populations, seed=seed, episodes=episodes,
+                                              warmup_steps=warmup_steps, policy=policy)}
+            per_seed.append(row)
+            print(f"utility seed {seed}: mean returns " + "  ".join(
+                f"{k} {v:.3f}" for k, v in row["mean_return"].items()))
+            print(f"utility seed {seed}: " + "  ".join(
+                f"{k} {v['ratio']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+                for k, v in row["utility"].items()), flush=True)
+    summary = {}
+    for name in per_seed[0]["utility"]:
+        ratios = np.array([r["utility"][name]["ratio"] for r in per_seed])
+        m, lo, hi = mean_ci(ratios) if len(ratios) > 1 else (ratios[0], np.nan, np.nan)
+        summary[name] = {"mean": float(m), "ci_low": float(lo), "ci_high": float(hi)}
+        print(f"utility {name}: {m:.3f} [{lo:.3f}, {hi:.3f}] over {seeds} seed(s)")
+    return {"env": ENV_ID, "policy": policy, "warmup_steps": warmup_steps,
+            "episodes": episodes, "users": utility_users, "components": components,
+            "vae_epochs": epochs, "seeds": per_seed, "summary": summary}
+
+
+def run(seeds: int = 5, users: int = 10_000, utility_users: int = 10_000,
+        episodes: int = 2000, warmup_steps: int = 2000,
+        parts: tuple[str, ...] = ("fidelity", "utility")) -> dict[str, Any]:
+    """The studies in ``parts`` (module doc)."""
+    unknown = sorted(set(parts) - {"fidelity", "utility"})
+    if unknown:
+        raise SystemExit(f"--parts names {unknown}; valid: fidelity, utility")
+    warnings.filterwarnings("ignore", message="Secure RNG turned off")
+    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    out: dict[str, Any] = {}
+    if "fidelity" in parts:
+        out["fidelity"] = fidelity_study(seeds=seeds, users=users)
+    if "utility" in parts:
+        out["utility"] = utility_study(seeds=seeds, utility_users=utility_users,
+                                       episodes=episodes, warmup_steps=warmup_steps)
+    return out
