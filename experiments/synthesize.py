@@ -21,8 +21,8 @@ pay for is refused before it runs.
 **The release.** ``samples`` synthetic rows (default: as many as the training rows), each
 tagged ``source=generated``, scored against the held-out rows in the encoded space
 (numeric columns standardised by the training rows, categorical ones one-hot;
-``synth.fidelity``): unbiased MMD², per-feature KL, coverage, and the DCR share on the full
-training and held-out sets. The memorisation gate (share within ``gate_tolerance`` of 0.5)
+``synth.fidelity``): unbiased MMD², per-feature KL (a categorical column's over its
+categories), coverage, and the DCR share on the full training and held-out sets. The memorisation gate (share within ``gate_tolerance`` of 0.5)
 decides the release: passed, ``generator.npz`` (usable as ``persona.generator=`` with
 ``table=persona``) and ``synthetic.parquet`` are written; failed, neither is, and the report
 says why. With ``utility=true`` (``table=persona`` only): the utility on
@@ -59,17 +59,20 @@ def fidelity_scores(spec: Any, train: Any, holdout: Any, synthetic: Any,
                     tolerance: float = 0.03) -> dict[str, Any]:
     """The fidelity and memorisation scores of ``synthetic`` rows against ``holdout`` (and
     ``train``, for the DCR share), in the training rows' encoded space (module doc)."""
-    from synth.fidelity import coverage, dcr_share, feature_kl, memorisation_gate, mmd2
+    from synth.fidelity import (categorical_kl, coverage, dcr_share, feature_kl,
+                                memorisation_gate, mmd2)
     from synth.generators import TableEncoder
 
     encoder = TableEncoder.fit(spec, train)
     x_train, x_holdout, x_syn = (encoder.encode(t) for t in (train, holdout, synthetic))
-    kl = feature_kl(x_holdout[:, :len(spec.numeric)], x_syn[:, :len(spec.numeric)]) \
-        if spec.numeric else np.zeros(0)
+    m = len(spec.numeric)
+    kl = dict(zip([c.name for c in spec.numeric],
+                  feature_kl(x_holdout[:, :m], x_syn[:, :m]).tolist() if m else []))
+    for c in spec.categorical:
+        kl[c.name] = categorical_kl(holdout[c.name].astype(str), synthetic[c.name].astype(str),
+                                    c.categories)
     share = dcr_share(x_syn, x_train, x_holdout)
-    return {"mmd2": mmd2(x_holdout, x_syn),
-            "kl": dict(zip([c.name for c in spec.numeric], kl.tolist())),
-            "kl_max": float(kl.max()) if len(kl) else 0.0,
+    return {"mmd2": mmd2(x_holdout, x_syn), "kl": kl, "kl_max": max(kl.values()),
             "coverage": coverage(x_holdout, x_syn), "dcr_share": share,
             "gate_tolerance": tolerance, "gate": memorisation_gate(share, tolerance)}
 

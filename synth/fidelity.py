@@ -13,6 +13,8 @@ first: distances mix the features' units).
   the real values (edges at the real data's quantiles; a value beyond the outer edges falls
   in the outer bins; repeated edges — a feature with ties — merge bins), each bin's count
   plus ½ (add-½ smoothing, Krichevsky & Trofimov 1981) before normalising.
+* ``categorical_kl`` — the same for a categorical column: ``KL(real ‖ synthetic)`` of the
+  category frequencies, each count plus ½.
 * ``coverage`` — the share of real rows whose ``k``-nearest-real-neighbour ball holds at
   least one synthetic row (Naeem et al. 2020, "Reliable fidelity and diversity metrics for
   generative models", ICML): the diversity of the synthetic rows, 1 when they spread over
@@ -31,12 +33,13 @@ when a function needs them; the rest is NumPy.
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import numpy as np
 
 from personarl.errors import DataError, check_int, check_range
 
-__all__ = ["median_distance", "mmd2", "feature_kl", "coverage", "dcr_share",
+__all__ = ["median_distance", "mmd2", "feature_kl", "categorical_kl", "coverage", "dcr_share",
            "memorisation_gate", "MEDIAN_ROWS"]
 
 #: ``median_distance`` uses every pair of at most this many rows (a random subset above)
@@ -149,6 +152,29 @@ def feature_kl(real: np.ndarray, synthetic: np.ndarray, bins: int = 20) -> np.nd
         p, q = p / p.sum(), q / q.sum()
         out[j] = float(np.sum(p * np.log(p / q)))
     return out
+
+
+def categorical_kl(real: Sequence[Any], synthetic: Sequence[Any],
+                   categories: Sequence[Any]) -> float:
+    """``KL(real ‖ synthetic)`` of the frequencies of ``categories`` with add-½ smoothing,
+    in nats.
+
+    Raises:
+        DataError: no real or no synthetic values, or a value outside ``categories``
+            (naming it).
+    """
+    index = {c: i for i, c in enumerate(categories)}
+    counts = []
+    for name, values in (("real", real), ("synthetic", synthetic)):
+        values = list(values)
+        if not values:
+            raise DataError(f"{name} holds no values")
+        bad = [v for v in values if v not in index]
+        if bad:
+            raise DataError(f"{name} holds {bad[0]!r}; the categories are {list(categories)}")
+        counts.append(np.bincount([index[v] for v in values], minlength=len(index)) + 0.5)
+    p, q = (c / c.sum() for c in counts)
+    return float(np.sum(p * np.log(p / q)))
 
 
 def _nearest(reference: np.ndarray, queries: np.ndarray, k: int = 1) -> np.ndarray:

@@ -84,3 +84,15 @@ def test_bad_tables_are_named():
         mmd2(np.ones((5, 2)), np.zeros((5, 2)))
     with pytest.raises(ConfigError, match="share"):
         memorisation_gate(1.5)
+
+
+def test_categorical_kl_counts_categories_with_add_half():
+    from synth.fidelity import categorical_kl
+
+    assert categorical_kl(["a", "b"] * 50, ["b", "a"] * 50, ["a", "b"]) == 0.0
+    # real 3:1, synthetic 1:3 -> p = (3.5, 1.5)/5, q = (1.5, 3.5)/5
+    p, q = np.array([3.5, 1.5]) / 5, np.array([1.5, 3.5]) / 5
+    got = categorical_kl(["a", "a", "a", "b"], ["a", "b", "b", "b"], ["a", "b"])
+    assert got == pytest.approx(float(np.sum(p * np.log(p / q))))
+    with pytest.raises(DataError, match="'c'; the categories are"):
+        categorical_kl(["a"], ["c"], ["a", "b"])

@@ -17,8 +17,9 @@ rows copied from training, half from a clean GMM) and the clean GMM alone.
 
 **Utility** on PersonalityAdaptation (discrete styles; the best style depends on the
 persona): for each seed, ``utility_users`` users of the default population make the "real"
-persona table (``synth.generators.persona``); a GMM, a VAE, a DP-GMM (ε = 1) and — the
-negative control — a GMM fitted to the table with each column shuffled independently are
+persona table (``synth.generators.persona``); a GMM, a VAE, a DP-GMM (ε = 1) and two
+negative controls — a GMM fitted to the table with each column shuffled independently, and
+a GMM fitted to the users whose primary archetype is ``optimizer`` (a biased sample) — are
 fitted to its consenting users and saved, and each serves as the population
 (``PopulationConfig.generator``) a learning policy (the observed greedy baseline,
 ``warmup_steps`` batched steps of 256 users) is trained on; "real" trains on the simulator's
@@ -176,6 +177,7 @@ def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2
 
     sampler = PopulationSampler()
     spec = persona_spec(sampler)
+    weights = [f"w_{a}" for a in sampler.tables[0].names]
     per_seed = []
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
@@ -191,7 +193,10 @@ def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2
                                       ledger=ledger),
                 "shuffled-column gmm (control)": fit_gmm(
                     _shuffled(table, np.random.default_rng(seed)), spec, components,
-                    seed=seed)}
+                    seed=seed),
+                "one-archetype gmm (control)": fit_gmm(
+                    table[table["w_optimizer"] == table[weights].max(axis=1)], spec,
+                    components, seed=seed)}
             populations: dict[str, Any] = {"real": None}
             for name, gen in fits.items():
                 populations[name] = str(gen.save(Path(tmp) / f"{seed}_{len(populations)}"))

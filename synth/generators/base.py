@@ -27,7 +27,7 @@ from personarl.errors import ConfigError, DataError, check_int
 from personarl.files import write_atomic
 from synth.generators.table import TableEncoder, check_table
 
-__all__ = ["Generator", "load_generator", "SOURCES", "SUFFIX"]
+__all__ = ["Generator", "load_generator", "fitting_rows", "SOURCES", "SUFFIX"]
 
 SOURCES = ("generated", "augmented", "real")
 SUFFIX = ".npz"
@@ -107,6 +107,22 @@ class Generator:
         dp = (f"ε={self.privacy['epsilon']:g}" if self.privacy else "no DP")
         rows = "?" if self.rows is None else self.rows
         return f"<{type(self).__name__} {len(self.spec.columns)} columns, {rows} rows, {dp}>"
+
+
+def fitting_rows(table: pd.DataFrame, private: bool) -> pd.DataFrame:
+    """The rows a generator may be fitted to: the consenting users'
+    (``synth.privacy.consent.consenting``: one row per user) when the table says who
+    consented — a ``private`` (DP) fit requires it to.
+
+    Raises:
+        DataError: a private fit on a table without ``consent``, or a bad ``consent`` or a
+            repeated ``user_id`` (``consenting``).
+    """
+    from synth.privacy.consent import consenting
+
+    if isinstance(table, pd.DataFrame) and ("consent" in table.columns or private):
+        return consenting(table)
+    return table
 
 
 def load_generator(path: str | Path) -> Generator:

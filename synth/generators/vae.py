@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from personarl.errors import ConfigError, DataError, check_int, check_range
-from synth.generators.base import Generator
+from synth.generators.base import Generator, fitting_rows
 from synth.generators.table import TableEncoder, TableSpec, check_table
 
 __all__ = ["VAEGenerator", "fit_vae"]
@@ -116,8 +116,6 @@ def fit_vae(table: pd.DataFrame, spec: TableSpec, *, epochs: int = 60, batch_siz
     """
     import torch
 
-    from synth.generators.gmm import _consenting
-
     epochs = check_int("epochs", epochs, 1, 100_000)
     batch_size = check_int("batch_size", batch_size, 1)
     latent, hidden = check_int("latent", latent, 1, 1024), check_int("hidden", hidden, 1, 4096)
@@ -125,7 +123,7 @@ def fit_vae(table: pd.DataFrame, spec: TableSpec, *, epochs: int = 60, batch_siz
     if epsilon is None and ledger is not None:
         raise ConfigError("a ledger was given but no epsilon: a fit without differential "
                           "privacy spends nothing; give epsilon= to fit with it")
-    rows = check_table(_consenting(table, required=epsilon is not None), spec)
+    rows = check_table(fitting_rows(table, private=epsilon is not None), spec)
     if epsilon is None:
         encoder = TableEncoder.fit(spec, rows)
     else:
