@@ -44,7 +44,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.cli import check_command_line, run_app
 from experiments.rendering import Block, human, write_reports
 from experiments.schema import register_configs
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["synthesize", "utility_of", "fidelity_scores", "main", "TABLES", "GENERATORS"]
 
@@ -77,13 +77,17 @@ def fidelity_scores(spec: Any, train: Any, holdout: Any, synthetic: Any,
             "gate_tolerance": tolerance, "gate": memorisation_gate(share, tolerance)}
 
 
-def utility_of(populations: Mapping[str, str | None], seed: int = 0, episodes: int = 2000,
-               warmup_steps: int = 2000, policy: str = "greedy") -> dict[str, Any]:
+def utility_of(populations: Mapping[str, str | None], population: Any = None, seed: int = 0,
+               episodes: int = 2000, warmup_steps: int = 2000,
+               policy: str = "greedy") -> dict[str, Any]:
     """Utility on PersonalityAdaptation of a policy trained on each named population.
 
     Args:
-        populations: name -> a persona generator file, or ``None`` for the simulator's
-            own default population ("real"; required, under the name ``"real"``).
+        populations: name -> a persona generator file, or ``None`` for the real population
+            itself (required, under the name ``"real"``).
+        population: the real population (a ``PopulationConfig``, a mapping of its fields or
+            ``None``: the default); a generator population is this config with its
+            ``generator`` set (drift, consent and metadata rates come from it).
         seed: the run's seed (users, the policy's draws).
         episodes: real users every policy is evaluated on (the same for all).
         warmup_steps: batched steps (256 users) each policy learns for.
@@ -95,24 +99,30 @@ def utility_of(populations: Mapping[str, str | None], seed: int = 0, episodes: i
         bootstrap interval over the evaluation users (``personarl.stats.bootstrap_ci``).
 
     Raises:
-        ConfigError: no ``"real"`` population, or a bad policy name or count.
+        ConfigError: no ``"real"`` population, a population the env cannot use (not the
+            six default archetypes), or a bad policy name or count.
     """
+    import dataclasses
+
     from agents.baselines.evaluation import run_episodes, warm_up
     from agents.baselines.factory import make_policy
     from envs.adaptation import ENV_ID, PersonalityAdaptationVectorEnv
+    from envs.batched import coerce_config
     from personarl.stats import bootstrap_ci
     from synth.population import PopulationConfig
 
     if populations.get("real", "") is not None:
         raise ConfigError("utility needs the real population: populations['real'] = None")
-    real_env = lambda n: PersonalityAdaptationVectorEnv(n, info_level="full")  # noqa: E731
+    base = coerce_config(population, PopulationConfig, "population")
+    configs = {name: base if path is None else dataclasses.replace(base, generator=path)
+               for name, path in populations.items()}
+    make = lambda config: lambda n: PersonalityAdaptationVectorEnv(  # noqa: E731
+        n, population=config, info_level="full")
+    real_env = make(base)
     returns = {"random": run_episodes(make_policy(ENV_ID, "random", {}, seed=seed),
                                       real_env, episodes, seed=seed).returns}
-    for name, path in populations.items():
-        config = PopulationConfig(generator=path)
-        train_env = lambda n, c=config: PersonalityAdaptationVectorEnv(  # noqa: E731
-            n, population=c, info_level="full")
-        learner = warm_up(make_policy(ENV_ID, policy, {}, seed=seed), train_env,
+    for name, config in configs.items():
+        learner = warm_up(make_policy(ENV_ID, policy, {}, seed=seed), make(config),
                           warmup_steps, seed=seed + 1)
         returns[name] = run_episodes(learner, real_env, episodes, seed=seed).returns
     floor, real = returns["random"], returns["real"]
@@ -124,8 +134,8 @@ def utility_of(populations: Mapping[str, str | None], seed: int = 0, episodes: i
 
         def ratio(i: np.ndarray, r: np.ndarray = returns[name]) -> np.ndarray:
             i = i.astype(np.int64)               # bootstrap_ci hands indices as floats
-            base = floor[i].mean(-1)
-            return (r[i].mean(-1) - base) / (real[i].mean(-1) - base)
+            low = floor[i].mean(-1)
+            return (r[i].mean(-1) - low) / (real[i].mean(-1) - low)
 
         point, low, high = bootstrap_ci([np.arange(len(floor))], ratio, rng)
         utility[name] = {"ratio": point, "ci_low": low, "ci_high": high}
@@ -135,79 +145,134 @@ def utility_of(populations: Mapping[str, str | None], seed: int = 0, episodes: i
             "utility": utility}
 
 
-def _real_table(cfg: DictConfig, run_dir: Path) -> tuple[Any, Any, Path]:
+#: held-out users the scores need: coverage compares each with its 5 nearest
+MIN_HOLDOUT = 6
+
+
+def _checked(cfg: DictConfig) -> dict[str, Any]:
+    """Every option checked before anything is read, fitted or spent (names as on the
+    command line)."""
+    from synth.privacy.ledger import MAX_TARGET, MIN_TARGET, check_budget
+
+    if cfg.generator not in GENERATORS:
+        raise ConfigError(f"generator={cfg.generator!r}; valid: {list(GENERATORS)}")
+    if cfg.table not in TABLES:
+        raise ConfigError(f"table={cfg.table!r}; valid: {list(TABLES)}")
+    out = {"seed": check_int("seed", cfg.seed, 0, 2**32 - 1),
+           "components": check_int("components", cfg.components, 1, 1000),
+           "epochs": check_int("epochs", cfg.epochs, 1, 100_000),
+           "gate_tolerance": check_range("gate_tolerance", cfg.gate_tolerance, 0.0, 0.5,
+                                         low_open=True),
+           "samples": None if cfg.samples is None else check_int("samples", cfg.samples, 2),
+           "epsilon": None, "budget": None}
+    # the generator fits half the users (a GMM at least one per component), the other half
+    # measures it
+    out["min_users"] = 2 * max(MIN_HOLDOUT, out["components"] if cfg.generator == "gmm"
+                               else 1)
+    if cfg.data is None:
+        out["users"] = check_int("users", cfg.users, out["min_users"])
+    if cfg.epsilon is not None:
+        out["epsilon"] = check_range("epsilon", cfg.epsilon, MIN_TARGET, MAX_TARGET)
+        check_budget(out["epsilon"], cfg.delta)
+        if cfg.budget is not None:
+            out["budget"] = check_budget(cfg.budget, cfg.delta)[0]
+            if out["budget"] < out["epsilon"]:
+                raise ConfigError(f"budget={cfg.budget} is below epsilon={cfg.epsilon}: the "
+                                  "ledger would refuse this fit; give budget >= epsilon")
+    elif cfg.budget is not None:
+        raise ConfigError("budget= sets a new privacy ledger's budget; it needs epsilon= "
+                          "(a fit without differential privacy spends nothing)")
+    if cfg.utility:
+        if cfg.table != "persona":
+            raise ConfigError("utility=true measures a persona generator as a population: "
+                              "it needs table=persona")
+        out["episodes"] = check_int("episodes", cfg.episodes, 1)
+        out["warmup_steps"] = check_int("warmup_steps", cfg.warmup_steps, 0)
+    return out
+
+
+def _real_table(cfg: DictConfig, checked: Mapping[str, Any], sampler: Any,
+                run_dir: Path) -> tuple[Any, Any, Path]:
     """``(table, spec, data file)``: read from ``cfg.data`` or simulated into the run."""
     import pandas as pd
 
     from synth.generators.behaviour import behaviour_spec, behaviour_table
     from synth.generators.persona import persona_spec, persona_table
-    from synth.population import PopulationConfig, PopulationSampler
 
-    if cfg.table not in TABLES:
-        raise ConfigError(f"table={cfg.table!r}; valid: {list(TABLES)}")
-    persona = OmegaConf.to_container(cfg.persona, resolve=True)
-    sampler = PopulationSampler(PopulationConfig(**persona))
     spec = behaviour_spec() if cfg.table == "behaviour" else persona_spec(sampler)
     if cfg.data is not None:
         path = Path(str(cfg.data))
         if not path.is_file():
-            raise ConfigError(f"data={cfg.data!r} does not exist; give a Parquet file of "
+            raise ConfigError(f"data={cfg.data!r} is not a file; give a Parquet file of "
                               f"users with columns {spec.names} and consent")
         try:
             return pd.read_parquet(path), spec, path
         except (OSError, ValueError) as exc:
             raise ConfigError(f"data={cfg.data!r} is not a Parquet file: {exc}") from None
-    users = int(cfg.users)
-    if users < 4:
-        raise ConfigError(f"users={users}; give at least 4 (two to fit, two to measure)")
+    users, seed = checked["users"], checked["seed"]
     draw = int(users / max(sampler.config.consent_rate, 0.05) * 1.2) + 10
     if cfg.table == "behaviour":
-        table = behaviour_table(draw, int(cfg.seed), sampler=sampler)
+        table = behaviour_table(draw, seed, sampler=sampler)
     else:
-        table = persona_table(sampler.sample(draw, np.random.default_rng(int(cfg.seed))),
-                              sampler)
+        table = persona_table(sampler.sample(draw, np.random.default_rng(seed)), sampler)
     table = table[table["consent"]].iloc[:users].reset_index(drop=True)
     path = run_dir / "real.parquet"
     table.to_parquet(path, index=False)
     return table, spec, path
 
 
-def synthesize(cfg: DictConfig, run_dir: Path) -> Path:
-    """Fit, release and report per ``cfg`` into ``run_dir``; the report's path."""
-    from synth.generators import check_table, fit_gmm, fit_vae
-    from synth.privacy.consent import consenting
+def _ledger(data: Path, checked: Mapping[str, Any], delta: float) -> Any:
+    """The data's ledger: the existing one as it is (a budget given must match it), else a
+    new one with budget ``budget`` (default ``epsilon``)."""
     from synth.privacy.ledger import PrivacyLedger
 
-    if cfg.generator not in GENERATORS:
-        raise ConfigError(f"generator={cfg.generator!r}; valid: {list(GENERATORS)}")
-    if cfg.utility and cfg.table != "persona":
-        raise ConfigError("utility=true measures a persona generator as a population: it "
-                          "needs table=persona")
-    table, spec, data = _real_table(cfg, run_dir)
-    rows = check_table(consenting(table), spec)
-    if len(rows) < 4:
-        raise ConfigError(f"{len(rows)} consenting user(s) in the table; at least 4 are "
-                          "needed (two to fit, two to measure)")
-    order = np.random.default_rng(int(cfg.seed)).permutation(len(rows))
+    if PrivacyLedger.path_for(data).exists() and checked["budget"] is None:
+        return PrivacyLedger.open(data)
+    budget = checked["budget"] if checked["budget"] is not None else checked["epsilon"]
+    return PrivacyLedger.open(data, budget, delta)
+
+
+def synthesize(cfg: DictConfig, run_dir: Path) -> Path:
+    """Fit, release and report per ``cfg`` into ``run_dir``; the report's path."""
+    from envs.adaptation import ENV_ID
+    from envs.registration import describe
+    from synth.generators import check_table, fit_gmm, fit_vae
+    from synth.population import PopulationConfig, PopulationSampler
+    from synth.privacy.consent import consenting
+
+    checked = _checked(cfg)
+    persona = OmegaConf.to_container(cfg.persona, resolve=True)
+    sampler = PopulationSampler(PopulationConfig(**persona))
+    if cfg.table == "persona" and (sampler.events or sampler.generator is not None):
+        raise ConfigError("table=persona fits a generator that serves as a population: the "
+                          "persona config must have no events and no generator of its own")
+    if cfg.utility:
+        describe(ENV_ID, {"population": persona})      # the env takes this population
+    table, spec, data = _real_table(cfg, checked, sampler, run_dir)
+    rows = consenting(table)
+    if len(rows) < checked["min_users"]:
+        raise ConfigError(
+            f"{len(rows)} consenting user(s) in {data.name}; {cfg.generator} needs at least "
+            f"{checked['min_users']}: half to fit"
+            + (f" (at least components={checked['components']})" if cfg.generator == "gmm"
+               else "") + f", half — at least {MIN_HOLDOUT} — to measure")
+    rows = check_table(rows, spec)
+    seed = checked["seed"]
+    order = np.random.default_rng(seed).permutation(len(rows))
     half = len(rows) // 2
     train = rows.iloc[order[:half]].reset_index(drop=True).assign(consent=True)
     holdout = rows.iloc[order[half:2 * half]].reset_index(drop=True)
-    ledger = None
-    if cfg.epsilon is not None:
-        budget = cfg.budget if cfg.budget is not None else cfg.epsilon
-        ledger = PrivacyLedger.open(data, budget, cfg.delta)
+    ledger = _ledger(data, checked, cfg.delta) if checked["epsilon"] is not None else None
     label = f"{cfg.generator} on {data.name} ({run_dir.name})"
     if cfg.generator == "gmm":
-        gen = fit_gmm(train, spec, cfg.components, seed=cfg.seed, epsilon=cfg.epsilon,
-                      ledger=ledger, label=label)
+        gen = fit_gmm(train, spec, checked["components"], seed=seed,
+                      epsilon=checked["epsilon"], ledger=ledger, label=label)
     else:
-        gen = fit_vae(train, spec, epochs=cfg.epochs, seed=cfg.seed, epsilon=cfg.epsilon,
-                      ledger=ledger, label=label)
-    samples = int(cfg.samples) if cfg.samples is not None else len(train)
-    if samples < 2:
-        raise ConfigError(f"samples={samples}; give at least 2")
-    synthetic = gen.sample(samples, np.random.default_rng(int(cfg.seed) + 1))
-    scores = fidelity_scores(spec, train, holdout, synthetic, cfg.gate_tolerance)
+        gen = fit_vae(train, spec, epochs=checked["epochs"], seed=seed,
+                      epsilon=checked["epsilon"], ledger=ledger, label=label)
+    samples = checked["samples"] or len(train)
+    synthetic = gen.sample(samples, np.random.default_rng(seed + 1))
+    scores = fidelity_scores(spec, train, holdout, synthetic, checked["gate_tolerance"])
     released = bool(scores["gate"])
     written = []
     if released:
@@ -216,8 +281,8 @@ def synthesize(cfg: DictConfig, run_dir: Path) -> Path:
     utility = None
     if cfg.utility and released:
         utility = utility_of({"real": None, cfg.generator: str(run_dir / "generator.npz")},
-                             seed=int(cfg.seed), episodes=int(cfg.episodes),
-                             warmup_steps=int(cfg.warmup_steps))
+                             population=persona, seed=seed, episodes=checked["episodes"],
+                             warmup_steps=checked["warmup_steps"])
     log.info("%s: MMD² %.4g, DCR share %.3f, gate %s", cfg.generator, scores["mmd2"],
              scores["dcr_share"], "passed" if released else "failed")
     return _report(cfg, run_dir, data, rows, train, gen, scores, written, utility, ledger)
@@ -226,24 +291,29 @@ def synthesize(cfg: DictConfig, run_dir: Path) -> Path:
 def _report(cfg: DictConfig, run_dir: Path, data: Path, rows: Any, train: Any, gen: Any,
             scores: Mapping[str, Any], written: list[str], utility: Mapping | None,
             ledger: Any) -> Path:
-    dp = (f"with differential privacy, ε = {gen.privacy['epsilon']:g} at δ = "
-          f"{gen.privacy['delta']:g} ({gen.privacy['method']}; ledger entry "
-          f"{gen.privacy['entry']} of `{Path(gen.privacy['ledger']).name}`)"
-          if gen.privacy else "without differential privacy")
+    p = gen.privacy
+    dp = (f"with differential privacy, ε = {p['epsilon']:g} at δ = {p['delta']:g} "
+          f"({p['method']}; ledger entry {p['entry']} of `{Path(p['ledger']).name}`)"
+          if p else "without differential privacy")
+    share, tolerance = scores["dcr_share"], scores["gate_tolerance"]
     b: list[Block] = [
         ("h1", f"Synthetic users: {cfg.generator} on the {cfg.table} table"),
         ("p", f"{len(rows):,} consenting users of `{data.name}`; the generator was fitted "
               f"to {len(train):,} of them {dp}; the other {len(rows) - len(train):,} only "
               "measure."),
-        ("table", (["score (synthetic vs held-out users)", "value", "healthy"], [
-            ["MMD² (unbiased, RBF at the median distance)", human(scores["mmd2"]), "≈ 0"],
-            ["largest per-feature KL (20 quantile bins, add-½)", human(scores["kl_max"]),
-             "≈ 0"],
-            ["coverage (k = 5)", human(scores["coverage"]), "≈ 1"],
-            ["DCR share (closer to training than to held-out)",
-             human(scores["dcr_share"]), f"0.5 ± {scores['gate_tolerance']:g}"]])),
+        ("table", (["score (synthetic vs held-out users)", "value", "reads"], [
+            ["MMD² (unbiased, RBF kernel at the median distance)", human(scores["mmd2"]),
+             "0 for the real distribution; the DP-GMM goal at ε = 1 is ≤ 0.03"],
+            ["largest per-feature KL(real ‖ synthetic) (add-½)", human(scores["kl_max"]),
+             "0 for the real marginals; the goal at ε = 1 is ≤ 0.2"],
+            ["coverage (k = 5)", human(scores["coverage"]),
+             "share of real users with a synthetic one nearby: 1 is fully diverse"],
+            ["DCR share (closer to training than to held-out)", human(share),
+             f"0.5 when nothing is memorised; the gate passes 0.5 ± {tolerance:g}"]])),
         ("table", (["feature", "KL(real ‖ synthetic)"],
                    [[k, human(v)] for k, v in scores["kl"].items()])),
+        ("p", "Numeric features: over 20 quantile bins of the real values; categorical ones: "
+              "over their categories."),
     ]
     if written:
         b.append(("p", f"Memorisation gate **passed**: released `{'`, `'.join(written)}` "
@@ -251,14 +321,31 @@ def _report(cfg: DictConfig, run_dir: Path, data: Path, rows: Any, train: Any, g
                        + (f" Use it as a population: `persona.generator={run_dir}/"
                           "generator.npz`." if cfg.table == "persona" else "")))
     else:
-        b.append(("p", "Memorisation gate **failed**: the synthetic rows sit closer to the "
-                       "training users than to held-out ones, so the generator copies what "
-                       "it saw. Nothing was released (no generator file, no synthetic "
-                       "rows)."))
+        why = ("the synthetic rows sit closer to the training users than to held-out ones: "
+               "the generator may copy what it saw" if share > 0.5 else
+               "the synthetic rows sit closer to the held-out users than to the training "
+               "ones — not copying, but a gap this large says the split or the generator "
+               "is off (too few users, or a generator far from the data)")
+        spent = (f" The fit's ε = {p['epsilon']:g} is spent all the same (the ledger never "
+                 "refunds)." if p else "")
+        b.append(("p", f"Memorisation gate **failed** (DCR share {share:.3f}): {why}. "
+                       f"Nothing was released (no generator file, no synthetic rows).{spent}"))
+    if not p:
+        b.append(("p", "Without differential privacy the release carries no privacy "
+                       "guarantee: the memorisation gate is a check, not a bound."))
+    elif p.get("method", "").startswith("dp-sgd"):
+        b.append(("p", f"DP-SGD ran {p['steps']:,} steps (noise multiplier "
+                       f"{p['noise_multiplier']:.3g}, sampling rate {p['sample_rate']:.3g}) "
+                       "and was stopped by the ledger. Its noise comes from torch's default "
+                       "generator, not a cryptographically secure one (Opacus `secure_mode` "
+                       "off): sound for research, not for releasing real people's data."))
     if utility is not None:
         u = utility["utility"][cfg.generator]
+        names = {"random": "none (uniformly random styles)", "real": "the real population",
+                 cfg.generator: f"the {cfg.generator}'s synthetic users"}
         b.append(("table", (["policy trained on", "mean return on real users"],
-                            [[k, human(v)] for k, v in utility["mean_return"].items()])))
+                            [[names.get(k, k), human(v)]
+                             for k, v in utility["mean_return"].items()])))
         b.append(("p", f"Utility on PersonalityAdaptation ({utility['policy']} policy): "
                        f"(R_syn − R_random) / (R_real − R_random) = **{u['ratio']:.3f}** "
                        f"[{u['ci_low']:.3f}, {u['ci_high']:.3f}] (95% paired bootstrap over "

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines.factory import baselines_for
 from envs.registration import EnvRecord, describe, record
+from synth.population import GENERATOR_REPLACES
 from personarl.seeds import MAX_EPISODES, MAX_SEED, name_key, stream_seed
 from personarl.errors import ConfigError, check_int, check_range
 
@@ -51,6 +52,9 @@ def env_kwargs(cfg: DictConfig, persona_overrides: Mapping[str, Any] | None = No
     env_id = env.pop("id")
     rec = _prefixed("env.id", record, env_id)
     env["population"] = {**_plain(cfg.persona), **dict(persona_overrides or {})}
+    if env["population"].get("generator") is not None:
+        # absolute: env runners and exported bundles need not share the launch directory
+        env["population"]["generator"] = str(Path(env["population"]["generator"]).resolve())
     env[rec.reward_arg] = _plain(cfg.reward)
     return env_id, env
 
@@ -120,6 +124,12 @@ def validate(cfg: DictConfig) -> Run:
     populations = {}
     for name, overrides in cfg.eval.populations.items():
         overrides = _plain(overrides)
+        replaced = sorted(set(overrides) & set(GENERATOR_REPLACES))
+        if cfg.persona.get("generator") is not None and replaced:
+            raise ConfigError(
+                f"eval.populations.{name} overrides {replaced}, which persona.generator "
+                "replaces (its users come from the generator): it would evaluate the "
+                f"training users again. Drop it: '~eval.populations.{name}'")
         populations[name] = (overrides, env_kwargs(cfg, overrides)[1])
         # its overrides are merged into persona: archetypes it names must be the persona's
         # (eval=custom_example goes with persona=custom_example)

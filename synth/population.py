@@ -41,9 +41,12 @@ from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
            "drift_trajectory", "drift_step", "categorical", "categorical_from_cdf",
-           "HYBRID_THRESHOLD"]
+           "HYBRID_THRESHOLD", "GENERATOR_REPLACES"]
 
 HYBRID_THRESHOLD = 0.2
+#: the settings a persona generator replaces (``PopulationConfig.generator``)
+GENERATOR_REPLACES = ("proportions", "concentration", "anchor", "trait_noise", "groups",
+                      "bot_fraction", "slow_bot_fraction")
 _EPS = 1e-6
 _BLOCK = 16_384       # users evaluated at a time where temporaries would leave the cache
 #: the age band and the city of each (age band, city) cell of ``PROFILE_CDF``
@@ -94,8 +97,10 @@ class PopulationConfig:
         generator: a fitted persona generator's file (``experiments.synthesize
             table=persona``): users are sampled from it instead of the Dirichlet model —
             mixture weights, trait offsets, group, device, age band, region, bot status
-            (``synth.generators.persona``); the archetype table, drift and the consent and
-            metadata rates still come from this config. ``None``: the simulator's own model.
+            (``synth.generators.persona``). It replaces ``GENERATOR_REPLACES`` (their
+            values have no effect, except that ``groups`` names the generator's groups);
+            the archetype table, drift and the consent and metadata rates still come from
+            this config; events are refused. ``None``: the simulator's own model.
     """
 
     proportions: Mapping[str, float] | None = None

@@ -164,7 +164,7 @@ def test_persona_generator_serves_as_a_population(tmp_path):
         PopulationSampler(PopulationConfig(generator=str(path), events=[
             {"kind": "drift", "at": 5, "source": "explorer", "target": "optimizer",
              "strength": 0.1}]))
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="none.npz' is not a file"):
         PopulationSampler(PopulationConfig(generator=str(tmp_path / "none.npz")))
 
 
@@ -208,3 +208,99 @@ def test_fidelity_bench_smoke_and_the_planted_leak():
     assert out["rows"]["gmm, ε = 1"]["runs"][0]["steps"] is None       # not DP-SGD
     assert out["gate"]["planted leak (half copied)"]["passes"] is False
     assert out["gate"]["planted leak (half copied)"]["dcr_share"] > 0.7
+
+
+def _compose(*overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.schema import register_configs
+    from tests.readme import ROOT
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        return compose("synthesize", overrides=list(overrides))
+
+
+def test_synthesize_checks_everything_before_it_spends(tmp_path):
+    from experiments.synthesize import synthesize
+
+    data = tmp_path / "users.parquet"
+    toy_users = persona_table(PopulationSampler().sample(400, np.random.default_rng(0)),
+                              PopulationSampler())
+    toy_users.to_parquet(data)
+    ledger_file = PrivacyLedger.path_for(data)
+    for bad, message in [
+            (["samples=1"], "samples=1"), (["gate_tolerance=0.6"], "gate_tolerance=0.6"),
+            (["seed=-1"], "seed=-1"), (["components=0"], "components=0"),
+            (["epsilon=1e9"], r"outside the valid range \[0.001, 100.0\]"),
+            (["budget=0.5"], "budget=0.5 is below"),
+            (["utility=true", "table=behaviour"], "needs table=persona"),
+            (["persona=custom_example"], "must have no events"),
+            (["utility=true", "persona=custom_example", "persona.events=[]"], "archetype"),
+            (["users=4", "data=null"], "users=4")]:
+        with pytest.raises(ConfigError, match=message):
+            synthesize(_compose(f"data={data}", "table=persona", "epsilon=1", *bad),
+                       tmp_path)
+        assert not ledger_file.exists(), bad             # nothing was spent or created
+    # a budget is given once, when the ledger is created; later fits just open it
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    synthesize(_compose(f"data={data}", "table=persona", "epsilon=1", "budget=3",
+                        "components=2"), tmp_path / "a")
+    synthesize(_compose(f"data={data}", "table=persona", "epsilon=1", "components=2"),
+               tmp_path / "b")
+    ledger = PrivacyLedger(ledger_file)
+    assert ledger.epsilon == 3 and len(ledger.entries) == 2
+    few = tmp_path / "few.parquet"
+    toy_users.iloc[:12].to_parquet(few)
+    with pytest.raises(ConfigError, match="needs at least 16: half to fit"):
+        synthesize(_compose(f"data={few}", "table=persona", "epsilon=1"), tmp_path)
+    assert not PrivacyLedger.path_for(few).exists()
+
+
+def test_api_mistakes_are_named(tmp_path):
+    gen = fit_gmm(toy(50), SPEC, 2)
+    with pytest.raises(ConfigError, match="numpy Generator"):
+        gen.sample(3, None)
+    with pytest.raises(ConfigError, match="does not exist"):
+        gen.save(tmp_path / "missing" / "g")
+    with pytest.raises(ConfigError, match="spec must be a TableSpec"):
+        fit_gmm(toy(50), "behaviour")
+    with pytest.raises(ConfigError, match="list of Column"):
+        TableSpec("x")
+    with pytest.raises(ConfigError, match="Column objects or mappings"):
+        TableSpec(("x",))
+    with pytest.raises(ConfigError, match="list of strings"):
+        Column("c", "categorical", categories="abc")
+    (tmp_path / "users.txt").write_text("user,consent\n")
+    np.save(tmp_path / "array.npy", np.arange(3))
+    np.savez(tmp_path / "other.npz", x=np.arange(3))
+    for junk in ("users.txt", "array.npy", "other.npz"):
+        with pytest.raises(DataError, match="is not a generator file") as info:
+            load_generator(tmp_path / junk)
+        assert "pickle" not in str(info.value)
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_generator(tmp_path)
+    behaviour = fit_gmm(toy(50), SPEC, 2).save(tmp_path / "behaviour")
+    with pytest.raises(ConfigError, match="generates another table"):
+        PopulationSampler(PopulationConfig(generator=str(behaviour)))
+    with pytest.raises(ConfigError, match="persona.generator=.*not a generator file"):
+        PopulationSampler(PopulationConfig(generator=str(tmp_path / "other.npz")))
+
+
+def test_training_on_a_generator_refuses_a_shift_it_would_ignore(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.wiring import validate
+    from tests.readme import ROOT
+
+    sampler = PopulationSampler()
+    path = fit_gmm(persona_table(sampler.sample(500, np.random.default_rng(0)), sampler),
+                   persona_spec(sampler), 2).save(tmp_path / "persona")
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"persona.generator={path}"])
+        with pytest.raises(ConfigError, match="eval.populations.shifted overrides "
+                                              r"\['proportions'\]"):
+            validate(cfg)
+        validate(compose("train", overrides=[f"persona.generator={path}",
+                                             "~eval.populations.shifted"]))

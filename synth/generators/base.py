@@ -67,9 +67,13 @@ class Generator:
         """``n`` new rows of the spec's columns plus ``source``.
 
         Raises:
-            ConfigError: ``n`` not a non-negative integer, or an unknown ``source``.
+            ConfigError: ``n`` not a non-negative integer, ``rng`` not a NumPy
+                ``Generator``, or an unknown ``source``.
         """
         n = check_int("n", n, 0)
+        if not isinstance(rng, np.random.Generator):
+            raise ConfigError(f"rng must be a numpy Generator (np.random.default_rng(seed)); "
+                              f"got {rng!r}")
         if source not in SOURCES:
             raise ConfigError(f"source={source!r}; valid: {list(SOURCES)}")
         rows = self._draw(n, rng) if n else self.encoder.decode(
@@ -94,10 +98,18 @@ class Generator:
                 "rows": self.rows, "privacy": self.privacy}
 
     def save(self, path: str | Path) -> Path:
-        """Write the generator to ``path`` (``.npz`` added if missing), atomically."""
+        """Write the generator to ``path`` (``.npz`` added if missing), atomically; the
+        path written.
+
+        Raises:
+            ConfigError: ``path``'s directory does not exist.
+        """
         path = Path(path)
         if path.suffix != SUFFIX:
             path = path.with_name(path.name + SUFFIX)
+        if not path.parent.is_dir():
+            raise ConfigError(f"cannot save the generator to {str(path)!r}: the directory "
+                              f"{str(path.parent)!r} does not exist")
         buffer = io.BytesIO()
         np.savez(buffer, meta=np.array(json.dumps(self.meta())), **self.arrays)
         write_atomic(path, buffer.getvalue())
@@ -137,12 +149,17 @@ def load_generator(path: str | Path) -> Generator:
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"generator {str(path)!r} does not exist; write one with python -m "
+        raise ConfigError(f"generator {str(path)!r} is not a file; write one with python -m "
                           "experiments.synthesize")
+    not_ours = f"{path} is not a generator file (an .npz that experiments.synthesize wrote)"
     try:
         with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files") or "meta" not in f.files:
+                raise DataError(not_ours)
             arrays = {k: f[k] for k in f.files}
         meta = json.loads(str(arrays.pop("meta")))
+        if not isinstance(meta, dict) or "encoder" not in meta:
+            raise DataError(not_ours)
         kinds = {"gmm": GaussianMixtureGenerator, "vae": VAEGenerator}
         if meta.get("format") != _FORMAT or meta.get("kind") not in kinds:
             raise DataError(f"{path} is a generator file of format {meta.get('format')!r} "
@@ -152,6 +169,6 @@ def load_generator(path: str | Path) -> Generator:
                                    meta["rows"], meta.get("privacy"))
     except DataError:
         raise
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path} is not a generator file ({type(exc).__name__}: {exc})"
-                        ) from None
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        # (np.load's own message for a pickled file invites loading it unsafely)
+        raise DataError(not_ours) from None

@@ -114,15 +114,24 @@ def load_population_generator(path: str | Path, sampler):  # noqa: ANN001, ANN20
         ConfigError: the sampler has scheduled events (a generator samples one fixed
             population), or the generator's columns are not the persona table's for this
             population (naming the difference: other archetypes or groups).
-        DataError: not a generator file (``load_generator``).
+            Also for a file that is not a generator (``load_generator``), or one of
+            another table.
     """
+    from personarl.errors import DataError
     from synth.generators.base import load_generator
 
     if sampler.events:
         raise ConfigError("a population sampled from a generator has no scheduled events; "
                           "remove persona.events or persona.generator")
-    gen = load_generator(path)
+    try:
+        gen = load_generator(path)
+    except DataError as exc:
+        raise ConfigError(f"persona.generator={str(path)!r}: {exc}") from None
     want = persona_spec(sampler)
+    if not any(c.kind == "weight" for c in gen.spec.columns):
+        raise ConfigError(f"persona.generator={str(path)!r} generates another table "
+                          f"({', '.join(gen.spec.names[:4])}, ...), not personas: fit one "
+                          "with python -m experiments.synthesize table=persona")
     shape = lambda spec: [(c.name, c.kind, c.categories) for c in spec.columns]  # noqa: E731
     if shape(gen.spec) != shape(want):
         have = {c.name: (c.kind, c.categories) for c in gen.spec.columns}

@@ -72,6 +72,10 @@ class Column:
                                   "finite with low < high")
             object.__setattr__(self, "bounds", (low, high))
         else:
+            if isinstance(self.categories, (str, bytes)) or not isinstance(
+                    self.categories, (list, tuple)):
+                raise ConfigError(f"categorical column {self.name!r}: categories must be a "
+                                  f"list of strings; got {self.categories!r}")
             cats = tuple(str(c) for c in self.categories)
             if len(set(cats)) < 2 or len(set(cats)) != len(cats):
                 raise ConfigError(f"categorical column {self.name!r} needs at least two "
@@ -101,7 +105,19 @@ class TableSpec:
     columns: tuple[Column, ...]
 
     def __post_init__(self) -> None:
-        cols = tuple(c if isinstance(c, Column) else Column(**c) for c in self.columns)
+        if isinstance(self.columns, (str, bytes, Mapping)) or not isinstance(
+                self.columns, (list, tuple)):
+            raise ConfigError(f"a table spec's columns are a list of Column (or mappings of "
+                              f"its fields); got {self.columns!r}")
+        bad = [c for c in self.columns if not isinstance(c, (Column, Mapping))]
+        if bad:
+            raise ConfigError(f"a table spec's columns are Column objects or mappings of their "
+                              f"fields (name, kind, bounds, categories); got {bad[0]!r}")
+        try:
+            cols = tuple(c if isinstance(c, Column) else Column(**c) for c in self.columns)
+        except TypeError as exc:
+            raise ConfigError(f"a column mapping: {exc}; its fields are name, kind, bounds, "
+                              "categories") from None
         object.__setattr__(self, "columns", cols)
         names = [c.name for c in cols]
         if not cols:
@@ -159,11 +175,15 @@ def check_table(table: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
     """``table``'s ``spec`` columns, checked; other columns are ignored.
 
     Raises:
+        ConfigError: ``spec`` is not a ``TableSpec``.
         DataError: not a DataFrame, no rows, a missing column, a numeric column holding
             something that is not a finite number (naming the column, the row and the value),
             a weight row that is not on the simplex, or a categorical value outside the
             column's categories (naming it and the valid ones).
     """
+    if not isinstance(spec, TableSpec):
+        raise ConfigError(f"spec must be a TableSpec (e.g. synth.generators.behaviour."
+                          f"behaviour_spec()); got {spec!r}")
     if not isinstance(table, pd.DataFrame):
         raise DataError(f"a generator is fitted to a pandas DataFrame; got "
                         f"{type(table).__name__}")

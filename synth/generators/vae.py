@@ -19,11 +19,15 @@ ledger's PLD accountant (``synth.privacy.ledger.calibrate``). Training then runs
 ledger's guard (``synth.privacy.dpsgd.LedgerSteps`` with the run's ε as its cap) refuses a
 step: Opacus chooses noise but never stops at a budget, the ledger does. The DP encoder
 uses only public facts — each numeric column centred on the middle of its public bounds and
-scaled by a quarter of their width — so it spends nothing.
+scaled by a quarter of their width — so it spends nothing.The noise comes from torch's default generator, seeded
+(Opacus's ``secure_mode`` is off, and ``privacy["secure_rng"]`` says so): reproducible and
+sound for research; a release of real people's data would want a cryptographically secure
+generator.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -178,18 +182,23 @@ def _train_private(model: Any, optimizer: Any, loader: Any, n: int, epochs: int,
     planned = max(1, round(epochs / q))
     sigma = calibrate(lambda s: SelfComposedDpEvent(
         PoissonSampledDpEvent(q, GaussianDpEvent(s)), planned), epsilon, ledger.delta)
-    engine = PrivacyEngine()
-    model, optimizer, private_loader = engine.make_private(
-        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
-        max_grad_norm=max_grad_norm, poisson_sampling=True,
-        noise_generator=torch.Generator().manual_seed(seed + 1))
+    engine = PrivacyEngine()               # secure_mode off: recorded in the fit's privacy
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        model, optimizer, private_loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
+            max_grad_norm=max_grad_norm, poisson_sampling=True,
+            noise_generator=torch.Generator().manual_seed(seed + 1))
     run = LedgerSteps(ledger, optimizer, sample_rate=q, label=label, epsilon=epsilon)
     try:
-        for _ in range(4 * epochs):          # the guard stops it near `planned` steps
-            for (batch,) in private_loader:
-                optimizer.zero_grad()
-                model(batch).backward()
-                optimizer.step()             # raises before the step the ledger refuses
+        with warnings.catch_warnings():
+            # torch, on Opacus's hooks of a first layer whose input needs no gradient
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for _ in range(4 * epochs):      # the guard stops it near `planned` steps
+                for (batch,) in private_loader:
+                    optimizer.zero_grad()
+                    model(batch).backward()
+                    optimizer.step()         # raises before the step the ledger refuses
     except PrivacyBudgetExceeded:
         pass
     finally:
@@ -199,4 +208,4 @@ def _train_private(model: Any, optimizer: Any, loader: Any, n: int, epochs: int,
     return {"epsilon": float(epsilon), "delta": ledger.delta, "ledger": str(ledger.path),
             "entry": run.entry, "method": "dp-sgd (opacus)", "noise_multiplier": sigma,
             "sample_rate": q, "steps": run.steps, "planned_steps": planned,
-            "max_grad_norm": max_grad_norm}
+            "max_grad_norm": max_grad_norm, "secure_rng": False}
