@@ -22,10 +22,11 @@ persona table (``synth.generators.persona``); a GMM, a VAE, a DP-GMM (ε = 1) an
 negative controls — a GMM fitted to the table with each column shuffled independently, and
 a GMM fitted to the users whose primary archetype is ``optimizer`` (a biased sample) — are
 fitted to its consenting users and saved, and each serves as the population
-(``PopulationConfig.generator``) a learning policy (the observed greedy baseline,
-``warmup_steps`` batched steps of 256 users) is trained on; "real" trains on the simulator's
-population itself. Every policy, and the uniformly random one, is evaluated on the same
-``episodes`` real users (common random numbers). Utility =
+(``PopulationConfig.generator``) that a learning policy is trained on for ``warmup_steps``
+batched steps of 256 users — the observed greedy baseline (running means over 24 buckets of
+phase, sentiment and perceived neuroticism) and LinUCB on the whole observation; "real"
+trains on the simulator's population itself. Every policy, and the uniformly random one,
+is evaluated on the same ``episodes`` real users (common random numbers). Utility =
 ``(R_syn − R_random) / (R_real − R_random)`` with a paired percentile-bootstrap CI over
 those users; across seeds the mean with a t interval.
 """
@@ -178,8 +179,9 @@ def _shuffled(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
 
 def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2000,
                   warmup_steps: int = 2000, components: int = 8, epochs: int = 30,
-                  policy: str = "greedy") -> dict[str, Any]:
-    """Utility on PersonalityAdaptation (module doc)."""
+                  policies: tuple[str, ...] = ("greedy", "linucb")) -> dict[str, Any]:
+    """Utility on PersonalityAdaptation (module doc), for each learning baseline in
+    ``policies``."""
     from envs.adaptation import ENV_ID
     from experiments.synthesize import utility_of
     from synth.generators import fit_gmm, fit_vae
@@ -190,7 +192,7 @@ def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2
     sampler = PopulationSampler()
     spec = persona_spec(sampler)
     weights = [f"w_{a}" for a in sampler.tables[0].names]
-    per_seed = []
+    per_seed: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
             table = persona_table(sampler.sample(utility_users, np.random.default_rng(seed)),
@@ -212,21 +214,25 @@ def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2
             populations: dict[str, Any] = {"real": None}
             for name, gen in fits.items():
                 populations[name] = str(gen.save(Path(tmp) / f"{seed}_{len(populations)}"))
-            row = {"seed": seed, **utility_of(populations, seed=seed, episodes=episodes,
-                                              warmup_steps=warmup_steps, policy=policy)}
-            per_seed.append(row)
-            print(f"utility seed {seed}: mean returns " + "  ".join(
-                f"{k} {v:.3f}" for k, v in row["mean_return"].items()))
-            print(f"utility seed {seed}: " + "  ".join(
-                f"{k} {v['ratio']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
-                for k, v in row["utility"].items()), flush=True)
-    summary = {}
-    for name in per_seed[0]["utility"]:
-        ratios = np.array([r["utility"][name]["ratio"] for r in per_seed])
-        m, lo, hi = mean_ci(ratios) if len(ratios) > 1 else (ratios[0], np.nan, np.nan)
-        summary[name] = {"mean": float(m), "ci_low": float(lo), "ci_high": float(hi)}
-        print(f"utility {name}: {m:.3f} [{lo:.3f}, {hi:.3f}] over {seeds} seed(s)")
-    return {"env": ENV_ID, "policy": policy, "warmup_steps": warmup_steps,
+            for policy in policies:
+                row = {"seed": seed, **utility_of(populations, seed=seed, episodes=episodes,
+                                                  warmup_steps=warmup_steps, policy=policy)}
+                per_seed.setdefault(policy, []).append(row)
+                print(f"utility {policy}, seed {seed}: mean returns " + "  ".join(
+                    f"{k} {v:.3f}" for k, v in row["mean_return"].items()))
+                print(f"utility {policy}, seed {seed}: " + "  ".join(
+                    f"{k} {v['ratio']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]"
+                    for k, v in row["utility"].items()), flush=True)
+    summary: dict[str, dict[str, Any]] = {}
+    for policy, rows in per_seed.items():
+        for name in rows[0]["utility"]:
+            ratios = np.array([r["utility"][name]["ratio"] for r in rows])
+            m, lo, hi = mean_ci(ratios) if len(ratios) > 1 else (ratios[0], np.nan, np.nan)
+            summary.setdefault(policy, {})[name] = {"mean": float(m), "ci_low": float(lo),
+                                                    "ci_high": float(hi)}
+            print(f"utility {policy}, {name}: {m:.3f} [{lo:.3f}, {hi:.3f}] over {seeds} "
+                  "seed(s)")
+    return {"env": ENV_ID, "policies": list(policies), "warmup_steps": warmup_steps,
             "episodes": episodes, "users": utility_users, "components": components,
             "vae_epochs": epochs, "seeds": per_seed, "summary": summary}
 
