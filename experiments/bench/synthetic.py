@@ -19,10 +19,13 @@ the smallest ε's DP-GMM fits repeated, same seeds, on the held-out half.
 
 **Utility** on PersonalityAdaptation (discrete styles; the best style depends on the
 persona): for each seed, ``utility_users`` users of the default population make the "real"
-persona table (``synth.generators.persona``); a GMM, a VAE, a DP-GMM (ε = 1) and two
-negative controls — a GMM fitted to the table with each column shuffled independently, and
-a GMM fitted to the users whose primary archetype is ``optimizer`` (a biased sample) — are
-fitted to its consenting users and saved, and each serves as the population
+persona table (``synth.generators.persona``); a GMM, a VAE, a DP-GMM (ε = 1) and three
+negative controls — a GMM fitted to the table with each column shuffled independently; the
+same with the shuffle done in trait space (each user's traits as columns, shuffled, then
+turned back into offsets against the shuffled weights: the table stores offsets, from which
+a population recomputes traits, so a shuffle of the offsets keeps the link between traits
+and archetypes); and a GMM fitted to the users whose primary archetype is ``optimizer`` (a
+biased sample) — are fitted to its consenting users and saved, and each serves as the population
 (``PopulationConfig.generator``) that a learning policy is trained on for ``warmup_steps``
 batched steps of 256 users — the observed greedy baseline (running means over 24 buckets of
 phase, sentiment and perceived neuroticism) and LinUCB on the whole observation; "real"
@@ -194,6 +197,28 @@ def _shuffled(table: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return out
 
 
+def _shuffled_traits(table: pd.DataFrame, sampler: Any, rng: np.random.Generator
+                     ) -> pd.DataFrame:
+    """``_shuffled`` in trait space: each user's traits (what the offsets and weights make)
+    shuffled column by column with every other column, then turned back into offsets against
+    the shuffled weights (clipped to the offsets' public bounds)."""
+    from synth.archetypes import TRAITS
+
+    weights = [f"w_{a}" for a in sampler.tables[0].names]
+    offsets = [f"offset_{t}" for t in TRAITS]
+    w = table[weights].to_numpy()
+    traits = sampler.traits_of(w, np.exp(table[offsets].to_numpy()), np.zeros(len(w), int))
+    out = _shuffled(table.drop(columns=offsets).assign(
+        **{f"trait_{t}": traits[:, j] for j, t in enumerate(TRAITS)}), rng)
+    logit = lambda p: np.log(p) - np.log1p(-p)  # noqa: E731
+    means = np.clip(out[weights].to_numpy() @ sampler.trait_table[0], 1e-6, 1 - 1e-6)
+    shuffled = np.clip(out[[f"trait_{t}" for t in TRAITS]].to_numpy(), 1e-6, 1 - 1e-6)
+    bound = max(6.0 * sampler.trait_noise, 0.05)
+    delta = np.clip(logit(shuffled) - logit(means), -bound, bound)
+    out = out.drop(columns=[f"trait_{t}" for t in TRAITS])
+    return out.assign(**{o: delta[:, j] for j, o in enumerate(offsets)})[table.columns]
+
+
 def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2000,
                   warmup_steps: int = 2000, components: int = 8, epochs: int = 30,
                   policies: tuple[str, ...] = ("greedy", "linucb")) -> dict[str, Any]:
@@ -225,6 +250,9 @@ def utility_study(seeds: int = 5, utility_users: int = 10_000, episodes: int = 2
                 "shuffled-column gmm (control)": fit_gmm(
                     _shuffled(table, np.random.default_rng(seed)), spec, components,
                     seed=seed),
+                "shuffled-column gmm, traits (control)": fit_gmm(
+                    _shuffled_traits(table, sampler, np.random.default_rng(seed)), spec,
+                    components, seed=seed),
                 "one-archetype gmm (control)": fit_gmm(
                     table[table["w_optimizer"] == table[weights].max(axis=1)], spec,
                     components, seed=seed)}
