@@ -14,20 +14,21 @@ directory as ``real.parquet``, or read from ``data`` (a Parquet file with those 
 training half, the held-out half only measures.
 
 **The fit** (``generator=gmm|vae``, ``synth.generators``): without DP, or with ``epsilon``
-— then it spends from the privacy ledger beside the data file (``<data>.privacy.json``,
-created with budget ``budget`` (default ``epsilon``) at ``delta``); a fit the ledger cannot
-pay for is refused before it runs.
+— then it spends from the privacy ledger beside the data file (``<data>.privacy.json``: an
+existing one as it is; a new one created with budget ``budget``, default ``epsilon``, at
+``delta``); a fit the ledger cannot pay for is refused before it runs.
 
 **The release.** ``samples`` synthetic rows (default: as many as the training rows), each
 tagged ``source=generated``, scored against the held-out rows in the encoded space
 (numeric columns standardised by the training rows, categorical ones one-hot;
 ``synth.fidelity``): unbiased MMD², per-feature KL (a categorical column's over its
-categories), coverage, and the DCR share on the full training and held-out sets. The memorisation gate (share within ``gate_tolerance`` of 0.5)
-decides the release: passed, ``generator.npz`` (usable as ``persona.generator=`` with
-``table=persona``) and ``synthetic.parquet`` are written; failed, neither is, and the report
-says why. With ``utility=true`` (``table=persona`` only): the utility on
-PersonalityAdaptation of a policy trained on the generator's users
-(``utility_of``). Mistakes exit with status 2.
+categories), coverage, and the DCR share on the full training and held-out sets. The
+memorisation gate (share within ``gate_tolerance`` of 0.5) decides the release: passed,
+``generator.npz`` (usable as ``persona.generator=`` with ``table=persona``) and
+``synthetic.parquet`` are written; failed, neither is, and the report says why. With
+``utility=true`` (``table=persona`` only): the utility on PersonalityAdaptation of a policy
+trained on the generator's users (``utility_of``). Every option is checked before anything
+is read, fitted or spent. Mistakes exit with status 2.
 """
 
 from __future__ import annotations
@@ -152,13 +153,14 @@ MIN_HOLDOUT = 6
 def _checked(cfg: DictConfig) -> dict[str, Any]:
     """Every option checked before anything is read, fitted or spent (names as on the
     command line)."""
+    from synth.generators.base import MAX_FIT_SEED
     from synth.privacy.ledger import MAX_TARGET, MIN_TARGET, check_budget
 
     if cfg.generator not in GENERATORS:
         raise ConfigError(f"generator={cfg.generator!r}; valid: {list(GENERATORS)}")
     if cfg.table not in TABLES:
         raise ConfigError(f"table={cfg.table!r}; valid: {list(TABLES)}")
-    out = {"seed": check_int("seed", cfg.seed, 0, 2**32 - 1),
+    out = {"seed": check_int("seed", cfg.seed, 0, MAX_FIT_SEED - 1),   # seed + 1 samples
            "components": check_int("components", cfg.components, 1, 1000),
            "epochs": check_int("epochs", cfg.epochs, 1, 100_000),
            "gate_tolerance": check_range("gate_tolerance", cfg.gate_tolerance, 0.0, 0.5,

@@ -27,9 +27,11 @@ from personarl.errors import ConfigError, DataError, check_int
 from personarl.files import write_atomic
 from synth.generators.table import TableEncoder, check_table
 
-__all__ = ["Generator", "load_generator", "fitting_rows", "SOURCES", "SUFFIX"]
+__all__ = ["Generator", "load_generator", "fitting_rows", "SOURCES", "SUFFIX", "MAX_FIT_SEED"]
 
 SOURCES = ("generated", "augmented", "real")
+#: the largest fit seed (scikit-learn's and torch's seeds are 32-bit)
+MAX_FIT_SEED = 2**32 - 1
 SUFFIX = ".npz"
 _FORMAT = 1
 

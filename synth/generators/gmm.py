@@ -59,7 +59,7 @@ import numpy as np
 import pandas as pd
 
 from personarl.errors import ConfigError, DataError, check_int, check_range
-from synth.generators.base import Generator, fitting_rows
+from synth.generators.base import MAX_FIT_SEED, Generator, fitting_rows
 from synth.generators.table import TableEncoder, TableSpec, check_table
 from synth.population import categorical
 
@@ -238,6 +238,7 @@ def fit_gmm(table: pd.DataFrame, spec: TableSpec, n_components: int = 8, *, seed
         PrivacyBudgetExceeded: the ledger cannot pay for the fit (nothing was computed).
     """
     k = check_int("n_components", n_components, 1, 1000)
+    seed = check_int("seed", seed, 0, MAX_FIT_SEED)
     rows = check_table(fitting_rows(table, private=epsilon is not None), spec)
     rng = np.random.default_rng(seed)
     if epsilon is None:

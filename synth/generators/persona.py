@@ -29,6 +29,7 @@ samples its users this way.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -86,7 +87,10 @@ def population_from_rows(rows: pd.DataFrame, sampler, rng: np.random.Generator, 
     w = rows[[f"w_{a}" for a in names]].to_numpy(dtype=np.float64)
     offset = rows[[f"offset_{t}" for t in TRAITS]].to_numpy(dtype=np.float64)
     table_id = np.zeros(n, dtype=np.int64)
-    code = lambda col, cats: pd.Categorical(rows[col], categories=cats).codes.astype(np.int64)  # noqa: E731
+
+    def code(column: str, categories: Sequence[str]) -> np.ndarray:
+        return pd.Categorical(rows[column], categories=categories).codes.astype(np.int64)
+
     region = code("region", REGIONS)
     u = rng.random((n, 4))
     city = np.empty(n, dtype=np.int64)

@@ -19,10 +19,10 @@ ledger's PLD accountant (``synth.privacy.ledger.calibrate``). Training then runs
 ledger's guard (``synth.privacy.dpsgd.LedgerSteps`` with the run's ε as its cap) refuses a
 step: Opacus chooses noise but never stops at a budget, the ledger does. The DP encoder
 uses only public facts — each numeric column centred on the middle of its public bounds and
-scaled by a quarter of their width — so it spends nothing.The noise comes from torch's default generator, seeded
-(Opacus's ``secure_mode`` is off, and ``privacy["secure_rng"]`` says so): reproducible and
-sound for research; a release of real people's data would want a cryptographically secure
-generator.
+scaled by a quarter of their width — so it spends nothing. The noise comes from torch's
+default generator, seeded (Opacus's ``secure_mode`` is off, and ``privacy["secure_rng"]``
+says so): reproducible and sound for research; a release of real people's data would want
+a cryptographically secure generator.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from personarl.errors import ConfigError, DataError, check_int, check_range
-from synth.generators.base import Generator, fitting_rows
+from synth.generators.base import MAX_FIT_SEED, Generator, fitting_rows
 from synth.generators.table import TableEncoder, TableSpec, check_table
 
 __all__ = ["VAEGenerator", "fit_vae"]
@@ -121,6 +121,7 @@ def fit_vae(table: pd.DataFrame, spec: TableSpec, *, epochs: int = 60, batch_siz
     import torch
 
     epochs = check_int("epochs", epochs, 1, 100_000)
+    seed = check_int("seed", seed, 0, MAX_FIT_SEED)
     batch_size = check_int("batch_size", batch_size, 1)
     latent, hidden = check_int("latent", latent, 1, 1024), check_int("hidden", hidden, 1, 4096)
     learning_rate = check_range("learning_rate", learning_rate, 0, 1, low_open=True)
