@@ -72,7 +72,7 @@ def run_app(action: str, cfg: DictConfig, body: Callable[[], T],
 
 #: libraries whose logging reaches the console only with ``verbose=true``
 CHATTY = ("ray", "ray.tune", "ray.rllib", "ray.data", "optuna", "httpx", "numba", "urllib3",
-          "filelock", "matplotlib", "torch", "onnxscript")
+          "filelock", "matplotlib", "torch", "onnxscript", "absl")
 
 
 def configure_console(verbose: bool) -> None:

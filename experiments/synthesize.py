@@ -34,6 +34,7 @@ is read, fitted or spent. Mistakes exit with status 2.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -148,13 +149,17 @@ def utility_of(populations: Mapping[str, str | None], population: Any = None, se
 
 #: held-out users the scores need: coverage compares each with its 5 nearest
 MIN_HOLDOUT = 6
+#: the most users simulated and synthetic rows scored (MMD² costs the square of them)
+MAX_ROWS = 100_000
+#: the largest δ a new ledger may take (δ should be far below 1 / users)
+MAX_DELTA = 1e-3
 
 
 def _checked(cfg: DictConfig) -> dict[str, Any]:
     """Every option checked before anything is read, fitted or spent (names as on the
     command line)."""
     from synth.generators.base import MAX_FIT_SEED
-    from synth.privacy.ledger import MAX_TARGET, MIN_TARGET, check_budget
+    from synth.privacy.ledger import MAX_TARGET, MIN_TARGET
 
     if cfg.generator not in GENERATORS:
         raise ConfigError(f"generator={cfg.generator!r}; valid: {list(GENERATORS)}")
@@ -165,19 +170,28 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
            "epochs": check_int("epochs", cfg.epochs, 1, 100_000),
            "gate_tolerance": check_range("gate_tolerance", cfg.gate_tolerance, 0.0, 0.5,
                                          low_open=True),
-           "samples": None if cfg.samples is None else check_int("samples", cfg.samples, 2),
+           "samples": None if cfg.samples is None else check_int(
+               "samples", cfg.samples, 2, MAX_ROWS),
            "epsilon": None, "budget": None}
     # the generator fits half the users (a GMM at least one per component), the other half
     # measures it
     out["min_users"] = 2 * max(MIN_HOLDOUT, out["components"] if cfg.generator == "gmm"
                                else 1)
     if cfg.data is None:
-        out["users"] = check_int("users", cfg.users, out["min_users"])
+        users = check_int("users", cfg.users, 1, MAX_ROWS)
+        if users < out["min_users"]:
+            raise ConfigError(
+                f"users={users}; {cfg.generator} needs at least {out['min_users']}: half to "
+                "fit" + (f" (at least components={out['components']})"
+                         if cfg.generator == "gmm" else "")
+                + f", half — at least {MIN_HOLDOUT} — to measure")
+        out["users"] = users
     if cfg.epsilon is not None:
         out["epsilon"] = check_range("epsilon", cfg.epsilon, MIN_TARGET, MAX_TARGET)
-        check_budget(out["epsilon"], cfg.delta)
+        check_range("delta", cfg.delta, 0.0, MAX_DELTA, low_open=True)
         if cfg.budget is not None:
-            out["budget"] = check_budget(cfg.budget, cfg.delta)[0]
+            out["budget"] = check_range("budget", cfg.budget, 0.0, math.inf, low_open=True,
+                                        high_open=True)
             if out["budget"] < out["epsilon"]:
                 raise ConfigError(f"budget={cfg.budget} is below epsilon={cfg.epsilon}: the "
                                   "ledger would refuse this fit; give budget >= epsilon")
@@ -258,6 +272,10 @@ def synthesize(cfg: DictConfig, run_dir: Path) -> Path:
             f"{checked['min_users']}: half to fit"
             + (f" (at least components={checked['components']})" if cfg.generator == "gmm"
                else "") + f", half — at least {MIN_HOLDOUT} — to measure")
+    if len(rows) > 2 * MAX_ROWS:
+        raise ConfigError(f"{len(rows):,} consenting users in {data.name}; synthesize fits and "
+                          f"scores at most {2 * MAX_ROWS:,} (MMD² costs the square of the "
+                          "rows): give a sample of them")
     rows = check_table(rows, spec)
     seed = checked["seed"]
     order = np.random.default_rng(seed).permutation(len(rows))
@@ -324,7 +342,11 @@ def _report(cfg: DictConfig, run_dir: Path, data: Path, rows: Any, train: Any, g
                           "generator.npz`." if cfg.table == "persona" else "")))
     else:
         why = ("the synthetic rows sit closer to the training users than to held-out ones: "
-               "the generator may copy what it saw" if share > 0.5 else
+               "the generator may copy what it saw"
+               + (f" — or, the fit being DP and far from the data (MMD² "
+                  f"{scores['mmd2']:.3g}), its rows land where the training half happens "
+                  "to be denser (BENCHMARKS.md: the gate's false alarms)" if p else "")
+               if share > 0.5 else
                "the synthetic rows sit closer to the held-out users than to the training "
                "ones — not copying, but a gap this large says the split or the generator "
                "is off (too few users, or a generator far from the data)")
@@ -336,11 +358,14 @@ def _report(cfg: DictConfig, run_dir: Path, data: Path, rows: Any, train: Any, g
         b.append(("p", "Without differential privacy the release carries no privacy "
                        "guarantee: the memorisation gate is a check, not a bound."))
     elif p.get("method", "").startswith("dp-sgd"):
-        b.append(("p", f"DP-SGD ran {p['steps']:,} steps (noise multiplier "
+        b.append(("p", f"DP-SGD ran {p['steps']:,} of {p['planned_steps']:,} planned steps, "
+                       f"spending ε = {p['epsilon_spent']:.4g} (noise multiplier "
                        f"{p['noise_multiplier']:.3g}, sampling rate {p['sample_rate']:.3g}) "
                        "and was stopped by the ledger. Its noise comes from torch's default "
                        "generator, not a cryptographically secure one (Opacus `secure_mode` "
                        "off): sound for research, not for releasing real people's data."))
+    if cfg.utility and utility is None:
+        b.append(("p", "Utility was not measured: nothing was released to train on."))
     if utility is not None:
         u = utility["utility"][cfg.generator]
         names = {"random": "none (uniformly random styles)", "real": "the real population",

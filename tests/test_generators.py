@@ -99,6 +99,14 @@ def test_dp_vae_is_stopped_by_the_ledger_guard(tmp_path):
     (entry,) = ledger.entries
     assert entry["kind"] == "dp_sgd" and entry["status"] == "committed"
     assert gen.rows is None                            # no exact count released
+    assert p["epsilon_spent"] == pytest.approx(ledger.spent(), rel=1e-6)
+    (tmp_path / "nearly").mkdir()
+    nearly = ledger_for(tmp_path / "nearly", epsilon=0.5)
+    fit_gmm(toy(400), SPEC, 2, epsilon=0.45, ledger=nearly)
+    before = nearly.path.read_text()
+    with pytest.raises(PrivacyBudgetExceeded, match="planned steps.*nothing was trained"):
+        fit_vae(toy(400), SPEC, epochs=2, batch_size=100, epsilon=0.2, ledger=nearly)
+    assert nearly.path.read_text() == before             # refused whole, before a step
 
 
 def test_bad_input_is_named(tmp_path):
@@ -281,6 +289,18 @@ def test_api_mistakes_are_named(tmp_path):
         assert "pickle" not in str(info.value)
     with pytest.raises(ConfigError, match="is not a file"):
         load_generator(tmp_path)
+    good = gen.save(tmp_path / "good")
+    (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:300])
+    with pytest.raises(DataError, match="damaged"):
+        load_generator(tmp_path / "cut.npz")
+    arrays = dict(np.load(good))
+    np.savez(tmp_path / "short.npz", **{k: v for k, v in arrays.items() if k != "weights"})
+    with pytest.raises(DataError, match="has no 'weights' array"):
+        load_generator(tmp_path / "short.npz")
+    np.savez(tmp_path / "odd.npz", **{**arrays, "means": arrays["means"][:, :2]})
+    with pytest.raises(DataError, match=r"'means' has shape \(2, 2\); its table needs "
+                                        r"\(2, 4\)"):
+        load_generator(tmp_path / "odd.npz")
     behaviour = fit_gmm(toy(50), SPEC, 2).save(tmp_path / "behaviour")
     with pytest.raises(ConfigError, match="generates another table"):
         PopulationSampler(PopulationConfig(generator=str(behaviour)))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -56,6 +57,28 @@ class Generator:
         self.encoder, self.rows = encoder, None if rows is None else int(rows)
         self.arrays = {k: np.asarray(v) for k, v in arrays.items()}
         self.privacy = dict(privacy) if privacy is not None else None
+        self._check_arrays()
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each array's expected shape (the kinds say)."""
+        raise NotImplementedError
+
+    def _check_arrays(self) -> None:
+        """Every array the kind needs, of the shape the spec implies, finite.
+
+        Raises:
+            DataError: naming the first array missing, misshapen or not finite.
+        """
+        for name, shape in self._shapes().items():
+            if name not in self.arrays:
+                raise DataError(f"the {self.kind} generator has no {name!r} array")
+            a = self.arrays[name]
+            if a.shape != shape or min(shape, default=1) < 1:
+                raise DataError(f"the {self.kind} generator's {name!r} has shape {a.shape}; "
+                                f"its table needs {shape}")
+            if not np.issubdtype(a.dtype, np.number) or not np.all(np.isfinite(a)):
+                raise DataError(f"the {self.kind} generator's {name!r} holds values that "
+                                "are not finite numbers")
 
     @property
     def spec(self):  # noqa: ANN201 (TableSpec)
@@ -144,7 +167,8 @@ def load_generator(path: str | Path) -> Generator:
 
     Raises:
         ConfigError: no such file.
-        DataError: not a generator file, or one of another format or kind.
+        DataError: not a generator file, a damaged one, or one of another format or kind,
+            or whose arrays do not fit its table (``Generator._check_arrays``).
     """
     from synth.generators.gmm import GaussianMixtureGenerator
     from synth.generators.vae import VAEGenerator
@@ -169,8 +193,9 @@ def load_generator(path: str | Path) -> Generator:
                             f"{_FORMAT}, kinds {sorted(kinds)}")
         return kinds[meta["kind"]](TableEncoder.from_json(meta["encoder"]), arrays,
                                    meta["rows"], meta.get("privacy"))
-    except DataError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
+            json.JSONDecodeError):
         # (np.load's own message for a pickled file invites loading it unsafely)
-        raise DataError(not_ours) from None
+        raise DataError(not_ours + " or a damaged one") from None

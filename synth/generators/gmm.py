@@ -85,6 +85,10 @@ class GaussianMixtureGenerator(Generator):
 
     kind = "gmm"
 
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        k, d = np.shape(self.arrays.get("weights", ()))[:1] or (-1,), self.spec.width
+        return {"weights": (k[0],), "means": (k[0], d), "cholesky": (k[0], d, d)}
+
     def _draw(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
         w, means, chol = (self.arrays[k] for k in ("weights", "means", "cholesky"))
         comp = categorical(w, rng.random(n))

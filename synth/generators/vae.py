@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from personarl.errors import ConfigError, DataError, check_int, check_range
+from personarl.errors import ConfigError, check_int, check_range
 from synth.generators.base import MAX_FIT_SEED, Generator, fitting_rows
 from synth.generators.table import TableEncoder, TableSpec, check_table
 
@@ -49,6 +49,14 @@ class VAEGenerator(Generator):
     ReLU between them) and ``latent`` (a 0-d array: ``L``)."""
 
     kind = "vae"
+
+    def _shapes(self) -> dict[str, tuple[int, ...]]:
+        a, m = self.arrays, len(self.spec.numeric)
+        latent = int(np.asarray(a.get("latent", -1)).reshape(-1)[0]) if "latent" in a else -1
+        hidden = np.shape(a.get("b0", ()))[0] if np.ndim(a.get("b0", ())) == 1 else -1
+        out = 2 * m + sum(c.width for c in self.spec.categorical)
+        return {"latent": (), "w0": (latent, hidden), "b0": (hidden,),
+                "w1": (hidden, hidden), "b1": (hidden,), "w2": (hidden, out), "b2": (out,)}
 
     def _draw(self, n: int, rng: np.random.Generator) -> pd.DataFrame:
         a = self.arrays
@@ -116,7 +124,8 @@ def fit_vae(table: pd.DataFrame, spec: TableSpec, *, epochs: int = 60, batch_siz
     Raises:
         ConfigError: a bad argument; ``epsilon`` without a ledger or a ledger without it.
         DataError: the table does not fit the spec (``check_table``).
-        PrivacyBudgetExceeded: the ledger cannot pay for one step (nothing was trained).
+        PrivacyBudgetExceeded: the ledger cannot pay for the planned steps (nothing was
+            trained).
     """
     import torch
 
@@ -175,17 +184,28 @@ def _train_private(model: Any, optimizer: Any, loader: Any, n: int, epochs: int,
     from opacus import PrivacyEngine
 
     from synth.privacy.dpsgd import LedgerSteps
-    from synth.privacy.ledger import PrivacyBudgetExceeded, calibrate, check_ledger
+    from synth.privacy.ledger import (PrivacyBudgetExceeded, calibrate, check_ledger,
+                                      event_epsilon)
 
     ledger = check_ledger(ledger, "DP-SGD")
     max_grad_norm = check_range("max_grad_norm", max_grad_norm, 0, 1e6, low_open=True)
     q = min(loader.batch_size / n, 1.0)
     planned = max(1, round(epochs / q))
-    sigma = calibrate(lambda s: SelfComposedDpEvent(
-        PoissonSampledDpEvent(q, GaussianDpEvent(s)), planned), epsilon, ledger.delta)
-    engine = PrivacyEngine()               # secure_mode off: recorded in the fit's privacy
+    steps_event = lambda sigma, steps: SelfComposedDpEvent(  # noqa: E731
+        PoissonSampledDpEvent(q, GaussianDpEvent(sigma)), steps)
+    sigma = calibrate(lambda s: steps_event(s, planned), epsilon, ledger.delta)
+    projected = ledger.project(steps_event(sigma, planned))
+    if projected > ledger.epsilon:               # refused whole, before anything runs
+        raise PrivacyBudgetExceeded(
+            f"dp_sgd {label!r} refused: its {planned} planned steps (epsilon={epsilon:g}) "
+            f"would take the privacy ledger of {ledger.dataset} to epsilon={projected:.6g} "
+            f"at delta={ledger.delta:g}, beyond its budget epsilon={ledger.epsilon:g} "
+            f"(spent now: {ledger.spent():.6g}); nothing was trained and the ledger is "
+            "unchanged")
     with warnings.catch_warnings():
+        # Opacus warns on every PrivacyEngine without secure_mode: recorded in the fit
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine()
         model, optimizer, private_loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
             max_grad_norm=max_grad_norm, poisson_sampling=True,
@@ -195,7 +215,7 @@ def _train_private(model: Any, optimizer: Any, loader: Any, n: int, epochs: int,
         with warnings.catch_warnings():
             # torch, on Opacus's hooks of a first layer whose input needs no gradient
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
-            for _ in range(4 * epochs):      # the guard stops it near `planned` steps
+            for _ in range(4 * epochs):      # the guard stops it at `planned` steps
                 for (batch,) in private_loader:
                     optimizer.zero_grad()
                     model(batch).backward()
@@ -205,8 +225,12 @@ def _train_private(model: Any, optimizer: Any, loader: Any, n: int, epochs: int,
     finally:
         run.close()
     if run.steps == 0:
-        raise DataError("the ledger refused DP-SGD's first step; nothing was trained")
-    return {"epsilon": float(epsilon), "delta": ledger.delta, "ledger": str(ledger.path),
-            "entry": run.entry, "method": "dp-sgd (opacus)", "noise_multiplier": sigma,
-            "sample_rate": q, "steps": run.steps, "planned_steps": planned,
+        raise PrivacyBudgetExceeded(f"dp_sgd {label!r}: the ledger of {ledger.dataset} "
+                                    f"refused the first step (spent: {ledger.spent():.6g} of "
+                                    f"{ledger.epsilon:g}); nothing was trained")
+    spent = event_epsilon(steps_event(sigma, run.steps), ledger.delta)
+    return {"epsilon": float(epsilon), "epsilon_spent": spent, "delta": ledger.delta,
+            "ledger": str(ledger.path), "entry": run.entry, "method": "dp-sgd (opacus)",
+            "noise_multiplier": sigma, "sample_rate": q, "steps": run.steps,
+            "planned_steps": planned,
             "max_grad_norm": max_grad_norm, "secure_rng": False}
