@@ -208,6 +208,9 @@ def _train(run: Run, run_dir: Path, wandb_group: str | None,
     meta = dict(agent=cfg.agent.name, env_id=env_id, env_steps=learner.env_steps,
                 iterations=learner.iteration, config_hash=run.config_hash,
                 episodes=cfg.eval.episodes)
+    generator = run.env_kwargs.get("population", {}).get("generator")
+    if generator is not None:                 # the users came from a fitted generator
+        meta["population_generator"] = generator
     if cfg.agent.name in PPO_AGENTS:          # the trained policy's identity
         meta["weights_sha256"] = weights_sha256(load_weights(ckpts.latest() / WEIGHTS_FILE))
     # wall-clock figures only under perf: everything else is the same for the same seed,

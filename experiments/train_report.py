@@ -71,6 +71,10 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
                             f"hash `{meta['config_hash']}`. Every policy was evaluated on the "
                             f"same {meta['episodes']:,} held-out users per population "
                             f"(paired), with the latent truth on.")]
+    if meta.get("population_generator"):
+        b.append(("p", "The users — training and evaluation alike — were drawn from the "
+                       f"persona generator `{meta['population_generator']}` "
+                       "(`persona.generator`), not from the simulator's own population."))
     if "learning_curve" in images:
         b.append(("img", images["learning_curve"]))
     for pop_name, pop in summary.items():
