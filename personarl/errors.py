@@ -7,9 +7,11 @@ standard library still catch it.
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 __all__ = [
     "PersonaRLError", "ConfigError", "ResetNeededError", "InvalidActionError", "DataError",
-    "check_range", "check_int", "check_flag", "check_api_key",
+    "check_range", "check_int", "check_flag", "check_api_key", "check_matrix",
 ]
 
 
@@ -98,3 +100,47 @@ def check_api_key(key: str | None, name: str = "PERSONARL_API_KEY") -> None:
                               "$(openssl rand -hex 32))")
     if not key:
         raise ConfigError(f"{name} is empty; leave it unset to go without a key")
+
+
+def check_matrix(name: str, value: Any, columns: int | Sequence[str] | None = None, *,
+                 rows: str = "rows", row: str = "row", column: str = "feature",
+                 empty: str | None = None) -> Any:
+    """``value`` as a finite ``(n, d)`` float64 NumPy array with ``n >= 1``.
+
+    Args:
+        name: what the table is, for the message ("real", "the feature table").
+        columns: the expected column count, or the column names (named in messages).
+        rows, row, column: what the rows, one row and a column are called ("users",
+            "user row", "feature").
+        empty: the message for a table without rows (default: names the shape).
+
+    Raises:
+        DataError: values that are not numbers; not two-dimensional; no rows; another
+            column count than ``columns``; or a value that is not finite, naming its row
+            and column.
+    """
+    import numpy as np
+
+    try:
+        x = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError(f"{name} holds values that are not numbers") from None
+    names = None if columns is None or isinstance(columns, int) else list(columns)
+    want = len(names) if names is not None else columns
+    listed = f" with columns {names}" if names is not None else ""
+    if x.ndim != 2 or (x.shape[0] == 0 and empty is None):
+        raise DataError(f"{name} must be a ({rows}, {column}s) table with at least one row"
+                        f"{listed}; got shape {x.shape}")
+    if want is not None and x.shape[1] != want:
+        raise DataError(f"{name} has {x.shape[1]} {column}s: shape {x.shape}; expected "
+                        f"({rows}, {want}){listed}")
+    if x.shape[0] == 0:
+        raise DataError(empty)
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        i, j = bad[0]
+        where = (f"{column} {names[j]!r} of {row} {i}" if names is not None
+                 else f"{row} {i} {column} {j}")
+        raise DataError(f"{name}: {where} is {float(x[i, j])!r}; every value must be a "
+                        "finite number")
+    return x

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from personarl.errors import ConfigError, DataError, check_int
+from personarl.errors import ConfigError, check_int, check_matrix
 from synth.behaviour import BehaviourModel
 from synth.features import BEHAVIOUR_FEATURES, expected_behaviour_features
 from synth.population import PopulationSampler
@@ -94,10 +94,9 @@ class Discovery:
         Raises:
             DataError: a missing or non-finite feature column.
         """
-        x = self.standardise(features)
-        c = (self.centroids - self.mean) / self.scale
-        d2 = (x * x).sum(1)[:, None] - 2.0 * x @ c.T + (c * c).sum(1)[None, :]
-        return np.sqrt(np.maximum(d2, 0.0))
+        from scipy.spatial.distance import cdist
+
+        return cdist(self.standardise(features), (self.centroids - self.mean) / self.scale)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """``(m,)`` the nearest cluster of each row of ``features`` ``(m, F)``.
@@ -110,18 +109,8 @@ class Discovery:
 
 def _checked(features: Any, names: Sequence[str]) -> np.ndarray:
     """``features`` as a finite ``(n, len(names))`` float64 array, else ``DataError``."""
-    x = np.asarray(features, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != len(names):
-        raise DataError(f"features have shape {x.shape}; expected (users, {len(names)}) "
-                        f"with columns {list(names)}")
-    if len(x) == 0:
-        raise DataError("an empty window: no users to cluster")
-    bad = np.argwhere(~np.isfinite(x))
-    if bad.size:
-        i, j = bad[0]
-        raise DataError(f"feature {names[j]!r} of user row {i} is {float(x[i, j])!r}; every "
-                        "feature must be a finite number")
-    return x
+    return check_matrix("the feature table", features, names, rows="users", row="user row",
+                        empty="an empty window: no users to cluster")
 
 
 def _kmeans(k: int, n: int, seed: int, n_init: int, mini_batch_above: int,

@@ -26,8 +26,8 @@ first: distances mix the features' units).
   mixed-type synthetic data"). Computed on the full data, never subsampled.
   ``memorisation_gate`` passes a share within ``tolerance`` of 0.5.
 
-Nearest neighbours come from scikit-learn (the ``privacy`` or ``discover`` extra), imported
-when a function needs them; the rest is NumPy.
+Nearest neighbours come from scikit-learn and distances from SciPy (the ``privacy`` or
+``discover`` extra), imported when a function needs them; the rest is NumPy.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from personarl.errors import DataError, check_int, check_range
+from personarl.errors import DataError, check_int, check_matrix, check_range
 
 __all__ = ["median_distance", "mmd2", "feature_kl", "categorical_kl", "coverage", "dcr_share",
            "memorisation_gate", "MEDIAN_ROWS"]
@@ -47,58 +47,31 @@ MEDIAN_ROWS = 5_000
 _BLOCK = 1_024        # rows of a kernel block: 1,024 × n doubles at a time
 
 
-def _rows(name: str, x: np.ndarray, d: int | None = None) -> np.ndarray:
-    """``x`` as a finite ``(n, d)`` float64 array with at least one row.
-
-    Raises:
-        DataError: not two-dimensional, no rows, another number of features than ``d``,
-            or a value that is not a finite number (naming the first).
-    """
-    try:
-        a = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{name} holds values that are not numbers") from None
-    if a.ndim != 2 or a.shape[0] == 0:
-        raise DataError(f"{name} must be a (rows, features) table with at least one row; "
-                        f"got shape {a.shape}")
-    if d is not None and a.shape[1] != d:
-        raise DataError(f"{name} has {a.shape[1]} features; the real data has {d}")
-    bad = np.argwhere(~np.isfinite(a))
-    if bad.size:
-        i, j = bad[0]
-        raise DataError(f"{name} row {i} feature {j} is {a[i, j]!r}; every value must be "
-                        "a finite number")
-    return a
-
-
-def _sq_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(len(a), len(b))`` squared Euclidean distances (clipped at 0 against rounding)."""
-    d = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return np.maximum(d, 0.0, out=d)
-
-
 def median_distance(real: np.ndarray, rng: np.random.Generator | None = None) -> float:
     """The median Euclidean distance between pairs of distinct real rows — over every pair
     of up to ``MEDIAN_ROWS`` rows, else of a random subset of that many (``rng``).
 
     Raises:
-        DataError: fewer than two rows, or bad values (``_rows``).
+        DataError: fewer than two rows, or bad values (``personarl.errors.check_matrix``).
     """
-    real = _rows("real", real)
+    real = check_matrix("real", real)
     if len(real) < 2:
         raise DataError("the median distance needs at least two real rows")
     if len(real) > MEDIAN_ROWS:
         rng = rng if rng is not None else np.random.default_rng(0)
         real = real[rng.choice(len(real), MEDIAN_ROWS, replace=False)]
-    upper = np.triu_indices(len(real), k=1)
-    return float(np.sqrt(np.median(_sq_distances(real, real)[upper])))
+    from scipy.spatial.distance import pdist
+
+    return float(np.median(pdist(real)))
 
 
 def _kernel_sum(a: np.ndarray, b: np.ndarray, gamma: float, same: bool) -> float:
     """``Σ_{i,j} exp(−γ ‖a_i − b_j‖²)``, without the diagonal if ``same``."""
+    from scipy.spatial.distance import cdist
+
     total = 0.0
     for lo in range(0, len(a), _BLOCK):
-        k = np.exp(-gamma * _sq_distances(a[lo:lo + _BLOCK], b))
+        k = np.exp(-gamma * cdist(a[lo:lo + _BLOCK], b, "sqeuclidean"))
         total += float(k.sum())
     return total - (len(a) if same else 0.0)            # the diagonal: exp(0) = 1 each
 
@@ -112,8 +85,8 @@ def mmd2(real: np.ndarray, synthetic: np.ndarray, bandwidth: float | None = None
             that are not finite.
         ConfigError: a bandwidth that is not > 0 and finite.
     """
-    real = _rows("real", real)
-    synthetic = _rows("synthetic", synthetic, real.shape[1])
+    real = check_matrix("real", real)
+    synthetic = check_matrix("synthetic", synthetic, real.shape[1])
     m, n = len(real), len(synthetic)
     if m < 2 or n < 2:
         raise DataError(f"the unbiased MMD² needs at least two rows on each side; got {m} "
@@ -135,11 +108,11 @@ def feature_kl(real: np.ndarray, synthetic: np.ndarray, bins: int = 20) -> np.nd
     real values, with add-½ smoothing (module doc), in nats.
 
     Raises:
-        DataError: bad tables (``_rows``) or different feature counts.
+        DataError: bad tables (``personarl.errors.check_matrix``) or different feature counts.
         ConfigError: ``bins`` < 2.
     """
-    real = _rows("real", real)
-    synthetic = _rows("synthetic", synthetic, real.shape[1])
+    real = check_matrix("real", real)
+    synthetic = check_matrix("synthetic", synthetic, real.shape[1])
     bins = check_int("bins", bins, 2)
     out = np.empty(real.shape[1])
     quantiles = np.linspace(0.0, 1.0, bins + 1)[1:-1]
@@ -193,8 +166,8 @@ def coverage(real: np.ndarray, synthetic: np.ndarray, k: int = 5) -> float:
         DataError: bad tables, or no more than ``k`` real rows.
         ConfigError: ``k`` < 1.
     """
-    real = _rows("real", real)
-    synthetic = _rows("synthetic", synthetic, real.shape[1])
+    real = check_matrix("real", real)
+    synthetic = check_matrix("synthetic", synthetic, real.shape[1])
     k = check_int("k", k, 1)
     if len(real) <= k:
         raise DataError(f"coverage with k={k} needs more than {k} real rows; got {len(real)}")
@@ -211,9 +184,9 @@ def dcr_share(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> 
         DataError: bad tables, or a held-out set of another size than the training set
             (the share's 0.5 assumes equal sizes).
     """
-    train = _rows("train", train)
-    holdout = _rows("holdout", holdout, train.shape[1])
-    synthetic = _rows("synthetic", synthetic, train.shape[1])
+    train = check_matrix("train", train)
+    holdout = check_matrix("holdout", holdout, train.shape[1])
+    synthetic = check_matrix("synthetic", synthetic, train.shape[1])
     if len(train) != len(holdout):
         raise DataError(f"the training set has {len(train)} rows and the held-out set "
                         f"{len(holdout)}; the distance-to-closest-record share compares "

@@ -103,8 +103,10 @@ def _clip_rows(z: np.ndarray, radius: float) -> np.ndarray:
 
 
 def _nearest(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    d = (z * z).sum(1)[:, None] - 2 * z @ centres.T + (centres * centres).sum(1)[None, :]
-    return d.argmin(axis=1)
+    """Each row's nearest centre."""
+    from scipy.spatial.distance import cdist
+
+    return cdist(z, centres, "sqeuclidean").argmin(axis=1)
 
 
 def _private_encoder(spec: TableSpec, table: pd.DataFrame, sigma: float,
