@@ -155,6 +155,14 @@ MAX_ROWS = 100_000
 MAX_DELTA = 1e-3
 
 
+def _needs(generator: str, checked: Mapping[str, Any]) -> str:
+    """What the smallest table is made of (the end of a too-few-users message)."""
+    components = (f" (at least components={checked['components']})" if generator == "gmm"
+                  else "")
+    return (f"{generator} needs at least {checked['min_users']}: half to fit{components}, "
+            f"half — at least {MIN_HOLDOUT} — to measure")
+
+
 def _checked(cfg: DictConfig) -> dict[str, Any]:
     """Every option checked before anything is read, fitted or spent (names as on the
     command line)."""
@@ -180,11 +188,7 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data is None:
         users = check_int("users", cfg.users, 1, MAX_ROWS)
         if users < out["min_users"]:
-            raise ConfigError(
-                f"users={users}; {cfg.generator} needs at least {out['min_users']}: half to "
-                "fit" + (f" (at least components={out['components']})"
-                         if cfg.generator == "gmm" else "")
-                + f", half — at least {MIN_HOLDOUT} — to measure")
+            raise ConfigError(f"users={users}; {_needs(cfg.generator, out)}")
         out["users"] = users
     if cfg.epsilon is not None:
         out["epsilon"] = check_range("epsilon", cfg.epsilon, MIN_TARGET, MAX_TARGET)
@@ -267,11 +271,8 @@ def synthesize(cfg: DictConfig, run_dir: Path) -> Path:
     table, spec, data = _real_table(cfg, checked, sampler, run_dir)
     rows = consenting(table)
     if len(rows) < checked["min_users"]:
-        raise ConfigError(
-            f"{len(rows)} consenting user(s) in {data.name}; {cfg.generator} needs at least "
-            f"{checked['min_users']}: half to fit"
-            + (f" (at least components={checked['components']})" if cfg.generator == "gmm"
-               else "") + f", half — at least {MIN_HOLDOUT} — to measure")
+        raise ConfigError(f"{len(rows)} consenting user(s) in {data.name}; "
+                          f"{_needs(cfg.generator, checked)}")
     if len(rows) > 2 * MAX_ROWS:
         raise ConfigError(f"{len(rows):,} consenting users in {data.name}; synthesize fits and "
                           f"scores at most {2 * MAX_ROWS:,} (MMD² costs the square of the "

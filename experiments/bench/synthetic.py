@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from personarl.stats import mean_ci
-from synth.fidelity import coverage, dcr_share, feature_kl, memorisation_gate, mmd2
+from synth.fidelity import dcr_share, memorisation_gate
 
 __all__ = ["run", "fidelity_dataset", "fidelity_study", "utility_study"]
 
@@ -85,21 +85,14 @@ def _fit(kind: str, train: pd.DataFrame, spec: Any, epsilon: float | None, seed:
     return fit_vae(train, spec, epochs=epochs, seed=seed, epsilon=epsilon, ledger=ledger)
 
 
-def _scores(synthetic: np.ndarray, train: np.ndarray, holdout: np.ndarray) -> dict[str, Any]:
-    kl = feature_kl(holdout, synthetic)
-    share = dcr_share(synthetic, train, holdout)
-    return {"mmd2": mmd2(holdout, synthetic), "kl": kl.tolist(), "kl_max": float(kl.max()),
-            "coverage": coverage(holdout, synthetic), "dcr_share": share,
-            "gate": memorisation_gate(share)}
-
-
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in ("mmd2", "kl_max", "coverage", "dcr_share", "seconds"):
         values = [r[key] for r in runs]
         out[key] = {"median": statistics.median(values), "min": min(values),
                     "max": max(values)}
-    out["kl_median_by_feature"] = np.median([r["kl"] for r in runs], axis=0).tolist()
+    out["kl_median_by_feature"] = np.median([list(r["kl"].values()) for r in runs],
+                                            axis=0).tolist()
     out["gate_passed"] = sum(r["gate"] for r in runs)
     return out
 
@@ -108,13 +101,14 @@ def fidelity_study(seeds: int = 5, epsilons: tuple[float, ...] = (0.1, 1.0, 10.0
                    users: int = 10_000, components: int = 8, epochs: int = 30,
                    generators: tuple[str, ...] = ("gmm", "vae")) -> dict[str, Any]:
     """The fidelity table and the memorisation gate (module doc)."""
+    from experiments.synthesize import fidelity_scores
+    from synth.generators import TableEncoder
     from synth.generators.behaviour import behaviour_spec
 
     spec = behaviour_spec()
     train, holdout = fidelity_dataset(users)
     cols = spec.names
-    mean, sd = train[cols].mean(), train[cols].std()
-    matrix = lambda t: ((t[cols] - mean) / sd).to_numpy()  # noqa: E731
+    matrix = TableEncoder.fit(spec, train).encode        # the scores' standardisation
     x_train, x_holdout = matrix(train), matrix(holdout)
     n = len(holdout)
     rows: dict[str, Any] = {}
@@ -130,7 +124,7 @@ def fidelity_study(seeds: int = 5, epsilons: tuple[float, ...] = (0.1, 1.0, 10.0
                                epochs)
                     seconds = time.perf_counter() - start
                     synthetic = gen.sample(n, np.random.default_rng(1000 + seed))
-                    runs.append({**_scores(matrix(synthetic), x_train, x_holdout),
+                    runs.append({**fidelity_scores(spec, train, holdout, synthetic),
                                  "seconds": seconds,
                                  "steps": (gen.privacy or {}).get("steps")})
                     if kind == "gmm" and epsilon is None and seed == 0:

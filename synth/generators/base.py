@@ -26,7 +26,7 @@ import pandas as pd
 
 from personarl.errors import ConfigError, DataError, check_int
 from personarl.files import write_atomic
-from synth.generators.table import TableEncoder, check_table
+from synth.generators.table import TableEncoder, TableSpec, check_table
 
 __all__ = ["Generator", "load_generator", "fitting_rows", "SOURCES", "SUFFIX", "MAX_FIT_SEED"]
 
@@ -81,7 +81,8 @@ class Generator:
                                 "are not finite numbers")
 
     @property
-    def spec(self):  # noqa: ANN201 (TableSpec)
+    def spec(self) -> TableSpec:
+        """The modelled columns (the encoder's)."""
         return self.encoder.spec
 
     def _draw(self, n: int, rng: np.random.Generator) -> pd.DataFrame:

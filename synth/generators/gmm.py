@@ -109,6 +109,13 @@ def _nearest(z: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return cdist(z, centres, "sqeuclidean").argmin(axis=1)
 
 
+def _cluster_sums(z: np.ndarray, label: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(counts (k,), sums (k, D))`` of the rows of ``z`` in each of ``k`` clusters."""
+    members = np.zeros((len(z), k))
+    members[np.arange(len(z)), label] = 1.0
+    return members.sum(axis=0), members.T @ z
+
+
 def _private_encoder(spec: TableSpec, table: pd.DataFrame, sigma: float,
                      rng: np.random.Generator) -> tuple[TableEncoder, float]:
     """Step 1: the encoder's centre and scale, and the noisy row count, from one Gaussian
@@ -152,9 +159,7 @@ def _dp_mixture(z: np.ndarray, spec: TableSpec, k: int, sigmas: dict[str, float]
     a, b = _LLOYD_WEIGHTS
     for _ in range(rounds):
         label = _nearest(z, centres)
-        counts = np.bincount(label, minlength=k).astype(float)
-        sums = np.zeros((k, dim))
-        np.add.at(sums, label, z)
+        counts, sums = _cluster_sums(z, label, k)
         sigma = sigmas["lloyd"]
         n_hat = counts + rng.normal(0, sigma / a, k)
         s_hat = sums + rng.normal(0, sigma * clip / b, (k, dim))
@@ -164,11 +169,8 @@ def _dp_mixture(z: np.ndarray, spec: TableSpec, k: int, sigmas: dict[str, float]
             centres[~alive] = _initial_centres(spec, int((~alive).sum()), rng)
     label = _nearest(z, centres)
     resid = _clip_rows(z - centres[label], residual_clip)
-    counts = np.bincount(label, minlength=k).astype(float)
-    sums = np.zeros((k, dim))
-    np.add.at(sums, label, z)
-    scatter = np.zeros((k, dim, dim))
-    np.add.at(scatter, label, resid[:, :, None] * resid[:, None, :])
+    counts, sums = _cluster_sums(z, label, k)
+    scatter = np.stack([resid[label == j].T @ resid[label == j] for j in range(k)])
     sigma = sigmas["statistics"]
     a, b, c = _FINAL_WEIGHTS
     n_hat = counts + rng.normal(0, sigma / a, k)
