@@ -45,7 +45,7 @@ __all__ = ["PHASES", "STRATEGIES", "TONES", "STYLES", "PREFERRED", "IMPORTANCE",
            "PHASE_URGENCY", "PHASE_WEIGHT",
            "AdaptationModel", "ChatState", "Preferences", "phase_bounds", "phase_of",
            "style_vectors",
-           "satisfaction", "chat_transition", "style_rewards"]
+           "satisfaction", "chat_transition", "turn_reward", "style_rewards"]
 
 PHASES = ("opening", "building", "problem_solving", "closing")
 STRATEGIES = ("mirror", "complement", "balance")
@@ -192,13 +192,23 @@ def chat_transition(state: ChatState, sat: np.ndarray, thumb_u: np.ndarray | Non
     return reward_fn(state.engagement, (state.sentiment + 1.0) / 2.0, thumb), thumb
 
 
+def turn_reward(assistant: np.ndarray, prefs: Preferences, phase: np.ndarray,
+                state: ChatState, model: AdaptationModel, reward_fn: AdaptationRewardFn
+                ) -> np.ndarray:
+    """``(n,)`` expected reward of answering this turn in assistant styles ``(n, 10)``
+    (the thumb in expectation; ``state`` unchanged)."""
+    sat = satisfaction(assistant, prefs, phase, state.sentiment, model)
+    reward, _ = chat_transition(state.take(slice(None)), sat, None, model, reward_fn,
+                                expected=True)
+    return reward
+
+
 def style_rewards(perceived: np.ndarray, prefs: Preferences, phase: np.ndarray,
                   state: ChatState, model: AdaptationModel, reward_fn: AdaptationRewardFn
                   ) -> np.ndarray:
     """``(n, 9)`` expected reward of every discrete style this turn (``state`` unchanged)."""
     n, k = len(perceived), len(STYLES)
     rep = np.repeat(np.arange(n), k)
-    sat = satisfaction(style_vectors(np.tile(np.arange(k), n), perceived[rep]),
-                       prefs.take(rep), phase[rep], state.sentiment[rep], model)
-    reward, _ = chat_transition(state.take(rep), sat, None, model, reward_fn, expected=True)
-    return reward.reshape(n, k)
+    return turn_reward(style_vectors(np.tile(np.arange(k), n), perceived[rep]),
+                       prefs.take(rep), phase[rep], state.take(rep), model,
+                       reward_fn).reshape(n, k)

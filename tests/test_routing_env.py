@@ -130,11 +130,13 @@ def test_creator_returns_the_native_vector_env_when_given_num_envs():
 
 
 def test_importing_envs_pulls_in_neither_ray_nor_torch():
-    # nor the privacy extra's libraries (issue 21), nor synth.privacy itself
+    # nor the privacy extra's libraries (issue 21), nor synth.privacy itself, nor the
+    # rlhf extra's (issue 23: learned reward models score in NumPy)
     heavy = ("ray", "torch", "opendp", "dp_accounting", "opacus", "pandas", "pyarrow",
-             "sklearn", "scipy", "synth.privacy.ledger")
+             "sklearn", "scipy", "synth.privacy.ledger", "transformers", "trl", "datasets")
     code = ("import sys, envs, synth, rewards, agents, envs.creator, synth.privacy, "
-            "synth.demographics, synth.fidelity; "
+            "synth.demographics, synth.fidelity, rewards.preferences, "
+            "rewards.reward_model, envs.turns; "
             f"bad = [m for m in {heavy!r} if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,211 @@
+"""A learned reward model scored in NumPy: ``r_θ(x, a)`` from a weights file.
+
+The model is an ensemble of ``M`` multilayer perceptrons (tanh hidden layers, one linear
+output) over ``[standardised context, action features]`` trained with the Bradley–Terry
+loss ``−log σ(r(x, chosen) − r(x, rejected))`` (``agents.learners.bradley_terry``). Scoring
+needs only NumPy, so ``import envs, rewards`` stays free of torch.
+
+Objectives over the members' scores ``r_1..r_M`` (Coste et al. 2024, "Reward Model
+Ensembles Help Mitigate Overoptimization"):
+
+* ``mean``: ``(1/M) Σ r_m``;
+* ``worst_case`` (WCO): ``min_m r_m``;
+* ``uncertainty_weighted`` (UWO): ``mean − λ · Var_m r_m`` (``penalty`` = λ).
+
+The file is one ``.npz`` read with ``allow_pickle=False``: ``w{i}``/``b{i}`` stacked over
+members (``(M, fan_in, fan_out)`` / ``(M, fan_out)``), ``x_mean``/``x_std`` and a JSON ``meta``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from personarl.errors import ConfigError, DataError
+from rewards.preferences import PreferencePairs, check_pairs, label_ceiling, sigmoid
+
+__all__ = ["RewardModel", "OBJECTIVES", "FORMAT", "pair_metrics"]
+
+FORMAT = "personarl.reward_model/1"
+OBJECTIVES = ("mean", "worst_case", "uncertainty_weighted")
+
+
+class RewardModel:
+    """An ensemble reward model ``r(x, a)`` in NumPy.
+
+    Args:
+        layers: ``[(W, b), ...]`` with ``W`` ``(M, fan_in, fan_out)`` and ``b``
+            ``(M, fan_out)``; the last layer's ``fan_out`` is 1.
+        x_mean, x_std: ``(d_x,)`` the context's standardisation.
+        num_actions: K for ``Discrete(K)`` (one-hot features), None for a box of width
+            ``fan_in − d_x``.
+        meta: what the trainer recorded (kept in the file).
+    """
+
+    def __init__(self, layers: list[tuple[np.ndarray, np.ndarray]], x_mean: np.ndarray,
+                 x_std: np.ndarray, num_actions: int | None,
+                 meta: Mapping[str, Any] | None = None) -> None:
+        if not layers:
+            raise DataError("a reward model needs at least one layer")
+        self.layers = [(np.asarray(w, np.float64), np.asarray(b, np.float64))
+                       for w, b in layers]
+        self.x_mean = np.asarray(x_mean, np.float64)
+        self.x_std = np.asarray(x_std, np.float64)
+        self.num_actions = num_actions
+        self.meta = dict(meta or {})
+        m = self.layers[0][0].shape[0]
+        for i, (w, b) in enumerate(self.layers):
+            if w.ndim != 3 or b.shape != (m, w.shape[2]) or w.shape[0] != m:
+                raise DataError(f"reward model layer {i}: weights {w.shape} and bias "
+                                f"{b.shape} are not (M, in, out) / (M, out) with M = {m}")
+            if i and w.shape[1] != self.layers[i - 1][0].shape[2]:
+                raise DataError(f"reward model layer {i} takes {w.shape[1]} inputs; the "
+                                f"layer before gives {self.layers[i - 1][0].shape[2]}")
+            if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+                raise DataError(f"reward model layer {i} has non-finite weights")
+        if self.layers[-1][0].shape[2] != 1:
+            raise DataError("a reward model's last layer must have one output")
+        if self.x_mean.shape != self.x_std.shape or self.x_std.ndim != 1 or \
+                np.any(self.x_std <= 0):
+            raise DataError("a reward model's context standardisation must be (d_x,) "
+                            "with positive scales")
+        if self.action_dim < 1:
+            raise DataError(f"the first layer takes {self.layers[0][0].shape[1]} inputs, "
+                            f"not more than the context's {self.context_dim}")
+
+    @property
+    def members(self) -> int:
+        return self.layers[0][0].shape[0]
+
+    @property
+    def context_dim(self) -> int:
+        return len(self.x_mean)
+
+    @property
+    def action_dim(self) -> int:
+        return self.layers[0][0].shape[1] - self.context_dim
+
+    def inputs(self, context: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """``(n, d_x + d_a)`` the network's input: standardised context, action features.
+
+        Raises:
+            DataError: wrong widths, unknown action indices, non-finite values.
+        """
+        x = np.asarray(context, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.context_dim:
+            raise DataError(f"context must be (n, {self.context_dim}); got {x.shape}")
+        a = np.asarray(action)
+        if self.num_actions is not None:
+            if a.shape != (len(x),) or not np.issubdtype(a.dtype, np.integer):
+                raise DataError(f"actions must be ({len(x)},) indices of "
+                                f"Discrete({self.num_actions}); got {a.dtype} {a.shape}")
+            if np.any((a < 0) | (a >= self.num_actions)):
+                bad = int(a[(a < 0) | (a >= self.num_actions)][0])
+                raise DataError(f"unknown action {bad}; valid actions are "
+                                f"0..{self.num_actions - 1}")
+            feats = np.eye(self.num_actions)[a]
+        else:
+            feats = np.asarray(a, dtype=np.float64)
+            if feats.shape != (len(x), self.action_dim):
+                raise DataError(f"actions must be ({len(x)}, {self.action_dim}); got "
+                                f"{feats.shape}")
+        z = np.concatenate([(x - self.x_mean) / self.x_std, feats], axis=1)
+        if not np.all(np.isfinite(z)):
+            raise DataError("context or actions are not finite")
+        return z
+
+    def member_scores(self, context: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """``(M, n)`` each member's reward."""
+        h = np.broadcast_to(self.inputs(context, action), (self.members,) +
+                            (len(context), self.context_dim + self.action_dim))
+        last = len(self.layers) - 1
+        for i, (w, b) in enumerate(self.layers):
+            h = np.matmul(h, w) + b[:, None, :]
+            if i < last:
+                h = np.tanh(h)
+        return h[..., 0]
+
+    def reward(self, context: np.ndarray, action: np.ndarray, *, objective: str = "mean",
+               penalty: float = 1.0) -> np.ndarray:
+        """``(n,)`` the ensemble's reward under ``objective`` (module docstring).
+
+        Raises:
+            ConfigError: an unknown objective or a negative penalty.
+        """
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective={objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if not penalty >= 0:
+            raise ConfigError(f"penalty={penalty!r} must be >= 0")
+        r = self.member_scores(context, action)
+        if objective == "mean":
+            return r.mean(axis=0)
+        if objective == "worst_case":
+            return r.min(axis=0)
+        return r.mean(axis=0) - penalty * r.var(axis=0)
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        """Write one ``.npz`` (module docstring); returns the path."""
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {"x_mean": self.x_mean, "x_std": self.x_std}
+        for i, (w, b) in enumerate(self.layers):
+            arrays[f"w{i}"], arrays[f"b{i}"] = w, b
+        meta = {**self.meta, "format": FORMAT, "num_actions": self.num_actions,
+                "layers": len(self.layers)}
+        with open(path, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RewardModel":
+        """A model written by ``save``.
+
+        Raises:
+            DataError: no file, a damaged or foreign file, inconsistent weights.
+        """
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("format") != FORMAT:
+                    raise DataError(f"{path}: not a reward model (format "
+                                    f"{meta.get('format')!r}, expected {FORMAT!r})")
+                layers = [(z[f"w{i}"], z[f"b{i}"]) for i in range(int(meta["layers"]))]
+                x_mean, x_std = z["x_mean"], z["x_std"]
+        except FileNotFoundError:
+            raise DataError(f"no reward model at {path}: train one first "
+                            "(python -m experiments.preferences)") from None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path} is not a reward-model file: {e}") from None
+        return cls(layers, x_mean, x_std, meta["num_actions"], meta)
+
+
+def pair_metrics(model: RewardModel, pairs: PreferencePairs, *, objective: str = "mean",
+                 penalty: float = 1.0, bins: int = 10) -> dict[str, float]:
+    """How well ``model`` predicts the labels of held-out ``pairs``.
+
+    Returns:
+        ``accuracy`` (share of pairs with ``r(chosen) > r(rejected)``; ties count ½),
+        ``log_loss`` (the Bradley–Terry NLL, nats), ``ece`` (expected calibration error of
+        the confidence ``max(p, 1 − p)``, ``p = σ(Δr)``, over ``bins`` equal-width bins;
+        Guo et al. 2017), ``ceiling`` (``rewards.preferences.label_ceiling``) and
+        ``agree_with_truth`` (share of pairs the model orders as the true reward does).
+    """
+    check_pairs(pairs)
+    kw = {"objective": objective, "penalty": penalty}
+    delta = (model.reward(pairs.context, pairs.chosen, **kw)
+             - model.reward(pairs.context, pairs.rejected, **kw))
+    p = sigmoid(delta)
+    correct = np.where(delta == 0, 0.5, (delta > 0).astype(np.float64))
+    conf = np.maximum(p, 1.0 - p)
+    which = np.minimum(((conf - 0.5) * 2 * bins).astype(np.int64), bins - 1)
+    ece = sum(abs(conf[which == k].mean() - correct[which == k].mean()) * np.mean(which == k)
+              for k in range(bins) if np.any(which == k))
+    truth = np.sign(pairs.true_margin)
+    return {"pairs": len(pairs), "accuracy": float(correct.mean()),
+            "log_loss": float(np.mean(np.logaddexp(0.0, -delta))), "ece": float(ece),
+            "ceiling": label_ceiling(pairs),
+            "agree_with_truth": float(np.mean(np.sign(delta) == truth))}
