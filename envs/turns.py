@@ -36,7 +36,7 @@ from envs.adaptation_model import (AdaptationModel, ChatState, Preferences, styl
                                    turn_reward)
 from personarl.errors import ConfigError, DataError, check_int
 from rewards.adaptation import AdaptationRewardWeights
-from rewards.preferences import STYLE_BIASES
+from rewards.preferences import STYLE_BIASES, Annotators, PreferencePairs, annotate
 
 __all__ = ["TurnContexts", "turn_contexts", "TURN_ENVS", "CONTEXTS"]
 
@@ -121,6 +121,26 @@ class TurnContexts:
         if self.num_actions is not None:
             return rng.integers(0, self.num_actions, rows)
         return rng.random((rows, self.action_dim))
+
+    def candidates(self, rows: int, rng: np.random.Generator, sd: float = 0.35
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Two different candidate actions per context: uniform distinct indices, or
+        styles ``N(½, sd²)`` per trait clipped to [0, 1] (the first ``(rows, k)`` draw
+        for ``a``, the second for ``b``)."""
+        if self.num_actions is not None:
+            a = rng.integers(0, self.num_actions, rows)
+            return a, (a + rng.integers(1, self.num_actions, rows)) % self.num_actions
+        return tuple(np.clip(0.5 + sd * rng.standard_normal((rows, self.action_dim)), 0, 1)
+                     for _ in range(2))
+
+    def compare(self, annotators: Annotators, rng: np.random.Generator, *,
+                sd: float = 0.35, taste: str | None = None) -> PreferencePairs:
+        """One pair per context: two ``candidates`` judged by the pool
+        (``rewards.preferences.annotate``) with the true reward and, if given, a taste."""
+        a, b = self.candidates(len(self), rng, sd)
+        return annotate(self.observation, a, b, self.true_reward(a), self.true_reward(b),
+                        annotators, rng, bias_a=self.taste(taste, a),
+                        bias_b=self.taste(taste, b), num_actions=self.num_actions)
 
 
 def turn_contexts(env_id: str, n: int, seed: int, *, context: str = "observation",

@@ -341,6 +341,75 @@ class SynthesizeSchema:
 
 
 @dataclass
+class AnnotatorSchema:
+    count: int = 50                     # personas of the population who annotate
+    tau: float = 0.02                   # noise scale (reward units), x [0.5, 1.5] by trait
+    flip: float = 0.05                  # flip rate, x [0.5, 1.5] by trait
+
+
+@dataclass
+class BiasSchema:
+    taste: str = "flattery"             # rewards.preferences.STYLE_BIASES
+    strength: float = 0.4               # reward units, x [0.5, 1.5] by trait
+
+
+@dataclass
+class RewardModelSchema:
+    """``agents.learners.bradley_terry.BradleyTerryConfig``."""
+
+    members: int = 1
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    validation: float = 0.1
+
+
+@dataclass
+class EnsembleSchema:
+    members: int = 5
+    objective: str = "worst_case"       # mean | worst_case | uncertainty_weighted
+    penalty: float = 1.0                # lambda of uncertainty_weighted
+
+
+@dataclass
+class ContextPPOSchema:
+    """``agents.learners.context_ppo.ContextPPOConfig`` (``base_sd`` comes from the lab)."""
+
+    timesteps: int = 300_000
+    snapshots: int = 16
+    lanes: int = 512
+    n_steps: int = 4
+    batch_size: int = 256
+    epochs: int = 10
+    lr: float = 3e-4
+    clip: float = 0.2
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
+
+
+@dataclass
+class OveroptimisationSchema:
+    """``experiments.overoptimisation`` (``configs/overoptimisation.yaml``)."""
+
+    seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    contexts: int = 60_000
+    eval_contexts: int = 1_000
+    max_n: int = 1024
+    samples: int = 16
+    base_sd: float = 0.2
+    pair_sd: float = 0.35
+    annotators: AnnotatorSchema = field(default_factory=AnnotatorSchema)
+    bias: BiasSchema = field(default_factory=BiasSchema)
+    model: RewardModelSchema = field(default_factory=RewardModelSchema)
+    ensemble: EnsembleSchema = field(default_factory=EnsembleSchema)
+    ppo: ContextPPOSchema = field(default_factory=ContextPPOSchema)
+    level: float = 0.95
+    verbose: bool = False
+
+
+@dataclass
 class EraseSchema:
     """``experiments.erase`` (``configs/erase.yaml``)."""
 
@@ -443,7 +512,8 @@ APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": Evalu
                "registry": RegistrySchema, "discover": DiscoverSchema,
                "rank": RankSchema, "erase": EraseSchema,
                "anonymise": AnonymiseSchema, "synthesize": SynthesizeSchema,
-               "simulate_users": SimulateUsersSchema}
+               "simulate_users": SimulateUsersSchema,
+               "overoptimisation": OveroptimisationSchema}
 
 
 def register_configs() -> None:

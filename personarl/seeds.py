@@ -56,6 +56,9 @@ PURPOSES: dict[str, int] = {
     "serving": 14,            # a server's exploration and traffic-split draws
     "discovery_users": 15,    # the persisting users of experiments.discover and their windows
     "discovery_reference": 16,  # the typical users behind the known archetypes' centroids
+    "preference_users": 17,   # users whose turns are compared (key 0) or scored on (key 1)
+    "annotation": 18,         # annotators (key 0), candidates and labels (1), held-out split (2)
+    "optimisation": 19,       # best-of-n samples (0), RL samples (1), PPO (2), reward models (3)
 }
 
 

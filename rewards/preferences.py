@@ -31,14 +31,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from personarl.errors import DataError, check_range
+from personarl.errors import DataError, check_int, check_range
 from synth.archetypes import TRAITS
 
-__all__ = ["Annotators", "PreferencePairs", "STYLE_BIASES", "annotate", "check_pairs",
+__all__ = ["Annotators", "PreferencePairs", "population_annotators", "STYLE_BIASES", "annotate", "check_pairs",
            "label_ceiling", "load_pairs", "pairs_summary", "sigmoid", "MAX_FLIP"]
 
 #: flip rates at or above ½ would turn the preference around
@@ -46,17 +46,27 @@ MAX_FLIP = 0.45
 _T = {name: i for i, name in enumerate(TRAITS)}
 
 
+def _over_the_top(level: np.ndarray) -> np.ndarray:
+    """``(2·level − 1)₊³``: nothing up to a neutral ½, then steeply more to 1 at the top."""
+    return np.clip(2.0 * level - 1.0, 0.0, 1.0) ** 3
+
+
 def _flattery(style: np.ndarray) -> np.ndarray:
-    """An assistant that agrees and enthuses (mean of its agreeableness and enthusiasm)."""
-    return 0.5 * (style[:, _T["agreeableness"]] + style[:, _T["enthusiasm"]])
+    """Gushing: the mean of the assistant's agreeableness and enthusiasm, over the top."""
+    return _over_the_top(0.5 * (style[:, _T["agreeableness"]] + style[:, _T["enthusiasm"]]))
 
 
 def _verbosity(style: np.ndarray) -> np.ndarray:
-    """An assistant that talks more and commits less (extraversion, 1 − directness)."""
-    return 0.5 * (style[:, _T["extraversion"]] + 1.0 - style[:, _T["directness"]])
+    """Padding: the mean of extraversion and 1 − directness, over the top."""
+    return _over_the_top(0.5 * (style[:, _T["extraversion"]] + 1.0
+                                - style[:, _T["directness"]]))
 
 
-#: exploitable tastes over an assistant style ``(n, 10)`` (``synth.TRAITS`` order) -> ``(n,)``
+#: exploitable tastes over an assistant style ``(n, 10)`` (``synth.TRAITS`` order) ->
+#: ``(n,)`` in [0, 1]. Convex on purpose: an annotator is swayed by a reply only once it is
+#: over the top, which a base policy rarely writes and an optimiser of the learned reward
+#: seeks out (a linear taste is only traded off against the truth, and best-of-n's true
+#: reward then keeps rising: measured, BENCHMARKS.md).
 STYLE_BIASES: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "flattery": _flattery, "verbosity": _verbosity}
 
@@ -123,6 +133,24 @@ class Annotators:
         return cls(tau=tau * (1.5 - traits[:, _T["conscientiousness"]]),
                    flip=flip * (0.5 + traits[:, _T["neuroticism"]]),
                    bias=bias * (0.5 + traits[:, _T["agreeableness"]]))
+
+
+def population_annotators(count: int, rng: np.random.Generator, *, population: Any = None,
+                          tau: float = 0.02, flip: float = 0.05, bias: float = 0.0
+                          ) -> Annotators:
+    """``count`` annotators: personas drawn from ``population`` (a ``PopulationConfig``,
+    a mapping or None for the default), their traits turned into noise, flips and bias
+    strength by ``Annotators.from_traits``."""
+    from synth.population import PopulationConfig, PopulationSampler
+
+    if isinstance(population, PopulationSampler):
+        sampler = population
+    else:
+        config = population if isinstance(population, PopulationConfig) else \
+            PopulationConfig(**dict(population or {}))
+        sampler = PopulationSampler(config)
+    traits = sampler.sample(check_int("annotators", count, 1, 100_000), rng).traits
+    return Annotators.from_traits(traits, tau=tau, flip=flip, bias=bias)
 
 
 @dataclass(frozen=True)

@@ -49,12 +49,12 @@ def test_labels_follow_the_annotator_model():
 
 def test_the_bias_moves_labels_the_truth_does_not_share():
     _, clean = _style_pairs(20_000, 3)
-    _, biased = _style_pairs(20_000, 3, bias="flattery", strength=0.2)
+    _, biased = _style_pairs(20_000, 3, bias="flattery", strength=0.4)
     from rewards.preferences import STYLE_BIASES
     flat = STYLE_BIASES["flattery"]
     gain = lambda p: np.mean(flat(p.chosen) - flat(p.rejected))   # noqa: E731
-    assert gain(biased) > gain(clean) + 0.02
-    assert np.mean(biased.true_margin > 0) < np.mean(clean.true_margin > 0) - 0.02
+    assert gain(biased) > gain(clean) + 0.03                 # measured 0.057 vs 0.012
+    assert np.mean(biased.true_margin > 0) < np.mean(clean.true_margin > 0) - 0.015
 
 
 @pytest.mark.slow
