@@ -15,6 +15,11 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# the test suite also needs the rlhf extra (TRL, transformers, datasets): make run does not
+$(BIN)/.installed-rlhf: $(BIN)/.installed
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet -e '.[all,rlhf]'
+	touch $@
+
 # The main job on its defaults: train RLlib PPO on AgentRouting, checkpoint, evaluate it
 # against the baselines and write the report into Hydra's run directory (printed at the end).
 run: $(BIN)/.installed
@@ -22,7 +27,7 @@ run: $(BIN)/.installed
 
 # The whole test suite (slow tests included). pytest exits non-zero when no test ran.
 # Chromium is installed first where it can be (the tests marked `browser` need it).
-test: $(BIN)/.installed browser
+test: $(BIN)/.installed-rlhf browser
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest
 
 bench: $(BIN)/.installed

@@ -390,6 +390,31 @@ class ContextPPOSchema:
 
 
 @dataclass
+class PreferenceBiasSchema:
+    taste: Optional[str] = None         # null | rewards.preferences.STYLE_BIASES
+    strength: float = 0.0
+
+
+@dataclass
+class PreferencesSchema:
+    """``experiments.preferences`` (``configs/preferences.yaml``)."""
+
+    env: str = "adaptation"             # adaptation | routing
+    action_mode: str = "continuous"     # PersonalityAdaptation's: continuous | discrete
+    context: str = "profile"            # observation | profile (envs.turns)
+    pairs: int = 110_000
+    holdout: int = 10_000
+    candidate_sd: float = 0.35
+    seed: int = 0
+    annotators: AnnotatorSchema = field(default_factory=AnnotatorSchema)
+    bias: PreferenceBiasSchema = field(default_factory=PreferenceBiasSchema)
+    model: RewardModelSchema = field(default_factory=RewardModelSchema)
+    export: bool = False
+    formats: List[str] = field(default_factory=lambda: ["dpo", "dpo_conversational", "chat"])
+    verbose: bool = False
+
+
+@dataclass
 class OveroptimisationSchema:
     """``experiments.overoptimisation`` (``configs/overoptimisation.yaml``)."""
 
@@ -513,7 +538,7 @@ APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": Evalu
                "rank": RankSchema, "erase": EraseSchema,
                "anonymise": AnonymiseSchema, "synthesize": SynthesizeSchema,
                "simulate_users": SimulateUsersSchema,
-               "overoptimisation": OveroptimisationSchema}
+               "preferences": PreferencesSchema, "overoptimisation": OveroptimisationSchema}
 
 
 def register_configs() -> None:
