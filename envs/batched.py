@@ -350,10 +350,22 @@ class BaseCore(ABC):
     actions: "DiscreteActions | BoxActions"
     obs: np.ndarray
     step_info: dict[str, np.ndarray]
+    #: a learned reward paid instead of the env's (``envs.learned_reward``; None: the env's)
+    learned_reward: Any = None
 
     @abstractmethod
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
         """Start new users in ``lanes``."""
+
+    def step_paid(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``step``, paying the learned reward of the observation acted on and the action
+        where one is set; the env's own reward is then ``step_info["true_reward"]``."""
+        if self.learned_reward is None:
+            return self.step(action)
+        before = self.obs.copy()
+        reward, terminated = self.step(action)
+        self.step_info = {**self.step_info, "true_reward": np.array(reward, dtype=np.float64)}
+        return self.learned_reward(before, action), terminated
 
     @abstractmethod
     def step(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -756,7 +768,7 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
                                    "never started)")
         action = self._core.actions.one(action)
         try:
-            reward, terminated = self._core.step(action)
+            reward, terminated = self._core.step_paid(action)
             info = self._info(stepped=True)
         except ConfigError as exc:        # e.g. an injected reward_fn failed mid-step
             self._done = True
@@ -858,7 +870,7 @@ class CoreVectorEnv(VectorEnv):
             terminated = np.zeros(self.num_envs, dtype=bool)
         else:
             self._core.park(restart)
-            reward, terminated = (x.copy() for x in self._core.step(actions))
+            reward, terminated = (x.copy() for x in self._core.step_paid(actions))
         if restart.size:
             reward[restart] = 0.0
             terminated[restart] = False
@@ -869,7 +881,7 @@ class CoreVectorEnv(VectorEnv):
 
     def _step_same(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                        np.ndarray, dict[str, Any]]:
-        reward, terminated = (x.copy() for x in self._core.step(actions))
+        reward, terminated = (x.copy() for x in self._core.step_paid(actions))
         ended = np.flatnonzero(terminated)
         final_obs = self._core.obs.copy()
         none = np.zeros(0, dtype=np.int64)

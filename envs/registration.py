@@ -251,9 +251,15 @@ def check_arguments(env_id: str, kwargs: Mapping[str, Any]) -> None:
 def build_core(env_id: str, num_lanes: int, **kwargs: Any) -> Any:
     """A core of ``env_id`` with ``num_lanes`` lanes (validates ``kwargs``: ``ConfigError``
     naming a bad or unknown one). The built-in envs' faces build their cores through it,
-    so ``gym.make``, ``create_env`` and ``describe`` refuse alike."""
+    so ``gym.make``, ``create_env`` and ``describe`` refuse alike. Every env also takes
+    ``learned_reward`` (``envs.learned_reward``)."""
+    learned = kwargs.pop("learned_reward", None)
     check_arguments(env_id, kwargs)
-    return load_entry_point(record(env_id).build_core)(num_lanes, **kwargs)
+    core = load_entry_point(record(env_id).build_core)(num_lanes, **kwargs)
+    if learned is not None:                     # any env can pay a learned reward instead
+        from envs.learned_reward import learned_reward_for
+        core.learned_reward = learned_reward_for(record(env_id).id, core, learned)
+    return core
 
 
 @functools.lru_cache(maxsize=32)

@@ -211,6 +211,9 @@ def _train(run: Run, run_dir: Path, wandb_group: str | None,
     generator = run.env_kwargs.get("population", {}).get("generator")
     if generator is not None:                 # the users came from a fitted generator
         meta["population_generator"] = generator
+    learned = run.env_kwargs.get("learned_reward")
+    if learned is not None:                   # trained against a reward model, not the env's
+        meta["learned_reward"] = learned
     if cfg.agent.name in PPO_AGENTS:          # the trained policy's identity
         meta["weights_sha256"] = weights_sha256(load_weights(ckpts.latest() / WEIGHTS_FILE))
     # wall-clock figures only under perf: everything else is the same for the same seed,

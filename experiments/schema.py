@@ -80,6 +80,18 @@ def env_schemas() -> list[tuple[str, str, type]]:
     return out
 
 
+@dataclass
+class LearnedRewardSchema:
+    """``reward=learned``: a reward model pays instead of the env's reward
+    (``envs.learned_reward``)."""
+
+    kind: str = "learned"               # what tells it from an env's reward config
+    model: Optional[str] = None         # a reward_model.npz (experiments.preferences
+    #                                     context=observation)
+    objective: str = "mean"             # mean | worst_case | uncertainty_weighted
+    penalty: float = 1.0                # lambda of uncertainty_weighted
+
+
 # ---------------------------------------------------------------- agent
 @dataclass
 class PPOSchema:
@@ -547,6 +559,7 @@ def register_configs() -> None:
     for group, name, node in (
             *env_schemas(),
             ("schema/persona", "persona", PersonaSchema),
+            ("schema/reward", "learned", LearnedRewardSchema),
             ("schema/agent", "ppo", PPOSchema),
             ("schema/agent", "baseline", BaselineSchema),
             ("schema/logger", "logger", LoggerSchema),

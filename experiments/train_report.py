@@ -75,6 +75,12 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
         b.append(("p", "The users — training and evaluation alike — were drawn from the "
                        f"persona generator `{meta['population_generator']}` "
                        "(`persona.generator`), not from the simulator's own population."))
+    if meta.get("learned_reward"):
+        learned = meta["learned_reward"]
+        b.append(("p", f"Trained against the learned reward model `{learned['model']}` "
+                       f"(objective `{learned['objective']}`; `reward=learned`): the "
+                       "learning curve is in its units. Every evaluation below pays the "
+                       "env's true reward."))
     if "learning_curve" in images:
         b.append(("img", images["learning_curve"]))
     for pop_name, pop in summary.items():

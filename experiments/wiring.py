@@ -20,6 +20,7 @@ from typing import Any, Mapping
 from omegaconf import DictConfig, OmegaConf
 
 from agents.baselines.factory import baselines_for
+from experiments.schema import LearnedRewardSchema
 from envs.registration import EnvRecord, describe, record
 from synth.population import GENERATOR_REPLACES
 from personarl.seeds import MAX_EPISODES, MAX_SEED, name_key, stream_seed
@@ -55,7 +56,16 @@ def env_kwargs(cfg: DictConfig, persona_overrides: Mapping[str, Any] | None = No
     if env["population"].get("generator") is not None:
         # absolute: env runners and exported bundles need not share the launch directory
         env["population"]["generator"] = str(Path(env["population"]["generator"]).resolve())
-    env[rec.reward_arg] = _plain(cfg.reward)
+    reward = _plain(cfg.reward)
+    if reward.get("kind") == LearnedRewardSchema.kind:
+        # a reward model pays instead of the env's reward (envs.learned_reward); evaluation
+        # populations leave it out (validate): they are scored on the true reward
+        del reward["kind"]
+        if reward["model"] is not None:
+            reward["model"] = str(Path(reward["model"]).resolve())
+        env["learned_reward"] = reward
+    else:
+        env[rec.reward_arg] = reward
     return env_id, env
 
 
@@ -130,7 +140,9 @@ def validate(cfg: DictConfig) -> Run:
                 f"eval.populations.{name} overrides {replaced}, which persona.generator "
                 "replaces (its users come from the generator): it would evaluate the "
                 f"training users again. Drop it: '~eval.populations.{name}'")
-        populations[name] = (overrides, env_kwargs(cfg, overrides)[1])
+        eval_kwargs = env_kwargs(cfg, overrides)[1]
+        eval_kwargs.pop("learned_reward", None)     # scored on the env's own reward
+        populations[name] = (overrides, eval_kwargs)
         # its overrides are merged into persona: archetypes it names must be the persona's
         # (eval=custom_example goes with persona=custom_example)
         _prefixed(f"eval.populations.{name} (merged into persona)", describe, env_id,
