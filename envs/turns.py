@@ -17,7 +17,9 @@ the env's own population and observation noise. A context is either
   env's reward in training), or
 * ``"profile"``: the observation followed by the user's profile — PersonalityAdaptation:
   the preferred style (10), how much each of its traits matters (10), sentiment and
-  engagement; AgentRouting: the latent archetype weights — as in personalised reward
+  engagement; AgentRouting: the latent archetype weights, the interaction's quality and
+  the bot flag (not the traits behind satisfaction: the env does not report them) — as in
+  personalised reward
   modelling conditioned on a user description. Annotators judge with the latent user in
   mind, so only this context lets a reward model reach their ceiling (measured: held-out
   accuracy 0.727 on the observation against 0.807 on the profile, ceiling 0.822;
@@ -176,7 +178,8 @@ def turn_contexts(env_id: str, n: int, seed: int, *, context: str = "observation
     if env_id == ROUTING:
         table = np.asarray(info["expected_reward"], dtype=np.float64)
         if context == "profile":
-            obs = np.concatenate([obs, info["latent_weights"]], axis=1, dtype=np.float32)
+            obs = np.concatenate([obs, info["latent_weights"], info["quality"][:, None],
+                                  info["is_bot"][:, None]], axis=1, dtype=np.float32)
         return TurnContexts(env_id, obs, table.shape[1], table.shape[1],
                             lambda a, rows: table[rows, a], None)
     model = AdaptationModel(**dict(kwargs.get("model") or {}))

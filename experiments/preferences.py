@@ -2,7 +2,7 @@
 
     python -m experiments.preferences
     python -m experiments.preferences context=observation          # for reward=learned
-    python -m experiments.preferences env=routing context=observation
+    python -m experiments.preferences task=routing context=observation
     python -m experiments.preferences bias.taste=flattery bias.strength=0.4 export=true
 
 ``pairs`` users of the env's one-step setting (``envs.turns``: PersonalityAdaptation's first
@@ -35,13 +35,13 @@ from experiments.rendering import Block, human, write_reports
 from experiments.schema import register_configs
 from personarl.errors import ConfigError, check_int, check_range
 
-__all__ = ["preferences", "export_pairs", "main", "ENVS"]
+__all__ = ["preferences", "export_pairs", "main", "TASKS"]
 
 log = logging.getLogger(__name__)
 register_configs()
 
-#: env option -> id (the envs with a one-step setting, envs.turns.TURN_ENVS)
-ENVS = {"adaptation": "personarl/PersonalityAdaptation-v0",
+#: task option -> env id (the envs with a one-step setting, envs.turns.TURN_ENVS)
+TASKS = {"adaptation": "personarl/PersonalityAdaptation-v0",
         "routing": "personarl/AgentRouting-v0"}
 
 
@@ -51,31 +51,32 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
     from rewards.dpo import FORMATS
     from rewards.preferences import STYLE_BIASES
 
-    if cfg.env not in ENVS:
-        raise ConfigError(f"env={cfg.env!r}; valid: {', '.join(ENVS)}")
+    if cfg.task not in TASKS:
+        raise ConfigError(f"task={cfg.task!r}; valid: {', '.join(TASKS)}")
     if cfg.context not in CONTEXTS:
         raise ConfigError(f"context={cfg.context!r}; valid: {', '.join(CONTEXTS)}")
     if cfg.action_mode not in ("continuous", "discrete"):
         raise ConfigError(f"action_mode={cfg.action_mode!r}; valid: continuous, discrete")
-    env_kwargs = {"action_mode": cfg.action_mode} if cfg.env == "adaptation" else {"horizon": 1}
+    env_kwargs = ({"action_mode": cfg.action_mode} if cfg.task == "adaptation"
+                  else {"horizon": 1})
     taste = cfg.bias.taste
     if taste is not None and taste not in STYLE_BIASES:
         raise ConfigError(f"bias.taste={taste!r}; valid: {', '.join(STYLE_BIASES)} or null")
-    if taste is not None and cfg.env != "adaptation":
+    if taste is not None and cfg.task != "adaptation":
         raise ConfigError(f"bias.taste={taste!r} is a taste over assistant styles; "
-                          f"env={cfg.env} has none: use bias.taste=null")
+                          f"task={cfg.task} has none: use bias.taste=null")
     formats = list(cfg.formats)
     for f in formats:
         if f not in FORMATS:
             raise ConfigError(f"formats: {f!r}; valid: {', '.join(FORMATS)}")
-    if cfg.export and cfg.env != "adaptation":
+    if cfg.export and cfg.task != "adaptation":
         raise ConfigError("export=true renders PersonalityAdaptation's styles as replies; "
-                          f"env={cfg.env} acts with agents, not text")
+                          f"task={cfg.task} acts with agents, not text")
     pairs = check_int("pairs", cfg.pairs, 20, 1 << 20)
     holdout = check_int("holdout", cfg.holdout, 10, pairs - 10)
     model = dict(OmegaConf.to_container(cfg.model, resolve=True))
     model["hidden"] = tuple(model["hidden"])
-    return dict(env_id=ENVS[cfg.env], env_kwargs=env_kwargs, pairs=pairs, holdout=holdout,
+    return dict(env_id=TASKS[cfg.task], env_kwargs=env_kwargs, pairs=pairs, holdout=holdout,
                 seed=check_int("seed", cfg.seed, 0, 2**31 - 1),
                 sd=check_range("candidate_sd", cfg.candidate_sd, 0, 1, low_open=True),
                 count=check_int("annotators.count", cfg.annotators.count, 1, 100_000),

@@ -411,10 +411,10 @@ class PreferenceBiasSchema:
 class PreferencesSchema:
     """``experiments.preferences`` (``configs/preferences.yaml``)."""
 
-    env: str = "adaptation"             # adaptation | routing
+    task: str = "adaptation"            # adaptation | routing
     action_mode: str = "continuous"     # PersonalityAdaptation's: continuous | discrete
     context: str = "profile"            # observation | profile (envs.turns)
-    pairs: int = 110_000
+    pairs: int = 210_000
     holdout: int = 10_000
     candidate_sd: float = 0.35
     seed: int = 0

@@ -141,3 +141,43 @@ def test_empty_pairs_and_files(tmp_path):
         turn_contexts(ROUTE, 8, 0).taste("flattery", np.zeros(8, np.int64))
     with pytest.raises(ConfigError, match=r"flip=0.6 .*\[0, 0.3\]|flip"):
         _pool(flip=0.6)
+
+
+def test_preferences_and_the_lab_run_as_the_readme_says(tmp_path):
+    import json
+    import subprocess
+
+    from tests.readme import ROOT, command
+
+    small_model = ["model.epochs=2", "model.hidden=[16]"]
+    done = subprocess.run(command("bias.taste=flattery bias.strength=0.4 export=true", extra=[
+        "pairs=800", "holdout=200", *small_model, f"hydra.run.dir={tmp_path / 'p'}"]),
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads((tmp_path / "p" / "export.json").read_text())
+    assert manifest["rows"] > 700 and len(manifest["files"]) == 3
+    assert load_pairs(tmp_path / "p" / "pairs.npz").num_actions is None
+
+    done = subprocess.run(command("experiments.overoptimisation", extra=[
+        "contexts=600", "eval_contexts=20", "max_n=8", "samples=4", *small_model,
+        "ensemble.members=2", "ppo.timesteps=1024", "ppo.snapshots=2", "ppo.lanes=64",
+        "ppo.batch_size=64", f"hydra.run.dir={tmp_path / 'lab'}"]),
+        capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    out = json.loads((tmp_path / "lab" / "overoptimisation.json").read_text())
+    assert [r["seed"] for r in out["seeds"]] == [0, 1, 2]
+    for r in out["seeds"]:
+        bon = r["variants"]["biased"]["best_of_n"]
+        n = np.array(r["variants"]["biased"]["n"])
+        assert np.allclose(np.square(bon["d"]), np.log(n) - (n - 1) / n)
+        rl = r["variants"]["ensemble"]["rl"]
+        assert rl["d"][0] == 0 and rl["timesteps"] == [0, 256, 1024]     # (i / 2)² spacing
+    assert set(out["summary"]["rl"]) == {"biased", "control", "ensemble", "drop_difference"}
+    assert (tmp_path / "lab" / "overoptimisation.png").stat().st_size > 10_000
+
+    bad = subprocess.run(command("experiments.overoptimisation", extra=[
+        "bias.taste=sarcasm", f"hydra.run.dir={tmp_path / 'bad'}"]),
+        capture_output=True, text=True, cwd=ROOT)
+    assert bad.returncode == 2
+    assert "bias.taste='sarcasm'; valid: flattery, verbosity" in bad.stderr
+    assert not (tmp_path / "bad").exists()

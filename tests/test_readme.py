@@ -35,6 +35,9 @@ NOT_RUN = {
         "records its time",
     "train persona.generator=": "PPO on a generator's users (minutes): tests/"
                                 "test_generators.py builds the envs from persona.generator",
+    "experiments.preferences$": "the defaults (210,000 pairs, ≈ 40 s): tests/"
+        "test_preferences.py trains on 110,000 pairs in-process and holds the accuracy to "
+        "the ceiling; the lines with options run at small budgets",
     "ci.refit=true": "refits FQE in 200 resamples per policy (minutes): its coverage is "
                      "measured by python -m experiments.bench ope",
 }
@@ -102,8 +105,11 @@ def test_every_experiments_line_composes_and_passes_its_checks(text):
     name = re.search(r'config_name="(\w+)"', (ROOT / "experiments" / f"{app}.py").read_text())
     with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
         cfg = compose(name.group(1), overrides=args)
-    # a generator file is what an earlier run wrote: validating would load the stand-in
-    if app in ("train", "sweep") and cfg.persona.generator is None:
+    # a generator or reward-model file is what an earlier run wrote: validating would load
+    # the stand-in
+    written = cfg.persona.generator is not None or "model" in cfg.reward if app in (
+        "train", "sweep") else False
+    if app in ("train", "sweep") and not written:
         validate(cfg)
     if app == "sweep":
         check_space(cfg)
