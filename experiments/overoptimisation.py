@@ -64,7 +64,7 @@ METHODS = {"best_of_n": "bon", "rl": "rl"}
 
 def _settings(cfg: DictConfig) -> dict[str, Any]:
     """Every option checked before anything runs."""
-    from agents.learners.bradley_terry import BradleyTerryConfig
+    from rewards.reward_model import BradleyTerryConfig
     from agents.learners.context_ppo import ContextPPOConfig
     from rewards.preferences import STYLE_BIASES
     from rewards.reward_model import OBJECTIVES

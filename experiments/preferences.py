@@ -46,7 +46,7 @@ TASKS = {"adaptation": "personarl/PersonalityAdaptation-v0",
 
 
 def _checked(cfg: DictConfig) -> dict[str, Any]:
-    from agents.learners.bradley_terry import BradleyTerryConfig
+    from rewards.reward_model import BradleyTerryConfig
     from envs.turns import CONTEXTS
     from rewards.dpo import FORMATS
     from rewards.preferences import STYLE_BIASES

@@ -36,6 +36,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 
 from envs.registration import env_ids, record
+from rewards.reward_model import BradleyTerryConfig
 from synth.population import PopulationConfig
 
 __all__ = ["register_configs", "TrainSchema", "APP_SCHEMAS"]
@@ -365,18 +366,8 @@ class BiasSchema:
     strength: float = 0.4               # reward units, x [0.5, 1.5] by trait
 
 
-@dataclass
-class RewardModelSchema:
-    """``agents.learners.bradley_terry.BradleyTerryConfig``."""
-
-    members: int = 1
-    hidden: List[int] = field(default_factory=lambda: [64, 64])
-    epochs: int = 30
-    batch_size: int = 512
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
-    validation: float = 0.1
+#: ``rewards.reward_model.BradleyTerryConfig``
+RewardModelSchema = _mirror(BradleyTerryConfig, "RewardModelSchema", {"hidden": List[int]})
 
 
 @dataclass

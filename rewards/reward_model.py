@@ -19,18 +19,47 @@ members (``(M, fan_in, fan_out)`` / ``(M, fan_out)``), ``x_mean``/``x_std`` and 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
-from personarl.errors import ConfigError, DataError
+from personarl.errors import ConfigError, DataError, check_int, check_range
 from rewards.preferences import PreferencePairs, check_pairs, label_ceiling, sigmoid
 
-__all__ = ["RewardModel", "OBJECTIVES", "FORMAT", "pair_metrics"]
+__all__ = ["RewardModel", "BradleyTerryConfig", "OBJECTIVES", "FORMAT", "pair_metrics"]
 
 FORMAT = "personarl.reward_model/1"
 OBJECTIVES = ("mean", "worst_case", "uncertainty_weighted")
+
+
+@dataclass(frozen=True)
+class BradleyTerryConfig:
+    """How ``agents.learners.bradley_terry`` trains a reward model (mirrored as the
+    ``model`` option of ``configs/preferences.yaml`` and ``configs/overoptimisation.yaml``)."""
+
+    members: int = 1
+    hidden: tuple[int, ...] = (64, 64)
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    validation: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_int("members", self.members, 1, 32)
+        if not self.hidden or any(not isinstance(h, int) or not 1 <= h <= 4096
+                                  for h in self.hidden):
+            raise ConfigError(f"hidden={list(self.hidden)!r}: give 1+ layer widths in "
+                              "1..4096")
+        check_int("epochs", self.epochs, 1, 10_000)
+        check_int("batch_size", self.batch_size, 1, 1 << 20)
+        check_range("lr", self.lr, 0, 1, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0, 1)
+        check_int("patience", self.patience, 1, 10_000)
+        check_range("validation", self.validation, 0, 0.5, low_open=True)
 
 
 class RewardModel:

@@ -75,7 +75,8 @@ def test_reward_model_reaches_the_annotators_ceiling(tmp_path):
 
 
 def test_ensemble_objectives_and_discrete_actions():
-    from agents.learners.bradley_terry import BradleyTerryConfig, fit_reward_model
+    from agents.learners.bradley_terry import fit_reward_model
+    from rewards.reward_model import BradleyTerryConfig
 
     ctx = turn_contexts(ROUTE, 4_000, 5, context="profile")
     rng = np.random.default_rng(2)

@@ -15,43 +15,15 @@ the lowest validation loss is kept (early stopping with ``patience``). The resul
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
-from personarl.errors import ConfigError, check_int, check_range
 from rewards.preferences import PreferencePairs, check_pairs
-from rewards.reward_model import RewardModel
+from rewards.reward_model import BradleyTerryConfig, RewardModel
 
-__all__ = ["BradleyTerryConfig", "fit_reward_model"]
-
-
-@dataclass(frozen=True)
-class BradleyTerryConfig:
-    """How a reward model is trained (``configs/preferences.yaml``'s ``model``)."""
-
-    members: int = 1
-    hidden: tuple[int, ...] = (64, 64)
-    epochs: int = 30
-    batch_size: int = 512
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
-    validation: float = 0.1
-
-    def __post_init__(self) -> None:
-        check_int("members", self.members, 1, 32)
-        if not self.hidden or any(not isinstance(h, int) or not 1 <= h <= 4096
-                                  for h in self.hidden):
-            raise ConfigError(f"hidden={list(self.hidden)!r}: give 1+ layer widths in "
-                              "1..4096")
-        check_int("epochs", self.epochs, 1, 10_000)
-        check_int("batch_size", self.batch_size, 1, 1 << 20)
-        check_range("lr", self.lr, 0, 1, low_open=True)
-        check_range("weight_decay", self.weight_decay, 0, 1)
-        check_int("patience", self.patience, 1, 10_000)
-        check_range("validation", self.validation, 0, 0.5, low_open=True)
+__all__ = ["fit_reward_model"]
 
 
 def fit_reward_model(pairs: PreferencePairs, config: BradleyTerryConfig = BradleyTerryConfig(),
