@@ -115,33 +115,16 @@ def _curve(d: np.ndarray, proxy: np.ndarray, true: np.ndarray) -> dict[str, list
 def lab_seed(s: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """One seed of the lab (module docstring): per variant, the proxy's held-out metrics
     and its best-of-n and RL curves."""
-    from agents.learners.bradley_terry import fit_reward_model
-    from agents.learners.context_ppo import ppo_snapshots
     from envs.turns import turn_contexts
     from personarl.seeds import generator, stream_seed32
-    from rewards.overoptimisation import best_of_n_curve, best_of_n_kl, gaussian_kl
-    from rewards.preferences import population_annotators
-    from rewards.reward_model import pair_metrics
+    from rewards.overoptimisation import best_of_n_curve, best_of_n_kl
 
     kw = {"action_mode": "continuous"}
     ctx = turn_contexts(ENV_ID, s["contexts"], stream_seed32(seed, "preference_users", 0),
                         context="profile", env_kwargs=kw)
     ev = turn_contexts(ENV_ID, s["eval_contexts"], stream_seed32(seed, "preference_users", 1),
                        context="profile", env_kwargs=kw)
-    pool = population_annotators(s["annotators"]["count"], generator(seed, "annotation", 0),
-                                 tau=s["annotators"]["tau"], flip=s["annotators"]["flip"],
-                                 bias=s["strength"])
-    pairs = {"biased": ctx.compare(pool, generator(seed, "annotation", 1), sd=s["pair_sd"],
-                                   taste=s["taste"]),
-             "control": ctx.compare(pool, generator(seed, "annotation", 1), sd=s["pair_sd"])}
-    models, metrics = {}, {}
-    for variant in VARIANTS:
-        train, held = pairs["control" if variant == "control" else "biased"].split(
-            0.1, generator(seed, "annotation", 2))
-        config = s["ensemble"] if variant == "ensemble" else s["model"]
-        models[variant] = fit_reward_model(train, config, seed=stream_seed32(seed, "optimisation", 3, VARIANTS.index(variant)))
-        metrics[variant] = pair_metrics(models[variant], held, **_objective(s, variant))
-
+    models, metrics = _proxies(s, seed, ctx)
     # best-of-n: one set of base-policy samples per seed, shared by the variants
     C, N = len(ev), s["max_n"]
     rows = np.repeat(np.arange(C), N)
@@ -149,37 +132,70 @@ def lab_seed(s: Mapping[str, Any], seed: int) -> dict[str, Any]:
         (C * N, ev.action_dim)), 0.0, 1.0)
     true = ev.true_reward(base, rows).reshape(C, N)
     ns = 2 ** np.arange(int(np.log2(N)) + 1)
-    d_bon = np.sqrt(best_of_n_kl(ns))
     out: dict[str, Any] = {"seed": seed, "variants": {}}
-    for variant, model in models.items():
+    for i, (variant, model) in enumerate(models.items()):
         obj = _objective(s, variant)
         proxy = model.reward(ev.observation[rows], base, **obj).reshape(C, N)
         p_bon, t_bon = best_of_n_curve(proxy, true, ns)
-
-        def reward_fn(r: np.ndarray, styles: np.ndarray, m: Any = model) -> np.ndarray:
-            return m.reward(ctx.observation[r], styles, **obj)
-
-        snaps = ppo_snapshots(ctx.observation, reward_fn, ev.observation, ev.action_dim,
-                              s["ppo"], seed=stream_seed32(seed, "optimisation", 2, VARIANTS.index(variant)))
-        rng = generator(seed, "optimisation", 1)
-        k = s["samples"]
-        rows_rl = np.repeat(np.arange(C), k)
-        kl, p_rl, t_rl = [], [], []
-        for snap in snaps:
-            kl.append(float(gaussian_kl(snap.mean, snap.log_std, snaps[0].mean,
-                                        snaps[0].log_std).mean()))
-            acts = np.clip(snap.mean[rows_rl] + np.exp(snap.log_std)
-                           * rng.standard_normal((len(rows_rl), ev.action_dim)), 0.0, 1.0)
-            p_rl.append(model.reward(ev.observation[rows_rl], acts, **obj).mean())
-            t_rl.append(ev.true_reward(acts, rows_rl).mean())
         out["variants"][variant] = {
             "heldout": metrics[variant], "n": ns.tolist(),
-            "best_of_n": _curve(d_bon, p_bon, t_bon),
-            "rl": {**_curve(np.sqrt(np.maximum(kl, 0.0)), np.array(p_rl), np.array(t_rl)),
-                   "timesteps": [sn.timesteps for sn in snaps]}}
+            "best_of_n": _curve(np.sqrt(best_of_n_kl(ns)), p_bon, t_bon),
+            "rl": _rl_curve(s, seed, i, lambda x, a, m=model, o=obj: m.reward(x, a, **o),
+                            ctx, ev)}
         log.info("seed %d %s: held-out accuracy %.3f (ceiling %.3f)", seed, variant,
                  metrics[variant]["accuracy"], metrics[variant]["ceiling"])
     return out
+
+
+def _proxies(s: Mapping[str, Any], seed: int, ctx: Any) -> tuple[dict, dict]:
+    """The biased and control pair sets and the three proxies fitted to them, with each
+    proxy's metrics on a held-out tenth of its pairs."""
+    from agents.learners.bradley_terry import fit_reward_model
+    from personarl.seeds import generator, stream_seed32
+    from rewards.preferences import population_annotators
+    from rewards.reward_model import pair_metrics
+
+    pool = population_annotators(s["annotators"]["count"], generator(seed, "annotation", 0),
+                                 tau=s["annotators"]["tau"], flip=s["annotators"]["flip"],
+                                 bias=s["strength"])
+    # the same candidates and label draws for both: only the taste differs
+    pairs = {"biased": ctx.compare(pool, generator(seed, "annotation", 1), sd=s["pair_sd"],
+                                   taste=s["taste"]),
+             "control": ctx.compare(pool, generator(seed, "annotation", 1), sd=s["pair_sd"])}
+    models, metrics = {}, {}
+    for i, variant in enumerate(VARIANTS):
+        train, held = pairs["control" if variant == "control" else "biased"].split(
+            0.1, generator(seed, "annotation", 2))
+        config = s["ensemble"] if variant == "ensemble" else s["model"]
+        models[variant] = fit_reward_model(train, config,
+                                           seed=stream_seed32(seed, "optimisation", 3, i))
+        metrics[variant] = pair_metrics(models[variant], held, **_objective(s, variant))
+    return models, metrics
+
+
+def _rl_curve(s: Mapping[str, Any], seed: int, index: int, proxy: Any, ctx: Any, ev: Any
+              ) -> dict[str, list[float]]:
+    """PPO against ``proxy(contexts, styles)`` from π₀, scored at each snapshot on the
+    evaluation users: ``d``, proxy and true reward from π₀, and the snapshot's steps."""
+    from agents.learners.context_ppo import ppo_snapshots
+    from personarl.seeds import generator, stream_seed32
+    from rewards.overoptimisation import gaussian_kl
+
+    snaps = ppo_snapshots(ctx.observation, lambda r, a: proxy(ctx.observation[r], a),
+                          ev.observation, ev.action_dim, s["ppo"],
+                          seed=stream_seed32(seed, "optimisation", 2, index))
+    rng = generator(seed, "optimisation", 1)
+    rows = np.repeat(np.arange(len(ev)), s["samples"])
+    kl, p_rl, t_rl = [], [], []
+    for snap in snaps:
+        kl.append(float(gaussian_kl(snap.mean, snap.log_std, snaps[0].mean,
+                                    snaps[0].log_std).mean()))
+        acts = np.clip(snap.mean[rows] + np.exp(snap.log_std)
+                       * rng.standard_normal((len(rows), ev.action_dim)), 0.0, 1.0)
+        p_rl.append(proxy(ev.observation[rows], acts).mean())
+        t_rl.append(ev.true_reward(acts, rows).mean())
+    return {**_curve(np.sqrt(np.maximum(kl, 0.0)), np.array(p_rl), np.array(t_rl)),
+            "timesteps": [sn.timesteps for sn in snaps]}
 
 
 def _objective(s: Mapping[str, Any], variant: str) -> dict[str, Any]:

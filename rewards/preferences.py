@@ -38,8 +38,9 @@ import numpy as np
 from personarl.errors import DataError, check_int, check_range
 from synth.archetypes import TRAITS
 
-__all__ = ["Annotators", "PreferencePairs", "population_annotators", "STYLE_BIASES", "annotate", "check_pairs",
-           "label_ceiling", "load_pairs", "pairs_summary", "sigmoid", "MAX_FLIP"]
+__all__ = ["Annotators", "PreferencePairs", "population_annotators", "STYLE_BIASES",
+           "annotate", "check_pairs", "label_ceiling", "load_pairs", "pairs_summary",
+           "sigmoid", "MAX_FLIP"]
 
 #: flip rates at or above ½ would turn the preference around
 MAX_FLIP = 0.45
