@@ -31,12 +31,14 @@ def options(group: str) -> list[str]:
 
 @pytest.mark.parametrize("group", ["env", "persona", "reward", "agent", "logger", "eval",
                                    "experiment"])
-def test_every_option_of_every_group_composes_and_validates(group):
+def test_every_option_of_every_group_composes_and_validates(group, tmp_path):
     assert options(group), group
     for option in options(group):
         extra = []
         if group == "reward":                 # a reward family goes with its env
             extra = [f"env={option}"] if option in options("env") else []
+        if group == "reward" and option == "learned":     # a model of the default env
+            extra = [f"reward.model={_routing_reward_model(tmp_path)}"]
         if group == "persona" and option != "default":   # the default shift names the
             extra = ["~eval.populations.shifted"]        # six default archetypes
         if group == "eval" and option == "custom_example":
@@ -45,6 +47,21 @@ def test_every_option_of_every_group_composes_and_validates(group):
         validate(cfg)
         env_id, kwargs = env_kwargs(cfg)
         assert env_id == cfg.env.id and "population" in kwargs
+
+
+def _routing_reward_model(directory: Path) -> Path:
+    """An (untrained) reward model of the default env's observations and agents."""
+    import numpy as np
+
+    from envs.registration import describe
+    from rewards.reward_model import RewardModel
+
+    core = describe("personarl/AgentRouting-v0", {})
+    d, k = core.obs_size, core.actions.k
+    model = RewardModel([(np.zeros((1, d + k, 1)), np.zeros((1, 1)))], np.zeros(d),
+                        np.ones(d), k, {"env_id": "personarl/AgentRouting-v0",
+                                        "context": "observation"})
+    return model.save(directory / "reward_model.npz")
 
 
 def test_the_reward_family_follows_the_env():
