@@ -269,8 +269,9 @@ def _digest(digest: Any, value: Any, seen: set[int] | None = None) -> bool:
 
 
 #: configuration a saved state moves across: the lane count (the shapes say it), the
-#: backend and whether the ground truth is computed
-PORTABLE = frozenset({"B", "rows", "backend", "with_truth"})
+#: backend, whether the ground truth is computed and a learned reward paid instead of the
+#: env's (``envs.learned_reward``: what is simulated stays the same)
+PORTABLE = frozenset({"B", "rows", "backend", "with_truth", "learned_reward"})
 
 
 def configuration_differences(mine: Mapping[str, str], theirs: Mapping[str, str]

@@ -6,8 +6,11 @@ env's arguments (``registration.build_core`` takes it for every env) makes each 
 NumPy — while the env's own reward goes on being computed and is reported as
 ``true_reward`` in the step's ``info`` (``BaseCore.step_paid``). The model must come from
 the same env's observations (``experiments.preferences context=observation``): its file
-names the env, the context and the action space it was trained for, and a model that does
-not fit is refused before any step.
+names the env, its configuration (the horizon of the one-step setting aside), the context
+and the action space it was trained for, and a model that does not fit is refused before
+any step. The configuration is compared as ``BaseCore.configuration`` digests, so an env
+must be built as the model's was: from the same persona config (``experiments.train``
+does; a hand-built env passes ``population=`` the same mapping).
 """
 
 from __future__ import annotations
@@ -18,9 +21,14 @@ from typing import Any, Mapping
 import numpy as np
 
 from personarl.errors import ConfigError, PersonaRLError
-from rewards.reward_model import OBJECTIVES, RewardModel
+from envs.batched import configuration_differences
+from rewards.reward_model import OBJECTIVES, RewardModel, check_penalty
 
-__all__ = ["LearnedReward", "learned_reward_for"]
+__all__ = ["LearnedReward", "learned_reward_for", "ONE_STEP"]
+
+#: configuration a model may differ in from the env it pays: the one-step setting's horizon
+#: (``envs.turns``; ``dims`` packs it) — the observation's width is checked on its own
+ONE_STEP = frozenset({"horizon", "dims"})
 
 
 class LearnedReward:
@@ -52,15 +60,13 @@ def learned_reward_for(env_id: str, core: Any, spec: Mapping[str, Any]) -> Learn
                           "objective, penalty")
     path = spec["model"]
     where = f"reward.model={path!r}"
-    if path is None:
+    if path is None or not str(path).strip():
         raise ConfigError("reward=learned needs reward.model=<reward_model.npz>: train one "
                           "with python -m experiments.preferences context=observation")
     objective = spec.get("objective", "mean")
     if objective not in OBJECTIVES:
         raise ConfigError(f"reward.objective={objective!r}; valid: {', '.join(OBJECTIVES)}")
-    penalty = spec.get("penalty", 1.0)
-    if isinstance(penalty, bool) or not isinstance(penalty, (int, float)) or not penalty >= 0:
-        raise ConfigError(f"reward.penalty={penalty!r} must be a number >= 0")
+    penalty = check_penalty(spec.get("penalty", 1.0), "reward.penalty")
     try:
         model = RewardModel.load(Path(str(path)))
     except PersonaRLError as exc:
@@ -81,4 +87,14 @@ def learned_reward_for(env_id: str, core: Any, spec: Mapping[str, Any]) -> Learn
                 else f"Box({model.action_dim})")
         raise ConfigError(f"{where} scores {want} actions; this env acts in {have}"
                           " (action_mode?)")
-    return LearnedReward(model, objective, float(penalty), str(path))
+    trained = meta.get("env_configuration")
+    if not isinstance(trained, Mapping):
+        raise ConfigError(f"{where} records no env configuration: train it with python -m "
+                          "experiments.preferences")
+    differ = [k for k in configuration_differences(core.configuration(), trained)
+              if k not in ONE_STEP]
+    if differ:
+        raise ConfigError(f"{where} was trained on another configuration of {env_id} "
+                          f"({', '.join(differ)} differ): it scores another world's "
+                          "rewards; train it with this env's settings")
+    return LearnedReward(model, objective, penalty, str(path))

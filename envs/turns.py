@@ -92,10 +92,23 @@ class TurnContexts:
                             f"[0, 1]; got {a.shape}")
         return a
 
+    def rows(self, rows: np.ndarray | None) -> np.ndarray:
+        """``rows`` as context indices (default: every context in order).
+
+        Raises:
+            DataError: not integers in ``[0, n)``."""
+        if rows is None:
+            return np.arange(len(self))
+        r = np.asarray(rows)
+        if r.ndim != 1 or r.dtype.kind not in "iu" or np.any((r < 0) | (r >= len(self))):
+            raise DataError(f"rows must be (m,) integers in [0, {len(self)}); got {r.dtype} "
+                            f"{r.shape}")
+        return r
+
     def true_reward(self, actions: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
         """``(m,)`` the true expected reward of ``actions[i]`` in context ``rows[i]``
         (default: every context in order)."""
-        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        rows = self.rows(rows)
         return self._reward(self.check_actions(actions, rows), rows)
 
     def taste(self, name: str | None, actions: np.ndarray,
@@ -106,7 +119,7 @@ class TurnContexts:
         Raises:
             ConfigError: an unknown taste, or a taste for an env without styles.
         """
-        rows = np.arange(len(self)) if rows is None else np.asarray(rows)
+        rows = self.rows(rows)
         a = self.check_actions(actions, rows)
         if name is None:
             return np.zeros(len(rows))
@@ -168,6 +181,7 @@ def turn_contexts(env_id: str, n: int, seed: int, *, context: str = "observation
     if context not in CONTEXTS:
         raise ConfigError(f"context={context!r}; valid: {', '.join(CONTEXTS)}")
     n = check_int("n", n, 1, 1 << 20)
+    seed = check_int("seed", seed, 0, 2**63 - 1)
     kwargs = {**TURN_ENVS[env_id], **dict(env_kwargs or {})}
     env = gym.make_vec(env_id, num_envs=n, vectorization_mode="vector_entry_point",
                        info_level="full", **kwargs)
@@ -179,7 +193,7 @@ def turn_contexts(env_id: str, n: int, seed: int, *, context: str = "observation
         if context == "profile":
             obs = np.concatenate([obs, info["latent_weights"], info["quality"][:, None],
                                   info["is_bot"][:, None]], axis=1, dtype=np.float32)
-        return TurnContexts(env_id, obs, table.shape[1], table.shape[1],
+        return TurnContexts(env_id, obs, int(table.shape[1]), int(table.shape[1]),
                             lambda a, rows: table[rows, a], None)
     model = AdaptationModel(**dict(kwargs.get("model") or {}))
     reward_fn = AdaptationRewardWeights(**dict(kwargs.get("reward_weights") or {})).function()
@@ -206,5 +220,5 @@ def turn_contexts(env_id: str, n: int, seed: int, *, context: str = "observation
 
     dim = prefs.target.shape[1]
     k = None if kwargs.get("action_mode", "discrete") == "continuous" else \
-        env.single_action_space.n
+        int(env.single_action_space.n)
     return TurnContexts(env_id, obs, k, dim if k is None else k, reward, style)

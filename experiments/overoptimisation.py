@@ -45,6 +45,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_command_line, run_app
+from experiments.preference_options import (annotator_options, check_fresh,
+                                            reward_model_config, taste_options)
 from experiments.rendering import Block, human, number, save_figure, write_reports
 from experiments.schema import register_configs
 from personarl.errors import ConfigError, check_int, check_range
@@ -62,11 +64,18 @@ VARIANTS = ("biased", "control", "ensemble")
 METHODS = {"best_of_n": "bon", "rl": "rl"}
 
 
+#: what a run writes (a directory that holds any of them is another run's)
+OUTPUTS = ("overoptimisation.json", "overoptimisation.png")
+#: best-of-n samples a seed scores at once: eval_contexts · max_n (each a 10-trait style
+#: scored by every proxy: ≈ 1 GB of activations per million at the default width)
+MAX_SAMPLES = 1 << 22
+#: samples a proxy scores at a time (its activations stay ≈ 100 MB)
+CHUNK = 1 << 16
+
+
 def _settings(cfg: DictConfig) -> dict[str, Any]:
     """Every option checked before anything runs."""
-    from rewards.reward_model import BradleyTerryConfig
     from agents.learners.context_ppo import ContextPPOConfig
-    from rewards.preferences import STYLE_BIASES
     from rewards.reward_model import OBJECTIVES
 
     seeds = list(cfg.seeds)
@@ -75,35 +84,36 @@ def _settings(cfg: DictConfig) -> dict[str, Any]:
                           "are over seeds; the issue asks for three)")
     for s in seeds:
         check_int("seeds[]", s, 0, 2**31 - 1)
-    if cfg.bias.taste not in STYLE_BIASES:
-        raise ConfigError(f"bias.taste={cfg.bias.taste!r}; valid: {', '.join(STYLE_BIASES)}")
-    check_range("bias.strength", cfg.bias.strength, 0, 10, low_open=True)
+    taste, strength = taste_options(cfg.bias.taste, cfg.bias.strength, required=True)
     max_n = check_int("max_n", cfg.max_n, 2, 1 << 16)
     if max_n & (max_n - 1):
         raise ConfigError(f"max_n={max_n} must be a power of two (n = 1, 2, 4 … max_n)")
+    eval_contexts = check_int("eval_contexts", cfg.eval_contexts, 10, 100_000)
+    if eval_contexts * max_n > MAX_SAMPLES:
+        raise ConfigError(f"eval_contexts · max_n = {eval_contexts * max_n:,} best-of-n "
+                          f"samples; at most {MAX_SAMPLES:,} fit in memory: lower either")
     if cfg.ensemble.objective not in OBJECTIVES:
         raise ConfigError(f"ensemble.objective={cfg.ensemble.objective!r}; valid: "
                           f"{', '.join(OBJECTIVES)}")
-    check_int("ensemble.members", cfg.ensemble.members, 2, 32)
-    model = dict(OmegaConf.to_container(cfg.model, resolve=True))
-    model["hidden"] = tuple(model["hidden"])
+    members = check_int("ensemble.members", cfg.ensemble.members, 2, 32)
     ppo = dict(OmegaConf.to_container(cfg.ppo, resolve=True))
     ppo["hidden"] = tuple(ppo["hidden"])
+    try:
+        ppo = ContextPPOConfig(**ppo, base_sd=check_range("base_sd", cfg.base_sd, 0, 1,
+                                                           low_open=True))
+    except ConfigError as exc:
+        raise ConfigError(f"ppo.{exc}") from None
     return dict(
         seeds=seeds, contexts=check_int("contexts", cfg.contexts, 100, 1 << 20),
-        eval_contexts=check_int("eval_contexts", cfg.eval_contexts, 10, 100_000),
-        max_n=max_n, samples=check_int("samples", cfg.samples, 1, 4096),
-        base_sd=check_range("base_sd", cfg.base_sd, 0, 1, low_open=True),
+        eval_contexts=eval_contexts, max_n=max_n,
+        samples=check_int("samples", cfg.samples, 1, 4096), base_sd=ppo.base_sd,
         pair_sd=check_range("pair_sd", cfg.pair_sd, 0, 1, low_open=True),
-        annotators=dict(count=check_int("annotators.count", cfg.annotators.count, 1, 100_000),
-                        tau=cfg.annotators.tau, flip=cfg.annotators.flip),
-        taste=cfg.bias.taste, strength=float(cfg.bias.strength),
-        model=BradleyTerryConfig(**model),
-        ensemble=BradleyTerryConfig(**{**model, "members": int(cfg.ensemble.members)}),
+        annotators=annotator_options(cfg.annotators), taste=taste, strength=strength,
+        model=reward_model_config(cfg.model, "model"),
+        ensemble=reward_model_config(cfg.model, "model", members=members),
         objective=cfg.ensemble.objective,
         penalty=check_range("ensemble.penalty", cfg.ensemble.penalty, 0, 1e6),
-        ppo=ContextPPOConfig(**ppo, base_sd=float(cfg.base_sd)),
-        level=check_range("level", cfg.level, 0, 1, low_open=True, high_open=True))
+        ppo=ppo, level=check_range("level", cfg.level, 0, 1, low_open=True, high_open=True))
 
 
 def _curve(d: np.ndarray, proxy: np.ndarray, true: np.ndarray) -> dict[str, list[float]]:
@@ -133,14 +143,16 @@ def lab_seed(s: Mapping[str, Any], seed: int) -> dict[str, Any]:
     true = ev.true_reward(base, rows).reshape(C, N)
     ns = 2 ** np.arange(int(np.log2(N)) + 1)
     out: dict[str, Any] = {"seed": seed, "variants": {}}
-    for i, (variant, model) in enumerate(models.items()):
+    for v, (variant, model) in enumerate(models.items()):
         obj = _objective(s, variant)
-        proxy = model.reward(ev.observation[rows], base, **obj).reshape(C, N)
+        proxy = np.concatenate([model.reward(ev.observation[rows[i:i + CHUNK]],
+                                             base[i:i + CHUNK], **obj)
+                                for i in range(0, len(rows), CHUNK)]).reshape(C, N)
         p_bon, t_bon = best_of_n_curve(proxy, true, ns)
         out["variants"][variant] = {
             "heldout": metrics[variant], "n": ns.tolist(),
             "best_of_n": _curve(np.sqrt(best_of_n_kl(ns)), p_bon, t_bon),
-            "rl": _rl_curve(s, seed, i, lambda x, a, m=model, o=obj: m.reward(x, a, **o),
+            "rl": _rl_curve(s, seed, v, lambda x, a, m=model, o=obj: m.reward(x, a, **o),
                             ctx, ev)}
         log.info("seed %d %s: held-out accuracy %.3f (ceiling %.3f)", seed, variant,
                  metrics[variant]["accuracy"], metrics[variant]["ceiling"])
@@ -284,6 +296,7 @@ def _plot(results: list[dict[str, Any]], path: Path) -> Path:
 def overoptimisation(cfg: DictConfig, run_dir: Path) -> Path:
     """Run the lab per ``cfg`` into ``run_dir``; the report's path."""
     s = _settings(cfg)
+    check_fresh(run_dir, OUTPUTS)
     results = []
     for seed in s["seeds"]:
         results.append(lab_seed(s, seed))

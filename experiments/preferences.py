@@ -31,9 +31,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.cli import check_command_line, run_app
+from experiments.preference_options import (annotator_options, check_fresh,
+                                            reward_model_config, taste_options)
 from experiments.rendering import Block, human, write_reports
 from experiments.schema import register_configs
-from personarl.errors import ConfigError, check_int, check_range
+from personarl.errors import ConfigError, DataError, check_int, check_range
 
 __all__ = ["preferences", "export_pairs", "main", "TASKS"]
 
@@ -45,11 +47,13 @@ TASKS = {"adaptation": "personarl/PersonalityAdaptation-v0",
         "routing": "personarl/AgentRouting-v0"}
 
 
+#: what a run writes (a directory that holds any of them is another run's)
+OUTPUTS = ("pairs.npz", "reward_model.npz", "export.json", "preferences.*.jsonl")
+
+
 def _checked(cfg: DictConfig) -> dict[str, Any]:
-    from rewards.reward_model import BradleyTerryConfig
     from envs.turns import CONTEXTS
     from rewards.dpo import FORMATS
-    from rewards.preferences import STYLE_BIASES
 
     if cfg.task not in TASKS:
         raise ConfigError(f"task={cfg.task!r}; valid: {', '.join(TASKS)}")
@@ -59,9 +63,8 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"action_mode={cfg.action_mode!r}; valid: continuous, discrete")
     env_kwargs = ({"action_mode": cfg.action_mode} if cfg.task == "adaptation"
                   else {"horizon": 1})
-    taste = cfg.bias.taste
-    if taste is not None and taste not in STYLE_BIASES:
-        raise ConfigError(f"bias.taste={taste!r}; valid: {', '.join(STYLE_BIASES)} or null")
+    env_kwargs["population"] = OmegaConf.to_container(cfg.persona, resolve=True)
+    taste, strength = taste_options(cfg.bias.taste, cfg.bias.strength, required=False)
     if taste is not None and cfg.task != "adaptation":
         raise ConfigError(f"bias.taste={taste!r} is a taste over assistant styles; "
                           f"task={cfg.task} has none: use bias.taste=null")
@@ -72,38 +75,41 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
     if cfg.export and cfg.task != "adaptation":
         raise ConfigError("export=true renders PersonalityAdaptation's styles as replies; "
                           f"task={cfg.task} acts with agents, not text")
+    if cfg.export and not formats:
+        raise ConfigError(f"export=true with formats=[]: name at least one of "
+                          f"{', '.join(FORMATS)}")
     pairs = check_int("pairs", cfg.pairs, 20, 1 << 20)
     holdout = check_int("holdout", cfg.holdout, 10, pairs - 10)
-    model = dict(OmegaConf.to_container(cfg.model, resolve=True))
-    model["hidden"] = tuple(model["hidden"])
     return dict(env_id=TASKS[cfg.task], env_kwargs=env_kwargs, pairs=pairs, holdout=holdout,
                 seed=check_int("seed", cfg.seed, 0, 2**31 - 1),
                 sd=check_range("candidate_sd", cfg.candidate_sd, 0, 1, low_open=True),
-                count=check_int("annotators.count", cfg.annotators.count, 1, 100_000),
-                tau=cfg.annotators.tau, flip=cfg.annotators.flip, taste=taste,
-                strength=check_range("bias.strength", cfg.bias.strength, 0, 10),
-                model=BradleyTerryConfig(**model), formats=formats)
+                **annotator_options(cfg.annotators), taste=taste, strength=strength,
+                model=reward_model_config(cfg.model, "model"), formats=formats)
 
 
 def preferences(cfg: DictConfig, run_dir: Path) -> Path:
     """Annotate, train, score and export per ``cfg`` into ``run_dir``; the report's path."""
     from agents.learners.bradley_terry import fit_reward_model
+    from envs.registration import describe
     from envs.turns import turn_contexts
     from personarl.seeds import generator, stream_seed32
     from rewards.preferences import pairs_summary, population_annotators
     from rewards.reward_model import pair_metrics
 
     s = _checked(cfg)
+    check_fresh(run_dir, OUTPUTS)
     seed = s["seed"]
     ctx = turn_contexts(s["env_id"], s["pairs"], stream_seed32(seed, "preference_users", 0),
                         context=cfg.context, env_kwargs=s["env_kwargs"])
-    pool = population_annotators(s["count"], generator(seed, "annotation", 0), tau=s["tau"],
+    pool = population_annotators(s["count"], generator(seed, "annotation", 0),
+                                 population=s["env_kwargs"]["population"], tau=s["tau"],
                                  flip=s["flip"], bias=s["strength"])
     pairs = ctx.compare(pool, generator(seed, "annotation", 1), sd=s["sd"], taste=s["taste"])
     train, held = pairs.split(s["holdout"] / len(pairs), generator(seed, "annotation", 2))
     model = fit_reward_model(train, s["model"], seed=stream_seed32(seed, "optimisation", 3))
     metrics = pair_metrics(model, held)
     model.meta.update(env_id=s["env_id"], env_kwargs=s["env_kwargs"], context=cfg.context,
+                      env_configuration=describe(s["env_id"], s["env_kwargs"]).configuration(),
                       heldout=metrics)
     pairs.save(run_dir / "pairs.npz")
     model.save(run_dir / "reward_model.npz")
@@ -138,6 +144,10 @@ def export_pairs(pairs: Any, formats: list[str], out: Path) -> dict[str, Any]:
     good = [assistant_reply(a, int(t)) for a, t in zip(chosen, topic)]
     bad = [assistant_reply(a, int(t)) for a, t in zip(rejected, topic)]
     keep = [i for i in range(len(prompts)) if good[i] != bad[i]]
+    if not keep:
+        raise DataError(f"all {len(prompts)} pairs render the same reply for chosen and "
+                        "rejected (their styles fall in the same bands of the template "
+                        "library, rewards.replies): widen candidate_sd")
     p, c, r = ([x[i] for i in keep] for x in (prompts, good, bad))
     files = {}
     for fmt in formats:
@@ -155,7 +165,9 @@ def _report(cfg: DictConfig, s: dict[str, Any], summary: dict[str, Any],
     gap = metrics["ceiling"] - metrics["accuracy"]
     b: list[Block] = [
         ("h1", "Preference pairs and a Bradley–Terry reward model"),
-        ("p", f"{s['env_id']} one-step setting ({human(s['env_kwargs'])}), context "
+        ("p", f"{s['env_id']} one-step setting "
+              f"({human({k: v for k, v in s['env_kwargs'].items() if k != 'population'})}; "
+              f"users from `persona`), context "
               f"`{cfg.context}`. {summary['pairs']:,} pairs from {summary['annotators']} "
               f"annotators (τ {s['tau']}, flip {s['flip']}"
               + (f", taste `{s['taste']}` at strength {s['strength']}" if s["taste"] else "")

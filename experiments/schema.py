@@ -362,7 +362,7 @@ class AnnotatorSchema:
 
 @dataclass
 class BiasSchema:
-    taste: str = "flattery"             # rewards.preferences.STYLE_BIASES
+    taste: Optional[str] = "flattery"   # rewards.preferences.STYLE_BIASES
     strength: float = 0.4               # reward units, x [0.5, 1.5] by trait
 
 
@@ -402,6 +402,7 @@ class PreferenceBiasSchema:
 class PreferencesSchema:
     """``experiments.preferences`` (``configs/preferences.yaml``)."""
 
+    persona: Any = None
     task: str = "adaptation"            # adaptation | routing
     action_mode: str = "continuous"     # PersonalityAdaptation's: continuous | discrete
     context: str = "profile"            # observation | profile (envs.turns)

@@ -61,8 +61,8 @@ def env_kwargs(cfg: DictConfig, persona_overrides: Mapping[str, Any] | None = No
         # a reward model pays instead of the env's reward (envs.learned_reward); evaluation
         # populations leave it out (validate): they are scored on the true reward
         del reward["kind"]
-        if reward["model"] is not None:
-            reward["model"] = str(Path(reward["model"]).resolve())
+        model = reward["model"]
+        reward["model"] = str(Path(model).resolve()) if model and str(model).strip() else None
         env["learned_reward"] = reward
     else:
         env[rec.reward_arg] = reward

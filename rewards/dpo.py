@@ -18,11 +18,11 @@ file only whole.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from personarl.errors import ConfigError, DataError
+from personarl.files import write_atomic
 
 __all__ = ["FORMATS", "preference_records", "chat_records", "check_records", "record_format",
            "write_jsonl", "read_jsonl"]
@@ -75,11 +75,19 @@ def record_format(record: Any) -> str | None:
 def _text(value: Any, where: str) -> None:
     if not isinstance(value, str) or not value.strip():
         raise DataError(f"{where} must be non-empty text; got {value!r:.60}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"{where} is not valid Unicode text (a lone surrogate?): "
+                        f"{value!r:.60}") from None
 
 
 def _messages(value: Any, where: str, last: str, first_roles: Iterable[str] = ROLES) -> None:
+    """A list of messages: roles known, a system message only first, user and assistant
+    turns alternating, ending with ``last`` and starting with one of ``first_roles``."""
     if not isinstance(value, list) or not value:
         raise DataError(f"{where} must be a non-empty list of messages; got {value!r:.60}")
+    previous = None
     for j, m in enumerate(value):
         if not isinstance(m, Mapping) or set(m) != {"role", "content"}:
             raise DataError(f"{where}[{j}] must be {{'role', 'content'}}; got {m!r:.60}")
@@ -87,6 +95,10 @@ def _messages(value: Any, where: str, last: str, first_roles: Iterable[str] = RO
             raise DataError(f"{where}[{j}] has role {m['role']!r}; valid: {', '.join(ROLES)}")
         if m["role"] == "system" and j:
             raise DataError(f"{where}[{j}]: a system message may only come first")
+        if m["role"] == previous:
+            raise DataError(f"{where}[{j}]: two {previous} messages in a row; user and "
+                            "assistant turns alternate")
+        previous = m["role"]
         _text(m["content"], f"{where}[{j}].content")
     if value[-1]["role"] != last:
         raise DataError(f"{where} must end with a {last} message; it ends with "
@@ -105,6 +117,8 @@ def check_records(records: Sequence[Any], fmt: str | None = None) -> str:
     """
     if fmt is not None and fmt not in FORMATS:
         raise ConfigError(f"format={fmt!r}; valid: {', '.join(FORMATS)}")
+    if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
+        raise DataError(f"records must be a list of records; got {type(records).__name__}")
     if not records:
         raise DataError("no records to export")
     want = fmt or record_format(records[0])
@@ -120,15 +134,15 @@ def check_records(records: Sequence[Any], fmt: str | None = None) -> str:
         if got == "dpo":
             for k in ("prompt", "chosen", "rejected"):
                 _text(rec[k], f"record {i}: {k}")
-            same = rec["chosen"] == rec["rejected"]
+            same = rec["chosen"].strip() == rec["rejected"].strip()
         elif got == "dpo_conversational":
-            _messages(rec["prompt"], f"record {i}: prompt", "user")
+            _messages(rec["prompt"], f"record {i}: prompt", "user", ("system", "user"))
             for k in ("chosen", "rejected"):
                 _messages(rec[k], f"record {i}: {k}", "assistant", ("assistant",))
                 if len(rec[k]) != 1:
                     raise DataError(f"record {i}: {k} must be one assistant message; got "
                                     f"{len(rec[k])}")
-            same = rec["chosen"][0]["content"] == rec["rejected"][0]["content"]
+            same = rec["chosen"][0]["content"].strip() == rec["rejected"][0]["content"].strip()
         else:
             _messages(rec["messages"], f"record {i}: messages", "assistant",
                       ("system", "user"))
@@ -146,11 +160,11 @@ def write_jsonl(path: str | Path, records: Sequence[Mapping[str, Any]], fmt: str
     replaced only when the whole of it is written."""
     check_records(records, fmt)
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
+    if not path.parent.is_dir() or path.is_dir():
+        raise DataError(f"cannot write {path}: "
+                        + ("it is a directory" if path.is_dir() else "no such directory"))
+    write_atomic(path, "".join(json.dumps(rec, ensure_ascii=False) + "\n"
+                               for rec in records))
     return path
 
 
@@ -158,13 +172,16 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The records of a JSON Lines file.
 
     Raises:
-        DataError: a missing file or a line that is not JSON (named by its number).
+        DataError: a missing file, a directory, text that is not UTF-8, a line that is not
+            JSON (named by its number).
     """
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(f"no file at {path}") from None
+    except (IsADirectoryError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not a UTF-8 JSON Lines file: {e}") from None
     out = []
     for i, line in enumerate(lines, 1):
         if line.strip():

@@ -40,19 +40,32 @@ def best_of_n_kl(n: np.ndarray | int) -> np.ndarray:
         DataError: ``n < 1``.
     """
     n = np.asarray(n, dtype=np.float64)
-    if np.any(n < 1):
-        raise DataError(f"best-of-n needs n >= 1; got {n.min():g}")
+    if not np.all(np.isfinite(n)) or np.any(n < 1) or np.any(n != np.round(n)):
+        raise DataError(f"best-of-n needs whole numbers n >= 1; got {n.ravel()[:5].tolist()}")
     return np.log(n) - (n - 1.0) / n
 
 
 def gaussian_kl(mean: np.ndarray, log_std: np.ndarray, mean0: np.ndarray,
                 log_std0: np.ndarray) -> np.ndarray:
     """``(n,)`` KL(N(mean, σ²) ‖ N(mean0, σ0²)) in nats, diagonal, summed over the action's
-    ``k`` dimensions; means ``(n, k)``, log standard deviations ``(k,)`` or ``(n, k)``."""
-    var, var0 = np.exp(2 * np.asarray(log_std)), np.exp(2 * np.asarray(log_std0))
-    kl = (np.asarray(log_std0) - np.asarray(log_std)
-          + (var + (np.asarray(mean) - np.asarray(mean0)) ** 2) / (2 * var0) - 0.5)
-    return np.broadcast_to(kl, np.broadcast_shapes(np.shape(kl))).sum(axis=-1)
+    ``k`` dimensions; means ``(n, k)``, log standard deviations ``(k,)`` or ``(n, k)``.
+
+    Raises:
+        DataError: means that are not ``(n, k)`` of one shape, log-stds that do not
+            broadcast to it, non-finite values.
+    """
+    mean, mean0 = np.asarray(mean, np.float64), np.asarray(mean0, np.float64)
+    log_std, log_std0 = np.asarray(log_std, np.float64), np.asarray(log_std0, np.float64)
+    if mean.ndim != 2 or mean.shape != mean0.shape or any(
+            s.shape not in (mean.shape, mean.shape[1:]) for s in (log_std, log_std0)):
+        raise DataError(f"gaussian_kl: means must be (n, k) of one shape and log-stds (k,) "
+                        f"or (n, k); got {mean.shape}, {mean0.shape}, {log_std.shape}, "
+                        f"{log_std0.shape}")
+    if not all(np.all(np.isfinite(a)) for a in (mean, mean0, log_std, log_std0)):
+        raise DataError("gaussian_kl: means and log-stds must be finite")
+    var, var0 = np.exp(2 * log_std), np.exp(2 * log_std0)
+    kl = log_std0 - log_std + (var + (mean - mean0) ** 2) / (2 * var0) - 0.5
+    return np.broadcast_to(kl, mean.shape).sum(axis=-1)
 
 
 @dataclass(frozen=True)
@@ -94,12 +107,18 @@ def fit_scaling_law(d: np.ndarray, reward: np.ndarray, form: str) -> ScalingFit:
     """
     if form not in FORMS:
         raise DataError(f"form={form!r}; valid: {', '.join(FORMS)}")
-    d, y = np.asarray(d, np.float64).ravel(), np.asarray(reward, np.float64).ravel()
+    try:
+        d, y = np.asarray(d, np.float64).ravel(), np.asarray(reward, np.float64).ravel()
+    except (TypeError, ValueError):
+        raise DataError("a scaling fit needs numbers (d, reward)") from None
     if d.shape != y.shape or len(d) < 3:
         raise DataError(f"a scaling fit needs >= 3 points (d, reward) of one length; got "
                         f"{d.shape} and {y.shape}")
     if not (np.all(np.isfinite(d)) and np.all(np.isfinite(y))) or np.any(d < 0):
         raise DataError("a scaling fit needs finite rewards and distances d >= 0")
+    if np.count_nonzero(d) < 2:
+        raise DataError("a scaling fit needs at least two points with d > 0 (the laws are "
+                        "0 at d = 0)")
     second = d * d if form == "bon" else d * _log(d)
     X = np.stack([d, -second], axis=1)
     (alpha, beta), *_ = np.linalg.lstsq(X, y, rcond=None)
@@ -109,7 +128,10 @@ def fit_scaling_law(d: np.ndarray, reward: np.ndarray, form: str) -> ScalingFit:
     fit = ScalingFit(form, float(alpha), float(beta), r2, None, None)
     if beta <= 0:
         return fit
-    peak = alpha / (2 * beta) if form == "bon" else np.exp(alpha / beta - 1.0)
+    with np.errstate(over="ignore"):
+        peak = alpha / (2 * beta) if form == "bon" else np.exp(alpha / beta - 1.0)
+    if not np.isfinite(peak):                 # β ≈ 0: no peak within reach
+        return fit
     return ScalingFit(form, fit.alpha, fit.beta, r2, float(peak),
                       float(fit.predict(np.array([peak]))[0]))
 
@@ -128,6 +150,12 @@ def best_of_n_curve(proxy: np.ndarray, true: np.ndarray, ns: np.ndarray
     Returns:
         ``(len(ns),)`` mean proxy and ``(len(ns),)`` mean true reward of the chosen samples.
     """
+    proxy, true = np.asarray(proxy, np.float64), np.asarray(true, np.float64)
+    if proxy.ndim != 2 or proxy.shape != true.shape:
+        raise DataError(f"best-of-n: proxy and true must be (C, N) of one shape; got "
+                        f"{proxy.shape} and {true.shape}")
+    if not (np.all(np.isfinite(proxy)) and np.all(np.isfinite(true))):
+        raise DataError("best-of-n: proxy and true rewards must be finite")
     c, total = proxy.shape
     out_p, out_t = [], []
     for n in np.asarray(ns, dtype=np.int64):

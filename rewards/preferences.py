@@ -28,7 +28,6 @@ Actions are either indices of a ``Discrete(K)`` space (``num_actions=K``) or vec
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -36,6 +35,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from personarl.errors import DataError, check_int, check_range
+from rewards.files import read_npz, write_npz
 from synth.archetypes import TRAITS
 
 __all__ = ["Annotators", "PreferencePairs", "population_annotators", "STYLE_BIASES",
@@ -44,6 +44,7 @@ __all__ = ["Annotators", "PreferencePairs", "population_annotators", "STYLE_BIAS
 
 #: flip rates at or above ½ would turn the preference around
 MAX_FLIP = 0.45
+PAIRS_FORMAT = "personarl.preference_pairs/1"
 _T = {name: i for i, name in enumerate(TRAITS)}
 
 
@@ -213,34 +214,43 @@ class PreferencePairs:
         return self.take(np.sort(order[:cut])), self.take(np.sort(order[cut:]))
 
     def save(self, path: str | Path) -> Path:
-        """Write the pairs to one ``.npz`` (no pickle); returns the path."""
-        path = Path(path)
+        """Write the pairs to one ``.npz`` (no pickle; whole or not at all); returns the
+        path."""
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "num_actions"}
-        meta = {"format": "personarl.preference_pairs/1", "num_actions": self.num_actions}
-        with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
-        return path
+        k = None if self.num_actions is None else int(self.num_actions)
+        return write_npz(path, {"format": PAIRS_FORMAT, "num_actions": k}, arrays)
 
 
 def check_pairs(pairs: PreferencePairs) -> PreferencePairs:
     """Refuse pairs a reward model cannot learn from; returns ``pairs``.
 
     Raises:
-        DataError: no pairs; arrays of different lengths; a non-finite context, action or
-            strength; a strength outside [0, 1]; an action index outside ``[0, K)``; a
-            vector outside [0, 1] or of another width than ``rejected``; ``chosen ==
-            rejected``; a negative annotator id.
+        DataError: a field that is not an array of its shape; no pairs; arrays of
+            different lengths; a non-finite context, action, strength, tau or flip; a
+            strength outside [0, 1]; tau <= 0 or a flip outside [0, ``MAX_FLIP``]; an action
+            index outside ``[0, K)``; a vector outside [0, 1] or of another width than
+            ``rejected``; ``chosen == rejected``; an annotator id that is not an integer
+            >= 0.
     """
+    for f in fields(pairs):
+        a = getattr(pairs, f.name)
+        if f.name != "num_actions" and not (isinstance(a, np.ndarray) and a.ndim == (
+                2 if f.name == "context" else 1 + (f.name in ("chosen", "rejected")
+                                                   and pairs.num_actions is None))):
+            raise DataError(f"pairs: {f.name} must be a NumPy array of "
+                            f"{'(n, d)' if f.name == 'context' else 'one value per pair'}; "
+                            f"got {type(a).__name__} {np.shape(a)}")
+        if f.name not in ("num_actions", "context", "chosen", "rejected") and \
+                a.dtype.kind not in "iuf":
+            raise DataError(f"pairs: {f.name} must be numbers; got {a.dtype}")
     n = len(pairs)
     if n == 0:
         raise DataError("the pair set is empty: annotate at least one pair")
     for f in fields(pairs):
-        if f.name == "num_actions":
-            continue
-        a = getattr(pairs, f.name)
-        if len(a) != n:
-            raise DataError(f"pairs: {f.name} has {len(a)} rows, strength has {n}")
-    for name in ("context", "strength", "true_margin", "utility_margin"):
+        if f.name != "num_actions" and len(getattr(pairs, f.name)) != n:
+            raise DataError(f"pairs: {f.name} has {len(getattr(pairs, f.name))} rows, "
+                            f"strength has {n}")
+    for name in ("context", "strength", "true_margin", "utility_margin", "tau", "flip"):
         bad = ~np.isfinite(np.asarray(getattr(pairs, name), dtype=np.float64))
         if bad.any():
             row = int(np.argwhere(bad)[0][0])
@@ -250,8 +260,10 @@ def check_pairs(pairs: PreferencePairs) -> PreferencePairs:
     if np.any((s < 0) | (s > 1)):
         row = int(np.argwhere((s < 0) | (s > 1))[0][0])
         raise DataError(f"pairs: strength {float(s[row]):g} in pair {row} is outside [0, 1]")
-    if np.any(pairs.annotator < 0):
-        raise DataError("pairs: annotator ids must be >= 0")
+    if pairs.annotator.dtype.kind not in "iu" or np.any(pairs.annotator < 0):
+        raise DataError("pairs: annotator ids must be integers >= 0")
+    if np.any(pairs.tau <= 0) or np.any((pairs.flip < 0) | (pairs.flip > MAX_FLIP)):
+        raise DataError(f"pairs: every tau must be > 0 and every flip in [0, {MAX_FLIP}]")
     c, r = pairs.chosen, pairs.rejected
     if pairs.num_actions is not None:
         k = pairs.num_actions
@@ -289,18 +301,15 @@ def load_pairs(path: str | Path) -> PreferencePairs:
         DataError: a missing, damaged or foreign file, or pairs ``check_pairs`` refuses.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            arrays = {f.name: z[f.name] for f in fields(PreferencePairs)
-                      if f.name != "num_actions"}
-    except FileNotFoundError:
-        raise DataError(f"no preference pairs at {path}") from None
-    except (OSError, ValueError, KeyError) as e:
-        raise DataError(f"{path} is not a preference-pair file: {e}") from None
-    if meta.get("format") != "personarl.preference_pairs/1":
-        raise DataError(f"{path}: unknown format {meta.get('format')!r}")
-    return check_pairs(PreferencePairs(**arrays, num_actions=meta["num_actions"]))
+    if not path.is_file():
+        raise DataError(f"no preference pairs at {path}")
+    with read_npz(path, PAIRS_FORMAT, "preference-pair") as (meta, z):
+        arrays = {f.name: z[f.name] for f in fields(PreferencePairs)
+                  if f.name != "num_actions"}
+        k = meta["num_actions"]
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
+        raise DataError(f"{path}: num_actions={k!r} must be null or an integer >= 2")
+    return check_pairs(PreferencePairs(**arrays, num_actions=k))
 
 
 def annotate(context: np.ndarray, action_a: np.ndarray, action_b: np.ndarray,
@@ -321,7 +330,13 @@ def annotate(context: np.ndarray, action_a: np.ndarray, action_b: np.ndarray,
     Returns:
         The pairs, ``check_pairs``-valid, with ``chosen``/``rejected`` arranged by the label.
     """
-    n = len(reward_a)
+    n = len(np.atleast_1d(reward_a))
+    for name, a in (("context", context), ("action_a", action_a), ("action_b", action_b),
+                    ("reward_a", reward_a), ("reward_b", reward_b), ("bias_a", bias_a),
+                    ("bias_b", bias_b)):
+        if a is not None and (np.ndim(a) == 0 or len(a) != n):
+            raise DataError(f"annotate: {name} must have one row per comparison ({n}); got "
+                            f"shape {np.shape(a)}")
     who = rng.integers(0, len(annotators), n)
     u = rng.random(n)
     phi = (np.zeros(n) if bias_a is None or bias_b is None

@@ -18,7 +18,6 @@ members (``(M, fan_in, fan_out)`` / ``(M, fan_out)``), ``x_mean``/``x_std`` and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,9 +25,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from personarl.errors import ConfigError, DataError, check_int, check_range
+from rewards.files import read_npz, write_npz
 from rewards.preferences import PreferencePairs, check_pairs, label_ceiling, sigmoid
 
-__all__ = ["RewardModel", "BradleyTerryConfig", "OBJECTIVES", "FORMAT", "pair_metrics"]
+__all__ = ["RewardModel", "BradleyTerryConfig", "OBJECTIVES", "FORMAT", "pair_metrics",
+           "check_penalty"]
 
 FORMAT = "personarl.reward_model/1"
 OBJECTIVES = ("mean", "worst_case", "uncertainty_weighted")
@@ -62,6 +63,14 @@ class BradleyTerryConfig:
         check_range("validation", self.validation, 0, 0.5, low_open=True)
 
 
+def check_penalty(penalty: Any, name: str = "penalty") -> float:
+    """The uncertainty-weighted objective's λ: a finite number >= 0 (``ConfigError``)."""
+    if isinstance(penalty, bool) or not isinstance(penalty, (int, float, np.floating)) \
+            or not 0 <= penalty < np.inf:
+        raise ConfigError(f"{name}={penalty!r} must be a finite number >= 0")
+    return float(penalty)
+
+
 class RewardModel:
     """An ensemble reward model ``r(x, a)`` in NumPy.
 
@@ -79,11 +88,18 @@ class RewardModel:
                  meta: Mapping[str, Any] | None = None) -> None:
         if not layers:
             raise DataError("a reward model needs at least one layer")
-        self.layers = [(np.asarray(w, np.float64), np.asarray(b, np.float64))
-                       for w, b in layers]
-        self.x_mean = np.asarray(x_mean, np.float64)
-        self.x_std = np.asarray(x_std, np.float64)
-        self.num_actions = num_actions
+        try:
+            self.layers = [(np.asarray(w, np.float64), np.asarray(b, np.float64))
+                           for w, b in layers]
+            self.x_mean = np.asarray(x_mean, np.float64)
+            self.x_std = np.asarray(x_std, np.float64)
+        except (TypeError, ValueError) as e:
+            raise DataError(f"a reward model's arrays must be numbers: {e}") from None
+        if num_actions is not None and (isinstance(num_actions, bool) or not isinstance(
+                num_actions, (int, np.integer)) or num_actions < 2):
+            raise DataError(f"a reward model's num_actions={num_actions!r} must be None (a "
+                            "box of actions) or an integer >= 2")
+        self.num_actions = None if num_actions is None else int(num_actions)
         self.meta = dict(meta or {})
         m = self.layers[0][0].shape[0]
         for i, (w, b) in enumerate(self.layers):
@@ -97,13 +113,18 @@ class RewardModel:
                 raise DataError(f"reward model layer {i} has non-finite weights")
         if self.layers[-1][0].shape[2] != 1:
             raise DataError("a reward model's last layer must have one output")
-        if self.x_mean.shape != self.x_std.shape or self.x_std.ndim != 1 or \
-                np.any(self.x_std <= 0):
+        if self.x_mean.shape != self.x_std.shape or self.x_std.ndim != 1 or not (
+                np.all(np.isfinite(self.x_mean)) and np.all(np.isfinite(self.x_std))
+                and np.all(self.x_std > 0)):
             raise DataError("a reward model's context standardisation must be (d_x,) "
-                            "with positive scales")
+                            "finite means and finite positive scales")
         if self.action_dim < 1:
             raise DataError(f"the first layer takes {self.layers[0][0].shape[1]} inputs, "
                             f"not more than the context's {self.context_dim}")
+        if self.num_actions is not None and self.action_dim != self.num_actions:
+            raise DataError(f"a reward model of Discrete({self.num_actions}) actions needs "
+                            f"{self.num_actions} action inputs; its first layer has "
+                            f"{self.action_dim}")
 
     @property
     def members(self) -> int:
@@ -141,6 +162,9 @@ class RewardModel:
             if feats.shape != (len(x), self.action_dim):
                 raise DataError(f"actions must be ({len(x)}, {self.action_dim}); got "
                                 f"{feats.shape}")
+            if np.any((feats < 0) | (feats > 1)):
+                raise DataError(f"actions must lie in the box [0, 1]^{self.action_dim} the "
+                                "model was trained on (clip them as the env does)")
         z = np.concatenate([(x - self.x_mean) / self.x_std, feats], axis=1)
         if not np.all(np.isfinite(z)):
             raise DataError("context or actions are not finite")
@@ -166,8 +190,7 @@ class RewardModel:
         """
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective={objective!r}; valid: {', '.join(OBJECTIVES)}")
-        if not penalty >= 0:
-            raise ConfigError(f"penalty={penalty!r} must be >= 0")
+        check_penalty(penalty)
         r = self.member_scores(context, action)
         if objective == "mean":
             return r.mean(axis=0)
@@ -184,8 +207,7 @@ class RewardModel:
             arrays[f"w{i}"], arrays[f"b{i}"] = w, b
         meta = {**self.meta, "format": FORMAT, "num_actions": self.num_actions,
                 "layers": len(self.layers)}
-        with open(path, "wb") as fh:
-            np.savez(fh, meta=np.array(json.dumps(meta)), **arrays)
+        write_npz(path, meta, arrays)
         return path
 
     @classmethod
@@ -196,20 +218,13 @@ class RewardModel:
             DataError: no file, a damaged or foreign file, inconsistent weights.
         """
         path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(str(z["meta"]))
-                if meta.get("format") != FORMAT:
-                    raise DataError(f"{path}: not a reward model (format "
-                                    f"{meta.get('format')!r}, expected {FORMAT!r})")
-                layers = [(z[f"w{i}"], z[f"b{i}"]) for i in range(int(meta["layers"]))]
-                x_mean, x_std = z["x_mean"], z["x_std"]
-        except FileNotFoundError:
+        if not path.is_file():
             raise DataError(f"no reward model at {path}: train one first "
-                            "(python -m experiments.preferences)") from None
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path} is not a reward-model file: {e}") from None
-        return cls(layers, x_mean, x_std, meta["num_actions"], meta)
+                            "(python -m experiments.preferences)")
+        with read_npz(path, FORMAT, "reward-model") as (meta, z):
+            layers = [(z[f"w{i}"], z[f"b{i}"]) for i in range(int(meta["layers"]))]
+            x_mean, x_std = z["x_mean"], z["x_std"]
+            return cls(layers, x_mean, x_std, meta["num_actions"], meta)
 
 
 def pair_metrics(model: RewardModel, pairs: PreferencePairs, *, objective: str = "mean",
@@ -224,6 +239,10 @@ def pair_metrics(model: RewardModel, pairs: PreferencePairs, *, objective: str =
         ``agree_with_truth`` (share of pairs the model orders as the true reward does).
     """
     check_pairs(pairs)
+    if pairs.num_actions != model.num_actions:
+        raise DataError(f"pairs of {pairs.num_actions or 'box'} actions cannot score a model "
+                        f"of {model.num_actions or 'box'} actions")
+    check_int("bins", bins, 1, 1000)
     kw = {"objective": objective, "penalty": penalty}
     delta = (model.reward(pairs.context, pairs.chosen, **kw)
              - model.reward(pairs.context, pairs.rejected, **kw))

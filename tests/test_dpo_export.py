@@ -28,6 +28,14 @@ CONV = preference_records(["Help?"], ["Here is what to do."], ["Kind regards."],
     ([{"messages": [{"role": "user", "content": "hi"}]}],
      r"messages must end with a assistant message"),
     ([], r"no records to export"),
+    (GOOD, r"records must be a list of records; got dict"),
+    ([{**GOOD, "chosen": "\ud800"}], r"record 0: chosen is not valid Unicode"),
+    ([{**GOOD, "rejected": GOOD["chosen"] + " "}], r"record 0: chosen == rejected"),
+    ([{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"},
+                    {"role": "assistant", "content": "c"}]}], r"two user messages in a row"),
+    ([{**CONV, "prompt": [{"role": "assistant", "content": "x"},
+                          {"role": "user", "content": "y"}]}],
+     r"prompt must start with a system or user message"),
 ])
 def test_validator_refuses_by_name(records, message):
     with pytest.raises(DataError, match=message):
@@ -42,6 +50,11 @@ def test_written_files_are_whole_and_checked(tmp_path):
     assert read_jsonl(path) == [GOOD, GOOD]             # the old file is untouched
     with pytest.raises(ConfigError, match=r"format='orpo'; valid: dpo"):
         check_records([GOOD], "orpo")
+    with pytest.raises(DataError, match="no such directory"):
+        write_jsonl(tmp_path / "missing" / "p.jsonl", [GOOD], "dpo")
+    (tmp_path / "latin.jsonl").write_bytes('{"prompt": "caf\xe9"}'.encode("latin-1"))
+    with pytest.raises(DataError, match="is not a UTF-8 JSON Lines file"):
+        read_jsonl(tmp_path / "latin.jsonl")
 
 
 def _exported(tmp_path):

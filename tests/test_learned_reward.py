@@ -32,7 +32,9 @@ def test_the_env_pays_the_model_and_reports_its_own_reward(routing_model):
     from rewards.reward_model import RewardModel
 
     model = RewardModel.load(routing_model)
-    make = dict(num_envs=64, vectorization_mode="vector_entry_point")
+    # the users of the persona config the model was trained for (as training builds them)
+    population = _validate().env_kwargs["population"]
+    make = dict(num_envs=64, vectorization_mode="vector_entry_point", population=population)
     learned = gym.make_vec(ROUTE, **make, learned_reward={"model": str(routing_model)})
     plain = gym.make_vec(ROUTE, **make)
     obs, _ = learned.reset(seed=3)
@@ -50,6 +52,13 @@ def test_the_env_pays_the_model_and_reports_its_own_reward(routing_model):
         assert np.all(r[restarting] == 0) and np.all(np.isnan(info["true_reward"][restarting]))
         obs, restarting = nxt, term
     assert not np.allclose(r, r2)
+
+
+def _damaged(directory, model) -> str:
+    """The first half of a reward-model file (a copy cut short)."""
+    data = model.read_bytes()
+    (directory / "cut.npz").write_bytes(data[:len(data) // 2])
+    return str(directory / "cut.npz")
 
 
 def _validate(*extra: str):
@@ -73,14 +82,27 @@ def test_bad_learned_rewards_are_refused_before_training(routing_model, tmp_path
             ([f"reward.model={routing_model}", "env=adaptation"],
              r"was trained on 'personarl/AgentRouting-v0', not personarl/PersonalityAd"),
             ([f"reward.model={routing_model}", "env.num_agents=4"],
-             r"reads 34 observation columns; this env has 32")]:
+             r"reads 34 observation columns; this env has 32"),
+            ([f"reward.model={routing_model}", "env.world_seed=7"],   # other agents
+             r"was trained on another configuration of personarl/AgentRouting-v0 \(tables, "
+             r"world differ\)"),
+            ([f"reward.model={routing_model}", "reward.objective=uncertainty_weighted",
+              "reward.penalty=inf"], r"reward.penalty=inf must be a finite number >= 0"),
+            ([f"reward.model={_damaged(tmp_path, routing_model)}"],
+             r"is not a reward-model file"),
+            (["reward.model=''"], r"reward=learned needs reward.model=")]:
         with pytest.raises(ConfigError, match=message):
             _validate("reward=learned", *extra)
     # a model of continuous styles for the discrete env (the same observation)
+    from envs.registration import describe
     from rewards.reward_model import RewardModel
+
+    continuous = _validate("experiment=adaptation_continuous")
     styles = RewardModel([(np.zeros((1, 43, 1)), np.zeros((1, 1)))], np.zeros(33),
-                         np.ones(33), None, {"env_id": "personarl/PersonalityAdaptation-v0",
-                                             "context": "observation"})
+                         np.ones(33), None, {
+                             "env_id": continuous.env_id, "context": "observation",
+                             "env_configuration": describe(
+                                 continuous.env_id, continuous.env_kwargs).configuration()})
     path = styles.save(tmp_path / "styles.npz")
     with pytest.raises(ConfigError, match=r"scores Box\(10\) actions; this env acts in "
                                           r"Discrete\(9\) \(action_mode\?\)"):

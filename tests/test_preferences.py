@@ -117,10 +117,21 @@ def _discrete_pairs(**change) -> PreferencePairs:
     ({"strength": np.array([0.5, 1.5, 0.5, 0.5])}, r"strength 1.5 in pair 1 is outside"),
     ({"rejected": np.array([0, 2, 0, 2])}, r"chosen == rejected in pair 0"),
     ({"context": np.full((4, 2), np.inf, np.float32)}, r"context is not finite in pair 0"),
+    ({"context": np.zeros(4, np.float32)}, r"context must be a NumPy array of \(n, d\)"),
+    ({"tau": np.zeros(4)}, r"every tau must be > 0 and every flip in \[0, 0.45\]"),
+    ({"flip": np.full(4, 0.9)}, r"every tau must be > 0 and every flip"),
+    ({"annotator": np.zeros(4)}, r"annotator ids must be integers"),
+    ({"strength": 0.5}, r"strength must be a NumPy array of one value per pair"),
 ])
 def test_bad_pairs_are_refused_by_name(change, message):
     with pytest.raises(DataError, match=message):
         check_pairs(_discrete_pairs(**change))
+
+
+def test_annotate_refuses_comparisons_of_unequal_length():
+    with pytest.raises(DataError, match=r"reward_b must have one row per comparison \(3\)"):
+        annotate(np.zeros((3, 2)), np.zeros(3, np.int64), np.ones(3, np.int64), np.zeros(3),
+                 np.zeros(2), _pool(), np.random.default_rng(0), num_actions=2)
 
 
 def test_empty_pairs_and_files(tmp_path):
@@ -133,8 +144,12 @@ def test_empty_pairs_and_files(tmp_path):
     good = _discrete_pairs()
     assert np.array_equal(load_pairs(good.save(tmp_path / "p.npz")).chosen, good.chosen)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(DataError, match="is not a preference-pair file"):
-        load_pairs(tmp_path / "junk.npz")
+    data = (tmp_path / "p.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])
+    (tmp_path / "empty.npz").write_bytes(b"")
+    for name in ("junk.npz", "cut.npz", "empty.npz"):
+        with pytest.raises(DataError, match=f"{name} is not a preference-pair file"):
+            load_pairs(tmp_path / name)
     with pytest.raises(DataError, match="no reward model at .*train one first"):
         RewardModel.load(tmp_path / "missing.npz")
     with pytest.raises(ConfigError, match=r"bias='flattery' is a taste over assistant "
@@ -182,3 +197,26 @@ def test_preferences_and_the_lab_run_as_the_readme_says(tmp_path):
     assert bad.returncode == 2
     assert "bias.taste='sarcasm'; valid: flattery, verbosity" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_discrete_styles_run_through_the_app_and_a_run_dir_is_not_reused(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.preferences import preferences
+    from experiments.schema import register_configs
+    from tests.readme import ROOT
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("preferences", overrides=[
+            "action_mode=discrete", "context=observation", "export=true", "pairs=600",
+            "holdout=100", "model.epochs=2", "model.hidden=[8]"])
+    preferences(cfg, tmp_path)
+    model = RewardModel.load(tmp_path / "reward_model.npz")
+    assert model.num_actions == 9 and load_pairs(tmp_path / "pairs.npz").num_actions == 9
+    assert (tmp_path / "preferences.dpo.jsonl").stat().st_size > 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(ConfigError, match=r"already holds export.json, pairs.npz, "
+                                          r"preferences.\*.jsonl, reward_model.npz"):
+        preferences(cfg, tmp_path)
+    assert before == {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}

@@ -56,11 +56,12 @@ def _routing_reward_model(directory: Path) -> Path:
     from envs.registration import describe
     from rewards.reward_model import RewardModel
 
-    core = describe("personarl/AgentRouting-v0", {})
+    env_id, kwargs = env_kwargs(load())
+    core = describe(env_id, kwargs)
     d, k = core.obs_size, core.actions.k
     model = RewardModel([(np.zeros((1, d + k, 1)), np.zeros((1, 1)))], np.zeros(d),
-                        np.ones(d), k, {"env_id": "personarl/AgentRouting-v0",
-                                        "context": "observation"})
+                        np.ones(d), k, {"env_id": env_id, "context": "observation",
+                                        "env_configuration": core.configuration()})
     return model.save(directory / "reward_model.npz")
 
 

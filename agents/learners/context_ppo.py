@@ -86,19 +86,26 @@ class ContextPPOConfig:
     base_sd: float = 0.3                # σ₀ of π₀ (the initial policy's standard deviation)
 
     def __post_init__(self) -> None:
-        check_int("ppo.timesteps", self.timesteps, 1)
-        check_int("ppo.snapshots", self.snapshots, 2, 1000)
-        check_int("ppo.lanes", self.lanes, 1, 1 << 16)
-        check_int("ppo.n_steps", self.n_steps, 1, 1 << 16)
-        check_int("ppo.batch_size", self.batch_size, 2, self.lanes * self.n_steps)
-        check_int("ppo.epochs", self.epochs, 1, 1000)
-        check_range("ppo.lr", self.lr, 0, 1, low_open=True)
-        check_range("ppo.clip", self.clip, 0, 1, low_open=True)
-        check_range("ppo.base_sd", self.base_sd, 0, 1, low_open=True)
-        if self.timesteps < self.snapshots * self.lanes * self.n_steps:
-            raise ConfigError(f"ppo.timesteps={self.timesteps} is fewer than one update "
-                              f"({self.lanes * self.n_steps} decisions) per snapshot "
-                              f"({self.snapshots}); raise it or lower ppo.snapshots")
+        check_int("timesteps", self.timesteps, 1)
+        check_int("snapshots", self.snapshots, 2, 1000)
+        check_int("lanes", self.lanes, 1, 1 << 16)
+        check_int("n_steps", self.n_steps, 1, 1 << 16)
+        check_int("batch_size", self.batch_size, 2, self.lanes * self.n_steps)
+        check_int("epochs", self.epochs, 1, 1000)
+        check_range("lr", self.lr, 0, 1, low_open=True)
+        check_range("clip", self.clip, 0, 1, low_open=True)
+        check_range("base_sd", self.base_sd, 0, 1, low_open=True)
+        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int)
+                                  or not 1 <= h <= 4096 for h in self.hidden):
+            raise ConfigError(f"hidden={list(self.hidden)!r}: give 1+ layer widths in "
+                              "1..4096")
+        distinct = len(snapshot_steps(self))
+        if distinct < self.snapshots:
+            rollout = self.lanes * self.n_steps
+            raise ConfigError(f"timesteps={self.timesteps} gives only {distinct} distinct "
+                              f"snapshots of whole rollouts ({rollout} decisions each) of "
+                              f"snapshots={self.snapshots}; raise timesteps or lower "
+                              "snapshots")
 
 
 def snapshot_steps(config: ContextPPOConfig) -> np.ndarray:
