@@ -299,8 +299,10 @@ def export_checkpoint(checkpoint: Path, out: Path | None = None, overwrite: bool
         checkpoint, OmegaConf.to_container(cfg.agent, resolve=True), env_id, kwargs,
         expected_sha256=recorded.get(WEIGHTS_FILE))
     training = _training_record(run_dir, source["iteration"])
+    # a bundle acts; the reward a policy was trained against is not part of its env
+    served = {k: v for k, v in kwargs.items() if k != "learned_reward"}
     return write_bundle(actor, out, env_id=env_id,
-                        env_config=kwargs, source=source, training=training,
+                        env_config=served, source=source, training=training,
                         config_hash=run["config_hash"], overwrite=overwrite, seed=cfg.seed)
 
 

@@ -144,7 +144,10 @@ class RewardModel:
         Raises:
             DataError: wrong widths, unknown action indices, non-finite values.
         """
-        x = np.asarray(context, dtype=np.float64)
+        try:
+            x = np.asarray(context, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DataError("context must be numbers") from None
         if x.ndim != 2 or x.shape[1] != self.context_dim:
             raise DataError(f"context must be (n, {self.context_dim}); got {x.shape}")
         a = np.asarray(action)
@@ -158,7 +161,10 @@ class RewardModel:
                                 f"0..{self.num_actions - 1}")
             feats = np.eye(self.num_actions)[a]
         else:
-            feats = np.asarray(a, dtype=np.float64)
+            try:
+                feats = np.asarray(a, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise DataError("actions must be numbers") from None
             if feats.shape != (len(x), self.action_dim):
                 raise DataError(f"actions must be ({len(x)}, {self.action_dim}); got "
                                 f"{feats.shape}")

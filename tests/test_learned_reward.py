@@ -126,3 +126,6 @@ def test_ppo_trains_against_the_learned_reward(routing_model, tmp_path):
     result = train(cfg, tmp_path)
     assert result["meta"]["learned_reward"]["model"] == str(routing_model)
     assert "Trained against the learned reward model" in (tmp_path / "report.md").read_text()
+    # the bundle acts without the reward model (served beside policies of the env's reward)
+    policy = (tmp_path / "policy" / "policy.json").read_text()
+    assert "learned_reward" not in policy and str(routing_model) not in policy
