@@ -1,0 +1,88 @@
+"""A/B statistics (issue 24, first step): Welch, CUPED, SRM, power, Holm, confidence
+sequences and group parity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from abtest import (confidence_sequence, cuped, holm, sequential_interval, srm_pvalue,
+                    users_per_arm, welch)
+from personarl.errors import ConfigError, DataError
+from personarl.parity import group_parity
+
+
+def test_welch_absolute_and_relative():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1.0, 1.0, 400), rng.normal(1.2, 2.0, 300)
+    d = welch(a, b, relative=False)
+    assert d.p_value == pytest.approx(stats.ttest_ind(b, a, equal_var=False).pvalue)
+    se = np.sqrt(a.var(ddof=1) / 400 + b.var(ddof=1) / 300)
+    assert d.se == pytest.approx(se) and d.estimate == pytest.approx(b.mean() - a.mean())
+    assert d.low < d.estimate < d.high
+    r = welch(a, b)                                    # control mean > 0: relative
+    assert r.relative and r.estimate == pytest.approx(b.mean() / a.mean() - 1)
+    assert r.se == pytest.approx(np.sqrt(b.var(ddof=1) / 300 + (b.mean() / a.mean()) ** 2
+                                         * a.var(ddof=1) / 400) / a.mean())
+    assert not welch(a - 5, b).relative                # a mean <= 0: absolute, in units
+    with pytest.raises(DataError, match="treatment has 0 users; a readout needs at least 2"):
+        welch(a, [])
+    with pytest.raises(DataError, match="relative change needs a positive control mean"):
+        welch(a - 5, b, relative=True)
+
+
+def test_sample_ratio_mismatch_and_power():
+    assert srm_pvalue([5200, 4800], [0.5, 0.5]) < 1e-3          # 52/48 at n = 10k: blocks
+    assert srm_pvalue([5050, 4950], [0.5, 0.5]) > 1e-3          # 50.5/49.5: does not
+    with pytest.raises(ConfigError, match="must be positive and sum to 1"):
+        srm_pvalue([10, 10], [0.6, 0.6])
+    from statsmodels.stats.power import tt_ind_solve_power
+    n = users_per_arm(0.1, 1.0)
+    assert n == int(np.ceil(tt_ind_solve_power(effect_size=0.1, alpha=0.05, power=0.8)))
+    assert users_per_arm(0.05, 1.0) > 3.9 * n                  # n ∝ 1 / mde²
+    with pytest.raises(ConfigError, match="mde=-0.1 must be a positive"):
+        users_per_arm(-0.1, 1.0)
+
+
+def test_cuped_is_unbiased_and_removes_rho_squared():
+    rng = np.random.default_rng(1)
+    n, rho = 200_000, 0.6
+    x = rng.normal(size=2 * n)
+    y = rho * x + np.sqrt(1 - rho ** 2) * rng.normal(size=2 * n)
+    y[n:] += 0.05                                                # the treatment's effect
+    ya, yb, theta = cuped(y[:n], y[n:], x[:n], x[n:])
+    assert theta == pytest.approx(rho, abs=0.01)
+    assert (yb.mean() - ya.mean()) == pytest.approx(0.05, abs=0.006)
+    assert ya.var() / y[:n].var() == pytest.approx(1 - rho ** 2, abs=0.01)
+    with pytest.raises(DataError, match="one covariate value per user"):
+        cuped(y[:n], y[n:], x[:10], x[n:])
+
+
+def test_holm_and_confidence_sequences():
+    adjusted, reject = holm([0.01, 0.04, 0.03])
+    assert adjusted.tolist() == pytest.approx([0.03, 0.06, 0.06]) and reject.tolist() == [
+        True, False, False]
+    rng = np.random.default_rng(2)
+    d = welch(rng.normal(1, 1, 2000), rng.normal(1, 1, 2000))
+    low, high = sequential_interval(d)
+    assert low < d.low and high > d.high                  # wider than the fixed-horizon one
+    widths = [np.diff(confidence_sequence(0.0, 1 / np.sqrt(n), n)).item()
+              for n in (100, 1000, 10_000)]
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_group_parity_marks_small_groups_and_alerts_on_a_clear_gap():
+    rng = np.random.default_rng(3)
+    g = np.r_[np.zeros(3000), np.ones(3000), np.full(40, 2)]
+    y = rng.exponential(1.0, len(g)) * np.where(g == 1, 0.7, 1.0)
+    p = group_parity(y, g, rng, reps=300)
+    assert p.measure == "ratio" and p.insufficient == {"2.0": 40}
+    assert set(p.groups) == {"0.0", "1.0"} and p.alert and p.high < 0.9
+    assert p.low < p.value == pytest.approx(p.groups["1.0"]["mean"] / p.groups["0.0"]["mean"])
+    fair = group_parity(rng.exponential(1.0, 6000), g[:6000], rng, reps=300)
+    assert not fair.alert
+    signed = group_parity(rng.normal(0, 1, 6000), g[:6000], rng, reps=300)
+    assert signed.measure == "difference" and not signed.alert
+    with pytest.raises(DataError, match="one value and one group per user"):
+        group_parity(y, g[:10], rng)
