@@ -37,7 +37,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from personarl.errors import ConfigError, InvalidActionError, ResetNeededError
+from personarl.errors import ConfigError, InvalidActionError, ResetNeededError, check_int
 from synth.demographics import AGE_BANDS, CITIES
 from synth.population import PopulationConfig, PopulationSampler
 
@@ -900,6 +900,22 @@ class CoreVectorEnv(VectorEnv):
     def labels(self) -> dict[str, Any]:
         """Observation column blocks and action names (``BaseCore.labels``)."""
         return self._core.labels()
+
+    @property
+    def horizon(self) -> int:
+        """The most decisions an episode can have."""
+        return self._core.horizon
+
+    def reseed_session(self, seed: int) -> None:
+        """Draw the per-step noise from the stream of ``seed`` from now on: after a reset,
+        the same users in another session (a pre-period of an online experiment). A core
+        without a per-step stream draws everything with its users: nothing changes.
+
+        Raises:
+            ConfigError: ``seed`` is not a non-negative integer."""
+        check_int("seed", seed, 0)
+        if self._core.exo_rng is not None:
+            self._core.exo_rng = np.random.Generator(np.random.PCG64(seed))
 
     def get_state(self) -> dict[str, Any]:
         """Every lane's user, the lanes due to restart and the generator (``set_state``)."""

@@ -59,6 +59,9 @@ PURPOSES: dict[str, int] = {
     "preference_users": 17,   # users whose turns are compared (key 0) or scored on (key 1)
     "annotation": 18,         # annotators (key 0), candidates and labels (1), held-out split (2)
     "optimisation": 19,       # best-of-n samples (0), RL samples (1), PPO (2), reward models (3)
+    "experiment_users": 20,   # the users of a simulated online experiment (every arm's)
+    "experiment_sessions": 21,  # a user's other sessions: the per-step noise of a pre-period
+    "assignment": 22,         # which arm each user is in; resampled readouts of a study
 }
 
 
