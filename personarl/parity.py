@@ -6,8 +6,8 @@ For one metric measured per user and the users' ``group``:
   with fewer than ``min_size`` users is marked *insufficient* and left out of the parity;
 * **parity ratio** ``min_g mean_g / max_g mean_g`` over the sufficient groups (the
   write-ups' bias-parity guardrail: alert under 0.9, target above 0.95; the "four-fifths"
-  form of disparate-impact ratios, Feldman et al. 2015) — for a metric whose values are all
-  > 0; for a metric that can be <= 0 a ratio means nothing, and the **difference**
+  form of disparate-impact ratios, Feldman et al. 2015) — when every group's mean is > 0;
+  where a group's mean is <= 0 a ratio means nothing, and the **difference**
   ``max_g mean_g − min_g mean_g`` is reported instead (fairlearn's ``difference`` of a
   ``MetricFrame``);
 * its percentile-bootstrap interval, resampling users within each group (the groups' sizes
@@ -93,15 +93,17 @@ def group_parity(values: np.ndarray, groups: np.ndarray, rng: np.random.Generato
         m, lo, hi = mean_ci(y[rows], level)
         scored[str(label)] = {"users": int(len(rows)), "mean": m, "low": lo, "high": hi}
         members.append(rows)
-    ratio = bool(len(y)) and bool(np.all(y > 0))
+    ratio = all(y[r].mean() > 0 for r in members)
     measure = "ratio" if ratio else "difference"
     if len(members) < 2:
         nan = float("nan")
         return GroupParity(scored, insufficient, measure, nan, nan, nan, False, alert_below)
 
     def parity(means: np.ndarray) -> np.ndarray:
-        return means.min(axis=-1) / means.max(axis=-1) if ratio else \
-            means.max(axis=-1) - means.min(axis=-1)
+        if not ratio:
+            return means.max(axis=-1) - means.min(axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):   # a resample's mean of 0
+            return means.min(axis=-1) / means.max(axis=-1)
 
     point = float(parity(np.array([y[r].mean() for r in members])))
     boot = np.stack([y[r][rng.integers(0, len(r), size=(reps, len(r)))].mean(axis=1)

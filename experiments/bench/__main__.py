@@ -16,6 +16,8 @@
                                         [--episodes 2000] [--warmup-steps 2000]
                                         [--parts fidelity,utility] [--out benchmarks/synthetic.json]
     python -m experiments.bench policies [--episodes 2000] [--out benchmarks/policies.json]
+    python -m experiments.bench abtest  [--users 1000000] [--arm-users 5000] [--readouts 2000]
+                                        [--runs 1000] [--out benchmarks/abtest.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
                                         [--out benchmarks/train.json]
     python -m experiments.bench serve   [--run <train run dir>] [--bundle <dir>] [--parts loader,http]
@@ -117,6 +119,14 @@ def main(argv: list[str] | None = None) -> int:
                      help="batched steps (256 users) each policy learns for")
     syn.add_argument("--parts", default="fidelity,utility")
     syn.add_argument("--out", default="benchmarks/synthetic.json")
+    abt = sub.add_parser("abtest", help="A/B statistics on simulated users: A/A error, "
+                                        "peeking, power, CUPED, SRM, rollback, fairness")
+    abt.add_argument("--users", type=int, default=1_000_000, help="users per pool")
+    abt.add_argument("--arm-users", type=int, default=5_000, help="users per arm")
+    abt.add_argument("--readouts", type=int, default=2_000)
+    abt.add_argument("--runs", type=int, default=1_000,
+                     help="sequential, CUPED and rollback runs each")
+    abt.add_argument("--out", default="benchmarks/abtest.json")
     pol = sub.add_parser("policies", help="InterventionTiming baselines vs the planner")
     pol.add_argument("--episodes", type=int, default=2000)
     pol.add_argument("--out", default="benchmarks/policies.json")
@@ -231,6 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.what == "policies":
         from experiments.bench.policies import run
         result = run(episodes=args.episodes)
+    elif args.what == "abtest":
+        from experiments.bench.abtest import run
+        result = run(users=args.users, arm_users=args.arm_users, readouts=args.readouts,
+                     sequential_runs=args.runs, cuped_runs=args.runs,
+                     rollback_runs=args.runs)
     elif args.what == "sweep":
         from experiments.bench.sweep import run
         result = run(sweep=args.sweep, budget=args.budget, trials=args.trials,
