@@ -86,3 +86,49 @@ def test_group_parity_marks_small_groups_and_alerts_on_a_clear_gap():
     assert signed.measure == "difference" and not signed.alert
     with pytest.raises(DataError, match="one value and one group per user"):
         group_parity(y, g[:10], rng)
+
+
+def test_readout_decides_and_refuses_what_it_cannot_read():
+    from abtest.readout import readout
+
+    rng = np.random.default_rng(4)
+    a = {"return": rng.exponential(1.0, 4000), "churned": rng.random(4000) < 0.5}
+    better = {"return": rng.exponential(1.2, 4000), "churned": rng.random(4000) < 0.5}
+    r = readout(a, better, primary="return", rng=rng, bootstrap_reps=200)
+    assert r.decision == "ship" and r.metrics["return"].verdict == 1
+    assert r.metrics["return"].boot_low < r.metrics["return"].diff.estimate \
+        < r.metrics["return"].boot_high
+    churnier = {**better, "churned": rng.random(4000) < 0.6}
+    assert readout(a, churnier, primary="return").decision == "keep"   # a guardrail worse
+    same = {k: v[rng.permutation(4000)] for k, v in a.items()}
+    assert readout(a, same, primary="return").decision == "inconclusive"
+    lopsided = {k: v[:3500] for k, v in a.items()}
+    blocked = readout(a, lopsided, primary="return")
+    assert blocked.decision == "blocked" and "sample-ratio mismatch" in blocked.reason
+    with pytest.raises(DataError, match=r"metric\(s\) \['churned'\] are missing in one arm"):
+        readout(a, {"return": better["return"]}, primary="return")
+    with pytest.raises(DataError, match="control has 0 users"):
+        readout({k: v[:0] for k, v in a.items()}, better, primary="return")
+    with pytest.raises(ConfigError, match="primary='revenue' is not a metric"):
+        readout(a, better, primary="revenue")
+
+
+def test_simulated_users_have_potential_outcomes_and_a_pre_period():
+    from abtest.simulate import user_outcomes
+    from agents.baselines.factory import make_policy
+    from envs.creator import vector_maker
+
+    make_env = vector_maker("personarl/AgentRouting-v0", {})
+    policy = make_policy("personarl/AgentRouting-v0", "oracle", {}, seed=0)  # deterministic
+    now = user_outcomes(policy, make_env, 3000, 0, batch=1000)
+    again = user_outcomes(policy, make_env, 3000, 0, batch=1000)
+    before = user_outcomes(policy, make_env, 3000, 0, session=1, batch=1000)
+    assert np.array_equal(now.metrics["return"], again.metrics["return"])   # same users
+    assert np.array_equal(now.group, before.group)                         # same users
+    assert not np.array_equal(now.metrics["return"], before.metrics["return"])  # new session
+    assert 0 < np.corrcoef(now.metrics["return"], before.metrics["return"])[0, 1] < 0.9
+    assert set(now.metrics) == {"return", "reward_per_step", "length", "churned",
+                                "conversions"}
+    learning = make_policy("personarl/AgentRouting-v0", "greedy", {}, seed=0)
+    with pytest.raises(ConfigError, match="is still learning"):
+        user_outcomes(learning, make_env, 10, 0)
