@@ -29,13 +29,13 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, NoReturn, TypeVar
+from typing import Callable, Iterable, NoReturn, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from personarl.errors import PersonaRLError
+from personarl.errors import ConfigError, PersonaRLError
 
-__all__ = ["run_app", "check_command_line", "configure_console", "EXIT_USAGE"]
+__all__ = ["run_app", "check_command_line", "configure_console", "check_fresh", "EXIT_USAGE"]
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -219,3 +219,12 @@ def _one_line(exc: BaseException) -> str:
 def _usage(action: str, message: str) -> NoReturn:
     print(f"cannot {action}: {message}", file=sys.stderr)
     sys.exit(EXIT_USAGE)
+
+
+def check_fresh(run_dir: Path, names: Iterable[str]) -> None:
+    """Refuse a run directory that already holds one of an app's outputs (another run's
+    results would be overwritten or mixed with these)."""
+    there = sorted(n for n in names if any(run_dir.glob(n)))
+    if there:
+        raise ConfigError(f"{run_dir} already holds {', '.join(there)} of another run; "
+                          "choose another hydra.run.dir")

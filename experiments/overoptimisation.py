@@ -44,9 +44,9 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.cli import check_command_line, run_app
-from experiments.preference_options import (annotator_options, check_fresh,
-                                            reward_model_config, taste_options)
+from experiments.cli import check_command_line, check_fresh, run_app
+from experiments.preference_options import (annotator_options, reward_model_config,
+                                            taste_options)
 from experiments.rendering import Block, human, number, save_figure, write_reports
 from experiments.schema import register_configs
 from personarl.errors import ConfigError, check_int, check_range

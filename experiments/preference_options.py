@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from personarl.errors import ConfigError, check_int, check_range
 
-__all__ = ["reward_model_config", "annotator_options", "taste_options", "check_fresh"]
+__all__ = ["reward_model_config", "annotator_options", "taste_options"]
 
 
 def reward_model_config(node: DictConfig, prefix: str, **change: Any) -> Any:
@@ -51,12 +50,3 @@ def taste_options(taste: str | None, strength: float, *, required: bool) -> tupl
         raise ConfigError(f"bias.strength={strength:g} without a bias.taste has no effect; "
                           f"give one of {valid}")
     return taste, strength
-
-
-def check_fresh(run_dir: Path, names: Iterable[str]) -> None:
-    """Refuse a run directory that already holds one of an app's outputs (another run's
-    results would be overwritten or mixed with these)."""
-    there = sorted(n for n in names if any(run_dir.glob(n)))
-    if there:
-        raise ConfigError(f"{run_dir} already holds {', '.join(there)} of another run; "
-                          "choose another hydra.run.dir")

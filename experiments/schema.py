@@ -439,6 +439,26 @@ class OveroptimisationSchema:
 
 
 @dataclass
+class AbtestSchema(SimulatorGroups):
+    """``experiments.abtest`` (``configs/abtest.yaml``)."""
+
+    control: str = "persona_router"     # a baseline's name, or a policy bundle directory
+    treatment: str = "greedy"
+    users: int = 20_000                 # both arms together
+    share: float = 0.5                  # the treatment's share of the users
+    primary: str = "return"
+    guardrail: str = "return"           # what the rollback rule watches
+    mde: float = 0.02                   # relative minimum detectable effect (power analysis)
+    alpha: float = 0.05
+    looks: int = 20
+    rollback_below: float = -0.05       # roll back when the sequence's upper bound is below
+    min_group: int = 100                # users a group needs to be scored for fairness
+    warmup_steps: int = 2000
+    seed: int = 0
+    verbose: bool = False
+
+
+@dataclass
 class EraseSchema:
     """``experiments.erase`` (``configs/erase.yaml``)."""
 
@@ -542,7 +562,8 @@ APP_SCHEMAS = {"train": TrainSchema, "collect": CollectSchema, "evaluate": Evalu
                "rank": RankSchema, "erase": EraseSchema,
                "anonymise": AnonymiseSchema, "synthesize": SynthesizeSchema,
                "simulate_users": SimulateUsersSchema,
-               "preferences": PreferencesSchema, "overoptimisation": OveroptimisationSchema}
+               "preferences": PreferencesSchema, "overoptimisation": OveroptimisationSchema,
+               "abtest": AbtestSchema}
 
 
 def register_configs() -> None:

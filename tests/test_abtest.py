@@ -132,3 +132,55 @@ def test_simulated_users_have_potential_outcomes_and_a_pre_period():
     learning = make_policy("personarl/AgentRouting-v0", "greedy", {}, seed=0)
     with pytest.raises(ConfigError, match="is still learning"):
         user_outcomes(learning, make_env, 10, 0)
+
+
+def _abtest(tmp_path, *overrides: str):
+    from hydra import compose, initialize_config_dir
+
+    from experiments.abtest import abtest
+    from experiments.schema import register_configs
+    from tests.readme import ROOT
+
+    register_configs()
+    with initialize_config_dir(str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("abtest", overrides=["warmup_steps=50", *overrides])
+    return abtest(cfg, tmp_path)
+
+
+def test_a_clearly_worse_treatment_is_rolled_back_and_read_as_worse(tmp_path):
+    import json
+
+    from tests.readme import overrides
+
+    _abtest(tmp_path, *overrides("treatment=random users=4000 looks=10"))
+    out = json.loads((tmp_path / "abtest.json").read_text())
+    assert out["decision"] == "keep"
+    assert out["rolled_back"] is not None and out["rolled_back"]["high"] < -0.05
+    assert out["metrics"]["return"]["truth"] < -0.3                 # the simulator's truth
+    m = out["metrics"]["return"]["cuped"]
+    assert m["low"] < out["metrics"]["return"]["truth"] < m["high"]
+    assert set(out["fairness"]["control"]["groups"]) == {"group_a", "group_b", "group_c"}
+    assert "Rolled back" in (tmp_path / "report.md").read_text()
+
+
+def test_the_default_test_runs_as_the_readme_says(tmp_path):
+    from tests.readme import overrides
+
+    _abtest(tmp_path, *overrides("experiments.abtest$"), "users=2000")
+    report = (tmp_path / "report.md").read_text()
+    assert "A/B test — greedy against persona_router" in report and "Decision:" in report
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["users=0"], r"users=0 is outside the valid range"),
+    (["treatment=persona_router"], r"control and treatment are both 'persona_router'"),
+    (["mde=-0.1"], r"mde=-0.1 must be a positive relative change"),
+    (["treatment=planner9"], r"treatment='planner9' is neither a bundle directory nor a "
+                             r"baseline"),
+    (["primary=revenue"], r"primary='revenue'; valid: return"),
+    (["share=1.0"], r"share=1.0 is outside"),
+])
+def test_abtest_refuses_bad_settings(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _abtest(tmp_path, *overrides)
+    assert not (tmp_path / "abtest.json").exists()

@@ -1,0 +1,231 @@
+"""An A/B test of a treatment policy against a control on simulated users, read out,
+monitored sequentially, checked for fairness, with a rollback rule stated in advance.
+
+    python -m experiments.abtest
+    python -m experiments.abtest control=persona_router treatment=random users=20000
+    python -m experiments.abtest treatment=outputs/<date>/<time>/policy mde=0.01
+
+**Arms.** ``control`` and ``treatment`` are baselines by name (warmed up and frozen) or
+policy bundles. ``users`` users (``abtest.simulate``) meet both arms' policies — each has a
+potential outcome under each, so the true effect is known — and a pre-period session
+under the control (CUPED's covariate); each user is assigned to the treatment with
+probability ``share`` (the ``assignment`` stream), as a traffic split would.
+
+**Readout** (``abtest.readout``): every metric's Welch change (relative where the
+control's mean is positive), its bootstrap interval, the CUPED-adjusted change, Holm's
+correction across metrics, the sample-ratio check, a decision with its reason, and the
+true change beside each. **Power**: the users per arm a two-sided test needs for a
+relative change of ``mde`` on the primary metric (the pre-period's spread).
+**Sequential monitoring** (``abtest.sequential``): ``looks`` equally spaced looks in
+arrival order; the rule, stated before the first look: roll back when the confidence
+sequence's upper bound of the ``guardrail``'s relative change is below ``rollback_below``.
+**Fairness** (``personarl.parity``): the primary metric per demographic group in each arm,
+its parity and the alert. Writes ``abtest.json`` and ``report.md``/``.html``. Mistakes
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from experiments.cli import check_command_line, check_fresh, run_app
+from experiments.rendering import Block, number, write_reports
+from experiments.schema import register_configs
+from experiments.wiring import env_kwargs, load_policy_spec
+from personarl.errors import ConfigError, check_int, check_range
+
+__all__ = ["abtest", "main"]
+
+log = logging.getLogger(__name__)
+register_configs()
+
+OUTPUTS = ("abtest.json",)
+
+
+def _checked(cfg: DictConfig) -> dict[str, Any]:
+    from abtest.simulate import METRICS
+
+    env_id, kwargs = env_kwargs(cfg)
+    if str(cfg.control) == str(cfg.treatment):
+        raise ConfigError(f"control and treatment are both {cfg.control!r}: an A/B test "
+                          "compares two different policies")
+    metrics = (*METRICS, "conversions")
+    for key in ("primary", "guardrail"):
+        if cfg[key] not in metrics:
+            raise ConfigError(f"{key}={cfg[key]!r}; valid: {', '.join(metrics)}")
+    mde = cfg.mde
+    if isinstance(mde, bool) or not isinstance(mde, (int, float)) or not 0 < mde < 10:
+        raise ConfigError(f"mde={mde!r} must be a positive relative change (0.02 = 2%)")
+    threshold = check_range("rollback_below", cfg.rollback_below, -1, 0, high_open=True)
+    return dict(env_id=env_id, kwargs=kwargs, users=check_int("users", cfg.users, 20, 10**7),
+                share=check_range("share", cfg.share, 0, 1, low_open=True, high_open=True),
+                mde=float(mde), alpha=check_range("alpha", cfg.alpha, 0, 1, low_open=True,
+                                                   high_open=True),
+                looks=check_int("looks", cfg.looks, 1, 1000), rollback_below=threshold,
+                min_group=check_int("min_group", cfg.min_group, 2),
+                seed=check_int("seed", cfg.seed, 0, 2**31 - 1),
+                warmup=check_int("warmup_steps", cfg.warmup_steps, 0))
+
+
+def abtest(cfg: DictConfig, run_dir: Path) -> Path:
+    """Run the test per ``cfg`` into ``run_dir``; the report's path."""
+    from abtest.readout import readout
+    from abtest.sequential import sequential_interval
+    from abtest.simulate import user_outcomes
+    from abtest.stats import users_per_arm, welch
+    from envs.creator import vector_maker
+    from envs.registration import describe
+    from personarl.parity import group_parity
+    from personarl.seeds import generator
+
+    s = _checked(cfg)
+    check_fresh(run_dir, OUTPUTS)
+    make_env = vector_maker(s["env_id"], s["kwargs"])
+    arms = {}
+    for arm in ("control", "treatment"):
+        policy, name = load_policy_spec(str(cfg[arm]), s["env_id"], s["kwargs"], s["seed"],
+                                        s["warmup"], arm)
+        arms[arm] = (policy, name)
+    seed, n = s["seed"], s["users"]
+    outcome = {arm: user_outcomes(p, make_env, n, seed) for arm, (p, _) in arms.items()}
+    pre = user_outcomes(arms["control"][0], make_env, n, seed, session=1)
+    metrics = [m for m in outcome["control"].metrics if m in outcome["treatment"].metrics]
+    treated = generator(seed, "assignment", 0).random(n) < s["share"]
+    rows = {"control": np.flatnonzero(~treated), "treatment": np.flatnonzero(treated)}
+    arm_values = {arm: {m: outcome[arm].metrics[m][rows[arm]] for m in metrics}
+                  for arm in rows}
+    covariates = tuple({m: pre.metrics[m][rows[arm]] for m in metrics}
+                       for arm in ("control", "treatment"))
+    result = readout(arm_values["control"], arm_values["treatment"], primary=cfg.primary,
+                     shares=(1 - s["share"], s["share"]), alpha=s["alpha"],
+                     covariates=covariates, rng=generator(seed, "bootstrap", 0))
+    plain = readout(arm_values["control"], arm_values["treatment"], primary=cfg.primary,
+                    shares=(1 - s["share"], s["share"]), alpha=s["alpha"])
+    truth = {}
+    for m in metrics:
+        c, t = outcome["control"].metrics[m].mean(), outcome["treatment"].metrics[m].mean()
+        truth[m] = t / c - 1 if plain.metrics[m].diff.relative else t - c
+    base = pre.metrics[cfg.primary]
+    needed = users_per_arm(s["mde"] * abs(float(base.mean())) or 1e-12,
+                           float(base.std(ddof=1)) or 1e-12, alpha=s["alpha"],
+                           ratio=s["share"] / (1 - s["share"]))
+    # sequential monitoring of the guardrail in arrival order, the rule fixed in advance
+    monitor, rolled = [], None
+    g = cfg.guardrail
+    for k in range(1, s["looks"] + 1):
+        seen = int(round(n * k / s["looks"]))
+        a = outcome["control"].metrics[g][rows["control"][rows["control"] < seen]]
+        b = outcome["treatment"].metrics[g][rows["treatment"][rows["treatment"] < seen]]
+        if min(len(a), len(b)) < 2:
+            continue
+        d = welch(a, b, relative=True if a.mean() > 0 else False)
+        low, high = sequential_interval(d, alpha=s["alpha"], tuning=n)
+        monitor.append({"look": k, "users": seen, "estimate": d.estimate, "low": low,
+                        "high": high, "relative": d.relative})
+        if d.relative and high < s["rollback_below"]:
+            rolled = monitor[-1]
+            break
+    names = np.array(describe(s["env_id"], s["kwargs"]).sampler.group_names)
+    fairness = {arm: group_parity(outcome[arm].metrics[cfg.primary][rows[arm]],
+                                  names[outcome[arm].group[rows[arm]]],
+                                  generator(seed, "bootstrap", 1), min_size=s["min_group"])
+                for arm in rows}
+    summary = {
+        "env_id": s["env_id"], "arms": {a: name for a, (_, name) in arms.items()},
+        "users": {a: int(len(r)) for a, r in rows.items()}, "share": s["share"],
+        "srm_p": result.srm_p, "decision": result.decision, "reason": result.reason,
+        "power": {"mde": s["mde"], "users_per_arm_needed": needed},
+        "metrics": {m: {"cuped": _metric(result.metrics[m]), "plain": _metric(plain.metrics[m]),
+                        "truth": float(truth[m])} for m in metrics},
+        "monitor": monitor, "rolled_back": rolled, "rollback_below": s["rollback_below"],
+        "guardrail": g,
+        "fairness": {a: {"measure": f.measure, "value": f.value, "low": f.low, "high": f.high,
+                         "alert": f.alert, "groups": f.groups, "insufficient": f.insufficient}
+                     for a, f in fairness.items()}}
+    (run_dir / "abtest.json").write_text(json.dumps(summary, indent=1, default=float))
+    log.info("decision %s: %s", result.decision, result.reason)
+    return write_reports(run_dir, _report(cfg, summary))
+
+
+def _metric(r: Any) -> dict[str, Any]:
+    d = r.diff
+    return {"control": d.mean_a, "treatment": d.mean_b, "relative": d.relative,
+            "estimate": d.estimate, "low": d.low, "high": d.high, "p": d.p_value,
+            "p_holm": r.p_adjusted, "boot_low": r.boot_low, "boot_high": r.boot_high,
+            "verdict": r.verdict, "cuped_theta": r.cuped_theta}
+
+
+def _change(x: float, relative: bool) -> str:
+    return f"{x:+.2%}" if relative else f"{x:+.4f}"
+
+
+def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
+    arms = s["arms"]
+    rows = []
+    for m, v in s["metrics"].items():
+        c, p = v["cuped"], v["plain"]
+        rel = c["relative"]
+        rows.append([m, number(c["control"]), number(c["treatment"]),
+                     f"{_change(p['estimate'], rel)} [{_change(p['low'], rel)}, "
+                     f"{_change(p['high'], rel)}]",
+                     f"{_change(c['estimate'], rel)} [{_change(c['low'], rel)}, "
+                     f"{_change(c['high'], rel)}]",
+                     f"[{_change(c['boot_low'], rel)}, {_change(c['boot_high'], rel)}]",
+                     f"{c['p_holm']:.3g}", {1: "better", -1: "worse", 0: "—"}[c["verdict"]],
+                     _change(v["truth"], rel)])
+    b: list[Block] = [
+        ("h1", f"A/B test — {arms['treatment']} against {arms['control']}"),
+        ("p", f"{s['env_id']}; {s['users']['control']:,} control and "
+              f"{s['users']['treatment']:,} treatment users (planned share "
+              f"{s['share']:.0%}; sample-ratio check p = {s['srm_p']:.3g})."),
+        ("h2", f"Decision: {s['decision']}"),
+        ("p", s["reason"] + "."),
+        ("h2", "Metrics"),
+        ("table", (["metric", "control", "treatment", "change (Welch)", "change (CUPED)",
+                    "bootstrap (CUPED)", "Holm p", "verdict", "true change"], rows)),
+        ("p", f"Changes are relative where the control's mean is positive, else absolute. "
+              f"CUPED's covariate is each user's pre-period session under the control. The "
+              f"true change is the mean of every user's potential outcomes under both arms "
+              f"(the simulator knows them). Power: {s['power']['users_per_arm_needed']:,} "
+              f"control users detect a {s['power']['mde']:.1%} change of {cfg.primary} "
+              "with 80% power."),
+        ("h2", f"Sequential monitor of {s['guardrail']} (rollback below "
+               f"{s['rollback_below']:.0%})"),
+        ("table", (["look", "users", "change", "confidence sequence"],
+                   [[str(x["look"]), f"{x['users']:,}", _change(x["estimate"], x["relative"]),
+                     f"[{_change(x['low'], x['relative'])}, "
+                     f"{_change(x['high'], x['relative'])}]"] for x in s["monitor"]])),
+        ("p", ("**Rolled back** at look {look} ({users:,} users): the upper bound of the "
+               "change is below the threshold.".format(**s["rolled_back"]))
+              if s["rolled_back"] else "Not rolled back: the rule never fired.")]
+    b.append(("h2", f"Fairness of {cfg.primary} across groups"))
+    for arm, f in s["fairness"].items():
+        groups = ", ".join(f"{g} {v['mean']:.4g} (n = {v['users']:,})"
+                           for g, v in f["groups"].items())
+        small = ", ".join(f"{g} (n = {k})" for g, k in f["insufficient"].items())
+        b.append(("p", f"**{arm}** — {groups}" + (f"; too few users: {small}" if small else "")
+                  + f". Parity {f['measure']} {f['value']:.3f} [{f['low']:.3f}, "
+                  f"{f['high']:.3f}]" + (" — **alert** (below 0.9; target 0.95)."
+                                         if f["alert"] else ".")))
+    return b
+
+
+@hydra.main(version_base=None, config_path="../configs", config_name="abtest")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    path = run_app("run the A/B test", cfg, lambda: abtest(cfg, run_dir), run_dir)
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    check_command_line("abtest", "run the A/B test")
+    main()
