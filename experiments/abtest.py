@@ -89,9 +89,11 @@ def abtest(cfg: DictConfig, run_dir: Path) -> Path:
     s = _checked(cfg)
     check_fresh(run_dir, OUTPUTS)
     make_env = vector_maker(s["env_id"], s["kwargs"])
+    specs = _registry_arms(cfg) if cfg.registry is not None else \
+        {"control": str(cfg.control), "treatment": str(cfg.treatment)}
     arms = {}
-    for arm in ("control", "treatment"):
-        policy, name = load_policy_spec(str(cfg[arm]), s["env_id"], s["kwargs"], s["seed"],
+    for arm, spec in specs.items():
+        policy, name = load_policy_spec(spec, s["env_id"], s["kwargs"], s["seed"],
                                         s["warmup"], arm)
         arms[arm] = (policy, name)
     seed, n = s["seed"], s["users"]
@@ -150,9 +152,42 @@ def abtest(cfg: DictConfig, run_dir: Path) -> Path:
         "fairness": {a: {"measure": f.measure, "value": f.value, "low": f.low, "high": f.high,
                          "alert": f.alert, "groups": f.groups, "insufficient": f.insufficient}
                      for a, f in fairness.items()}}
+    if rolled is not None and cfg.registry is not None:
+        summary["registry"] = _roll_back(cfg, rolled, s, run_dir)
     (run_dir / "abtest.json").write_text(json.dumps(summary, indent=1, default=float))
     log.info("decision %s: %s", result.decision, result.reason)
     return write_reports(run_dir, _report(cfg, summary))
+
+
+def _registry_arms(cfg: DictConfig) -> dict[str, str]:
+    """The control (``model``'s production version) and the treatment (its ``candidate``
+    version) as bundle directories of the registry."""
+    from agents.serving.registry import Registry
+
+    if cfg.model is None or cfg.candidate is None:
+        raise ConfigError("registry= needs model=<name> and candidate=<version>")
+    reg = Registry(str(cfg.registry))
+    control, entry = reg.resolve(str(cfg.model), stage="production")
+    treatment, cand = reg.resolve(str(cfg.model), version=cfg.candidate)
+    if cand["version"] == entry["version"]:
+        raise ConfigError(f"candidate={cfg.candidate} is {cfg.model}'s production version: "
+                          "test a candidate against production")
+    return {"control": str(control), "treatment": str(treatment)}
+
+
+def _roll_back(cfg: DictConfig, look: dict[str, Any], s: dict[str, Any], run_dir: Path
+               ) -> dict[str, Any]:
+    """Archive the candidate in the registry, saying why (production stays)."""
+    from agents.serving.registry import Registry
+
+    reason = (f"experiments.abtest rolled back at look {look['look']} ({look['users']:,} "
+              f"users): the confidence sequence's upper bound of the {cfg.guardrail} change "
+              f"{look['high']:+.2%} is below {s['rollback_below']:+.0%} ({run_dir})")
+    reg = Registry(str(cfg.registry))
+    entry = reg.set_stage(str(cfg.model), int(cfg.candidate), "archived", reason=reason)
+    production = reg.resolve(str(cfg.model), stage="production")[1]["version"]
+    return {"model": str(cfg.model), "archived": entry["version"], "production": production,
+            "reason": reason}
 
 
 def _metric(r: Any) -> dict[str, Any]:
@@ -206,6 +241,10 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
         ("p", ("**Rolled back** at look {look} ({users:,} users): the upper bound of the "
                "change is below the threshold.".format(**s["rolled_back"]))
               if s["rolled_back"] else "Not rolled back: the rule never fired.")]
+    if "registry" in s:
+        r = s["registry"]
+        b.append(("p", f"Registry: {r['model']} v{r['archived']} archived; v{r['production']} "
+                       f"stays in production. Recorded reason: {r['reason']}."))
     b.append(("h2", f"Fairness of {cfg.primary} across groups"))
     for arm, f in s["fairness"].items():
         groups = ", ".join(f"{g} {v['mean']:.4g} (n = {v['users']:,})"

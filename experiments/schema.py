@@ -454,6 +454,9 @@ class AbtestSchema(SimulatorGroups):
     rollback_below: float = -0.05       # roll back when the sequence's upper bound is below
     min_group: int = 100                # users a group needs to be scored for fairness
     warmup_steps: int = 2000
+    registry: Optional[str] = None      # arms from a registry: production vs ``candidate``
+    model: Optional[str] = None
+    candidate: Optional[int] = None
     seed: int = 0
     verbose: bool = False
 

@@ -56,10 +56,12 @@ class TinyActor:
         return Actor().eval()
 
 
-def onnx_bundle(out, env_id: str, env_config: dict, seed: int = 0):
-    """A bundle of a random linear policy written with ``onnx.helper`` — no torch, so the
+def onnx_bundle(out, env_id: str, env_config: dict, seed: int = 0,
+                weights: np.ndarray | None = None):
+    """A bundle of a linear policy written with ``onnx.helper`` — no torch, so the
     serving wing's tests run in a ``pip install '.[serve,dev]'`` environment. Discrete:
-    ``logits = obs · W``; continuous: ``mean = 0.5 + obs · W``, ``log_std = −3``."""
+    ``logits = obs · W``; continuous: ``mean = 0.5 + obs · W``, ``log_std = −3``; ``W`` is
+    ``weights`` or random (``seed``)."""
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
@@ -73,7 +75,8 @@ def onnx_bundle(out, env_id: str, env_config: dict, seed: int = 0):
     d = spec["observation"]["dim"]
     k = spec["action"]["n"] if spec["distribution"] == "categorical" else spec["action"]["dim"]
     scale = 1.0 if spec["distribution"] == "categorical" else 0.05
-    w = np.random.default_rng(seed).normal(0.0, scale, (d, k))
+    w = np.random.default_rng(seed).normal(0.0, scale, (d, k)) if weights is None else \
+        np.asarray(weights, dtype=np.float64)
     def tensor(name, values):                        # raw bytes, as exporters write them
         values = np.asarray(values, dtype=np.float32)
         return helper.make_tensor(name, TensorProto.FLOAT, list(values.shape),

@@ -184,3 +184,47 @@ def test_abtest_refuses_bad_settings(tmp_path, overrides, message):
     with pytest.raises(ConfigError, match=message):
         _abtest(tmp_path, *overrides)
     assert not (tmp_path / "abtest.json").exists()
+
+
+def _agent_bundle(root, agent: int, name: str):
+    """A bundle that always routes to ``agent`` (its logits: the task's one-hot times a
+    large constant on that agent's column)."""
+    import envs
+    from tests.conftest import onnx_bundle
+
+    cols = envs.record(envs.ROUTING_ID).observation_layout({})
+    d = max(c.stop for c in cols.values())
+    w = np.zeros((d, 6))
+    w[cols["task"], agent] = 50.0
+    return onnx_bundle(root / name, envs.ROUTING_ID, {}, weights=w)
+
+
+def test_a_worse_registry_candidate_is_archived_with_its_reason(tmp_path):
+    import gymnasium as gym
+    import json
+
+    import envs
+    from agents.serving.registry import Registry
+
+    env = gym.make_vec(envs.ROUTING_ID, num_envs=2000, vectorization_mode="vector_entry_point")
+    quality = env.reset(seed=0)[1]["expected_reward"].mean(axis=0)
+    reg = Registry(tmp_path / "registry")
+    good = reg.register(_agent_bundle(tmp_path, int(quality.argmax()), "good"), "routing")
+    bad = reg.register(_agent_bundle(tmp_path, int(quality.argmin()), "bad"), "routing")
+    reg.promote("routing", good["version"])
+    reg.set_stage("routing", bad["version"], "staging")
+    out = tmp_path / "run"
+    out.mkdir()
+    _abtest(out, f"registry={tmp_path / 'registry'}", "model=routing",
+            f"candidate={bad['version']}", "users=4000", "looks=10")
+    summary = json.loads((out / "abtest.json").read_text())
+    assert summary["rolled_back"] is not None
+    assert {v["version"]: v["stage"] for v in reg.versions("routing")} == {
+        good["version"]: "production", bad["version"]: "archived"}
+    last = reg.history("routing")[-1]
+    assert last["action"] == "stage" and last["version"] == bad["version"]
+    assert "experiments.abtest rolled back at look" in last["reason"]
+    assert summary["registry"]["production"] == good["version"]
+    with pytest.raises(ConfigError, match="candidate=1 is routing's production version"):
+        _abtest(tmp_path / "again", f"registry={tmp_path / 'registry'}", "model=routing",
+                "candidate=1")

@@ -86,6 +86,19 @@ def _check_model(index: Path, name: str, model: Any) -> None:
                                 "decision-log directories")
     if not all(type(v) is int for v in model["production_history"]):
         raise RegistryError(f"{where}: production_history must list version numbers")
+    history = model.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(e, dict) for e in history):
+        raise RegistryError(f"{where}: history must list change records")
+
+
+def _record(model: dict[str, Any], action: str, version: int, stage: str, reason: str
+            ) -> None:
+    """Append a stage change to a model's ``history`` (in the index being written)."""
+    if not isinstance(reason, str):
+        raise RegistryError(f"reason={reason!r} must be text")
+    model.setdefault("history", []).append(
+        {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "action": action, "version": version,
+         "stage": stage, "reason": reason})
 
 
 def _digests(name: str, entry: dict[str, Any]) -> dict[str, str]:
@@ -271,9 +284,11 @@ class Registry:
             self._write(index)
         return dict(entry, name=name)
 
-    def set_stage(self, name: str, version: int, stage: str) -> dict[str, Any]:
+    def set_stage(self, name: str, version: int, stage: str, reason: str = ""
+                  ) -> dict[str, Any]:
         """Move a version to ``none``, ``staging`` or ``archived`` (``promote`` and
-        ``rollback`` are the only ways into and out of ``production``)."""
+        ``rollback`` are the only ways into and out of ``production``); ``reason`` goes into
+        the model's ``history``."""
         self._check_version(version)
         self._check_stage(stage)
         if stage == "production":
@@ -287,10 +302,16 @@ class Registry:
                 raise RegistryError(f"{name} v{version} is in production; promote another "
                                     "version or roll back instead of moving it out")
             entry["stage"] = stage
+            _record(self._model(index["models"], name), "stage", version, stage, reason)
             self._write(index)
         return dict(entry, name=name)
 
-    def promote(self, name: str, version: int) -> dict[str, Any]:
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """Every stage change of ``name`` since the registry recorded them, oldest first:
+        ``time``, ``action`` (promote, rollback, stage), ``version``, ``stage``, ``reason``."""
+        return list(self._model(self._read()["models"], name).get("history", []))
+
+    def promote(self, name: str, version: int, reason: str = "") -> dict[str, Any]:
         """Make ``version`` the production version; the previous one is archived.
 
         Raises:
@@ -311,11 +332,13 @@ class Registry:
                     v["stage"] = "archived"
             entry["stage"] = "production"
             model["production_history"].append(version)
+            _record(model, "promote", version, "production", reason)
             self._write(index)
         return dict(entry, name=name)
 
-    def rollback(self, name: str) -> dict[str, Any]:
-        """Archive the production version and put the previous production version back.
+    def rollback(self, name: str, reason: str = "") -> dict[str, Any]:
+        """Archive the production version and put the previous production version back;
+        ``reason`` goes into the model's ``history``.
 
         Raises:
             RegistryError: no earlier production version.
@@ -334,6 +357,8 @@ class Registry:
             self._version(index["models"], name, current)["stage"] = "archived"
             self._version(index["models"], name, previous)["stage"] = "production"
             history.pop()
+            _record(model, "rollback", current, "archived",
+                    reason or f"v{previous} restored to production")
             self._write(index)
             entry = self._version(index["models"], name, previous)
         return dict(entry, name=name)
