@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,11 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
     from abtest.simulate import METRICS
 
     env_id, kwargs = env_kwargs(cfg)
-    if str(cfg.control) == str(cfg.treatment):
+    if cfg.mode not in ("simulated", "logs"):
+        raise ConfigError(f"mode={cfg.mode!r}; valid: simulated, logs")
+    if cfg.registry is not None and (cfg.model is None or cfg.candidate is None):
+        raise ConfigError("registry= needs model=<name> and candidate=<version>")
+    if cfg.mode == "simulated" and str(cfg.control) == str(cfg.treatment):
         raise ConfigError(f"control and treatment are both {cfg.control!r}: an A/B test "
                           "compares two different policies")
     metrics = (*METRICS, "conversions")
@@ -75,88 +80,164 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
                 warmup=check_int("warmup_steps", cfg.warmup_steps, 0))
 
 
+@dataclass
+class Arms:
+    """What a test compares, however it was gathered: per arm, metric -> per-user values in
+    order of arrival; optionally each user's pre-period values (CUPED), their groups, the
+    true change per metric and the sample the power analysis reads."""
+
+    names: dict[str, str]
+    values: dict[str, dict[str, np.ndarray]]
+    share: float
+    power_base: np.ndarray
+    covariates: tuple[dict, dict] | None = None
+    groups: dict[str, np.ndarray] | None = None
+    truth: dict[str, tuple[float, float]] | None = None     # metric -> (control, treatment)
+    source: str = "simulated users"
+
+
 def abtest(cfg: DictConfig, run_dir: Path) -> Path:
     """Run the test per ``cfg`` into ``run_dir``; the report's path."""
-    from abtest.readout import readout
-    from abtest.sequential import sequential_interval
-    from abtest.simulate import user_outcomes
-    from abtest.stats import users_per_arm, welch
-    from envs.creator import vector_maker
-    from envs.registration import describe
-    from personarl.parity import group_parity
-    from personarl.seeds import generator
-
     s = _checked(cfg)
     check_fresh(run_dir, OUTPUTS)
+    arms = _from_logs(cfg, s) if cfg.mode == "logs" else _simulated(cfg, s)
+    summary = _analyse(cfg, s, arms)
+    if summary["rolled_back"] is not None and cfg.registry is not None:
+        summary["registry"] = _roll_back(cfg, summary["rolled_back"], s, run_dir)
+    (run_dir / "abtest.json").write_text(json.dumps(summary, indent=1, default=float))
+    log.info("decision %s: %s", summary["decision"], summary["reason"])
+    return write_reports(run_dir, _report(cfg, summary))
+
+
+def _simulated(cfg: DictConfig, s: dict[str, Any]) -> Arms:
+    """Both arms' policies on the same simulated users, assigned by ``share``."""
+    from abtest.simulate import user_outcomes
+    from envs.creator import vector_maker
+    from envs.registration import describe
+    from personarl.seeds import generator
+
     make_env = vector_maker(s["env_id"], s["kwargs"])
     specs = _registry_arms(cfg) if cfg.registry is not None else \
         {"control": str(cfg.control), "treatment": str(cfg.treatment)}
-    arms = {}
+    policies, names = {}, {}
     for arm, spec in specs.items():
-        policy, name = load_policy_spec(spec, s["env_id"], s["kwargs"], s["seed"],
-                                        s["warmup"], arm)
-        arms[arm] = (policy, name)
+        policies[arm], names[arm] = load_policy_spec(spec, s["env_id"], s["kwargs"],
+                                                     s["seed"], s["warmup"], arm)
     seed, n = s["seed"], s["users"]
-    outcome = {arm: user_outcomes(p, make_env, n, seed) for arm, (p, _) in arms.items()}
-    pre = user_outcomes(arms["control"][0], make_env, n, seed, session=1)
+    outcome = {arm: user_outcomes(p, make_env, n, seed) for arm, p in policies.items()}
+    pre = user_outcomes(policies["control"], make_env, n, seed, session=1)
     metrics = [m for m in outcome["control"].metrics if m in outcome["treatment"].metrics]
     treated = generator(seed, "assignment", 0).random(n) < s["share"]
     rows = {"control": np.flatnonzero(~treated), "treatment": np.flatnonzero(treated)}
-    arm_values = {arm: {m: outcome[arm].metrics[m][rows[arm]] for m in metrics}
-                  for arm in rows}
-    covariates = tuple({m: pre.metrics[m][rows[arm]] for m in metrics}
-                       for arm in ("control", "treatment"))
-    result = readout(arm_values["control"], arm_values["treatment"], primary=cfg.primary,
-                     shares=(1 - s["share"], s["share"]), alpha=s["alpha"],
-                     covariates=covariates, rng=generator(seed, "bootstrap", 0))
-    plain = readout(arm_values["control"], arm_values["treatment"], primary=cfg.primary,
-                    shares=(1 - s["share"], s["share"]), alpha=s["alpha"])
-    truth = {}
-    for m in metrics:
-        c, t = outcome["control"].metrics[m].mean(), outcome["treatment"].metrics[m].mean()
-        truth[m] = t / c - 1 if plain.metrics[m].diff.relative else t - c
-    base = pre.metrics[cfg.primary]
+    group_names = np.array(describe(s["env_id"], s["kwargs"]).sampler.group_names)
+    return Arms(
+        names=names, share=s["share"], power_base=pre.metrics[cfg.primary],
+        values={a: {m: outcome[a].metrics[m][r] for m in metrics} for a, r in rows.items()},
+        covariates=tuple({m: pre.metrics[m][rows[a]] for m in metrics}
+                         for a in ("control", "treatment")),
+        groups={a: group_names[outcome[a].group[r]] for a, r in rows.items()},
+        truth={m: (float(outcome["control"].metrics[m].mean()),
+                   float(outcome["treatment"].metrics[m].mean())) for m in metrics})
+
+
+def _from_logs(cfg: DictConfig, s: dict[str, Any]) -> Arms:
+    """A canary's or A/B test's arms from a server's decision and feedback logs: whole
+    episodes served by the primary (control) and by the candidate (treatment)
+    (``ope.served``), each one user's session, in the order they were served."""
+    from agents.serving.decision_log import read_servings
+    from agents.serving.registry import version_label
+    from ope.served import from_decision_logs
+
+    if cfg.logs is None:
+        raise ConfigError("mode=logs needs logs=<a server's log directory>")
+    root = Path(str(cfg.logs))
+    serving = (read_servings(root) or [{}])[-1]
+    shares = {a.get("arm"): a for a in serving.get("arms", [])}
+    if set(shares) != {"primary", "candidate"}:
+        raise ConfigError(f"logs={str(root)!r} were not served by a canary or an A/B test "
+                          f"(its last serving's arms: {sorted(map(str, shares))}); "
+                          "serve with traffic.mode=canary or ab")
+    if cfg.registry is not None:
+        label = version_label(str(cfg.model), int(cfg.candidate))
+        if shares["candidate"].get("version") != label:
+            raise ConfigError(f"the logs' candidate is {shares['candidate'].get('version')!r}, "
+                              f"not {label} (model={cfg.model}, candidate={cfg.candidate})")
+    values, names = {}, {}
+    for arm, served in (("control", "primary"), ("treatment", "candidate")):
+        data = from_decision_logs(root, arm=served)
+        if data.meta.get("env_id") not in (None, s["env_id"]):
+            raise ConfigError(f"the logs are of {data.meta.get('env_id')}, not {s['env_id']}")
+        episodes = int(data.episode.max()) + 1 if len(data.episode) else 0
+        total = np.bincount(data.episode, weights=data.reward, minlength=episodes)
+        length = np.bincount(data.episode, minlength=episodes).astype(np.float64)
+        values[arm] = {"return": total, "length": length,
+                       "reward_per_step": total / np.maximum(length, 1)}
+        names[arm] = f"{served} {shares[served].get('version') or ''}".strip()
+    share = float(shares["candidate"].get("share", 0.5))
+    return Arms(names=names, values=values, share=share,
+                power_base=values["control"][cfg.primary], source=f"logs {root}")
+
+
+def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
+    """Readout, power, sequential monitor, fairness: the summary a report renders."""
+    from abtest.readout import readout
+    from abtest.sequential import sequential_interval
+    from abtest.stats import users_per_arm, welch
+    from personarl.parity import group_parity
+    from personarl.seeds import generator
+
+    for key in ("primary", "guardrail"):
+        if cfg[key] not in arms.values["control"]:
+            raise ConfigError(f"{key}={cfg[key]!r} is not measured from {arms.source}; "
+                              f"valid: {', '.join(arms.values['control'])}")
+    control, treatment = arms.values["control"], arms.values["treatment"]
+    shares = (1 - arms.share, arms.share)
+    result = readout(control, treatment, primary=cfg.primary, shares=shares,
+                     alpha=s["alpha"], covariates=arms.covariates,
+                     rng=generator(s["seed"], "bootstrap", 0))
+    plain = readout(control, treatment, primary=cfg.primary, shares=shares, alpha=s["alpha"])
+    base = arms.power_base
     needed = users_per_arm(s["mde"] * abs(float(base.mean())) or 1e-12,
                            float(base.std(ddof=1)) or 1e-12, alpha=s["alpha"],
-                           ratio=s["share"] / (1 - s["share"]))
-    # sequential monitoring of the guardrail in arrival order, the rule fixed in advance
+                           ratio=arms.share / (1 - arms.share))
+    # sequential monitoring of the guardrail, each arm's users in arrival order; the rule
+    # fixed before the first look
     monitor, rolled = [], None
     g = cfg.guardrail
+    total = sum(len(v[g]) for v in arms.values.values())
     for k in range(1, s["looks"] + 1):
-        seen = int(round(n * k / s["looks"]))
-        a = outcome["control"].metrics[g][rows["control"][rows["control"] < seen]]
-        b = outcome["treatment"].metrics[g][rows["treatment"][rows["treatment"] < seen]]
+        a = control[g][:round(len(control[g]) * k / s["looks"])]
+        b = treatment[g][:round(len(treatment[g]) * k / s["looks"])]
         if min(len(a), len(b)) < 2:
             continue
-        d = welch(a, b, relative=True if a.mean() > 0 else False)
-        low, high = sequential_interval(d, alpha=s["alpha"], tuning=n)
-        monitor.append({"look": k, "users": seen, "estimate": d.estimate, "low": low,
-                        "high": high, "relative": d.relative})
+        d = welch(a, b, relative=bool(a.mean() > 0))
+        low, high = sequential_interval(d, alpha=s["alpha"], tuning=max(total, 1))
+        monitor.append({"look": k, "users": len(a) + len(b), "estimate": d.estimate,
+                        "low": low, "high": high, "relative": d.relative})
         if d.relative and high < s["rollback_below"]:
             rolled = monitor[-1]
             break
-    names = np.array(describe(s["env_id"], s["kwargs"]).sampler.group_names)
-    fairness = {arm: group_parity(outcome[arm].metrics[cfg.primary][rows[arm]],
-                                  names[outcome[arm].group[rows[arm]]],
-                                  generator(seed, "bootstrap", 1), min_size=s["min_group"])
-                for arm in rows}
-    summary = {
-        "env_id": s["env_id"], "arms": {a: name for a, (_, name) in arms.items()},
-        "users": {a: int(len(r)) for a, r in rows.items()}, "share": s["share"],
-        "srm_p": result.srm_p, "decision": result.decision, "reason": result.reason,
+    fairness = {}
+    if arms.groups is not None:
+        for arm in ("control", "treatment"):
+            f = group_parity(arms.values[arm][cfg.primary], arms.groups[arm],
+                             generator(s["seed"], "bootstrap", 1), min_size=s["min_group"])
+            fairness[arm] = {"measure": f.measure, "value": f.value, "low": f.low,
+                             "high": f.high, "alert": f.alert, "groups": f.groups,
+                             "insufficient": f.insufficient}
+    truth = {}
+    for m, (c, t) in (arms.truth or {}).items():
+        truth[m] = t / c - 1 if plain.metrics[m].diff.relative else t - c
+    return {
+        "env_id": s["env_id"], "source": arms.source, "arms": arms.names,
+        "users": {a: int(len(v[cfg.primary])) for a, v in arms.values.items()},
+        "share": arms.share, "srm_p": result.srm_p, "decision": result.decision,
+        "reason": result.reason, "cuped": arms.covariates is not None,
         "power": {"mde": s["mde"], "users_per_arm_needed": needed},
         "metrics": {m: {"cuped": _metric(result.metrics[m]), "plain": _metric(plain.metrics[m]),
-                        "truth": float(truth[m])} for m in metrics},
+                        "truth": truth.get(m)} for m in control},
         "monitor": monitor, "rolled_back": rolled, "rollback_below": s["rollback_below"],
-        "guardrail": g,
-        "fairness": {a: {"measure": f.measure, "value": f.value, "low": f.low, "high": f.high,
-                         "alert": f.alert, "groups": f.groups, "insufficient": f.insufficient}
-                     for a, f in fairness.items()}}
-    if rolled is not None and cfg.registry is not None:
-        summary["registry"] = _roll_back(cfg, rolled, s, run_dir)
-    (run_dir / "abtest.json").write_text(json.dumps(summary, indent=1, default=float))
-    log.info("decision %s: %s", result.decision, result.reason)
-    return write_reports(run_dir, _report(cfg, summary))
+        "guardrail": g, "fairness": fairness}
 
 
 def _registry_arms(cfg: DictConfig) -> dict[str, str]:
@@ -215,10 +296,10 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
                      f"{_change(c['high'], rel)}]",
                      f"[{_change(c['boot_low'], rel)}, {_change(c['boot_high'], rel)}]",
                      f"{c['p_holm']:.3g}", {1: "better", -1: "worse", 0: "—"}[c["verdict"]],
-                     _change(v["truth"], rel)])
+                     "—" if v["truth"] is None else _change(v["truth"], rel)])
     b: list[Block] = [
         ("h1", f"A/B test — {arms['treatment']} against {arms['control']}"),
-        ("p", f"{s['env_id']}; {s['users']['control']:,} control and "
+        ("p", f"{s['env_id']}, from {s['source']}; {s['users']['control']:,} control and "
               f"{s['users']['treatment']:,} treatment users (planned share "
               f"{s['share']:.0%}; sample-ratio check p = {s['srm_p']:.3g})."),
         ("h2", f"Decision: {s['decision']}"),
@@ -226,10 +307,13 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
         ("h2", "Metrics"),
         ("table", (["metric", "control", "treatment", "change (Welch)", "change (CUPED)",
                     "bootstrap (CUPED)", "Holm p", "verdict", "true change"], rows)),
-        ("p", f"Changes are relative where the control's mean is positive, else absolute. "
-              f"CUPED's covariate is each user's pre-period session under the control. The "
-              f"true change is the mean of every user's potential outcomes under both arms "
-              f"(the simulator knows them). Power: {s['power']['users_per_arm_needed']:,} "
+        ("p", "Changes are relative where the control's mean is positive, else absolute. "
+              + ("CUPED's covariate is each user's pre-period session under the control. The "
+                 "true change is the mean of every user's potential outcomes under both arms "
+                 "(the simulator knows them). " if s["cuped"] else
+                 "No pre-period covariate and no truth in served logs: CUPED's column "
+                 "repeats Welch's. ")
+              + f"Power: {s['power']['users_per_arm_needed']:,} "
               f"control users detect a {s['power']['mde']:.1%} change of {cfg.primary} "
               "with 80% power."),
         ("h2", f"Sequential monitor of {s['guardrail']} (rollback below "
@@ -246,6 +330,8 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
         b.append(("p", f"Registry: {r['model']} v{r['archived']} archived; v{r['production']} "
                        f"stays in production. Recorded reason: {r['reason']}."))
     b.append(("h2", f"Fairness of {cfg.primary} across groups"))
+    if not s["fairness"]:
+        b.append(("p", "The logs carry no demographic group: fairness is not scored."))
     for arm, f in s["fairness"].items():
         groups = ", ".join(f"{g} {v['mean']:.4g} (n = {v['users']:,})"
                            for g, v in f["groups"].items())

@@ -442,6 +442,8 @@ class OveroptimisationSchema:
 class AbtestSchema(SimulatorGroups):
     """``experiments.abtest`` (``configs/abtest.yaml``)."""
 
+    mode: str = "simulated"             # simulated | logs
+    logs: Optional[str] = None          # mode=logs: a server's log directory
     control: str = "persona_router"     # a baseline's name, or a policy bundle directory
     treatment: str = "greedy"
     users: int = 20_000                 # both arms together

@@ -186,17 +186,18 @@ def test_abtest_refuses_bad_settings(tmp_path, overrides, message):
     assert not (tmp_path / "abtest.json").exists()
 
 
-def _agent_bundle(root, agent: int, name: str):
+def _agent_bundle(root, agent: int, name: str, config: dict | None = None):
     """A bundle that always routes to ``agent`` (its logits: the task's one-hot times a
     large constant on that agent's column)."""
     import envs
     from tests.conftest import onnx_bundle
 
-    cols = envs.record(envs.ROUTING_ID).observation_layout({})
+    config = config or {}
+    cols = envs.record(envs.ROUTING_ID).observation_layout(config)
     d = max(c.stop for c in cols.values())
     w = np.zeros((d, 6))
     w[cols["task"], agent] = 50.0
-    return onnx_bundle(root / name, envs.ROUTING_ID, {}, weights=w)
+    return onnx_bundle(root / name, envs.ROUTING_ID, config, weights=w)
 
 
 def test_a_worse_registry_candidate_is_archived_with_its_reason(tmp_path):
@@ -228,3 +229,66 @@ def test_a_worse_registry_candidate_is_archived_with_its_reason(tmp_path):
     with pytest.raises(ConfigError, match="candidate=1 is routing's production version"):
         _abtest(tmp_path / "again", f"registry={tmp_path / 'registry'}", "model=routing",
                 "candidate=1")
+
+
+@pytest.mark.slow
+def test_a_served_canary_is_read_from_its_logs_and_rolled_back(tmp_path):
+    """A clearly worse candidate served as a canary on 127.0.0.1 (half the users, 400
+    sessions of 5 decisions: 2,000 requests with their feedback): the logs are read, the
+    test decides and the registry archives the candidate, production staying."""
+    import json
+    import os
+    import secrets
+    import signal
+    import subprocess
+    import sys
+
+    import gymnasium as gym
+
+    import envs
+    from agents.serving.registry import Registry
+    from tests.readme import command
+    from tests.test_journeys import free_port, wait_ready
+
+    pytest.importorskip("fastapi")
+    env = gym.make_vec(envs.ROUTING_ID, num_envs=2000, vectorization_mode="vector_entry_point",
+                       horizon=5)
+    quality = env.reset(seed=0)[1]["expected_reward"].mean(axis=0)
+    reg = Registry(tmp_path / "registry")
+    for agent, name in ((quality.argmax(), "good"), (quality.argmin(), "bad")):
+        reg.register(_agent_bundle(tmp_path, int(agent), name, {"horizon": 5}), "routing")
+    reg.promote("routing", 1)
+    reg.set_stage("routing", 2, "staging")
+    port, work = free_port(), tmp_path / "work"
+    work.mkdir()
+    environ = dict(os.environ, PERSONARL_PII_KEY=secrets.token_hex(32), OMP_NUM_THREADS="1")
+    app = [sys.executable, "-m"]
+    server = subprocess.Popen(app + ["experiments.serve", f"registry={tmp_path / 'registry'}",
+                                     "model=routing", "traffic.mode=canary",
+                                     "traffic.candidate=staging", "traffic.share=0.5",
+                                     f"port={port}", "log_dir=decision_logs"],
+                              cwd=work, env=environ, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        wait_ready(port, server)
+        users = subprocess.run(app + ["experiments.simulate_users",
+                                      f"url=http://127.0.0.1:{port}", "episodes=400",
+                                      "progress=false"],
+                               cwd=work, env=environ, capture_output=True, text=True,
+                               timeout=300)
+        assert users.returncode == 0, users.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+    run = subprocess.run(command("mode=logs logs=decision_logs",
+                                 {"outputs/registry": tmp_path / "registry"},
+                                 ["env.horizon=5", "looks=10",
+                                  f"hydra.run.dir={tmp_path / 'ab'}"]),
+                         cwd=work, env=environ, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "ab" / "abtest.json").read_text())
+    assert sum(summary["users"].values()) <= 400 and summary["rolled_back"] is not None
+    assert summary["decision"] == "keep"
+    assert {v["version"]: v["stage"] for v in reg.versions("routing")} == {
+        1: "production", 2: "archived"}
+    assert "rolled back" in reg.history("routing")[-1]["reason"]
