@@ -38,7 +38,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from experiments.cli import check_command_line, check_fresh, run_app
-from experiments.rendering import Block, number, write_reports
+from experiments.rendering import Block, fairness_blocks, number, write_reports
 from experiments.schema import register_configs
 from experiments.wiring import env_kwargs, load_policy_spec
 from personarl.errors import ConfigError, check_int, check_range
@@ -329,17 +329,10 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
         r = s["registry"]
         b.append(("p", f"Registry: {r['model']} v{r['archived']} archived; v{r['production']} "
                        f"stays in production. Recorded reason: {r['reason']}."))
-    b.append(("h2", f"Fairness of {cfg.primary} across groups"))
-    if not s["fairness"]:
+    if s["fairness"]:
+        b += fairness_blocks(s["fairness"], cfg.primary)
+    else:
         b.append(("p", "The logs carry no demographic group: fairness is not scored."))
-    for arm, f in s["fairness"].items():
-        groups = ", ".join(f"{g} {v['mean']:.4g} (n = {v['users']:,})"
-                           for g, v in f["groups"].items())
-        small = ", ".join(f"{g} (n = {k})" for g, k in f["insufficient"].items())
-        b.append(("p", f"**{arm}** — {groups}" + (f"; too few users: {small}" if small else "")
-                  + f". Parity {f['measure']} {f['value']:.3f} [{f['low']:.3f}, "
-                  f"{f['high']:.3f}]" + (" — **alert** (below 0.9; target 0.95)."
-                                         if f["alert"] else ".")))
     return b
 
 

@@ -19,12 +19,14 @@ The summary, per population:
 * ``value_of_knowing_persona``: reference − trained (paired), what the latent truth is
   worth beyond what the platform observes;
 * ``per_archetype.<archetype>``: users and mean return per policy (bots apart).
+* ``fairness.<policy>``: the policy's return per demographic group and its parity
+  (``group_fairness``).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,9 +37,10 @@ from agents.baselines.factory import make_policy
 from envs.creator import vector_maker
 from envs.registration import describe
 from experiments.wiring import Run
+from personarl.seeds import generator
 from personarl.stats import mean_ci
 
-__all__ = ["evaluate_policies", "headline"]
+__all__ = ["evaluate_policies", "headline", "group_fairness"]
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +72,17 @@ def evaluate_policies(run: Run, trained: Policy) -> dict[str, Any]:
             bar.set_postfix_str(f"{pop_name}: {policy.name}")
             results[policy.name] = run_episodes(
                 policy, make_env, cfg.eval.episodes, seed=cfg.seed,
-                first_keys=("latent_primary", "is_bot"),
+                first_keys=("latent_primary", "is_bot", "group"),
                 final_keys=run.record.safety_keys)
             bar.update()
             log.info("[%s] %s: mean return %.4f", pop_name, policy.name,
                      results[policy.name].returns.mean())
         privileged = {p.name for p in [trained, *baselines] if p.privileged}
-        archetypes = list(describe(env_id, kwargs).sampler.tables[-1].names)
+        sampler = describe(env_id, kwargs).sampler
+        archetypes = list(sampler.tables[-1].names)
         out[pop_name] = summarise(results, trained.name, privileged, archetypes,
                                   run.record.safety_metrics, overrides)
+        out[pop_name]["fairness"] = group_fairness(results, sampler.group_names, cfg.seed)
     bar.close()
     return out
 
@@ -113,6 +118,23 @@ def summarise(results: dict[str, EpisodeBatch], trained: str, privileged: set[st
                                              ci_low=row["ci_low"], ci_high=row["ci_high"])
     s["per_archetype"] = per_archetype(results, archetypes)
     return s
+
+
+def group_fairness(results: dict[str, EpisodeBatch], group_names: Sequence[str], seed: int,
+                   min_size: int = 100) -> dict[str, Any]:
+    """Each policy's return per demographic group and its parity across the groups
+    (``personarl.parity``: the ratio of the lowest group's mean to the highest's with a
+    bootstrap interval, alerting below 0.9; groups under ``min_size`` users marked)."""
+    from personarl.parity import group_parity
+
+    names = np.asarray(group_names)
+    out = {}
+    for i, (n, r) in enumerate(results.items()):
+        p = group_parity(r.returns, names[r.first["group"]], generator(seed, "bootstrap", i),
+                         min_size=min_size, reps=500)
+        out[n] = {"groups": p.groups, "insufficient": p.insufficient, "measure": p.measure,
+                  "value": p.value, "low": p.low, "high": p.high, "alert": p.alert}
+    return out
 
 
 def headline(summary: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 __all__ = ["Block", "render_markdown", "render_html", "write_reports", "human",
-           "save_figure", "short_label", "MAX_FIGURE_PX", "CSS"]
+           "save_figure", "short_label", "fairness_blocks", "MAX_FIGURE_PX", "CSS"]
 
 Block = tuple[str, Any]
 
@@ -114,3 +114,30 @@ def save_figure(fig: Any, path: Path, dpi: float = 110) -> Path:
     fig.savefig(path, dpi=min(dpi, math.floor(MAX_FIGURE_PX / width)))
     plt.close(fig)
     return path
+
+
+def fairness_blocks(fairness: dict[str, Any], metric: str) -> list[Block]:
+    """A report's fairness section: ``metric`` per demographic group for each policy, the
+    parity with its interval, the alert (``experiments.final_eval.group_fairness``)."""
+    names = list(fairness)
+    groups = sorted({g for f in fairness.values() for g in f["groups"]})
+    small = sorted({f"{g} ({k})" for f in fairness.values()
+                    for g, k in f["insufficient"].items()})
+    if not groups:
+        return [("h3", f"Fairness: {metric} by demographic group"),
+                ("p", "Too few users in every group to score parity: "
+                      f"{', '.join(small)} (each needs 100).")]
+    rows = [[g, *[number(fairness[n]["groups"][g]["mean"], ".3f")
+                  if g in fairness[n]["groups"] else "too few" for n in names]]
+            for g in groups]
+    rows.append(["parity", *[f"{fairness[n]['measure']} {number(fairness[n]['value'], '.3f')} "
+                             f"[{number(fairness[n]['low'], '.3f')}, "
+                             f"{number(fairness[n]['high'], '.3f')}]"
+                             + (" **alert**" if fairness[n]["alert"] else "")
+                             for n in names]])
+    return [("h3", f"Fairness: {metric} by demographic group"),
+            ("table", (["group", *names], rows)),
+            ("p", "Parity: the lowest group's mean over the highest's (the difference where "
+                  "a group's mean is ≤ 0) with a 95% bootstrap interval; **alert** when the "
+                  "interval lies below 0.9 (the write-ups' guardrail; target 0.95)."
+                  + (f" Too few users to score: {', '.join(small)}." if small else ""))]

@@ -15,7 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.rendering import Block, human, number, save_figure, write_reports
+from experiments.rendering import (Block, fairness_blocks, human, number, save_figure,
+                                  write_reports)
 
 __all__ = ["write_report", "learning_curve", "archetype_bars"]
 
@@ -120,6 +121,8 @@ def _blocks(summary: dict[str, Any], meta: dict[str, Any], images: dict[str, str
             for a, row in pop["per_archetype"].items()])))
         if f"archetypes_{pop_name}" in images:
             b.append(("img", images[f"archetypes_{pop_name}"]))
+        if pop.get("fairness"):
+            b += fairness_blocks(pop["fairness"], "return")
     return b
 
 

@@ -106,8 +106,15 @@ def group_parity(values: np.ndarray, groups: np.ndarray, rng: np.random.Generato
             return means.min(axis=-1) / means.max(axis=-1)
 
     point = float(parity(np.array([y[r].mean() for r in members])))
-    boot = np.stack([y[r][rng.integers(0, len(r), size=(reps, len(r)))].mean(axis=1)
-                     for r in members], axis=1)
+    boot = np.stack([_resampled_means(y[r], reps, rng) for r in members], axis=1)
     low, high = np.quantile(parity(boot), [0.5 - level / 2, 0.5 + level / 2])
     return GroupParity(scored, insufficient, measure, point, float(low), float(high),
                        bool(ratio and high < alert_below), alert_below)
+
+
+def _resampled_means(x: np.ndarray, reps: int, rng: np.random.Generator) -> np.ndarray:
+    """``(reps,)`` means of resamples of ``x`` with replacement, drawn a block of resamples
+    at a time (at most ≈ 2²² draws in memory)."""
+    block = max(1, (1 << 22) // len(x))
+    return np.concatenate([x[rng.integers(0, len(x), size=(min(block, reps - i), len(x)))]
+                           .mean(axis=1) for i in range(0, reps, block)])
