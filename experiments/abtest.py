@@ -20,8 +20,15 @@ relative change of ``mde`` on the primary metric (the pre-period's spread).
 arrival order; the rule, stated before the first look: roll back when the confidence
 sequence's upper bound of the ``guardrail``'s relative change is below ``rollback_below``.
 **Fairness** (``personarl.parity``): the primary metric per demographic group in each arm,
-its parity and the alert. Writes ``abtest.json`` and ``report.md``/``.html``. Mistakes
-exit with status 2.
+its parity and the alert.
+
+**From served logs** (``mode=logs logs=<dir>``): the arms are a canary's or A/B test's
+primary and candidate in a server's decision and feedback logs, each whole session one
+user's (``ope.served``); no pre-period, no truth, no groups. **Through a registry**
+(``registry= model= candidate=``): the control is the model's production version, the
+treatment the candidate version; when the rollback rule fires the candidate is archived
+with the reason in the registry's history, production staying. Writes ``abtest.json`` and
+``report.md``/``.html``. Mistakes exit with status 2.
 """
 
 from __future__ import annotations
@@ -245,8 +252,6 @@ def _registry_arms(cfg: DictConfig) -> dict[str, str]:
     version) as bundle directories of the registry."""
     from agents.serving.registry import Registry
 
-    if cfg.model is None or cfg.candidate is None:
-        raise ConfigError("registry= needs model=<name> and candidate=<version>")
     reg = Registry(str(cfg.registry))
     control, entry = reg.resolve(str(cfg.model), stage="production")
     treatment, cand = reg.resolve(str(cfg.model), version=cfg.candidate)
