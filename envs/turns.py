@@ -21,7 +21,7 @@ the env's own population and observation noise. A context is either
   the bot flag (not the traits behind satisfaction: the env does not report them) — as
   in personalised reward modelling conditioned on a user description. Annotators judge
   with the latent user in mind, so only this context lets a reward model come near their
-  ceiling (PersonalityAdaptation, 10,000 held-out pairs: accuracy 0.728 on the
+  ceiling (PersonalityAdaptation, 10,000 held-out pairs: accuracy 0.727 on the
   observation, 0.789 on the profile, ceiling 0.80; BENCHMARKS.md).
 """
 
