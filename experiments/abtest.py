@@ -227,11 +227,9 @@ def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
     fairness = {}
     if arms.groups is not None:
         for arm in ("control", "treatment"):
-            f = group_parity(arms.values[arm][cfg.primary], arms.groups[arm],
-                             generator(s["seed"], "bootstrap", 1), min_size=s["min_group"])
-            fairness[arm] = {"measure": f.measure, "value": f.value, "low": f.low,
-                             "high": f.high, "alert": f.alert, "groups": f.groups,
-                             "insufficient": f.insufficient}
+            fairness[arm] = group_parity(arms.values[arm][cfg.primary], arms.groups[arm],
+                                         generator(s["seed"], "bootstrap", 1),
+                                         min_size=s["min_group"]).as_dict()
     truth = {}
     for m, (c, t) in (arms.truth or {}).items():
         truth[m] = t / c - 1 if plain.metrics[m].diff.relative else t - c

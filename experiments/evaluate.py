@@ -36,8 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from agents.serving.exploration import Exploration
 from experiments.cli import check_command_line, run_app
-from experiments.rendering import (Block, human, number, save_figure, short_label,
-                                   write_reports)
+from experiments.rendering import (Block, fairness_blocks, human, number, save_figure,
+                                   short_label, write_reports)
 from experiments.schema import register_configs
 from experiments.wiring import flatten, load_policy_spec
 from personarl import jsonio
@@ -324,6 +324,9 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     top_name = max(tops, key=tops.get)
     v_top = tops[top_name]
 
+    from envs.registration import describe
+
+    group_names = describe(env_id, kwargs).sampler.group_names
     results: dict[str, Any] = {}
     for label, (policy, x) in policies.items():
         phase(f"estimating {short_label(label)}")
@@ -332,7 +335,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                        seed=cfg.seed, refit=refit.get(label))
         bar.update()
         phase(f"simulating {short_label(label)}'s true value")
-        truth = true_value(policy, make_env, episodes, cfg.seed, x)
+        truth = true_value(policy, make_env, episodes, cfg.seed, x, group_names=group_names)
         bar.update()
         for r in res["estimates"].values():
             defined = r["estimate"] is not None
@@ -369,7 +372,7 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         intervals=dict(resamples=s["resamples"], alpha=s["alpha"], refit=s["refit"],
                        refit_resamples=s["refit_resamples"] if s["refit"] else None),
         normalisation=dict(random=v_random, top=v_top, top_policy=top_name, episodes=scale),
-        policies=results, ranking=ranking,
+        policies=results, ranking=ranking, logged_fairness=_logged_fairness(data, cfg.seed),
         recommendation=dict(estimator=choice, reason=reason))
     (run_dir / "summary.json").write_text(jsonio.dumps(summary, indent=2))
     _write_report(run_dir, summary)
@@ -418,6 +421,21 @@ def _ci(r: dict[str, Any]) -> str:
         return "—"
     label = " (model error not included)" if r["model_error"] == "not included" else ""
     return f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]{label}"
+
+
+def _logged_fairness(data: Any, seed: int) -> dict[str, Any] | None:
+    """The logged (behaviour) return per episode by its user's demographic group, and its
+    parity — None when the log has no ``group`` column."""
+    from personarl.parity import group_parity
+    from personarl.seeds import generator
+
+    if not data.users or "group" not in data.users:
+        return None
+    first = np.flatnonzero(data.step == 0)
+    returns = np.bincount(data.episode, weights=data.reward, minlength=data.n_episodes)
+    groups = np.asarray(data.users["group"])[first][np.argsort(data.episode[first])]
+    return group_parity(returns, groups.astype(str), generator(seed, "bootstrap", 2),
+                        reps=500).as_dict()
 
 
 def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
@@ -475,6 +493,12 @@ def _write_report(run_dir: Path, s: dict[str, Any]) -> None:
           ("table", (["estimator", "Spearman ρ vs truth", "picks", "regret@1"], [
               [e, "—" if r["spearman"] is None else f"{r['spearman']:.2f}", r["pick"],
                f"{r['regret_at_1']:.4f}"] for e, r in s["ranking"].items()]))]
+    truths = {p: v["truth"]["fairness"] for p, v in s["policies"].items()
+              if "fairness" in v["truth"]}
+    if truths:
+        b += fairness_blocks(truths, "true value")
+    if s.get("logged_fairness"):
+        b += fairness_blocks({"logged (behaviour)": s["logged_fairness"]}, "logged return")
     _plot(s, run_dir / "estimates.png")
     write_reports(run_dir, b)
 

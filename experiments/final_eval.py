@@ -130,10 +130,9 @@ def group_fairness(results: dict[str, EpisodeBatch], group_names: Sequence[str],
     names = np.asarray(group_names)
     out = {}
     for i, (n, r) in enumerate(results.items()):
-        p = group_parity(r.returns, names[r.first["group"]], generator(seed, "bootstrap", i),
-                         min_size=min_size, reps=500)
-        out[n] = {"groups": p.groups, "insufficient": p.insufficient, "measure": p.measure,
-                  "value": p.value, "low": p.low, "high": p.high, "alert": p.alert}
+        out[n] = group_parity(r.returns, names[r.first["group"]],
+                              generator(seed, "bootstrap", i), min_size=min_size,
+                              reps=500).as_dict()
     return out
 
 

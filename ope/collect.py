@@ -161,16 +161,27 @@ def collect(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, se
 
 
 def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int, seed: int,
-               exploration: Exploration | str = GREEDY) -> dict[str, float]:
+               exploration: Exploration | str = GREEDY,
+               group_names: Sequence[str] | None = None) -> dict[str, Any]:
     """On-policy Monte-Carlo value (mean undiscounted return) with its 95% CI, on the
     ``truth`` users of the run's ``seed`` (the same for every policy: paired; never a log's
     users), of ``policy`` acting under ``exploration`` (its draws: the ``evaluation_actions``
     stream) — a privileged one (e.g. the oracle: the normalisation's top) on the env's truth,
-    as ``evaluation_probs`` reads it from a log's context."""
+    as ``evaluation_probs`` reads it from a log's context. With ``group_names`` (the
+    population's), also ``fairness``: the true value per demographic group and its parity
+    (``personarl.parity``)."""
     actor = _Acting(policy, Exploration.of(exploration), seed)
-    returns = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth").returns
-    mean, low, high = mean_ci(returns)
-    return dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)
+    batch = run_episodes(actor, make_env, episodes, seed=seed, purpose="truth",
+                         first_keys=("group",) if group_names is not None else ())
+    mean, low, high = mean_ci(batch.returns)
+    out: dict[str, Any] = dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)
+    if group_names is not None:
+        from personarl.parity import group_parity
+
+        out["fairness"] = group_parity(batch.returns,
+                                       np.asarray(group_names)[batch.first["group"]],
+                                       generator(seed, "bootstrap", 1), reps=500).as_dict()
+    return out
 
 
 class _Acting:

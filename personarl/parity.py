@@ -19,6 +19,7 @@ For one metric measured per user and the users' ``group``:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +57,12 @@ class GroupParity:
     alert: bool
     alert_below: float = ALERT_BELOW
     target: float = TARGET
+
+    def as_dict(self) -> dict[str, Any]:
+        """What a report's JSON keeps (``experiments.rendering.fairness_blocks`` reads it)."""
+        return {"groups": self.groups, "insufficient": self.insufficient,
+                "measure": self.measure, "value": self.value, "low": self.low,
+                "high": self.high, "alert": self.alert}
 
 
 def group_parity(values: np.ndarray, groups: np.ndarray, rng: np.random.Generator, *,

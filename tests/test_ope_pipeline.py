@@ -109,6 +109,13 @@ def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
         assert abs(r["estimate"] - v["truth"]["value"]) <= 3 * se, (name, r, v["truth"])
     assert summary["recommendation"]["estimator"] in ("sndr", "dr", "switch_dr", "snips", "ips")
     assert est["dm"]["model_error"] == "not included"
+    # fairness (issue 24): each policy's true value per group, and the log's own returns
+    by_group = summary["policies"]["greedy"]["truth"]["fairness"]
+    assert set(by_group["groups"]) | set(by_group["insufficient"]) == {
+        "group_a", "group_b", "group_c"}
+    in_log = summary["logged_fairness"]
+    assert sum(g["users"] for g in in_log["groups"].values()) + sum(
+        in_log["insufficient"].values()) == summary["data"]["episodes"]
     for name in ("report.md", "report.html", "estimates.png"):
         assert (report / name).stat().st_size > 0
     assert readability_problems(report) == []
