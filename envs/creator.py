@@ -12,7 +12,7 @@ import gymnasium as gym
 import envs
 from envs.registration import load_entry_point
 
-__all__ = ["create_env", "creator_for", "vector_maker"]
+__all__ = ["create_env", "creator_for", "vector_maker", "info_keys"]
 
 
 def create_env(env_id: str, config: Mapping[str, Any] | None = None) -> gym.Env | Any:
@@ -45,3 +45,13 @@ def vector_maker(env_id: str, config: Mapping[str, Any] | None = None,
     learning take as ``make_env``)."""
     base = dict(config or {})
     return lambda n: create_env(env_id, {**base, "num_envs": n, "info_level": info_level})
+
+
+def info_keys(env_id: str, config: Mapping[str, Any] | None = None) -> frozenset[str]:
+    """The keys of ``env_id``'s ``info`` after a reset (what an evaluation may read, e.g.
+    whether its users have a demographic ``group``), from a one-lane env."""
+    env = create_env(env_id, {**dict(config or {}), "num_envs": 1, "info_level": "full"})
+    try:
+        return frozenset(k for k in env.reset(seed=0)[1] if not k.startswith("_"))
+    finally:
+        env.close()

@@ -324,9 +324,11 @@ def evaluate_offline(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     top_name = max(tops, key=tops.get)
     v_top = tops[top_name]
 
+    from envs.creator import info_keys
     from envs.registration import describe
 
-    group_names = describe(env_id, kwargs).sampler.group_names
+    group_names = describe(env_id, kwargs).sampler.group_names \
+        if "group" in info_keys(env_id, kwargs) else None
     results: dict[str, Any] = {}
     for label, (policy, x) in policies.items():
         phase(f"estimating {short_label(label)}")

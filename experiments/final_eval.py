@@ -34,7 +34,7 @@ from agents.baselines.evaluation import (EpisodeBatch, paired_row, per_archetype
                                          run_episodes, warm_up)
 from agents.baselines.policies import Policy
 from agents.baselines.factory import make_policy
-from envs.creator import vector_maker
+from envs.creator import info_keys, vector_maker
 from envs.registration import describe
 from experiments.wiring import Run
 from personarl.seeds import generator
@@ -67,12 +67,13 @@ def evaluate_policies(run: Run, trained: Policy) -> dict[str, Any]:
                disable=None if cfg.get("progress", True) else True)
     for pop_name, (overrides, kwargs) in run.populations.items():
         make_env = vector_maker(env_id, kwargs)
+        grouped = "group" in info_keys(env_id, kwargs)     # an env may have no groups
         results: dict[str, EpisodeBatch] = {}
         for policy in [trained, *baselines]:
             bar.set_postfix_str(f"{pop_name}: {policy.name}")
             results[policy.name] = run_episodes(
                 policy, make_env, cfg.eval.episodes, seed=cfg.seed,
-                first_keys=("latent_primary", "is_bot", "group"),
+                first_keys=("latent_primary", "is_bot", *(("group",) if grouped else ())),
                 final_keys=run.record.safety_keys)
             bar.update()
             log.info("[%s] %s: mean return %.4f", pop_name, policy.name,
@@ -82,7 +83,9 @@ def evaluate_policies(run: Run, trained: Policy) -> dict[str, Any]:
         archetypes = list(sampler.tables[-1].names)
         out[pop_name] = summarise(results, trained.name, privileged, archetypes,
                                   run.record.safety_metrics, overrides)
-        out[pop_name]["fairness"] = group_fairness(results, sampler.group_names, cfg.seed)
+        if grouped:
+            out[pop_name]["fairness"] = group_fairness(results, sampler.group_names,
+                                                       cfg.seed)
     bar.close()
     return out
 
