@@ -24,7 +24,8 @@ its parity and the alert.
 
 **From served logs** (``mode=logs logs=<dir>``): the arms are a canary's or A/B test's
 primary and candidate in a server's decision and feedback logs, each whole session one
-user's (``ope.served``); no pre-period, no truth, no groups. **Through a registry**
+user's (``ope.served``); no pre-period and no truth; groups where the clients sent
+them (``group`` on ``/v1/act``). **Through a registry**
 (``registry= model= candidate=``): the control is the model's production version, the
 treatment the candidate version; when the rollback rule fires the candidate is archived
 with the reason in the registry's history, production staying. Writes ``abtest.json`` and
@@ -169,7 +170,7 @@ def _from_logs(cfg: DictConfig, s: dict[str, Any]) -> Arms:
         if shares["candidate"].get("version") != label:
             raise ConfigError(f"the logs' candidate is {shares['candidate'].get('version')!r}, "
                               f"not {label} (model={cfg.model}, candidate={cfg.candidate})")
-    values, names = {}, {}
+    values, names, groups = {}, {}, {}
     for arm, served in (("control", "primary"), ("treatment", "candidate")):
         data = from_decision_logs(root, arm=served)
         if data.meta.get("env_id") not in (None, s["env_id"]):
@@ -179,10 +180,15 @@ def _from_logs(cfg: DictConfig, s: dict[str, Any]) -> Arms:
         length = np.bincount(data.episode, minlength=episodes).astype(np.float64)
         values[arm] = {"return": total, "length": length,
                        "reward_per_step": total / np.maximum(length, 1)}
+        if data.users and "group" in data.users:      # the clients sent the users' groups
+            first = np.flatnonzero(data.step == 0)
+            groups[arm] = np.asarray(data.users["group"])[first[np.argsort(
+                data.episode[first])]]
         names[arm] = f"{served} {shares[served].get('version') or ''}".strip()
     share = float(shares["candidate"].get("share", 0.5))
     return Arms(names=names, values=values, share=share,
-                power_base=values["control"][cfg.primary], source=f"logs {root}")
+                power_base=values["control"][cfg.primary], source=f"logs {root}",
+                groups=groups if len(groups) == 2 else None)
 
 
 def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
@@ -335,7 +341,8 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
     if s["fairness"]:
         b += fairness_blocks(s["fairness"], cfg.primary)
     else:
-        b.append(("p", "The logs carry no demographic group: fairness is not scored."))
+        b.append(("p", "The logs carry no demographic group (clients send it as `group` "
+                       "on /v1/act): fairness is not scored."))
     return b
 
 

@@ -57,6 +57,7 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
     from tqdm import tqdm
 
     from agents.serving.client import PolicyClient, served_env
+    from envs.registration import describe
 
     check_int("episodes", episodes, 1, MAX_EPISODES)
     check_int("seed", seed, 0, MAX_SEED - 1)
@@ -65,14 +66,17 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
     decisions = 0
     with PolicyClient(url, api_key=api_key) as client:
         spec = client.policy()["bundles"]["primary"]
-        env = served_env(spec, info_level="none")
-        obs, _ = env.reset(seed=seed)
+        env = served_env(spec, info_level="full")      # the users' groups, sent along
+        names = describe(spec["env"]["id"], spec["env"].get("config") or {}).sampler.group_names
+        obs, info = env.reset(seed=seed)
         for i in tqdm(range(episodes), desc="simulated users", unit="user",
                       disable=None if progress else True, leave=False):
             user = f"user-{seed}-{i}"
+            group = names[int(info["group"])] if "group" in info else None
             total, step, done = 0.0, 0, False
             while not done:
-                d = client.act(obs, user_id=user, episode_id=f"{user}/{run}", step=step)
+                d = client.act(obs, user_id=user, episode_id=f"{user}/{run}", step=step,
+                               group=group)
                 obs, reward, terminated, truncated, _ = env.step(d["action"])
                 done = bool(terminated or truncated)
                 client.feedback(d["decision_id"], float(reward), done=done)
@@ -80,7 +84,7 @@ def simulate_users(url: str, episodes: int, seed: int = 0, api_key: str | None =
                 step += 1
             decisions += step
             returns.append(total)
-            obs, _ = env.reset()
+            obs, info = env.reset()
         env.close()
     return dict(url=url, env_id=spec["env"]["id"], episodes=episodes, decisions=decisions,
                 mean_return=float(np.mean(returns)))

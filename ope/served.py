@@ -288,7 +288,10 @@ def from_decision_logs(roots: str | Path | Sequence[str | Path], arm: str | None
         feedback_without_decision=sum(p["orphans"] for p in parts),
         log_dirs=[str(p["root"]) for p in parts], log_dirs_without=[str(r) for r in empty])
     joined = {k: np.concatenate([p[k] for p in parts])
-              for k in ("obs", "action", "reward", "propensity", "done", "labels")}
+              for k in ("obs", "action", "reward", "propensity", "done", "labels", "group")}
+    # the users' groups where the clients sent them for every decision (issue 24)
+    users = {"group": joined["group"].astype(str)} if len(joined["group"]) and all(
+        g is not None for g in joined["group"]) else None
     return LoggedData(episode=np.repeat(np.arange(len(lengths)), lengths),
                       step=np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
                                                                 lengths),
@@ -299,7 +302,7 @@ def from_decision_logs(roots: str | Path | Sequence[str | Path], arm: str | None
                       n_actions=first["n_actions"],
                       action_probs=None if any(q is None for q in probs)
                       else np.concatenate(probs),
-                      meta=meta, row_labels=joined["labels"])
+                      meta=meta, row_labels=joined["labels"], users=users)
 
 
 def _read_root(root: Path, arm: str | None, version: str | None, strict: bool
@@ -415,6 +418,7 @@ def _read_root(root: Path, arm: str | None, version: str | None, strict: bool
         action=column_vector(decisions, "action", d, numbers_only=True)[rows],
         reward=reward[rows], propensity=propensity, done=done[rows], action_probs=probs,
         labels=np.array(ids, dtype=object)[rows],
+        group=np.array(decisions.column("group").take(rows).to_pylist(), dtype=object),
         versions={str(v) for v in decisions.column("version").take(rows).to_pylist()},
         arms=_describe_arms(servings, which[rows], arm, version), modes=modes, epsilons=eps)
 

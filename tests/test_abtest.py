@@ -292,3 +292,26 @@ def test_a_served_canary_is_read_from_its_logs_and_rolled_back(tmp_path):
     assert {v["version"]: v["stage"] for v in reg.versions("routing")} == {
         1: "production", 2: "archived"}
     assert "rolled back" in reg.history("routing")[-1]["reason"]
+    # the simulated clients sent each user's group with every decision
+    for arm in ("control", "treatment"):
+        fair = summary["fairness"][arm]
+        assert set(fair["groups"]) | set(fair["insufficient"]) == {"group_a", "group_b",
+                                                                   "group_c"}
+
+
+
+def test_a_decision_log_part_from_before_groups_reads_them_as_null(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from agents.serving.decision_log import SCHEMAS, read_log
+
+    old = pa.schema([f for f in SCHEMAS["decisions"] if f.name != "group"])
+    row = {f.name: None for f in old}
+    row.update(decision_id="d1", time=1.0, action=2, arm="primary", version="v1")
+    (tmp_path / "decisions").mkdir()
+    pq.write_table(pa.Table.from_pylist([row], schema=old),
+                   tmp_path / "decisions" / "part-000001.parquet")
+    table = read_log(tmp_path, "decisions")
+    assert table.column("group").to_pylist() == [None]
+    assert table.column("action").to_pylist() == [2]

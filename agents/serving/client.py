@@ -110,12 +110,14 @@ class PolicyClient:
         return served_env(self.policy()["bundles"]["primary"], **overrides)
 
     def act(self, observation: Sequence[float] | np.ndarray, user_id: str | None = None,
-            episode_id: str | None = None, step: int | None = None) -> dict[str, Any]:
+            episode_id: str | None = None, step: int | None = None,
+            group: str | None = None) -> dict[str, Any]:
         """``POST /v1/act``: a decision (``decision_id``, ``action``, ``action_name``,
-        ``propensity``, ``arm``, ``version``) for one observation."""
+        ``propensity``, ``arm``, ``version``) for one observation (``group``: the user's
+        demographic group, logged)."""
         body: dict[str, Any] = {"observation": np.asarray(observation, float).tolist()}
         for key, value in (("user_id", user_id), ("episode_id", episode_id),
-                           ("step", None if step is None else int(step))):
+                           ("step", None if step is None else int(step)), ("group", group)):
             if value is not None:
                 body[key] = value
         return self._call("POST", "/v1/act", body)

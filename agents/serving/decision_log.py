@@ -11,7 +11,9 @@ Three logs live side by side under a root directory, one folder each:
   ``arm_propensity`` (the same under the arm that served it alone), ``action_probs`` (the
   full behaviour distribution the action was drawn from, discrete), ``arm``, ``version``,
   ``exploration``, ``epsilon``, ``temperature`` (``agents.serving.exploration``; a log
-  written before issue 17 has no ``temperature``: null), ``env_id`` and ``model_sha256``;
+  written before issue 17 has no ``temperature``: null), ``env_id``, ``model_sha256`` and
+  the user's demographic ``group`` as the client gave it (null if not; a part written
+  before issue 24 reads as null);
 * ``feedback/`` — ``decision_id``, ``time``, ``reward``, ``done`` and ``signals`` (a JSON
   object as text), joined to decisions by ``decision_id``;
 * ``shadow/`` — what a shadow policy would have done for a served decision (same
@@ -75,7 +77,7 @@ SCHEMAS: dict[str, pa.Schema] = {
         ("arm_propensity", pa.float64()), ("action_probs", pa.list_(pa.float64())),
         ("arm", pa.string()), ("version", pa.string()), ("exploration", pa.string()),
         ("epsilon", pa.float64()), ("temperature", pa.float64()), ("env_id", pa.string()),
-        ("model_sha256", pa.string())]),
+        ("model_sha256", pa.string()), ("group", pa.string())]),
     "feedback": pa.schema([
         ("decision_id", pa.string()), ("time", pa.float64()), ("reward", pa.float64()),
         ("done", pa.bool_()), ("signals", pa.string())]),
@@ -433,10 +435,16 @@ def _read_part(path: Path, schema: pa.Schema) -> pa.Table:
         DataError: the part is unreadable or corrupt (naming it).
     """
     try:
-        return pq.read_table(path, schema=schema, columns=schema.names,
-                             page_checksum_verification=True)
+        have = set(pq.read_schema(path).names)
+        present = pa.schema([f for f in schema if f.name in have])
+        table = pq.read_table(path, schema=present, columns=present.names,
+                              page_checksum_verification=True)
     except (pa.ArrowException, OSError) as exc:
         raise DataError(f"{path} is not a readable decision-log part: {exc}") from None
+    for i, f in enumerate(schema):        # a column added since the part was written: null
+        if f.name not in have:
+            table = table.add_column(i, f, pa.nulls(len(table), f.type))
+    return table
 
 
 def record_serving(root: str | Path, serving: Mapping[str, Any]) -> None:

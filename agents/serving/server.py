@@ -169,6 +169,7 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
                     Field(min_length=dim, max_length=dim,
                           description=f"the env's raw observation ({dim} numbers)")]
     Id = Annotated[str, Field(min_length=1, max_length=256)]
+    Group = Annotated[str, Field(min_length=1, max_length=64)]
     # a step is an index within an episode of the bundle's env: below its horizon
     Step = Annotated[int, Field(ge=0, lt=_horizon(primary) or 10**9 + 1)]
     Action = Union[int, list[float]]
@@ -185,6 +186,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         step: Optional[Step] = Field(
             None, description="the decision's index within its episode: 0, 1, … (below the "
                               "env's horizon)")
+        group: Optional[Group] = Field(
+            None, description="the user's demographic group, logged as given (fairness "
+                              "readouts per group: experiments.abtest mode=logs)")
 
     class ActBatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", strict=True)
@@ -195,6 +199,8 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             None, description="one per observation (or none), as episode_id")
         steps: Optional[list[Optional[Step]]] = Field(
             None, description="one per observation (or none), as step")
+        groups: Optional[list[Optional[Group]]] = Field(
+            None, description="one per observation (or none), as group")
 
     class Decision(BaseModel):
         decision_id: str
@@ -326,7 +332,8 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
                                      "request starts a new segment") from None
 
     def serve(obs: list[list[float]], user_ids: list[Optional[str]],
-              episode_ids: list[Optional[str]], steps: list[Optional[int]]) -> list[Decision]:
+              episode_ids: list[Optional[str]], steps: list[Optional[int]],
+              groups: list[Optional[str]]) -> list[Decision]:
         x, _ = primary.check_obs(obs)
         pseudonyms = [pseudonymise(u) for u in user_ids]
         d = decider.decide(x, pseudonyms)
@@ -347,7 +354,7 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
             step=steps, observation=x.tolist(), arm_propensity=d.arm_propensity,
             exploration=decider.exploration.mode, epsilon=decider.exploration.epsilon,
             temperature=decider.exploration.temperature,
-            env_id=primary.env_id))
+            env_id=primary.env_id, group=groups))
         store.remember(ids)
         for decision in out:
             decisions_total.labels(decision.arm, decision.version,
@@ -357,7 +364,8 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
     @app.post("/v1/act", response_model=Decision, dependencies=[Depends(require_key)])
     async def act(body: ActRequest) -> Decision:
         """Decide for one observation."""
-        return serve([body.observation], [body.user_id], [body.episode_id], [body.step])[0]
+        return serve([body.observation], [body.user_id], [body.episode_id], [body.step],
+                     [body.group])[0]
 
     @app.post("/v1/act/batch", response_model=ActBatchResponse,
               dependencies=[Depends(require_key)])
@@ -365,14 +373,15 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
         """Decide for a batch of observations (optional per-row ids, same length)."""
         n = len(body.observations)
         columns = {}
-        for key in ("user_ids", "episode_ids", "steps"):
+        for key in ("user_ids", "episode_ids", "steps", "groups"):
             given = getattr(body, key)
             if given is not None and len(given) != n:
                 raise HTTPException(422, f"{key} has {len(given)} entries for {n} "
                                          "observations; give one per observation or none")
             columns[key] = given if given is not None else [None] * n
         return ActBatchResponse(decisions=serve(body.observations, columns["user_ids"],
-                                                columns["episode_ids"], columns["steps"]))
+                                                columns["episode_ids"], columns["steps"],
+                                                columns["groups"]))
 
     @app.post("/v1/feedback", response_model=Accepted, dependencies=[Depends(require_key)],
               responses={409: {"description": "this decision already has different "
