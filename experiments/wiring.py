@@ -264,8 +264,8 @@ def load_policy_spec(spec: str, env_id: str, kwargs: dict[str, Any], seed: int,
 
         policy = load_policy(spec, seed=stream_seed(seed, "policy", name_key(spec)))
         if policy.env_id != env_id:
-            raise ConfigError(f"{label}={spec!r} is a bundle for {policy.env_id}, but the data "
-                              f"is from {env_id}")
+            raise ConfigError(f"{label}={spec!r} is a bundle for {policy.env_id}, but this "
+                              f"run's env is {env_id}")
         if not policy.discrete:
             raise ConfigError(f"{label}={spec!r} is a continuous-action policy "
                               f"({policy.spec['distribution']}); offline evaluation needs "

@@ -315,3 +315,10 @@ def test_a_decision_log_part_from_before_groups_reads_them_as_null(tmp_path):
     table = read_log(tmp_path, "decisions")
     assert table.column("group").to_pylist() == [None]
     assert table.column("action").to_pylist() == [2]
+
+
+def test_a_treatment_for_another_env_is_refused(tmp_path, tiny_bundles):
+    with pytest.raises(ConfigError, match=r"treatment=.* is a bundle for "
+                                          r"personarl/PersonalityAdaptation-v0, but .*"
+                                          r"AgentRouting-v0"):
+        _abtest(tmp_path, f"treatment={tiny_bundles['continuous']}")

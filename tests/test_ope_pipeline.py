@@ -129,7 +129,7 @@ def test_collect_and_evaluate_commands(tmp_path, tiny_bundles):
               f"policies=[{tiny_bundles['continuous']}]", f"hydra.run.dir={tmp_path / 'x'}",
               cwd=ROOT)
     assert bad.returncode == 2
-    assert "PersonalityAdaptation-v0, but the data is from personarl/AgentRouting-v0" in \
+    assert "PersonalityAdaptation-v0, but this run's env is personarl/AgentRouting-v0" in \
         bad.stdout + bad.stderr
 
 
