@@ -28,8 +28,9 @@ from personarl.stats import bootstrap_ci
 
 __all__ = ["MetricResult", "Readout", "readout", "DIRECTIONS", "DECISIONS"]
 
-#: +1: higher is better; −1: lower is better (metrics not listed: higher is better)
-DIRECTIONS = {"churned": -1}
+#: +1: higher is better; −1: lower is better; 0: neither (never better or worse, so never
+#: a guardrail); metrics not listed: higher is better
+DIRECTIONS = {"churned": -1, "false_interventions": -1, "opted_out": -1, "interventions": 0}
 DECISIONS = ("ship", "keep", "inconclusive", "blocked")
 
 
@@ -98,7 +99,9 @@ def readout(control: Mapping[str, np.ndarray], treatment: Mapping[str, np.ndarra
     for name in names:
         a, b = control[name], treatment[name]
         theta = None
-        if covariates is not None and name in covariates[0] and name in covariates[1]:
+        if covariates is not None and name in covariates[0] and name in covariates[1] and \
+                np.ptp(np.concatenate([covariates[0][name], covariates[1][name]])) > 0:
+            # (a constant covariate explains nothing: the metric is read unadjusted)
             a, b, theta = cuped(a, b, covariates[0][name], covariates[1][name])
         diffs[name] = welch(a, b, level)
         thetas[name] = theta

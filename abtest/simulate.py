@@ -47,10 +47,13 @@ class UserOutcomes:
 
 
 def user_outcomes(policy: object, make_env: Callable[[int], VectorEnv], users: int, seed: int,
-                  *, session: int = 0, batch: int = 4096) -> UserOutcomes:
+                  *, session: int = 0, batch: int = 4096,
+                  final_keys: tuple[str, ...] = ()) -> UserOutcomes:
     """``users`` users' first session under ``policy`` (module docstring); ``session`` 0 is
     the experiment's, ``k >= 1`` an earlier session of the same users (other per-step
-    noise).
+    noise). ``final_keys``: ``info`` keys read at each session's last step as metrics (an
+    env record's ``safety_keys``: InterventionTiming's false interventions, interventions
+    and opt-outs).
 
     Raises:
         ConfigError: ``users`` or ``session`` out of range; a policy still learning.
@@ -77,10 +80,13 @@ def user_outcomes(policy: object, make_env: Callable[[int], VectorEnv], users: i
         b = lanes.size
         group = np.array(lanes.info["group"])
         total, length, conversions = np.zeros(b), np.zeros(b, np.int64), np.zeros(b)
+        final = {k: np.zeros(b) for k in final_keys}
         counts_conversions = False
         for t in policy_steps(policy, lanes):
             total += t.reward * t.live
             length += t.live
+            for k in final_keys:
+                final[k][t.ended] = np.asarray(t.next_info[k], dtype=np.float64)[t.ended]
             if "conversion" in t.next_info:
                 counts_conversions = True
                 conversions += np.nan_to_num(np.asarray(t.next_info["conversion"],
@@ -90,6 +96,7 @@ def user_outcomes(policy: object, make_env: Callable[[int], VectorEnv], users: i
                    "churned": (length < lanes.env.unwrapped.horizon).astype(np.float64)}
         if counts_conversions:
             metrics["conversions"] = conversions
+        metrics.update(final)
         parts.append(UserOutcomes(metrics, group))
     return UserOutcomes({k: np.concatenate([p.metrics[k] for p in parts])
                          for k in parts[0].metrics},

@@ -45,6 +45,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from envs.registration import record
 from experiments.cli import check_command_line, check_fresh, run_app
 from experiments.rendering import Block, fairness_blocks, number, write_reports
 from experiments.schema import register_configs
@@ -70,7 +71,7 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
     if cfg.mode == "simulated" and str(cfg.control) == str(cfg.treatment):
         raise ConfigError(f"control and treatment are both {cfg.control!r}: an A/B test "
                           "compares two different policies")
-    metrics = (*METRICS, "conversions")
+    metrics = (*METRICS, "conversions", *record(env_id).safety_keys)
     for key in ("primary", "guardrail"):
         if cfg[key] not in metrics:
             raise ConfigError(f"{key}={cfg[key]!r}; valid: {', '.join(metrics)}")
@@ -132,8 +133,10 @@ def _simulated(cfg: DictConfig, s: dict[str, Any]) -> Arms:
         policies[arm], names[arm] = load_policy_spec(spec, s["env_id"], s["kwargs"],
                                                      s["seed"], s["warmup"], arm)
     seed, n = s["seed"], s["users"]
-    outcome = {arm: user_outcomes(p, make_env, n, seed) for arm, p in policies.items()}
-    pre = user_outcomes(policies["control"], make_env, n, seed, session=1)
+    keys = tuple(record(s["env_id"]).safety_keys)
+    outcome = {arm: user_outcomes(p, make_env, n, seed, final_keys=keys)
+               for arm, p in policies.items()}
+    pre = user_outcomes(policies["control"], make_env, n, seed, session=1, final_keys=keys)
     metrics = [m for m in outcome["control"].metrics if m in outcome["treatment"].metrics]
     treated = generator(seed, "assignment", 0).random(n) < s["share"]
     rows = {"control": np.flatnonzero(~treated), "treatment": np.flatnonzero(treated)}

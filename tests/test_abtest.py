@@ -322,3 +322,13 @@ def test_a_treatment_for_another_env_is_refused(tmp_path, tiny_bundles):
                                           r"personarl/PersonalityAdaptation-v0, but .*"
                                           r"AgentRouting-v0"):
         _abtest(tmp_path, f"treatment={tiny_bundles['continuous']}")
+
+
+def test_intervention_safety_metrics_are_read_out_as_guardrails(tmp_path):
+    import json
+
+    _abtest(tmp_path, "env=intervention", "control=greedy", "treatment=random",
+            "users=2000", "primary=return", "looks=2")
+    out = json.loads((tmp_path / "abtest.json").read_text())
+    assert {"false_interventions", "interventions", "opted_out"} <= set(out["metrics"])
+    assert out["metrics"]["interventions"]["cuped"]["verdict"] == 0     # never a guardrail
