@@ -245,7 +245,8 @@ def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
     return {
         "env_id": s["env_id"], "source": arms.source, "arms": arms.names,
         "users": {a: int(len(v[cfg.primary])) for a, v in arms.values.items()},
-        "share": arms.share, "srm_p": result.srm_p, "decision": result.decision,
+        "share": arms.share, "srm_p": result.srm_p, "alpha": s["alpha"],
+        "decision": result.decision,
         "reason": result.reason, "cuped": arms.covariates is not None,
         "power": {"mde": s["mde"], "users_per_arm_needed": needed},
         "metrics": {m: {"cuped": _metric(result.metrics[m]), "plain": _metric(plain.metrics[m]),
@@ -319,7 +320,10 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
         ("h2", "Metrics"),
         ("table", (["metric", "control", "treatment", "change (Welch)", "change (CUPED)",
                     "bootstrap (CUPED)", "Holm p", "verdict", "true change"], rows)),
-        ("p", "Changes are relative where the control's mean is positive, else absolute. "
+        ("p", "Changes are relative where the control's mean is positive, else absolute; "
+              "intervals are Welch's (delta method for relative changes), the bootstrap "
+              "resamples users within each arm, and p-values are Holm-corrected across all "
+              f"metrics (family-wise α = {s['alpha']:g}). "
               + ("CUPED's covariate is each user's pre-period session under the control. The "
                  "true change is the mean of every user's potential outcomes under both arms "
                  "(the simulator knows them). " if s["cuped"] else
