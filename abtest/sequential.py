@@ -40,7 +40,8 @@ def confidence_sequence(estimate: float, se: float, n: int, *, alpha: float = 0.
     check_range("alpha", alpha, 0, 1, low_open=True, high_open=True)
     check_int("n", n, 1)
     check_int("tuning", tuning, 1)
-    check_range("se", se, 0, np.inf)
+    check_range("se", se, 0, np.inf, high_open=True)
+    check_range("estimate", estimate, -np.inf, np.inf, low_open=True, high_open=True)
     rho2 = (-2 * np.log(alpha) + np.log(-2 * np.log(alpha) + 1)) / tuning
     half = np.sqrt(n * se ** 2) * np.sqrt(2 * (n * rho2 + 1) / (n ** 2 * rho2)
                                           * np.log(np.sqrt(n * rho2 + 1) / alpha))

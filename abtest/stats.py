@@ -25,6 +25,7 @@ per user, ``(n_a,)`` and ``(n_b,)``):
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -151,8 +152,14 @@ def srm_pvalue(counts: Sequence[int], shares: Sequence[float]) -> float:
     """
     from scipy import stats
 
-    counts = np.asarray(counts, dtype=np.float64)
-    shares = np.asarray(shares, dtype=np.float64)
+    try:
+        counts = np.asarray(counts, dtype=np.float64)
+        shares = np.asarray(shares, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise DataError("SRM needs numbers: arm counts and planned shares") from None
+    if not (np.all(np.isfinite(counts)) and np.all(np.isfinite(shares))):
+        raise DataError(f"SRM needs finite counts and shares; got {counts.tolist()} and "
+                        f"{shares.tolist()}")
     if counts.shape != shares.shape or counts.ndim != 1 or len(counts) < 2:
         raise DataError(f"SRM needs one count per arm and one planned share per arm; got "
                         f"{counts.shape} and {shares.shape}")
@@ -173,6 +180,7 @@ def users_per_arm(mde: float, sd: float, *, alpha: float = 0.05, power: float = 
         ConfigError: ``mde <= 0``, ``sd <= 0``, alpha or power outside (0, 1), ratio <= 0.
     """
     from statsmodels.stats.power import tt_ind_solve_power
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
     if not (isinstance(mde, (int, float)) and mde > 0 and np.isfinite(mde)):
         raise ConfigError(f"mde={mde!r} must be a positive, finite minimum detectable effect")
@@ -181,8 +189,13 @@ def users_per_arm(mde: float, sd: float, *, alpha: float = 0.05, power: float = 
     check_range("alpha", alpha, 0, 1, low_open=True, high_open=True)
     check_range("power", power, 0, 1, low_open=True, high_open=True)
     check_range("ratio", ratio, 0, 1e6, low_open=True)
-    n = tt_ind_solve_power(effect_size=mde / sd, alpha=alpha, power=power, ratio=ratio,
-                           alternative="two-sided")
+    with warnings.catch_warnings():       # no solution is the error below, not a warning
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        n = tt_ind_solve_power(effect_size=mde / sd, alpha=alpha, power=power, ratio=ratio,
+                               alternative="two-sided")
+    if not np.isfinite(n):                # the solver finds no n (an effect far too small
+        raise ConfigError(f"no sample size gives power {power:g} for mde={mde:g} with "  # or
+                          f"sd={sd:g} (effect size {mde / sd:.3g})")     # too large to search)
     return int(np.ceil(n))
 
 

@@ -68,7 +68,12 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"mode={cfg.mode!r}; valid: simulated, logs")
     if cfg.registry is not None and (cfg.model is None or cfg.candidate is None):
         raise ConfigError("registry= needs model=<name> and candidate=<version>")
-    if cfg.mode == "simulated" and str(cfg.control) == str(cfg.treatment):
+    from abtest.readout import DIRECTIONS
+    if DIRECTIONS.get(cfg.guardrail, 1) == 0:
+        raise ConfigError(f"guardrail={cfg.guardrail!r} is neither better nor worse when it "
+                          "changes: a rollback rule needs a metric with a direction")
+    if cfg.mode == "simulated" and cfg.registry is None and \
+            str(cfg.control) == str(cfg.treatment):
         raise ConfigError(f"control and treatment are both {cfg.control!r}: an A/B test "
                           "compares two different policies")
     metrics = (*METRICS, "conversions", *record(env_id).safety_keys)
@@ -98,7 +103,8 @@ class Arms:
     names: dict[str, str]
     values: dict[str, dict[str, np.ndarray]]
     share: float
-    power_base: np.ndarray
+    #: metric -> values known before the test (the pre-period; None: the control arm's)
+    baseline: dict[str, np.ndarray] | None = None
     covariates: tuple[dict, dict] | None = None
     groups: dict[str, np.ndarray] | None = None
     truth: dict[str, tuple[float, float]] | None = None     # metric -> (control, treatment)
@@ -109,7 +115,8 @@ def abtest(cfg: DictConfig, run_dir: Path) -> Path:
     """Run the test per ``cfg`` into ``run_dir``; the report's path."""
     s = _checked(cfg)
     check_fresh(run_dir, OUTPUTS)
-    arms = _from_logs(cfg, s) if cfg.mode == "logs" else _simulated(cfg, s)
+    specs = _registry_arms(cfg) if cfg.registry is not None else None   # checks the versions
+    arms = _from_logs(cfg, s) if cfg.mode == "logs" else _simulated(cfg, s, specs)
     summary = _analyse(cfg, s, arms)
     if summary["rolled_back"] is not None and cfg.registry is not None:
         summary["registry"] = _roll_back(cfg, summary["rolled_back"], s, run_dir)
@@ -118,7 +125,7 @@ def abtest(cfg: DictConfig, run_dir: Path) -> Path:
     return write_reports(run_dir, _report(cfg, summary))
 
 
-def _simulated(cfg: DictConfig, s: dict[str, Any]) -> Arms:
+def _simulated(cfg: DictConfig, s: dict[str, Any], specs: dict[str, str] | None) -> Arms:
     """Both arms' policies on the same simulated users, assigned by ``share``."""
     from abtest.simulate import user_outcomes
     from envs.creator import vector_maker
@@ -126,12 +133,14 @@ def _simulated(cfg: DictConfig, s: dict[str, Any]) -> Arms:
     from personarl.seeds import generator
 
     make_env = vector_maker(s["env_id"], s["kwargs"])
-    specs = _registry_arms(cfg) if cfg.registry is not None else \
-        {"control": str(cfg.control), "treatment": str(cfg.treatment)}
+    specs = specs or {"control": str(cfg.control), "treatment": str(cfg.treatment)}
     policies, names = {}, {}
     for arm, spec in specs.items():
         policies[arm], names[arm] = load_policy_spec(spec, s["env_id"], s["kwargs"],
                                                      s["seed"], s["warmup"], arm)
+        if policies[arm].privileged:
+            raise ConfigError(f"{arm}={spec!r} reads the latent truth; an arm serves users "
+                              "from what the platform observes")
     seed, n = s["seed"], s["users"]
     keys = tuple(record(s["env_id"]).safety_keys)
     outcome = {arm: user_outcomes(p, make_env, n, seed, final_keys=keys)
@@ -142,7 +151,7 @@ def _simulated(cfg: DictConfig, s: dict[str, Any]) -> Arms:
     rows = {"control": np.flatnonzero(~treated), "treatment": np.flatnonzero(treated)}
     group_names = np.array(describe(s["env_id"], s["kwargs"]).sampler.group_names)
     return Arms(
-        names=names, share=s["share"], power_base=pre.metrics[cfg.primary],
+        names=names, share=s["share"], baseline=pre.metrics,
         values={a: {m: outcome[a].metrics[m][r] for m in metrics} for a, r in rows.items()},
         covariates=tuple({m: pre.metrics[m][rows[a]] for m in metrics}
                          for a in ("control", "treatment")),
@@ -189,14 +198,13 @@ def _from_logs(cfg: DictConfig, s: dict[str, Any]) -> Arms:
                 data.episode[first])]]
         names[arm] = f"{served} {shares[served].get('version') or ''}".strip()
     share = float(shares["candidate"].get("share", 0.5))
-    return Arms(names=names, values=values, share=share,
-                power_base=values["control"][cfg.primary], source=f"logs {root}",
+    return Arms(names=names, values=values, share=share, source=f"logs {root}",
                 groups=groups if len(groups) == 2 else None)
 
 
 def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
     """Readout, power, sequential monitor, fairness: the summary a report renders."""
-    from abtest.readout import readout
+    from abtest.readout import DIRECTIONS, readout
     from abtest.sequential import sequential_interval
     from abtest.stats import users_per_arm, welch
     from personarl.parity import group_parity
@@ -212,33 +220,46 @@ def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
                      alpha=s["alpha"], covariates=arms.covariates,
                      rng=generator(s["seed"], "bootstrap", 0))
     plain = readout(control, treatment, primary=cfg.primary, shares=shares, alpha=s["alpha"])
-    base = arms.power_base
-    needed = users_per_arm(s["mde"] * abs(float(base.mean())) or 1e-12,
-                           float(base.std(ddof=1)) or 1e-12, alpha=s["alpha"],
-                           ratio=arms.share / (1 - arms.share))
-    # sequential monitoring of the guardrail, each arm's users in arrival order; the rule
-    # fixed before the first look
-    monitor, rolled = [], None
+    baseline = arms.baseline or control
+    base = baseline[cfg.primary]
+    try:
+        needed = users_per_arm(s["mde"] * abs(float(base.mean())), float(base.std(ddof=1)),
+                               alpha=s["alpha"], ratio=arms.share / (1 - arms.share))
+    except ConfigError as exc:            # a constant metric, or no n reaches the power
+        needed, why = None, str(exc)
+    else:
+        why = None
+    # sequential monitoring of the guardrail, each arm's users in arrival order. The rule is
+    # fixed before the first look: the change is relative when the metric's mean before the
+    # test is positive (else it cannot be a share of it and the rule does not apply), and
+    # "worse" is the metric's direction (readout.DIRECTIONS: churn worsens when it rises)
     g = cfg.guardrail
+    direction = DIRECTIONS.get(g, 1)
+    relative = bool(baseline[g].mean() > 0)
+    monitor, rolled = [], None
     total = sum(len(v[g]) for v in arms.values.values())
     for k in range(1, s["looks"] + 1):
         a = control[g][:round(len(control[g]) * k / s["looks"])]
         b = treatment[g][:round(len(treatment[g]) * k / s["looks"])]
-        if min(len(a), len(b)) < 2:
+        if min(len(a), len(b)) < 2 or (relative and not a.mean() > 0):
             continue
-        d = welch(a, b, relative=bool(a.mean() > 0))
+        d = welch(a, b, relative=relative)
         low, high = sequential_interval(d, alpha=s["alpha"], tuning=max(total, 1))
         monitor.append({"look": k, "users": len(a) + len(b), "estimate": d.estimate,
                         "low": low, "high": high, "relative": d.relative})
-        if d.relative and high < s["rollback_below"]:
+        worst_plausible = high if direction > 0 else -low     # the least-bad change, signed
+        if relative and worst_plausible < s["rollback_below"]:
             rolled = monitor[-1]
             break
     fairness = {}
     if arms.groups is not None:
         for arm in ("control", "treatment"):
-            fairness[arm] = group_parity(arms.values[arm][cfg.primary], arms.groups[arm],
+            known = np.array([x is not None for x in arms.groups[arm]], dtype=bool)
+            fairness[arm] = group_parity(arms.values[arm][cfg.primary][known],
+                                         np.asarray(arms.groups[arm])[known].astype(str),
                                          generator(s["seed"], "bootstrap", 1),
                                          min_size=s["min_group"]).as_dict()
+            fairness[arm]["without_group"] = int((~known).sum())
     truth = {}
     for m, (c, t) in (arms.truth or {}).items():
         truth[m] = t / c - 1 if plain.metrics[m].diff.relative else t - c
@@ -248,7 +269,9 @@ def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
         "share": arms.share, "srm_p": result.srm_p, "alpha": s["alpha"],
         "decision": result.decision,
         "reason": result.reason, "cuped": arms.covariates is not None,
-        "power": {"mde": s["mde"], "users_per_arm_needed": needed},
+        "power": {"mde": s["mde"], "users_per_arm_needed": needed, "not_computable": why},
+        "guardrail_relative": relative, "guardrail_direction": direction,
+        "min_group": s["min_group"],
         "metrics": {m: {"cuped": _metric(result.metrics[m]), "plain": _metric(plain.metrics[m]),
                         "truth": truth.get(m)} for m in control},
         "monitor": monitor, "rolled_back": rolled, "rollback_below": s["rollback_below"],
@@ -263,6 +286,9 @@ def _registry_arms(cfg: DictConfig) -> dict[str, str]:
     reg = Registry(str(cfg.registry))
     control, entry = reg.resolve(str(cfg.model), stage="production")
     treatment, cand = reg.resolve(str(cfg.model), version=cfg.candidate)
+    if cand["stage"] == "archived":
+        raise ConfigError(f"candidate={cfg.candidate} is archived already: test a version "
+                          "in stage none or staging")
     if cand["version"] == entry["version"]:
         raise ConfigError(f"candidate={cfg.candidate} is {cfg.model}'s production version: "
                           "test a candidate against production")
@@ -302,7 +328,7 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
     for m, v in s["metrics"].items():
         c, p = v["cuped"], v["plain"]
         rel = c["relative"]
-        rows.append([m, number(c["control"]), number(c["treatment"]),
+        rows.append([m, number(p["control"]), number(p["treatment"]),
                      f"{_change(p['estimate'], rel)} [{_change(p['low'], rel)}, "
                      f"{_change(p['high'], rel)}]",
                      f"{_change(c['estimate'], rel)} [{_change(c['low'], rel)}, "
@@ -329,24 +355,35 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
                  "(the simulator knows them). " if s["cuped"] else
                  "No pre-period covariate and no truth in served logs: CUPED's column "
                  "repeats Welch's. ")
-              + f"Power: {s['power']['users_per_arm_needed']:,} "
-              f"control users detect a {s['power']['mde']:.1%} change of {cfg.primary} "
-              "with 80% power."),
-        ("h2", f"Sequential monitor of {s['guardrail']} (rollback below "
-               f"{s['rollback_below']:.0%})"),
+              + (f"Power: {s['power']['users_per_arm_needed']:,} control users detect a "
+                 f"{s['power']['mde']:.1%} change of {cfg.primary} with 80% power."
+                 if s["power"]["users_per_arm_needed"] is not None else
+                 f"Power: not computable ({s['power']['not_computable']}).")),
+        ("h2", f"Sequential monitor of {s['guardrail']} (rollback when it "
+               + ("falls" if s["guardrail_direction"] > 0 else "rises")
+               + f" by more than {-s['rollback_below']:.0%})"),
         ("table", (["look", "users", "change", "confidence sequence"],
                    [[str(x["look"]), f"{x['users']:,}", _change(x["estimate"], x["relative"]),
                      f"[{_change(x['low'], x['relative'])}, "
                      f"{_change(x['high'], x['relative'])}]"] for x in s["monitor"]])),
-        ("p", ("**Rolled back** at look {look} ({users:,} users): the upper bound of the "
-               "change is below the threshold.".format(**s["rolled_back"]))
-              if s["rolled_back"] else "Not rolled back: the rule never fired.")]
+        ("p", ("**Rolled back** at look {look} ({users:,} users): the whole confidence "
+               "sequence is beyond the threshold on the worse side.".format(
+                   **s["rolled_back"]))
+              if s["rolled_back"] else "Not rolled back: the rule never fired."
+              if s["guardrail_relative"] else
+              f"Not enforced: {s['guardrail']}'s mean before the test is not positive, so a "
+              "relative threshold does not apply (the changes above are absolute).")]
     if "registry" in s:
         r = s["registry"]
         b.append(("p", f"Registry: {r['model']} v{r['archived']} archived; v{r['production']} "
                        f"stays in production. Recorded reason: {r['reason']}."))
     if s["fairness"]:
-        b += fairness_blocks(s["fairness"], cfg.primary)
+        b += fairness_blocks(s["fairness"], cfg.primary, min_size=s["min_group"])
+        missing = {a: f["without_group"] for a, f in s["fairness"].items()
+                   if f["without_group"]}
+        if missing:
+            b.append(("p", "Left out of fairness, sent without a group: " + ", ".join(
+                f"{k:,} {a}" for a, k in missing.items()) + "."))
     else:
         b.append(("p", "The logs carry no demographic group (clients send it as `group` "
                        "on /v1/act): fairness is not scored."))

@@ -435,9 +435,11 @@ def _logged_fairness(data: Any, seed: int) -> dict[str, Any] | None:
         return None
     first = np.flatnonzero(data.step == 0)
     returns = np.bincount(data.episode, weights=data.reward, minlength=data.n_episodes)
-    groups = np.asarray(data.users["group"])[first][np.argsort(data.episode[first])]
-    return group_parity(returns, groups.astype(str), generator(seed, "bootstrap", 2),
-                        reps=500).as_dict()
+    groups = np.asarray(data.users["group"], dtype=object)[first][
+        np.argsort(data.episode[first])]
+    known = np.array([g is not None for g in groups], dtype=bool)
+    return group_parity(returns[known], groups[known].astype(str),
+                        generator(seed, "bootstrap", 2), reps=500).as_dict()
 
 
 def _write_report(run_dir: Path, s: dict[str, Any]) -> None:

@@ -116,17 +116,18 @@ def save_figure(fig: Any, path: Path, dpi: float = 110) -> Path:
     return path
 
 
-def fairness_blocks(fairness: dict[str, Any], metric: str) -> list[Block]:
+def fairness_blocks(fairness: dict[str, Any], metric: str, min_size: int = 100
+                    ) -> list[Block]:
     """A report's fairness section: ``metric`` per demographic group for each policy, the
     parity with its interval, the alert (``experiments.final_eval.group_fairness``)."""
     names = list(fairness)
     groups = sorted({g for f in fairness.values() for g in f["groups"]})
-    small = sorted({f"{g} ({k})" for f in fairness.values()
-                    for g, k in f["insufficient"].items()})
+    small = [f"{n}: " + ", ".join(f"{g} ({k})" for g, k in sorted(f["insufficient"].items()))
+             for n, f in fairness.items() if f["insufficient"]]
     if not groups:
         return [("h3", f"Fairness: {metric} by demographic group"),
-                ("p", "Too few users in every group to score parity: "
-                      f"{', '.join(small)} (each needs 100).")]
+                ("p", "Too few users in every group to score parity — "
+                      f"{'; '.join(small)} (each needs {min_size}).")]
     rows = [[g, *[number(fairness[n]["groups"][g]["mean"], ".3f")
                   if g in fairness[n]["groups"] else "too few" for n in names]]
             for g in groups]
@@ -140,4 +141,5 @@ def fairness_blocks(fairness: dict[str, Any], metric: str) -> list[Block]:
             ("p", "Parity: the lowest group's mean over the highest's (the difference where "
                   "a group's mean is ≤ 0) with a 95% bootstrap interval; **alert** when the "
                   "interval lies below 0.9 (the write-ups' guardrail; target 0.95)."
-                  + (f" Too few users to score: {', '.join(small)}." if small else ""))]
+                  + (f" Too few users to score (under {min_size}) — {'; '.join(small)}."
+                     if small else ""))]

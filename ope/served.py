@@ -289,9 +289,9 @@ def from_decision_logs(roots: str | Path | Sequence[str | Path], arm: str | None
         log_dirs=[str(p["root"]) for p in parts], log_dirs_without=[str(r) for r in empty])
     joined = {k: np.concatenate([p[k] for p in parts])
               for k in ("obs", "action", "reward", "propensity", "done", "labels", "group")}
-    # the users' groups where the clients sent them for every decision (issue 24)
-    users = {"group": joined["group"].astype(str)} if len(joined["group"]) and all(
-        g is not None for g in joined["group"]) else None
+    # the users' groups where the clients sent them (issue 24; None where one did not)
+    users = {"group": joined["group"]} if any(g is not None for g in joined["group"]) \
+        else None
     return LoggedData(episode=np.repeat(np.arange(len(lengths)), lengths),
                       step=np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths,
                                                                 lengths),

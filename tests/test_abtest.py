@@ -332,3 +332,33 @@ def test_intervention_safety_metrics_are_read_out_as_guardrails(tmp_path):
     out = json.loads((tmp_path / "abtest.json").read_text())
     assert {"false_interventions", "interventions", "opted_out"} <= set(out["metrics"])
     assert out["metrics"]["interventions"]["cuped"]["verdict"] == 0     # never a guardrail
+
+
+def test_the_rollback_rule_follows_the_guardrails_direction(tmp_path):
+    import json
+
+    # churn rising by 50% is worse: rolled back; the readout keeps the control
+    (tmp_path / "a").mkdir()
+    _abtest(tmp_path / "a", "treatment=random", "users=4000", "looks=10", "guardrail=churned")
+    out = json.loads((tmp_path / "a" / "abtest.json").read_text())
+    assert out["guardrail_direction"] == -1 and out["rolled_back"]["low"] > 0.05
+    # a neutral metric cannot be a guardrail; a privileged arm is refused
+    with pytest.raises(ConfigError, match="guardrail='interventions' is neither better nor"):
+        _abtest(tmp_path / "b", "env=intervention", "control=greedy", "treatment=random",
+                "guardrail=interventions")
+    with pytest.raises(ConfigError, match="treatment='oracle' reads the latent truth"):
+        _abtest(tmp_path / "c", "treatment=oracle", "users=200")
+
+
+def test_power_that_cannot_be_computed_is_reported_not_raised(tmp_path):
+    import json
+
+    from abtest.stats import users_per_arm
+
+    with pytest.raises(ConfigError, match="no sample size gives power"):
+        users_per_arm(1e-12, 1.0)
+    _abtest(tmp_path, "env=intervention", "control=greedy", "treatment=random",
+            "users=400", "primary=churned", "looks=2")
+    out = json.loads((tmp_path / "abtest.json").read_text())
+    assert out["power"]["users_per_arm_needed"] is None and out["power"]["not_computable"]
+    assert "Power: not computable" in (tmp_path / "report.md").read_text()

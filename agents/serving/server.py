@@ -169,7 +169,9 @@ def create_app(decider: Decider, settings: ServerSettings) -> FastAPI:
                     Field(min_length=dim, max_length=dim,
                           description=f"the env's raw observation ({dim} numbers)")]
     Id = Annotated[str, Field(min_length=1, max_length=256)]
-    Group = Annotated[str, Field(min_length=1, max_length=64)]
+    # a group's name: printable text with something in it (it reaches reports)
+    Group = Annotated[str, Field(min_length=1, max_length=64,
+                                 pattern=r"^[^\x00-\x1f]*\S[^\x00-\x1f]*$")]
     # a step is an index within an episode of the bundle's env: below its horizon
     Step = Annotated[int, Field(ge=0, lt=_horizon(primary) or 10**9 + 1)]
     Action = Union[int, list[float]]
