@@ -33,7 +33,7 @@ import numpy as np
 from personarl import jsonio
 from personarl.errors import DataError
 
-__all__ = ["write_state", "read_state"]
+__all__ = ["write_state", "read_state", "read_format"]
 
 _ARRAY = "__ndarray__"
 _TREE = "tree.json"
@@ -135,3 +135,21 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(out, dict):
         raise DataError(f"{path}: the saved state is not a mapping")
     return out
+
+
+def read_format(path: str | os.PathLike[str], fmt: str, kind: str) -> dict[str, Any]:
+    """``read_state`` of a file whose tree says ``"format": fmt`` (a saved object: a reward
+    model, a pair set).
+
+    Raises:
+        DataError: ``"<path> is not a <kind> file: …"`` — unreadable, damaged, or another
+            format.
+    """
+    try:
+        state = read_state(path)
+    except DataError as exc:
+        raise DataError(f"{path} is not a {kind} file: {exc}") from None
+    if state.get("format") != fmt:
+        raise DataError(f"{path} is not a {kind} file (format {state.get('format')!r}, "
+                        f"expected {fmt!r})")
+    return state

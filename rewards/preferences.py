@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from personarl.errors import DataError, check_int, check_range
-from rewards.files import read_npz, write_npz
+from personarl.statefile import read_format, write_state
 from synth.archetypes import TRAITS
 
 __all__ = ["Annotators", "PreferencePairs", "population_annotators", "STYLE_BIASES",
@@ -214,11 +214,11 @@ class PreferencePairs:
         return self.take(np.sort(order[:cut])), self.take(np.sort(order[cut:]))
 
     def save(self, path: str | Path) -> Path:
-        """Write the pairs to one ``.npz`` (no pickle; whole or not at all); returns the
-        path."""
+        """Write the pairs to ``path`` (a ``personarl.statefile``: no pickle, whole or not at
+        all); returns the path."""
         arrays = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "num_actions"}
         k = None if self.num_actions is None else int(self.num_actions)
-        return write_npz(path, {"format": PAIRS_FORMAT, "num_actions": k}, arrays)
+        return write_state(path, {"format": PAIRS_FORMAT, "num_actions": k, **arrays})
 
 
 def check_pairs(pairs: PreferencePairs) -> PreferencePairs:
@@ -303,10 +303,13 @@ def load_pairs(path: str | Path) -> PreferencePairs:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no preference pairs at {path}")
-    with read_npz(path, PAIRS_FORMAT, "preference-pair") as (meta, z):
-        arrays = {f.name: z[f.name] for f in fields(PreferencePairs)
+    state = read_format(path, PAIRS_FORMAT, "preference-pair")
+    try:
+        arrays = {f.name: state[f.name] for f in fields(PreferencePairs)
                   if f.name != "num_actions"}
-        k = meta["num_actions"]
+        k = state["num_actions"]
+    except KeyError as exc:
+        raise DataError(f"{path} is not a preference-pair file: missing {exc}") from None
     if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 2):
         raise DataError(f"{path}: num_actions={k!r} must be null or an integer >= 2")
     return check_pairs(PreferencePairs(**arrays, num_actions=k))

@@ -12,8 +12,9 @@ Ensembles Help Mitigate Overoptimization"):
 * ``worst_case`` (WCO): ``min_m r_m``;
 * ``uncertainty_weighted`` (UWO): ``mean − λ · Var_m r_m`` (``penalty`` = λ).
 
-The file is one ``.npz`` read with ``allow_pickle=False``: ``w{i}``/``b{i}`` stacked over
-members (``(M, fan_in, fan_out)`` / ``(M, fan_out)``), ``x_mean``/``x_std`` and a JSON ``meta``.
+The file is a ``personarl.statefile`` (no pickle, written whole): the layers' ``w``/``b``
+stacked over members (``(M, fan_in, fan_out)`` / ``(M, fan_out)``), ``x_mean``/``x_std``,
+``num_actions`` and what the trainer recorded (``meta``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from personarl.errors import ConfigError, DataError, check_int, check_range
-from rewards.files import read_npz, write_npz
+from personarl.statefile import read_format, write_state
 from rewards.preferences import PreferencePairs, check_pairs, label_ceiling, sigmoid
 
 __all__ = ["RewardModel", "BradleyTerryConfig", "OBJECTIVES", "FORMAT", "pair_metrics",
@@ -206,15 +207,11 @@ class RewardModel:
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | Path) -> Path:
-        """Write one ``.npz`` (module docstring); returns the path."""
-        path = Path(path)
-        arrays: dict[str, np.ndarray] = {"x_mean": self.x_mean, "x_std": self.x_std}
-        for i, (w, b) in enumerate(self.layers):
-            arrays[f"w{i}"], arrays[f"b{i}"] = w, b
-        meta = {**self.meta, "format": FORMAT, "num_actions": self.num_actions,
-                "layers": len(self.layers)}
-        write_npz(path, meta, arrays)
-        return path
+        """Write the model to ``path`` (module docstring); returns the path."""
+        return write_state(path, {
+            "format": FORMAT, "num_actions": self.num_actions, "meta": self.meta,
+            "x_mean": self.x_mean, "x_std": self.x_std,
+            "layers": [{"w": w, "b": b} for w, b in self.layers]})
 
     @classmethod
     def load(cls, path: str | Path) -> "RewardModel":
@@ -227,10 +224,13 @@ class RewardModel:
         if not path.is_file():
             raise DataError(f"no reward model at {path}: train one first "
                             "(python -m experiments.preferences)")
-        with read_npz(path, FORMAT, "reward-model") as (meta, z):
-            layers = [(z[f"w{i}"], z[f"b{i}"]) for i in range(int(meta["layers"]))]
-            x_mean, x_std = z["x_mean"], z["x_std"]
-            return cls(layers, x_mean, x_std, meta["num_actions"], meta)
+        state = read_format(path, FORMAT, "reward-model")
+        try:
+            layers = [(layer["w"], layer["b"]) for layer in state["layers"]]
+            return cls(layers, state["x_mean"], state["x_std"], state["num_actions"],
+                       state["meta"])
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"{path} is not a reward-model file: missing {exc}") from None
 
 
 def pair_metrics(model: RewardModel, pairs: PreferencePairs, *, objective: str = "mean",
