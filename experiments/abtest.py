@@ -187,15 +187,13 @@ def _from_logs(cfg: DictConfig, s: dict[str, Any]) -> Arms:
         data = from_decision_logs(root, arm=served)
         if data.meta.get("env_id") not in (None, s["env_id"]):
             raise ConfigError(f"the logs are of {data.meta.get('env_id')}, not {s['env_id']}")
-        episodes = int(data.episode.max()) + 1 if len(data.episode) else 0
-        total = np.bincount(data.episode, weights=data.reward, minlength=episodes)
-        length = np.bincount(data.episode, minlength=episodes).astype(np.float64)
+        total = data.episode_returns()
+        length = np.bincount(data.episode, minlength=data.n_episodes).astype(np.float64)
         values[arm] = {"return": total, "length": length,
                        "reward_per_step": total / np.maximum(length, 1)}
-        if data.users and "group" in data.users:      # the clients sent the users' groups
-            first = np.flatnonzero(data.step == 0)
-            groups[arm] = np.asarray(data.users["group"])[first[np.argsort(
-                data.episode[first])]]
+        group = data.episode_users("group")           # where the clients sent them
+        if group is not None:
+            groups[arm] = group
         names[arm] = f"{served} {shares[served].get('version') or ''}".strip()
     share = float(shares["candidate"].get("share", 0.5))
     return Arms(names=names, values=values, share=share, source=f"logs {root}",

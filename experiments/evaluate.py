@@ -431,14 +431,11 @@ def _logged_fairness(data: Any, seed: int) -> dict[str, Any] | None:
     from personarl.parity import group_parity
     from personarl.seeds import generator
 
-    if not data.users or "group" not in data.users:
+    groups = data.episode_users("group")
+    if groups is None:
         return None
-    first = np.flatnonzero(data.step == 0)
-    returns = np.bincount(data.episode, weights=data.reward, minlength=data.n_episodes)
-    groups = np.asarray(data.users["group"], dtype=object)[first][
-        np.argsort(data.episode[first])]
     known = np.array([g is not None for g in groups], dtype=bool)
-    return group_parity(returns[known], groups[known].astype(str),
+    return group_parity(data.episode_returns()[known], groups[known].astype(str),
                         generator(seed, "bootstrap", 2), reps=500).as_dict()
 
 

@@ -192,6 +192,17 @@ class LoggedData:
         """Row index of each episode's first decision."""
         return np.flatnonzero(np.r_[True, np.diff(self.episode) != 0])
 
+    def episode_returns(self) -> np.ndarray:
+        """``(n_episodes,)`` each episode's undiscounted logged return."""
+        return np.bincount(self.episode, weights=self.reward, minlength=self.n_episodes)
+
+    def episode_users(self, key: str) -> np.ndarray | None:
+        """``(n_episodes,)`` a ``users`` column at each episode's first decision (who the
+        episode's user was), or None when the log has no such column."""
+        if not self.users or key not in self.users:
+            return None
+        return np.asarray(self.users[key], dtype=object)[self.starts]
+
     def check(self) -> None:
         """Raise ``DataError`` naming the first problem found."""
         n = len(self.action)
