@@ -24,7 +24,7 @@ from experiments.schema import LearnedRewardSchema
 from envs.registration import EnvRecord, describe, record
 from synth.population import GENERATOR_REPLACES
 from personarl.seeds import MAX_EPISODES, MAX_SEED, name_key, stream_seed
-from personarl.errors import ConfigError, check_int, check_range
+from personarl.errors import ConfigError, check_int, check_range, check_widths
 
 __all__ = ["Run", "env_kwargs", "validate", "load_policy_spec", "config_hash", "config_diff",
            "PPO_AGENTS", "HASH_EXCLUDED", "flatten"]
@@ -197,8 +197,7 @@ def validate_ppo(agent: DictConfig) -> None:
     if batch < envs:
         raise ConfigError(f"agent.train_batch_size={batch} must be >= "
                           f"agent.num_envs_per_env_runner={envs} (one step of every env)")
-    if not agent.hidden or any(h < 1 for h in agent.hidden):
-        raise ConfigError(f"agent.hidden={list(agent.hidden)}: give one or more layer sizes >= 1")
+    check_widths("agent.hidden", list(agent.hidden))
     if agent.sampler not in SAMPLERS:
         raise ConfigError(f"agent.sampler={agent.sampler!r}; valid: {list(SAMPLERS)}")
     if agent.activation not in ("tanh", "relu", "swish", "linear", "elu"):

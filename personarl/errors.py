@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 __all__ = [
     "PersonaRLError", "ConfigError", "ResetNeededError", "InvalidActionError", "DataError",
-    "check_range", "check_int", "check_flag", "check_api_key", "check_matrix",
+    "check_range", "check_int", "check_flag", "check_api_key", "check_matrix", "check_widths",
 ]
 
 
@@ -82,6 +82,20 @@ def check_int(name: str, value: int, low: int, high: int | None = None) -> int:
         bound = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ConfigError(f"{name}={value!r} is outside the valid range {bound}")
     return v
+
+
+def check_widths(name: str, widths: Any, high: int = 4096) -> tuple[int, ...]:
+    """A network's hidden-layer widths: one or more integers in ``[1, high]``, as a tuple.
+
+    Raises:
+        ConfigError: naming ``name``, the widths given and what is valid.
+    """
+    ws = list(widths) if isinstance(widths, (list, tuple)) else None
+    if not ws or any(isinstance(w, bool) or not hasattr(w, "__index__") or not 1 <= w <= high
+                     for w in ws):
+        raise ConfigError(f"{name}={ws if ws is not None else widths!r}: give one or more "
+                          f"layer widths, integers in [1, {high}]")
+    return tuple(int(w) for w in ws)
 
 
 def check_api_key(key: str | None, name: str = "PERSONARL_API_KEY") -> None:

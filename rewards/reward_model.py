@@ -25,7 +25,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from personarl.errors import ConfigError, DataError, check_int, check_range
+from personarl.errors import ConfigError, DataError, check_int, check_range, check_widths
 from personarl.statefile import read_format, write_state
 from rewards.preferences import PreferencePairs, check_pairs, label_ceiling, sigmoid
 
@@ -52,10 +52,7 @@ class BradleyTerryConfig:
 
     def __post_init__(self) -> None:
         check_int("members", self.members, 1, 32)
-        if not self.hidden or any(not isinstance(h, int) or not 1 <= h <= 4096
-                                  for h in self.hidden):
-            raise ConfigError(f"hidden={list(self.hidden)!r}: give 1+ layer widths in "
-                              "1..4096")
+        check_widths("hidden", self.hidden)
         check_int("epochs", self.epochs, 1, 10_000)
         check_int("batch_size", self.batch_size, 1, 1 << 20)
         check_range("lr", self.lr, 0, 1, low_open=True)

@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
-from personarl.errors import ConfigError, DataError, check_int, check_range
+from personarl.errors import ConfigError, DataError, check_int, check_range, check_widths
 
 __all__ = ["ContextBanditVectorEnv", "ContextPPOConfig", "PolicySnapshot", "ppo_snapshots",
            "snapshot_steps"]
@@ -95,10 +95,7 @@ class ContextPPOConfig:
         check_range("lr", self.lr, 0, 1, low_open=True)
         check_range("clip", self.clip, 0, 1, low_open=True)
         check_range("base_sd", self.base_sd, 0, 1, low_open=True)
-        if not self.hidden or any(isinstance(h, bool) or not isinstance(h, int)
-                                  or not 1 <= h <= 4096 for h in self.hidden):
-            raise ConfigError(f"hidden={list(self.hidden)!r}: give 1+ layer widths in "
-                              "1..4096")
+        check_widths("hidden", self.hidden)
         distinct = len(snapshot_steps(self))
         if distinct < self.snapshots:
             rollout = self.lanes * self.n_steps
