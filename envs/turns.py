@@ -37,7 +37,8 @@ from envs.adaptation_model import (AdaptationModel, ChatState, Preferences, styl
                                    turn_reward)
 from personarl.errors import ConfigError, DataError, check_int
 from rewards.adaptation import AdaptationRewardWeights
-from rewards.preferences import STYLE_BIASES, Annotators, PreferencePairs, annotate
+from rewards.preferences import (STYLE_BIASES, Annotators, PreferencePairs, annotate,
+                                 check_action_indices)
 
 __all__ = ["TurnContexts", "turn_contexts", "TURN_ENVS", "CONTEXTS"]
 
@@ -76,16 +77,9 @@ class TurnContexts:
         Raises:
             DataError: wrong shape, unknown action indices, a vector outside [0, 1].
         """
-        a = np.asarray(actions)
         if self.num_actions is not None:
-            if a.shape != rows.shape or not np.issubdtype(a.dtype, np.integer):
-                raise DataError(f"actions must be {rows.shape} indices of "
-                                f"Discrete({self.num_actions}); got {a.dtype} {a.shape}")
-            if np.any((a < 0) | (a >= self.num_actions)):
-                raise DataError(f"unknown action {int(a[(a < 0) | (a >= self.num_actions)][0])}"
-                                f"; valid actions are 0..{self.num_actions - 1}")
-            return a
-        a = np.asarray(a, dtype=np.float64)
+            return check_action_indices(actions, len(rows), self.num_actions)
+        a = np.asarray(actions, dtype=np.float64)
         if a.shape != (len(rows), self.action_dim) or not np.all(np.isfinite(a)) or \
                 np.any((a < 0) | (a > 1)):
             raise DataError(f"actions must be ({len(rows)}, {self.action_dim}) vectors in "

@@ -39,7 +39,7 @@ from personarl.statefile import read_format, write_state
 from synth.archetypes import TRAITS
 
 __all__ = ["Annotators", "PreferencePairs", "population_annotators", "STYLE_BIASES",
-           "annotate", "check_pairs", "label_ceiling", "load_pairs", "pairs_summary",
+           "annotate", "check_pairs", "check_action_indices", "label_ceiling", "load_pairs", "pairs_summary",
            "sigmoid", "MAX_FLIP"]
 
 #: flip rates at or above ½ would turn the preference around
@@ -221,6 +221,26 @@ class PreferencePairs:
         return write_state(path, {"format": PAIRS_FORMAT, "num_actions": k, **arrays})
 
 
+def check_action_indices(actions: np.ndarray, n: int, k: int, where: str = "") -> np.ndarray:
+    """``actions`` as ``(n,)`` indices of ``Discrete(k)``.
+
+    Raises:
+        DataError: another shape or dtype, or an index outside ``[0, k)`` — named with its
+            row when ``where`` (e.g. ``"chosen"``) says which column it is.
+    """
+    a = np.asarray(actions)
+    if a.shape != (n,) or not np.issubdtype(a.dtype, np.integer):
+        raise DataError(f"{where or 'actions'} must be ({n},) action indices of "
+                        f"Discrete({k}); got {a.dtype} {a.shape}")
+    bad = (a < 0) | (a >= k)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise DataError(f"unknown action {int(a[row])}"
+                        + (f" in {where} of pair {row}" if where else "")
+                        + f"; valid actions are 0..{k - 1}")
+    return a
+
+
 def check_pairs(pairs: PreferencePairs) -> PreferencePairs:
     """Refuse pairs a reward model cannot learn from; returns ``pairs``.
 
@@ -266,16 +286,11 @@ def check_pairs(pairs: PreferencePairs) -> PreferencePairs:
         raise DataError(f"pairs: every tau must be > 0 and every flip in [0, {MAX_FLIP}]")
     c, r = pairs.chosen, pairs.rejected
     if pairs.num_actions is not None:
-        k = pairs.num_actions
         for name, a in (("chosen", c), ("rejected", r)):
-            if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer):
-                raise DataError(f"pairs: {name} must be (n,) action indices for "
-                                f"Discrete({k}); got {a.dtype} {a.shape}")
-            bad = (a < 0) | (a >= k)
-            if bad.any():
-                row = int(np.argwhere(bad)[0][0])
-                raise DataError(f"pairs: unknown action {int(a[row])} in {name} of pair "
-                                f"{row}; valid actions are 0..{k - 1}")
+            try:
+                check_action_indices(a, n, pairs.num_actions, name)
+            except DataError as exc:
+                raise DataError(f"pairs: {exc}") from None
         same = c == r
     else:
         if c.ndim != 2 or c.shape != r.shape:

@@ -27,7 +27,8 @@ import numpy as np
 
 from personarl.errors import ConfigError, DataError, check_int, check_range, check_widths
 from personarl.statefile import read_format, write_state
-from rewards.preferences import PreferencePairs, check_pairs, label_ceiling, sigmoid
+from rewards.preferences import (PreferencePairs, check_action_indices, check_pairs,
+                                 label_ceiling, sigmoid)
 
 __all__ = ["RewardModel", "BradleyTerryConfig", "OBJECTIVES", "FORMAT", "pair_metrics",
            "check_penalty"]
@@ -150,13 +151,7 @@ class RewardModel:
             raise DataError(f"context must be (n, {self.context_dim}); got {x.shape}")
         a = np.asarray(action)
         if self.num_actions is not None:
-            if a.shape != (len(x),) or not np.issubdtype(a.dtype, np.integer):
-                raise DataError(f"actions must be ({len(x)},) indices of "
-                                f"Discrete({self.num_actions}); got {a.dtype} {a.shape}")
-            if np.any((a < 0) | (a >= self.num_actions)):
-                bad = int(a[(a < 0) | (a >= self.num_actions)][0])
-                raise DataError(f"unknown action {bad}; valid actions are "
-                                f"0..{self.num_actions - 1}")
+            a = check_action_indices(a, len(x), self.num_actions)
             feats = np.eye(self.num_actions)[a]
         else:
             try:
