@@ -45,6 +45,7 @@ import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from abtest.readout import DIRECTIONS
 from envs.registration import record
 from experiments.cli import check_command_line, check_fresh, run_app
 from experiments.rendering import Block, fairness_blocks, number, write_reports
@@ -68,7 +69,6 @@ def _checked(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"mode={cfg.mode!r}; valid: simulated, logs")
     if cfg.registry is not None and (cfg.model is None or cfg.candidate is None):
         raise ConfigError("registry= needs model=<name> and candidate=<version>")
-    from abtest.readout import DIRECTIONS
     if DIRECTIONS.get(cfg.guardrail, 1) == 0:
         raise ConfigError(f"guardrail={cfg.guardrail!r} is neither better nor worse when it "
                           "changes: a rollback rule needs a metric with a direction")
@@ -202,7 +202,7 @@ def _from_logs(cfg: DictConfig, s: dict[str, Any]) -> Arms:
 
 def _analyse(cfg: DictConfig, s: dict[str, Any], arms: Arms) -> dict[str, Any]:
     """Readout, power, sequential monitor, fairness: the summary a report renders."""
-    from abtest.readout import DIRECTIONS, readout
+    from abtest.readout import readout
     from abtest.sequential import sequential_interval
     from abtest.stats import users_per_arm, welch
     from personarl.parity import group_parity

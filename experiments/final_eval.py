@@ -37,6 +37,7 @@ from agents.baselines.factory import make_policy
 from envs.creator import info_keys, vector_maker
 from envs.registration import describe
 from experiments.wiring import Run
+from personarl.parity import group_parity
 from personarl.seeds import generator
 from personarl.stats import mean_ci
 
@@ -128,8 +129,6 @@ def group_fairness(results: dict[str, EpisodeBatch], group_names: Sequence[str],
     """Each policy's return per demographic group and its parity across the groups
     (``personarl.parity``: the ratio of the lowest group's mean to the highest's with a
     bootstrap interval, alerting below 0.9; groups under ``min_size`` users marked)."""
-    from personarl.parity import group_parity
-
     names = np.asarray(group_names)
     out = {}
     for i, (n, r) in enumerate(results.items()):

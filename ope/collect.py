@@ -37,6 +37,7 @@ from agents.baselines.evaluation import run_episodes
 from agents.serving.exploration import GREEDY, Exploration
 from envs.rollout import first_episodes
 from ope.data import DataError, LoggedData
+from personarl.parity import group_parity
 from personarl.seeds import generator
 from personarl.stats import mean_ci
 from synth.demographics import AGE_BANDS, CITIES
@@ -176,8 +177,6 @@ def true_value(policy: Any, make_env: Callable[[int], VectorEnv], episodes: int,
     mean, low, high = mean_ci(batch.returns)
     out: dict[str, Any] = dict(value=mean, ci_low=low, ci_high=high, episodes=episodes)
     if group_names is not None:
-        from personarl.parity import group_parity
-
         out["fairness"] = group_parity(batch.returns,
                                        np.asarray(group_names)[batch.first["group"]],
                                        generator(seed, "bootstrap", 1), reps=500).as_dict()
