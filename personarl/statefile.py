@@ -102,7 +102,10 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         with archive:
             entries = {name: archive[name] for name in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is not a readable state file: {exc}") from None
+        # (np.load's message for a pickled file invites loading it unsafely: not repeated)
+        why = "not an .npz archive" if "pickle" in str(exc) else str(exc)
+        raise DataError(f"{path} is not a readable state file (damaged, or not one): "
+                        f"{why}") from None
     odd = sorted(name for name, v in entries.items() if not isinstance(v, np.ndarray))
     if odd:                                     # members that are not .npy arrays
         raise DataError(f"{path} is not a state file: {odd[0]!r} is not an array")

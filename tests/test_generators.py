@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from personarl.errors import ConfigError, DataError
+from personarl.statefile import read_state, write_state
 from synth.generators import Column, TableSpec, check_table, fit_gmm, fit_vae, load_generator
 from synth.generators.persona import persona_spec, persona_table
 from synth.population import PopulationConfig, PopulationSampler
@@ -293,11 +294,14 @@ def test_api_mistakes_are_named(tmp_path):
     (tmp_path / "cut.npz").write_bytes(good.read_bytes()[:300])
     with pytest.raises(DataError, match="damaged"):
         load_generator(tmp_path / "cut.npz")
-    arrays = dict(np.load(good))
-    np.savez(tmp_path / "short.npz", **{k: v for k, v in arrays.items() if k != "weights"})
+    state = read_state(good)
+    arrays = state["arrays"]
+    write_state(tmp_path / "short.npz",
+                {**state, "arrays": {k: v for k, v in arrays.items() if k != "weights"}})
     with pytest.raises(DataError, match="has no 'weights' array"):
         load_generator(tmp_path / "short.npz")
-    np.savez(tmp_path / "odd.npz", **{**arrays, "means": arrays["means"][:, :2]})
+    write_state(tmp_path / "odd.npz",
+                {**state, "arrays": {**arrays, "means": arrays["means"][:, :2]}})
     with pytest.raises(DataError, match=r"'means' has shape \(2, 2\); its table needs "
                                         r"\(2, 4\)"):
         load_generator(tmp_path / "odd.npz")

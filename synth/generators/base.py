@@ -1,10 +1,11 @@
 """What every fitted generator can do: sample tagged rows, augment a real table, be saved
 and loaded.
 
-A generator file (``.npz``, written atomically, read without pickle) holds the model's
-arrays and a JSON ``meta`` entry: the kind (``gmm`` or ``vae``), the table encoder (spec,
+A generator file (a ``personarl.statefile``: an ``.npz`` written atomically, read without
+pickle) holds the model's arrays, the kind (``gmm`` or ``vae``), the table encoder (spec,
 centre, scale), the rows it was fitted on and, for a differentially private fit, its
-privacy — ε, δ, the ledger and the ledger entry that paid for it. Everything in the file is
+privacy — ε, δ, the ledger and the ledger entry that paid for it (format 2; format 1 files,
+an ``.npz`` with a JSON ``meta`` entry, are refused as foreign). Everything in the file is
 released: a DP generator's arrays and encoder were computed under the ledger's accounting,
 so sampling from it (post-processing) costs no further privacy.
 
@@ -15,9 +16,6 @@ generated rows added to a real table, ``real`` for the real rows of an augmented
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from personarl.errors import ConfigError, DataError, check_int
-from personarl.files import write_atomic
+from personarl.statefile import read_format, write_state
 from synth.generators.table import TableEncoder, TableSpec, check_table
 
 __all__ = ["Generator", "load_generator", "fitting_rows", "SOURCES", "SUFFIX", "MAX_FIT_SEED"]
@@ -34,7 +32,7 @@ SOURCES = ("generated", "augmented", "real")
 #: the largest fit seed (scikit-learn's and torch's seeds are 32-bit)
 MAX_FIT_SEED = 2**32 - 1
 SUFFIX = ".npz"
-_FORMAT = 1
+_FORMAT = 2
 
 
 class Generator:
@@ -136,10 +134,7 @@ class Generator:
         if not path.parent.is_dir():
             raise ConfigError(f"cannot save the generator to {str(path)!r}: the directory "
                               f"{str(path.parent)!r} does not exist")
-        buffer = io.BytesIO()
-        np.savez(buffer, meta=np.array(json.dumps(self.meta())), **self.arrays)
-        write_atomic(path, buffer.getvalue())
-        return path
+        return write_state(path, {**self.meta(), "arrays": self.arrays})
 
     def __repr__(self) -> str:
         dp = (f"ε={self.privacy['epsilon']:g}" if self.privacy else "no DP")
@@ -178,25 +173,15 @@ def load_generator(path: str | Path) -> Generator:
     if not path.is_file():
         raise ConfigError(f"generator {str(path)!r} is not a file; write one with python -m "
                           "experiments.synthesize")
-    not_ours = f"{path} is not a generator file (an .npz that experiments.synthesize wrote)"
+    state = read_format(path, _FORMAT, "generator")      # (one experiments.synthesize wrote)
+    kinds = {"gmm": GaussianMixtureGenerator, "vae": VAEGenerator}
+    if state.get("kind") not in kinds:
+        raise DataError(f"{path} is a generator file of kind {state.get('kind')!r}; this "
+                        f"version reads kinds {sorted(kinds)}")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files") or "meta" not in f.files:
-                raise DataError(not_ours)
-            arrays = {k: f[k] for k in f.files}
-        meta = json.loads(str(arrays.pop("meta")))
-        if not isinstance(meta, dict) or "encoder" not in meta:
-            raise DataError(not_ours)
-        kinds = {"gmm": GaussianMixtureGenerator, "vae": VAEGenerator}
-        if meta.get("format") != _FORMAT or meta.get("kind") not in kinds:
-            raise DataError(f"{path} is a generator file of format {meta.get('format')!r} "
-                            f"and kind {meta.get('kind')!r}; this version reads format "
-                            f"{_FORMAT}, kinds {sorted(kinds)}")
-        return kinds[meta["kind"]](TableEncoder.from_json(meta["encoder"]), arrays,
-                                   meta["rows"], meta.get("privacy"))
+        return kinds[state["kind"]](TableEncoder.from_json(state["encoder"]),
+                                    state["arrays"], state["rows"], state.get("privacy"))
     except DataError as exc:
         raise DataError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
-    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile,
-            json.JSONDecodeError):
-        # (np.load's own message for a pickled file invites loading it unsafely)
-        raise DataError(not_ours + " or a damaged one") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DataError(f"{path} is not a generator file (damaged): {exc}") from None
