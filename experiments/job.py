@@ -57,19 +57,33 @@ from personarl import jsonio  # noqa: E402
 from personarl.errors import ConfigError  # noqa: E402
 from personarl.locks import exclusive_lock  # noqa: E402
 
-__all__ = ["train", "ray_session", "build_learner", "export_checkpoint"]
+__all__ = ["train", "needs_ray", "ray_session", "build_learner", "export_checkpoint"]
 
 log = logging.getLogger(__name__)
 
 
+def needs_ray(cfg: DictConfig) -> bool:
+    """Whether a training run needs a Ray instance: ``ray.start=always``, a cluster to join
+    (``ray.address``) or remote env runners. RLlib PPO with every part in this process
+    (``agent.num_env_runners=0``, the default) trains without one
+    (``agents.learners.rllib_ppo.build_algorithm``)."""
+    return (cfg.ray.start == "always" or bool(cfg.ray.address)
+            or int(cfg.agent.get("num_env_runners", 0)) > 0)
+
+
 @contextmanager
-def ray_session(cfg: DictConfig, run_dir: Path) -> Iterator[None]:
+def ray_session(cfg: DictConfig, run_dir: Path, start: bool = True) -> Iterator[None]:
     """Ray for the run: reuse a running one (tests), join ``ray.address``, or start one —
     recorded in ``run_dir/ray_session.json`` until it is shut down, so that the next
-    attempt can stop what a killed one left (``run_files.stop_ray_leftovers``)."""
+    attempt can stop what a killed one left (``run_files.stop_ray_leftovers``).
+    ``start=False``: none is started or joined; RLlib's loggers are quietened all the
+    same."""
     import ray
 
-    if ray.is_initialized():
+    if ray.is_initialized() or not start:
+        if not start:
+            import ray.rllib  # noqa: F401 — as below
+            configure_console(bool(cfg.get("verbose", False)))
         yield
         return
     started = not cfg.ray.address
@@ -180,7 +194,8 @@ def _train(run: Run, run_dir: Path, wandb_group: str | None,
     metrics = MetricsLog(run_dir / "metrics.jsonl")
     restore_from = _start_or_resume(run, run_dir, ckpts, metrics)
     start = time.perf_counter()
-    with ray_session(cfg, run_dir) if cfg.agent.name == "ppo" else nullcontext():
+    with (ray_session(cfg, run_dir, start=needs_ray(cfg)) if cfg.agent.name == "ppo"
+          else nullcontext()):
         learner = build_learner(run, run_dir)
         try:
             restored_iteration = None

@@ -155,6 +155,7 @@ class CheckpointSchema:
 
 @dataclass
 class RaySchema:
+    start: str = "auto"                 # auto: only when the run needs Ray; always
     num_cpus: int = 2
     address: Optional[str] = None       # connect to an existing cluster instead
     temp_dir: str = "/tmp/personarl-ray"

@@ -125,6 +125,9 @@ def validate(cfg: DictConfig) -> Run:
     check_int("checkpoint.every", cfg.checkpoint.every, 0)
     check_int("checkpoint.keep", cfg.checkpoint.keep, 1)
     check_int("ray.num_cpus", cfg.ray.num_cpus, 1)
+    if cfg.ray.start not in ("auto", "always"):
+        raise ConfigError(f"ray.start={cfg.ray.start!r}; valid: 'auto' (only when the run "
+                          "needs Ray), 'always'")
     if cfg.logger.name not in ("wandb", "none"):
         raise ConfigError(f"logger.name={cfg.logger.name!r}; valid: 'wandb', 'none'")
     if cfg.logger.mode not in ("offline", "online", "disabled"):

@@ -146,8 +146,9 @@ def test_the_batched_sampler_falls_back_when_rllib_lacks_what_it_uses(monkeypatc
              "num_epochs": 1, "train_batch_size": 128, "minibatch_size": 64,
              "hidden": [8], "activation": "tanh", "num_envs_per_env_runner": 4,
              "num_env_runners": 0, "sampler": "batched"}
-    assert build_ppo_config(ROUTING_ID, {}, agent, 0).env_runner_cls is \
-        rllib_batched.BatchedEnvRunner
+    config = build_ppo_config(ROUTING_ID, {}, agent, 0)
+    assert config.env_runner_cls is rllib_batched.BatchedEnvRunner
+    assert config.learner_class is rllib_batched.LeanPPOTorchLearner
     members = {**rllib_batched.RLLIB_MEMBERS, "SingleAgentEnvRunner methods":
                (*rllib_batched.RLLIB_MEMBERS["SingleAgentEnvRunner methods"], "_gone_in_ray_9")}
     monkeypatch.setattr(rllib_batched, "RLLIB_MEMBERS", members)
@@ -159,6 +160,115 @@ def test_the_batched_sampler_falls_back_when_rllib_lacks_what_it_uses(monkeypatc
         monkeypatch.undo()
         rllib_batched.missing_rllib_members.cache_clear()
     assert config.env_runner_cls is not rllib_batched.BatchedEnvRunner
+    assert config.learner_class is not rllib_batched.LeanPPOTorchLearner
     warnings = [r.getMessage() for r in caplog.records if "agent.sampler=batched" in
                 r.getMessage()]
     assert len(warnings) == 1 and "SingleAgentEnvRunner._gone_in_ray_9" in warnings[0]
+
+
+def test_the_lean_learner_steps_as_rllibs_learner():
+    """The same weights given the same gradients: LeanPPOTorchLearner leaves the same
+    parameters and Adam state as RLlib's PPOTorchLearner, step after step — finite
+    gradients (its own path) and a NaN or an infinity in one tensor (RLlib's handling,
+    which zeroes them and still steps)."""
+    import torch
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from agents.learners.rllib_batched import LeanPPOTorchLearner
+    from agents.learners.rllib_env import register_envs
+    from agents.learners.rllib_ppo import build_ppo_config
+    from envs.creator import create_env
+
+    register_envs()
+    config = build_ppo_config(*ENV, AGENT, seed=3)
+    assert config.learner_class is LeanPPOTorchLearner
+    env = create_env(*ENV)
+    spaces = {DEFAULT_MODULE_ID: (env.observation_space, env.action_space)}
+    env.close()
+    lean = config.build_learner(spaces=spaces)
+    stock = (config.copy(copy_frozen=False).training(learner_class=PPOTorchLearner)
+             .build_learner(spaces=spaces))
+    assert type(stock) is PPOTorchLearner
+    stock.set_state(lean.get_state())
+    before = [p.detach().clone() for p in lean._params.values()]
+    gen = torch.Generator().manual_seed(0)
+    for case in ("finite", "nan", "finite", "inf", "finite"):
+        grads = [torch.randn(p.shape, generator=gen) for p in lean._params.values()]
+        if case != "finite":
+            grads[2].view(-1)[3] = float(case)
+        for learner in (lean, stock):
+            learner.apply_gradients({pid: g.clone() for pid, g in zip(learner._params, grads)})
+        for a, b in zip(lean._params.values(), stock._params.values()):
+            assert torch.isfinite(a).all()
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=case)
+    assert not any(torch.equal(a, b) for a, b in zip(before, lean._params.values()))
+    for a, b in zip(lean.get_optimizer().state.values(), stock.get_optimizer().state.values()):
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+
+
+IN_PROCESS_RUN = """
+import json, sys
+from pathlib import Path
+import ray
+import torch
+torch.set_num_threads(1)
+from tests.test_rllib_batched import run_save_restore
+print(json.dumps(run_save_restore(Path(sys.argv[1]), ray)))
+"""
+
+
+def run_save_restore(tmp: "Path", ray) -> dict:
+    """Two iterations, a checkpoint, a restore into a new learner and a third iteration;
+    the learning metrics, the final weights and whether Ray ran at each stage."""
+    from agents.learners.base import weights_sha256
+    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
+
+    out = {"ray": []}
+    learner = RLlibPPO(build_ppo_config(*ENV, AGENT, seed=3), tmp / "a")
+    out["ray"].append(ray.is_initialized())
+    try:
+        metrics = [learner.train() for _ in range(2)]
+        (tmp / "ckpt").mkdir()
+        learner.save(tmp / "ckpt")
+    finally:
+        learner.close()
+    resumed = RLlibPPO(build_ppo_config(*ENV, AGENT, seed=3), tmp / "b")
+    try:
+        resumed.restore(tmp / "ckpt")
+        metrics.append(resumed.train())
+        out["weights"] = weights_sha256(resumed._learner_module().state_dict())
+    finally:
+        resumed.close()
+    out["ray"].append(ray.is_initialized())
+    out["metrics"] = [{k: v for k, v in m.items() if not k.startswith("perf/")}
+                      for m in metrics]
+    return out
+
+
+@pytest.mark.slow
+def test_ppo_in_this_process_runs_without_ray_as_it_does_with_ray(ray_session, tmp_path):
+    """RLlib PPO with every part in this process (num_env_runners=0) trains, checkpoints
+    and resumes without starting Ray, and learns exactly what it learns beside a running
+    Ray: the same metrics and the same weights."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "alone").mkdir()
+    proc = subprocess.run([sys.executable, "-c", IN_PROCESS_RUN, str(tmp_path / "alone")],
+                          cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    alone = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert alone["ray"] == [False, False]
+    (tmp_path / "beside").mkdir()
+    beside = run_save_restore(tmp_path / "beside", ray_session)
+    assert beside["ray"] == [True, True]
+    assert len(alone["metrics"]) == len(beside["metrics"]) == 3
+    for a, b in zip(alone["metrics"], beside["metrics"]):
+        assert a == pytest.approx(b, rel=1e-9)
+    assert alone["weights"] == beside["weights"]

@@ -54,6 +54,18 @@ def learning_part(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith("perf/")}
 
 
+def test_ray_starts_only_for_a_run_that_needs_it():
+    from experiments.job import needs_ray
+    from experiments.wiring import validate
+
+    assert not needs_ray(load())                      # PPO with every part in this process
+    assert needs_ray(load("ray.start=always"))
+    assert needs_ray(load("ray.address=127.0.0.1:6379"))
+    assert needs_ray(load("agent.num_env_runners=1"))
+    with pytest.raises(ConfigError, match=r"ray.start='sometimes'; valid: 'auto'"):
+        validate(load("ray.start=sometimes"))
+
+
 def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_path):
     cfg = load(*overrides("agent=linucb logger=none"), "experiment=smoke", "eval.episodes=64")
     result = train(cfg, tmp_path)
@@ -130,7 +142,10 @@ def test_killed_at_three_points_the_resumed_run_is_the_uninterrupted_run(tmp_pat
 
     small = ["experiment=smoke", *SMALL_PPO, "budget=6144", "checkpoint.every=2",
                  "eval.episodes=32", "eval.baselines=[random]", "logger=wandb_offline"]
-    cmd = command("train experiment=smoke", extra=[*small, f"ray.temp_dir=/tmp/ray-k{os.getpid()}"])
+    # ray.start=always: PPO in this process needs no Ray, but what Ray's processes leave
+    # behind after a kill -9 is part of what this test checks
+    cmd = command("train experiment=smoke", extra=[*small, "ray.start=always",
+                                                    f"ray.temp_dir=/tmp/ray-k{os.getpid()}"])
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     ref, run = tmp_path / "ref", tmp_path / "run"
     with open(tmp_path / "ref.log", "w") as ref_log:         # runs beside the killed ones

@@ -16,6 +16,9 @@ and do the work on ``(T, B)`` arrays:
   case — a stateless module with the default connectors, sampling a number of timesteps —
   and hands anything else (random actions, whole episodes, custom connectors, action
   normalising or clipping) to RLlib's own loop, resetting the envs when it switches.
+* ``LeanPPOTorchLearner``: RLlib's PPO torch learner whose optimiser step checks the
+  gradients' finiteness once (their total norm) instead of twice per parameter tensor;
+  a non-finite gradient goes through RLlib's own handling, so every update is RLlib's.
 * ``BatchedGAE``: the learner connector that turns episodes into PPO's train batch with
   one value forward pass and a GAE recursion vectorised over episodes (Schulman et al.
   2016, "High-dimensional continuous control using generalized advantage estimation").
@@ -42,6 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
@@ -49,7 +53,7 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
 
-__all__ = ["BatchedEnvRunner", "BatchedGAE", "gae"]
+__all__ = ["BatchedEnvRunner", "BatchedGAE", "LeanPPOTorchLearner", "gae"]
 
 
 #: the private members of RLlib 2.60 that ``BatchedEnvRunner`` relies on: methods of
@@ -62,6 +66,8 @@ RLLIB_MEMBERS = {
                                         "_ongoing_episodes_for_metrics",
                                         "_metrics_num_env_steps_sampled"),
     "AlgorithmConfig attributes": ("_env_to_module_connector", "_module_to_env_connector"),
+    "TorchLearner attributes": ("_params", "_module_optimizers", "_lr_scheduler_classes",
+                                "_grad_scalers"),
 }
 
 
@@ -89,6 +95,15 @@ def missing_rllib_members() -> tuple[str, ...]:
     config = AlgorithmConfig()
     missing += [f"AlgorithmConfig.{a}" for a in RLLIB_MEMBERS["AlgorithmConfig attributes"]
                 if not hasattr(config, a)]
+    source = ""
+    for cls in PPOTorchLearner.__mro__:
+        if cls.__module__.startswith("ray."):
+            try:
+                source += inspect.getsource(cls)
+            except (OSError, TypeError):
+                pass
+    missing += [f"TorchLearner.{a}" for a in RLLIB_MEMBERS["TorchLearner attributes"]
+                if f"self.{a}" not in source]
     return tuple(missing)
 
 
@@ -119,6 +134,35 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
     for k in range(table.shape[1] - 2, -1, -1):
         table[:, k] += decay * table[:, k + 1]
     return table[episode, position].astype(np.float32)
+
+
+class LeanPPOTorchLearner(PPOTorchLearner):
+    """RLlib's PPO learner (torch) with a cheaper optimiser step.
+
+    RLlib's ``TorchLearner.apply_gradients`` checks every gradient tensor for NaN and
+    infinity twice per minibatch (once to zero non-finite gradients, once before stepping
+    the optimiser): two small tensor reductions and a Python loop per parameter. Here one
+    total norm over all gradients (``torch.nn.utils.get_total_norm``; NaN or infinite as
+    soon as one element is) decides: finite — set the gradients and step each optimiser,
+    which is what RLlib does with finite gradients; not finite, or a learning-rate
+    scheduler, a gradient scaler or ``torch_skip_nan_gradients`` in play — RLlib's own
+    ``apply_gradients``. The update is RLlib's in every case
+    (``tests/test_rllib_batched.py``).
+    """
+
+    def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
+        grads = [g for g in gradients_dict.values() if g is not None]
+        if (self._lr_scheduler_classes is not None or self._grad_scalers is not None
+                or self.config.torch_skip_nan_gradients
+                or len(grads) != len(gradients_dict)
+                or not bool(torch.isfinite(torch.nn.utils.get_total_norm(grads)))):
+            return super().apply_gradients(gradients_dict)
+        for pid, grad in gradients_dict.items():
+            self._params[pid].grad = grad
+        for module_id, names in self._module_optimizers.items():
+            for name in names:
+                self.get_optimizer(module_id, name).step()
+        return None
 
 
 class BatchedGAE(ConnectorV2):
@@ -247,14 +291,15 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
 
     def _sample_arrays(self, num_timesteps: int, explore: bool) -> list[SingleAgentEpisode]:
         lanes = self._lanes
+        # RLModule.forward_exploration/inference put the module into eval mode on every
+        # call (a walk over its submodules); this module only ever acts, so it is put
+        # there once and its _forward_* methods are called directly
         if explore:
             dist_cls = self.module.get_exploration_action_dist_cls()
-            forward = self.module.forward_exploration
+            forward = self.module._forward_exploration
         else:
             dist_cls = self.module.get_inference_action_dist_cls()
-            forward = self.module.forward_inference
-        # forward_exploration/inference switch a training-mode module to eval and back on
-        # every call; this module only ever acts, so it stays in eval mode
+            forward = self.module._forward_inference
         self.module.eval()
         obs_seq, act_seq, logp_seq, dist_seq = [lanes["obs"]], [], [], []
         rew_seq, term_seq, trunc_seq, valid_seq, time_seq = [], [], [], [], []

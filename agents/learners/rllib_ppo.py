@@ -12,16 +12,21 @@ env runner and learner connectors. ``RLlibPPO`` wraps the Algorithm
 behind the ``agents.learners.base.Learner`` interface; ``ModulePolicy`` evaluates its RLModule
 behind the ``Policy`` interface (greedy: the most probable action, or the Gaussian mean).
 
-Ray must be initialised by the caller (``experiments.train`` does, with ``num_cpus``, no
-dashboard and a short temp dir).
+A run whose every RLlib part lives in this process (``num_env_runners=0``, one local
+learner: the default) needs no Ray instance: ``build_algorithm`` builds it without one
+(``experiments.job`` then starts none — ≈ 2 s of start-up and six helper processes saved
+on 2 cores). Remote env runners or learners need Ray initialised by the caller
+(``experiments.job.ray_session``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import gymnasium as gym
 import numpy as np
@@ -32,14 +37,16 @@ from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
 
 from agents.learners.base import (RESUME_STATE_FILE, WEIGHTS_FILE, process_rng_state,
                              save_weights, set_process_rng_state)
-from agents.learners.rllib_batched import BatchedEnvRunner, BatchedGAE, missing_rllib_members
+from agents.learners.rllib_batched import (BatchedEnvRunner, BatchedGAE, LeanPPOTorchLearner,
+                                           missing_rllib_members)
 from agents.learners.rllib_env import register_envs
 from personarl.seeds import stream_seed32
 from personarl.statefile import read_state, write_state
 from personarl.errors import ConfigError
 from personarl.stats import softmax
 
-__all__ = ["build_ppo_config", "build_module", "RLlibPPO", "ModulePolicy"]
+__all__ = ["build_ppo_config", "build_module", "build_algorithm", "runs_in_process",
+           "RLlibPPO", "ModulePolicy"]
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +103,7 @@ def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[
         sampler = "rllib"
     if sampler == "batched":
         config = (config
+                  .training(learner_class=LeanPPOTorchLearner)
                   .env_runners(env_runner_cls=BatchedEnvRunner)
                   .learners(learner_connector=lambda obs_space, act_space: BatchedGAE(
                                 obs_space, act_space, gamma=agent["gamma"],
@@ -106,6 +114,65 @@ def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[
     except Exception as exc:          # RLlib raises ValueError and its own error types
         raise ConfigError(f"RLlib rejected the PPO config: {exc}") from None
     return config
+
+
+def runs_in_process(config: PPOConfig) -> bool:
+    """Whether every part of ``config``'s Algorithm runs in this process: no remote env
+    runners (training or evaluation), learners or aggregator actors."""
+    return (config.num_env_runners == 0 and config.num_learners == 0
+            and not config.evaluation_num_env_runners
+            and not config.num_aggregator_actors_per_learner)
+
+
+@contextmanager
+def _values_for_object_refs() -> Iterator[None]:
+    """``ray.put`` hands back the value itself (see ``build_algorithm``)."""
+    import ray
+
+    put = ray.put
+    ray.put = lambda value, **kwargs: value
+    try:
+        yield
+    finally:
+        ray.put = put
+
+
+def build_algorithm(config: PPOConfig) -> Any:
+    """``config.build_algo()``, without starting Ray where nothing needs it.
+
+    With Ray initialised, or a config with remote parts, this is ``build_algo()`` itself.
+    A config that ``runs_in_process`` needs no Ray instance, but RLlib 2.60 puts objects
+    into Ray's object store for remote env runners even when there are none — the config
+    when the ``EnvRunnerGroup`` is built, the weights at every ``sync_weights`` — and the
+    first ``ray.put`` starts a local Ray (``ray.init``: ≈ 2 s and six helper processes).
+    While the Algorithm is built and while its env runner groups sync weights, ``ray.put``
+    hands back the value itself: the reference would only be read by remote env runners,
+    and there are none. Everything else is RLlib's own code. Training, checkpoints and
+    restores then run without Ray (``tests/test_rllib_batched.py``); anything else that
+    needs Ray starts it as usual.
+    """
+    import ray
+
+    if ray.is_initialized() or not runs_in_process(config):
+        return config.build_algo()
+    with _values_for_object_refs():
+        algo = config.build_algo()
+    for group in (algo.env_runner_group, getattr(algo, "eval_env_runner_group", None)):
+        if group is not None:
+            group.sync_weights = _without_object_store(group.sync_weights)
+    return algo
+
+
+def _without_object_store(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        import ray
+
+        if ray.is_initialized():           # something else started Ray meanwhile
+            return method(*args, **kwargs)
+        with _values_for_object_refs():
+            return method(*args, **kwargs)
+    return call
 
 
 def _dig(result: Mapping[str, Any], path: tuple[str, ...]) -> Any:
@@ -130,7 +197,7 @@ class RLlibPPO:
         from ray.tune.trainable import trainable as _trainable
         log_dir.mkdir(parents=True, exist_ok=True)
         _trainable.DEFAULT_STORAGE_PATH = str(log_dir.resolve())
-        self.algo = config.build_algo()
+        self.algo = build_algorithm(config)
         self.action_space = self.algo.env_runner.env.unwrapped.single_action_space
         self.env_steps = self.iteration = 0
         self._time_updates()

@@ -19,6 +19,7 @@
     python -m experiments.bench abtest  [--users 1000000] [--arm-users 5000] [--readouts 2000]
                                         [--runs 1000] [--out benchmarks/abtest.json]
     python -m experiments.bench train   [--experiment intervention] [--budget 500000] [--seeds 3]
+                                        [--ray auto|always] [--profile ITERATIONS]
                                         [--out benchmarks/train.json]
     python -m experiments.bench serve   [--run <train run dir>] [--bundle <dir>] [--parts loader,http]
                                         [--rate 200] [--requests 30000] [--ladder 200,400,...]
@@ -140,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     trn.add_argument("--eval-episodes", type=int, default=1024)
     trn.add_argument("--num-envs", type=int, default=None,
                      help="parallel envs for both (default: configs/agent/ppo.yaml)")
+    trn.add_argument("--profile", type=int, default=0, metavar="ITERATIONS",
+                     help="instead: where one iteration's time goes, over this many")
+    trn.add_argument("--ray", default="auto", choices=("auto", "always"),
+                     help="experiments.train's ray.start: auto starts Ray only where the run "
+                          "needs it (PPO in this process needs none); always, as before")
     trn.add_argument("--out", default="benchmarks/train.json")
     srv = sub.add_parser("serve", help="bundle loader vs RLlib inference; the HTTP server")
     srv.add_argument("--run", default=None,
@@ -283,10 +289,14 @@ def main(argv: list[str] | None = None) -> int:
         result = run(bundle=args.bundle, kills=args.kills, registry_kills=args.registry_kills,
                      seed=args.seed, train_kills=args.train_kills, parts=parts)
     else:
-        from experiments.bench.train import run
-        result = run(experiment=args.experiment or None, budget=args.budget, seeds=args.seeds,
-                     eval_every=args.eval_every,
-                     eval_episodes=args.eval_episodes, num_envs=args.num_envs)
+        from experiments.bench.train import profile, run
+        if args.profile:
+            result = profile(experiment=args.experiment or None, iterations=args.profile)
+        else:
+            result = run(experiment=args.experiment or None, budget=args.budget,
+                         seeds=args.seeds, eval_every=args.eval_every,
+                         eval_episodes=args.eval_episodes, num_envs=args.num_envs,
+                         ray_start=args.ray)
     result["machine"] = _machine()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

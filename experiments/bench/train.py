@@ -8,14 +8,22 @@ is compared) — the same number of parallel envs (our native vector env; SB3 st
 through ``agents.learners.sb3_ppo.SB3VecEnv``), one process (``num_env_runners=0``) and one torch
 thread. RLlib's adaptive KL penalty is switched off (``kl_coeff=0``) because SB3 has none.
 Every ``eval_every`` env steps the clock is paused and the greedy policy is evaluated on
-the same held-out users (``eval_episodes``, fixed seed). The clock includes Ray's start-up
-and building the learner; it excludes those evaluations and Python's imports (done once
-per process, before the first run).
+the same held-out users (``eval_episodes``, fixed seed). The clock includes everything
+``experiments.train`` does to start a learner — Ray's start-up where the run needs Ray
+(``ray_start="auto"``, as ``experiments.train``: PPO in this process starts none, see
+``agents.learners.rllib_ppo.build_algorithm``; ``"always"`` starts one for every RLlib run,
+as before 2026-12-01) — and building the learner; it excludes those evaluations and
+the process's one-time costs: Python's imports and one untimed iteration of each learner
+before the first run (Numba compiles the env's kernels on their first call and torch and
+RLlib set themselves up on theirs — ≈ 0.5 s that would otherwise land on whichever
+learner ran first, always ours).
 
 The target is 90% of the final evaluation return of our PPO (median over seeds);
 time-to-target is the wall time until a run's evaluation first reaches it. Seeds are
 interleaved (ours, SB3, ours, SB3, …) so drifts in machine speed hit both alike; the ratio
-is of the medians measured in this run. The profile splits each run into start-up, the
+is of the medians measured in this run, with a 90% bootstrap interval over the seeds
+(``scipy.stats.bootstrap``, the seeds resampled in pairs: each seed's two runs ran side by
+side). The profile splits each run into start-up, the
 gradient phase (RLlib's learner-group update, SB3's ``PPO.train``; GAE included for RLlib)
 and sampling with everything else in an iteration (env stepping, inference, episode
 bookkeeping and connectors).
@@ -52,7 +60,8 @@ def _config(experiment: str | None) -> tuple[str, dict[str, Any], dict[str, Any]
 
 
 def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str, Any],
-             seed: int, budget: int, eval_every: int, eval_episodes: int) -> dict[str, Any]:
+             seed: int, budget: int, eval_every: int, eval_episodes: int,
+             ray_start: str = "auto") -> dict[str, Any]:
     import ray
     import torch
 
@@ -61,11 +70,12 @@ def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str
     paused = 0.0
     start = time.perf_counter()
     if kind == "rllib":
-        from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
-        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/personarl-bench",
-                 log_to_driver=False)
-        learner = RLlibPPO(build_ppo_config(env_id, env_kwargs, agent, seed),
-                           Path(tempfile.mkdtemp(prefix="bench-rllib-")))
+        from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config, runs_in_process
+        config = build_ppo_config(env_id, env_kwargs, agent, seed)
+        if ray_start == "always" or not runs_in_process(config):
+            ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/personarl-bench",
+                     log_to_driver=False)
+        learner = RLlibPPO(config, Path(tempfile.mkdtemp(prefix="bench-rllib-")))
     else:
         from agents.learners.sb3_ppo import SB3PPO
         learner = SB3PPO(env_id, env_kwargs, agent, seed)
@@ -88,13 +98,94 @@ def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str
                 next_eval += eval_every
     finally:
         learner.close()
-        if kind == "rllib":
+        if ray.is_initialized():
             ray.shutdown()
     total = time.perf_counter() - start - paused
     return dict(kind=kind, seed=seed, startup_s=startup, train_s=total,
                 steps_per_s=learner.env_steps / iter_s, curve=curve,
                 profile=dict(startup_s=startup, sample_s=sample_s, learn_s=learn_s,
                              other_s=max(total - startup - sample_s - learn_s, 0.0)))
+
+
+#: the profile's parts: (name, file suffix, function) — cumulative times from cProfile;
+#: the learner's parts are summed over its minibatches
+PROFILE_PARTS = {
+    "rllib": (("iteration", "rllib_ppo.py", "train"),
+              ("sampling", "single_agent_env_runner.py", "sample"),
+              ("  env step", "/env_runner.py", "_try_env_step"),
+              ("  policy forward", "torch_rl_module.py", "_forward_exploration"),
+              ("  episode chunks", "rllib_batched.py", "_cut_episodes"),
+              ("learner update", "/learner.py", "update"),
+              ("  advantages (GAE)", "rllib_batched.py", "__call__"),
+              ("  minibatch updates", "torch_learner.py", "_uncompiled_update"),
+              ("    loss", "/learner.py", "compute_losses"),
+              ("    forward", "torch_rl_module.py", "forward_train"),
+              ("    backward", "_tensor.py", "backward"),
+              ("    gradient clipping", "/learner.py", "postprocess_gradients"),
+              ("    optimiser step", "torch_learner.py", "apply_gradients")),
+    "sb3": (("iteration", "sb3_ppo.py", "train"),
+            ("sampling", "on_policy_algorithm.py", "collect_rollouts"),
+            ("  env step", "sb3_ppo.py", "step_wait"),
+            ("  policy forward", "policies.py", "forward"),
+            ("learner update", "ppo.py", "train"),
+            ("    forward", "policies.py", "evaluate_actions"),
+            ("    backward", "_tensor.py", "backward"),
+            ("    gradient clipping", "clip_grad.py", "clip_grad_norm_"),
+            ("    optimiser step", "optimizer.py", "wrapper")),
+}
+
+
+def profile(experiment: str | None = "intervention", iterations: int = 20, seed: int = 0
+            ) -> dict[str, Any]:
+    """Where one training iteration's time goes, for both learners on the time-to-target
+    protocol's config: ``iterations`` iterations after three untimed ones, timed alone
+    (milliseconds per iteration) and again under ``cProfile`` (each part's cumulative
+    share of the profiled iteration — the profiler slows Python more than torch, so the
+    shares are the figure to compare, not its milliseconds)."""
+    import cProfile
+    import pstats
+
+    import torch
+
+    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
+    from agents.learners.sb3_ppo import SB3PPO
+
+    torch.set_num_threads(1)
+    env_id, env_kwargs, agent = _config(experiment)
+    agent["kl_coeff"] = 0.0
+    out: dict[str, Any] = dict(env=env_id, experiment=experiment, iterations=iterations)
+    for kind in ("rllib", "sb3"):
+        learner = (RLlibPPO(build_ppo_config(env_id, env_kwargs, agent, seed),
+                            Path(tempfile.mkdtemp(prefix="bench-rllib-")))
+                   if kind == "rllib" else SB3PPO(env_id, env_kwargs, agent, seed))
+        try:
+            for _ in range(3):
+                learner.train()
+            start = time.perf_counter()
+            for _ in range(iterations):
+                learner.train()
+            wall_ms = (time.perf_counter() - start) / iterations * 1e3
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(iterations):
+                learner.train()
+            prof.disable()
+        finally:
+            learner.close()
+        stats = pstats.Stats(prof).stats                 # (file, line, name) -> timings
+        parts = {}
+        for name, suffix, func in PROFILE_PARTS[kind]:
+            parts[name] = sum(cum for (file, _, fn), (_, _, _, cum, _) in stats.items()
+                              if fn == func and file.endswith(suffix))
+        total = parts["iteration"]
+        out[kind] = dict(ms_per_iteration=wall_ms,
+                         shares={k: v / total for k, v in parts.items()})
+    print(f"one iteration ({out['env']}, {iterations} iterations): share of the profiled time")
+    for kind in ("rllib", "sb3"):
+        print(f"  {kind}: {out[kind]['ms_per_iteration']:.1f} ms per iteration (no profiler)")
+        for name, share in out[kind]["shares"].items():
+            print(f"    {name:<24} {share:6.1%}")
+    return out
 
 
 def _time_to(curve: list[tuple[float, int, float]], target: float) -> float:
@@ -110,12 +201,32 @@ def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def ratio_ci(ours: list[float], theirs: list[float], confidence: float = 0.9,
+             seed: int = 0) -> tuple[float, float, float]:
+    """``(median(ours) / median(theirs), low, high)``: the ratio of the medians and its
+    percentile bootstrap interval over the seeds, resampled in pairs (``ours[i]`` and
+    ``theirs[i]`` ran side by side). ``inf`` where a run never reached the target."""
+    from scipy.stats import bootstrap
+
+    a, b = np.asarray(ours, dtype=float), np.asarray(theirs, dtype=float)
+    ratio = float(np.median(a) / np.median(b))
+    if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return ratio, math.nan, math.nan
+    res = bootstrap((a, b), lambda x, y, axis: np.median(x, axis=axis) / np.median(y, axis=axis),
+                    paired=True, vectorized=True, confidence_level=confidence,
+                    n_resamples=10_000, method="percentile", rng=np.random.default_rng(seed))
+    return ratio, float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
 def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: int = 3,
-        eval_every: int = 25_000, eval_episodes: int = 1024, num_envs: int | None = None
-        ) -> dict[str, Any]:
+        eval_every: int = 25_000, eval_episodes: int = 1024, num_envs: int | None = None,
+        ray_start: str = "auto") -> dict[str, Any]:
     """Interleaved runs of both learners on ``experiments.train``'s config with the overlay
     ``experiment``; prints and returns the figures. ``num_envs`` overrides the config's
-    ``num_envs_per_env_runner`` for both."""
+    ``num_envs_per_env_runner`` for both; ``ray_start`` is ``experiments.train``'s
+    ``ray.start`` (``auto`` or ``always``)."""
+    if ray_start not in ("auto", "always"):
+        raise ValueError(f"ray_start={ray_start!r}; valid: 'auto', 'always'")
     # Python imports happen once, before any clock starts: RLlib's seeding
     # (torch.use_deterministic_algorithms) imports torch._dynamo on first use, ~2 s that
     # would otherwise land on whichever run came first
@@ -128,11 +239,13 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
     agent["kl_coeff"] = 0.0             # plain clipped PPO: SB3 has no KL penalty
     if num_envs is not None:
         agent["num_envs_per_env_runner"] = num_envs
+    for kind in ("rllib", "sb3"):                  # one-time costs: untimed (module doc)
+        _one_run(kind, env_id, env_kwargs, agent, 0, 1, 1, 64, ray_start)
     runs = []
     for seed in range(seeds):
         for kind in ("rllib", "sb3"):
             r = _one_run(kind, env_id, env_kwargs, agent, seed, budget, eval_every,
-                         eval_episodes)
+                         eval_episodes, ray_start)
             print(f"{kind:>5} seed {seed}: final eval {r['curve'][-1][2]:.3f}, "
                   f"{r['steps_per_s']:,.0f} steps/s, {r['train_s']:.1f} s", flush=True)
             runs.append(r)
@@ -142,7 +255,7 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
         print(f"warning: the final PPO score {final:.3f} is not positive, so 90% of it is not "
               "a meaningful target; give a larger --budget")
     out: dict[str, Any] = dict(env=env_id, experiment=experiment, budget=budget, seeds=seeds,
-                               eval_every=eval_every,
+                               eval_every=eval_every, ray_start=ray_start,
                                eval_episodes=eval_episodes, agent=agent,
                                final_ppo_score=final, target=target, runs=runs)
     for kind in ("rllib", "sb3"):
@@ -159,6 +272,9 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
     ours, theirs = out["rllib"]["time_to_target_s"], out["sb3"]["time_to_target_s"]
     out["ratio_rllib_over_sb3"] = (ours / theirs if ours is not None and theirs is not None
                                    else None)
+    _, low, high = ratio_ci([_time_to(r["curve"], target) for r in runs if r["kind"] == "rllib"],
+                            [_time_to(r["curve"], target) for r in runs if r["kind"] == "sb3"])
+    out["ratio_ci90"] = [_finite(low), _finite(high)]
     print(f"\ntarget = 90% of final PPO eval return {final:.3f} = {target:.3f}")
     print(f"{'':>6} {'time-to-target':>15} {'steps/s':>9} {'final':>7}  profile (median s)")
     for kind in ("rllib", "sb3"):
@@ -172,5 +288,7 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
         print(f"ratio ours / SB3 (time-to-target): none — {' and '.join(late)} did not reach "
               "the target within the budget (the median run); give a larger --budget")
     else:
-        print(f"ratio ours / SB3 (time-to-target) = {out['ratio_rllib_over_sb3']:.2f}")
+        ci = (f", 90% bootstrap CI [{low:.2f}, {high:.2f}]" if math.isfinite(high)
+              else "")
+        print(f"ratio ours / SB3 (time-to-target) = {out['ratio_rllib_over_sb3']:.2f}{ci}")
     return out
