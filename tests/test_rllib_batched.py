@@ -166,12 +166,31 @@ def test_the_batched_sampler_falls_back_when_rllib_lacks_what_it_uses(monkeypatc
     assert len(warnings) == 1 and "SingleAgentEnvRunner._gone_in_ray_9" in warnings[0]
 
 
-def test_the_lean_learner_steps_as_rllibs_learner():
-    """The same weights given the same gradients: LeanPPOTorchLearner leaves the same
-    parameters and Adam state as RLlib's PPOTorchLearner, step after step — finite
-    gradients (its own path) and a NaN or an infinity in one tensor (RLlib's handling,
-    which zeroes them and still steps)."""
-    import torch
+def test_cyclic_minibatches_are_rllibs(rng):
+    """The same rows in the same order as RLlib's MiniBatchCyclicIterator over a
+    SampleBatch, shuffles included (the same NumPy draws), wrapping within a minibatch and
+    with a minibatch larger than the batch."""
+    from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
+    from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
+
+    from agents.learners.rllib_batched import cyclic_minibatches
+
+    for n, size, epochs, shuffle in [(10, 4, 3, True), (10, 5, 2, True), (7, 16, 3, True),
+                                     (9, 4, 2, False)]:
+        np.random.seed(n + size)
+        batch = MultiAgentBatch({"m": SampleBatch({"row": np.arange(n)})}, n)
+        theirs = [mb.policy_batches["m"]["row"] for mb in MiniBatchCyclicIterator(
+            batch, num_epochs=epochs, minibatch_size=size, shuffle_batch_per_epoch=shuffle)]
+        np.random.seed(n + size)
+        ours = list(cyclic_minibatches(n, size, epochs, shuffle))
+        assert len(ours) == len(theirs) >= 2
+        for a, b in zip(ours, theirs):
+            np.testing.assert_array_equal(a, b)
+
+
+def _lean_and_stock_learners(agent):
+    """A LeanPPOTorchLearner and RLlib's PPOTorchLearner for ``agent``, in the same state,
+    and the config they were built from."""
     from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
     from ray.rllib.core import DEFAULT_MODULE_ID
 
@@ -181,16 +200,89 @@ def test_the_lean_learner_steps_as_rllibs_learner():
     from envs.creator import create_env
 
     register_envs()
-    config = build_ppo_config(*ENV, AGENT, seed=3)
+    config = build_ppo_config(*ENV, agent, seed=3)
     assert config.learner_class is LeanPPOTorchLearner
     env = create_env(*ENV)
     spaces = {DEFAULT_MODULE_ID: (env.observation_space, env.action_space)}
     env.close()
     lean = config.build_learner(spaces=spaces)
-    stock = (config.copy(copy_frozen=False).training(learner_class=PPOTorchLearner)
+    stock = (config.copy(copy_frozen=False).learners(learner_class=PPOTorchLearner)
              .build_learner(spaces=spaces))
-    assert type(stock) is PPOTorchLearner
+    assert type(stock) is PPOTorchLearner and type(lean) is LeanPPOTorchLearner
     stock.set_state(lean.get_state())
+    return lean, stock, config
+
+
+def _flat(results, prefix=""):
+    """Nested metrics as ``{"a/b/c": value}``."""
+    out = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _assert_same_weights(a, b, msg=""):
+    import torch
+
+    for x, y in zip(a._params.values(), b._params.values()):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=msg)
+    for s, t in zip(a.get_optimizer().state.values(), b.get_optimizer().state.values()):
+        for key in s:
+            torch.testing.assert_close(s[key], t[key], rtol=0, atol=0, msg=msg)
+
+
+def test_the_lean_learner_updates_as_rllibs_learner():
+    """The same episodes, the same random state: LeanPPOTorchLearner's update leaves the
+    same weights, Adam state and adaptive KL coefficient as RLlib's PPOTorchLearner and
+    reports the same learner metrics — three updates of three epochs of minibatches that
+    wrap around the batch, shuffled."""
+    import copy
+
+    import torch
+    from ray.rllib.core.learner.training_data import TrainingData
+    from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
+
+    from agents.learners.rllib_batched import BatchedEnvRunner
+
+    agent = {**AGENT, "kl_coeff": 0.2}
+    lean, stock, config = _lean_and_stock_learners(agent)
+    runner = BatchedEnvRunner(config=config)
+    try:
+        for k in range(3):
+            episodes = runner.sample(num_timesteps=160, explore=True)
+            results = []
+            for learner in (lean, stock):
+                np.random.seed(k)
+                torch.manual_seed(k)
+                out = learner.update(
+                    training_data=TrainingData(episodes=copy.deepcopy(episodes)),
+                    timesteps={"num_env_steps_sampled_lifetime": 160 * (k + 1)},
+                    num_epochs=3, minibatch_size=48, shuffle_batch_per_epoch=True)
+                results.append(MetricsLogger.peek_results(out))
+            _assert_same_weights(lean, stock, f"update {k}")
+            mine, theirs = (_flat(r) for r in results)
+            assert mine.keys() == theirs.keys() and "default_policy/mean_kl_loss" in mine
+            for key in mine:
+                if "throughput" not in key and "timer" not in key:
+                    assert mine[key] == pytest.approx(theirs[key], rel=1e-6, nan_ok=True), key
+        kl = [learner.curr_kl_coeffs_per_module["default_policy"].item()
+              for learner in (lean, stock)]
+        assert kl[0] == kl[1] != 0.2                    # adapted from the last minibatch
+    finally:
+        runner.stop()
+
+
+def test_the_lean_learner_steps_as_rllibs_learner():
+    """The same weights given the same gradients: LeanPPOTorchLearner leaves the same
+    parameters and Adam state as RLlib's PPOTorchLearner, step after step — finite
+    gradients (its own path) and a NaN or an infinity in one tensor (RLlib's handling,
+    which zeroes them and still steps)."""
+    import torch
+
+    lean, stock, _ = _lean_and_stock_learners(AGENT)
     before = [p.detach().clone() for p in lean._params.values()]
     gen = torch.Generator().manual_seed(0)
     for case in ("finite", "nan", "finite", "inf", "finite"):
@@ -199,13 +291,9 @@ def test_the_lean_learner_steps_as_rllibs_learner():
             grads[2].view(-1)[3] = float(case)
         for learner in (lean, stock):
             learner.apply_gradients({pid: g.clone() for pid, g in zip(learner._params, grads)})
-        for a, b in zip(lean._params.values(), stock._params.values()):
-            assert torch.isfinite(a).all()
-            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=case)
+        assert all(torch.isfinite(a).all() for a in lean._params.values())
+        _assert_same_weights(lean, stock, case)
     assert not any(torch.equal(a, b) for a, b in zip(before, lean._params.values()))
-    for a, b in zip(lean.get_optimizer().state.values(), stock.get_optimizer().state.values()):
-        for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
 
 
 IN_PROCESS_RUN = """

@@ -16,9 +16,14 @@ and do the work on ``(T, B)`` arrays:
   case — a stateless module with the default connectors, sampling a number of timesteps —
   and hands anything else (random actions, whole episodes, custom connectors, action
   normalising or clipping) to RLlib's own loop, resetting the envs when it switches.
-* ``LeanPPOTorchLearner``: RLlib's PPO torch learner whose optimiser step checks the
-  gradients' finiteness once (their total norm) instead of twice per parameter tensor;
-  a non-finite gradient goes through RLlib's own handling, so every update is RLlib's.
+* ``LeanPPOTorchLearner``: RLlib's PPO torch learner with a leaner minibatch loop — the
+  minibatches are RLlib's (the same rows in the same order, the same shuffles from the
+  same random stream) but indexed straight from the train batch's tensors instead of
+  sliced and concatenated as ``SampleBatch`` objects; the loss metrics, which RLlib
+  reports for the last minibatch only, are logged for the last minibatch only; and the
+  optimiser step checks the gradients' finiteness once (their total norm) instead of twice
+  per parameter tensor, handing a non-finite gradient to RLlib's own handling. Every update
+  is RLlib's, to the bit (``tests/test_rllib_batched.py``).
 * ``BatchedGAE``: the learner connector that turns episodes into PPO's train batch with
   one value forward pass and a GAE recursion vectorised over episodes (Schulman et al.
   2016, "High-dimensional continuous control using generalized advantage estimation").
@@ -41,19 +46,25 @@ import inspect
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.connectors.connector_v2 import ConnectorV2
+from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core import DEFAULT_MODULE_ID
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
 from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
+from ray.rllib.utils.metrics import (ALL_MODULES, MODULE_TRAIN_BATCH_SIZE_MEAN,
+                                     NUM_ENV_STEPS_TRAINED, NUM_ENV_STEPS_TRAINED_LIFETIME,
+                                     NUM_MODULE_STEPS_TRAINED,
+                                     NUM_MODULE_STEPS_TRAINED_LIFETIME, WEIGHTS_SEQ_NO)
 
-__all__ = ["BatchedEnvRunner", "BatchedGAE", "LeanPPOTorchLearner", "gae"]
+__all__ = ["BatchedEnvRunner", "BatchedGAE", "LeanPPOTorchLearner", "cyclic_minibatches",
+           "gae"]
 
 
 #: the private members of RLlib 2.60 that ``BatchedEnvRunner`` relies on: methods of
@@ -67,7 +78,10 @@ RLLIB_MEMBERS = {
                                         "_metrics_num_env_steps_sampled"),
     "AlgorithmConfig attributes": ("_env_to_module_connector", "_module_to_env_connector"),
     "TorchLearner attributes": ("_params", "_module_optimizers", "_lr_scheduler_classes",
-                                "_grad_scalers"),
+                                "_grad_scalers", "_weights_seq_no",
+                                "_metrics_all_modules_num_env_steps_trained",
+                                "_metrics_all_modules_num_module_steps_trained"),
+    "Learner methods": ("_make_batch_if_necessary", "_update"),
 }
 
 
@@ -104,6 +118,8 @@ def missing_rllib_members() -> tuple[str, ...]:
                 pass
     missing += [f"TorchLearner.{a}" for a in RLLIB_MEMBERS["TorchLearner attributes"]
                 if f"self.{a}" not in source]
+    missing += [f"Learner.{m}" for m in RLLIB_MEMBERS["Learner methods"]
+                if not callable(getattr(PPOTorchLearner, m, None))]
     return tuple(missing)
 
 
@@ -136,19 +152,144 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
     return table[episode, position].astype(np.float32)
 
 
-class LeanPPOTorchLearner(PPOTorchLearner):
-    """RLlib's PPO learner (torch) with a cheaper optimiser step.
+def cyclic_minibatches(n: int, size: int, num_epochs: int, shuffle: bool
+                       ) -> Iterator[np.ndarray]:
+    """The row indices of RLlib's ``MiniBatchCyclicIterator`` minibatches over an ``n``-row
+    train batch: ``size`` rows each, read in order and wrapping around at the end (a
+    minibatch may hold the last rows of one epoch and the first of the next) until
+    ``num_epochs`` passes are complete; with ``shuffle``, every wrap permutes the batch
+    with ``np.random.permutation(n)`` as ``SampleBatch.shuffle`` does — the same draws
+    from NumPy's global random state, so the same minibatches."""
+    order, start, epochs = np.arange(n), 0, 0
+    while epochs < num_epochs:
+        parts, need = [], size
+        while start + need >= n:
+            parts.append(order[start:])
+            need -= n - start
+            start = 0
+            epochs += 1
+            if shuffle:
+                order = order[np.random.permutation(n)]
+        if need > 0:
+            parts.append(order[start:start + need])
+            start += need
+        yield np.concatenate(parts)
 
-    RLlib's ``TorchLearner.apply_gradients`` checks every gradient tensor for NaN and
-    infinity twice per minibatch (once to zero non-finite gradients, once before stepping
-    the optimiser): two small tensor reductions and a Python loop per parameter. Here one
-    total norm over all gradients (``torch.nn.utils.get_total_norm``; NaN or infinite as
-    soon as one element is) decides: finite — set the gradients and step each optimiser,
-    which is what RLlib does with finite gradients; not finite, or a learning-rate
-    scheduler, a gradient scaler or ``torch_skip_nan_gradients`` in play — RLlib's own
-    ``apply_gradients``. The update is RLlib's in every case
-    (``tests/test_rllib_batched.py``).
+
+class _Unlogged:
+    """A ``MetricsLogger`` stand-in whose ``log_value``/``log_dict`` do nothing (the
+    minibatches before the last: RLlib keeps their loss metrics in windows of one)."""
+
+    def __init__(self, metrics: Any) -> None:
+        self._metrics = metrics
+
+    def log_value(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_dict(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metrics, name)
+
+
+class LeanPPOTorchLearner(PPOTorchLearner):
+    """RLlib's PPO learner (torch) with a lean minibatch loop and optimiser step.
+
+    ``update`` (the usual case: one stateless module, a train batch from episodes cut into
+    minibatches; anything else goes to RLlib's own ``update``): RLlib's
+    ``before_gradient_based_update``, learner connector and ``_update`` per minibatch, and
+    ``after_gradient_based_update``, with three differences in bookkeeping only — the
+    minibatches are indexed straight from the train batch's tensors
+    (``cyclic_minibatches``: RLlib's rows, order and shuffles) instead of built as
+    ``SampleBatch`` slices and concatenations; the metrics RLlib logs inside each
+    minibatch's update (loss terms, gradient norm, off-policyness — windows of one, so
+    only the last minibatch's reach the results) are logged for the last minibatch; and
+    the step counters are logged once per update with the totals RLlib's per-minibatch
+    calls add up to.
+
+    ``apply_gradients``: RLlib's ``TorchLearner.apply_gradients`` checks every gradient
+    tensor for NaN and infinity twice per minibatch (once to zero non-finite gradients,
+    once before stepping the optimiser). Here one total norm over all gradients
+    (``torch.nn.utils.get_total_norm``; NaN or infinite as soon as one element is)
+    decides: finite — set the gradients and step each optimiser, which is what RLlib does
+    with finite gradients; not finite, or a learning-rate scheduler, a gradient scaler or
+    ``torch_skip_nan_gradients`` in play — RLlib's own ``apply_gradients``.
+
+    Both are tested to leave the same weights, optimiser state and reported metrics as
+    RLlib's ``PPOTorchLearner`` (``tests/test_rllib_batched.py``).
     """
+
+    def update(self, *, training_data: TrainingData | None = None,
+               timesteps: dict[str, Any] | None = None, num_epochs: int = 1,
+               minibatch_size: int | None = None, shuffle_batch_per_epoch: bool = False,
+               num_total_minibatches: int = 0, _no_metrics_reduce: bool = False,
+               **kwargs: Any) -> Any:
+        module_ids = list(self.module.keys())
+        lean = (training_data is not None and not kwargs and minibatch_size
+                and training_data.episodes is not None and training_data.batch is None
+                and not training_data.data_iterators and num_total_minibatches == 0
+                and len(module_ids) == 1 and not self.module[module_ids[0]].is_stateful())
+        if not lean:
+            return super().update(training_data=training_data, timesteps=timesteps,
+                                  num_epochs=num_epochs, minibatch_size=minibatch_size,
+                                  shuffle_batch_per_epoch=shuffle_batch_per_epoch,
+                                  num_total_minibatches=num_total_minibatches,
+                                  _no_metrics_reduce=_no_metrics_reduce, **kwargs)
+        self._check_is_built()
+        self.before_gradient_based_update(timesteps=timesteps or {})
+        training_data.validate()
+        training_data.solve_refs()
+        self._weights_seq_no += 1
+        batch = self._make_batch_if_necessary(training_data=training_data)
+        mid = module_ids[0]
+        columns = {k: v for k, v in batch.policy_batches[mid].items()}
+        n = len(next(iter(columns.values())))
+        metrics, count = self.metrics, 0
+        minibatches = cyclic_minibatches(n, minibatch_size, num_epochs,
+                                         shuffle_batch_per_epoch and num_epochs > 1)
+        index = next(minibatches)
+        try:
+            while index is not None:
+                following = next(minibatches, None)
+                self.metrics = metrics if following is None else _Unlogged(metrics)
+                rows = torch.from_numpy(index)
+                _, loss_per_module, _ = self._update(
+                    {mid: {k: v[rows] for k, v in columns.items()}})
+                count += 1
+                index = following
+        finally:
+            self.metrics = metrics
+        self._log_trained(mid, count * minibatch_size, count, batch.env_steps())
+        for module_id, loss in loss_per_module.items():
+            self.metrics.log_value(key=(module_id, self.TOTAL_LOSS_KEY), value=loss,
+                                   window=1)
+        self.after_gradient_based_update(timesteps=timesteps or {})
+        if not _no_metrics_reduce:
+            return self.metrics.reduce()
+        return None
+
+    def _log_trained(self, mid: Any, rows: int, minibatches: int, env_steps: int) -> None:
+        """What RLlib's ``_log_steps_trained_metrics`` and ``_log_metrics`` log over an
+        update's minibatches, in one call each: ``rows`` module steps in ``minibatches``
+        minibatches of one size, each counting the batch's ``env_steps`` (RLlib's
+        convention)."""
+        log = self.metrics.log_value
+        log((mid, WEIGHTS_SEQ_NO), self._weights_seq_no, window=1)
+        log(key=(mid, MODULE_TRAIN_BATCH_SIZE_MEAN), value=rows // minibatches, reduce="mean")
+        log(key=(mid, NUM_MODULE_STEPS_TRAINED), value=rows, reduce="sum")
+        log(key=(mid, NUM_MODULE_STEPS_TRAINED_LIFETIME), value=rows, reduce="lifetime_sum",
+            with_throughput=True)
+        log(key=(ALL_MODULES, NUM_MODULE_STEPS_TRAINED), value=rows, reduce="sum",
+            with_throughput=True)
+        log(key=(ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME), value=rows,
+            reduce="lifetime_sum", with_throughput=True)
+        log((ALL_MODULES, NUM_ENV_STEPS_TRAINED), env_steps * minibatches, reduce="sum",
+            with_throughput=True)
+        log((ALL_MODULES, NUM_ENV_STEPS_TRAINED_LIFETIME), env_steps * minibatches,
+            reduce="lifetime_sum", with_throughput=True)
+        self._metrics_all_modules_num_env_steps_trained.inc(value=env_steps * minibatches)
+        self._metrics_all_modules_num_module_steps_trained.inc(value=rows)
 
     def apply_gradients(self, gradients_dict: dict[Any, Any]) -> None:
         grads = [g for g in gradients_dict.values() if g is not None]
