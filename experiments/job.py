@@ -232,7 +232,8 @@ def _train(run: Run, run_dir: Path, wandb_group: str | None,
     if cfg.agent.name in PPO_AGENTS:          # the trained policy's identity
         meta["weights_sha256"] = weights_sha256(load_weights(ckpts.latest() / WEIGHTS_FILE))
     # wall-clock figures only under perf: everything else is the same for the same seed,
-    # resumed or not. train_seconds: this attempt, Ray's start-up and the restore included
+    # resumed or not. train_seconds: this attempt, Ray's start-up (where the run starts
+    # Ray) and the restore included
     meta["perf"] = dict(train_seconds=train_seconds, restored_from=restored_iteration)
     write_atomic(run_dir / "summary.json", jsonio.dumps(dict(meta=meta, populations=summary),
                                                       indent=2))

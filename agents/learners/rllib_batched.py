@@ -1,13 +1,13 @@
-"""RLlib's sampling and advantage estimation over whole arrays instead of per lane.
+"""RLlib's sampling, advantage estimation and PPO update with less bookkeeping per step.
 
 RLlib's ``SingleAgentEnvRunner`` steps a vector env batched, but after every step it walks
 the lanes in Python: it splits the batch into per-lane items, appends each to its own
 ``SingleAgentEpisode`` and runs the env-to-module and module-to-env connector pipelines.
 PPO's default learner pipeline then walks the episodes again, step by step for GAE. On our
 64-lane envs that bookkeeping cost more than the env and the network together
-(``BENCHMARKS.md``, the training speed profile). The two pieces here keep RLlib's
-interfaces — episodes out of the env runner, a train batch out of the learner connector —
-and do the work on ``(T, B)`` arrays:
+(``BENCHMARKS.md``, the training speed profile). The pieces here keep RLlib's
+interfaces — episodes out of the env runner, a train batch out of the learner connector,
+RLlib's loss and optimiser in the learner — and do the work on whole arrays:
 
 * ``BatchedEnvRunner``: one forward pass and one env step per time step, the results
   written into arrays; episode chunks are cut from the arrays once per ``sample()`` call
@@ -31,12 +31,12 @@ and do the work on ``(T, B)`` arrays:
   bootstraps from the value of its last observation, a terminated one from zero, and the
   advantages are standardised over the batch.
 
-Both are tested against RLlib's own classes (``tests/test_rllib_batched.py``).
+All three are tested against RLlib's own classes (``tests/test_rllib_batched.py``).
 
-``BatchedEnvRunner`` subclasses RLlib's runner and uses members RLlib does not promise to
-keep (``RLLIB_MEMBERS``); ``missing_rllib_members()`` checks them against the installed
-Ray, and ``agents.learners.rllib_ppo.build_ppo_config`` falls back to RLlib's own sampler,
-with one warning, when any is gone.
+``BatchedEnvRunner`` and ``LeanPPOTorchLearner`` subclass RLlib's runner and learner and use
+members RLlib does not promise to keep (``RLLIB_MEMBERS``); ``missing_rllib_members()``
+checks them against the installed Ray, and ``agents.learners.rllib_ppo.build_ppo_config``
+falls back to RLlib's own sampler and learner, with one warning, when any is gone.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ __all__ = ["BatchedEnvRunner", "BatchedGAE", "LeanPPOTorchLearner", "cyclic_mini
            "gae"]
 
 
-#: the private members of RLlib 2.60 that ``BatchedEnvRunner`` relies on: methods of
-#: ``SingleAgentEnvRunner``, attributes it sets on itself, and ``AlgorithmConfig`` fields
+#: the private members of RLlib 2.60 that ``BatchedEnvRunner`` and ``LeanPPOTorchLearner``
+#: rely on: methods of the runner and the learner, attributes they set on themselves, and
+#: ``AlgorithmConfig`` fields
 RLLIB_MEMBERS = {
     "SingleAgentEnvRunner methods": ("_sample", "_try_env_reset", "_try_env_step",
                                      "_log_episode_metrics", "_log_env_steps",
@@ -85,42 +86,39 @@ RLLIB_MEMBERS = {
 }
 
 
+def _source(cls: type) -> str:
+    """The source of ``cls`` and of its RLlib base classes (where attributes are set)."""
+    source = ""
+    for base in cls.__mro__:
+        if base.__module__.startswith("ray."):
+            try:
+                source += inspect.getsource(base)
+            except (OSError, TypeError):
+                pass
+    return source
+
+
 @functools.lru_cache(maxsize=1)
 def missing_rllib_members() -> tuple[str, ...]:
-    """The ``RLLIB_MEMBERS`` the installed RLlib lacks (``()`` when the batched sampler can
-    run): methods by ``hasattr``, attributes by their assignment in the source of the
-    runner's classes (they exist only on a built runner), config fields on a default
-    ``AlgorithmConfig``."""
+    """The ``RLLIB_MEMBERS`` the installed RLlib lacks (``()`` when the batched sampler and
+    the lean learner can run): methods by ``hasattr``, attributes by their assignment in
+    the source of the classes (they exist only on a built runner or learner), config
+    fields on a default ``AlgorithmConfig``."""
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
-    missing = [f"SingleAgentEnvRunner.{m}"
-               for m in RLLIB_MEMBERS["SingleAgentEnvRunner methods"]
-               if not callable(getattr(SingleAgentEnvRunner, m, None))]
-    source = ""
-    for cls in SingleAgentEnvRunner.__mro__:
-        if cls.__module__.startswith("ray."):
-            try:
-                source += inspect.getsource(cls)
-            except (OSError, TypeError):
-                pass
-    missing += [f"SingleAgentEnvRunner.{a}"
-                for a in RLLIB_MEMBERS["SingleAgentEnvRunner attributes"]
-                if f"self.{a}" not in source]
     config = AlgorithmConfig()
-    missing += [f"AlgorithmConfig.{a}" for a in RLLIB_MEMBERS["AlgorithmConfig attributes"]
-                if not hasattr(config, a)]
-    source = ""
-    for cls in PPOTorchLearner.__mro__:
-        if cls.__module__.startswith("ray."):
-            try:
-                source += inspect.getsource(cls)
-            except (OSError, TypeError):
-                pass
-    missing += [f"TorchLearner.{a}" for a in RLLIB_MEMBERS["TorchLearner attributes"]
-                if f"self.{a}" not in source]
-    missing += [f"Learner.{m}" for m in RLLIB_MEMBERS["Learner methods"]
-                if not callable(getattr(PPOTorchLearner, m, None))]
-    return tuple(missing)
+    runner, learner = _source(SingleAgentEnvRunner), _source(PPOTorchLearner)
+    checks = [
+        ("SingleAgentEnvRunner methods", "SingleAgentEnvRunner",
+         lambda m: callable(getattr(SingleAgentEnvRunner, m, None))),
+        ("SingleAgentEnvRunner attributes", "SingleAgentEnvRunner",
+         lambda a: f"self.{a}" in runner),
+        ("AlgorithmConfig attributes", "AlgorithmConfig", lambda a: hasattr(config, a)),
+        ("TorchLearner attributes", "TorchLearner", lambda a: f"self.{a}" in learner),
+        ("Learner methods", "Learner", lambda m: callable(getattr(PPOTorchLearner, m, None))),
+    ]
+    return tuple(f"{owner}.{name}" for group, owner, present in checks
+                 for name in RLLIB_MEMBERS[group] if not present(name))
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray,
@@ -159,7 +157,15 @@ def cyclic_minibatches(n: int, size: int, num_epochs: int, shuffle: bool
     minibatch may hold the last rows of one epoch and the first of the next) until
     ``num_epochs`` passes are complete; with ``shuffle``, every wrap permutes the batch
     with ``np.random.permutation(n)`` as ``SampleBatch.shuffle`` does — the same draws
-    from NumPy's global random state, so the same minibatches."""
+    from NumPy's global random state, so the same minibatches.
+
+    Raises:
+        ValueError: ``n`` or ``size`` is below 1 (RLlib's iterator would loop forever on
+            an empty batch; it raises too).
+    """
+    if n < 1 or size < 1:
+        raise ValueError(f"minibatches need a train batch of at least one row and a size "
+                         f"of at least one; got {n} rows, size {size}")
     order, start, epochs = np.arange(n), 0, 0
     while epochs < num_epochs:
         parts, need = [], size
