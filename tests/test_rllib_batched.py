@@ -186,8 +186,10 @@ def test_cyclic_minibatches_are_rllibs(rng):
         assert len(ours) == len(theirs) >= 2
         for a, b in zip(ours, theirs):
             np.testing.assert_array_equal(a, b)
-    with pytest.raises(ValueError, match="got 0 rows, size 4"):
+    with pytest.raises(ValueError, match="got 0 rows, size 4, 1 epochs"):
         next(cyclic_minibatches(0, 4, 1, True))
+    with pytest.raises(ValueError, match="got 8 rows, size 4, 0 epochs"):
+        next(cyclic_minibatches(8, 4, 0, True))
 
 
 def _lean_and_stock_learners(agent):

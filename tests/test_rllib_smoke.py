@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
@@ -41,6 +42,29 @@ def test_ppo_trains_two_iterations_on_our_vector_env(ray_session, tmp_path, env_
             action[0].astype(env.single_action_space.dtype))
     finally:
         learner.close()
+
+
+def test_ppo_with_a_remote_env_runner_trains_and_acts(ray_session, tmp_path):
+    """With the sampling in a remote env runner the local one holds no env and no module:
+    the action space and the policy come from the learner's module."""
+    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config, runs_in_process
+    from envs.creator import create_env
+
+    env = create_env("personarl/AgentRouting-v0", {})
+    config = build_ppo_config("personarl/AgentRouting-v0", {},
+                              {**AGENT, "num_env_runners": 1}, seed=0)
+    assert not runs_in_process(config)
+    learner = RLlibPPO(config, tmp_path / "rllib")
+    try:
+        assert learner.algo.env_runner.env is None            # sampling is remote
+        learner.train()
+        assert learner.env_steps >= 512 and learner.action_space == env.action_space
+        obs = np.stack([env.observation_space.sample() for _ in range(3)])
+        actions = learner.policy().act(obs)
+        assert actions.shape == (3,) and all(env.action_space.contains(a) for a in actions)
+    finally:
+        learner.close()
+        env.close()
 
 
 def test_rllib_rejects_an_impossible_combination_with_its_own_message():

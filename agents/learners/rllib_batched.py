@@ -160,12 +160,13 @@ def cyclic_minibatches(n: int, size: int, num_epochs: int, shuffle: bool
     from NumPy's global random state, so the same minibatches.
 
     Raises:
-        ValueError: ``n`` or ``size`` is below 1 (RLlib's iterator would loop forever on
-            an empty batch; it raises too).
+        ValueError: ``n``, ``size`` or ``num_epochs`` is below 1 (RLlib's iterator would
+            loop forever on an empty batch; it raises too).
     """
-    if n < 1 or size < 1:
-        raise ValueError(f"minibatches need a train batch of at least one row and a size "
-                         f"of at least one; got {n} rows, size {size}")
+    if n < 1 or size < 1 or num_epochs < 1:
+        raise ValueError(f"minibatches need a train batch of at least one row, a size and "
+                         f"a number of epochs of at least one; got {n} rows, size {size}, "
+                         f"{num_epochs} epochs")
     order, start, epochs = np.arange(n), 0, 0
     while epochs < num_epochs:
         parts, need = [], size
@@ -194,6 +195,9 @@ class _Unlogged:
 
     def log_dict(self, *args: Any, **kwargs: Any) -> None:
         return None
+
+    def __contains__(self, key: Any) -> bool:
+        return key in self._metrics
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._metrics, name)
@@ -235,7 +239,8 @@ class LeanPPOTorchLearner(PPOTorchLearner):
         lean = (training_data is not None and not kwargs and minibatch_size
                 and training_data.episodes is not None and training_data.batch is None
                 and not training_data.data_iterators and num_total_minibatches == 0
-                and len(module_ids) == 1 and not self.module[module_ids[0]].is_stateful())
+                and len(module_ids) == 1 and not self.module[module_ids[0]].is_stateful()
+                and self.should_module_be_updated(module_ids[0]))
         if not lean:
             return super().update(training_data=training_data, timesteps=timesteps,
                                   num_epochs=num_epochs, minibatch_size=minibatch_size,

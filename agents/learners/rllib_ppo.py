@@ -198,7 +198,7 @@ class RLlibPPO:
         log_dir.mkdir(parents=True, exist_ok=True)
         _trainable.DEFAULT_STORAGE_PATH = str(log_dir.resolve())
         self.algo = build_algorithm(config)
-        self.action_space = self.algo.env_runner.env.unwrapped.single_action_space
+        self.action_space = self._acting_module().action_space
         self.env_steps = self.iteration = 0
         self._time_updates()
 
@@ -280,8 +280,17 @@ class RLlibPPO:
         coeffs = next(iter(self.algo.learner_group.foreach_learner(_kl_coeffs))).get()
         return dict(rng=process_rng_state(), kl_coeffs=coeffs, sampler=sampler)
 
+    def _acting_module(self) -> torch.nn.Module:
+        """The module that acts: the local env runner's (inference-only, synced after every
+        update) or, where only remote env runners sample and the local one holds no
+        module, the learner's."""
+        runner = self.algo.env_runner
+        if runner is not None and getattr(runner, "module", None) is not None:
+            return self.algo.get_module()
+        return self._learner_module()
+
     def policy(self) -> "ModulePolicy":
-        return ModulePolicy(self.algo.get_module(), self.action_space)
+        return ModulePolicy(self._acting_module(), self.action_space)
 
     def close(self) -> None:
         self.algo.stop()

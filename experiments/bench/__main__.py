@@ -141,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     trn.add_argument("--eval-episodes", type=int, default=1024)
     trn.add_argument("--num-envs", type=int, default=None,
                      help="parallel envs for both (default: configs/agent/ppo.yaml)")
-    trn.add_argument("--profile", type=int, default=0, metavar="ITERATIONS",
-                     help="instead: where one iteration's time goes, over this many")
+    trn.add_argument("--profile", type=int, default=None, metavar="ITERATIONS",
+                     help="instead of the time-to-target runs: where one iteration's time "
+                          "goes, over this many iterations (honours --experiment, "
+                          "--num-envs and --ray)")
     trn.add_argument("--ray", default="auto", choices=("auto", "always"),
                      help="experiments.train's ray.start: auto starts Ray only where the run "
                           "needs it (PPO in this process needs none); always, as before")
@@ -290,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
                      seed=args.seed, train_kills=args.train_kills, parts=parts)
     else:
         from experiments.bench.train import profile, run
-        if args.profile:
-            result = profile(experiment=args.experiment or None, iterations=args.profile)
+        if args.profile is not None:
+            if args.profile < 1:
+                parser.error(f"--profile={args.profile}: profile at least one iteration")
+            result = profile(experiment=args.experiment or None, iterations=args.profile,
+                             num_envs=args.num_envs, ray_start=args.ray)
         else:
             result = run(experiment=args.experiment or None, budget=args.budget,
                          seeds=args.seeds, eval_every=args.eval_every,

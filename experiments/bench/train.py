@@ -136,29 +136,47 @@ PROFILE_PARTS: dict[str, dict[str, tuple[tuple[str, str], ...]]] = {
 }
 
 
-def profile(experiment: str | None = "intervention", iterations: int = 20, seed: int = 0
-            ) -> dict[str, Any]:
+def profile(experiment: str | None = "intervention", iterations: int = 20, seed: int = 0,
+            num_envs: int | None = None, ray_start: str = "auto") -> dict[str, Any]:
     """Where one training iteration's time goes, for both learners on the time-to-target
-    protocol's config: ``iterations`` iterations after three untimed ones, timed alone
-    (milliseconds per iteration) and again under ``cProfile`` (each part's cumulative
-    share of the profiled iteration — the profiler slows Python more than torch, so the
-    shares are the figure to compare, not its milliseconds)."""
+    protocol's config (``num_envs`` and ``ray_start`` as for ``run``): ``iterations``
+    iterations after three untimed ones, timed alone (milliseconds per iteration) and
+    again under ``cProfile`` (each part's cumulative share of the profiled iteration — the
+    profiler slows Python more than torch, so the shares are the figure to compare, not
+    its milliseconds).
+
+    Raises:
+        ValueError: ``iterations`` below 1 or an unknown ``ray_start``.
+    """
     import cProfile
     import pstats
 
+    import ray
     import torch
 
-    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config
+    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config, runs_in_process
     from agents.learners.sb3_ppo import SB3PPO
 
+    if iterations < 1:
+        raise ValueError(f"iterations={iterations}; profile at least one iteration")
+    if ray_start not in ("auto", "always"):
+        raise ValueError(f"ray_start={ray_start!r}; valid: 'auto', 'always'")
     torch.set_num_threads(1)
     env_id, env_kwargs, agent = _config(experiment)
     agent["kl_coeff"] = 0.0
-    out: dict[str, Any] = dict(env=env_id, experiment=experiment, iterations=iterations)
+    if num_envs is not None:
+        agent["num_envs_per_env_runner"] = num_envs
+    out: dict[str, Any] = dict(env=env_id, experiment=experiment, iterations=iterations,
+                               ray_start=ray_start, agent=agent)
     for kind in ("rllib", "sb3"):
-        learner = (RLlibPPO(build_ppo_config(env_id, env_kwargs, agent, seed),
-                            Path(tempfile.mkdtemp(prefix="bench-rllib-")))
-                   if kind == "rllib" else SB3PPO(env_id, env_kwargs, agent, seed))
+        if kind == "rllib":
+            config = build_ppo_config(env_id, env_kwargs, agent, seed)
+            if ray_start == "always" or not runs_in_process(config):
+                ray.init(num_cpus=2, include_dashboard=False,
+                         _temp_dir="/tmp/personarl-bench", log_to_driver=False)
+            learner = RLlibPPO(config, Path(tempfile.mkdtemp(prefix="bench-rllib-")))
+        else:
+            learner = SB3PPO(env_id, env_kwargs, agent, seed)
         try:
             for _ in range(3):
                 learner.train()
@@ -173,6 +191,8 @@ def profile(experiment: str | None = "intervention", iterations: int = 20, seed:
             prof.disable()
         finally:
             learner.close()
+            if ray.is_initialized():
+                ray.shutdown()
         stats = pstats.Stats(prof).stats                 # (file, line, name) -> timings
         parts = {name: max(sum(cum for (file, _, fn), (_, _, _, cum, _) in stats.items()
                                if fn == func and file.endswith(suffix))
@@ -284,6 +304,9 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
         reached = (f"{o['time_to_target_s']:>14.1f}s" if o["time_to_target_s"] is not None
                    else f"{'not reached':>15}")
         print(f"{kind:>6} {reached} {o['steps_per_s']:>9,.0f} {o['final_eval']:>7.3f}  {prof}")
+    if out["ratio_rllib_over_sb3"] is not None and out["ratio_ci90"][1] is None:
+        print("no interval: " + ("one seed" if seeds < 2 else
+              "a run did not reach the target (its time is infinite); give a larger --budget"))
     if out["ratio_rllib_over_sb3"] is None:
         late = [k for k in ("rllib", "sb3") if out[k]["time_to_target_s"] is None]
         print(f"ratio ours / SB3 (time-to-target): none — {' and '.join(late)} did not reach "
