@@ -254,7 +254,7 @@ class LeanPPOTorchLearner(PPOTorchLearner):
         self._weights_seq_no += 1
         batch = self._make_batch_if_necessary(training_data=training_data)
         mid = module_ids[0]
-        columns = {k: v for k, v in batch.policy_batches[mid].items()}
+        columns = dict(batch.policy_batches[mid])
         n = len(next(iter(columns.values())))
         metrics, count = self.metrics, 0
         minibatches = cyclic_minibatches(n, minibatch_size, num_epochs,
