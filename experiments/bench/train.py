@@ -59,6 +59,29 @@ def _config(experiment: str | None) -> tuple[str, dict[str, Any], dict[str, Any]
     return env_id, kwargs, OmegaConf.to_container(cfg.agent, resolve=True)
 
 
+def _check_ray_start(ray_start: str) -> None:
+    if ray_start not in ("auto", "always"):
+        raise ValueError(f"ray_start={ray_start!r}; valid: 'auto', 'always'")
+
+
+def _build(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str, Any],
+           seed: int, ray_start: str) -> Any:
+    """A learner of ``kind`` (``rllib`` or ``sb3``) as ``experiments.train`` builds it,
+    Ray started first where ``ray_start`` or the config asks for it (``ray.shutdown()`` is
+    the caller's)."""
+    import ray
+
+    if kind == "sb3":
+        from agents.learners.sb3_ppo import SB3PPO
+        return SB3PPO(env_id, env_kwargs, agent, seed)
+    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config, runs_in_process
+    config = build_ppo_config(env_id, env_kwargs, agent, seed)
+    if ray_start == "always" or not runs_in_process(config):
+        ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/personarl-bench",
+                 log_to_driver=False)
+    return RLlibPPO(config, Path(tempfile.mkdtemp(prefix="bench-rllib-")))
+
+
 def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str, Any],
              seed: int, budget: int, eval_every: int, eval_episodes: int,
              ray_start: str = "auto") -> dict[str, Any]:
@@ -69,16 +92,7 @@ def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str
     make_env = vector_maker(env_id, env_kwargs)
     paused = 0.0
     start = time.perf_counter()
-    if kind == "rllib":
-        from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config, runs_in_process
-        config = build_ppo_config(env_id, env_kwargs, agent, seed)
-        if ray_start == "always" or not runs_in_process(config):
-            ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/personarl-bench",
-                     log_to_driver=False)
-        learner = RLlibPPO(config, Path(tempfile.mkdtemp(prefix="bench-rllib-")))
-    else:
-        from agents.learners.sb3_ppo import SB3PPO
-        learner = SB3PPO(env_id, env_kwargs, agent, seed)
+    learner = _build(kind, env_id, env_kwargs, agent, seed, ray_start)
     startup = time.perf_counter() - start
     curve: list[tuple[float, int, float]] = []
     sample_s = learn_s = iter_s = 0.0
@@ -154,13 +168,9 @@ def profile(experiment: str | None = "intervention", iterations: int = 20, seed:
     import ray
     import torch
 
-    from agents.learners.rllib_ppo import RLlibPPO, build_ppo_config, runs_in_process
-    from agents.learners.sb3_ppo import SB3PPO
-
     if iterations < 1:
         raise ValueError(f"iterations={iterations}; profile at least one iteration")
-    if ray_start not in ("auto", "always"):
-        raise ValueError(f"ray_start={ray_start!r}; valid: 'auto', 'always'")
+    _check_ray_start(ray_start)
     torch.set_num_threads(1)
     env_id, env_kwargs, agent = _config(experiment)
     agent["kl_coeff"] = 0.0
@@ -169,14 +179,7 @@ def profile(experiment: str | None = "intervention", iterations: int = 20, seed:
     out: dict[str, Any] = dict(env=env_id, experiment=experiment, iterations=iterations,
                                ray_start=ray_start, agent=agent)
     for kind in ("rllib", "sb3"):
-        if kind == "rllib":
-            config = build_ppo_config(env_id, env_kwargs, agent, seed)
-            if ray_start == "always" or not runs_in_process(config):
-                ray.init(num_cpus=2, include_dashboard=False,
-                         _temp_dir="/tmp/personarl-bench", log_to_driver=False)
-            learner = RLlibPPO(config, Path(tempfile.mkdtemp(prefix="bench-rllib-")))
-        else:
-            learner = SB3PPO(env_id, env_kwargs, agent, seed)
+        learner = _build(kind, env_id, env_kwargs, agent, seed, ray_start)
         try:
             for _ in range(3):
                 learner.train()
@@ -246,8 +249,7 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
     ``experiment``; prints and returns the figures. ``num_envs`` overrides the config's
     ``num_envs_per_env_runner`` for both; ``ray_start`` is ``experiments.train``'s
     ``ray.start`` (``auto`` or ``always``)."""
-    if ray_start not in ("auto", "always"):
-        raise ValueError(f"ray_start={ray_start!r}; valid: 'auto', 'always'")
+    _check_ray_start(ray_start)
     # Python imports happen once, before any clock starts: RLlib's seeding
     # (torch.use_deterministic_algorithms) imports torch._dynamo on first use, ~2 s that
     # would otherwise land on whichever run came first
@@ -304,15 +306,13 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
         reached = (f"{o['time_to_target_s']:>14.1f}s" if o["time_to_target_s"] is not None
                    else f"{'not reached':>15}")
         print(f"{kind:>6} {reached} {o['steps_per_s']:>9,.0f} {o['final_eval']:>7.3f}  {prof}")
-    if out["ratio_rllib_over_sb3"] is not None and out["ratio_ci90"][1] is None:
-        print("no interval: " + ("one seed" if seeds < 2 else
-              "a run did not reach the target (its time is infinite); give a larger --budget"))
     if out["ratio_rllib_over_sb3"] is None:
         late = [k for k in ("rllib", "sb3") if out[k]["time_to_target_s"] is None]
         print(f"ratio ours / SB3 (time-to-target): none — {' and '.join(late)} did not reach "
               "the target within the budget (the median run); give a larger --budget")
     else:
-        ci = (f", 90% bootstrap CI [{low:.2f}, {high:.2f}]" if math.isfinite(high)
-              else "")
+        ci = (f", 90% bootstrap CI [{low:.2f}, {high:.2f}]" if math.isfinite(high) else
+              "; no interval: " + ("one seed" if seeds < 2 else "a run did not reach the "
+                                   "target (its time is infinite), give a larger --budget"))
         print(f"ratio ours / SB3 (time-to-target) = {out['ratio_rllib_over_sb3']:.2f}{ci}")
     return out
