@@ -311,7 +311,7 @@ print(json.dumps(run_save_restore(Path(sys.argv[1]), ray)))
 """
 
 
-def run_save_restore(tmp: "Path", ray) -> dict:
+def run_save_restore(tmp, ray) -> dict:
     """Two iterations, a checkpoint, a restore into a new learner and a third iteration;
     the learning metrics, the final weights and whether Ray ran at each stage."""
     from agents.learners.base import weights_sha256
@@ -345,6 +345,7 @@ def test_ppo_in_this_process_runs_without_ray_as_it_does_with_ray(ray_session, t
     and resumes without starting Ray, and learns exactly what it learns beside a running
     Ray: the same metrics and the same weights."""
     import json
+    import os
     import subprocess
     import sys
     from pathlib import Path
@@ -353,7 +354,7 @@ def test_ppo_in_this_process_runs_without_ray_as_it_does_with_ray(ray_session, t
     (tmp_path / "alone").mkdir()
     proc = subprocess.run([sys.executable, "-c", IN_PROCESS_RUN, str(tmp_path / "alone")],
                           cwd=root, capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     alone = json.loads(proc.stdout.strip().splitlines()[-1])
     assert alone["ray"] == [False, False]
