@@ -388,7 +388,7 @@ def _report(cfg: DictConfig, s: dict[str, Any]) -> list[Block]:
     return b
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="abtest")
+@hydra.main(version_base="1.3", config_path="../configs", config_name="abtest")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)

@@ -357,7 +357,7 @@ def _report(s: Mapping[str, Any], results: list[dict[str, Any]],
     return b
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="overoptimisation")
+@hydra.main(version_base="1.3", config_path="../configs", config_name="overoptimisation")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)

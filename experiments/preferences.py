@@ -201,7 +201,7 @@ def _report(cfg: DictConfig, s: dict[str, Any], summary: dict[str, Any],
     return b
 
 
-@hydra.main(version_base=None, config_path="../configs", config_name="preferences")
+@hydra.main(version_base="1.3", config_path="../configs", config_name="preferences")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
