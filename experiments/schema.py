@@ -35,7 +35,6 @@ from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from agents.learners.context_ppo import ContextPPOConfig
 from envs.registration import env_ids, record
 from rewards.reward_model import BradleyTerryConfig
 from synth.population import PopulationConfig
@@ -44,15 +43,13 @@ __all__ = ["register_configs", "TrainSchema", "APP_SCHEMAS"]
 
 
 # ---------------------------------------------------------------- persona, env, reward
-def _mirror(cls: type, name: str, types: dict[str, Any] | None = None,
-            exclude: tuple[str, ...] = ()) -> type:
-    """A schema with ``cls``'s fields and defaults (so the two cannot drift apart), but the
-    fields in ``exclude`` (set by the app, not the config group). A field gets the type of
-    its default; a container default a fresh copy per config; a field whose default
-    OmegaConf cannot type (``None``, a mapping, a union) its type from ``types``, else
-    ``Any``."""
+def _mirror(cls: type, name: str, types: dict[str, Any] | None = None) -> type:
+    """A schema with ``cls``'s fields and defaults (so the two cannot drift apart). A field
+    gets the type of its default; a container default a fresh copy per config; a field whose
+    default OmegaConf cannot type (``None``, a mapping, a union) its type from ``types``,
+    else ``Any``."""
     spec = []
-    for f in (f for f in dataclasses.fields(cls) if f.name not in exclude):
+    for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING \
             else f.default
         if isinstance(default, (dict, list, tuple)):          # containers: fresh copies
@@ -381,9 +378,21 @@ class EnsembleSchema:
     penalty: float = 1.0                # lambda of uncertainty_weighted
 
 
-#: ``agents.learners.context_ppo.ContextPPOConfig`` (``base_sd`` comes from the lab's own)
-ContextPPOSchema = _mirror(ContextPPOConfig, "ContextPPOSchema", {"hidden": List[int]},
-                           exclude=("base_sd",))
+@dataclass
+class ContextPPOSchema:
+    """``agents.learners.context_ppo.ContextPPOConfig`` but ``base_sd`` (the lab's own).
+    Written out, not mirrored: the serving wing imports this module and must not import
+    ``agents.learners``; ``tests/test_overoptimisation.py`` holds the two equal."""
+
+    timesteps: int = 400_000
+    snapshots: int = 16
+    lanes: int = 512
+    n_steps: int = 4
+    batch_size: int = 256
+    epochs: int = 10
+    lr: float = 3e-4
+    clip: float = 0.2
+    hidden: List[int] = field(default_factory=lambda: [64, 64])
 
 
 @dataclass

@@ -55,3 +55,21 @@ def test_best_of_n_picks_the_proxy_best_of_disjoint_groups():
         best_of_n_curve(proxy, true, np.array([3]))
     with pytest.raises(DataError, match="must be finite"):
         best_of_n_curve(proxy * np.nan, true, np.array([1]))
+
+
+def test_the_labs_ppo_schema_is_context_ppo_config_but_base_sd():
+    """experiments.schema writes ContextPPOConfig's fields out (the serving wing imports the
+    schema and must not import agents.learners): the two keep the same fields and defaults,
+    but base_sd, which the lab sets from its own."""
+    import dataclasses
+
+    from agents.learners.context_ppo import ContextPPOConfig
+    from experiments.schema import ContextPPOSchema
+
+    def defaults(cls):
+        return {f.name: list(f.default_factory()) if f.default_factory is not dataclasses.MISSING
+                else list(f.default) if isinstance(f.default, tuple) else f.default
+                for f in dataclasses.fields(cls)}
+
+    config = defaults(ContextPPOConfig)
+    assert config.pop("base_sd") and defaults(ContextPPOSchema) == config
