@@ -130,6 +130,94 @@ def test_batched_gae_gives_rllibs_value_targets_and_advantages(ray_session, tmp_
         learner.close()
 
 
+def test_a_lane_rollout_is_its_episode_chunks():
+    """The batched runner hands BatchedGAE one LaneRollout per sample() call (no episode
+    objects): the same train batch, bit for bit, as the rollout's RLlib episode chunks.
+    The chunks continue across calls (same id, t_started carried on), their ids are
+    unique, and where something else reads the samples (an on_sample_end callback) the
+    runner hands out the chunks."""
+    import torch
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+    from ray.rllib.core import DEFAULT_MODULE_ID
+
+    from agents.learners.rllib_batched import BatchedEnvRunner, BatchedGAE, LaneRollout
+
+    lean, _, config = _lean_and_stock_learners(AGENT)
+    runner = BatchedEnvRunner(config=config)
+    gae = BatchedGAE(gamma=AGENT["gamma"], lambda_=AGENT["gae_lambda"])
+    try:
+        samples = [runner.sample(num_timesteps=160, explore=True) for _ in range(2)]
+    finally:
+        runner.stop()
+    chunks = []
+    for sample in samples:
+        assert len(sample) == 1 and isinstance(sample[0], LaneRollout)
+        rollout = sample[0]
+        episodes = rollout.to_episodes()
+        assert len(rollout) == sum(len(e) for e in episodes) >= 160
+        assert len({e.id_ for e in episodes}) == len(episodes)
+        ours = gae(rl_module=lean.module, batch={}, episodes=[rollout])[DEFAULT_MODULE_ID]
+        theirs = gae(rl_module=lean.module, batch={}, episodes=episodes)[DEFAULT_MODULE_ID]
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert torch.equal(ours[key], theirs[key]), key
+        chunks.append(episodes)
+    # each lane's unfinished chunk goes on in the next call as the same episode
+    unfinished = {e.id_: e for e in chunks[0] if not e.is_done}
+    assert 0 < len(unfinished) <= AGENT["num_envs_per_env_runner"]
+    continued = [e for e in chunks[1] if e.id_ in unfinished]
+    assert len(continued) == len(unfinished)
+    for e in continued:
+        before = unfinished[e.id_]
+        assert e.t_started == before.t_started + len(before)
+        assert np.array_equal(e.get_observations(0), before.get_observations(-1))
+
+    class SampleReader(RLlibCallback):
+        def on_sample_end(self, **kwargs):
+            pass
+
+    runner = BatchedEnvRunner(config=config.copy(copy_frozen=False).callbacks(SampleReader))
+    try:
+        sample = runner.sample(num_timesteps=160, explore=True)
+    finally:
+        runner.stop()
+    assert sample and not any(isinstance(e, LaneRollout) for e in sample)
+
+
+def test_the_global_norm_clip_is_rllibs():
+    """agents.learners.rllib_batched.clip_gradients changes the gradients and returns the
+    norm bit for bit as RLlib's clip_gradients: below and above the clip, with a NaN, an
+    infinity and an overflowing norm; the per-tensor modes are RLlib's own."""
+    import torch
+    from ray.rllib.utils.torch_utils import clip_gradients as rllib_clip
+
+    from agents.learners.rllib_batched import clip_gradients
+
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(16, 26), (16,), (16, 16), (16,), (6, 16), (6,)]
+    for scale in (1e-3, 1.0, 1e20):
+        for bad in (None, "nan", "inf"):
+            grads = [torch.randn(s, generator=gen) * scale for s in shapes]
+            if bad:
+                grads[2].view(-1)[5] = float(bad)
+            for mode in ("global_norm", "norm", "value"):
+                a = {i: g.clone() for i, g in enumerate(grads)}
+                b = {i: g.clone() for i, g in enumerate(grads)}
+                norm_a = rllib_clip(a, grad_clip=0.5, grad_clip_by=mode)
+                norm_b = clip_gradients(b, grad_clip=0.5, grad_clip_by=mode)
+                if mode == "global_norm":
+                    assert torch.equal(norm_a, norm_b), (scale, bad)
+                for i in a:
+                    torch.testing.assert_close(a[i], b[i], rtol=0, atol=0, equal_nan=True,
+                                               msg=f"{scale} {bad} {mode}")
+            clipped = {i: g.clone() for i, g in enumerate(grads)}
+            clip_gradients(clipped, grad_clip=0.5, grad_clip_by="global_norm")
+            if bad is None and scale == 1.0:              # above the clip: scaled down to it
+                total = torch.linalg.vector_norm(torch.stack(
+                    [torch.linalg.vector_norm(g) for g in clipped.values()]))
+                assert total.item() == pytest.approx(0.5, rel=1e-4)
+
+
 def test_the_batched_sampler_falls_back_when_rllib_lacks_what_it_uses(monkeypatch, caplog):
     """The installed Ray has every private member the batched sampler uses; a Ray without
     one gets RLlib's own sampler and one warning naming what is missing."""

@@ -6,30 +6,33 @@ the lanes in Python: it splits the batch into per-lane items, appends each to it
 PPO's default learner pipeline then walks the episodes again, step by step for GAE. On our
 64-lane envs that bookkeeping cost more than the env and the network together
 (``BENCHMARKS.md``, the training speed profile). The pieces here keep RLlib's
-interfaces — episodes out of the env runner, a train batch out of the learner connector,
+interfaces — samples out of the env runner, a train batch out of the learner connector,
 RLlib's loss and optimiser in the learner — and do the work on whole arrays:
 
 * ``BatchedEnvRunner``: one forward pass and one env step per time step, the results
-  written into arrays; episode chunks are cut from the arrays once per ``sample()`` call
-  (one ``SingleAgentEpisode`` per lane-episode, already in NumPy form, without the
-  spaces that only RLlib's own connectors read). It serves the usual
-  case — a stateless module with the default connectors, sampling a number of timesteps —
-  and hands anything else (random actions, whole episodes, custom connectors, action
-  normalising or clipping) to RLlib's own loop, resetting the envs when it switches.
+  written into arrays and handed out as one ``LaneRollout`` per ``sample()`` call, which
+  ``BatchedGAE`` reads as it is — RLlib's ``SingleAgentEpisode`` chunks (one object per
+  lane-episode) are built only where something else reads the samples. It serves the
+  usual case — a stateless module with the default connectors, sampling a number of
+  timesteps — and hands anything else (random actions, whole episodes, custom
+  connectors, action normalising or clipping) to RLlib's own loop, resetting the envs
+  when it switches.
 * ``LeanPPOTorchLearner``: RLlib's PPO torch learner with a leaner minibatch loop — the
   minibatches are RLlib's (the same rows in the same order, the same shuffles from the
   same random stream) but indexed straight from the train batch's tensors instead of
-  sliced and concatenated as ``SampleBatch`` objects; the loss metrics, which RLlib
-  reports for the last minibatch only, are logged for the last minibatch only; and the
+  sliced and concatenated as ``SampleBatch`` objects; the module is put in train mode
+  once per update, not once per minibatch; the loss metrics, which RLlib reports for the
+  last minibatch only, are computed and logged for the last minibatch only; the
+  gradients are clipped by their global norm with torch's multi-tensor ops; and the
   optimiser step checks the gradients' finiteness once (their total norm) instead of twice
   per parameter tensor, handing a non-finite gradient to RLlib's own handling. Every update
   is RLlib's, to the bit (``tests/test_rllib_batched.py``).
-* ``BatchedGAE``: the learner connector that turns episodes into PPO's train batch with
-  one value forward pass and a GAE recursion vectorised over episodes (Schulman et al.
-  2016, "High-dimensional continuous control using generalized advantage estimation").
-  Like RLlib's ``GeneralAdvantageEstimation``: a truncated episode or an unfinished chunk
-  bootstraps from the value of its last observation, a terminated one from zero, and the
-  advantages are standardised over the batch.
+* ``BatchedGAE``: the learner connector that turns lane rollouts (or episodes) into PPO's
+  train batch with one value forward pass and a GAE recursion vectorised over the episode
+  chunks (Schulman et al. 2016, "High-dimensional continuous control using generalized
+  advantage estimation"). Like RLlib's ``GeneralAdvantageEstimation``: a truncated
+  episode or an unfinished chunk bootstraps from the value of its last observation, a
+  terminated one from zero, and the advantages are standardised over the batch.
 
 All three are tested against RLlib's own classes (``tests/test_rllib_batched.py``).
 
@@ -51,6 +54,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.connector_v2 import ConnectorV2
 from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core import DEFAULT_MODULE_ID
@@ -63,8 +67,8 @@ from ray.rllib.utils.metrics import (ALL_MODULES, MODULE_TRAIN_BATCH_SIZE_MEAN,
                                      NUM_MODULE_STEPS_TRAINED,
                                      NUM_MODULE_STEPS_TRAINED_LIFETIME, WEIGHTS_SEQ_NO)
 
-__all__ = ["BatchedEnvRunner", "BatchedGAE", "LeanPPOTorchLearner", "cyclic_minibatches",
-           "gae"]
+__all__ = ["BatchedEnvRunner", "BatchedGAE", "LaneRollout", "LeanPPOTorchLearner",
+           "cyclic_minibatches", "gae", "lane_runs"]
 
 
 #: the private members of RLlib 2.60 that ``BatchedEnvRunner`` and ``LeanPPOTorchLearner``
@@ -76,8 +80,9 @@ RLLIB_MEMBERS = {
                                      "_increase_sampled_metrics"),
     "SingleAgentEnvRunner attributes": ("_seed", "_needs_initial_reset", "_ongoing_episodes",
                                         "_ongoing_episodes_for_metrics",
-                                        "_metrics_num_env_steps_sampled"),
-    "AlgorithmConfig attributes": ("_env_to_module_connector", "_module_to_env_connector"),
+                                        "_metrics_num_env_steps_sampled", "_callbacks"),
+    "AlgorithmConfig attributes": ("_env_to_module_connector", "_module_to_env_connector",
+                                   "_learner_connector"),
     "TorchLearner attributes": ("_params", "_module_optimizers", "_lr_scheduler_classes",
                                 "_grad_scalers", "_weights_seq_no",
                                 "_metrics_all_modules_num_env_steps_trained",
@@ -183,6 +188,153 @@ def cyclic_minibatches(n: int, size: int, num_epochs: int, shuffle: bool
         yield np.concatenate(parts)
 
 
+def lane_runs(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of ``True`` in each column of a ``(T, B)`` mask, lane after lane and in time
+    order within a lane: ``(lane, start, stop)``, each ``(R,)`` int64, ``stop`` one past
+    the run's last step."""
+    t, b = valid.shape
+    flags = np.zeros((b, t + 2), np.int8)
+    flags[:, 1:-1] = valid.T
+    edges = np.diff(flags, axis=1)
+    lane, start = np.nonzero(edges == 1)        # C order: lane-major, time ascending
+    _, stop = np.nonzero(edges == -1)
+    return lane, start, stop
+
+
+class LaneRollout:
+    """One ``BatchedEnvRunner.sample()`` call's timesteps as arrays over ``T`` time steps and
+    ``B`` lanes — what RLlib's runner hands out as a list of ``SingleAgentEpisode`` chunks,
+    without building one object per chunk. ``BatchedGAE`` reads it directly;
+    ``to_episodes()`` gives RLlib's chunks to anything else.
+
+    Attributes:
+        obs: ``(T + 1, B, *obs_shape)`` float32, the observation before each step and, in
+            row ``T``, the one after the last.
+        actions: ``(T, B, *action_shape)``; ``action_logp`` ``(T, B)``;
+            ``action_dist_inputs`` ``(T, B, D)``: the sampling policy's.
+        rewards: ``(T, B)`` float32; ``terminated``, ``truncated``: ``(T, B)`` bool.
+        valid: ``(T, B)`` bool, ``False`` where a lane only reset (the step after its
+            episode ended: RLlib's next-step autoreset ignores the action; not a timestep).
+        t_started: ``(B,)`` int64, each lane's steps into its episode before row 0.
+        episode_ids: ``(B,)`` str, the id of each lane's episode at row 0; the episodes a
+            lane starts later get ``f"{id_prefix}{serial}"``, serials counting up from
+            ``first_serial`` in the order of the runs that end.
+
+    ``len(rollout)`` is its number of timesteps (valid steps), RLlib's ``len(episode)``
+    summed over the chunks.
+    """
+
+    def __init__(self, *, obs: np.ndarray, actions: np.ndarray, action_logp: np.ndarray,
+                 action_dist_inputs: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
+                 truncated: np.ndarray, valid: np.ndarray, t_started: np.ndarray,
+                 episode_ids: list[str], id_prefix: str, first_serial: int) -> None:
+        self.obs, self.actions = obs, actions
+        self.action_logp, self.action_dist_inputs = action_logp, action_dist_inputs
+        self.rewards, self.terminated, self.truncated = rewards, terminated, truncated
+        self.valid, self.t_started, self.episode_ids = valid, t_started, list(episode_ids)
+        self.id_prefix, self.first_serial = id_prefix, int(first_serial)
+        self._runs: tuple[np.ndarray, ...] | None = None
+
+    def __len__(self) -> int:
+        return int(self.valid.sum())
+
+    def env_steps(self) -> int:
+        return len(self)
+
+    def agent_steps(self) -> int:
+        return len(self)
+
+    def runs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The episode chunks, lane after lane: ``(lane, start, stop, terminated,
+        truncated)``, each ``(R,)`` — a chunk is a run of valid steps, ended by its
+        episode's end (the next step is the lane's reset) or by the end of the sample."""
+        if self._runs is None:
+            lane, start, stop = lane_runs(self.valid)
+            self._runs = (lane, start, stop, self.terminated[stop - 1, lane],
+                          self.truncated[stop - 1, lane] & ~self.terminated[stop - 1, lane])
+        return self._runs
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The chunks' data flattened chunk after chunk: ``obs`` ``(N + R, ...)`` (each
+        chunk's observations and the one after its last step), ``actions``,
+        ``action_logp``, ``action_dist_inputs`` and ``rewards`` ``(N, ...)``, ``lengths``
+        and ``terminated`` ``(R,)`` — the layout ``BatchedGAE`` builds from episodes."""
+        lane, start, stop, terminated, _ = self.runs()
+        lengths = stop - start
+        step_t, step_lane = _run_rows(lane, start, lengths)
+        obs_t, obs_lane = _run_rows(lane, start, lengths + 1)
+        return dict(obs=self.obs[obs_t, obs_lane], actions=self.actions[step_t, step_lane],
+                    action_logp=self.action_logp[step_t, step_lane],
+                    action_dist_inputs=self.action_dist_inputs[step_t, step_lane],
+                    rewards=self.rewards[step_t, step_lane], lengths=lengths,
+                    terminated=terminated)
+
+    def chunk_ids(self) -> list[str]:
+        """Each chunk's episode id (``runs()`` order)."""
+        lane, _, _, terminated, truncated = self.runs()
+        ended = terminated | truncated
+        first = np.ones(lane.size, bool)
+        first[1:] = lane[1:] != lane[:-1]
+        started = self.first_serial + np.cumsum(ended) - ended  # the episode after a run
+        return [self.episode_ids[ln] if f else f"{self.id_prefix}{started[i - 1]}"
+                for i, (ln, f) in enumerate(zip(lane, first))]
+
+    def to_episodes(self) -> list[SingleAgentEpisode]:
+        """RLlib's form: one ``SingleAgentEpisode`` per chunk (``runs()`` order), in NumPy
+        form, without the spaces only RLlib's own connectors read."""
+        lane, start, stop, terminated, truncated = self.runs()
+        chunks = []
+        for i, (ln, s, e, ids) in enumerate(zip(lane, start, stop, self.chunk_ids())):
+            first = i == 0 or lane[i - 1] != ln
+            chunks.append(SingleAgentEpisode(
+                id_=ids, observations=InfiniteLookbackBuffer(self.obs[s:e + 1, ln]),
+                infos=[{}] * (e - s + 1),
+                actions=InfiniteLookbackBuffer(self.actions[s:e, ln]),
+                rewards=InfiniteLookbackBuffer(self.rewards[s:e, ln]),
+                extra_model_outputs={
+                    Columns.ACTION_LOGP: InfiniteLookbackBuffer(self.action_logp[s:e, ln]),
+                    Columns.ACTION_DIST_INPUTS: InfiniteLookbackBuffer(
+                        self.action_dist_inputs[s:e, ln])},
+                terminated=bool(terminated[i]), truncated=bool(truncated[i]),
+                t_started=int(self.t_started[ln]) if first else 0, len_lookback_buffer=0))
+        return chunks
+
+
+def _run_rows(lane: np.ndarray, start: np.ndarray, lengths: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """``(time, lane)`` indices of ``lengths[i]`` consecutive rows from ``start[i]`` in lane
+    ``lane[i]``, run after run."""
+    run = np.repeat(np.arange(lengths.size), lengths)
+    offset = np.arange(run.size) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return start[run] + offset, lane[run]
+
+
+def clip_gradients(gradients_dict: dict[Any, Any], *, grad_clip: float | None = None,
+                   grad_clip_by: str = "value") -> Any:
+    """RLlib's ``clip_gradients`` (``ray.rllib.utils.torch_utils``), with the global-norm
+    mode done by torch's multi-tensor ops: one ``_foreach_norm`` over the gradients and one
+    ``_foreach_mul_`` by the clip coefficient instead of a norm and a multiplication per
+    tensor. The same arithmetic — each tensor's L2 norm with an infinity mapped to ±1e9 and
+    a NaN to 0, their L2 norm (mapped alike), the coefficient
+    ``min(1, grad_clip / max(norm + 1e-6, grad_clip))`` — so the same bits
+    (``tests/test_rllib_batched.py``). The other modes, and gradients with a ``None``,
+    are RLlib's own. Changes the gradients in place; returns the global norm in the
+    global-norm mode."""
+    from ray.rllib.utils.torch_utils import clip_gradients as rllib_clip_gradients
+
+    grads = list(gradients_dict.values())
+    if grad_clip is None or grad_clip_by != "global_norm" or not grads or any(
+            g is None for g in grads):
+        return rllib_clip_gradients(gradients_dict, grad_clip=grad_clip,
+                                    grad_clip_by=grad_clip_by)
+    norms = torch.stack(torch._foreach_norm([g.detach() for g in grads], 2.0))
+    total = torch.norm(norms.nan_to_num(neginf=-10e8, posinf=10e8), 2.0).nan_to_num(
+        neginf=-10e8, posinf=10e8)
+    coeff = torch.clamp(grad_clip / torch.clamp(total + 1e-6, min=grad_clip), max=1.0)
+    torch._foreach_mul_([g.detach() for g in grads], coeff)
+    return total
+
+
 class _Unlogged:
     """A ``MetricsLogger`` stand-in whose ``log_value``/``log_dict`` do nothing (the
     minibatches before the last: RLlib keeps their loss metrics in windows of one)."""
@@ -240,6 +392,8 @@ class LeanPPOTorchLearner(PPOTorchLearner):
                 and training_data.episodes is not None and training_data.batch is None
                 and not training_data.data_iterators and num_total_minibatches == 0
                 and len(module_ids) == 1 and not self.module[module_ids[0]].is_stateful()
+                and not self.module[module_ids[0]].inference_only
+                and not self.config.torch_compile_learner
                 and self.should_module_be_updated(module_ids[0]))
         if not lean:
             return super().update(training_data=training_data, timesteps=timesteps,
@@ -260,12 +414,13 @@ class LeanPPOTorchLearner(PPOTorchLearner):
         minibatches = cyclic_minibatches(n, minibatch_size, num_epochs,
                                          shuffle_batch_per_epoch and num_epochs > 1)
         index = next(minibatches)
+        self.module[mid].train()               # RLlib's forward_train does it every call
         try:
             while index is not None:
                 following = next(minibatches, None)
                 self.metrics = metrics if following is None else _Unlogged(metrics)
                 rows = torch.from_numpy(index)
-                _, loss_per_module, _ = self._update(
+                loss_per_module = self._minibatch_update(
                     {mid: {k: v[rows] for k, v in columns.items()}})
                 count += 1
                 index = following
@@ -279,6 +434,61 @@ class LeanPPOTorchLearner(PPOTorchLearner):
         if not _no_metrics_reduce:
             return self.metrics.reduce()
         return None
+
+    def _minibatch_update(self, batch: dict[Any, Any]) -> dict[Any, Any]:
+        """``TorchLearner._uncompiled_update`` (RLlib's step on one minibatch: forward,
+        loss, gradients, their postprocessing and the optimiser step) for modules already
+        in train mode, calling their ``_forward_train`` directly. Returns the loss per
+        module."""
+        self._compute_off_policyness(batch)
+        fwd_out = {mid: self.module[mid]._forward_train(b) for mid, b in batch.items()}
+        loss_per_module = self.compute_losses(fwd_out=fwd_out, batch=batch)
+        gradients = self.compute_gradients(loss_per_module)
+        self.apply_gradients(self.postprocess_gradients(gradients))
+        return loss_per_module
+
+    def compute_loss_for_module(self, *, module_id: Any, config: Any, batch: dict[str, Any],
+                                fwd_out: dict[str, Any]) -> torch.Tensor:
+        """RLlib's PPO loss (``PPOTorchLearner.compute_loss_for_module``; Schulman et al.
+        2017, "Proximal policy optimization algorithms", eq. 9: the clipped surrogate, the
+        value loss clipped at ``vf_clip_param`` and the entropy bonus, plus the adaptive KL
+        penalty when ``use_kl_loss``). On a minibatch whose metrics are not logged (all
+        but an update's last, see ``update``) the same total loss is computed without the
+        terms only the metrics read — the loss metrics, the explained variance and, with
+        no KL penalty, the sampling policy's distribution — the same operations in the same
+        order, so the same bits. Otherwise (the logged minibatch, a loss mask, no critic)
+        RLlib's own."""
+        if (not isinstance(self.metrics, _Unlogged) or Columns.LOSS_MASK in batch
+                or not config.use_critic):
+            return super().compute_loss_for_module(module_id=module_id, config=config,
+                                                   batch=batch, fwd_out=fwd_out)
+        module = self.module[module_id].unwrapped()
+        current = module.get_train_action_dist_cls().from_logits(
+            fwd_out[Columns.ACTION_DIST_INPUTS])
+        logp_ratio = torch.exp(current.logp(batch[Columns.ACTIONS])
+                               - batch[Columns.ACTION_LOGP])
+        if config.use_kl_loss:
+            previous = module.get_exploration_action_dist_cls().from_logits(
+                batch[Columns.ACTION_DIST_INPUTS])
+            mean_kl = torch.mean(previous.kl(current))
+        entropy = current.entropy()
+        advantages = batch[Columns.ADVANTAGES]
+        surrogate = torch.min(advantages * logp_ratio, advantages * torch.clamp(
+            logp_ratio, 1 - config.clip_param, 1 + config.clip_param))
+        values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+        vf_loss = torch.clamp(torch.pow(values - batch[Columns.VALUE_TARGETS], 2.0), 0,
+                              config.vf_clip_param)
+        total = torch.mean(
+            -surrogate + config.vf_loss_coeff * vf_loss
+            - self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+            * entropy)
+        if config.use_kl_loss:
+            total += self.curr_kl_coeffs_per_module[module_id] * mean_kl
+        return total
+
+    @staticmethod
+    def _get_clip_function() -> Any:
+        return clip_gradients
 
     def _log_trained(self, mid: Any, rows: int, minibatches: int, env_steps: int) -> None:
         """What RLlib's ``_log_steps_trained_metrics`` and ``_log_metrics`` log over an
@@ -333,37 +543,61 @@ class BatchedGAE(ConnectorV2):
         if module.is_stateful():
             raise ValueError("BatchedGAE serves stateless (MLP) modules only; a recurrent "
                              "module needs RLlib's default learner connectors")
-        episodes = [e for e in episodes if len(e) > 0]
-        lengths = np.array([len(e) for e in episodes], dtype=np.int64)
-        # every episode's observations including the one after its last step
-        obs = np.concatenate([e.get_observations(slice(0, len(e) + 1)) for e in episodes])
+        # LaneRollouts and RLlib's episodes alike as chunks flattened one after another,
+        # in the order they came
+        parts, pending = [], []
+        for item in episodes:
+            if isinstance(item, LaneRollout):
+                if pending:
+                    parts.append(_episode_columns(pending))
+                    pending = []
+                parts.append(item.columns())
+            elif len(item) > 0:
+                pending.append(item)
+        if pending:
+            parts.append(_episode_columns(pending))
+        cols = (parts[0] if len(parts) == 1 else
+                {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+        lengths, obs = cols["lengths"], cols["obs"]  # obs: every chunk's and the one after
         with torch.no_grad():
             all_values = module.compute_values(
                 {Columns.OBS: torch.from_numpy(obs)}).numpy().astype(np.float64)
         rows = np.arange(obs.shape[0])
-        last_row = np.cumsum(lengths + 1) - 1           # each episode's final observation
+        last_row = np.cumsum(lengths + 1) - 1           # each chunk's final observation
         step_rows = np.delete(rows, last_row)            # observations that were acted on
         values = all_values[step_rows]
         next_values = all_values[step_rows + 1]
         ends = np.cumsum(lengths) - 1
-        next_values[ends[[e.is_terminated for e in episodes]]] = 0.0
-        rewards = np.concatenate([e.get_rewards() for e in episodes]).astype(np.float64)
+        next_values[ends[cols["terminated"]]] = 0.0
+        rewards = cols["rewards"].astype(np.float64)
         advantages = gae(rewards, values, next_values, lengths, self.gamma, self.lambda_)
         targets = (advantages + values).astype(np.float32)
         advantages = (advantages - advantages.mean()) / max(1e-4, float(advantages.std()))
         columns = {
             Columns.OBS: obs[step_rows],
-            Columns.ACTIONS: np.concatenate([e.get_actions() for e in episodes]),
-            Columns.ACTION_LOGP: np.concatenate(
-                [e.get_extra_model_outputs(Columns.ACTION_LOGP) for e in episodes]),
-            Columns.ACTION_DIST_INPUTS: np.concatenate(
-                [e.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS) for e in episodes]),
+            Columns.ACTIONS: cols["actions"],
+            Columns.ACTION_LOGP: cols["action_logp"],
+            Columns.ACTION_DIST_INPUTS: cols["action_dist_inputs"],
             Columns.ADVANTAGES: advantages.astype(np.float32),
             Columns.VALUE_TARGETS: targets,
         }
         batch[DEFAULT_MODULE_ID] = {k: torch.from_numpy(np.ascontiguousarray(v))
                                     for k, v in columns.items()}
         return batch
+
+
+def _episode_columns(episodes: list[Any]) -> dict[str, np.ndarray]:
+    """``LaneRollout.columns()`` of RLlib's (non-empty) episodes."""
+    return dict(
+        obs=np.concatenate([e.get_observations(slice(0, len(e) + 1)) for e in episodes]),
+        actions=np.concatenate([e.get_actions() for e in episodes]),
+        action_logp=np.concatenate(
+            [e.get_extra_model_outputs(Columns.ACTION_LOGP) for e in episodes]),
+        action_dist_inputs=np.concatenate(
+            [e.get_extra_model_outputs(Columns.ACTION_DIST_INPUTS) for e in episodes]),
+        rewards=np.concatenate([e.get_rewards() for e in episodes]),
+        lengths=np.array([len(e) for e in episodes], dtype=np.int64),
+        terminated=np.array([e.is_terminated for e in episodes], dtype=bool))
 
 
 class BatchedEnvRunner(SingleAgentEnvRunner):
@@ -377,6 +611,8 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         super().__init__(*args, **kwargs)
         self._lanes: dict[str, Any] | None = None    # per-lane state while on the fast path
         self._finished: list[tuple[int, float, float]] = []   # (length, return, seconds)
+        # episode ids: this runner's prefix and a serial number per episode
+        self._id_prefix, self._next_serial = uuid.uuid4().hex + "_", 0
 
     def get_sampler_state(self) -> dict[str, Any] | None:
         """The episodes in flight — every lane's observation, step count, return and id and
@@ -436,12 +672,13 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         self._ongoing_episodes = [None] * self.num_envs   # RLlib's loop must reset first
         self._ongoing_episodes_for_metrics.clear()
         b = self.num_envs
-        self._lanes = dict(obs=np.array(obs, dtype=np.float32),
-                           id=[uuid.uuid4().hex for _ in range(b)], t=np.zeros(b, np.int64),
+        self._lanes = dict(obs=np.array(obs, dtype=np.float32), id=self._new_ids(b),
+                           t=np.zeros(b, np.int64),
                            ret=np.zeros(b), start=np.full(b, time.time()),
                            resetting=np.zeros(b, bool))
 
-    def _sample_arrays(self, num_timesteps: int, explore: bool) -> list[SingleAgentEpisode]:
+    def _sample_arrays(self, num_timesteps: int, explore: bool
+                       ) -> list[LaneRollout] | list[SingleAgentEpisode]:
         lanes = self._lanes
         # RLModule.forward_exploration/inference put the module into eval mode on every
         # call (a walk over its submodules); this module only ever acts, so it is put
@@ -481,58 +718,70 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
             time_seq.append(time.time())
             ts += int(valid.sum())
             valid = ~(term_seq[-1] | trunc_seq[-1])      # ended lanes reset on the next step
-        episodes = self._cut_episodes(
-            np.stack(obs_seq), np.stack(act_seq), np.stack(logp_seq), np.stack(dist_seq),
-            np.stack(rew_seq), np.stack(term_seq), np.stack(trunc_seq), np.stack(valid_seq),
-            np.asarray(time_seq))
+        rollout = LaneRollout(
+            obs=np.stack(obs_seq), actions=np.stack(act_seq), action_logp=np.stack(logp_seq),
+            action_dist_inputs=np.stack(dist_seq), rewards=np.stack(rew_seq),
+            terminated=np.stack(term_seq), truncated=np.stack(trunc_seq),
+            valid=np.stack(valid_seq), t_started=lanes["t"].copy(), episode_ids=lanes["id"],
+            id_prefix=self._id_prefix, first_serial=self._next_serial)
+        ended = self._advance_lanes(rollout, np.asarray(time_seq))
         lanes["obs"], lanes["resetting"] = obs_seq[-1], ~valid
-        done = [e for e in episodes if e.is_done]
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
-        self._increase_sampled_metrics(ts, len(done))
-        return episodes
+        self._increase_sampled_metrics(ts, ended)
+        return [rollout] if self._learner_reads_rollouts() else rollout.to_episodes()
 
-    def _cut_episodes(self, obs, actions, logp, dist_inputs, rewards, terminated, truncated,
-                      valid, times) -> list[SingleAgentEpisode]:
-        """One episode chunk per run of recorded steps in each lane: a run ends where the
-        episode ends (the next step is the lane's reset) or where the sample ends."""
+    def _new_ids(self, n: int) -> list[str]:
+        """``n`` new episode ids (the rollout's ``f"{id_prefix}{serial}"``)."""
+        first, self._next_serial = self._next_serial, self._next_serial + n
+        return [f"{self._id_prefix}{k}" for k in range(first, first + n)]
+
+    def _learner_reads_rollouts(self) -> bool:
+        """Whether the samples go to ``BatchedGAE`` alone (a ``LaneRollout`` then): it is
+        the learner connector (as ``functools.partial(BatchedGAE, ...)``, the way
+        ``build_ppo_config`` sets it), one learner takes the whole batch, and no
+        ``on_sample_end`` callback reads them. Anything else gets RLlib's episodes."""
+        connector, config = self.config._learner_connector, self.config
+        return (isinstance(connector, functools.partial) and connector.func is BatchedGAE
+                and config.num_learners <= 1 and config.callbacks_on_sample_end is None
+                and all(type(c).on_sample_end is RLlibCallback.on_sample_end
+                        for c in self._callbacks))
+
+    def _advance_lanes(self, rollout: LaneRollout, times: np.ndarray) -> int:
+        """Carry each lane's episode (steps, return, start time, id) past ``rollout`` and
+        queue the metrics of the episodes that ended in it, in the order they ended (as
+        RLlib logs them: the metrics are windowed means). ``times``: ``(T,)`` wall-clock
+        seconds after each step. Returns how many episodes ended."""
         lanes = self._lanes
-        chunks: list[SingleAgentEpisode] = []
-        flags = np.concatenate([np.zeros((1, self.num_envs), np.int8),
-                                valid.astype(np.int8),
-                                np.zeros((1, self.num_envs), np.int8)])
-        edges = np.diff(flags, axis=0)
-        finished: list[tuple[int, int, int, float, float]] = []
-        for lane in range(self.num_envs):
-            starts = np.flatnonzero(edges[:, lane] == 1)
-            stops = np.flatnonzero(edges[:, lane] == -1)     # one past the run's last step
-            for s, e in zip(starts, stops):
-                ended_by_term = bool(terminated[e - 1, lane])
-                ended = ended_by_term or bool(truncated[e - 1, lane])
-                r = rewards[s:e, lane]
-                chunks.append(SingleAgentEpisode(
-                    id_=lanes["id"][lane],
-                    observations=InfiniteLookbackBuffer(obs[s:e + 1, lane]),
-                    infos=[{}] * (e - s + 1),
-                    actions=InfiniteLookbackBuffer(actions[s:e, lane]),
-                    rewards=InfiniteLookbackBuffer(r),
-                    extra_model_outputs={
-                        Columns.ACTION_LOGP: InfiniteLookbackBuffer(logp[s:e, lane]),
-                        Columns.ACTION_DIST_INPUTS: InfiniteLookbackBuffer(
-                            dist_inputs[s:e, lane])},
-                    terminated=ended_by_term, truncated=ended and not ended_by_term,
-                    t_started=int(lanes["t"][lane]), len_lookback_buffer=0))
-                lanes["t"][lane] += e - s
-                lanes["ret"][lane] += float(r.sum())
-                if ended:                           # the lane's next run is a new episode
-                    finished.append((e - 1, lane, int(lanes["t"][lane]),
-                                     float(lanes["ret"][lane]),
-                                     float(times[e - 1] - lanes["start"][lane])))
-                    lanes["id"][lane] = uuid.uuid4().hex
-                    lanes["t"][lane], lanes["ret"][lane] = 0, 0.0
-                    lanes["start"][lane] = times[e - 1]
-        # in the order they ended, as RLlib logs them (the metrics are windowed means)
-        self._finished.extend(f[2:] for f in sorted(finished))
-        return chunks
+        lane, start, stop, terminated, truncated = rollout.runs()
+        if lane.size == 0:
+            return 0
+        lengths, ended = stop - start, terminated | truncated
+        first, last = np.ones(lane.size, bool), np.ones(lane.size, bool)
+        first[1:] = last[:-1] = lane[1:] != lane[:-1]
+        step_t, step_lane = _run_rows(lane, start, lengths)
+        sums = np.add.reduceat(rollout.rewards[step_t, step_lane].astype(np.float64),
+                               np.cumsum(lengths) - lengths)
+        steps = np.where(first, lanes["t"][lane], 0) + lengths
+        returns = np.where(first, lanes["ret"][lane], 0.0) + sums
+        end_time = times[stop - 1]
+        began = np.where(first, lanes["start"][lane], np.r_[0.0, end_time[:-1]])
+        done = np.flatnonzero(ended)
+        done = done[np.lexsort((lane[done], stop[done]))]
+        self._finished.extend(zip(steps[done].tolist(), returns[done].tolist(),
+                                  (end_time - began)[done].tolist()))
+        k = np.flatnonzero(last)                     # each lane's last run decides its state
+        carry = ~ended[k]
+        lanes["t"][lane[k]] = np.where(carry, steps[k], 0)
+        lanes["ret"][lane[k]] = np.where(carry, returns[k], 0.0)
+        lanes["start"][lane[k]] = np.where(carry, began[k], end_time[k])
+        new = self._new_ids(int(ended.sum()))       # the episodes the ended runs make way for
+        serial = np.cumsum(ended) - 1
+        for i in k[~carry]:
+            lanes["id"][lane[i]] = new[serial[i]]
+        for i in k[carry]:
+            if not first[i]:                         # an episode begun in this rollout
+                lanes["id"][lane[i]] = new[serial[i - 1]]
+        return len(new)
 
     def get_metrics(self) -> Any:
         # RLlib's episode metrics are means (and min/max) over a window of the last

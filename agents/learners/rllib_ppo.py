@@ -105,8 +105,8 @@ def build_ppo_config(env_id: str, env_config: Mapping[str, Any], agent: Mapping[
         config = (config
                   .env_runners(env_runner_cls=BatchedEnvRunner)
                   .learners(learner_class=LeanPPOTorchLearner,
-                            learner_connector=lambda obs_space, act_space: BatchedGAE(
-                                obs_space, act_space, gamma=agent["gamma"],
+                            learner_connector=functools.partial(
+                                BatchedGAE, gamma=agent["gamma"],
                                 lambda_=agent["gae_lambda"]),
                             add_default_connectors_to_learner_pipeline=False))
     try:
