@@ -162,6 +162,8 @@ def test_a_lane_rollout_is_its_episode_chunks():
         for key in ours:
             assert torch.equal(ours[key], theirs[key]), key
         chunks.append(episodes)
+    with pytest.raises(ValueError, match="no timesteps"):
+        gae(rl_module=lean.module, batch={}, episodes=[])
     # each lane's unfinished chunk goes on in the next call as the same episode
     unfinished = {e.id_: e for e in chunks[0] if not e.is_done}
     assert 0 < len(unfinished) <= AGENT["num_envs_per_env_runner"]

@@ -528,9 +528,14 @@ class LeanPPOTorchLearner(PPOTorchLearner):
 
 
 class BatchedGAE(ConnectorV2):
-    """PPO's learner connector: episodes -> ``{module_id: {column: tensor}}`` with
-    observations, actions, the sampling policy's log-probabilities and distribution inputs,
-    advantages (standardised over the batch) and value targets."""
+    """PPO's learner connector: ``LaneRollout``s and RLlib episodes ->
+    ``{module_id: {column: tensor}}`` with observations, actions, the sampling policy's
+    log-probabilities and distribution inputs, advantages (standardised over the batch)
+    and value targets, one row per timestep, episode chunk after chunk.
+
+    Raises:
+        ValueError: the samples hold no timestep, or the module is recurrent.
+    """
 
     def __init__(self, input_observation_space: Any = None, input_action_space: Any = None,
                  *, gamma: float, lambda_: float) -> None:
@@ -556,6 +561,8 @@ class BatchedGAE(ConnectorV2):
                 pending.append(item)
         if pending:
             parts.append(_episode_columns(pending))
+        if not any(p["lengths"].sum() for p in parts):
+            raise ValueError(f"BatchedGAE got no timesteps: {len(episodes)} empty samples")
         cols = (parts[0] if len(parts) == 1 else
                 {k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
         lengths, obs = cols["lengths"], cols["obs"]  # obs: every chunk's and the one after
