@@ -52,7 +52,8 @@ from experiments.run_files import (Checkpoints, MetricsLog, Tracker,  # noqa: E4
                                   record_ray_session, recorded_digests, stop_ray_leftovers,
                                   write_atomic)
 from experiments.train_report import write_report  # noqa: E402
-from experiments.wiring import PPO_AGENTS, Run, config_diff, env_kwargs, validate  # noqa: E402
+from experiments.wiring import (PPO_AGENTS, RESUME_NOTED, Run, config_diff,  # noqa: E402
+                                env_kwargs, validate)
 from personarl import jsonio  # noqa: E402
 from personarl.errors import ConfigError  # noqa: E402
 from personarl.locks import exclusive_lock  # noqa: E402
@@ -146,6 +147,12 @@ def _start_or_resume(run: Run, run_dir: Path, ckpts: Checkpoints,
         diff = config_diff(old["config"], cfg)
         raise ConfigError(f"resume=true but the config differs from the run's (hash "
                           f"{old['config_hash']} vs {chash}): " + "; ".join(diff))
+    changed = config_diff(old["config"], cfg, keys=RESUME_NOTED)
+    if changed:
+        log.warning("resume=true with settings other than the run's started with: %s. The run "
+                    "continues with these (they are outside the config hash, so a resume may "
+                    "change them, e.g. raise the budget); pass the run's values to continue "
+                    "it as it was configured", "; ".join(changed))
     latest = ckpts.latest()
     problems = ckpts.verify(latest) if latest is not None else []
     if problems and not cfg.trust_checkpoint:

@@ -27,7 +27,7 @@ from personarl.seeds import MAX_EPISODES, MAX_SEED, name_key, stream_seed
 from personarl.errors import ConfigError, check_int, check_range, check_widths
 
 __all__ = ["Run", "env_kwargs", "validate", "load_policy_spec", "config_hash", "config_diff",
-           "PPO_AGENTS", "HASH_EXCLUDED", "flatten"]
+           "PPO_AGENTS", "HASH_EXCLUDED", "RESUME_NOTED", "flatten"]
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
 PPO_AGENTS = ("ppo", "sb3_ppo")
@@ -37,6 +37,9 @@ SAMPLERS = ("batched", "rllib")
 #: resumed run may change them: e.g. raise the budget, turn wandb off, move to a cluster)
 HASH_EXCLUDED = ("resume", "trust_checkpoint", "progress", "budget", "checkpoint", "ray",
                  "logger", "eval", "sweep")
+#: the keys of HASH_EXCLUDED that change what a run produces (how long it trains, what its
+#: report evaluates, which checkpoints it keeps): a resume that changes one says so
+RESUME_NOTED = ("budget", "eval", "checkpoint")
 
 
 def _plain(node: Any) -> Any:
@@ -229,10 +232,15 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
-def config_diff(old: Mapping[str, Any], cfg: DictConfig) -> list[str]:
-    """``key: old -> new`` for every hashed key that differs between two configs."""
-    a = flatten({k: v for k, v in old.items() if k not in HASH_EXCLUDED})
-    b = flatten(_hashed(cfg))
+def config_diff(old: Mapping[str, Any], cfg: DictConfig,
+                keys: tuple[str, ...] | None = None) -> list[str]:
+    """``key: old -> new`` for every hashed key (or, given ``keys``, every key under those
+    top-level keys) that differs between a stored config and ``cfg``."""
+    def kept(tree: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in tree.items()
+                if (k in keys if keys is not None else k not in HASH_EXCLUDED)}
+
+    a, b = flatten(kept(old)), flatten(kept(_plain(cfg)))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
 

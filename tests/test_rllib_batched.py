@@ -282,9 +282,9 @@ def test_cyclic_minibatches_are_rllibs(rng):
         next(cyclic_minibatches(8, 4, 0, True))
 
 
-def _lean_and_stock_learners(agent):
-    """A LeanPPOTorchLearner and RLlib's PPOTorchLearner for ``agent``, in the same state,
-    and the config they were built from."""
+def _lean_and_stock_learners(agent, env=ENV):
+    """A LeanPPOTorchLearner and RLlib's PPOTorchLearner for ``agent`` on ``env``, in the
+    same state, and the config they were built from."""
     from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
     from ray.rllib.core import DEFAULT_MODULE_ID
 
@@ -294,11 +294,11 @@ def _lean_and_stock_learners(agent):
     from envs.creator import create_env
 
     register_envs()
-    config = build_ppo_config(*ENV, agent, seed=3)
+    config = build_ppo_config(*env, agent, seed=3)
     assert config.learner_class is LeanPPOTorchLearner
-    env = create_env(*ENV)
-    spaces = {DEFAULT_MODULE_ID: (env.observation_space, env.action_space)}
-    env.close()
+    made = create_env(*env)
+    spaces = {DEFAULT_MODULE_ID: (made.observation_space, made.action_space)}
+    made.close()
     lean = config.build_learner(spaces=spaces)
     stock = (config.copy(copy_frozen=False).learners(learner_class=PPOTorchLearner)
              .build_learner(spaces=spaces))
@@ -328,8 +328,14 @@ def _assert_same_weights(a, b, msg=""):
             torch.testing.assert_close(s[key], t[key], rtol=0, atol=0, msg=msg)
 
 
-def test_the_lean_learner_updates_as_rllibs_learner():
-    """The same episodes, the same random state: LeanPPOTorchLearner's update leaves the
+# a categorical policy and a Gaussian one (the continuous style vector)
+LEARNER_ENVS = [ENV, ("personarl/PersonalityAdaptation-v0",
+                      {"action_mode": "continuous", "horizon": 6})]
+
+
+@pytest.mark.parametrize("env", LEARNER_ENVS, ids=["categorical", "gaussian"])
+def test_the_lean_learner_updates_as_rllibs_learner(env):
+    """The same samples, the same random state: LeanPPOTorchLearner's update leaves the
     same weights, Adam state and adaptive KL coefficient as RLlib's PPOTorchLearner and
     reports the same learner metrics — three updates of three epochs of minibatches that
     wrap around the batch, shuffled."""
@@ -342,7 +348,7 @@ def test_the_lean_learner_updates_as_rllibs_learner():
     from agents.learners.rllib_batched import BatchedEnvRunner
 
     agent = {**AGENT, "kl_coeff": 0.2}
-    lean, stock, config = _lean_and_stock_learners(agent)
+    lean, stock, config = _lean_and_stock_learners(agent, env)
     runner = BatchedEnvRunner(config=config)
     try:
         for k in range(3):

@@ -4,6 +4,7 @@ refusals, and every agent kind (RLlib PPO, SB3 PPO, an online baseline)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -66,7 +67,7 @@ def test_ray_starts_only_for_a_run_that_needs_it():
         validate(load("ray.start=sometimes"))
 
 
-def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_path):
+def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_path, caplog):
     cfg = load(*overrides("agent=linucb logger=none"), "experiment=smoke", "eval.episodes=64")
     result = train(cfg, tmp_path)
     for name in ("run.json", "metrics.jsonl", "summary.json", "report.md", "report.html",
@@ -85,6 +86,14 @@ def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_pa
         train(cfg, tmp_path)
     with pytest.raises(ConfigError, match=r"seed: 0 -> 1"):
         train(load(*SMOKE, "agent=linucb", "seed=1", "resume=true"), tmp_path)
+    # a resume may change the budget (outside the hash) but says so, old -> new
+    with caplog.at_level(logging.WARNING, logger="experiments.job"):
+        train(load(*overrides("agent=linucb logger=none"), "experiment=smoke",
+                   "eval.episodes=32", f"budget={cfg.budget - 1}", "resume=true"), tmp_path)
+    noted = [r.getMessage() for r in caplog.records if "settings other than" in r.getMessage()]
+    assert len(noted) == 1
+    assert f"budget: {cfg.budget} -> {cfg.budget - 1}" in noted[0]
+    assert "eval.episodes: 64 -> 32" in noted[0] and "seed" not in noted[0]
 
 
 def test_intervention_report_has_the_false_intervention_rate(tmp_path):
