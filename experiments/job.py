@@ -149,10 +149,10 @@ def _start_or_resume(run: Run, run_dir: Path, ckpts: Checkpoints,
                           f"{old['config_hash']} vs {chash}): " + "; ".join(diff))
     changed = config_diff(old["config"], cfg, keys=RESUME_NOTED)
     if changed:
-        log.warning("resume=true with settings other than the run's started with: %s. The run "
-                    "continues with these (they are outside the config hash, so a resume may "
-                    "change them, e.g. raise the budget); pass the run's values to continue "
-                    "it as it was configured", "; ".join(changed))
+        log.warning("resume=true changes settings the run last ran with: %s. The run "
+                    "continues with the new values (these keys are outside the config hash, "
+                    "so a resume may change them, e.g. raise the budget); pass the old ones "
+                    "to continue as before", "; ".join(changed))
     latest = ckpts.latest()
     problems = ckpts.verify(latest) if latest is not None else []
     if problems and not cfg.trust_checkpoint:
@@ -166,6 +166,9 @@ def _start_or_resume(run: Run, run_dir: Path, ckpts: Checkpoints,
     if problems:
         log.warning("trust_checkpoint=true: restoring %s although %s", latest,
                     "; ".join(problems))
+    if changed:               # the next resume compares with the settings of this one
+        old["config"] = OmegaConf.to_container(cfg, resolve=True)
+        write_atomic(run_file, jsonio.dumps(old, indent=2))
     return latest
 
 

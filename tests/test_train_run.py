@@ -86,14 +86,22 @@ def test_online_baseline_run_writes_every_output_and_refuses_to_overwrite(tmp_pa
         train(cfg, tmp_path)
     with pytest.raises(ConfigError, match=r"seed: 0 -> 1"):
         train(load(*SMOKE, "agent=linucb", "seed=1", "resume=true"), tmp_path)
-    # a resume may change the budget (outside the hash) but says so, old -> new
-    with caplog.at_level(logging.WARNING, logger="experiments.job"):
-        train(load(*overrides("agent=linucb logger=none"), "experiment=smoke",
-                   "eval.episodes=32", f"budget={cfg.budget - 1}", "resume=true"), tmp_path)
-    noted = [r.getMessage() for r in caplog.records if "settings other than" in r.getMessage()]
+    # a resume may change the budget (outside the hash) but says so, old -> new, against
+    # what the run last ran with
+    def resume(*settings):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="experiments.job"):
+            train(load(*overrides("agent=linucb logger=none"), "experiment=smoke",
+                       *settings, "resume=true"), tmp_path)
+        return [r.getMessage() for r in caplog.records if "changes settings" in r.getMessage()]
+
+    noted = resume("eval.episodes=32", f"budget={cfg.budget - 1}")
     assert len(noted) == 1
     assert f"budget: {cfg.budget} -> {cfg.budget - 1}" in noted[0]
     assert "eval.episodes: 64 -> 32" in noted[0] and "seed" not in noted[0]
+    assert resume("eval.episodes=32", f"budget={cfg.budget - 1}") == []
+    noted = resume("eval.episodes=32")
+    assert len(noted) == 1 and f"budget: {cfg.budget - 1} -> {cfg.budget}" in noted[0]
 
 
 def test_intervention_report_has_the_false_intervention_rate(tmp_path):

@@ -661,7 +661,7 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
 
     def _sample(self, *, num_timesteps: int | None = None, num_episodes: int | None = None,
                 explore: bool, random_actions: bool = False, force_reset: bool = False
-                ) -> list[SingleAgentEpisode]:
+                ) -> list[LaneRollout] | list[SingleAgentEpisode]:
         if not self._fast_path(num_timesteps, random_actions):
             if self._lanes is not None:                  # the env is mid-episode for us
                 self._lanes, force_reset = None, True
