@@ -35,6 +35,7 @@ import math
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,11 @@ def _build(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str, 
     if ray_start == "always" or not runs_in_process(config):
         ray.init(num_cpus=2, include_dashboard=False, _temp_dir="/tmp/personarl-bench",
                  log_to_driver=False)
-    return RLlibPPO(config, Path(tempfile.mkdtemp(prefix="bench-rllib-")))
+    with warnings.catch_warnings():
+        # RLlib registers its env wrapper under one id at every build: Gymnasium warns
+        # from the second build in a process on
+        warnings.filterwarnings("ignore", message=".*Overriding environment rllib-")
+        return RLlibPPO(config, Path(tempfile.mkdtemp(prefix="bench-rllib-")))
 
 
 def _one_run(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str, Any],
