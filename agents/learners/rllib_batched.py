@@ -311,8 +311,9 @@ def _run_rows(lane: np.ndarray, start: np.ndarray, lengths: np.ndarray
 
 def clip_gradients(gradients_dict: dict[Any, Any], *, grad_clip: float | None = None,
                    grad_clip_by: str = "value") -> Any:
-    """RLlib's ``clip_gradients`` (``ray.rllib.utils.torch_utils``), with the global-norm
-    mode done by torch's multi-tensor ops: one ``_foreach_norm`` over the gradients and one
+    """RLlib's ``clip_gradients`` (``ray.rllib.utils.torch_utils``; clipping by the global
+    norm: Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent neural
+    networks"), with the global-norm mode done by torch's multi-tensor ops: one ``_foreach_norm`` over the gradients and one
     ``_foreach_mul_`` by the clip coefficient instead of a norm and a multiplication per
     tensor. The same arithmetic — each tensor's L2 norm with an infinity mapped to ±1e9 and
     a NaN to 0, their L2 norm (mapped alike), the coefficient
