@@ -269,15 +269,33 @@ class LaneRollout:
                     rewards=self.rewards[step_t, step_lane], lengths=lengths,
                     terminated=terminated)
 
+    def _serial_after(self) -> np.ndarray:
+        """Per chunk (``runs()`` order), the serial of the episode its lane starts after it
+        where the chunk ended its episode: serials count up from ``first_serial``."""
+        _, _, _, terminated, truncated = self.runs()
+        return self.first_serial + np.cumsum(terminated | truncated) - 1
+
     def chunk_ids(self) -> list[str]:
         """Each chunk's episode id (``runs()`` order)."""
+        lane, after = self.runs()[0], self._serial_after()
+        return [self.episode_ids[ln] if i == 0 or lane[i - 1] != ln
+                else f"{self.id_prefix}{after[i - 1]}" for i, ln in enumerate(lane)]
+
+    def final_ids(self) -> list[str]:
+        """Each lane's episode id after the rollout's last step (the next rollout's
+        ``episode_ids``): a new episode's where the lane's last chunk ended one, the last
+        chunk's own otherwise."""
         lane, _, _, terminated, truncated = self.runs()
-        ended = terminated | truncated
-        first = np.ones(lane.size, bool)
-        first[1:] = lane[1:] != lane[:-1]
-        started = self.first_serial + np.cumsum(ended) - ended  # the episode after a run
-        return [self.episode_ids[ln] if f else f"{self.id_prefix}{started[i - 1]}"
-                for i, (ln, f) in enumerate(zip(lane, first))]
+        ids = list(self.episode_ids)
+        if lane.size == 0:
+            return ids
+        after = self._serial_after()
+        for i in np.flatnonzero(np.r_[lane[1:] != lane[:-1], True]):   # lanes' last chunks
+            if terminated[i] or truncated[i]:
+                ids[lane[i]] = f"{self.id_prefix}{after[i]}"
+            elif i > 0 and lane[i - 1] == lane[i]:       # an episode begun in this rollout
+                ids[lane[i]] = f"{self.id_prefix}{after[i - 1]}"
+        return ids
 
     def to_episodes(self) -> list[SingleAgentEpisode]:
         """RLlib's form: one ``SingleAgentEpisode`` per chunk (``runs()`` order), in NumPy
@@ -782,14 +800,9 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         lanes["t"][lane[k]] = np.where(carry, steps[k], 0)
         lanes["ret"][lane[k]] = np.where(carry, returns[k], 0.0)
         lanes["start"][lane[k]] = np.where(carry, began[k], end_time[k])
-        new = self._new_ids(int(ended.sum()))       # the episodes the ended runs make way for
-        serial = np.cumsum(ended) - 1
-        for i in k[~carry]:
-            lanes["id"][lane[i]] = new[serial[i]]
-        for i in k[carry]:
-            if not first[i]:                         # an episode begun in this rollout
-                lanes["id"][lane[i]] = new[serial[i - 1]]
-        return len(new)
+        lanes["id"] = rollout.final_ids()
+        self._next_serial += int(ended.sum())        # the serials the new episodes took
+        return int(ended.sum())
 
     def get_metrics(self) -> Any:
         # RLlib's episode metrics are means (and min/max) over a window of the last
