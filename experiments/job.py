@@ -64,12 +64,18 @@ log = logging.getLogger(__name__)
 
 
 def needs_ray(cfg: DictConfig) -> bool:
-    """Whether a training run needs a Ray instance: ``ray.start=always``, a cluster to join
-    (``ray.address``) or remote env runners. RLlib PPO with every part in this process
-    (``agent.num_env_runners=0``, the default) trains without one
+    """Whether an RLlib PPO run needs a Ray instance: ``ray.start=always``, a cluster to
+    join (``ray.address``) or a part outside this process (remote env runners:
+    ``agents.learners.rllib_ppo.runs_in_process`` on the run's PPO config). With every
+    part in this process (``agent.num_env_runners=0``, the default) it trains without one
     (``agents.learners.rllib_ppo.build_algorithm``)."""
-    return (cfg.ray.start == "always" or bool(cfg.ray.address)
-            or int(cfg.agent.get("num_env_runners", 0)) > 0)
+    if cfg.ray.start == "always" or cfg.ray.address:
+        return True
+    from agents.learners.rllib_ppo import build_ppo_config, runs_in_process
+
+    env_id, kwargs = env_kwargs(cfg)
+    return not runs_in_process(build_ppo_config(
+        env_id, kwargs, OmegaConf.to_container(cfg.agent, resolve=True), cfg.seed))
 
 
 @contextmanager
@@ -81,10 +87,11 @@ def ray_session(cfg: DictConfig, run_dir: Path, start: bool = True) -> Iterator[
     same."""
     import ray
 
-    if ray.is_initialized() or not start:
-        if not start:
-            import ray.rllib  # noqa: F401 — as below
-            configure_console(bool(cfg.get("verbose", False)))
+    if not start:
+        _quiet_rllib(cfg)
+        yield
+        return
+    if ray.is_initialized():
         yield
         return
     started = not cfg.ray.address
@@ -96,15 +103,21 @@ def ray_session(cfg: DictConfig, run_dir: Path, start: bool = True) -> Iterator[
                            _temp_dir=cfg.ray.temp_dir, log_to_driver=False,
                            logging_level=level)
         record_ray_session(run_dir, context.address_info["session_dir"])
-    import ray.rllib  # noqa: F401 — it sets its loggers' levels on import: set them after
-
-    configure_console(bool(cfg.get("verbose", False)))
+    _quiet_rllib(cfg)
     try:
         yield
     finally:
         ray.shutdown()
         if started:
             forget_ray_session(run_dir)
+
+
+def _quiet_rllib(cfg: DictConfig) -> None:
+    """The console's log levels (``experiments.cli.configure_console``), set after RLlib is
+    imported: it sets its loggers' levels on import."""
+    import ray.rllib  # noqa: F401
+
+    configure_console(bool(cfg.get("verbose", False)))
 
 
 def build_learner(run: Run, run_dir: Path) -> Learner:

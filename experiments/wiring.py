@@ -27,7 +27,7 @@ from personarl.seeds import MAX_EPISODES, MAX_SEED, name_key, stream_seed
 from personarl.errors import ConfigError, check_int, check_range, check_widths
 
 __all__ = ["Run", "env_kwargs", "validate", "load_policy_spec", "config_hash", "config_diff",
-           "PPO_AGENTS", "HASH_EXCLUDED", "RESUME_NOTED", "flatten"]
+           "PPO_AGENTS", "HASH_EXCLUDED", "RESUME_NOTED", "RAY_STARTS", "flatten"]
 
 #: agents trained by a PPO implementation (the rest are baselines learning online)
 PPO_AGENTS = ("ppo", "sb3_ppo")
@@ -37,6 +37,8 @@ SAMPLERS = ("batched", "rllib")
 #: resumed run may change them: e.g. raise the budget, turn wandb off, move to a cluster)
 HASH_EXCLUDED = ("resume", "trust_checkpoint", "progress", "budget", "checkpoint", "ray",
                  "logger", "eval", "sweep")
+#: ray.start: when a training run starts Ray (experiments.job.needs_ray)
+RAY_STARTS = ("auto", "always")
 #: the keys of HASH_EXCLUDED that change what a run produces (how long it trains, what its
 #: report evaluates, which checkpoints it keeps): a resume that changes one says so
 RESUME_NOTED = ("budget", "eval", "checkpoint")
@@ -128,7 +130,7 @@ def validate(cfg: DictConfig) -> Run:
     check_int("checkpoint.every", cfg.checkpoint.every, 0)
     check_int("checkpoint.keep", cfg.checkpoint.keep, 1)
     check_int("ray.num_cpus", cfg.ray.num_cpus, 1)
-    if cfg.ray.start not in ("auto", "always"):
+    if cfg.ray.start not in RAY_STARTS:
         raise ConfigError(f"ray.start={cfg.ray.start!r}; valid: 'auto' (only when the run "
                           "needs Ray), 'always'")
     if cfg.logger.name not in ("wandb", "none"):

@@ -140,6 +140,9 @@ def test_training_benchmark_times_both_learners_to_the_same_target(tmp_path):
 def test_bad_training_benchmark_arguments_are_usage_errors():
     run = bench("train", "--seeds", "0")
     assert run.returncode == 2 and "--seeds=0 must be positive" in run.stderr
+    from experiments.bench.train import profile
+    with pytest.raises(ValueError, match="ray_start='never'; valid: auto, always"):
+        profile(ray_start="never")
 
 
 def test_ope_speed_benchmark_reports_every_estimator(tmp_path):

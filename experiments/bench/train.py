@@ -60,9 +60,24 @@ def _config(experiment: str | None) -> tuple[str, dict[str, Any], dict[str, Any]
     return env_id, kwargs, OmegaConf.to_container(cfg.agent, resolve=True)
 
 
-def _check_ray_start(ray_start: str) -> None:
-    if ray_start not in ("auto", "always"):
-        raise ValueError(f"ray_start={ray_start!r}; valid: 'auto', 'always'")
+def _protocol(experiment: str | None, num_envs: int | None, ray_start: str
+              ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``_config(experiment)`` as both learners get it: plain clipped PPO (SB3 has no KL
+    penalty), ``num_envs`` lanes where given.
+
+    Raises:
+        ValueError: ``ray_start`` is not one of ``experiments.train``'s ``ray.start``
+            values.
+    """
+    from experiments.wiring import RAY_STARTS
+
+    if ray_start not in RAY_STARTS:
+        raise ValueError(f"ray_start={ray_start!r}; valid: {', '.join(RAY_STARTS)}")
+    env_id, env_kwargs, agent = _config(experiment)
+    agent["kl_coeff"] = 0.0
+    if num_envs is not None:
+        agent["num_envs_per_env_runner"] = num_envs
+    return env_id, env_kwargs, agent
 
 
 def _build(kind: str, env_id: str, env_kwargs: dict[str, Any], agent: dict[str, Any],
@@ -177,12 +192,8 @@ def profile(experiment: str | None = "intervention", iterations: int = 20, seed:
 
     if iterations < 1:
         raise ValueError(f"iterations={iterations}; profile at least one iteration")
-    _check_ray_start(ray_start)
+    env_id, env_kwargs, agent = _protocol(experiment, num_envs, ray_start)
     torch.set_num_threads(1)
-    env_id, env_kwargs, agent = _config(experiment)
-    agent["kl_coeff"] = 0.0
-    if num_envs is not None:
-        agent["num_envs_per_env_runner"] = num_envs
     out: dict[str, Any] = dict(env=env_id, experiment=experiment, iterations=iterations,
                                ray_start=ray_start, agent=agent)
     for kind in ("rllib", "sb3"):
@@ -256,7 +267,6 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
     ``experiment``; prints and returns the figures. ``num_envs`` overrides the config's
     ``num_envs_per_env_runner`` for both; ``ray_start`` is ``experiments.train``'s
     ``ray.start`` (``auto`` or ``always``)."""
-    _check_ray_start(ray_start)
     # Python imports happen once, before any clock starts: RLlib's seeding
     # (torch.use_deterministic_algorithms) imports torch._dynamo on first use, ~2 s that
     # would otherwise land on whichever run came first
@@ -265,10 +275,7 @@ def run(experiment: str | None = "intervention", budget: int = 500_000, seeds: i
     import agents.learners.rllib_ppo  # noqa: F401
     import agents.learners.sb3_ppo  # noqa: F401
 
-    env_id, env_kwargs, agent = _config(experiment)
-    agent["kl_coeff"] = 0.0             # plain clipped PPO: SB3 has no KL penalty
-    if num_envs is not None:
-        agent["num_envs_per_env_runner"] = num_envs
+    env_id, env_kwargs, agent = _protocol(experiment, num_envs, ray_start)
     for kind in ("rllib", "sb3"):                  # one-time costs: untimed (module doc)
         _one_run(kind, env_id, env_kwargs, agent, 0, 1, 1, 64, ray_start)
     runs = []
