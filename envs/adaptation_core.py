@@ -26,7 +26,7 @@ from envs import adaptation_kernels as kernels
 from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatState,
                                    Preferences, chat_transition, phase_bounds, phase_of,
                                    satisfaction, style_rewards, style_vectors)
-from personarl.backend import resolve_backend
+from personarl.backend import resolve_backend, standard_normal
 from envs.batched import (PROFILE_FIELDS, BoxActions, DiscreteActions, InfoTable,
                            RecordCore, column_slices, copy_records, linear_weights)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
@@ -154,9 +154,10 @@ class AdaptationCore(RecordCore):
         users["task_cdf"] = np.cumsum(self.sampler.mixture_tasks(pop.weights, pop.table_id),
                                       axis=1)
         enthusiasm = pop.traits[:, TRAITS.index("enthusiasm")]
-        users["sentiment"] = np.clip(rng.normal(0.1, 0.2, n), -1, 1)
+        users["sentiment"] = np.clip(0.1 + 0.2 * standard_normal(rng, n, backend=self.backend),
+                                     -1, 1)      # rng.normal(0.1, 0.2, n), bit for bit
         users["engagement"] = np.clip(0.6 + 0.3 * (enthusiasm - 0.5), 0, 1)
-        z = rng.standard_normal((n, _Z))
+        z = standard_normal(rng, (n, _Z), backend=self.backend)
         users["perceived"] = self._reading(pop.traits, z[:, :_N])
         users["noise0"], users["u_topic0"] = z[:, _N:], rng.random(n)
         users["last_style"] = 0.5
@@ -185,7 +186,7 @@ class AdaptationCore(RecordCore):
         per-turn stream: ``(B, 13)`` standard normals (the next trait reading, the next
         message's noise), then ``(B, 4)`` uniforms (feedback given, thumb up, leaving, the
         next topic)."""
-        z = self.exo_rng.standard_normal(out=self._z)
+        z = standard_normal(self.exo_rng, out=self._z, backend=self.backend)
         u = self.exo_rng.random(out=self._uniforms)
         if self.backend == "numba":
             kernels.step_lanes(action if self.discrete else _NO_STYLES,

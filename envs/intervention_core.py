@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from envs import intervention_kernels as kernels
-from personarl.backend import resolve_backend
+from personarl.backend import resolve_backend, standard_normal
 from envs.batched import (PROFILE_FIELDS, DiscreteActions, InfoTable, RecordCore,
                            column_slices, copy_records, linear_weights)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
@@ -162,8 +162,9 @@ class InterventionCore(RecordCore):
         stress0 = 0.4 * rng.random(n)
         users["weekday0"] = rng.integers(0, 7, size=n)
         users["exo"] = rng.random((n, len(EXO)))
-        users["noise"] = rng.standard_normal((n, 4))
-        users["day_noise"] = rng.standard_normal((n,) + self.record["day_noise"].shape)
+        users["noise"] = standard_normal(rng, (n, 4), backend=self.backend)
+        users["day_noise"] = standard_normal(rng, (n,) + self.record["day_noise"].shape,
+                                             backend=self.backend)
         s = State(*(users["latent"][:, j] for j in range(len(STATE_FIELDS))))
         s.stress[:], s.arousal[:] = stress0, stress0
         s.valence[:] = mdl.baseline_valence - mdl.stress_valence * stress0
@@ -192,7 +193,7 @@ class InterventionCore(RecordCore):
         Per step, for every lane at once (a fixed count: common random numbers), from the
         per-step stream: the observation noise after this step ``(B, 4)``, then the next
         step's uniforms ``(B, 6)``."""
-        noise = self.exo_rng.standard_normal(out=self._noise)
+        noise = standard_normal(self.exo_rng, out=self._noise, backend=self.backend)
         uniforms = self.exo_rng.random(out=self._uniforms)
         if self.backend == "numba":
             kernels.step_lanes(action, noise, uniforms, *self._kernel_arguments()[0])

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs import routing_kernels as kernels
-from personarl.backend import resolve_backend
+from personarl.backend import resolve_backend, standard_normal
 from envs.batched import (PROFILE_FIELDS, MAX_LANES, DiscreteActions, InfoTable, RecordCore,
                            column_slices, copy_records, lane_field)
 from envs.routing_kernels import N_UNIFORMS, U_CHURN, U_DELAY, U_NEXT
@@ -188,7 +188,7 @@ class RoutingCore(RecordCore):
         users["consent"], users["metadata_missing"] = pop.consent, pop.metadata_missing
         self.copy_profile(users, pop)
         users["first_draws"][:, :3] = rng.random((n, 3))
-        users["first_draws"][:, 3] = rng.standard_normal(n)
+        users["first_draws"][:, 3] = standard_normal(rng, n, backend=self.backend)
         return {"users": users}
 
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
@@ -212,7 +212,7 @@ class RoutingCore(RecordCore):
         archetype's weight, the next latency). ``step_info`` holds the interaction's
         satisfaction and its 8 signals (as observed)."""
         u = self.exo_rng.random(out=self._uniforms)
-        z = self.exo_rng.standard_normal(out=self._normals)
+        z = standard_normal(self.exo_rng, out=self._normals, backend=self.backend)
         if self.backend == "numba":
             kernels.step_lanes(action, u, z, *self._kernel_arguments()[0])
             self._truth_stale = not self.with_truth

@@ -36,7 +36,7 @@ import numpy as np
 from synth.archetypes import ArchetypeSpec, ArchetypeTable, TRAITS, default_table
 from synth.demographics import CITIES, PROFILE_CDF, PROFILE_GUIDE
 from synth.events import PopulationEvent, apply_events
-from personarl.backend import resolve_backend
+from personarl.backend import resolve_backend, standard_normal
 from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
@@ -261,7 +261,8 @@ class PopulationSampler:
                 unavailable.
         """
         n = check_int("n", n, 0)
-        compiled = resolve_backend(backend) == "numba"
+        backend = resolve_backend(backend)
+        compiled = backend == "numba"
         cfg = self.config
         time = np.full(n, start_time) if cohort else start_time + np.arange(n)
         if self.generator is not None:
@@ -272,7 +273,7 @@ class PopulationSampler:
         primary = categorical(self.proportions[0] if one_epoch else self.proportions[table_id],
                               rng.random(n))
         w = rng.standard_gamma(self._concentrations(primary, table_id))
-        offset = rng.normal(0.0, self.trait_noise, size=(n, len(TRAITS)))
+        offset = self.trait_noise * standard_normal(rng, (n, len(TRAITS)), backend=backend)
         u = rng.random((n, 7))
         if compiled:
             return self._finish_compiled(w, primary, offset, u, time, table_id)

@@ -204,3 +204,30 @@ def test_softmax_at_any_temperature_is_finite_and_the_boltzmann_law():
         cold = softmax(np.array([[1.0, 2.0, 2.0], [1e300, -1e300, 0.0]]), 1e-310)
         assert np.array_equal(cold, [[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]])   # ties share
         assert np.allclose(softmax(z, 1e300), 1 / 3)
+
+
+@pytest.mark.parametrize("bit_generator", [np.random.PCG64, np.random.PCG64DXSM,
+                                           np.random.Philox, np.random.MT19937,
+                                           np.random.SFC64])
+def test_compiled_standard_normals_are_numpys_numbers_and_state(bit_generator):
+    from personarl.backend import COMPILED_NORMALS_MIN, numba_available, standard_normal
+    if not numba_available():
+        pytest.skip("the fast extra (Numba) is not installed")
+    ours, numpys = (np.random.Generator(bit_generator(11)) for _ in range(2))
+    # the compiled path (a 2-D draw, then into a given array) and the small-array path
+    big = (COMPILED_NORMALS_MIN, 3)
+    assert np.array_equal(standard_normal(ours, big, backend="numba"),
+                          numpys.standard_normal(big))
+    out = np.empty(5 * COMPILED_NORMALS_MIN)
+    assert standard_normal(ours, out=out, backend="numba") is out
+    assert np.array_equal(out, numpys.standard_normal(len(out)))
+    assert np.array_equal(standard_normal(ours, 7, backend="numba"), numpys.standard_normal(7))
+    # the generators are where NumPy's own draws would have left them
+    assert repr(ours.bit_generator.state) == repr(numpys.bit_generator.state)
+    assert ours.random() == numpys.random()
+
+
+def test_standard_normal_names_a_bad_backend():
+    from personarl.backend import standard_normal
+    with pytest.raises(ConfigError, match=r"backend='fast'; valid: \['auto', 'numpy', 'numba'\]"):
+        standard_normal(np.random.default_rng(0), 3, backend="fast")
