@@ -252,8 +252,9 @@ class PopulationSampler:
         (``cohort``: all of them at ``start_time``, a cohort that arrives together).
 
         ``backend`` (``personarl.backend``: ``"auto"``, ``"numpy"``, ``"numba"``) chooses
-        the code that turns the draws into users; the draws are NumPy's on both, in the
-        same order, so both give the same users (to rounding).
+        the code that turns the draws into users; the draws are NumPy's numbers on both,
+        in the same order (``numba`` draws the trait offsets' normals in compiled code:
+        ``personarl.backend.standard_normal``), so both give the same users (to rounding).
         With a ``generator`` the users are its samples (``synth.generators.persona``).
 
         Raises:

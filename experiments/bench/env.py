@@ -97,7 +97,12 @@ def population_seconds(users: int, backends: tuple[str, ...]) -> tuple[float, li
     """Seconds to draw ``10 · users`` standard normals, and to sample ``users`` users on
     each of ``backends``. Each is timed on its second call: the first compiles a kernel
     and maps fresh memory, whose page faults cost the reference up to 3x here, more than
-    the sampler (measured 0.11 s warm, 0.26-0.38 s fresh) — warm is the stricter ratio."""
+    the sampler (measured 0.11 s warm, 0.26-0.38 s fresh) — warm is the stricter ratio.
+
+    Both are timed with NumPy's transparent-huge-page advice off (its default advises
+    arrays of 4 MiB and more): whether the kernel finds huge pages depends on how
+    fragmented the machine's memory is, and a run where the reference got them and the
+    sampler's ≈ 0.4 GB did not measured 7.1x against 3.9-4.1x either way (2026-12-01)."""
     sampler, rng = PopulationSampler(), np.random.default_rng(0)
 
     def second_call(draw: Callable[[], Any]) -> float:
@@ -106,9 +111,15 @@ def population_seconds(users: int, backends: tuple[str, ...]) -> tuple[float, li
         draw()
         return time.perf_counter() - start
 
-    reference = second_call(lambda: rng.standard_normal(10 * users))
-    return reference, [second_call(lambda: sampler.sample(users, rng, backend=b))
-                       for b in backends]
+    advise = getattr(np._core.multiarray, "_set_madvise_hugepage", None)  # NumPy >= 1.20
+    advised = advise(False) if advise else None
+    try:
+        reference = second_call(lambda: rng.standard_normal(10 * users))
+        return reference, [second_call(lambda: sampler.sample(users, rng, backend=b))
+                           for b in backends]
+    finally:
+        if advise:
+            advise(advised)
 
 
 def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
