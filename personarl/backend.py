@@ -111,9 +111,9 @@ def standard_normal(rng: np.random.Generator, size: int | tuple[int, ...] | None
     is filled in compiled code that draws from ``rng`` itself: Numba's port of NumPy's
     ziggurat (Marsaglia & Tsang 2000, "The Ziggurat Method for Generating Random
     Variables", with NumPy's 256-layer tables) on the same bit generator, measured 3.3×
-    faster than ``Generator.standard_normal`` on 10⁴–10⁷
-    numbers here. Anything else (NumPy's backend, small or other arrays) is NumPy's own
-    call. ``tests/test_ground_floor.py`` holds the two to the same numbers and state.
+    faster than ``Generator.standard_normal`` on 10⁴–10⁷ numbers here. Anything else
+    (NumPy's backend, small or other arrays) is NumPy's own call.
+    ``tests/test_ground_floor.py`` holds the two to the same numbers and state.
 
     Args:
         rng: a ``numpy.random.Generator`` (any bit generator).

@@ -328,9 +328,10 @@ class PopulationSampler:
         # fresh memory on every call, whose page faults cost up to 0.1 s per 10^6 users
         offset_exp = np.empty((min(n, _BLOCK), offset.shape[1]))
         for lo in range(0, n, _BLOCK):
-            rows = slice(lo, lo + _BLOCK)
+            hi = min(lo + _BLOCK, n)
+            rows = slice(lo, hi)
             finish_users(w[rows], primary[rows], table_id[rows],
-                         np.exp(offset[rows], out=offset_exp[:len(w[rows])]), u[rows],
+                         np.exp(offset[rows], out=offset_exp[:hi - lo]), u[rows],
                          self._traits, self._device, self.group_probs, rates, PROFILE_CDF,
                          PROFILE_GUIDE, _CELL_AGE, _CELL_CITY, traits[rows], group[rows],
                          consent[rows], is_bot[rows], slow_bot[rows], device[rows],

@@ -111,7 +111,10 @@ def population_seconds(users: int, backends: tuple[str, ...]) -> tuple[float, li
         draw()
         return time.perf_counter() - start
 
-    advise = getattr(np._core.multiarray, "_set_madvise_hugepage", None)  # NumPy >= 1.20
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage as advise
+    except ImportError:                    # a NumPy without it: the advice stays as it is
+        advise = None
     advised = advise(False) if advise else None
     try:
         reference = second_call(lambda: rng.standard_normal(10 * users))
