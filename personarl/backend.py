@@ -111,7 +111,9 @@ def standard_normal(rng: np.random.Generator, size: int | tuple[int, ...] | None
     is filled in compiled code that draws from ``rng`` itself: Numba's port of NumPy's
     ziggurat (Marsaglia & Tsang 2000, "The Ziggurat Method for Generating Random
     Variables", with NumPy's 256-layer tables) on the same bit generator, measured 3.3×
-    faster than ``Generator.standard_normal`` on 10⁴–10⁷ numbers here. Anything else
+    faster than ``Generator.standard_normal`` on 10⁴–10⁷ numbers here; it holds the bit
+    generator's lock while it draws, as NumPy's call does, so threads sharing a generator
+    each get a whole block of its sequence. Anything else
     (NumPy's backend, small or other arrays) is NumPy's own call.
     ``tests/test_ground_floor.py`` holds the two to the same numbers and state.
 
@@ -133,7 +135,8 @@ def standard_normal(rng: np.random.Generator, size: int | tuple[int, ...] | None
             or not out.flags.c_contiguous):     # NumPy's call, which refuses such arrays
         rng.standard_normal(out=out)
         return out
-    fill_standard_normal(rng, out.reshape(-1))
+    with rng.bit_generator.lock:             # as NumPy's own call holds it
+        fill_standard_normal(rng, out.reshape(-1))
     return out
 
 
