@@ -275,7 +275,8 @@ class PopulationSampler:
                               rng.random(n))
         w = rng.standard_gamma(self._concentrations(primary, table_id))
         offset = standard_normal(rng, (n, len(TRAITS)), backend=backend)
-        offset *= self.trait_noise              # rng.normal(0, trait_noise), bit for bit
+        offset *= self.trait_noise              # rng.normal(0, trait_noise) is 0 + s·z,
+        offset += 0.0                           # bit for bit (the sign of a zero too)
         u = rng.random((n, 7))
         if compiled:
             return self._finish_compiled(w, primary, offset, u, time, table_id)

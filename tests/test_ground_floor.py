@@ -227,6 +227,35 @@ def test_compiled_standard_normals_are_numpys_numbers_and_state(bit_generator):
     assert ours.random() == numpys.random()
 
 
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_standard_normal_leaves_what_numpy_refuses_or_reshapes_to_numpy():
+    from personarl.backend import COMPILED_NORMALS_MIN, numba_available, standard_normal
+    if not numba_available():
+        pytest.skip("the fast extra (Numba) is not installed")
+    n = 2 * COMPILED_NORMALS_MIN
+    read_only = np.empty(n)
+    read_only.flags.writeable = False
+    unaligned = np.empty(8 * n + 8, np.uint8)[1:1 + 8 * n].view(np.float64)
+    cases = {"read-only": ({}, read_only), "unaligned": ({}, unaligned),
+             "size disagrees with out": ({"size": 10}, np.empty(n)),
+             "a matrix": ({}, np.asmatrix(np.empty((1, n)))),
+             "size agrees with out": ({"size": (n,)}, np.empty(n))}
+    ours, numpys = np.random.default_rng(2), np.random.default_rng(2)
+    for case, (kwargs, out) in cases.items():
+        results = []
+        for draw in (lambda o: standard_normal(ours, out=o, backend="numba", **kwargs),
+                     lambda o: numpys.standard_normal(out=o, **kwargs)):
+            try:
+                results.append(np.array(draw(out.copy() if out.flags.writeable else out)))
+            except (ValueError, TypeError) as error:
+                results.append(type(error))
+        if isinstance(results[1], type):
+            assert results[0] is results[1], case
+        else:
+            assert np.array_equal(results[0], results[1]), case
+        assert repr(ours.bit_generator.state) == repr(numpys.bit_generator.state), case
+
+
 def test_standard_normal_names_a_bad_backend():
     from personarl.backend import standard_normal
     with pytest.raises(ConfigError, match=r"backend='fast'; valid: \['auto', 'numpy', 'numba'\]"):
