@@ -213,9 +213,13 @@ def validate_ppo(agent: DictConfig) -> None:
                           "linear, elu")
 
 
+def _hashed_part(tree: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level keys of a config (as plain containers) that the config hash covers."""
+    return {k: v for k, v in tree.items() if k not in HASH_EXCLUDED}
+
+
 def _hashed(cfg: DictConfig) -> dict[str, Any]:
-    full = _plain(cfg)
-    return {k: v for k, v in full.items() if k not in HASH_EXCLUDED}
+    return _hashed_part(_plain(cfg))
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -239,8 +243,8 @@ def config_diff(old: Mapping[str, Any], cfg: DictConfig,
     """``key: old -> new`` for every hashed key (or, given ``keys``, every key under those
     top-level keys) that differs between a stored config and ``cfg``."""
     def kept(tree: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in tree.items()
-                if (k in keys if keys is not None else k not in HASH_EXCLUDED)}
+        return (_hashed_part(tree) if keys is None
+                else {k: v for k, v in tree.items() if k in keys})
 
     a, b = flatten(kept(old)), flatten(kept(_plain(cfg)))
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"

@@ -254,6 +254,15 @@ class LaneRollout:
                           self.truncated[stop - 1, lane] & ~self.terminated[stop - 1, lane])
         return self._runs
 
+    def lane_ends(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per chunk (``runs()`` order), ``(first, last)`` ``(R,)`` bool: whether it is its
+        lane's first chunk in the rollout (it continues the lane's episode from before) and
+        whether it is the lane's last (it decides the lane's state after the rollout)."""
+        lane = self.runs()[0]
+        first, last = np.ones(lane.size, bool), np.ones(lane.size, bool)
+        first[1:] = last[:-1] = lane[1:] != lane[:-1]
+        return first, last
+
     def columns(self) -> dict[str, np.ndarray]:
         """The chunks' data flattened chunk after chunk: ``obs`` ``(N + R, ...)`` (each
         chunk's observations and the one after its last step), ``actions``,
@@ -277,9 +286,9 @@ class LaneRollout:
 
     def chunk_ids(self) -> list[str]:
         """Each chunk's episode id (``runs()`` order)."""
-        lane, after = self.runs()[0], self._serial_after()
-        return [self.episode_ids[ln] if i == 0 or lane[i - 1] != ln
-                else f"{self.id_prefix}{after[i - 1]}" for i, ln in enumerate(lane)]
+        lane, after, (first, _) = self.runs()[0], self._serial_after(), self.lane_ends()
+        return [self.episode_ids[ln] if first[i] else f"{self.id_prefix}{after[i - 1]}"
+                for i, ln in enumerate(lane)]
 
     def final_ids(self) -> list[str]:
         """Each lane's episode id after the rollout's last step (the next rollout's
@@ -289,11 +298,11 @@ class LaneRollout:
         ids = list(self.episode_ids)
         if lane.size == 0:
             return ids
-        after = self._serial_after()
-        for i in np.flatnonzero(np.r_[lane[1:] != lane[:-1], True]):   # lanes' last chunks
+        after, (first, last) = self._serial_after(), self.lane_ends()
+        for i in np.flatnonzero(last):
             if terminated[i] or truncated[i]:
                 ids[lane[i]] = f"{self.id_prefix}{after[i]}"
-            elif i > 0 and lane[i - 1] == lane[i]:       # an episode begun in this rollout
+            elif not first[i]:                           # an episode begun in this rollout
                 ids[lane[i]] = f"{self.id_prefix}{after[i - 1]}"
         return ids
 
@@ -301,9 +310,9 @@ class LaneRollout:
         """RLlib's form: one ``SingleAgentEpisode`` per chunk (``runs()`` order), in NumPy
         form, without the spaces only RLlib's own connectors read."""
         lane, start, stop, terminated, truncated = self.runs()
+        first = self.lane_ends()[0]
         chunks = []
         for i, (ln, s, e, ids) in enumerate(zip(lane, start, stop, self.chunk_ids())):
-            first = i == 0 or lane[i - 1] != ln
             chunks.append(SingleAgentEpisode(
                 id_=ids, observations=InfiniteLookbackBuffer(self.obs[s:e + 1, ln]),
                 infos=[{}] * (e - s + 1),
@@ -314,7 +323,8 @@ class LaneRollout:
                     Columns.ACTION_DIST_INPUTS: InfiniteLookbackBuffer(
                         self.action_dist_inputs[s:e, ln])},
                 terminated=bool(terminated[i]), truncated=bool(truncated[i]),
-                t_started=int(self.t_started[ln]) if first else 0, len_lookback_buffer=0))
+                t_started=int(self.t_started[ln]) if first[i] else 0,
+                len_lookback_buffer=0))
         return chunks
 
 
@@ -331,12 +341,12 @@ def clip_gradients(gradients_dict: dict[Any, Any], *, grad_clip: float | None = 
                    grad_clip_by: str = "value") -> Any:
     """RLlib's ``clip_gradients`` (``ray.rllib.utils.torch_utils``; clipping by the global
     norm: Pascanu, Mikolov & Bengio 2013, "On the difficulty of training recurrent neural
-    networks"), with the global-norm mode done by torch's multi-tensor ops: one ``_foreach_norm`` over the gradients and one
-    ``_foreach_mul_`` by the clip coefficient instead of a norm and a multiplication per
-    tensor. The same arithmetic — each tensor's L2 norm with an infinity mapped to ±1e9 and
-    a NaN to 0, their L2 norm (mapped alike), the coefficient
-    ``min(1, grad_clip / max(norm + 1e-6, grad_clip))`` — so the same bits
-    (``tests/test_rllib_batched.py``). The other modes, and gradients with a ``None``,
+    networks"), with the global-norm mode done by torch's multi-tensor ops: one
+    ``_foreach_norm`` over the gradients and one ``_foreach_mul_`` by the clip coefficient
+    instead of a norm and a multiplication per tensor. The same arithmetic — each tensor's
+    L2 norm with an infinity mapped to ±1e9 and a NaN to 0, their L2 norm (mapped alike),
+    the coefficient ``min(1, grad_clip / max(norm + 1e-6, grad_clip))`` — so the same
+    bits (``tests/test_rllib_batched.py``). The other modes, and gradients with a ``None``,
     are RLlib's own. Changes the gradients in place; returns the global norm in the
     global-norm mode."""
     from ray.rllib.utils.torch_utils import clip_gradients as rllib_clip_gradients
@@ -782,8 +792,7 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         if lane.size == 0:
             return 0
         lengths, ended = stop - start, terminated | truncated
-        first, last = np.ones(lane.size, bool), np.ones(lane.size, bool)
-        first[1:] = last[:-1] = lane[1:] != lane[:-1]
+        first, last = rollout.lane_ends()
         step_t, step_lane = _run_rows(lane, start, lengths)
         sums = np.add.reduceat(rollout.rewards[step_t, step_lane].astype(np.float64),
                                np.cumsum(lengths) - lengths)
@@ -801,8 +810,8 @@ class BatchedEnvRunner(SingleAgentEnvRunner):
         lanes["ret"][lane[k]] = np.where(carry, returns[k], 0.0)
         lanes["start"][lane[k]] = np.where(carry, began[k], end_time[k])
         lanes["id"] = rollout.final_ids()
-        self._next_serial += int(ended.sum())        # the serials the new episodes took
-        return int(ended.sum())
+        self._next_serial += done.size               # the serials the new episodes took
+        return done.size
 
     def get_metrics(self) -> Any:
         # RLlib's episode metrics are means (and min/max) over a window of the last
