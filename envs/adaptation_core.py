@@ -73,8 +73,8 @@ class AdaptationCore(RecordCore):
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
-    scratch_fields = ("truth", "_out", "_z", "_uniforms", "_truth_stale", "_step_views",
-                      "_bound")
+    scratch_fields = ("truth", "_out", "_z", "_uniforms", "_work", "_truth_stale",
+                      "_step_views", "_bound")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: AdaptationModel,
                  reward_fn: AdaptationRewardFn, horizon: int, action_mode: str,
@@ -116,6 +116,7 @@ class AdaptationCore(RecordCore):
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._z, self._uniforms = np.zeros((B, _Z)), np.zeros((B, _U))
+        self._work = kernels.work()
         ints, vectors = kernels.truth_names(self.discrete, A)
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, ints, kernels.TRUTH_FLAGS, vectors)
         out = {name: self._out[:, j] for j, name in enumerate(kernels.STEP_FLOATS)}
@@ -229,8 +230,9 @@ class AdaptationCore(RecordCore):
             table = self.truth
             truth = (table.floats, table.ints, table.flags, table.block)
             self._bound = ((self.lanes, self.obs, self.params, self.dims, self.discrete,
-                            self.with_truth, self._out, *truth),
-                           (self.lanes, self.params, self.dims, self.discrete, *truth))
+                            self.with_truth, self._out, *truth, self._work),
+                           (self.lanes, self.params, self.dims, self.discrete, *truth,
+                            self._work))
         return self._bound
 
     def _observe(self, lanes: np.ndarray, noise: np.ndarray, u_topic: np.ndarray) -> None:

@@ -10,7 +10,9 @@ same trajectories.
 The lanes come as the core's record array (``AdaptationCore.record``), the settings
 packed: ``p`` = ``AdaptationModel``'s fields (``PARAMS`` order), the observation noise, then
 the reward weights (engagement, resonance, explicit); ``dims`` = horizon, the phase
-boundaries (3) and the observation's block starts (``OBS_BLOCKS``).
+boundaries (3) and the observation's block starts (``OBS_BLOCKS``). The lane loops run
+without reference counts (``kernel``'s ``refcounts=False``) and take their work array as
+one record (``work``).
 """
 
 from __future__ import annotations
@@ -22,10 +24,10 @@ import numpy as np
 
 from envs.adaptation_model import (IMPORTANCE, PHASE_URGENCY, PHASE_WEIGHT, STYLES,
                                    TONE_SHIFT, AdaptationModel)
-from personarl.backend import kernel
+from personarl.backend import kernel, work_record
 from synth.archetypes import TRAITS
 
-__all__ = ["PARAMS", "OBS_BLOCKS", "settings", "step_lanes", "observe_lanes", "truth_lanes",
+__all__ = ["PARAMS", "OBS_BLOCKS", "settings", "work", "step_lanes", "observe_lanes", "truth_lanes",
            "TRUTH_FLOATS", "TRUTH_FLAGS", "truth_names", "STEP_FLOATS"]
 
 PARAMS = tuple(f.name for f in fields(AdaptationModel))
@@ -73,6 +75,12 @@ def settings(model: AdaptationModel, obs_noise: float, weights: tuple[float, flo
     """``(p, dims)``: the kernels' packed settings (see the module doc)."""
     p = np.array(astuple(model) + (obs_noise,) + tuple(weights), dtype=np.float64)
     return p, np.array([horizon, *bounds, *obs_cols], dtype=np.int64)
+
+
+def work() -> np.ndarray:
+    """The lane loops' work array (``personarl.backend.work_record``): the style of a
+    lane's assistant."""
+    return work_record(style=N_TRAITS)
 
 
 @kernel
@@ -163,7 +171,7 @@ def _observe_lane(r, z, u_topic, o, p, dims):
         o[dims[C_LAST_STYLE] + j] = r.last_style[j]
 
 
-@kernel
+@kernel(refcounts=False)
 def observe_lanes(rows, z, u_topic, lanes, obs, p, dims):
     """The observation of each lane in ``rows`` (``AdaptationCore._observe``) with message
     noise ``z`` ``(len(rows), 3)`` and topic uniforms ``u_topic`` ``(len(rows),)``."""
@@ -211,17 +219,17 @@ def _truth_lane(i, r, style, p, dims, discrete, floats, ints, flags, block):
         _copy_into(row, start + 2 * N_TRAITS, r.target)
 
 
-@kernel
-def truth_lanes(lanes, p, dims, discrete, floats, ints, flags, block):
+@kernel(refcounts=False)
+def truth_lanes(lanes, p, dims, discrete, floats, ints, flags, block, work):
     """Every lane's ground truth into an ``InfoTable``'s arrays."""
-    style = np.empty(N_TRAITS)
+    style = work[0].style
     for i in range(lanes.shape[0]):
         _truth_lane(i, lanes[i], style, p, dims, discrete, floats, ints, flags, block)
 
 
-@kernel
+@kernel(refcounts=False)
 def step_lanes(action, action_vectors, z, uniforms, lanes, obs, p, dims, discrete,
-               with_truth, out, floats, ints, flags, block):
+               with_truth, out, floats, ints, flags, block, work):
     """One turn for every lane (``AdaptationCore.step``): ``action`` ``(B,)`` styles, or
     with ``discrete`` off the assistant's traits ``action_vectors`` ``(B, 10)``. Per lane,
     ``z`` ``(B, 13)`` standard normals (the next trait reading, then the next message's
@@ -230,14 +238,15 @@ def step_lanes(action, action_vectors, z, uniforms, lanes, obs, p, dims, discret
     Writes ``out`` ``(B, 6)`` (``STEP_FLOATS``; the reward from the packed weights — the
     caller recomputes it from ``engagement``, ``resonance`` and ``thumb`` for another
     reward function) and, ``with_truth``, the next turn's ground truth."""
-    style = np.empty(N_TRAITS)
+    style = work[0].style
     horizon = dims[D_HORIZON]
     for i in range(lanes.shape[0]):
         r = lanes[i]
         if discrete:
             _style(action[i], r.perceived, style)
         else:
-            style[:] = action_vectors[i]
+            for j in range(N_TRAITS):       # (an array copy would need refcounts)
+                style[j] = action_vectors[i, j]
         sat = _satisfaction(style, r, _phase(r.t, dims), p)
         u = uniforms[i]
         thumb = 0.0

@@ -72,7 +72,7 @@ class InterventionCore(RecordCore):
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
     scratch_fields = ("truth", "_out", "_out_flags", "_noise", "_uniforms", "_truth_parts",
-                      "_truth_stale", "_step_views", "_bound")
+                      "_work", "_truth_stale", "_step_views", "_bound")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: InterventionModel,
                  reward_fn: InterventionRewardFn, days: int, slots_per_day: int,
@@ -122,6 +122,7 @@ class InterventionCore(RecordCore):
                                kernels.TRUTH_FLAGS, dict(zip(kernels.TRUTH_VECTORS,
                                                              (self.K, 3, A))))
         self._truth_parts = z(self.K, 5)
+        self._work = kernels.work()
         self._noise, self._uniforms = z(4), z(len(EXO))
         flag = {name: self._out_flags[:, j] for j, name in enumerate(kernels.STEP_FLAGS)}
         self._step_views = {"needed": flag["needed"],
@@ -221,8 +222,9 @@ class InterventionCore(RecordCore):
             truth_out = (table.floats, table.ints, table.flags, table.block, self._truth_parts)
             self._bound = (
                 (self.lanes, self.obs, self.sampler.trait_table, self.params, self.dims,
-                 *reward, self.with_truth, self._out, self._out_flags, *truth_out),
-                (self.lanes, self.params, *reward, *truth_out))
+                 *reward, self.with_truth, self._out, self._out_flags, *truth_out,
+                 self._work),
+                (self.lanes, self.params, *reward, *truth_out, self._work))
         return self._bound
 
     def _step_numpy(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

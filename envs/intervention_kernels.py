@@ -18,7 +18,9 @@ one user per row) and the settings packed (column orders are this module's const
 * ``p``: ``InterventionModel``'s fields in ``PARAMS`` order, then the day's drift rate and
   the observation noise (``settings``);
 * ``dims``: horizon, slots per day, days, then the observation's block starts
-  (``OBS_COLS``).
+  (``OBS_COLS``);
+* ``work``: the work arrays as one record (``work``): the lane loops run without
+  reference counts (``kernel``'s ``refcounts=False``) and allocate nothing.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ from dataclasses import astuple, fields
 
 import numpy as np
 
-from personarl.backend import kernel
+from personarl.backend import kernel, work_record
 from envs.intervention_model import InterventionModel, State
 from synth.archetypes import TRAITS
 
-__all__ = ["STATE_FIELDS", "EXO", "PARAMS", "COUNTS", "OBS_COLS", "settings", "step_lanes",
+__all__ = ["STATE_FIELDS", "EXO", "PARAMS", "COUNTS", "OBS_COLS", "settings", "work",
+           "step_lanes",
            "observe_lanes", "truth_lanes", "TRUTH_FLOATS", "TRUTH_INTS", "TRUTH_FLAGS",
            "TRUTH_VECTORS", "STEP_FLOATS", "STEP_FLAGS"]
 
@@ -94,6 +97,12 @@ def settings(model: InterventionModel, drift_rate: float, obs_noise: float, hori
     """``(p, dims)``: the kernels' packed settings (see the module doc)."""
     p = np.array(astuple(model) + (drift_rate, obs_noise), dtype=np.float64)
     return p, np.array([horizon, slots, days, *obs_cols], dtype=np.int64)
+
+
+def work() -> np.ndarray:
+    """The lane loops' work arrays (``personarl.backend.work_record``): a copy of a lane's
+    latent state (``STATE_FIELDS``) and its traits."""
+    return work_record(latent=len(STATE_FIELDS), traits=len(TRAITS))
 
 
 @kernel
@@ -182,10 +191,10 @@ def _linear_reward(dv, de, complied, false, ok, w):
 
 
 @kernel
-def _drift(r, day, rate, trait_table):
+def _drift(r, day, rate, trait_table, x):
     """A new day for lane record ``r``: the persona mixture drifts and the trait-derived
     parameters follow (``InterventionCore._drift``, ``PopulationSampler.traits_of``,
-    ``UserTraits.from_traits``)."""
+    ``UserTraits.from_traits``); ``x`` is a work array for the traits."""
     w = r.mixture
     total = 0.0
     for k in range(w.shape[0]):
@@ -199,7 +208,6 @@ def _drift(r, day, rate, trait_table):
             best = k
     r.primary = best
     table = trait_table[r.table_id]
-    x = np.empty(table.shape[1])
     for j in range(table.shape[1]):
         m = 0.0
         for k in range(w.shape[0]):
@@ -237,7 +245,7 @@ def _observe_lane(r, z, o, p, dims):
     o[dims[C_LAST_COMPLIED]] = r.last_complied
 
 
-@kernel
+@kernel(refcounts=False)
 def observe_lanes(rows, noise, lanes, obs, p, dims):
     """The observation of each lane in ``rows`` (``InterventionCore._observe``), with
     standard normals ``noise`` ``(len(rows), 4)``."""
@@ -255,7 +263,8 @@ def _truth_lane(i, r, scratch, p, reward_weights, linear, floats, ints, flags, v
     shock = _shock(r.exo[U_HIT], r.exo[U_SIZE], r.arrival_shock_prob, p)
     best = 0
     for a in range(k):
-        scratch[:] = s
+        for j in range(s.shape[0]):         # (an array copy would need refcounts)
+            scratch[j] = s[j]
         dv, de, complied, false, ok, needed, nonconsent, optout_prob = _transition(
             scratch, a, r.tone_fit, r.sociability, r.consent, shock, 0.0, 0.0, p, True)
         parts[i, a, 0], parts[i, a, 1], parts[i, a, 2] = dv, de, complied
@@ -283,8 +292,8 @@ def _truth_lane(i, r, scratch, p, reward_weights, linear, floats, ints, flags, v
         vectors[i, k + 3 + j] = r.mixture[j]
 
 
-@kernel
-def truth_lanes(lanes, p, reward_weights, linear, floats, ints, flags, vectors, parts):
+@kernel(refcounts=False)
+def truth_lanes(lanes, p, reward_weights, linear, floats, ints, flags, vectors, parts, work):
     """Ground truth of every lane's pending decision into an ``InfoTable``'s arrays
     (``floats``/``ints``/``flags`` in ``TRUTH_FLOATS``/``TRUTH_INTS``/``TRUTH_FLAGS``
     order; ``vectors``: ``TRUTH_VECTORS`` side by side): the expected reward of each
@@ -292,15 +301,16 @@ def truth_lanes(lanes, p, reward_weights, linear, floats, ints, flags, vectors, 
     (``action_rewards``), and the oracle's action. Without ``linear`` only ``parts``
     ``(B, K, 5)`` (Δvalence, Δengagement, complied, false, ok) is written for them: the
     caller applies its reward function and takes the argmax."""
-    scratch = np.empty(lanes[0].latent.shape[0])
+    scratch = work[0].latent
     for i in range(lanes.shape[0]):
         _truth_lane(i, lanes[i], scratch, p, reward_weights, linear, floats, ints, flags,
                     vectors, parts)
 
 
-@kernel
+@kernel(refcounts=False)
 def step_lanes(action, noise, uniforms, lanes, obs, trait_table, p, dims, reward_weights,
-               linear, with_truth, out, out_flags, floats, ints, flags, vectors, parts):
+               linear, with_truth, out, out_flags, floats, ints, flags, vectors, parts,
+               work):
     """One decision for every lane (``InterventionCore.step``), then each lane's next
     observation (standard normals ``noise`` ``(B, 4)``), its next step's draws
     (``uniforms`` ``(B, 6)``, copied into its ``exo``) and, ``with_truth``, its ground
@@ -312,7 +322,7 @@ def step_lanes(action, noise, uniforms, lanes, obs, trait_table, p, dims, reward
     """
     horizon, slots, days = dims[D_HORIZON], dims[D_SLOTS], dims[D_DAYS]
     drift_rate = p[P_DRIFT]
-    scratch = np.empty(lanes[0].latent.shape[0])
+    scratch, traits = work[0].latent, work[0].traits
     for i in range(action.shape[0]):
         a = action[i]
         r = lanes[i]
@@ -339,7 +349,7 @@ def step_lanes(action, noise, uniforms, lanes, obs, trait_table, p, dims, reward
         leaves = day_end and t1 < horizon and not (exo[U_RETURN] < come_back)
         ended = optout or leaves or t1 >= horizon
         if day_end and not ended and drift_rate != 0:
-            _drift(r, day, drift_rate, trait_table)
+            _drift(r, day, drift_rate, trait_table, traits)
         r.opted_out = r.opted_out or optout
         r.t = t1
         r.last_action = a
@@ -347,7 +357,8 @@ def step_lanes(action, noise, uniforms, lanes, obs, trait_table, p, dims, reward
         out_flags[i, 0], out_flags[i, 1], out_flags[i, 2] = ended, ok, needed
         out_flags[i, 3], out_flags[i, 4], out_flags[i, 5] = false > 0, optout, a != 0
         _observe_lane(r, noise[i], obs[i], p, dims)
-        exo[:] = uniforms[i]
+        for j in range(exo.shape[0]):           # (an array copy would need refcounts)
+            exo[j] = uniforms[i, j]
         if with_truth:
             _truth_lane(i, r, scratch, p, reward_weights, linear, floats, ints, flags,
                         vectors, parts)

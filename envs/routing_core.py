@@ -91,7 +91,7 @@ class RoutingCore(RecordCore):
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
-    scratch_fields = ("truth", "_out", "_uniforms", "_normals", "_truth_stale",
+    scratch_fields = ("truth", "_out", "_uniforms", "_normals", "_work", "_truth_stale",
                       "_step_views", "_bound")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
@@ -136,6 +136,7 @@ class RoutingCore(RecordCore):
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._uniforms, self._normals = np.zeros((B, N_UNIFORMS)), np.zeros((B, A + 1))
+        self._work = kernels.work(A, base)
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, kernels.TRUTH_INTS,
                                kernels.TRUTH_FLAGS, {"latent_weights": A,
                                                      "expected_reward": self.K})
@@ -351,9 +352,9 @@ class RoutingCore(RecordCore):
             truth = (table.floats, table.ints, table.flags, table.block)
             self._bound = (
                 (self.lanes, self.obs, self.params, self.dims, self.tables, self.with_truth,
-                 self._out, *truth),
-                (self.lanes, self.obs, self.dims, self.tables, *truth),
-                (self.lanes, self.obs, self.params, self.dims, self.tables))
+                 self._out, *truth, self._work),
+                (self.lanes, self.obs, self.dims, self.tables, *truth, self._work),
+                (self.lanes, self.obs, self.params, self.dims, self.tables, self._work))
         return self._bound
 
     # ------------------------------------------------------------------ info

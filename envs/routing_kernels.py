@@ -9,7 +9,9 @@ observation and, on request, the ground truth. Random numbers come in as argumen
 by the core from the env's generators); ``tests/test_env_backends.py`` holds both backends
 to the same trajectories.
 
-The lanes come as the core's record array (``RoutingCore.record``). Settings are packed:
+The lanes come as the core's record array (``RoutingCore.record``), the work arrays as
+one record (``work``): the lane loops run without reference counts (``kernel``'s
+``refcounts=False``) and allocate nothing. Settings are packed:
 ``p`` (floats, ``P_*`` indices, built by ``settings``), ``dims`` (ints, ``D_*``: horizon,
 the conversion delay and quality history, then the observation's block starts in
 ``OBS_BLOCKS`` order) and ``tables`` (``Tables.packed()``: the population's and models'
@@ -23,12 +25,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from personarl.backend import kernel
+from personarl.backend import kernel, work_record
 from envs.routing_model import (BIG, COLUMNS, CONTINUOUS, CONVERSION, RATING,
                                 THUMBS_DOWN, THUMBS_UP)
 from rewards.signals import SIGNAL_NAMES
+from synth.archetypes import TRAITS
 
-__all__ = ["Tables", "settings", "OBS_BLOCKS", "TRUTH_FLOATS", "TRUTH_INTS", "TRUTH_FLAGS",
+__all__ = ["Tables", "settings", "work", "OBS_BLOCKS", "TRUTH_FLOATS", "TRUTH_INTS", "TRUTH_FLAGS",
            "STEP_FLOATS", "COLUMN_KINDS", "N_UNIFORMS", "begin_lanes", "step_lanes",
            "truth_lanes"]
 
@@ -116,6 +119,14 @@ def settings(drift_rate: float, behaviour, response, quality, ema_rate: float,
     dims = np.array([horizon, response.max_delay, quality.min_history]
                     + [obs_cols[name].start for name in OBS_BLOCKS], dtype=np.int64)
     return p, dims
+
+
+def work(num_archetypes: int, num_base: int) -> np.ndarray:
+    """The lane loops' work arrays (``personarl.backend.work_record``): a lane's traits,
+    its signal columns, the cumulative mixture over ``num_archetypes`` latent archetypes
+    and the fusion's likelihood over ``num_base`` base archetypes."""
+    return work_record(traits=len(TRAITS), values=N_COLUMNS, cdf=num_archetypes,
+                       loglik=num_base)
 
 
 # ---------------------------------------------------------------- the user
@@ -279,14 +290,13 @@ def _observe_static(r, o, dims):
         o[dims[C_DEVICE] + r.device] = 1.0
 
 
-@kernel
-def begin_lanes(rows, lanes, obs, p, dims, tables):
+@kernel(refcounts=False)
+def begin_lanes(rows, lanes, obs, p, dims, tables, work):
     """A new session in each lane of ``rows`` (``RoutingCore.reset_lanes``): the first
     interaction from the record's own draws (``first_draws``: mode, task, exploring
     uniforms and the latency normal), the fusion's readout before any interaction, and the
     first observation."""
-    tb = tables[0]
-    cdf = np.empty(tb.trait_means.shape[1])          # one entry per latent archetype
+    tb, cdf = tables[0], work[0].cdf
     for n in range(rows.shape[0]):
         i = rows[n]
         r = lanes[i]
@@ -351,11 +361,10 @@ def _truth_lane(i, r, traits, obs_quality, trait_means, trait_weights, task_offs
     flags[i, 0], flags[i, 1] = r.is_bot, r.consent
 
 
-@kernel
-def truth_lanes(lanes, obs, dims, tables, floats, ints, flags, block):
+@kernel(refcounts=False)
+def truth_lanes(lanes, obs, dims, tables, floats, ints, flags, block, work):
     """Every lane's ground truth into an ``InfoTable``'s arrays."""
-    tb = tables[0]
-    traits = np.empty(tb.trait_weights.shape[0])
+    tb, traits = tables[0], work[0].traits
     for i in range(lanes.shape[0]):
         _truth_lane(i, lanes[i], traits, obs[i, dims[C_QUALITY]], tb.trait_means,
                     tb.trait_weights, tb.task_offset, tb.signal_base, tb.signal_slope,
@@ -364,9 +373,9 @@ def truth_lanes(lanes, obs, dims, tables, floats, ints, flags, block):
 
 
 # ---------------------------------------------------------------- the step
-@kernel
+@kernel(refcounts=False)
 def step_lanes(action, uniforms, normals, lanes, obs, p, dims, tables, with_truth, out,
-               floats, ints, flags, block):
+               floats, ints, flags, block, work):
     """One interaction for every lane (``RoutingCore.step``): agent ``action`` ``(B,)``;
     per lane ``uniforms`` ``(B, 18)`` (the columns' draws, a thumb given, a rating given,
     the conversion delay, churn, the next interaction's mode, task and exploring) and
@@ -377,8 +386,8 @@ def step_lanes(action, uniforms, normals, lanes, obs, p, dims, tables, with_trut
     tb = tables[0]
     horizon, ring = dims[D_HORIZON], dims[D_MAX_DELAY] + 1
     A = normals.shape[1] - 1
-    traits, values = np.empty(tb.trait_weights.shape[0]), np.empty(N_COLUMNS)
-    cdf, loglik = np.empty(A), np.empty(tb.prior.shape[0])
+    w = work[0]
+    traits, values, cdf, loglik = w.traits, w.values, w.cdf, w.loglik
     # the tables as locals: a sub-kernel given the whole tuple pays for every member
     trait_means, trait_weights, task_offset = tb.trait_means, tb.trait_weights, tb.task_offset
     signal_base, signal_slope, bot_base = tb.signal_base, tb.signal_slope, tb.bot_base

@@ -169,3 +169,22 @@ def test_actions_are_integers_or_real_numbers_on_both_faces():
     with pytest.raises(ConfigError, match=r"num_envs=1000000000 is outside the valid range "
                                           r"\[1, 1048576\]"):
         create_env(envs.ROUTING_ID, {"num_envs": 10**9})
+
+
+def test_the_lane_loops_compile_without_reference_counting():
+    # every row view and helper argument in a lane loop would cost two atomic updates a
+    # lane (personarl.backend.kernel's refcounts=False): the loops are compiled without
+    import importlib
+    loops = {"envs.routing_kernels": ("step_lanes", "begin_lanes", "truth_lanes"),
+             "envs.adaptation_kernels": ("step_lanes", "observe_lanes", "truth_lanes"),
+             "envs.intervention_kernels": ("step_lanes", "observe_lanes", "truth_lanes")}
+    for env_id in COMPILED:
+        env = create_env(env_id, {"num_envs": 2, "backend": "numba"})
+        env.reset(seed=0)
+        env.step(np.zeros(2, dtype=np.int64))
+        env.close()
+    for module, names in loops.items():
+        kernels = importlib.import_module(module)
+        for name in names:
+            compiled = getattr(kernels, name)
+            assert compiled.targetoptions.get("_nrt") is False, f"{module}.{name}"

@@ -287,3 +287,71 @@ def test_compiled_standard_normals_hold_the_generators_lock_as_numpy_does():
                     or (np.array_equal(blocks[0], second)
                         and np.array_equal(blocks[1], first)))
     assert repr(ours.bit_generator.state) == repr(numpys.bit_generator.state)
+
+
+_PROBE_KERNELS = '''
+import numpy as np
+from personarl.backend import kernel
+
+
+@kernel
+def _weighted(row):
+    total = 0.0
+    for j in range(row.shape[0]):
+        total += row[j] * j
+    return total
+
+
+@kernel
+def counted(a, out):
+    for i in range(a.shape[0]):
+        out[i] = _weighted(a[i])
+
+
+@kernel(refcounts=False)
+def uncounted(a, out):
+    for i in range(a.shape[0]):
+        out[i] = _weighted(a[i])
+
+
+@kernel(refcounts=False)
+def allocates(n):
+    return np.zeros(n).sum()
+'''
+
+
+def test_a_kernel_without_refcounts_computes_the_same_and_calls_no_reference_counting(
+        tmp_path, monkeypatch):
+    # a fresh module, so the kernels compile here (cached code cannot be inspected)
+    import importlib
+    from personarl.backend import numba_available
+    if not numba_available():
+        pytest.skip("the fast extra (Numba) is not installed")
+    (tmp_path / "probe_kernels.py").write_text(_PROBE_KERNELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    probe = importlib.import_module("probe_kernels")
+    a = np.arange(-3.0, 9.0).reshape(4, 3)
+    counted, uncounted = np.zeros(4), np.zeros(4)
+    probe.counted(a, counted)
+    probe.uncounted(a, uncounted)
+    assert np.array_equal(counted, a @ np.arange(3.0))
+    assert np.array_equal(uncounted, counted)
+    ir = {name: getattr(probe, name).inspect_llvm(getattr(probe, name).signatures[0])
+          for name in ("counted", "uncounted")}
+    assert "@NRT_" in ir["counted"]                # Numba's runtime: counts, array boxing
+    assert "@NRT_" not in ir["uncounted"]          # none of it, row views included
+    from numba.core.errors import TypingError
+    with pytest.raises(TypingError, match=r"zeros\(int64\)"):
+        probe.allocates(3)                         # and it may not allocate
+
+
+def test_work_records_hold_named_float_arrays_and_refuse_bad_lengths():
+    from personarl.backend import work_record
+    work = work_record(traits=10, cdf=np.int64(3))
+    assert work.shape == (1,)
+    assert work[0]["traits"].shape == (10,) and work[0]["cdf"].shape == (3,)
+    assert work.dtype["traits"].base == np.float64 and not work[0]["traits"].any()
+    for bad in (0, -2, 2.5, True, "3"):
+        with pytest.raises(ValueError, match=rf"work array 'cdf' has length {bad!r}; "
+                                             r"valid: an int >= 1"):
+            work_record(traits=10, cdf=bad)
