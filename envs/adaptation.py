@@ -31,6 +31,7 @@ class AdaptationConfig:
     obs_noise: float = 0.1
     model: Dict[str, Any] = field(default_factory=dict)     # envs.adaptation_model fields
     backend: str = "auto"                                   # personarl.backend: auto|numpy|numba
+    num_threads: int = 1                                    # numba step threads (LaneBlocks)
 
 
 def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mode,
@@ -41,7 +42,8 @@ def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mod
                reward_fn: AdaptationRewardFn | None = None,
                obs_noise: float = AdaptationConfig.obs_noise,
                info_level: str = "full",
-               backend: str = AdaptationConfig.backend) -> AdaptationCore:
+               backend: str = AdaptationConfig.backend,
+               num_threads: int = AdaptationConfig.num_threads) -> AdaptationCore:
     """Validate the arguments shared by the single and the vector env (the defaults of
     the configurable ones are ``AdaptationConfig``'s)."""
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, AdaptationRewardWeights)
@@ -51,7 +53,8 @@ def build_core(num_lanes: int, *, action_mode: str = AdaptationConfig.action_mod
         model=coerce_config(model, AdaptationModel, "model"), reward_fn=reward_fn,
         horizon=check_int("horizon", horizon, 4, 1000), action_mode=action_mode,
         obs_noise=check_range("obs_noise", obs_noise, 0, 1),
-        with_truth=check_info_level(info_level) == "full", backend=backend)
+        with_truth=check_info_level(info_level) == "full", backend=backend,
+        num_threads=num_threads)
 
 
 class PersonalityAdaptationEnv(CoreEnv):
@@ -126,7 +129,8 @@ class PersonalityAdaptationEnv(CoreEnv):
     ``population`` (must keep the six default archetypes), ``model``
     (``AdaptationModel`` or a mapping), ``reward_weights`` or ``reward_fn``, ``obs_noise``,
     ``info_level``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: ``personarl.backend``;
-    the same trajectories either way).
+    the same trajectories either way), ``num_threads`` (1..64: threads the ``numba`` step shares the lanes out to,
+    ``envs.batched.LaneBlocks``; the same trajectories either way).
 
     ## Version History
 

@@ -28,7 +28,8 @@ from envs.adaptation_model import (PHASE_URGENCY, STYLES, AdaptationModel, ChatS
                                    satisfaction, style_rewards, style_vectors)
 from personarl.backend import resolve_backend, standard_normal
 from envs.batched import (PROFILE_FIELDS, BoxActions, DiscreteActions, InfoTable,
-                           RecordCore, column_slices, copy_records, linear_weights)
+                           LaneBlocks, RecordCore, column_slices, copy_records,
+                           linear_weights)
 from rewards.adaptation import AdaptationRewardFn, AdaptationRewardWeights
 from synth.archetypes import ARCHETYPE_NAMES, TASK_TYPES, TRAITS
 from personarl.errors import ConfigError
@@ -68,18 +69,20 @@ class AdaptationCore(RecordCore):
         with_truth: compute the ground truth ``info`` reports.
         backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``).
+        num_threads: threads the ``numba`` step shares the lanes out to
+            (``envs.batched.LaneBlocks``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
     scratch_fields = ("truth", "_out", "_z", "_uniforms", "_work", "_truth_stale",
-                      "_step_views", "_bound")
+                      "_step_views", "_bound", "_blocks")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: AdaptationModel,
                  reward_fn: AdaptationRewardFn, horizon: int, action_mode: str,
                  obs_noise: float, with_truth: bool, backend: str = "auto",
-                 pool_chunk: int = 512) -> None:
+                 pool_chunk: int = 512, num_threads: int = 1) -> None:
         if action_mode not in ACTION_MODES:
             raise ConfigError(f"action_mode={action_mode!r}; valid: {list(ACTION_MODES)}")
         if sampler.base.names != ARCHETYPE_NAMES:
@@ -88,6 +91,8 @@ class AdaptationCore(RecordCore):
                               f"{list(sampler.base.names)}")
         self.B, self.horizon = num_lanes, horizon
         self.backend = resolve_backend(backend)
+        self._blocks = LaneBlocks(num_lanes, num_threads, self.backend)
+        self.num_threads = num_threads
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         weights = linear_weights(reward_fn, AdaptationRewardWeights)
         self.linear_reward = weights is not None
@@ -116,7 +121,7 @@ class AdaptationCore(RecordCore):
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._z, self._uniforms = np.zeros((B, _Z)), np.zeros((B, _U))
-        self._work = kernels.work()
+        self._work = [kernels.work() for _ in self._blocks.slices]      # one a block
         ints, vectors = kernels.truth_names(self.discrete, A)
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, ints, kernels.TRUTH_FLAGS, vectors)
         out = {name: self._out[:, j] for j, name in enumerate(kernels.STEP_FLOATS)}
@@ -190,9 +195,9 @@ class AdaptationCore(RecordCore):
         z = standard_normal(self.exo_rng, out=self._z, backend=self.backend)
         u = self.exo_rng.random(out=self._uniforms)
         if self.backend == "numba":
-            kernels.step_lanes(action if self.discrete else _NO_STYLES,
-                               _NO_VECTORS if self.discrete else action, z, u,
-                               *self._kernel_arguments()[0])
+            self._blocks.run(kernels.step_lanes, (action if self.discrete else _NO_STYLES,
+                                                  _NO_VECTORS if self.discrete else action,
+                                                  z, u), self._kernel_arguments()[0])
             self._truth_stale = not self.with_truth
             out = self._out
             reward = out[:, 0]
@@ -223,16 +228,19 @@ class AdaptationCore(RecordCore):
         self.step_info = {"satisfaction": sat, "thumb": thumb}
         return reward, terminated
 
-    def _kernel_arguments(self) -> tuple[tuple, tuple]:
-        """The arrays and settings ``step_lanes`` and ``truth_lanes`` take after their
-        per-call arguments, bound once (``set_state`` rebinds: it replaces the arrays)."""
+    def _kernel_arguments(self) -> tuple[list[tuple], tuple]:
+        """The arrays and settings ``step_lanes`` (one tuple per block of lanes,
+        ``LaneBlocks``) and ``truth_lanes`` take after their per-call arguments, bound once
+        (``set_state`` rebinds: it replaces the arrays)."""
         if self._bound is None:
             table = self.truth
             truth = (table.floats, table.ints, table.flags, table.block)
-            self._bound = ((self.lanes, self.obs, self.params, self.dims, self.discrete,
-                            self.with_truth, self._out, *truth, self._work),
+            self._bound = ([(self.lanes[rows], self.obs[rows], self.params, self.dims,
+                             self.discrete, self.with_truth, self._out[rows],
+                             *(a[rows] for a in truth), work)
+                            for rows, work in zip(self._blocks.slices, self._work)],
                            (self.lanes, self.params, self.dims, self.discrete, *truth,
-                            self._work))
+                            self._work[0]))
         return self._bound
 
     def _observe(self, lanes: np.ndarray, noise: np.ndarray, u_topic: np.ndarray) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import types
+import weakref
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, Mapping
 
@@ -45,7 +46,8 @@ __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxAction
            "PROFILE_FIELDS",
            "InfoTable", "INFO_LEVELS", "MAX_LANES", "check_info_level", "coerce_config", "coerce_population",
            "column_slices", "owned", "resolve_reward_fn", "checked_reward_fn", "generator_state",
-           "generator_from_state", "exo_stream", "copy_records", "RecordCore", "lane_field"]
+           "generator_from_state", "exo_stream", "copy_records", "RecordCore", "lane_field",
+           "LaneBlocks", "MAX_THREADS"]
 
 INFO_LEVELS = ("full", "none")
 #: the most lanes a core may have (2^20: gigabytes of state per env already)
@@ -269,9 +271,11 @@ def _digest(digest: Any, value: Any, seen: set[int] | None = None) -> bool:
 
 
 #: configuration a saved state moves across: the lane count (the shapes say it), the
-#: backend, whether the ground truth is computed and a learned reward paid instead of the
-#: env's (``envs.learned_reward``: what is simulated stays the same)
-PORTABLE = frozenset({"B", "rows", "backend", "with_truth", "learned_reward"})
+#: backend and the threads it steps on, whether the ground truth is computed and a learned
+#: reward paid instead of the env's (``envs.learned_reward``: what is simulated stays the
+#: same)
+PORTABLE = frozenset({"B", "rows", "backend", "num_threads", "with_truth",
+                      "learned_reward"})
 
 
 def configuration_differences(mine: Mapping[str, str], theirs: Mapping[str, str]
@@ -337,8 +341,9 @@ class BaseCore(ABC):
     B: int
     #: the attributes ``get_state`` saves (each core lists its own)
     state_fields: tuple[str, ...] = ()
-    #: work arrays a step overwrites before it reads them, and caches rebuilt after
-    #: ``set_state``: neither state nor configuration (``envs.contract`` skips them)
+    #: work arrays a step overwrites before it reads them, caches rebuilt after
+    #: ``set_state`` and the threads a step runs on (``LaneBlocks``): neither state nor
+    #: configuration (``envs.contract`` skips them)
     scratch_fields: tuple[str, ...] = ()
     #: users drawn ahead (``take_users``: name -> array over users; ``None``: the core
     #: does not pool) and the position of the next one
@@ -531,6 +536,72 @@ def lane_field(name: str) -> property:
 #: them from ``PopulationSampler.sample`` into ``info`` (``RecordCore.profile``; the
 #: compiled kernels write them into the truth table), so logged data can hold them; no
 #: observation or reward reads them
+#: the most threads a compiled step may use (``LaneBlocks``)
+MAX_THREADS = 64
+
+
+class LaneBlocks:
+    """The lanes cut into ``num_threads`` contiguous blocks that a compiled step kernel
+    runs on at once, one thread each (``run``): the kernels release the GIL, and lanes
+    never read one another, so a block's kernel call only touches its own rows and every
+    trajectory is the same bits whatever the thread count.
+
+    The per-step draws stay in the env's generator, drawn in full before the kernels run;
+    only the lane loop is shared out. A core stepped on one thread has one block and no
+    thread pool; otherwise ``num_threads - 1`` worker threads, the calling thread running
+    the first block. Threads pay at a few thousand lanes (the pool's hand-off costs tens of
+    microseconds a step); the numbers are in BENCHMARKS.md.
+
+    Args:
+        num_lanes: the core's ``B``.
+        num_threads: threads a step may use, 1 to ``MAX_THREADS`` (at most ``B`` blocks).
+        backend: the core's resolved backend: more than one thread needs ``"numba"`` (the
+            NumPy reference holds the GIL).
+
+    Raises:
+        ConfigError: ``num_threads`` is not an integer in range, or is above 1 on the NumPy
+            backend.
+    """
+
+    def __init__(self, num_lanes: int, num_threads: int, backend: str) -> None:
+        self.num_threads = check_int("num_threads", num_threads, 1, MAX_THREADS)
+        if num_threads > 1 and backend != "numba":
+            raise ConfigError(f"num_threads={num_threads} needs backend='numba' (the compiled "
+                              f"step releases the GIL); the {backend!r} backend steps on one "
+                              "thread: use num_threads=1")
+        edges = np.linspace(0, num_lanes, min(num_threads, num_lanes) + 1).round()
+        #: each block's rows, in lane order
+        self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+        self._pool = None
+        if len(self.slices) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            self._pool = ThreadPoolExecutor(len(self.slices) - 1,
+                                            thread_name_prefix="personarl-lanes")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    def run(self, kernel: Callable[..., Any], per_call: tuple[np.ndarray, ...],
+            bound: list[tuple]) -> None:
+        """``kernel(*per_call, *bound[b])`` for every block ``b`` at once, each per-call array
+        cut to the block's rows (one of length 0, a placeholder, passed whole); returns
+        when every block is done, raising the first block's error if any failed."""
+        if self._pool is None:
+            kernel(*per_call, *bound[0])
+            return
+        calls = [(*(a[sl] if len(a) else a for a in per_call), *args)
+                 for sl, args in zip(self.slices, bound)]
+        futures = [self._pool.submit(kernel, *args) for args in calls[1:]]
+        error = None
+        try:
+            kernel(*calls[0])
+        except BaseException as exc:          # the other blocks still write: wait for them
+            error = exc
+        for future in futures:
+            failed = future.exception()
+            error = error or failed
+        if error is not None:
+            raise error
+
+
 PROFILE_FIELDS = (("age_band", np.int64), ("city", np.int64))
 
 

@@ -34,6 +34,7 @@ class InterventionConfig:
     obs_noise: float = 0.1
     model: Dict[str, Any] = field(default_factory=dict)     # envs.intervention_model fields
     backend: str = "auto"                                   # personarl.backend: auto|numpy|numba
+    num_threads: int = 1                                    # numba step threads (LaneBlocks)
 
 
 def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
@@ -44,7 +45,8 @@ def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
                reward_fn: InterventionRewardFn | None = None,
                obs_noise: float = InterventionConfig.obs_noise,
                info_level: str = "full",
-               backend: str = InterventionConfig.backend) -> InterventionCore:
+               backend: str = InterventionConfig.backend,
+               num_threads: int = InterventionConfig.num_threads) -> InterventionCore:
     """Validate the arguments shared by the single and the vector env (the defaults of
     the configurable ones are ``InterventionConfig``'s)."""
     reward_fn = resolve_reward_fn(reward_fn, reward_weights, InterventionRewardWeights)
@@ -56,7 +58,8 @@ def build_core(num_lanes: int, *, days: int = InterventionConfig.days,
         days=check_int("days", days, 1, 365), slots_per_day=check_int("slots_per_day",
                                                                       slots_per_day, 1, 24),
         obs_noise=check_range("obs_noise", obs_noise, 0, 1),
-        with_truth=check_info_level(info_level) == "full", backend=backend)
+        with_truth=check_info_level(info_level) == "full", backend=backend,
+        num_threads=num_threads)
 
 
 class InterventionTimingEnv(CoreEnv):
@@ -143,7 +146,8 @@ class InterventionTimingEnv(CoreEnv):
     (``InterventionModel`` or a mapping of its fields), ``reward_weights`` (or mapping)
     *or* an injected ``reward_fn(Δvalence, Δengagement, complied, false_intervention)``,
     ``obs_noise`` (0..1), ``info_level``, ``backend`` (``"auto"``, ``"numpy"``,
-    ``"numba"``: ``personarl.backend``; the same trajectories either way).
+    ``"numba"``: ``personarl.backend``; the same trajectories either way), ``num_threads`` (1..64: threads the ``numba`` step shares the lanes out to,
+    ``envs.batched.LaneBlocks``; the same trajectories either way).
 
     ## Version History
 

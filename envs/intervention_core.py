@@ -28,8 +28,8 @@ import numpy as np
 
 from envs import intervention_kernels as kernels
 from personarl.backend import resolve_backend, standard_normal
-from envs.batched import (PROFILE_FIELDS, DiscreteActions, InfoTable, RecordCore,
-                           column_slices, copy_records, linear_weights)
+from envs.batched import (PROFILE_FIELDS, DiscreteActions, InfoTable, LaneBlocks,
+                           RecordCore, column_slices, copy_records, linear_weights)
 from envs.intervention_kernels import EXO, STATE_FIELDS, U_HIT, U_OPT, U_RETURN, U_SIZE
 from envs.intervention_model import (ACTIONS, InterventionModel, State, UserTraits,
                                      action_rewards, transition)
@@ -66,20 +66,24 @@ class InterventionCore(RecordCore):
         backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``: a wide batch
             restarts hundreds of lanes per step, and a bigger draw costs less per user).
+        num_threads: threads the ``numba`` step shares the lanes out to
+            (``envs.batched.LaneBlocks``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
     scratch_fields = ("truth", "_out", "_out_flags", "_noise", "_uniforms", "_truth_parts",
-                      "_work", "_truth_stale", "_step_views", "_bound")
+                      "_work", "_truth_stale", "_step_views", "_bound", "_blocks")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, model: InterventionModel,
                  reward_fn: InterventionRewardFn, days: int, slots_per_day: int,
                  obs_noise: float, with_truth: bool, backend: str = "auto",
-                 pool_chunk: int = 512) -> None:
+                 pool_chunk: int = 512, num_threads: int = 1) -> None:
         self.B, self.K = num_lanes, len(ACTIONS)
         self.backend = resolve_backend(backend)
+        self._blocks = LaneBlocks(num_lanes, num_threads, self.backend)
+        self.num_threads = num_threads
         self.actions = DiscreteActions(self.K, ACTIONS)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         weights = linear_weights(reward_fn, InterventionRewardWeights)
@@ -122,7 +126,7 @@ class InterventionCore(RecordCore):
                                kernels.TRUTH_FLAGS, dict(zip(kernels.TRUTH_VECTORS,
                                                              (self.K, 3, A))))
         self._truth_parts = z(self.K, 5)
-        self._work = kernels.work()
+        self._work = [kernels.work() for _ in self._blocks.slices]      # one a block
         self._noise, self._uniforms = z(4), z(len(EXO))
         flag = {name: self._out_flags[:, j] for j, name in enumerate(kernels.STEP_FLAGS)}
         self._step_views = {"needed": flag["needed"],
@@ -197,7 +201,8 @@ class InterventionCore(RecordCore):
         noise = standard_normal(self.exo_rng, out=self._noise, backend=self.backend)
         uniforms = self.exo_rng.random(out=self._uniforms)
         if self.backend == "numba":
-            kernels.step_lanes(action, noise, uniforms, *self._kernel_arguments()[0])
+            self._blocks.run(kernels.step_lanes, (action, noise, uniforms),
+                             self._kernel_arguments()[0])
             self._truth_stale = not self.with_truth
             out, flags = self._out, self._out_flags
             reward = out[:, 0]
@@ -213,18 +218,20 @@ class InterventionCore(RecordCore):
         self.exo[:] = uniforms
         return reward, terminated
 
-    def _kernel_arguments(self) -> tuple[tuple, tuple]:
-        """The arrays and settings ``step_lanes`` and ``truth_lanes`` take after their
-        per-call arguments, bound once (``set_state`` rebinds: it replaces the arrays)."""
+    def _kernel_arguments(self) -> tuple[list[tuple], tuple]:
+        """The arrays and settings ``step_lanes`` (one tuple per block of lanes,
+        ``LaneBlocks``) and ``truth_lanes`` take after their per-call arguments, bound once
+        (``set_state`` rebinds: it replaces the arrays)."""
         if self._bound is None:
             table = self.truth
             reward = (self.reward_weights, self.linear_reward)
             truth_out = (table.floats, table.ints, table.flags, table.block, self._truth_parts)
             self._bound = (
-                (self.lanes, self.obs, self.sampler.trait_table, self.params, self.dims,
-                 *reward, self.with_truth, self._out, self._out_flags, *truth_out,
-                 self._work),
-                (self.lanes, self.params, *reward, *truth_out, self._work))
+                [(self.lanes[rows], self.obs[rows], self.sampler.trait_table, self.params,
+                  self.dims, *reward, self.with_truth, self._out[rows], self._out_flags[rows],
+                  *(a[rows] for a in truth_out), work)
+                 for rows, work in zip(self._blocks.slices, self._work)],
+                (self.lanes, self.params, *reward, *truth_out, self._work[0]))
         return self._bound
 
     def _step_numpy(self, action: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

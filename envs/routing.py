@@ -34,6 +34,7 @@ class RoutingConfig:
     world_seed: int = 0
     persona_sensitivity: float = 2.5
     backend: str = "auto"                                   # personarl.backend: auto|numpy|numba
+    num_threads: int = 1                                    # numba step threads (LaneBlocks)
 
 
 def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
@@ -47,7 +48,8 @@ def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
                behaviour: BehaviourModel | Mapping | None = None,
                fusion_prior_strength: float = 4.0, pool_chunk: int = 512,
                info_level: str = "full",
-               backend: str = RoutingConfig.backend) -> RoutingCore:
+               backend: str = RoutingConfig.backend,
+               num_threads: int = RoutingConfig.num_threads) -> RoutingCore:
     """Validate the constructor arguments shared by the single and vector env (the
     defaults of the configurable ones are ``RoutingConfig``'s)."""
     num_lanes = check_int("num_envs", num_lanes, 1, MAX_LANES)
@@ -67,7 +69,7 @@ def build_core(num_lanes: int, *, num_agents: int = RoutingConfig.num_agents,
             "fusion_prior_strength", fusion_prior_strength, 0, 1e6, low_open=True)),
         behaviour=coerce_config(behaviour, BehaviourModel, "behaviour"), horizon=horizon,
         with_truth=check_info_level(info_level) == "full",
-        pool_chunk=pool_chunk, backend=backend)
+        pool_chunk=pool_chunk, backend=backend, num_threads=num_threads)
 
 
 class AgentRoutingEnv(CoreEnv):
@@ -157,7 +159,8 @@ class AgentRoutingEnv(CoreEnv):
     ``quality``, ``behaviour`` (the injected models or mappings of their fields),
     ``fusion_prior_strength``, ``pool_chunk`` (users drawn ahead at a time), ``info_level``,
     ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: who computes each step,
-    ``personarl.backend``; the same trajectories either way).
+    ``personarl.backend``; the same trajectories either way), ``num_threads`` (1..64: threads the ``numba`` step shares the lanes out to,
+    ``envs.batched.LaneBlocks``; the same trajectories either way).
 
     ## Version History
 

@@ -28,8 +28,8 @@ import numpy as np
 
 from envs import routing_kernels as kernels
 from personarl.backend import resolve_backend, standard_normal
-from envs.batched import (PROFILE_FIELDS, MAX_LANES, DiscreteActions, InfoTable, RecordCore,
-                           column_slices, copy_records, lane_field)
+from envs.batched import (PROFILE_FIELDS, MAX_LANES, DiscreteActions, InfoTable, LaneBlocks,
+                           RecordCore, column_slices, copy_records, lane_field)
 from envs.routing_kernels import N_UNIFORMS, U_CHURN, U_DELAY, U_NEXT
 from envs.routing_model import (COLLAPSE, COLUMNS, CONTINUOUS, CONVERSION, AgentWorld,
                                 ResponseModel, column_weights, expected_clipped)
@@ -86,21 +86,24 @@ class RoutingCore(RecordCore):
         with_truth: compute the ground truth ``info`` reports.
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``).
         backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
+        num_threads: threads the ``numba`` step shares the lanes out to (``LaneBlocks``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
     state_fields = ("lanes", "obs", "pool", "pool_pos", "exo_rng", "started",
                     "population_time", "step_info")
     scratch_fields = ("truth", "_out", "_uniforms", "_normals", "_work", "_truth_stale",
-                      "_step_views", "_bound")
+                      "_step_views", "_bound", "_blocks")
 
     def __init__(self, num_lanes: int, *, sampler: PopulationSampler, world: AgentWorld,
                  response: ResponseModel, reward_weights: np.ndarray, quality: QualityModel,
                  fusion: PersonaFusion, behaviour: BehaviourModel, horizon: int,
-                 with_truth: bool = True, pool_chunk: int = 512, backend: str = "auto"
-                 ) -> None:
+                 with_truth: bool = True, pool_chunk: int = 512, backend: str = "auto",
+                 num_threads: int = 1) -> None:
         self.B, self.horizon, self.K = num_lanes, horizon, world.num_agents
         self.backend = resolve_backend(backend)
+        self._blocks = LaneBlocks(num_lanes, num_threads, self.backend)
+        self.num_threads = num_threads
         self.actions = DiscreteActions(self.K, [f"agent_{k}" for k in range(self.K)])
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour
@@ -136,7 +139,7 @@ class RoutingCore(RecordCore):
         # the kernels' work arrays, allocated once
         self._out = np.zeros((B, len(kernels.STEP_FLOATS)))
         self._uniforms, self._normals = np.zeros((B, N_UNIFORMS)), np.zeros((B, A + 1))
-        self._work = kernels.work(A, base)
+        self._work = [kernels.work(A, base) for _ in self._blocks.slices]   # one a block
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, kernels.TRUTH_INTS,
                                kernels.TRUTH_FLAGS, {"latent_weights": A,
                                                      "expected_reward": self.K})
@@ -215,7 +218,7 @@ class RoutingCore(RecordCore):
         u = self.exo_rng.random(out=self._uniforms)
         z = standard_normal(self.exo_rng, out=self._normals, backend=self.backend)
         if self.backend == "numba":
-            kernels.step_lanes(action, u, z, *self._kernel_arguments()[0])
+            self._blocks.run(kernels.step_lanes, (action, u, z), self._kernel_arguments()[0])
             self._truth_stale = not self.with_truth
         else:
             self._step_numpy(action, u, z)
@@ -343,18 +346,19 @@ class RoutingCore(RecordCore):
         base[bots], slope[bots] = ResponseModel.BOT_BASE, 0.0
         return base, slope
 
-    def _kernel_arguments(self) -> tuple[tuple, tuple, tuple]:
-        """The arrays and settings ``step_lanes``, ``truth_lanes`` and ``begin_lanes`` take
-        after their per-call arguments, bound once (``set_state`` rebinds: it replaces the
-        arrays)."""
+    def _kernel_arguments(self) -> tuple[list[tuple], tuple, tuple]:
+        """The arrays and settings ``step_lanes`` (one tuple per block of lanes,
+        ``LaneBlocks``), ``truth_lanes`` and ``begin_lanes`` take after their per-call
+        arguments, bound once (``set_state`` rebinds: it replaces the arrays)."""
         if self._bound is None:
             table = self.truth
             truth = (table.floats, table.ints, table.flags, table.block)
             self._bound = (
-                (self.lanes, self.obs, self.params, self.dims, self.tables, self.with_truth,
-                 self._out, *truth, self._work),
-                (self.lanes, self.obs, self.dims, self.tables, *truth, self._work),
-                (self.lanes, self.obs, self.params, self.dims, self.tables, self._work))
+                [(self.lanes[rows], self.obs[rows], self.params, self.dims, self.tables,
+                  self.with_truth, self._out[rows], *(a[rows] for a in truth), work)
+                 for rows, work in zip(self._blocks.slices, self._work)],
+                (self.lanes, self.obs, self.dims, self.tables, *truth, self._work[0]),
+                (self.lanes, self.obs, self.params, self.dims, self.tables, self._work[0]))
         return self._bound
 
     # ------------------------------------------------------------------ info

@@ -188,3 +188,74 @@ def test_the_lane_loops_compile_without_reference_counting():
         for name in names:
             compiled = getattr(kernels, name)
             assert compiled.targetoptions.get("_nrt") is False, f"{module}.{name}"
+
+
+THREADED = [(env_id, {}) for env_id in COMPILED] + [(envs.ADAPTATION_ID,
+                                                      {"action_mode": "continuous"})]
+
+
+@pytest.mark.parametrize("env_id, kwargs", THREADED)
+def test_a_step_shared_out_to_threads_gives_the_same_bits(env_id, kwargs):
+    """``num_threads`` cuts the lanes into blocks (37 lanes: 12, 13, 12) stepped at once;
+    every observation, reward, end and ground-truth value is the single thread's, bit
+    for bit, and a state saved on three threads continues on one."""
+    faces = [create_env(env_id, {"num_envs": 37, "backend": "numba", "num_threads": n,
+                                 **kwargs}) for n in (1, 3)]
+    assert [len(env.unwrapped._core._blocks.slices) for env in faces] == [1, 3]
+    outs = [env.reset(seed=8) for env in faces]
+    space = faces[0].action_space
+    space.seed(2)
+    ends = 0
+    for t in range(80):
+        action = space.sample()
+        outs = [env.step(action) for env in faces]
+        for a, b in zip(outs[0], outs[1]):
+            assert not isinstance(a, dict) or a.keys() == b.keys()
+            for x, y in (zip(a.values(), b.values()) if isinstance(a, dict) else [(a, b)]):
+                assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), f"step {t}"
+        ends += int(outs[0][2].sum())
+    assert ends > 37, f"only {ends} episodes ended: restarts were hardly compared"
+    resumed = create_env(env_id, {"num_envs": 37, "backend": "numba", **kwargs})
+    resumed.set_state(faces[1].get_state())
+    action = space.sample()
+    assert np.array_equal(resumed.step(action)[0], faces[1].step(action)[0])
+
+
+def test_the_blocks_run_on_their_own_threads_and_a_failure_is_raised_after_all_end():
+    import threading
+    import time
+    from envs.batched import LaneBlocks
+    blocks = LaneBlocks(10, 4, "numba")
+    assert [(s.start, s.stop) for s in blocks.slices] == [(0, 2), (2, 5), (5, 8), (8, 10)]
+    seen, done = {}, []
+    together = threading.Barrier(4, timeout=10)   # broken unless all four run at once
+
+    def kernel(rows, placeholder, label):
+        seen[label] = (threading.get_ident(), rows.tolist(), len(placeholder))
+        together.wait()
+        if label == 2:
+            raise ValueError("block 2 failed")
+        time.sleep(0.05 if label == 3 else 0.0)
+        done.append(label)
+
+    with pytest.raises(ValueError, match="block 2 failed"):
+        blocks.run(kernel, (np.arange(10), np.zeros(0)), [(b,) for b in range(4)])
+    assert sorted(done) == [0, 1, 3], "run returned before every block had ended"
+    assert [seen[b][1] for b in range(4)] == [[0, 1], [2, 3, 4], [5, 6, 7], [8, 9]]
+    assert {seen[b][2] for b in range(4)} == {0}, "a placeholder was cut"
+    assert seen[0][0] == threading.get_ident() and len({s[0] for s in seen.values()}) == 4
+    assert len(LaneBlocks(2, 8, "numba").slices) == 2       # never an empty block
+
+
+def test_threads_are_a_config_error_out_of_range_or_on_numpy():
+    for value, message in [(0, r"num_threads=0 is outside the valid range \[1, 64\]"),
+                           (65, r"num_threads=65 is outside the valid range \[1, 64\]"),
+                           ("2", "num_threads='2'")]:
+        with pytest.raises(ConfigError, match=message):
+            create_env(envs.ROUTING_ID, {"num_envs": 8, "backend": "numba",
+                                         "num_threads": value})
+    for env_id in COMPILED:
+        with pytest.raises(ConfigError, match=r"num_threads=2 needs backend='numba'.*"
+                                              r"use num_threads=1"):
+            create_env(env_id, {"num_envs": 8, "backend": "numpy", "num_threads": 2})
+        gym.make(env_id, backend="numpy", num_threads=1).reset(seed=0)
