@@ -38,6 +38,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from personarl.backend import standard_normal
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError, check_int
 from synth.demographics import AGE_BANDS, CITIES
 from synth.population import PopulationConfig, PopulationSampler
@@ -578,6 +579,35 @@ class LaneBlocks:
             self._pool = ThreadPoolExecutor(len(self.slices) - 1,
                                             thread_name_prefix="personarl-lanes")
             weakref.finalize(self, self._pool.shutdown, wait=False)
+
+    def uniforms_then_normals(self, rng: np.random.Generator, uniforms: np.ndarray,
+                              normals: np.ndarray, backend: str) -> tuple[np.ndarray,
+                                                                          np.ndarray]:
+        """``rng.random(out=uniforms)``, then ``standard_normal(rng, out=normals)``: the
+        same numbers, and ``rng`` left where those two calls leave it.
+
+        With a worker thread and a PCG64 generator the normals are drawn meanwhile, by the
+        worker, from a twin of ``rng`` jumped past the uniforms (``PCG64.advance``: a
+        uniform double takes one 64-bit output, so ``uniforms.size`` of them), and ``rng``
+        then takes the twin's state (less the 32-bit half-word ``advance`` clears, which
+        neither draw touches). Both fills release the GIL. Any other case draws in turn.
+        """
+        bits = rng.bit_generator
+        if self._pool is None or type(bits) is not np.random.PCG64:
+            rng.random(out=uniforms)
+            return uniforms, standard_normal(rng, out=normals, backend=backend)
+        start = bits.state
+        twin = np.random.PCG64()
+        twin.state = start
+        twin.advance(uniforms.size)
+        future = self._pool.submit(standard_normal, np.random.Generator(twin), out=normals,
+                                   backend=backend)
+        rng.random(out=uniforms)
+        future.result()
+        end = twin.state
+        end["has_uint32"], end["uinteger"] = start["has_uint32"], start["uinteger"]
+        bits.state = end
+        return uniforms, normals
 
     def run(self, kernel: Callable[..., Any], per_call: tuple[np.ndarray, ...],
             bound: list[tuple]) -> None:

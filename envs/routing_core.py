@@ -215,8 +215,8 @@ class RoutingCore(RecordCore):
         and exploring), then ``(B, A + 1)`` standard normals (the drift of each latent
         archetype's weight, the next latency). ``step_info`` holds the interaction's
         satisfaction and its 8 signals (as observed)."""
-        u = self.exo_rng.random(out=self._uniforms)
-        z = standard_normal(self.exo_rng, out=self._normals, backend=self.backend)
+        u, z = self._blocks.uniforms_then_normals(self.exo_rng, self._uniforms, self._normals,
+                                                  self.backend)
         if self.backend == "numba":
             self._blocks.run(kernels.step_lanes, (action, u, z), self._kernel_arguments()[0])
             self._truth_stale = not self.with_truth

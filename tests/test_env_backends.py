@@ -259,3 +259,26 @@ def test_threads_are_a_config_error_out_of_range_or_on_numpy():
                                               r"use num_threads=1"):
             create_env(env_id, {"num_envs": 8, "backend": "numpy", "num_threads": 2})
         gym.make(env_id, backend="numpy", num_threads=1).reset(seed=0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_the_normals_drawn_beside_the_uniforms_are_the_sequential_draws(backend):
+    """With a worker, AgentRouting's per-step normals come from a PCG64 twin jumped past
+    the uniforms: the same numbers as drawing in turn, and the generator left in the same
+    state — its buffered 32-bit half-word too, which the jump would clear."""
+    from envs.batched import LaneBlocks
+    blocks = LaneBlocks(8, 2, "numba")
+    for buffered in (0, 1):
+        for shapes in [((4096, 18), (4096, 7)), ((3, 2), (5,))]:
+            sequential, twinned = (np.random.Generator(np.random.PCG64(5)) for _ in range(2))
+            state = sequential.bit_generator.state
+            state["has_uint32"], state["uinteger"] = buffered, 77
+            sequential.bit_generator.state = twinned.bit_generator.state = state
+            expected = sequential.random(shapes[0]), sequential.standard_normal(shapes[1])
+            drawn = blocks.uniforms_then_normals(twinned, np.empty(shapes[0]),
+                                                 np.empty(shapes[1]), backend)
+            for a, b in zip(expected, drawn):
+                assert np.array_equal(a, b)
+            assert twinned.bit_generator.state == sequential.bit_generator.state
+            assert twinned.integers(0, 99, 5, dtype=np.int32).tolist() == \
+                sequential.integers(0, 99, 5, dtype=np.int32).tolist()

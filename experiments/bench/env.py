@@ -2,7 +2,9 @@
 
 * *Single env*: ``gym.make(id)`` (Gymnasium's wrappers included), uniformly random actions,
   resets included, ``info_level`` full and none, each backend (``personarl.backend``).
-* *Batched*: each env's native VectorEnv with ``B = 4096`` lanes, ``info_level="none"``.
+* *Batched*: each env's native VectorEnv with ``B = 4096`` lanes, ``info_level="none"``,
+  each backend on one thread, and the compiled step on ``THREADS`` threads
+  (``num_threads``, ``envs.batched.LaneBlocks``) beside them.
 * *Scaling*: user-steps/s over ``B = 1 … 65,536`` (the fastest backend) and the memory per
   lane: the bytes the env allocates for its lanes and pool, traced by ``tracemalloc``
   (NumPy reports its buffers to it) while the env is built, reset and stepped, over ``B``.
@@ -30,6 +32,8 @@ from envs.creator import create_env
 from synth.population import PopulationSampler
 
 BATCH = 4096
+#: the threads of the batched compiled step's second row (the 2 cores BENCHMARKS.md runs on)
+THREADS = 2
 SCALING = (1, 16, 256, 4096, 65_536)
 #: the issue-18 targets, as multiples of CartPole-v1's single-env steps/s
 SINGLE_TARGET, BATCHED_TARGET, POPULATION_TARGET = 0.25, 16.8, 5.0
@@ -134,16 +138,19 @@ def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
     singles = {f"{names[e]} {b} info={level}": (e, {"backend": b, "info_level": level})
                for e in names for b in backends for level in ("full", "none")}
     singles["CartPole-v1"] = ("CartPole-v1", {})
-    batched = {f"{names[e]} {b} B={BATCH}": (e, b) for e in names for b in backends}
+    batched = {f"{names[e]} {b} B={BATCH}": (e, {"backend": b}) for e in names
+               for b in backends}
+    if "numba" in backends:
+        batched.update({f"{names[e]} numba B={BATCH} threads={THREADS}": (
+            e, {"backend": "numba", "num_threads": THREADS}) for e in names})
     populations = [f"population {b}" for b in backends]
     runs: dict[str, list[float]] = {k: [] for k in [*singles, *batched, *populations,
                                                        "standard_normal_s"]}
     for _ in range(repeats):
         for name, (env_id, kwargs) in singles.items():
             runs[name].append(single_steps_per_second(env_id, seconds, **kwargs))
-        for name, (env_id, backend) in batched.items():
-            runs[name].append(batched_user_steps_per_second(env_id, BATCH, seconds,
-                                                            backend=backend))
+        for name, (env_id, kwargs) in batched.items():
+            runs[name].append(batched_user_steps_per_second(env_id, BATCH, seconds, **kwargs))
         reference, sampled = population_seconds(users, backends)
         runs["standard_normal_s"].append(reference)
         for name, value in zip(populations, sampled):
