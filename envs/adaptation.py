@@ -129,8 +129,9 @@ class PersonalityAdaptationEnv(CoreEnv):
     ``population`` (must keep the six default archetypes), ``model``
     (``AdaptationModel`` or a mapping), ``reward_weights`` or ``reward_fn``, ``obs_noise``,
     ``info_level``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: ``personarl.backend``;
-    the same trajectories either way), ``num_threads`` (1..64: threads the ``numba`` step shares the lanes out to,
-    ``envs.batched.LaneBlocks``; the same trajectories either way).
+    the same trajectories either way), ``num_threads`` (1..64: threads the ``numba`` step
+    shares the lanes out to, ``envs.batched.LaneBlocks``; the same trajectories either
+    way).
 
     ## Version History
 

@@ -92,7 +92,6 @@ class AdaptationCore(RecordCore):
         self.B, self.horizon = num_lanes, horizon
         self.backend = resolve_backend(backend)
         self._blocks = LaneBlocks(num_lanes, num_threads, self.backend)
-        self.num_threads = num_threads
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         weights = linear_weights(reward_fn, AdaptationRewardWeights)
         self.linear_reward = weights is not None

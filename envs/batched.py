@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import types
 import weakref
+from concurrent.futures import ThreadPoolExecutor
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Iterable, Mapping
 
@@ -272,11 +273,10 @@ def _digest(digest: Any, value: Any, seen: set[int] | None = None) -> bool:
 
 
 #: configuration a saved state moves across: the lane count (the shapes say it), the
-#: backend and the threads it steps on, whether the ground truth is computed and a learned
-#: reward paid instead of the env's (``envs.learned_reward``: what is simulated stays the
-#: same)
-PORTABLE = frozenset({"B", "rows", "backend", "num_threads", "with_truth",
-                      "learned_reward"})
+#: backend, whether the ground truth is computed and a learned reward paid instead of the
+#: env's (``envs.learned_reward``: what is simulated stays the same); the threads a step
+#: runs on are scratch (``LaneBlocks``)
+PORTABLE = frozenset({"B", "rows", "backend", "with_truth", "learned_reward"})
 
 
 def configuration_differences(mine: Mapping[str, str], theirs: Mapping[str, str]
@@ -533,10 +533,6 @@ def lane_field(name: str) -> property:
     return property(lambda self: self.lanes[name], doc=f"``lanes[{name!r}]``: a view")
 
 
-#: the users' quasi-identifiers (``synth.demographics``): every env's lane record carries
-#: them from ``PopulationSampler.sample`` into ``info`` (``RecordCore.profile``; the
-#: compiled kernels write them into the truth table), so logged data can hold them; no
-#: observation or reward reads them
 #: the most threads a compiled step may use (``LaneBlocks``)
 MAX_THREADS = 64
 
@@ -575,7 +571,6 @@ class LaneBlocks:
         self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
         self._pool = None
         if len(self.slices) > 1:
-            from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(len(self.slices) - 1,
                                             thread_name_prefix="personarl-lanes")
             weakref.finalize(self, self._pool.shutdown, wait=False)
@@ -591,6 +586,7 @@ class LaneBlocks:
         uniform double takes one 64-bit output, so ``uniforms.size`` of them), and ``rng``
         then takes the twin's state (less the 32-bit half-word ``advance`` clears, which
         neither draw touches). Both fills release the GIL. Any other case draws in turn.
+        ``rng`` is a core's own per-step stream: no other thread may draw from it meanwhile.
         """
         bits = rng.bit_generator
         if self._pool is None or type(bits) is not np.random.PCG64:
@@ -632,6 +628,10 @@ class LaneBlocks:
             raise error
 
 
+#: the users' quasi-identifiers (``synth.demographics``): every env's lane record carries
+#: them from ``PopulationSampler.sample`` into ``info`` (``RecordCore.profile``; the
+#: compiled kernels write them into the truth table), so logged data can hold them; no
+#: observation or reward reads them
 PROFILE_FIELDS = (("age_band", np.int64), ("city", np.int64))
 
 

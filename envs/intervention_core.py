@@ -83,7 +83,6 @@ class InterventionCore(RecordCore):
         self.B, self.K = num_lanes, len(ACTIONS)
         self.backend = resolve_backend(backend)
         self._blocks = LaneBlocks(num_lanes, num_threads, self.backend)
-        self.num_threads = num_threads
         self.actions = DiscreteActions(self.K, ACTIONS)
         self.sampler, self.model, self.reward_fn = sampler, model, reward_fn
         weights = linear_weights(reward_fn, InterventionRewardWeights)

@@ -159,8 +159,9 @@ class AgentRoutingEnv(CoreEnv):
     ``quality``, ``behaviour`` (the injected models or mappings of their fields),
     ``fusion_prior_strength``, ``pool_chunk`` (users drawn ahead at a time), ``info_level``,
     ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: who computes each step,
-    ``personarl.backend``; the same trajectories either way), ``num_threads`` (1..64: threads the ``numba`` step shares the lanes out to,
-    ``envs.batched.LaneBlocks``; the same trajectories either way).
+    ``personarl.backend``; the same trajectories either way), ``num_threads`` (1..64:
+    threads the ``numba`` step shares the lanes out to, ``envs.batched.LaneBlocks``; the
+    same trajectories either way).
 
     ## Version History
 

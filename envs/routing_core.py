@@ -103,7 +103,6 @@ class RoutingCore(RecordCore):
         self.B, self.horizon, self.K = num_lanes, horizon, world.num_agents
         self.backend = resolve_backend(backend)
         self._blocks = LaneBlocks(num_lanes, num_threads, self.backend)
-        self.num_threads = num_threads
         self.actions = DiscreteActions(self.K, [f"agent_{k}" for k in range(self.K)])
         self.sampler, self.world, self.response = sampler, world, response
         self.quality_model, self.fusion, self.behaviour = quality, fusion, behaviour

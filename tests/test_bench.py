@@ -34,7 +34,9 @@ def test_env_benchmark_writes_every_figure(tmp_path):
                                      for b in backends for level in ("full", "none")}
     assert all(v["steps_per_s"] > 100 and v["ratio_to_cartpole"] > 0
                for v in result["single"].values())
-    assert set(result["batched"]) == {f"{e} {b} B=4096" for e in ours for b in backends}
+    threaded = {f"{e} numba B=4096 threads=2" for e in ours if "numba" in backends}
+    assert set(result["batched"]) == {f"{e} {b} B=4096" for e in ours
+                                      for b in backends} | threaded
     assert set(result["scaling"]) == set(ours)
     assert all(set(curve) == {"1", "16"} and curve["16"]["bytes_per_lane"] > 0
                for curve in result["scaling"].values())
