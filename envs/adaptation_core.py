@@ -123,6 +123,10 @@ class AdaptationCore(RecordCore):
         self._work = [kernels.work() for _ in self._blocks.slices]      # one a block
         ints, vectors = kernels.truth_names(self.discrete, A)
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, ints, kernels.TRUTH_FLAGS, vectors)
+        self._views()
+
+    def _views(self) -> None:
+        """``step_info``'s arrays: satisfaction and the thumb, views of ``_out``."""
         out = {name: self._out[:, j] for j, name in enumerate(kernels.STEP_FLOATS)}
         self._step_views = {"satisfaction": out["satisfaction"], "thumb": out["thumb"]}
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import types
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -359,6 +360,8 @@ class BaseCore(ABC):
     step_info: dict[str, np.ndarray]
     #: a learned reward paid instead of the env's (``envs.learned_reward``; None: the env's)
     learned_reward: Any = None
+    #: the lanes' blocks a compiled step runs on (``LaneBlocks``; None: a core without)
+    _blocks: "LaneBlocks | None" = None
 
     @abstractmethod
     def reset_lanes(self, lanes: np.ndarray, rng: np.random.Generator) -> None:
@@ -516,6 +519,27 @@ class BaseCore(ABC):
         asks once kinds and shapes agree); none by default."""
         return []
 
+    def _views(self) -> None:
+        """Build the views a core keeps into its own arrays (``_step_views``, say): on
+        construction and in a copy or an unpickled core, whose views must be of its own
+        arrays — a deep copy of a view is a separate array. None by default."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a copy or a pickle takes: everything but the kernels' bound arguments and
+        the step's views, which the copy builds again over its own arrays (``_views``)."""
+        return {k: (None if k == "_bound" else v) for k, v in vars(self).items()
+                if k != "_step_views"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._views()
+
+    def close(self) -> None:
+        """Stop the threads a compiled step runs on, if any (``LaneBlocks``; the faces'
+        ``close``)."""
+        if self._blocks is not None:
+            self._blocks.close()
+
     def park(self, lanes: np.ndarray) -> None:
         """Lanes about to restart: a valid step index (their state is replaced anyway)."""
         self.t[lanes] = 0
@@ -569,11 +593,30 @@ class LaneBlocks:
         edges = np.linspace(0, num_lanes, min(num_threads, num_lanes) + 1).round()
         #: each block's rows, in lane order
         self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]
-        self._pool = None
-        if len(self.slices) > 1:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pid = 0                    # the process the pool's threads belong to
+
+    def _workers(self) -> ThreadPoolExecutor | None:
+        """The worker threads (``None`` for one block), started on first use and again in
+        a process forked or unpickled since: threads do not cross either."""
+        if len(self.slices) == 1:
+            return None
+        if self._pool is None or self._pid != os.getpid():
             self._pool = ThreadPoolExecutor(len(self.slices) - 1,
                                             thread_name_prefix="personarl-lanes")
+            self._pid = os.getpid()
             weakref.finalize(self, self._pool.shutdown, wait=False)
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the worker threads (a later step starts them again)."""
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.shutdown(wait=True)
+        self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or a pickle holds the blocks, not the threads."""
+        return {**vars(self), "_pool": None, "_pid": 0}
 
     def uniforms_then_normals(self, rng: np.random.Generator, uniforms: np.ndarray,
                               normals: np.ndarray, backend: str) -> tuple[np.ndarray,
@@ -587,17 +630,24 @@ class LaneBlocks:
         then takes the twin's state (less the 32-bit half-word ``advance`` clears, which
         neither draw touches). Both fills release the GIL. Any other case draws in turn.
         ``rng`` is a core's own per-step stream: no other thread may draw from it meanwhile.
+        Outputs NumPy could not fill (read-only, strided, another dtype) or that overlap
+        are drawn in turn, so they fail or mix exactly as the two calls would.
         """
         bits = rng.bit_generator
-        if self._pool is None or type(bits) is not np.random.PCG64:
+        pool = self._workers()
+        fillable = all(type(a) is np.ndarray and a.dtype == np.float64 and a.flags.writeable
+                       and a.flags.c_contiguous and a.flags.aligned
+                       for a in (uniforms, normals))
+        if (pool is None or type(bits) is not np.random.PCG64 or not fillable
+                or np.may_share_memory(uniforms, normals)):
             rng.random(out=uniforms)
             return uniforms, standard_normal(rng, out=normals, backend=backend)
         start = bits.state
         twin = np.random.PCG64()
         twin.state = start
         twin.advance(uniforms.size)
-        future = self._pool.submit(standard_normal, np.random.Generator(twin), out=normals,
-                                   backend=backend)
+        future = pool.submit(standard_normal, np.random.Generator(twin), out=normals,
+                             backend=backend)
         rng.random(out=uniforms)
         future.result()
         end = twin.state
@@ -610,12 +660,13 @@ class LaneBlocks:
         """``kernel(*per_call, *bound[b])`` for every block ``b`` at once, each per-call array
         cut to the block's rows (one of length 0, a placeholder, passed whole); returns
         when every block is done, raising the first block's error if any failed."""
-        if self._pool is None:
+        pool = self._workers()
+        if pool is None:
             kernel(*per_call, *bound[0])
             return
         calls = [(*(a[sl] if len(a) else a for a in per_call), *args)
                  for sl, args in zip(self.slices, bound)]
-        futures = [self._pool.submit(kernel, *args) for args in calls[1:]]
+        futures = [pool.submit(kernel, *args) for args in calls[1:]]
         error = None
         try:
             kernel(*calls[0])
@@ -746,8 +797,16 @@ class InfoTable:
         self.flags = np.zeros((num_lanes, len(self.flag_names)), dtype=bool)
         self._slices = column_slices(vectors.items())
         self.block = np.zeros((num_lanes, sum(vectors.values())))
-        self.vectors = {name: self.block[:, sl] for name, sl in self._slices.items()}
         self._scalar_names = self.float_names + self.int_names + self.flag_names
+        self.__setstate__(vars(self))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy or a pickle takes the arrays; its ``vectors`` are views of its own."""
+        return {k: v for k, v in vars(self).items() if k != "vectors"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self.vectors = {name: self.block[:, sl] for name, sl in self._slices.items()}
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every key as an array over the lanes (views: the faces copy)."""
@@ -878,6 +937,11 @@ class CoreEnv(gym.Env[np.ndarray, Any]):
         self._done = bool(terminated[0])
         return self._core.obs[0].copy(), float(reward[0]), self._done, False, info
 
+    def close(self) -> None:
+        """Stop the core's step threads, if any (``num_threads``)."""
+        if hasattr(self, "_core"):          # not when the constructor failed
+            self._core.close()
+
     def labels(self) -> dict[str, Any]:
         """Observation column blocks and action names (``BaseCore.labels``)."""
         return self._core.labels()
@@ -997,6 +1061,11 @@ class CoreVectorEnv(VectorEnv):
             info["final_info"], info["_final_info"] = final_info, terminated.copy()
         return (self._core.obs.copy(), reward, terminated,
                 np.zeros(self.num_envs, dtype=bool), info)
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Stop the core's step threads, if any (``num_threads``)."""
+        if hasattr(self, "_core"):          # not when the constructor failed
+            self._core.close()
 
     def labels(self) -> dict[str, Any]:
         """Observation column blocks and action names (``BaseCore.labels``)."""

@@ -127,6 +127,10 @@ class InterventionCore(RecordCore):
         self._truth_parts = z(self.K, 5)
         self._work = [kernels.work() for _ in self._blocks.slices]      # one a block
         self._noise, self._uniforms = z(4), z(len(EXO))
+        self._views()
+
+    def _views(self) -> None:
+        """``step_info``'s arrays, views of the kernels' outputs."""
         flag = {name: self._out_flags[:, j] for j, name in enumerate(kernels.STEP_FLAGS)}
         self._step_views = {"needed": flag["needed"],
                             "false_intervention": flag["false_intervention"],

@@ -142,7 +142,11 @@ class RoutingCore(RecordCore):
         self.truth = InfoTable(B, kernels.TRUTH_FLOATS, kernels.TRUTH_INTS,
                                kernels.TRUTH_FLAGS, {"latent_weights": A,
                                                      "expected_reward": self.K})
-        self._step_views = {name: self._out[:, j]        # satisfaction and the signals
+        self._views()
+
+    def _views(self) -> None:
+        """``step_info``'s arrays: satisfaction and the signals, views of ``_out``."""
+        self._step_views = {name: self._out[:, j]
                             for j, name in enumerate(kernels.STEP_FLOATS)
                             if name not in ("reward", "terminated")}
 

@@ -7,6 +7,7 @@ standard library still catch it.
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Sequence
 
 __all__ = [
@@ -74,12 +75,18 @@ def check_flag(name: str, value: bool) -> bool:
 
 
 def check_int(name: str, value: int, low: int, high: int | None = None) -> int:
-    """Return ``value`` if it is an integer in ``[low, high]``, else raise ``ConfigError``."""
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ConfigError(f"{name}={value!r} must be an integer >= {low}")
-    v = int(value)
+    """Return ``value`` as an ``int`` if it is an integer (a Python or NumPy integer, or a
+    0-d integer array; not a bool) in ``[low, high]``, else raise ``ConfigError`` naming
+    the value and the valid range."""
+    bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        v = operator.index(value)
+    except TypeError:
+        valid = f"in {bound}" if high is not None else bound
+        raise ConfigError(f"{name}={value!r} must be an integer {valid}") from None
     if v < low or (high is not None and v > high):
-        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
         raise ConfigError(f"{name}={value!r} is outside the valid range {bound}")
     return v
 

@@ -250,7 +250,10 @@ def test_the_blocks_run_on_their_own_threads_and_a_failure_is_raised_after_all_e
 def test_threads_are_a_config_error_out_of_range_or_on_numpy():
     for value, message in [(0, r"num_threads=0 is outside the valid range \[1, 64\]"),
                            (65, r"num_threads=65 is outside the valid range \[1, 64\]"),
-                           ("2", "num_threads='2'")]:
+                           ("2", r"num_threads='2' must be an integer in \[1, 64\]"),
+                           (2.5, r"num_threads=2.5 must be an integer in \[1, 64\]"),
+                           (np.array([2]), r"num_threads=array\(\[2\]\) must be an integer"),
+                           (True, r"num_threads=True must be an integer in \[1, 64\]")]:
         with pytest.raises(ConfigError, match=message):
             create_env(envs.ROUTING_ID, {"num_envs": 8, "backend": "numba",
                                          "num_threads": value})
@@ -282,3 +285,69 @@ def test_the_normals_drawn_beside_the_uniforms_are_the_sequential_draws(backend)
             assert twinned.bit_generator.state == sequential.bit_generator.state
             assert twinned.integers(0, 99, 5, dtype=np.int32).tolist() == \
                 sequential.integers(0, 99, 5, dtype=np.int32).tolist()
+
+
+def _lane_threads() -> int:
+    import threading
+    return sum(t.name.startswith("personarl-lanes") for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("env_id", COMPILED)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_copy_or_a_pickle_steps_as_the_original(env_id, threads):
+    """A deep copy of a view is a separate array: the kernels' bound arguments, the
+    step's views and the truth table's vectors are built again over the copy's own."""
+    import copy
+    import pickle
+    env = create_env(env_id, {"num_envs": 16, "backend": "numba", "num_threads": threads})
+    env.reset(seed=0)
+    action = np.ones(16, dtype=np.int64)
+    env.step(action)
+    twins = [copy.deepcopy(env)]
+    if env_id == envs.ROUTING_ID:   # the others hold a local reward function pickle refuses
+        twins.append(pickle.loads(pickle.dumps(env)))
+    for t in range(5):
+        expected = env.step(action)
+        for twin in twins:
+            _same(twin.step(action), expected, f"step {t} of a copy")
+
+
+def test_threaded_envs_close_and_fork():
+    """``close`` stops the step threads; a child forked after a threaded step starts its
+    own (the parent's do not exist there) and steps as the parent does."""
+    import multiprocessing
+    before = _lane_threads()
+    env = create_env(envs.ROUTING_ID, {"num_envs": 64, "backend": "numba", "num_threads": 2})
+    env.reset(seed=0)
+    action = np.zeros(64, dtype=np.int64)
+    env.step(action)
+    assert _lane_threads() == before + 1
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=lambda: results.put(env.step(action)[0].tobytes()))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0, "a forked child's step waited on the parent's threads"
+    assert results.get(timeout=10) == env.step(action)[0].tobytes()
+    env.close()
+    assert _lane_threads() == before
+
+
+def test_outputs_numpy_cannot_fill_are_drawn_in_turn():
+    from envs.batched import LaneBlocks
+    blocks = LaneBlocks(8, 2, "numba")
+    rng = np.random.Generator(np.random.PCG64(0))
+    uniforms, normals = np.zeros(4), np.zeros(50_000)
+    uniforms.flags.writeable = False
+    with pytest.raises(ValueError, match="writable"):
+        blocks.uniforms_then_normals(rng, uniforms, normals, "numba")
+    assert not normals.any(), "the normals were drawn although the uniforms failed"
+    shared = np.zeros(10_000)
+    sequential = np.random.Generator(np.random.PCG64(0))
+    sequential.random(out=shared.copy())
+    expected = sequential.standard_normal(10_000)
+    blocks.uniforms_then_normals(rng, shared, shared, "numba")
+    assert np.array_equal(shared, expected)
