@@ -40,7 +40,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from personarl.backend import standard_normal
+from personarl.backend import plain_float64, standard_normal
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError, check_int
 from synth.demographics import AGE_BANDS, CITIES
 from synth.population import PopulationConfig, PopulationSampler
@@ -347,6 +347,8 @@ class BaseCore(ABC):
     #: ``set_state`` and the threads a step runs on (``LaneBlocks``): neither state nor
     #: configuration (``envs.contract`` skips them)
     scratch_fields: tuple[str, ...] = ()
+    #: scratch attributes that hold views into the core's own arrays (``__getstate__``)
+    view_fields: tuple[str, ...] = ()
     #: users drawn ahead (``take_users``: name -> array over users; ``None``: the core
     #: does not pool) and the position of the next one
     pool: dict[str, np.ndarray] | None = None
@@ -520,15 +522,14 @@ class BaseCore(ABC):
         return []
 
     def _views(self) -> None:
-        """Build the views a core keeps into its own arrays (``_step_views``, say): on
-        construction and in a copy or an unpickled core, whose views must be of its own
-        arrays — a deep copy of a view is a separate array. None by default."""
+        """Build the ``view_fields`` a copy needs at once (``_step_views``, say), on
+        construction and in a copy or an unpickled core; none by default."""
 
     def __getstate__(self) -> dict[str, Any]:
-        """What a copy or a pickle takes: everything but the kernels' bound arguments and
-        the step's views, which the copy builds again over its own arrays (``_views``)."""
-        return {k: (None if k == "_bound" else v) for k, v in vars(self).items()
-                if k != "_step_views"}
+        """What a copy or a pickle takes: everything but ``view_fields`` — a deep copy of
+        a view is a separate array — which the copy builds over its own arrays (``_views``,
+        or lazily from a class default of ``None``)."""
+        return {k: v for k, v in vars(self).items() if k not in self.view_fields}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
@@ -635,10 +636,8 @@ class LaneBlocks:
         """
         bits = rng.bit_generator
         pool = self._workers()
-        fillable = all(type(a) is np.ndarray and a.dtype == np.float64 and a.flags.writeable
-                       and a.flags.c_contiguous and a.flags.aligned
-                       for a in (uniforms, normals))
-        if (pool is None or type(bits) is not np.random.PCG64 or not fillable
+        if (pool is None or type(bits) is not np.random.PCG64
+                or not (plain_float64(uniforms) and plain_float64(normals))
                 or np.may_share_memory(uniforms, normals)):
             rng.random(out=uniforms)
             return uniforms, standard_normal(rng, out=normals, backend=backend)
@@ -697,6 +696,7 @@ class RecordCore(BaseCore):
     truth: "InfoTable"
     _bound: Any = None
     _truth_stale: bool = True
+    view_fields = ("_bound", "_step_views")
     #: record fields a subclass reads as attributes — ``core.t`` is ``core.lanes["t"]``,
     #: an array over the lanes (a view); ``lane_field`` names one under another name
     lane_fields: tuple[str, ...] = ()
@@ -798,7 +798,11 @@ class InfoTable:
         self._slices = column_slices(vectors.items())
         self.block = np.zeros((num_lanes, sum(vectors.values())))
         self._scalar_names = self.float_names + self.int_names + self.flag_names
-        self.__setstate__(vars(self))
+        self._view_vectors()
+
+    def _view_vectors(self) -> None:
+        """``vectors``: each vector key's columns of ``block``, a view."""
+        self.vectors = {name: self.block[:, sl] for name, sl in self._slices.items()}
 
     def __getstate__(self) -> dict[str, Any]:
         """A copy or a pickle takes the arrays; its ``vectors`` are views of its own."""
@@ -806,7 +810,7 @@ class InfoTable:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         vars(self).update(state)
-        self.vectors = {name: self.block[:, sl] for name, sl in self._slices.items()}
+        self._view_vectors()
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every key as an array over the lanes (views: the faces copy)."""

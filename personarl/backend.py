@@ -32,7 +32,7 @@ import numpy as np
 from personarl.errors import ConfigError
 
 __all__ = ["BACKENDS", "resolve_backend", "numba_available", "kernel", "work_record",
-           "standard_normal", "COMPILED_NORMALS_MIN"]
+           "standard_normal", "plain_float64", "COMPILED_NORMALS_MIN"]
 
 BACKENDS = ("auto", "numpy", "numba")
 #: ``standard_normal`` leaves smaller draws to NumPy: passing a generator into compiled
@@ -133,6 +133,14 @@ def _compile_module(name: str) -> dict[str, Any]:
     return namespace
 
 
+def plain_float64(out: Any) -> bool:
+    """Whether ``out`` is a plain ``np.ndarray`` (no subclass) of float64, writable,
+    aligned and C-contiguous: an array a compiled fill, or NumPy's ``Generator`` fills with
+    ``out=``, can write in place."""
+    return (type(out) is np.ndarray and out.dtype == np.float64 and out.flags.writeable
+            and out.flags.aligned and out.flags.c_contiguous)
+
+
 def standard_normal(rng: np.random.Generator, size: int | tuple[int, ...] | None = None, *,
                     out: np.ndarray | None = None, backend: str = "numpy") -> np.ndarray:
     """``rng.standard_normal(size, out=out)`` as an array: the same numbers, and ``rng``
@@ -164,9 +172,8 @@ def standard_normal(rng: np.random.Generator, size: int | tuple[int, ...] | None
     backend = resolve_backend(backend)
     if out is None:
         out, size = np.empty(() if size is None else size), None
-    compiled = (backend == "numba" and size is None and type(out) is np.ndarray
-                and out.dtype == np.float64 and out.size >= COMPILED_NORMALS_MIN
-                and out.flags.c_contiguous and out.flags.aligned and out.flags.writeable)
+    compiled = (backend == "numba" and size is None and plain_float64(out)
+                and out.size >= COMPILED_NORMALS_MIN)
     if not compiled:
         rng.standard_normal(size, out=out)
         return out

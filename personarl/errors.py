@@ -80,12 +80,12 @@ def check_int(name: str, value: int, low: int, high: int | None = None) -> int:
     the value and the valid range."""
     bound = f"[{low}, {high}]" if high is not None else f">= {low}"
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        v = operator.index(value)
-    except TypeError:
+        v = None if isinstance(value, bool) else operator.index(value)
+    except TypeError:                 # a float, a string, an array of more than one value
+        v = None
+    if v is None:
         valid = f"in {bound}" if high is not None else bound
-        raise ConfigError(f"{name}={value!r} must be an integer {valid}") from None
+        raise ConfigError(f"{name}={value!r} must be an integer {valid}")
     if v < low or (high is not None and v > high):
         raise ConfigError(f"{name}={value!r} is outside the valid range {bound}")
     return v
