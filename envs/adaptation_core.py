@@ -70,7 +70,8 @@ class AdaptationCore(RecordCore):
         backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``).
         num_threads: threads the ``numba`` step shares the lanes out to
-            (``envs.batched.LaneBlocks``).
+            (``envs.batched.LaneBlocks``), and that sample arriving users
+            (``PopulationSampler.sample``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
@@ -150,7 +151,8 @@ class AdaptationCore(RecordCore):
         """``n`` new users as records of the lanes' type (``{"users": (n,)}``): persona,
         preferences, opening state, the first trait reading, message noise and topic
         uniform."""
-        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend)
+        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend,
+                                  num_threads=self._blocks.num_threads)
         self.population_time += n
         users = np.zeros(n, self.record)
         w6 = pop.weights[:, : len(ARCHETYPE_NAMES)]

@@ -40,7 +40,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from personarl.backend import plain_float64, standard_normal
+from personarl.backend import check_threads, plain_float64, standard_normal
 from personarl.errors import ConfigError, InvalidActionError, ResetNeededError, check_int
 from synth.demographics import AGE_BANDS, CITIES
 from synth.population import PopulationConfig, PopulationSampler
@@ -50,7 +50,7 @@ __all__ = ["CoreEnv", "CoreVectorEnv", "BaseCore", "DiscreteActions", "BoxAction
            "InfoTable", "INFO_LEVELS", "MAX_LANES", "check_info_level", "coerce_config", "coerce_population",
            "column_slices", "owned", "resolve_reward_fn", "checked_reward_fn", "generator_state",
            "generator_from_state", "exo_stream", "copy_records", "RecordCore", "lane_field",
-           "LaneBlocks", "MAX_THREADS"]
+           "LaneBlocks"]
 
 INFO_LEVELS = ("full", "none")
 #: the most lanes a core may have (2^20: gigabytes of state per env already)
@@ -558,10 +558,6 @@ def lane_field(name: str) -> property:
     return property(lambda self: self.lanes[name], doc=f"``lanes[{name!r}]``: a view")
 
 
-#: the most threads a compiled step may use (``LaneBlocks``)
-MAX_THREADS = 64
-
-
 class LaneBlocks:
     """The lanes cut into ``num_threads`` contiguous blocks that a compiled step kernel
     runs on at once, one thread each (``run``): the kernels release the GIL, and lanes
@@ -576,7 +572,8 @@ class LaneBlocks:
 
     Args:
         num_lanes: the core's ``B``.
-        num_threads: threads a step may use, 1 to ``MAX_THREADS`` (at most ``B`` blocks).
+        num_threads: threads a step may use, 1 to ``personarl.backend.MAX_THREADS``
+            (at most ``B`` blocks).
         backend: the core's resolved backend: more than one thread needs ``"numba"`` (the
             NumPy reference holds the GIL).
 
@@ -586,11 +583,7 @@ class LaneBlocks:
     """
 
     def __init__(self, num_lanes: int, num_threads: int, backend: str) -> None:
-        self.num_threads = check_int("num_threads", num_threads, 1, MAX_THREADS)
-        if num_threads > 1 and backend != "numba":
-            raise ConfigError(f"num_threads={num_threads} needs backend='numba' (the compiled "
-                              f"step releases the GIL); the {backend!r} backend steps on one "
-                              "thread: use num_threads=1")
+        self.num_threads = check_threads(num_threads, backend)
         edges = np.linspace(0, num_lanes, min(num_threads, num_lanes) + 1).round()
         #: each block's rows, in lane order
         self.slices = [slice(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:])]

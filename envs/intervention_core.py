@@ -67,7 +67,8 @@ class InterventionCore(RecordCore):
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``: a wide batch
             restarts hundreds of lanes per step, and a bigger draw costs less per user).
         num_threads: threads the ``numba`` step shares the lanes out to
-            (``envs.batched.LaneBlocks``).
+            (``envs.batched.LaneBlocks``), and that sample arriving users
+            (``PopulationSampler.sample``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
@@ -163,7 +164,8 @@ class InterventionCore(RecordCore):
         opening state, first weekday, the day-to-day drift noise and the first step's draws
         (``exo`` and the first observation's standard normal ``noise``)."""
         mdl = self.model
-        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend)
+        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend,
+                                  num_threads=self._blocks.num_threads)
         self.population_time += n
         user = UserTraits.from_traits(pop.traits)
         users = np.zeros(n, self.record)

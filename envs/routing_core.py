@@ -86,7 +86,8 @@ class RoutingCore(RecordCore):
         with_truth: compute the ground truth ``info`` reports.
         pool_chunk: users drawn ahead at a time (at least ``num_lanes``).
         backend: ``"auto"``, ``"numpy"`` or ``"numba"`` (``personarl.backend``).
-        num_threads: threads the ``numba`` step shares the lanes out to (``LaneBlocks``).
+        num_threads: threads the ``numba`` step shares the lanes out to (``LaneBlocks``),
+            and that sample arriving users (``PopulationSampler.sample``).
     """
 
     #: what changes as the core steps (``BaseCore.get_state``); the rest is configuration
@@ -183,7 +184,8 @@ class RoutingCore(RecordCore):
     def generate_users(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``n`` new users as records of the lanes' type (``{"users": (n,)}``): persona,
         flags, the fusion's prior and the draws behind the first interaction."""
-        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend)
+        pop = self.sampler.sample(n, rng, self.population_time, backend=self.backend,
+                                  num_threads=self._blocks.num_threads)
         self.population_time += n
         users = np.zeros(n, self.record)
         users["weights"], users["offset_exp"] = pop.weights, np.exp(pop.trait_offset)

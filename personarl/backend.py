@@ -25,20 +25,24 @@ from __future__ import annotations
 
 import functools
 import sys
+import threading
 from typing import Any, Callable
 
 import numpy as np
 
-from personarl.errors import ConfigError
+from personarl.errors import ConfigError, check_int
 
-__all__ = ["BACKENDS", "resolve_backend", "numba_available", "kernel", "work_record",
-           "standard_normal", "plain_float64", "COMPILED_NORMALS_MIN"]
+__all__ = ["BACKENDS", "resolve_backend", "numba_available", "check_threads", "MAX_THREADS",
+           "kernel", "work_record", "standard_normal", "plain_float64",
+           "COMPILED_NORMALS_MIN"]
 
 BACKENDS = ("auto", "numpy", "numba")
 #: ``standard_normal`` leaves smaller draws to NumPy: passing a generator into compiled
 #: code costs ≈ 5 µs a call, so the two break even near 1,000 numbers here (measured);
 #: at 2,048 the compiled fill is already 1.6x faster, a margin for slower machines
 COMPILED_NORMALS_MIN = 2048
+#: the most threads compiled kernels may be given (``check_threads``)
+MAX_THREADS = 64
 
 @functools.cache
 def _load_numba() -> Any:
@@ -70,6 +74,23 @@ def resolve_backend(backend: str) -> str:
         raise ConfigError("backend='numba' needs Numba: pip install 'personarl[fast]' "
                           "(or use backend='numpy', the reference)")
     return backend
+
+
+def check_threads(num_threads: Any, backend: str) -> int:
+    """``num_threads`` checked for code that runs compiled kernels on threads: an int in
+    ``1..MAX_THREADS``, and 1 unless ``backend`` (resolved) is ``"numba"`` — the kernels
+    release the GIL, the NumPy reference holds it.
+
+    Raises:
+        ConfigError: ``num_threads`` is not an integer in range, or is above 1 on the
+            NumPy backend (the message says to use ``backend='numba'`` or 1 thread).
+    """
+    num_threads = check_int("num_threads", num_threads, 1, MAX_THREADS)
+    if num_threads > 1 and backend != "numba":
+        raise ConfigError(f"num_threads={num_threads} needs backend='numba' (its compiled "
+                          f"kernels release the GIL); the {backend!r} backend runs on one "
+                          "thread: use num_threads=1")
+    return num_threads
 
 
 def kernel(function: Callable[..., Any] | None = None, *, refcounts: bool = True
@@ -118,18 +139,22 @@ def work_record(**lengths: int) -> np.ndarray:
                                  for name, length in lengths.items()], align=True))
 
 
+_COMPILE_LOCK = threading.Lock()
+
+
 def _compile_module(name: str) -> dict[str, Any]:
     numba = _load_numba()
     if numba is None:                     # pragma: no cover - resolve_backend refuses first
         raise ConfigError("compiled kernels need Numba: pip install 'personarl[fast]'")
     namespace = vars(sys.modules[name])
-    for key, value in list(namespace.items()):
-        source = getattr(value, "kernel_source", None)
-        if source is not None:
-            flags = {} if value.kernel_refcounts else {"_nrt": False}
-            namespace[key] = numba.njit(
-                cache=True, nogil=True, error_model="numpy",
-                inline="always" if key.startswith("_") else "never", **flags)(source)
+    with _COMPILE_LOCK:                   # kernels first called on two threads at once
+        for key, value in list(namespace.items()):
+            source = getattr(value, "kernel_source", None)
+            if source is not None:
+                flags = {} if value.kernel_refcounts else {"_nrt": False}
+                namespace[key] = numba.njit(
+                    cache=True, nogil=True, error_model="numpy",
+                    inline="always" if key.startswith("_") else "never", **flags)(source)
     return namespace
 
 

@@ -29,14 +29,15 @@ pulls two profiles together, ``drift`` moves proportion from one archetype to an
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from synth.archetypes import ArchetypeSpec, ArchetypeTable, TRAITS, default_table
 from synth.demographics import CITIES, PROFILE_CDF, PROFILE_GUIDE
 from synth.events import PopulationEvent, apply_events
-from personarl.backend import resolve_backend, standard_normal
+from personarl.backend import check_threads, resolve_backend, standard_normal
 from personarl.errors import ConfigError, check_int, check_range
 
 __all__ = ["PopulationConfig", "PopulationEvent", "Population", "PopulationSampler",
@@ -183,6 +184,52 @@ def _primary_largest(gammas: np.ndarray, primary: np.ndarray) -> np.ndarray:
     return w
 
 
+def _scale_offsets(z: np.ndarray, trait_noise: float) -> np.ndarray:
+    """Standard normals ``z`` to offsets ``δ ~ N(0, trait_noise²)``, in place:
+    ``rng.normal(0, trait_noise)`` is ``0 + s·z``, bit for bit (the sign of a zero too)."""
+    z *= trait_noise
+    z += 0.0
+    return z
+
+
+class _Stages:
+    """Calls run in order: at once on one thread; on ``num_threads - 1`` worker threads
+    otherwise (``run`` returns at once), started afresh for each ``with`` block, which
+    waits for every call at its end and raises the first failed call's error. A call
+    given ``after`` (an earlier call's handle) starts when that one has ended; calls are
+    taken in the order given, so that one is running or done by then, never waiting."""
+
+    def __init__(self, num_threads: int) -> None:
+        self._pool = (ThreadPoolExecutor(num_threads - 1, "personarl-population")
+                      if num_threads > 1 else None)
+        self._calls: list[Future] = []
+
+    def run(self, function: Callable[..., None], *args: Any,
+            after: Future | None = None) -> Future | None:
+        if self._pool is None:
+            function(*args)
+            return None
+
+        def call() -> None:
+            if after is not None:
+                after.result()             # its error, if it failed, fails this call too
+            function(*args)
+
+        self._calls.append(self._pool.submit(call))
+        return self._calls[-1]
+
+    def __enter__(self) -> "_Stages":
+        return self
+
+    def __exit__(self, error_type: Any, *_: Any) -> None:
+        if self._pool is None:
+            return
+        self._pool.shutdown(wait=True)
+        if error_type is None:
+            for call in self._calls:
+                call.result()
+
+
 class PopulationSampler:
     """Samples batches of users from a ``PopulationConfig``.
 
@@ -247,7 +294,8 @@ class PopulationSampler:
         return np.searchsorted(np.asarray(self.boundaries), time, side="right")
 
     def sample(self, n: int, rng: np.random.Generator, start_time: int = 0,
-               backend: str = "auto", cohort: bool = False) -> Population:
+               backend: str = "auto", cohort: bool = False,
+               num_threads: int = 1) -> Population:
         """Sample ``n`` users for population times ``start_time, ..., start_time + n - 1``
         (``cohort``: all of them at ``start_time``, a cohort that arrives together).
 
@@ -257,13 +305,19 @@ class PopulationSampler:
         ``personarl.backend.standard_normal``), so both give the same users (to rounding).
         With a ``generator`` the users are its samples (``synth.generators.persona``).
 
+        ``num_threads`` (``numba`` only) lets the compiled arithmetic of a block of users
+        run on ``num_threads - 1`` worker threads while this thread draws the next blocks;
+        the users are the same bits whatever the thread count. The draws stay sequential
+        in ``rng``, so two threads are all it uses well (BENCHMARKS.md: population).
+
         Raises:
-            ConfigError: ``n`` is not a non-negative integer, or ``backend`` is unknown or
-                unavailable.
+            ConfigError: ``n`` is not a non-negative integer, ``backend`` is unknown or
+                unavailable, or ``num_threads`` is not in ``1..MAX_THREADS`` or above 1
+                without ``backend='numba'`` (``personarl.backend.check_threads``).
         """
         n = check_int("n", n, 0)
         backend = resolve_backend(backend)
-        compiled = backend == "numba"
+        num_threads = check_threads(num_threads, backend)
         cfg = self.config
         time = np.full(n, start_time) if cohort else start_time + np.arange(n)
         if self.generator is not None:
@@ -273,13 +327,12 @@ class PopulationSampler:
         one_epoch = len(self.tables) == 1
         primary = categorical(self.proportions[0] if one_epoch else self.proportions[table_id],
                               rng.random(n))
-        w = rng.standard_gamma(self._concentrations(primary, table_id))
-        offset = standard_normal(rng, (n, len(TRAITS)), backend=backend)
-        offset *= self.trait_noise              # rng.normal(0, trait_noise) is 0 + s·z,
-        offset += 0.0                           # bit for bit (the sign of a zero too)
+        if backend == "numba":
+            return self._sample_compiled(rng, primary, time, table_id, num_threads)
+        w = rng.standard_gamma(self._concentration_table()[table_id, primary])
+        offset = rng.standard_normal((n, len(TRAITS)))
+        _scale_offsets(offset, self.trait_noise)
         u = rng.random((n, 7))
-        if compiled:
-            return self._finish_compiled(w, primary, offset, u, time, table_id)
         # the quasi-identifiers: one draw of the (age band, city) pair
         cell = categorical_from_cdf(PROFILE_CDF, u[:, 6])
         age_band, city = _CELL_AGE[cell], _CELL_CITY[cell]
@@ -300,9 +353,9 @@ class PopulationSampler:
             time=time, table_id=table_id, age_band=age_band, city=city,
         )
 
-    def _concentrations(self, primary: np.ndarray, table_id: np.ndarray) -> np.ndarray:
-        """``(n, A)`` anchored Dirichlet concentrations of users with these primaries."""
-        # the concentration of every (epoch, primary) pair, tabulated once per call
+    def _concentration_table(self) -> np.ndarray:
+        """``(epochs, A, A)`` anchored Dirichlet concentrations: row ``[e, k]`` is those of
+        a user of epoch ``e`` whose primary archetype is ``k``."""
         exists = self._exists                                          # (epochs, A)
         others = exists.sum(axis=1, keepdims=True) - 1
         rest = np.where(exists, self.concentration * (1 - self.anchor)
@@ -310,33 +363,54 @@ class PopulationSampler:
         table = np.repeat(rest[:, None, :], exists.shape[1], axis=1)   # (epochs, k, A)
         diagonal = np.arange(exists.shape[1])
         table[:, diagonal, diagonal] = self.concentration * self.anchor
-        return table[table_id, primary]
+        return table
 
-    def _finish_compiled(self, w: np.ndarray, primary: np.ndarray, offset: np.ndarray,
-                         u: np.ndarray, time: np.ndarray, table_id: np.ndarray) -> Population:
-        """``sample``'s arithmetic after the draws, in one compiled pass over the users."""
-        from synth.population_kernels import finish_users
-        cfg, n = self.config, len(w)
+    def _sample_compiled(self, rng: np.random.Generator, primary: np.ndarray,
+                         time: np.ndarray, table_id: np.ndarray,
+                         num_threads: int) -> Population:
+        """``sample`` after the primaries on the ``numba`` backend: the reference's draws,
+        in its order (every user's gamma variates, then every user's offset normals, then
+        every user's uniforms), each made a block of ``_BLOCK`` users at a time — NumPy
+        fills block after block with the numbers one call would give — and each block
+        finished by ``synth.population_kernels``' stages as soon as the draws it needs are
+        made: here, or on the workers of ``_Stages`` while this thread draws on."""
+        from synth.population_kernels import mixture_means, offset_traits, user_flags
+        cfg, n = self.config, len(primary)
+        shapes = self._concentration_table()
+        table_id = np.ascontiguousarray(table_id, np.int64)
+        w, offset = np.empty((n, self.num_archetypes)), np.empty((n, len(TRAITS)))
         traits = np.empty_like(offset)
         group, device = np.empty(n, np.int64), np.empty(n, np.int64)
         consent, is_bot, slow_bot, missing = (np.empty(n, bool) for _ in range(4))
         age_band, city = np.empty(n, np.int64), np.empty(n, np.int64)
         rates = np.array([cfg.consent_rate, cfg.bot_fraction, cfg.slow_bot_fraction,
                           cfg.human_missing_metadata, cfg.bot_missing_metadata], float)
-        table_id = np.ascontiguousarray(table_id, np.int64)
-        # exp in NumPy (vectorised it is ~4x cheaper than one call per value, and its bits
-        # are the reference's), a block at a time: a temporary of all n rows would be
-        # fresh memory on every call, whose page faults cost up to 0.1 s per 10^6 users
-        offset_exp = np.empty((min(n, _BLOCK), offset.shape[1]))
-        for lo in range(0, n, _BLOCK):
-            hi = min(lo + _BLOCK, n)
-            rows = slice(lo, hi)
-            finish_users(w[rows], primary[rows], table_id[rows],
-                         np.exp(offset[rows], out=offset_exp[:hi - lo]), u[rows],
-                         self._traits, self._device, self.group_probs, rates, PROFILE_CDF,
-                         PROFILE_GUIDE, _CELL_AGE, _CELL_CITY, traits[rows], group[rows],
-                         consent[rows], is_bot[rows], slow_bot[rows], device[rows],
-                         missing[rows], age_band[rows], city[rows])
+        blocks = [slice(lo, min(lo + _BLOCK, n)) for lo in range(0, n, _BLOCK)]
+
+        def finish_traits(rows: slice) -> None:
+            _scale_offsets(offset[rows], self.trait_noise)
+            # exp in NumPy: vectorised it is ~4x cheaper than one call per value, and its
+            # bits are the reference's
+            offset_traits(traits[rows], np.exp(offset[rows]))
+
+        def finish_flags(rows: slice, u: np.ndarray) -> None:
+            user_flags(w[rows], table_id[rows], u, self._device, self.group_probs, rates,
+                       PROFILE_CDF, PROFILE_GUIDE, _CELL_AGE, _CELL_CITY, group[rows],
+                       consent[rows], is_bot[rows], slow_bot[rows], device[rows],
+                       missing[rows], age_band[rows], city[rows])
+
+        with _Stages(num_threads) as stages:
+            mixtures = []                  # each block's mixture_means call
+            for rows in blocks:
+                rng.standard_gamma(shapes[table_id[rows], primary[rows]], out=w[rows])
+                mixtures.append(stages.run(mixture_means, w[rows], primary[rows],
+                                           table_id[rows], self._traits, traits[rows]))
+            for rows, mixture in zip(blocks, mixtures):
+                standard_normal(rng, out=offset[rows], backend="numba")
+                stages.run(finish_traits, rows, after=mixture)
+            for rows, mixture in zip(blocks, mixtures):
+                stages.run(finish_flags, rows, rng.random((rows.stop - rows.start, 7)),
+                           after=mixture)
         return Population(weights=w, primary=primary, trait_offset=offset, traits=traits,
                           group=group, consent=consent, is_bot=is_bot, slow_bot=slow_bot,
                           device=device, metadata_missing=missing, time=time,
@@ -346,8 +420,8 @@ class PopulationSampler:
                        rng: np.random.Generator) -> np.ndarray:
         """Mixture weights given the primary archetype: anchored Dirichlet, then the swap
         that makes ``primary`` the largest weight."""
-        return _primary_largest(rng.standard_gamma(self._concentrations(primary, table_id)),
-                                primary)
+        shapes = self._concentration_table()[table_id, primary]
+        return _primary_largest(rng.standard_gamma(shapes), primary)
 
     def traits_of(self, weights: np.ndarray, offset_exp: np.ndarray,
                   table_id: np.ndarray) -> np.ndarray:

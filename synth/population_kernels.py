@@ -1,13 +1,21 @@
 """``PopulationSampler.sample``'s arithmetic compiled (the ``numba`` backend,
 ``personarl.backend``).
 
-The sampler draws every random number in NumPy, in the same order on both backends; this
-kernel then does, for one user at a time, what the NumPy reference does array by array:
-the Dirichlet's normalisation and the swap that makes the primary archetype the largest
-weight, the traits ``sigmoid(logit(w @ trait_means) + δ)``, the device from the mixture's
-device preferences, the group, and the bot, consent and metadata flags. One pass over the
-users instead of some forty NumPy calls over ``(n, A)`` and ``(n, 10)`` temporaries: a
-million users were ≈ 0.75 s of arithmetic in NumPy beside ≈ 0.4 s of drawing.
+The sampler draws every random number in NumPy, in the same order on both backends; these
+kernels then do, for one user at a time, what the NumPy reference does array by array.
+They come in three stages, each needing only the draws made before it, so that a block of
+users can be finished while the next block is drawn (``PopulationSampler.sample``'s
+``num_threads``):
+
+1. ``mixture_means`` (after the gamma variates): the Dirichlet's normalisation, the swap
+   that makes the primary archetype the largest weight, and the mixture's trait means;
+2. ``offset_traits`` (after the offsets' normals): ``sigmoid(logit(mean) + δ)``;
+3. ``user_flags`` (after the uniforms): the device from the mixture's device preferences,
+   the group, the bot, consent and metadata flags, and the (age band, city) cell.
+
+One pass per stage instead of some forty NumPy calls over ``(n, A)`` and ``(n, 10)``
+temporaries: a million users were ≈ 0.75 s of arithmetic in NumPy beside ≈ 0.4 s of
+drawing.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import numpy as np
 from personarl.backend import kernel
 from synth.population import _EPS           # the clip of the trait means
 
-__all__ = ["finish_users"]
+__all__ = ["mixture_means", "offset_traits", "user_flags"]
 
 
 @kernel
@@ -38,34 +46,19 @@ def _row_categorical(probs: np.ndarray, u: float) -> int:
 
 
 @kernel
-def finish_users(w: np.ndarray, primary: np.ndarray, table_id: np.ndarray,
-                 offset_exp: np.ndarray, u: np.ndarray, traits_table: np.ndarray,
-                 device_table: np.ndarray, group_probs: np.ndarray, rates: np.ndarray,
-                 profile_cdf: np.ndarray, profile_guide: np.ndarray, cell_age: np.ndarray,
-                 cell_city: np.ndarray, traits: np.ndarray,
-                 group: np.ndarray, consent: np.ndarray, is_bot: np.ndarray,
-                 slow_bot: np.ndarray, device: np.ndarray, missing: np.ndarray,
-                 age_band: np.ndarray, city: np.ndarray) -> None:
-    """Turn drawn variates into users, in place.
+def mixture_means(w: np.ndarray, primary: np.ndarray, table_id: np.ndarray,
+                  traits_table: np.ndarray, means: np.ndarray) -> None:
+    """Gamma variates to mixture weights, and the mixture's trait means, in place.
 
     Args:
-        w: ``(n, A)`` gamma variates in, mixture weights out.
+        w: ``(n, A)`` gamma variates in, mixture weights out (``synth.population``'s
+            module doc: normalised, then the largest swapped onto the primary).
         primary, table_id: ``(n,)`` the primary archetype and the epoch of each user.
-        offset_exp: ``(n, 10)`` ``exp(δ)`` of the logit-space trait offsets δ.
-        u: ``(n, 7)`` uniforms: group, consent, bot, slow bot, device, metadata missing,
-            the (age band, city) pair.
-        traits_table, device_table: ``(epochs, A, 10)`` and ``(epochs, A, D)``.
-        group_probs: ``(G,)`` group proportions.
-        rates: consent rate, bot fraction, slow-bot fraction, a human's and a bot's chance
-            of missing metadata.
-        profile_cdf, profile_guide: ``synth.demographics.PROFILE_CDF`` and
-            ``PROFILE_GUIDE``; cell_age, cell_city: each cell's age band and city.
-        traits, group, consent, is_bot, slow_bot, device, missing, age_band, city: outputs,
-            ``n`` rows.
+        traits_table: ``(epochs, A, 10)`` archetype trait means.
+        means: ``(n, 10)`` out: ``w @ traits_table[epoch]``, clipped to ``[ε, 1 - ε]``.
     """
     n, A = w.shape
-    T, D = traits.shape[1], device_table.shape[2]
-    means, mix = np.empty(T), np.empty(D)
+    T = means.shape[1]
     for i in range(n):
         total = 0.0
         for a in range(A):
@@ -80,17 +73,59 @@ def finish_users(w: np.ndarray, primary: np.ndarray, table_id: np.ndarray,
         if top != p:
             w[i, top], w[i, p] = w[i, p], w[i, top]
         e = table_id[i]
-        means[:] = 0.0                # archetype by archetype: the inner loops vectorise
+        for t in range(T):
+            means[i, t] = 0.0
+        for a in range(A):            # archetype by archetype: the inner loop vectorises
+            for t in range(T):
+                means[i, t] += w[i, a] * traits_table[e, a, t]
+        for t in range(T):
+            means[i, t] = min(max(means[i, t], _EPS), 1.0 - _EPS)
+
+
+@kernel
+def offset_traits(means: np.ndarray, offset_exp: np.ndarray) -> None:
+    """``means (n, 10)`` in, traits ``sigmoid(logit(mean) + δ)`` out, in place, from
+    ``offset_exp = exp(δ)`` ``(n, 10)``: ``m·e / (m·e + 1 - m)``, without logs."""
+    n, T = means.shape
+    for i in range(n):
+        for t in range(T):
+            mean = means[i, t]
+            scaled = mean * offset_exp[i, t]
+            means[i, t] = scaled / (scaled + 1.0 - mean)
+
+
+@kernel
+def user_flags(w: np.ndarray, table_id: np.ndarray, u: np.ndarray, device_table: np.ndarray,
+               group_probs: np.ndarray, rates: np.ndarray, profile_cdf: np.ndarray,
+               profile_guide: np.ndarray, cell_age: np.ndarray, cell_city: np.ndarray,
+               group: np.ndarray, consent: np.ndarray, is_bot: np.ndarray,
+               slow_bot: np.ndarray, device: np.ndarray, missing: np.ndarray,
+               age_band: np.ndarray, city: np.ndarray) -> None:
+    """Each user's categories and flags from the uniforms, in place.
+
+    Args:
+        w: ``(n, A)`` mixture weights (``mixture_means``'s).
+        table_id: ``(n,)`` the epoch of each user.
+        u: ``(n, 7)`` uniforms: group, consent, bot, slow bot, device, metadata missing,
+            the (age band, city) pair.
+        device_table: ``(epochs, A, D)`` archetype device preferences.
+        group_probs: ``(G,)`` group proportions.
+        rates: consent rate, bot fraction, slow-bot fraction, a human's and a bot's chance
+            of missing metadata.
+        profile_cdf, profile_guide: ``synth.demographics.PROFILE_CDF`` and
+            ``PROFILE_GUIDE``; cell_age, cell_city: each cell's age band and city.
+        group, consent, is_bot, slow_bot, device, missing, age_band, city: outputs, ``n``
+            rows.
+    """
+    n, A = w.shape
+    D = device_table.shape[2]
+    mix = np.empty(D)
+    for i in range(n):
+        e = table_id[i]
         mix[:] = 0.0
         for a in range(A):
-            for t in range(T):
-                means[t] += w[i, a] * traits_table[e, a, t]
             for d in range(D):
                 mix[d] += w[i, a] * device_table[e, a, d]
-        for t in range(T):
-            mean = min(max(means[t], _EPS), 1.0 - _EPS)
-            scaled = mean * offset_exp[i, t]
-            traits[i, t] = scaled / (scaled + 1.0 - mean)
         device[i] = _row_categorical(mix, u[i, 4])
         group[i] = _row_categorical(group_probs, u[i, 0])
         consent[i] = u[i, 1] < rates[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -187,3 +189,75 @@ def test_both_backends_sample_the_same_users():
         np.testing.assert_allclose(other, value, rtol=0, atol=1e-12, err_msg=name)
     with pytest.raises(ConfigError, match="backend='fortran'"):
         sampler.sample(3, np.random.default_rng(0), backend="fortran")
+
+
+@pytest.mark.skipif(not numba_available(), reason="the compiled backend needs the fast extra")
+def test_compiled_blocks_and_threads_sample_the_reference_users(monkeypatch):
+    """The compiled backend draws a block of users at a time (``_BLOCK``) and may finish
+    blocks on worker threads while it draws on: over several blocks, two epochs and a
+    short last block, every thread count gives the same users bit for bit, those are the
+    reference's users, and the generator ends where the reference's does. A worker that
+    started a block's traits before that block's weights (``after`` ignored) would read
+    unwritten means: the slowed first stage makes that visible."""
+    import synth.population_kernels as kernels
+    from synth.population import _BLOCK
+
+    sampler = PopulationSampler(PopulationConfig(
+        proportions=PROPS, bot_fraction=0.3, trait_noise=0.4, events=[
+            dict(kind="split", at=_BLOCK, source="explorer", name="tinkerer", strength=0.5)]))
+    n = 2 * _BLOCK + 5
+    reference_rng = np.random.default_rng(9)
+    ref = sampler.sample(n, reference_rng, backend="numpy")
+    mixture_means = kernels.mixture_means
+    mixture_means(np.ones((1, 7)), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                  sampler.trait_table, np.empty((1, 10)))          # compiled before the clock
+
+    def slow_mixture_means(*args):
+        time.sleep(0.02)
+        mixture_means(*args)
+
+    monkeypatch.setattr(kernels, "mixture_means", slow_mixture_means)
+    first = None
+    for threads in (1, 2, 3):
+        rng = np.random.default_rng(9)
+        pop = sampler.sample(n, rng, backend="numba", num_threads=threads)
+        assert rng.bit_generator.state == reference_rng.bit_generator.state, threads
+        first = pop if first is None else first
+        for name, value in vars(ref).items():
+            assert np.array_equal(getattr(pop, name), getattr(first, name)), (threads, name)
+            np.testing.assert_allclose(getattr(pop, name), value, rtol=0, atol=1e-12,
+                                       err_msg=f"{threads} threads: {name}")
+
+
+@pytest.mark.skipif(not numba_available(), reason="the compiled backend needs the fast extra")
+def test_a_failing_block_fails_the_sample(monkeypatch):
+    """An error in a block finished on a worker thread reaches the caller, after every
+    block has ended (none is left running on the population's arrays)."""
+    import synth.population_kernels as kernels
+    from synth.population import _BLOCK
+
+    finished = []
+
+    def flags_then_fail(*args):
+        finished.append(len(args[0]))
+        if len(finished) == 1:
+            raise RuntimeError("block 0 failed")
+
+    monkeypatch.setattr(kernels, "user_flags", flags_then_fail)
+    with pytest.raises(RuntimeError, match="block 0 failed"):
+        PopulationSampler().sample(3 * _BLOCK, np.random.default_rng(0), backend="numba",
+                                   num_threads=2)
+    assert finished == [_BLOCK] * 3
+
+
+@pytest.mark.parametrize("threads, backend, message", [
+    (0, "numba", r"num_threads=0 is outside the valid range \[1, 64\]"),
+    (65, "numba", r"num_threads=65 is outside the valid range \[1, 64\]"),
+    ("2", "numba", r"num_threads='2' must be an integer in \[1, 64\]"),
+    (2, "numpy", r"num_threads=2 needs backend='numba'.*use num_threads=1")])
+def test_sample_names_a_bad_thread_count(threads, backend, message):
+    if backend == "numba" and not numba_available():
+        pytest.skip("the compiled backend needs the fast extra")
+    with pytest.raises(ConfigError, match=message):
+        PopulationSampler().sample(10, np.random.default_rng(0), backend=backend,
+                                   num_threads=threads)

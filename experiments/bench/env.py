@@ -8,7 +8,8 @@
 * *Scaling*: user-steps/s over ``B = 1 … 65,536`` (the fastest backend) and the memory per
   lane: the bytes the env allocates for its lanes and pool, traced by ``tracemalloc``
   (NumPy reports its buffers to it) while the env is built, reset and stepped, over ``B``.
-* *Population*: ``PopulationSampler.sample(10**6)`` against ``rng.standard_normal(10**7)``.
+* *Population*: ``PopulationSampler.sample(10**6)`` against ``rng.standard_normal(10**7)``,
+  each backend on one thread, and the compiled one on ``THREADS`` threads beside them.
 
 Every figure that is compared with another is measured in the same run, interleaved: each
 repeat measures every configuration once, so the machine's drift hits all alike; medians
@@ -32,7 +33,8 @@ from envs.creator import create_env
 from synth.population import PopulationSampler
 
 BATCH = 4096
-#: the threads of the batched compiled step's second row (the 2 cores BENCHMARKS.md runs on)
+#: the threads of the compiled rows measured beside the one-thread rows (the 2 cores
+#: BENCHMARKS.md runs on)
 THREADS = 2
 SCALING = (1, 16, 256, 4096, 65_536)
 #: the issue-18 targets, as multiples of CartPole-v1's single-env steps/s
@@ -97,9 +99,11 @@ def bytes_per_lane(env_id: str, batch: int, **kwargs: Any) -> float:
     return peak / batch
 
 
-def population_seconds(users: int, backends: tuple[str, ...]) -> tuple[float, list[float]]:
-    """Seconds to draw ``10 · users`` standard normals, and to sample ``users`` users on
-    each of ``backends``. Each is timed on its second call: the first compiles a kernel
+def population_seconds(users: int, samplers: list[dict[str, Any]]
+                       ) -> tuple[float, list[float]]:
+    """Seconds to draw ``10 · users`` standard normals, and to sample ``users`` users with
+    each of ``samplers`` (``PopulationSampler.sample``'s ``backend`` and ``num_threads``).
+    Each is timed on its second call: the first compiles a kernel
     and maps fresh memory, whose page faults cost the reference up to 3x here, more than
     the sampler (measured 0.11 s warm, 0.26-0.38 s fresh) — warm is the stricter ratio.
 
@@ -122,8 +126,8 @@ def population_seconds(users: int, backends: tuple[str, ...]) -> tuple[float, li
     advised = advise(False) if advise else None
     try:
         reference = second_call(lambda: rng.standard_normal(10 * users))
-        return reference, [second_call(lambda: sampler.sample(users, rng, backend=b))
-                           for b in backends]
+        return reference, [second_call(lambda: sampler.sample(users, rng, **kwargs))
+                           for kwargs in samplers]
     finally:
         if advise:
             advise(advised)
@@ -143,7 +147,10 @@ def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
     if "numba" in backends:
         batched.update({f"{names[e]} numba B={BATCH} threads={THREADS}": (
             e, {"backend": "numba", "num_threads": THREADS}) for e in names})
-    populations = [f"population {b}" for b in backends]
+    samplers = {b: {"backend": b} for b in backends}
+    if "numba" in backends:
+        samplers[f"numba threads={THREADS}"] = {"backend": "numba", "num_threads": THREADS}
+    populations = [f"population {name}" for name in samplers]
     runs: dict[str, list[float]] = {k: [] for k in [*singles, *batched, *populations,
                                                        "standard_normal_s"]}
     for _ in range(repeats):
@@ -151,7 +158,7 @@ def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
             runs[name].append(single_steps_per_second(env_id, seconds, **kwargs))
         for name, (env_id, kwargs) in batched.items():
             runs[name].append(batched_user_steps_per_second(env_id, BATCH, seconds, **kwargs))
-        reference, sampled = population_seconds(users, backends)
+        reference, sampled = population_seconds(users, list(samplers.values()))
         runs["standard_normal_s"].append(reference)
         for name, value in zip(populations, sampled):
             runs[name].append(value)
@@ -174,10 +181,10 @@ def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
         "scaling_backend": fastest, "scaling": scaling,
         "population": {"users": users,
                        "seconds_10x_normals": statistics.median(runs["standard_normal_s"]),
-                       **{b: {"seconds_users": statistics.median(runs[name]),
-                              "ratio": statistics.median(p / r for p, r in zip(
-                                  runs[name], runs["standard_normal_s"]))}
-                          for b, name in zip(backends, populations)}},
+                       **{key: {"seconds_users": statistics.median(runs[name]),
+                                "ratio": statistics.median(p / r for p, r in zip(
+                                    runs[name], runs["standard_normal_s"]))}
+                          for key, name in zip(samplers, populations)}},
         "targets": {"single_ratio": SINGLE_TARGET, "batched_ratio": BATCHED_TARGET,
                     "population_ratio": POPULATION_TARGET},
     }
@@ -199,6 +206,6 @@ def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
     p = result["population"]
     print(f"population: {10 * users:,} standard normals {p['seconds_10x_normals']:.3f} s; "
           f"{users:,} users (target <= {POPULATION_TARGET}x):")
-    for b in backends:
-        print(f"  {b:6s} {p[b]['seconds_users']:.3f} s  {p[b]['ratio']:.2f}x")
+    for key in samplers:
+        print(f"  {key:17s} {p[key]['seconds_users']:.3f} s  {p[key]['ratio']:.2f}x")
     return result
