@@ -130,8 +130,8 @@ class PersonalityAdaptationEnv(CoreEnv):
     (``AdaptationModel`` or a mapping), ``reward_weights`` or ``reward_fn``, ``obs_noise``,
     ``info_level``, ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: ``personarl.backend``;
     the same trajectories either way), ``num_threads`` (1..64: threads the ``numba`` step
-    shares the lanes out to, ``envs.batched.LaneBlocks``; the same trajectories either
-    way).
+    shares the lanes out to, ``envs.batched.LaneBlocks``, and that sample arriving users;
+    the same trajectories either way).
 
     ## Version History
 

@@ -147,8 +147,8 @@ class InterventionTimingEnv(CoreEnv):
     *or* an injected ``reward_fn(Δvalence, Δengagement, complied, false_intervention)``,
     ``obs_noise`` (0..1), ``info_level``, ``backend`` (``"auto"``, ``"numpy"``,
     ``"numba"``: ``personarl.backend``; the same trajectories either way), ``num_threads``
-    (1..64: threads the ``numba`` step shares the lanes out to, ``envs.batched.LaneBlocks``;
-    the same trajectories either way).
+    (1..64: threads the ``numba`` step shares the lanes out to, ``envs.batched.LaneBlocks``,
+    and that sample arriving users; the same trajectories either way).
 
     ## Version History
 

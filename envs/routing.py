@@ -160,8 +160,8 @@ class AgentRoutingEnv(CoreEnv):
     ``fusion_prior_strength``, ``pool_chunk`` (users drawn ahead at a time), ``info_level``,
     ``backend`` (``"auto"``, ``"numpy"``, ``"numba"``: who computes each step,
     ``personarl.backend``; the same trajectories either way), ``num_threads`` (1..64:
-    threads the ``numba`` step shares the lanes out to, ``envs.batched.LaneBlocks``; the
-    same trajectories either way).
+    threads the ``numba`` step shares the lanes out to, ``envs.batched.LaneBlocks``, and
+    that sample arriving users; the same trajectories either way).
 
     ## Version History
 
