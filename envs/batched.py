@@ -320,7 +320,28 @@ def column_slices(widths: Iterable[tuple[str, int]]) -> dict[str, slice]:
     return out
 
 
-class BaseCore(ABC):
+class _OwnViews:
+    """An object holding views of its own arrays (``view_fields``). A deep copy of a view
+    is a separate array, so a copy or a pickle takes everything but these and builds them
+    again over its own arrays (``_views``; a field with a class default of ``None`` is
+    rebuilt lazily instead)."""
+
+    #: the attributes that are views of the object's own arrays
+    view_fields: tuple[str, ...] = ()
+
+    def _views(self) -> None:
+        """Build the ``view_fields`` needed at once, on construction and in a copy or an
+        unpickled object; none by default."""
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if k not in self.view_fields}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        self._views()
+
+
+class BaseCore(_OwnViews, ABC):
     """What the Gymnasium faces need from a batched core, and the plumbing all cores share.
 
     Subclasses set ``B``, ``actions``, ``rows`` (``arange(B)``), ``t``, ``obs`` (every
@@ -347,8 +368,6 @@ class BaseCore(ABC):
     #: ``set_state`` and the threads a step runs on (``LaneBlocks``): neither state nor
     #: configuration (``envs.contract`` skips them)
     scratch_fields: tuple[str, ...] = ()
-    #: scratch attributes that hold views into the core's own arrays (``__getstate__``)
-    view_fields: tuple[str, ...] = ()
     #: users drawn ahead (``take_users``: name -> array over users; ``None``: the core
     #: does not pool) and the position of the next one
     pool: dict[str, np.ndarray] | None = None
@@ -520,20 +539,6 @@ class BaseCore(ABC):
         """Values of a well-formed state that this core cannot step from (``set_state``
         asks once kinds and shapes agree); none by default."""
         return []
-
-    def _views(self) -> None:
-        """Build the ``view_fields`` a copy needs at once (``_step_views``, say), on
-        construction and in a copy or an unpickled core; none by default."""
-
-    def __getstate__(self) -> dict[str, Any]:
-        """What a copy or a pickle takes: everything but ``view_fields`` — a deep copy of
-        a view is a separate array — which the copy builds over its own arrays (``_views``,
-        or lazily from a class default of ``None``)."""
-        return {k: v for k, v in vars(self).items() if k not in self.view_fields}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        vars(self).update(state)
-        self._views()
 
     def close(self) -> None:
         """Stop the threads a compiled step runs on, if any (``LaneBlocks``; the faces'
@@ -771,7 +776,7 @@ class RecordCore(BaseCore):
         return super().lane_info(lane)
 
 
-class InfoTable:
+class InfoTable(_OwnViews):
     """Per-lane ``info`` packed by type, so a compiled kernel fills it in one pass and the
     single env reads one lane out in a handful of calls.
 
@@ -780,6 +785,8 @@ class InfoTable:
     keys side by side, in the given order, in ``block`` ``(B, Σ widths)`` float64
     (``vectors`` names each one's columns).
     """
+
+    view_fields = ("vectors",)
 
     def __init__(self, num_lanes: int, float_names: Iterable[str], int_names: Iterable[str],
                  flag_names: Iterable[str], vectors: Mapping[str, int]) -> None:
@@ -791,19 +798,11 @@ class InfoTable:
         self._slices = column_slices(vectors.items())
         self.block = np.zeros((num_lanes, sum(vectors.values())))
         self._scalar_names = self.float_names + self.int_names + self.flag_names
-        self._view_vectors()
+        self._views()
 
-    def _view_vectors(self) -> None:
+    def _views(self) -> None:
         """``vectors``: each vector key's columns of ``block``, a view."""
         self.vectors = {name: self.block[:, sl] for name, sl in self._slices.items()}
-
-    def __getstate__(self) -> dict[str, Any]:
-        """A copy or a pickle takes the arrays; its ``vectors`` are views of its own."""
-        return {k: v for k, v in vars(self).items() if k != "vectors"}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        vars(self).update(state)
-        self._view_vectors()
 
     def columns(self) -> dict[str, np.ndarray]:
         """Every key as an array over the lanes (views: the faces copy)."""

@@ -144,12 +144,12 @@ def run(seconds: float, repeats: int, scaling: tuple[int, ...] = SCALING,
     singles["CartPole-v1"] = ("CartPole-v1", {})
     batched = {f"{names[e]} {b} B={BATCH}": (e, {"backend": b}) for e in names
                for b in backends}
-    if "numba" in backends:
-        batched.update({f"{names[e]} numba B={BATCH} threads={THREADS}": (
-            e, {"backend": "numba", "num_threads": THREADS}) for e in names})
     samplers = {b: {"backend": b} for b in backends}
-    if "numba" in backends:
-        samplers[f"numba threads={THREADS}"] = {"backend": "numba", "num_threads": THREADS}
+    if "numba" in backends:                # the compiled rows on THREADS threads
+        threaded = {"backend": "numba", "num_threads": THREADS}
+        batched.update({f"{names[e]} numba B={BATCH} threads={THREADS}": (e, threaded)
+                        for e in names})
+        samplers[f"numba threads={THREADS}"] = threaded
     populations = [f"population {name}" for name in samplers]
     runs: dict[str, list[float]] = {k: [] for k in [*singles, *batched, *populations,
                                                        "standard_normal_s"]}
